@@ -1,0 +1,166 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/admin"
+)
+
+const defaultSocket = "/run/interceptd/admin.sock"
+
+func adminSocketFlag(fs *flag.FlagSet) *string {
+	return fs.String("admin-socket", "", "admin socket `path` (default $INTERCEPTD_SOCKET or "+defaultSocket+")")
+}
+
+func socketPath(flagVal string) string {
+	if flagVal != "" {
+		return flagVal
+	}
+	if env := os.Getenv("INTERCEPTD_SOCKET"); env != "" {
+		return env
+	}
+	return defaultSocket
+}
+
+func client(flagVal string) *admin.Client { return admin.NewClient(socketPath(flagVal)) }
+
+func cmdSandbox(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME | delete NAME | list | show NAME")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("sandbox "+args[0], flag.ContinueOnError)
+	sock := adminSocketFlag(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		return errUsage
+	}
+	c := client(*sock)
+	need := func(n int) error {
+		if fs.NArg() != n {
+			fmt.Fprintf(os.Stderr, "usage: interceptd sandbox %s%s\n", args[0], map[int]string{0: "", 1: " NAME"}[n])
+			return errUsage
+		}
+		return nil
+	}
+	switch args[0] {
+	case "create":
+		if err := need(1); err != nil {
+			return err
+		}
+		sb, err := c.Create(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		fmt.Println(sb.NetnsPath)
+	case "delete":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.Delete(fs.Arg(0))
+	case "show":
+		if err := need(1); err != nil {
+			return err
+		}
+		sb, err := c.Get(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sb)
+	case "list":
+		if err := need(0); err != nil {
+			return err
+		}
+		list, err := c.List()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tADDRESS\tGATEWAY\tNAMESPACE\tCREATED")
+		for _, sb := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", sb.Name, sb.Addr, sb.Gateway, sb.NetnsPath, sb.Created.Local().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	default:
+		fmt.Fprintf(os.Stderr, "interceptd sandbox: unknown command %q\n", args[0])
+		return errUsage
+	}
+	return nil
+}
+
+// cmdRun creates a sandbox, runs the command in its network namespace with
+// the caller's stdio, deletes the sandbox and exits with the command's status.
+//
+// The command is started through `ip netns exec`, which also bind-mounts
+// /etc/netns/<netns>/resolv.conf (written by the daemon) over
+// /etc/resolv.conf in a private mount namespace, exactly as a user running
+// `ip netns exec` by hand gets it.
+func cmdRun(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	sock := adminSocketFlag(fs)
+	name := fs.String("name", "", "sandbox `name` (default: run-<random>)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: interceptd run [--name NAME] -- CMD [ARGS...]")
+		return errUsage
+	}
+	if *name == "" {
+		b := make([]byte, 4)
+		rand.Read(b)
+		*name = "run-" + hex.EncodeToString(b)
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		return fmt.Errorf("run needs iproute2's ip: %w", err)
+	}
+	c := client(*sock)
+	sb, err := c.Create(*name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := c.Delete(sb.Name); err != nil {
+			fmt.Fprintf(os.Stderr, "interceptd: deleting sandbox %s: %v\n", sb.Name, err)
+		}
+	}()
+
+	cmd := exec.Command(ip, append([]string{"netns", "exec", sb.Netns}, fs.Args()...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// Terminal signals reach the child through its process group; for
+	// signals sent to us alone, pass them on. Either way we stay alive to
+	// delete the sandbox.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting command: %w", err)
+	}
+	go func() {
+		for s := range sigs {
+			cmd.Process.Signal(s)
+		}
+	}()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return exitError{128 + int(ws.Signal())}
+		}
+		return exitError{ee.ExitCode()}
+	}
+	return err
+}

@@ -1,0 +1,86 @@
+// Command interceptd is the daemon and its CLI.
+//
+//	interceptd serve [--config FILE] [--data-dir DIR] [--admin-socket PATH]
+//	                 [--metrics-listen ADDR] [--dns-upstream ADDR]... [--log-level LEVEL]
+//	interceptd sandbox create NAME | delete NAME | list | show NAME
+//	interceptd run [--name NAME] -- CMD [ARGS...]
+//	interceptd cleanup [--config FILE]
+//	interceptd config default | check FILE
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+const usage = `interceptd: per-container network namespaces whose DNS and HTTP egress is
+intercepted and answered by in-process handlers.
+
+Usage:
+  interceptd serve [flags]                 run the daemon (root)
+  interceptd sandbox create NAME           create a sandbox; prints its namespace path
+  interceptd sandbox delete NAME           delete a sandbox
+  interceptd sandbox list                  list sandboxes
+  interceptd sandbox show NAME             show one sandbox as JSON
+  interceptd run [--name NAME] -- CMD...   run CMD in a fresh sandbox, then delete it
+  interceptd cleanup [--config FILE]       remove every namespace, link, rule and route the daemon made
+  interceptd config default                print the embedded default config
+  interceptd config check FILE             validate a config file
+  interceptd version
+
+Client commands find the daemon through --admin-socket or INTERCEPTD_SOCKET
+(default /run/interceptd/admin.sock). Run 'interceptd COMMAND -h' for flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// exitError carries a process exit status through the command functions.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:])
+	case "sandbox":
+		err = cmdSandbox(args[1:])
+	case "run":
+		err = cmdRun(args[1:])
+	case "cleanup":
+		err = cmdCleanup(args[1:])
+	case "config":
+		err = cmdConfig(args[1:])
+	case "version":
+		fmt.Println(version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "interceptd: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintf(os.Stderr, "interceptd: %v\n", err)
+		return 1
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const version = "0.1.0-dev"

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/internal/daemon"
+	"github.com/interceptd/interceptd/metrics"
+)
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// loadConfig reads --config (or the embedded default) and applies the flags
+// that were set on top of it, then validates the result.
+func loadConfig(path string, override func(*config.Config)) (*config.Config, error) {
+	var cfg *config.Config
+	var err error
+	if path == "" {
+		cfg = config.Default()
+	} else if cfg, err = config.Load(path); err != nil {
+		return nil, err
+	}
+	if override != nil {
+		override(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("after flags: %w", err)
+	}
+	return cfg, nil
+}
+
+func cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "config `file` (default: the embedded default config)")
+	dataDir := fs.String("data-dir", "", "data `dir` for the bbolt store (overrides data_dir)")
+	sock := fs.String("admin-socket", "", "admin socket `path` (overrides admin_socket)")
+	metricsListen := fs.String("metrics-listen", "", "metrics `addr`, e.g. 127.0.0.1:9780 (overrides listen.metrics)")
+	var upstreams stringList
+	fs.Var(&upstreams, "dns-upstream", "upstream resolver `ip:port`; repeatable (overrides dns.upstreams)")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "serve takes no arguments, got %q\n", fs.Args())
+		return errUsage
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
+
+	cfg, err := loadConfig(*cfgPath, func(c *config.Config) {
+		if *dataDir != "" {
+			c.DataDir = *dataDir
+		}
+		if *sock != "" {
+			c.AdminSocket = *sock
+		} else if env := os.Getenv("INTERCEPTD_SOCKET"); env != "" {
+			c.AdminSocket = env
+		}
+		if *metricsListen != "" {
+			c.Listen.Metrics = *metricsListen
+		}
+		if len(upstreams) > 0 {
+			c.DNS.Upstreams = upstreams
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		log.Warn("not running as root: creating namespaces and rules needs CAP_SYS_ADMIN and CAP_NET_ADMIN")
+	}
+	metrics.Version = version
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := daemon.Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return d.Wait(ctx)
+}
+
+func cmdCleanup(args []string) error {
+	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "config `file` the daemon ran with (default: the embedded default)")
+	force := fs.Bool("force", false, "clean up even if a daemon answers on the admin socket")
+	sock := adminSocketFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, err := loadConfig(*cfgPath, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := client(*sock).List(); err == nil && !*force {
+		return fmt.Errorf("a daemon is running on %s: stop it first, or pass --force", socketPath(*sock))
+	}
+	if err := daemon.Cleanup(cfg); err != nil {
+		return err
+	}
+	fmt.Println("removed interceptd namespaces, links, rules and routes")
+	return nil
+}
+
+func cmdConfig(args []string) error {
+	switch {
+	case len(args) == 1 && args[0] == "default":
+		os.Stdout.Write(config.DefaultYAML())
+		return nil
+	case len(args) == 2 && args[0] == "check":
+		if _, err := config.Load(args[1]); err != nil {
+			return err
+		}
+		fmt.Printf("%s: ok\n", args[1])
+		return nil
+	}
+	fmt.Fprintln(os.Stderr, "usage: interceptd config default | check FILE")
+	return errUsage
+}

@@ -1,0 +1,80 @@
+package dnsshim
+
+import (
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the DNS shim's metrics.
+//
+//	interceptd_dns_queries_total{answer,rcode}      answer: handler|forwarded|servfail|refused|malformed
+//	interceptd_dns_query_duration_seconds{answer}
+//	interceptd_dns_upstream_requests_total{result}  result: ok|timeout|refused|error
+type Metrics struct {
+	queries  *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	upstreams *prometheus.CounterVec
+}
+
+// NewMetrics registers the DNS metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "interceptd", Subsystem: "dns", Name: "queries_total",
+			Help: "DNS queries from sandboxes by answer kind and response code.",
+		}, []string{"answer", "rcode"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "interceptd", Subsystem: "dns", Name: "query_duration_seconds",
+			Help:    "Time to answer a DNS query, upstream time included.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"answer"}),
+		upstreams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "interceptd", Subsystem: "dns", Name: "upstream_requests_total",
+			Help: "Exchanges with upstream resolvers by result.",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"ok", "timeout", "refused", "error"} {
+		m.upstreams.WithLabelValues(r)
+	}
+	reg.MustRegister(m.queries, m.duration, m.upstreams)
+	return m
+}
+
+func (m *Metrics) observe(answer string, rcode int, start time.Time) {
+	if m == nil {
+		return
+	}
+	rc, ok := dns.RcodeToString[rcode]
+	if !ok {
+		rc = "other"
+	}
+	m.queries.WithLabelValues(answer, rc).Inc()
+	m.duration.WithLabelValues(answer).Observe(time.Since(start).Seconds())
+}
+
+func (m *Metrics) upstream(err error) {
+	if m == nil {
+		return
+	}
+	m.upstreams.WithLabelValues(upstreamResult(err)).Inc()
+}
+
+func upstreamResult(err error) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	default:
+		return "error"
+	}
+}

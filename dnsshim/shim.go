@@ -1,0 +1,218 @@
+// Package dnsshim answers every DNS query that leaves a sandbox. Handler
+// hostnames get an A record with a virtual address that the router maps back
+// to the hostname (AAAA is an empty NOERROR, so clients fall back to IPv4 at
+// once); other names are forwarded to the upstream resolvers, and an upstream
+// that fails or is too slow is a fast SERVFAIL, never a hang. Queries from
+// anything that is not a sandbox are refused: the shim is not an open resolver.
+//
+// The Shim is a dns.Handler in the CoreDNS mould: ServeDNS writes exactly one
+// response for every query it is handed.
+package dnsshim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Identify tells whether a source address is a sandbox, and which.
+type Identify func(netip.Addr) (sandbox string, ok bool)
+
+// Config configures a Shim.
+type Config struct {
+	// Names maps handler hostnames (any case, with or without a trailing
+	// dot) to the virtual addresses they resolve to.
+	Names map[string]netip.Addr
+	// Upstreams are tried in order for every other name.
+	Upstreams []string
+	// Timeout bounds the whole forwarding of one query, all upstreams included.
+	Timeout time.Duration
+	// TTL of handler answers, in seconds.
+	TTL uint32
+	// Identify gates who is answered; nil answers everyone (tests).
+	Identify Identify
+	Metrics  *Metrics
+	Logger   *slog.Logger
+}
+
+// Shim is the DNS handler.
+type Shim struct {
+	names    map[string]netip.Addr
+	cfg      Config
+	udp, tcp *dns.Client
+}
+
+var _ dns.Handler = (*Shim)(nil)
+
+// New returns a Shim for cfg.
+func New(cfg Config) *Shim {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	names := make(map[string]netip.Addr, len(cfg.Names))
+	for n, a := range cfg.Names {
+		names[dns.Fqdn(strings.ToLower(strings.TrimSuffix(n, ".")))] = a
+	}
+	return &Shim{
+		names: names, cfg: cfg,
+		udp: &dns.Client{Net: "udp", UDPSize: dns.MaxMsgSize},
+		tcp: &dns.Client{Net: "tcp"},
+	}
+}
+
+// Answer kinds: the closed set behind the "answer" metric label.
+const (
+	AnswerHandler   = "handler"   // a handler hostname, answered locally
+	AnswerForwarded = "forwarded" // answered by an upstream
+	AnswerServfail  = "servfail"  // every upstream failed or timed out
+	AnswerRefused   = "refused"   // the source is not a sandbox
+	AnswerMalformed = "malformed" // not a single-question query
+)
+
+// ServeDNS answers r. It always writes one response.
+func (s *Shim) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	start := time.Now()
+	kind, resp := s.answer(w, r)
+	if resp == nil {
+		resp = new(dns.Msg)
+		resp.SetRcode(r, dns.RcodeServerFailure)
+	}
+	if err := w.WriteMsg(resp); err != nil {
+		s.cfg.Logger.Debug("writing dns response", "error", err)
+	}
+	s.cfg.Metrics.observe(kind, resp.Rcode, start)
+}
+
+func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
+	m := new(dns.Msg)
+	if s.cfg.Identify != nil {
+		if _, ok := s.cfg.Identify(sourceAddr(w.RemoteAddr())); !ok {
+			m.SetRcode(r, dns.RcodeRefused)
+			return AnswerRefused, m
+		}
+	}
+	if r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 || r.Response {
+		m.SetRcode(r, dns.RcodeFormatError)
+		return AnswerMalformed, m
+	}
+	q := r.Question[0]
+	if addr, ok := s.names[strings.ToLower(q.Name)]; ok {
+		m.SetReply(r)
+		m.Authoritative = true
+		m.RecursionAvailable = true
+		if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: s.cfg.TTL},
+				A:   net.IP(addr.AsSlice()),
+			})
+		}
+		// AAAA and every other type: NOERROR with no records (NODATA).
+		return AnswerHandler, m
+	}
+	resp, err := s.forward(r, isTCP(w))
+	if err != nil {
+		s.cfg.Logger.Debug("dns forward failed", "error", err)
+		m.SetRcode(r, dns.RcodeServerFailure)
+		return AnswerServfail, m
+	}
+	resp.Id = r.Id
+	return AnswerForwarded, resp
+}
+
+func (s *Shim) forward(r *dns.Msg, overTCP bool) (*dns.Msg, error) {
+	if len(s.cfg.Upstreams) == 0 {
+		return nil, errors.New("no upstream resolvers configured")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	var errs []error
+	for _, up := range s.cfg.Upstreams {
+		c := s.udp
+		if overTCP {
+			c = s.tcp
+		}
+		resp, _, err := c.ExchangeContext(ctx, r, up)
+		// A truncated UDP answer goes back as it is: the client retries over
+		// TCP, which the shim captures and forwards over TCP.
+		s.cfg.Metrics.upstream(err)
+		if err == nil {
+			return resp, nil
+		}
+		errs = append(errs, fmt.Errorf("upstream %s: %w", up, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func isTCP(w dns.ResponseWriter) bool {
+	_, ok := w.RemoteAddr().(*net.TCPAddr)
+	return ok
+}
+
+func sourceAddr(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// Server is the shim listening on UDP and TCP.
+type Server struct {
+	udp, tcp *dns.Server
+	wg       sync.WaitGroup
+}
+
+// Listen binds UDP and TCP on addr and starts serving h.
+func Listen(addr string, h dns.Handler) (*Server, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for dns on udp %s: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("listening for dns on tcp %s: %w", addr, err)
+	}
+	s := &Server{
+		udp: &dns.Server{PacketConn: pc, Handler: h},
+		tcp: &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
+	}
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := srv.ActivateAndServe(); err != nil {
+				slog.Error("dns server stopped", "error", err)
+			}
+		}()
+	}
+	return s, nil
+}
+
+// UDPAddr is the bound UDP address.
+func (s *Server) UDPAddr() net.Addr { return s.udp.PacketConn.LocalAddr() }
+
+// Shutdown stops both listeners and waits for them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := errors.Join(s.udp.ShutdownContext(ctx), s.tcp.ShutdownContext(ctx))
+	s.wg.Wait()
+	return err
+}

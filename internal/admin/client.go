@@ -1,0 +1,103 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/interceptd/interceptd/netns"
+)
+
+// Client talks to the admin API over its unix socket.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{socket: path, hc: &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}}
+}
+
+// APIError is an error answer from the daemon.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+func (c *Client) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://interceptd"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return fmt.Errorf("cannot reach the daemon at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %w", c.socket, ne.Err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		var e struct{ Error string }
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &APIError{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// Create creates a sandbox.
+func (c *Client) Create(name string) (netns.Sandbox, error) {
+	var sb netns.Sandbox
+	err := c.do(http.MethodPost, "/v1/sandboxes", CreateRequest{Name: name}, &sb)
+	return sb, err
+}
+
+// Delete deletes a sandbox.
+func (c *Client) Delete(name string) error {
+	return c.do(http.MethodDelete, "/v1/sandboxes/"+url.PathEscape(name), nil, nil)
+}
+
+// List lists sandboxes.
+func (c *Client) List() ([]netns.Sandbox, error) {
+	var out []netns.Sandbox
+	err := c.do(http.MethodGet, "/v1/sandboxes", nil, &out)
+	return out, err
+}
+
+// Get returns one sandbox.
+func (c *Client) Get(name string) (netns.Sandbox, error) {
+	var sb netns.Sandbox
+	err := c.do(http.MethodGet, "/v1/sandboxes/"+url.PathEscape(name), nil, &sb)
+	return sb, err
+}

@@ -1,0 +1,315 @@
+// Package config defines interceptd's versioned YAML configuration, its embedded
+// default, and strict decoding: an unknown or mistyped field is an error that
+// names the field and its line.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// CurrentVersion is the only config version this build understands.
+const CurrentVersion = 1
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default configuration document.
+func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
+
+// Config is the whole daemon configuration.
+type Config struct {
+	// Version must be 1.
+	Version int `yaml:"version"`
+	// DataDir holds the bbolt store (interceptd.db).
+	DataDir string `yaml:"data_dir"`
+	// AdminSocket is the unix socket of the admin API used by the CLI.
+	AdminSocket string `yaml:"admin_socket"`
+	// Listen names the daemon's own listeners.
+	Listen Listen `yaml:"listen"`
+	// DNS configures the DNS shim.
+	DNS DNS `yaml:"dns"`
+	// Sandbox configures namespaces, addressing and names.
+	Sandbox Sandbox `yaml:"sandbox"`
+	// Handlers maps hostnames to in-process handlers.
+	Handlers []Handler `yaml:"handlers"`
+}
+
+// Listen holds the daemon's listen addresses.
+type Listen struct {
+	// HTTP is the transparent (TPROXY) listener for intercepted port-80 traffic.
+	// It must be a loopback address: TPROXY delivers to it, nobody else should.
+	HTTP string `yaml:"http"`
+	// DNSPort is the port, on all addresses, that captured DNS is redirected to.
+	// Queries from anything that is not a sandbox are refused.
+	DNSPort int `yaml:"dns_port"`
+	// Metrics is the Prometheus /metrics listener; empty disables it.
+	Metrics string `yaml:"metrics"`
+}
+
+// DNS configures the DNS shim.
+type DNS struct {
+	// Upstreams are the resolvers (host:port) that non-handler names are
+	// forwarded to. Empty means the nameservers of the host's /etc/resolv.conf.
+	Upstreams []string `yaml:"upstreams"`
+	// Timeout bounds one upstream exchange; a failed upstream is a SERVFAIL.
+	Timeout time.Duration `yaml:"timeout"`
+	// VirtualCIDR is where handler hostnames get their virtual addresses.
+	VirtualCIDR string `yaml:"virtual_cidr"`
+	// TTL is the TTL, in seconds, of answers for handler hostnames.
+	TTL uint32 `yaml:"ttl"`
+}
+
+// Sandbox configures per-sandbox namespaces.
+type Sandbox struct {
+	// Pool is the IPv4 prefix sandbox links are carved from, a /30 each.
+	Pool string `yaml:"pool"`
+	// NetnsPrefix is prepended to a sandbox name to name its namespace in
+	// /run/netns; cleanup removes every namespace with this prefix.
+	NetnsPrefix string `yaml:"netns_prefix"`
+	// InterfacePrefix names the host side of sandbox veth pairs; every
+	// interception rule matches it, so it must not be shared with other links.
+	InterfacePrefix string `yaml:"interface_prefix"`
+	// ResolvConf, when true, writes /etc/netns/<netns>/resolv.conf naming the
+	// sandbox gateway, so `ip netns exec` users get a resolver the daemon
+	// answers even when the host's resolver is a loopback address.
+	ResolvConf *bool `yaml:"resolv_conf"`
+}
+
+// Handler binds one hostname to a handler kind.
+type Handler struct {
+	// Host is the hostname the handler answers for (case-insensitive).
+	Host string `yaml:"host"`
+	// Kind is the handler kind: kv.
+	Kind string `yaml:"kind"`
+	// Namespace names the KV namespace (kind kv).
+	Namespace string `yaml:"namespace"`
+}
+
+// Kinds lists the handler kinds this build knows.
+var Kinds = []string{"kv"}
+
+// Default returns the embedded default configuration, decoded.
+func Default() *Config {
+	c, err := Parse("default.yaml", defaultYAML)
+	if err != nil {
+		panic("embedded default config is invalid: " + err.Error())
+	}
+	return c
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse decodes a config document strictly: unknown fields, wrong types and
+// duplicate keys are errors naming the field and line. Fields the document
+// omits take the embedded defaults. The result is validated.
+func Parse(name string, doc []byte) (*Config, error) {
+	c := &Config{}
+	if !bytes.Equal(doc, defaultYAML) {
+		// Start from the defaults so a file only says what it changes.
+		c = Default()
+	}
+	if err := decodeStrict(doc, c); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+var lineRE = regexp.MustCompile(`line (\d+): `)
+
+// decodeStrict decodes doc into out with unknown fields rejected, and adds the
+// dotted field path to yaml's "line N: ..." type errors, which name only the
+// line and the Go type.
+func decodeStrict(doc []byte, out *Config) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(doc, &root); err != nil {
+		return err
+	}
+	if len(root.Content) == 0 {
+		return errors.New("empty config document")
+	}
+	paths := map[int]string{}
+	collectPaths(root.Content[0], "", paths)
+	if v := findKey(root.Content[0], "version"); v == nil {
+		return errors.New("field version: missing; this build reads version 1")
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	dec.KnownFields(true)
+	err := dec.Decode(out)
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		if sm := lineRE.FindStringSubmatch(m); sm != nil {
+			n, _ := strconv.Atoi(sm[1])
+			if p, ok := paths[n]; ok && !strings.Contains(m, "not found in type") {
+				m = strings.Replace(m, sm[0], sm[0]+"field "+p+": ", 1)
+			}
+		}
+		msgs = append(msgs, m)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// collectPaths records, for every scalar value line, the dotted path of the
+// field it belongs to (list items as name[i]).
+func collectPaths(n *yaml.Node, prefix string, out map[int]string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			if _, seen := out[v.Line]; !seen || v.Kind == yaml.ScalarNode {
+				out[v.Line] = p
+			}
+			collectPaths(v, p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", prefix, i)
+			if c.Kind == yaml.ScalarNode {
+				out[c.Line] = p
+			}
+			collectPaths(c, p, out)
+		}
+	}
+}
+
+func findKey(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+var (
+	hostRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+	prefixRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,5}$`)
+	nsPrefRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,32}$`)
+)
+
+// Validate checks values that decoding cannot: addresses, prefixes, kinds.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("field %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Version != CurrentVersion {
+		bad("version", "%d is not supported; this build reads version %d", c.Version, CurrentVersion)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if c.AdminSocket == "" {
+		bad("admin_socket", "must not be empty")
+	}
+	if ap, err := netip.ParseAddrPort(c.Listen.HTTP); err != nil {
+		bad("listen.http", "%q is not an ip:port (%v)", c.Listen.HTTP, err)
+	} else if !ap.Addr().IsLoopback() || !ap.Addr().Is4() {
+		bad("listen.http", "%q must be an IPv4 loopback address: only TPROXY should reach it", c.Listen.HTTP)
+	}
+	if c.Listen.DNSPort < 1 || c.Listen.DNSPort > 65535 {
+		bad("listen.dns_port", "%d is not a port", c.Listen.DNSPort)
+	}
+	if c.Listen.Metrics != "" {
+		if _, err := netip.ParseAddrPort(c.Listen.Metrics); err != nil {
+			bad("listen.metrics", "%q is not an ip:port (%v)", c.Listen.Metrics, err)
+		}
+	}
+	for i, u := range c.DNS.Upstreams {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			bad(fmt.Sprintf("dns.upstreams[%d]", i), "%q is not an ip:port (%v)", u, err)
+		}
+	}
+	if c.DNS.Timeout <= 0 {
+		bad("dns.timeout", "must be positive")
+	}
+	vp, err := netip.ParsePrefix(c.DNS.VirtualCIDR)
+	if err != nil || !vp.Addr().Is4() {
+		bad("dns.virtual_cidr", "%q is not an IPv4 prefix", c.DNS.VirtualCIDR)
+	}
+	pp, err := netip.ParsePrefix(c.Sandbox.Pool)
+	if err != nil || !pp.Addr().Is4() || pp.Bits() > 29 {
+		bad("sandbox.pool", "%q is not an IPv4 prefix of /29 or larger", c.Sandbox.Pool)
+	} else if vp.IsValid() && vp.Overlaps(pp) {
+		bad("sandbox.pool", "%s overlaps dns.virtual_cidr %s", pp, vp)
+	}
+	if !nsPrefRE.MatchString(c.Sandbox.NetnsPrefix) {
+		bad("sandbox.netns_prefix", "%q must be at most 32 of [A-Za-z0-9_.-]", c.Sandbox.NetnsPrefix)
+	}
+	if !prefixRE.MatchString(c.Sandbox.InterfacePrefix) {
+		bad("sandbox.interface_prefix", "%q must be 1-6 of [a-z0-9-], starting with a letter", c.Sandbox.InterfacePrefix)
+	}
+	seen := map[string]bool{}
+	for i, h := range c.Handlers {
+		f := fmt.Sprintf("handlers[%d]", i)
+		host := NormalizeHost(h.Host)
+		switch {
+		case !hostRE.MatchString(host):
+			bad(f+".host", "%q is not a hostname", h.Host)
+		case seen[host]:
+			bad(f+".host", "%q is configured twice", h.Host)
+		}
+		seen[host] = true
+		switch h.Kind {
+		case "kv":
+			if h.Namespace == "" {
+				bad(f+".namespace", "a kv handler needs a namespace")
+			}
+		case "":
+			bad(f+".kind", "missing; one of %s", strings.Join(Kinds, ", "))
+		default:
+			bad(f+".kind", "%q is not a handler kind; one of %s", h.Kind, strings.Join(Kinds, ", "))
+		}
+	}
+	if vp.IsValid() && len(c.Handlers) > (1<<(32-vp.Bits()))-2 {
+		bad("dns.virtual_cidr", "%s is too small for %d handlers", vp, len(c.Handlers))
+	}
+	return errors.Join(errs...)
+}
+
+// WriteResolvConf reports whether /etc/netns/<netns>/resolv.conf is written.
+func (s Sandbox) WriteResolvConf() bool { return s.ResolvConf == nil || *s.ResolvConf }
+
+// NormalizeHost lowercases a hostname and drops a trailing dot and any port.
+func NormalizeHost(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") && strings.Count(h, ":") == 1 {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(h, ".")
+}

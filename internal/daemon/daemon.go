@@ -1,0 +1,239 @@
+// Package daemon wires interceptd together: store, sandboxes and their rules,
+// the DNS shim, the router with its handlers, metrics and the admin API.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/interceptd/interceptd/dnsshim"
+	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/store"
+	"github.com/miekg/dns"
+)
+
+// ResolvConfDir is where per-namespace resolv.conf files go for `ip netns exec`.
+const ResolvConfDir = "/etc/netns"
+
+// NetnsParams returns the manager configuration a config implies; cleanup
+// uses it too, so both agree on what the daemon owns.
+func NetnsParams(cfg *config.Config) (netns.Config, error) {
+	pool, err := netip.ParsePrefix(cfg.Sandbox.Pool)
+	if err != nil {
+		return netns.Config{}, fmt.Errorf("sandbox.pool: %w", err)
+	}
+	httpAP, err := netip.ParseAddrPort(cfg.Listen.HTTP)
+	if err != nil {
+		return netns.Config{}, fmt.Errorf("listen.http: %w", err)
+	}
+	nc := netns.Config{
+		Pool: pool, NetnsPrefix: cfg.Sandbox.NetnsPrefix, InterfacePrefix: cfg.Sandbox.InterfacePrefix,
+		Rules: netns.RuleParams{
+			InterfacePrefix: cfg.Sandbox.InterfacePrefix,
+			HTTPListenIP:    httpAP.Addr().String(), HTTPListenPort: int(httpAP.Port()),
+			DNSPort: cfg.Listen.DNSPort,
+		},
+	}
+	if cfg.Sandbox.WriteResolvConf() {
+		nc.ResolvConfDir = ResolvConfDir
+	}
+	return nc, nil
+}
+
+// VirtualAddrs assigns each handler host its virtual address, in config
+// order, from the first usable address of the virtual prefix.
+func VirtualAddrs(cfg *config.Config) map[string]netip.Addr {
+	vp := netip.MustParsePrefix(cfg.DNS.VirtualCIDR).Masked()
+	out := map[string]netip.Addr{}
+	a := vp.Addr()
+	for _, h := range cfg.Handlers {
+		a = a.Next()
+		out[config.NormalizeHost(h.Host)] = a
+	}
+	return out
+}
+
+// Daemon is a running interceptd.
+type Daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	db      *store.DB
+	mgr     *netns.Manager
+	dns     *dnsshim.Server
+	router  *router.Router
+	metrics *metrics.Server
+	admin   *admin.Server
+	errc    chan error
+}
+
+// Start brings the daemon up; it returns once every listener and rule is in
+// place, which is when sandboxes can be created.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon, err error) {
+	d = &Daemon{cfg: cfg, log: log, errc: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			d.close(context.Background())
+		}
+	}()
+	reg := metrics.NewRegistry()
+
+	d.db, err = store.Open(cfg.DataDir, &store.Options{Metrics: store.NewMetrics(reg)})
+	if err != nil {
+		return d, err
+	}
+
+	nc, err := NetnsParams(cfg)
+	if err != nil {
+		return d, err
+	}
+	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
+	if d.mgr, err = netns.New(nc); err != nil {
+		return d, err
+	}
+	if err = d.mgr.Setup(); err != nil {
+		return d, fmt.Errorf("setting up interception: %w", err)
+	}
+
+	identify := func(a netip.Addr) (string, bool) {
+		sb, ok := d.mgr.Lookup(a)
+		return sb.Name, ok
+	}
+
+	upstreams := cfg.DNS.Upstreams
+	if len(upstreams) == 0 {
+		upstreams = hostResolvers(log)
+	}
+	virtual := VirtualAddrs(cfg)
+	shim := dnsshim.New(dnsshim.Config{
+		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
+		Identify: identify, Metrics: dnsshim.NewMetrics(reg), Logger: log,
+	})
+	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
+		return d, err
+	}
+
+	rm := router.NewMetrics(reg)
+	hosts := map[string]router.Route{}
+	byAddr := map[netip.Addr]string{}
+	for _, h := range cfg.Handlers {
+		host := config.NormalizeHost(h.Host)
+		var hd router.Handler
+		switch h.Kind {
+		case "kv":
+			hd = &router.KV{Store: d.db.KV(h.Namespace), MaxValueSize: 25 << 20}
+		default:
+			return d, fmt.Errorf("handler %s: unknown kind %q", h.Host, h.Kind)
+		}
+		hosts[host] = router.Route{Name: host, Handler: hd}
+		byAddr[virtual[host]] = host
+	}
+	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
+	vp, _ := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
+	d.router = router.New(router.Config{
+		Hosts: hosts, Virtual: byAddr, Identify: identify,
+		Fallback: &router.Forward{Protected: []netip.Prefix{pool, vp}, Metrics: rm, Logger: log},
+		Metrics:  rm, Logger: log,
+	})
+	ln, err := router.ListenTransparent(ctx, cfg.Listen.HTTP)
+	if err != nil {
+		return d, err
+	}
+	go func() { d.errc <- d.router.Serve(ln) }()
+
+	if cfg.Listen.Metrics != "" {
+		if d.metrics, err = metrics.Listen(cfg.Listen.Metrics, reg); err != nil {
+			return d, err
+		}
+		go func() { d.errc <- d.metrics.Serve() }()
+	}
+
+	if d.admin, err = admin.Listen(cfg.AdminSocket, d.mgr, log); err != nil {
+		return d, err
+	}
+	go func() { d.errc <- d.admin.Serve() }()
+
+	log.Info("interceptd ready",
+		"admin_socket", cfg.AdminSocket, "http", cfg.Listen.HTTP, "dns_port", cfg.Listen.DNSPort,
+		"metrics", cfg.Listen.Metrics, "dns_upstreams", upstreams, "handlers", len(hosts),
+		"sandboxes", len(d.mgr.List()))
+	return d, nil
+}
+
+// Wait blocks until ctx ends or a listener fails, then shuts down.
+func (d *Daemon) Wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-d.errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(err, d.close(sctx))
+}
+
+// close stops listeners and releases the store. Sandboxes and rules stay: a
+// stopped daemon leaves its sandboxes without egress rather than unpoliced,
+// and the next start re-adopts them.
+func (d *Daemon) close(ctx context.Context) error {
+	var errs []error
+	if d.admin != nil {
+		errs = append(errs, d.admin.Shutdown(ctx))
+		d.admin = nil
+	}
+	if d.router != nil {
+		errs = append(errs, d.router.Shutdown(ctx))
+	}
+	if d.dns != nil {
+		errs = append(errs, d.dns.Shutdown(ctx))
+	}
+	if d.metrics != nil {
+		errs = append(errs, d.metrics.Shutdown(ctx))
+	}
+	if d.mgr != nil {
+		d.mgr.Close()
+	}
+	if d.db != nil {
+		errs = append(errs, d.db.Close())
+	}
+	d.log.Info("interceptd stopped")
+	return errors.Join(errs...)
+}
+
+// hostResolvers reads the host's /etc/resolv.conf for upstream resolvers.
+func hostResolvers(log *slog.Logger) []string {
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		log.Warn("no dns upstreams configured and /etc/resolv.conf unreadable: forwarded names will get SERVFAIL", "error", err)
+		return nil
+	}
+	out := make([]string, 0, len(cc.Servers))
+	for _, s := range cc.Servers {
+		out = append(out, net.JoinHostPort(s, cc.Port))
+	}
+	return out
+}
+
+// Cleanup removes every namespace, link, rule and route a daemon with cfg
+// made, without needing the daemon (or its store) to be there.
+func Cleanup(cfg *config.Config) error {
+	nc, err := NetnsParams(cfg)
+	if err != nil {
+		return err
+	}
+	m, err := netns.New(nc)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.Cleanup()
+}

@@ -1,0 +1,42 @@
+package netns
+
+// Marks, routing tables and rule priorities used by interception, in one place
+// with the reason for each. They must not collide with what else runs on a
+// container host (Docker, Kubernetes CNIs, Tailscale, WireGuard), which is why
+// they sit in bits and numbers those do not use.
+const (
+	// TProxyMark is set by the TPROXY rule on intercepted port-80 packets. The
+	// policy-routing rule below sends packets carrying it to TProxyTable, so
+	// they are delivered to the local transparent listener instead of being
+	// forwarded. Bit 24 is clear of kube-proxy (0x4000, 0x8000), Cilium
+	// (0xf00), Tailscale (0xff0000) and of Calico, which allocates from the low
+	// end of its 0xffff0000 mask.
+	TProxyMark = 0x1000000
+	// TProxyMask limits our mark to our bit so other software's marks survive.
+	TProxyMask = 0x1000000
+
+	// TProxyTable holds one route, "local 0.0.0.0/0 dev lo": every marked
+	// packet is local, which is what lets a socket accept connections for
+	// addresses the host does not own. 461 is far from the tables in use by
+	// the main distributions (253-255) and by Tailscale (52).
+	TProxyTable = 461
+
+	// TProxyRulePriority is the preference of the "fwmark → TProxyTable" rule.
+	// It must precede the main table (32766) and should precede rules other
+	// software adds after 5000 (Tailscale uses 5210-5270).
+	TProxyRulePriority = 4610
+)
+
+// Chain names. Jumps to them are inserted at the top of the built-in chains
+// and match only packets arriving on (or leaving to) sandbox interfaces, so
+// the host's own traffic never traverses them.
+const (
+	ChainPrerouting = "INTERCEPTD-PREROUTING"
+	ChainSpoof      = "INTERCEPTD-ANTISPOOF"
+	ChainDNS        = "INTERCEPTD-DNS"
+	ChainInput      = "INTERCEPTD-INPUT"
+	ChainForward    = "INTERCEPTD-FORWARD"
+)
+
+// SandboxInterface is the name of the sandbox end of the veth pair.
+const SandboxInterface = "eth0"

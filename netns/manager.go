@@ -1,0 +1,508 @@
+package netns
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+var (
+	// ErrExists is returned when creating a sandbox whose name is taken.
+	ErrExists = errors.New("sandbox already exists")
+	// ErrNotFound is returned for a sandbox name that does not exist.
+	ErrNotFound = errors.New("no such sandbox")
+	// ErrInvalidName is returned for a name that cannot name a sandbox.
+	ErrInvalidName = errors.New("invalid sandbox name")
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// ValidName reports whether name can name a sandbox: 1-64 of [A-Za-z0-9_.-],
+// starting with a letter or digit (so it is also a valid container id).
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+// Config configures a Manager.
+type Config struct {
+	// Pool is the prefix sandbox links are carved from.
+	Pool netip.Prefix
+	// NetnsPrefix is prepended to sandbox names to name their namespaces.
+	NetnsPrefix string
+	// InterfacePrefix names the host side of each veth pair.
+	InterfacePrefix string
+	// NetnsDir is where namespaces are bind-mounted. Default /run/netns.
+	NetnsDir string
+	// ResolvConfDir, when set, gets <netns>/resolv.conf naming the gateway,
+	// which `ip netns exec` bind-mounts over /etc/resolv.conf. Usually /etc/netns.
+	ResolvConfDir string
+	// Rules are the interception rule parameters.
+	Rules RuleParams
+	// Records persists sandboxes so a restarted daemon re-adopts them.
+	Records Records
+	// IPTables is the firewall; nil means go-iptables for IPv4.
+	IPTables IPTables
+	// Metrics; nil records nothing.
+	Metrics *Metrics
+	Logger  *slog.Logger
+}
+
+// Records persists sandbox records across daemon restarts.
+type Records interface {
+	SaveSandbox(name string, rec []byte) error
+	DeleteSandbox(name string) error
+	Sandboxes() (map[string][]byte, error)
+}
+
+// Sandbox describes one sandbox.
+type Sandbox struct {
+	Name          string       `json:"name"`
+	Netns         string       `json:"netns"`
+	NetnsPath     string       `json:"netns_path"`
+	HostInterface string       `json:"host_interface"`
+	Addr          netip.Addr   `json:"addr"`
+	Gateway       netip.Addr   `json:"gateway"`
+	Subnet        netip.Prefix `json:"subnet"`
+	Created       time.Time    `json:"created"`
+	Slot          int          `json:"slot"`
+}
+
+// Manager creates, tracks and deletes sandboxes. It is safe for concurrent use.
+type Manager struct {
+	cfg   Config
+	log   *slog.Logger
+	nl    *netlink.Handle
+	rules RuleSet
+
+	mu     sync.RWMutex // guards the maps and pool
+	pool   *Pool
+	byName map[string]*Sandbox
+	byAddr map[netip.Addr]*Sandbox
+	opMu   sync.Mutex // serialises create/delete so kernel state follows the maps
+}
+
+// New returns a Manager for the calling process's network namespace. Call
+// Setup before creating sandboxes.
+func New(cfg Config) (*Manager, error) {
+	if cfg.NetnsDir == "" {
+		cfg.NetnsDir = "/run/netns"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	pool, err := NewPool(cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.IPTables == nil {
+		ipt, err := newIPTables()
+		if err != nil {
+			return nil, err
+		}
+		cfg.IPTables = ipt
+	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink: %w", err)
+	}
+	return &Manager{
+		cfg: cfg, log: cfg.Logger, nl: nl, pool: pool,
+		rules:  Rules(cfg.Rules),
+		byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
+	}, nil
+}
+
+// Close releases the netlink handle. Sandboxes and rules stay in place:
+// while the daemon is away its sandboxes keep no way around it.
+func (m *Manager) Close() { m.nl.Close() }
+
+// RuleSet returns the interception rules the manager installs.
+func (m *Manager) RuleSet() RuleSet { return m.rules }
+
+// Setup installs the interception rules and policy routing, then re-adopts
+// the sandboxes recorded by a previous run whose namespace and link survived,
+// and removes the remains of any others.
+func (m *Manager) Setup() error {
+	if err := m.rules.Apply(m.cfg.IPTables); err != nil {
+		return err
+	}
+	if err := ApplyRouting(m.nl); err != nil {
+		return err
+	}
+	return m.adopt()
+}
+
+func (m *Manager) adopt() error {
+	var recs map[string][]byte
+	if m.cfg.Records != nil {
+		var err error
+		if recs, err = m.cfg.Records.Sandboxes(); err != nil {
+			return fmt.Errorf("reading sandbox records: %w", err)
+		}
+	}
+	for name, raw := range recs {
+		var sb Sandbox
+		err := json.Unmarshal(raw, &sb)
+		if err == nil {
+			err = m.check(&sb)
+		}
+		if err != nil {
+			m.log.Warn("dropping sandbox that did not survive", "sandbox", name, "reason", err)
+			if sb.Name != "" {
+				m.destroy(&sb)
+			}
+			m.cfg.Records.DeleteSandbox(name)
+			continue
+		}
+		if err := m.pool.Reserve(sb.Slot); err != nil {
+			m.log.Warn("dropping sandbox with a conflicting address", "sandbox", name, "reason", err)
+			m.destroy(&sb)
+			m.cfg.Records.DeleteSandbox(name)
+			continue
+		}
+		m.register(&sb)
+		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
+	}
+	// Sweep what has the daemon's prefixes but no record: leftovers of a
+	// crash between creating and recording, or of a lost data dir.
+	return m.sweep(false)
+}
+
+// check verifies that a recorded sandbox's namespace and host link exist.
+func (m *Manager) check(sb *Sandbox) error {
+	if _, err := os.Stat(sb.NetnsPath); err != nil {
+		return fmt.Errorf("namespace: %w", err)
+	}
+	l, err := m.nl.LinkByName(sb.HostInterface)
+	if err != nil {
+		return fmt.Errorf("host link %s: %w", sb.HostInterface, err)
+	}
+	if l.Type() != "veth" {
+		return fmt.Errorf("host link %s is a %s", sb.HostInterface, l.Type())
+	}
+	if gw, a, _ := m.pool.Link(sb.Slot); gw != sb.Gateway || a != sb.Addr {
+		return fmt.Errorf("record does not match pool %s", m.pool.Prefix())
+	}
+	return nil
+}
+
+// sweep deletes namespaces and links that carry the daemon's prefixes but
+// belong to no registered sandbox; with all, it deletes registered ones too.
+func (m *Manager) sweep(all bool) error {
+	var errs []error
+	m.mu.RLock()
+	keepNS, keepIf := map[string]bool{}, map[string]bool{}
+	if !all {
+		for _, sb := range m.byName {
+			keepNS[sb.Netns], keepIf[sb.HostInterface] = true, true
+		}
+	}
+	m.mu.RUnlock()
+	links, err := m.nl.LinkList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing links: %w", err))
+	}
+	for _, l := range links {
+		n := l.Attrs().Name
+		if l.Type() == "veth" && strings.HasPrefix(n, m.cfg.InterfacePrefix) && !keepIf[n] {
+			if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("deleting link %s: %w", n, err))
+			}
+		}
+	}
+	if m.cfg.NetnsPrefix != "" {
+		ents, _ := os.ReadDir(m.cfg.NetnsDir)
+		for _, e := range ents {
+			n := e.Name()
+			if strings.HasPrefix(n, m.cfg.NetnsPrefix) && !keepNS[n] {
+				if err := removeNamespace(filepath.Join(m.cfg.NetnsDir, n)); err != nil {
+					errs = append(errs, err)
+				}
+				m.removeResolvConf(n)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup removes every sandbox, link, namespace, rule and route the daemon
+// made, whether or not a daemon is running. Already gone is success.
+func (m *Manager) Cleanup() error {
+	errs := []error{m.sweep(true)}
+	if m.cfg.Records != nil {
+		if recs, err := m.cfg.Records.Sandboxes(); err == nil {
+			for name, raw := range recs {
+				var sb Sandbox
+				if json.Unmarshal(raw, &sb) == nil && sb.NetnsPath != "" {
+					m.destroy(&sb)
+				}
+				m.cfg.Records.DeleteSandbox(name)
+			}
+		}
+	}
+	errs = append(errs, m.rules.Teardown(m.cfg.IPTables), TeardownRouting(m.nl))
+	m.mu.Lock()
+	for _, sb := range m.byName {
+		m.pool.Release(sb.Slot)
+	}
+	m.byName, m.byAddr = map[string]*Sandbox{}, map[netip.Addr]*Sandbox{}
+	m.mu.Unlock()
+	m.cfg.Metrics.setActive(0)
+	return errors.Join(errs...)
+}
+
+func (m *Manager) register(sb *Sandbox) {
+	m.mu.Lock()
+	m.byName[sb.Name] = sb
+	m.byAddr[sb.Addr] = sb
+	n := len(m.byName)
+	m.mu.Unlock()
+	m.cfg.Metrics.setActive(n)
+}
+
+// Lookup returns the sandbox whose address is addr: the daemon's notion of
+// who is asking. Anti-spoofing rules are what make the answer trustworthy.
+func (m *Manager) Lookup(addr netip.Addr) (Sandbox, bool) {
+	m.mu.RLock()
+	sb, ok := m.byAddr[addr.Unmap()]
+	m.mu.RUnlock()
+	if !ok {
+		return Sandbox{}, false
+	}
+	return *sb, true
+}
+
+// Get returns the sandbox called name.
+func (m *Manager) Get(name string) (Sandbox, bool) {
+	m.mu.RLock()
+	sb, ok := m.byName[name]
+	m.mu.RUnlock()
+	if !ok {
+		return Sandbox{}, false
+	}
+	return *sb, true
+}
+
+// List returns all sandboxes sorted by name.
+func (m *Manager) List() []Sandbox {
+	m.mu.RLock()
+	out := make([]Sandbox, 0, len(m.byName))
+	for _, sb := range m.byName {
+		out = append(out, *sb)
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Create builds the sandbox called name. The interception rules already
+// match its interface prefix, so it has no path around the daemon from the
+// moment its link exists; it becomes known to DNS and the router last.
+func (m *Manager) Create(name string) (sb Sandbox, err error) {
+	start := time.Now()
+	defer func() { m.cfg.Metrics.observe("create", start, err) }()
+	if !ValidName(name) {
+		return Sandbox{}, fmt.Errorf("%w %q: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit", ErrInvalidName, name)
+	}
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	m.mu.Lock()
+	if _, ok := m.byName[name]; ok {
+		m.mu.Unlock()
+		return Sandbox{}, fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	slot, err := m.pool.Allocate()
+	m.mu.Unlock()
+	if err != nil {
+		return Sandbox{}, err
+	}
+	gw, addr, subnet := m.pool.Link(slot)
+	nsName := m.cfg.NetnsPrefix + name
+	s := &Sandbox{
+		Name: name, Netns: nsName, NetnsPath: filepath.Join(m.cfg.NetnsDir, nsName),
+		HostInterface: fmt.Sprintf("%s%x", m.cfg.InterfacePrefix, slot),
+		Addr:          addr, Gateway: gw, Subnet: subnet, Created: time.Now().UTC(), Slot: slot,
+	}
+	if err := m.build(s); err != nil {
+		m.destroy(s)
+		m.mu.Lock()
+		m.pool.Release(slot)
+		m.mu.Unlock()
+		return Sandbox{}, fmt.Errorf("creating sandbox %s: %w", name, err)
+	}
+	if m.cfg.Records != nil {
+		raw, _ := json.Marshal(s)
+		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
+			m.destroy(s)
+			m.mu.Lock()
+			m.pool.Release(slot)
+			m.mu.Unlock()
+			return Sandbox{}, fmt.Errorf("recording sandbox %s: %w", name, err)
+		}
+	}
+	m.register(s)
+	m.log.Info("sandbox created", "sandbox", name, "netns", s.NetnsPath, "addr", addr)
+	return *s, nil
+}
+
+func (m *Manager) build(s *Sandbox) error {
+	if _, err := os.Stat(s.NetnsPath); err == nil {
+		return fmt.Errorf("namespace %s already exists and is not ours", s.NetnsPath)
+	}
+	if err := createNamespace(s.NetnsPath); err != nil {
+		return err
+	}
+	ns, err := netns.GetFromPath(s.NetnsPath)
+	if err != nil {
+		return fmt.Errorf("opening namespace: %w", err)
+	}
+	defer ns.Close()
+	inner, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("opening netlink in namespace: %w", err)
+	}
+	defer inner.Close()
+
+	la := netlink.NewLinkAttrs()
+	la.Name = s.HostInterface
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: SandboxInterface, PeerNamespace: netlink.NsFd(ns)}
+	if err := m.nl.LinkAdd(veth); err != nil {
+		return fmt.Errorf("adding veth %s: %w", s.HostInterface, err)
+	}
+	host, err := m.nl.LinkByName(s.HostInterface)
+	if err != nil {
+		return fmt.Errorf("finding %s: %w", s.HostInterface, err)
+	}
+	// Before the link is up: strict reverse-path filtering (anti-spoofing,
+	// beside the rpfilter rule), no IPv6 (its link-local addresses would be a
+	// path to host services that the IPv4 rules do not see), no redirects.
+	for k, v := range map[string]string{
+		"net/ipv4/conf/" + s.HostInterface + "/rp_filter":      "1",
+		"net/ipv4/conf/" + s.HostInterface + "/send_redirects": "0",
+		"net/ipv6/conf/" + s.HostInterface + "/disable_ipv6":   "1",
+	} {
+		if err := writeSysctl(k, v); err != nil && !(strings.HasPrefix(k, "net/ipv6") && errors.Is(err, os.ErrNotExist)) {
+			return err
+		}
+	}
+	if err := m.nl.AddrAdd(host, &netlink.Addr{IPNet: ipnet(s.Gateway, 30)}); err != nil {
+		return fmt.Errorf("addressing %s: %w", s.HostInterface, err)
+	}
+	if err := m.nl.LinkSetUp(host); err != nil {
+		return fmt.Errorf("setting %s up: %w", s.HostInterface, err)
+	}
+
+	for _, n := range []string{"lo", SandboxInterface} {
+		l, err := inner.LinkByName(n)
+		if err != nil {
+			return fmt.Errorf("finding %s in sandbox: %w", n, err)
+		}
+		if n == SandboxInterface {
+			if err := inner.AddrAdd(l, &netlink.Addr{IPNet: ipnet(s.Addr, 30)}); err != nil {
+				return fmt.Errorf("addressing sandbox %s: %w", n, err)
+			}
+		}
+		if err := inner.LinkSetUp(l); err != nil {
+			return fmt.Errorf("setting sandbox %s up: %w", n, err)
+		}
+		if n == SandboxInterface {
+			if err := inner.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(s.Gateway.AsSlice())}); err != nil {
+				return fmt.Errorf("adding default route in sandbox: %w", err)
+			}
+		}
+	}
+	return m.writeResolvConf(s)
+}
+
+func (m *Manager) writeResolvConf(s *Sandbox) error {
+	if m.cfg.ResolvConfDir == "" {
+		return nil
+	}
+	dir := filepath.Join(m.cfg.ResolvConfDir, s.Netns)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	body := fmt.Sprintf("# written by interceptd for sandbox %s; every DNS query from the sandbox is answered by interceptd\nnameserver %s\n", s.Name, s.Gateway)
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(body), 0o644); err != nil {
+		return fmt.Errorf("writing resolv.conf: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) removeResolvConf(nsName string) {
+	if m.cfg.ResolvConfDir == "" || nsName == "" {
+		return
+	}
+	os.RemoveAll(filepath.Join(m.cfg.ResolvConfDir, nsName))
+}
+
+// destroy removes whatever exists of s's kernel state; gone is fine.
+func (m *Manager) destroy(s *Sandbox) error {
+	var errs []error
+	if l, err := m.nl.LinkByName(s.HostInterface); err == nil {
+		// Deleting one end of a veth pair deletes the other.
+		if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting link %s: %w", s.HostInterface, err))
+		}
+	}
+	if err := removeNamespace(s.NetnsPath); err != nil {
+		errs = append(errs, err)
+	}
+	m.removeResolvConf(s.Netns)
+	return errors.Join(errs...)
+}
+
+// Delete removes the sandbox called name: it leaves DNS and the router first,
+// then its link and namespace go.
+func (m *Manager) Delete(name string) (err error) {
+	start := time.Now()
+	defer func() { m.cfg.Metrics.observe("delete", start, err) }()
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	m.mu.Lock()
+	s, ok := m.byName[name]
+	if ok {
+		delete(m.byName, name)
+		delete(m.byAddr, s.Addr)
+	}
+	n := len(m.byName)
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	m.cfg.Metrics.setActive(n)
+	err = m.destroy(s)
+	if m.cfg.Records != nil {
+		if rerr := m.cfg.Records.DeleteSandbox(name); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("deleting record: %w", rerr))
+		}
+	}
+	m.mu.Lock()
+	m.pool.Release(s.Slot)
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("deleting sandbox %s: %w", name, err)
+	}
+	m.log.Info("sandbox deleted", "sandbox", name)
+	return nil
+}
+
+func ipnet(a netip.Addr, bits int) *net.IPNet {
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, 32)}
+}
+
+func isNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, os.ErrNotExist)
+}

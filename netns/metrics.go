@@ -1,0 +1,62 @@
+package netns
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the sandbox lifecycle metrics.
+//
+//	interceptd_sandbox_active                      gauge
+//	interceptd_sandbox_operations_total{op,result} op: create|delete; result: ok|error
+//	interceptd_sandbox_operation_duration_seconds{op}
+type Metrics struct {
+	active   prometheus.Gauge
+	ops      *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics registers the sandbox metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "interceptd", Subsystem: "sandbox", Name: "active",
+			Help: "Sandboxes that exist now.",
+		}),
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "interceptd", Subsystem: "sandbox", Name: "operations_total",
+			Help: "Sandbox create and delete operations by result.",
+		}, []string{"op", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "interceptd", Subsystem: "sandbox", Name: "operation_duration_seconds",
+			Help:    "Time to create or delete a sandbox.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"op"}),
+	}
+	for _, op := range []string{"create", "delete"} {
+		for _, r := range []string{"ok", "error"} {
+			m.ops.WithLabelValues(op, r)
+		}
+	}
+	reg.MustRegister(m.active, m.ops, m.duration)
+	return m
+}
+
+func (m *Metrics) observe(op string, start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	r := "ok"
+	if err != nil {
+		r = "error"
+	}
+	m.ops.WithLabelValues(op, r).Inc()
+	m.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+func (m *Metrics) setActive(n int) {
+	if m != nil {
+		m.active.Set(float64(n))
+	}
+}

@@ -1,0 +1,265 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// IPTables is the narrow part of go-iptables that rule setup uses, so that
+// unit tests can run the same code against an in-memory fake.
+type IPTables interface {
+	ChainExists(table, chain string) (bool, error)
+	ClearChain(table, chain string) error
+	ClearAndDeleteChain(table, chain string) error
+	Exists(table, chain string, rulespec ...string) (bool, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	Append(table, chain string, rulespec ...string) error
+	DeleteIfExists(table, chain string, rulespec ...string) error
+}
+
+// Rule is one iptables rule: the table, the chain and the rule spec.
+type Rule struct {
+	Table string
+	Chain string
+	Spec  []string
+}
+
+func (r Rule) String() string {
+	return fmt.Sprintf("-t %s -A %s %s", r.Table, r.Chain, strings.Join(r.Spec, " "))
+}
+
+// Chain is one of the daemon's own chains.
+type Chain struct {
+	Table string
+	Name  string
+}
+
+// RuleParams are the inputs the rule set is rendered from.
+type RuleParams struct {
+	// InterfacePrefix is the prefix of the host side of every sandbox veth.
+	InterfacePrefix string
+	// HTTPListen is the transparent listener's loopback address and port.
+	HTTPListenIP   string
+	HTTPListenPort int
+	// DNSPort is where captured DNS is redirected.
+	DNSPort int
+}
+
+// RuleSet is the whole interception ruleset as data: the daemon's chains, the
+// rules inside them (in order), and the jumps that send sandbox traffic to
+// them, inserted first in the built-in chains. Its size does not depend on the
+// number of sandboxes: every rule matches the interface prefix.
+type RuleSet struct {
+	Chains []Chain
+	Rules  []Rule
+	Jumps  []Rule
+}
+
+// Rules renders the rule set for p.
+func Rules(p RuleParams) RuleSet {
+	in := p.InterfacePrefix + "+"
+	mark := fmt.Sprintf("0x%x/0x%x", TProxyMark, TProxyMask)
+	dnsPort := strconv.Itoa(p.DNSPort)
+	r := func(table, chain string, spec ...string) Rule { return Rule{table, chain, spec} }
+	return RuleSet{
+		Chains: []Chain{
+			{"raw", ChainSpoof},
+			{"mangle", ChainPrerouting},
+			{"nat", ChainDNS},
+			{"filter", ChainInput},
+			{"filter", ChainForward},
+		},
+		Rules: []Rule{
+			// Identity is the source address, so a packet whose source would
+			// not be routed back out of the interface it came in on (another
+			// sandbox's address, a host address, anything else) is dropped
+			// before anything can answer it.
+			r("raw", ChainSpoof, "-m", "rpfilter", "--invert", "-m", "comment", "--comment", "interceptd: anti-spoofing", "-j", "DROP"),
+			// Port-80 TCP from sandboxes goes to the router's transparent
+			// listener, whatever its destination address.
+			r("mangle", ChainPrerouting, "-p", "tcp", "--dport", "80", "-m", "comment", "--comment", "interceptd: intercept http",
+				"-j", "TPROXY", "--on-ip", p.HTTPListenIP, "--on-port", strconv.Itoa(p.HTTPListenPort), "--tproxy-mark", mark),
+			// Every DNS query that leaves a sandbox, to any server, is
+			// answered by the DNS shim; conntrack rewrites the answer's source
+			// back to the server the sandbox asked.
+			r("nat", ChainDNS, "-p", "udp", "--dport", "53", "-m", "comment", "--comment", "interceptd: capture dns", "-j", "REDIRECT", "--to-ports", dnsPort),
+			r("nat", ChainDNS, "-p", "tcp", "--dport", "53", "-m", "comment", "--comment", "interceptd: capture dns", "-j", "REDIRECT", "--to-ports", dnsPort),
+			// Sandboxes reach the host only through interception: replies,
+			// intercepted HTTP and captured DNS. Everything else is refused at
+			// once rather than dropped, so clients fail fast.
+			r("filter", ChainInput, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
+			r("filter", ChainInput, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "ACCEPT"),
+			r("filter", ChainInput, "-p", "udp", "--dport", dnsPort, "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"),
+			r("filter", ChainInput, "-p", "tcp", "--dport", dnsPort, "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"),
+			r("filter", ChainInput, "-p", "tcp", "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", "REJECT", "--reject-with", "tcp-reset"),
+			r("filter", ChainInput, "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
+			// No routed egress and no traffic between sandboxes: everything a
+			// sandbox sends goes through the daemon.
+			r("filter", ChainForward, "-p", "tcp", "-m", "comment", "--comment", "interceptd: no routed egress", "-j", "REJECT", "--reject-with", "tcp-reset"),
+			r("filter", ChainForward, "-m", "comment", "--comment", "interceptd: no routed egress", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
+		},
+		Jumps: []Rule{
+			r("raw", "PREROUTING", "-i", in, "-j", ChainSpoof),
+			r("mangle", "PREROUTING", "-i", in, "-j", ChainPrerouting),
+			r("nat", "PREROUTING", "-i", in, "-j", ChainDNS),
+			r("filter", "INPUT", "-i", in, "-j", ChainInput),
+			r("filter", "FORWARD", "-i", in, "-j", ChainForward),
+			r("filter", "FORWARD", "-o", in, "-j", ChainForward),
+		},
+	}
+}
+
+// Render returns the rule set, policy routing included, as text: one line a
+// rule, in the order Apply installs them. Golden tests compare it.
+func (rs RuleSet) Render() string {
+	var b strings.Builder
+	for _, c := range rs.Chains {
+		fmt.Fprintf(&b, "-t %s -N %s\n", c.Table, c.Name)
+	}
+	for _, r := range rs.Rules {
+		b.WriteString(r.String() + "\n")
+	}
+	for _, r := range rs.Jumps {
+		fmt.Fprintf(&b, "-t %s -I %s 1 %s\n", r.Table, r.Chain, strings.Join(r.Spec, " "))
+	}
+	fmt.Fprintf(&b, "ip rule add pref %d fwmark 0x%x/0x%x lookup %d\n", TProxyRulePriority, TProxyMark, TProxyMask, TProxyTable)
+	fmt.Fprintf(&b, "ip route add local 0.0.0.0/0 dev lo table %d\n", TProxyTable)
+	return b.String()
+}
+
+// Apply installs the rule set idempotently: the daemon's chains are created
+// or flushed and refilled, and each jump is inserted first in its built-in
+// chain unless it is already there. Running it twice leaves one copy.
+//
+// The jumps are installed last, so a sandbox interface never meets a
+// half-filled chain of ours from a fresh start.
+func (rs RuleSet) Apply(ipt IPTables) error {
+	for _, c := range rs.Chains {
+		if err := ipt.ClearChain(c.Table, c.Name); err != nil {
+			return fmt.Errorf("preparing chain %s/%s: %w", c.Table, c.Name, err)
+		}
+	}
+	for _, r := range rs.Rules {
+		if err := ipt.Append(r.Table, r.Chain, r.Spec...); err != nil {
+			return fmt.Errorf("adding rule %s: %w", r, err)
+		}
+	}
+	// Insert in reverse so that, when a built-in chain gets several jumps,
+	// they end up in the listed order at its top.
+	for i := len(rs.Jumps) - 1; i >= 0; i-- {
+		r := rs.Jumps[i]
+		ok, err := ipt.Exists(r.Table, r.Chain, r.Spec...)
+		if err != nil {
+			return fmt.Errorf("checking jump %s: %w", r, err)
+		}
+		if ok {
+			continue
+		}
+		if err := ipt.Insert(r.Table, r.Chain, 1, r.Spec...); err != nil {
+			return fmt.Errorf("inserting jump %s: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// Teardown removes the jumps and the daemon's chains. Anything already gone
+// counts as removed, so it is safe to run at any point.
+func (rs RuleSet) Teardown(ipt IPTables) error {
+	var errs []error
+	for _, r := range rs.Jumps {
+		if err := ipt.DeleteIfExists(r.Table, r.Chain, r.Spec...); err != nil {
+			errs = append(errs, fmt.Errorf("deleting jump %s: %w", r, err))
+		}
+	}
+	for _, c := range rs.Chains {
+		ok, err := ipt.ChainExists(c.Table, c.Name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("checking chain %s/%s: %w", c.Table, c.Name, err))
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if err := ipt.ClearAndDeleteChain(c.Table, c.Name); err != nil {
+			errs = append(errs, fmt.Errorf("deleting chain %s/%s: %w", c.Table, c.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// policyRule and policyRoute send TProxyMark-ed packets to the local table.
+func policyRule() *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = unix.AF_INET
+	r.Priority = TProxyRulePriority
+	r.Mark = TProxyMark
+	m := uint32(TProxyMask)
+	r.Mask = &m
+	r.Table = TProxyTable
+	return r
+}
+
+func policyRoute(lo netlink.Link) *netlink.Route {
+	_, all, _ := net.ParseCIDR("0.0.0.0/0")
+	return &netlink.Route{
+		LinkIndex: lo.Attrs().Index,
+		Dst:       all,
+		Table:     TProxyTable,
+		Type:      unix.RTN_LOCAL,
+		Scope:     netlink.SCOPE_HOST,
+	}
+}
+
+// ApplyRouting installs the policy rule and local route; both idempotent.
+func ApplyRouting(h *netlink.Handle) error {
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("finding lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("setting lo up: %w", err)
+	}
+	if err := h.RouteReplace(policyRoute(lo)); err != nil {
+		return fmt.Errorf("adding tproxy route to table %d: %w", TProxyTable, err)
+	}
+	rules, err := h.RuleList(unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("listing ip rules: %w", err)
+	}
+	for _, r := range rules {
+		if r.Priority == TProxyRulePriority && r.Table == TProxyTable && r.Mark == TProxyMark {
+			return nil
+		}
+	}
+	if err := h.RuleAdd(policyRule()); err != nil {
+		return fmt.Errorf("adding tproxy rule for fwmark 0x%x: %w", TProxyMark, err)
+	}
+	return nil
+}
+
+// TeardownRouting removes the policy rule and local route; already gone is fine.
+func TeardownRouting(h *netlink.Handle) error {
+	var errs []error
+	for {
+		err := h.RuleDel(policyRule())
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("deleting tproxy rule: %w", err))
+		}
+		break
+	}
+	if lo, err := h.LinkByName("lo"); err == nil {
+		if err := h.RouteDel(policyRoute(lo)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("deleting tproxy route: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

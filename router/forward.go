@@ -1,0 +1,163 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Forward sends a request for a host without a handler to the address the
+// sandbox connected to, keeping the sandbox's headers (hop-by-hop headers
+// excepted, as any HTTP/1.1 proxy must). Protected destinations are refused:
+// the daemon host's own addresses, loopback, link-local (metadata services),
+// multicast, and the configured Protected prefixes (the sandbox pool, the
+// virtual handler range), so a sandbox cannot use the daemon to reach the
+// host's services or other sandboxes.
+type Forward struct {
+	// Protected are prefixes never forwarded to.
+	Protected []netip.Prefix
+	// DialTimeout bounds connecting upstream. Default 10s.
+	DialTimeout time.Duration
+	Metrics     *Metrics
+	Logger      *slog.Logger
+
+	once   sync.Once
+	proxy  *httputil.ReverseProxy
+	locals localAddrs
+}
+
+var _ Handler = (*Forward)(nil)
+
+type envKey struct{}
+
+func (f *Forward) init() {
+	if f.DialTimeout == 0 {
+		f.DialTimeout = 10 * time.Second
+	}
+	if f.Logger == nil {
+		f.Logger = slog.Default()
+	}
+	d := &net.Dialer{Timeout: f.DialTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		DialContext:           d.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// The sandbox's Accept-Encoding goes through as it is; never let
+		// the transport add or undo compression.
+		DisableCompression: true,
+		// A transparent proxy speaks to the address the client chose, not
+		// to a proxy from the daemon's environment.
+		Proxy: nil,
+	}
+	f.proxy = &httputil.ReverseProxy{
+		Transport: tr,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			env := pr.In.Context().Value(envKey{}).(Env)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = env.Dest.String()
+			pr.Out.Host = pr.In.Host
+			// ReverseProxy strips these before Rewrite; they are the
+			// sandbox's own headers, which a transparent hop keeps.
+			for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[h]; ok {
+					pr.Out.Header[h] = v
+				}
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			kind := dialErrorKind(err)
+			f.Metrics.forwardError(kind)
+			f.Logger.Debug("forwarding failed", "error", err)
+			writeError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err})
+		},
+		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
+	}
+}
+
+// ServeHTTP implements Handler.
+func (f *Forward) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+	f.once.Do(f.init)
+	if reason := f.protected(env.Dest.Addr()); reason != "" {
+		return Errorf(http.StatusForbidden, "destination %s is %s", env.Dest.Addr(), reason)
+	}
+	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), envKey{}, env)))
+	return nil
+}
+
+func (f *Forward) protected(a netip.Addr) string {
+	a = a.Unmap()
+	switch {
+	case a.IsLoopback():
+		return "loopback"
+	case a.IsLinkLocalUnicast():
+		return "link-local"
+	case a.IsMulticast(), a.IsLinkLocalMulticast():
+		return "multicast"
+	case a.IsUnspecified(), a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "not a unicast address"
+	}
+	for _, p := range f.Protected {
+		if p.Contains(a) {
+			return "protected (" + p.String() + ")"
+		}
+	}
+	if f.locals.has(a) {
+		return "an address of the daemon host"
+	}
+	return ""
+}
+
+// localAddrs caches the daemon host's own addresses for a second: cheap on
+// the hot path, and a new host address is protected within a second.
+type localAddrs struct {
+	mu    sync.Mutex
+	at    time.Time
+	addrs map[netip.Addr]bool
+}
+
+func (l *localAddrs) has(a netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.at) > time.Second || l.addrs == nil {
+		m := map[netip.Addr]bool{}
+		if as, err := net.InterfaceAddrs(); err == nil {
+			for _, x := range as {
+				if n, ok := x.(*net.IPNet); ok {
+					if ip, ok := netip.AddrFromSlice(n.IP); ok {
+						m[ip.Unmap()] = true
+					}
+				}
+			}
+		}
+		l.addrs, l.at = m, time.Now()
+	}
+	return l.addrs[a]
+}
+
+// dialErrorKind maps a forwarding error to a closed set of reasons.
+func dialErrorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "reset"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "unreachable"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
+}

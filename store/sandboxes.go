@@ -1,0 +1,29 @@
+package store
+
+import bolt "go.etcd.io/bbolt"
+
+// SaveSandbox records a sandbox so that a restarted daemon can re-adopt it.
+func (db *DB) SaveSandbox(name string, rec []byte) error {
+	return mapBoltErr(db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSandboxes).Put([]byte(name), rec)
+	}))
+}
+
+// DeleteSandbox forgets a sandbox record; an absent one is not an error.
+func (db *DB) DeleteSandbox(name string) error {
+	return mapBoltErr(db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSandboxes).Delete([]byte(name))
+	}))
+}
+
+// Sandboxes returns every sandbox record by name.
+func (db *DB) Sandboxes() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSandboxes).ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	return out, mapBoltErr(err)
+}
