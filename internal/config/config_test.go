@@ -1,0 +1,117 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEmbeddedDefaultIsValidAndServesMyKV(t *testing.T) {
+	c := Default()
+	if len(c.Handlers) != 1 || c.Handlers[0].Host != "my.kv" || c.Handlers[0].Kind != "kv" {
+		t.Fatalf("default handlers = %+v, want my.kv kv", c.Handlers)
+	}
+	if !c.Sandbox.WriteResolvConf() {
+		t.Error("default should write resolv.conf for ip netns exec users")
+	}
+}
+
+func TestGoodFixturesLoad(t *testing.T) {
+	files, _ := filepath.Glob("testdata/good/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no good fixtures")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if _, err := Load(f); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestAFileOnlySaysWhatItChanges(t *testing.T) {
+	c, err := Load("testdata/good/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	if c.Listen != d.Listen || c.Sandbox.Pool != d.Sandbox.Pool || len(c.Handlers) != 1 {
+		t.Errorf("minimal config did not keep defaults: %+v", c)
+	}
+}
+
+func TestFullFixtureDecodesEveryField(t *testing.T) {
+	c, err := Load("testdata/good/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DNS.Timeout != 750*time.Millisecond || c.DNS.TTL != 5 || len(c.DNS.Upstreams) != 2 {
+		t.Errorf("dns = %+v", c.DNS)
+	}
+	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 {
+		t.Errorf("sandbox/listen = %+v %+v", c.Sandbox, c.Listen)
+	}
+	if len(c.Handlers) != 2 || NormalizeHost(c.Handlers[0].Host) != "my.kv" {
+		t.Errorf("handlers = %+v", c.Handlers)
+	}
+}
+
+func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
+	tests := []struct {
+		file string
+		want []string
+	}{
+		{"unknown-field.yaml", []string{"line 4", "dns_prot", "not found"}},
+		{"mistyped-field.yaml", []string{"line 3", "field dns.timeout", "soon"}},
+		{"mistyped-port.yaml", []string{"line 3", "field listen.dns_port", "cannot unmarshal"}},
+		{"missing-version.yaml", []string{"field version", "missing"}},
+		{"future-version.yaml", []string{"field version", "2 is not supported"}},
+		{"unknown-kind.yaml", []string{"field handlers[0].kind", `"kvv"`}},
+		{"duplicate-host.yaml", []string{"field handlers[1].host", "twice"}},
+		{"pool-overlaps-virtual.yaml", []string{"field sandbox.pool", "overlaps"}},
+		{"http-not-loopback.yaml", []string{"field listen.http", "loopback"}},
+		{"handler-unknown-field.yaml", []string{"line 6", "secret"}},
+		{"duplicate-key.yaml", []string{"line 3", "data_dir", "already defined"}},
+	}
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(files) != len(tests) {
+		t.Errorf("%d bad fixtures but %d cases: every fixture needs a case", len(files), len(tests))
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			_, err := Load(filepath.Join("testdata/bad", tt.file))
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if !strings.Contains(err.Error(), tt.file) {
+				t.Errorf("error %q does not name the file", err)
+			}
+		})
+	}
+}
+
+func TestNormalizeHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"my.kv": "my.kv", "MY.KV": "my.kv", "my.kv.": "my.kv", "my.kv:80": "my.kv", " My.Kv ": "my.kv",
+	} {
+		if got := NormalizeHost(in); got != want {
+			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestEmptyDocumentIsAnError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "empty.yaml")
+	os.WriteFile(p, nil, 0o644)
+	if _, err := Load(p); err == nil {
+		t.Fatal("empty config loaded")
+	}
+}

@@ -1,0 +1,152 @@
+package netns
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func testParams() RuleParams {
+	return RuleParams{InterfacePrefix: "icd", HTTPListenIP: "127.0.0.1", HTTPListenPort: 15380, DNSPort: 15353}
+}
+
+func TestRulesRenderAsTheGoldenText(t *testing.T) {
+	got := Rules(testParams()).Render()
+	const golden = "testdata/rules.golden"
+	if *update {
+		os.WriteFile(golden, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("rules differ from %s (run with -update if intended):\n%s", golden, got)
+	}
+}
+
+func TestEveryRuleMatchesOnlySandboxInterfaces(t *testing.T) {
+	rs := Rules(testParams())
+	ours := map[string]bool{}
+	for _, c := range rs.Chains {
+		ours[c.Name] = true
+	}
+	for _, r := range rs.Rules {
+		if !ours[r.Chain] {
+			t.Errorf("rule %s is outside the daemon's chains", r)
+		}
+	}
+	for _, j := range rs.Jumps {
+		s := strings.Join(j.Spec, " ")
+		if !strings.Contains(s, "-i icd+") && !strings.Contains(s, "-o icd+") {
+			t.Errorf("jump %s does not match the sandbox interface prefix", j)
+		}
+	}
+}
+
+// fakeIPTables is an in-memory iptables: tables → chains → ordered rules.
+type fakeIPTables struct {
+	chains map[string][]string // "table/chain" → rules
+}
+
+func newFake() *fakeIPTables {
+	f := &fakeIPTables{chains: map[string][]string{}}
+	for _, c := range []string{"raw/PREROUTING", "mangle/PREROUTING", "nat/PREROUTING", "filter/INPUT", "filter/FORWARD"} {
+		f.chains[c] = nil
+	}
+	return f
+}
+
+func (f *fakeIPTables) ChainExists(table, chain string) (bool, error) {
+	_, ok := f.chains[table+"/"+chain]
+	return ok, nil
+}
+func (f *fakeIPTables) ClearChain(table, chain string) error {
+	f.chains[table+"/"+chain] = []string{}
+	return nil
+}
+func (f *fakeIPTables) ClearAndDeleteChain(table, chain string) error {
+	delete(f.chains, table+"/"+chain)
+	return nil
+}
+func (f *fakeIPTables) Exists(table, chain string, spec ...string) (bool, error) {
+	return slices.Contains(f.chains[table+"/"+chain], strings.Join(spec, " ")), nil
+}
+func (f *fakeIPTables) Insert(table, chain string, pos int, spec ...string) error {
+	k := table + "/" + chain
+	c, ok := f.chains[k]
+	if !ok {
+		return fmt.Errorf("no chain %s", k)
+	}
+	f.chains[k] = slices.Insert(c, pos-1, strings.Join(spec, " "))
+	return nil
+}
+func (f *fakeIPTables) Append(table, chain string, spec ...string) error {
+	k := table + "/" + chain
+	if _, ok := f.chains[k]; !ok {
+		return fmt.Errorf("no chain %s", k)
+	}
+	f.chains[k] = append(f.chains[k], strings.Join(spec, " "))
+	return nil
+}
+func (f *fakeIPTables) DeleteIfExists(table, chain string, spec ...string) error {
+	k := table + "/" + chain
+	f.chains[k] = slices.DeleteFunc(f.chains[k], func(s string) bool { return s == strings.Join(spec, " ") })
+	return nil
+}
+
+func (f *fakeIPTables) count() int {
+	n := 0
+	for _, c := range f.chains {
+		n += len(c)
+	}
+	return n
+}
+
+func TestApplyTwiceLeavesOneCopyAndTeardownLeavesTheCanary(t *testing.T) {
+	f := newFake()
+	canary := []string{"-s", "192.0.2.1", "-j", "ACCEPT"}
+	f.Append("filter", "INPUT", canary...)
+	rs := Rules(testParams())
+	for i := 0; i < 2; i++ {
+		if err := rs.Apply(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := len(rs.Rules) + len(rs.Jumps) + 1; f.count() != want {
+		t.Errorf("after two applies: %d rules, want %d", f.count(), want)
+	}
+	if got := f.chains["filter/INPUT"][0]; !strings.Contains(got, "INTERCEPTD-INPUT") {
+		t.Errorf("jump is not first in INPUT: %q", got)
+	}
+	if got := f.chains["filter/FORWARD"]; len(got) != 2 || !strings.HasPrefix(got[0], "-i") || !strings.HasPrefix(got[1], "-o") {
+		t.Errorf("FORWARD jumps out of order: %q", got)
+	}
+	if err := rs.Teardown(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Teardown(f); err != nil {
+		t.Fatalf("second teardown: %v", err)
+	}
+	if f.count() != 1 || f.chains["filter/INPUT"][0] != strings.Join(canary, " ") {
+		t.Errorf("teardown touched something else: %v", f.chains)
+	}
+	for _, c := range rs.Chains {
+		if ok, _ := f.ChainExists(c.Table, c.Name); ok {
+			t.Errorf("chain %s/%s survived teardown", c.Table, c.Name)
+		}
+	}
+}
+
+func TestRuleCountDoesNotDependOnSandboxes(t *testing.T) {
+	// The rule set has no per-sandbox input at all; this pins that down.
+	a, b := Rules(testParams()), Rules(testParams())
+	if a.Render() != b.Render() {
+		t.Fatal("rules are not a pure function of the parameters")
+	}
+}

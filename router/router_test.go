@@ -1,0 +1,163 @@
+package router
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/interceptd/interceptd/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+var (
+	sandboxIP = netip.MustParseAddr("10.213.0.2")
+	virtualIP = netip.MustParseAddr("198.18.213.1")
+	outsideIP = netip.MustParseAddr("192.0.2.10")
+)
+
+type testRouter struct {
+	*Router
+	fallback *Env
+	metrics  *Metrics
+}
+
+func newTestRouter(t *testing.T) *testRouter {
+	t.Helper()
+	db, err := store.Open(t.TempDir(), &store.Options{MaxValueSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	tr := &testRouter{metrics: NewMetrics(prometheus.NewRegistry())}
+	tr.Router = New(Config{
+		Hosts:   map[string]Route{"my.kv": {Name: "my.kv", Handler: &KV{Store: db.KV("default"), MaxValueSize: 16}}},
+		Virtual: map[netip.Addr]string{virtualIP: "my.kv"},
+		Identify: func(a netip.Addr) (string, bool) {
+			return "web1", a == sandboxIP
+		},
+		Fallback: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
+			tr.fallback = &env
+			w.WriteHeader(http.StatusTeapot)
+			return nil
+		}),
+		Metrics: tr.metrics,
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	return tr
+}
+
+// do sends a request as if it arrived on an intercepted connection from src
+// to dst.
+func (tr *testRouter) do(method, host, target string, body string, src, dst netip.Addr) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, strings.NewReader(body))
+	r.Host = host
+	ci := connInfo{src: netip.AddrPortFrom(src, 40000), dst: netip.AddrPortFrom(dst, 80)}
+	r = r.WithContext(context.WithValue(r.Context(), connKey{}, ci))
+	w := httptest.NewRecorder()
+	tr.ServeHTTP(w, r)
+	return w
+}
+
+func TestDispatch(t *testing.T) {
+	tests := []struct {
+		name        string
+		host        string
+		src, dst    netip.Addr
+		wantStatus  int
+		wantFallbak bool
+	}{
+		{"the Host picks the handler", "my.kv", sandboxIP, virtualIP, http.StatusNotFound, false},
+		{"Host matching ignores case, port and a trailing dot", "MY.Kv.:80", sandboxIP, outsideIP, http.StatusNotFound, false},
+		{"without a Host the virtual address picks the handler", "", sandboxIP, virtualIP, http.StatusNotFound, false},
+		{"an IP literal Host to a virtual address is that handler", "198.18.213.1", sandboxIP, virtualIP, http.StatusNotFound, false},
+		{"a host without a handler goes to the fallback", "example.test", sandboxIP, outsideIP, http.StatusTeapot, true},
+		{"a source that is not a sandbox is refused", "my.kv", outsideIP, virtualIP, http.StatusForbidden, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newTestRouter(t)
+			w := tr.do("GET", tt.host, "/absent", "", tt.src, tt.dst)
+			if w.Code != tt.wantStatus {
+				t.Fatalf("status %d, want %d; body %q", w.Code, tt.wantStatus, w.Body)
+			}
+			if (tr.fallback != nil) != tt.wantFallbak {
+				t.Fatalf("fallback called = %v", tr.fallback != nil)
+			}
+			if tr.fallback != nil && (tr.fallback.Sandbox != "web1" || tr.fallback.Dest.Addr() != outsideIP) {
+				t.Errorf("fallback env = %+v", *tr.fallback)
+			}
+		})
+	}
+}
+
+func TestKVThroughTheRouter(t *testing.T) {
+	tr := newTestRouter(t)
+	steps := []struct {
+		name, method, target, body string
+		wantStatus                 int
+		wantBody                   string
+	}{
+		{"a missing key is 404", "GET", "/greeting", "", 404, "interceptd: key not found\n"},
+		{"PUT stores the body", "PUT", "/greeting", "hello", 204, ""},
+		{"GET returns it", "GET", "/greeting", "", 200, "hello"},
+		{"HEAD has no body", "HEAD", "/greeting", "", 200, ""},
+		{"a percent-encoded slash is part of the key", "PUT", "/a%2Fb", "x", 204, ""},
+		{"which reads back by the decoded key", "GET", "/a/b", "", 200, "x"},
+		{"DELETE is 204", "DELETE", "/greeting", "", 204, ""},
+		{"and again when absent", "DELETE", "/greeting", "", 204, ""},
+		{"the key is gone", "GET", "/greeting", "", 404, "interceptd: key not found\n"},
+		{"an empty key is a 400 with a reason", "GET", "/", "", 400, "interceptd: a key is required: use /<key>\n"},
+		{"a value over the limit is a 413 naming it", "PUT", "/big", strings.Repeat("x", 17), 413, "interceptd: value too large: 17 bytes, limit 16\n"},
+		{"an unknown method is a 405", "PATCH", "/greeting", "", 405, "interceptd: method PATCH not allowed: use GET, HEAD, PUT or DELETE\n"},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			w := tr.do(s.method, "my.kv", s.target, s.body, sandboxIP, virtualIP)
+			body, _ := io.ReadAll(w.Body)
+			if w.Code != s.wantStatus || string(body) != s.wantBody {
+				t.Fatalf("%s %s: %d %q, want %d %q", s.method, s.target, w.Code, body, s.wantStatus, s.wantBody)
+			}
+		})
+	}
+	if got := testutil.ToFloat64(tr.metrics.requests.WithLabelValues("my.kv", "204")); got != 4 {
+		t.Errorf("requests{my.kv,204} = %v, want 4", got)
+	}
+}
+
+func TestForwardRefusesProtectedDestinations(t *testing.T) {
+	f := &Forward{Protected: []netip.Prefix{netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.0/24")}}
+	tests := []struct {
+		addr string
+		want string
+	}{
+		{"127.0.0.1", "loopback"},
+		{"169.254.169.254", "link-local"},
+		{"224.0.0.1", "multicast"},
+		{"255.255.255.255", "not a unicast address"},
+		{"0.0.0.0", "not a unicast address"},
+		{"10.213.0.6", "protected (10.213.0.0/16)"},
+		{"198.18.213.9", "protected (198.18.213.0/24)"},
+		{"192.0.2.10", ""},
+	}
+	for _, tt := range tests {
+		if got := f.protected(netip.MustParseAddr(tt.addr)); got != tt.want {
+			t.Errorf("protected(%s) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
+}
+
+func TestNormalizeHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"my.kv": "my.kv", "MY.KV:8080": "my.kv", "my.kv.": "my.kv", "[::1]:80": "::1", "": "", "198.18.213.1": "198.18.213.1",
+	} {
+		if got := NormalizeHost(in); got != want {
+			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

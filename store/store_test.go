@@ -1,0 +1,171 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// openTest opens a store in a fresh temp dir and checks its consistency
+// when the test ends, as bbolt's own test helper does.
+func openTest(t *testing.T, opts *Options) *DB {
+	t.Helper()
+	db, err := Open(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Check(); err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("consistency check: %v", err)
+		}
+		db.Close()
+	})
+	return db
+}
+
+func TestKVPutGetDelete(t *testing.T) {
+	db := openTest(t, nil)
+	kv := db.KV("default")
+	if _, err := kv.Get("greeting"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get before put: %v, want ErrNotFound", err)
+	}
+	if err := kv.Put("greeting", Entry{Value: []byte("hello")}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get("greeting")
+	if err != nil || string(e.Value) != "hello" {
+		t.Fatalf("get = %q %v", e.Value, err)
+	}
+	if err := kv.Delete("greeting"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete("greeting"); err != nil {
+		t.Fatalf("deleting an absent key: %v", err)
+	}
+	if _, err := kv.Get("greeting"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get after delete: %v", err)
+	}
+}
+
+func TestNamespacesAreSeparate(t *testing.T) {
+	db := openTest(t, nil)
+	db.KV("a").Put("k", Entry{Value: []byte("1")})
+	if _, err := db.KV("b").Get("k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("namespace b sees a's key: %v", err)
+	}
+}
+
+func TestKVRejectsBadKeysAndValues(t *testing.T) {
+	db := openTest(t, &Options{MaxKeySize: 8, MaxValueSize: 4})
+	kv := db.KV("default")
+	tests := []struct {
+		name  string
+		key   string
+		value string
+		want  error
+	}{
+		{"an empty key is invalid", "", "v", ErrInvalidKey},
+		{"a key that is not UTF-8 is invalid", "\xff\xfe", "v", ErrInvalidKey},
+		{"a key over the limit is too large", "123456789", "v", ErrKeyTooLarge},
+		{"a value over the limit is too large", "k", "12345", ErrValueTooLarge},
+		{"a key and value at the limits are fine", "12345678", "1234", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := kv.Put(tt.key, Entry{Value: []byte(tt.value)}); !errors.Is(err, tt.want) {
+				t.Fatalf("Put = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExpiredEntriesAreInvisibleAndMetadataRoundTrips(t *testing.T) {
+	now := time.Unix(1000, 0)
+	db := openTest(t, &Options{Now: func() time.Time { return now }})
+	kv := db.KV("default")
+	kv.Put("soon", Entry{Value: []byte("x"), Expires: now.Add(time.Second), Metadata: []byte(`{"a":1}`)})
+	e, err := kv.Get("soon")
+	if err != nil || !bytes.Equal(e.Metadata, []byte(`{"a":1}`)) || !e.Expires.Equal(now.Add(time.Second)) {
+		t.Fatalf("get = %+v %v", e, err)
+	}
+	now = now.Add(time.Second)
+	if _, err := kv.Get("soon"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired key visible: %v", err)
+	}
+}
+
+func TestDataSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.KV("default").Put("k", Entry{Value: []byte("durable")})
+	db.SaveSandbox("web1", []byte(`{}`))
+	db.Close()
+	if _, err := db.KV("default").Get("k"); !errors.Is(err, ErrClosed) {
+		t.Errorf("get on closed db: %v, want ErrClosed", err)
+	}
+	db, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if e, err := db.KV("default").Get("k"); err != nil || string(e.Value) != "durable" {
+		t.Fatalf("after reopen: %q %v", e.Value, err)
+	}
+	if recs, _ := db.Sandboxes(); len(recs) != 1 {
+		t.Errorf("sandbox records after reopen: %v", recs)
+	}
+}
+
+func TestASecondOpenOfTheSameDirTimesOut(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := Open(dir, &Options{LockTimeout: 50 * time.Millisecond}); err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("second open: %v, want a lock timeout", err)
+	}
+}
+
+func TestMetricsCountOperationsByResult(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	db := openTest(t, &Options{Metrics: m})
+	kv := db.KV("default")
+	kv.Get("missing")
+	kv.Put("k", Entry{Value: []byte("v")})
+	kv.Get("k")
+	if got := testutil.ToFloat64(m.ops.WithLabelValues("kv_get", "not_found")); got != 1 {
+		t.Errorf("kv_get not_found = %v", got)
+	}
+	if got := testutil.ToFloat64(m.ops.WithLabelValues("kv_get", "ok")); got != 1 {
+		t.Errorf("kv_get ok = %v", got)
+	}
+}
+
+func ExampleKV() {
+	dir, _ := os.MkdirTemp("", "interceptd-store-example-")
+	defer os.RemoveAll(dir)
+	db, _ := Open(dir, nil)
+	defer db.Close()
+	kv := db.KV("default")
+	kv.Put("greeting", Entry{Value: []byte("hello")})
+	e, _ := kv.Get("greeting")
+	fmt.Println(string(e.Value))
+	_, err := kv.Get("missing")
+	fmt.Println(errors.Is(err, ErrNotFound))
+	// Output:
+	// hello
+	// true
+}
