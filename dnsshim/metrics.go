@@ -17,8 +17,8 @@ import (
 //	interceptd_dns_query_duration_seconds{answer}
 //	interceptd_dns_upstream_requests_total{result}  result: ok|timeout|refused|error
 type Metrics struct {
-	queries  *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	queries   *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
 	upstreams *prometheus.CounterVec
 }
 
