@@ -387,7 +387,11 @@ func (m *Manager) build(s *Sandbox) error {
 	// Before the link is up: strict reverse-path filtering (anti-spoofing,
 	// beside the rpfilter rule), no IPv6 (its link-local addresses would be a
 	// path to host services that the IPv4 rules do not see), no redirects.
+	// Forwarding is on for this interface only so that what a sandbox sends
+	// past the daemon reaches the FORWARD chain and is rejected at once;
+	// with forwarding off the kernel drops it silently and clients hang.
 	for k, v := range map[string]string{
+		"net/ipv4/conf/" + s.HostInterface + "/forwarding":     "1",
 		"net/ipv4/conf/" + s.HostInterface + "/rp_filter":      "1",
 		"net/ipv4/conf/" + s.HostInterface + "/send_redirects": "0",
 		"net/ipv6/conf/" + s.HostInterface + "/disable_ipv6":   "1",

@@ -1,0 +1,394 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+func TestSandboxLifecycleThroughTheCLI(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("web1")
+	if sb.Addr == "" || sb.Gateway == "" {
+		t.Fatalf("sandbox without addresses: %+v", sb)
+	}
+	out, _, code := e.CLI("sandbox", "list")
+	if code != 0 || !strings.Contains(out, "web1") || !strings.Contains(out, sb.Addr) {
+		t.Fatalf("list (exit %d):\n%s", code, out)
+	}
+	if _, errOut, code := e.CLI("sandbox", "create", "web1"); code != 1 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("creating web1 twice: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := e.CLI("sandbox", "create", "../etc"); code != 1 || !strings.Contains(errOut, "invalid sandbox name") {
+		t.Errorf("creating ../etc: exit %d, %q", code, errOut)
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); !strings.Contains(string(out), sb.Netns) {
+		t.Errorf("ip netns list does not show %s:\n%s", sb.Netns, out)
+	}
+	if _, errOut, code := e.CLI("sandbox", "delete", "web1"); code != 0 {
+		t.Fatalf("delete: %s", errOut)
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), sb.Netns) {
+		t.Errorf("namespace %s survived delete", sb.Netns)
+	}
+	if _, errOut, code := e.CLI("sandbox", "delete", "web1"); code != 1 || !strings.Contains(errOut, "no such sandbox") {
+		t.Errorf("deleting twice: exit %d, %q", code, errOut)
+	}
+}
+
+func TestDNSIsCapturedWhateverResolverTheSandboxUses(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("dns1")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a handler name over UDP to a server that does not exist", []string{"dig", "+short", "+time=2", "+tries=1", "@" + nowhereIP, "my.kv"}, virtualKV + "\n"},
+		{"a handler name over TCP", []string{"dig", "+short", "+tcp", "+time=2", "+tries=1", "@" + nowhereIP, "my.kv"}, virtualKV + "\n"},
+		{"a handler name in capitals", []string{"dig", "+short", "+time=2", "+tries=1", "@" + nowhereIP, "MY.KV"}, virtualKV + "\n"},
+		{"AAAA for a handler name is empty", []string{"dig", "+short", "+time=2", "+tries=1", "@" + nowhereIP, "my.kv", "AAAA"}, ""},
+		{"another name is answered by the upstream", []string{"dig", "+short", "+time=2", "+tries=1", "@" + nowhereIP, "example.test"}, upstreamIP + "\n"},
+		{"even when asked of the upstream itself", []string{"dig", "+short", "+time=2", "+tries=1", "@" + upstreamIP, "my.kv"}, virtualKV + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := e.MustIn(sb, tt.args...); got != tt.want {
+				t.Errorf("%v = %q, want %q", tt.args, got, tt.want)
+			}
+		})
+	}
+	t.Run("AAAA is NOERROR, not NXDOMAIN", func(t *testing.T) {
+		out := e.MustIn(sb, "dig", "+time=2", "+tries=1", "@"+nowhereIP, "my.kv", "AAAA")
+		if !strings.Contains(out, "status: NOERROR") {
+			t.Errorf("dig AAAA:\n%s", out)
+		}
+	})
+	t.Run("nslookup with the sandbox's own resolv.conf", func(t *testing.T) {
+		out := e.MustIn(sb, "nslookup", "my.kv")
+		if !strings.Contains(out, virtualKV) {
+			t.Errorf("nslookup my.kv:\n%s", out)
+		}
+	})
+}
+
+func TestAFailingUpstreamIsAFastServfail(t *testing.T) {
+	// 192.0.2.2:5399 has nothing listening (refused at once); 192.0.2.3
+	// does not exist (the exchange times out after dns.timeout).
+	e := NewEnv(t, Options{DNS: "dns:\n  upstreams: [\"192.0.2.2:5399\", \"192.0.2.3:53\"]\n  timeout: 500ms\n"})
+	sb := e.Create("sf")
+	out, code := e.In(sb, "dig", "+time=5", "+tries=1", "@"+nowhereIP, "example.test")
+	if code != 0 || !strings.Contains(out, "status: SERVFAIL") {
+		t.Fatalf("dig (exit %d) did not get a SERVFAIL:\n%s", code, out)
+	}
+	if m := regexp.MustCompile(`Query time: (\d+) msec`).FindStringSubmatch(out); m != nil {
+		t.Logf("SERVFAIL after %s ms (dns.timeout 500ms)", m[1])
+	}
+}
+
+func TestKVRoundTripWithRealClients(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("kv1")
+	code := func(args ...string) string {
+		return e.MustIn(sb, append([]string{"curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"}, args...)...)
+	}
+	if got := code("-X", "PUT", "--data", "hello", "http://my.kv/greeting"); got != "204" {
+		t.Fatalf("PUT: %s", got)
+	}
+	if got := e.MustIn(sb, "curl", "-sS", "-m", "5", "http://my.kv/greeting"); got != "hello" {
+		t.Fatalf("GET: %q", got)
+	}
+	if _, err := exec.LookPath("busybox"); err == nil {
+		if got := e.MustIn(sb, "busybox", "wget", "-qO-", "http://my.kv/greeting"); got != "hello" {
+			t.Errorf("busybox wget: %q", got)
+		}
+	} else {
+		t.Error("busybox is not installed (apt-get install busybox-static)")
+	}
+	if got := e.MustIn(sb, "curl", "-sS", "-m", "5", "http://"+virtualKV+"/greeting"); got != "hello" {
+		t.Errorf("GET by virtual address: %q", got)
+	}
+	if got := code("-X", "DELETE", "http://my.kv/greeting"); got != "204" {
+		t.Fatalf("DELETE: %s", got)
+	}
+	if got := code("http://my.kv/greeting"); got != "404" {
+		t.Fatalf("GET after DELETE: %s", got)
+	}
+	t.Run("another sandbox sees the shared namespace", func(t *testing.T) {
+		other := e.Create("kv2")
+		e.MustIn(sb, "curl", "-sS", "-m", "5", "-X", "PUT", "--data", "shared", "http://my.kv/k")
+		if got := e.MustIn(other, "curl", "-sS", "-m", "5", "http://my.kv/k"); got != "shared" {
+			t.Errorf("kv2 read %q", got)
+		}
+	})
+}
+
+func TestAnUnhandledHostIsForwardedUnchanged(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("fw")
+	out := e.MustIn(sb, "curl", "-sS", "-m", "5",
+		"-H", "X-Test: yes", "-H", "X-Forwarded-For: 203.0.113.9", "-A", "agent/1",
+		"http://example.test/some/path?q=1&r=%2F")
+	var echo Echo
+	if err := json.Unmarshal([]byte(out), &echo); err != nil {
+		t.Fatalf("upstream answer %q: %v", out, err)
+	}
+	checks := []struct{ what, got, want string }{
+		{"method", echo.Method, "GET"},
+		{"Host", echo.Host, "example.test"},
+		{"request URI", echo.URI, "/some/path?q=1&r=%2F"},
+		{"X-Test", echo.Header.Get("X-Test"), "yes"},
+		{"X-Forwarded-For", strings.Join(echo.Header.Values("X-Forwarded-For"), ","), "203.0.113.9"},
+		{"User-Agent", echo.Header.Get("User-Agent"), "agent/1"},
+		{"Accept", echo.Header.Get("Accept"), "*/*"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s reached upstream as %q, want %q", c.what, c.got, c.want)
+		}
+	}
+	t.Run("a POST body arrives whole", func(t *testing.T) {
+		out := e.MustIn(sb, "curl", "-sS", "-m", "5", "--data-binary", "payload-123", "http://example.test/post")
+		json.Unmarshal([]byte(out), &echo)
+		if echo.Method != "POST" || echo.Body != "payload-123" {
+			t.Errorf("upstream saw %s %q", echo.Method, echo.Body)
+		}
+	})
+}
+
+func TestAForgedSourceGetsNoAnswer(t *testing.T) {
+	e := NewEnv(t, Options{})
+	a, b := e.Create("victim-a"), e.Create("attacker-b")
+	// b takes a's address as an extra address and sends from it.
+	e.MustIn(b, "ip", "addr", "add", a.Addr+"/32", "dev", "eth0")
+	before := dnsQueries(e.Scrape())
+	out, code := e.In(b, "dig", "+time=1", "+tries=2", "-b", a.Addr, "@"+nowhereIP, "my.kv")
+	if code == 0 {
+		t.Fatalf("a query forged from %s was answered:\n%s", a.Addr, out)
+	}
+	out, code = e.In(b, "curl", "-sS", "-m", "3", "--interface", a.Addr, "http://"+virtualKV+"/x")
+	if code == 0 {
+		t.Fatalf("a request forged from %s was answered:\n%s", a.Addr, out)
+	}
+	// a's gateway is a host address; 192.0.2.200 is nobody's.
+	for _, spoof := range []string{a.Gateway, "192.0.2.200"} {
+		e.MustIn(b, "ip", "addr", "add", spoof+"/32", "dev", "eth0")
+		if out, code := e.In(b, "dig", "+time=1", "+tries=1", "-b", spoof, "@"+nowhereIP, "my.kv"); code == 0 {
+			t.Errorf("a query forged from %s was answered:\n%s", spoof, out)
+		}
+	}
+	if after := dnsQueries(e.Scrape()); after != before {
+		t.Errorf("the daemon saw %v forged queries", after-before)
+	}
+	// a is unharmed; b, once it stops spoofing (its ARP requests from the
+	// forged sources went unanswered, which is strict rp_filter too), works.
+	for _, spoof := range []string{a.Addr, a.Gateway, "192.0.2.200"} {
+		e.MustIn(b, "ip", "addr", "del", spoof+"/32", "dev", "eth0")
+	}
+	e.MustIn(b, "ip", "neigh", "flush", "dev", "eth0")
+	if got := e.MustIn(b, "dig", "+short", "+time=2", "+tries=1", "-b", b.Addr, "@"+nowhereIP, "my.kv"); got != virtualKV+"\n" {
+		t.Errorf("b's own query: %q", got)
+	}
+	if got := e.MustIn(a, "dig", "+short", "+time=2", "+tries=1", "@"+nowhereIP, "my.kv"); got != virtualKV+"\n" {
+		t.Errorf("a's query: %q", got)
+	}
+}
+
+var dnsLine = regexp.MustCompile(`(?m)^interceptd_dns_queries_total\{[^}]*\} (\S+)$`)
+
+func dnsQueries(metrics string) float64 {
+	var n float64
+	for _, m := range dnsLine.FindAllStringSubmatch(metrics, -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		n += v
+	}
+	return n
+}
+
+// countingListener counts the connections a test listener accepts.
+func countAccepts(ln net.Listener) *atomic.Int64 {
+	var n atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost service\n"))
+			c.Close()
+		}
+	}()
+	return &n
+}
+
+func TestASandboxCannotReachTheHostOrOtherSandboxes(t *testing.T) {
+	e := NewEnv(t, Options{})
+	a, b := e.Create("iso-a"), e.Create("iso-b")
+	hostNS := "/run/netns/" + e.HostNS
+	hostSvc := countAccepts(e.ListenIn(hostNS, "0.0.0.0:2222"))
+	hostHTTP := countAccepts(e.ListenIn(hostNS, "0.0.0.0:80"))
+	peerSvc := countAccepts(e.ListenIn(b.NetnsPath, b.Addr+":8080"))
+	peerHTTP := countAccepts(e.ListenIn(b.NetnsPath, b.Addr+":80"))
+
+	tests := []struct {
+		name     string
+		url      string
+		wantCode int    // curl exit code
+		wantBody string // for answered requests
+	}{
+		{"a TCP service on the gateway is refused", "http://" + a.Gateway + ":2222/", 7, ""},
+		{"a TCP service on another host address is refused", "http://" + hostUpIP + ":2222/", 7, ""},
+		{"port 80 on the gateway is denied by the router", "http://" + a.Gateway + "/", 22, ""},
+		{"port 80 on another host address is denied by the router", "http://" + hostUpIP + "/", 22, ""},
+		{"port 80 on loopback is never forwarded", "http://127.0.0.1/", 0, ""}, // the sandbox's own loopback: nothing there
+		{"another sandbox's service is refused", "http://" + b.Addr + ":8080/", 7, ""},
+		{"another sandbox's port 80 is denied by the router", "http://" + b.Addr + "/", 22, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, code := e.In(a, "curl", "-sS", "-f", "-m", "5", tt.url)
+			if tt.name == "port 80 on loopback is never forwarded" {
+				if code == 0 {
+					t.Errorf("got an answer from the sandbox's own loopback: %s", out)
+				}
+				return
+			}
+			if code != tt.wantCode {
+				t.Errorf("curl %s: exit %d, want %d\n%s", tt.url, code, tt.wantCode, out)
+			}
+		})
+	}
+	t.Run("a denied request says why", func(t *testing.T) {
+		out := e.MustIn(a, "curl", "-sS", "-m", "5", "http://"+a.Gateway+"/")
+		if !strings.Contains(out, "interceptd: destination "+a.Gateway+" is protected") {
+			t.Errorf("deny body: %q", out)
+		}
+	})
+	for what, n := range map[string]*atomic.Int64{"host :2222": hostSvc, "host :80": hostHTTP, "peer :8080": peerSvc, "peer :80": peerHTTP} {
+		if n.Load() != 0 {
+			t.Errorf("%s accepted %d connections from a sandbox", what, n.Load())
+		}
+	}
+}
+
+func TestRunExecutesACommandInAFreshSandbox(t *testing.T) {
+	e := NewEnv(t, Options{})
+	out, errOut, code := e.CLI("run", "--", "sh", "-c",
+		"curl -s -X PUT --data hello http://my.kv/greeting; curl -s http://my.kv/greeting; exit 7")
+	if code != 7 {
+		t.Errorf("run exited %d, want the command's 7; stderr: %s", code, errOut)
+	}
+	if out != "hello" {
+		t.Errorf("run printed %q, want hello", out)
+	}
+	list, _, _ := e.CLI("sandbox", "list")
+	if strings.Contains(list, "run-") {
+		t.Errorf("run left its sandbox behind:\n%s", list)
+	}
+	out, _, code = e.CLI("run", "--name", "named", "--", "cat", "/etc/resolv.conf")
+	if code != 0 || !strings.Contains(out, "nameserver 10.213.") {
+		t.Errorf("run's resolv.conf (exit %d): %q", code, out)
+	}
+	if _, errOut, code := e.CLI("run"); code != 2 || !strings.Contains(errOut, "usage") {
+		t.Errorf("run without a command: exit %d, %q", code, errOut)
+	}
+}
+
+func TestMetricsCoverEveryHopAndPassPromlint(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("m1")
+	e.MustIn(sb, "dig", "+short", "@"+nowhereIP, "my.kv")
+	e.MustIn(sb, "dig", "+short", "@"+nowhereIP, "example.test")
+	e.MustIn(sb, "curl", "-sS", "-X", "PUT", "--data", "v", "http://my.kv/k")
+	e.MustIn(sb, "curl", "-sS", "http://my.kv/k")
+	e.MustIn(sb, "curl", "-sS", "http://example.test/")
+	text := e.Scrape()
+	for _, want := range []string{
+		`interceptd_sandbox_active 1`,
+		`interceptd_sandbox_operations_total{op="create",result="ok"} 1`,
+		// curl asks for A and AAAA, so DNS counts are at least, not exactly.
+		`interceptd_dns_queries_total{answer="handler",rcode="NOERROR"} `,
+		`interceptd_dns_queries_total{answer="forwarded",rcode="NOERROR"} `,
+		`interceptd_dns_upstream_requests_total{result="ok"} `,
+		`interceptd_router_connections_total 3`,
+		`interceptd_router_requests_total{code="204",handler="my.kv"} 1`,
+		`interceptd_router_requests_total{code="200",handler="my.kv"} 1`,
+		`interceptd_router_requests_total{code="200",handler="_forward"} 1`,
+		`interceptd_router_request_duration_seconds_count{handler="my.kv"} 2`,
+		`interceptd_store_operations_total{op="kv_put",result="ok"} 1`,
+		`interceptd_build_info{version=`,
+		`process_open_fds`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	problems, err := promlint.New(strings.NewReader(text)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	if strings.Contains(text, sb.Addr) || strings.Contains(text, "example.test") {
+		t.Error("a metric label carries an address or a host name")
+	}
+}
+
+func TestARestartReadoptsSandboxesWithoutDuplicatingRules(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("keep")
+	e.MustIn(sb, "curl", "-sS", "-X", "PUT", "--data", "v1", "http://my.kv/k")
+	rulesBefore := ruleCount(t, e)
+	e.Stop()
+	// While the daemon is away, the sandbox has no way around it.
+	if out, code := e.In(sb, "curl", "-sS", "-m", "2", "http://example.test/"); code == 0 {
+		t.Errorf("egress while the daemon was down:\n%s", out)
+	}
+	e.Start()
+	if got := e.MustIn(sb, "curl", "-sS", "-m", "5", "http://my.kv/k"); got != "v1" {
+		t.Errorf("after restart: %q", got)
+	}
+	if got := ruleCount(t, e); got != rulesBefore {
+		t.Errorf("iptables lines %d after restart, %d before", got, rulesBefore)
+	}
+	list, _, _ := e.CLI("sandbox", "list")
+	if !strings.Contains(list, "keep") {
+		t.Errorf("sandbox not re-adopted:\n%s", list)
+	}
+}
+
+func ruleCount(t *testing.T, e *Env) int {
+	out, err := exec.Command("ip", "netns", "exec", e.HostNS, "iptables-save").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "-A") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRuleCountIsConstantWhateverTheNumberOfSandboxes(t *testing.T) {
+	e := NewEnv(t, Options{})
+	e.Create("c0")
+	one := ruleCount(t, e)
+	for i := 1; i < 10; i++ {
+		e.Create(fmt.Sprintf("c%d", i))
+	}
+	if ten := ruleCount(t, e); ten != one {
+		t.Errorf("%d iptables rules with 1 sandbox, %d with 10", one, ten)
+	}
+}
