@@ -33,6 +33,9 @@ func TestSandboxLifecycleThroughTheCLI(t *testing.T) {
 	if out, _ := exec.Command("ip", "netns", "list").Output(); !strings.Contains(string(out), sb.Netns) {
 		t.Errorf("ip netns list does not show %s:\n%s", sb.Netns, out)
 	}
+	if _, errOut, code := e.CLI("cleanup", "--config", e.Config, "--admin-socket", e.Socket); code != 1 || !strings.Contains(errOut, "a daemon is running") {
+		t.Errorf("cleanup under a running daemon: exit %d, %q", code, errOut)
+	}
 	if _, errOut, code := e.CLI("sandbox", "delete", "web1"); code != 0 {
 		t.Fatalf("delete: %s", errOut)
 	}

@@ -329,6 +329,13 @@ func (m *Manager) Create(name string) (sb Sandbox, err error) {
 	}
 	gw, addr, subnet := m.pool.Link(slot)
 	nsName := m.cfg.NetnsPrefix + name
+	if _, err := os.Stat(filepath.Join(m.cfg.NetnsDir, nsName)); err == nil {
+		// Not ours (ours are all in byName): never touch it.
+		m.mu.Lock()
+		m.pool.Release(slot)
+		m.mu.Unlock()
+		return Sandbox{}, fmt.Errorf("%w: namespace %s exists and was not made by this daemon", ErrExists, filepath.Join(m.cfg.NetnsDir, nsName))
+	}
 	s := &Sandbox{
 		Name: name, Netns: nsName, NetnsPath: filepath.Join(m.cfg.NetnsDir, nsName),
 		HostInterface: fmt.Sprintf("%s%x", m.cfg.InterfacePrefix, slot),
@@ -357,9 +364,6 @@ func (m *Manager) Create(name string) (sb Sandbox, err error) {
 }
 
 func (m *Manager) build(s *Sandbox) error {
-	if _, err := os.Stat(s.NetnsPath); err == nil {
-		return fmt.Errorf("namespace %s already exists and is not ours", s.NetnsPath)
-	}
 	if err := createNamespace(s.NetnsPath); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -86,6 +87,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		}
 	}()
 	reg := metrics.NewRegistry()
+	warnPrivateMounts(log)
 
 	d.db, err = store.Open(cfg.DataDir, &store.Options{Metrics: store.NewMetrics(reg)})
 	if err != nil {
@@ -236,4 +238,16 @@ func Cleanup(cfg *config.Config) error {
 	}
 	defer m.Close()
 	return m.Cleanup()
+}
+
+// warnPrivateMounts warns when the daemon runs in a mount namespace other
+// than init's (`ip netns exec`, or a systemd unit with private mounts): the
+// sandbox namespaces it bind-mounts under /run/netns are then invisible to
+// runtimes and to `ip netns` outside, unless /run/netns propagates back.
+func warnPrivateMounts(log *slog.Logger) {
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	init, err2 := os.Readlink("/proc/1/ns/mnt")
+	if err1 == nil && err2 == nil && self != init {
+		log.Warn("interceptd runs in a private mount namespace: sandbox namespaces under /run/netns may be invisible to other processes; start it with nsenter --net=... rather than ip netns exec, and let /run/netns propagate (shared) in a systemd unit")
+	}
 }
