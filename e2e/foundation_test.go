@@ -327,7 +327,10 @@ func TestMetricsCoverEveryHopAndPassPromlint(t *testing.T) {
 		`interceptd_router_requests_total{code="200",handler="my.kv"} 1`,
 		`interceptd_router_requests_total{code="200",handler="_forward"} 1`,
 		`interceptd_router_request_duration_seconds_count{handler="my.kv"} 2`,
-		`interceptd_store_operations_total{op="kv_put",result="ok"} 1`,
+		`interceptd_store_operations_total{kind="kv",op="put",result="ok"} 1`,
+		`interceptd_store_bytes_total{direction="written",kind="kv"} 1`,
+		`interceptd_store_file_size_bytes `,
+		`interceptd_store_commit_writes_count `,
 		`interceptd_build_info{version=`,
 		`process_open_fds`,
 	} {

@@ -78,7 +78,7 @@ func (f *Forward) init() {
 			kind := dialErrorKind(err)
 			f.Metrics.forwardError(kind)
 			f.Logger.Debug("forwarding failed", "error", err)
-			writeError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err})
+			WriteError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err})
 		},
 		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
 	}

@@ -68,8 +68,8 @@ func Errorf(status int, format string, args ...any) *Error {
 	return &Error{Status: status, Reason: fmt.Sprintf(format, args...)}
 }
 
-// writeError answers with err's status and reason as text.
-func writeError(w http.ResponseWriter, err error) int {
+// WriteError answers with err's status and reason as text.
+func WriteError(w http.ResponseWriter, err error) int {
 	var he *Error
 	if !errors.As(err, &he) {
 		he = &Error{Status: http.StatusInternalServerError, Reason: "internal error"}

@@ -1,68 +1,109 @@
 package router
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/interceptd/interceptd/store"
 )
 
-// KV serves one KV namespace: GET/HEAD /<key> read, PUT /<key> writes the
-// body, DELETE /<key> removes (204 also when absent). The key is the
-// percent-decoded path without its leading slash; slashes inside are fine.
+// KV serves a key-value space: the kv kind (shared or per-sandbox) and the
+// state kind (always per-sandbox, with transactions).
+//
+//	GET    /<key>          200 value (X-KV-Expiration, X-KV-Metadata), 404
+//	HEAD   /<key>          as GET, no body
+//	PUT    /<key>          store the body; ?ttl=N or ?expiration=UNIX; metadata
+//	                       in X-KV-Metadata or ?metadata=; 204
+//	DELETE /<key>          204, also when absent
+//	GET    /?prefix=&limit=&cursor=   JSON listing
+//	POST   /               a transaction (state only)
+//
+// The key is the percent-decoded path without its leading slash.
 type KV struct {
-	Store *store.KV
-	// MaxValueSize bounds PUT bodies; it should match the store's limit.
-	MaxValueSize int64
+	DB        *store.DB
+	Kind      string // store.KindKV or store.KindState
+	Namespace string
+	// PerSandbox keys the space by the calling sandbox's name.
+	PerSandbox bool
+	// Transactions enables POST / (the state kind).
+	Transactions bool
+	Limits       store.Limits
 }
 
 var _ Handler = (*KV)(nil)
 
+func (h *KV) space(env Env) (*store.KV, error) {
+	scope := store.ScopeShared
+	if h.PerSandbox {
+		if env.Sandbox == "" {
+			return nil, Errorf(http.StatusBadRequest, "this handler keeps keys per sandbox: name one")
+		}
+		scope = store.SandboxScope(env.Sandbox)
+	}
+	return h.DB.Keys(h.Kind, h.Namespace, scope, h.Limits), nil
+}
+
 // ServeHTTP implements Handler.
 func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+	kv, err := h.space(env)
+	if err != nil {
+		return err
+	}
 	key := strings.TrimPrefix(r.URL.Path, "/")
 	if key == "" {
-		return Errorf(http.StatusBadRequest, "a key is required: use /<key>")
+		switch {
+		case r.Method == http.MethodGet || r.Method == http.MethodHead:
+			return h.list(w, r, kv)
+		case r.Method == http.MethodPost && h.Transactions:
+			return h.txn(w, r, kv)
+		}
+		allow := "GET, HEAD"
+		if h.Transactions {
+			allow += ", POST"
+		}
+		w.Header().Set("Allow", allow)
+		return Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use %s", sanitize(r.Method), allow)
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		e, err := h.Store.Get(key)
+		e, err := kv.Get(key)
 		if err != nil {
-			return kvError(err)
+			return storeError(err)
 		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.Itoa(len(e.Value)))
+		hd := w.Header()
+		hd.Set("Content-Type", "application/octet-stream")
+		hd.Set("Content-Length", strconv.Itoa(len(e.Value)))
+		if !e.Expires.IsZero() {
+			hd.Set("X-KV-Expiration", strconv.FormatInt(e.Expires.Unix(), 10))
+		}
+		if e.Metadata != nil {
+			hd.Set("X-KV-Metadata", asciiJSON(e.Metadata))
+		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method == http.MethodGet {
 			w.Write(e.Value)
 		}
 		return nil
 	case http.MethodPut:
-		max := h.MaxValueSize
-		if max <= 0 {
-			max = 25 << 20
-		}
-		if r.ContentLength > max {
-			return Errorf(http.StatusRequestEntityTooLarge, "value too large: %d bytes, limit %d", r.ContentLength, max)
-		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		e, err := readEntry(r, kv.Limits())
 		if err != nil {
-			return &Error{Status: http.StatusBadRequest, Reason: "reading request body failed", Err: err}
+			return err
 		}
-		if int64(len(body)) > max {
-			return Errorf(http.StatusRequestEntityTooLarge, "value too large: over %d bytes", max)
-		}
-		if err := h.Store.Put(key, store.Entry{Value: body}); err != nil {
-			return kvError(err)
+		if err := kv.Put(key, e); err != nil {
+			return storeError(err)
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	case http.MethodDelete:
-		if err := h.Store.Delete(key); err != nil {
-			return kvError(err)
+		if err := kv.Delete(key); err != nil {
+			return storeError(err)
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -72,19 +113,239 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 	}
 }
 
-func kvError(err error) error {
+// readEntry reads a PUT: the body, its expiry and metadata.
+func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
+	var e store.Entry
+	q := r.URL.Query()
+	ttl := q.Get("ttl")
+	if ttl == "" {
+		ttl = q.Get("expiration_ttl")
+	}
+	if ttl != "" {
+		n, err := strconv.ParseInt(ttl, 10, 64)
+		if err != nil || n < 1 || n > 100*365*86400 {
+			return e, Errorf(http.StatusBadRequest, "ttl %q: want a number of seconds, at least 1", sanitize(ttl))
+		}
+		e.Expires = time.Now().Add(time.Duration(n) * time.Second)
+	}
+	if exp := q.Get("expiration"); exp != "" {
+		if ttl != "" {
+			return e, Errorf(http.StatusBadRequest, "give ttl or expiration, not both")
+		}
+		n, err := strconv.ParseInt(exp, 10, 64)
+		if err != nil || n <= time.Now().Unix() {
+			return e, Errorf(http.StatusBadRequest, "expiration %q: want a unix time in seconds, in the future", sanitize(exp))
+		}
+		e.Expires = time.Unix(n, 0)
+	}
+	meta := r.Header.Get("X-KV-Metadata")
+	if m := q.Get("metadata"); m != "" {
+		meta = m
+	}
+	if meta != "" {
+		e.Metadata = []byte(meta)
+	}
+	max := int64(l.MaxValueBytes)
+	if r.ContentLength > max {
+		return e, Errorf(http.StatusRequestEntityTooLarge, "value too large: %d bytes, limit %d", r.ContentLength, max)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return e, &Error{Status: http.StatusBadRequest, Reason: "reading request body failed", Err: err}
+	}
+	if int64(len(body)) > max {
+		return e, Errorf(http.StatusRequestEntityTooLarge, "value too large: over %d bytes, limit %d", max, max)
+	}
+	e.Value = body
+	return e, nil
+}
+
+func (h *KV) list(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
+	q := r.URL.Query()
+	o := store.ListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > store.MaxListLimit {
+			return Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", sanitize(l), store.MaxListLimit)
+		}
+		o.Limit = n
+	}
+	res, err := kv.List(o)
+	if err != nil {
+		return storeError(err)
+	}
+	return writeJSON(w, r, http.StatusOK, res)
+}
+
+// Transaction wire format (POST / on a state handler).
+type txnRequest struct {
+	Conditions []txnCondition `json:"conditions"`
+	Reads      []string       `json:"reads"`
+	Writes     []txnWrite     `json:"writes"`
+	Deletes    []string       `json:"deletes"`
+}
+
+type txnValue struct {
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 *string `json:"value_base64,omitempty"`
+}
+
+func (v txnValue) bytes(what string) ([]byte, error) {
+	switch {
+	case v.Value != nil && v.ValueBase64 != nil:
+		return nil, Errorf(http.StatusBadRequest, "%s: give value or value_base64, not both", what)
+	case v.Value != nil:
+		return []byte(*v.Value), nil
+	case v.ValueBase64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*v.ValueBase64)
+		if err != nil {
+			return nil, Errorf(http.StatusBadRequest, "%s: value_base64 is not base64", what)
+		}
+		return b, nil
+	}
+	return nil, nil
+}
+
+func valueOf(b []byte) txnValue {
+	s := string(b)
+	if utf8.ValidString(s) {
+		return txnValue{Value: &s}
+	}
+	enc := base64.StdEncoding.EncodeToString(b)
+	return txnValue{ValueBase64: &enc}
+}
+
+type txnCondition struct {
+	Key string `json:"key"`
+	txnValue
+	Absent bool `json:"absent,omitempty"`
+	Exists bool `json:"exists,omitempty"`
+}
+
+type txnWrite struct {
+	Key string `json:"key"`
+	txnValue
+	TTL      int64           `json:"ttl,omitempty"`
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+}
+
+func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
+	var req txnRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, int64(kv.Limits().MaxValueBytes)*2))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return Errorf(http.StatusBadRequest, "transaction body: %v", err)
+	}
+	var t store.Txn
+	for i, c := range req.Conditions {
+		v, err := c.bytes("condition " + strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		t.Conditions = append(t.Conditions, store.Condition{Key: c.Key, Equals: v, Absent: c.Absent, Exists: c.Exists})
+	}
+	for i, wr := range req.Writes {
+		v, err := wr.bytes("write " + strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			return Errorf(http.StatusBadRequest, "write %d: value or value_base64 is required", i)
+		}
+		e := store.Entry{Value: v}
+		if wr.TTL > 0 {
+			e.Expires = time.Now().Add(time.Duration(wr.TTL) * time.Second)
+		}
+		if len(wr.Metadata) > 0 {
+			e.Metadata = wr.Metadata
+		}
+		t.Writes = append(t.Writes, store.Write{Key: wr.Key, Entry: e})
+	}
+	t.Reads, t.Deletes = req.Reads, req.Deletes
+	reads, err := kv.Apply(t)
+	var ce *store.ConditionError
+	if errors.As(err, &ce) {
+		c := req.Conditions[ce.Index]
+		return writeJSON(w, r, http.StatusConflict, map[string]any{
+			"error": "condition failed: " + ce.Condition.String(), "index": ce.Index, "condition": c,
+		})
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrClosed) {
+			return storeError(err)
+		}
+		return Errorf(http.StatusBadRequest, "transaction: %v", err)
+	}
+	out := map[string]any{}
+	for k, e := range reads {
+		if e == nil {
+			out[k] = nil
+			continue
+		}
+		out[k] = valueOf(e.Value)
+	}
+	return writeJSON(w, r, http.StatusOK, map[string]any{"reads": out})
+}
+
+// storeError maps store errors to statuses and client-facing reasons.
+func storeError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Reason: "key not found"}
 	case errors.Is(err, store.ErrKeyTooLarge):
 		return &Error{Status: http.StatusRequestURITooLong, Reason: err.Error()}
-	case errors.Is(err, store.ErrValueTooLarge):
+	case errors.Is(err, store.ErrValueTooLarge), errors.Is(err, store.ErrMetadataTooLarge):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: err.Error()}
 	case errors.Is(err, store.ErrInvalidKey):
 		return &Error{Status: http.StatusBadRequest, Reason: "invalid key: it must be non-empty UTF-8"}
+	case errors.Is(err, store.ErrInvalidMetadata), errors.Is(err, store.ErrInvalidCursor),
+		errors.Is(err, store.ErrBadDigest), errors.Is(err, store.ErrIncomplete):
+		return &Error{Status: http.StatusBadRequest, Reason: err.Error()}
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return &Error{Status: http.StatusPreconditionFailed, Reason: err.Error()}
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Reason: "store unavailable", Err: err}
 }
+
+func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		w.Write(b)
+	}
+	return nil
+}
+
+// asciiJSON escapes non-ASCII runes of a JSON document as \uXXXX so that it
+// can travel in a header and still parse to the same value.
+func asciiJSON(b []byte) string {
+	var s strings.Builder
+	for _, r := range string(b) {
+		switch {
+		case r < 0x80:
+			s.WriteRune(r)
+		case r > 0xffff:
+			r1, r2 := utf16Surrogates(r)
+			s.WriteString(`\u` + strconv.FormatInt(int64(r1), 16) + `\u` + strconv.FormatInt(int64(r2), 16))
+		default:
+			s.WriteString(`\u` + leftPad(strconv.FormatInt(int64(r), 16)))
+		}
+	}
+	return s.String()
+}
+
+func utf16Surrogates(r rune) (rune, rune) {
+	r -= 0x10000
+	return 0xd800 + (r>>10)&0x3ff, 0xdc00 + r&0x3ff
+}
+
+func leftPad(h string) string { return strings.Repeat("0", 4-len(h)) + h }
 
 // sanitize keeps a client-supplied token printable and short for messages.
 func sanitize(s string) string {

@@ -114,7 +114,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.cfg.Logger.Warn("handler error", "sandbox", env.Sandbox, "handler", env.Handler, "error", err)
 		}
 		if !rw.wrote {
-			writeError(rw, err)
+			WriteError(rw, err)
 		}
 	}
 	if !rw.wrote {

@@ -29,14 +29,14 @@ type testRouter struct {
 
 func newTestRouter(t *testing.T) *testRouter {
 	t.Helper()
-	db, err := store.Open(t.TempDir(), &store.Options{MaxValueSize: 16})
+	db, err := store.Open(t.TempDir(), &store.Options{Limits: store.Limits{MaxValueBytes: 16}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
 	tr := &testRouter{metrics: NewMetrics(prometheus.NewRegistry())}
 	tr.Router = New(Config{
-		Hosts:   map[string]Route{"my.kv": {Name: "my.kv", Handler: &KV{Store: db.KV("default"), MaxValueSize: 16}}},
+		Hosts:   map[string]Route{"my.kv": {Name: "my.kv", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{MaxValueBytes: 16}}}},
 		Virtual: map[netip.Addr]string{virtualIP: "my.kv"},
 		Identify: func(a netip.Addr) (string, bool) {
 			return "web1", a == sandboxIP
@@ -112,7 +112,6 @@ func TestKVThroughTheRouter(t *testing.T) {
 		{"DELETE is 204", "DELETE", "/greeting", "", 204, ""},
 		{"and again when absent", "DELETE", "/greeting", "", 204, ""},
 		{"the key is gone", "GET", "/greeting", "", 404, "interceptd: key not found\n"},
-		{"an empty key is a 400 with a reason", "GET", "/", "", 400, "interceptd: a key is required: use /<key>\n"},
 		{"a value over the limit is a 413 naming it", "PUT", "/big", strings.Repeat("x", 17), 413, "interceptd: value too large: 17 bytes, limit 16\n"},
 		{"an unknown method is a 405", "PATCH", "/greeting", "", 405, "interceptd: method PATCH not allowed: use GET, HEAD, PUT or DELETE\n"},
 	}

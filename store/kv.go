@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,22 +13,50 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// KV is one KV namespace. Obtain it with DB.KV; it is cheap and stateless.
+// Kinds of key-value stores; they share the engine and differ in bucket.
+const (
+	KindKV    = "kv"
+	KindState = "state"
+)
+
+// KV is one key-value space: a kind, a namespace and a scope. It is cheap
+// and stateless; obtain it with DB.KV or DB.Keys.
 type KV struct {
-	db *DB
-	ns []byte
+	db     *DB
+	kind   string
+	path   [][]byte // bucket path below the kind's top bucket
+	limits Limits
 }
 
-// KV returns the namespace called name. The namespace's bucket is created on
-// first write, so reading an unused namespace costs nothing.
-func (db *DB) KV(name string) *KV { return &KV{db: db, ns: []byte(name)} }
+// KV returns the shared scope of the KV namespace called name.
+func (db *DB) KV(name string) *KV { return db.Keys(KindKV, name, ScopeShared, Limits{}) }
+
+// Keys returns a key-value space. kind is KindKV or KindState; scope is
+// ScopeShared or SandboxScope(name). Zero limits take the DB's defaults.
+// Buckets are created on first write, so reading an unused space costs nothing.
+func (db *DB) Keys(kind, namespace, scope string, l Limits) *KV {
+	d := db.opts.Limits
+	if l.MaxKeyBytes == 0 {
+		l.MaxKeyBytes = d.MaxKeyBytes
+	}
+	if l.MaxValueBytes == 0 {
+		l.MaxValueBytes = d.MaxValueBytes
+	}
+	if l.MaxMetadataBytes == 0 {
+		l.MaxMetadataBytes = d.MaxMetadataBytes
+	}
+	return &KV{db: db, kind: kind, path: [][]byte{[]byte(namespace), []byte(scope)}, limits: l}
+}
+
+// Limits returns the space's limits.
+func (kv *KV) Limits() Limits { return kv.limits }
 
 // Entry is a stored value with the attributes that travel with it.
 type Entry struct {
 	Value []byte
 	// Expires is zero for a key that never expires.
 	Expires time.Time
-	// Metadata is an opaque small document stored beside the value.
+	// Metadata is a small JSON document stored beside the value; nil for none.
 	Metadata []byte
 }
 
@@ -36,9 +67,6 @@ type Entry struct {
 //	[4]  metadata length m
 //	[m]  metadata
 //	[..] value
-//
-// The version byte and the reserved fields let the fuller KV semantics
-// (expiry, metadata) land without migrating existing files.
 const recordV1 = 1
 
 func encodeRecord(e Entry) []byte {
@@ -55,7 +83,9 @@ func encodeRecord(e Entry) []byte {
 
 var errCorrupt = errors.New("corrupt record")
 
-func decodeRecord(b []byte) (Entry, error) {
+// decodeRecord copies a record out of bbolt memory, which is only valid
+// inside the transaction. With withValue false the value is skipped.
+func decodeRecord(b []byte, withValue bool) (Entry, error) {
 	if len(b) < 13 || b[0] != recordV1 {
 		return Entry{}, errCorrupt
 	}
@@ -67,83 +97,337 @@ func decodeRecord(b []byte) (Entry, error) {
 	if 13+m > len(b) {
 		return Entry{}, errCorrupt
 	}
-	// bbolt memory is only valid inside the transaction: copy out.
-	e.Metadata = append([]byte(nil), b[13:13+m]...)
-	e.Value = append([]byte(nil), b[13+m:]...)
+	if m > 0 {
+		e.Metadata = bytes.Clone(b[13 : 13+m])
+	}
+	if withValue {
+		e.Value = bytes.Clone(b[13+m:])
+		if e.Value == nil {
+			e.Value = []byte{}
+		}
+	}
 	return e, nil
 }
 
-func (kv *KV) checkKey(key string) error {
+func recordExpiry(b []byte) time.Time {
+	if len(b) < 9 {
+		return time.Time{}
+	}
+	if ns := binary.LittleEndian.Uint64(b[1:9]); ns != 0 {
+		return time.Unix(0, int64(ns))
+	}
+	return time.Time{}
+}
+
+func (kv *KV) expired(t time.Time) bool {
+	return !t.IsZero() && !kv.db.opts.Now().Before(t)
+}
+
+// CheckKey validates a key against the space's limits.
+func (kv *KV) CheckKey(key string) error { return checkKey(key, kv.limits.MaxKeyBytes) }
+
+func checkKey(key string, max int) error {
 	if key == "" || !utf8.ValidString(key) {
 		return ErrInvalidKey
 	}
-	if len(key) > kv.db.opts.MaxKeySize {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), kv.db.opts.MaxKeySize)
+	if len(key) > max {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrKeyTooLarge, len(key), max)
 	}
 	return nil
 }
 
+func (kv *KV) checkEntry(key string, e Entry) error {
+	if err := kv.CheckKey(key); err != nil {
+		return err
+	}
+	if len(e.Value) > kv.limits.MaxValueBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes)
+	}
+	if e.Metadata != nil {
+		if len(e.Metadata) > kv.limits.MaxMetadataBytes {
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrMetadataTooLarge, len(e.Metadata), kv.limits.MaxMetadataBytes)
+		}
+		if !json.Valid(e.Metadata) {
+			return ErrInvalidMetadata
+		}
+	}
+	return nil
+}
+
+// bucket returns the space's bucket in a read transaction, or nil.
+func (kv *KV) bucket(tx *bolt.Tx) *bolt.Bucket {
+	b := tx.Bucket([]byte(kv.kind))
+	for _, p := range kv.path {
+		if b == nil {
+			return nil
+		}
+		b = b.Bucket(p)
+	}
+	return b
+}
+
+func (kv *KV) bucketRW(tx *bolt.Tx) (*bolt.Bucket, error) {
+	b := tx.Bucket([]byte(kv.kind))
+	for _, p := range kv.path {
+		var err error
+		if b, err = b.CreateBucketIfNotExists(p); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
 // Get returns the entry stored under key, or ErrNotFound.
 func (kv *KV) Get(key string) (e Entry, err error) {
-	defer func(t time.Time) { kv.db.observe("kv_get", t, err) }(time.Now())
-	if err := kv.checkKey(key); err != nil {
+	defer func(t time.Time) {
+		kv.db.observe(kv.kind, "get", t, err)
+		kv.db.countBytes(kv.kind, "read", len(e.Value))
+	}(time.Now())
+	if err := kv.CheckKey(key); err != nil {
 		return Entry{}, err
 	}
 	err = kv.db.bolt.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKV).Bucket(kv.ns)
-		if b == nil {
-			return ErrNotFound
-		}
-		raw := b.Get([]byte(key))
-		if raw == nil {
-			return ErrNotFound
-		}
-		var derr error
-		e, derr = decodeRecord(raw)
-		if derr != nil {
-			return fmt.Errorf("key %q: %w", key, derr)
-		}
-		if !e.Expires.IsZero() && !kv.db.opts.Now().Before(e.Expires) {
-			return ErrNotFound
-		}
-		return nil
+		var gerr error
+		e, gerr = kv.get(tx, key)
+		return gerr
 	})
 	return e, mapBoltErr(err)
 }
 
-// Put stores e under key, replacing any previous entry and its attributes.
-// It returns once the write is durable.
-func (kv *KV) Put(key string, e Entry) (err error) {
-	defer func(t time.Time) { kv.db.observe("kv_put", t, err) }(time.Now())
-	if err := kv.checkKey(key); err != nil {
+func (kv *KV) get(tx *bolt.Tx, key string) (Entry, error) {
+	b := kv.bucket(tx)
+	if b == nil {
+		return Entry{}, ErrNotFound
+	}
+	raw := b.Get([]byte(key))
+	if raw == nil || kv.expired(recordExpiry(raw)) {
+		return Entry{}, ErrNotFound
+	}
+	e, err := decodeRecord(raw, true)
+	if err != nil {
+		return Entry{}, fmt.Errorf("key %q: %w", key, err)
+	}
+	return e, nil
+}
+
+// expiryKey is the index key of a record with an expiry.
+func (kv *KV) expiryKey(t time.Time, key string) []byte {
+	var b bytes.Buffer
+	binary.Write(&b, binary.BigEndian, uint64(t.UnixNano()))
+	b.WriteString(kv.kind)
+	for _, p := range kv.path {
+		b.WriteByte(0)
+		b.Write(p)
+	}
+	b.WriteByte(0)
+	b.WriteString(key)
+	return b.Bytes()
+}
+
+// put writes e under key inside tx, keeping the expiry index in step.
+func (kv *KV) put(tx *bolt.Tx, key string, e Entry) error {
+	b, err := kv.bucketRW(tx)
+	if err != nil {
 		return err
 	}
-	if len(e.Value) > kv.db.opts.MaxValueSize {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(e.Value), kv.db.opts.MaxValueSize)
+	idx := tx.Bucket(bucketExpiry)
+	if old := b.Get([]byte(key)); old != nil {
+		if t := recordExpiry(old); !t.IsZero() {
+			idx.Delete(kv.expiryKey(t, key))
+		}
 	}
-	rec := encodeRecord(e)
-	err = kv.db.bolt.Update(func(tx *bolt.Tx) error {
-		b, err := tx.Bucket(bucketKV).CreateBucketIfNotExists(kv.ns)
-		if err != nil {
+	if !e.Expires.IsZero() {
+		if err := idx.Put(kv.expiryKey(e.Expires, key), nil); err != nil {
 			return err
 		}
-		return b.Put([]byte(key), rec)
-	})
-	return mapBoltErr(err)
+	}
+	return b.Put([]byte(key), encodeRecord(e))
+}
+
+func (kv *KV) delete(tx *bolt.Tx, key string) error {
+	b := kv.bucket(tx)
+	if b == nil {
+		return nil
+	}
+	if old := b.Get([]byte(key)); old != nil {
+		if t := recordExpiry(old); !t.IsZero() {
+			tx.Bucket(bucketExpiry).Delete(kv.expiryKey(t, key))
+		}
+	}
+	return b.Delete([]byte(key))
+}
+
+// Put stores e under key, replacing any previous entry and its attributes
+// (a write without metadata or expiry clears them). It returns once the write
+// is durable.
+func (kv *KV) Put(key string, e Entry) (err error) {
+	defer func(t time.Time) { kv.db.observe(kv.kind, "put", t, err) }(time.Now())
+	if err := kv.checkEntry(key, e); err != nil {
+		return err
+	}
+	err = kv.db.update(func(tx *bolt.Tx) error { return kv.put(tx, key, e) })
+	if err == nil {
+		kv.db.countBytes(kv.kind, "written", len(e.Value))
+	}
+	return err
 }
 
 // Delete removes key. Deleting an absent key is not an error.
 func (kv *KV) Delete(key string) (err error) {
-	defer func(t time.Time) { kv.db.observe("kv_delete", t, err) }(time.Now())
-	if err := kv.checkKey(key); err != nil {
+	defer func(t time.Time) { kv.db.observe(kv.kind, "delete", t, err) }(time.Now())
+	if err := kv.CheckKey(key); err != nil {
 		return err
 	}
-	err = kv.db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKV).Bucket(kv.ns)
+	return kv.db.update(func(tx *bolt.Tx) error { return kv.delete(tx, key) })
+}
+
+// ListOptions select a page of keys.
+type ListOptions struct {
+	// Prefix keeps only keys that start with it.
+	Prefix string
+	// Cursor continues a previous listing; "" starts at the beginning.
+	Cursor string
+	// Limit is the page size: 1 to MaxListLimit; 0 means MaxListLimit.
+	Limit int
+}
+
+// MaxListLimit is the default and largest page size.
+const MaxListLimit = 1000
+
+// ListEntry is one key of a listing.
+type ListEntry struct {
+	Name       string          `json:"name"`
+	Expiration int64           `json:"expiration,omitempty"` // unix seconds
+	Metadata   json.RawMessage `json:"metadata,omitempty"`
+}
+
+// ListResult is one page of a listing, in byte order of the keys.
+type ListResult struct {
+	Keys         []ListEntry `json:"keys"`
+	ListComplete bool        `json:"list_complete"`
+	Cursor       string      `json:"cursor,omitempty"`
+}
+
+// encodeCursor makes an opaque cursor from the last key of a page.
+func encodeCursor(last string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("k1:" + last))
+}
+
+func decodeCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || !bytes.HasPrefix(b, []byte("k1:")) {
+		return "", ErrInvalidCursor
+	}
+	return string(b[3:]), nil
+}
+
+// startAfter positions c at the first key after `after` that has prefix.
+func startAfter(c *bolt.Cursor, prefix, after string) ([]byte, []byte) {
+	if after == "" || after < prefix {
+		return c.Seek([]byte(prefix))
+	}
+	k, v := c.Seek([]byte(after))
+	if k != nil && string(k) == after {
+		k, v = c.Next()
+	}
+	return k, v
+}
+
+// List returns a page of live keys in byte order.
+func (kv *KV) List(o ListOptions) (res ListResult, err error) {
+	defer func(t time.Time) { kv.db.observe(kv.kind, "list", t, err) }(time.Now())
+	if o.Limit <= 0 || o.Limit > MaxListLimit {
+		o.Limit = MaxListLimit
+	}
+	after, err := decodeCursor(o.Cursor)
+	if err != nil {
+		return res, err
+	}
+	res.Keys = []ListEntry{}
+	err = kv.db.bolt.View(func(tx *bolt.Tx) error {
+		b := kv.bucket(tx)
 		if b == nil {
 			return nil
 		}
-		return b.Delete([]byte(key))
+		c := b.Cursor()
+		for k, v := startAfter(c, o.Prefix, after); k != nil && bytes.HasPrefix(k, []byte(o.Prefix)); k, v = c.Next() {
+			if len(res.Keys) == o.Limit {
+				// There is at least one more key: hand out a cursor.
+				res.Cursor = encodeCursor(res.Keys[len(res.Keys)-1].Name)
+				return nil
+			}
+			e, err := decodeRecord(v, false)
+			if err != nil || kv.expired(e.Expires) {
+				continue
+			}
+			le := ListEntry{Name: string(k), Metadata: e.Metadata}
+			if !e.Expires.IsZero() {
+				le.Expiration = e.Expires.Unix()
+			}
+			res.Keys = append(res.Keys, le)
+		}
+		return nil
 	})
-	return mapBoltErr(err)
+	res.ListComplete = res.Cursor == ""
+	return res, mapBoltErr(err)
+}
+
+// reaper deletes expired keys in the background. They are already invisible:
+// this only reclaims their space.
+func (db *DB) reaper() {
+	defer db.stopped.Done()
+	t := time.NewTicker(db.opts.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-t.C:
+			db.Reap()
+		}
+	}
+}
+
+// Reap deletes the keys whose expiry has passed and returns how many. It
+// runs on its own every Options.ReapInterval.
+func (db *DB) Reap() (n int, err error) {
+	now := db.opts.Now()
+	var bound [8]byte
+	binary.BigEndian.PutUint64(bound[:], uint64(now.UnixNano()))
+	err = db.update(func(tx *bolt.Tx) error {
+		n = 0
+		idx := tx.Bucket(bucketExpiry)
+		c := idx.Cursor()
+		var done [][]byte
+		for k, _ := c.First(); k != nil && bytes.Compare(k[:8], bound[:]) <= 0 && len(done) < 10000; k, _ = c.Next() {
+			done = append(done, bytes.Clone(k))
+			parts := bytes.SplitN(k[8:], []byte{0}, 4)
+			if len(parts) != 4 {
+				continue
+			}
+			b := tx.Bucket(parts[0])
+			for _, p := range parts[1:3] {
+				if b != nil {
+					b = b.Bucket(p)
+				}
+			}
+			if b == nil {
+				continue
+			}
+			// Only if the record still carries this expiry: a rewrite
+			// moved or removed its index entry already.
+			if raw := b.Get(parts[3]); raw != nil && recordExpiry(raw).UnixNano() == int64(binary.BigEndian.Uint64(k[:8])) {
+				b.Delete(parts[3])
+				n++
+			}
+		}
+		for _, k := range done {
+			idx.Delete(k)
+		}
+		return nil
+	})
+	return n, err
 }

@@ -1,7 +1,23 @@
 // Package store keeps interceptd's durable state in one bbolt file: KV
-// namespaces now, blob buckets and per-sandbox state later. It is written in
-// bbolt's voice: an Options struct, closure transactions underneath, and
-// sentinel errors that callers test with errors.Is.
+// namespaces, per-sandbox state and blob buckets. It is written in bbolt's
+// voice: an Options struct with every field explained, closure transactions
+// underneath, and sentinel errors that callers test with errors.Is.
+//
+// Every write returns once it is on disk. Writes from concurrent callers are
+// grouped into shared commits (one fsync for many writes) by a single
+// committer goroutine, which adds no delay for a lone writer: whatever queues
+// while a commit is running goes into the next one.
+//
+// Layout (bucket paths):
+//
+//	meta                                   schema version
+//	kv|state / <namespace> / <scope> / key  records (see encodeRecord)
+//	expiry / <expiry><kind>\0<ns>\0<scope>\0<key>   index of keys with a TTL
+//	blob / <bucket> / <scope> / key         object info (JSON)
+//	blob_chunks / <upload id> / <index>     object content in chunks
+//	blob_gc / <upload id>                   uploads in progress or to reclaim
+//
+// A scope is "shared" or "sandbox:<name>".
 package store
 
 import (
@@ -9,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,27 +35,76 @@ import (
 const FileName = "interceptd.db"
 
 var (
-	// ErrNotFound is returned when a key does not exist or has expired.
+	// ErrNotFound is returned when a key or object does not exist or has expired.
 	ErrNotFound = errors.New("not found")
-	// ErrKeyTooLarge is returned when a key exceeds Options.MaxKeySize.
+	// ErrKeyTooLarge is returned when a key exceeds its limit.
 	ErrKeyTooLarge = errors.New("key too large")
-	// ErrValueTooLarge is returned when a value exceeds Options.MaxValueSize.
+	// ErrValueTooLarge is returned when a value or object exceeds its limit.
 	ErrValueTooLarge = errors.New("value too large")
+	// ErrMetadataTooLarge is returned when metadata exceeds its limit.
+	ErrMetadataTooLarge = errors.New("metadata too large")
 	// ErrInvalidKey is returned for the empty key or one that is not valid UTF-8.
 	ErrInvalidKey = errors.New("invalid key")
+	// ErrInvalidMetadata is returned for metadata that is not a JSON document.
+	ErrInvalidMetadata = errors.New("metadata is not valid JSON")
+	// ErrInvalidCursor is returned for a listing cursor this store did not make.
+	ErrInvalidCursor = errors.New("invalid cursor")
+	// ErrConditionFailed is returned when a transaction's condition does not
+	// hold; the error is a *ConditionError naming it.
+	ErrConditionFailed = errors.New("condition failed")
+	// ErrPreconditionFailed is returned when a conditional blob write does not
+	// match the stored object (If-Match, If-None-Match).
+	ErrPreconditionFailed = errors.New("precondition failed")
+	// ErrBadDigest is returned when an upload's content does not match the
+	// Content-MD5 the client supplied.
+	ErrBadDigest = errors.New("content does not match Content-MD5")
+	// ErrIncomplete is returned when an upload ends before its announced size.
+	ErrIncomplete = errors.New("upload ended before its announced size")
 	// ErrClosed is returned by operations on a closed DB.
 	ErrClosed = errors.New("store closed")
 )
+
+// Limits bound keys and values. Zero fields take the defaults.
+type Limits struct {
+	// MaxKeyBytes bounds keys. Default 512.
+	MaxKeyBytes int
+	// MaxValueBytes bounds KV and state values. Default 25 MiB.
+	MaxValueBytes int
+	// MaxMetadataBytes bounds KV metadata. Default 1024.
+	MaxMetadataBytes int
+	// MaxObjectBytes bounds blob objects. Default 5 GiB.
+	MaxObjectBytes int64
+}
+
+// WithDefaults fills zero fields with the defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxKeyBytes == 0 {
+		l.MaxKeyBytes = 512
+	}
+	if l.MaxValueBytes == 0 {
+		l.MaxValueBytes = 25 << 20
+	}
+	if l.MaxMetadataBytes == 0 {
+		l.MaxMetadataBytes = 1024
+	}
+	if l.MaxObjectBytes == 0 {
+		l.MaxObjectBytes = 5 << 30
+	}
+	return l
+}
 
 // Options configures Open. The zero value gives the documented defaults.
 type Options struct {
 	// LockTimeout is how long Open waits for the file lock that another
 	// process (a second daemon on the same data dir) holds. Default 5s.
 	LockTimeout time.Duration
-	// MaxKeySize bounds KV keys in bytes. Default 512.
-	MaxKeySize int
-	// MaxValueSize bounds KV values in bytes. Default 25 MiB.
-	MaxValueSize int
+	// Limits are the default limits of stores that do not set their own.
+	Limits Limits
+	// ReapInterval is how often expired keys are reclaimed. Default 30s.
+	// Expired keys are invisible at once; reaping only frees the space.
+	ReapInterval time.Duration
+	// ChunkSize is the size of blob chunks. Default 1 MiB.
+	ChunkSize int
 	// Metrics receives operation counts and durations; nil records nothing.
 	Metrics *Metrics
 	// Now is the clock, for tests. Default time.Now.
@@ -53,11 +119,12 @@ func (o *Options) withDefaults() Options {
 	if r.LockTimeout == 0 {
 		r.LockTimeout = 5 * time.Second
 	}
-	if r.MaxKeySize == 0 {
-		r.MaxKeySize = 512
+	r.Limits = r.Limits.WithDefaults()
+	if r.ReapInterval == 0 {
+		r.ReapInterval = 30 * time.Second
 	}
-	if r.MaxValueSize == 0 {
-		r.MaxValueSize = 25 << 20
+	if r.ChunkSize == 0 {
+		r.ChunkSize = 1 << 20
 	}
 	if r.Now == nil {
 		r.Now = time.Now
@@ -69,14 +136,30 @@ func (o *Options) withDefaults() Options {
 type DB struct {
 	bolt *bolt.DB
 	opts Options
+
+	writes    chan *writeReq
+	stop      chan struct{}
+	committed chan struct{} // closed when the committer has exited
+	stopped   sync.WaitGroup
+	closeMu   sync.Once
+
+	// Blob uploads referenced by open readers; see blob.go.
+	refMu sync.Mutex
+	refs  map[string]int
+	gc    chan struct{}
 }
 
-// Top-level buckets. Each KV namespace is a nested bucket under bucketKV.
+// Top-level buckets.
 var (
-	bucketKV        = []byte("kv")
-	bucketMeta      = []byte("meta")
-	bucketSandboxes = []byte("sandboxes")
-	keyVersion      = []byte("schema_version")
+	bucketMeta       = []byte("meta")
+	bucketSandboxes  = []byte("sandboxes")
+	bucketKV         = []byte("kv")
+	bucketState      = []byte("state")
+	bucketExpiry     = []byte("expiry")
+	bucketBlob       = []byte("blob")
+	bucketBlobChunks = []byte("blob_chunks")
+	bucketBlobGC     = []byte("blob_gc")
+	keyVersion       = []byte("schema_version")
 )
 
 // schemaVersion is written to the meta bucket so that later layouts can migrate.
@@ -94,7 +177,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketKV, bucketMeta, bucketSandboxes} {
+		for _, name := range [][]byte{bucketMeta, bucketSandboxes, bucketKV, bucketState, bucketExpiry, bucketBlob, bucketBlobChunks, bucketBlobGC} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -103,34 +186,109 @@ func Open(dir string, opts *Options) (*DB, error) {
 		if v := meta.Get(keyVersion); v != nil && string(v) != fmt.Sprint(schemaVersion) {
 			return fmt.Errorf("schema version %s is newer than this build's %d", v, schemaVersion)
 		}
-		return meta.Put(keyVersion, []byte(fmt.Sprint(schemaVersion)))
+		// Uploads that were in progress when the last process died can
+		// never complete: their chunks are garbage now.
+		gc := tx.Bucket(bucketBlobGC)
+		return errors.Join(meta.Put(keyVersion, []byte(fmt.Sprint(schemaVersion))), gc.ForEach(func(k, v []byte) error {
+			if string(v) == gcPending {
+				return gc.Put(k, []byte(gcGarbage))
+			}
+			return nil
+		}))
 	})
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
-	return &DB{bolt: b, opts: o}, nil
+	db := &DB{
+		bolt: b, opts: o,
+		writes: make(chan *writeReq, 1024), stop: make(chan struct{}), committed: make(chan struct{}),
+		refs: map[string]int{}, gc: make(chan struct{}, 1),
+	}
+	if o.Metrics != nil {
+		o.Metrics.watchFile(db)
+	}
+	db.stopped.Add(3)
+	go db.committer()
+	go db.reaper()
+	go db.collector()
+	db.kickGC()
+	return db, nil
 }
 
 // Path returns the file the store lives in.
 func (db *DB) Path() string { return db.bolt.Path() }
 
-// Close releases the file. Operations after Close return ErrClosed.
-func (db *DB) Close() error { return db.bolt.Close() }
-
-// Check runs bbolt's consistency check and returns the first problem found.
-func (db *DB) Check() error {
-	return db.bolt.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			return err
-		}
-		return nil
+// Close waits for queued writes, stops the background work and releases the
+// file. Operations after Close return ErrClosed.
+func (db *DB) Close() error {
+	var err error
+	db.closeMu.Do(func() {
+		close(db.stop)
+		db.stopped.Wait()
+		err = db.bolt.Close()
 	})
+	return err
 }
 
-func (db *DB) observe(op string, start time.Time, err error) {
+// Check runs bbolt's consistency check and returns the first problem found.
+//
+// It runs in a write transaction that is rolled back: the freelist it checks
+// against is shared with writers, and only the writer lock keeps it still.
+func (db *DB) Check() error {
+	var first error
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			first = err
+			break
+		}
+		return errRollback
+	})
+	if errors.Is(err, errRollback) {
+		return first
+	}
+	return mapBoltErr(err)
+}
+
+var errRollback = errors.New("rollback")
+
+// Stats counts what the store holds, for operators and tests.
+type Stats struct {
+	FileBytes     int64 `json:"file_bytes"`
+	BlobUploads   int   `json:"blob_uploads"`   // chunk sets, live or not
+	BlobGarbage   int   `json:"blob_garbage"`   // chunk sets waiting to be reclaimed
+	BlobPending   int   `json:"blob_pending"`   // uploads in progress
+	ExpiryEntries int   `json:"expiry_entries"` // keys with a TTL not yet reaped
+}
+
+// Stats returns counts of what the store holds.
+func (db *DB) Stats() (Stats, error) {
+	var s Stats
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		s.FileBytes = tx.Size()
+		s.BlobUploads = tx.Bucket(bucketBlobChunks).Stats().BucketN - 1
+		s.ExpiryEntries = tx.Bucket(bucketExpiry).Stats().KeyN
+		return tx.Bucket(bucketBlobGC).ForEach(func(k, v []byte) error {
+			if string(v) == gcPending {
+				s.BlobPending++
+			} else {
+				s.BlobGarbage++
+			}
+			return nil
+		})
+	})
+	return s, mapBoltErr(err)
+}
+
+func (db *DB) observe(kind, op string, start time.Time, err error) {
 	if db.opts.Metrics != nil {
-		db.opts.Metrics.observe(op, start, err)
+		db.opts.Metrics.observe(kind, op, start, err)
+	}
+}
+
+func (db *DB) countBytes(kind, dir string, n int) {
+	if db.opts.Metrics != nil && n > 0 {
+		db.opts.Metrics.bytes.WithLabelValues(kind, dir).Add(float64(n))
 	}
 }
 
@@ -140,3 +298,9 @@ func mapBoltErr(err error) error {
 	}
 	return err
 }
+
+// ScopeShared is the scope of keys every sandbox sees.
+const ScopeShared = "shared"
+
+// SandboxScope returns the scope of keys private to one sandbox.
+func SandboxScope(sandbox string) string { return "sandbox:" + sandbox }

@@ -63,7 +63,7 @@ func TestNamespacesAreSeparate(t *testing.T) {
 }
 
 func TestKVRejectsBadKeysAndValues(t *testing.T) {
-	db := openTest(t, &Options{MaxKeySize: 8, MaxValueSize: 4})
+	db := openTest(t, &Options{Limits: Limits{MaxKeyBytes: 8, MaxValueBytes: 4, MaxMetadataBytes: 8}})
 	kv := db.KV("default")
 	tests := []struct {
 		name  string
@@ -76,10 +76,13 @@ func TestKVRejectsBadKeysAndValues(t *testing.T) {
 		{"a key over the limit is too large", "123456789", "v", ErrKeyTooLarge},
 		{"a value over the limit is too large", "k", "12345", ErrValueTooLarge},
 		{"a key and value at the limits are fine", "12345678", "1234", nil},
+		{"metadata over the limit is too large", "k", "v", ErrMetadataTooLarge},
+		{"metadata that is not JSON is invalid", "k2", "v", ErrInvalidMetadata},
 	}
+	meta := map[string][]byte{"metadata over the limit is too large": []byte(`{"a":"long"}`), "metadata that is not JSON is invalid": []byte(`{x`)}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := kv.Put(tt.key, Entry{Value: []byte(tt.value)}); !errors.Is(err, tt.want) {
+			if err := kv.Put(tt.key, Entry{Value: []byte(tt.value), Metadata: meta[tt.name]}); !errors.Is(err, tt.want) {
 				t.Fatalf("Put = %v, want %v", err, tt.want)
 			}
 		})
@@ -146,11 +149,14 @@ func TestMetricsCountOperationsByResult(t *testing.T) {
 	kv.Get("missing")
 	kv.Put("k", Entry{Value: []byte("v")})
 	kv.Get("k")
-	if got := testutil.ToFloat64(m.ops.WithLabelValues("kv_get", "not_found")); got != 1 {
-		t.Errorf("kv_get not_found = %v", got)
+	if got := testutil.ToFloat64(m.ops.WithLabelValues("kv", "get", "not_found")); got != 1 {
+		t.Errorf("kv get not_found = %v", got)
 	}
-	if got := testutil.ToFloat64(m.ops.WithLabelValues("kv_get", "ok")); got != 1 {
-		t.Errorf("kv_get ok = %v", got)
+	if got := testutil.ToFloat64(m.ops.WithLabelValues("kv", "get", "ok")); got != 1 {
+		t.Errorf("kv get ok = %v", got)
+	}
+	if got := testutil.ToFloat64(m.bytes.WithLabelValues("kv", "written")); got != 1 {
+		t.Errorf("kv bytes written = %v", got)
 	}
 }
 

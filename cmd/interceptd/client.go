@@ -42,9 +42,12 @@ func cmdSandbox(args []string) error {
 	}
 	fs := flag.NewFlagSet("sandbox "+args[0], flag.ContinueOnError)
 	sock := adminSocketFlag(fs)
-	if err := fs.Parse(args[1:]); err != nil {
+	purge := fs.Bool("purge", false, "delete: also delete everything the sandbox stored (state, per-sandbox keys and objects)")
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
 		return errUsage
 	}
+	fs.Parse(append([]string{"--"}, pos...))
 	c := client(*sock)
 	need := func(n int) error {
 		if fs.NArg() != n {
@@ -67,7 +70,7 @@ func cmdSandbox(args []string) error {
 		if err := need(1); err != nil {
 			return err
 		}
-		return c.Delete(fs.Arg(0))
+		return c.DeleteSandbox(fs.Arg(0), *purge)
 	case "show":
 		if err := need(1); err != nil {
 			return err

@@ -23,7 +23,11 @@ Usage:
   interceptd sandbox delete NAME           delete a sandbox
   interceptd sandbox list                  list sandboxes
   interceptd sandbox show NAME             show one sandbox as JSON
+  interceptd sandbox delete --purge NAME   delete a sandbox and everything it stored
   interceptd run [--name NAME] -- CMD...   run CMD in a fresh sandbox, then delete it
+  interceptd kv get|put|delete|list ...    seed and inspect KV namespaces
+  interceptd blob get|put|delete|list ...  seed and inspect blob buckets
+  interceptd state get|put|delete|list SANDBOX ...   a sandbox's state
   interceptd cleanup [--config FILE]       remove every namespace, link, rule and route the daemon made
   interceptd config default                print the embedded default config
   interceptd config check FILE             validate a config file
@@ -55,6 +59,8 @@ func run(args []string) int {
 		err = cmdSandbox(args[1:])
 	case "run":
 		err = cmdRun(args[1:])
+	case "kv", "blob", "state":
+		err = cmdData(args[0], args[1:])
 	case "cleanup":
 		err = cmdCleanup(args[1:])
 	case "config":

@@ -4,7 +4,11 @@
 //	POST   /v1/sandboxes         {"name": "web1"}  → 201 sandbox
 //	GET    /v1/sandboxes                           → 200 [sandbox]
 //	GET    /v1/sandboxes/{name}                    → 200 sandbox
-//	DELETE /v1/sandboxes/{name}                    → 204
+//	DELETE /v1/sandboxes/{name}[?purge=1]          → 204 (purge: and its data)
+//	GET    /v1/handlers                            → 200 [handler]
+//	ANY    /v1/handlers/{host}/{key...}[?sandbox=] → the handler's own answer,
+//	                                                 acting as that sandbox
+//	GET    /v1/store                               → 200 store stats
 //
 // Errors are {"error": "..."} with a 4xx for the caller's mistakes.
 package admin
@@ -23,6 +27,8 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/store"
 )
 
 // Sandboxes is what the API manages.
@@ -33,6 +39,28 @@ type Sandboxes interface {
 	List() []netns.Sandbox
 }
 
+// HandlerInfo describes a configured handler to operators.
+type HandlerInfo struct {
+	Host       string         `json:"host"`
+	Kind       string         `json:"kind"`
+	Space      string         `json:"space"`
+	PerSandbox bool           `json:"per_sandbox"`
+	Handler    router.Handler `json:"-"`
+}
+
+// Store is the part of the store operators reach.
+type Store interface {
+	Purge(sandbox string) error
+	Stats() (store.Stats, error)
+}
+
+// Backend is what the API serves.
+type Backend struct {
+	Sandboxes Sandboxes
+	Handlers  []HandlerInfo
+	Store     Store
+}
+
 // Server serves the admin API on a unix socket.
 type Server struct {
 	srv *http.Server
@@ -40,7 +68,7 @@ type Server struct {
 }
 
 // Listen creates the socket at path (replacing a stale one) with mode 0600.
-func Listen(path string, sb Sandboxes, log *slog.Logger) (*Server, error) {
+func Listen(path string, be Backend, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating socket dir: %w", err)
 	}
@@ -58,11 +86,14 @@ func Listen(path string, sb Sandboxes, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("restricting admin socket: %w", err)
 	}
 	mux := http.NewServeMux()
-	h := &handlers{sb: sb}
+	h := &handlers{sb: be.Sandboxes, be: be}
 	mux.HandleFunc("POST /v1/sandboxes", h.create)
 	mux.HandleFunc("GET /v1/sandboxes", h.list)
 	mux.HandleFunc("GET /v1/sandboxes/{name}", h.get)
 	mux.HandleFunc("DELETE /v1/sandboxes/{name}", h.delete)
+	mux.HandleFunc("GET /v1/handlers", h.handlers)
+	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
+	mux.HandleFunc("GET /v1/store", h.stats)
 	return &Server{ln: ln, srv: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -80,7 +111,10 @@ func (s *Server) Serve() error {
 // Shutdown stops the server; the socket file is removed.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
-type handlers struct{ sb Sandboxes }
+type handlers struct {
+	sb Sandboxes
+	be Backend
+}
 
 // CreateRequest is the body of POST /v1/sandboxes.
 type CreateRequest struct {
@@ -117,11 +151,67 @@ func (h *handlers) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) delete(w http.ResponseWriter, r *http.Request) {
-	if err := h.sb.Delete(r.PathValue("name")); err != nil {
+	name := r.PathValue("name")
+	purge := r.URL.Query().Get("purge") == "1"
+	err := h.sb.Delete(name)
+	if purge && (err == nil || errors.Is(err, netns.ErrNotFound)) {
+		// Purging the data of a sandbox that is already gone is the point
+		// of purge: state outlives its sandbox until then.
+		if !netns.ValidName(name) {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("%w %q", netns.ErrInvalidName, name))
+			return
+		}
+		err = h.be.Store.Purge(name)
+	}
+	if err != nil {
 		writeErr(w, statusOf(err), err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handlers) handlers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.be.Handlers)
+}
+
+func (h *handlers) stats(w http.ResponseWriter, r *http.Request) {
+	st, err := h.be.Store.Stats()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// handler lets an operator use a handler as a sandbox would (or, for a
+// shared one, as any sandbox), to seed and inspect data from the host.
+func (h *handlers) handler(w http.ResponseWriter, r *http.Request) {
+	host := router.NormalizeHost(r.PathValue("host"))
+	var hi *HandlerInfo
+	for i := range h.be.Handlers {
+		if h.be.Handlers[i].Host == host {
+			hi = &h.be.Handlers[i]
+		}
+	}
+	if hi == nil {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("no handler for host %q", host))
+		return
+	}
+	sandbox := r.URL.Query().Get("sandbox")
+	if sandbox != "" && !netns.ValidName(sandbox) {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("%w %q", netns.ErrInvalidName, sandbox))
+		return
+	}
+	if hi.PerSandbox && sandbox == "" {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("%s keeps data per sandbox: pass ?sandbox=NAME", host))
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("key"), ""
+	env := router.Env{Sandbox: sandbox, Host: host, Handler: host}
+	if err := hi.Handler.ServeHTTP(w, r2, env); err != nil {
+		router.WriteError(w, err)
+	}
 }
 
 func statusOf(err error) int {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/interceptd/interceptd/netns"
@@ -100,4 +101,62 @@ func (c *Client) Get(name string) (netns.Sandbox, error) {
 	var sb netns.Sandbox
 	err := c.do(http.MethodGet, "/v1/sandboxes/"+url.PathEscape(name), nil, &sb)
 	return sb, err
+}
+
+// Handler sends a request to a handler through the admin API, acting as
+// sandbox (empty for a shared handler), and returns the raw response.
+func (c *Client) Handler(method, host, key, sandbox string, query url.Values, body io.Reader, header http.Header) (*http.Response, error) {
+	if query == nil {
+		query = url.Values{}
+	}
+	if sandbox != "" {
+		query.Set("sandbox", sandbox)
+	}
+	u := "http://interceptd/v1/handlers/" + url.PathEscape(host) + "/" + escapeKey(key)
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	hc := *c.hc
+	hc.Timeout = 0 // blobs may take long
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return nil, fmt.Errorf("cannot reach the daemon at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %w", c.socket, ne.Err)
+		}
+	}
+	return resp, err
+}
+
+// Handlers lists the configured handlers.
+func (c *Client) Handlers() ([]HandlerInfo, error) {
+	var out []HandlerInfo
+	err := c.do(http.MethodGet, "/v1/handlers", nil, &out)
+	return out, err
+}
+
+// DeleteSandbox deletes a sandbox; with purge, also everything it stored.
+func (c *Client) DeleteSandbox(name string, purge bool) error {
+	p := "/v1/sandboxes/" + url.PathEscape(name)
+	if purge {
+		p += "?purge=1"
+	}
+	return c.do(http.MethodDelete, p, nil, nil)
+}
+
+// escapeKey escapes a key segment by segment, so slashes stay separators
+// and everything else is carried exactly.
+func escapeKey(key string) string {
+	parts := strings.Split(key, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
 }

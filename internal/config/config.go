@@ -91,14 +91,46 @@ type Sandbox struct {
 type Handler struct {
 	// Host is the hostname the handler answers for (case-insensitive).
 	Host string `yaml:"host"`
-	// Kind is the handler kind: kv.
+	// Kind is the handler kind: kv, blob or state.
 	Kind string `yaml:"kind"`
-	// Namespace names the KV namespace (kind kv).
+	// Namespace names the KV namespace (kv) or state namespace (state).
+	// Default "default".
 	Namespace string `yaml:"namespace"`
+	// Bucket names the blob bucket (blob). Default "default".
+	Bucket string `yaml:"bucket"`
+	// Scope is shared (every sandbox sees the same keys) or sandbox (keys are
+	// private to the calling sandbox, by name). kv and blob default to
+	// shared; state is always sandbox.
+	Scope string `yaml:"scope"`
+	// Limits override the store's default limits for this handler.
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits bound what a handler stores. Zero keeps the default.
+type Limits struct {
+	MaxKeyBytes      int   `yaml:"max_key_bytes"`      // default 512
+	MaxValueBytes    int   `yaml:"max_value_bytes"`    // default 25 MiB (kv, state)
+	MaxMetadataBytes int   `yaml:"max_metadata_bytes"` // default 1024 (kv, state)
+	MaxObjectBytes   int64 `yaml:"max_object_bytes"`   // default 5 GiB (blob)
 }
 
 // Kinds lists the handler kinds this build knows.
-var Kinds = []string{"kv"}
+var Kinds = []string{"kv", "blob", "state"}
+
+// PerSandbox reports whether the handler keys its data by sandbox.
+func (h Handler) PerSandbox() bool { return h.Kind == "state" || h.Scope == "sandbox" }
+
+// Space returns the namespace or bucket name, defaults applied.
+func (h Handler) Space() string {
+	n := h.Namespace
+	if h.Kind == "blob" {
+		n = h.Bucket
+	}
+	if n == "" {
+		return "default"
+	}
+	return n
+}
 
 // Default returns the embedded default configuration, decoded.
 func Default() *Config {
@@ -220,6 +252,7 @@ var (
 	hostRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 	prefixRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,5}$`)
 	nsPrefRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,32}$`)
+	spaceRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
 // Validate checks values that decoding cannot: addresses, prefixes, kinds.
@@ -286,14 +319,38 @@ func (c *Config) Validate() error {
 		}
 		seen[host] = true
 		switch h.Kind {
-		case "kv":
-			if h.Namespace == "" {
-				bad(f+".namespace", "a kv handler needs a namespace")
+		case "kv", "state":
+			if h.Bucket != "" {
+				bad(f+".bucket", "a %s handler has a namespace, not a bucket", h.Kind)
+			}
+			if h.Limits.MaxObjectBytes != 0 {
+				bad(f+".limits.max_object_bytes", "applies to blob handlers only")
+			}
+		case "blob":
+			if h.Namespace != "" {
+				bad(f+".namespace", "a blob handler has a bucket, not a namespace")
+			}
+			if h.Limits.MaxValueBytes != 0 || h.Limits.MaxMetadataBytes != 0 {
+				bad(f+".limits", "max_value_bytes and max_metadata_bytes apply to kv and state handlers only")
 			}
 		case "":
 			bad(f+".kind", "missing; one of %s", strings.Join(Kinds, ", "))
 		default:
 			bad(f+".kind", "%q is not a handler kind; one of %s", h.Kind, strings.Join(Kinds, ", "))
+		}
+		switch {
+		case h.Scope == "" || h.Scope == "sandbox":
+		case h.Scope == "shared" && h.Kind != "state":
+		case h.Scope == "shared":
+			bad(f+".scope", "state is always per sandbox; leave scope out or say sandbox")
+		default:
+			bad(f+".scope", "%q: want shared or sandbox", h.Scope)
+		}
+		if sp := h.Space(); !spaceRE.MatchString(sp) {
+			bad(f+".namespace", "%q: use 1-64 of [A-Za-z0-9_.-]", sp)
+		}
+		if l := h.Limits; l.MaxKeyBytes < 0 || l.MaxValueBytes < 0 || l.MaxMetadataBytes < 0 || l.MaxObjectBytes < 0 {
+			bad(f+".limits", "limits must not be negative")
 		}
 	}
 	if vp.IsValid() && len(c.Handlers) > (1<<(32-vp.Bits()))-2 {

@@ -8,10 +8,20 @@ import (
 	"time"
 )
 
-func TestEmbeddedDefaultIsValidAndServesMyKV(t *testing.T) {
+func TestEmbeddedDefaultServesMyKVMyR2AndStateDO(t *testing.T) {
 	c := Default()
-	if len(c.Handlers) != 1 || c.Handlers[0].Host != "my.kv" || c.Handlers[0].Kind != "kv" {
-		t.Fatalf("default handlers = %+v, want my.kv kv", c.Handlers)
+	want := []struct {
+		host, kind, space string
+		perSandbox        bool
+	}{{"my.kv", "kv", "default", false}, {"my.r2", "blob", "default", false}, {"state.do", "state", "default", true}}
+	if len(c.Handlers) != len(want) {
+		t.Fatalf("default handlers = %+v", c.Handlers)
+	}
+	for i, w := range want {
+		h := c.Handlers[i]
+		if h.Host != w.host || h.Kind != w.kind || h.Space() != w.space || h.PerSandbox() != w.perSandbox {
+			t.Errorf("handler %d = %+v, want %+v", i, h, w)
+		}
 	}
 	if !c.Sandbox.WriteResolvConf() {
 		t.Error("default should write resolv.conf for ip netns exec users")
@@ -38,7 +48,7 @@ func TestAFileOnlySaysWhatItChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default()
-	if c.Listen != d.Listen || c.Sandbox.Pool != d.Sandbox.Pool || len(c.Handlers) != 1 {
+	if c.Listen != d.Listen || c.Sandbox.Pool != d.Sandbox.Pool || len(c.Handlers) != 3 {
 		t.Errorf("minimal config did not keep defaults: %+v", c)
 	}
 }
@@ -54,7 +64,7 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 {
 		t.Errorf("sandbox/listen = %+v %+v", c.Sandbox, c.Listen)
 	}
-	if len(c.Handlers) != 2 || NormalizeHost(c.Handlers[0].Host) != "my.kv" {
+	if len(c.Handlers) != 4 || NormalizeHost(c.Handlers[0].Host) != "my.kv" || !c.Handlers[2].PerSandbox() || c.Handlers[2].Limits.MaxObjectBytes != 1<<30 {
 		t.Errorf("handlers = %+v", c.Handlers)
 	}
 }
@@ -75,6 +85,10 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"http-not-loopback.yaml", []string{"field listen.http", "loopback"}},
 		{"handler-unknown-field.yaml", []string{"line 6", "secret"}},
 		{"duplicate-key.yaml", []string{"line 3", "data_dir", "already defined"}},
+		{"state-shared.yaml", []string{"field handlers[0].scope", "always per sandbox"}},
+		{"blob-with-namespace.yaml", []string{"field handlers[0].namespace", "bucket"}},
+		{"bad-scope.yaml", []string{"field handlers[0].scope", `"everyone"`}},
+		{"mistyped-limit.yaml", []string{"line 6", "field handlers[0].limits.max_key_bytes"}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {

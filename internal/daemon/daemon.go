@@ -129,14 +129,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	byAddr := map[netip.Addr]string{}
 	for _, h := range cfg.Handlers {
 		host := config.NormalizeHost(h.Host)
-		var hd router.Handler
-		switch h.Kind {
-		case "kv":
-			hd = &router.KV{Store: d.db.KV(h.Namespace), MaxValueSize: 25 << 20}
-		default:
-			return d, fmt.Errorf("handler %s: unknown kind %q", h.Host, h.Kind)
-		}
-		hosts[host] = router.Route{Name: host, Handler: hd}
+		hosts[host] = router.Route{Name: host, Handler: BuildHandler(d.db, h)}
 		byAddr[virtual[host]] = host
 	}
 	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
@@ -159,7 +152,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		go func() { d.errc <- d.metrics.Serve() }()
 	}
 
-	if d.admin, err = admin.Listen(cfg.AdminSocket, d.mgr, log); err != nil {
+	handlers := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
+	for _, h := range cfg.Handlers {
+		host := config.NormalizeHost(h.Host)
+		handlers = append(handlers, admin.HandlerInfo{Host: host, Kind: h.Kind, Space: h.Space(), PerSandbox: h.PerSandbox(), Handler: hosts[host].Handler})
+	}
+	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{Sandboxes: d.mgr, Handlers: handlers, Store: d.db}, log); err != nil {
 		return d, err
 	}
 	go func() { d.errc <- d.admin.Serve() }()
@@ -249,5 +247,21 @@ func warnPrivateMounts(log *slog.Logger) {
 	init, err2 := os.Readlink("/proc/1/ns/mnt")
 	if err1 == nil && err2 == nil && self != init {
 		log.Warn("interceptd runs in a private mount namespace: sandbox namespaces under /run/netns may be invisible to other processes; start it with nsenter --net=... rather than ip netns exec, and let /run/netns propagate (shared) in a systemd unit")
+	}
+}
+
+// BuildHandler makes the router handler a configured handler describes.
+func BuildHandler(db *store.DB, h config.Handler) router.Handler {
+	l := store.Limits{
+		MaxKeyBytes: h.Limits.MaxKeyBytes, MaxValueBytes: h.Limits.MaxValueBytes,
+		MaxMetadataBytes: h.Limits.MaxMetadataBytes, MaxObjectBytes: h.Limits.MaxObjectBytes,
+	}.WithDefaults()
+	switch h.Kind {
+	case "blob":
+		return &router.Blob{DB: db, Bucket: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}
+	case "state":
+		return &router.KV{DB: db, Kind: store.KindState, Namespace: h.Space(), PerSandbox: true, Transactions: true, Limits: l}
+	default:
+		return &router.KV{DB: db, Kind: store.KindKV, Namespace: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}
 	}
 }

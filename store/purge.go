@@ -1,0 +1,54 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Purge deletes everything scoped to a sandbox: its state, its keys in
+// sandbox-scoped KV namespaces and its objects in sandbox-scoped blob
+// buckets. Sandbox state otherwise outlives the sandbox, so a sandbox
+// re-created under the same name finds it.
+func (db *DB) Purge(sandbox string) error {
+	scope := []byte(SandboxScope(sandbox))
+	err := db.update(func(tx *bolt.Tx) error {
+		for _, kind := range [][]byte{bucketKV, bucketState} {
+			top := tx.Bucket(kind)
+			var nss [][]byte
+			top.ForEachBucket(func(k []byte) error { nss = append(nss, k); return nil })
+			for _, ns := range nss {
+				if err := top.Bucket(ns).DeleteBucket(scope); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+					return err
+				}
+			}
+		}
+		top := tx.Bucket(bucketBlob)
+		gc := tx.Bucket(bucketBlobGC)
+		var buckets [][]byte
+		top.ForEachBucket(func(k []byte) error { buckets = append(buckets, k); return nil })
+		for _, name := range buckets {
+			sb := top.Bucket(name).Bucket(scope)
+			if sb == nil {
+				continue
+			}
+			err := sb.ForEach(func(k, v []byte) error {
+				var oi ObjectInfo
+				if json.Unmarshal(v, &oi) == nil {
+					return gc.Put([]byte(oi.Upload), []byte(gcGarbage))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if err := top.Bucket(name).DeleteBucket(scope); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.kickGC()
+	return err
+}
