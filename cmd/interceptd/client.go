@@ -167,3 +167,18 @@ func cmdRun(args []string) error {
 	}
 	return err
 }
+
+func cmdStore(args []string) error {
+	fs := flag.NewFlagSet("store", flag.ContinueOnError)
+	sock := adminSocketFlag(fs)
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return errUsage
+	}
+	st, err := client(*sock).StoreStats()
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(st)
+}

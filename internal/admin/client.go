@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/store"
 )
 
 // Client talks to the admin API over its unix socket.
@@ -159,4 +160,11 @@ func escapeKey(key string) string {
 		parts[i] = url.PathEscape(p)
 	}
 	return strings.Join(parts, "/")
+}
+
+// StoreStats returns the store's statistics.
+func (c *Client) StoreStats() (store.Stats, error) {
+	var st store.Stats
+	err := c.do(http.MethodGet, "/v1/store", nil, &st)
+	return st, err
 }

@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rss reads a process's resident memory from /proc, in bytes: all of it,
+// and the anonymous part (heap and stacks, without mapped file pages).
+func rss(pid int) (total, anon int64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			total = kb << 10
+		case "RssAnon:":
+			anon = kb << 10
+		}
+	}
+	return total, anon
+}
+
+// peakRSS samples a process's RSS until stop is closed.
+func peakRSS(pid int, stop <-chan struct{}) (peakTotal, peakAnon *int64, done *sync.WaitGroup) {
+	var t, a int64
+	wg := &sync.WaitGroup{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			tt, aa := rss(pid)
+			t, a = max(t, tt), max(a, aa)
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return &t, &a, wg
+}
+
+func TestALargeBlobGoesUpAndDownWithBoundedMemory(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("big")
+	const size = 256 << 20
+	path := filepath.Join(t.TempDir(), "big.bin")
+	f, _ := os.Create(path)
+	h := md5.New()
+	r := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 1<<20)
+	for i := 0; i < size/len(buf); i++ {
+		for j := 0; j < len(buf); j += 8 {
+			v := r.Uint64()
+			for k := 0; k < 8; k++ {
+				buf[j+k] = byte(v >> (8 * k))
+			}
+		}
+		f.Write(buf)
+		h.Write(buf)
+	}
+	f.Close()
+	want := hex.EncodeToString(h.Sum(nil))
+
+	pid := e.daemon.Process.Pid
+	baseTotal, baseAnon := rss(pid)
+	stop := make(chan struct{})
+	peakT, peakA, wg := peakRSS(pid, stop)
+	start := time.Now()
+	out := e.MustIn(sb, "curl", "-sS", "-m", "300", "-T", path, "-H", "Content-Type: application/x-test", "http://my.r2/big.bin")
+	up := time.Since(start)
+	var info struct {
+		Size int64
+		Etag string
+	}
+	json.Unmarshal([]byte(out), &info)
+	if info.Size != size || info.Etag != want {
+		t.Fatalf("upload answered %s, want size %d etag %s", out, size, want)
+	}
+	start = time.Now()
+	got := e.MustIn(sb, "sh", "-c", "curl -sS -m 300 http://my.r2/big.bin | md5sum")
+	down := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if !strings.HasPrefix(got, want) {
+		t.Fatalf("downloaded md5 %s, want %s", got, want)
+	}
+	growthAnon, growthTotal := *peakA-baseAnon, *peakT-baseTotal
+	t.Logf("256 MiB blob: up %v (%.0f MB/s), down %v (%.0f MB/s); daemon RSS growth: anon %.1f MiB, total %.1f MiB (mapped file pages of the store included)",
+		up.Round(time.Millisecond), float64(size)/1e6/up.Seconds(), down.Round(time.Millisecond), float64(size)/1e6/down.Seconds(),
+		float64(growthAnon)/(1<<20), float64(growthTotal)/(1<<20))
+	// The content is streamed in 1 MiB chunks: anonymous memory must not
+	// grow with the object. (Mapped pages of the bbolt file are page cache
+	// the kernel can drop, reported above but not bounded here.)
+	if growthAnon > 64<<20 {
+		t.Errorf("daemon anonymous RSS grew by %d MiB moving a 256 MiB blob", growthAnon>>20)
+	}
+	t.Run("a range of the large object", func(t *testing.T) {
+		got := e.MustIn(sb, "sh", "-c", "curl -sS -r 100000000-100000999 http://my.r2/big.bin | md5sum")
+		fh, _ := os.Open(path)
+		defer fh.Close()
+		part := make([]byte, 1000)
+		fh.ReadAt(part, 100000000)
+		sum := md5.Sum(part)
+		if !strings.HasPrefix(got, hex.EncodeToString(sum[:])) {
+			t.Errorf("range md5 %s", got)
+		}
+	})
+}
+
+func TestAChunkedUploadAndAnAbortedOne(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("up")
+	out := e.MustIn(sb, "sh", "-c", "head -c 5000000 /dev/zero | curl -sS -T - http://my.r2/chunked")
+	if !strings.Contains(out, `"size": 5000000`) {
+		t.Fatalf("chunked upload: %s", out)
+	}
+	// 3 MB, then the client dies mid-body. (curl -m would not do: on its
+	// timeout curl ends a chunked body cleanly, so the upload completes.)
+	e.MustIn(sb, "sh", "-c", "(head -c 3000000 /dev/zero; sleep 5) | curl -sS -T - http://my.r2/aborted & sleep 1; kill -9 $!")
+	if got := e.MustIn(sb, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://my.r2/aborted"); got != "404" {
+		t.Errorf("aborted object: GET %s", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stats, _, _ := e.CLI("store")
+		var st struct{ BlobUploads, BlobGarbage, BlobPending int }
+		json.Unmarshal([]byte(strings.NewReplacer("blob_uploads", "BlobUploads", "blob_garbage", "BlobGarbage", "blob_pending", "BlobPending").Replace(stats)), &st)
+		if st.BlobUploads == 1 && st.BlobGarbage == 0 && st.BlobPending == 0 {
+			break // just "chunked"
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the aborted upload left chunks: %s", stats)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := e.MustIn(sb, "curl", "-sS", "http://my.r2/?prefix=a"); !strings.Contains(got, `"objects": []`) {
+		t.Errorf("listing after abort: %s", got)
+	}
+}
+
+const perSandboxHandlers = `handlers:
+  - {host: my.kv, kind: kv, namespace: default}
+  - {host: private.kv, kind: kv, namespace: private, scope: sandbox}
+  - {host: my.r2, kind: blob, bucket: default}
+  - {host: private.r2, kind: blob, bucket: private, scope: sandbox}
+  - {host: state.do, kind: state}
+`
+
+func TestSandboxScopedDataIsInvisibleToAnotherSandbox(t *testing.T) {
+	e := NewEnv(t, Options{ExtraConfig: perSandboxHandlers})
+	a, b := e.Create("owner"), e.Create("other")
+	for _, url := range []string{"http://private.kv/secret", "http://private.r2/secret", "http://state.do/secret"} {
+		e.MustIn(a, "curl", "-sS", "-f", "-X", "PUT", "--data", "mine", url)
+		if got := e.MustIn(a, "curl", "-sS", url); got != "mine" {
+			t.Errorf("%s: owner reads %q", url, got)
+		}
+		if got := e.MustIn(b, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url); got != "404" {
+			t.Errorf("%s: another sandbox gets %s", url, got)
+		}
+	}
+	e.MustIn(a, "curl", "-sS", "-f", "-X", "PUT", "--data", "everyone", "http://my.kv/public")
+	if got := e.MustIn(b, "curl", "-sS", "http://my.kv/public"); got != "everyone" {
+		t.Errorf("shared key: %q", got)
+	}
+}
+
+func TestStateOutlivesItsSandboxAndARestartUntilPurged(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("worker")
+	e.MustIn(sb, "curl", "-sS", "-f", "-X", "PUT", "--data", "41", "http://state.do/counter")
+	txn := `{"conditions":[{"key":"counter","value":"41"}],"writes":[{"key":"counter","value":"42"}]}`
+	e.MustIn(sb, "curl", "-sS", "-f", "-X", "POST", "--data", txn, "http://state.do/")
+	if out, _ := e.In(sb, "curl", "-sS", "-w", " %{http_code}", "-X", "POST", "--data", txn, "http://state.do/"); !strings.HasSuffix(out, " 409") {
+		t.Errorf("a stale transaction: %s", out)
+	}
+	e.CLI("sandbox", "delete", "worker")
+	sb = e.Create("worker")
+	if got := e.MustIn(sb, "curl", "-sS", "http://state.do/counter"); got != "42" {
+		t.Fatalf("after delete and re-create: %q", got)
+	}
+	e.Stop()
+	e.Start()
+	if got := e.MustIn(sb, "curl", "-sS", "http://state.do/counter"); got != "42" {
+		t.Fatalf("after a daemon restart: %q", got)
+	}
+	if out, _, code := e.CLI("state", "get", "worker", "counter"); code != 0 || out != "42" {
+		t.Errorf("operator state get: %q (exit %d)", out, code)
+	}
+	if _, errOut, code := e.CLI("sandbox", "delete", "--purge", "worker"); code != 0 {
+		t.Fatalf("delete --purge: %s", errOut)
+	}
+	if _, errOut, code := e.CLI("state", "get", "worker", "counter"); code != 1 || !strings.Contains(errOut, "not found") {
+		t.Errorf("state after purge: exit %d %q", code, errOut)
+	}
+}
+
+func TestOperatorsSeedAndInspectFromTheHost(t *testing.T) {
+	e := NewEnv(t, Options{})
+	steps := [][]string{
+		{"kv", "put", "config/mode", "fast"},
+		{"kv", "put", "--ttl", "3600", "--metadata", `{"by":"ops"}`, "token", "s3cret"},
+		{"state", "put", "agent1", "credential", "per-sandbox"},
+	}
+	for _, s := range steps {
+		if _, errOut, code := e.CLI(s...); code != 0 {
+			t.Fatalf("%v: %s", s, errOut)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "seed.txt")
+	os.WriteFile(file, []byte("seeded blob"), 0o644)
+	if _, errOut, code := e.CLI("blob", "put", "--content-type", "text/plain", "seed.txt", file); code != 0 {
+		t.Fatalf("blob put: %s", errOut)
+	}
+	sb := e.Create("agent1")
+	for url, want := range map[string]string{
+		"http://my.kv/config/mode":   "fast",
+		"http://my.kv/token":         "s3cret",
+		"http://my.r2/seed.txt":      "seeded blob",
+		"http://state.do/credential": "per-sandbox",
+	} {
+		if got := e.MustIn(sb, "curl", "-sS", url); got != want {
+			t.Errorf("%s = %q, want %q", url, got, want)
+		}
+	}
+	e.MustIn(sb, "curl", "-sS", "-X", "PUT", "--data", "written by the container", "http://state.do/report")
+	if out, _, _ := e.CLI("state", "get", "agent1", "report"); out != "written by the container" {
+		t.Errorf("operator reads %q", out)
+	}
+	out, _, _ := e.CLI("kv", "list", "--prefix", "config/")
+	if !strings.Contains(out, `"name": "config/mode"`) {
+		t.Errorf("kv list: %s", out)
+	}
+	out, _, _ = e.CLI("blob", "get", "seed.txt")
+	if out != "seeded blob" {
+		t.Errorf("blob get: %q", out)
+	}
+	if _, errOut, code := e.CLI("kv", "get", "missing"); code != 1 || !strings.Contains(errOut, "key not found") {
+		t.Errorf("kv get missing: exit %d %q", code, errOut)
+	}
+}
