@@ -56,6 +56,12 @@ if command -v dig >/dev/null; then
   say "ip netns exec ${path##*/} dig +short @192.0.2.53 my.kv    # any resolver: the daemon answers"
   ip netns exec "${path##*/}" dig +short +time=2 +tries=1 @192.0.2.53 my.kv
 fi
+say "ip netns exec ${path##*/} sh -c 'echo blob-content | curl -s -T - http://my.r2/hello.txt; curl -s http://my.r2/hello.txt'"
+ip netns exec "${path##*/}" sh -c 'echo blob-content | curl -s -T - http://my.r2/hello.txt; curl -s http://my.r2/hello.txt'
+say "ip netns exec ${path##*/} sh -c 'curl -s -X PUT --data 1 http://state.do/visits; curl -s http://state.do/visits'"
+ip netns exec "${path##*/}" sh -c 'curl -s -X PUT --data 1 http://state.do/visits; curl -s http://state.do/visits'; echo
+say "interceptd state get web1 visits      # the operator reads web1's state from the host"
+"$bin" state get web1 visits; echo
 say "interceptd sandbox list"
 "$bin" sandbox list
 say "interceptd sandbox delete web1"
