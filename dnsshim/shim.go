@@ -20,11 +20,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/miekg/dns"
 )
 
-// Identify tells whether a source address is a sandbox, and which.
-type Identify func(netip.Addr) (sandbox string, ok bool)
+// Identify tells whether a source address is a sandbox, which, and its
+// policy.
+type Identify func(netip.Addr) (policy.Caller, bool)
 
 // Config configures a Shim.
 type Config struct {
@@ -37,10 +39,16 @@ type Config struct {
 	Timeout time.Duration
 	// TTL of handler answers, in seconds.
 	TTL uint32
-	// Identify gates who is answered; nil answers everyone (tests).
+	// Identify gates who is answered and with which policy.
 	Identify Identify
-	Metrics  *Metrics
-	Logger   *slog.Logger
+	// DeniedRcode answers names policy denies (dns.RcodeNameError or
+	// dns.RcodeRefused). Default NXDOMAIN.
+	DeniedRcode int
+	// Book learns the addresses forwarded answers give each sandbox.
+	Book      *policy.AddrBook
+	Decisions *policy.Metrics
+	Metrics   *Metrics
+	Logger    *slog.Logger
 }
 
 // Shim is the DNS handler.
@@ -60,6 +68,9 @@ func New(cfg Config) *Shim {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
+	if cfg.DeniedRcode == 0 {
+		cfg.DeniedRcode = dns.RcodeNameError
+	}
 	names := make(map[string]netip.Addr, len(cfg.Names))
 	for n, a := range cfg.Names {
 		names[dns.Fqdn(strings.ToLower(strings.TrimSuffix(n, ".")))] = a
@@ -78,6 +89,7 @@ const (
 	AnswerServfail  = "servfail"  // every upstream failed or timed out
 	AnswerRefused   = "refused"   // the source is not a sandbox
 	AnswerMalformed = "malformed" // not a single-question query
+	AnswerDenied    = "denied"    // policy denies the name
 )
 
 // ServeDNS answers r. It always writes one response.
@@ -96,18 +108,29 @@ func (s *Shim) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 
 func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
 	m := new(dns.Msg)
-	if s.cfg.Identify != nil {
-		if _, ok := s.cfg.Identify(sourceAddr(w.RemoteAddr())); !ok {
-			m.SetRcode(r, dns.RcodeRefused)
-			return AnswerRefused, m
-		}
+	caller, ok := s.cfg.Identify(sourceAddr(w.RemoteAddr()))
+	if !ok {
+		m.SetRcode(r, dns.RcodeRefused)
+		return AnswerRefused, m
 	}
 	if r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 || r.Response {
 		m.SetRcode(r, dns.RcodeFormatError)
 		return AnswerMalformed, m
 	}
 	q := r.Question[0]
-	if addr, ok := s.names[strings.ToLower(q.Name)]; ok {
+	addr, isHandler := s.names[strings.ToLower(q.Name)]
+	if caller.Policy != nil {
+		d := caller.Policy.DecideDNS(q.Name, isHandler)
+		s.cfg.Decisions.Observe("dns", d)
+		if !d.Allowed() {
+			// At once, so the client fails fast instead of timing out.
+			m.SetRcode(r, s.cfg.DeniedRcode)
+			m.RecursionAvailable = true
+			s.cfg.Logger.Info("dns denied", "sandbox", caller.Sandbox, "reason", d.Reason, "pattern", d.Pattern)
+			return AnswerDenied, m
+		}
+	}
+	if isHandler {
 		m.SetReply(r)
 		m.Authoritative = true
 		m.RecursionAvailable = true
@@ -127,7 +150,45 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
 		return AnswerServfail, m
 	}
 	resp.Id = r.Id
+	s.learn(caller.Sandbox, q.Name, resp)
 	return AnswerForwarded, resp
+}
+
+// learn records the A records of an answer as addresses of the asked name,
+// so that the router can check a forwarded request's Host against them.
+func (s *Shim) learn(sandbox, name string, resp *dns.Msg) {
+	if s.cfg.Book != nil {
+		addrs, ttl := aRecords(resp)
+		s.cfg.Book.Learn(sandbox, name, addrs, ttl)
+	}
+}
+
+// aRecords returns an answer's IPv4 addresses and their smallest TTL.
+func aRecords(resp *dns.Msg) ([]netip.Addr, time.Duration) {
+	var addrs []netip.Addr
+	ttl := uint32(1 << 31)
+	for _, rr := range resp.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A); ok {
+				addrs = append(addrs, ip.Unmap())
+				ttl = min(ttl, a.Hdr.Ttl)
+			}
+		}
+	}
+	return addrs, time.Duration(ttl) * time.Second
+}
+
+// LookupA resolves name through the upstream resolvers, for the daemon's own
+// consistency checks. It returns the addresses and their TTL.
+func (s *Shim) LookupA(name string) ([]netip.Addr, time.Duration, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	resp, err := s.forward(q, false)
+	if err != nil {
+		return nil, 0, err
+	}
+	addrs, ttl := aRecords(resp)
+	return addrs, ttl, nil
 }
 
 func (s *Shim) forward(r *dns.Msg, overTCP bool) (*dns.Msg, error) {

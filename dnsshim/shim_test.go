@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -71,7 +72,9 @@ func newShim(t *testing.T, upstreams ...string) (*Shim, *prometheus.Registry) {
 	s := New(Config{
 		Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
 		Upstreams: upstreams, Timeout: 300 * time.Millisecond, TTL: 30,
-		Identify: func(a netip.Addr) (string, bool) { return "web1", a == netip.MustParseAddr("10.213.0.2") },
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true, DeniedHosts: []string{"*.denied.test"}})}, a == netip.MustParseAddr("10.213.0.2")
+		},
 		Metrics:  NewMetrics(reg),
 	})
 	return s, reg
@@ -103,6 +106,7 @@ func TestShimAnswers(t *testing.T) {
 		{"other names are forwarded upstream", sandboxAddr, "example.test.", dns.TypeA, dns.RcodeSuccess, 1, "192.0.2.10"},
 		{"upstream NXDOMAIN comes back as it is", sandboxAddr, "nope.test.", dns.TypeA, dns.RcodeNameError, 0, ""},
 		{"a name under a handler name is not the handler", sandboxAddr, "x.my.kv.", dns.TypeA, dns.RcodeNameError, 0, ""},
+		{"a denied name is NXDOMAIN at once", sandboxAddr, "x.denied.test.", dns.TypeA, dns.RcodeNameError, 0, ""},
 		{"a source that is not a sandbox is refused", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 99), Port: 5}, "my.kv.", dns.TypeA, dns.RcodeRefused, 0, ""},
 	}
 	for _, tt := range tests {

@@ -272,7 +272,7 @@ func TestASandboxCannotReachTheHostOrOtherSandboxes(t *testing.T) {
 	}
 	t.Run("a denied request says why", func(t *testing.T) {
 		out := e.MustIn(a, "curl", "-sS", "-m", "5", "http://"+a.Gateway+"/")
-		if !strings.Contains(out, "interceptd: destination "+a.Gateway+" is protected") {
+		if !strings.Contains(out, "interceptd: denied (protected_destination): destination "+a.Gateway+" is protected") || !strings.Contains(out, "request id: ") {
 			t.Errorf("deny body: %q", out)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/dnsshim"
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/router"
@@ -31,6 +32,7 @@ func registerAll(reg prometheus.Registerer) {
 	netns.NewMetrics(reg)
 	dnsshim.NewMetrics(reg)
 	router.NewMetrics(reg)
+	policy.NewMetrics(reg)
 }
 
 var descRE = regexp.MustCompile(`fqName: "([^"]*)", help: "([^"]*)"`)
@@ -38,7 +40,7 @@ var descRE = regexp.MustCompile(`fqName: "([^"]*)", help: "([^"]*)"`)
 func TestEveryMetricIsNamedForItsSubsystemAndHasHelp(t *testing.T) {
 	rec := &recording{Registerer: prometheus.NewRegistry()}
 	registerAll(rec)
-	subsystems := map[string]bool{"store": true, "sandbox": true, "dns": true, "router": true}
+	subsystems := map[string]bool{"store": true, "sandbox": true, "dns": true, "router": true, "policy": true}
 	n := 0
 	for _, c := range rec.collectors {
 		ch := make(chan *prometheus.Desc, 16)

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -26,6 +28,8 @@ var (
 	ErrNotFound = errors.New("no such sandbox")
 	// ErrInvalidName is returned for a name that cannot name a sandbox.
 	ErrInvalidName = errors.New("invalid sandbox name")
+	// ErrInvalidPolicy is returned for a policy with an invalid pattern.
+	ErrInvalidPolicy = errors.New("invalid policy")
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -53,6 +57,10 @@ type Config struct {
 	Records Records
 	// IPTables is the firewall; nil means go-iptables for IPv4.
 	IPTables IPTables
+	// DefaultPolicy is the policy of a sandbox created without one.
+	DefaultPolicy policy.Policy
+	// OnDelete, when set, is called with the name of each deleted sandbox.
+	OnDelete func(name string)
 	// Metrics; nil records nothing.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -76,6 +84,9 @@ type Sandbox struct {
 	Subnet        netip.Prefix `json:"subnet"`
 	Created       time.Time    `json:"created"`
 	Slot          int          `json:"slot"`
+	// Policy is the sandbox's egress policy; Compiled is it, validated.
+	Policy   policy.Policy    `json:"policy"`
+	Compiled *policy.Compiled `json:"-"`
 }
 
 // Manager creates, tracks and deletes sandboxes. It is safe for concurrent use.
@@ -156,6 +167,12 @@ func (m *Manager) adopt() error {
 		err := json.Unmarshal(raw, &sb)
 		if err == nil {
 			err = m.check(&sb)
+		}
+		if err == nil && !bytes.Contains(raw, []byte(`"policy"`)) {
+			sb.Policy = m.cfg.DefaultPolicy // a record from before policies
+		}
+		if err == nil {
+			sb.Compiled, err = sb.Policy.Compile()
 		}
 		if err != nil {
 			m.log.Warn("dropping sandbox that did not survive", "sandbox", name, "reason", err)
@@ -309,11 +326,19 @@ func (m *Manager) List() []Sandbox {
 // Create builds the sandbox called name. The interception rules already
 // match its interface prefix, so it has no path around the daemon from the
 // moment its link exists; it becomes known to DNS and the router last.
-func (m *Manager) Create(name string) (sb Sandbox, err error) {
+func (m *Manager) Create(name string, pol *policy.Policy) (sb Sandbox, err error) {
 	start := time.Now()
 	defer func() { m.cfg.Metrics.observe("create", start, err) }()
 	if !ValidName(name) {
 		return Sandbox{}, fmt.Errorf("%w %q: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit", ErrInvalidName, name)
+	}
+	p := m.cfg.DefaultPolicy
+	if pol != nil {
+		p = *pol
+	}
+	compiled, err := p.Compile()
+	if err != nil {
+		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
 	}
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
@@ -340,6 +365,7 @@ func (m *Manager) Create(name string) (sb Sandbox, err error) {
 		Name: name, Netns: nsName, NetnsPath: filepath.Join(m.cfg.NetnsDir, nsName),
 		HostInterface: fmt.Sprintf("%s%x", m.cfg.InterfacePrefix, slot),
 		Addr:          addr, Gateway: gw, Subnet: subnet, Created: time.Now().UTC(), Slot: slot,
+		Policy: compiled.Policy, Compiled: compiled,
 	}
 	if err := m.build(s); err != nil {
 		m.destroy(s)
@@ -502,6 +528,9 @@ func (m *Manager) Delete(name string) (err error) {
 	if err != nil {
 		return fmt.Errorf("deleting sandbox %s: %w", name, err)
 	}
+	if m.cfg.OnDelete != nil {
+		m.cfg.OnDelete(name)
+	}
 	m.log.Info("sandbox deleted", "sandbox", name)
 	return nil
 }
@@ -513,4 +542,46 @@ func ipnet(a netip.Addr, bits int) *net.IPNet {
 func isNotFound(err error) bool {
 	var lnf netlink.LinkNotFoundError
 	return errors.As(err, &lnf) || errors.Is(err, os.ErrNotExist)
+}
+
+// SetPolicy replaces a running sandbox's policy. It takes effect for the next
+// request, query or connection, and touches no other sandbox.
+func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
+	compiled, err := p.Compile()
+	if err != nil {
+		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
+	}
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	m.mu.RLock()
+	old, ok := m.byName[name]
+	m.mu.RUnlock()
+	if !ok {
+		return Sandbox{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	next := *old
+	next.Policy, next.Compiled = compiled.Policy, compiled
+	if m.cfg.Records != nil {
+		raw, _ := json.Marshal(&next)
+		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
+			return Sandbox{}, fmt.Errorf("recording policy: %w", err)
+		}
+	}
+	// Readers hold copies; swapping the pointer is the whole update.
+	m.mu.Lock()
+	m.byName[name], m.byAddr[next.Addr] = &next, &next
+	m.mu.Unlock()
+	m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts)
+	return next, nil
+}
+
+// Caller returns the sandbox at addr with its policy, for DNS and the router.
+func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
+	m.mu.RLock()
+	sb, ok := m.byAddr[addr.Unmap()]
+	m.mu.RUnlock()
+	if !ok {
+		return policy.Caller{}, false
+	}
+	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled}, true
 }

@@ -16,14 +16,12 @@ import (
 
 // Forward sends a request for a host without a handler to the address the
 // sandbox connected to, keeping the sandbox's headers (hop-by-hop headers
-// excepted, as any HTTP/1.1 proxy must). Protected destinations are refused:
-// the daemon host's own addresses, loopback, link-local (metadata services),
-// multicast, and the configured Protected prefixes (the sandbox pool, the
-// virtual handler range), so a sandbox cannot use the daemon to reach the
-// host's services or other sandboxes.
+// excepted, as any HTTP/1.1 proxy must). The router has already checked the
+// destination: see Protected and the router's consistency check.
 type Forward struct {
-	// Protected are prefixes never forwarded to.
-	Protected []netip.Prefix
+	// ProtectedPrefixes are never forwarded to unless an IP/CIDR
+	// allowed_hosts entry names them (the sandbox pool, the virtual range).
+	ProtectedPrefixes []netip.Prefix
 	// DialTimeout bounds connecting upstream. Default 10s.
 	DialTimeout time.Duration
 	Metrics     *Metrics
@@ -87,14 +85,15 @@ func (f *Forward) init() {
 // ServeHTTP implements Handler.
 func (f *Forward) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 	f.once.Do(f.init)
-	if reason := f.protected(env.Dest.Addr()); reason != "" {
-		return Errorf(http.StatusForbidden, "destination %s is %s", env.Dest.Addr(), reason)
-	}
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), envKey{}, env)))
 	return nil
 }
 
-func (f *Forward) protected(a netip.Addr) string {
+// Protected says why a destination must not be forwarded to, or "": the
+// daemon host's own addresses, loopback, link-local (metadata services),
+// multicast and broadcast, and ProtectedPrefixes, so that a sandbox cannot
+// use the daemon to reach the host's services or other sandboxes.
+func (f *Forward) Protected(a netip.Addr) string {
 	a = a.Unmap()
 	switch {
 	case a.IsLoopback():
@@ -106,7 +105,7 @@ func (f *Forward) protected(a netip.Addr) string {
 	case a.IsUnspecified(), a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return "not a unicast address"
 	}
-	for _, p := range f.Protected {
+	for _, p := range f.ProtectedPrefixes {
 		if p.Contains(a) {
 			return "protected (" + p.String() + ")"
 		}

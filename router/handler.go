@@ -42,6 +42,8 @@ type Env struct {
 	Host string
 	// Handler is the metric label of the chosen handler.
 	Handler string
+	// RequestID identifies the request in logs and deny bodies.
+	RequestID string
 }
 
 // Error is an error with the HTTP status and the client-facing reason the

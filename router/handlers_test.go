@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -40,14 +41,15 @@ func handlersRouter(t *testing.T) *Router {
 			"my.r2":         {Name: "my.r2", Handler: &Blob{DB: db, Bucket: "default", Limits: l}},
 			"state.do":      {Name: "state.do", Handler: &KV{DB: db, Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: l}},
 		},
-		Identify: func(a netip.Addr) (string, bool) {
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			open := policy.MustCompile(policy.Policy{Internet: true})
 			switch a {
 			case sbA:
-				return "a", true
+				return policy.Caller{Sandbox: "a", Policy: open}, true
 			case sbB:
-				return "b", true
+				return policy.Caller{Sandbox: "b", Policy: open}, true
 			}
-			return "", false
+			return policy.Caller{}, false
 		},
 		Fallback: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error { return Errorf(418, "no") }),
 		Logger:   slog.New(slog.DiscardHandler),

@@ -1,21 +1,29 @@
 // Package router serves HTTP/1.1 on the transparent listener that TPROXY
 // feeds. For each request it knows the sandbox (from the source address), the
-// original destination (from the accepted socket) and the Host, and picks the
-// handler: the handler configured for the Host; without a Host, the handler
-// whose virtual address was dialled; otherwise the forwarder, which passes the
-// request unchanged to the original destination.
+// original destination (from the accepted socket) and the Host, asks the
+// sandbox's policy, and acts on the decision: the handler configured for the
+// Host (or, without one, for the virtual address dialled), the catch-all
+// handler, the forwarder — which passes the request unchanged to the
+// original destination once that destination is consistent with the Host and
+// not protected — or a deny response that names its reason.
 package router
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
 )
 
 // Route binds a handler to the label its metrics and logs carry.
@@ -28,6 +36,7 @@ type Route struct {
 // Labels for requests that no configured handler serves.
 const (
 	LabelForward       = "_forward"
+	LabelDeny          = "_deny"
 	LabelUnknownSource = "_unknown_source"
 )
 
@@ -37,12 +46,28 @@ type Config struct {
 	Hosts map[string]Route
 	// Virtual maps each handler's virtual address to its hostname.
 	Virtual map[netip.Addr]string
-	// Identify maps a source address to a sandbox name.
-	Identify func(netip.Addr) (string, bool)
-	// Fallback serves hosts with no handler; usually a *Forward.
+	// Identify maps a source address to a sandbox and its policy.
+	Identify func(netip.Addr) (policy.Caller, bool)
+	// CatchAll, when set, serves what no per-host handler does and the
+	// policy lets by.
+	CatchAll *Route
+	// Fallback forwards to the original destination; usually a *Forward.
 	Fallback Handler
-	Metrics  *Metrics
-	Logger   *slog.Logger
+	// Protected says why a destination may not be forwarded to ("" when
+	// it may); an IP/CIDR allowed_hosts entry overrides it.
+	Protected func(netip.Addr) string
+	// Book holds the addresses the daemon's DNS gave each sandbox, and
+	// Resolve resolves a name through the daemon's upstreams; together they
+	// decide whether a destination is consistent with a Host.
+	Book    *policy.AddrBook
+	Resolve func(name string) ([]netip.Addr, time.Duration, error)
+	// DenyStatus (default 403) and DenyBody (default: generated) shape
+	// deny responses.
+	DenyStatus int
+	DenyBody   string
+	Decisions  *policy.Metrics
+	Metrics    *Metrics
+	Logger     *slog.Logger
 }
 
 // Router dispatches intercepted requests.
@@ -96,22 +121,27 @@ func (rt *Router) Serve(ln net.Listener) error {
 // and closes idle connections.
 func (rt *Router) Shutdown(ctx context.Context) error { return rt.srv.Shutdown(ctx) }
 
-// ServeHTTP dispatches one request and writes its decision record.
+// ServeHTTP decides one request, acts on the decision and writes its
+// decision record.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci, _ := r.Context().Value(connKey{}).(connInfo)
-	env := Env{Source: ci.src, Dest: ci.dst, Host: NormalizeHost(r.Host)}
+	env := Env{Source: ci.src, Dest: ci.dst, Host: NormalizeHost(r.Host), RequestID: newRequestID()}
 	rw := &recorder{ResponseWriter: w}
+	w.Header().Set("X-Interceptd-Request-Id", env.RequestID)
 
-	route, err := rt.route(&env)
+	route, d, detail := rt.decide(r, &env)
 	env.Handler = route.Name
-	if err == nil {
+	var err error
+	if d.Result == policy.Deny {
+		rt.deny(rw, r, env, d, detail)
+	} else {
 		err = route.Handler.ServeHTTP(rw, r, env)
 	}
 	if err != nil {
 		var he *Error
 		if !errors.As(err, &he) || he.Status >= 500 {
-			rt.cfg.Logger.Warn("handler error", "sandbox", env.Sandbox, "handler", env.Handler, "error", err)
+			rt.cfg.Logger.Warn("handler error", "request_id", env.RequestID, "sandbox", env.Sandbox, "handler", env.Handler, "error", err)
 		}
 		if !rw.wrote {
 			WriteError(rw, err)
@@ -120,30 +150,148 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rw.wrote {
 		rw.WriteHeader(http.StatusOK)
 	}
-	d := time.Since(start)
-	rt.cfg.Metrics.request(env.Handler, rw.status, rw.bytes, d)
+	dur := time.Since(start)
+	rt.cfg.Metrics.request(env.Handler, rw.status, rw.bytes, dur)
+	rt.cfg.Decisions.Observe("http", d)
 	rt.cfg.Logger.Info("request",
-		"sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
-		"method", r.Method, "handler", env.Handler, "status", rw.status,
-		"bytes", rw.bytes, "duration_ms", float64(d.Microseconds())/1000)
+		"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
+		"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
+		"status", rw.status, "bytes", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000)
 }
 
-// route picks the handler for a request and fills env.Sandbox.
-func (rt *Router) route(env *Env) (Route, error) {
-	sb, ok := rt.cfg.Identify(env.Source.Addr())
-	if !ok {
-		return Route{Name: LabelUnknownSource}, Errorf(http.StatusForbidden, "source is not a sandbox")
+// decide identifies the caller, asks its policy and checks a forward's
+// destination. It returns the route to serve, or a deny decision with detail.
+func (rt *Router) decide(r *http.Request, env *Env) (Route, policy.Decision, string) {
+	caller, ok := rt.cfg.Identify(env.Source.Addr())
+	if !ok || caller.Policy == nil {
+		return Route{Name: LabelUnknownSource}, policy.Decision{Result: policy.Deny, Reason: policy.ReasonUnknown}, "the source address is not a sandbox"
 	}
-	env.Sandbox = sb
-	if r, ok := rt.cfg.Hosts[env.Host]; ok {
-		return r, nil
+	env.Sandbox = caller.Sandbox
+	route, hasHandler := rt.cfg.Hosts[env.Host]
+	if !hasHandler {
+		if h, ok := rt.cfg.Virtual[env.Dest.Addr()]; ok {
+			// The sandbox dialled a handler's virtual address: that handler
+			// serves it whatever the Host says (an IP literal, or none).
+			route, hasHandler = rt.cfg.Hosts[h], true
+		}
 	}
-	if h, ok := rt.cfg.Virtual[env.Dest.Addr()]; ok {
-		// The sandbox dialled a handler's virtual address: that handler
-		// serves it whatever the Host says (an IP literal, or none).
-		return rt.cfg.Hosts[h], nil
+	d := caller.Policy.DecideHTTP(policy.HTTPRequest{
+		Host: env.Host, Port: env.Dest.Port(), Dest: env.Dest.Addr(),
+		HasHandler: hasHandler, HasCatchAll: rt.cfg.CatchAll != nil,
+	})
+	deny := Route{Name: LabelDeny}
+	switch d.Result {
+	case policy.Handler:
+		return route, d, ""
+	case policy.CatchAll:
+		return *rt.cfg.CatchAll, d, ""
+	case policy.Deny:
+		return deny, d, denyDetail(d, env.Host)
 	}
-	return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, nil
+	dest := env.Dest.Addr()
+	if why := rt.protected(dest); why != "" && !caller.Policy.AllowsAddress(dest, env.Dest.Port()) {
+		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonProtected}, fmt.Sprintf("destination %s is %s", dest, why)
+	}
+	if !rt.consistent(caller.Sandbox, env.Host, dest) {
+		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonMismatch},
+			fmt.Sprintf("destination %s is not an address of %s", dest, sanitize(env.Host))
+	}
+	return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, d, ""
+}
+
+func (rt *Router) protected(a netip.Addr) string {
+	if rt.cfg.Protected == nil {
+		return ""
+	}
+	return rt.cfg.Protected(a)
+}
+
+// consistent reports whether dest is an address of host: the host is that
+// address literally, the daemon's DNS gave it to this sandbox for host, or
+// the daemon resolves host to it now. The Host header is the sandbox's word;
+// without this check, "Host: allowed.example" could go anywhere.
+func (rt *Router) consistent(sandbox, host string, dest netip.Addr) bool {
+	if host == "" {
+		return true // HTTP/1.0 without a Host: the address is all it names
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap() == dest
+	}
+	if rt.cfg.Book == nil {
+		return rt.cfg.Resolve == nil
+	}
+	if rt.cfg.Book.Knows(sandbox, host, dest) || rt.cfg.Book.Knows("", host, dest) {
+		return true
+	}
+	if rt.cfg.Resolve == nil {
+		return false
+	}
+	addrs, ttl, err := rt.cfg.Resolve(host)
+	if err != nil {
+		return false
+	}
+	rt.cfg.Book.Learn("", host, addrs, ttl)
+	for _, a := range addrs {
+		if a == dest {
+			return true
+		}
+	}
+	return false
+}
+
+func denyDetail(d policy.Decision, host string) string {
+	h := sanitize(host)
+	switch d.Reason {
+	case policy.ReasonDenied:
+		return fmt.Sprintf("%s matches denied_hosts entry %q", h, d.Pattern)
+	case policy.ReasonNotAllowed:
+		return fmt.Sprintf("%s is not in allowed_hosts", h)
+	case policy.ReasonOff:
+		return fmt.Sprintf("internet access is off for this sandbox and %s is not allowed", h)
+	}
+	return d.Reason
+}
+
+// deny writes the deny response: the configured status, a JSON body for
+// clients that accept JSON, else text; both name the reason and request id.
+func (rt *Router) deny(w http.ResponseWriter, r *http.Request, env Env, d policy.Decision, detail string) {
+	status := rt.cfg.DenyStatus
+	if status == 0 || d.Reason == policy.ReasonUnknown {
+		status = http.StatusForbidden
+	}
+	h := w.Header()
+	h.Set("X-Interceptd-Error", d.Reason)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	if acceptsJSON(r) {
+		writeJSON(w, r, status, map[string]string{"error": "denied", "reason": d.Reason, "detail": detail, "request_id": env.RequestID})
+		return
+	}
+	body := rt.cfg.DenyBody
+	if body == "" {
+		body = fmt.Sprintf("interceptd: denied (%s): %s\nrequest id: %s\n", d.Reason, detail, env.RequestID)
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		io.WriteString(w, body)
+	}
+}
+
+func acceptsJSON(r *http.Request) bool {
+	for _, a := range r.Header.Values("Accept") {
+		if strings.Contains(a, "application/json") || strings.Contains(a, "+json") {
+			return true
+		}
+	}
+	return false
+}
+
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // NormalizeHost lowercases a Host header value and strips its port and a

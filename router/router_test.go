@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -38,8 +39,8 @@ func newTestRouter(t *testing.T) *testRouter {
 	tr.Router = New(Config{
 		Hosts:   map[string]Route{"my.kv": {Name: "my.kv", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{MaxValueBytes: 16}}}},
 		Virtual: map[netip.Addr]string{virtualIP: "my.kv"},
-		Identify: func(a netip.Addr) (string, bool) {
-			return "web1", a == sandboxIP
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a == sandboxIP
 		},
 		Fallback: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
 			tr.fallback = &env
@@ -130,7 +131,7 @@ func TestKVThroughTheRouter(t *testing.T) {
 }
 
 func TestForwardRefusesProtectedDestinations(t *testing.T) {
-	f := &Forward{Protected: []netip.Prefix{netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.0/24")}}
+	f := &Forward{ProtectedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.0/24")}}
 	tests := []struct {
 		addr string
 		want string
@@ -145,7 +146,7 @@ func TestForwardRefusesProtectedDestinations(t *testing.T) {
 		{"192.0.2.10", ""},
 	}
 	for _, tt := range tests {
-		if got := f.protected(netip.MustParseAddr(tt.addr)); got != tt.want {
+		if got := f.Protected(netip.MustParseAddr(tt.addr)); got != tt.want {
 			t.Errorf("protected(%s) = %q, want %q", tt.addr, got, tt.want)
 		}
 	}

@@ -37,12 +37,16 @@ func client(flagVal string) *admin.Client { return admin.NewClient(socketPath(fl
 
 func cmdSandbox(args []string) error {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME | delete NAME | list | show NAME")
+		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME [--internet on|off] [--allow P]... [--deny P]... | policy NAME [same flags] | delete [--purge] NAME | list | show NAME")
 		return errUsage
 	}
 	fs := flag.NewFlagSet("sandbox "+args[0], flag.ContinueOnError)
 	sock := adminSocketFlag(fs)
 	purge := fs.Bool("purge", false, "delete: also delete everything the sandbox stored (state, per-sandbox keys and objects)")
+	internet := fs.String("internet", "", "create, policy: internet `on|off`")
+	var allow, deny stringList
+	fs.Var(&allow, "allow", "create, policy: an allowed_hosts `pattern`; repeatable; replaces the list")
+	fs.Var(&deny, "deny", "create, policy: a denied_hosts `pattern`; repeatable; replaces the list")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return errUsage
@@ -61,7 +65,11 @@ func cmdSandbox(args []string) error {
 		if err := need(1); err != nil {
 			return err
 		}
-		sb, err := c.Create(fs.Arg(0))
+		pp, err := policyPatch(fs, *internet, allow, deny)
+		if err != nil {
+			return err
+		}
+		sb, err := c.Create(fs.Arg(0), pp)
 		if err != nil {
 			return err
 		}
@@ -71,6 +79,26 @@ func cmdSandbox(args []string) error {
 			return err
 		}
 		return c.DeleteSandbox(fs.Arg(0), *purge)
+	case "policy":
+		if err := need(1); err != nil {
+			return err
+		}
+		pp, err := policyPatch(fs, *internet, allow, deny)
+		if err != nil {
+			return err
+		}
+		var p any
+		if pp == nil {
+			p, err = c.Policy(fs.Arg(0))
+		} else {
+			p, err = c.SetPolicy(fs.Arg(0), *pp)
+		}
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
 	case "show":
 		if err := need(1); err != nil {
 			return err
@@ -131,7 +159,7 @@ func cmdRun(args []string) error {
 		return fmt.Errorf("run needs iproute2's ip: %w", err)
 	}
 	c := client(*sock)
-	sb, err := c.Create(*name)
+	sb, err := c.Create(*name, nil)
 	if err != nil {
 		return err
 	}
@@ -181,4 +209,40 @@ func cmdStore(args []string) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(st)
+}
+
+// policyPatch builds a patch from the flags that were given; nil if none.
+func policyPatch(fs *flag.FlagSet, internet string, allow, deny stringList) (*admin.PolicyPatch, error) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["internet"] && !set["allow"] && !set["deny"] {
+		return nil, nil
+	}
+	pp := &admin.PolicyPatch{}
+	if set["internet"] {
+		var on bool
+		switch internet {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return nil, fmt.Errorf("--internet %q: want on or off", internet)
+		}
+		pp.Internet = &on
+	}
+	if set["allow"] {
+		l := []string(allow)
+		if len(l) == 1 && l[0] == "" {
+			l = []string{}
+		}
+		pp.AllowedHosts = &l
+	}
+	if set["deny"] {
+		l := []string(deny)
+		if len(l) == 1 && l[0] == "" {
+			l = []string{}
+		}
+		pp.DeniedHosts = &l
+	}
+	return pp, nil
 }

@@ -1,7 +1,9 @@
 // Package admin is the daemon's local control API: JSON over HTTP on a unix
 // socket that only root can open. The CLI is its client.
 //
-//	POST   /v1/sandboxes         {"name": "web1"}  → 201 sandbox
+//	POST   /v1/sandboxes         {"name": "web1", "policy": {…}}  → 201 sandbox
+//	GET    /v1/sandboxes/{name}/policy             → 200 policy
+//	PATCH  /v1/sandboxes/{name}/policy  {fields}   → 200 policy (given fields replace)
 //	GET    /v1/sandboxes                           → 200 [sandbox]
 //	GET    /v1/sandboxes/{name}                    → 200 sandbox
 //	DELETE /v1/sandboxes/{name}[?purge=1]          → 204 (purge: and its data)
@@ -26,6 +28,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
@@ -33,7 +36,8 @@ import (
 
 // Sandboxes is what the API manages.
 type Sandboxes interface {
-	Create(name string) (netns.Sandbox, error)
+	Create(name string, p *policy.Policy) (netns.Sandbox, error)
+	SetPolicy(name string, p policy.Policy) (netns.Sandbox, error)
 	Delete(name string) error
 	Get(name string) (netns.Sandbox, bool)
 	List() []netns.Sandbox
@@ -56,7 +60,9 @@ type Store interface {
 
 // Backend is what the API serves.
 type Backend struct {
-	Sandboxes Sandboxes
+	// DefaultPolicy is what a patch at creation applies to.
+	DefaultPolicy policy.Policy
+	Sandboxes     Sandboxes
 	Handlers  []HandlerInfo
 	Store     Store
 }
@@ -91,6 +97,8 @@ func Listen(path string, be Backend, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /v1/sandboxes", h.list)
 	mux.HandleFunc("GET /v1/sandboxes/{name}", h.get)
 	mux.HandleFunc("DELETE /v1/sandboxes/{name}", h.delete)
+	mux.HandleFunc("GET /v1/sandboxes/{name}/policy", h.getPolicy)
+	mux.HandleFunc("PATCH /v1/sandboxes/{name}/policy", h.patchPolicy)
 	mux.HandleFunc("GET /v1/handlers", h.handlers)
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
 	mux.HandleFunc("GET /v1/store", h.stats)
@@ -116,9 +124,35 @@ type handlers struct {
 	be Backend
 }
 
-// CreateRequest is the body of POST /v1/sandboxes.
+// CreateRequest is the body of POST /v1/sandboxes. A nil Policy takes the
+// config's default; a PolicyPatch on top of the default is also accepted.
 type CreateRequest struct {
-	Name string `json:"name"`
+	Name   string       `json:"name"`
+	Policy *PolicyPatch `json:"policy,omitempty"`
+}
+
+// PolicyPatch changes a policy: the fields given replace the current ones.
+type PolicyPatch struct {
+	Internet     *bool     `json:"internet,omitempty"`
+	AllowedHosts *[]string `json:"allowed_hosts,omitempty"`
+	DeniedHosts  *[]string `json:"denied_hosts,omitempty"`
+}
+
+// Apply returns p with the patch's fields replaced.
+func (pp *PolicyPatch) Apply(p policy.Policy) policy.Policy {
+	if pp == nil {
+		return p
+	}
+	if pp.Internet != nil {
+		p.Internet = *pp.Internet
+	}
+	if pp.AllowedHosts != nil {
+		p.AllowedHosts = *pp.AllowedHosts
+	}
+	if pp.DeniedHosts != nil {
+		p.DeniedHosts = *pp.DeniedHosts
+	}
+	return p
 }
 
 func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
@@ -129,7 +163,12 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("decoding request: %w", err))
 		return
 	}
-	sb, err := h.sb.Create(req.Name)
+	var pol *policy.Policy
+	if req.Policy != nil {
+		p := req.Policy.Apply(h.be.DefaultPolicy)
+		pol = &p
+	}
+	sb, err := h.sb.Create(req.Name, pol)
 	if err != nil {
 		writeErr(w, statusOf(err), err)
 		return
@@ -220,7 +259,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, netns.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, netns.ErrInvalidName):
+	case errors.Is(err, netns.ErrInvalidName), errors.Is(err, netns.ErrInvalidPolicy):
 		return http.StatusBadRequest
 	case errors.Is(err, netns.ErrPoolExhausted):
 		return http.StatusServiceUnavailable
@@ -238,4 +277,35 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeErr(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+func (h *handlers) getPolicy(w http.ResponseWriter, r *http.Request) {
+	sb, ok := h.sb.Get(r.PathValue("name"))
+	if !ok {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%w: %s", netns.ErrNotFound, r.PathValue("name")))
+		return
+	}
+	writeJSON(w, http.StatusOK, sb.Policy)
+}
+
+func (h *handlers) patchPolicy(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var pp PolicyPatch
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&pp); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("decoding policy: %w", err))
+		return
+	}
+	sb, ok := h.sb.Get(name)
+	if !ok {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%w: %s", netns.ErrNotFound, name))
+		return
+	}
+	sb, err := h.sb.SetPolicy(name, pp.Apply(sb.Policy))
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb.Policy)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/store"
 )
@@ -78,11 +79,25 @@ func (c *Client) do(method, path string, body, out any) error {
 	return nil
 }
 
-// Create creates a sandbox.
-func (c *Client) Create(name string) (netns.Sandbox, error) {
+// Create creates a sandbox; a nil patch takes the default policy.
+func (c *Client) Create(name string, pp *PolicyPatch) (netns.Sandbox, error) {
 	var sb netns.Sandbox
-	err := c.do(http.MethodPost, "/v1/sandboxes", CreateRequest{Name: name}, &sb)
+	err := c.do(http.MethodPost, "/v1/sandboxes", CreateRequest{Name: name, Policy: pp}, &sb)
 	return sb, err
+}
+
+// Policy returns a sandbox's policy.
+func (c *Client) Policy(name string) (policy.Policy, error) {
+	var p policy.Policy
+	err := c.do(http.MethodGet, "/v1/sandboxes/"+url.PathEscape(name)+"/policy", nil, &p)
+	return p, err
+}
+
+// SetPolicy changes a running sandbox's policy: the fields given replace.
+func (c *Client) SetPolicy(name string, pp PolicyPatch) (policy.Policy, error) {
+	var p policy.Policy
+	err := c.do(http.MethodPatch, "/v1/sandboxes/"+url.PathEscape(name)+"/policy", pp, &p)
+	return p, err
 }
 
 // Delete deletes a sandbox.

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -42,8 +43,23 @@ type Config struct {
 	DNS DNS `yaml:"dns"`
 	// Sandbox configures namespaces, addressing and names.
 	Sandbox Sandbox `yaml:"sandbox"`
-	// Handlers maps hostnames to in-process handlers.
+	// Policy is the egress policy a sandbox gets unless its creation or a
+	// later `sandbox policy` says otherwise.
+	Policy policy.Policy `yaml:"policy"`
+	// Deny shapes the answer to a request that policy denies.
+	Deny Deny `yaml:"deny"`
+	// Handlers maps hostnames to in-process handlers. Host "*" is the
+	// catch-all: it serves what no per-host handler does and policy lets by.
 	Handlers []Handler `yaml:"handlers"`
+}
+
+// Deny shapes deny responses.
+type Deny struct {
+	// Status of a denied HTTP request. Default 403.
+	Status int `yaml:"status"`
+	// Body replaces the default text body when set (a JSON body is still
+	// sent to clients that accept JSON).
+	Body string `yaml:"body"`
 }
 
 // Listen holds the daemon's listen addresses.
@@ -69,6 +85,8 @@ type DNS struct {
 	VirtualCIDR string `yaml:"virtual_cidr"`
 	// TTL is the TTL, in seconds, of answers for handler hostnames.
 	TTL uint32 `yaml:"ttl"`
+	// DeniedRcode answers names that policy denies: NXDOMAIN or REFUSED.
+	DeniedRcode string `yaml:"denied_rcode"`
 }
 
 // Sandbox configures per-sandbox namespaces.
@@ -307,11 +325,22 @@ func (c *Config) Validate() error {
 	if !prefixRE.MatchString(c.Sandbox.InterfacePrefix) {
 		bad("sandbox.interface_prefix", "%q must be 1-6 of [a-z0-9-], starting with a letter", c.Sandbox.InterfacePrefix)
 	}
+	if _, err := c.Policy.Compile(); err != nil {
+		bad("policy", "%v", err)
+	}
+	if c.Deny.Status < 400 || c.Deny.Status > 599 {
+		bad("deny.status", "%d is not a 4xx or 5xx status", c.Deny.Status)
+	}
+	if c.DNS.DeniedRcode != "NXDOMAIN" && c.DNS.DeniedRcode != "REFUSED" {
+		bad("dns.denied_rcode", "%q: want NXDOMAIN or REFUSED", c.DNS.DeniedRcode)
+	}
 	seen := map[string]bool{}
 	for i, h := range c.Handlers {
 		f := fmt.Sprintf("handlers[%d]", i)
 		host := NormalizeHost(h.Host)
 		switch {
+		case host == "*" && !seen["*"]:
+			// the catch-all
 		case !hostRE.MatchString(host):
 			bad(f+".host", "%q is not a hostname", h.Host)
 		case seen[host]:

@@ -16,6 +16,7 @@ import (
 	"github.com/interceptd/interceptd/dnsshim"
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/router"
@@ -58,6 +59,9 @@ func VirtualAddrs(cfg *config.Config) map[string]netip.Addr {
 	out := map[string]netip.Addr{}
 	a := vp.Addr()
 	for _, h := range cfg.Handlers {
+		if config.NormalizeHost(h.Host) == "*" {
+			continue // the catch-all has no name to resolve
+		}
 		a = a.Next()
 		out[config.NormalizeHost(h.Host)] = a
 	}
@@ -98,7 +102,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
+	book := &policy.AddrBook{}
+	decisions := policy.NewMetrics(reg)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
+	nc.DefaultPolicy, nc.OnDelete = cfg.Policy, book.Forget
 	if d.mgr, err = netns.New(nc); err != nil {
 		return d, err
 	}
@@ -106,19 +113,20 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, fmt.Errorf("setting up interception: %w", err)
 	}
 
-	identify := func(a netip.Addr) (string, bool) {
-		sb, ok := d.mgr.Lookup(a)
-		return sb.Name, ok
-	}
 
 	upstreams := cfg.DNS.Upstreams
 	if len(upstreams) == 0 {
 		upstreams = hostResolvers(log)
 	}
 	virtual := VirtualAddrs(cfg)
+	rcode := dns.RcodeNameError
+	if cfg.DNS.DeniedRcode == "REFUSED" {
+		rcode = dns.RcodeRefused
+	}
 	shim := dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
-		Identify: identify, Metrics: dnsshim.NewMetrics(reg), Logger: log,
+		Identify: d.mgr.Caller, DeniedRcode: rcode, Book: book, Decisions: decisions,
+		Metrics: dnsshim.NewMetrics(reg), Logger: log,
 	})
 	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
 		return d, err
@@ -127,17 +135,24 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	rm := router.NewMetrics(reg)
 	hosts := map[string]router.Route{}
 	byAddr := map[netip.Addr]string{}
+	var catchAll *router.Route
 	for _, h := range cfg.Handlers {
 		host := config.NormalizeHost(h.Host)
+		if host == "*" {
+			catchAll = &router.Route{Name: "_catch_all", Handler: BuildHandler(d.db, h)}
+			continue
+		}
 		hosts[host] = router.Route{Name: host, Handler: BuildHandler(d.db, h)}
 		byAddr[virtual[host]] = host
 	}
 	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
 	vp, _ := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
+	fwd := &router.Forward{ProtectedPrefixes: []netip.Prefix{pool, vp}, Metrics: rm, Logger: log}
 	d.router = router.New(router.Config{
-		Hosts: hosts, Virtual: byAddr, Identify: identify,
-		Fallback: &router.Forward{Protected: []netip.Prefix{pool, vp}, Metrics: rm, Logger: log},
-		Metrics:  rm, Logger: log,
+		Hosts: hosts, Virtual: byAddr, Identify: d.mgr.Caller, CatchAll: catchAll,
+		Fallback: fwd, Protected: fwd.Protected, Book: book, Resolve: shim.LookupA,
+		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: decisions,
+		Metrics: rm, Logger: log,
 	})
 	ln, err := router.ListenTransparent(ctx, cfg.Listen.HTTP)
 	if err != nil {
@@ -155,9 +170,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	handlers := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
 	for _, h := range cfg.Handlers {
 		host := config.NormalizeHost(h.Host)
-		handlers = append(handlers, admin.HandlerInfo{Host: host, Kind: h.Kind, Space: h.Space(), PerSandbox: h.PerSandbox(), Handler: hosts[host].Handler})
+		hd := hosts[host].Handler
+		if host == "*" {
+			hd = catchAll.Handler
+		}
+		handlers = append(handlers, admin.HandlerInfo{Host: host, Kind: h.Kind, Space: h.Space(), PerSandbox: h.PerSandbox(), Handler: hd})
 	}
-	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{Sandboxes: d.mgr, Handlers: handlers, Store: d.db}, log); err != nil {
+	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: handlers, Store: d.db}, log); err != nil {
 		return d, err
 	}
 	go func() { d.errc <- d.admin.Serve() }()

@@ -3,6 +3,9 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
+	"sync"
+	"time"
 )
 
 // Policy is a sandbox's egress policy as operators write it.
@@ -171,4 +174,102 @@ func (c *Compiled) AllowsAddress(dest netip.Addr, port uint16) bool {
 		}
 	}
 	return false
+}
+
+// AddrBook remembers, per sandbox, the addresses the daemon's DNS gave it
+// for each name, until the record's TTL runs out. A forwarded request must go
+// to an address consistent with its Host, and this is the first place that
+// consistency is looked up.
+type AddrBook struct {
+	mu sync.Mutex
+	m  map[string]map[string][]learned // sandbox → name → addresses
+}
+
+type learned struct {
+	addr    netip.Addr
+	expires time.Time
+}
+
+// maxNamesPerSandbox bounds what one sandbox can make the daemon remember.
+const maxNamesPerSandbox = 4096
+
+// Learn records addrs as answers for name given to sandbox, for ttl.
+func (b *AddrBook) Learn(sandbox, name string, addrs []netip.Addr, ttl time.Duration) {
+	if len(addrs) == 0 {
+		return
+	}
+	name = normName(name)
+	exp := time.Now().Add(max(ttl, time.Second))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = map[string]map[string][]learned{}
+	}
+	names := b.m[sandbox]
+	if names == nil {
+		names = map[string][]learned{}
+		b.m[sandbox] = names
+	}
+	if len(names) >= maxNamesPerSandbox {
+		now := time.Now()
+		for n, ls := range names {
+			live := ls[:0]
+			for _, l := range ls {
+				if l.expires.After(now) {
+					live = append(live, l)
+				}
+			}
+			if len(live) == 0 {
+				delete(names, n)
+			} else {
+				names[n] = live
+			}
+		}
+		if len(names) >= maxNamesPerSandbox {
+			return
+		}
+	}
+	ls := names[name]
+	for _, a := range addrs {
+		found := false
+		for i := range ls {
+			if ls[i].addr == a.Unmap() {
+				ls[i].expires, found = exp, true
+			}
+		}
+		if !found {
+			ls = append(ls, learned{a.Unmap(), exp})
+		}
+	}
+	names[name] = ls
+}
+
+// Knows reports whether sandbox was told that name has address a.
+func (b *AddrBook) Knows(sandbox, name string, a netip.Addr) bool {
+	name = normName(name)
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.m[sandbox][name] {
+		if l.addr == a.Unmap() && l.expires.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// Forget drops what a sandbox learned (on delete).
+func (b *AddrBook) Forget(sandbox string) {
+	b.mu.Lock()
+	delete(b.m, sandbox)
+	b.mu.Unlock()
+}
+
+func normName(n string) string { return strings.TrimSuffix(strings.ToLower(n), ".") }
+
+// Caller is who sent a request or query: the sandbox the source address
+// belongs to and its policy at that moment.
+type Caller struct {
+	Sandbox string
+	Policy  *Compiled
 }
