@@ -75,7 +75,7 @@ func newShim(t *testing.T, upstreams ...string) (*Shim, *prometheus.Registry) {
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true, DeniedHosts: []string{"*.denied.test"}})}, a == netip.MustParseAddr("10.213.0.2")
 		},
-		Metrics:  NewMetrics(reg),
+		Metrics: NewMetrics(reg),
 	})
 	return s, reg
 }

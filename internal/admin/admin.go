@@ -63,8 +63,8 @@ type Backend struct {
 	// DefaultPolicy is what a patch at creation applies to.
 	DefaultPolicy policy.Policy
 	Sandboxes     Sandboxes
-	Handlers  []HandlerInfo
-	Store     Store
+	Handlers      []HandlerInfo
+	Store         Store
 }
 
 // Server serves the admin API on a unix socket.

@@ -113,7 +113,6 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, fmt.Errorf("setting up interception: %w", err)
 	}
 
-
 	upstreams := cfg.DNS.Upstreams
 	if len(upstreams) == 0 {
 		upstreams = hostResolvers(log)
