@@ -36,6 +36,7 @@ const (
 	hostUpIP   = "192.0.2.1"  // the host namespace's end
 	upstreamIP = "192.0.2.2"  // the upstream namespace: HTTP :80, DNS :53
 	nowhereIP  = "192.0.2.77" // on the link, but no host has it
+	otherIP    = "192.0.2.3"  // a second upstream address, serving the same echo
 	virtualKV  = "198.18.213.1"
 )
 
@@ -137,6 +138,7 @@ func NewEnv(t *testing.T, o Options) *Env {
 	run(t, "ip", "-n", e.HostNS, "addr", "add", hostUpIP+"/24", "dev", "up0")
 	run(t, "ip", "-n", e.HostNS, "link", "set", "up0", "up")
 	run(t, "ip", "-n", e.UpNS, "addr", "add", upstreamIP+"/24", "dev", "eth0")
+	run(t, "ip", "-n", e.UpNS, "addr", "add", otherIP+"/24", "dev", "eth0")
 	run(t, "ip", "-n", e.UpNS, "link", "set", "eth0", "up")
 	e.startUpstreams()
 
@@ -406,13 +408,14 @@ type Echo struct {
 func (e *Env) startUpstreams() {
 	t := e.t
 	up := "/run/netns/" + e.UpNS
-	ln := e.ListenIn(up, upstreamIP+":80")
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(Echo{Method: r.Method, Host: r.Host, URI: r.RequestURI, Header: r.Header, Body: string(body)})
 	})}
-	go srv.Serve(ln)
+	for _, a := range []string{upstreamIP + ":80", otherIP + ":80"} {
+		go srv.Serve(e.ListenIn(up, a))
+	}
 	t.Cleanup(func() { srv.Close() })
 
 	var pc net.PacketConn
@@ -428,7 +431,10 @@ func (e *Env) startUpstreams() {
 		case strings.EqualFold(q.Name, "example.test.") && q.Qtype == dns.TypeA:
 			rr, _ := dns.NewRR("example.test. 60 IN A " + upstreamIP)
 			m.Answer = append(m.Answer, rr)
-		case strings.EqualFold(q.Name, "example.test."):
+		case strings.EqualFold(q.Name, "other.test.") && q.Qtype == dns.TypeA:
+			rr, _ := dns.NewRR("other.test. 60 IN A " + otherIP)
+			m.Answer = append(m.Answer, rr)
+		case strings.EqualFold(q.Name, "example.test."), strings.EqualFold(q.Name, "other.test."):
 		default:
 			m.Rcode = dns.RcodeNameError
 		}
@@ -438,4 +444,20 @@ func (e *Env) startUpstreams() {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })
 	}
+}
+
+// CreateWith creates a sandbox with extra `sandbox create` flags.
+func (e *Env) CreateWith(name string, flags ...string) Sandbox {
+	e.t.Helper()
+	if _, errOut, code := e.CLI(append([]string{"sandbox", "create", name}, flags...)...); code != 0 {
+		e.t.Fatalf("sandbox create %s %v: %s", name, flags, errOut)
+	}
+	out, errOut, code := e.CLI("sandbox", "show", name)
+	if code != 0 {
+		e.t.Fatalf("sandbox show %s: %s", name, errOut)
+	}
+	var raw map[string]any
+	json.Unmarshal([]byte(out), &raw)
+	str := func(k string) string { s, _ := raw[k].(string); return s }
+	return Sandbox{Name: name, Netns: str("netns"), NetnsPath: str("netns_path"), Addr: str("addr"), Gateway: str("gateway")}
 }
