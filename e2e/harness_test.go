@@ -431,6 +431,9 @@ func (e *Env) startUpstreams() {
 		case strings.EqualFold(q.Name, "example.test.") && q.Qtype == dns.TypeA:
 			rr, _ := dns.NewRR("example.test. 60 IN A " + upstreamIP)
 			m.Answer = append(m.Answer, rr)
+		case strings.EqualFold(q.Name, "api.test.") && q.Qtype == dns.TypeA:
+			rr, _ := dns.NewRR("api.test. 60 IN A " + upstreamIP)
+			m.Answer = append(m.Answer, rr)
 		case strings.EqualFold(q.Name, "other.test.") && q.Qtype == dns.TypeA:
 			rr, _ := dns.NewRR("other.test. 60 IN A " + otherIP)
 			m.Answer = append(m.Answer, rr)

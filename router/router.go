@@ -252,24 +252,32 @@ func denyDetail(d policy.Decision, host string) string {
 	return d.Reason
 }
 
-// deny writes the deny response: the configured status, a JSON body for
-// clients that accept JSON, else text; both name the reason and request id.
+// deny writes the deny response for a policy decision.
 func (rt *Router) deny(w http.ResponseWriter, r *http.Request, env Env, d policy.Decision, detail string) {
 	status := rt.cfg.DenyStatus
-	if status == 0 || d.Reason == policy.ReasonUnknown {
+	if d.Reason == policy.ReasonUnknown {
+		status = http.StatusForbidden
+	}
+	writeDeny(w, r, status, rt.cfg.DenyBody, env.RequestID, d.Reason, detail)
+}
+
+// writeDeny writes a deny response: status (default 403), a JSON body for
+// clients that accept JSON, else text (body, when set, replaces the text);
+// both name the reason and the request id.
+func writeDeny(w http.ResponseWriter, r *http.Request, status int, body, requestID, reason, detail string) {
+	if status == 0 {
 		status = http.StatusForbidden
 	}
 	h := w.Header()
-	h.Set("X-Interceptd-Error", d.Reason)
+	h.Set("X-Interceptd-Error", reason)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	if acceptsJSON(r) {
-		writeJSON(w, r, status, map[string]string{"error": "denied", "reason": d.Reason, "detail": detail, "request_id": env.RequestID})
+		writeJSON(w, r, status, map[string]string{"error": "denied", "reason": reason, "detail": detail, "request_id": requestID})
 		return
 	}
-	body := rt.cfg.DenyBody
 	if body == "" {
-		body = fmt.Sprintf("interceptd: denied (%s): %s\nrequest id: %s\n", d.Reason, detail, env.RequestID)
+		body = fmt.Sprintf("interceptd: denied (%s): %s\nrequest id: %s\n", reason, detail, requestID)
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(body)))

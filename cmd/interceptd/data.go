@@ -38,6 +38,7 @@ const dataUsage = `usage:
   interceptd kv get|delete KEY            [--host H] [--sandbox S]
   interceptd kv put KEY [VALUE|-]         [--ttl SECONDS] [--metadata JSON]
   interceptd kv list                      [--prefix P] [--limit N] [--cursor C]
+  interceptd kv ... --namespace NS        a KV namespace directly (e.g. per-sandbox secrets)
   interceptd blob put KEY [FILE|-]        [--content-type T]
   interceptd blob get|delete KEY
   interceptd blob list                    [--prefix P] [--delimiter D] [--cursor C]
@@ -67,6 +68,7 @@ func cmdData(kind string, args []string) error {
 	delim := fs.String("delimiter", "", "fold keys at this `delimiter` (blob list)")
 	limit := fs.Int("limit", 0, "page `size` (list)")
 	cursor := fs.String("cursor", "", "continue a listing from `cursor`")
+	namespace := fs.String("namespace", "", "kv: use this KV `namespace` directly, exposed by a handler or not")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return errUsage
@@ -80,7 +82,7 @@ func cmdData(kind string, args []string) error {
 	}
 	c := client(*sock)
 	handlerKind := map[string]string{"kv": "kv", "blob": "blob", "state": "state"}[kind]
-	if *host == "" {
+	if *host == "" && *namespace == "" {
 		hs, err := c.Handlers()
 		if err != nil {
 			return err
@@ -163,7 +165,12 @@ func cmdData(kind string, args []string) error {
 		fmt.Fprintf(os.Stderr, "interceptd %s: unknown operation %q\n%s", kind, op, dataUsage)
 		return errUsage
 	}
-	resp, err := c.Handler(method, *host, key, *sandbox, q, body, hdr)
+	var resp *http.Response
+	if *namespace != "" && kind == "kv" {
+		resp, err = c.Namespace(method, *namespace, key, q, body, hdr)
+	} else {
+		resp, err = c.Handler(method, *host, key, *sandbox, q, body, hdr)
+	}
 	if err != nil {
 		return err
 	}

@@ -92,6 +92,14 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			d.Reload()
+		}
+	}()
 	return d.Wait(ctx)
 }
 

@@ -65,6 +65,8 @@ type Backend struct {
 	Sandboxes     Sandboxes
 	Handlers      []HandlerInfo
 	Store         Store
+	// Namespace returns a handler for a KV namespace's shared scope.
+	Namespace func(ns string) router.Handler
 }
 
 // Server serves the admin API on a unix socket.
@@ -102,6 +104,7 @@ func Listen(path string, be Backend, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /v1/handlers", h.handlers)
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
 	mux.HandleFunc("GET /v1/store", h.stats)
+	mux.HandleFunc("/v1/kv/{ns}/{key...}", h.namespace)
 	return &Server{ln: ln, srv: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -308,4 +311,14 @@ func (h *handlers) patchPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, sb.Policy)
+}
+
+// namespace serves a KV namespace directly, whether or not a handler
+// exposes it to sandboxes (per-sandbox secrets live in such namespaces).
+func (h *handlers) namespace(w http.ResponseWriter, r *http.Request) {
+	r2 := r.Clone(r.Context())
+	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("key"), ""
+	if err := h.be.Namespace(r.PathValue("ns")).ServeHTTP(w, r2, router.Env{}); err != nil {
+		router.WriteError(w, err)
+	}
 }

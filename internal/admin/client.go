@@ -128,7 +128,17 @@ func (c *Client) Handler(method, host, key, sandbox string, query url.Values, bo
 	if sandbox != "" {
 		query.Set("sandbox", sandbox)
 	}
-	u := "http://interceptd/v1/handlers/" + url.PathEscape(host) + "/" + escapeKey(key)
+	return c.raw(method, "/v1/handlers/"+url.PathEscape(host)+"/", key, query, body, header)
+}
+
+// Namespace sends a KV request straight to a namespace (shared scope), one
+// that no handler needs to expose: where per-sandbox secrets are seeded.
+func (c *Client) Namespace(method, ns, key string, query url.Values, body io.Reader, header http.Header) (*http.Response, error) {
+	return c.raw(method, "/v1/kv/"+url.PathEscape(ns)+"/", key, query, body, header)
+}
+
+func (c *Client) raw(method, base, key string, query url.Values, body io.Reader, header http.Header) (*http.Response, error) {
+	u := "http://interceptd" + base + escapeKey(key)
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}

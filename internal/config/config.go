@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
@@ -122,6 +123,38 @@ type Handler struct {
 	Scope string `yaml:"scope"`
 	// Limits override the store's default limits for this handler.
 	Limits Limits `yaml:"limits"`
+
+	// Status, Headers and Body are the fixed answer of a respond handler.
+	Status  int               `yaml:"status"`
+	Headers map[string]string `yaml:"headers"`
+	Body    string            `yaml:"body"`
+
+	// Upstream is the URL a proxy handler forwards to (http or https);
+	// the path of the request is appended to its path. The proxy dials this
+	// upstream, never the address the sandbox chose.
+	Upstream string `yaml:"upstream"`
+	// SetHeaders are set on the upstream request, overwriting the sandbox's.
+	SetHeaders map[string]string `yaml:"set_headers"`
+	// RemoveHeaders are removed from the upstream request.
+	RemoveHeaders []string `yaml:"remove_headers"`
+	// Inject adds secret headers the sandbox never sees.
+	Inject []Inject `yaml:"inject"`
+	// CAFile verifies an https upstream against this CA bundle instead of
+	// the system roots.
+	CAFile string `yaml:"ca_file"`
+}
+
+// Inject is one credential header of a proxy handler. The secret comes from
+// exactly one of File, Credential (a systemd credential, read from
+// $CREDENTIALS_DIRECTORY) or KVNamespace (the value stored under the calling
+// sandbox's name in that KV namespace) — never from the config itself.
+type Inject struct {
+	Header string `yaml:"header"`
+	// Template places the secret: "Bearer {secret}". Default "{secret}".
+	Template    string `yaml:"template"`
+	File        string `yaml:"file"`
+	Credential  string `yaml:"credential"`
+	KVNamespace string `yaml:"kv_namespace"`
 }
 
 // Limits bound what a handler stores. Zero keeps the default.
@@ -133,7 +166,7 @@ type Limits struct {
 }
 
 // Kinds lists the handler kinds this build knows.
-var Kinds = []string{"kv", "blob", "state"}
+var Kinds = []string{"kv", "blob", "state", "proxy", "respond", "deny"}
 
 // PerSandbox reports whether the handler keys its data by sandbox.
 func (h Handler) PerSandbox() bool { return h.Kind == "state" || h.Scope == "sandbox" }
@@ -362,6 +395,37 @@ func (c *Config) Validate() error {
 			if h.Limits.MaxValueBytes != 0 || h.Limits.MaxMetadataBytes != 0 {
 				bad(f+".limits", "max_value_bytes and max_metadata_bytes apply to kv and state handlers only")
 			}
+		case "respond":
+			if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
+				bad(f+".status", "%d is not an HTTP status", h.Status)
+			}
+		case "deny":
+		case "proxy":
+			u, err := url.Parse(h.Upstream)
+			switch {
+			case h.Upstream == "":
+				bad(f+".upstream", "a proxy handler needs an upstream URL")
+			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+				bad(f+".upstream", "%q is not an http:// or https:// URL", h.Upstream)
+			}
+			for j, in := range h.Inject {
+				g := fmt.Sprintf("%s.inject[%d]", f, j)
+				n := 0
+				for _, v := range []string{in.File, in.Credential, in.KVNamespace} {
+					if v != "" {
+						n++
+					}
+				}
+				if n != 1 {
+					bad(g, "set exactly one of file, credential, kv_namespace")
+				}
+				if in.Header == "" {
+					bad(g+".header", "missing")
+				}
+				if in.Template != "" && !strings.Contains(in.Template, "{secret}") {
+					bad(g+".template", "%q has no {secret}", in.Template)
+				}
+			}
 		case "":
 			bad(f+".kind", "missing; one of %s", strings.Join(Kinds, ", "))
 		default:
@@ -375,7 +439,7 @@ func (c *Config) Validate() error {
 		default:
 			bad(f+".scope", "%q: want shared or sandbox", h.Scope)
 		}
-		if sp := h.Space(); !spaceRE.MatchString(sp) {
+		if sp := h.Space(); (h.Kind == "kv" || h.Kind == "blob" || h.Kind == "state") && !spaceRE.MatchString(sp) {
 			bad(f+".namespace", "%q: use 1-64 of [A-Za-z0-9_.-]", sp)
 		}
 		if l := h.Limits; l.MaxKeyBytes < 0 || l.MaxValueBytes < 0 || l.MaxMetadataBytes < 0 || l.MaxObjectBytes < 0 {

@@ -4,11 +4,14 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -78,6 +81,7 @@ type Daemon struct {
 	router  *router.Router
 	metrics *metrics.Server
 	admin   *admin.Server
+	builder *builder
 	errc    chan error
 }
 
@@ -135,13 +139,18 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	hosts := map[string]router.Route{}
 	byAddr := map[netip.Addr]string{}
 	var catchAll *router.Route
+	d.builder = &builder{db: d.db, cfg: cfg, resolve: shim.LookupA, metrics: rm, log: log}
 	for _, h := range cfg.Handlers {
 		host := config.NormalizeHost(h.Host)
+		hd, err := d.builder.build(h)
+		if err != nil {
+			return d, err
+		}
 		if host == "*" {
-			catchAll = &router.Route{Name: "_catch_all", Handler: BuildHandler(d.db, h)}
+			catchAll = &router.Route{Name: "_catch_all", Handler: hd}
 			continue
 		}
-		hosts[host] = router.Route{Name: host, Handler: BuildHandler(d.db, h)}
+		hosts[host] = router.Route{Name: host, Handler: hd}
 		byAddr[virtual[host]] = host
 	}
 	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
@@ -175,7 +184,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		}
 		handlers = append(handlers, admin.HandlerInfo{Host: host, Kind: h.Kind, Space: h.Space(), PerSandbox: h.PerSandbox(), Handler: hd})
 	}
-	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: handlers, Store: d.db}, log); err != nil {
+	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
+		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: handlers, Store: d.db,
+		Namespace: func(ns string) router.Handler {
+			return &router.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
+		},
+	}, log); err != nil {
 		return d, err
 	}
 	go func() { d.errc <- d.admin.Serve() }()
@@ -268,18 +282,101 @@ func warnPrivateMounts(log *slog.Logger) {
 	}
 }
 
-// BuildHandler makes the router handler a configured handler describes.
-func BuildHandler(db *store.DB, h config.Handler) router.Handler {
+// builder makes router handlers from configured ones, and keeps the file
+// secrets they read so that a reload can refresh them.
+type builder struct {
+	db      *store.DB
+	cfg     *config.Config
+	resolve func(string) ([]netip.Addr, time.Duration, error)
+	metrics *router.Metrics
+	log     *slog.Logger
+	files   []*router.FileSecret
+}
+
+// build makes the router handler a configured handler describes.
+func (b *builder) build(h config.Handler) (router.Handler, error) {
 	l := store.Limits{
 		MaxKeyBytes: h.Limits.MaxKeyBytes, MaxValueBytes: h.Limits.MaxValueBytes,
 		MaxMetadataBytes: h.Limits.MaxMetadataBytes, MaxObjectBytes: h.Limits.MaxObjectBytes,
 	}.WithDefaults()
 	switch h.Kind {
 	case "blob":
-		return &router.Blob{DB: db, Bucket: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}
+		return &router.Blob{DB: b.db, Bucket: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}, nil
 	case "state":
-		return &router.KV{DB: db, Kind: store.KindState, Namespace: h.Space(), PerSandbox: true, Transactions: true, Limits: l}
-	default:
-		return &router.KV{DB: db, Kind: store.KindKV, Namespace: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}
+		return &router.KV{DB: b.db, Kind: store.KindState, Namespace: h.Space(), PerSandbox: true, Transactions: true, Limits: l}, nil
+	case "kv":
+		return &router.KV{DB: b.db, Kind: store.KindKV, Namespace: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}, nil
+	case "respond":
+		return &router.Respond{Status: h.Status, Headers: h.Headers, Body: h.Body}, nil
+	case "deny":
+		return &router.Deny{Status: b.cfg.Deny.Status, Body: b.cfg.Deny.Body}, nil
+	case "proxy":
+		return b.proxy(h)
 	}
+	return nil, fmt.Errorf("handler %s: unknown kind %q", h.Host, h.Kind)
+}
+
+func (b *builder) proxy(h config.Handler) (router.Handler, error) {
+	u, err := url.Parse(h.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("handler %s: upstream: %w", h.Host, err)
+	}
+	p := &router.Proxy{
+		Name: config.NormalizeHost(h.Host), Upstream: u, SetHeaders: h.SetHeaders, RemoveHeaders: h.RemoveHeaders,
+		Resolve: b.resolve, Metrics: b.metrics, Logger: b.log,
+	}
+	if h.CAFile != "" {
+		pem, err := os.ReadFile(h.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("handler %s: ca_file: %w", h.Host, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("handler %s: ca_file %s holds no PEM certificate", h.Host, h.CAFile)
+		}
+		p.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	for i, in := range h.Inject {
+		var sec router.Secret
+		switch {
+		case in.File != "":
+			fs := &router.FileSecret{Path: in.File}
+			if err := fs.Load(); err != nil {
+				return nil, fmt.Errorf("handler %s: inject[%d]: %w", h.Host, i, err)
+			}
+			b.files, sec = append(b.files, fs), fs
+		case in.Credential != "":
+			fs, err := router.CredentialSecret(in.Credential)
+			if err == nil {
+				err = fs.Load()
+			}
+			if err != nil {
+				return nil, fmt.Errorf("handler %s: inject[%d]: %w", h.Host, i, err)
+			}
+			b.files, sec = append(b.files, fs), fs
+		default:
+			sec = &router.KVSecret{KV: b.db.KV(in.KVNamespace)}
+		}
+		p.Inject = append(p.Inject, router.Injection{Header: in.Header, Template: in.Template, Secret: sec})
+	}
+	p.Init()
+	return p, nil
+}
+
+// Reload re-reads the secrets handlers inject (SIGHUP). A secret that fails
+// to load keeps its previous value, and the error says which.
+func (d *Daemon) Reload() error {
+	var errs []error
+	for _, f := range d.builder.files {
+		if err := f.Load(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		d.log.Error("reload: some secrets kept their previous value", "error", err)
+	} else {
+		d.log.Info("reloaded secrets", "files", len(d.builder.files))
+	}
+	return err
 }

@@ -1,0 +1,55 @@
+package router
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/interceptd/interceptd/internal/policy"
+)
+
+// Respond answers every request with a fixed status, headers and body:
+// stubs, health endpoints, and the benchmark floor.
+type Respond struct {
+	Status  int
+	Headers map[string]string
+	Body    string
+}
+
+var _ Handler = (*Respond)(nil)
+
+// ServeHTTP implements Handler.
+func (h *Respond) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+	hd := w.Header()
+	for k, v := range h.Headers {
+		hd.Set(k, v)
+	}
+	if hd.Get("Content-Type") == "" {
+		hd.Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	hd.Set("Content-Length", strconv.Itoa(len(h.Body)))
+	status := h.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		io.WriteString(w, h.Body)
+	}
+	return nil
+}
+
+// Deny answers every request with the deny response, reason denied_host:
+// an explicit block for a host, with the same body and status as policy's.
+type Deny struct {
+	Status int
+	Body   string
+}
+
+var _ Handler = (*Deny)(nil)
+
+// ServeHTTP implements Handler.
+func (h *Deny) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+	writeDeny(w, r, h.Status, h.Body, env.RequestID, policy.ReasonDenied, sanitize(env.Host)+" is blocked by a deny handler")
+	return nil
+}
