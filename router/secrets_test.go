@@ -11,7 +11,7 @@ func TestTheRedactorMasksSecretsSplitAcrossReads(t *testing.T) {
 	tests := []struct {
 		name, in, want string
 	}{
-		{"a secret in the middle", "token=hunter2;", "token=*******;"},
+		{"a secret in the middle", "key=hunter2;", "key=*******;"},
 		{"a secret at the end", "xxhunter2", "xx*******"},
 		{"two secrets and a repeat", "hunter2 tok hunter2", "******* *** *******"},
 		{"no secret", "nothing to see", "nothing to see"},
