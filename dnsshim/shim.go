@@ -45,10 +45,13 @@ type Config struct {
 	// dns.RcodeRefused). Default NXDOMAIN.
 	DeniedRcode int
 	// Book learns the addresses forwarded answers give each sandbox.
-	Book      *policy.AddrBook
-	Decisions *policy.Metrics
-	Metrics   *Metrics
-	Logger    *slog.Logger
+	Book *policy.AddrBook
+	// AllowAddrs, when set, is told the addresses answered for a name the
+	// sandbox's allowlist names, so non-HTTP traffic to them can pass.
+	AllowAddrs func(sandbox string, addrs []netip.Addr, ttl time.Duration)
+	Decisions  *policy.Metrics
+	Metrics    *Metrics
+	Logger     *slog.Logger
 }
 
 // Shim is the DNS handler.
@@ -119,8 +122,9 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
 	}
 	q := r.Question[0]
 	addr, isHandler := s.names[strings.ToLower(q.Name)]
+	var d policy.Decision
 	if caller.Policy != nil {
-		d := caller.Policy.DecideDNS(q.Name, isHandler)
+		d = caller.Policy.DecideDNS(q.Name, isHandler)
 		s.cfg.Decisions.Observe("dns", d)
 		if !d.Allowed() {
 			// At once, so the client fails fast instead of timing out.
@@ -151,6 +155,10 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
 	}
 	resp.Id = r.Id
 	s.learn(caller.Sandbox, q.Name, resp)
+	if d.Reason == policy.ReasonAllowed && s.cfg.AllowAddrs != nil {
+		addrs, ttl := aRecords(resp)
+		s.cfg.AllowAddrs(caller.Sandbox, addrs, ttl)
+	}
 	return AnswerForwarded, resp
 }
 

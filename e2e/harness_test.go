@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -265,6 +266,17 @@ func (e *Env) teardown() {
 	if len(bytes.TrimSpace(routes)) > 0 {
 		t.Errorf("routes left in table 461 after cleanup:\n%s", routes)
 	}
+	inNetns("/run/netns/"+e.HostNS, func() error {
+		sets, err := netlink.IpsetListAll()
+		if err == nil && len(sets) > 0 {
+			names := []string{}
+			for _, st := range sets {
+				names = append(names, st.SetName)
+			}
+			t.Errorf("ipsets left after cleanup: %v", names)
+		}
+		return nil
+	})
 	links, _ := exec.Command("ip", "-n", e.HostNS, "-o", "link", "show", "type", "veth").Output()
 	for _, l := range strings.Split(string(links), "\n") {
 		if strings.Contains(l, ": icd") {
@@ -413,7 +425,7 @@ func (e *Env) startUpstreams() {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(Echo{Method: r.Method, Host: r.Host, URI: r.RequestURI, Header: r.Header, Body: string(body)})
 	})}
-	for _, a := range []string{upstreamIP + ":80", otherIP + ":80"} {
+	for _, a := range []string{upstreamIP + ":80", otherIP + ":80", upstreamIP + ":2222", otherIP + ":2222"} {
 		go srv.Serve(e.ListenIn(up, a))
 	}
 	t.Cleanup(func() { srv.Close() })
@@ -423,6 +435,10 @@ func (e *Env) startUpstreams() {
 		t.Fatal(err)
 	}
 	dln := e.ListenIn(up, upstreamIP+":53")
+	var pc2 net.PacketConn // DNS on a non-DNS port: plain routed UDP
+	if err := inNetns(up, func() (err error) { pc2, err = net.ListenPacket("udp4", upstreamIP+":5300"); return err }); err != nil {
+		t.Fatal(err)
+	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
@@ -443,7 +459,7 @@ func (e *Env) startUpstreams() {
 		}
 		w.WriteMsg(m)
 	})
-	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: dln, Handler: h}} {
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: dln, Handler: h}, {PacketConn: pc2, Handler: h}} {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })
 	}

@@ -36,7 +36,25 @@ const (
 	ChainDNS        = "INTERCEPTD-DNS"
 	ChainInput      = "INTERCEPTD-INPUT"
 	ChainForward    = "INTERCEPTD-FORWARD"
+	ChainNAT        = "INTERCEPTD-POSTROUTING"
+	ChainReject     = "INTERCEPTD-REJECT"
 )
 
 // SandboxInterface is the name of the sandbox end of the veth pair.
 const SandboxInterface = "eth0"
+
+// ipsets that carry per-sandbox policy for non-HTTP traffic, so the rule
+// count stays the same whatever the number of sandboxes.
+const (
+	// SetInternet holds the addresses of sandboxes with internet on.
+	SetInternet = "interceptd-inet"
+	// SetAllow and SetDeny hold (sandbox address, proto:port, destination
+	// net) for allowed_hosts / denied_hosts IP and CIDR entries with a port.
+	SetAllow = "interceptd-allow-port"
+	SetDeny  = "interceptd-deny-port"
+	// SetAllowAll and SetDenyAll hold (destination net, sandbox interface)
+	// for entries without a port; SetAllowAll also holds, with a timeout,
+	// the addresses DNS answered for allowed hostnames.
+	SetAllowAll = "interceptd-allow-any"
+	SetDenyAll  = "interceptd-deny-any"
+)

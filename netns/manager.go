@@ -57,6 +57,9 @@ type Config struct {
 	Records Records
 	// IPTables is the firewall; nil means go-iptables for IPv4.
 	IPTables IPTables
+	// IPSets holds per-sandbox policy for non-HTTP traffic; nil means
+	// netlink in the calling namespace.
+	IPSets IPSets
 	// DefaultPolicy is the policy of a sandbox created without one.
 	DefaultPolicy policy.Policy
 	// OnDelete, when set, is called with the name of each deleted sandbox.
@@ -127,6 +130,9 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
+	if cfg.IPSets == nil {
+		cfg.IPSets = netlinkSets{nl}
+	}
 	return &Manager{
 		cfg: cfg, log: cfg.Logger, nl: nl, pool: pool,
 		rules:  Rules(cfg.Rules),
@@ -145,10 +151,13 @@ func (m *Manager) RuleSet() RuleSet { return m.rules }
 // the sandboxes recorded by a previous run whose namespace and link survived,
 // and removes the remains of any others.
 func (m *Manager) Setup() error {
-	if err := m.rules.Apply(m.cfg.IPTables); err != nil {
+	if err := m.rules.Apply(m.cfg.IPTables, m.cfg.IPSets); err != nil {
 		return err
 	}
 	if err := ApplyRouting(m.nl); err != nil {
+		return err
+	}
+	if err := m.enableForwarding(); err != nil {
 		return err
 	}
 	return m.adopt()
@@ -187,6 +196,9 @@ func (m *Manager) adopt() error {
 			m.destroy(&sb)
 			m.cfg.Records.DeleteSandbox(name)
 			continue
+		}
+		if err := m.syncSets(&sb); err != nil {
+			m.log.Warn("restoring a re-adopted sandbox's policy sets", "sandbox", sb.Name, "error", err)
 		}
 		m.register(&sb)
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
@@ -268,7 +280,7 @@ func (m *Manager) Cleanup() error {
 			}
 		}
 	}
-	errs = append(errs, m.rules.Teardown(m.cfg.IPTables), TeardownRouting(m.nl))
+	errs = append(errs, m.rules.Teardown(m.cfg.IPTables, m.cfg.IPSets), TeardownRouting(m.nl))
 	m.mu.Lock()
 	for _, sb := range m.byName {
 		m.pool.Release(sb.Slot)
@@ -373,6 +385,14 @@ func (m *Manager) Create(name string, pol *policy.Policy) (sb Sandbox, err error
 		m.pool.Release(slot)
 		m.mu.Unlock()
 		return Sandbox{}, fmt.Errorf("creating sandbox %s: %w", name, err)
+	}
+	if err := m.syncSets(s); err != nil {
+		m.clearSets(s)
+		m.destroy(s)
+		m.mu.Lock()
+		m.pool.Release(slot)
+		m.mu.Unlock()
+		return Sandbox{}, fmt.Errorf("creating sandbox %s: policy sets: %w", name, err)
 	}
 	if m.cfg.Records != nil {
 		raw, _ := json.Marshal(s)
@@ -516,6 +536,7 @@ func (m *Manager) Delete(name string) (err error) {
 		return fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
 	m.cfg.Metrics.setActive(n)
+	m.clearSets(s)
 	err = m.destroy(s)
 	if m.cfg.Records != nil {
 		if rerr := m.cfg.Records.DeleteSandbox(name); rerr != nil {
@@ -561,6 +582,9 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	}
 	next := *old
 	next.Policy, next.Compiled = compiled.Policy, compiled
+	if err := m.syncSets(&next); err != nil {
+		return Sandbox{}, fmt.Errorf("updating policy sets: %w", err)
+	}
 	if m.cfg.Records != nil {
 		raw, _ := json.Marshal(&next)
 		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
@@ -584,4 +608,23 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 		return policy.Caller{}, false
 	}
 	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled}, true
+}
+
+// enableForwarding turns on IPv4 forwarding, without which the replies to a
+// sandbox's routed (non-HTTP) traffic are dropped where they come in. Like
+// Docker, interceptd needs the host to route; unlike Docker it leaves the
+// host's FORWARD policy alone: its own chain handles sandbox traffic only.
+func (m *Manager) enableForwarding() error {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		return fmt.Errorf("reading net.ipv4.ip_forward: %w", err)
+	}
+	if strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	m.log.Info("enabled net.ipv4.ip_forward so that sandboxes' routed traffic can be answered; the host's own FORWARD policy is unchanged")
+	return nil
 }

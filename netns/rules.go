@@ -17,6 +17,7 @@ type IPTables interface {
 	ChainExists(table, chain string) (bool, error)
 	ClearChain(table, chain string) error
 	ClearAndDeleteChain(table, chain string) error
+	DeleteChain(table, chain string) error
 	Exists(table, chain string, rulespec ...string) (bool, error)
 	Insert(table, chain string, pos int, rulespec ...string) error
 	Append(table, chain string, rulespec ...string) error
@@ -49,6 +50,17 @@ type RuleParams struct {
 	HTTPListenPort int
 	// DNSPort is where captured DNS is redirected.
 	DNSPort int
+	// Pool is the sandbox pool (masqueraded on the way out); Protected are
+	// the destinations non-HTTP traffic never reaches unless an explicit
+	// IP/CIDR allow names them.
+	Pool      string
+	Protected []string
+}
+
+// Set is one ipset the rules match against.
+type Set struct {
+	Name string
+	Type string
 }
 
 // RuleSet is the whole interception ruleset as data: the daemon's chains, the
@@ -56,6 +68,7 @@ type RuleParams struct {
 // them, inserted first in the built-in chains. Its size does not depend on the
 // number of sandboxes: every rule matches the interface prefix.
 type RuleSet struct {
+	Sets   []Set
 	Chains []Chain
 	Rules  []Rule
 	Jumps  []Rule
@@ -68,12 +81,21 @@ func Rules(p RuleParams) RuleSet {
 	dnsPort := strconv.Itoa(p.DNSPort)
 	r := func(table, chain string, spec ...string) Rule { return Rule{table, chain, spec} }
 	return RuleSet{
+		Sets: []Set{
+			{SetInternet, "hash:ip"},
+			{SetAllow, "hash:ip,port,net"},
+			{SetDeny, "hash:ip,port,net"},
+			{SetAllowAll, "hash:net,iface"},
+			{SetDenyAll, "hash:net,iface"},
+		},
 		Chains: []Chain{
 			{"raw", ChainSpoof},
 			{"mangle", ChainPrerouting},
 			{"nat", ChainDNS},
 			{"filter", ChainInput},
+			{"filter", ChainReject},
 			{"filter", ChainForward},
+			{"nat", ChainNAT},
 		},
 		Rules: []Rule{
 			// Identity is the source address, so a packet whose source would
@@ -99,10 +121,23 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainInput, "-p", "tcp", "--dport", dnsPort, "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"),
 			r("filter", ChainInput, "-p", "tcp", "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", "REJECT", "--reject-with", "tcp-reset"),
 			r("filter", ChainInput, "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
-			// No routed egress and no traffic between sandboxes: everything a
-			// sandbox sends goes through the daemon.
-			r("filter", ChainForward, "-p", "tcp", "-m", "comment", "--comment", "interceptd: no routed egress", "-j", "REJECT", "--reject-with", "tcp-reset"),
-			r("filter", ChainForward, "-m", "comment", "--comment", "interceptd: no routed egress", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
+			// Routed (non-HTTP, non-DNS) egress follows each sandbox's policy
+			// through ipsets: replies pass; nothing new enters a sandbox;
+			// denied entries first; explicit allows (which may open a
+			// protected destination); protected destinations; internet on;
+			// everything else is refused at once.
+			r("filter", ChainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainReject),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetDeny, "src,dst,dst", "-j", ChainReject),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetAllowAll, "dst,src", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetAllow, "src,dst,dst", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-d", strings.Join(p.Protected, ","), "-m", "comment", "--comment", "interceptd: protected destinations", "-j", ChainReject),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetInternet, "src", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-m", "comment", "--comment", "interceptd: no internet", "-j", ChainReject),
+			r("filter", ChainReject, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"),
+			r("filter", ChainReject, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
+			r("nat", ChainNAT, "!", "-o", in, "-j", "MASQUERADE"),
 		},
 		Jumps: []Rule{
 			r("raw", "PREROUTING", "-i", in, "-j", ChainSpoof),
@@ -111,6 +146,7 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", "INPUT", "-i", in, "-j", ChainInput),
 			r("filter", "FORWARD", "-i", in, "-j", ChainForward),
 			r("filter", "FORWARD", "-o", in, "-j", ChainForward),
+			r("nat", "POSTROUTING", "-s", p.Pool, "-j", ChainNAT),
 		},
 	}
 }
@@ -119,6 +155,9 @@ func Rules(p RuleParams) RuleSet {
 // rule, in the order Apply installs them. Golden tests compare it.
 func (rs RuleSet) Render() string {
 	var b strings.Builder
+	for _, st := range rs.Sets {
+		fmt.Fprintf(&b, "ipset create %s %s\n", st.Name, st.Type)
+	}
 	for _, c := range rs.Chains {
 		fmt.Fprintf(&b, "-t %s -N %s\n", c.Table, c.Name)
 	}
@@ -139,7 +178,12 @@ func (rs RuleSet) Render() string {
 //
 // The jumps are installed last, so a sandbox interface never meets a
 // half-filled chain of ours from a fresh start.
-func (rs RuleSet) Apply(ipt IPTables) error {
+func (rs RuleSet) Apply(ipt IPTables, sets IPSets) error {
+	for _, st := range rs.Sets {
+		if err := sets.Create(st.Name, st.Type); err != nil {
+			return fmt.Errorf("creating ipset %s: %w", st.Name, err)
+		}
+	}
 	for _, c := range rs.Chains {
 		if err := ipt.ClearChain(c.Table, c.Name); err != nil {
 			return fmt.Errorf("preparing chain %s/%s: %w", c.Table, c.Name, err)
@@ -170,24 +214,37 @@ func (rs RuleSet) Apply(ipt IPTables) error {
 
 // Teardown removes the jumps and the daemon's chains. Anything already gone
 // counts as removed, so it is safe to run at any point.
-func (rs RuleSet) Teardown(ipt IPTables) error {
+func (rs RuleSet) Teardown(ipt IPTables, sets IPSets) error {
 	var errs []error
 	for _, r := range rs.Jumps {
 		if err := ipt.DeleteIfExists(r.Table, r.Chain, r.Spec...); err != nil {
 			errs = append(errs, fmt.Errorf("deleting jump %s: %w", r, err))
 		}
 	}
+	// Flush every chain before deleting any: our chains jump to each other.
+	var present []Chain
 	for _, c := range rs.Chains {
 		ok, err := ipt.ChainExists(c.Table, c.Name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("checking chain %s/%s: %w", c.Table, c.Name, err))
 			continue
 		}
-		if !ok {
-			continue
+		if ok {
+			present = append(present, c)
+			if err := ipt.ClearChain(c.Table, c.Name); err != nil {
+				errs = append(errs, fmt.Errorf("flushing chain %s/%s: %w", c.Table, c.Name, err))
+			}
 		}
-		if err := ipt.ClearAndDeleteChain(c.Table, c.Name); err != nil {
+	}
+	for _, c := range present {
+		if err := ipt.DeleteChain(c.Table, c.Name); err != nil {
 			errs = append(errs, fmt.Errorf("deleting chain %s/%s: %w", c.Table, c.Name, err))
+		}
+	}
+	// Sets last: a set cannot go while a rule refers to it.
+	for _, st := range rs.Sets {
+		if err := sets.Destroy(st.Name); err != nil {
+			errs = append(errs, fmt.Errorf("destroying ipset %s: %w", st.Name, err))
 		}
 	}
 	return errors.Join(errs...)

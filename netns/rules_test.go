@@ -12,7 +12,8 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func testParams() RuleParams {
-	return RuleParams{InterfacePrefix: "icd", HTTPListenIP: "127.0.0.1", HTTPListenPort: 15380, DNSPort: 15353}
+	return RuleParams{InterfacePrefix: "icd", HTTPListenIP: "127.0.0.1", HTTPListenPort: 15380, DNSPort: 15353,
+		Pool: "10.213.0.0/16", Protected: []string{"10.213.0.0/16", "198.18.213.0/24", "127.0.0.0/8"}}
 }
 
 func TestRulesRenderAsTheGoldenText(t *testing.T) {
@@ -43,7 +44,9 @@ func TestEveryRuleMatchesOnlySandboxInterfaces(t *testing.T) {
 	}
 	for _, j := range rs.Jumps {
 		s := strings.Join(j.Spec, " ")
-		if !strings.Contains(s, "-i icd+") && !strings.Contains(s, "-o icd+") {
+		// POSTROUTING has no input interface: it matches the pool, which
+		// only sandboxes can send from (anti-spoofing).
+		if !strings.Contains(s, "-i icd+") && !strings.Contains(s, "-o icd+") && !strings.Contains(s, "-s 10.213.0.0/16") {
 			t.Errorf("jump %s does not match the sandbox interface prefix", j)
 		}
 	}
@@ -56,7 +59,7 @@ type fakeIPTables struct {
 
 func newFake() *fakeIPTables {
 	f := &fakeIPTables{chains: map[string][]string{}}
-	for _, c := range []string{"raw/PREROUTING", "mangle/PREROUTING", "nat/PREROUTING", "filter/INPUT", "filter/FORWARD"} {
+	for _, c := range []string{"raw/PREROUTING", "mangle/PREROUTING", "nat/PREROUTING", "nat/POSTROUTING", "filter/INPUT", "filter/FORWARD"} {
 		f.chains[c] = nil
 	}
 	return f
@@ -68,6 +71,13 @@ func (f *fakeIPTables) ChainExists(table, chain string) (bool, error) {
 }
 func (f *fakeIPTables) ClearChain(table, chain string) error {
 	f.chains[table+"/"+chain] = []string{}
+	return nil
+}
+func (f *fakeIPTables) DeleteChain(table, chain string) error {
+	if len(f.chains[table+"/"+chain]) > 0 {
+		return fmt.Errorf("chain %s/%s is not empty", table, chain)
+	}
+	delete(f.chains, table+"/"+chain)
 	return nil
 }
 func (f *fakeIPTables) ClearAndDeleteChain(table, chain string) error {
@@ -113,8 +123,9 @@ func TestApplyTwiceLeavesOneCopyAndTeardownLeavesTheCanary(t *testing.T) {
 	canary := []string{"-s", "192.0.2.1", "-j", "ACCEPT"}
 	f.Append("filter", "INPUT", canary...)
 	rs := Rules(testParams())
+	sets := fakeSets{}
 	for i := 0; i < 2; i++ {
-		if err := rs.Apply(f); err != nil {
+		if err := rs.Apply(f, sets); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,13 +135,19 @@ func TestApplyTwiceLeavesOneCopyAndTeardownLeavesTheCanary(t *testing.T) {
 	if got := f.chains["filter/INPUT"][0]; !strings.Contains(got, "INTERCEPTD-INPUT") {
 		t.Errorf("jump is not first in INPUT: %q", got)
 	}
+	if len(sets) != len(rs.Sets) {
+		t.Errorf("%d sets after two applies, want %d", len(sets), len(rs.Sets))
+	}
 	if got := f.chains["filter/FORWARD"]; len(got) != 2 || !strings.HasPrefix(got[0], "-i") || !strings.HasPrefix(got[1], "-o") {
 		t.Errorf("FORWARD jumps out of order: %q", got)
 	}
-	if err := rs.Teardown(f); err != nil {
+	if err := rs.Teardown(f, sets); err != nil {
 		t.Fatal(err)
 	}
-	if err := rs.Teardown(f); err != nil {
+	if len(sets) != 0 {
+		t.Errorf("sets survived teardown: %v", sets)
+	}
+	if err := rs.Teardown(f, sets); err != nil {
 		t.Fatalf("second teardown: %v", err)
 	}
 	if f.count() != 1 || f.chains["filter/INPUT"][0] != strings.Join(canary, " ") {
@@ -150,3 +167,8 @@ func TestRuleCountDoesNotDependOnSandboxes(t *testing.T) {
 		t.Fatal("rules are not a pure function of the parameters")
 	}
 }
+
+type fakeSets map[string]string
+
+func (s fakeSets) Create(name, typ string) error { s[name] = typ; return nil }
+func (s fakeSets) Destroy(name string) error     { delete(s, name); return nil }

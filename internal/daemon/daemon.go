@@ -47,6 +47,9 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 			InterfacePrefix: cfg.Sandbox.InterfacePrefix,
 			HTTPListenIP:    httpAP.Addr().String(), HTTPListenPort: int(httpAP.Port()),
 			DNSPort: cfg.Listen.DNSPort,
+			Pool:    pool.String(),
+			Protected: []string{pool.String(), cfg.DNS.VirtualCIDR, "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16",
+				"224.0.0.0/4", "255.255.255.255/32"},
 		},
 	}
 	if cfg.Sandbox.WriteResolvConf() {
@@ -128,7 +131,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	shim := dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
-		Identify: d.mgr.Caller, DeniedRcode: rcode, Book: book, Decisions: decisions,
+		Identify: d.mgr.Caller, DeniedRcode: rcode, Book: book, Decisions: decisions, AllowAddrs: d.mgr.AllowLearned,
 		Metrics: dnsshim.NewMetrics(reg), Logger: log,
 	})
 	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {

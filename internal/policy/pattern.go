@@ -158,3 +158,9 @@ func ParsePatterns(list []string) ([]Pattern, error) {
 	}
 	return out, errors.Join(errs...)
 }
+
+// Prefix is the address or CIDR of an IP/CIDR pattern.
+func (p Pattern) Prefix() netip.Prefix { return p.prefix }
+
+// Port is the pattern's port, 0 for any.
+func (p Pattern) Port() uint16 { return p.port }
