@@ -306,25 +306,15 @@ type Sandbox struct {
 	Name, Netns, NetnsPath, Addr, Gateway string
 }
 
-// Create creates a sandbox through the CLI and returns it.
+// Create creates a sandbox through the CLI, checks the namespace path it
+// prints, and returns it.
 func (e *Env) Create(name string) Sandbox {
 	e.t.Helper()
-	out, errOut, code := e.CLI("sandbox", "create", name)
-	if code != 0 {
-		e.t.Fatalf("sandbox create %s: exit %d: %s", name, code, errOut)
+	sb := e.CreateWith(name)
+	if want := "/run/netns/" + e.Prefix + name; sb.NetnsPath != want {
+		e.t.Fatalf("sandbox %s lives at %q, want %q", name, sb.NetnsPath, want)
 	}
-	want := "/run/netns/" + e.Prefix + name
-	if strings.TrimSpace(out) != want {
-		e.t.Fatalf("sandbox create printed %q, want %q", out, want)
-	}
-	out, errOut, code = e.CLI("sandbox", "show", name)
-	if code != 0 {
-		e.t.Fatalf("sandbox show %s: %s", name, errOut)
-	}
-	var raw map[string]any
-	json.Unmarshal([]byte(out), &raw)
-	str := func(k string) string { s, _ := raw[k].(string); return s }
-	return Sandbox{Name: name, Netns: str("netns"), NetnsPath: str("netns_path"), Addr: str("addr"), Gateway: str("gateway")}
+	return sb
 }
 
 // In runs a command inside a sandbox's namespace, as a user would.
@@ -468,15 +458,21 @@ func (e *Env) startUpstreams() {
 // CreateWith creates a sandbox with extra `sandbox create` flags.
 func (e *Env) CreateWith(name string, flags ...string) Sandbox {
 	e.t.Helper()
-	if _, errOut, code := e.CLI(append([]string{"sandbox", "create", name}, flags...)...); code != 0 {
+	out, errOut, code := e.CLI(append([]string{"sandbox", "create", name}, flags...)...)
+	if code != 0 {
 		e.t.Fatalf("sandbox create %s %v: %s", name, flags, errOut)
 	}
-	out, errOut, code := e.CLI("sandbox", "show", name)
+	printed := strings.TrimSpace(out)
+	out, errOut, code = e.CLI("sandbox", "show", name)
 	if code != 0 {
 		e.t.Fatalf("sandbox show %s: %s", name, errOut)
 	}
 	var raw map[string]any
 	json.Unmarshal([]byte(out), &raw)
 	str := func(k string) string { s, _ := raw[k].(string); return s }
-	return Sandbox{Name: name, Netns: str("netns"), NetnsPath: str("netns_path"), Addr: str("addr"), Gateway: str("gateway")}
+	sb := Sandbox{Name: name, Netns: str("netns"), NetnsPath: str("netns_path"), Addr: str("addr"), Gateway: str("gateway")}
+	if printed != sb.NetnsPath {
+		e.t.Fatalf("sandbox create printed %q, but the sandbox lives at %q", printed, sb.NetnsPath)
+	}
+	return sb
 }

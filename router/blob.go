@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/interceptd/interceptd/store"
@@ -144,15 +143,11 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 
 func (h *Blob) list(w http.ResponseWriter, r *http.Request, b *store.Blobs) error {
 	q := r.URL.Query()
-	o := store.BlobListOptions{Prefix: q.Get("prefix"), Delimiter: q.Get("delimiter"), Cursor: q.Get("cursor")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > store.MaxListLimit {
-			return Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", sanitize(l), store.MaxListLimit)
-		}
-		o.Limit = n
+	limit, err := parseLimit(q)
+	if err != nil {
+		return err
 	}
-	res, err := b.List(o)
+	res, err := b.List(store.BlobListOptions{Prefix: q.Get("prefix"), Delimiter: q.Get("delimiter"), Cursor: q.Get("cursor"), Limit: limit})
 	if err != nil {
 		return storeError(err)
 	}

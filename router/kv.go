@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -162,19 +163,28 @@ func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
 
 func (h *KV) list(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
 	q := r.URL.Query()
-	o := store.ListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > store.MaxListLimit {
-			return Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", sanitize(l), store.MaxListLimit)
-		}
-		o.Limit = n
+	limit, err := parseLimit(q)
+	if err != nil {
+		return err
 	}
-	res, err := kv.List(o)
+	res, err := kv.List(store.ListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor"), Limit: limit})
 	if err != nil {
 		return storeError(err)
 	}
 	return writeJSON(w, r, http.StatusOK, res)
+}
+
+// parseLimit reads a listing's limit: absent is 0 (the default page).
+func parseLimit(q url.Values) (int, error) {
+	l := q.Get("limit")
+	if l == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > store.MaxListLimit {
+		return 0, Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", sanitize(l), store.MaxListLimit)
+	}
+	return n, nil
 }
 
 // Transaction wire format (POST / on a state handler).

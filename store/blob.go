@@ -78,27 +78,9 @@ type PutOptions struct {
 	IfNoneMatch string
 }
 
-func (b *Blobs) bucket(tx *bolt.Tx) *bolt.Bucket {
-	bk := tx.Bucket(bucketBlob)
-	for _, p := range b.path {
-		if bk == nil {
-			return nil
-		}
-		bk = bk.Bucket(p)
-	}
-	return bk
-}
+func (b *Blobs) bucket(tx *bolt.Tx) *bolt.Bucket { return nested(tx, bucketBlob, b.path) }
 
-func (b *Blobs) bucketRW(tx *bolt.Tx) (*bolt.Bucket, error) {
-	bk := tx.Bucket(bucketBlob)
-	for _, p := range b.path {
-		var err error
-		if bk, err = bk.CreateBucketIfNotExists(p); err != nil {
-			return nil, err
-		}
-	}
-	return bk, nil
-}
+func (b *Blobs) bucketRW(tx *bolt.Tx) (*bolt.Bucket, error) { return nestedRW(tx, bucketBlob, b.path) }
 
 func (b *Blobs) info(tx *bolt.Tx, key string) (*ObjectInfo, error) {
 	bk := b.bucket(tx)

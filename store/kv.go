@@ -154,10 +154,10 @@ func (kv *KV) checkEntry(key string, e Entry) error {
 	return nil
 }
 
-// bucket returns the space's bucket in a read transaction, or nil.
-func (kv *KV) bucket(tx *bolt.Tx) *bolt.Bucket {
-	b := tx.Bucket([]byte(kv.kind))
-	for _, p := range kv.path {
+// nested returns the bucket at path below top, or nil.
+func nested(tx *bolt.Tx, top []byte, path [][]byte) *bolt.Bucket {
+	b := tx.Bucket(top)
+	for _, p := range path {
 		if b == nil {
 			return nil
 		}
@@ -166,15 +166,22 @@ func (kv *KV) bucket(tx *bolt.Tx) *bolt.Bucket {
 	return b
 }
 
-func (kv *KV) bucketRW(tx *bolt.Tx) (*bolt.Bucket, error) {
-	b := tx.Bucket([]byte(kv.kind))
-	for _, p := range kv.path {
+// nestedRW returns the bucket at path below top, creating what is missing.
+func nestedRW(tx *bolt.Tx, top []byte, path [][]byte) (*bolt.Bucket, error) {
+	b := tx.Bucket(top)
+	for _, p := range path {
 		var err error
 		if b, err = b.CreateBucketIfNotExists(p); err != nil {
 			return nil, err
 		}
 	}
 	return b, nil
+}
+
+func (kv *KV) bucket(tx *bolt.Tx) *bolt.Bucket { return nested(tx, []byte(kv.kind), kv.path) }
+
+func (kv *KV) bucketRW(tx *bolt.Tx) (*bolt.Bucket, error) {
+	return nestedRW(tx, []byte(kv.kind), kv.path)
 }
 
 // Get returns the entry stored under key, or ErrNotFound.
