@@ -88,6 +88,7 @@ type Env struct {
 	Config  string
 	Metrics string // metrics address inside the host namespace
 
+	env    []string
 	mu     sync.Mutex
 	log    bytes.Buffer
 	daemon *exec.Cmd
@@ -101,6 +102,8 @@ type Options struct {
 	ExtraConfig string
 	// DNS replaces the generated dns section.
 	DNS string
+	// Env is added to the daemon's environment.
+	Env []string
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -122,7 +125,7 @@ func randomID() string {
 func NewEnv(t *testing.T, o Options) *Env {
 	t.Helper()
 	requireRoot(t)
-	e := &Env{t: t, ID: randomID(), Dir: t.TempDir()}
+	e := &Env{t: t, ID: randomID(), Dir: t.TempDir(), env: o.Env}
 	e.HostNS = "ie2e-" + e.ID + "-host"
 	e.UpNS = "ie2e-" + e.ID + "-up"
 	e.Prefix = "ie2e" + e.ID + "-"
@@ -176,6 +179,7 @@ func (e *Env) Start() {
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.HostNS, binary, "serve", "--config", e.Config)
 	w := &lockedWriter{e: e}
 	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Env = append(os.Environ(), e.env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -488,8 +488,16 @@ func (m *Manager) writeResolvConf(s *Sandbox) error {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	body := fmt.Sprintf("# written by interceptd for sandbox %s; every DNS query from the sandbox is answered by interceptd\nnameserver %s\n", s.Name, s.Gateway)
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(body), 0o644); err != nil {
+	f := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
 		return fmt.Errorf("writing resolv.conf: %w", err)
+	}
+	// Whatever the daemon's umask (0077 under systemd): unprivileged
+	// processes in the sandbox must read their resolver.
+	for p, mode := range map[string]os.FileMode{dir: 0o755, f: 0o644} {
+		if err := os.Chmod(p, mode); err != nil {
+			return fmt.Errorf("opening up %s: %w", p, err)
+		}
 	}
 	return nil
 }

@@ -246,3 +246,30 @@ func policyPatch(fs *flag.FlagSet, internet string, allow, deny stringList) (*ad
 	}
 	return pp, nil
 }
+
+func cmdStatus(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	sock := adminSocketFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return errUsage
+	}
+	st, err := client(*sock).Status()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "version\t%s\n", st.Version)
+	fmt.Fprintf(tw, "uptime\t%s (since %s)\n", (time.Duration(st.UptimeSeconds) * time.Second).String(), st.Started.Local().Format(time.RFC3339))
+	fmt.Fprintf(tw, "sandboxes\t%d\n", st.Sandboxes)
+	fmt.Fprintf(tw, "requests\t%d\n", st.Requests)
+	fmt.Fprintf(tw, "denials\t%d\n", st.Denials)
+	fmt.Fprintf(tw, "dns queries\t%d\n", st.DNSQueries)
+	fmt.Fprintf(tw, "store size\t%.1f MiB\n", float64(st.StoreBytes)/(1<<20))
+	return tw.Flush()
+}

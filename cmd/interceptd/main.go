@@ -28,6 +28,7 @@ Usage:
   interceptd kv get|put|delete|list ...    seed and inspect KV namespaces
   interceptd blob get|put|delete|list ...  seed and inspect blob buckets
   interceptd state get|put|delete|list SANDBOX ...   a sandbox's state
+  interceptd status [--json]               version, uptime, sandboxes, requests, denials, store size
   interceptd store                         print store statistics as JSON
   interceptd cleanup [--config FILE]       remove every namespace, link, rule and route the daemon made
   interceptd config default                print the embedded default config
@@ -62,6 +63,8 @@ func run(args []string) int {
 		err = cmdRun(args[1:])
 	case "kv", "blob", "state":
 		err = cmdData(args[0], args[1:])
+	case "status":
+		err = cmdStatus(args[1:])
 	case "store":
 		err = cmdStore(args[1:])
 	case "cleanup":

@@ -9,6 +9,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
+
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/daemon"
@@ -48,6 +51,7 @@ func cmdServe(args []string) error {
 	var upstreams stringList
 	fs.Var(&upstreams, "dns-upstream", "upstream resolver `ip:port`; repeatable (overrides dns.upstreams)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log `format`: text or json")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -59,7 +63,16 @@ func cmdServe(args []string) error {
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	var h slog.Handler
+	switch *format {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *format)
+	}
+	log := slog.New(h)
 	slog.SetDefault(log)
 
 	cfg, err := loadConfig(*cfgPath, func(c *config.Config) {
@@ -92,15 +105,24 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Under systemd (Type=notify): READY only now that the rules and every
+	// listener are in place; keep-alives while the daemon answers; RELOADING
+	// around SIGHUP; STOPPING on the way out. Outside systemd these are no-ops.
+	notify(log, sdnotify.SdNotifyReady)
+	go watchdog(ctx, d, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
+			notify(log, sdnotify.SdNotifyReloading)
 			d.Reload()
+			notify(log, sdnotify.SdNotifyReady)
 		}
 	}()
-	return d.Wait(ctx)
+	err = d.Wait(ctx)
+	notify(log, sdnotify.SdNotifyStopping)
+	return err
 }
 
 func cmdCleanup(args []string) error {
@@ -139,4 +161,33 @@ func cmdConfig(args []string) error {
 	}
 	fmt.Fprintln(os.Stderr, "usage: interceptd config default | check FILE")
 	return errUsage
+}
+
+func notify(log *slog.Logger, state string) {
+	if _, err := sdnotify.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify failed", "state", state, "error", err)
+	}
+}
+
+// watchdog sends keep-alives at half the unit's WatchdogSec, but only while
+// the daemon's own health check passes, so a wedged daemon gets restarted.
+func watchdog(ctx context.Context, d *daemon.Daemon, log *slog.Logger) {
+	interval, err := sdnotify.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.Healthy(); err != nil {
+				log.Error("health check failed: withholding the watchdog keep-alive", "error", err)
+				continue
+			}
+			notify(log, sdnotify.SdNotifyWatchdog)
+		}
+	}
 }

@@ -11,6 +11,7 @@
 //	ANY    /v1/handlers/{host}/{key...}[?sandbox=] → the handler's own answer,
 //	                                                 acting as that sandbox
 //	GET    /v1/store                               → 200 store stats
+//	GET    /v1/status                              → 200 version, uptime, counts
 //
 // Errors are {"error": "..."} with a 4xx for the caller's mistakes.
 package admin
@@ -67,6 +68,20 @@ type Backend struct {
 	Store         Store
 	// Namespace returns a handler for a KV namespace's shared scope.
 	Namespace func(ns string) router.Handler
+	// Status summarises the daemon.
+	Status func() Status
+}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Version       string    `json:"version"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds int64     `json:"uptime_seconds"`
+	Sandboxes     int64     `json:"sandboxes"`
+	Requests      int64     `json:"requests"`
+	Denials       int64     `json:"denials"`
+	DNSQueries    int64     `json:"dns_queries"`
+	StoreBytes    int64     `json:"store_bytes"`
 }
 
 // Server serves the admin API on a unix socket.
@@ -104,6 +119,7 @@ func Listen(path string, be Backend, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /v1/handlers", h.handlers)
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
 	mux.HandleFunc("GET /v1/store", h.stats)
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, be.Status()) })
 	mux.HandleFunc("/v1/kv/{ns}/{key...}", h.namespace)
 	return &Server{ln: ln, srv: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second,

@@ -193,3 +193,10 @@ func (c *Client) StoreStats() (store.Stats, error) {
 	err := c.do(http.MethodGet, "/v1/store", nil, &st)
 	return st, err
 }
+
+// Status returns the daemon's status.
+func (c *Client) Status() (Status, error) {
+	var st Status
+	err := c.do(http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}

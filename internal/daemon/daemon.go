@@ -25,6 +25,7 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ResolvConfDir is where per-namespace resolv.conf files go for `ip netns exec`.
@@ -85,6 +86,8 @@ type Daemon struct {
 	metrics *metrics.Server
 	admin   *admin.Server
 	builder *builder
+	reg     *prometheus.Registry
+	started time.Time
 	errc    chan error
 }
 
@@ -98,6 +101,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		}
 	}()
 	reg := metrics.NewRegistry()
+	d.reg, d.started = reg, time.Now()
 	warnPrivateMounts(log)
 
 	d.db, err = store.Open(cfg.DataDir, &store.Options{Metrics: store.NewMetrics(reg)})
@@ -189,6 +193,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
 		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: handlers, Store: d.db,
+		Status: d.Status,
 		Namespace: func(ns string) router.Handler {
 			return &router.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
 		},
@@ -382,4 +387,58 @@ func (d *Daemon) Reload() error {
 		d.log.Info("reloaded secrets", "files", len(d.builder.files))
 	}
 	return err
+}
+
+// Healthy checks that the daemon can still do its work: the store answers
+// and the admin socket accepts connections.
+func (d *Daemon) Healthy() error {
+	if _, err := d.db.Stats(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	c, err := net.DialTimeout("unix", d.cfg.AdminSocket, time.Second)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	return c.Close()
+}
+
+// Status summarises the running daemon for `interceptd status`, from its
+// own metrics.
+func (d *Daemon) Status() admin.Status {
+	st := admin.Status{Version: metrics.Version, Started: d.started.UTC(), UptimeSeconds: int64(time.Since(d.started).Seconds())}
+	mfs, _ := d.reg.Gather()
+	for _, mf := range mfs {
+		sum := func(keep func(labels map[string]string) bool) float64 {
+			var n float64
+			for _, m := range mf.Metric {
+				labels := map[string]string{}
+				for _, l := range m.Label {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if keep != nil && !keep(labels) {
+					continue
+				}
+				switch {
+				case m.Counter != nil:
+					n += m.Counter.GetValue()
+				case m.Gauge != nil:
+					n += m.Gauge.GetValue()
+				}
+			}
+			return n
+		}
+		switch mf.GetName() {
+		case "interceptd_sandbox_active":
+			st.Sandboxes = int64(sum(nil))
+		case "interceptd_router_requests_total":
+			st.Requests = int64(sum(nil))
+		case "interceptd_dns_queries_total":
+			st.DNSQueries = int64(sum(nil))
+		case "interceptd_policy_decisions_total":
+			st.Denials = int64(sum(func(l map[string]string) bool { return l["result"] == "deny" }))
+		case "interceptd_store_file_size_bytes":
+			st.StoreBytes = int64(sum(nil))
+		}
+	}
+	return st
 }
