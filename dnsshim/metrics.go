@@ -7,28 +7,31 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/interceptd/interceptd/metrics"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics are the DNS shim's metrics.
 //
-//	interceptd_dns_queries_total{answer,rcode}      answer: handler|forwarded|servfail|refused|malformed
+//	interceptd_dns_queries_total{answer,rcode,sandbox}  answer: handler|forwarded|denied|servfail|refused|malformed
 //	interceptd_dns_query_duration_seconds{answer}
 //	interceptd_dns_upstream_requests_total{result}  result: ok|timeout|refused|error
 type Metrics struct {
+	sandboxes *metrics.SandboxLabels
 	queries   *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	upstreams *prometheus.CounterVec
 }
 
 // NewMetrics registers the DNS metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Metrics {
 	m := &Metrics{
+		sandboxes: sandboxes,
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "dns", Name: "queries_total",
-			Help: "DNS queries from sandboxes by answer kind and response code.",
-		}, []string{"answer", "rcode"}),
+			Help: "DNS queries from sandboxes by answer kind, response code and sandbox.",
+		}, []string{"answer", "rcode", "sandbox"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "interceptd", Subsystem: "dns", Name: "query_duration_seconds",
 			Help:    "Time to answer a DNS query, upstream time included.",
@@ -43,10 +46,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.upstreams.WithLabelValues(r)
 	}
 	reg.MustRegister(m.queries, m.duration, m.upstreams)
+	sandboxes.Track(m.queries)
 	return m
 }
 
-func (m *Metrics) observe(answer string, rcode int, start time.Time) {
+func (m *Metrics) observe(answer, sandbox string, rcode int, start time.Time) {
 	if m == nil {
 		return
 	}
@@ -54,7 +58,7 @@ func (m *Metrics) observe(answer string, rcode int, start time.Time) {
 	if !ok {
 		rc = "other"
 	}
-	m.queries.WithLabelValues(answer, rc).Inc()
+	m.queries.WithLabelValues(answer, rc, m.sandboxes.Get(sandbox)).Inc()
 	m.duration.WithLabelValues(answer).Observe(time.Since(start).Seconds())
 }
 

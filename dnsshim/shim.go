@@ -98,7 +98,7 @@ const (
 // ServeDNS answers r. It always writes one response.
 func (s *Shim) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	start := time.Now()
-	kind, resp := s.answer(w, r)
+	kind, sandbox, resp := s.answer(w, r)
 	if resp == nil {
 		resp = new(dns.Msg)
 		resp.SetRcode(r, dns.RcodeServerFailure)
@@ -106,32 +106,32 @@ func (s *Shim) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if err := w.WriteMsg(resp); err != nil {
 		s.cfg.Logger.Debug("writing dns response", "error", err)
 	}
-	s.cfg.Metrics.observe(kind, resp.Rcode, start)
+	s.cfg.Metrics.observe(kind, sandbox, resp.Rcode, start)
 }
 
-func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
+func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Msg) {
 	m := new(dns.Msg)
 	caller, ok := s.cfg.Identify(sourceAddr(w.RemoteAddr()))
 	if !ok {
 		m.SetRcode(r, dns.RcodeRefused)
-		return AnswerRefused, m
+		return AnswerRefused, "", m
 	}
 	if r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 || r.Response {
 		m.SetRcode(r, dns.RcodeFormatError)
-		return AnswerMalformed, m
+		return AnswerMalformed, caller.Sandbox, m
 	}
 	q := r.Question[0]
 	addr, isHandler := s.names[strings.ToLower(q.Name)]
 	var d policy.Decision
 	if caller.Policy != nil {
 		d = caller.Policy.DecideDNS(q.Name, isHandler)
-		s.cfg.Decisions.Observe("dns", d)
+		s.cfg.Decisions.Observe("dns", caller.Sandbox, d)
 		if !d.Allowed() {
 			// At once, so the client fails fast instead of timing out.
 			m.SetRcode(r, s.cfg.DeniedRcode)
 			m.RecursionAvailable = true
 			s.cfg.Logger.Info("dns denied", "sandbox", caller.Sandbox, "reason", d.Reason, "pattern", d.Pattern)
-			return AnswerDenied, m
+			return AnswerDenied, caller.Sandbox, m
 		}
 	}
 	if isHandler {
@@ -145,13 +145,13 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
 			})
 		}
 		// AAAA and every other type: NOERROR with no records (NODATA).
-		return AnswerHandler, m
+		return AnswerHandler, caller.Sandbox, m
 	}
 	resp, err := s.forward(r, isTCP(w))
 	if err != nil {
 		s.cfg.Logger.Debug("dns forward failed", "error", err)
 		m.SetRcode(r, dns.RcodeServerFailure)
-		return AnswerServfail, m
+		return AnswerServfail, caller.Sandbox, m
 	}
 	resp.Id = r.Id
 	s.learn(caller.Sandbox, q.Name, resp)
@@ -159,7 +159,7 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, *dns.Msg) {
 		addrs, ttl := aRecords(resp)
 		s.cfg.AllowAddrs(caller.Sandbox, addrs, ttl)
 	}
-	return AnswerForwarded, resp
+	return AnswerForwarded, caller.Sandbox, resp
 }
 
 // learn records the A records of an answer as addresses of the asked name,

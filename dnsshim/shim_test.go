@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/metrics"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -75,7 +76,7 @@ func newShim(t *testing.T, upstreams ...string) (*Shim, *prometheus.Registry) {
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true, DeniedHosts: []string{"*.denied.test"}})}, a == netip.MustParseAddr("10.213.0.2")
 		},
-		Metrics: NewMetrics(reg),
+		Metrics: NewMetrics(reg, metrics.NewSandboxLabels(10)),
 	})
 	return s, reg
 }
@@ -123,7 +124,7 @@ func TestShimAnswers(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(s.cfg.Metrics.queries.WithLabelValues(AnswerHandler, "NOERROR")); got != 3 {
+	if got := testutil.ToFloat64(s.cfg.Metrics.queries.WithLabelValues(AnswerHandler, "NOERROR", "web1")); got != 3 {
 		t.Errorf("handler NOERROR count = %v, want 3", got)
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || n == 0 {

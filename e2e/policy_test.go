@@ -96,9 +96,9 @@ func TestHTTPAndDNSFollowEachSandboxsPolicy(t *testing.T) {
 	t.Run("decisions are counted by reason", func(t *testing.T) {
 		m := e.Scrape()
 		for _, want := range []string{
-			`interceptd_policy_decisions_total{protocol="http",reason="internet_off",result="deny"}`,
-			`interceptd_policy_decisions_total{protocol="dns",reason="not_allowed",result="deny"}`,
-			`interceptd_policy_decisions_total{protocol="http",reason="host_mismatch",result="deny"}`,
+			`interceptd_policy_decisions_total{protocol="http",reason="internet_off",result="deny",sandbox="off"}`,
+			`interceptd_policy_decisions_total{protocol="dns",reason="not_allowed",result="deny",sandbox="allow"}`,
+			`interceptd_policy_decisions_total{protocol="http",reason="host_mismatch",result="deny",sandbox="open"}`,
 		} {
 			if !strings.Contains(m, want) {
 				t.Errorf("metrics lack %s", want)

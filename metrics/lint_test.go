@@ -30,9 +30,10 @@ func (r *recording) MustRegister(cs ...prometheus.Collector) {
 func registerAll(reg prometheus.Registerer) {
 	store.NewMetrics(reg)
 	netns.NewMetrics(reg)
-	dnsshim.NewMetrics(reg)
-	router.NewMetrics(reg)
-	policy.NewMetrics(reg)
+	labels := metrics.NewSandboxLabels(10)
+	dnsshim.NewMetrics(reg, labels)
+	router.NewMetrics(reg, labels)
+	policy.NewMetrics(reg, labels)
 }
 
 var descRE = regexp.MustCompile(`fqName: "([^"]*)", help: "([^"]*)"`)
@@ -40,7 +41,7 @@ var descRE = regexp.MustCompile(`fqName: "([^"]*)", help: "([^"]*)"`)
 func TestEveryMetricIsNamedForItsSubsystemAndHasHelp(t *testing.T) {
 	rec := &recording{Registerer: prometheus.NewRegistry()}
 	registerAll(rec)
-	subsystems := map[string]bool{"store": true, "sandbox": true, "dns": true, "router": true, "policy": true}
+	subsystems := map[string]bool{"store": true, "sandbox": true, "dns": true, "router": true, "policy": true, "admin": true}
 	n := 0
 	for _, c := range rec.collectors {
 		ch := make(chan *prometheus.Desc, 16)

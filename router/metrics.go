@@ -11,11 +11,16 @@ import (
 //
 //	interceptd_router_connections_total            intercepted TCP connections accepted
 //	interceptd_router_connections_active
-//	interceptd_router_requests_total{handler,code} handler: a configured host, _forward, _unknown_source
+//	interceptd_router_requests_total{handler,code,sandbox} handler: a configured host, _catch_all, _forward, _deny, _unknown_source
+//	interceptd_router_requests_in_flight
+//	interceptd_router_request_bytes_total{handler}
 //	interceptd_router_request_duration_seconds{handler}
 //	interceptd_router_response_bytes_total{handler}
 //	interceptd_router_forward_errors_total{kind}    kind: refused|reset|unreachable|timeout|canceled|error
 type Metrics struct {
+	sandboxes   *metrics.SandboxLabels
+	bytesIn     *prometheus.CounterVec
+	inFlight    prometheus.Gauge
 	conns       prometheus.Counter
 	active      prometheus.Gauge
 	requests    *prometheus.CounterVec
@@ -25,8 +30,17 @@ type Metrics struct {
 }
 
 // NewMetrics registers the router metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Metrics {
 	m := &Metrics{
+		sandboxes: sandboxes,
+		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "interceptd", Subsystem: "router", Name: "request_bytes_total",
+			Help: "Request body bytes received from sandboxes, by handler.",
+		}, []string{"handler"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "interceptd", Subsystem: "router", Name: "requests_in_flight",
+			Help: "Intercepted HTTP requests being served now.",
+		}),
 		conns: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "connections_total",
 			Help: "Intercepted TCP connections accepted by the transparent listener.",
@@ -37,8 +51,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "requests_total",
-			Help: "Intercepted HTTP requests by handler and status code.",
-		}, []string{"handler", "code"}),
+			Help: "Intercepted HTTP requests by handler, status code and sandbox.",
+		}, []string{"handler", "code", "sandbox"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "request_duration_seconds",
 			Help:    "Time from request headers read to response written, by handler.",
@@ -53,17 +67,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failures forwarding to the original destination, by kind.",
 		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.conns, m.active, m.requests, m.duration, m.bytes, m.forwardErrs)
+	reg.MustRegister(m.conns, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
+	sandboxes.Track(m.requests)
 	return m
 }
 
-func (m *Metrics) request(handler string, code int, bytes int64, d time.Duration) {
+func (m *Metrics) request(handler, sandbox string, code int, in, out int64, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(handler, metrics.CodeLabel(code)).Inc()
+	m.requests.WithLabelValues(handler, metrics.CodeLabel(code), m.sandboxes.Get(sandbox)).Inc()
 	m.duration.WithLabelValues(handler).Observe(d.Seconds())
-	m.bytes.WithLabelValues(handler).Add(float64(bytes))
+	m.bytes.WithLabelValues(handler).Add(float64(out))
+	m.bytesIn.WithLabelValues(handler).Add(float64(in))
+}
+
+func (m *Metrics) flight(delta float64) {
+	if m != nil {
+		m.inFlight.Add(delta)
+	}
 }
 
 func (m *Metrics) connOpened() {

@@ -129,6 +129,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	env := Env{Source: ci.src, Dest: ci.dst, Host: NormalizeHost(r.Host), RequestID: newRequestID()}
 	rw := &recorder{ResponseWriter: w}
 	w.Header().Set("X-Interceptd-Request-Id", env.RequestID)
+	rt.cfg.Metrics.flight(1)
+	defer rt.cfg.Metrics.flight(-1)
+	body := &countingBody{ReadCloser: r.Body}
+	r.Body = body
 
 	route, d, detail := rt.decide(r, &env)
 	env.Handler = route.Name
@@ -151,12 +155,12 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.WriteHeader(http.StatusOK)
 	}
 	dur := time.Since(start)
-	rt.cfg.Metrics.request(env.Handler, rw.status, rw.bytes, dur)
-	rt.cfg.Decisions.Observe("http", d)
+	rt.cfg.Metrics.request(env.Handler, env.Sandbox, rw.status, body.n, rw.bytes, dur)
+	rt.cfg.Decisions.Observe("http", env.Sandbox, d)
 	rt.cfg.Logger.Info("request",
 		"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
 		"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
-		"status", rw.status, "bytes", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000)
+		"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000)
 }
 
 // decide identifies the caller, asks its policy and checks a forward's
@@ -359,3 +363,15 @@ func (r *recorder) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// countingBody counts the request body bytes a handler reads.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}

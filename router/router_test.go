@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -35,7 +36,7 @@ func newTestRouter(t *testing.T) *testRouter {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	tr := &testRouter{metrics: NewMetrics(prometheus.NewRegistry())}
+	tr := &testRouter{metrics: NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))}
 	tr.Router = New(Config{
 		Hosts:   map[string]Route{"my.kv": {Name: "my.kv", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{MaxValueBytes: 16}}}},
 		Virtual: map[netip.Addr]string{virtualIP: "my.kv"},
@@ -125,7 +126,7 @@ func TestKVThroughTheRouter(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(tr.metrics.requests.WithLabelValues("my.kv", "204")); got != 4 {
+	if got := testutil.ToFloat64(tr.metrics.requests.WithLabelValues("my.kv", "204", "web1")); got != 4 {
 		t.Errorf("requests{my.kv,204} = %v, want 4", got)
 	}
 }

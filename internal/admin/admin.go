@@ -27,12 +27,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Sandboxes is what the API manages.
@@ -91,7 +93,7 @@ type Server struct {
 }
 
 // Listen creates the socket at path (replacing a stale one) with mode 0600.
-func Listen(path string, be Backend, log *slog.Logger) (*Server, error) {
+func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating socket dir: %w", err)
 	}
@@ -121,8 +123,22 @@ func Listen(path string, be Backend, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /v1/store", h.stats)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, be.Status()) })
 	mux.HandleFunc("/v1/kv/{ns}/{key...}", h.namespace)
+	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "interceptd", Subsystem: "admin", Name: "requests_total",
+		Help: "Admin API requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	reg.MustRegister(reqs)
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		mux.ServeHTTP(sw, r)
+		route := r.Pattern // the matched pattern: a closed set
+		if route == "" {
+			route = "_unmatched"
+		}
+		reqs.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+	})
 	return &Server{ln: ln, srv: &http.Server{
-		Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		Handler: counted, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}, nil
 }
@@ -338,3 +354,23 @@ func (h *handlers) namespace(w http.ResponseWriter, r *http.Request) {
 		router.WriteError(w, err)
 	}
 }
+
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -49,9 +49,18 @@ type Config struct {
 	Policy policy.Policy `yaml:"policy"`
 	// Deny shapes the answer to a request that policy denies.
 	Deny Deny `yaml:"deny"`
+	// Metrics shapes the daemon's metrics.
+	Metrics Metrics `yaml:"metrics"`
 	// Handlers maps hostnames to in-process handlers. Host "*" is the
 	// catch-all: it serves what no per-host handler does and policy lets by.
 	Handlers []Handler `yaml:"handlers"`
+}
+
+// Metrics shapes the daemon's metrics.
+type Metrics struct {
+	// MaxSandboxLabels caps the sandboxes that get a "sandbox" label value
+	// of their own; later ones share "_other". A deleted sandbox frees its slot.
+	MaxSandboxLabels int `yaml:"max_sandbox_labels"`
 }
 
 // Deny shapes deny responses.
@@ -360,6 +369,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Policy.Compile(); err != nil {
 		bad("policy", "%v", err)
+	}
+	if c.Metrics.MaxSandboxLabels < 0 || c.Metrics.MaxSandboxLabels > 10000 {
+		bad("metrics.max_sandbox_labels", "%d: want 0 to 10000", c.Metrics.MaxSandboxLabels)
 	}
 	if c.Deny.Status < 400 || c.Deny.Status > 599 {
 		bad("deny.status", "%d is not a 4xx or 5xx status", c.Deny.Status)

@@ -114,9 +114,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 	book := &policy.AddrBook{}
-	decisions := policy.NewMetrics(reg)
+	labels := metrics.NewSandboxLabels(cfg.Metrics.MaxSandboxLabels)
+	decisions := policy.NewMetrics(reg, labels)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
-	nc.DefaultPolicy, nc.OnDelete = cfg.Policy, book.Forget
+	nc.DefaultPolicy = cfg.Policy
+	nc.OnDelete = func(name string) {
+		book.Forget(name)
+		labels.Release(name)
+	}
 	if d.mgr, err = netns.New(nc); err != nil {
 		return d, err
 	}
@@ -136,13 +141,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	shim := dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
 		Identify: d.mgr.Caller, DeniedRcode: rcode, Book: book, Decisions: decisions, AllowAddrs: d.mgr.AllowLearned,
-		Metrics: dnsshim.NewMetrics(reg), Logger: log,
+		Metrics: dnsshim.NewMetrics(reg, labels), Logger: log,
 	})
 	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
 		return d, err
 	}
 
-	rm := router.NewMetrics(reg)
+	rm := router.NewMetrics(reg, labels)
 	hosts := map[string]router.Route{}
 	byAddr := map[netip.Addr]string{}
 	var catchAll *router.Route
@@ -197,7 +202,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Namespace: func(ns string) router.Handler {
 			return &router.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
 		},
-	}, log); err != nil {
+	}, reg, log); err != nil {
 		return d, err
 	}
 	go func() { d.errc <- d.admin.Serve() }()
