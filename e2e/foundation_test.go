@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -346,6 +347,15 @@ func TestMetricsCoverEveryHopAndPassPromlint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (interceptd_\w+) `).FindAllStringSubmatch(text, -1) {
+		if !strings.Contains(string(doc), "`"+m[1]+"`") {
+			t.Errorf("docs/metrics.md does not document %s", m[1])
+		}
 	}
 	if strings.Contains(text, sb.Addr) || strings.Contains(text, "example.test") {
 		t.Error("a metric label carries an address or a host name")
