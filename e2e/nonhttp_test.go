@@ -80,6 +80,28 @@ func TestNonHTTPTrafficFollowsThePolicyAndIsRefusedAtOnce(t *testing.T) {
 			t.Errorf("internet off: %s", out)
 		}
 	})
+	t.Run("refused flows are logged and counted with their reason", func(t *testing.T) {
+		deadline := time.Now().Add(5 * time.Second)
+		want := `msg="refused flow" sandbox=off proto=tcp dest=` + upstreamIP + `:2222 decision=deny reason=internet_off`
+		for !strings.Contains(e.Log(), want) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(e.Log(), want) {
+			t.Errorf("the log lacks %s", want)
+		}
+		m := e.Scrape()
+		for _, w := range []string{
+			`interceptd_policy_decisions_total{protocol="tcp",reason="internet_off",result="deny",sandbox="off"}`,
+			`interceptd_policy_decisions_total{protocol="tcp",reason="denied_host",result="deny",sandbox="deny"}`,
+			`interceptd_policy_decisions_total{protocol="tcp",reason="protected_destination",result="deny",sandbox="open"}`,
+			`interceptd_policy_decisions_total{protocol="udp",reason="internet_off",result="deny",sandbox="off"}`,
+			`interceptd_policy_decisions_total{protocol="icmp",reason="internet_off",result="deny",sandbox="off"}`,
+		} {
+			if !strings.Contains(m, w) {
+				t.Errorf("metrics lack %s", w)
+			}
+		}
+	})
 	t.Run("a policy change applies to the next connection", func(t *testing.T) {
 		e.CLI("sandbox", "policy", "off", "--internet", "on")
 		if out, code, _ := tcp(off, upstreamIP+":2222"); code != 0 {

@@ -38,7 +38,17 @@ const (
 	ChainForward    = "INTERCEPTD-FORWARD"
 	ChainNAT        = "INTERCEPTD-POSTROUTING"
 	ChainReject     = "INTERCEPTD-REJECT"
+	// One chain per refusal reason: each logs the packet to NFLOGGroup with
+	// the reason as prefix (rate-limited), then rejects it.
+	ChainDenyListed    = "INTERCEPTD-DENY-LISTED"
+	ChainDenyProtected = "INTERCEPTD-DENY-PROTECTED"
+	ChainDenyOff       = "INTERCEPTD-DENY-OFF"
 )
+
+// NFLOGGroup is the netfilter log group refused flows are sent to, so the
+// daemon can log and count them (a group binds one listener per namespace:
+// 4610 is far from the small numbers ulogd and examples use).
+const NFLOGGroup = 4610
 
 // SandboxInterface is the name of the sandbox end of the veth pair.
 const SandboxInterface = "eth0"

@@ -94,6 +94,9 @@ func Rules(p RuleParams) RuleSet {
 			{"nat", ChainDNS},
 			{"filter", ChainInput},
 			{"filter", ChainReject},
+			{"filter", ChainDenyListed},
+			{"filter", ChainDenyProtected},
+			{"filter", ChainDenyOff},
 			{"filter", ChainForward},
 			{"nat", ChainNAT},
 		},
@@ -119,22 +122,26 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainInput, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "ACCEPT"),
 			r("filter", ChainInput, "-p", "udp", "--dport", dnsPort, "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"),
 			r("filter", ChainInput, "-p", "tcp", "--dport", dnsPort, "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"),
-			r("filter", ChainInput, "-p", "tcp", "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", "REJECT", "--reject-with", "tcp-reset"),
-			r("filter", ChainInput, "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
+			r("filter", ChainInput, "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", ChainDenyProtected),
 			// Routed (non-HTTP, non-DNS) egress follows each sandbox's policy
 			// through ipsets: replies pass; nothing new enters a sandbox;
 			// denied entries first; explicit allows (which may open a
 			// protected destination); protected destinations; internet on;
 			// everything else is refused at once.
 			r("filter", ChainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
-			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
-			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainReject),
-			r("filter", ChainForward, "-m", "set", "--match-set", SetDeny, "src,dst,dst", "-j", ChainReject),
+			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", ChainDenyProtected),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainDenyListed),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetDeny, "src,dst,dst", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetAllowAll, "dst,src", "-j", "ACCEPT"),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetAllow, "src,dst,dst", "-j", "ACCEPT"),
-			r("filter", ChainForward, "-d", strings.Join(p.Protected, ","), "-m", "comment", "--comment", "interceptd: protected destinations", "-j", ChainReject),
+			r("filter", ChainForward, "-d", strings.Join(p.Protected, ","), "-m", "comment", "--comment", "interceptd: protected destinations", "-j", ChainDenyProtected),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetInternet, "src", "-j", "ACCEPT"),
-			r("filter", ChainForward, "-m", "comment", "--comment", "interceptd: no internet", "-j", ChainReject),
+			r("filter", ChainForward, "-m", "comment", "--comment", "interceptd: no internet", "-j", ChainDenyOff),
+			// Refusals are logged to the daemon (reason as prefix, a bounded
+			// rate so a flood cannot flood the log) and answered at once.
+			nflogRule(ChainDenyListed, "denied_host"), r("filter", ChainDenyListed, "-j", ChainReject),
+			nflogRule(ChainDenyProtected, "protected_destination"), r("filter", ChainDenyProtected, "-j", ChainReject),
+			nflogRule(ChainDenyOff, "internet_off"), r("filter", ChainDenyOff, "-j", ChainReject),
 			r("filter", ChainReject, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"),
 			r("filter", ChainReject, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
 			r("nat", ChainNAT, "!", "-o", in, "-j", "MASQUERADE"),
@@ -149,6 +156,11 @@ func Rules(p RuleParams) RuleSet {
 			r("nat", "POSTROUTING", "-s", p.Pool, "-j", ChainNAT),
 		},
 	}
+}
+
+func nflogRule(chain, reason string) Rule {
+	return Rule{"filter", chain, []string{"-m", "limit", "--limit", "100/sec", "--limit-burst", "200",
+		"-j", "NFLOG", "--nflog-group", strconv.Itoa(NFLOGGroup), "--nflog-prefix", reason, "--nflog-size", "64"}}
 }
 
 // Render returns the rule set, policy routing included, as text: one line a

@@ -129,6 +129,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, fmt.Errorf("setting up interception: %w", err)
 	}
 
+	// Refused non-HTTP flows: one log record and one decision each.
+	if err := netns.WatchRefusals(ctx, func(r netns.Refusal) {
+		caller, _ := d.mgr.Caller(r.Src)
+		decisions.Observe(r.Proto, caller.Sandbox, policy.Decision{Result: policy.Deny, Reason: r.Reason})
+		log.Info("refused flow", "sandbox", caller.Sandbox, "proto", r.Proto, "dest", r.Dst.String(), "decision", "deny", "reason", r.Reason)
+	}); err != nil {
+		log.Warn("refused flows will not be logged", "error", err)
+	}
+
 	upstreams := cfg.DNS.Upstreams
 	if len(upstreams) == 0 {
 		upstreams = hostResolvers(log)
