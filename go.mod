@@ -3,6 +3,7 @@ module github.com/interceptd/interceptd
 go 1.26.8
 
 require (
+	github.com/containernetworking/cni v1.3.0
 	github.com/coreos/go-iptables v0.8.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/florianl/go-nflog/v2 v2.1.0

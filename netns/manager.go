@@ -87,6 +87,11 @@ type Sandbox struct {
 	Subnet        netip.Prefix `json:"subnet"`
 	Created       time.Time    `json:"created"`
 	Slot          int          `json:"slot"`
+	// Interface is the sandbox end of the veth; MAC its address.
+	Interface string `json:"interface"`
+	MAC       string `json:"mac"`
+	// External: the namespace was made by someone else (attached).
+	External bool `json:"external,omitempty"`
 	// Policy is the sandbox's egress policy; Compiled is it, validated.
 	Policy   policy.Policy    `json:"policy"`
 	Compiled *policy.Compiled `json:"-"`
@@ -176,6 +181,9 @@ func (m *Manager) adopt() error {
 		err := json.Unmarshal(raw, &sb)
 		if err == nil {
 			err = m.check(&sb)
+		}
+		if sb.Interface == "" {
+			sb.Interface = SandboxInterface // a record from before attach
 		}
 		if err == nil && !bytes.Contains(raw, []byte(`"policy"`)) {
 			sb.Policy = m.cfg.DefaultPolicy // a record from before policies
@@ -338,9 +346,41 @@ func (m *Manager) List() []Sandbox {
 // Create builds the sandbox called name. The interception rules already
 // match its interface prefix, so it has no path around the daemon from the
 // moment its link exists; it becomes known to DNS and the router last.
-func (m *Manager) Create(name string, pol *policy.Policy) (sb Sandbox, err error) {
+func (m *Manager) Create(name string, pol *policy.Policy) (Sandbox, error) {
+	return m.add(name, pol, "", SandboxInterface)
+}
+
+// Attach makes a namespace someone else created (a container runtime, a
+// CNI plugin call) a sandbox: same addressing, rules, DNS capture and
+// identity as one the daemon creates, with the sandbox end of the veth named
+// ifName. Deleting it removes the link and never the namespace.
+func (m *Manager) Attach(name, nsPath, ifName string, pol *policy.Policy) (Sandbox, error) {
+	if nsPath == "" {
+		return Sandbox{}, errors.New("attach needs a namespace path")
+	}
+	if ifName == "" {
+		ifName = SandboxInterface
+	}
+	if !ifNameRE.MatchString(ifName) {
+		return Sandbox{}, fmt.Errorf("interface name %q: 1-15 of [A-Za-z0-9_.-]", ifName)
+	}
+	if _, err := os.Stat(nsPath); err != nil {
+		return Sandbox{}, fmt.Errorf("namespace %s: %w", nsPath, err)
+	}
+	return m.add(name, pol, nsPath, ifName)
+}
+
+var ifNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
+// add creates (external == "") or attaches a sandbox; on any failure it
+// leaves nothing behind.
+func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) (sb Sandbox, err error) {
+	op := "create"
+	if external != "" {
+		op = "attach"
+	}
 	start := time.Now()
-	defer func() { m.cfg.Metrics.observe("create", start, err) }()
+	defer func() { m.cfg.Metrics.observe(op, start, err) }()
 	if !ValidName(name) {
 		return Sandbox{}, fmt.Errorf("%w %q: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit", ErrInvalidName, name)
 	}
@@ -364,54 +404,57 @@ func (m *Manager) Create(name string, pol *policy.Policy) (sb Sandbox, err error
 	if err != nil {
 		return Sandbox{}, err
 	}
-	gw, addr, subnet := m.pool.Link(slot)
-	nsName := m.cfg.NetnsPrefix + name
-	if _, err := os.Stat(filepath.Join(m.cfg.NetnsDir, nsName)); err == nil {
-		// Not ours (ours are all in byName): never touch it.
+	release := func() {
 		m.mu.Lock()
 		m.pool.Release(slot)
 		m.mu.Unlock()
-		return Sandbox{}, fmt.Errorf("%w: namespace %s exists and was not made by this daemon", ErrExists, filepath.Join(m.cfg.NetnsDir, nsName))
 	}
+	gw, addr, subnet := m.pool.Link(slot)
 	s := &Sandbox{
-		Name: name, Netns: nsName, NetnsPath: filepath.Join(m.cfg.NetnsDir, nsName),
+		Name: name, Interface: ifName,
 		HostInterface: fmt.Sprintf("%s%x", m.cfg.InterfacePrefix, slot),
 		Addr:          addr, Gateway: gw, Subnet: subnet, Created: time.Now().UTC(), Slot: slot,
 		Policy: compiled.Policy, Compiled: compiled,
 	}
-	if err := m.build(s); err != nil {
-		m.destroy(s)
-		m.mu.Lock()
-		m.pool.Release(slot)
-		m.mu.Unlock()
-		return Sandbox{}, fmt.Errorf("creating sandbox %s: %w", name, err)
+	if external != "" {
+		s.External, s.NetnsPath = true, external
+	} else {
+		s.Netns = m.cfg.NetnsPrefix + name
+		s.NetnsPath = filepath.Join(m.cfg.NetnsDir, s.Netns)
+		if _, err := os.Stat(s.NetnsPath); err == nil {
+			// Not ours (ours are all in byName): never touch it.
+			release()
+			return Sandbox{}, fmt.Errorf("%w: namespace %s exists and was not made by this daemon", ErrExists, s.NetnsPath)
+		}
 	}
-	if err := m.syncSets(s); err != nil {
+	fail := func(what string, err error) (Sandbox, error) {
 		m.clearSets(s)
 		m.destroy(s)
-		m.mu.Lock()
-		m.pool.Release(slot)
-		m.mu.Unlock()
-		return Sandbox{}, fmt.Errorf("creating sandbox %s: policy sets: %w", name, err)
+		release()
+		return Sandbox{}, fmt.Errorf("%s sandbox %s: %s%w", op, name, what, err)
+	}
+	if err := m.build(s); err != nil {
+		return fail("", err)
+	}
+	if err := m.syncSets(s); err != nil {
+		return fail("policy sets: ", err)
 	}
 	if m.cfg.Records != nil {
 		raw, _ := json.Marshal(s)
 		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
-			m.destroy(s)
-			m.mu.Lock()
-			m.pool.Release(slot)
-			m.mu.Unlock()
-			return Sandbox{}, fmt.Errorf("recording sandbox %s: %w", name, err)
+			return fail("recording: ", err)
 		}
 	}
 	m.register(s)
-	m.log.Info("sandbox created", "sandbox", name, "netns", s.NetnsPath, "addr", addr)
+	m.log.Info("sandbox "+op+"ed", "sandbox", name, "netns", s.NetnsPath, "addr", addr)
 	return *s, nil
 }
 
 func (m *Manager) build(s *Sandbox) error {
-	if err := createNamespace(s.NetnsPath); err != nil {
-		return err
+	if !s.External {
+		if err := createNamespace(s.NetnsPath); err != nil {
+			return err
+		}
 	}
 	ns, err := netns.GetFromPath(s.NetnsPath)
 	if err != nil {
@@ -426,7 +469,7 @@ func (m *Manager) build(s *Sandbox) error {
 
 	la := netlink.NewLinkAttrs()
 	la.Name = s.HostInterface
-	veth := &netlink.Veth{LinkAttrs: la, PeerName: SandboxInterface, PeerNamespace: netlink.NsFd(ns)}
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: s.Interface, PeerNamespace: netlink.NsFd(ns)}
 	if err := m.nl.LinkAdd(veth); err != nil {
 		return fmt.Errorf("adding veth %s: %w", s.HostInterface, err)
 	}
@@ -457,12 +500,13 @@ func (m *Manager) build(s *Sandbox) error {
 		return fmt.Errorf("setting %s up: %w", s.HostInterface, err)
 	}
 
-	for _, n := range []string{"lo", SandboxInterface} {
+	for _, n := range []string{"lo", s.Interface} {
 		l, err := inner.LinkByName(n)
 		if err != nil {
 			return fmt.Errorf("finding %s in sandbox: %w", n, err)
 		}
-		if n == SandboxInterface {
+		if n == s.Interface {
+			s.MAC = l.Attrs().HardwareAddr.String()
 			if err := inner.AddrAdd(l, &netlink.Addr{IPNet: ipnet(s.Addr, 30)}); err != nil {
 				return fmt.Errorf("addressing sandbox %s: %w", n, err)
 			}
@@ -470,11 +514,14 @@ func (m *Manager) build(s *Sandbox) error {
 		if err := inner.LinkSetUp(l); err != nil {
 			return fmt.Errorf("setting sandbox %s up: %w", n, err)
 		}
-		if n == SandboxInterface {
+		if n == s.Interface {
 			if err := inner.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(s.Gateway.AsSlice())}); err != nil {
 				return fmt.Errorf("adding default route in sandbox: %w", err)
 			}
 		}
+	}
+	if s.External {
+		return nil // the runtime writes the container's resolv.conf
 	}
 	return m.writeResolvConf(s)
 }
@@ -517,6 +564,9 @@ func (m *Manager) destroy(s *Sandbox) error {
 		if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("deleting link %s: %w", s.HostInterface, err))
 		}
+	}
+	if s.External {
+		return errors.Join(errs...) // never remove a namespace we did not make
 	}
 	if err := removeNamespace(s.NetnsPath); err != nil {
 		errs = append(errs, err)
@@ -635,4 +685,51 @@ func (m *Manager) enableForwarding() error {
 	}
 	m.log.Info("enabled net.ipv4.ip_forward so that sandboxes' routed traffic can be answered; the host's own FORWARD policy is unchanged")
 	return nil
+}
+
+// Check verifies a sandbox's wiring: its namespace, its host link, and the
+// address and default route inside.
+func (m *Manager) Check(name string) error {
+	m.mu.RLock()
+	sb, ok := m.byName[name]
+	m.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if err := m.check(sb); err != nil {
+		return err
+	}
+	ns, err := netns.GetFromPath(sb.NetnsPath)
+	if err != nil {
+		return fmt.Errorf("opening namespace: %w", err)
+	}
+	defer ns.Close()
+	inner, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("opening netlink in namespace: %w", err)
+	}
+	defer inner.Close()
+	l, err := inner.LinkByName(sb.Interface)
+	if err != nil {
+		return fmt.Errorf("interface %s in the sandbox: %w", sb.Interface, err)
+	}
+	addrs, _ := inner.AddrList(l, netlink.FAMILY_V4)
+	found := false
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == sb.Addr {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("interface %s lacks its address %s", sb.Interface, sb.Addr)
+	}
+	routes, _ := inner.RouteList(l, netlink.FAMILY_V4)
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+			if gw, ok := netip.AddrFromSlice(r.Gw); ok && gw.Unmap() == sb.Gateway {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("no default route via %s in the sandbox", sb.Gateway)
 }

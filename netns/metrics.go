@@ -9,7 +9,7 @@ import (
 // Metrics are the sandbox lifecycle metrics.
 //
 //	interceptd_sandbox_active                      gauge
-//	interceptd_sandbox_operations_total{op,result} op: create|delete; result: ok|error
+//	interceptd_sandbox_operations_total{op,result} op: create|attach|delete; result: ok|error
 //	interceptd_sandbox_operation_duration_seconds{op}
 type Metrics struct {
 	active   prometheus.Gauge
@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"op"}),
 	}
-	for _, op := range []string{"create", "delete"} {
+	for _, op := range []string{"create", "attach", "delete"} {
 		for _, r := range []string{"ok", "error"} {
 			m.ops.WithLabelValues(op, r)
 		}

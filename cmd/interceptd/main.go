@@ -40,6 +40,10 @@ Client commands find the daemon through --admin-socket or INTERCEPTD_SOCKET
 `
 
 func main() {
+	if isCNI() {
+		runCNI()
+		return
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -2,7 +2,9 @@
 // socket that only root can open. The CLI is its client.
 //
 //	POST   /v1/sandboxes         {"name": "web1", "policy": {…}}  → 201 sandbox
+//	                             (+ "netns_path", "interface": attach a runtime's namespace)
 //	GET    /v1/sandboxes/{name}/policy             → 200 policy
+//	GET    /v1/sandboxes/{name}/check              → 200 when its wiring is intact
 //	PATCH  /v1/sandboxes/{name}/policy  {fields}   → 200 policy (given fields replace)
 //	GET    /v1/sandboxes                           → 200 [sandbox]
 //	GET    /v1/sandboxes/{name}                    → 200 sandbox
@@ -40,6 +42,8 @@ import (
 // Sandboxes is what the API manages.
 type Sandboxes interface {
 	Create(name string, p *policy.Policy) (netns.Sandbox, error)
+	Attach(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error)
+	Check(name string) error
 	SetPolicy(name string, p policy.Policy) (netns.Sandbox, error)
 	Delete(name string) error
 	Get(name string) (netns.Sandbox, bool)
@@ -117,6 +121,13 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 	mux.HandleFunc("GET /v1/sandboxes/{name}", h.get)
 	mux.HandleFunc("DELETE /v1/sandboxes/{name}", h.delete)
 	mux.HandleFunc("GET /v1/sandboxes/{name}/policy", h.getPolicy)
+	mux.HandleFunc("GET /v1/sandboxes/{name}/check", func(w http.ResponseWriter, r *http.Request) {
+		if err := h.sb.Check(r.PathValue("name")); err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/policy", h.patchPolicy)
 	mux.HandleFunc("GET /v1/handlers", h.handlers)
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
@@ -164,6 +175,10 @@ type handlers struct {
 type CreateRequest struct {
 	Name   string       `json:"name"`
 	Policy *PolicyPatch `json:"policy,omitempty"`
+	// NetnsPath, when set, attaches this existing namespace (a runtime's)
+	// instead of creating one; Interface names the sandbox end of the veth.
+	NetnsPath string `json:"netns_path,omitempty"`
+	Interface string `json:"interface,omitempty"`
 }
 
 // PolicyPatch changes a policy: the fields given replace the current ones.
@@ -203,7 +218,13 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 		p := req.Policy.Apply(h.be.DefaultPolicy)
 		pol = &p
 	}
-	sb, err := h.sb.Create(req.Name, pol)
+	var sb netns.Sandbox
+	var err error
+	if req.NetnsPath != "" {
+		sb, err = h.sb.Attach(req.Name, req.NetnsPath, req.Interface, pol)
+	} else {
+		sb, err = h.sb.Create(req.Name, pol)
+	}
 	if err != nil {
 		writeErr(w, statusOf(err), err)
 		return

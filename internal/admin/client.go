@@ -35,6 +35,9 @@ func NewClient(path string) *Client {
 	}}
 }
 
+// ErrUnreachable is returned when nothing answers on the admin socket.
+var ErrUnreachable = errors.New("cannot reach the daemon")
+
 // APIError is an error answer from the daemon.
 type APIError struct {
 	Status  int
@@ -60,7 +63,7 @@ func (c *Client) do(method, path string, body, out any) error {
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) {
-			return fmt.Errorf("cannot reach the daemon at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %w", c.socket, ne.Err)
+			return fmt.Errorf("%w at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %v", ErrUnreachable, c.socket, ne.Err)
 		}
 		return err
 	}
@@ -155,7 +158,7 @@ func (c *Client) raw(method, base, key string, query url.Values, body io.Reader,
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) {
-			return nil, fmt.Errorf("cannot reach the daemon at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %w", c.socket, ne.Err)
+			return nil, fmt.Errorf("%w at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %v", ErrUnreachable, c.socket, ne.Err)
 		}
 	}
 	return resp, err
@@ -199,4 +202,16 @@ func (c *Client) Status() (Status, error) {
 	var st Status
 	err := c.do(http.MethodGet, "/v1/status", nil, &st)
 	return st, err
+}
+
+// Attach makes an existing namespace a sandbox (the CNI plugin's ADD).
+func (c *Client) Attach(name, nsPath, ifName string) (netns.Sandbox, error) {
+	var sb netns.Sandbox
+	err := c.do(http.MethodPost, "/v1/sandboxes", CreateRequest{Name: name, NetnsPath: nsPath, Interface: ifName}, &sb)
+	return sb, err
+}
+
+// Check verifies a sandbox's wiring.
+func (c *Client) Check(name string) error {
+	return c.do(http.MethodGet, "/v1/sandboxes/"+url.PathEscape(name)+"/check", nil, nil)
 }
