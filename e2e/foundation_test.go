@@ -34,6 +34,13 @@ func TestSandboxLifecycleThroughTheCLI(t *testing.T) {
 	if out, _ := exec.Command("ip", "netns", "list").Output(); !strings.Contains(string(out), sb.Netns) {
 		t.Errorf("ip netns list does not show %s:\n%s", sb.Netns, out)
 	}
+	resolv := "/etc/netns/" + sb.Netns + "/resolv.conf"
+	if b, err := os.ReadFile(resolv); err != nil || !strings.Contains(string(b), "nameserver "+sb.Gateway) {
+		t.Errorf("%s: %q %v", resolv, b, err)
+	}
+	if fi, err := os.Stat(resolv); err == nil && fi.Mode().Perm()&0o004 == 0 {
+		t.Errorf("%s is not world-readable: %v", resolv, fi.Mode())
+	}
 	if _, errOut, code := e.CLI("cleanup", "--config", e.Config, "--admin-socket", e.Socket); code != 1 || !strings.Contains(errOut, "a daemon is running") {
 		t.Errorf("cleanup under a running daemon: exit %d, %q", code, errOut)
 	}
@@ -42,6 +49,9 @@ func TestSandboxLifecycleThroughTheCLI(t *testing.T) {
 	}
 	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), sb.Netns) {
 		t.Errorf("namespace %s survived delete", sb.Netns)
+	}
+	if _, err := os.Stat("/etc/netns/" + sb.Netns); !os.IsNotExist(err) {
+		t.Errorf("/etc/netns/%s survived delete: %v", sb.Netns, err)
 	}
 	if _, errOut, code := e.CLI("sandbox", "delete", "web1"); code != 1 || !strings.Contains(errOut, "no such sandbox") {
 		t.Errorf("deleting twice: exit %d, %q", code, errOut)

@@ -446,7 +446,7 @@ func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) 
 		}
 	}
 	m.register(s)
-	m.log.Info("sandbox "+op+"ed", "sandbox", name, "netns", s.NetnsPath, "addr", addr)
+	m.log.Info(map[string]string{"create": "sandbox created", "attach": "sandbox attached"}[op], "sandbox", name, "netns", s.NetnsPath, "addr", addr)
 	return *s, nil
 }
 
