@@ -1,0 +1,443 @@
+// Command bench measures interceptd's paths side by side on this machine:
+// the direct routed path, the floor (a fixed-response handler), KV, state,
+// passthrough forwarding, blobs, DNS beside dnsmasq, and sandbox churn. It
+// builds the daemon, sets up its own namespaces (and removes them), runs
+// interleaved rounds and prints one table of medians and ratios to the
+// direct path of the same round.
+//
+//	sudo bench/run            # installs wrk, dnsperf, dnsmasq, then: go run ./bench
+//
+// Traffic stays inside the namespaces it makes: 192.0.2.0/24 (upstream),
+// 198.51.100.0/24 (direct client), the sandbox pool.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/vishvananda/netns"
+)
+
+var (
+	rounds    = flag.Int("rounds", 3, "interleaved rounds")
+	duration  = flag.Duration("duration", 5*time.Second, "length of each wrk/dnsperf run")
+	conns     = flag.Int("conns", 32, "wrk connections")
+	bigMiB    = flag.Int("big-blob-mib", 1024, "size of the large blob, MiB")
+	sandboxes = flag.Int("sandboxes", 500, "sandboxes for the scale figures")
+)
+
+type bench struct {
+	id, hostNS, upNS, cliNS string
+	dir, bin, sock          string
+	daemon                  *exec.Cmd
+	cleanups                []func()
+	sb                      admin.Client
+	sandboxNS               string
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func sh(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		must(fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out))
+	}
+	return string(out)
+}
+
+func (b *bench) defer_(f func()) { b.cleanups = append(b.cleanups, f) }
+
+func (b *bench) close() {
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+}
+
+// inNetns runs fn on a thread in the namespace at path.
+func inNetns(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, _ := netns.Get()
+		target, err := netns.GetFromPath(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		netns.Set(target)
+		ferr := fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+func (b *bench) setup() {
+	bb := make([]byte, 3)
+	rand.Read(bb)
+	b.id = hex.EncodeToString(bb)
+	b.hostNS, b.upNS, b.cliNS = "ibench-"+b.id+"-host", "ibench-"+b.id+"-up", "ibench-"+b.id+"-cli"
+	var err error
+	b.dir, err = os.MkdirTemp("", "interceptd-bench-")
+	must(err)
+	b.defer_(func() { os.RemoveAll(b.dir) })
+	b.bin = filepath.Join(b.dir, "interceptd")
+	sh("go", "build", "-o", b.bin, "./cmd/interceptd")
+	for _, ns := range []string{b.hostNS, b.upNS, b.cliNS} {
+		sh("ip", "netns", "add", ns)
+		b.defer_(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		sh("ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	link := func(peer, hostIf, hostAddr, peerAddr string) {
+		sh("ip", "-n", b.hostNS, "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", peer)
+		sh("ip", "-n", b.hostNS, "addr", "add", hostAddr, "dev", hostIf)
+		sh("ip", "-n", b.hostNS, "link", "set", hostIf, "up")
+		sh("ip", "-n", peer, "addr", "add", peerAddr, "dev", "eth0")
+		sh("ip", "-n", peer, "link", "set", "eth0", "up")
+	}
+	link(b.upNS, "up0", "192.0.2.1/24", "192.0.2.2/24")
+	link(b.cliNS, "cli0", "198.51.100.1/24", "198.51.100.2/24")
+	sh("ip", "-n", b.upNS, "route", "add", "default", "via", "192.0.2.1")
+	sh("ip", "-n", b.cliNS, "route", "add", "default", "via", "198.51.100.1")
+	sh("ip", "netns", "exec", b.hostNS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+	// The upstream: a fixed 200, keep-alive, in the upstream namespace.
+	var ln net.Listener
+	must(inNetns("/run/netns/"+b.upNS, func() (err error) { ln, err = net.Listen("tcp4", "192.0.2.2:80"); return }))
+	body := []byte("ok\n")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "3")
+		w.Write(body)
+	})}
+	go srv.Serve(ln)
+	b.defer_(func() { srv.Close() })
+
+	// dnsmasq: the daemon's upstream (in the upstream namespace) and the
+	// comparison (in the host namespace, one hop from the direct client as
+	// the shim is one hop from the sandbox), answering the same names.
+	for _, d := range []struct{ ns, addr string }{{b.upNS, "192.0.2.2"}, {b.hostNS, "198.51.100.1"}} {
+		cmd := exec.Command("ip", "netns", "exec", d.ns, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+			"--listen-address="+d.addr, "--bind-interfaces", "--port=53", "--cache-size=10000", "--user=root",
+			"--pid-file="+filepath.Join(b.dir, d.ns+".pid"),
+			"--address=/example.bench/192.0.2.2", "--address=/my.kv/198.18.213.1")
+		must(cmd.Start())
+		b.defer_(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+
+	cfg := filepath.Join(b.dir, "interceptd.yaml")
+	b.sock = filepath.Join(b.dir, "admin.sock")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
+data_dir: %s
+admin_socket: %s
+dns: {upstreams: ["192.0.2.2:53"]}
+sandbox: {netns_prefix: ibench%s-}
+metrics: {max_sandbox_labels: 1000}
+handlers:
+  - {host: my.kv, kind: kv}
+  - {host: my.r2, kind: blob}
+  - {host: state.do, kind: state}
+  - {host: floor.bench, kind: respond, body: "ok\n"}
+`, filepath.Join(b.dir, "data"), b.sock, b.id)), 0o644)
+	// warn: the per-request decision record costs CPU; see bench/README.md.
+	b.daemon = exec.Command("nsenter", "--net=/run/netns/"+b.hostNS, b.bin, "serve", "--config", cfg, "--log-level", "warn")
+	b.daemon.Stderr = os.Stderr
+	must(b.daemon.Start())
+	b.defer_(func() {
+		b.daemon.Process.Signal(os.Interrupt)
+		b.daemon.Wait()
+		exec.Command("nsenter", "--net=/run/netns/"+b.hostNS, b.bin, "cleanup", "--config", cfg).Run()
+	})
+	b.sb = *admin.NewClient(b.sock)
+	for i := 0; ; i++ {
+		if _, err := b.sb.List(); err == nil {
+			break
+		}
+		if i > 100 {
+			must(fmt.Errorf("daemon did not start"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sbx, err := b.sb.Create("bench", nil)
+	must(err)
+	b.sandboxNS = sbx.Netns
+
+	// Seed: a hot key, a state key, blobs.
+	put := func(host, key, sandbox string, body []byte) {
+		resp, err := b.sb.Handler(http.MethodPut, host, key, sandbox, nil, bytes.NewReader(body), http.Header{"Content-Length": {strconv.Itoa(len(body))}})
+		must(err)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			must(fmt.Errorf("seeding %s/%s: %s", host, key, resp.Status))
+		}
+	}
+	put("my.kv", "hot", "", bytes.Repeat([]byte("v"), 128))
+	put("state.do", "k", "bench", bytes.Repeat([]byte("s"), 128))
+	mib := make([]byte, 1<<20)
+	rand.Read(mib)
+	put("my.r2", "1m", "", mib)
+	os.WriteFile(filepath.Join(b.dir, "put.lua"), []byte(`wrk.method = "PUT"
+wrk.body = string.rep("v", 128)
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/put-" .. (counter % 1000))
+end
+`), 0o644)
+}
+
+var rpsRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+var totalRE = regexp.MustCompile(`(\d+) requests in`)
+
+// daemonCPU returns the daemon's user+system CPU time.
+func (b *bench) daemonCPU() time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", b.daemon.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func (b *bench) rss() (total, anon int64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", b.daemon.Process.Pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fs := strings.Fields(s.Text())
+		if len(fs) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fs[1], 10, 64)
+		switch fs[0] {
+		case "VmRSS:":
+			total = kb << 10
+		case "RssAnon:":
+			anon = kb << 10
+		}
+	}
+	return
+}
+
+// wrk runs wrk in a namespace; it returns requests/s and daemon CPU µs per request.
+func (b *bench) wrk(ns, url string, extra ...string) (float64, float64) {
+	args := append([]string{"netns", "exec", ns, "wrk", "-t2", "-c" + strconv.Itoa(*conns), "-d" + duration.String()}, extra...)
+	args = append(args, url)
+	cpu0 := b.daemonCPU()
+	out := sh("ip", args...)
+	cpu := b.daemonCPU() - cpu0
+	m, t := rpsRE.FindStringSubmatch(out), totalRE.FindStringSubmatch(out)
+	if m == nil || t == nil {
+		must(fmt.Errorf("wrk output:\n%s", out))
+	}
+	rps, _ := strconv.ParseFloat(m[1], 64)
+	total, _ := strconv.ParseFloat(t[1], 64)
+	if strings.Contains(out, "Non-2xx") {
+		fmt.Fprintf(os.Stderr, "bench: %s answered non-2xx:\n%s", url, out)
+	}
+	return rps, float64(cpu.Microseconds()) / total
+}
+
+var qpsRE = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
+
+func (b *bench) dnsperf(ns, server, name string) float64 {
+	data := filepath.Join(b.dir, "q-"+name)
+	os.WriteFile(data, []byte(name+" A\n"), 0o644)
+	out := sh("ip", "netns", "exec", ns, "dnsperf", "-s", server, "-d", data, "-l", strconv.Itoa(int(duration.Seconds())), "-c", "4", "-q", "64")
+	m := qpsRE.FindStringSubmatch(out)
+	if m == nil {
+		must(fmt.Errorf("dnsperf output:\n%s", out))
+	}
+	q, _ := strconv.ParseFloat(m[1], 64)
+	return q
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+type row struct {
+	name    string
+	vals    []float64 // per round
+	ratios  []float64 // per round, to the reference
+	cpu     []float64
+	unit    string
+	ref     string
+	comment string
+}
+
+func main() {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		must(fmt.Errorf("run as root (namespaces, iptables)"))
+	}
+	b := &bench{}
+	defer b.close()
+	b.setup()
+
+	sbNS := b.sandboxNS
+	http := []struct {
+		name, ns, url string
+		extra         []string
+	}{
+		{"direct (routed, no interception)", b.cliNS, "http://192.0.2.2/", nil},
+		{"floor (respond handler)", sbNS, "http://floor.bench/", nil},
+		{"KV GET hot key", sbNS, "http://my.kv/hot", nil},
+		{"KV PUT (durable)", sbNS, "http://my.kv/", []string{"-s", filepath.Join(b.dir, "put.lua")}},
+		{"state GET", sbNS, "http://state.do/k", nil},
+		{"passthrough (forward)", sbNS, "http://192.0.2.2/", nil},
+		{"blob GET 1 MiB", sbNS, "http://my.r2/1m", nil},
+	}
+	rows := make([]*row, len(http))
+	for i, h := range http {
+		rows[i] = &row{name: h.name, unit: "req/s", ref: "direct"}
+	}
+	dnsRows := []*row{{name: "DNS handler name (shim)", unit: "q/s", ref: "dnsmasq"}, {name: "DNS forwarded name (shim)", unit: "q/s", ref: "dnsmasq"}, {name: "DNS dnsmasq, same names", unit: "q/s"}}
+	for r := 0; r < *rounds; r++ {
+		fmt.Fprintf(os.Stderr, "round %d/%d\n", r+1, *rounds)
+		var direct float64
+		for i, h := range http {
+			rps, cpu := b.wrk(h.ns, h.url, h.extra...)
+			if i == 0 {
+				direct = rps
+			}
+			rows[i].vals = append(rows[i].vals, rps)
+			rows[i].ratios = append(rows[i].ratios, rps/direct)
+			if i > 0 {
+				rows[i].cpu = append(rows[i].cpu, cpu)
+			}
+		}
+		dm := b.dnsperf(b.cliNS, "198.51.100.1", "my.kv")
+		dh := b.dnsperf(sbNS, "192.0.2.77", "my.kv")
+		df := b.dnsperf(sbNS, "192.0.2.77", "example.bench")
+		dnsRows[0].vals, dnsRows[0].ratios = append(dnsRows[0].vals, dh), append(dnsRows[0].ratios, dh/dm)
+		dnsRows[1].vals, dnsRows[1].ratios = append(dnsRows[1].vals, df), append(dnsRows[1].ratios, df/dm)
+		dnsRows[2].vals, dnsRows[2].ratios = append(dnsRows[2].vals, dm), append(dnsRows[2].ratios, 1)
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "path\tmedian\tunit\tratio\tto\tdaemon CPU µs/req\t\n")
+	for _, r := range append(rows, dnsRows...) {
+		cpu := "-"
+		if len(r.cpu) > 0 {
+			cpu = fmt.Sprintf("%.1f", median(r.cpu))
+		}
+		ref := r.ref
+		if ref == "" {
+			ref = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.2f\t%s\t%s\t\n", r.name, median(r.vals), r.unit, median(r.ratios), ref, cpu)
+	}
+	floor := median(rows[1].vals)
+	fmt.Fprintf(tw, "KV GET / floor\t\t\t%.2f\t\t\t\n", median(rows[2].vals)/floor)
+	fmt.Fprintf(tw, "blob GET 1 MiB\t%.0f\tMB/s\t\t\t\t\n", median(rows[6].vals)*1.048576)
+	tw.Flush()
+
+	b.bigBlob()
+	b.scale()
+}
+
+// bigBlob uploads and downloads the large blob, with the daemon's RSS
+// growth during the download.
+func (b *bench) bigBlob() {
+	path := filepath.Join(b.dir, "big")
+	f, _ := os.Create(path)
+	buf := make([]byte, 1<<20)
+	rand.Read(buf)
+	for i := 0; i < *bigMiB; i++ {
+		f.Write(buf)
+	}
+	f.Close()
+	sh("ip", "netns", "exec", b.sandboxNS, "curl", "-sS", "-o", "/dev/null", "-T", path, "http://my.r2/big")
+	os.Remove(path)
+	t0, a0 := b.rss()
+	var peakT, peakA int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			t, a := b.rss()
+			peakT, peakA = max(peakT, t), max(peakA, a)
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	start := time.Now()
+	sh("ip", "netns", "exec", b.sandboxNS, "curl", "-sS", "-o", "/dev/null", "http://my.r2/big")
+	d := time.Since(start)
+	close(stop)
+	<-done
+	fmt.Printf("\nblob GET %d MiB: %.0f MB/s; daemon RSS growth %.1f MiB (anonymous %.1f MiB, the rest mapped pages of the store file)\n",
+		*bigMiB, float64(*bigMiB)*1.048576/d.Seconds(), float64(peakT-t0)/(1<<20), float64(peakA-a0)/(1<<20))
+}
+
+// scale measures sandbox churn, rule counts and memory at many sandboxes.
+func (b *bench) scale() {
+	rules := func() int {
+		out := sh("ip", "netns", "exec", b.hostNS, "iptables-save")
+		return strings.Count(out, "\n-A ")
+	}
+	one := rules()
+	const churn = 100
+	start := time.Now()
+	for i := 0; i < churn; i++ {
+		name := fmt.Sprintf("churn%d", i)
+		_, err := b.sb.Create(name, nil)
+		must(err)
+		must(b.sb.Delete(name))
+	}
+	perSec := churn / time.Since(start).Seconds()
+	start = time.Now()
+	for i := 0; i < *sandboxes; i++ {
+		_, err := b.sb.Create(fmt.Sprintf("s%d", i), nil)
+		must(err)
+	}
+	toN := time.Since(start)
+	many := rules()
+	rssT, rssA := b.rss()
+	fmt.Printf("sandboxes: %.0f create+delete/s; %d created in %v; iptables rules %d at 1 sandbox, %d at %d; daemon RSS %.1f MiB (anonymous %.1f MiB) at %d\n",
+		perSec, *sandboxes, toN.Round(time.Millisecond), one, many, *sandboxes+1, float64(rssT)/(1<<20), float64(rssA)/(1<<20), *sandboxes+1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for i := 0; i < *sandboxes && ctx.Err() == nil; i++ {
+		b.sb.Delete(fmt.Sprintf("s%d", i))
+	}
+}
