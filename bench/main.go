@@ -42,6 +42,7 @@ var (
 	conns     = flag.Int("conns", 32, "wrk connections")
 	bigMiB    = flag.Int("big-blob-mib", 1024, "size of the large blob, MiB")
 	sandboxes = flag.Int("sandboxes", 500, "sandboxes for the scale figures")
+	only      = flag.String("only", "", "profile one HTTP path (its name prefix) for -duration and write daemon.pprof")
 )
 
 type bench struct {
@@ -154,6 +155,7 @@ func (b *bench) setup() {
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
 data_dir: %s
 admin_socket: %s
+listen: {pprof: true}
 dns: {upstreams: ["192.0.2.2:53"]}
 sandbox: {netns_prefix: ibench%s-}
 metrics: {max_sandbox_labels: 1000}
@@ -321,6 +323,23 @@ func main() {
 		{"state GET", sbNS, "http://state.do/k", nil},
 		{"passthrough (forward)", sbNS, "http://192.0.2.2/", nil},
 		{"blob GET 1 MiB", sbNS, "http://my.r2/1m", nil},
+	}
+	if *only != "" {
+		for _, h := range http {
+			if strings.HasPrefix(h.name, *only) {
+				go func() {
+					time.Sleep(time.Second)
+					prof := exec.Command("ip", "netns", "exec", b.hostNS, "curl", "-sS", "-o", "daemon.pprof",
+						fmt.Sprintf("http://127.0.0.1:9780/debug/pprof/profile?seconds=%d", int(duration.Seconds())-2))
+					prof.Run()
+				}()
+				rps, cpu := b.wrk(h.ns, h.url, h.extra...)
+				time.Sleep(2 * time.Second)
+				fmt.Printf("%s: %.0f req/s, %.1f µs daemon CPU/req; profile in daemon.pprof\n", h.name, rps, cpu)
+				return
+			}
+		}
+		must(fmt.Errorf("no path named %q", *only))
 	}
 	rows := make([]*row, len(http))
 	for i, h := range http {

@@ -93,7 +93,8 @@ func (p *Proxy) Init() {
 		Proxy:               nil,
 	}
 	p.proxy = &httputil.ReverseProxy{
-		Transport: tr,
+		Transport:  tr,
+		BufferPool: copyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(p.Upstream)
 			pr.Out.Host = p.Upstream.Host

@@ -82,6 +82,8 @@ type Listen struct {
 	DNSPort int `yaml:"dns_port"`
 	// Metrics is the Prometheus /metrics listener; empty disables it.
 	Metrics string `yaml:"metrics"`
+	// Pprof also serves Go's /debug/pprof/ on the metrics listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // DNS configures the DNS shim.

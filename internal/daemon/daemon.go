@@ -190,7 +190,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	go func() { d.errc <- d.router.Serve(ln) }()
 
 	if cfg.Listen.Metrics != "" {
-		if d.metrics, err = metrics.Listen(cfg.Listen.Metrics, reg); err != nil {
+		if d.metrics, err = metrics.Listen(cfg.Listen.Metrics, reg, cfg.Listen.Pprof); err != nil {
 			return d, err
 		}
 		go func() { d.errc <- d.metrics.Serve() }()
