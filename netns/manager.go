@@ -456,16 +456,11 @@ func (m *Manager) build(s *Sandbox) error {
 			return err
 		}
 	}
-	ns, err := netns.GetFromPath(s.NetnsPath)
+	ns, inner, closeNS, err := openNamespace(s.NetnsPath)
 	if err != nil {
-		return fmt.Errorf("opening namespace: %w", err)
+		return err
 	}
-	defer ns.Close()
-	inner, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("opening netlink in namespace: %w", err)
-	}
-	defer inner.Close()
+	defer closeNS()
 
 	la := netlink.NewLinkAttrs()
 	la.Name = s.HostInterface
@@ -699,16 +694,11 @@ func (m *Manager) Check(name string) error {
 	if err := m.check(sb); err != nil {
 		return err
 	}
-	ns, err := netns.GetFromPath(sb.NetnsPath)
+	_, inner, closeNS, err := openNamespace(sb.NetnsPath)
 	if err != nil {
-		return fmt.Errorf("opening namespace: %w", err)
+		return err
 	}
-	defer ns.Close()
-	inner, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("opening netlink in namespace: %w", err)
-	}
-	defer inner.Close()
+	defer closeNS()
 	l, err := inner.LinkByName(sb.Interface)
 	if err != nil {
 		return fmt.Errorf("interface %s in the sandbox: %w", sb.Interface, err)
@@ -732,4 +722,19 @@ func (m *Manager) Check(name string) error {
 		}
 	}
 	return fmt.Errorf("no default route via %s in the sandbox", sb.Gateway)
+}
+
+// openNamespace opens the namespace at path and a netlink handle bound to
+// it; close releases both.
+func openNamespace(path string) (netns.NsHandle, *netlink.Handle, func(), error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("opening namespace: %w", err)
+	}
+	inner, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return 0, nil, nil, fmt.Errorf("opening netlink in namespace: %w", err)
+	}
+	return ns, inner, func() { inner.Close(); ns.Close() }, nil
 }

@@ -36,12 +36,9 @@ var StoredHeaders = []string{"Content-Type", "Content-Encoding", "Content-Langua
 const MetaPrefix = "X-Meta-"
 
 func (h *Blob) bucket(env Env) (*store.Blobs, error) {
-	scope := store.ScopeShared
-	if h.PerSandbox {
-		if env.Sandbox == "" {
-			return nil, Errorf(http.StatusBadRequest, "this handler keeps objects per sandbox: name one")
-		}
-		scope = store.SandboxScope(env.Sandbox)
+	scope, err := scopeOf(h.PerSandbox, env)
+	if err != nil {
+		return nil, err
 	}
 	return h.DB.Blobs(h.Bucket, scope, h.Limits), nil
 }

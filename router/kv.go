@@ -41,14 +41,23 @@ type KV struct {
 var _ Handler = (*KV)(nil)
 
 func (h *KV) space(env Env) (*store.KV, error) {
-	scope := store.ScopeShared
-	if h.PerSandbox {
-		if env.Sandbox == "" {
-			return nil, Errorf(http.StatusBadRequest, "this handler keeps keys per sandbox: name one")
-		}
-		scope = store.SandboxScope(env.Sandbox)
+	scope, err := scopeOf(h.PerSandbox, env)
+	if err != nil {
+		return nil, err
 	}
 	return h.DB.Keys(h.Kind, h.Namespace, scope, h.Limits), nil
+}
+
+// scopeOf is the store scope a request works in: shared, or the calling
+// sandbox's own.
+func scopeOf(perSandbox bool, env Env) (string, error) {
+	if !perSandbox {
+		return store.ScopeShared, nil
+	}
+	if env.Sandbox == "" {
+		return "", Errorf(http.StatusBadRequest, "this handler keeps data per sandbox: name one")
+	}
+	return store.SandboxScope(env.Sandbox), nil
 }
 
 // ServeHTTP implements Handler.
