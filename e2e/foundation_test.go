@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
@@ -418,5 +419,37 @@ func TestRuleCountIsConstantWhateverTheNumberOfSandboxes(t *testing.T) {
 	}
 	if ten := ruleCount(t, e); ten != one {
 		t.Errorf("%d iptables rules with 1 sandbox, %d with 10", one, ten)
+	}
+}
+
+func TestAProcessLeftInADeletedSandboxLosesItsNetwork(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("held")
+	holder := exec.Command("ip", "netns", "exec", sb.Netns, "sleep", "30")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	time.Sleep(200 * time.Millisecond)
+	nsOf := fmt.Sprintf("--net=/proc/%d/ns/net", holder.Process.Pid)
+	if out, err := exec.Command("nsenter", nsOf, "ip", "-o", "link", "show", "eth0").CombinedOutput(); err != nil {
+		t.Fatalf("eth0 before delete: %v %s", err, out)
+	}
+	if _, errOut, code := e.CLI("sandbox", "delete", "held"); code != 0 {
+		t.Fatal(errOut)
+	}
+	// Unknown to the daemon at once: its requests are refused.
+	if out, _ := exec.Command("nsenter", nsOf, "curl", "-sS", "-m", "2", "http://"+virtualKV+"/k").CombinedOutput(); !strings.Contains(string(out), "not a sandbox") && !strings.Contains(string(out), "curl:") {
+		t.Errorf("a deleted sandbox was served: %s", out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := exec.Command("nsenter", nsOf, "ip", "link", "show", "eth0").Run(); err != nil {
+			break // the link is gone
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deleted sandbox's link is still there after 5s")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

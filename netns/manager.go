@@ -104,11 +104,55 @@ type Manager struct {
 	nl    *netlink.Handle
 	rules RuleSet
 
-	mu     sync.RWMutex // guards the maps and pool
-	pool   *Pool
-	byName map[string]*Sandbox
-	byAddr map[netip.Addr]*Sandbox
-	opMu   sync.Mutex // serialises create/delete so kernel state follows the maps
+	mu       sync.RWMutex // guards the maps and pool
+	pool     *Pool
+	byName   map[string]*Sandbox
+	byAddr   map[netip.Addr]*Sandbox
+	opMu     sync.Mutex // serialises create/delete so kernel state follows the maps
+	reapq    chan reapItem
+	stopReap chan struct{}
+	reaping  sync.WaitGroup
+}
+
+// reapDelay is how long a deleted sandbox's link is left to the kernel: an
+// unmounted namespace with nothing in it is destroyed asynchronously, veth
+// pair included, in batches far cheaper than deleting each link (about
+// 20 ms each, an RCU grace period). A link still there after it (a process
+// kept the namespace alive, or the namespace was a runtime's) is deleted.
+const reapDelay = 2 * time.Second
+
+type reapItem struct {
+	s     *Sandbox
+	after time.Time
+}
+
+// reaper removes deleted sandboxes' links and then frees their slots, so a
+// new sandbox never meets a leftover link of the same name.
+func (m *Manager) reaper() {
+	defer m.reaping.Done()
+	for {
+		var it reapItem
+		select {
+		case it = <-m.reapq:
+		case <-m.stopReap:
+			return
+		}
+		if !it.s.External {
+			select {
+			case <-time.After(time.Until(it.after)):
+			case <-m.stopReap:
+				return
+			}
+		}
+		if l, err := m.nl.LinkByName(it.s.HostInterface); err == nil {
+			if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
+				m.log.Warn("deleting a deleted sandbox's link", "sandbox", it.s.Name, "link", it.s.HostInterface, "error", err)
+			}
+		}
+		m.mu.Lock()
+		m.pool.Release(it.s.Slot)
+		m.mu.Unlock()
+	}
 }
 
 // New returns a Manager for the calling process's network namespace. Call
@@ -138,16 +182,25 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.IPSets == nil {
 		cfg.IPSets = netlinkSets{nl}
 	}
-	return &Manager{
+	m := &Manager{
 		cfg: cfg, log: cfg.Logger, nl: nl, pool: pool,
 		rules:  Rules(cfg.Rules),
 		byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
-	}, nil
+		reapq: make(chan reapItem, 1<<16), stopReap: make(chan struct{}),
+	}
+	m.reaping.Add(1)
+	go m.reaper()
+	return m, nil
 }
 
 // Close releases the netlink handle. Sandboxes and rules stay in place:
 // while the daemon is away its sandboxes keep no way around it.
-func (m *Manager) Close() { m.nl.Close() }
+// Links of sandboxes deleted just before are left to the next start's sweep.
+func (m *Manager) Close() {
+	close(m.stopReap)
+	m.reaping.Wait()
+	m.nl.Close()
+}
 
 // RuleSet returns the interception rules the manager installs.
 func (m *Manager) RuleSet() RuleSet { return m.rules }
@@ -590,15 +643,21 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.cfg.Metrics.setActive(n)
 	m.clearSets(s)
-	err = m.destroy(s)
+	// The sandbox is already unknown to DNS, the router and the ipsets:
+	// whatever it still sends is refused. The namespace goes now; its link
+	// goes in the background (see reaper), keeping the slot until then.
+	if !s.External {
+		if rerr := removeNamespace(s.NetnsPath); rerr != nil {
+			err = rerr
+		}
+		m.removeResolvConf(s.Netns)
+	}
+	m.reapq <- reapItem{s: s, after: time.Now().Add(reapDelay)}
 	if m.cfg.Records != nil {
 		if rerr := m.cfg.Records.DeleteSandbox(name); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("deleting record: %w", rerr))
 		}
 	}
-	m.mu.Lock()
-	m.pool.Release(s.Slot)
-	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("deleting sandbox %s: %w", name, err)
 	}
