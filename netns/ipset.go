@@ -89,10 +89,13 @@ func policyEntries(sb *Sandbox) []setEntry {
 	return out
 }
 
-// syncSets makes the ipsets say what sb's policy says: its old entries
-// (including addresses learned from DNS) go, the policy's are added.
-func (m *Manager) syncSets(sb *Sandbox) error {
-	m.clearSets(sb)
+// syncSets makes the ipsets say what sb's policy says: the entries of old
+// (its previous state, if any; including addresses learned from DNS) go, the
+// policy's are added.
+func (m *Manager) syncSets(old, sb *Sandbox) error {
+	if old != nil {
+		m.clearSets(old)
+	}
 	var errs []error
 	for _, e := range policyEntries(sb) {
 		e.entry.Replace = true
@@ -103,22 +106,21 @@ func (m *Manager) syncSets(sb *Sandbox) error {
 	return errors.Join(errs...)
 }
 
-// clearSets removes every entry of sb from the sets: by its address or its
-// interface, so that a later sandbox on the same slot inherits nothing.
+// clearSets removes every entry of sb from the sets: those its policy
+// implies, and the addresses it learned from DNS (found by its interface), so
+// that a later sandbox on the same slot inherits nothing.
 func (m *Manager) clearSets(sb *Sandbox) {
-	src := net.IP(sb.Addr.AsSlice())
-	for _, name := range []string{SetInternet, SetAllow, SetDeny, SetAllowAll, SetDenyAll} {
-		res, err := m.nl.IpsetList(name)
-		if err != nil {
-			continue
-		}
-		for _, e := range res.Entries {
-			mine := (e.IFace != "" && e.IFace == sb.HostInterface) || (e.IP != nil && e.IP.Equal(src) && e.IFace == "")
-			if mine {
-				e := e
-				e.Timeout = nil
-				m.nl.IpsetDel(name, &e)
-			}
+	for _, e := range policyEntries(sb) {
+		m.nl.IpsetDel(e.set, &e.entry)
+	}
+	res, err := m.nl.IpsetList(SetAllowAll)
+	if err != nil {
+		return
+	}
+	for _, e := range res.Entries {
+		if e.IFace == sb.HostInterface {
+			e.Timeout = nil
+			m.nl.IpsetDel(SetAllowAll, &e)
 		}
 	}
 }

@@ -258,7 +258,7 @@ func (m *Manager) adopt() error {
 			m.cfg.Records.DeleteSandbox(name)
 			continue
 		}
-		if err := m.syncSets(&sb); err != nil {
+		if err := m.syncSets(&sb, &sb); err != nil {
 			m.log.Warn("restoring a re-adopted sandbox's policy sets", "sandbox", sb.Name, "error", err)
 		}
 		m.register(&sb)
@@ -489,7 +489,7 @@ func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) 
 	if err := m.build(s); err != nil {
 		return fail("", err)
 	}
-	if err := m.syncSets(s); err != nil {
+	if err := m.syncSets(nil, s); err != nil {
 		return fail("policy sets: ", err)
 	}
 	if m.cfg.Records != nil {
@@ -694,7 +694,7 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	}
 	next := *old
 	next.Policy, next.Compiled = compiled.Policy, compiled
-	if err := m.syncSets(&next); err != nil {
+	if err := m.syncSets(old, &next); err != nil {
 		return Sandbox{}, fmt.Errorf("updating policy sets: %w", err)
 	}
 	if m.cfg.Records != nil {

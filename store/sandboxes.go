@@ -4,16 +4,16 @@ import bolt "go.etcd.io/bbolt"
 
 // SaveSandbox records a sandbox so that a restarted daemon can re-adopt it.
 func (db *DB) SaveSandbox(name string, rec []byte) error {
-	return mapBoltErr(db.bolt.Update(func(tx *bolt.Tx) error {
+	return db.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSandboxes).Put([]byte(name), rec)
-	}))
+	})
 }
 
 // DeleteSandbox forgets a sandbox record; an absent one is not an error.
 func (db *DB) DeleteSandbox(name string) error {
-	return mapBoltErr(db.bolt.Update(func(tx *bolt.Tx) error {
+	return db.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSandboxes).Delete([]byte(name))
-	}))
+	})
 }
 
 // Sandboxes returns every sandbox record by name.
