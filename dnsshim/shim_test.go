@@ -68,7 +68,7 @@ func deadUpstream(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-func newShim(t *testing.T, upstreams ...string) (*Shim, *prometheus.Registry) {
+func newShim(t testing.TB, upstreams ...string) (*Shim, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	s := New(Config{
 		Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},

@@ -25,7 +25,7 @@ var (
 
 // handlersRouter routes my.kv, my.kv.private (per sandbox), my.r2 and
 // state.do for two sandboxes, a and b.
-func handlersRouter(t *testing.T) *Router {
+func handlersRouter(t testing.TB) *Router {
 	t.Helper()
 	db, err := store.Open(t.TempDir(), &store.Options{ChunkSize: 16, Limits: store.Limits{MaxMetadataBytes: 64, MaxObjectBytes: 1000}})
 	if err != nil {
@@ -84,6 +84,8 @@ func do(rt *Router, c call) *http.Response {
 }
 
 func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
+
+func bodyOf(r *http.Response) string { return body(r) }
 
 func TestKVHandlerSemantics(t *testing.T) {
 	rt := handlersRouter(t)

@@ -312,8 +312,10 @@ func NormalizeHost(h string) string {
 	if host, _, err := net.SplitHostPort(h); err == nil {
 		h = host
 	}
-	h = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(h, "]"), "["), ".")
-	return strings.ToLower(h)
+	if len(h) >= 2 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	return strings.ToLower(strings.TrimRight(h, "."))
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
