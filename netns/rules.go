@@ -196,6 +196,18 @@ func (rs RuleSet) Apply(ipt IPTables, sets IPSets) error {
 			return fmt.Errorf("creating ipset %s: %w", st.Name, err)
 		}
 	}
+	// On a restart the chains exist and sandboxes are live: refilling a
+	// chain leaves it empty for a moment, and an empty chain of ours lets
+	// their packets fall through to the host's own rules. Guards first:
+	// sandbox traffic is refused outright until the chains are whole again.
+	if ok, err := ipt.ChainExists("filter", ChainInput); err == nil && ok {
+		for _, g := range rs.guards() {
+			if err := ipt.Insert(g.Table, g.Chain, 1, g.Spec...); err != nil {
+				return fmt.Errorf("inserting guard %s: %w", g, err)
+			}
+			defer ipt.DeleteIfExists(g.Table, g.Chain, g.Spec...)
+		}
+	}
 	for _, c := range rs.Chains {
 		if err := ipt.ClearChain(c.Table, c.Name); err != nil {
 			return fmt.Errorf("preparing chain %s/%s: %w", c.Table, c.Name, err)
@@ -222,6 +234,18 @@ func (rs RuleSet) Apply(ipt IPTables, sets IPSets) error {
 		}
 	}
 	return nil
+}
+
+// guards refuse all sandbox traffic while Apply refills the chains.
+func (rs RuleSet) guards() []Rule {
+	var out []Rule
+	for _, j := range rs.Jumps {
+		if j.Table == "filter" {
+			spec := append(append([]string{}, j.Spec[:2]...), "-m", "comment", "--comment", "interceptd: reloading rules", "-j", "REJECT")
+			out = append(out, Rule{j.Table, j.Chain, spec})
+		}
+	}
+	return out
 }
 
 // Teardown removes the jumps and the daemon's chains. Anything already gone

@@ -172,3 +172,45 @@ type fakeSets map[string]string
 
 func (s fakeSets) Create(name, typ string) error { s[name] = typ; return nil }
 func (s fakeSets) Destroy(name string) error     { delete(s, name); return nil }
+
+// recordingIPT logs every call, to check the order of operations.
+type recordingIPT struct {
+	*fakeIPTables
+	log []string
+}
+
+func (r *recordingIPT) ClearChain(table, chain string) error {
+	guarded := 0
+	for _, rule := range r.chains["filter/INPUT"] {
+		if strings.Contains(rule, "reloading rules") {
+			guarded++
+		}
+	}
+	r.log = append(r.log, fmt.Sprintf("clear %s/%s guarded=%d", table, chain, guarded))
+	return r.fakeIPTables.ClearChain(table, chain)
+}
+
+func TestARestartRefillsTheChainsBehindGuards(t *testing.T) {
+	f := &recordingIPT{fakeIPTables: newFake()}
+	rs := Rules(testParams())
+	sets := fakeSets{}
+	rs.Apply(f, sets) // first start: no guards needed
+	for _, l := range f.log {
+		if !strings.HasSuffix(l, "guarded=0") {
+			t.Errorf("first start: %s", l)
+		}
+	}
+	f.log = nil
+	before := f.count()
+	if err := rs.Apply(f, sets); err != nil { // a restart
+		t.Fatal(err)
+	}
+	for _, l := range f.log {
+		if !strings.HasSuffix(l, "guarded=1") {
+			t.Errorf("restart: %s while unguarded", l)
+		}
+	}
+	if f.count() != before {
+		t.Errorf("%d rules after the restart, %d before: the guards were not removed", f.count(), before)
+	}
+}
