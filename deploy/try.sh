@@ -64,9 +64,9 @@ say "interceptd state get web1 visits      # the operator reads web1's state fro
 "$bin" state get web1 visits; echo
 say "interceptd sandbox list"
 "$bin" sandbox list
+say "curl -s 127.0.0.1:9780/metrics | grep '^interceptd_' | grep -v _bucket     # (a deleted sandbox's series are dropped)"
+nsenter --net=/run/netns/$ns curl -s 127.0.0.1:9780/metrics | grep '^interceptd_' | grep -v _bucket
 say "interceptd sandbox delete web1"
 "$bin" sandbox delete web1 && echo deleted
-say "curl -s 127.0.0.1:9780/metrics | grep '^interceptd_' | grep -v _bucket"
-nsenter --net=/run/netns/$ns curl -s 127.0.0.1:9780/metrics | grep '^interceptd_' | grep -v _bucket
 say "daemon log"
 cat "$tmp/daemon.log"
