@@ -480,3 +480,10 @@ func (e *Env) CreateWith(name string, flags ...string) Sandbox {
 	}
 	return sb
 }
+
+// Kill sends SIGKILL to the daemon: no cleanup of any kind runs.
+func (e *Env) Kill() {
+	e.daemon.Process.Kill()
+	<-e.exited
+	e.daemon = nil
+}

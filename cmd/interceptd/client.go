@@ -199,10 +199,11 @@ func cmdRun(args []string) error {
 func cmdStore(args []string) error {
 	fs := flag.NewFlagSet("store", flag.ContinueOnError)
 	sock := adminSocketFlag(fs)
+	check := fs.Bool("check", false, "run bbolt's consistency check first")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return errUsage
 	}
-	st, err := client(*sock).StoreStats()
+	st, err := client(*sock).StoreStats(*check)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ Usage:
   interceptd blob get|put|delete|list ...  seed and inspect blob buckets
   interceptd state get|put|delete|list SANDBOX ...   a sandbox's state
   interceptd status [--json]               version, uptime, sandboxes, requests, denials, store size
-  interceptd store                         print store statistics as JSON
+  interceptd store [--check]               print store statistics as JSON
   interceptd cleanup [--config FILE]       remove every namespace, link, rule and route the daemon made
   interceptd config default                print the embedded default config
   interceptd config check FILE             validate a config file

@@ -12,7 +12,7 @@
 //	GET    /v1/handlers                            → 200 [handler]
 //	ANY    /v1/handlers/{host}/{key...}[?sandbox=] → the handler's own answer,
 //	                                                 acting as that sandbox
-//	GET    /v1/store                               → 200 store stats
+//	GET    /v1/store[?check=1]                     → 200 store stats (after bbolt's consistency check)
 //	GET    /v1/status                              → 200 version, uptime, counts
 //
 // Errors are {"error": "..."} with a 4xx for the caller's mistakes.
@@ -62,6 +62,7 @@ type HandlerInfo struct {
 // Store is the part of the store operators reach.
 type Store interface {
 	Purge(sandbox string) error
+	Check() error
 	Stats() (store.Stats, error)
 }
 
@@ -270,6 +271,12 @@ func (h *handlers) handlers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) stats(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("check") == "1" {
+		if err := h.be.Store.Check(); err != nil {
+			writeErr(w, http.StatusInternalServerError, fmt.Errorf("store consistency check: %w", err))
+			return
+		}
+	}
 	st, err := h.be.Store.Stats()
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, err)

@@ -191,9 +191,13 @@ func escapeKey(key string) string {
 }
 
 // StoreStats returns the store's statistics.
-func (c *Client) StoreStats() (store.Stats, error) {
+func (c *Client) StoreStats(check bool) (store.Stats, error) {
 	var st store.Stats
-	err := c.do(http.MethodGet, "/v1/store", nil, &st)
+	p := "/v1/store"
+	if check {
+		p += "?check=1"
+	}
+	err := c.do(http.MethodGet, p, nil, &st)
 	return st, err
 }
 
