@@ -104,6 +104,8 @@ type Options struct {
 	DNS string
 	// Env is added to the daemon's environment.
 	Env []string
+	// Listen is added to the generated listen section (indented YAML lines).
+	Listen string
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -156,9 +158,10 @@ admin_socket: %s
 listen:
   metrics: %s
 %s
+%s
 sandbox:
   netns_prefix: %s
-%s`, filepath.Join(e.Dir, "data"), e.Socket, e.Metrics, dnsSection, e.Prefix, o.ExtraConfig)
+%s`, filepath.Join(e.Dir, "data"), e.Socket, e.Metrics, o.Listen, dnsSection, e.Prefix, o.ExtraConfig)
 	if err := os.WriteFile(e.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

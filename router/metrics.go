@@ -11,6 +11,7 @@ import (
 //
 //	interceptd_router_connections_total            intercepted TCP connections accepted
 //	interceptd_router_connections_active
+//	interceptd_router_connections_rejected_total    over the per-sandbox cap
 //	interceptd_router_requests_total{handler,code,sandbox} handler: a configured host, _catch_all, _forward, _deny, _unknown_source
 //	interceptd_router_requests_in_flight
 //	interceptd_router_request_bytes_total{handler}
@@ -18,6 +19,7 @@ import (
 //	interceptd_router_response_bytes_total{handler}
 //	interceptd_router_forward_errors_total{kind}    kind: refused|reset|unreachable|timeout|canceled|error
 type Metrics struct {
+	rejected    prometheus.Counter
 	sandboxes   *metrics.SandboxLabels
 	bytesIn     *prometheus.CounterVec
 	inFlight    prometheus.Gauge
@@ -33,6 +35,10 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Metrics {
 	m := &Metrics{
 		sandboxes: sandboxes,
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "interceptd", Subsystem: "router", Name: "connections_rejected_total",
+			Help: "Intercepted connections reset because their sandbox already held its maximum.",
+		}),
 		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "request_bytes_total",
 			Help: "Request body bytes received from sandboxes, by handler.",
@@ -67,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 			Help: "Failures forwarding to the original destination, by kind.",
 		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.conns, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
+	reg.MustRegister(m.rejected, m.conns, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
 	sandboxes.Track(m.requests)
 	return m
 }
@@ -104,5 +110,11 @@ func (m *Metrics) connClosed() {
 func (m *Metrics) forwardError(kind string) {
 	if m != nil {
 		m.forwardErrs.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *Metrics) rejectedConn() {
+	if m != nil {
+		m.rejected.Inc()
 	}
 }

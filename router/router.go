@@ -89,8 +89,10 @@ func New(cfg Config) *Router {
 	}
 	rt := &Router{cfg: cfg}
 	rt.srv = &http.Server{
-		Handler:           rt,
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler: rt,
+		// A sandbox that trickles its headers gets 10 s; its connections are
+		// capped per sandbox (LimitPerSource) so it cannot starve others.
+		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),

@@ -84,6 +84,9 @@ type Listen struct {
 	Metrics string `yaml:"metrics"`
 	// Pprof also serves Go's /debug/pprof/ on the metrics listener.
 	Pprof bool `yaml:"pprof"`
+	// MaxConnectionsPerSandbox caps the intercepted HTTP connections one
+	// sandbox holds open; more are reset at once. 0 means no cap.
+	MaxConnectionsPerSandbox int `yaml:"max_connections_per_sandbox"`
 }
 
 // DNS configures the DNS shim.
@@ -336,6 +339,9 @@ func (c *Config) Validate() error {
 		bad("listen.http", "%q is not an ip:port (%v)", c.Listen.HTTP, err)
 	} else if !ap.Addr().IsLoopback() || !ap.Addr().Is4() {
 		bad("listen.http", "%q must be an IPv4 loopback address: only TPROXY should reach it", c.Listen.HTTP)
+	}
+	if c.Listen.MaxConnectionsPerSandbox < 0 {
+		bad("listen.max_connections_per_sandbox", "must not be negative")
 	}
 	if c.Listen.DNSPort < 1 || c.Listen.DNSPort > 65535 {
 		bad("listen.dns_port", "%d is not a port", c.Listen.DNSPort)

@@ -187,6 +187,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
+	ln = router.LimitPerSource(ln, cfg.Listen.MaxConnectionsPerSandbox, rm)
 	go func() { d.errc <- d.router.Serve(ln) }()
 
 	if cfg.Listen.Metrics != "" {
