@@ -41,6 +41,9 @@ type Config struct {
 	TTL uint32
 	// Identify gates who is answered and with which policy.
 	Identify Identify
+	// MaxQPSPerSandbox limits the queries one sandbox gets answered per
+	// second (bursts of twice that); beyond it, REFUSED. 0 means no limit.
+	MaxQPSPerSandbox int
 	// DeniedRcode answers names policy denies (dns.RcodeNameError or
 	// dns.RcodeRefused). Default NXDOMAIN.
 	DeniedRcode int
@@ -56,6 +59,7 @@ type Config struct {
 
 // Shim is the DNS handler.
 type Shim struct {
+	limit    *limiter
 	names    map[string]netip.Addr
 	cfg      Config
 	udp, tcp *dns.Client
@@ -79,6 +83,7 @@ func New(cfg Config) *Shim {
 		names[dns.Fqdn(strings.ToLower(strings.TrimSuffix(n, ".")))] = a
 	}
 	return &Shim{
+		limit: newLimiter(cfg.MaxQPSPerSandbox),
 		names: names, cfg: cfg,
 		udp: &dns.Client{Net: "udp", UDPSize: dns.MaxMsgSize},
 		tcp: &dns.Client{Net: "tcp"},
@@ -93,6 +98,7 @@ const (
 	AnswerRefused   = "refused"   // the source is not a sandbox
 	AnswerMalformed = "malformed" // not a single-question query
 	AnswerDenied    = "denied"    // policy denies the name
+	AnswerLimited   = "limited"   // the sandbox is over its query rate
 )
 
 // ServeDNS answers r. It always writes one response.
@@ -115,6 +121,10 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 	if !ok {
 		m.SetRcode(r, dns.RcodeRefused)
 		return AnswerRefused, "", m
+	}
+	if !s.limit.allow(caller.Sandbox, time.Now()) {
+		m.SetRcode(r, dns.RcodeRefused)
+		return AnswerLimited, caller.Sandbox, m
 	}
 	if r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 || r.Response {
 		m.SetRcode(r, dns.RcodeFormatError)
@@ -255,6 +265,11 @@ func Listen(addr string, h dns.Handler) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for dns on udp %s: %w", addr, err)
 	}
+	// One socket serves every sandbox: a deep buffer absorbs bursts (the
+	// kernel caps each sandbox's rate before it gets here).
+	if uc, ok := pc.(*net.UDPConn); ok {
+		uc.SetReadBuffer(4 << 20)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		pc.Close()
@@ -285,3 +300,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.wg.Wait()
 	return err
 }
+
+// Forget drops what the shim keeps about a deleted sandbox.
+func (s *Shim) Forget(sandbox string) { s.limit.forget(sandbox) }

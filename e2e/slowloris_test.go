@@ -5,9 +5,13 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 func TestASandboxHoldingManyIdleConnectionsDoesNotStarveAnother(t *testing.T) {
@@ -71,5 +75,67 @@ func TestASandboxHoldingManyIdleConnectionsDoesNotStarveAnother(t *testing.T) {
 	}
 	if m := e.Scrape(); !strings.Contains(m, "interceptd_router_connections_rejected_total") {
 		t.Error("rejections are not counted")
+	}
+}
+
+func TestADNSFloodFromOneSandboxDoesNotStarveAnother(t *testing.T) {
+	e := NewEnv(t, Options{DNS: "dns:\n  upstreams: [\"192.0.2.2:53\"]\n  max_qps_per_sandbox: 200\n"})
+	attacker, victim := e.Create("flooder"), e.Create("quiet")
+	q := new(dns.Msg)
+	q.SetQuestion("my.kv.", dns.TypeA)
+	pkt, _ := q.Pack()
+	var sent, refused, answered atomic.Int64
+	stop := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var c net.Conn
+			if err := inNetns(attacker.NetnsPath, func() (err error) { c, err = net.Dial("udp4", nowhereIP+":53"); return }); err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			go func() {
+				buf := make([]byte, 512)
+				for {
+					c.SetReadDeadline(time.Now().Add(time.Second))
+					n, err := c.Read(buf)
+					if err != nil {
+						if time.Now().After(stop) {
+							return
+						}
+						continue
+					}
+					m := new(dns.Msg)
+					if m.Unpack(buf[:n]) == nil {
+						if m.Rcode == dns.RcodeRefused {
+							refused.Add(1)
+						} else {
+							answered.Add(1)
+						}
+					}
+				}
+			}()
+			for time.Now().Before(stop) {
+				c.Write(pkt)
+				sent.Add(1)
+			}
+		}()
+	}
+	var worst time.Duration
+	for i := 0; i < 20; i++ {
+		start := time.Now()
+		if got := e.MustIn(victim, "dig", "+short", "+time=2", "+tries=1", "@"+nowhereIP, "my.kv"); got != virtualKV+"\n" {
+			t.Errorf("the quiet sandbox got %q during the flood", got)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	wg.Wait()
+	t.Logf("flood: %d queries sent, %d answered, %d refused over its rate; the quiet sandbox's slowest of 20 lookups: %v",
+		sent.Load(), answered.Load(), refused.Load(), worst.Round(time.Millisecond))
+	if refused.Load() == 0 || answered.Load() > 3*200+2*200+100 {
+		t.Errorf("the flood was not limited: %d answered, %d refused", answered.Load(), refused.Load())
 	}
 }

@@ -55,6 +55,10 @@ type RuleParams struct {
 	// IP/CIDR allow names them.
 	Pool      string
 	Protected []string
+	// DNSQPS, when positive, caps the DNS queries (UDP) each sandbox address
+	// sends per second in the kernel, bursts of twice that: a flood is
+	// dropped before it can fill the shim's socket, which all sandboxes share.
+	DNSQPS int
 }
 
 // Set is one ipset the rules match against.
@@ -106,6 +110,7 @@ func Rules(p RuleParams) RuleSet {
 			// sandbox's address, a host address, anything else) is dropped
 			// before anything can answer it.
 			r("raw", ChainSpoof, "-m", "rpfilter", "--invert", "-m", "comment", "--comment", "interceptd: anti-spoofing", "-j", "DROP"),
+			dnsLimit(p),
 			// Port-80 TCP from sandboxes goes to the router's transparent
 			// listener, whatever its destination address.
 			r("mangle", ChainPrerouting, "-p", "tcp", "--dport", "80", "-m", "comment", "--comment", "interceptd: intercept http",
@@ -156,6 +161,16 @@ func Rules(p RuleParams) RuleSet {
 			r("nat", "POSTROUTING", "-s", p.Pool, "-j", ChainNAT),
 		},
 	}
+}
+
+func dnsLimit(p RuleParams) Rule {
+	if p.DNSQPS <= 0 {
+		return Rule{"raw", ChainSpoof, []string{"-p", "udp", "--dport", "53", "-m", "comment", "--comment", "interceptd: no dns rate limit", "-j", "RETURN"}}
+	}
+	return Rule{"raw", ChainSpoof, []string{"-p", "udp", "--dport", "53", "-m", "hashlimit",
+		"--hashlimit-above", fmt.Sprintf("%d/sec", p.DNSQPS), "--hashlimit-burst", strconv.Itoa(2 * p.DNSQPS),
+		"--hashlimit-mode", "srcip", "--hashlimit-name", "interceptd-dns",
+		"-m", "comment", "--comment", "interceptd: dns flood", "-j", "DROP"}}
 }
 
 func nflogRule(chain, reason string) Rule {

@@ -102,6 +102,9 @@ type DNS struct {
 	TTL uint32 `yaml:"ttl"`
 	// DeniedRcode answers names that policy denies: NXDOMAIN or REFUSED.
 	DeniedRcode string `yaml:"denied_rcode"`
+	// MaxQPSPerSandbox limits the queries one sandbox gets answered per
+	// second (bursts of twice that); beyond it, REFUSED. 0: no limit.
+	MaxQPSPerSandbox int `yaml:"max_qps_per_sandbox"`
 }
 
 // Sandbox configures per-sandbox namespaces.
@@ -383,6 +386,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Deny.Status < 400 || c.Deny.Status > 599 {
 		bad("deny.status", "%d is not a 4xx or 5xx status", c.Deny.Status)
+	}
+	if c.DNS.MaxQPSPerSandbox < 0 {
+		bad("dns.max_qps_per_sandbox", "must not be negative")
 	}
 	if c.DNS.DeniedRcode != "NXDOMAIN" && c.DNS.DeniedRcode != "REFUSED" {
 		bad("dns.denied_rcode", "%q: want NXDOMAIN or REFUSED", c.DNS.DeniedRcode)

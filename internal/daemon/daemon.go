@@ -48,6 +48,7 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 			InterfacePrefix: cfg.Sandbox.InterfacePrefix,
 			HTTPListenIP:    httpAP.Addr().String(), HTTPListenPort: int(httpAP.Port()),
 			DNSPort: cfg.Listen.DNSPort,
+			DNSQPS:  cfg.DNS.MaxQPSPerSandbox,
 			Pool:    pool.String(),
 			Protected: []string{pool.String(), cfg.DNS.VirtualCIDR, "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16",
 				"224.0.0.0/4", "255.255.255.255/32"},
@@ -118,9 +119,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	decisions := policy.NewMetrics(reg, labels)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
+	var shimForget func(string)
 	nc.OnDelete = func(name string) {
 		book.Forget(name)
 		labels.Release(name)
+		if shimForget != nil {
+			shimForget(name)
+		}
 	}
 	if d.mgr, err = netns.New(nc); err != nil {
 		return d, err
@@ -149,9 +154,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	shim := dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
-		Identify: d.mgr.Caller, DeniedRcode: rcode, Book: book, Decisions: decisions, AllowAddrs: d.mgr.AllowLearned,
+		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: book, Decisions: decisions, AllowAddrs: d.mgr.AllowLearned,
 		Metrics: dnsshim.NewMetrics(reg, labels), Logger: log,
 	})
+	shimForget = shim.Forget
 	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
 		return d, err
 	}
