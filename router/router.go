@@ -311,13 +311,21 @@ func newRequestID() string {
 // NormalizeHost lowercases a Host header value and strips its port and a
 // trailing dot. IPv6 literals keep their brackets off.
 func NormalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
+	// Repeat until nothing changes, so that normalising twice is the same
+	// as once whatever a client sends (the fuzzer found "[[]." and "..").
+	for {
+		prev := h
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
+		if len(h) >= 2 && h[0] == '[' && h[len(h)-1] == ']' {
+			h = h[1 : len(h)-1]
+		}
+		h = strings.ToLower(strings.TrimRight(h, "."))
+		if h == prev {
+			return h
+		}
 	}
-	if len(h) >= 2 && h[0] == '[' && h[len(h)-1] == ']' {
-		h = h[1 : len(h)-1]
-	}
-	return strings.ToLower(strings.TrimRight(h, "."))
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// gauge reads one unlabelled gauge from the daemon's metrics.
+func (e *Env) gauge(name string) float64 {
+	e.t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(e.Scrape())
+	if m == nil {
+		e.t.Fatalf("no %s in the metrics", name)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// TestSoak runs 200 sandboxes with concurrent traffic (60 s; SOAK_SECONDS
+// shortens it), expects no errors, and after deleting them expects the
+// daemon's goroutines, file descriptors and heap back near the baseline.
+func TestSoak(t *testing.T) {
+	seconds := 60
+	if s, err := strconv.Atoi(os.Getenv("SOAK_SECONDS")); err == nil {
+		seconds = s
+	}
+	if testing.Short() {
+		t.Skip("soak skipped in -short mode")
+	}
+	e := NewEnv(t, Options{})
+	e.CLI("kv", "put", "soak", "value")
+	time.Sleep(500 * time.Millisecond)
+	baseG, baseFD := e.gauge("go_goroutines"), e.gauge("process_open_fds")
+	baseHeap := e.gauge("go_memstats_heap_inuse_bytes")
+
+	const n = 200
+	var sbs []Sandbox
+	for i := 0; i < n; i++ {
+		sbs = append(sbs, e.CreateWith(fmt.Sprintf("soak%d", i)))
+	}
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, sb := range sbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+				err = inNetns(sb.NetnsPath, func() error {
+					var d net.Dialer
+					c, err = d.DialContext(ctx, "tcp4", virtualKV+":80")
+					return err
+				})
+				return c, err
+			}}
+			defer tr.CloseIdleConnections()
+			hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			for j := 0; ctx.Err() == nil; j++ {
+				url := "http://my.kv/soak"
+				if j%4 == 0 {
+					url = fmt.Sprintf("http://state.do/n%d", j%16)
+				}
+				resp, err := hc.Get(url)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 && resp.StatusCode != 404 {
+						err = fmt.Errorf("%s: %s", url, resp.Status)
+					}
+				}
+				if err != nil && ctx.Err() == nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("sandbox %d: %v", i, err))
+				} else if err == nil {
+					ok.Add(1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	peakG := e.gauge("go_goroutines")
+	for _, sb := range sbs {
+		if _, errOut, code := e.CLI("sandbox", "delete", sb.Name); code != 0 {
+			t.Fatalf("delete %s: %s", sb.Name, errOut)
+		}
+	}
+	// Let idle connections close and the reaper finish.
+	var g, fd, heap float64
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		time.Sleep(time.Second)
+		g, fd, heap = e.gauge("go_goroutines"), e.gauge("process_open_fds"), e.gauge("go_memstats_heap_inuse_bytes")
+		if (g <= baseG+10 && fd <= baseFD+5) || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("soak: %d sandboxes for %ds: %d requests ok, %d failed; goroutines %.0f -> %.0f (peak %.0f) -> %.0f; fds %.0f -> %.0f; heap in use %.1f -> %.1f MiB",
+		n, seconds, ok.Load(), failed.Load(), baseG, g, peakG, g, baseFD, fd, baseHeap/(1<<20), heap/(1<<20))
+	if failed.Load() > 0 {
+		t.Errorf("%d requests failed; first: %v", failed.Load(), firstErr.Load())
+	}
+	if g > baseG+10 || fd > baseFD+5 {
+		t.Errorf("not back to baseline: goroutines %.0f (was %.0f), fds %.0f (was %.0f)", g, baseG, fd, baseFD)
+	}
+	if heap > baseHeap+32<<20 {
+		t.Errorf("heap in use %.1f MiB after, %.1f MiB before", heap/(1<<20), baseHeap/(1<<20))
+	}
+}
