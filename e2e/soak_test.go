@@ -90,8 +90,9 @@ func TestSoak(t *testing.T) {
 			}
 		}()
 	}
+	time.Sleep(time.Duration(seconds) * time.Second / 2)
+	midG, midFD := e.gauge("go_goroutines"), e.gauge("process_open_fds")
 	wg.Wait()
-	peakG := e.gauge("go_goroutines")
 	for _, sb := range sbs {
 		if _, errOut, code := e.CLI("sandbox", "delete", sb.Name); code != 0 {
 			t.Fatalf("delete %s: %s", sb.Name, errOut)
@@ -107,8 +108,8 @@ func TestSoak(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("soak: %d sandboxes for %ds: %d requests ok, %d failed; goroutines %.0f -> %.0f (peak %.0f) -> %.0f; fds %.0f -> %.0f; heap in use %.1f -> %.1f MiB",
-		n, seconds, ok.Load(), failed.Load(), baseG, g, peakG, g, baseFD, fd, baseHeap/(1<<20), heap/(1<<20))
+	t.Logf("soak: %d sandboxes for %ds: %d requests ok, %d failed; goroutines %.0f before, %.0f during, %.0f after; fds %.0f, %.0f, %.0f; heap in use %.1f MiB before, %.1f after",
+		n, seconds, ok.Load(), failed.Load(), baseG, midG, g, baseFD, midFD, fd, baseHeap/(1<<20), heap/(1<<20))
 	if failed.Load() > 0 {
 		t.Errorf("%d requests failed; first: %v", failed.Load(), firstErr.Load())
 	}
