@@ -376,9 +376,12 @@ func TestMetricsCoverEveryHopAndPassPromlint(t *testing.T) {
 func TestARestartReadoptsSandboxesWithoutDuplicatingRules(t *testing.T) {
 	e := NewEnv(t, Options{})
 	sb := e.Create("keep")
+	gone := e.Create("gone")
 	e.MustIn(sb, "curl", "-sS", "-X", "PUT", "--data", "v1", "http://my.kv/k")
 	rulesBefore := ruleCount(t, e)
 	e.Stop()
+	// This sandbox's namespace vanishes while the daemon is down.
+	run(t, "ip", "netns", "del", gone.Netns)
 	// While the daemon is away, the sandbox has no way around it.
 	if out, code := e.In(sb, "curl", "-sS", "-m", "2", "http://example.test/"); code == 0 {
 		t.Errorf("egress while the daemon was down:\n%s", out)
@@ -393,6 +396,12 @@ func TestARestartReadoptsSandboxesWithoutDuplicatingRules(t *testing.T) {
 	list, _, _ := e.CLI("sandbox", "list")
 	if !strings.Contains(list, "keep") {
 		t.Errorf("sandbox not re-adopted:\n%s", list)
+	}
+	if strings.Contains(list, "gone") {
+		t.Errorf("a sandbox whose namespace vanished was re-adopted:\n%s", list)
+	}
+	if !strings.Contains(e.Log(), `msg="dropping sandbox that did not survive" sandbox=gone`) {
+		t.Errorf("the vanished sandbox was not reported")
 	}
 }
 
