@@ -69,8 +69,7 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error 
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	default:
-		w.Header().Set("Allow", "GET, HEAD, PUT, DELETE")
-		return Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", sanitize(r.Method))
+		return methodNotAllowed(w, r)
 	}
 }
 

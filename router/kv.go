@@ -118,9 +118,14 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	default:
-		w.Header().Set("Allow", "GET, HEAD, PUT, DELETE")
-		return Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", sanitize(r.Method))
+		return methodNotAllowed(w, r)
 	}
+}
+
+// methodNotAllowed answers a method a key does not take.
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Allow", "GET, HEAD, PUT, DELETE")
+	return Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", sanitize(r.Method))
 }
 
 // readEntry reads a PUT: the body, its expiry and metadata.
