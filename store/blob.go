@@ -330,6 +330,7 @@ func (o *Object) Read(p []byte) (int, error) {
 				return fmt.Errorf("object %q: chunk %d missing: %w", o.Info.Key, idx, errCorrupt)
 			}
 			n = copy(o.buf, v)
+			dropMapped(v)
 			return nil
 		})
 		if err != nil {
