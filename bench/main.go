@@ -25,7 +25,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,7 +32,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/admin"
-	"github.com/vishvananda/netns"
+	icdnetns "github.com/interceptd/interceptd/netns"
 )
 
 var (
@@ -77,26 +76,8 @@ func (b *bench) close() {
 	}
 }
 
-// inNetns runs fn on a thread in the namespace at path.
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, _ := netns.Get()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		netns.Set(target)
-		ferr := fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNetns runs fn inside the namespace at path (see netns.Do).
+func inNetns(path string, fn func() error) error { return icdnetns.Do(path, fn) }
 
 func (b *bench) setup() {
 	bb := make([]byte, 3)

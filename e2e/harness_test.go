@@ -20,16 +20,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	icdnetns "github.com/interceptd/interceptd/netns"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // Addresses of the test's upstream link, inside the test's namespaces.
@@ -359,38 +358,8 @@ func (e *Env) Scrape() string {
 	return string(out)
 }
 
-// inNetns runs fn on a thread switched into the namespace at path; sockets
-// fn creates stay in that namespace.
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("restoring namespace: %w", err) // thread dies locked
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNetns runs fn inside the namespace at path (see netns.Do).
+func inNetns(path string, fn func() error) error { return icdnetns.Do(path, fn) }
 
 // ListenIn opens a TCP listener inside a namespace.
 func (e *Env) ListenIn(nsPath, addr string) net.Listener {

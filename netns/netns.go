@@ -112,3 +112,37 @@ func writeSysctl(name, value string) error {
 	}
 	return nil
 }
+
+// Do runs fn on an OS thread switched into the network namespace at path;
+// sockets fn creates stay in that namespace. If the thread cannot be
+// switched back it is left locked, so Go discards it.
+func Do(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromPath(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- fmt.Errorf("restoring thread namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
