@@ -28,7 +28,8 @@ type Forward struct {
 	Logger      *slog.Logger
 
 	once   sync.Once
-	proxy  *httputil.ReverseProxy
+	pool   *upstreamPool
+	proxy  *httputil.ReverseProxy // for what the lean client does not carry
 	locals localAddrs
 }
 
@@ -44,6 +45,7 @@ func (f *Forward) init() {
 		f.Logger = slog.Default()
 	}
 	d := &net.Dialer{Timeout: f.DialTimeout, KeepAlive: 30 * time.Second}
+	f.pool = &upstreamPool{dial: d.DialContext, maxPerDest: 64, maxIdle: 1024, idleTimeout: 90 * time.Second}
 	tr := &http.Transport{
 		DialContext:           d.DialContext,
 		MaxIdleConns:          1024,
@@ -86,8 +88,16 @@ func (f *Forward) init() {
 // ServeHTTP implements Handler.
 func (f *Forward) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 	f.once.Do(f.init)
-	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), envKey{}, env)))
+	if leanable(r) {
+		f.forwardLean(w, r, env)
+		return nil
+	}
+	f.proxy.ServeHTTP(w, r.WithContext(contextWithEnv(r, env)))
 	return nil
+}
+
+func contextWithEnv(r *http.Request, env Env) context.Context {
+	return context.WithValue(r.Context(), envKey{}, env)
 }
 
 // Protected says why a destination must not be forwarded to, or "": the

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/interceptd/interceptd/internal/policy"
 )
@@ -14,20 +15,29 @@ type Respond struct {
 	Status  int
 	Headers map[string]string
 	Body    string
+
+	once sync.Once
+	hdr  http.Header // Headers, Content-Type and Content-Length, built once
 }
 
 var _ Handler = (*Respond)(nil)
 
 // ServeHTTP implements Handler.
 func (h *Respond) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+	h.once.Do(func() {
+		h.hdr = http.Header{}
+		for k, v := range h.Headers {
+			h.hdr.Set(k, v)
+		}
+		if h.hdr.Get("Content-Type") == "" {
+			h.hdr.Set("Content-Type", "text/plain; charset=utf-8")
+		}
+		h.hdr.Set("Content-Length", strconv.Itoa(len(h.Body)))
+	})
 	hd := w.Header()
-	for k, v := range h.Headers {
-		hd.Set(k, v)
+	for k, v := range h.hdr {
+		hd[k] = v // shared, read-only: the server only reads them
 	}
-	if hd.Get("Content-Type") == "" {
-		hd.Set("Content-Type", "text/plain; charset=utf-8")
-	}
-	hd.Set("Content-Length", strconv.Itoa(len(h.Body)))
 	status := h.Status
 	if status == 0 {
 		status = http.StatusOK

@@ -11,6 +11,7 @@ package router
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
@@ -159,10 +161,14 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dur := time.Since(start)
 	rt.cfg.Metrics.request(env.Handler, env.Sandbox, rw.status, body.n, rw.bytes, dur)
 	rt.cfg.Decisions.Observe("http", env.Sandbox, d)
-	rt.cfg.Logger.Info("request",
-		"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
-		"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
-		"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000)
+	// Guarded: building the record's attributes costs allocations even
+	// when the level drops it.
+	if rt.cfg.Logger.Enabled(r.Context(), slog.LevelInfo) {
+		rt.cfg.Logger.Info("request",
+			"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
+			"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
+			"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000)
+	}
 }
 
 // decide identifies the caller, asks its policy and checks a forward's
@@ -302,9 +308,26 @@ func acceptsJSON(r *http.Request) bool {
 	return false
 }
 
+// Request ids are unique per daemon run and unpredictable enough to
+// correlate by, not secrets: a random key mixed with a counter (splitmix64,
+// a bijection, so no two requests share one) costs no system call, where
+// reading crypto/rand per request did.
+var (
+	requestIDKey = func() uint64 {
+		var b [8]byte
+		rand.Read(b[:])
+		return binary.LittleEndian.Uint64(b[:])
+	}()
+	requestIDSeq atomic.Uint64
+)
+
 func newRequestID() string {
+	z := requestIDKey + requestIDSeq.Add(1)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
 	var b [8]byte
-	rand.Read(b[:])
+	binary.BigEndian.PutUint64(b[:], z)
 	return hex.EncodeToString(b[:])
 }
 

@@ -1,0 +1,575 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// This file is the forwarder's own HTTP/1.1 client. A stock http.Transport
+// runs two goroutines per upstream connection and hands every request and
+// response between them over channels; on a small host that handoff, not the
+// parsing, was most of the forwarder's cost (see bench/README.md). Here the
+// handler's goroutine writes the request and reads the response itself, on a
+// pooled keep-alive connection, with pooled buffers. Requests it does not
+// handle (protocol upgrades, Expect: 100-continue, request trailers) go to
+// httputil.ReverseProxy, which does.
+
+// upstreamPool keeps idle keep-alive connections to original destinations.
+type upstreamPool struct {
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxPerDest  int
+	maxIdle     int
+	idleTimeout time.Duration
+
+	mu        sync.Mutex
+	idle      map[netip.AddrPort][]*upConn
+	n         int
+	lastSweep time.Time
+}
+
+type upConn struct {
+	net.Conn
+	raw       syscall.RawConn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	tp        textproto.Reader
+	dest      netip.AddrPort
+	idleSince time.Time
+	reused    bool
+}
+
+var (
+	upReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+	upWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func (p *upstreamPool) get(ctx context.Context, dest netip.AddrPort) (*upConn, error) {
+	now := time.Now()
+	p.mu.Lock()
+	for s := p.idle[dest]; len(s) > 0; s = p.idle[dest] {
+		uc := s[len(s)-1]
+		s[len(s)-1] = nil
+		p.idle[dest] = s[:len(s)-1]
+		p.n--
+		if len(s) == 1 {
+			delete(p.idle, dest)
+		}
+		if now.Sub(uc.idleSince) > p.idleTimeout || !uc.alive() {
+			p.mu.Unlock()
+			uc.close()
+			p.mu.Lock()
+			continue
+		}
+		p.mu.Unlock()
+		uc.reused = true
+		return uc, nil
+	}
+	p.mu.Unlock()
+	return p.connect(ctx, dest)
+}
+
+func (p *upstreamPool) connect(ctx context.Context, dest netip.AddrPort) (*upConn, error) {
+	c, err := p.dial(ctx, "tcp", dest.String())
+	if err != nil {
+		return nil, err
+	}
+	uc := &upConn{Conn: c, dest: dest}
+	if sc, ok := c.(syscall.Conn); ok {
+		uc.raw, _ = sc.SyscallConn()
+	}
+	uc.br = upReaders.Get().(*bufio.Reader)
+	uc.br.Reset(c)
+	uc.bw = upWriters.Get().(*bufio.Writer)
+	uc.bw.Reset(c)
+	uc.tp.R = uc.br
+	return uc, nil
+}
+
+// put returns a connection whose last exchange ended cleanly.
+func (p *upstreamPool) put(uc *upConn) {
+	now := time.Now()
+	uc.idleSince = now
+	p.mu.Lock()
+	if p.idle == nil {
+		p.idle = map[netip.AddrPort][]*upConn{}
+	}
+	var stale []*upConn
+	if now.Sub(p.lastSweep) > p.idleTimeout/2 {
+		p.lastSweep = now
+		stale = p.sweepLocked(now)
+	}
+	s := p.idle[uc.dest]
+	keep := len(s) < p.maxPerDest && p.n < p.maxIdle
+	if keep {
+		p.idle[uc.dest] = append(s, uc)
+		p.n++
+	}
+	p.mu.Unlock()
+	if !keep {
+		uc.close()
+	}
+	for _, c := range stale {
+		c.close()
+	}
+}
+
+// sweepLocked removes connections idle for longer than idleTimeout, so that
+// destinations a sandbox stopped using do not hold sockets open.
+func (p *upstreamPool) sweepLocked(now time.Time) []*upConn {
+	var stale []*upConn
+	for d, s := range p.idle {
+		kept := s[:0]
+		for _, c := range s {
+			if now.Sub(c.idleSince) > p.idleTimeout {
+				stale = append(stale, c)
+				p.n--
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		if len(kept) == 0 {
+			delete(p.idle, d)
+		} else {
+			p.idle[d] = kept
+		}
+	}
+	return stale
+}
+
+func (uc *upConn) close() {
+	uc.Conn.Close()
+	if uc.br != nil {
+		uc.br.Reset(nil)
+		upReaders.Put(uc.br)
+		uc.bw.Reset(nil)
+		upWriters.Put(uc.bw)
+		uc.br, uc.bw, uc.tp.R = nil, nil, nil
+	}
+}
+
+// alive reports whether an idle connection can carry another request: the
+// upstream has neither closed it nor sent anything unasked. One non-blocking
+// peek, instead of the background reader http.Transport keeps per
+// connection.
+func (uc *upConn) alive() bool {
+	if uc.br.Buffered() > 0 {
+		return false
+	}
+	if uc.raw == nil {
+		return true
+	}
+	var b [1]byte
+	ok := false
+	err := uc.raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true
+	})
+	return err == nil && ok
+}
+
+// hopHeaders are meaningful only for one connection (RFC 9110 §7.6.1) and
+// are never passed on; nor is any header the Connection header names.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
+	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true,
+}
+
+// leanable reports whether the lean client can carry r; the rest go to
+// httputil.ReverseProxy.
+func leanable(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.Header["Upgrade"] == nil && r.Header["Expect"] == nil &&
+		r.Trailer == nil && r.Method != http.MethodConnect
+}
+
+// connectionTokens returns the header names a Connection header lists, if
+// it lists any besides keep-alive and close.
+func connectionTokens(h map[string][]string) map[string]bool {
+	var m map[string]bool
+	for _, v := range h["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			t = textproto.TrimString(t)
+			if t == "" || strings.EqualFold(t, "close") || strings.EqualFold(t, "keep-alive") {
+				continue
+			}
+			if m == nil {
+				m = map[string]bool{}
+			}
+			m[http.CanonicalHeaderKey(t)] = true
+		}
+	}
+	return m
+}
+
+// errAbort marks a failure after the response to the sandbox had begun.
+var errAbort = errors.New("upstream response cut short")
+
+// forwardLean sends r to env.Dest over a pooled connection and relays the
+// response to w.
+func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) {
+	ctx := r.Context()
+	uc, err := f.pool.get(ctx, env.Dest)
+	if err != nil {
+		f.upstreamFailed(w, err)
+		return
+	}
+	err = f.exchange(w, r, env, uc)
+	if err != nil && uc.reused && !errors.Is(err, errAbort) && replayable(r) {
+		// A kept-alive connection can be closed by the upstream just as we
+		// send on it; what it never answered can be sent once more.
+		if uc, err = f.pool.connect(ctx, env.Dest); err == nil {
+			err = f.exchange(w, r, env, uc)
+		}
+	}
+	switch {
+	case errors.Is(err, errAbort):
+		// The status line is out: the only honest signal left is to cut the
+		// connection, so the sandbox sees a truncated response, not a
+		// complete-looking one.
+		f.Logger.Debug("forwarding failed mid-response", "error", err)
+		f.Metrics.forwardError(dialErrorKind(err))
+		panic(http.ErrAbortHandler)
+	case err != nil:
+		f.upstreamFailed(w, err)
+	}
+}
+
+func replayable(r *http.Request) bool {
+	if r.ContentLength != 0 {
+		return false
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+func (f *Forward) upstreamFailed(w http.ResponseWriter, err error) {
+	kind := dialErrorKind(err)
+	f.Metrics.forwardError(kind)
+	f.Logger.Debug("forwarding failed", "error", err)
+	WriteError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err})
+}
+
+// exchange carries one request and its response on uc, and returns uc to
+// the pool or closes it. Errors before the response began leave w untouched;
+// errors after it are wrapped in errAbort.
+func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *upConn) (err error) {
+	reusable := false
+	// A sandbox that goes away must not leave us waiting on its upstream.
+	stop := context.AfterFunc(r.Context(), func() { uc.SetDeadline(time.Unix(1, 0)) })
+	var bodyDone chan error
+	defer func() {
+		if bodyDone != nil {
+			// The handler must not return while the body is being read.
+			uc.SetDeadline(time.Unix(1, 0))
+			<-bodyDone
+		}
+		if stop() && reusable && err == nil {
+			f.pool.put(uc)
+		} else {
+			uc.close()
+		}
+	}()
+
+	writeHead(uc.bw, r, env)
+	if r.ContentLength != 0 {
+		// The body is sent while the response is read: an upstream may
+		// answer (413, 401) before it has read it all.
+		bodyDone = make(chan error, 1)
+		go func() { bodyDone <- writeBody(uc.bw, r) }()
+	} else if err := uc.bw.Flush(); err != nil {
+		return fmt.Errorf("sending request: %w", err)
+	}
+
+	code, proto, hdr, err := readHead(uc)
+	if err != nil {
+		return fmt.Errorf("reading response: %w", err)
+	}
+
+	// Framing of the response body (RFC 9112 §6.3).
+	noBody := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	chunked, length, closeDelimited := false, int64(-1), false
+	if te := hdr["Transfer-Encoding"]; len(te) > 0 && !noBody {
+		last := te[len(te)-1]
+		if i := strings.LastIndexByte(last, ','); i >= 0 {
+			last = last[i+1:]
+		}
+		chunked = strings.EqualFold(textproto.TrimString(last), "chunked")
+		closeDelimited = !chunked || hdr["Content-Length"] != nil
+	} else if cl := hdr["Content-Length"]; len(cl) > 0 {
+		n, err := parseContentLength(cl)
+		if err != nil {
+			return err
+		}
+		length = n
+	} else if !noBody {
+		closeDelimited = true
+	}
+	keepAlive := !closeDelimited && proto >= 1 && !headerHas(hdr, "Connection", "close")
+	if proto == 0 && !headerHas(hdr, "Connection", "keep-alive") {
+		keepAlive = false
+	}
+
+	out := w.Header()
+	drop := connectionTokens(hdr)
+	for k, vs := range hdr {
+		if hopHeaders[k] || drop[k] {
+			continue
+		}
+		out[k] = vs
+	}
+	if cl := hdr["Content-Length"]; cl != nil && (noBody || length >= 0) {
+		if len(cl) > 1 || strings.IndexByte(cl[0], ',') >= 0 {
+			cl = []string{strconv.FormatInt(length, 10)}
+		}
+		out["Content-Length"] = cl
+	}
+	if hdr["Trailer"] != nil {
+		out["Trailer"] = hdr["Trailer"]
+	}
+	if _, ok := out["Content-Type"]; !ok {
+		out["Content-Type"] = nil // a transparent hop does not sniff and add one
+	}
+	w.WriteHeader(code)
+
+	if !noBody && length != 0 {
+		buf := copyBuffers.Get()
+		defer copyBuffers.Put(buf)
+		var body io.Reader = uc.br
+		switch {
+		case chunked:
+			body = httputil.NewChunkedReader(uc.br)
+		case length > 0:
+			body = io.LimitReader(uc.br, length)
+		}
+		n, err := relay(w, body, buf, length < 0, uc.br)
+		if err != nil {
+			if closeDelimited && errors.Is(err, io.EOF) {
+				err = nil
+			} else {
+				return fmt.Errorf("%w: %w", errAbort, err)
+			}
+		}
+		if length > 0 && n != length {
+			return fmt.Errorf("%w: %d of %d bytes", errAbort, n, length)
+		}
+		if chunked {
+			trailer, err := uc.tp.ReadMIMEHeader()
+			if err != nil {
+				return fmt.Errorf("%w: reading trailer: %w", errAbort, err)
+			}
+			for k, vs := range trailer {
+				out[http.TrailerPrefix+k] = vs
+			}
+		}
+	}
+	if bodyDone != nil {
+		berr := <-bodyDone
+		bodyDone = nil
+		if berr != nil {
+			// The upstream answered without reading the whole body; the
+			// sandbox has its answer, but this connection is spent.
+			return nil
+		}
+	}
+	reusable = keepAlive
+	return nil
+}
+
+// relay copies body to w, flushing as data arrives when the length is not
+// known ahead (streams, server-sent events).
+func relay(w http.ResponseWriter, body io.Reader, buf []byte, stream bool, br *bufio.Reader) (int64, error) {
+	var total int64
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			if fl, ok := w.(http.Flusher); ok && stream && br.Buffered() == 0 {
+				fl.Flush()
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// writeHead writes the request line and headers as the sandbox sent them,
+// less hop-by-hop headers, with our own framing of the body.
+func writeHead(bw *bufio.Writer, r *http.Request, env Env) {
+	uri := r.RequestURI
+	if uri == "" || uri[0] != '/' {
+		uri = r.URL.RequestURI()
+	}
+	bw.WriteString(r.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(uri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	if r.Host != "" {
+		bw.WriteString(r.Host)
+	} else {
+		bw.WriteString(env.Dest.String())
+	}
+	bw.WriteString("\r\n")
+	drop := connectionTokens(r.Header)
+	for k, vs := range r.Header {
+		if k == "Te" && headerHas(r.Header, "Te", "trailers") {
+			// "TE: trailers" is the one TE value a proxy passes on.
+			bw.WriteString("Te: trailers\r\n")
+			continue
+		}
+		if hopHeaders[k] || drop[k] || k == "Host" {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	switch {
+	case r.ContentLength > 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		bw.WriteString("\r\n")
+	case r.ContentLength < 0:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	case r.Header["Content-Length"] != nil, r.Method == http.MethodPost, r.Method == http.MethodPut, r.Method == http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// errUpstreamWrite marks a failure to send the body upstream (as opposed to
+// a failure to read it from the sandbox).
+var errUpstreamWrite = errors.New("sending request body")
+
+type upstreamWriter struct{ w io.Writer }
+
+func (u upstreamWriter) Write(p []byte) (int, error) {
+	n, err := u.w.Write(p)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", errUpstreamWrite, err)
+	}
+	return n, err
+}
+
+// writeBody sends r's body (framed as writeHead announced) and flushes.
+func writeBody(bw *bufio.Writer, r *http.Request) error {
+	buf := copyBuffers.Get()
+	defer copyBuffers.Put(buf)
+	var err error
+	if r.ContentLength > 0 {
+		var n int64
+		n, err = io.CopyBuffer(upstreamWriter{bw}, io.LimitReader(r.Body, r.ContentLength), buf)
+		if err == nil && n < r.ContentLength {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		cw := httputil.NewChunkedWriter(upstreamWriter{bw})
+		if _, err = io.CopyBuffer(cw, r.Body, buf); err == nil {
+			if err = cw.Close(); err == nil {
+				_, err = bw.WriteString("\r\n")
+			}
+		}
+	}
+	if err == nil {
+		if ferr := bw.Flush(); ferr != nil {
+			err = fmt.Errorf("%w: %w", errUpstreamWrite, ferr)
+		}
+	}
+	return err
+}
+
+// readHead reads a final response's status line and header, skipping
+// informational responses. proto is the minor version (HTTP/1.proto).
+func readHead(uc *upConn) (code, proto int, hdr textproto.MIMEHeader, err error) {
+	for {
+		line, err := uc.br.ReadSlice('\n')
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		// "HTTP/1.x NNN reason"
+		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' ||
+			line[7] < '0' || line[7] > '9' || (len(line) > 12 && line[12] != ' ') {
+			return 0, 0, nil, fmt.Errorf("malformed status line %q", truncate(line))
+		}
+		code, err = strconv.Atoi(string(line[9:12]))
+		if err != nil || code < 100 {
+			return 0, 0, nil, fmt.Errorf("malformed status code %q", truncate(line))
+		}
+		proto = int(line[7] - '0')
+		hdr, err = uc.tp.ReadMIMEHeader()
+		if err != nil {
+			return 0, 0, nil, fmt.Errorf("reading response header: %w", err)
+		}
+		if code >= 200 {
+			return code, proto, hdr, nil
+		}
+		if code == http.StatusSwitchingProtocols {
+			return 0, 0, nil, errors.New("101 Switching Protocols to a request that asked for no upgrade")
+		}
+		// 100 Continue, 103 Early Hints: not the answer; read on.
+	}
+}
+
+func truncate(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
+}
+
+// parseContentLength accepts repeated identical values (RFC 9110 §8.6) and
+// nothing else.
+func parseContentLength(vs []string) (int64, error) {
+	var n int64 = -1
+	for _, v := range vs {
+		for _, p := range strings.Split(v, ",") {
+			m, err := strconv.ParseInt(textproto.TrimString(p), 10, 64)
+			if err != nil || m < 0 || (n >= 0 && m != n) {
+				return 0, fmt.Errorf("invalid Content-Length %q from upstream", v)
+			}
+			n = m
+		}
+	}
+	return n, nil
+}
+
+// headerHas reports whether a comma-separated header lists token.
+func headerHas(h map[string][]string, key, token string) bool {
+	for _, v := range h[key] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(textproto.TrimString(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,440 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// scripted is an upstream on 127.0.0.1 that reads each request with
+// net/http's parser, hands it to answer, and writes answer's raw bytes. It
+// counts the connections it accepted.
+type scripted struct {
+	addr    netip.AddrPort
+	accepts atomic.Int32
+	got     chan *http.Request
+	bodies  chan string
+}
+
+// answer returns the raw response and whether to close the connection
+// after it.
+type answer func(r *http.Request, body string) (raw string, closeAfter bool)
+
+func newScripted(t *testing.T, ans answer) *scripted {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &scripted{addr: ln.Addr().(*net.TCPAddr).AddrPort(), got: make(chan *http.Request, 16), bodies: make(chan string, 16)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepts.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(r.Body)
+					s.got <- r
+					s.bodies <- string(b)
+					raw, closeAfter := ans(r, string(b))
+					io.WriteString(c, raw)
+					if closeAfter {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return s
+}
+
+// frontFor serves the forwarder on 127.0.0.1, sending everything to dest
+// as the router would for an intercepted connection to it.
+func frontFor(t *testing.T, f *Forward, dest netip.AddrPort) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			f.ServeHTTP(&recorder{ResponseWriter: w}, r, Env{Dest: dest})
+		}),
+		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func newForward() *Forward { return &Forward{Logger: slog.New(slog.DiscardHandler)} }
+
+// rawExchange writes req on a fresh connection to addr and returns what
+// came back until the response ends (the server closes: requests carry
+// Connection: close) or a read fails.
+func rawExchange(t *testing.T, addr, req string) (string, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, req)
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+func TestTheLeanForwarderRelaysResponsesAsTheUpstreamFramedThem(t *testing.T) {
+	tests := []struct {
+		name     string
+		req      string
+		upstream string
+		want     []string // substrings of what the sandbox receives
+		notWant  []string
+	}{
+		{
+			name:     "a content-length response arrives byte for byte with its headers",
+			req:      "GET /a?b=c HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-Up: 1\r\nX-Up: 2\r\nContent-Type: text/x-up\r\n\r\nhello",
+			want:     []string{"HTTP/1.1 201 Created\r\n", "Content-Length: 5\r\n", "X-Up: 1\r\nX-Up: 2\r\n", "Content-Type: text/x-up\r\n", "\r\n\r\nhello"},
+		},
+		{
+			name:     "a chunked response keeps its trailers",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 42\r\n\r\n",
+			want:     []string{"Transfer-Encoding: chunked", "abc", "de", "X-Sum: 42"},
+		},
+		{
+			name:     "a close-delimited response is relayed until the upstream closes",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.0 200 OK\r\n\r\nuntil the end",
+			want:     []string{"HTTP/1.1 200 OK", "until the end"},
+		},
+		{
+			name:     "HEAD keeps the upstream's Content-Length and carries no body",
+			req:      "HEAD / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+			want:     []string{"Content-Length: 1234\r\n"},
+		},
+		{
+			name:     "an informational 100 Continue before the answer is skipped",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+			want:     []string{"HTTP/1.1 200 OK", "\r\n\r\nok"},
+			notWant:  []string{"100 Continue"},
+		},
+		{
+			name:     "no Content-Type is invented for a body without one",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n<html></html>\n",
+			notWant:  []string{"Content-Type"},
+		},
+		{
+			name:     "hop-by-hop response headers stay on the upstream's connection",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=5\r\nConnection: X-Private\r\nX-Private: 1\r\nX-Public: 1\r\n\r\n",
+			want:     []string{"X-Public: 1"},
+			notWant:  []string{"Keep-Alive", "X-Private"},
+		},
+		{
+			name:     "a 304 carries no body however its header reads",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\n\r\n",
+			want:     []string{"HTTP/1.1 304 Not Modified", "Etag: \"x\""},
+		},
+		{
+			name:     "a malformed status line is a 502, not a relay",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "SMTP ready\r\n\r\n",
+			want:     []string{"HTTP/1.1 502 Bad Gateway"},
+		},
+		{
+			name:     "conflicting Content-Length values from the upstream are a 502",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+			want:     []string{"HTTP/1.1 502 Bad Gateway"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newScripted(t, func(*http.Request, string) (string, bool) { return tt.upstream, true })
+			got, err := rawExchange(t, frontFor(t, newForward(), up.addr), tt.req)
+			if err != nil {
+				t.Fatalf("reading the response: %v (got %q)", err, got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("response lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("response has %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+}
+
+func TestTheLeanForwarderPassesTheRequestOnAsTheSandboxSentIt(t *testing.T) {
+	tests := []struct {
+		name, req  string
+		check      func(t *testing.T, r *http.Request, body string)
+		wantStatus string
+	}{
+		{
+			name: "end-to-end headers, the target and the Host are kept",
+			req:  "GET /p/a%20th?q=1 HTTP/1.1\r\nHost: Example.test:80\r\nX-Forwarded-For: 203.0.113.9\r\nUser-Agent: agent/1\r\nX-Two: a\r\nX-Two: b\r\nConnection: close\r\n\r\n",
+			check: func(t *testing.T, r *http.Request, _ string) {
+				if r.RequestURI != "/p/a%20th?q=1" || r.Host != "Example.test:80" || r.Header.Get("X-Forwarded-For") != "203.0.113.9" ||
+					r.UserAgent() != "agent/1" || strings.Join(r.Header["X-Two"], ",") != "a,b" {
+					t.Errorf("upstream saw %s %s Host=%s headers=%v", r.Method, r.RequestURI, r.Host, r.Header)
+				}
+			},
+		},
+		{
+			name: "hop-by-hop headers and those the Connection header names are dropped",
+			req:  "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: Basic eA==\r\nTE: gzip\r\n\r\n",
+			check: func(t *testing.T, r *http.Request, _ string) {
+				for _, h := range []string{"X-Hop", "Keep-Alive", "Proxy-Authorization", "Te"} {
+					if _, ok := r.Header[h]; ok {
+						t.Errorf("upstream saw %s: %v", h, r.Header)
+					}
+				}
+				if r.Close {
+					t.Error("the sandbox's Connection: close reached the upstream connection")
+				}
+			},
+		},
+		{
+			name: "a body with a length arrives with that length",
+			req:  "PUT /k HTTP/1.1\r\nHost: example.test\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world",
+			check: func(t *testing.T, r *http.Request, body string) {
+				if r.ContentLength != 11 || body != "hello world" {
+					t.Errorf("upstream got length %d body %q", r.ContentLength, body)
+				}
+			},
+		},
+		{
+			name: "a chunked body arrives chunked and whole",
+			req:  "POST /k HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+			check: func(t *testing.T, r *http.Request, body string) {
+				if len(r.TransferEncoding) != 1 || r.TransferEncoding[0] != "chunked" || body != "hello world" {
+					t.Errorf("upstream got encoding %v body %q", r.TransferEncoding, body)
+				}
+			},
+		},
+		{
+			name: "an empty POST says Content-Length: 0",
+			req:  "POST /k HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			check: func(t *testing.T, r *http.Request, body string) {
+				if r.Header.Get("Content-Length") != "0" {
+					t.Errorf("upstream headers %v", r.Header)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newScripted(t, func(*http.Request, string) (string, bool) {
+				return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+			})
+			got, err := rawExchange(t, frontFor(t, newForward(), up.addr), tt.req)
+			if err != nil || !strings.HasPrefix(got, "HTTP/1.1 200 OK") {
+				t.Fatalf("response %q, %v", got, err)
+			}
+			tt.check(t, <-up.got, <-up.bodies)
+		})
+	}
+}
+
+func TestTheLeanForwarderKeepsUpstreamConnectionsAlive(t *testing.T) {
+	t.Run("requests on one sandbox connection share one upstream connection", func(t *testing.T) {
+		up := newScripted(t, func(*http.Request, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+		})
+		c := &http.Client{}
+		front := "http://" + frontFor(t, newForward(), up.addr) + "/"
+		for i := 0; i < 5; i++ {
+			mustGet(t, c, front, "ok")
+		}
+		if n := up.accepts.Load(); n != 1 {
+			t.Errorf("upstream accepted %d connections for 5 requests, want 1", n)
+		}
+	})
+	t.Run("an upstream that closes idle connections costs the sandbox no error", func(t *testing.T) {
+		up := newScripted(t, func(*http.Request, string) (string, bool) {
+			// Keep-alive in the header, but the upstream hangs up anyway,
+			// as servers with short idle timeouts do.
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
+		})
+		c := &http.Client{}
+		front := "http://" + frontFor(t, newForward(), up.addr) + "/"
+		for i := 0; i < 5; i++ {
+			mustGet(t, c, front, "ok")
+			time.Sleep(10 * time.Millisecond) // let the FIN arrive
+		}
+	})
+	t.Run("Connection: close from the upstream is not pooled", func(t *testing.T) {
+		up := newScripted(t, func(*http.Request, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", false
+		})
+		c := &http.Client{}
+		front := "http://" + frontFor(t, newForward(), up.addr) + "/"
+		for i := 0; i < 3; i++ {
+			mustGet(t, c, front, "ok")
+		}
+		if n := up.accepts.Load(); n != 3 {
+			t.Errorf("upstream accepted %d connections, want 3", n)
+		}
+	})
+}
+
+func mustGet(t *testing.T, c *http.Client, url, want string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != want {
+		t.Fatalf("GET %s: %d %q", url, resp.StatusCode, b)
+	}
+}
+
+func TestTheLeanForwarderFailsVisibly(t *testing.T) {
+	t.Run("a response cut short cuts the sandbox's connection", func(t *testing.T) {
+		up := newScripted(t, func(*http.Request, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", true
+		})
+		resp, err := http.Get("http://" + frontFor(t, newForward(), up.addr) + "/")
+		if err != nil {
+			return // cut before the header went out: also not complete-looking
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("read %d bytes and no error: a truncated body looked complete", len(b))
+		}
+	})
+	t.Run("an upstream that answers before reading a large body still gets its answer through", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			http.ReadRequest(bufio.NewReader(c)) // the header only
+			io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+			time.Sleep(200 * time.Millisecond)
+		}()
+		front := frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort())
+		body := bytes.Repeat([]byte("x"), 8<<20)
+		resp, err := http.Post("http://"+front+"/", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			// The sandbox may see its upload cut once the answer is out;
+			// what matters is that nothing hangs.
+			t.Logf("client: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Errorf("status %d, want 413", resp.StatusCode)
+		}
+	})
+	t.Run("nothing listening is a 502 naming the refusal", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		dest := ln.Addr().(*net.TCPAddr).AddrPort()
+		ln.Close()
+		resp, err := http.Get("http://" + frontFor(t, newForward(), dest) + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 502 || resp.Header.Get("X-Interceptd-Error") != "upstream refused" {
+			t.Errorf("got %d %q", resp.StatusCode, resp.Header.Get("X-Interceptd-Error"))
+		}
+	})
+}
+
+func TestAnUpgradeGoesThroughTheFullProxy(t *testing.T) {
+	up := newScripted(t, func(r *http.Request, _ string) (string, bool) {
+		if r.Header.Get("Upgrade") != "echo" {
+			return "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", true
+		}
+		return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nswitched", true
+	})
+	got, _ := rawExchange(t, frontFor(t, newForward(), up.addr),
+		"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 101") || !strings.HasSuffix(got, "switched") {
+		t.Errorf("got %q", got)
+	}
+}
+
+// BenchmarkForwardLean is the forwarder's own cost per request over
+// loopback (both sides kept alive), for comparing with ReverseProxy.
+func BenchmarkForwardLean(b *testing.B) {
+	for _, lean := range []bool{true, false} {
+		b.Run(fmt.Sprintf("lean=%v", lean), func(b *testing.B) {
+			upSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+			uln, _ := net.Listen("tcp", "127.0.0.1:0")
+			go upSrv.Serve(uln)
+			defer upSrv.Close()
+			f := newForward()
+			dest := uln.Addr().(*net.TCPAddr).AddrPort()
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if lean {
+					f.ServeHTTP(&recorder{ResponseWriter: w}, r, Env{Dest: dest})
+					return
+				}
+				f.once.Do(f.init)
+				f.proxy.ServeHTTP(w, r.WithContext(contextWithEnv(r, Env{Dest: dest})))
+			})
+			fln, _ := net.Listen("tcp", "127.0.0.1:0")
+			fs := &http.Server{Handler: h}
+			go fs.Serve(fln)
+			defer fs.Close()
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+			url := "http://" + fln.Addr().String() + "/"
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
