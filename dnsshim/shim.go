@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/miekg/dns"
 )
 
@@ -59,8 +60,9 @@ type Config struct {
 
 // Shim is the DNS handler.
 type Shim struct {
-	limit    *limiter
+	limit    *ratelimit.PerKey
 	names    map[string]netip.Addr
+	fast     map[string]fastName // the IPv4 handler names, for fastAnswer
 	cfg      Config
 	udp, tcp *dns.Client
 }
@@ -79,12 +81,17 @@ func New(cfg Config) *Shim {
 		cfg.DeniedRcode = dns.RcodeNameError
 	}
 	names := make(map[string]netip.Addr, len(cfg.Names))
+	fast := make(map[string]fastName, len(cfg.Names))
 	for n, a := range cfg.Names {
-		names[dns.Fqdn(strings.ToLower(strings.TrimSuffix(n, ".")))] = a
+		key := dns.Fqdn(strings.ToLower(strings.TrimSuffix(n, ".")))
+		names[key] = a
+		if a.Is4() {
+			fast[key] = fastName{name: key, a: a.As4()}
+		}
 	}
 	return &Shim{
-		limit: newLimiter(cfg.MaxQPSPerSandbox),
-		names: names, cfg: cfg,
+		limit: ratelimit.New(cfg.MaxQPSPerSandbox),
+		names: names, fast: fast, cfg: cfg,
 		udp: &dns.Client{Net: "udp", UDPSize: dns.MaxMsgSize},
 		tcp: &dns.Client{Net: "tcp"},
 	}
@@ -122,7 +129,7 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 		m.SetRcode(r, dns.RcodeRefused)
 		return AnswerRefused, "", m
 	}
-	if !s.limit.allow(caller.Sandbox, time.Now()) {
+	if !s.limit.Allow(caller.Sandbox, time.Now()) {
 		m.SetRcode(r, dns.RcodeRefused)
 		return AnswerLimited, caller.Sandbox, m
 	}
@@ -255,51 +262,58 @@ func sourceAddr(a net.Addr) netip.Addr {
 
 // Server is the shim listening on UDP and TCP.
 type Server struct {
-	udp, tcp *dns.Server
-	wg       sync.WaitGroup
+	udp *udpServer
+	tcp *dns.Server
+	wg  sync.WaitGroup
 }
 
 // Listen binds UDP and TCP on addr and starts serving h.
 func Listen(addr string, h dns.Handler) (*Server, error) {
-	pc, err := net.ListenPacket("udp", addr)
+	ua, err := net.ResolveUDPAddr("udp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dns listen address %s: %w", addr, err)
+	}
+	pc, err := net.ListenUDP("udp4", ua)
 	if err != nil {
 		return nil, fmt.Errorf("listening for dns on udp %s: %w", addr, err)
 	}
 	// One socket serves every sandbox: a deep buffer absorbs bursts (the
 	// kernel caps each sandbox's rate before it gets here).
-	if uc, ok := pc.(*net.UDPConn); ok {
-		uc.SetReadBuffer(4 << 20)
+	pc.SetReadBuffer(4 << 20)
+	udp, err := newUDPServer(pc, h)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("dns udp socket %s: %w", addr, err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("listening for dns on tcp %s: %w", addr, err)
 	}
 	s := &Server{
-		udp: &dns.Server{PacketConn: pc, Handler: h},
+		udp: udp,
 		tcp: &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
 	}
-	for _, srv := range []*dns.Server{s.udp, s.tcp} {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := srv.ActivateAndServe(); err != nil {
-				slog.Error("dns server stopped", "error", err)
-			}
-		}()
-	}
+	udp.serve()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.tcp.ActivateAndServe(); err != nil {
+			slog.Error("dns server stopped", "error", err)
+		}
+	}()
 	return s, nil
 }
 
 // UDPAddr is the bound UDP address.
-func (s *Server) UDPAddr() net.Addr { return s.udp.PacketConn.LocalAddr() }
+func (s *Server) UDPAddr() net.Addr { return s.udp.conn.LocalAddr() }
 
 // Shutdown stops both listeners and waits for them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := errors.Join(s.udp.ShutdownContext(ctx), s.tcp.ShutdownContext(ctx))
+	err := errors.Join(s.udp.shutdown(), s.tcp.ShutdownContext(ctx))
 	s.wg.Wait()
 	return err
 }
 
 // Forget drops what the shim keeps about a deleted sandbox.
-func (s *Shim) Forget(sandbox string) { s.limit.forget(sandbox) }
+func (s *Shim) Forget(sandbox string) { s.limit.Forget(sandbox) }

@@ -168,22 +168,3 @@ func TestAMalformedQueryIsAFormatError(t *testing.T) {
 	}
 }
 
-func TestAFloodingSandboxIsRefusedBeyondItsRate(t *testing.T) {
-	l := newLimiter(10)
-	now := time.Unix(0, 0)
-	allowed := 0
-	for i := 0; i < 100; i++ {
-		if l.allow("flood", now) {
-			allowed++
-		}
-	}
-	if allowed != 20 {
-		t.Errorf("a burst got %d answers, want 20 (twice the rate)", allowed)
-	}
-	if !l.allow("quiet", now) {
-		t.Error("another sandbox was limited by the flood")
-	}
-	if !l.allow("flood", now.Add(200*time.Millisecond)) {
-		t.Error("the bucket did not refill")
-	}
-}

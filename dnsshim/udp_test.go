@@ -1,0 +1,86 @@
+package dnsshim
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/miekg/dns"
+)
+
+func TestTheUDPServerAnswersOverARealSocket(t *testing.T) {
+	up := fakeUpstream(t)
+	s := New(Config{
+		Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
+		Upstreams: []string{up}, Timeout: time.Second, TTL: 30,
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
+		},
+	})
+	srv, err := Listen("127.0.0.1:0", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(t.Context()) })
+	addr := srv.UDPAddr().String()
+	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+
+	tests := []struct {
+		name   string
+		qname  string
+		qtype  uint16
+		rcode  int
+		answer string
+	}{
+		{"a handler name is answered from the fast path", "My.KV.", dns.TypeA, dns.RcodeSuccess, "198.18.213.1"},
+		{"AAAA for a handler name is empty NOERROR", "my.kv.", dns.TypeAAAA, dns.RcodeSuccess, ""},
+		{"another name is forwarded on the full path", "example.test.", dns.TypeA, dns.RcodeSuccess, "192.0.2.10"},
+		{"an unknown name gets the upstream's NXDOMAIN", "nope.test.", dns.TypeA, dns.RcodeNameError, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := new(dns.Msg)
+			q.SetQuestion(tt.qname, tt.qtype)
+			resp, _, err := c.Exchange(q, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Id != q.Id || resp.Rcode != tt.rcode || resp.Question[0].Name != tt.qname {
+				t.Fatalf("got %v", resp)
+			}
+			got := ""
+			if len(resp.Answer) > 0 {
+				got = resp.Answer[0].(*dns.A).A.String()
+			}
+			if got != tt.answer {
+				t.Errorf("answer %q, want %q", got, tt.answer)
+			}
+		})
+	}
+
+	t.Run("a packet that is not a query gets FORMERR or nothing, and the server goes on", func(t *testing.T) {
+		conn, err := net.Dial("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte{0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xff}) // a cut question
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 512)
+		n, err := conn.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(b[:n]); err != nil || m.Id != 0xabcd || m.Rcode != dns.RcodeFormatError {
+			t.Fatalf("got %v, %v", m, err)
+		}
+		q := new(dns.Msg)
+		q.SetQuestion("my.kv.", dns.TypeA)
+		if _, _, err := c.Exchange(q, addr); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
