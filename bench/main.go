@@ -41,7 +41,7 @@ var (
 	conns     = flag.Int("conns", 32, "wrk connections")
 	bigMiB    = flag.Int("big-blob-mib", 1024, "size of the large blob, MiB")
 	sandboxes = flag.Int("sandboxes", 500, "sandboxes for the scale figures")
-	only      = flag.String("only", "", "profile one HTTP path (its name prefix) for -duration and write daemon.pprof")
+	only      = flag.String("only", "", "profile one HTTP path (its name prefix), or dns, for -duration and write daemon.pprof")
 )
 
 type bench struct {
@@ -122,22 +122,30 @@ func (b *bench) setup() {
 	// dnsmasq: the daemon's upstream (in the upstream namespace) and the
 	// comparison (in the host namespace, one hop from the direct client as
 	// the shim is one hop from the sandbox), answering the same names.
-	for _, d := range []struct{ ns, addr string }{{b.upNS, "192.0.2.2"}, {b.hostNS, "198.51.100.1"}} {
+	// A third answers on the sandbox's path: the direct client's queries
+	// to 192.0.2.77 are captured (REDIRECT, behind the same anti-spoofing
+	// rule) to it, as a sandbox's are to the shim.
+	for _, d := range []struct{ ns, addr, port string }{{b.upNS, "192.0.2.2", "53"}, {b.hostNS, "198.51.100.1", "53"}, {b.hostNS, "198.51.100.1", "5399"}} {
 		cmd := exec.Command("ip", "netns", "exec", d.ns, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-			"--listen-address="+d.addr, "--bind-interfaces", "--port=53", "--cache-size=10000", "--user=root",
-			"--pid-file="+filepath.Join(b.dir, d.ns+".pid"),
+			"--listen-address="+d.addr, "--bind-interfaces", "--port="+d.port, "--cache-size=10000", "--user=root",
+			"--pid-file="+filepath.Join(b.dir, d.ns+d.port+".pid"),
 			"--address=/example.bench/192.0.2.2", "--address=/my.kv/198.18.213.1")
 		must(cmd.Start())
 		b.defer_(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
+
+	sh("ip", "netns", "exec", b.hostNS, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", "cli0", "-m", "rpfilter", "--invert", "-j", "DROP")
+	sh("ip", "netns", "exec", b.hostNS, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "cli0", "-d", "192.0.2.77", "-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "5399")
 
 	cfg := filepath.Join(b.dir, "interceptd.yaml")
 	b.sock = filepath.Join(b.dir, "admin.sock")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
 data_dir: %s
 admin_socket: %s
-listen: {pprof: true}
-dns: {upstreams: ["192.0.2.2:53"]}
+# No per-sandbox request limit either.
+listen: {pprof: true, max_requests_per_second_per_sandbox: 0}
+# No per-sandbox query limit: the benchmark floods on purpose.
+dns: {upstreams: ["192.0.2.2:53"], max_qps_per_sandbox: 0}
 sandbox: {netns_prefix: ibench%s-}
 metrics: {max_sandbox_labels: 1000}
 handlers:
@@ -148,6 +156,9 @@ handlers:
 `, filepath.Join(b.dir, "data"), b.sock, b.id)), 0o644)
 	// warn: the per-request decision record costs CPU; see bench/README.md.
 	b.daemon = exec.Command("nsenter", "--net=/run/netns/"+b.hostNS, b.bin, "serve", "--config", cfg, "--log-level", "warn")
+	if v := os.Getenv("BENCH_DAEMON_GOMAXPROCS"); v != "" {
+		b.daemon.Env = append(os.Environ(), "GOMAXPROCS="+v)
+	}
 	b.daemon.Stderr = os.Stderr
 	must(b.daemon.Start())
 	b.defer_(func() {
@@ -252,16 +263,23 @@ func (b *bench) wrk(ns, url string, extra ...string) (float64, float64) {
 
 var qpsRE = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
 
-func (b *bench) dnsperf(ns, server, name string) float64 {
+var completedRE = regexp.MustCompile(`Queries completed:\s+([0-9]+)`)
+
+// dnsperf returns the queries per second answered and the daemon's CPU
+// microseconds per answered query (meaningless, and ignored, for dnsmasq).
+func (b *bench) dnsperf(ns, server, name string) (float64, float64) {
 	data := filepath.Join(b.dir, "q-"+name)
 	os.WriteFile(data, []byte(name+" A\n"), 0o644)
+	cpu0 := b.daemonCPU()
 	out := sh("ip", "netns", "exec", ns, "dnsperf", "-s", server, "-d", data, "-l", strconv.Itoa(int(duration.Seconds())), "-c", "4", "-q", "64")
-	m := qpsRE.FindStringSubmatch(out)
-	if m == nil {
+	cpu := b.daemonCPU() - cpu0
+	m, c := qpsRE.FindStringSubmatch(out), completedRE.FindStringSubmatch(out)
+	if m == nil || c == nil {
 		must(fmt.Errorf("dnsperf output:\n%s", out))
 	}
 	q, _ := strconv.ParseFloat(m[1], 64)
-	return q
+	n, _ := strconv.ParseFloat(c[1], 64)
+	return q, float64(cpu.Microseconds()) / max(n, 1)
 }
 
 func median(xs []float64) float64 {
@@ -271,6 +289,14 @@ func median(xs []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// profile takes a CPU profile of the daemon for most of one run.
+func (b *bench) profile() {
+	time.Sleep(time.Second)
+	prof := exec.Command("ip", "netns", "exec", b.hostNS, "curl", "-sS", "-o", "daemon.pprof",
+		fmt.Sprintf("http://127.0.0.1:9780/debug/pprof/profile?seconds=%d", int(duration.Seconds())-2))
+	prof.Run()
 }
 
 type row struct {
@@ -305,15 +331,22 @@ func main() {
 		{"passthrough (forward)", sbNS, "http://192.0.2.2/", nil},
 		{"blob GET 1 MiB", sbNS, "http://my.r2/1m", nil},
 	}
+	if *only == "dns" {
+		// One run each, the daemon profiled while it answers handler names.
+		dm, _ := b.dnsperf(b.cliNS, "192.0.2.77", "my.kv")
+		d1, _ := b.dnsperf(b.cliNS, "198.51.100.1", "my.kv")
+		go b.profile()
+		dh, hcpu := b.dnsperf(sbNS, "192.0.2.77", "my.kv")
+		time.Sleep(2 * time.Second)
+		df, fcpu := b.dnsperf(sbNS, "192.0.2.77", "example.bench")
+		fmt.Printf("dnsmasq %.0f q/s (one hop, not captured: %.0f q/s); handler name %.0f q/s (%.2f×, %.1f µs daemon CPU/q); forwarded %.0f q/s (%.2f×, %.1f µs/q); profile in daemon.pprof\n",
+			dm, d1, dh, dh/dm, hcpu, df, df/dm, fcpu)
+		return
+	}
 	if *only != "" {
 		for _, h := range http {
 			if strings.HasPrefix(h.name, *only) {
-				go func() {
-					time.Sleep(time.Second)
-					prof := exec.Command("ip", "netns", "exec", b.hostNS, "curl", "-sS", "-o", "daemon.pprof",
-						fmt.Sprintf("http://127.0.0.1:9780/debug/pprof/profile?seconds=%d", int(duration.Seconds())-2))
-					prof.Run()
-				}()
+				go b.profile()
 				rps, cpu := b.wrk(h.ns, h.url, h.extra...)
 				time.Sleep(2 * time.Second)
 				fmt.Printf("%s: %.0f req/s, %.1f µs daemon CPU/req; profile in daemon.pprof\n", h.name, rps, cpu)
@@ -326,7 +359,8 @@ func main() {
 	for i, h := range http {
 		rows[i] = &row{name: h.name, unit: "req/s", ref: "direct"}
 	}
-	dnsRows := []*row{{name: "DNS handler name (shim)", unit: "q/s", ref: "dnsmasq"}, {name: "DNS forwarded name (shim)", unit: "q/s", ref: "dnsmasq"}, {name: "DNS dnsmasq, same names", unit: "q/s"}}
+	dnsRows := []*row{{name: "DNS handler name (shim)", unit: "q/s", ref: "dnsmasq"}, {name: "DNS forwarded name (shim)", unit: "q/s", ref: "dnsmasq"},
+		{name: "DNS dnsmasq, same names, captured like a sandbox", unit: "q/s"}, {name: "DNS dnsmasq, one hop, not captured", unit: "q/s", ref: "dnsmasq"}}
 	for r := 0; r < *rounds; r++ {
 		fmt.Fprintf(os.Stderr, "round %d/%d\n", r+1, *rounds)
 		var direct float64
@@ -341,12 +375,15 @@ func main() {
 				rows[i].cpu = append(rows[i].cpu, cpu)
 			}
 		}
-		dm := b.dnsperf(b.cliNS, "198.51.100.1", "my.kv")
-		dh := b.dnsperf(sbNS, "192.0.2.77", "my.kv")
-		df := b.dnsperf(sbNS, "192.0.2.77", "example.bench")
+		dm, _ := b.dnsperf(b.cliNS, "192.0.2.77", "my.kv")
+		d1, _ := b.dnsperf(b.cliNS, "198.51.100.1", "my.kv")
+		dh, hcpu := b.dnsperf(sbNS, "192.0.2.77", "my.kv")
+		df, fcpu := b.dnsperf(sbNS, "192.0.2.77", "example.bench")
 		dnsRows[0].vals, dnsRows[0].ratios = append(dnsRows[0].vals, dh), append(dnsRows[0].ratios, dh/dm)
 		dnsRows[1].vals, dnsRows[1].ratios = append(dnsRows[1].vals, df), append(dnsRows[1].ratios, df/dm)
+		dnsRows[0].cpu, dnsRows[1].cpu = append(dnsRows[0].cpu, hcpu), append(dnsRows[1].cpu, fcpu)
 		dnsRows[2].vals, dnsRows[2].ratios = append(dnsRows[2].vals, dm), append(dnsRows[2].ratios, 1)
+		dnsRows[3].vals, dnsRows[3].ratios = append(dnsRows[3].vals, d1), append(dnsRows[3].ratios, d1/dm)
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)

@@ -167,4 +167,3 @@ func TestAMalformedQueryIsAFormatError(t *testing.T) {
 		t.Fatalf("got %v, want FORMERR", w.msg)
 	}
 }
-

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -137,5 +140,78 @@ func TestADNSFloodFromOneSandboxDoesNotStarveAnother(t *testing.T) {
 		sent.Load(), answered.Load(), refused.Load(), worst.Round(time.Millisecond))
 	if refused.Load() == 0 || answered.Load() > 3*200+2*200+100 {
 		t.Errorf("the flood was not limited: %d answered, %d refused", answered.Load(), refused.Load())
+	}
+}
+
+func TestARequestFloodFromOneSandboxIsAnswered429AndDoesNotStarveAnother(t *testing.T) {
+	const rate = 100
+	e := NewEnv(t, Options{Listen: "  max_requests_per_second_per_sandbox: 100"})
+	attacker, victim := e.Create("flooder"), e.Create("victim")
+	e.MustIn(victim, "curl", "-sS", "-f", "-X", "PUT", "--data", "ok", "http://my.kv/k")
+
+	// The attacker sends as fast as 8 kept-alive connections go, for 3 s.
+	var ok, limited, other atomic.Int64
+	stop := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	err := inNetns(attacker.NetnsPath, func() error {
+		for range 8 {
+			c, err := net.Dial("tcp4", virtualKV+":80")
+			if err != nil {
+				return err
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for time.Now().Before(stop) {
+					if _, err := c.Write([]byte("GET /k HTTP/1.1\r\nHost: my.kv\r\n\r\n")); err != nil {
+						return
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					switch resp.StatusCode {
+					case 200:
+						ok.Add(1)
+					case 429:
+						limited.Add(1)
+					default:
+						other.Add(1)
+					}
+				}
+			}()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var worst time.Duration
+	for time.Now().Before(stop) {
+		start := time.Now()
+		if got := e.MustIn(victim, "curl", "-sS", "-m", "5", "http://my.kv/k"); got != "ok" {
+			t.Fatalf("victim got %q", got)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	wg.Wait()
+	t.Logf("flood of %d requests in 3 s from one sandbox limited to %d/s: %d served, %d answered 429; the other sandbox's slowest request: %v",
+		ok.Load()+limited.Load()+other.Load(), rate, ok.Load(), limited.Load(), worst.Round(time.Millisecond))
+	// A burst of 2×rate, then rate a second, over about 3 s.
+	if n := ok.Load(); n > 2*rate+4*rate || n < rate {
+		t.Errorf("%d requests served in 3 s at %d/s", n, rate)
+	}
+	if limited.Load() == 0 || other.Load() != 0 {
+		t.Errorf("%d limited, %d other answers", limited.Load(), other.Load())
+	}
+	if worst > 2*time.Second {
+		t.Errorf("the victim waited %v", worst)
+	}
+	if m := e.Scrape(); !strings.Contains(m, `interceptd_router_requests_total{code="429",handler="_limited",sandbox="flooder"}`) {
+		t.Error("limited requests are not counted")
 	}
 }

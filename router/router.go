@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/internal/ratelimit"
 )
 
 // Route binds a handler to the label its metrics and logs carry.
@@ -40,6 +41,7 @@ const (
 	LabelForward       = "_forward"
 	LabelDeny          = "_deny"
 	LabelUnknownSource = "_unknown_source"
+	LabelLimited       = "_limited"
 )
 
 // Config configures a Router.
@@ -67,15 +69,19 @@ type Config struct {
 	// deny responses.
 	DenyStatus int
 	DenyBody   string
-	Decisions  *policy.Metrics
-	Metrics    *Metrics
-	Logger     *slog.Logger
+	// MaxRequestsPerSecond is each sandbox's request rate (bursts of twice
+	// that); beyond it, 429 Too Many Requests. 0 means no limit.
+	MaxRequestsPerSecond int
+	Decisions            *policy.Metrics
+	Metrics              *Metrics
+	Logger               *slog.Logger
 }
 
 // Router dispatches intercepted requests.
 type Router struct {
-	cfg Config
-	srv *http.Server
+	cfg   Config
+	srv   *http.Server
+	limit *ratelimit.PerKey
 }
 
 type connKey struct{}
@@ -89,7 +95,7 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	rt := &Router{cfg: cfg}
+	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond)}
 	rt.srv = &http.Server{
 		Handler: rt,
 		// A sandbox that trickles its headers gets 10 s; its connections are
@@ -112,6 +118,9 @@ func New(cfg Config) *Router {
 	}
 	return rt
 }
+
+// Forget drops what the router keeps about a deleted sandbox.
+func (rt *Router) Forget(sandbox string) { rt.limit.Forget(sandbox) }
 
 // Serve serves intercepted connections from ln until Shutdown.
 func (rt *Router) Serve(ln net.Listener) error {
@@ -141,7 +150,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route, d, detail := rt.decide(r, &env)
 	env.Handler = route.Name
 	var err error
-	if d.Result == policy.Deny {
+	if env.Sandbox != "" && !rt.limit.Allow(env.Sandbox, start) {
+		env.Handler = LabelLimited
+		rw.Header().Set("Retry-After", "1")
+		err = &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited"}
+	} else if d.Result == policy.Deny {
 		rt.deny(rw, r, env, d, detail)
 	} else {
 		err = route.Handler.ServeHTTP(rw, r, env)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -160,5 +161,28 @@ func TestNormalizeHost(t *testing.T) {
 		if got := NormalizeHost(in); got != want {
 			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestASandboxOverItsRequestRateGets429(t *testing.T) {
+	tr := newTestRouter(t)
+	tr.limit = ratelimit.New(5) // bursts of 10
+	codes := map[int]int{}
+	for range 30 {
+		codes[tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP).Code]++
+	}
+	if codes[http.StatusTeapot] != 10 || codes[http.StatusTooManyRequests] != 20 {
+		t.Fatalf("codes %v, want 10 served and 20 limited", codes)
+	}
+	w := tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP)
+	if w.Header().Get("Retry-After") != "1" || w.Header().Get("X-Interceptd-Error") != "rate_limited" {
+		t.Errorf("429 without its reason: %v", w.Header())
+	}
+	if got := testutil.ToFloat64(tr.metrics.requests.WithLabelValues(LabelLimited, "429", "web1")); got != 21 {
+		t.Errorf("limited requests counted %v, want 21", got)
+	}
+	tr.Forget("web1")
+	if w := tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP); w.Code != http.StatusTeapot {
+		t.Errorf("after Forget: %d", w.Code)
 	}
 }

@@ -87,6 +87,10 @@ type Listen struct {
 	// MaxConnectionsPerSandbox caps the intercepted HTTP connections one
 	// sandbox holds open; more are reset at once. 0 means no cap.
 	MaxConnectionsPerSandbox int `yaml:"max_connections_per_sandbox"`
+	// MaxRequestsPerSecondPerSandbox is the intercepted HTTP requests one
+	// sandbox gets served per second (bursts of twice that); beyond it,
+	// 429 Too Many Requests. 0 means no limit.
+	MaxRequestsPerSecondPerSandbox int `yaml:"max_requests_per_second_per_sandbox"`
 }
 
 // DNS configures the DNS shim.
@@ -345,6 +349,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen.MaxConnectionsPerSandbox < 0 {
 		bad("listen.max_connections_per_sandbox", "must not be negative")
+	}
+	if c.Listen.MaxRequestsPerSecondPerSandbox < 0 {
+		bad("listen.max_requests_per_second_per_sandbox", "must not be negative")
 	}
 	if c.Listen.DNSPort < 1 || c.Listen.DNSPort > 65535 {
 		bad("listen.dns_port", "%d is not a port", c.Listen.DNSPort)

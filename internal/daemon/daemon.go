@@ -119,12 +119,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	decisions := policy.NewMetrics(reg, labels)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
-	var shimForget func(string)
+	var shimForget, routerForget func(string)
 	nc.OnDelete = func(name string) {
 		book.Forget(name)
 		labels.Release(name)
 		if shimForget != nil {
 			shimForget(name)
+		}
+		if routerForget != nil {
+			routerForget(name)
 		}
 	}
 	if d.mgr, err = netns.New(nc); err != nil {
@@ -187,8 +190,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Hosts: hosts, Virtual: byAddr, Identify: d.mgr.Caller, CatchAll: catchAll,
 		Fallback: fwd, Protected: fwd.Protected, Book: book, Resolve: shim.LookupA,
 		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: decisions,
-		Metrics: rm, Logger: log,
+		MaxRequestsPerSecond: cfg.Listen.MaxRequestsPerSecondPerSandbox,
+		Metrics:              rm, Logger: log,
 	})
+	routerForget = d.router.Forget
 	ln, err := router.ListenTransparent(ctx, cfg.Listen.HTTP)
 	if err != nil {
 		return d, err
