@@ -156,8 +156,10 @@ handlers:
 `, filepath.Join(b.dir, "data"), b.sock, b.id)), 0o644)
 	// warn: the per-request decision record costs CPU; see bench/README.md.
 	b.daemon = exec.Command("nsenter", "--net=/run/netns/"+b.hostNS, b.bin, "serve", "--config", cfg, "--log-level", "warn")
-	if v := os.Getenv("BENCH_DAEMON_GOMAXPROCS"); v != "" {
-		b.daemon.Env = append(os.Environ(), "GOMAXPROCS="+v)
+	// BENCH_DAEMON_ENV="GOGC=200 GOMAXPROCS=1" tries runtime settings on
+	// the daemon alone.
+	if v := os.Getenv("BENCH_DAEMON_ENV"); v != "" {
+		b.daemon.Env = append(os.Environ(), strings.Fields(v)...)
 	}
 	b.daemon.Stderr = os.Stderr
 	must(b.daemon.Start())
@@ -448,9 +450,17 @@ func (b *bench) bigBlob() {
 
 // scale measures sandbox churn, rule counts and memory at many sandboxes.
 func (b *bench) scale() {
+	// iptables rules plus nftables rules (lines with a handle that are not
+	// a table or chain).
 	rules := func() int {
 		out := sh("ip", "netns", "exec", b.hostNS, "iptables-save")
-		return strings.Count(out, "\n-A ")
+		n := strings.Count(out, "\n-A ")
+		for _, l := range strings.Split(sh("ip", "netns", "exec", b.hostNS, "nft", "-a", "list", "ruleset"), "\n") {
+			if strings.Contains(l, "# handle") && !strings.Contains(l, "table ") && !strings.Contains(l, "chain ") {
+				n++
+			}
+		}
+		return n
 	}
 	one := rules()
 	const churn = 100
@@ -470,7 +480,7 @@ func (b *bench) scale() {
 	toN := time.Since(start)
 	many := rules()
 	rssT, rssA := b.rss()
-	fmt.Printf("sandboxes: %.0f create+delete/s; %d created in %v; iptables rules %d at 1 sandbox, %d at %d; daemon RSS %.1f MiB (anonymous %.1f MiB) at %d\n",
+	fmt.Printf("sandboxes: %.0f create+delete/s; %d created in %v; rules (iptables and nftables) %d at 1 sandbox, %d at %d; daemon RSS %.1f MiB (anonymous %.1f MiB) at %d\n",
 		perSec, *sandboxes, toN.Round(time.Millisecond), one, many, *sandboxes+1, float64(rssT)/(1<<20), float64(rssA)/(1<<20), *sandboxes+1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

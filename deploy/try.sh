@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || exec sudo -E env "PATH=$PATH" "$0" "$@"
 
 missing=()
-for tool in ip:iproute2 iptables:iptables curl:curl nsenter:util-linux; do
+for tool in ip:iproute2 iptables:iptables nft:nftables curl:curl nsenter:util-linux; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -405,6 +405,8 @@ func TestARestartReadoptsSandboxesWithoutDuplicatingRules(t *testing.T) {
 	}
 }
 
+// ruleCount counts the iptables rules and the nftables rules in the host
+// namespace.
 func ruleCount(t *testing.T, e *Env) int {
 	out, err := exec.Command("ip", "netns", "exec", e.HostNS, "iptables-save").Output()
 	if err != nil {
@@ -416,7 +418,50 @@ func ruleCount(t *testing.T, e *Env) int {
 			n++
 		}
 	}
+	nft, err := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "-a", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(nft), "\n") {
+		if strings.Contains(l, "# handle") && !strings.Contains(l, "table ") && !strings.Contains(l, "chain ") {
+			n++
+		}
+	}
 	return n
+}
+
+func TestWhileTheDaemonIsDownPort80AndDNSAreRefusedAtOnce(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("orphan")
+	if out, code := e.In(sb, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://"+upstreamIP+"/"); code != 0 || out != "200" {
+		t.Fatalf("with the daemon up: %q, exit %d", out, code)
+	}
+	e.Stop()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		// curl's exit 7: could not connect (a timeout would be 28).
+		{"port 80 to an upstream is reset, not forwarded or left hanging", []string{"curl", "-sS", "-m", "10", "http://" + upstreamIP + "/"}, "curl: (7)"},
+		{"port 80 to a handler's address is reset too", []string{"curl", "-sS", "-m", "10", "http://" + virtualKV + "/k"}, "curl: (7)"},
+		{"DNS is refused", []string{"dig", "+tries=1", "+time=10", "@" + upstreamIP, "my.kv"}, "connection refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			out, code := e.In(sb, tt.args...)
+			took := time.Since(start)
+			t.Logf("%s: exit %d after %v", tt.args[0], code, took.Round(time.Millisecond))
+			if !strings.Contains(out, tt.want) || took > time.Second {
+				t.Errorf("after %v, exit %d:\n%s", took, code, out)
+			}
+		})
+	}
+	e.Start()
+	if out, code := e.In(sb, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://"+upstreamIP+"/"); code != 0 || out != "200" {
+		t.Fatalf("after the restart: %q, exit %d", out, code)
+	}
 }
 
 func TestRuleCountIsConstantWhateverTheNumberOfSandboxes(t *testing.T) {

@@ -68,7 +68,7 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	for _, tool := range []string{"ip", "iptables", "iptables-save", "nsenter", "dig", "nslookup", "curl"} {
+	for _, tool := range []string{"ip", "iptables", "iptables-save", "nft", "nsenter", "dig", "nslookup", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed: run .ci/run, or apt-get install iproute2 iptables util-linux dnsutils curl", tool)
 		}
@@ -263,6 +263,9 @@ func (e *Env) teardown() {
 	save, _ := exec.Command("ip", "netns", "exec", e.HostNS, "iptables-save").Output()
 	if bytes.Contains(save, []byte("INTERCEPTD")) {
 		t.Errorf("iptables rules left after cleanup:\n%s", save)
+	}
+	if nft, _ := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "list", "tables").Output(); bytes.Contains(nft, []byte("interceptd")) {
+		t.Errorf("nftables table left after cleanup:\n%s", nft)
 	}
 	rules, _ := exec.Command("ip", "-n", e.HostNS, "rule").Output()
 	if bytes.Contains(rules, []byte("lookup 461")) {

@@ -5,6 +5,9 @@ package netns
 // container host (Docker, Kubernetes CNIs, Tailscale, WireGuard), which is why
 // they sit in bits and numbers those do not use.
 const (
+	// NFTTable is the nftables table (family ip) holding the tproxy rule.
+	NFTTable = "interceptd"
+
 	// TProxyMark is set by the TPROXY rule on intercepted port-80 packets. The
 	// policy-routing rule below sends packets carrying it to TProxyTable, so
 	// they are delivered to the local transparent listener instead of being
@@ -31,6 +34,8 @@ const (
 // and match only packets arriving on (or leaving to) sandbox interfaces, so
 // the host's own traffic never traverses them.
 const (
+	// ChainPrerouting held the iptables TPROXY rule before interception
+	// moved to nftables (NFTTable); kept to remove it on upgrade.
 	ChainPrerouting = "INTERCEPTD-PREROUTING"
 	ChainSpoof      = "INTERCEPTD-ANTISPOOF"
 	ChainDNS        = "INTERCEPTD-DNS"

@@ -60,6 +60,8 @@ type Config struct {
 	// IPSets holds per-sandbox policy for non-HTTP traffic; nil means
 	// netlink in the calling namespace.
 	IPSets IPSets
+	// NFT installs the tproxy table; nil means the nft command.
+	NFT NFT
 	// DefaultPolicy is the policy of a sandbox created without one.
 	DefaultPolicy policy.Policy
 	// OnDelete, when set, is called with the name of each deleted sandbox.
@@ -182,6 +184,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.IPSets == nil {
 		cfg.IPSets = netlinkSets{nl}
 	}
+	if cfg.NFT == nil {
+		cfg.NFT = NFTExec{}
+	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger, nl: nl, pool: pool,
 		rules:  Rules(cfg.Rules),
@@ -209,7 +214,7 @@ func (m *Manager) RuleSet() RuleSet { return m.rules }
 // the sandboxes recorded by a previous run whose namespace and link survived,
 // and removes the remains of any others.
 func (m *Manager) Setup() error {
-	if err := m.rules.Apply(m.cfg.IPTables, m.cfg.IPSets); err != nil {
+	if err := m.rules.Apply(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT); err != nil {
 		return err
 	}
 	if err := ApplyRouting(m.nl); err != nil {
@@ -341,7 +346,7 @@ func (m *Manager) Cleanup() error {
 			}
 		}
 	}
-	errs = append(errs, m.rules.Teardown(m.cfg.IPTables, m.cfg.IPSets), TeardownRouting(m.nl))
+	errs = append(errs, m.rules.Teardown(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT), TeardownRouting(m.nl))
 	m.mu.Lock()
 	for _, sb := range m.byName {
 		m.pool.Release(sb.Slot)

@@ -1,8 +1,8 @@
 // Package netns builds and tears down sandboxes: one network namespace per
 // container, bind-mounted where `ip netns` finds it, joined to the daemon's
 // namespace by a veth pair with a /30 from the pool, plus the interception
-// ruleset (TPROXY for port-80 HTTP, DNS capture, anti-spoofing, isolation) as
-// data with idempotent setup and teardown.
+// ruleset (nftables tproxy for port-80 HTTP; iptables for DNS capture,
+// anti-spoofing and isolation) as data with idempotent setup and teardown.
 //
 // All netlink work goes through handles bound to a namespace; the only
 // thread-namespace switch is the one that creates a namespace, on a locked

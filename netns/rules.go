@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 
@@ -22,6 +23,28 @@ type IPTables interface {
 	Insert(table, chain string, pos int, rulespec ...string) error
 	Append(table, chain string, rulespec ...string) error
 	DeleteIfExists(table, chain string, rulespec ...string) error
+}
+
+// NFT loads nft scripts (one atomic transaction each); the daemon's runs
+// `nft -f -`, unit tests use a fake.
+type NFT interface {
+	Run(script string) error
+}
+
+// NFTExec runs the nft command in the caller's network namespace.
+type NFTExec struct{}
+
+// Run implements NFT.
+func (NFTExec) Run(script string) error {
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("nft is needed for port-80 interception (Debian package nftables): %w", err)
+		}
+		return fmt.Errorf("nft: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // Rule is one iptables rule: the table, the chain and the rule spec.
@@ -76,6 +99,16 @@ type RuleSet struct {
 	Chains []Chain
 	Rules  []Rule
 	Jumps  []Rule
+	// TProxy is the nftables table (ip NFTTable) that steers port-80 TCP
+	// from sandboxes to the transparent listener. It is nft's tproxy, not
+	// iptables' TPROXY target: when no listener is there (the daemon is
+	// down), nft's falls through, and the packet meets ChainForward's reset,
+	// where the iptables target would drop it and leave the client waiting.
+	TProxy string
+	// Obsolete are jumps and chains earlier versions installed; Apply and
+	// Teardown remove them.
+	ObsoleteJumps  []Rule
+	ObsoleteChains []Chain
 }
 
 // Rules renders the rule set for p.
@@ -94,7 +127,6 @@ func Rules(p RuleParams) RuleSet {
 		},
 		Chains: []Chain{
 			{"raw", ChainSpoof},
-			{"mangle", ChainPrerouting},
 			{"nat", ChainDNS},
 			{"filter", ChainInput},
 			{"filter", ChainReject},
@@ -111,10 +143,6 @@ func Rules(p RuleParams) RuleSet {
 			// before anything can answer it.
 			r("raw", ChainSpoof, "-m", "rpfilter", "--invert", "-m", "comment", "--comment", "interceptd: anti-spoofing", "-j", "DROP"),
 			dnsLimit(p),
-			// Port-80 TCP from sandboxes goes to the router's transparent
-			// listener, whatever its destination address.
-			r("mangle", ChainPrerouting, "-p", "tcp", "--dport", "80", "-m", "comment", "--comment", "interceptd: intercept http",
-				"-j", "TPROXY", "--on-ip", p.HTTPListenIP, "--on-port", strconv.Itoa(p.HTTPListenPort), "--tproxy-mark", mark),
 			// Every DNS query that leaves a sandbox, to any server, is
 			// answered by the DNS shim; conntrack rewrites the answer's source
 			// back to the server the sandbox asked.
@@ -133,6 +161,10 @@ func Rules(p RuleParams) RuleSet {
 			// denied entries first; explicit allows (which may open a
 			// protected destination); protected destinations; internet on;
 			// everything else is refused at once.
+			// Port-80 TCP from a sandbox only gets here when the tproxy rule
+			// found no listener: the daemon is down. Refused at once, before
+			// any conntrack state could let it through.
+			r("filter", ChainForward, "-i", in, "-p", "tcp", "--dport", "80", "-m", "comment", "--comment", "interceptd: http while the daemon is down", "-j", "REJECT", "--reject-with", "tcp-reset"),
 			r("filter", ChainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
 			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", ChainDenyProtected),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainDenyListed),
@@ -153,13 +185,26 @@ func Rules(p RuleParams) RuleSet {
 		},
 		Jumps: []Rule{
 			r("raw", "PREROUTING", "-i", in, "-j", ChainSpoof),
-			r("mangle", "PREROUTING", "-i", in, "-j", ChainPrerouting),
 			r("nat", "PREROUTING", "-i", in, "-j", ChainDNS),
 			r("filter", "INPUT", "-i", in, "-j", ChainInput),
 			r("filter", "FORWARD", "-i", in, "-j", ChainForward),
 			r("filter", "FORWARD", "-o", in, "-j", ChainForward),
 			r("nat", "POSTROUTING", "-s", p.Pool, "-j", ChainNAT),
 		},
+		// Port-80 TCP from sandboxes goes to the router's transparent
+		// listener, whatever its destination address; the mark sends it to
+		// the local table (ApplyRouting). The mark is set after tproxy so
+		// that a packet no listener took is not marked, and is forwarded to
+		// ChainForward's reset instead.
+		TProxy: fmt.Sprintf(`table ip %s {
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "%s*" meta l4proto tcp tcp dport 80 tproxy to %s:%d meta mark set meta mark | 0x%x accept comment "interceptd: intercept http"
+	}
+}
+`, NFTTable, p.InterfacePrefix, p.HTTPListenIP, p.HTTPListenPort, TProxyMark),
+		ObsoleteJumps:  []Rule{r("mangle", "PREROUTING", "-i", in, "-j", ChainPrerouting)},
+		ObsoleteChains: []Chain{{"mangle", ChainPrerouting}},
 	}
 }
 
@@ -194,6 +239,7 @@ func (rs RuleSet) Render() string {
 	for _, r := range rs.Jumps {
 		fmt.Fprintf(&b, "-t %s -I %s 1 %s\n", r.Table, r.Chain, strings.Join(r.Spec, " "))
 	}
+	b.WriteString("nft -f - <<\n" + rs.TProxy)
 	fmt.Fprintf(&b, "ip rule add pref %d fwmark 0x%x/0x%x lookup %d\n", TProxyRulePriority, TProxyMark, TProxyMask, TProxyTable)
 	fmt.Fprintf(&b, "ip route add local 0.0.0.0/0 dev lo table %d\n", TProxyTable)
 	return b.String()
@@ -205,7 +251,7 @@ func (rs RuleSet) Render() string {
 //
 // The jumps are installed last, so a sandbox interface never meets a
 // half-filled chain of ours from a fresh start.
-func (rs RuleSet) Apply(ipt IPTables, sets IPSets) error {
+func (rs RuleSet) Apply(ipt IPTables, sets IPSets, nft NFT) error {
 	for _, st := range rs.Sets {
 		if err := sets.Create(st.Name, st.Type); err != nil {
 			return fmt.Errorf("creating ipset %s: %w", st.Name, err)
@@ -248,7 +294,43 @@ func (rs RuleSet) Apply(ipt IPTables, sets IPSets) error {
 			return fmt.Errorf("inserting jump %s: %w", r, err)
 		}
 	}
-	return nil
+	// Interception last, as one nft transaction that replaces the table
+	// whole: a restart never leaves a moment without it.
+	if err := nft.Run(nftReplace(rs.TProxy)); err != nil {
+		return fmt.Errorf("installing the tproxy table: %w", err)
+	}
+	return rs.removeObsolete(ipt)
+}
+
+// nftReplace is a script that replaces table ip NFTTable with def (or
+// removes it, def empty) whether or not it exists: declaring an existing
+// table is a no-op, and the whole script is one transaction.
+func nftReplace(def string) string {
+	return fmt.Sprintf("table ip %s\ndelete table ip %s\n%s", NFTTable, NFTTable, def)
+}
+
+func (rs RuleSet) removeObsolete(ipt IPTables) error {
+	var present []Chain
+	for _, c := range rs.ObsoleteChains {
+		if ok, err := ipt.ChainExists(c.Table, c.Name); err == nil && ok {
+			present = append(present, c)
+		}
+	}
+	if len(present) == 0 {
+		return nil // and so no jump to them either: iptables cannot even look for one
+	}
+	var errs []error
+	for _, r := range rs.ObsoleteJumps {
+		if err := ipt.DeleteIfExists(r.Table, r.Chain, r.Spec...); err != nil {
+			errs = append(errs, fmt.Errorf("deleting obsolete jump %s: %w", r, err))
+		}
+	}
+	for _, c := range present {
+		if err := ipt.ClearAndDeleteChain(c.Table, c.Name); err != nil {
+			errs = append(errs, fmt.Errorf("deleting obsolete chain %s/%s: %w", c.Table, c.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // guards refuse all sandbox traffic while Apply refills the chains.
@@ -265,8 +347,14 @@ func (rs RuleSet) guards() []Rule {
 
 // Teardown removes the jumps and the daemon's chains. Anything already gone
 // counts as removed, so it is safe to run at any point.
-func (rs RuleSet) Teardown(ipt IPTables, sets IPSets) error {
+func (rs RuleSet) Teardown(ipt IPTables, sets IPSets, nft NFT) error {
 	var errs []error
+	if err := nft.Run(nftReplace("")); err != nil {
+		errs = append(errs, fmt.Errorf("removing the tproxy table: %w", err))
+	}
+	if err := rs.removeObsolete(ipt); err != nil {
+		errs = append(errs, err)
+	}
 	for _, r := range rs.Jumps {
 		if err := ipt.DeleteIfExists(r.Table, r.Chain, r.Spec...); err != nil {
 			errs = append(errs, fmt.Errorf("deleting jump %s: %w", r, err))

@@ -125,7 +125,7 @@ func TestApplyTwiceLeavesOneCopyAndTeardownLeavesTheCanary(t *testing.T) {
 	rs := Rules(testParams())
 	sets := fakeSets{}
 	for i := 0; i < 2; i++ {
-		if err := rs.Apply(f, sets); err != nil {
+		if err := rs.Apply(f, sets, &fakeNFT{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -141,13 +141,13 @@ func TestApplyTwiceLeavesOneCopyAndTeardownLeavesTheCanary(t *testing.T) {
 	if got := f.chains["filter/FORWARD"]; len(got) != 2 || !strings.HasPrefix(got[0], "-i") || !strings.HasPrefix(got[1], "-o") {
 		t.Errorf("FORWARD jumps out of order: %q", got)
 	}
-	if err := rs.Teardown(f, sets); err != nil {
+	if err := rs.Teardown(f, sets, &fakeNFT{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(sets) != 0 {
 		t.Errorf("sets survived teardown: %v", sets)
 	}
-	if err := rs.Teardown(f, sets); err != nil {
+	if err := rs.Teardown(f, sets, &fakeNFT{}); err != nil {
 		t.Fatalf("second teardown: %v", err)
 	}
 	if f.count() != 1 || f.chains["filter/INPUT"][0] != strings.Join(canary, " ") {
@@ -167,6 +167,11 @@ func TestRuleCountDoesNotDependOnSandboxes(t *testing.T) {
 		t.Fatal("rules are not a pure function of the parameters")
 	}
 }
+
+// fakeNFT keeps the last script it was given.
+type fakeNFT struct{ last string }
+
+func (n *fakeNFT) Run(script string) error { n.last = script; return nil }
 
 type fakeSets map[string]string
 
@@ -194,7 +199,7 @@ func TestARestartRefillsTheChainsBehindGuards(t *testing.T) {
 	f := &recordingIPT{fakeIPTables: newFake()}
 	rs := Rules(testParams())
 	sets := fakeSets{}
-	rs.Apply(f, sets) // first start: no guards needed
+	rs.Apply(f, sets, &fakeNFT{}) // first start: no guards needed
 	for _, l := range f.log {
 		if !strings.HasSuffix(l, "guarded=0") {
 			t.Errorf("first start: %s", l)
@@ -202,7 +207,7 @@ func TestARestartRefillsTheChainsBehindGuards(t *testing.T) {
 	}
 	f.log = nil
 	before := f.count()
-	if err := rs.Apply(f, sets); err != nil { // a restart
+	if err := rs.Apply(f, sets, &fakeNFT{}); err != nil { // a restart
 		t.Fatal(err)
 	}
 	for _, l := range f.log {
@@ -212,5 +217,32 @@ func TestARestartRefillsTheChainsBehindGuards(t *testing.T) {
 	}
 	if f.count() != before {
 		t.Errorf("%d rules after the restart, %d before: the guards were not removed", f.count(), before)
+	}
+}
+
+func TestApplyRemovesTheIptablesTPROXYChainOfEarlierVersions(t *testing.T) {
+	f := newFake()
+	rs := Rules(testParams())
+	for _, c := range rs.ObsoleteChains {
+		f.ClearChain(c.Table, c.Name)
+		f.Append(c.Table, c.Name, "-p", "tcp", "--dport", "80", "-j", "TPROXY")
+	}
+	for _, j := range rs.ObsoleteJumps {
+		f.Insert(j.Table, j.Chain, 1, j.Spec...)
+	}
+	nft := &fakeNFT{}
+	if err := rs.Apply(f, fakeSets{}, nft); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rs.ObsoleteChains {
+		if ok, _ := f.ChainExists(c.Table, c.Name); ok {
+			t.Errorf("obsolete chain %s/%s is still there", c.Table, c.Name)
+		}
+	}
+	if got := f.chains["mangle/PREROUTING"]; len(got) != 0 {
+		t.Errorf("obsolete jump is still there: %q", got)
+	}
+	if !strings.Contains(nft.last, "tproxy to 127.0.0.1:15380") || !strings.HasPrefix(nft.last, "table ip interceptd\ndelete table ip interceptd\n") {
+		t.Errorf("nft script:\n%s", nft.last)
 	}
 }
