@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -329,8 +330,29 @@ func (o *Object) Read(p []byte) (int, error) {
 			if v == nil {
 				return fmt.Errorf("object %q: chunk %d missing: %w", o.Info.Key, idx, errCorrupt)
 			}
-			n = copy(o.buf, v)
-			dropMapped(v)
+			// Read the chunk from the file, not through bbolt's mapping:
+			// pages touched through the mapping stay in the daemon's
+			// resident memory, and streaming a large object would map all
+			// of it. The bytes are the same (bbolt writes the file with
+			// pwrite, and this transaction keeps the pages from reuse).
+			if len(v) > cap(o.buf) {
+				return fmt.Errorf("object %q: chunk %d of %d bytes, chunk size %d: %w", o.Info.Key, idx, len(v), cap(o.buf), errCorrupt)
+			}
+			lo := o.b.db.bolt.Info().Data
+			off := int64(uintptr(unsafe.Pointer(unsafe.SliceData(v)))) - int64(lo)
+			if len(v) < pageSize || off < 0 || off+int64(len(v)) > tx.Size() {
+				// Small, or not in the mapping (an inline bucket's value
+				// bbolt has copied): nothing to keep unmapped.
+				n = copy(o.buf[:len(v)], v)
+				return nil
+			}
+			var err error
+			if n, err = o.b.db.file.ReadAt(o.buf[:len(v)], off); err != nil {
+				return fmt.Errorf("object %q: reading chunk %d: %w", o.Info.Key, idx, err)
+			}
+			// Looking the chunk up touched the pages of its leaf's header;
+			// let those go too.
+			dropMapped(v, 2*len(v), lo, lo+uintptr(tx.Size()))
 			return nil
 		})
 		if err != nil {

@@ -136,6 +136,9 @@ func (o *Options) withDefaults() Options {
 type DB struct {
 	bolt *bolt.DB
 	opts Options
+	// file is the database file opened again, read-only, for reading blob
+	// chunks without mapping them (see Object.Read).
+	file *os.File
 
 	writes    chan *writeReq
 	stop      chan struct{}
@@ -200,8 +203,13 @@ func Open(dir string, opts *Options) (*DB, error) {
 		b.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
+	rf, err := os.Open(path)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("opening %s for reading: %w", path, err)
+	}
 	db := &DB{
-		bolt: b, opts: o,
+		bolt: b, opts: o, file: rf,
 		writes: make(chan *writeReq, 1024), stop: make(chan struct{}), committed: make(chan struct{}),
 		refs: map[string]int{}, gc: make(chan struct{}, 1),
 	}
@@ -226,7 +234,7 @@ func (db *DB) Close() error {
 	db.closeMu.Do(func() {
 		close(db.stop)
 		db.stopped.Wait()
-		err = db.bolt.Close()
+		err = errors.Join(db.bolt.Close(), db.file.Close())
 	})
 	return err
 }
