@@ -450,12 +450,12 @@ func (b *bench) bigBlob() {
 
 // scale measures sandbox churn, rule counts and memory at many sandboxes.
 func (b *bench) scale() {
-	// iptables rules plus nftables rules (lines with a handle that are not
-	// a table or chain).
+	// iptables rules (iptables-save) plus the rules of our nftables table
+	// (iptables-nft keeps its own rules in nftables too: not counted twice).
 	rules := func() int {
 		out := sh("ip", "netns", "exec", b.hostNS, "iptables-save")
 		n := strings.Count(out, "\n-A ")
-		for _, l := range strings.Split(sh("ip", "netns", "exec", b.hostNS, "nft", "-a", "list", "ruleset"), "\n") {
+		for _, l := range strings.Split(sh("ip", "netns", "exec", b.hostNS, "nft", "-a", "list", "table", "ip", "interceptd"), "\n") {
 			if strings.Contains(l, "# handle") && !strings.Contains(l, "table ") && !strings.Contains(l, "chain ") {
 				n++
 			}

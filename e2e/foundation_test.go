@@ -405,8 +405,8 @@ func TestARestartReadoptsSandboxesWithoutDuplicatingRules(t *testing.T) {
 	}
 }
 
-// ruleCount counts the iptables rules and the nftables rules in the host
-// namespace.
+// ruleCount counts the iptables rules and the rules of the daemon's
+// nftables table in the host namespace.
 func ruleCount(t *testing.T, e *Env) int {
 	out, err := exec.Command("ip", "netns", "exec", e.HostNS, "iptables-save").Output()
 	if err != nil {
@@ -418,7 +418,7 @@ func ruleCount(t *testing.T, e *Env) int {
 			n++
 		}
 	}
-	nft, err := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "-a", "list", "ruleset").Output()
+	nft, err := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "-a", "list", "table", "ip", "interceptd").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
