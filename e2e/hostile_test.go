@@ -37,6 +37,7 @@ func TestHostileRequestsGetACleanClientErrorAndStoreNothing(t *testing.T) {
 		want string // status line prefix
 	}{
 		{"two different Content-Lengths", "PUT /smuggled HTTP/1.1\r\nHost: my.kv\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx", "HTTP/1.1 400"},
+		{"Content-Length and Transfer-Encoding together", "PUT /framed HTTP/1.1\r\nHost: my.kv\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "HTTP/1.1 400"},
 		{"headers over 64 KiB", "GET /k HTTP/1.1\r\nHost: my.kv\r\nX-Big: " + strings.Repeat("a", 80<<10) + "\r\n\r\n", "HTTP/1.1 431"},
 		// To a handler's virtual address the handler answers, whatever the Host.
 		{"a huge Host", "GET /k HTTP/1.1\r\nHost: " + strings.Repeat("h", 8000) + ".example\r\n\r\n", "HTTP/1.1 404"},
@@ -52,7 +53,11 @@ func TestHostileRequestsGetACleanClientErrorAndStoreNothing(t *testing.T) {
 			}
 		})
 	}
-	for _, key := range []string{"smuggled", "cut"} {
+	// The same shape on its way to be forwarded is refused too, not passed on.
+	if got := e.raw(sb, upstreamIP+":80", "POST / HTTP/1.1\r\nHost: "+upstreamIP+"\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 400") {
+		t.Errorf("forwarding Content-Length with Transfer-Encoding: got %q", got)
+	}
+	for _, key := range []string{"smuggled", "framed", "cut"} {
 		if got := e.MustIn(sb, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://my.kv/"+key); got != "404" {
 			t.Errorf("key %q exists after a hostile request: %s", key, got)
 		}

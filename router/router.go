@@ -42,6 +42,7 @@ const (
 	LabelDeny          = "_deny"
 	LabelUnknownSource = "_unknown_source"
 	LabelLimited       = "_limited"
+	LabelBadRequest    = "_bad_request"
 )
 
 // Config configures a Router.
@@ -88,6 +89,7 @@ type connKey struct{}
 
 type connInfo struct {
 	src, dst netip.AddrPort
+	sniff    *sniffConn // nil when the listener was not wrapped
 }
 
 // New returns a Router for cfg.
@@ -105,7 +107,8 @@ func New(cfg Config) *Router {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, connInfo{src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr())})
+			sc, _ := c.(*sniffConn)
+			return context.WithValue(ctx, connKey{}, connInfo{src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr()), sniff: sc})
 		},
 		ConnState: func(c net.Conn, s http.ConnState) {
 			switch s {
@@ -124,7 +127,7 @@ func (rt *Router) Forget(sandbox string) { rt.limit.Forget(sandbox) }
 
 // Serve serves intercepted connections from ln until Shutdown.
 func (rt *Router) Serve(ln net.Listener) error {
-	if err := rt.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := rt.srv.Serve(sniffListener{ln}); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving intercepted http: %w", err)
 	}
 	return nil
@@ -150,7 +153,13 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route, d, detail := rt.decide(r, &env)
 	env.Handler = route.Name
 	var err error
-	if env.Sandbox != "" && !rt.limit.Allow(env.Sandbox, start) {
+	// The sniffer's entry is taken for every request, first: one per
+	// request keeps its queue in step.
+	if ci.sniff != nil && ci.sniff.conflicting() {
+		env.Handler = LabelBadRequest
+		rw.Header().Set("Connection", "close")
+		err = &Error{Status: http.StatusBadRequest, Reason: "both Content-Length and Transfer-Encoding: refused as request smuggling"}
+	} else if env.Sandbox != "" && !rt.limit.Allow(env.Sandbox, start) {
 		env.Handler = LabelLimited
 		rw.Header().Set("Retry-After", "1")
 		err = &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited"}

@@ -1,0 +1,122 @@
+package router
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
+)
+
+var sniffCases = []struct {
+	name   string
+	stream string
+	want   []bool
+}{
+	{"a plain GET is not flagged", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", []bool{false}},
+	{"Content-Length with Transfer-Encoding is flagged",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []bool{true}},
+	{"in either order and any case",
+		"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4\r\n\r\n0\r\n\r\n", []bool{true}},
+	{"with bare LF line endings",
+		"POST / HTTP/1.1\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\n\n", []bool{true}},
+	{"a body that looks like a header block is skipped by its length",
+		"POST / HTTP/1.1\r\nContent-Length: 62\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n" +
+			"GET /next HTTP/1.1\r\nHost: a\r\n\r\n", []bool{false, false}},
+	{"chunks, extensions and trailers are skipped",
+		"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"1d;ext=1\r\nContent-Length: 1\r\nTransfer-E\r\n3\r\nabc\r\n0\r\nX-Trailer: Content-Length: 5\r\n\r\n" +
+			"GET /next HTTP/1.1\r\nContent-Length: 0\r\n\r\n", []bool{false, false}},
+	{"pipelined requests each get their entry",
+		"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /3 HTTP/1.1\r\n\r\n", []bool{false, true, false}},
+	{"OPTIONS * gets no entry, as net/http answers it itself",
+		"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n", []bool{false}},
+	{"an empty line before a request is ignored", "\r\nGET / HTTP/1.1\r\n\r\n", []bool{false}},
+	{"an upgrade ends the watching",
+		"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", []bool{false}},
+	{"a folded line is not a new field",
+		"GET / HTTP/1.1\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n", []bool{false}},
+}
+
+func TestTheSnifferFlagsEachRequestWhateverTheReadSizes(t *testing.T) {
+	for _, tt := range sniffCases {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, step := range []int{len(tt.stream), 1, 2, 3, 7, 64} {
+				s := newSniffer()
+				for i := 0; i < len(tt.stream); i += step {
+					s.feed([]byte(tt.stream[i:min(i+step, len(tt.stream))]))
+				}
+				if !reflect.DeepEqual(s.flags, tt.want) && !(len(s.flags) == 0 && len(tt.want) == 0) {
+					t.Fatalf("reads of %d bytes: flags %v, want %v", step, s.flags, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// FuzzSniffer: the sniffer must not panic, and how the bytes are split
+// across reads must not change what it finds.
+func FuzzSniffer(f *testing.F) {
+	for _, tt := range sniffCases {
+		f.Add([]byte(tt.stream), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, stream []byte, step uint8) {
+		whole := newSniffer()
+		whole.feed(stream)
+		split := newSniffer()
+		st := int(step%16) + 1
+		for i := 0; i < len(stream); i += st {
+			split.feed(stream[i:min(i+st, len(stream))])
+		}
+		if fmt.Sprint(whole.flags, whole.state) != fmt.Sprint(split.flags, split.state) {
+			t.Fatalf("whole: %v %v; in reads of %d: %v %v", whole.flags, whole.state, st, split.flags, split.state)
+		}
+	})
+}
+
+func TestARequestWithBothLengthsIsRefusedAndItsConnectionClosed(t *testing.T) {
+	rt := New(Config{
+		Hosts: map[string]Route{"stub": {Name: "stub", Handler: &Respond{Body: "ok"}}},
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Serve(ln)
+	t.Cleanup(func() { rt.Shutdown(t.Context()) })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// A good request, then the smuggling shape, pipelined on one connection.
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: stub\r\n\r\n"+
+		"POST / HTTP/1.1\r\nHost: stub\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: stub\r\n\r\n")
+	br := bufio.NewReader(c)
+	var got []string
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(resp.Body)
+		got = append(got, fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b))))
+	}
+	if len(got) != 2 || got[0] != "200 ok" || !strings.HasPrefix(got[1], "400 ") || !strings.Contains(got[1], "Transfer-Encoding") {
+		t.Fatalf("responses %q: want 200 ok, then a 400 naming the reason and nothing more", got)
+	}
+}
