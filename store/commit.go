@@ -86,6 +86,8 @@ func (db *DB) commit(batch []*writeReq) {
 		}
 		return nil
 	})
+	// Before any writer hears back: see readCache.
+	db.cache.drop()
 	if err == nil || len(batch) == 1 {
 		for _, r := range batch {
 			r.err <- mapBoltErr(err)
@@ -96,6 +98,8 @@ func (db *DB) commit(batch []*writeReq) {
 		return
 	}
 	for _, r := range batch {
-		r.err <- mapBoltErr(db.bolt.Update(r.fn))
+		err := db.bolt.Update(r.fn)
+		db.cache.drop()
+		r.err <- mapBoltErr(err)
 	}
 }

@@ -184,7 +184,8 @@ func (kv *KV) bucketRW(tx *bolt.Tx) (*bolt.Bucket, error) {
 	return nestedRW(tx, []byte(kv.kind), kv.path)
 }
 
-// Get returns the entry stored under key, or ErrNotFound.
+// Get returns the entry stored under key, or ErrNotFound. The entry's
+// slices may be shared with later callers: read them, do not change them.
 func (kv *KV) Get(key string) (e Entry, err error) {
 	defer func(t time.Time) {
 		kv.db.observe(kv.kind, "get", t, err)
@@ -193,12 +194,37 @@ func (kv *KV) Get(key string) (e Entry, err error) {
 	if err := kv.CheckKey(key); err != nil {
 		return Entry{}, err
 	}
+	ck := kv.cacheKey(key)
+	if c, ok := kv.db.cache.get(ck); ok && !kv.expired(c.Expires) {
+		return c, nil
+	}
+	gen := kv.db.cache.generation()
 	err = kv.db.bolt.View(func(tx *bolt.Tx) error {
 		var gerr error
 		e, gerr = kv.get(tx, key)
 		return gerr
 	})
+	if err == nil {
+		kv.db.cache.fill(ck, e, gen)
+	}
 	return e, mapBoltErr(err)
+}
+
+// cacheKey names key in this space for the read cache.
+func (kv *KV) cacheKey(key string) string {
+	n := len(kv.kind) + len(key) + 1
+	for _, p := range kv.path {
+		n += len(p) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, kv.kind...)
+	for _, p := range kv.path {
+		b = append(b, 0)
+		b = append(b, p...)
+	}
+	b = append(b, 0)
+	b = append(b, key...)
+	return string(b)
 }
 
 func (kv *KV) get(tx *bolt.Tx, key string) (Entry, error) {

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,8 @@ type Metrics struct {
 	bytes    *prometheus.CounterVec
 	commits  prometheus.Histogram
 	reg      prometheus.Registerer
+	series   sync.Map // opKey → *opSeries
+	byteDirs sync.Map // [2]string{kind, dir} → prometheus.Counter
 }
 
 // NewMetrics registers the store metrics on reg.
@@ -89,6 +92,24 @@ func (m *Metrics) observe(kind, op string, start time.Time, err error) {
 	default:
 		result = "error"
 	}
-	m.ops.WithLabelValues(kind, op, result).Inc()
-	m.duration.WithLabelValues(kind, op).Observe(time.Since(start).Seconds())
+	k := opKey{kind, op, result}
+	v, ok := m.series.Load(k)
+	if !ok {
+		v, _ = m.series.LoadOrStore(k, &opSeries{
+			ops:      m.ops.WithLabelValues(kind, op, result),
+			duration: m.duration.WithLabelValues(kind, op),
+		})
+	}
+	s := v.(*opSeries)
+	s.ops.Inc()
+	s.duration.Observe(time.Since(start).Seconds())
+}
+
+// opKey and opSeries cache the series of each (kind, op, result): a set of
+// a few dozen, never deleted, looked up on every store operation.
+type opKey struct{ kind, op, result string }
+
+type opSeries struct {
+	ops      prometheus.Counter
+	duration prometheus.Observer
 }

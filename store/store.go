@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -139,6 +140,8 @@ type DB struct {
 	// file is the database file opened again, read-only, for reading blob
 	// chunks without mapping them (see Object.Read).
 	file *os.File
+	// cache answers hot KV and state reads (see readCache).
+	cache readCache
 
 	writes    chan *writeReq
 	stop      chan struct{}
@@ -295,8 +298,13 @@ func (db *DB) observe(kind, op string, start time.Time, err error) {
 }
 
 func (db *DB) countBytes(kind, dir string, n int) {
-	if db.opts.Metrics != nil && n > 0 {
-		db.opts.Metrics.bytes.WithLabelValues(kind, dir).Add(float64(n))
+	if m := db.opts.Metrics; m != nil && n > 0 {
+		k := [2]string{kind, dir}
+		c, ok := m.byteDirs.Load(k)
+		if !ok {
+			c, _ = m.byteDirs.LoadOrStore(k, m.bytes.WithLabelValues(kind, dir))
+		}
+		c.(prometheus.Counter).Add(float64(n))
 	}
 }
 
