@@ -407,6 +407,9 @@ func main() {
 	tw.Flush()
 
 	b.bigBlob()
+	// Sandbox records are durable writes: let the large blob's writeback
+	// finish first, or the churn figure measures the disk's backlog.
+	sh("sync")
 	b.scale()
 }
 
