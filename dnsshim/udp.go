@@ -22,10 +22,15 @@ import (
 // unpacked by miekg/dns and handed to ServeDNS in a goroutine of its own,
 // since forwarding it waits on an upstream.
 
-// maxSlow bounds the queries waiting on the full path at once; beyond it a
-// query is dropped and the client retries, as it would a lost packet. The
-// kernel's per-sandbox rate limit keeps any one sandbox far below it.
-const maxSlow = 4096
+// maxSlow bounds the queries waiting on the full path at once, and
+// maxSlowPerSource those from one address (a sandbox: sources cannot be
+// forged), so that one sandbox asking for names whose servers never answer
+// cannot hold every slot for the upstream timeout. Beyond either a query is
+// dropped and the client retries, as it would a lost packet.
+const (
+	maxSlow          = 4096
+	maxSlowPerSource = 128
+)
 
 // maxQuery is the largest query read; larger datagrams are cut and fail to
 // parse (dns.Server reads 512 bytes).
@@ -37,6 +42,9 @@ type udpServer struct {
 	shim *Shim // the fast path, when h is a *Shim
 	slow chan struct{}
 	wg   sync.WaitGroup
+
+	slowMu  sync.Mutex
+	slowPer map[netip.Addr]int
 
 	mu     sync.Mutex
 	closed bool
@@ -59,7 +67,7 @@ func newUDPServer(conn *net.UDPConn, h dns.Handler) (*udpServer, error) {
 	if serr != nil {
 		return nil, serr
 	}
-	u := &udpServer{conn: conn, h: h, slow: make(chan struct{}, maxSlow)}
+	u := &udpServer{conn: conn, h: h, slow: make(chan struct{}, maxSlow), slowPer: map[netip.Addr]int{}}
 	u.shim, _ = h.(*Shim)
 	return u, nil
 }
@@ -172,14 +180,12 @@ func (u *udpServer) read() {
 					continue
 				}
 			}
-			select {
-			case u.slow <- struct{}{}:
-			default:
+			if !u.takeSlot(from.Addr()) {
 				continue // overloaded: dropped, the client retries
 			}
 			pkt = append([]byte(nil), pkt...)
 			go func() {
-				defer func() { <-u.slow }()
+				defer u.releaseSlot(from.Addr())
 				u.serveSlow(pkt, from, dst)
 			}()
 		}
@@ -192,6 +198,31 @@ func (u *udpServer) read() {
 			out = out[sent:]
 		}
 	}
+}
+
+// takeSlot reserves a place on the full path for a query from src.
+func (u *udpServer) takeSlot(src netip.Addr) bool {
+	u.slowMu.Lock()
+	defer u.slowMu.Unlock()
+	if u.slowPer[src] >= maxSlowPerSource {
+		return false
+	}
+	select {
+	case u.slow <- struct{}{}:
+	default:
+		return false
+	}
+	u.slowPer[src]++
+	return true
+}
+
+func (u *udpServer) releaseSlot(src netip.Addr) {
+	u.slowMu.Lock()
+	if u.slowPer[src]--; u.slowPer[src] <= 0 {
+		delete(u.slowPer, src)
+	}
+	u.slowMu.Unlock()
+	<-u.slow
 }
 
 // serveSlow is dns.Server's handling of one packet: accept or reject by

@@ -84,3 +84,22 @@ func TestTheUDPServerAnswersOverARealSocket(t *testing.T) {
 		}
 	})
 }
+
+func TestOneSourceCannotHoldEverySlowPathSlot(t *testing.T) {
+	u := &udpServer{slow: make(chan struct{}, maxSlow), slowPer: map[netip.Addr]int{}}
+	flood, other := netip.MustParseAddr("10.213.0.2"), netip.MustParseAddr("10.213.0.6")
+	n := 0
+	for u.takeSlot(flood) {
+		n++
+	}
+	if n != maxSlowPerSource {
+		t.Fatalf("one source took %d slots, want %d", n, maxSlowPerSource)
+	}
+	if !u.takeSlot(other) {
+		t.Fatal("another source found no slot")
+	}
+	u.releaseSlot(flood)
+	if !u.takeSlot(flood) {
+		t.Fatal("a released slot was not free again")
+	}
+}

@@ -249,8 +249,10 @@ func (rs RuleSet) Render() string {
 // or flushed and refilled, and each jump is inserted first in its built-in
 // chain unless it is already there. Running it twice leaves one copy.
 //
-// The jumps are installed last, so a sandbox interface never meets a
-// half-filled chain of ours from a fresh start.
+// The jumps come after the chains are filled, so a sandbox interface never
+// meets a half-filled chain of ours from a fresh start, and the nftables
+// tproxy table after the jumps, so interception starts only when the rest is
+// whole. Obsolete rules of earlier versions go last.
 func (rs RuleSet) Apply(ipt IPTables, sets IPSets, nft NFT) error {
 	for _, st := range rs.Sets {
 		if err := sets.Create(st.Name, st.Type); err != nil {

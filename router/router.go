@@ -122,6 +122,9 @@ func New(cfg Config) *Router {
 	return rt
 }
 
+// requestIDHeader carries the request id on every response.
+const requestIDHeader = "X-Interceptd-Request-Id"
+
 // Forget drops what the router keeps about a deleted sandbox.
 func (rt *Router) Forget(sandbox string) { rt.limit.Forget(sandbox) }
 
@@ -144,29 +147,58 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ci, _ := r.Context().Value(connKey{}).(connInfo)
 	env := Env{Source: ci.src, Dest: ci.dst, Host: NormalizeHost(r.Host), RequestID: newRequestID()}
 	rw := &recorder{ResponseWriter: w}
-	w.Header().Set("X-Interceptd-Request-Id", env.RequestID)
+	w.Header().Set(requestIDHeader, env.RequestID)
 	rt.cfg.Metrics.flight(1)
-	defer rt.cfg.Metrics.flight(-1)
 	body := &countingBody{ReadCloser: r.Body}
 	r.Body = body
+	var d policy.Decision
+	defer func() {
+		// Also when a handler aborts the response (a forward whose
+		// upstream cut it short): the request is still counted and logged.
+		p := recover()
+		rt.cfg.Metrics.flight(-1)
+		dur := time.Since(start)
+		rt.cfg.Metrics.request(env.Handler, env.Sandbox, rw.status, body.n, rw.bytes, dur)
+		if d.Result != "" { // refused before any decision: no decision to count
+			rt.cfg.Decisions.Observe("http", env.Sandbox, d)
+		}
+		// Guarded: building the record's attributes costs allocations even
+		// when the level drops it.
+		if rt.cfg.Logger.Enabled(r.Context(), slog.LevelInfo) {
+			rt.cfg.Logger.Info("request",
+				"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
+				"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
+				"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000,
+				"aborted", p != nil)
+		}
+		if p != nil {
+			panic(p)
+		}
+	}()
 
-	route, d, detail := rt.decide(r, &env)
-	env.Handler = route.Name
 	var err error
+	caller, known := rt.cfg.Identify(env.Source.Addr())
 	// The sniffer's entry is taken for every request, first: one per
 	// request keeps its queue in step.
 	if ci.sniff != nil && ci.sniff.conflicting() {
-		env.Handler = LabelBadRequest
+		env.Handler, env.Sandbox = LabelBadRequest, caller.Sandbox
 		rw.Header().Set("Connection", "close")
 		err = &Error{Status: http.StatusBadRequest, Reason: "both Content-Length and Transfer-Encoding: refused as request smuggling"}
-	} else if env.Sandbox != "" && !rt.limit.Allow(env.Sandbox, start) {
-		env.Handler = LabelLimited
+	} else if known && !rt.limit.Allow(caller.Sandbox, time.Now()) {
+		// Before deciding, which may cost a DNS lookup.
+		env.Handler, env.Sandbox = LabelLimited, caller.Sandbox
 		rw.Header().Set("Retry-After", "1")
 		err = &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited"}
-	} else if d.Result == policy.Deny {
-		rt.deny(rw, r, env, d, detail)
 	} else {
-		err = route.Handler.ServeHTTP(rw, r, env)
+		var route Route
+		var detail string
+		route, d, detail = rt.decide(r, &env, caller, known)
+		env.Handler = route.Name
+		if d.Result == policy.Deny {
+			rt.deny(rw, r, env, d, detail)
+		} else {
+			err = route.Handler.ServeHTTP(rw, r, env)
+		}
 	}
 	if err != nil {
 		var he *Error
@@ -180,24 +212,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rw.wrote {
 		rw.WriteHeader(http.StatusOK)
 	}
-	dur := time.Since(start)
-	rt.cfg.Metrics.request(env.Handler, env.Sandbox, rw.status, body.n, rw.bytes, dur)
-	rt.cfg.Decisions.Observe("http", env.Sandbox, d)
-	// Guarded: building the record's attributes costs allocations even
-	// when the level drops it.
-	if rt.cfg.Logger.Enabled(r.Context(), slog.LevelInfo) {
-		rt.cfg.Logger.Info("request",
-			"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
-			"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
-			"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000)
-	}
 }
 
-// decide identifies the caller, asks its policy and checks a forward's
-// destination. It returns the route to serve, or a deny decision with detail.
-func (rt *Router) decide(r *http.Request, env *Env) (Route, policy.Decision, string) {
-	caller, ok := rt.cfg.Identify(env.Source.Addr())
-	if !ok || caller.Policy == nil {
+// decide asks the caller's policy and checks a forward's destination. It returns the route to serve, or a deny decision with detail.
+func (rt *Router) decide(r *http.Request, env *Env, caller policy.Caller, known bool) (Route, policy.Decision, string) {
+	if !known || caller.Policy == nil {
 		return Route{Name: LabelUnknownSource}, policy.Decision{Result: policy.Deny, Reason: policy.ReasonUnknown}, "the source address is not a sandbox"
 	}
 	env.Sandbox = caller.Sandbox

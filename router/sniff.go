@@ -16,11 +16,11 @@ import (
 // length or chunks), and queues, per request and in order, whether its header
 // carried both fields; the router takes one entry per request it serves.
 //
-// When the framing is anything it does not follow (an upgrade, a line too
-// long to read the length from, a Transfer-Encoding other than chunked, which
-// net/http refuses anyway) it stops watching, and the requests after that on
-// the connection are not flagged: it can only ever add a refusal, never
-// change how net/http reads a request.
+// Where it cannot be sure (a Content-Length or Transfer-Encoding field too
+// long to read, or folded over lines; a chunk size it cannot read; more
+// than maxQueued requests ahead of the handlers) it fails closed: that
+// request and every later one on the connection are refused. net/http
+// refuses most of those itself; a client has no need of the others.
 
 type sniffState uint8
 
@@ -30,8 +30,12 @@ const (
 	sniffChunkSize                   // reading a chunk-size line
 	sniffChunkData                   // skipping a chunk and its CRLF
 	sniffTrailer                     // in a chunked body's trailer
-	sniffOff                         // not following any more
+	sniffOff                         // lost: every request from here is refused
 )
+
+// maxQueued bounds the entries waiting for the router: a client that
+// pipelines further ahead than this is refused.
+const maxQueued = 64
 
 // sniffLineMax is how much of each line is kept: enough for a field name
 // and a Content-Length value.
@@ -46,8 +50,11 @@ type sniffer struct {
 	lineLong bool // the line is longer than what was kept
 	first    bool // the next line of the head is its request line (or a leading empty line)
 
-	cl, te, chunked, upgrade bool
-	length                   int64
+	cl, te, chunked bool
+	http10          bool  // net/http ignores Transfer-Encoding then
+	poison          bool  // this request's framing could not be read
+	last            uint8 // the field the previous line was: 1 Content-Length, 2 Transfer-Encoding
+	length          int64
 	// unqueued: net/http answers "OPTIONS *" itself, without a handler to
 	// take the request's entry.
 	unqueued bool
@@ -111,7 +118,7 @@ func (s *sniffer) endLine() {
 		size, ok := parseHexPrefix(line)
 		switch {
 		case !ok:
-			s.state = sniffOff
+			s.state = sniffOff // net/http fails the body too
 		case size == 0:
 			s.state = sniffTrailer
 		default:
@@ -130,23 +137,28 @@ func (s *sniffer) headLine(line []byte, long bool) {
 			return // an empty line before the request line
 		}
 		s.first = false
-		s.cl, s.te, s.chunked, s.upgrade, s.length = false, false, false, false, 0
-		s.upgrade = bytes.HasPrefix(line, []byte("CONNECT "))
+		s.cl, s.te, s.chunked, s.poison, s.last, s.length = false, false, false, false, 0, 0
+		s.http10 = bytes.HasSuffix(line, []byte(" HTTP/1.0"))
 		s.unqueued = bytes.HasPrefix(line, []byte("OPTIONS * "))
 		return
 	}
 	if len(line) == 0 && !long {
 		// The end of the head: one entry for this request, then its body.
 		if !s.unqueued {
-			s.flags = append(s.flags, s.cl && s.te)
+			if len(s.flags) >= maxQueued {
+				s.state = sniffOff
+				return
+			}
+			s.flags = append(s.flags, s.cl && s.te || s.poison)
 		}
 		s.first = true
+		te := s.te && !s.http10
 		switch {
-		case s.upgrade:
-			s.state = sniffOff // what follows is not HTTP/1.1 framing
-		case s.te && !s.chunked:
+		case s.poison:
+			s.state = sniffOff
+		case te && !s.chunked:
 			s.state = sniffOff // net/http refuses it and closes
-		case s.te:
+		case te:
 			s.state = sniffChunkSize
 		case s.length > 0:
 			s.state, s.skip = sniffBody, s.length
@@ -154,8 +166,14 @@ func (s *sniffer) headLine(line []byte, long bool) {
 		return
 	}
 	if line[0] == ' ' || line[0] == '\t' {
-		return // a continuation of the previous field
+		// A continuation of the previous field, which net/http joins to
+		// it: of a length or a coding, it is one this cannot read.
+		if s.last != 0 {
+			s.poison = true
+		}
+		return
 	}
+	s.last = 0
 	colon := bytes.IndexByte(line, ':')
 	if colon < 0 {
 		return // net/http refuses the request
@@ -163,17 +181,20 @@ func (s *sniffer) headLine(line []byte, long bool) {
 	name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
 	switch {
 	case bytes.EqualFold(name, []byte("Content-Length")):
+		s.last = 1
 		n, ok := parseDecimal(value)
-		if long || !ok {
-			s.state = sniffOff
+		if long || !ok || s.cl && n != s.length {
+			s.poison = true // unreadable, or two lengths (net/http refuses those too)
 			return
 		}
 		s.cl, s.length = true, n
 	case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+		s.last = 2
 		s.te = true
 		s.chunked = !long && bytes.EqualFold(value, []byte("chunked"))
-	case bytes.EqualFold(name, []byte("Upgrade")):
-		s.upgrade = true
+		if long {
+			s.poison = true
+		}
 	}
 }
 
@@ -237,7 +258,7 @@ func (c *sniffConn) conflicting() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.s.flags) == 0 {
-		return false
+		return c.s.state == sniffOff // lost: refuse rather than guess
 	}
 	f := c.s.flags[0]
 	c.s.flags = c.s.flags[1:]

@@ -40,10 +40,18 @@ var sniffCases = []struct {
 	{"OPTIONS * gets no entry, as net/http answers it itself",
 		"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n", []bool{false}},
 	{"an empty line before a request is ignored", "\r\nGET / HTTP/1.1\r\n\r\n", []bool{false}},
-	{"an upgrade ends the watching",
-		"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", []bool{false}},
+	{"an Upgrade header does not end the watching",
+		"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", []bool{false, true}},
 	{"a folded line is not a new field",
 		"GET / HTTP/1.1\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n", []bool{false}},
+	{"a length padded past what is kept is refused, not skipped",
+		"POST / HTTP/1.1\r\nContent-Length:" + strings.Repeat(" ", 80) + "5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []bool{true}},
+	{"a length folded onto the next line is refused",
+		"POST / HTTP/1.1\r\nContent-Length:\r\n 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []bool{true}},
+	{"HTTP/1.0 bodies are framed by their length, as net/http does",
+		"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n" +
+			"0 / HTTP/1.1\r\nContent-Length: 30\r\n\r\n" + strings.Repeat("GET / HTTP/1.1\r\n\r\n"[:15], 2) + "GET /3 HTTP/1.1\r\n\r\n",
+		[]bool{false, false, false}},
 }
 
 func TestTheSnifferFlagsEachRequestWhateverTheReadSizes(t *testing.T) {
@@ -54,7 +62,7 @@ func TestTheSnifferFlagsEachRequestWhateverTheReadSizes(t *testing.T) {
 				for i := 0; i < len(tt.stream); i += step {
 					s.feed([]byte(tt.stream[i:min(i+step, len(tt.stream))]))
 				}
-				if !reflect.DeepEqual(s.flags, tt.want) && !(len(s.flags) == 0 && len(tt.want) == 0) {
+				if !reflect.DeepEqual(s.flags, tt.want) {
 					t.Fatalf("reads of %d bytes: flags %v, want %v", step, s.flags, tt.want)
 				}
 			}
@@ -80,6 +88,30 @@ func FuzzSniffer(f *testing.F) {
 			t.Fatalf("whole: %v %v; in reads of %d: %v %v", whole.flags, whole.state, st, split.flags, split.state)
 		}
 	})
+}
+
+func TestASnifferThatLostTheFramingRefusesWhatFollows(t *testing.T) {
+	c := &sniffConn{s: newSniffer()}
+	c.s.feed([]byte("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))
+	if c.conflicting() {
+		t.Fatal("the request before the loss was refused")
+	}
+	if !c.conflicting() {
+		t.Fatal("a request after the sniffer lost the framing was let through")
+	}
+	d := &sniffConn{s: newSniffer()}
+	for range maxQueued + 10 {
+		d.s.feed([]byte("GET / HTTP/1.1\r\n\r\n"))
+	}
+	if len(d.s.flags) > maxQueued {
+		t.Fatalf("%d entries queued", len(d.s.flags))
+	}
+	for range maxQueued {
+		d.conflicting()
+	}
+	if !d.conflicting() {
+		t.Fatal("a client pipelining past the queue was not refused")
+	}
 }
 
 func TestARequestWithBothLengthsIsRefusedAndItsConnectionClosed(t *testing.T) {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // This file is the forwarder's own HTTP/1.1 client. A stock http.Transport
@@ -28,7 +30,10 @@ import (
 // handle (protocol upgrades, Expect: 100-continue, request trailers) go to
 // httputil.ReverseProxy, which does.
 
-// upstreamPool keeps idle keep-alive connections to original destinations.
+// upstreamPool keeps idle keep-alive connections to original destinations,
+// each for the sandbox that opened it: a connection is never handed from one
+// sandbox to another, so nothing one sandbox leaves in it (a request prefix
+// an upstream has not consumed) can reach another's request.
 type upstreamPool struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxPerDest  int
@@ -36,9 +41,10 @@ type upstreamPool struct {
 	idleTimeout time.Duration
 
 	mu        sync.Mutex
-	idle      map[netip.AddrPort][]*upConn
+	idle      map[poolKey][]*upConn
 	n         int
 	lastSweep time.Time
+	janitor   *time.Timer
 }
 
 type upConn struct {
@@ -46,8 +52,7 @@ type upConn struct {
 	raw       syscall.RawConn
 	br        *bufio.Reader
 	bw        *bufio.Writer
-	tp        textproto.Reader
-	dest      netip.AddrPort
+	key       poolKey
 	idleSince time.Time
 	reused    bool
 }
@@ -57,16 +62,22 @@ var (
 	upWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 )
 
-func (p *upstreamPool) get(ctx context.Context, dest netip.AddrPort) (*upConn, error) {
+// poolKey is whose connection to where.
+type poolKey struct {
+	sandbox string
+	dest    netip.AddrPort
+}
+
+func (p *upstreamPool) get(ctx context.Context, key poolKey) (*upConn, error) {
 	now := time.Now()
 	p.mu.Lock()
-	for s := p.idle[dest]; len(s) > 0; s = p.idle[dest] {
+	for s := p.idle[key]; len(s) > 0; s = p.idle[key] {
 		uc := s[len(s)-1]
 		s[len(s)-1] = nil
-		p.idle[dest] = s[:len(s)-1]
+		p.idle[key] = s[:len(s)-1]
 		p.n--
 		if len(s) == 1 {
-			delete(p.idle, dest)
+			delete(p.idle, key)
 		}
 		if now.Sub(uc.idleSince) > p.idleTimeout || !uc.alive() {
 			p.mu.Unlock()
@@ -79,15 +90,15 @@ func (p *upstreamPool) get(ctx context.Context, dest netip.AddrPort) (*upConn, e
 		return uc, nil
 	}
 	p.mu.Unlock()
-	return p.connect(ctx, dest)
+	return p.connect(ctx, key)
 }
 
-func (p *upstreamPool) connect(ctx context.Context, dest netip.AddrPort) (*upConn, error) {
-	c, err := p.dial(ctx, "tcp", dest.String())
+func (p *upstreamPool) connect(ctx context.Context, key poolKey) (*upConn, error) {
+	c, err := p.dial(ctx, "tcp", key.dest.String())
 	if err != nil {
 		return nil, err
 	}
-	uc := &upConn{Conn: c, dest: dest}
+	uc := &upConn{Conn: c, key: key}
 	if sc, ok := c.(syscall.Conn); ok {
 		uc.raw, _ = sc.SyscallConn()
 	}
@@ -95,7 +106,6 @@ func (p *upstreamPool) connect(ctx context.Context, dest netip.AddrPort) (*upCon
 	uc.br.Reset(c)
 	uc.bw = upWriters.Get().(*bufio.Writer)
 	uc.bw.Reset(c)
-	uc.tp.R = uc.br
 	return uc, nil
 }
 
@@ -105,23 +115,45 @@ func (p *upstreamPool) put(uc *upConn) {
 	uc.idleSince = now
 	p.mu.Lock()
 	if p.idle == nil {
-		p.idle = map[netip.AddrPort][]*upConn{}
+		p.idle = map[poolKey][]*upConn{}
 	}
 	var stale []*upConn
 	if now.Sub(p.lastSweep) > p.idleTimeout/2 {
 		p.lastSweep = now
 		stale = p.sweepLocked(now)
 	}
-	s := p.idle[uc.dest]
+	s := p.idle[uc.key]
 	keep := len(s) < p.maxPerDest && p.n < p.maxIdle
 	if keep {
-		p.idle[uc.dest] = append(s, uc)
+		p.idle[uc.key] = append(s, uc)
 		p.n++
+		if p.janitor == nil {
+			// Sweeps go on while anything is idle, traffic or not.
+			p.janitor = time.AfterFunc(p.idleTimeout, p.sweep)
+		}
 	}
 	p.mu.Unlock()
 	if !keep {
 		uc.close()
 	}
+	for _, c := range stale {
+		c.close()
+	}
+}
+
+// sweep closes what has been idle too long, and comes back while anything
+// is still idle.
+func (p *upstreamPool) sweep() {
+	p.mu.Lock()
+	now := time.Now()
+	p.lastSweep = now
+	stale := p.sweepLocked(now)
+	if p.n > 0 {
+		p.janitor.Reset(p.idleTimeout / 2)
+	} else {
+		p.janitor = nil
+	}
+	p.mu.Unlock()
 	for _, c := range stale {
 		c.close()
 	}
@@ -157,7 +189,7 @@ func (uc *upConn) close() {
 		upReaders.Put(uc.br)
 		uc.bw.Reset(nil)
 		upWriters.Put(uc.bw)
-		uc.br, uc.bw, uc.tp.R = nil, nil, nil
+		uc.br, uc.bw = nil, nil
 	}
 }
 
@@ -224,7 +256,8 @@ var errAbort = errors.New("upstream response cut short")
 // response to w.
 func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) {
 	ctx := r.Context()
-	uc, err := f.pool.get(ctx, env.Dest)
+	key := poolKey{env.Sandbox, env.Dest}
+	uc, err := f.pool.get(ctx, key)
 	if err != nil {
 		f.upstreamFailed(w, err)
 		return
@@ -233,7 +266,7 @@ func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) {
 	if err != nil && uc.reused && !errors.Is(err, errAbort) && replayable(r) {
 		// A kept-alive connection can be closed by the upstream just as we
 		// send on it; what it never answered can be sent once more.
-		if uc, err = f.pool.connect(ctx, env.Dest); err == nil {
+		if uc, err = f.pool.connect(ctx, key); err == nil {
 			err = f.exchange(w, r, env, uc)
 		}
 	}
@@ -291,8 +324,15 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 
 	writeHead(uc.bw, r, env)
 	if r.ContentLength != 0 {
+		// The head goes out first, so the upstream can decide on it
+		// however slowly the sandbox sends its body.
+		if err := uc.bw.Flush(); err != nil {
+			return fmt.Errorf("sending request: %w", err)
+		}
 		// The body is sent while the response is read: an upstream may
-		// answer (413, 401) before it has read it all.
+		// answer (413, 401) before it has read it all. Full duplex, or
+		// net/http would make writing the answer wait for the body.
+		http.NewResponseController(w).EnableFullDuplex()
 		bodyDone = make(chan error, 1)
 		go func() { bodyDone <- writeBody(uc.bw, r) }()
 	} else if err := uc.bw.Flush(); err != nil {
@@ -323,15 +363,19 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	} else if !noBody {
 		closeDelimited = true
 	}
-	keepAlive := !closeDelimited && proto >= 1 && !headerHas(hdr, "Connection", "close")
-	if proto == 0 && !headerHas(hdr, "Connection", "keep-alive") {
-		keepAlive = false
+	keepAlive := !closeDelimited && !headerHas(hdr, "Connection", "close")
+	if proto == 0 {
+		keepAlive = keepAlive && headerHas(hdr, "Connection", "keep-alive")
 	}
 
 	out := w.Header()
 	drop := connectionTokens(hdr)
 	for k, vs := range hdr {
 		if hopHeaders[k] || drop[k] {
+			continue
+		}
+		if k == requestIDHeader {
+			out[k] = append(out[k], vs...) // ours first, as ReverseProxy did
 			continue
 		}
 		out[k] = vs
@@ -372,7 +416,8 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 			return fmt.Errorf("%w: %d of %d bytes", errAbort, n, length)
 		}
 		if chunked {
-			trailer, err := uc.tp.ReadMIMEHeader()
+			budget := maxResponseHeaderBytes
+			trailer, err := readFields(uc.br, &budget)
 			if err != nil {
 				return fmt.Errorf("%w: reading trailer: %w", errAbort, err)
 			}
@@ -382,12 +427,29 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		}
 	}
 	if bodyDone != nil {
-		berr := <-bodyDone
+		var berr error
+		wait := time.NewTimer(50 * time.Millisecond)
+		select {
+		case berr = <-bodyDone:
+			// The usual case: the upstream read the body, then answered;
+			// the sender is at most finishing up.
+			wait.Stop()
+		case <-wait.C:
+			// The upstream answered before the body was all sent (413, 401):
+			// the sandbox gets the answer now, and the rest of its body is
+			// not waited for, on either side.
+			rc := http.NewResponseController(w)
+			rc.Flush()
+			uc.SetDeadline(time.Unix(1, 0))
+			rc.SetReadDeadline(time.Unix(1, 0))
+			berr = <-bodyDone
+			if berr == nil {
+				berr = errors.New("body cut short")
+			}
+		}
 		bodyDone = nil
 		if berr != nil {
-			// The upstream answered without reading the whole body; the
-			// sandbox has its answer, but this connection is spent.
-			return nil
+			return nil // the sandbox has its answer; this connection is spent
 		}
 	}
 	reusable = keepAlive
@@ -506,14 +568,28 @@ func writeBody(bw *bufio.Writer, r *http.Request) error {
 	return err
 }
 
+// Limits on what an upstream may send before its body: the sandbox chose
+// the upstream, so it may be the sandbox's own server. Lines are also
+// bounded by the connection's read buffer (16 KiB).
+const (
+	maxResponseHeaderBytes = 256 << 10
+	maxHeaderFields        = 1000
+	maxInterimResponses    = 5
+)
+
 // readHead reads a final response's status line and header, skipping
 // informational responses. proto is the minor version (HTTP/1.proto).
 func readHead(uc *upConn) (code, proto int, hdr textproto.MIMEHeader, err error) {
-	for {
+	budget := maxResponseHeaderBytes
+	for interim := 0; ; interim++ {
+		if interim > maxInterimResponses {
+			return 0, 0, nil, errors.New("too many informational responses")
+		}
 		line, err := uc.br.ReadSlice('\n')
 		if err != nil {
 			return 0, 0, nil, err
 		}
+		budget -= len(line)
 		line = bytes.TrimRight(line, "\r\n")
 		// "HTTP/1.x NNN reason"
 		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' ||
@@ -525,7 +601,7 @@ func readHead(uc *upConn) (code, proto int, hdr textproto.MIMEHeader, err error)
 			return 0, 0, nil, fmt.Errorf("malformed status code %q", truncate(line))
 		}
 		proto = int(line[7] - '0')
-		hdr, err = uc.tp.ReadMIMEHeader()
+		hdr, err = readFields(uc.br, &budget)
 		if err != nil {
 			return 0, 0, nil, fmt.Errorf("reading response header: %w", err)
 		}
@@ -536,6 +612,46 @@ func readHead(uc *upConn) (code, proto int, hdr textproto.MIMEHeader, err error)
 			return 0, 0, nil, errors.New("101 Switching Protocols to a request that asked for no upgrade")
 		}
 		// 100 Continue, 103 Early Hints: not the answer; read on.
+	}
+}
+
+// readFields reads header (or trailer) fields up to the empty line,
+// spending *budget bytes at most. Unlike textproto's reader it has bounds
+// (the budget, maxHeaderFields, and the buffer for one line), and it
+// refuses obsolete line folding, as a proxy may (RFC 9112 §5.2).
+func readFields(br *bufio.Reader, budget *int) (textproto.MIMEHeader, error) {
+	h := textproto.MIMEHeader{}
+	for n := 0; ; n++ {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, errors.New("header line too long")
+			}
+			return nil, err
+		}
+		if *budget -= len(line); *budget < 0 {
+			return nil, errors.New("header too large")
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			return h, nil
+		}
+		if n >= maxHeaderFields {
+			return nil, errors.New("too many header fields")
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, errors.New("folded header line")
+		}
+		i := bytes.IndexByte(line, ':')
+		if i <= 0 {
+			return nil, fmt.Errorf("malformed header line %q", truncate(line))
+		}
+		name, value := string(line[:i]), string(bytes.Trim(line[i+1:], " \t"))
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
+			return nil, fmt.Errorf("invalid header field %q", truncate(line))
+		}
+		k := http.CanonicalHeaderKey(name)
+		h[k] = append(h[k], value)
 	}
 }
 
@@ -552,8 +668,9 @@ func parseContentLength(vs []string) (int64, error) {
 	var n int64 = -1
 	for _, v := range vs {
 		for _, p := range strings.Split(v, ",") {
-			m, err := strconv.ParseInt(textproto.TrimString(p), 10, 64)
-			if err != nil || m < 0 || (n >= 0 && m != n) {
+			p = textproto.TrimString(p)
+			m, err := strconv.ParseInt(p, 10, 64)
+			if err != nil || m < 0 || p[0] == '+' || (n >= 0 && m != n) {
 				return 0, fmt.Errorf("invalid Content-Length %q from upstream", v)
 			}
 			n = m

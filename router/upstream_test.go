@@ -438,3 +438,115 @@ func BenchmarkForwardLean(b *testing.B) {
 		})
 	}
 }
+
+func TestAnUpstreamThatAnswersAtOnceIsNotHeldUpByASandboxStillSending(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c)) // the header only
+		io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno")
+		time.Sleep(5 * time.Second) // and never reads the body
+	}()
+	front := frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort())
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The sandbox announces a large body and sends only a little of it.
+	io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nsome")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	start := time.Now()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer after %v: %v", time.Since(start), err)
+	}
+	if resp.StatusCode != 401 || time.Since(start) > time.Second {
+		t.Errorf("got %d after %v", resp.StatusCode, time.Since(start))
+	}
+}
+
+func TestAnEndlessResponseHeaderIsRefusedNotBuffered(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		line := "X-Pad: " + strings.Repeat("a", 1000) + "\r\n"
+		for i := 0; i < 10000; i++ { // 10 MB of header fields
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.Get("http://" + frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort()) + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Errorf("got %d, want 502", resp.StatusCode)
+	}
+}
+
+func TestIdleUpstreamConnectionsAreClosedWithoutFurtherTraffic(t *testing.T) {
+	up := newScripted(t, func(*http.Request, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	f := newForward()
+	front := "http://" + frontFor(t, f, up.addr) + "/"
+	mustGet(t, &http.Client{}, front, "ok")
+	f.pool.mu.Lock()
+	f.pool.idleTimeout = 50 * time.Millisecond
+	f.pool.janitor.Reset(50 * time.Millisecond)
+	f.pool.mu.Unlock()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		f.pool.mu.Lock()
+		n := f.pool.n
+		f.pool.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle connections still open", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
+	up := newScripted(t, func(*http.Request, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	f := newForward()
+	f.once.Do(f.init)
+	for _, sb := range []string{"a", "b", "a"} {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			f.ServeHTTP(&recorder{ResponseWriter: w}, r, Env{Sandbox: sb, Dest: up.addr})
+		})}
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		go srv.Serve(ln)
+		mustGet(t, &http.Client{}, "http://"+ln.Addr().String()+"/", "ok")
+		srv.Close()
+	}
+	if n := up.accepts.Load(); n != 2 {
+		t.Errorf("upstream accepted %d connections for sandboxes a, b, a: want 2 (one each, a's reused)", n)
+	}
+}

@@ -44,8 +44,12 @@ func (l *PerKey) Allow(key string, now time.Time) bool {
 		b = &bucket{tokens: 2 * l.rate, last: now}
 		l.buckets[key] = b
 	}
-	b.tokens = min(2*l.rate, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
+	// Callers racing with their clocks may arrive out of order: time that
+	// went backwards earns nothing and costs nothing.
+	if el := now.Sub(b.last); el > 0 {
+		b.tokens = min(2*l.rate, b.tokens+el.Seconds()*l.rate)
+		b.last = now
+	}
 	if b.tokens < 1 {
 		return false
 	}
