@@ -430,13 +430,23 @@ func ruleCount(t *testing.T, e *Env) int {
 	return n
 }
 
-func TestWhileTheDaemonIsDownPort80AndDNSAreRefusedAtOnce(t *testing.T) {
+func TestWhileTheDaemonIsDownPort80AndDNSAreRefusedAtOnceAndTheRestKeepsThePolicy(t *testing.T) {
 	e := NewEnv(t, Options{})
 	sb := e.Create("orphan")
+	off := e.CreateWith("offline", "--internet", "off")
 	if out, code := e.In(sb, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://"+upstreamIP+"/"); code != 0 || out != "200" {
 		t.Fatalf("with the daemon up: %q, exit %d", out, code)
 	}
 	e.Stop()
+	// Non-HTTP traffic keeps the last policy: allowed where it was, refused
+	// at once where it was not (port 2222 upstream is not intercepted).
+	if out, code := e.In(sb, "curl", "-sS", "-m", "5", "http://"+upstreamIP+":2222/"); code != 0 {
+		t.Errorf("non-HTTP traffic the policy allows was cut while the daemon was down: exit %d %s", code, out)
+	}
+	start := time.Now()
+	if out, code := e.In(off, "curl", "-sS", "-m", "5", "http://"+upstreamIP+":2222/"); code != 7 || time.Since(start) > time.Second {
+		t.Errorf("non-HTTP traffic the policy refuses, while the daemon was down: exit %d after %v %s", code, time.Since(start), out)
+	}
 	tests := []struct {
 		name string
 		args []string
