@@ -311,8 +311,10 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	var bodyDone chan error
 	defer func() {
 		if bodyDone != nil {
-			// The handler must not return while the body is being read.
+			// The handler must not return while the body is being read:
+			// cut both ends the sender may be blocked on, then wait.
 			uc.SetDeadline(time.Unix(1, 0))
+			http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 			<-bodyDone
 		}
 		if stop() && reusable && err == nil {

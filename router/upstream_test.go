@@ -550,3 +550,35 @@ func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
 		t.Errorf("upstream accepted %d connections for sandboxes a, b, a: want 2 (one each, a's reused)", n)
 	}
 }
+
+func TestAnUpstreamThatFailsMidUploadDoesNotWaitForTheSandbox(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		http.ReadRequest(bufio.NewReader(c))
+		c.Close() // no answer at all
+	}()
+	front := frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort())
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nsome")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	start := time.Now()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer after %v: %v", time.Since(start), err)
+	}
+	if resp.StatusCode != 502 {
+		t.Errorf("got %d, want 502", resp.StatusCode)
+	}
+}
