@@ -339,22 +339,13 @@ func TestTheLeanForwarderFailsVisibly(t *testing.T) {
 		}
 	})
 	t.Run("an upstream that answers before reading a large body still gets its answer through", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
+		dest := oneConnUpstream(t, func(c net.Conn) {
 			defer c.Close()
 			http.ReadRequest(bufio.NewReader(c)) // the header only
 			io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
 			time.Sleep(200 * time.Millisecond)
-		}()
-		front := frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort())
+		})
+		front := frontFor(t, newForward(), dest)
 		body := bytes.Repeat([]byte("x"), 8<<20)
 		resp, err := http.Post("http://"+front+"/", "application/octet-stream", bytes.NewReader(body))
 		if err != nil {
@@ -440,22 +431,13 @@ func BenchmarkForwardLean(b *testing.B) {
 }
 
 func TestAnUpstreamThatAnswersAtOnceIsNotHeldUpByASandboxStillSending(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	dest := oneConnUpstream(t, func(c net.Conn) {
 		defer c.Close()
 		http.ReadRequest(bufio.NewReader(c)) // the header only
 		io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno")
 		time.Sleep(5 * time.Second) // and never reads the body
-	}()
-	front := frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort())
+	})
+	front := frontFor(t, newForward(), dest)
 	c, err := net.Dial("tcp", front)
 	if err != nil {
 		t.Fatal(err)
@@ -475,16 +457,7 @@ func TestAnUpstreamThatAnswersAtOnceIsNotHeldUpByASandboxStillSending(t *testing
 }
 
 func TestAnEndlessResponseHeaderIsRefusedNotBuffered(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	dest := oneConnUpstream(t, func(c net.Conn) {
 		defer c.Close()
 		http.ReadRequest(bufio.NewReader(c))
 		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
@@ -494,8 +467,8 @@ func TestAnEndlessResponseHeaderIsRefusedNotBuffered(t *testing.T) {
 				return
 			}
 		}
-	}()
-	resp, err := http.Get("http://" + frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort()) + "/")
+	})
+	resp, err := http.Get("http://" + frontFor(t, newForward(), dest) + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,20 +525,11 @@ func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
 }
 
 func TestAnUpstreamThatFailsMidUploadDoesNotWaitForTheSandbox(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	dest := oneConnUpstream(t, func(c net.Conn) {
 		http.ReadRequest(bufio.NewReader(c))
 		c.Close() // no answer at all
-	}()
-	front := frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort())
+	})
+	front := frontFor(t, newForward(), dest)
 	c, err := net.Dial("tcp", front)
 	if err != nil {
 		t.Fatal(err)
@@ -581,4 +545,23 @@ func TestAnUpstreamThatFailsMidUploadDoesNotWaitForTheSandbox(t *testing.T) {
 	if resp.StatusCode != 502 {
 		t.Errorf("got %d, want 502", resp.StatusCode)
 	}
+}
+
+// oneConnUpstream listens on 127.0.0.1, hands the first connection to
+// serve, and returns the address.
+func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		serve(c)
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
