@@ -430,32 +430,6 @@ func BenchmarkForwardLean(b *testing.B) {
 	}
 }
 
-func TestAnUpstreamThatAnswersAtOnceIsNotHeldUpByASandboxStillSending(t *testing.T) {
-	dest := oneConnUpstream(t, func(c net.Conn) {
-		defer c.Close()
-		http.ReadRequest(bufio.NewReader(c)) // the header only
-		io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno")
-		time.Sleep(5 * time.Second) // and never reads the body
-	})
-	front := frontFor(t, newForward(), dest)
-	c, err := net.Dial("tcp", front)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	// The sandbox announces a large body and sends only a little of it.
-	io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nsome")
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	start := time.Now()
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("no answer after %v: %v", time.Since(start), err)
-	}
-	if resp.StatusCode != 401 || time.Since(start) > time.Second {
-		t.Errorf("got %d after %v", resp.StatusCode, time.Since(start))
-	}
-}
-
 func TestAnEndlessResponseHeaderIsRefusedNotBuffered(t *testing.T) {
 	dest := oneConnUpstream(t, func(c net.Conn) {
 		defer c.Close()
@@ -524,26 +498,42 @@ func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
 	}
 }
 
-func TestAnUpstreamThatFailsMidUploadDoesNotWaitForTheSandbox(t *testing.T) {
-	dest := oneConnUpstream(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
-		c.Close() // no answer at all
-	})
-	front := frontFor(t, newForward(), dest)
-	c, err := net.Dial("tcp", front)
-	if err != nil {
-		t.Fatal(err)
+func TestASandboxStallingItsUploadGetsTheUpstreamsAnswerAtOnce(t *testing.T) {
+	tests := []struct {
+		name     string
+		upstream func(c net.Conn)
+		want     int
+	}{
+		{"an upstream that answers before reading the body", func(c net.Conn) {
+			defer c.Close()
+			http.ReadRequest(bufio.NewReader(c)) // the header only
+			io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno")
+			time.Sleep(5 * time.Second) // and never reads the body
+		}, 401},
+		{"an upstream that fails mid-upload", func(c net.Conn) {
+			http.ReadRequest(bufio.NewReader(c))
+			c.Close() // no answer at all
+		}, 502},
 	}
-	defer c.Close()
-	io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nsome")
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	start := time.Now()
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("no answer after %v: %v", time.Since(start), err)
-	}
-	if resp.StatusCode != 502 {
-		t.Errorf("got %d, want 502", resp.StatusCode)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", frontFor(t, newForward(), oneConnUpstream(t, tt.upstream)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// The sandbox announces a large body and sends only a little of it.
+			io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nsome")
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			start := time.Now()
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer after %v: %v", time.Since(start), err)
+			}
+			if resp.StatusCode != tt.want || time.Since(start) > time.Second {
+				t.Errorf("got %d after %v, want %d at once", resp.StatusCode, time.Since(start), tt.want)
+			}
+		})
 	}
 }
 
