@@ -165,11 +165,15 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Guarded: building the record's attributes costs allocations even
 		// when the level drops it.
 		if rt.cfg.Logger.Enabled(r.Context(), slog.LevelInfo) {
-			rt.cfg.Logger.Info("request",
+			attrs := []any{
 				"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
 				"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
-				"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds())/1000,
-				"aborted", p != nil)
+				"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds()) / 1000,
+			}
+			if p != nil {
+				attrs = append(attrs, "aborted", true)
+			}
+			rt.cfg.Logger.Info("request", attrs...)
 		}
 		if p != nil {
 			panic(p)
