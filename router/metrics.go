@@ -1,7 +1,6 @@
 package router
 
 import (
-	"sync"
 	"time"
 
 	"github.com/interceptd/interceptd/metrics"
@@ -31,11 +30,9 @@ type Metrics struct {
 	bytes       *prometheus.CounterVec
 	forwardErrs *prometheus.CounterVec
 
-	// perHandler caches each handler's unlabelled-by-sandbox series: the
-	// vector lookups (hash and lock per label set) were a visible part of a
-	// request's cost. Handler series are never deleted, so the cache stays
-	// valid.
-	perHandler sync.Map // string → *handlerSeries
+	// perHandler holds each handler's series without a sandbox label: the
+	// vector lookups were a visible part of a request's cost.
+	perHandler metrics.Series[string, *handlerSeries]
 }
 
 type handlerSeries struct {
@@ -95,15 +92,13 @@ func (m *Metrics) request(handler, sandbox string, code int, in, out int64, d ti
 		return
 	}
 	m.requests.WithLabelValues(handler, metrics.CodeLabel(code), m.sandboxes.Get(sandbox)).Inc()
-	hs, ok := m.perHandler.Load(handler)
-	if !ok {
-		hs, _ = m.perHandler.LoadOrStore(handler, &handlerSeries{
+	s := m.perHandler.Get(handler, func() *handlerSeries {
+		return &handlerSeries{
 			duration: m.duration.WithLabelValues(handler),
 			bytes:    m.bytes.WithLabelValues(handler),
 			bytesIn:  m.bytesIn.WithLabelValues(handler),
-		})
-	}
-	s := hs.(*handlerSeries)
+		}
+	})
 	s.duration.Observe(d.Seconds())
 	if out > 0 {
 		s.bytes.Add(float64(out))

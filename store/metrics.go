@@ -3,9 +3,9 @@ package store
 import (
 	"errors"
 	"os"
-	"sync"
 	"time"
 
+	"github.com/interceptd/interceptd/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -25,8 +25,8 @@ type Metrics struct {
 	bytes    *prometheus.CounterVec
 	commits  prometheus.Histogram
 	reg      prometheus.Registerer
-	series   sync.Map // opKey → *opSeries
-	byteDirs sync.Map // [2]string{kind, dir} → prometheus.Counter
+	series   metrics.Series[opKey, *opSeries]
+	byteDirs metrics.Series[[2]string, prometheus.Counter] // kind, dir
 }
 
 // NewMetrics registers the store metrics on reg.
@@ -93,14 +93,12 @@ func (m *Metrics) observe(kind, op string, start time.Time, err error) {
 		result = "error"
 	}
 	k := opKey{kind, op, result}
-	v, ok := m.series.Load(k)
-	if !ok {
-		v, _ = m.series.LoadOrStore(k, &opSeries{
+	s := m.series.Get(k, func() *opSeries {
+		return &opSeries{
 			ops:      m.ops.WithLabelValues(kind, op, result),
 			duration: m.duration.WithLabelValues(kind, op),
-		})
-	}
-	s := v.(*opSeries)
+		}
+	})
 	s.ops.Inc()
 	s.duration.Observe(time.Since(start).Seconds())
 }

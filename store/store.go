@@ -299,12 +299,9 @@ func (db *DB) observe(kind, op string, start time.Time, err error) {
 
 func (db *DB) countBytes(kind, dir string, n int) {
 	if m := db.opts.Metrics; m != nil && n > 0 {
-		k := [2]string{kind, dir}
-		c, ok := m.byteDirs.Load(k)
-		if !ok {
-			c, _ = m.byteDirs.LoadOrStore(k, m.bytes.WithLabelValues(kind, dir))
-		}
-		c.(prometheus.Counter).Add(float64(n))
+		m.byteDirs.Get([2]string{kind, dir}, func() prometheus.Counter {
+			return m.bytes.WithLabelValues(kind, dir)
+		}).Add(float64(n))
 	}
 }
 
