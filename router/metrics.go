@@ -12,6 +12,7 @@ import (
 //	interceptd_router_connections_total            intercepted TCP connections accepted
 //	interceptd_router_connections_active
 //	interceptd_router_connections_rejected_total    over the per-sandbox cap
+//	interceptd_router_connections_handed_off_total  passed from the lean loop to net/http (chunked or Expect uploads, upgrades, unusual heads)
 //	interceptd_router_requests_total{handler,code,sandbox} handler: a configured host, _catch_all, _forward, _deny, _unknown_source
 //	interceptd_router_requests_in_flight
 //	interceptd_router_request_bytes_total{handler}
@@ -24,6 +25,7 @@ type Metrics struct {
 	bytesIn     *prometheus.CounterVec
 	inFlight    prometheus.Gauge
 	conns       prometheus.Counter
+	handedOff   prometheus.Counter
 	active      prometheus.Gauge
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -60,6 +62,10 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 			Namespace: "interceptd", Subsystem: "router", Name: "connections_total",
 			Help: "Intercepted TCP connections accepted by the transparent listener.",
 		}),
+		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "interceptd", Subsystem: "router", Name: "connections_handed_off_total",
+			Help: "Intercepted connections passed from the lean HTTP/1.1 loop to net/http: chunked or Expect uploads, upgrades, heads outside the strict subset.",
+		}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "connections_active",
 			Help: "Intercepted TCP connections open now.",
@@ -82,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 			Help: "Failures forwarding to the original destination, by kind.",
 		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.rejected, m.conns, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
+	reg.MustRegister(m.rejected, m.conns, m.handedOff, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
 	sandboxes.Track(m.requests)
 	return m
 }
@@ -124,6 +130,12 @@ func (m *Metrics) connOpened() {
 func (m *Metrics) connClosed() {
 	if m != nil {
 		m.active.Dec()
+	}
+}
+
+func (m *Metrics) handoff() {
+	if m != nil {
+		m.handedOff.Inc()
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,8 +82,14 @@ type Config struct {
 // Router dispatches intercepted requests.
 type Router struct {
 	cfg   Config
-	srv   *http.Server
+	srv   *http.Server // serves what the lean loop hands off (serve.go)
+	hand  *handoffListener
 	limit *ratelimit.PerKey
+
+	closing atomic.Bool
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*leanConn]struct{}
 }
 
 type connKey struct{}
@@ -97,7 +104,7 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond)}
+	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), hand: newHandoffListener()}
 	rt.srv = &http.Server{
 		Handler: rt,
 		// A sandbox that trickles its headers gets 10 s; its connections are
@@ -111,10 +118,8 @@ func New(cfg Config) *Router {
 			return context.WithValue(ctx, connKey{}, connInfo{src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr()), sniff: sc})
 		},
 		ConnState: func(c net.Conn, s http.ConnState) {
-			switch s {
-			case http.StateNew:
-				cfg.Metrics.connOpened()
-			case http.StateClosed, http.StateHijacked:
+			// Counted as opened when the lean loop accepted it.
+			if s == http.StateClosed || s == http.StateHijacked {
 				cfg.Metrics.connClosed()
 			}
 		},
@@ -127,18 +132,6 @@ const requestIDHeader = "X-Interceptd-Request-Id"
 
 // Forget drops what the router keeps about a deleted sandbox.
 func (rt *Router) Forget(sandbox string) { rt.limit.Forget(sandbox) }
-
-// Serve serves intercepted connections from ln until Shutdown.
-func (rt *Router) Serve(ln net.Listener) error {
-	if err := rt.srv.Serve(sniffListener{ln}); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving intercepted http: %w", err)
-	}
-	return nil
-}
-
-// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
-// and closes idle connections.
-func (rt *Router) Shutdown(ctx context.Context) error { return rt.srv.Shutdown(ctx) }
 
 // ServeHTTP decides one request, acts on the decision and writes its
 // decision record.

@@ -1,0 +1,979 @@
+package router
+
+// The intercepted connections' HTTP/1.1 server.
+//
+// Most of what sandboxes send is small and plain: a GET, or a PUT with a
+// Content-Length, whose head arrives in one segment. For those the router
+// runs its own loop: no background reader and no context per request, a read
+// deadline moved at most once a second, one write per response. At tens of
+// thousands of requests a second that is most of what net/http costs beyond
+// the system calls. Everything else goes, with its connection, to net/http
+// and the smuggling watcher from that request on: chunked or Expect uploads,
+// upgrades, absolute or asterisk targets, heads over leanReadSize, and
+// anything not strictly well-formed (bare LF, folded lines, two Hosts or two
+// Content-Lengths, an invalid name or value). So the lean loop only ever
+// accepts a strict subset of what net/http accepts (FuzzLeanHead holds it
+// to http.ReadRequest), and the edge cases stay on the hardened path.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+const (
+	// leanReadSize bounds a head the lean loop parses; larger ones (up to
+	// MaxHeaderBytes) go to net/http.
+	leanReadSize  = 8 << 10
+	leanWriteSize = 4 << 10
+	// leanSmallBody: a response body this small whose length the handler
+	// did not give is held back and sent with a Content-Length, as
+	// net/http does.
+	leanSmallBody = 2 << 10
+	// maxDiscard is how much of an unread request body is read away to
+	// keep the connection; beyond it the connection is closed.
+	maxDiscard    = 256 << 10
+	headerTimeout = 10 * time.Second
+	idleTimeout   = 120 * time.Second
+	// watchAfter: a handler still running after this long has the
+	// connection watched, so that a sandbox going away cancels its
+	// request's context (net/http watches every request, at a cost).
+	watchAfter = 100 * time.Millisecond
+)
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// Connection states for Shutdown: an idle connection waits for the first
+// byte of a request and may be closed; an active one finishes its request.
+const (
+	connIdle int32 = iota
+	connActive
+	connClosed
+)
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, leanReadSize) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, leanWriteSize) }}
+)
+
+// Serve serves intercepted connections from ln until Shutdown.
+func (rt *Router) Serve(ln net.Listener) error {
+	rt.mu.Lock()
+	if rt.closing.Load() {
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.ln = ln
+	rt.mu.Unlock()
+	go rt.srv.Serve(sniffListener{rt.hand}) // returns ErrServerClosed on Shutdown
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if rt.closing.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors, say: back off as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				rt.cfg.Logger.Warn("accepting intercepted connection", "error", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("serving intercepted http: %w", err)
+		}
+		delay = 0
+		go rt.serveConn(c)
+	}
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// and closes idle connections.
+func (rt *Router) Shutdown(ctx context.Context) error {
+	rt.closing.Store(true)
+	rt.mu.Lock()
+	if rt.ln != nil {
+		rt.ln.Close()
+	}
+	rt.mu.Unlock()
+	errc := make(chan error, 1)
+	go func() { errc <- rt.srv.Shutdown(ctx) }() // also closes the handoff listener
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for rt.closeIdle() > 0 {
+		select {
+		case <-ctx.Done():
+			<-errc
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return <-errc
+}
+
+// closeIdle closes the lean connections waiting for a request and returns
+// how many remain.
+func (rt *Router) closeIdle() int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for lc := range rt.conns {
+		if lc.state.CompareAndSwap(connIdle, connClosed) {
+			lc.c.Close()
+		}
+	}
+	return len(rt.conns)
+}
+
+func (rt *Router) track(lc *leanConn, add bool) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if add {
+		if rt.conns == nil {
+			rt.conns = map[*leanConn]struct{}{}
+		}
+		rt.conns[lc] = struct{}{}
+	} else {
+		delete(rt.conns, lc)
+	}
+}
+
+// leanConn is one intercepted connection served by the lean loop.
+type leanConn struct {
+	rt     *Router
+	c      net.Conn
+	br     *bufio.Reader // reads lc, not c: see Read
+	bw     *bufio.Writer
+	ctx    context.Context // carries connInfo; cancelled when the sandbox goes away
+	cancel context.CancelFunc
+	proto  *http.Request // a request with ctx set, copied into each new one
+	rdl    time.Time     // the read deadline last set
+	state  atomic.Int32
+
+	// Watching for the sandbox going away while a handler runs.
+	timer     *time.Timer
+	mu        sync.Mutex
+	wantWatch bool // the handler has run for watchAfter
+	bodyDone  bool // nothing more of the request will be read
+	reqDone   bool
+	watching  bool
+	watchDone chan struct{}
+	stash     byte // a byte the watcher read: the next request's first
+	stashed   bool
+
+	pend [leanSmallBody]byte
+}
+
+// Read gives the reader what the watcher read first.
+func (lc *leanConn) Read(p []byte) (int, error) {
+	if lc.stashed && len(p) > 0 {
+		p[0], lc.stashed = lc.stash, false
+		return 1, nil
+	}
+	return lc.c.Read(p)
+}
+
+func (rt *Router) serveConn(c net.Conn) {
+	rt.cfg.Metrics.connOpened()
+	lc := &leanConn{rt: rt, c: c}
+	info := connInfo{src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr())}
+	lc.ctx, lc.cancel = context.WithCancel(context.WithValue(context.Background(), connKey{}, info))
+	lc.proto = (&http.Request{RemoteAddr: c.RemoteAddr().String()}).WithContext(lc.ctx)
+	lc.br = readerPool.Get().(*bufio.Reader)
+	lc.br.Reset(lc)
+	lc.bw = writerPool.Get().(*bufio.Writer)
+	lc.bw.Reset(c)
+	rt.track(lc, true)
+	handedOff := false
+	defer func() {
+		rt.track(lc, false)
+		lc.cancel()
+		if lc.timer != nil {
+			lc.timer.Stop()
+		}
+		if !handedOff {
+			c.Close()
+			rt.cfg.Metrics.connClosed()
+		}
+		lc.br.Reset(nil)
+		readerPool.Put(lc.br)
+		lc.bw.Reset(nil)
+		writerPool.Put(lc.bw)
+	}()
+	for !rt.closing.Load() {
+		lc.state.Store(connIdle)
+		req, body, next := lc.readRequest()
+		switch next {
+		case nextClose:
+			return
+		case nextHandoff:
+			handedOff = true
+			lc.handoff()
+			return
+		}
+		if !lc.serve(req, body) {
+			return
+		}
+	}
+}
+
+type nextStep int
+
+const (
+	nextServe nextStep = iota
+	nextClose
+	nextHandoff
+)
+
+// readRequest waits for the next request and parses its head, or says
+// that net/http is to serve it, or that the connection is done.
+func (lc *leanConn) readRequest() (*http.Request, *leanBody, nextStep) {
+	if lc.br.Buffered() == 0 {
+		// Moved at most once a second: setting a deadline costs a timer
+		// update, and a second more or less of idle time does not matter.
+		if d := time.Now().Add(idleTimeout); lc.rdl.IsZero() || d.Sub(lc.rdl) > time.Second {
+			lc.c.SetReadDeadline(d)
+			lc.rdl = d
+		}
+		if _, err := lc.br.Peek(1); err != nil {
+			return nil, nil, nextClose
+		}
+	}
+	if !lc.state.CompareAndSwap(connIdle, connActive) {
+		return nil, nil, nextClose // Shutdown closed it
+	}
+	slow := false
+	for {
+		buf, _ := lc.br.Peek(lc.br.Buffered())
+		n, complete := headEnd(buf)
+		if n < 0 {
+			return nil, nil, nextHandoff
+		}
+		if complete {
+			req, ok := parseHead(buf[:n], lc.proto)
+			if !ok {
+				return nil, nil, nextHandoff
+			}
+			lc.br.Discard(n)
+			var body *leanBody
+			if req.ContentLength > 0 {
+				body = &leanBody{lc: lc, n: req.ContentLength}
+				req.Body = body
+				// A body may take long; the idle deadline must not cut it.
+				lc.c.SetReadDeadline(time.Time{})
+				lc.rdl = time.Time{}
+			} else {
+				req.Body = http.NoBody
+			}
+			return req, body, nextServe
+		}
+		if lc.br.Buffered() == lc.br.Size() {
+			return nil, nil, nextHandoff // too large for us
+		}
+		if !slow {
+			// The head did not come in one piece: from now on it has
+			// headerTimeout to arrive (a trickling sandbox).
+			slow = true
+			d := time.Now().Add(headerTimeout)
+			lc.c.SetReadDeadline(d)
+			lc.rdl = d
+		}
+		if _, err := lc.br.Peek(lc.br.Buffered() + 1); err != nil {
+			return nil, nil, nextClose
+		}
+	}
+}
+
+// handoff passes the connection, with what it has buffered, to net/http.
+func (lc *leanConn) handoff() {
+	pre := make([]byte, lc.br.Buffered())
+	lc.br.Read(pre)
+	lc.c.SetReadDeadline(time.Time{})
+	lc.rt.cfg.Metrics.handoff()
+	lc.rt.hand.pass(&prefixConn{Conn: lc.c, pre: pre})
+}
+
+// serve runs one request and finishes its response. It reports whether the
+// connection may carry another.
+func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
+	w := &leanResponse{lc: lc, req: req, header: make(http.Header, 8), cl: -1}
+	lc.mu.Lock()
+	lc.wantWatch, lc.watching, lc.reqDone = false, false, false
+	lc.bodyDone = body == nil
+	lc.mu.Unlock()
+	if lc.timer == nil {
+		lc.timer = time.AfterFunc(watchAfter, lc.timerFired)
+	} else {
+		lc.timer.Reset(watchAfter)
+	}
+	aborted := false
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				aborted = true
+				if p != http.ErrAbortHandler {
+					buf := make([]byte, 64<<10)
+					buf = buf[:runtime.Stack(buf, false)]
+					lc.rt.cfg.Logger.Error("panic serving intercepted request", "panic", fmt.Sprint(p), "stack", string(buf))
+				}
+			}
+		}()
+		lc.rt.ServeHTTP(w, req)
+	}()
+	lc.endWatch()
+	if aborted {
+		// What was written goes out, then the connection is cut: the
+		// sandbox sees a truncated response, not a complete-looking one.
+		lc.bw.Flush()
+		return false
+	}
+	w.finish()
+	if body != nil && !body.drain() {
+		w.closeAfter = true
+	}
+	if w.err == nil {
+		if err := lc.bw.Flush(); err != nil {
+			return false
+		}
+	}
+	return !w.closeAfter && !req.Close && w.err == nil
+}
+
+func (lc *leanConn) timerFired() {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.reqDone {
+		return
+	}
+	lc.wantWatch = true
+	if lc.bodyDone {
+		lc.startWatchLocked()
+	}
+}
+
+// bodyRead is called when the request body has been read to its end.
+func (lc *leanConn) bodyRead() {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.bodyDone = true
+	if lc.wantWatch && !lc.reqDone {
+		lc.startWatchLocked()
+	}
+}
+
+func (lc *leanConn) startWatchLocked() {
+	// Nothing reads the connection now (the body is done); bytes already
+	// buffered are a pipelined request: the sandbox is there.
+	if lc.watching || lc.stashed || lc.br.Buffered() > 0 {
+		return
+	}
+	lc.watching = true
+	lc.watchDone = make(chan struct{})
+	go func() {
+		defer close(lc.watchDone)
+		var b [1]byte
+		n, err := lc.c.Read(b[:])
+		if n == 1 {
+			lc.stash, lc.stashed = b[0], true
+			return
+		}
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			lc.cancel() // EOF or reset: the sandbox went away
+		}
+	}()
+}
+
+// endWatch stops the watcher, if one runs, before the connection is read
+// again.
+func (lc *leanConn) endWatch() {
+	lc.timer.Stop()
+	lc.mu.Lock()
+	lc.reqDone = true
+	watching := lc.watching
+	lc.mu.Unlock()
+	if watching {
+		lc.c.SetReadDeadline(aLongTimeAgo)
+		<-lc.watchDone
+		lc.rdl = aLongTimeAgo
+	}
+}
+
+// leanBody is a request body of known length.
+type leanBody struct {
+	lc     *leanConn
+	mu     sync.Mutex
+	n      int64 // left to read
+	closed bool
+	err    error
+}
+
+func (b *leanBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return 0, http.ErrBodyReadAfterClose
+	case b.err != nil:
+		return 0, b.err
+	case b.n == 0:
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.lc.br.Read(p)
+	b.n -= int64(n)
+	switch {
+	case b.n == 0:
+		b.lc.bodyRead()
+		err = io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *leanBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+// drain closes the body and reads away what the handler left, if that is
+// little; it reports whether the connection is still in step.
+func (b *leanBody) drain() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.err != nil || b.n > maxDiscard {
+		return false
+	}
+	if b.n == 0 {
+		return true
+	}
+	b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+	b.lc.rdl = aLongTimeAgo
+	_, err := io.CopyN(io.Discard, b.lc.br, b.n)
+	b.n = 0
+	return err == nil
+}
+
+// leanResponse is the lean loop's http.ResponseWriter.
+type leanResponse struct {
+	lc          *leanConn
+	req         *http.Request
+	header      http.Header
+	status      int
+	wroteHeader bool
+	committed   bool   // the head is written
+	pending     []byte // body held back until its length is known
+	cl          int64  // the length the head gave, or -1
+	written     int64
+	chunked     bool
+	noBody      bool // HEAD, or a status without a body
+	closeAfter  bool
+	err         error
+}
+
+func (w *leanResponse) Header() http.Header { return w.header }
+
+func (w *leanResponse) WriteHeader(code int) {
+	if w.wroteHeader || w.err != nil {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		// Informational (100, 103): its head goes out now, the final one
+		// follows.
+		if w.req.ProtoAtLeast(1, 1) {
+			w.writeStatusLine(code)
+			w.writeFields(false)
+			w.lc.bw.WriteString("\r\n")
+			w.setErr(w.lc.bw.Flush())
+		}
+		return
+	}
+	w.wroteHeader, w.status = true, code
+	w.noBody = w.req.Method == http.MethodHead || !bodyAllowed(code)
+}
+
+func bodyAllowed(code int) bool {
+	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
+}
+
+func (w *leanResponse) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.noBody {
+		return len(p), nil // HEAD: eaten
+	}
+	if !w.committed {
+		if len(w.pending)+len(p) <= len(w.lc.pend) {
+			w.pending = append(w.lc.pend[:len(w.pending)], p...)
+			return len(p), nil
+		}
+		w.commit(false, p)
+		if w.err != nil {
+			return 0, w.err
+		}
+	}
+	return w.writeBody(p)
+}
+
+func (w *leanResponse) WriteString(s string) (int, error) {
+	if !w.committed && len(w.pending)+len(s) <= len(w.lc.pend) && w.wroteHeader && w.err == nil && !w.noBody {
+		w.pending = append(w.lc.pend[:len(w.pending)], s...)
+		return len(s), nil
+	}
+	return w.Write([]byte(s))
+}
+
+func (w *leanResponse) setErr(err error) {
+	if err != nil && w.err == nil {
+		w.err, w.closeAfter = err, true
+	}
+}
+
+func (w *leanResponse) writeBody(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if w.cl >= 0 && w.written+int64(len(p)) > w.cl {
+		return 0, http.ErrContentLength
+	}
+	bw := w.lc.bw
+	if w.chunked {
+		var b [20]byte
+		bw.Write(strconv.AppendInt(b[:0], int64(len(p)), 16))
+		bw.WriteString("\r\n")
+	}
+	n, err := bw.Write(p)
+	if w.chunked && err == nil {
+		_, err = bw.WriteString("\r\n")
+	}
+	w.written += int64(n)
+	w.setErr(err)
+	return n, err
+}
+
+// commit writes the head: with the length when the handler gave it or has
+// finished, else chunked (close-delimited for HTTP/1.0). first is the body
+// about to be written, for sniffing a missing Content-Type.
+func (w *leanResponse) commit(final bool, first []byte) {
+	w.committed = true
+	h := w.header
+	if v := h["Content-Length"]; len(v) > 0 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 && len(v) == 1 {
+			w.cl = n
+		} else {
+			delete(h, "Content-Length")
+		}
+	}
+	delete(h, "Transfer-Encoding") // the framing is ours
+	if w.lc.rt.closing.Load() || w.req.Close || headerHas(h, "Connection", "close") {
+		w.closeAfter = true
+	}
+	_, trailers := h["Trailer"]
+	lengthLine := false
+	if !w.noBody && w.cl < 0 {
+		switch {
+		case final && !trailers:
+			w.cl, lengthLine = int64(len(w.pending)), true
+		case w.req.ProtoAtLeast(1, 1):
+			w.chunked = true
+		default:
+			w.closeAfter = true // HTTP/1.0: the body ends with the connection
+		}
+	}
+	bw := w.lc.bw
+	w.writeStatusLine(w.status)
+	w.writeFields(true)
+	if _, ok := h["Date"]; !ok {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	if _, ok := h["Content-Type"]; !ok && !w.noBody {
+		data := w.pending
+		if len(data) == 0 {
+			data = first
+		}
+		if len(data) > 0 {
+			bw.WriteString("Content-Type: ")
+			bw.WriteString(http.DetectContentType(data))
+			bw.WriteString("\r\n")
+		}
+	}
+	if lengthLine {
+		var b [20]byte
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(b[:0], w.cl, 10))
+		bw.WriteString("\r\n")
+	}
+	if w.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case w.closeAfter && !headerHas(h, "Connection", "close"):
+		bw.WriteString("Connection: close\r\n")
+	case !w.closeAfter && !w.req.ProtoAtLeast(1, 1):
+		bw.WriteString("Connection: keep-alive\r\n")
+	}
+	_, err := bw.WriteString("\r\n")
+	w.setErr(err)
+	if p := w.pending; len(p) > 0 && err == nil {
+		w.pending = nil
+		w.writeBody(p)
+	}
+}
+
+func (w *leanResponse) writeStatusLine(code int) {
+	bw := w.lc.bw
+	var b [8]byte
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	bw.WriteByte(' ')
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	bw.WriteString(text)
+	bw.WriteString("\r\n")
+}
+
+// writeFields writes the header fields, less trailers and invalid names, with
+// line breaks in values turned to spaces, as net/http does.
+func (w *leanResponse) writeFields(final bool) {
+	bw := w.lc.bw
+	for k, vs := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		if final && k == "Content-Length" && w.status == http.StatusNoContent {
+			continue // a 204 carries no length
+		}
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n") {
+				v = textproto.TrimString(strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v))
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+}
+
+// finish writes what the handler left: the head if it wrote nothing, the
+// held-back body, the last chunk and trailers.
+func (w *leanResponse) finish() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return
+	}
+	if !w.committed {
+		w.commit(true, nil)
+	}
+	bw := w.lc.bw
+	if w.chunked {
+		bw.WriteString("0\r\n")
+		for k, vs := range w.header {
+			name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+			if !ok || !httpguts.ValidHeaderFieldName(name) {
+				continue
+			}
+			for _, v := range vs {
+				if httpguts.ValidHeaderFieldValue(v) {
+					bw.WriteString(name)
+					bw.WriteString(": ")
+					bw.WriteString(v)
+					bw.WriteString("\r\n")
+				}
+			}
+		}
+		for _, decl := range w.header["Trailer"] {
+			for _, name := range strings.Split(decl, ",") {
+				name = http.CanonicalHeaderKey(textproto.TrimString(name))
+				for _, v := range w.header[name] {
+					if name != "" && httpguts.ValidHeaderFieldValue(v) {
+						bw.WriteString(name)
+						bw.WriteString(": ")
+						bw.WriteString(v)
+						bw.WriteString("\r\n")
+					}
+				}
+			}
+		}
+		_, err := bw.WriteString("\r\n")
+		w.setErr(err)
+	}
+	if !w.noBody && w.cl >= 0 && w.written != w.cl {
+		w.closeAfter = true // short of its length: the sandbox must see the cut
+	}
+}
+
+// Flush sends what is written so far (streams, server-sent events).
+func (w *leanResponse) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed && w.err == nil {
+		w.commit(false, nil)
+	}
+	if w.err == nil {
+		w.setErr(w.lc.bw.Flush())
+	}
+}
+
+// EnableFullDuplex: the lean loop reads the body and writes the response
+// independently already.
+func (w *leanResponse) EnableFullDuplex() error { return nil }
+
+// SetReadDeadline lets a handler cut the sandbox's upload short.
+func (w *leanResponse) SetReadDeadline(t time.Time) error {
+	w.lc.rdl = aLongTimeAgo // reset before the next request
+	return w.lc.c.SetReadDeadline(t)
+}
+
+func (w *leanResponse) SetWriteDeadline(t time.Time) error { return w.lc.c.SetWriteDeadline(t) }
+
+// The Date header changes once a second; formatting it per response was
+// two percent of a small request.
+type dateEntry struct {
+	sec int64
+	val string
+}
+
+var dateCache atomic.Pointer[dateEntry]
+
+func httpDate() string {
+	now := time.Now()
+	if e := dateCache.Load(); e != nil && e.sec == now.Unix() {
+		return e.val
+	}
+	e := &dateEntry{sec: now.Unix(), val: now.UTC().Format(http.TimeFormat)}
+	dateCache.Store(e)
+	return e.val
+}
+
+// headEnd finds the end of a request head in buf: its length and true when
+// the blank line is there, -1 when the head is not one the lean loop
+// parses (a bare LF, a leading blank line), else 0 and false.
+func headEnd(buf []byte) (int, bool) {
+	if len(buf) > 0 && (buf[0] == '\r' || buf[0] == '\n') {
+		return -1, false
+	}
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return 0, false
+		}
+		j += i
+		if j == 0 || buf[j-1] != '\r' {
+			return -1, false // bare LF: net/http decides
+		}
+		if j >= 3 && buf[j-2] == '\n' && buf[j-3] == '\r' {
+			return j + 1, true
+		}
+		i = j + 1
+	}
+}
+
+// parseHead parses a complete request head if it is in the lean loop's
+// strict subset; false sends the request to net/http, which accepts or
+// refuses it on its own rules.
+func parseHead(head []byte, proto *http.Request) (*http.Request, bool) {
+	if bytes.Count(head, []byte{'\r'}) != bytes.Count(head, []byte{'\n'}) {
+		return nil, false // a CR not ending a line (headEnd saw every LF has one)
+	}
+	s := string(head[:len(head)-4]) // one allocation: every string below is part of it
+	line, rest, _ := strings.Cut(s, "\r\n")
+	method, line, ok1 := strings.Cut(line, " ")
+	target, version, ok2 := strings.Cut(line, " ")
+	if !ok1 || !ok2 || method == "" || method == http.MethodConnect || !validToken(method) ||
+		len(target) == 0 || target[0] != '/' || !validTarget(target) {
+		return nil, false
+	}
+	var minor int
+	switch version {
+	case "HTTP/1.1":
+		minor = 1
+	case "HTTP/1.0":
+	default:
+		return nil, false
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, false
+	}
+	n := strings.Count(rest, "\r\n") + 1
+	if rest == "" {
+		n = 0
+	}
+	h := make(http.Header, n)
+	vals := make([]string, n) // one backing array for the one-value fields
+	hosts, lengths := 0, 0
+	var host, length string
+	for i := 0; rest != ""; i++ {
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || !httpguts.ValidHeaderFieldName(name) { // folded lines start with a space
+			return nil, false
+		}
+		value = textproto.TrimString(value)
+		if !httpguts.ValidHeaderFieldValue(value) {
+			return nil, false
+		}
+		key := textproto.CanonicalMIMEHeaderKey(name)
+		switch key {
+		case "Host":
+			hosts++
+			host = value
+			continue // net/http keeps it in Request.Host only
+		case "Content-Length":
+			lengths++
+			length = value
+		case "Transfer-Encoding", "Expect", "Upgrade", "Trailer", "Http2-Settings":
+			return nil, false
+		}
+		if vs := h[key]; vs != nil {
+			h[key] = append(vs, value)
+		} else {
+			vals[i] = value
+			h[key] = vals[i : i+1 : i+1]
+		}
+	}
+	if hosts > 1 || (hosts == 0 && minor == 1) || !httpguts.ValidHostHeader(host) || lengths > 1 {
+		return nil, false
+	}
+	var cl int64
+	if lengths == 1 {
+		if length == "" || len(length) > 18 {
+			return nil, false
+		}
+		for i := 0; i < len(length); i++ {
+			if length[i] < '0' || length[i] > '9' {
+				return nil, false
+			}
+			cl = cl*10 + int64(length[i]-'0')
+		}
+	}
+	conn := h["Connection"]
+	closing := httpguts.HeaderValuesContainsToken(conn, "close")
+	if minor == 0 {
+		closing = closing || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+	}
+	r := new(http.Request)
+	*r = *proto // keeps its context
+	r.Method, r.URL, r.RequestURI = method, u, target
+	r.Proto, r.ProtoMajor, r.ProtoMinor = version, 1, minor
+	r.Header, r.Host, r.ContentLength, r.Close = h, host, cl, closing
+	return r, true
+}
+
+func validToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// validTarget: visible ASCII only.
+func validTarget(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// handoffListener is how the lean loop passes a connection to net/http.
+type handoffListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newHandoffListener() *handoffListener {
+	return &handoffListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *handoffListener) pass(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return handoffAddr{} }
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "tcp" }
+func (handoffAddr) String() string  { return "interceptd-handoff" }
+
+// prefixConn is a connection whose first reads return what the lean loop
+// had already read from it.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}

@@ -1,0 +1,350 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// echoHandler serves the behaviours the lean loop has to get right, by path.
+func echoHandler(cancelled chan<- error) Handler {
+	return HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
+		switch r.URL.Path {
+		case "/echo": // the body back, with its length
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				return err
+			}
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			w.Header().Set("X-Method", r.Method)
+			w.Write(b)
+		case "/small": // no length given, small: sent with one
+			io.WriteString(w, "small body\n")
+		case "/large": // no length given, large: chunked
+			io.WriteString(w, strings.Repeat("x", 10000))
+		case "/stream": // flushed as it goes
+			for i := range 3 {
+				fmt.Fprintf(w, "part %d\n", i)
+				w.(http.Flusher).Flush()
+			}
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "42")
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/short": // promises more than it writes
+			w.Header().Set("Content-Length", "100")
+			io.WriteString(w, "only this")
+		case "/abort":
+			w.Header().Set("Content-Length", "100")
+			io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case "/wait": // until the sandbox goes away
+			select {
+			case <-r.Context().Done():
+				cancelled <- r.Context().Err()
+			case <-time.After(5 * time.Second):
+				cancelled <- nil
+			}
+		case "/slow":
+			time.Sleep(300 * time.Millisecond)
+			io.WriteString(w, "slow")
+		case "/info":
+			fmt.Fprintf(w, "%s %s host=%s len=%d close=%v q=%s", r.Method, r.Proto, r.Host, r.ContentLength, r.Close, r.URL.RawQuery)
+		default:
+			return Errorf(http.StatusNotFound, "no such path")
+		}
+		return nil
+	})
+}
+
+type leanServer struct {
+	addr      string
+	rt        *Router
+	metrics   *Metrics
+	cancelled chan error
+}
+
+func startLean(t *testing.T) *leanServer {
+	t.Helper()
+	ls := &leanServer{cancelled: make(chan error, 1), metrics: NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))}
+	ls.rt = New(Config{
+		Hosts: map[string]Route{"echo": {Name: "echo", Handler: echoHandler(ls.cancelled)}},
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
+		},
+		Metrics: ls.metrics,
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls.addr = ln.Addr().String()
+	go ls.rt.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := ls.rt.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return ls
+}
+
+func (ls *leanServer) dial(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", ls.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// exchange writes raw and reads responses until the server closes or goes
+// quiet, quickly once it has the n expected.
+func exchange(t *testing.T, c net.Conn, raw string, method string, n int) (got []*http.Response, bodies []string, closed bool) {
+	t.Helper()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for {
+		quiet := 2 * time.Second
+		if len(got) >= n {
+			quiet = 200 * time.Millisecond
+		}
+		c.SetReadDeadline(time.Now().Add(quiet))
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return got, bodies, false
+			}
+			return got, bodies, true
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			bodies = append(bodies, "ERR "+err.Error())
+		} else {
+			bodies = append(bodies, string(b))
+		}
+		got = append(got, resp)
+	}
+}
+
+func TestTheLeanLoopServesPlainRequests(t *testing.T) {
+	ls := startLean(t)
+	for _, tc := range []struct {
+		name, raw, method string
+		want              []string // "status body"
+		closed            bool
+		check             func(t *testing.T, rs []*http.Response)
+	}{
+		{name: "two keep-alive GETs on one connection get two answers with length and date",
+			raw:  "GET /small HTTP/1.1\r\nHost: echo\r\n\r\nGET /info?a=1 HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 small body\n", "200 GET HTTP/1.1 host=echo len=0 close=false q=a=1"},
+			check: func(t *testing.T, rs []*http.Response) {
+				if rs[0].ContentLength != 11 || rs[0].Header.Get("Date") == "" || rs[0].Header.Get("Content-Type") == "" {
+					t.Errorf("head %v: want a length, a date and a sniffed type", rs[0].Header)
+				}
+				if rs[0].Header.Get(requestIDHeader) == "" {
+					t.Errorf("no request id")
+				}
+			}},
+		{name: "a PUT's body reaches the handler",
+			raw:  "PUT /echo HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\n\r\nhello",
+			want: []string{"200 hello"}},
+		{name: "HTTP/1.0 without keep-alive is answered and closed",
+			raw:  "GET /info HTTP/1.0\r\nHost: echo\r\n\r\n",
+			want: []string{"200 GET HTTP/1.0 host=echo len=0 close=true q="}, closed: true},
+		{name: "HTTP/1.0 with keep-alive stays open",
+			raw:  "GET /small HTTP/1.0\r\nConnection: keep-alive\r\nHost: echo\r\n\r\n",
+			want: []string{"200 small body\n"},
+			check: func(t *testing.T, rs []*http.Response) {
+				if rs[0].Header.Get("Connection") != "keep-alive" {
+					t.Errorf("Connection %q, want keep-alive", rs[0].Header.Get("Connection"))
+				}
+			}},
+		{name: "Connection close is answered with close",
+			raw:  "GET /small HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n",
+			want: []string{"200 small body\n"}, closed: true},
+		{name: "HEAD gets the head and no body",
+			raw: "HEAD /echo HTTP/1.1\r\nHost: echo\r\n\r\n", method: "HEAD",
+			want: []string{"200 "}},
+		{name: "pipelined requests are answered in order",
+			raw:  strings.Repeat("GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", 3) + "PUT /echo HTTP/1.1\r\nHost: echo\r\nContent-Length: 2\r\n\r\nok",
+			want: []string{"200 small body\n", "200 small body\n", "200 small body\n", "200 ok"}},
+		{name: "a large body without a length is chunked",
+			raw:  "GET /large HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 " + strings.Repeat("x", 10000)},
+			check: func(t *testing.T, rs []*http.Response) {
+				if len(rs[0].TransferEncoding) != 1 || rs[0].TransferEncoding[0] != "chunked" {
+					t.Errorf("transfer encoding %v, want chunked", rs[0].TransferEncoding)
+				}
+			}},
+		{name: "a large body to HTTP/1.0 ends with the connection",
+			raw:  "GET /large HTTP/1.0\r\nHost: echo\r\nConnection: keep-alive\r\n\r\n",
+			want: []string{"200 " + strings.Repeat("x", 10000)}, closed: true},
+		{name: "a flushed stream arrives whole",
+			raw:  "GET /stream HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 part 0\npart 1\npart 2\n"}},
+		{name: "declared trailers follow the body",
+			raw:  "GET /trailer HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 body"},
+			check: func(t *testing.T, rs []*http.Response) {
+				if rs[0].Trailer.Get("X-Sum") != "42" {
+					t.Errorf("trailer %v, want X-Sum: 42", rs[0].Trailer)
+				}
+			}},
+		{name: "204 has no body and no length",
+			raw:  "GET /nocontent HTTP/1.1\r\nHost: echo\r\n\r\nGET /small HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"204 ", "200 small body\n"}},
+		{name: "a handler that writes less than its length has the connection cut",
+			raw:  "GET /short HTTP/1.1\r\nHost: echo\r\n\r\nGET /small HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 ERR unexpected EOF"}, closed: true},
+		{name: "an aborting handler's connection is cut after what it wrote",
+			raw:  "GET /abort HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 ERR unexpected EOF"}, closed: true},
+		{name: "an unread body is read away and the connection kept",
+			raw:  "POST /small HTTP/1.1\r\nHost: echo\r\nContent-Length: 3\r\n\r\nabcGET /small HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 small body\n", "200 small body\n"}},
+		{name: "a router error is answered with its status",
+			raw:  "GET /nowhere HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"404 interceptd: no such path\n"}},
+
+		// What the lean loop hands to net/http, with the connection.
+		{name: "a chunked upload after a plain request is served by net/http on the same connection",
+			raw: "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n" +
+				"PUT /echo HTTP/1.1\r\nHost: echo\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" +
+				"GET /small HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"200 small body\n", "200 abc", "200 small body\n"}},
+		{name: "an Expect upload gets its 100 Continue from net/http",
+			raw:  "PUT /echo HTTP/1.1\r\nHost: echo\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+			want: []string{"100 ", "200 hi"}},
+		{name: "a bare-LF head is net/http's to judge",
+			raw:  "GET /small HTTP/1.1\nHost: echo\n\n",
+			want: []string{"200 small body\n"}},
+		{name: "a head over the lean buffer is served by net/http",
+			raw:  "GET /small HTTP/1.1\r\nHost: echo\r\nX-Big: " + strings.Repeat("b", 9000) + "\r\n\r\n",
+			want: []string{"200 small body\n"}},
+		{name: "two Host fields are refused by net/http",
+			raw:  "GET /small HTTP/1.1\r\nHost: echo\r\nHost: other\r\n\r\n",
+			want: []string{"400 400 Bad Request"}, closed: true},
+		{name: "two lengths are refused by net/http",
+			raw:  "PUT /echo HTTP/1.1\r\nHost: echo\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+			want: []string{"400 400 Bad Request"}, closed: true},
+		{name: "both lengths are refused by the smuggling watcher after the handoff",
+			raw:  "POST /echo HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: echo\r\n\r\n",
+			want: []string{"400 interceptd: both Content-Length and Transfer-Encoding: refused as request smuggling\n"}, closed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs, bodies, closed := exchange(t, ls.dial(t), tc.raw, tc.method, len(tc.want))
+			var got []string
+			for i, r := range rs {
+				got = append(got, fmt.Sprintf("%d %s", r.StatusCode, bodies[i]))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("got %q\nwant %q", got, tc.want)
+			}
+			if closed != tc.closed {
+				t.Errorf("connection closed: %v, want %v", closed, tc.closed)
+			}
+			if tc.check != nil {
+				tc.check(t, rs)
+			}
+		})
+	}
+	if n := testutil.ToFloat64(ls.metrics.handedOff); n != 7 {
+		t.Errorf("%v connections handed off, want the 7 cases above", n)
+	}
+}
+
+func TestAHeadThatTricklesInIsStillServed(t *testing.T) {
+	ls := startLean(t)
+	c := ls.dial(t)
+	for _, part := range []string{"GET /sm", "all HTTP/1.1\r\nHo", "st: echo\r\n", "\r\n"} {
+		io.WriteString(c, part)
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("response %v, %v", resp, err)
+	}
+}
+
+func TestASandboxThatGoesAwayCancelsItsRequest(t *testing.T) {
+	ls := startLean(t)
+	c := ls.dial(t)
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: echo\r\n\r\n")
+	time.Sleep(2 * watchAfter)
+	c.Close()
+	select {
+	case err := <-ls.cancelled:
+		if err == nil {
+			t.Fatal("the handler's context was not cancelled")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never ended")
+	}
+}
+
+func TestARequestThatOutlivesTheWatchKeepsItsConnection(t *testing.T) {
+	// The watcher reads ahead while the handler runs; what it reads is the
+	// next request's start, and must not be lost.
+	ls := startLean(t)
+	c := ls.dial(t)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: echo\r\n\r\n")
+	time.Sleep(2 * watchAfter)
+	rs, bodies, closed := exchange(t, c, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 2)
+	if len(rs) != 2 || bodies[0] != "slow" || bodies[1] != "small body\n" || closed {
+		t.Fatalf("bodies %q closed %v: want slow, then small body, and the connection open", bodies, closed)
+	}
+}
+
+func TestShutdownFinishesWhatRunsAndClosesWhatIdles(t *testing.T) {
+	ls := startLean(t)
+	idle := ls.dial(t)
+	rs, _, _ := exchange(t, idle, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 1)
+	if len(rs) != 1 {
+		t.Fatal("no answer")
+	}
+	busy := ls.dial(t)
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: echo\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- ls.rt.Shutdown(context.Background()) }()
+	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
+	if err != nil {
+		t.Fatalf("the running request was cut: %v", err)
+	}
+	if b, _ := io.ReadAll(resp.Body); string(b) != "slow" || !resp.Close {
+		t.Errorf("body %q close %v: want slow, with Connection: close", b, resp.Close)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	idle.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection read: %v, want EOF", err)
+	}
+	if _, err := net.Dial("tcp", ls.addr); err == nil {
+		t.Error("still accepting after Shutdown")
+	}
+}
