@@ -75,6 +75,9 @@ type Config struct {
 type Records interface {
 	SaveSandbox(name string, rec []byte) error
 	DeleteSandbox(name string) error
+	// ForgetSandbox removes a record without waiting for the disk: for
+	// sandboxes whose namespace is already gone (see Manager.Delete).
+	ForgetSandbox(name string) error
 	Sandboxes() (map[string][]byte, error)
 }
 
@@ -659,7 +662,15 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.reapq <- reapItem{s: s, after: time.Now().Add(reapDelay)}
 	if m.cfg.Records != nil {
-		if rerr := m.cfg.Records.DeleteSandbox(name); rerr != nil {
+		// A namespace we made is gone now, so a record that a crash kept
+		// would be dropped on restart: its removal need not wait for the
+		// disk. An external one lives on with its container, and a record
+		// left behind would bring the deleted sandbox back: that waits.
+		forget := m.cfg.Records.DeleteSandbox
+		if !s.External && err == nil {
+			forget = m.cfg.Records.ForgetSandbox
+		}
+		if rerr := forget(name); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("deleting record: %w", rerr))
 		}
 	}

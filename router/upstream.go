@@ -79,13 +79,14 @@ func (p *upstreamPool) get(ctx context.Context, key poolKey) (*upConn, error) {
 		if len(s) == 1 {
 			delete(p.idle, key)
 		}
+		p.mu.Unlock()
+		// Checked outside the lock: it is a system call, and every
+		// sandbox's forwards share this pool.
 		if now.Sub(uc.idleSince) > p.idleTimeout || !uc.alive() {
-			p.mu.Unlock()
 			uc.close()
 			p.mu.Lock()
 			continue
 		}
-		p.mu.Unlock()
 		uc.reused = true
 		return uc, nil
 	}

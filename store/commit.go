@@ -17,15 +17,8 @@ const maxGroup = 256
 // outcomes (a failed condition) through its own variables and return nil.
 func (db *DB) update(fn func(*bolt.Tx) error) error {
 	req := &writeReq{fn: fn, err: make(chan error, 1)}
-	select {
-	case <-db.stop:
-		return ErrClosed
-	default:
-	}
-	select {
-	case db.writes <- req:
-	case <-db.stop:
-		return ErrClosed
+	if err := db.queue(req); err != nil {
+		return err
 	}
 	select {
 	case err := <-req.err:
@@ -38,6 +31,26 @@ func (db *DB) update(fn func(*bolt.Tx) error) error {
 		default:
 			return ErrClosed
 		}
+	}
+}
+
+// enqueue queues fn like update but does not wait for its commit; Close
+// still commits it.
+func (db *DB) enqueue(fn func(*bolt.Tx) error) error {
+	return db.queue(&writeReq{fn: fn, err: make(chan error, 1)})
+}
+
+func (db *DB) queue(req *writeReq) error {
+	select {
+	case <-db.stop:
+		return ErrClosed
+	default:
+	}
+	select {
+	case db.writes <- req:
+		return nil
+	case <-db.stop:
+		return ErrClosed
 	}
 }
 

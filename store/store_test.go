@@ -129,6 +129,35 @@ func TestDataSurvivesReopen(t *testing.T) {
 	}
 }
 
+func TestAForgottenSandboxRecordIsGoneOnceItCommitsAndAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		db.SaveSandbox(n, []byte(`{}`))
+	}
+	db.ForgetSandbox("a")
+	db.SaveSandbox("d", []byte(`{}`)) // waits for its commit, and the queued removal is before it
+	if recs, _ := db.Sandboxes(); len(recs) != 3 || recs["a"] != nil {
+		t.Errorf("records after a forget and a later save: %v, want b, c and d", recs)
+	}
+	db.ForgetSandbox("b")
+	db.Close() // commits what is queued
+	db, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if recs, _ := db.Sandboxes(); len(recs) != 2 || recs["b"] != nil {
+		t.Errorf("records after reopen: %v, want c and d", recs)
+	}
+	if err := db.ForgetSandbox("c"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestASecondOpenOfTheSameDirTimesOut(t *testing.T) {
 	dir := t.TempDir()
 	db, err := Open(dir, nil)
