@@ -65,6 +65,14 @@ type limitConn struct {
 	release func()
 }
 
+// CloseWrite half-closes, for a graceful close (see leanConn.lingerClose).
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *limitConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()

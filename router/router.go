@@ -151,7 +151,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := recover()
 		rt.cfg.Metrics.flight(-1)
 		dur := time.Since(start)
-		rt.cfg.Metrics.request(env.Handler, env.Sandbox, rw.status, body.n, rw.bytes, dur)
+		rt.cfg.Metrics.request(env.Handler, env.Sandbox, rw.status, body.n.Load(), rw.bytes, dur)
 		if d.Result != "" { // refused before any decision: no decision to count
 			rt.cfg.Decisions.Observe("http", env.Sandbox, d)
 		}
@@ -161,7 +161,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			attrs := []any{
 				"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
 				"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
-				"status", rw.status, "bytes_in", body.n, "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds()) / 1000,
+				"status", rw.status, "bytes_in", body.n.Load(), "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds()) / 1000,
 			}
 			if p != nil {
 				attrs = append(attrs, "aborted", true)
@@ -437,14 +437,15 @@ func (r *recorder) Flush() {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// countingBody counts the request body bytes a handler reads.
+// countingBody counts the request body bytes a handler reads. Atomic: a
+// transport may still be reading it upstream when the request is counted.
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	n atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }

@@ -176,6 +176,7 @@ type leanConn struct {
 	watchDone chan struct{}
 	stash     byte // a byte the watcher read: the next request's first
 	stashed   bool
+	unread    bool // request bytes may be left unread: close gracefully
 
 	pend [leanSmallBody]byte
 }
@@ -193,7 +194,11 @@ func (rt *Router) serveConn(c net.Conn) {
 	rt.cfg.Metrics.connOpened()
 	lc := &leanConn{rt: rt, c: c}
 	info := connInfo{src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr())}
-	lc.ctx, lc.cancel = context.WithCancel(context.WithValue(context.Background(), connKey{}, info))
+	// ServerContextKey as net/http sets it: httputil.ReverseProxy only
+	// aborts (cuts the connection) on a failed body copy when it is there.
+	base := context.WithValue(context.Background(), http.ServerContextKey, rt.srv)
+	base = context.WithValue(base, http.LocalAddrContextKey, c.LocalAddr())
+	lc.ctx, lc.cancel = context.WithCancel(context.WithValue(base, connKey{}, info))
 	lc.proto = (&http.Request{RemoteAddr: c.RemoteAddr().String()}).WithContext(lc.ctx)
 	lc.br = readerPool.Get().(*bufio.Reader)
 	lc.br.Reset(lc)
@@ -208,6 +213,9 @@ func (rt *Router) serveConn(c net.Conn) {
 			lc.timer.Stop()
 		}
 		if !handedOff {
+			if lc.unread {
+				lc.lingerClose()
+			}
 			c.Close()
 			rt.cfg.Metrics.connClosed()
 		}
@@ -223,8 +231,7 @@ func (rt *Router) serveConn(c net.Conn) {
 		case nextClose:
 			return
 		case nextHandoff:
-			handedOff = true
-			lc.handoff()
+			handedOff = lc.handoff()
 			return
 		}
 		if !lc.serve(req, body) {
@@ -300,13 +307,31 @@ func (lc *leanConn) readRequest() (*http.Request, *leanBody, nextStep) {
 	}
 }
 
-// handoff passes the connection, with what it has buffered, to net/http.
-func (lc *leanConn) handoff() {
+// handoff passes the connection, with what it has buffered, to net/http;
+// false when net/http is shutting down and the connection is to be closed.
+func (lc *leanConn) handoff() bool {
 	pre := make([]byte, lc.br.Buffered())
 	lc.br.Read(pre)
 	lc.c.SetReadDeadline(time.Time{})
+	if !lc.rt.hand.pass(&prefixConn{Conn: lc.c, pre: pre}) {
+		return false
+	}
 	lc.rt.cfg.Metrics.handoff()
-	lc.rt.hand.pass(&prefixConn{Conn: lc.c, pre: pre})
+	return true
+}
+
+// lingerClose ends a connection that may still have request bytes coming:
+// closing a socket with unread data sends a reset, which can destroy the
+// response still in flight. It half-closes, then reads away what comes for
+// a moment (net/http sleeps instead) before the caller closes.
+func (lc *leanConn) lingerClose() {
+	lc.bw.Flush()
+	cw, ok := lc.c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	lc.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, lc.c, 4<<20)
 }
 
 // serve runs one request and finishes its response. It reports whether the
@@ -340,12 +365,15 @@ func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
 	if aborted {
 		// What was written goes out, then the connection is cut: the
 		// sandbox sees a truncated response, not a complete-looking one.
+		if body != nil {
+			lc.unread = body.stop()
+		}
 		lc.bw.Flush()
 		return false
 	}
 	w.finish()
 	if body != nil && !body.drain() {
-		w.closeAfter = true
+		w.closeAfter, lc.unread = true, true
 	}
 	if w.err == nil {
 		if err := lc.bw.Flush(); err != nil {
@@ -385,6 +413,9 @@ func (lc *leanConn) startWatchLocked() {
 	}
 	lc.watching = true
 	lc.watchDone = make(chan struct{})
+	// For as long as the handler runs (a long poll, a stream), not until
+	// the idle deadline; endWatch sets one again.
+	lc.c.SetReadDeadline(time.Time{})
 	go func() {
 		defer close(lc.watchDone)
 		var b [1]byte
@@ -461,8 +492,13 @@ func (b *leanBody) Close() error {
 }
 
 // drain closes the body and reads away what the handler left, if that is
-// little; it reports whether the connection is still in step.
+// little; it reports whether the connection is still in step. Once it
+// returns, no reader the handler left behind (a transport still sending
+// the body upstream) touches the connection's buffer again.
 func (b *leanBody) drain() bool {
+	// Before the lock: a reader left blocked on the sandbox holds it.
+	b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+	b.lc.rdl = aLongTimeAgo
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
@@ -472,11 +508,19 @@ func (b *leanBody) drain() bool {
 	if b.n == 0 {
 		return true
 	}
-	b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
-	b.lc.rdl = aLongTimeAgo
 	_, err := io.CopyN(io.Discard, b.lc.br, b.n)
 	b.n = 0
 	return err == nil
+}
+
+// stop closes the body at once, for a connection about to be cut, and
+// reports whether some of it was left unread.
+func (b *leanBody) stop() bool {
+	b.lc.c.SetReadDeadline(aLongTimeAgo)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	return b.n > 0
 }
 
 // leanResponse is the lean loop's http.ResponseWriter.
@@ -644,7 +688,7 @@ func (w *leanResponse) commit(final bool, first []byte) {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}
 	switch {
-	case w.closeAfter && !headerHas(h, "Connection", "close"):
+	case w.closeAfter:
 		bw.WriteString("Connection: close\r\n")
 	case !w.closeAfter && !w.req.ProtoAtLeast(1, 1):
 		bw.WriteString("Connection: keep-alive\r\n")
@@ -679,8 +723,17 @@ func (w *leanResponse) writeFields(final bool) {
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
-		if final && k == "Content-Length" && w.status == http.StatusNoContent {
-			continue // a 204 carries no length
+		switch k {
+		case "Content-Length":
+			if !final || w.status == http.StatusNoContent {
+				continue // an informational head or a 204 carries no length
+			}
+		case "Transfer-Encoding":
+			continue // the framing is ours
+		case "Connection":
+			if w.closeAfter {
+				continue // commit writes close
+			}
 		}
 		for _, v := range vs {
 			if strings.ContainsAny(v, "\r\n") {
@@ -726,8 +779,11 @@ func (w *leanResponse) finish() {
 		for _, decl := range w.header["Trailer"] {
 			for _, name := range strings.Split(decl, ",") {
 				name = http.CanonicalHeaderKey(textproto.TrimString(name))
+				if name == "" || !httpguts.ValidTrailerHeader(name) || !httpguts.ValidHeaderFieldName(name) {
+					continue
+				}
 				for _, v := range w.header[name] {
-					if name != "" && httpguts.ValidHeaderFieldValue(v) {
+					if httpguts.ValidHeaderFieldValue(v) {
 						bw.WriteString(name)
 						bw.WriteString(": ")
 						bw.WriteString(v)
@@ -933,11 +989,12 @@ func newHandoffListener() *handoffListener {
 	return &handoffListener{ch: make(chan net.Conn), done: make(chan struct{})}
 }
 
-func (l *handoffListener) pass(c net.Conn) {
+func (l *handoffListener) pass(c net.Conn) bool {
 	select {
 	case l.ch <- c:
+		return true
 	case <-l.done:
-		c.Close()
+		return false
 	}
 }
 

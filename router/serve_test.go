@@ -3,13 +3,16 @@ package router
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,6 +67,23 @@ func echoHandler(cancelled chan<- error) Handler {
 		case "/slow":
 			time.Sleep(300 * time.Millisecond)
 			io.WriteString(w, "slow")
+		case "/big": // a large answer, the upload left unread
+			w.Header().Set("Content-Length", fmt.Sprint(4<<20))
+			w.Write(make([]byte, 4<<20))
+		case "/abort-reading": // aborts with a reader of the body left behind
+			started := make(chan struct{})
+			go func() {
+				close(started)
+				b := make([]byte, 100)
+				for {
+					if _, err := r.Body.Read(b); err != nil {
+						return
+					}
+				}
+			}()
+			<-started
+			time.Sleep(10 * time.Millisecond)
+			panic(http.ErrAbortHandler)
 		case "/info":
 			fmt.Fprintf(w, "%s %s host=%s len=%d close=%v q=%s", r.Method, r.Proto, r.Host, r.ContentLength, r.Close, r.URL.RawQuery)
 		default:
@@ -83,28 +103,35 @@ type leanServer struct {
 func startLean(t *testing.T) *leanServer {
 	t.Helper()
 	ls := &leanServer{cancelled: make(chan error, 1), metrics: NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))}
-	ls.rt = New(Config{
-		Hosts: map[string]Route{"echo": {Name: "echo", Handler: echoHandler(ls.cancelled)}},
+	ls.addr, ls.rt = serveRoutes(t, ls.metrics, map[string]Route{"echo": {Name: "echo", Handler: echoHandler(ls.cancelled)}})
+	return ls
+}
+
+// serveRoutes runs a Router with routes on a loopback listener, to which
+// every loopback address is a sandbox.
+func serveRoutes(t *testing.T, m *Metrics, routes map[string]Route) (string, *Router) {
+	t.Helper()
+	rt := New(Config{
+		Hosts: routes,
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
 		},
-		Metrics: ls.metrics,
+		Metrics: m,
 		Logger:  slog.New(slog.DiscardHandler),
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls.addr = ln.Addr().String()
-	go ls.rt.Serve(ln)
+	go rt.Serve(ln)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := ls.rt.Shutdown(ctx); err != nil {
+		if err := rt.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	return ls
+	return ln.Addr().String(), rt
 }
 
 func (ls *leanServer) dial(t *testing.T) net.Conn {
@@ -346,5 +373,83 @@ func TestShutdownFinishesWhatRunsAndClosesWhatIdles(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", ls.addr); err == nil {
 		t.Error("still accepting after Shutdown")
+	}
+}
+
+func TestAnUnreadUploadDoesNotCostTheSandboxItsAnswer(t *testing.T) {
+	// Closing with the upload unread must not reset the connection while
+	// the answer is still on its way.
+	ls := startLean(t)
+	for i := range 3 {
+		c := ls.dial(t)
+		go func() {
+			io.WriteString(c, "PUT /big HTTP/1.1\r\nHost: echo\r\nContent-Length: 2000000\r\n\r\n")
+			c.Write(make([]byte, 1000000))
+		}()
+		time.Sleep(50 * time.Millisecond)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if n, err := io.Copy(io.Discard, resp.Body); n != 4<<20 {
+			t.Fatalf("run %d: %d of %d bytes: %v", i, n, 4<<20, err)
+		}
+	}
+}
+
+func TestABodyReaderLeftBehindByAnAbortTouchesNoOtherConnection(t *testing.T) {
+	// Run with -race: the reader the handler left must be stopped before
+	// the connection's buffer goes back to the pool for another sandbox.
+	ls := startLean(t)
+	c := ls.dial(t)
+	io.WriteString(c, "PUT /abort-reading HTTP/1.1\r\nHost: echo\r\nContent-Length: 100000\r\n\r\nab")
+	for range 10 {
+		rs, _, _ := exchange(t, ls.dial(t), "GET /small HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n", "", 1)
+		if len(rs) != 1 {
+			t.Fatal("no answer")
+		}
+	}
+	io.WriteString(c, "more of the body")
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the aborted connection: %v", err)
+	}
+}
+
+func TestAProxiedAnswerCutMidBodyIsCutForTheSandboxToo(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				http.ReadRequest(bufio.NewReader(c))
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+				time.Sleep(20 * time.Millisecond) // then cut, before the last chunk
+			}()
+		}
+	}()
+	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.Addr().String()}, Logger: slog.New(slog.DiscardHandler)}
+	p.Init()
+	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: p\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("the sandbox got %q as a complete answer", b)
 	}
 }
