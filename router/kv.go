@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -36,11 +37,22 @@ type KV struct {
 	// Transactions enables POST / (the state kind).
 	Transactions bool
 	Limits       store.Limits
+
+	shared atomic.Pointer[store.KV] // the shared space, built once
 }
 
 var _ Handler = (*KV)(nil)
 
 func (h *KV) space(env Env) (*store.KV, error) {
+	if !h.PerSandbox {
+		// Built once: four allocations per request otherwise.
+		if kv := h.shared.Load(); kv != nil {
+			return kv, nil
+		}
+		kv := h.DB.Keys(h.Kind, h.Namespace, store.ScopeShared, h.Limits)
+		h.shared.Store(kv)
+		return kv, nil
+	}
 	scope, err := scopeOf(h.PerSandbox, env)
 	if err != nil {
 		return nil, err
