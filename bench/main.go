@@ -46,6 +46,8 @@ var (
 
 type bench struct {
 	id, hostNS, upNS, cliNS string
+	hapNS                   string    // a client whose port 80 HAProxy intercepts; "" without haproxy
+	haproxy                 *exec.Cmd // the reference transparent proxy
 	dir, bin, sock          string
 	daemon                  *exec.Cmd
 	cleanups                []func()
@@ -137,6 +139,66 @@ func (b *bench) setup() {
 	sh("ip", "netns", "exec", b.hostNS, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", "cli0", "-m", "rpfilter", "--invert", "-j", "DROP")
 	sh("ip", "netns", "exec", b.hostNS, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "cli0", "-d", "192.0.2.77", "-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "5399")
 
+	// The reference for passthrough: HAProxy in transparent mode on the
+	// same hop, a client whose port 80 is sent to it by nftables tproxy
+	// (its own mark and table), forwarding to the original destination
+	// over kept-alive connections, as the daemon does.
+	if _, err := exec.LookPath("haproxy"); err == nil {
+		b.hapNS = "ibench-" + b.id + "-hap"
+		sh("ip", "netns", "add", b.hapNS)
+		b.defer_(func() { exec.Command("ip", "netns", "del", b.hapNS).Run() })
+		sh("ip", "-n", b.hapNS, "link", "set", "lo", "up")
+		link(b.hapNS, "hap0", "203.0.113.1/24", "203.0.113.2/24")
+		sh("ip", "-n", b.hapNS, "route", "add", "default", "via", "203.0.113.1")
+		sh("ip", "netns", "exec", b.hostNS, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", "hap0", "-m", "rpfilter", "--invert", "-j", "DROP")
+		// Only through HAProxy: port 80 is never routed past it.
+		sh("ip", "netns", "exec", b.hostNS, "iptables", "-A", "FORWARD", "-i", "hap0", "-p", "tcp", "--dport", "80", "-j", "DROP")
+		nft := exec.Command("ip", "netns", "exec", b.hostNS, "nft", "-f", "-")
+		nft.Stdin = strings.NewReader(`table ip ibench_hap {
+	chain pre {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "hap0" tcp dport 80 tproxy to :18080 meta mark set 0x4242 accept
+	}
+}
+`)
+		if out, err := nft.CombinedOutput(); err != nil {
+			must(fmt.Errorf("nft for haproxy: %v\n%s", err, out))
+		}
+		sh("ip", "-n", b.hostNS, "rule", "add", "fwmark", "0x4242", "lookup", "4242")
+		sh("ip", "-n", b.hostNS, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "4242")
+		hcfg := filepath.Join(b.dir, "haproxy.cfg")
+		os.WriteFile(hcfg, []byte(`global
+	maxconn 4000
+defaults
+	mode http
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+	http-reuse always
+frontend intercepted
+	bind 0.0.0.0:18080 transparent
+	default_backend original
+backend original
+	# 0.0.0.0, port 0: the connection's original destination and port.
+	server original 0.0.0.0:0
+`), 0o644)
+		b.haproxy = exec.Command("ip", "netns", "exec", b.hostNS, "haproxy", "-db", "-f", hcfg)
+		b.haproxy.Stderr = os.Stderr
+		must(b.haproxy.Start())
+		b.defer_(func() { b.haproxy.Process.Kill(); b.haproxy.Wait() })
+		for i := 0; ; i++ {
+			// Port 80 from this client is not routed: an answer came
+			// through HAProxy.
+			if exec.Command("ip", "netns", "exec", b.hapNS, "curl", "-sf", "-o", "/dev/null", "-m", "1", "http://192.0.2.2/").Run() == nil {
+				break
+			}
+			if i > 50 {
+				must(fmt.Errorf("haproxy does not answer on its intercepted path"))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
 	cfg := filepath.Join(b.dir, "interceptd.yaml")
 	b.sock = filepath.Join(b.dir, "admin.sock")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
@@ -210,8 +272,11 @@ var rpsRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 var totalRE = regexp.MustCompile(`(\d+) requests in`)
 
 // daemonCPU returns the daemon's user+system CPU time.
-func (b *bench) daemonCPU() time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", b.daemon.Process.Pid))
+func (b *bench) daemonCPU() time.Duration { return procCPU(b.daemon.Process.Pid) }
+
+// procCPU returns a process's user+system CPU time.
+func procCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
@@ -244,13 +309,14 @@ func (b *bench) rss() (total, anon int64) {
 	return
 }
 
-// wrk runs wrk in a namespace; it returns requests/s and daemon CPU µs per request.
-func (b *bench) wrk(ns, url string, extra ...string) (float64, float64) {
+// wrk runs wrk in a namespace; it returns requests/s and the CPU µs per
+// request of the process pid (the daemon, or the reference proxy).
+func (b *bench) wrk(ns, url string, pid int, extra ...string) (float64, float64) {
 	args := append([]string{"netns", "exec", ns, "wrk", "-t2", "-c" + strconv.Itoa(*conns), "-d" + duration.String()}, extra...)
 	args = append(args, url)
-	cpu0 := b.daemonCPU()
+	cpu0 := procCPU(pid)
 	out := sh("ip", args...)
-	cpu := b.daemonCPU() - cpu0
+	cpu := procCPU(pid) - cpu0
 	m, t := rpsRE.FindStringSubmatch(out), totalRE.FindStringSubmatch(out)
 	if m == nil || t == nil {
 		must(fmt.Errorf("wrk output:\n%s", out))
@@ -321,17 +387,23 @@ func main() {
 	b.setup()
 
 	sbNS := b.sandboxNS
-	http := []struct {
+	dpid := b.daemon.Process.Pid
+	type path struct {
 		name, ns, url string
+		pid           int
 		extra         []string
-	}{
-		{"direct (routed, no interception)", b.cliNS, "http://192.0.2.2/", nil},
-		{"floor (respond handler)", sbNS, "http://floor.bench/", nil},
-		{"KV GET hot key", sbNS, "http://my.kv/hot", nil},
-		{"KV PUT (durable)", sbNS, "http://my.kv/", []string{"-s", filepath.Join(b.dir, "put.lua")}},
-		{"state GET", sbNS, "http://state.do/k", nil},
-		{"passthrough (forward)", sbNS, "http://192.0.2.2/", nil},
-		{"blob GET 1 MiB", sbNS, "http://my.r2/1m", nil},
+	}
+	http := []path{
+		{"direct (routed, no interception)", b.cliNS, "http://192.0.2.2/", dpid, nil},
+		{"floor (respond handler)", sbNS, "http://floor.bench/", dpid, nil},
+		{"KV GET hot key", sbNS, "http://my.kv/hot", dpid, nil},
+		{"KV PUT (durable)", sbNS, "http://my.kv/", dpid, []string{"-s", filepath.Join(b.dir, "put.lua")}},
+		{"state GET", sbNS, "http://state.do/k", dpid, nil},
+		{"passthrough (forward)", sbNS, "http://192.0.2.2/", dpid, nil},
+		{"blob GET 1 MiB", sbNS, "http://my.r2/1m", dpid, nil},
+	}
+	if b.haproxy != nil {
+		http = append(http, path{"passthrough by HAProxy (reference)", b.hapNS, "http://192.0.2.2/", b.haproxy.Process.Pid, nil})
 	}
 	if *only == "dns" {
 		// One run each, the daemon profiled while it answers handler names.
@@ -349,7 +421,7 @@ func main() {
 		for _, h := range http {
 			if strings.HasPrefix(h.name, *only) {
 				go b.profile()
-				rps, cpu := b.wrk(h.ns, h.url, h.extra...)
+				rps, cpu := b.wrk(h.ns, h.url, h.pid, h.extra...)
 				time.Sleep(2 * time.Second)
 				fmt.Printf("%s: %.0f req/s, %.1f µs daemon CPU/req; profile in daemon.pprof\n", h.name, rps, cpu)
 				return
@@ -367,7 +439,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "round %d/%d\n", r+1, *rounds)
 		var direct float64
 		for i, h := range http {
-			rps, cpu := b.wrk(h.ns, h.url, h.extra...)
+			rps, cpu := b.wrk(h.ns, h.url, h.pid, h.extra...)
 			if i == 0 {
 				direct = rps
 			}
@@ -389,7 +461,7 @@ func main() {
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "path\tmedian\tunit\tratio\tto\tdaemon CPU µs/req\t\n")
+	fmt.Fprintf(tw, "path\tmedian\tunit\tratio\tto\tdaemon (or proxy) CPU µs/req\t\n")
 	for _, r := range append(rows, dnsRows...) {
 		cpu := "-"
 		if len(r.cpu) > 0 {
@@ -404,6 +476,13 @@ func main() {
 	floor := median(rows[1].vals)
 	fmt.Fprintf(tw, "KV GET / floor\t\t\t%.2f\t\t\t\n", median(rows[2].vals)/floor)
 	fmt.Fprintf(tw, "blob GET 1 MiB\t%.0f\tMB/s\t\t\t\t\n", median(rows[6].vals)*1.048576)
+	if b.haproxy != nil {
+		var per []float64
+		for r := range rows[5].vals {
+			per = append(per, rows[5].vals[r]/rows[7].vals[r])
+		}
+		fmt.Fprintf(tw, "passthrough / HAProxy\t\t\t%.2f\t\t\t\n", median(per))
+	}
 	tw.Flush()
 
 	b.bigBlob()
