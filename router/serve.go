@@ -67,10 +67,18 @@ const (
 	connClosed
 )
 
-var (
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, leanReadSize) }}
-	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, leanWriteSize) }}
-)
+// leanBufs are a connection's buffers while it carries a request; an idle
+// connection gives them back, so that thousands of kept-alive connections
+// cost little more than their goroutines.
+type leanBufs struct {
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	pend [leanSmallBody]byte
+}
+
+var bufPool = sync.Pool{New: func() any {
+	return &leanBufs{br: bufio.NewReaderSize(nil, leanReadSize), bw: bufio.NewWriterSize(nil, leanWriteSize)}
+}}
 
 // Serve serves intercepted connections from ln until Shutdown.
 func (rt *Router) Serve(ln net.Listener) error {
@@ -156,15 +164,22 @@ func (rt *Router) track(lc *leanConn, add bool) {
 
 // leanConn is one intercepted connection served by the lean loop.
 type leanConn struct {
-	rt     *Router
-	c      net.Conn
-	br     *bufio.Reader // reads lc, not c: see Read
-	bw     *bufio.Writer
-	ctx    context.Context // carries connInfo; cancelled when the sandbox goes away
-	cancel context.CancelFunc
-	proto  *http.Request // a request with ctx set, copied into each new one
-	rdl    time.Time     // the read deadline last set
-	state  atomic.Int32
+	rt   *Router
+	c    net.Conn
+	raw  syscall.RawConn // to wait for a request without a buffer; nil if c has none
+	bufs *leanBufs       // nil while idle
+	br   *bufio.Reader   // bufs.br; reads lc, not c: see Read
+	bw   *bufio.Writer   // bufs.bw
+	// drained: the last read from c came back short, so the socket was
+	// empty then and the poller will report what comes next; only then
+	// may the loop wait for readiness instead of reading (an
+	// edge-triggered poller says nothing about data already there).
+	drained bool
+	ctx     context.Context // carries connInfo; cancelled when the sandbox goes away
+	cancel  context.CancelFunc
+	proto   *http.Request // a request with ctx set, copied into each new one
+	rdl     time.Time     // the read deadline last set
+	state   atomic.Int32
 
 	// Watching for the sandbox going away while a handler runs.
 	timer     *time.Timer
@@ -177,17 +192,49 @@ type leanConn struct {
 	stash     byte // a byte the watcher read: the next request's first
 	stashed   bool
 	unread    bool // request bytes may be left unread: close gracefully
-
-	pend [leanSmallBody]byte
 }
 
 // Read gives the reader what the watcher read first.
 func (lc *leanConn) Read(p []byte) (int, error) {
 	if lc.stashed && len(p) > 0 {
 		p[0], lc.stashed = lc.stash, false
+		lc.drained = false
 		return 1, nil
 	}
-	return lc.c.Read(p)
+	n, err := lc.c.Read(p)
+	lc.drained = n < len(p)
+	return n, err
+}
+
+func (lc *leanConn) acquire() {
+	lc.bufs = bufPool.Get().(*leanBufs)
+	lc.br, lc.bw = lc.bufs.br, lc.bufs.bw
+	lc.br.Reset(lc)
+	lc.bw.Reset(lc.c)
+}
+
+func (lc *leanConn) release() {
+	lc.br.Reset(nil)
+	lc.bw.Reset(nil)
+	bufPool.Put(lc.bufs)
+	lc.bufs, lc.br, lc.bw = nil, nil, nil
+}
+
+// waitReadable waits until c has something to read (or its deadline
+// passes) without reading: no buffer needed, and no read that would only
+// come back empty.
+func (lc *leanConn) waitReadable() error {
+	if lc.raw == nil {
+		return nil // the read that follows waits instead
+	}
+	first := true
+	return lc.raw.Read(func(uintptr) bool {
+		if first {
+			first = false
+			return false // wait for readiness, then be called again
+		}
+		return true
+	})
 }
 
 func (rt *Router) serveConn(c net.Conn) {
@@ -200,10 +247,10 @@ func (rt *Router) serveConn(c net.Conn) {
 	base = context.WithValue(base, http.LocalAddrContextKey, c.LocalAddr())
 	lc.ctx, lc.cancel = context.WithCancel(context.WithValue(base, connKey{}, info))
 	lc.proto = (&http.Request{RemoteAddr: c.RemoteAddr().String()}).WithContext(lc.ctx)
-	lc.br = readerPool.Get().(*bufio.Reader)
-	lc.br.Reset(lc)
-	lc.bw = writerPool.Get().(*bufio.Writer)
-	lc.bw.Reset(c)
+	if sc, ok := c.(syscall.Conn); ok {
+		lc.raw, _ = sc.SyscallConn()
+	}
+	lc.acquire() // the first request is usually there already
 	rt.track(lc, true)
 	handedOff := false
 	defer func() {
@@ -213,16 +260,15 @@ func (rt *Router) serveConn(c net.Conn) {
 			lc.timer.Stop()
 		}
 		if !handedOff {
-			if lc.unread {
+			if lc.unread && lc.bufs != nil {
 				lc.lingerClose()
 			}
 			c.Close()
 			rt.cfg.Metrics.connClosed()
 		}
-		lc.br.Reset(nil)
-		readerPool.Put(lc.br)
-		lc.bw.Reset(nil)
-		writerPool.Put(lc.bw)
+		if lc.bufs != nil {
+			lc.release()
+		}
 	}()
 	for !rt.closing.Load() {
 		lc.state.Store(connIdle)
@@ -251,12 +297,23 @@ const (
 // readRequest waits for the next request and parses its head, or says
 // that net/http is to serve it, or that the connection is done.
 func (lc *leanConn) readRequest() (*http.Request, *leanBody, nextStep) {
-	if lc.br.Buffered() == 0 {
+	if lc.br == nil || lc.br.Buffered() == 0 {
 		// Moved at most once a second: setting a deadline costs a timer
 		// update, and a second more or less of idle time does not matter.
 		if d := time.Now().Add(idleTimeout); lc.rdl.IsZero() || d.Sub(lc.rdl) > time.Second {
 			lc.c.SetReadDeadline(d)
 			lc.rdl = d
+		}
+		if lc.br != nil && lc.drained && !lc.stashed && lc.raw != nil {
+			lc.release()
+		}
+		if lc.br == nil {
+			if !lc.stashed {
+				if err := lc.waitReadable(); err != nil {
+					return nil, nil, nextClose
+				}
+			}
+			lc.acquire()
 		}
 		if _, err := lc.br.Peek(1); err != nil {
 			return nil, nil, nextClose
@@ -443,6 +500,9 @@ func (lc *leanConn) endWatch() {
 		lc.c.SetReadDeadline(aLongTimeAgo)
 		<-lc.watchDone
 		lc.rdl = aLongTimeAgo
+		// A readiness the watcher's cut-short wait took is not reported
+		// again: the next wait must read, not just wait.
+		lc.drained = false
 	}
 }
 
@@ -582,8 +642,8 @@ func (w *leanResponse) Write(p []byte) (int, error) {
 		return len(p), nil // HEAD: eaten
 	}
 	if !w.committed {
-		if len(w.pending)+len(p) <= len(w.lc.pend) {
-			w.pending = append(w.lc.pend[:len(w.pending)], p...)
+		if len(w.pending)+len(p) <= len(w.lc.bufs.pend) {
+			w.pending = append(w.lc.bufs.pend[:len(w.pending)], p...)
 			return len(p), nil
 		}
 		w.commit(false, p)
@@ -595,8 +655,8 @@ func (w *leanResponse) Write(p []byte) (int, error) {
 }
 
 func (w *leanResponse) WriteString(s string) (int, error) {
-	if !w.committed && len(w.pending)+len(s) <= len(w.lc.pend) && w.wroteHeader && w.err == nil && !w.noBody {
-		w.pending = append(w.lc.pend[:len(w.pending)], s...)
+	if !w.committed && len(w.pending)+len(s) <= len(w.lc.bufs.pend) && w.wroteHeader && w.err == nil && !w.noBody {
+		w.pending = append(w.lc.bufs.pend[:len(w.pending)], s...)
 		return len(s), nil
 	}
 	return w.Write([]byte(s))

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -452,4 +453,57 @@ func TestAProxiedAnswerCutMidBodyIsCutForTheSandboxToo(t *testing.T) {
 	if b, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatalf("the sandbox got %q as a complete answer", b)
 	}
+}
+
+// BenchmarkIdleConnections reports the heap a kept-alive connection holds
+// while it waits for its next request (the lean loop gives its buffers
+// back), and the cost of one small request on such a connection.
+func BenchmarkIdleConnections(b *testing.B) {
+	ls := &leanServer{cancelled: make(chan error, 1)}
+	rt := New(Config{
+		Hosts: map[string]Route{"echo": {Name: "echo", Handler: echoHandler(ls.cancelled)}},
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go rt.Serve(ln)
+	defer rt.Shutdown(context.Background())
+	const n = 500
+	req := []byte("GET /small HTTP/1.1\r\nHost: echo\r\n\r\n")
+	round := func(c net.Conn, br *bufio.Reader) {
+		c.Write(req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp", ln.Addr().String()); err != nil {
+			b.Fatal(err)
+		}
+		defer conns[i].Close()
+		readers[i] = bufio.NewReader(conns[i])
+		round(conns[i], readers[i])
+	}
+	time.Sleep(100 * time.Millisecond)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// The client's side is in the same heap: subtract its readers.
+	perConn := (float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)) / n
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		round(conns[i%n], readers[i%n])
+	}
+	b.ReportMetric(perConn/1024, "KiB/idle-conn")
 }
