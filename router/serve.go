@@ -164,22 +164,17 @@ func (rt *Router) track(lc *leanConn, add bool) {
 
 // leanConn is one intercepted connection served by the lean loop.
 type leanConn struct {
-	rt   *Router
-	c    net.Conn
-	raw  syscall.RawConn // to wait for a request without a buffer; nil if c has none
-	bufs *leanBufs       // nil while idle
-	br   *bufio.Reader   // bufs.br; reads lc, not c: see Read
-	bw   *bufio.Writer   // bufs.bw
-	// drained: the last read from c came back short, so the socket was
-	// empty then and the poller will report what comes next; only then
-	// may the loop wait for readiness instead of reading (an
-	// edge-triggered poller says nothing about data already there).
-	drained bool
-	ctx     context.Context // carries connInfo; cancelled when the sandbox goes away
-	cancel  context.CancelFunc
-	proto   *http.Request // a request with ctx set, copied into each new one
-	rdl     time.Time     // the read deadline last set
-	state   atomic.Int32
+	rt     *Router
+	c      net.Conn
+	raw    syscall.RawConn // to wait for a request without a buffer; nil if c has none
+	bufs   *leanBufs       // nil while idle
+	br     *bufio.Reader   // bufs.br; reads lc, not c: see Read
+	bw     *bufio.Writer   // bufs.bw
+	ctx    context.Context // carries connInfo; cancelled when the sandbox goes away
+	cancel context.CancelFunc
+	proto  *http.Request // a request with ctx set, copied into each new one
+	rdl    time.Time     // the read deadline last set
+	state  atomic.Int32
 
 	// Watching for the sandbox going away while a handler runs.
 	timer     *time.Timer
@@ -198,12 +193,9 @@ type leanConn struct {
 func (lc *leanConn) Read(p []byte) (int, error) {
 	if lc.stashed && len(p) > 0 {
 		p[0], lc.stashed = lc.stash, false
-		lc.drained = false
 		return 1, nil
 	}
-	n, err := lc.c.Read(p)
-	lc.drained = n < len(p)
-	return n, err
+	return lc.c.Read(p)
 }
 
 func (lc *leanConn) acquire() {
@@ -221,19 +213,23 @@ func (lc *leanConn) release() {
 }
 
 // waitReadable waits until c has something to read (or its deadline
-// passes) without reading: no buffer needed, and no read that would only
-// come back empty.
+// passes) without a buffer: it peeks, and waits for readiness when nothing
+// is there. (The poller forgets a readiness it reported before the wait
+// began, so the peek must come first: the system calls are those of a
+// read that comes back empty and the read that follows.)
 func (lc *leanConn) waitReadable() error {
 	if lc.raw == nil {
 		return nil // the read that follows waits instead
 	}
 	first := true
-	return lc.raw.Read(func(uintptr) bool {
-		if first {
-			first = false
-			return false // wait for readiness, then be called again
+	return lc.raw.Read(func(fd uintptr) bool {
+		if !first {
+			return true // ready: the read that follows finds it
 		}
-		return true
+		first = false
+		var b [1]byte
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK // data, end or error: the read says
 	})
 }
 
@@ -304,7 +300,7 @@ func (lc *leanConn) readRequest() (*http.Request, *leanBody, nextStep) {
 			lc.c.SetReadDeadline(d)
 			lc.rdl = d
 		}
-		if lc.br != nil && lc.drained && !lc.stashed && lc.raw != nil {
+		if lc.br != nil && !lc.stashed && lc.raw != nil {
 			lc.release()
 		}
 		if lc.br == nil {
@@ -500,9 +496,6 @@ func (lc *leanConn) endWatch() {
 		lc.c.SetReadDeadline(aLongTimeAgo)
 		<-lc.watchDone
 		lc.rdl = aLongTimeAgo
-		// A readiness the watcher's cut-short wait took is not reported
-		// again: the next wait must read, not just wait.
-		lc.drained = false
 	}
 }
 

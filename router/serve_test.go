@@ -507,3 +507,25 @@ func BenchmarkIdleConnections(b *testing.B) {
 	}
 	b.ReportMetric(perConn/1024, "KiB/idle-conn")
 }
+
+func TestKeptAliveRequestsAreNotHeldBackBetweenEachOther(t *testing.T) {
+	// A connection waiting for its next request must see it at once: a
+	// wait that missed data already there held each request until the
+	// next ACK (about 40 ms). 200 requests take milliseconds; the bound
+	// is far from both.
+	ls := startLean(t)
+	c := ls.dial(t)
+	br := bufio.NewReader(c)
+	start := time.Now()
+	for i := range 200 {
+		io.WriteString(c, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("200 kept-alive requests took %v", d)
+	}
+}
