@@ -68,7 +68,11 @@ type poolKey struct {
 	dest    netip.AddrPort
 }
 
-func (p *upstreamPool) get(ctx context.Context, key poolKey) (*upConn, error) {
+// get returns an idle connection for key, or a new one. With check, an
+// idle one is first checked for a close the upstream sent while it idled
+// (a system call); without, the caller must be able to send again on a
+// new connection if the reused one turns out closed.
+func (p *upstreamPool) get(ctx context.Context, key poolKey, check bool) (*upConn, error) {
 	now := time.Now()
 	p.mu.Lock()
 	for s := p.idle[key]; len(s) > 0; s = p.idle[key] {
@@ -82,7 +86,7 @@ func (p *upstreamPool) get(ctx context.Context, key poolKey) (*upConn, error) {
 		p.mu.Unlock()
 		// Checked outside the lock: it is a system call, and every
 		// sandbox's forwards share this pool.
-		if now.Sub(uc.idleSince) > p.idleTimeout || !uc.alive() {
+		if now.Sub(uc.idleSince) > p.idleTimeout || uc.br.Buffered() > 0 || check && !uc.alive() {
 			uc.close()
 			p.mu.Lock()
 			continue
@@ -258,7 +262,9 @@ var errAbort = errors.New("upstream response cut short")
 func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) {
 	ctx := r.Context()
 	key := poolKey{env.Sandbox, env.Dest}
-	uc, err := f.pool.get(ctx, key)
+	// A request that can be sent again skips the liveness check: if the
+	// kept-alive connection turns out closed, it is sent again below.
+	uc, err := f.pool.get(ctx, key, !replayable(r))
 	if err != nil {
 		f.upstreamFailed(w, err)
 		return

@@ -291,8 +291,21 @@ func TestTheLeanForwarderKeepsUpstreamConnectionsAlive(t *testing.T) {
 		c := &http.Client{}
 		front := "http://" + frontFor(t, newForward(), up.addr) + "/"
 		for i := 0; i < 5; i++ {
-			mustGet(t, c, front, "ok")
+			mustGet(t, c, front, "ok")        // sent again on a new connection when need be
 			time.Sleep(10 * time.Millisecond) // let the FIN arrive
+		}
+		for i := 0; i < 5; i++ {
+			// Not sendable twice: the idle connection is checked first.
+			resp, err := c.Post(front, "text/plain", strings.NewReader("body"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "ok" {
+				t.Fatalf("POST %d: %d %q", i, resp.StatusCode, b)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 	t.Run("Connection: close from the upstream is not pooled", func(t *testing.T) {
