@@ -23,6 +23,7 @@ import (
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // Identify tells whether a source address is a sandbox, which, and its
@@ -279,7 +280,12 @@ func Listen(addr string, h dns.Handler) (*Server, error) {
 	}
 	// One socket serves every sandbox: a deep buffer absorbs bursts (the
 	// kernel caps each sandbox's rate before it gets here).
+	// SO_RCVBUFFORCE (we hold CAP_NET_ADMIN): SetReadBuffer alone is
+	// capped by net.core.rmem_max, 208 KiB on a stock host.
 	pc.SetReadBuffer(4 << 20)
+	if rc, err := pc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) })
+	}
 	udp, err := newUDPServer(pc, h)
 	if err != nil {
 		pc.Close()

@@ -1,13 +1,16 @@
 package dnsshim
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 func TestTheUDPServerAnswersOverARealSocket(t *testing.T) {
@@ -101,5 +104,25 @@ func TestOneSourceCannotHoldEverySlowPathSlot(t *testing.T) {
 	u.releaseSlot(flood)
 	if !u.takeSlot(flood) {
 		t.Fatal("a released slot was not free again")
+	}
+}
+
+func TestTheSocketBufferIsDeepEvenWhereTheHostCapsIt(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SO_RCVBUFFORCE needs CAP_NET_ADMIN")
+	}
+	s, err := Listen("127.0.0.1:0", dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	rc, err := s.udp.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	rc.Control(func(fd uintptr) { got, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	if err != nil || got < 4<<20 {
+		t.Fatalf("receive buffer %d bytes (%v), want at least 4 MiB", got, err)
 	}
 }
