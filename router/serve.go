@@ -187,6 +187,7 @@ type leanConn struct {
 	stash     byte // a byte the watcher read: the next request's first
 	stashed   bool
 	unread    bool // request bytes may be left unread: close gracefully
+	served    int  // requests answered
 }
 
 // Read gives the reader what the watcher read first.
@@ -300,7 +301,8 @@ func (lc *leanConn) readRequest() (*http.Request, *leanBody, nextStep) {
 			lc.c.SetReadDeadline(d)
 			lc.rdl = d
 		}
-		if lc.br != nil && !lc.stashed && lc.raw != nil {
+		// Not before the first request, which is usually there already.
+		if lc.br != nil && !lc.stashed && lc.raw != nil && lc.served > 0 {
 			lc.release()
 		}
 		if lc.br == nil {
@@ -425,15 +427,20 @@ func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
 		return false
 	}
 	w.finish()
-	if body != nil && !body.drain() {
-		w.closeAfter, lc.unread = true, true
-	}
-	if w.err == nil {
-		if err := lc.bw.Flush(); err != nil {
-			return false
+	// The answer goes out before what is left of the upload is read away:
+	// a sandbox stalling its upload still has it at once.
+	if w.err != nil || lc.bw.Flush() != nil {
+		if body != nil {
+			lc.unread = body.stop()
 		}
+		return false
 	}
-	return !w.closeAfter && !req.Close && w.err == nil
+	if body != nil && !body.drain() {
+		lc.unread = true
+		return false
+	}
+	lc.served++
+	return !w.closeAfter && !req.Close
 }
 
 func (lc *leanConn) timerFired() {
@@ -549,10 +556,13 @@ func (b *leanBody) Close() error {
 // returns, no reader the handler left behind (a transport still sending
 // the body upstream) touches the connection's buffer again.
 func (b *leanBody) drain() bool {
-	// Before the lock: a reader left blocked on the sandbox holds it.
-	b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
-	b.lc.rdl = aLongTimeAgo
-	b.mu.Lock()
+	if !b.mu.TryLock() {
+		// A reader left behind holds the lock, maybe blocked on the
+		// sandbox: a deadline ends its wait.
+		b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+		b.lc.rdl = aLongTimeAgo
+		b.mu.Lock()
+	}
 	defer b.mu.Unlock()
 	b.closed = true
 	if b.err != nil || b.n > maxDiscard {
@@ -560,6 +570,10 @@ func (b *leanBody) drain() bool {
 	}
 	if b.n == 0 {
 		return true
+	}
+	if b.lc.rdl != aLongTimeAgo {
+		b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+		b.lc.rdl = aLongTimeAgo
 	}
 	_, err := io.CopyN(io.Discard, b.lc.br, b.n)
 	b.n = 0
@@ -784,8 +798,8 @@ func (w *leanResponse) writeFields(final bool) {
 		case "Transfer-Encoding":
 			continue // the framing is ours
 		case "Connection":
-			if w.closeAfter {
-				continue // commit writes close
+			if final {
+				continue // commit writes its own
 			}
 		}
 		for _, v := range vs {

@@ -529,3 +529,45 @@ func TestKeptAliveRequestsAreNotHeldBackBetweenEachOther(t *testing.T) {
 		t.Fatalf("200 kept-alive requests took %v", d)
 	}
 }
+
+func TestAnEarlyAnswerReachesASandboxStallingItsUpload(t *testing.T) {
+	// The upstream answers 413 before reading the body; the sandbox has
+	// sent part of it and waits. The answer must not wait for the rest.
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				http.ReadRequest(bufio.NewReader(c))
+				io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+				time.Sleep(time.Second)
+			}()
+		}
+	}()
+	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.Addr().String()}, Logger: slog.New(slog.DiscardHandler)}
+	p.Init()
+	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "PUT /x HTTP/1.1\r\nHost: p\r\nContent-Length: 100000\r\n\r\npart of it")
+	start := time.Now()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || time.Since(start) > 3*time.Second {
+		t.Fatalf("%d after %v: want the 413 at once", resp.StatusCode, time.Since(start))
+	}
+}

@@ -68,11 +68,13 @@ type poolKey struct {
 	dest    netip.AddrPort
 }
 
-// get returns an idle connection for key, or a new one. With check, an
-// idle one is first checked for a close the upstream sent while it idled
-// (a system call); without, the caller must be able to send again on a
-// new connection if the reused one turns out closed.
-func (p *upstreamPool) get(ctx context.Context, key poolKey, check bool) (*upConn, error) {
+// get returns an idle connection for key, or a new one. An idle one is
+// first checked for a close (or an unasked-for answer, such as a 408) the
+// upstream sent while it idled: a system call. With replayable, one idle
+// for less than freshIdle is not: upstreams do that at their idle timeout,
+// seconds long, and the caller sends the request again on a new connection
+// if the reused one turns out closed or answers 408.
+func (p *upstreamPool) get(ctx context.Context, key poolKey, replayable bool) (*upConn, error) {
 	now := time.Now()
 	p.mu.Lock()
 	for s := p.idle[key]; len(s) > 0; s = p.idle[key] {
@@ -86,7 +88,9 @@ func (p *upstreamPool) get(ctx context.Context, key poolKey, check bool) (*upCon
 		p.mu.Unlock()
 		// Checked outside the lock: it is a system call, and every
 		// sandbox's forwards share this pool.
-		if now.Sub(uc.idleSince) > p.idleTimeout || uc.br.Buffered() > 0 || check && !uc.alive() {
+		idle := now.Sub(uc.idleSince)
+		check := !replayable || idle >= freshIdle
+		if idle > p.idleTimeout || uc.br.Buffered() > 0 || check && !uc.alive() {
 			uc.close()
 			p.mu.Lock()
 			continue
@@ -254,6 +258,14 @@ func connectionTokens(h map[string][]string) map[string]bool {
 	return m
 }
 
+// freshIdle: a pooled connection idle for less than this is reused for a
+// replayable request without the liveness check (see upstreamPool.get).
+const freshIdle = time.Second
+
+// errStaleAnswer: a reused connection answered 408, which upstreams send
+// on an idle connection before closing it.
+var errStaleAnswer = errors.New("408 on a reused connection")
+
 // errAbort marks a failure after the response to the sandbox had begun.
 var errAbort = errors.New("upstream response cut short")
 
@@ -262,9 +274,7 @@ var errAbort = errors.New("upstream response cut short")
 func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) {
 	ctx := r.Context()
 	key := poolKey{env.Sandbox, env.Dest}
-	// A request that can be sent again skips the liveness check: if the
-	// kept-alive connection turns out closed, it is sent again below.
-	uc, err := f.pool.get(ctx, key, !replayable(r))
+	uc, err := f.pool.get(ctx, key, replayable(r))
 	if err != nil {
 		f.upstreamFailed(w, err)
 		return
@@ -351,6 +361,12 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	code, proto, hdr, err := readHead(uc)
 	if err != nil {
 		return fmt.Errorf("reading response: %w", err)
+	}
+	if code == http.StatusRequestTimeout && uc.reused && replayable(r) {
+		// Most likely the upstream's word on the idle connection, sent
+		// before our request reached it (as net/http's Transport reads
+		// it): not an answer. The caller sends the request again.
+		return errStaleAnswer
 	}
 
 	// Framing of the response body (RFC 9112 §6.3).

@@ -568,3 +568,52 @@ func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
 	}()
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
+
+func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
+	// Some servers send an unasked-for 408 on an idle kept-alive
+	// connection before closing it; it must not answer the next request.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				time.Sleep(20 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+				time.Sleep(200 * time.Millisecond)
+			}()
+		}
+	}()
+	front := "http://" + frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort()) + "/"
+	c := &http.Client{}
+	for i, method := range []string{"GET", "GET", "POST", "GET", "POST"} {
+		req, _ := http.NewRequest(method, front, strings.NewReader("x"))
+		if method == "GET" {
+			req.Body, req.ContentLength = nil, 0
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Errorf("%s %d: %d %q, want the upstream's 200", method, i, resp.StatusCode, b)
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
+}
