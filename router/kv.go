@@ -43,6 +43,8 @@ type KV struct {
 
 var _ Handler = (*KV)(nil)
 
+var octetStream = []string{"application/octet-stream"}
+
 func (h *KV) space(env Env) (*store.KV, error) {
 	if !h.PerSandbox {
 		// Built once: four allocations per request otherwise.
@@ -100,8 +102,8 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 			return storeError(err)
 		}
 		hd := w.Header()
-		hd.Set("Content-Type", "application/octet-stream")
-		hd.Set("Content-Length", strconv.Itoa(len(e.Value)))
+		hd["Content-Type"] = octetStream // shared: net/http and the lean loop only read it
+		hd["Content-Length"] = []string{strconv.Itoa(len(e.Value))}
 		if !e.Expires.IsZero() {
 			hd.Set("X-KV-Expiration", strconv.FormatInt(e.Expires.Unix(), 10))
 		}

@@ -23,9 +23,9 @@ const (
 	cacheMaxBytes = 4 << 20 // the cache is dropped when it would grow past this
 )
 
-func (c *readCache) get(k string) (Entry, bool) {
+func (c *readCache) get(k []byte) (Entry, bool) {
 	c.mu.Lock()
-	e, ok := c.m[k]
+	e, ok := c.m[string(k)] // no allocation for the lookup
 	c.mu.Unlock()
 	return e, ok
 }

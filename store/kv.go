@@ -194,7 +194,10 @@ func (kv *KV) Get(key string) (e Entry, err error) {
 	if err := kv.CheckKey(key); err != nil {
 		return Entry{}, err
 	}
-	ck := kv.cacheKey(key)
+	// Built on the stack, and looked up without a string: a hit
+	// allocates nothing for it.
+	var kb [128]byte
+	ck := kv.appendCacheKey(kb[:0], key)
 	if c, ok := kv.db.cache.get(ck); ok && !kv.expired(c.Expires) {
 		return c, nil
 	}
@@ -205,26 +208,20 @@ func (kv *KV) Get(key string) (e Entry, err error) {
 		return gerr
 	})
 	if err == nil {
-		kv.db.cache.fill(ck, e, gen)
+		kv.db.cache.fill(string(ck), e, gen)
 	}
 	return e, mapBoltErr(err)
 }
 
-// cacheKey names key in this space for the read cache.
-func (kv *KV) cacheKey(key string) string {
-	n := len(kv.kind) + len(key) + 1
-	for _, p := range kv.path {
-		n += len(p) + 1
-	}
-	b := make([]byte, 0, n)
+// appendCacheKey appends the name of key in this space for the read cache.
+func (kv *KV) appendCacheKey(b []byte, key string) []byte {
 	b = append(b, kv.kind...)
 	for _, p := range kv.path {
 		b = append(b, 0)
 		b = append(b, p...)
 	}
 	b = append(b, 0)
-	b = append(b, key...)
-	return string(b)
+	return append(b, key...)
 }
 
 func (kv *KV) get(tx *bolt.Tx, key string) (Entry, error) {
