@@ -110,7 +110,7 @@ func startLean(t *testing.T) *leanServer {
 
 // serveRoutes runs a Router with routes on a loopback listener, to which
 // every loopback address is a sandbox.
-func serveRoutes(t *testing.T, m *Metrics, routes map[string]Route) (string, *Router) {
+func serveRoutes(t testing.TB, m *Metrics, routes map[string]Route) (string, *Router) {
 	t.Helper()
 	rt := New(Config{
 		Hosts: routes,
@@ -417,34 +417,12 @@ func TestABodyReaderLeftBehindByAnAbortTouchesNoOtherConnection(t *testing.T) {
 }
 
 func TestAProxiedAnswerCutMidBodyIsCutForTheSandboxToo(t *testing.T) {
-	up, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Close() })
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				http.ReadRequest(bufio.NewReader(c))
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-				time.Sleep(20 * time.Millisecond) // then cut, before the last chunk
-			}()
-		}
-	}()
-	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.Addr().String()}, Logger: slog.New(slog.DiscardHandler)}
-	p.Init()
-	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	up := rawUpstream(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		time.Sleep(20 * time.Millisecond) // then cut, before the last chunk
+	})
+	c := dialProxied(t, up)
 	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: p\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -459,20 +437,7 @@ func TestAProxiedAnswerCutMidBodyIsCutForTheSandboxToo(t *testing.T) {
 // while it waits for its next request (the lean loop gives its buffers
 // back), and the cost of one small request on such a connection.
 func BenchmarkIdleConnections(b *testing.B) {
-	ls := &leanServer{cancelled: make(chan error, 1)}
-	rt := New(Config{
-		Hosts: map[string]Route{"echo": {Name: "echo", Handler: echoHandler(ls.cancelled)}},
-		Identify: func(a netip.Addr) (policy.Caller, bool) {
-			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
-		},
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go rt.Serve(ln)
-	defer rt.Shutdown(context.Background())
+	addr, _ := serveRoutes(b, nil, map[string]Route{"echo": {Name: "echo", Handler: echoHandler(make(chan error, 1))}})
 	const n = 500
 	req := []byte("GET /small HTTP/1.1\r\nHost: echo\r\n\r\n")
 	round := func(c net.Conn, br *bufio.Reader) {
@@ -489,7 +454,8 @@ func BenchmarkIdleConnections(b *testing.B) {
 	conns := make([]net.Conn, n)
 	readers := make([]*bufio.Reader, n)
 	for i := range conns {
-		if conns[i], err = net.Dial("tcp", ln.Addr().String()); err != nil {
+		var err error
+		if conns[i], err = net.Dial("tcp", addr); err != nil {
 			b.Fatal(err)
 		}
 		defer conns[i].Close()
@@ -533,34 +499,12 @@ func TestKeptAliveRequestsAreNotHeldBackBetweenEachOther(t *testing.T) {
 func TestAnEarlyAnswerReachesASandboxStallingItsUpload(t *testing.T) {
 	// The upstream answers 413 before reading the body; the sandbox has
 	// sent part of it and waits. The answer must not wait for the rest.
-	up, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Close() })
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				http.ReadRequest(bufio.NewReader(c))
-				io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
-				time.Sleep(time.Second)
-			}()
-		}
-	}()
-	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.Addr().String()}, Logger: slog.New(slog.DiscardHandler)}
-	p.Init()
-	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	up := rawUpstream(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+		time.Sleep(time.Second)
+	})
+	c := dialProxied(t, up)
 	io.WriteString(c, "PUT /x HTTP/1.1\r\nHost: p\r\nContent-Length: 100000\r\n\r\npart of it")
 	start := time.Now()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -570,4 +514,20 @@ func TestAnEarlyAnswerReachesASandboxStallingItsUpload(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || time.Since(start) > 3*time.Second {
 		t.Fatalf("%d after %v: want the 413 at once", resp.StatusCode, time.Since(start))
 	}
+}
+
+// dialProxied connects, as a sandbox, to a router whose host "p" is a
+// Proxy to up.
+func dialProxied(t *testing.T, up netip.AddrPort) net.Conn {
+	t.Helper()
+	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
+	p.Init()
+	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
 }

@@ -4,16 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/interceptd/interceptd/internal/policy"
 )
 
 var sniffCases = []struct {
@@ -115,21 +111,8 @@ func TestASnifferThatLostTheFramingRefusesWhatFollows(t *testing.T) {
 }
 
 func TestARequestWithBothLengthsIsRefusedAndItsConnectionClosed(t *testing.T) {
-	rt := New(Config{
-		Hosts: map[string]Route{"stub": {Name: "stub", Handler: &Respond{Body: "ok"}}},
-		Identify: func(a netip.Addr) (policy.Caller, bool) {
-			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
-		},
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go rt.Serve(ln)
-	t.Cleanup(func() { rt.Shutdown(t.Context()) })
-
-	c, err := net.Dial("tcp", ln.Addr().String())
+	addr, _ := serveRoutes(t, nil, map[string]Route{"stub": {Name: "stub", Handler: &Respond{Body: "ok"}}})
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -569,9 +569,10 @@ func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
-func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
-	// Some servers send an unasked-for 408 on an idle kept-alive
-	// connection before closing it; it must not answer the next request.
+// rawUpstream listens on 127.0.0.1 and hands every connection to serve,
+// closing it after; it returns the address.
+func rawUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -585,20 +586,28 @@ func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				time.Sleep(20 * time.Millisecond)
-				io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-				time.Sleep(200 * time.Millisecond)
+				serve(c)
 			}()
 		}
 	}()
-	front := "http://" + frontFor(t, newForward(), ln.Addr().(*net.TCPAddr).AddrPort()) + "/"
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
+	// Some servers send an unasked-for 408 on an idle kept-alive
+	// connection before closing it; it must not answer the next request.
+	up := rawUpstream(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		time.Sleep(200 * time.Millisecond)
+	})
+	front := "http://" + frontFor(t, newForward(), up) + "/"
 	c := &http.Client{}
 	for i, method := range []string{"GET", "GET", "POST", "GET", "POST"} {
 		req, _ := http.NewRequest(method, front, strings.NewReader("x"))
