@@ -376,8 +376,10 @@ func NormalizeHost(h string) string {
 	// as once whatever a client sends (the fuzzer found "[[]." and "..").
 	for {
 		prev := h
-		if host, _, err := net.SplitHostPort(h); err == nil {
-			h = host
+		if strings.IndexByte(h, ':') >= 0 { // else SplitHostPort only fails, allocating its error
+			if host, _, err := net.SplitHostPort(h); err == nil {
+				h = host
+			}
 		}
 		if len(h) >= 2 && h[0] == '[' && h[len(h)-1] == ']' {
 			h = h[1 : len(h)-1]
