@@ -74,6 +74,7 @@ type leanBufs struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	pend [leanSmallBody]byte
+	num  [20]byte // for formatting numbers: a local array would escape into bw.Write
 }
 
 var bufPool = sync.Pool{New: func() any {
@@ -188,6 +189,10 @@ type leanConn struct {
 	stashed   bool
 	unread    bool // request bytes may be left unread: close gracefully
 	served    int  // requests answered
+
+	peekFn  func(uintptr) bool // lc.peek
+	peeked  bool
+	peekBuf [1]byte
 }
 
 // Read gives the reader what the watcher read first.
@@ -222,16 +227,19 @@ func (lc *leanConn) waitReadable() error {
 	if lc.raw == nil {
 		return nil // the read that follows waits instead
 	}
-	first := true
-	return lc.raw.Read(func(fd uintptr) bool {
-		if !first {
-			return true // ready: the read that follows finds it
-		}
-		first = false
-		var b [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK // data, end or error: the read says
-	})
+	lc.peeked = false
+	return lc.raw.Read(lc.peekFn)
+}
+
+// peek is waitReadable's callback (kept in peekFn: a closure per call
+// would be an allocation per request).
+func (lc *leanConn) peek(fd uintptr) bool {
+	if lc.peeked {
+		return true // ready: the read that follows finds it
+	}
+	lc.peeked = true
+	_, _, err := syscall.Recvfrom(int(fd), lc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK // data, end or error: the read says
 }
 
 func (rt *Router) serveConn(c net.Conn) {
@@ -246,6 +254,7 @@ func (rt *Router) serveConn(c net.Conn) {
 	lc.proto = (&http.Request{RemoteAddr: c.RemoteAddr().String()}).WithContext(lc.ctx)
 	if sc, ok := c.(syscall.Conn); ok {
 		lc.raw, _ = sc.SyscallConn()
+		lc.peekFn = lc.peek
 	}
 	lc.acquire() // the first request is usually there already
 	rt.track(lc, true)
@@ -684,8 +693,7 @@ func (w *leanResponse) writeBody(p []byte) (int, error) {
 	}
 	bw := w.lc.bw
 	if w.chunked {
-		var b [20]byte
-		bw.Write(strconv.AppendInt(b[:0], int64(len(p)), 16))
+		bw.Write(strconv.AppendInt(w.lc.bufs.num[:0], int64(len(p)), 16))
 		bw.WriteString("\r\n")
 	}
 	n, err := bw.Write(p)
@@ -746,9 +754,8 @@ func (w *leanResponse) commit(final bool, first []byte) {
 		}
 	}
 	if lengthLine {
-		var b [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(b[:0], w.cl, 10))
+		bw.Write(strconv.AppendInt(w.lc.bufs.num[:0], w.cl, 10))
 		bw.WriteString("\r\n")
 	}
 	if w.chunked {
@@ -770,17 +777,26 @@ func (w *leanResponse) commit(final bool, first []byte) {
 
 func (w *leanResponse) writeStatusLine(code int) {
 	bw := w.lc.bw
-	var b [8]byte
-	bw.WriteString("HTTP/1.1 ")
-	bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
-	bw.WriteByte(' ')
-	text := http.StatusText(code)
-	if text == "" {
-		text = "status code " + strconv.Itoa(code)
+	if code < len(statusLines) && statusLines[code] != "" {
+		bw.WriteString(statusLines[code])
+		return
 	}
-	bw.WriteString(text)
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(code))
+	bw.WriteString(" status code ")
+	bw.WriteString(strconv.Itoa(code))
 	bw.WriteString("\r\n")
 }
+
+// statusLines holds the status line of every code with a name.
+var statusLines = func() (l [600]string) {
+	for code := range l {
+		if text := http.StatusText(code); text != "" {
+			l[code] = "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+		}
+	}
+	return l
+}()
 
 // writeFields writes the header fields, less trailers and invalid names, with
 // line breaks in values turned to spaces, as net/http does.

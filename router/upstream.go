@@ -55,6 +55,7 @@ type upConn struct {
 	key       poolKey
 	idleSince time.Time
 	reused    bool
+	body      io.LimitedReader // a response body's reader, reused
 }
 
 var (
@@ -352,8 +353,11 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		// answer (413, 401) before it has read it all. Full duplex, or
 		// net/http would make writing the answer wait for the body.
 		http.NewResponseController(w).EnableFullDuplex()
-		bodyDone = make(chan error, 1)
-		go func() { bodyDone <- writeBody(uc.bw, r) }()
+		done := make(chan error, 1)
+		bodyDone = done
+		// done, not bodyDone: a variable the goroutine captured would live
+		// on the heap for every request, bodiless ones too.
+		go func() { done <- writeBody(uc.bw, r) }()
 	} else if err := uc.bw.Flush(); err != nil {
 		return fmt.Errorf("sending request: %w", err)
 	}
@@ -427,7 +431,8 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		case chunked:
 			body = httputil.NewChunkedReader(uc.br)
 		case length > 0:
-			body = io.LimitReader(uc.br, length)
+			uc.body = io.LimitedReader{R: uc.br, N: length}
+			body = &uc.body
 		}
 		n, err := relay(w, body, buf, length < 0, uc.br)
 		if err != nil {
@@ -646,6 +651,7 @@ func readHead(uc *upConn) (code, proto int, hdr textproto.MIMEHeader, err error)
 // refuses obsolete line folding, as a proxy may (RFC 9112 §5.2).
 func readFields(br *bufio.Reader, budget *int) (textproto.MIMEHeader, error) {
 	h := textproto.MIMEHeader{}
+	var vals []string // backing for one-value fields: one allocation, not one each
 	for n := 0; ; n++ {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -671,14 +677,39 @@ func readFields(br *bufio.Reader, budget *int) (textproto.MIMEHeader, error) {
 		if i <= 0 {
 			return nil, fmt.Errorf("malformed header line %q", truncate(line))
 		}
-		name, value := string(line[:i]), string(bytes.Trim(line[i+1:], " \t"))
-		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
+		k, ok := commonFields[string(line[:i])] // no allocation for the usual names
+		if !ok {
+			k = string(line[:i])
+		}
+		value := string(bytes.Trim(line[i+1:], " \t"))
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(value) {
 			return nil, fmt.Errorf("invalid header field %q", truncate(line))
 		}
-		k := http.CanonicalHeaderKey(name)
-		h[k] = append(h[k], value)
+		k = http.CanonicalHeaderKey(k)
+		if vs := h[k]; vs != nil {
+			h[k] = append(vs, value)
+			continue
+		}
+		if len(vals) == cap(vals) {
+			vals = make([]string, 0, 8)
+		}
+		vals = append(vals, value)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 }
+
+// commonFields maps the usual response field names, as servers spell them,
+// to their canonical form.
+var commonFields = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Content-Length", "Content-Type", "Date", "Server", "Connection", "Keep-Alive",
+		"Transfer-Encoding", "Cache-Control", "Etag", "Last-Modified", "Expires", "Vary", "Location",
+		"Set-Cookie", "Accept-Ranges", "Content-Encoding", "Age", "Via", "Trailer", "Pragma"} {
+		m[k], m[strings.ToLower(k)] = k, k
+	}
+	m["ETag"] = "Etag"
+	return m
+}()
 
 func truncate(b []byte) []byte {
 	if len(b) > 64 {
@@ -692,7 +723,9 @@ func truncate(b []byte) []byte {
 func parseContentLength(vs []string) (int64, error) {
 	var n int64 = -1
 	for _, v := range vs {
-		for _, p := range strings.Split(v, ",") {
+		for rest, more := v, true; more; {
+			var p string
+			p, rest, more = strings.Cut(rest, ",") // not Split: no allocation
 			p = textproto.TrimString(p)
 			m, err := strconv.ParseInt(p, 10, 64)
 			if err != nil || m < 0 || p[0] == '+' || (n >= 0 && m != n) {
@@ -707,7 +740,9 @@ func parseContentLength(vs []string) (int64, error) {
 // headerHas reports whether a comma-separated header lists token.
 func headerHas(h map[string][]string, key, token string) bool {
 	for _, v := range h[key] {
-		for _, t := range strings.Split(v, ",") {
+		for rest, more := v, true; more; {
+			var t string
+			t, rest, more = strings.Cut(rest, ",")
 			if strings.EqualFold(textproto.TrimString(t), token) {
 				return true
 			}
