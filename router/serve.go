@@ -57,6 +57,7 @@ const (
 	watchAfter = 100 * time.Millisecond
 )
 
+// aLongTimeAgo, as a deadline, ends a wait at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
 // Connection states for Shutdown: an idle connection waits for the first
@@ -565,11 +566,15 @@ func (b *leanBody) Close() error {
 // returns, no reader the handler left behind (a transport still sending
 // the body upstream) touches the connection's buffer again.
 func (b *leanBody) drain() bool {
-	if !b.mu.TryLock() {
+	deadline := func() {
+		b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+		b.lc.rdl = aLongTimeAgo // reset before the next request
+	}
+	locked := b.mu.TryLock()
+	if !locked {
 		// A reader left behind holds the lock, maybe blocked on the
 		// sandbox: a deadline ends its wait.
-		b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
-		b.lc.rdl = aLongTimeAgo
+		deadline()
 		b.mu.Lock()
 	}
 	defer b.mu.Unlock()
@@ -580,9 +585,8 @@ func (b *leanBody) drain() bool {
 	if b.n == 0 {
 		return true
 	}
-	if b.lc.rdl != aLongTimeAgo {
-		b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
-		b.lc.rdl = aLongTimeAgo
+	if locked {
+		deadline() // not set above
 	}
 	_, err := io.CopyN(io.Discard, b.lc.br, b.n)
 	b.n = 0
@@ -820,14 +824,20 @@ func (w *leanResponse) writeFields(final bool) {
 		}
 		for _, v := range vs {
 			if strings.ContainsAny(v, "\r\n") {
-				v = textproto.TrimString(strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v))
+				v = textproto.TrimString(newlineToSpace.Replace(v))
 			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			writeField(bw, k, v)
 		}
 	}
+}
+
+var newlineToSpace = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ")
+
+func writeField(bw *bufio.Writer, name, value string) {
+	bw.WriteString(name)
+	bw.WriteString(": ")
+	bw.WriteString(value)
+	bw.WriteString("\r\n")
 }
 
 // finish writes what the handler left: the head if it wrote nothing, the
@@ -852,10 +862,7 @@ func (w *leanResponse) finish() {
 			}
 			for _, v := range vs {
 				if httpguts.ValidHeaderFieldValue(v) {
-					bw.WriteString(name)
-					bw.WriteString(": ")
-					bw.WriteString(v)
-					bw.WriteString("\r\n")
+					writeField(bw, name, v)
 				}
 			}
 		}
@@ -867,10 +874,7 @@ func (w *leanResponse) finish() {
 				}
 				for _, v := range w.header[name] {
 					if httpguts.ValidHeaderFieldValue(v) {
-						bw.WriteString(name)
-						bw.WriteString(": ")
-						bw.WriteString(v)
-						bw.WriteString("\r\n")
+						writeField(bw, name, v)
 					}
 				}
 			}
@@ -961,7 +965,7 @@ func parseHead(head []byte, proto *http.Request) (*http.Request, bool) {
 	line, rest, _ := strings.Cut(s, "\r\n")
 	method, line, ok1 := strings.Cut(line, " ")
 	target, version, ok2 := strings.Cut(line, " ")
-	if !ok1 || !ok2 || method == "" || method == http.MethodConnect || !validToken(method) ||
+	if !ok1 || !ok2 || method == "" || method == http.MethodConnect || !httpguts.ValidHeaderFieldName(method) ||
 		len(target) == 0 || target[0] != '/' || !validTarget(target) {
 		return nil, false
 	}
@@ -1019,14 +1023,9 @@ func parseHead(head []byte, proto *http.Request) (*http.Request, bool) {
 	}
 	var cl int64
 	if lengths == 1 {
-		if length == "" || len(length) > 18 {
+		var ok bool
+		if cl, ok = parseDecimal(length); !ok { // the sniffer's rule: digits only
 			return nil, false
-		}
-		for i := 0; i < len(length); i++ {
-			if length[i] < '0' || length[i] > '9' {
-				return nil, false
-			}
-			cl = cl*10 + int64(length[i]-'0')
 		}
 	}
 	conn := h["Connection"]
@@ -1040,15 +1039,6 @@ func parseHead(head []byte, proto *http.Request) (*http.Request, bool) {
 	r.Proto, r.ProtoMajor, r.ProtoMinor = version, 1, minor
 	r.Header, r.Host, r.ContentLength, r.Close = h, host, cl, closing
 	return r, true
-}
-
-func validToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 // validTarget: visible ASCII only.

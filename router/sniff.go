@@ -198,16 +198,17 @@ func (s *sniffer) headLine(line []byte, long bool) {
 	}
 }
 
-func parseDecimal(b []byte) (int64, bool) {
+// parseDecimal parses a Content-Length: 1 to 18 digits, nothing else.
+func parseDecimal[T string | []byte](b T) (int64, bool) {
 	if len(b) == 0 || len(b) > 18 {
 		return 0, false
 	}
 	var n int64
-	for _, c := range b {
-		if c < '0' || c > '9' {
+	for i := 0; i < len(b); i++ {
+		if b[i] < '0' || b[i] > '9' {
 			return 0, false
 		}
-		n = n*10 + int64(c-'0')
+		n = n*10 + int64(b[i]-'0')
 	}
 	return n, true
 }

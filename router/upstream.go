@@ -325,14 +325,14 @@ func (f *Forward) upstreamFailed(w http.ResponseWriter, err error) {
 func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *upConn) (err error) {
 	reusable := false
 	// A sandbox that goes away must not leave us waiting on its upstream.
-	stop := context.AfterFunc(r.Context(), func() { uc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(r.Context(), func() { uc.SetDeadline(aLongTimeAgo) })
 	var bodyDone chan error
 	defer func() {
 		if bodyDone != nil {
 			// The handler must not return while the body is being read:
 			// cut both ends the sender may be blocked on, then wait.
-			uc.SetDeadline(time.Unix(1, 0))
-			http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
+			uc.SetDeadline(aLongTimeAgo)
+			http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
 			<-bodyDone
 		}
 		if stop() && reusable && err == nil {
@@ -470,8 +470,8 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 			// not waited for, on either side.
 			rc := http.NewResponseController(w)
 			rc.Flush()
-			uc.SetDeadline(time.Unix(1, 0))
-			rc.SetReadDeadline(time.Unix(1, 0))
+			uc.SetDeadline(aLongTimeAgo)
+			rc.SetReadDeadline(aLongTimeAgo)
 			berr = <-bodyDone
 			if berr == nil {
 				berr = errors.New("body cut short")
