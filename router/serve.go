@@ -169,6 +169,7 @@ type leanConn struct {
 	rt     *Router
 	c      net.Conn
 	raw    syscall.RawConn // to wait for a request without a buffer; nil if c has none
+	io     io.ReadWriter   // c's rawIO, or c if it has none
 	bufs   *leanBufs       // nil while idle
 	br     *bufio.Reader   // bufs.br; reads lc, not c: see Read
 	bw     *bufio.Writer   // bufs.bw
@@ -202,14 +203,14 @@ func (lc *leanConn) Read(p []byte) (int, error) {
 		p[0], lc.stashed = lc.stash, false
 		return 1, nil
 	}
-	return lc.c.Read(p)
+	return lc.io.Read(p)
 }
 
 func (lc *leanConn) acquire() {
 	lc.bufs = bufPool.Get().(*leanBufs)
 	lc.br, lc.bw = lc.bufs.br, lc.bufs.bw
 	lc.br.Reset(lc)
-	lc.bw.Reset(lc.c)
+	lc.bw.Reset(lc.io)
 }
 
 func (lc *leanConn) release() {
@@ -239,8 +240,7 @@ func (lc *leanConn) peek(fd uintptr) bool {
 		return true // ready: the read that follows finds it
 	}
 	lc.peeked = true
-	_, _, err := syscall.Recvfrom(int(fd), lc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK // data, end or error: the read says
+	return rawPeek(fd, lc.peekBuf[:]) // data, end or error: the read says
 }
 
 func (rt *Router) serveConn(c net.Conn) {
@@ -253,8 +253,9 @@ func (rt *Router) serveConn(c net.Conn) {
 	base = context.WithValue(base, http.LocalAddrContextKey, c.LocalAddr())
 	lc.ctx, lc.cancel = context.WithCancel(context.WithValue(base, connKey{}, info))
 	lc.proto = (&http.Request{RemoteAddr: c.RemoteAddr().String()}).WithContext(lc.ctx)
-	if sc, ok := c.(syscall.Conn); ok {
-		lc.raw, _ = sc.SyscallConn()
+	lc.io = c
+	if r := newRawIO(c); r != nil {
+		lc.raw, lc.io = r.rc, r
 		lc.peekFn = lc.peek
 	}
 	lc.acquire() // the first request is usually there already

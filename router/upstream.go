@@ -109,13 +109,14 @@ func (p *upstreamPool) connect(ctx context.Context, key poolKey) (*upConn, error
 		return nil, err
 	}
 	uc := &upConn{Conn: c, key: key}
-	if sc, ok := c.(syscall.Conn); ok {
-		uc.raw, _ = sc.SyscallConn()
+	var rw io.ReadWriter = c
+	if r := newRawIO(c); r != nil {
+		uc.raw, rw = r.rc, r
 	}
 	uc.br = upReaders.Get().(*bufio.Reader)
-	uc.br.Reset(c)
+	uc.br.Reset(rw)
 	uc.bw = upWriters.Get().(*bufio.Writer)
-	uc.bw.Reset(c)
+	uc.bw.Reset(rw)
 	return uc, nil
 }
 
@@ -217,8 +218,7 @@ func (uc *upConn) alive() bool {
 	var b [1]byte
 	ok := false
 	err := uc.raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		ok = !rawPeek(fd, b[:])
 		return true
 	})
 	return err == nil && ok

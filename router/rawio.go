@@ -1,0 +1,153 @@
+package router
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// rawIO reads and writes a socket with system calls the Go scheduler is not
+// told about, through the connection's poller as net.Conn does (deadlines,
+// waiting for readiness, Close waking a waiter).
+//
+// Why: a read or write on a non-blocking socket never waits, but on a veth
+// a write also delivers the segment to the receiving socket and wakes its
+// reader, about 13 µs. Announced to the scheduler (as net.Conn does), a
+// call that long often spans two of sysmon's ticks; sysmon then hands the
+// goroutine's processor to another thread (waking one, which the returning
+// thread must then give it back from) and keeps ticking every 20 µs to do
+// it again. On the forwarding path that was about a tenth of the daemon's
+// CPU: thread wake-ups, futex sleeps and sysmon's own nanosleeps (perf,
+// bench/README.md). Not announcing a call that cannot block keeps the
+// processor with its goroutine; goroutines queued behind it are stolen by
+// an idle processor as usual.
+type rawIO struct {
+	rc   syscall.RawConn
+	conn net.Conn // for the addresses in errors
+	rd   rawOp
+	wr   rawOp
+}
+
+// rawOp is one direction's call in progress. Its mutex makes concurrent
+// callers take turns (as net.Conn's own lock does), so that one's buffer
+// is never another's.
+type rawOp struct {
+	mu    sync.Mutex
+	p     []byte
+	n     int
+	errno syscall.Errno
+	fn    func(uintptr) bool // rawIO.read or rawIO.write: made once, not per call
+}
+
+// newRawIO returns c's raw I/O, or nil if c has no descriptor.
+func newRawIO(c net.Conn) *rawIO {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawIO{rc: rc, conn: c}
+	r.rd.fn, r.wr.fn = r.read, r.write
+	return r
+}
+
+// Read reads as net.Conn's Read does: at least one byte, io.EOF at the end.
+func (r *rawIO) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	op := &r.rd
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	op.p, op.n, op.errno = p, 0, 0
+	err := r.rc.Read(op.fn)
+	op.p = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case op.errno != 0:
+		return 0, r.opError("read", op.errno)
+	case op.n == 0:
+		return 0, io.EOF
+	}
+	return op.n, nil
+}
+
+func (r *rawIO) read(fd uintptr) bool {
+	op := &r.rd
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&op.p[0])), uintptr(len(op.p)))
+		switch e {
+		case 0:
+			op.n = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait for readiness, then again
+		}
+		op.errno = e
+		return true
+	}
+}
+
+// Write writes all of p, as net.Conn's Write does, waiting for room in the
+// socket's buffer when there is none.
+func (r *rawIO) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	op := &r.wr
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	op.p, op.n, op.errno = p, 0, 0
+	err := r.rc.Write(op.fn)
+	n := op.n
+	op.p = nil
+	switch {
+	case err != nil:
+		return n, err
+	case op.errno != 0:
+		return n, r.opError("write", op.errno)
+	}
+	return n, nil
+}
+
+func (r *rawIO) write(fd uintptr) bool {
+	op := &r.wr
+	for op.n < len(op.p) {
+		rest := op.p[op.n:]
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		switch e {
+		case 0:
+			op.n += int(n)
+			continue
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		op.errno = e
+		return true
+	}
+	return true
+}
+
+// peek reports whether fd has data, an end or an error waiting, without
+// taking it.
+func rawPeek(fd uintptr, b []byte) (ready bool) {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return e != syscall.EAGAIN
+}
+
+func (r *rawIO) opError(op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(),
+		Err: os.NewSyscallError(op, errno)}
+}
