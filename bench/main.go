@@ -23,11 +23,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -50,14 +53,22 @@ type bench struct {
 	haproxy                 *exec.Cmd // the reference transparent proxy
 	dir, bin, sock          string
 	daemon                  *exec.Cmd
+	mu                      sync.Mutex // guards cleanups
 	cleanups                []func()
 	sb                      admin.Client
 	sandboxNS               string
 }
 
+// running is the benchmark whose namespaces and processes must go when it
+// stops early: on an error (must) or a signal.
+var running *bench
+
 func must(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		if running != nil {
+			running.close()
+		}
 		os.Exit(1)
 	}
 }
@@ -70,12 +81,20 @@ func sh(name string, args ...string) string {
 	return string(out)
 }
 
-func (b *bench) defer_(f func()) { b.cleanups = append(b.cleanups, f) }
+func (b *bench) defer_(f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cleanups = append(b.cleanups, f)
+}
 
+// close undoes what the benchmark set up, once, last first.
 func (b *bench) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for i := len(b.cleanups) - 1; i >= 0; i-- {
 		b.cleanups[i]()
 	}
+	b.cleanups = nil
 }
 
 // inNetns runs fn inside the namespace at path (see netns.Do).
@@ -383,7 +402,16 @@ func main() {
 		must(fmt.Errorf("run as root (namespaces, iptables)"))
 	}
 	b := &bench{}
+	running = b
 	defer b.close()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "bench: stopped by %v; removing what it made\n", s)
+		b.close()
+		os.Exit(1)
+	}()
 	b.setup()
 
 	sbNS := b.sandboxNS
