@@ -44,6 +44,8 @@ type Env struct {
 	Handler string
 	// RequestID identifies the request in logs and deny bodies.
 	RequestID string
+
+	conn *leanConn // the lean loop's connection, or nil under net/http
 }
 
 // Error is an error with the HTTP status and the client-facing reason the

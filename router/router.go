@@ -97,6 +97,7 @@ type connKey struct{}
 type connInfo struct {
 	src, dst netip.AddrPort
 	sniff    *sniffConn // nil when the listener was not wrapped
+	lean     *leanConn  // nil under net/http
 }
 
 // New returns a Router for cfg.
@@ -138,7 +139,7 @@ func (rt *Router) Forget(sandbox string) { rt.limit.Forget(sandbox) }
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci, _ := r.Context().Value(connKey{}).(connInfo)
-	env := Env{Source: ci.src, Dest: ci.dst, Host: NormalizeHost(r.Host), RequestID: newRequestID()}
+	env := Env{Source: ci.src, Dest: ci.dst, Host: NormalizeHost(r.Host), RequestID: newRequestID(), conn: ci.lean}
 	rw := &recorder{ResponseWriter: w}
 	w.Header().Set(requestIDHeader, env.RequestID)
 	rt.cfg.Metrics.flight(1)

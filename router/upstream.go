@@ -56,6 +56,7 @@ type upConn struct {
 	idleSince time.Time
 	reused    bool
 	body      io.LimitedReader // a response body's reader, reused
+	cut       func()           // cuts the connection short: made once, not per request
 }
 
 var (
@@ -109,6 +110,7 @@ func (p *upstreamPool) connect(ctx context.Context, key poolKey) (*upConn, error
 		return nil, err
 	}
 	uc := &upConn{Conn: c, key: key}
+	uc.cut = func() { uc.SetDeadline(aLongTimeAgo) }
 	var rw io.ReadWriter = c
 	if r := newRawIO(c); r != nil {
 		uc.raw, rw = r.rc, r
@@ -325,7 +327,12 @@ func (f *Forward) upstreamFailed(w http.ResponseWriter, err error) {
 func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *upConn) (err error) {
 	reusable := false
 	// A sandbox that goes away must not leave us waiting on its upstream.
-	stop := context.AfterFunc(r.Context(), func() { uc.SetDeadline(aLongTimeAgo) })
+	var stop func() bool
+	if env.conn != nil {
+		env.conn.whenGone(uc.cut)
+	} else {
+		stop = context.AfterFunc(r.Context(), uc.cut)
+	}
 	var bodyDone chan error
 	defer func() {
 		if bodyDone != nil {
@@ -335,7 +342,13 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 			http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
 			<-bodyDone
 		}
-		if stop() && reusable && err == nil {
+		stopped := false
+		if env.conn != nil {
+			stopped = env.conn.stopWhenGone()
+		} else {
+			stopped = stop()
+		}
+		if stopped && reusable && err == nil {
 			f.pool.put(uc)
 		} else {
 			uc.close()

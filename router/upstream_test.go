@@ -626,3 +626,77 @@ func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
 		time.Sleep(60 * time.Millisecond)
 	}
 }
+
+// forwardTo is a route that forwards as the router does for an
+// intercepted connection to dest (in tests, the router's own listener is
+// the destination the sandbox dialled).
+func forwardTo(f *Forward, dest netip.AddrPort) Route {
+	return Route{Name: "up", Handler: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
+		env.Dest = dest
+		return f.ServeHTTP(w, r, env)
+	})}
+}
+
+func TestASandboxThatGoesAwayCutsItsForwardedRequestsUpstreamWait(t *testing.T) {
+	tests := []struct {
+		name, raw string
+	}{
+		{"served by the lean loop", "GET /hang HTTP/1.1\r\nHost: up\r\n\r\n"},
+		{"served by net/http (a chunked upload)", "POST /hang HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			upstreamGone := make(chan struct{})
+			up := rawUpstream(t, func(c net.Conn) {
+				// Reads the request and never answers; its read ends when
+				// the daemon closes the connection.
+				io.Copy(io.Discard, c)
+				close(upstreamGone)
+			})
+			addr, _ := serveRoutes(t, nil, map[string]Route{"up": forwardTo(newForward(), up)})
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, tt.raw)
+			time.Sleep(2 * watchAfter) // the handler is waiting, and watched
+			c.Close()
+			select {
+			case <-upstreamGone:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream connection outlived the sandbox's by 5 s")
+			}
+		})
+	}
+}
+
+// BenchmarkForwardThroughTheLeanLoop forwards kept-alive GETs as a sandbox's
+// pass through the daemon: the lean loop, the router, the forwarder.
+func BenchmarkForwardThroughTheLeanLoop(b *testing.B) {
+	upSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	uln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go upSrv.Serve(uln)
+	defer upSrv.Close()
+	addr, _ := serveRoutes(b, nil, map[string]Route{"up": forwardTo(newForward(), uln.Addr().(*net.TCPAddr).AddrPort())})
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for pb.Next() {
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: up\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
