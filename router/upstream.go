@@ -55,8 +55,7 @@ type upConn struct {
 	key       poolKey
 	idleSince time.Time
 	reused    bool
-	body      io.LimitedReader // a response body's reader, reused
-	cut       func()           // cuts the connection short: made once, not per request
+	cut       func() // cuts the connection short: made once, not per request
 }
 
 var (
@@ -437,17 +436,19 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	w.WriteHeader(code)
 
 	if !noBody && length != 0 {
-		buf := copyBuffers.Get()
-		defer copyBuffers.Put(buf)
-		var body io.Reader = uc.br
-		switch {
-		case chunked:
-			body = httputil.NewChunkedReader(uc.br)
-		case length > 0:
-			uc.body = io.LimitedReader{R: uc.br, N: length}
-			body = &uc.body
+		var n int64
+		var err error
+		if length > 0 {
+			n, err = relayBuffered(w, uc.br, length)
+		} else {
+			buf := copyBuffers.Get()
+			var body io.Reader = uc.br
+			if chunked {
+				body = httputil.NewChunkedReader(uc.br)
+			}
+			n, err = relay(w, body, buf, uc.br)
+			copyBuffers.Put(buf)
 		}
-		n, err := relay(w, body, buf, length < 0, uc.br)
 		if err != nil {
 			if closeDelimited && errors.Is(err, io.EOF) {
 				err = nil
@@ -499,9 +500,31 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	return nil
 }
 
-// relay copies body to w, flushing as data arrives when the length is not
-// known ahead (streams, server-sent events).
-func relay(w http.ResponseWriter, body io.Reader, buf []byte, stream bool, br *bufio.Reader) (int64, error) {
+// relayBuffered copies a body of length n from br to w straight out of
+// br's buffer: no copy buffer, and one copy less.
+func relayBuffered(w io.Writer, br *bufio.Reader, n int64) (int64, error) {
+	var total int64
+	for total < n {
+		if br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil { // fills the buffer
+				return total, err
+			}
+		}
+		p, _ := br.Peek(int(min(int64(br.Buffered()), n-total)))
+		m, err := w.Write(p)
+		br.Discard(m)
+		total += int64(m)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// relay copies a body of unknown length (chunked, or to the end of the
+// connection) to w, flushing as data arrives: it may be a stream (server-sent
+// events).
+func relay(w http.ResponseWriter, body io.Reader, buf []byte, br *bufio.Reader) (int64, error) {
 	var total int64
 	for {
 		n, err := body.Read(buf)
@@ -510,7 +533,7 @@ func relay(w http.ResponseWriter, body io.Reader, buf []byte, stream bool, br *b
 				return total, werr
 			}
 			total += int64(n)
-			if fl, ok := w.(http.Flusher); ok && stream && br.Buffered() == 0 {
+			if fl, ok := w.(http.Flusher); ok && br.Buffered() == 0 {
 				fl.Flush()
 			}
 		}

@@ -119,6 +119,12 @@ func TestTheLeanForwarderRelaysResponsesAsTheUpstreamFramedThem(t *testing.T) {
 			want:     []string{"HTTP/1.1 201 Created\r\n", "Content-Length: 5\r\n", "X-Up: 1\r\nX-Up: 2\r\n", "Content-Type: text/x-up\r\n", "\r\n\r\nhello"},
 		},
 		{
+			name:     "a body larger than the connection's buffer arrives whole",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nContent-Length: 100006\r\n\r\nSTART-" + strings.Repeat("x", 99997) + "END",
+			want:     []string{"Content-Length: 100006\r\n", "\r\n\r\nSTART-" + strings.Repeat("x", 99997) + "END"},
+		},
+		{
 			name:     "a chunked response keeps its trailers",
 			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nTE: trailers\r\nConnection: close\r\n\r\n",
 			upstream: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 42\r\n\r\n",
