@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -131,6 +132,46 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 				t.Fatalf("echo came back different (%v)", err)
 			}
 			wg.Wait()
+		}},
+		{"a flush then await sends the request and returns when the answer is there", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+			go func() {
+				b := make([]byte, 3)
+				io.ReadFull(peer, b)
+				time.Sleep(20 * time.Millisecond)
+				peer.Write(append(b, '!'))
+			}()
+			bw := bufio.NewWriter(r)
+			bw.WriteString("req")
+			if err := r.flushThenAwait(bw); err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 8)
+			c.SetReadDeadline(time.Now().Add(time.Millisecond)) // it is there: no wait
+			if n, err := r.Read(b); err != nil || string(b[:n]) != "req!" {
+				t.Fatalf("after the wait, read %q, %v", b[:n], err)
+			}
+		}},
+		{"a flush then await gives up at the deadline", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			bw := bufio.NewWriter(r)
+			bw.WriteString("req")
+			if err := r.flushThenAwait(bw); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("got %v, want a timeout", err)
+			}
+		}},
+		{"a flush then await to a reset connection fails as the write", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+			peer.SetLinger(0)
+			peer.Close()
+			time.Sleep(20 * time.Millisecond)
+			var err error
+			for i := 0; i < 3 && err == nil; i++ {
+				bw := bufio.NewWriter(r)
+				bw.WriteString("req")
+				err = r.flushThenAwait(bw)
+			}
+			if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+				t.Fatalf("got %v, want a reset or broken pipe", err)
+			}
 		}},
 		{"an empty read or write does nothing", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
 			if n, err := r.Read(nil); n != 0 || err != nil {

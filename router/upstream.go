@@ -50,6 +50,7 @@ type upstreamPool struct {
 type upConn struct {
 	net.Conn
 	raw       syscall.RawConn
+	rio       *rawIO // nil if the connection has no descriptor
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	key       poolKey
@@ -112,7 +113,7 @@ func (p *upstreamPool) connect(ctx context.Context, key poolKey) (*upConn, error
 	uc.cut = func() { uc.SetDeadline(aLongTimeAgo) }
 	var rw io.ReadWriter = c
 	if r := newRawIO(c); r != nil {
-		uc.raw, rw = r.rc, r
+		uc.raw, uc.rio, rw = r.rc, r, r
 	}
 	uc.br = upReaders.Get().(*bufio.Reader)
 	uc.br.Reset(rw)
@@ -370,6 +371,12 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		// done, not bodyDone: a variable the goroutine captured would live
 		// on the heap for every request, bodiless ones too.
 		go func() { done <- writeBody(uc.bw, r) }()
+	} else if uc.rio != nil {
+		// The answer cannot come before the request: wait for it without
+		// a read that finds nothing yet.
+		if err := uc.rio.flushThenAwait(uc.bw); err != nil {
+			return fmt.Errorf("sending request: %w", err)
+		}
 	} else if err := uc.bw.Flush(); err != nil {
 		return fmt.Errorf("sending request: %w", err)
 	}
