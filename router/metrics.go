@@ -93,11 +93,31 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 	return m
 }
 
-func (m *Metrics) request(handler, sandbox string, code int, in, out int64, d time.Duration) {
+// requestSeries is one connection's last series of the requests counter.
+// A connection is one sandbox's and mostly sees one handler and one
+// outcome, so the series is looked up once, not per request. Held by a
+// connection of a deleted sandbox, it no longer counts anywhere (its
+// series was dropped), which is also what a new lookup should not undo.
+type requestSeries struct {
+	handler, sandbox string
+	code             int
+	c                prometheus.Counter
+}
+
+// request counts one request; rs, if not nil, caches its series.
+func (m *Metrics) request(rs *requestSeries, handler, sandbox string, code int, in, out int64, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(handler, metrics.CodeLabel(code), m.sandboxes.Get(sandbox)).Inc()
+	if rs != nil && rs.c != nil && rs.code == code && rs.handler == handler && rs.sandbox == sandbox {
+		rs.c.Inc()
+	} else {
+		c := m.requests.WithLabelValues(handler, metrics.CodeLabel(code), m.sandboxes.Get(sandbox))
+		c.Inc()
+		if rs != nil {
+			*rs = requestSeries{handler: handler, sandbox: sandbox, code: code, c: c}
+		}
+	}
 	s := m.perHandler.Get(handler, func() *handlerSeries {
 		return &handlerSeries{
 			duration: m.duration.WithLabelValues(handler),

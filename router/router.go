@@ -153,7 +153,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := recover()
 		rt.cfg.Metrics.flight(-1)
 		dur := time.Since(start)
-		rt.cfg.Metrics.request(env.Handler, env.Sandbox, rw.status, body.n.Load(), rw.bytes, dur)
+		var rs *requestSeries
+		if env.conn != nil {
+			rs = &env.conn.series
+		}
+		rt.cfg.Metrics.request(rs, env.Handler, env.Sandbox, rw.status, body.n.Load(), rw.bytes, dur)
 		if d.Result != "" { // refused before any decision: no decision to count
 			rt.cfg.Decisions.Observe("http", env.Sandbox, d)
 		}

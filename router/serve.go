@@ -191,7 +191,8 @@ type leanConn struct {
 	stashed   bool
 	unread    bool   // request bytes may be left unread: close gracefully
 	goneFn    func() // see whenGone
-	served    int    // requests answered
+	series    requestSeries
+	served    int // requests answered
 
 	peekFn  func(uintptr) bool // lc.peek
 	peeked  bool
@@ -1017,9 +1018,14 @@ func parseHead(head []byte, proto *http.Request) (*http.Request, bool) {
 	default:
 		return nil, false
 	}
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
-		return nil, false
+	rq := new(requestWithURL) // one allocation for both
+	u := &rq.u
+	if !plainTarget(target, u) {
+		pu, err := url.ParseRequestURI(target)
+		if err != nil {
+			return nil, false
+		}
+		u = pu
 	}
 	n := strings.Count(rest, "\r\n") + 1
 	if rest == "" {
@@ -1073,12 +1079,37 @@ func parseHead(head []byte, proto *http.Request) (*http.Request, bool) {
 	if minor == 0 {
 		closing = closing || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
 	}
-	r := new(http.Request)
+	r := &rq.r
 	*r = *proto // keeps its context
 	r.Method, r.URL, r.RequestURI = method, u, target
 	r.Proto, r.ProtoMajor, r.ProtoMinor = version, 1, minor
 	r.Header, r.Host, r.ContentLength, r.Close = h, host, cl, closing
 	return r, true
+}
+
+type requestWithURL struct {
+	r http.Request
+	u url.URL
+}
+
+// plainTarget fills u as url.ParseRequestURI would for a target whose path
+// needs no unescaping (letters, digits, "-._~/") and whose query, if any,
+// is not empty; it reports false for any other, which ParseRequestURI
+// parses. Most targets are plain, and ParseRequestURI was a per-request
+// cost of its own.
+func plainTarget(target string, u *url.URL) bool {
+	path, query, hasQuery := strings.Cut(target, "?")
+	if hasQuery && query == "" {
+		return false // ForceQuery: left to ParseRequestURI
+	}
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+			return false
+		}
+	}
+	u.Path, u.RawQuery = path, query
+	return true
 }
 
 // validTarget: visible ASCII only.

@@ -531,3 +531,25 @@ func dialProxied(t *testing.T, up netip.AddrPort) net.Conn {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	return c
 }
+
+func TestAKeptAliveConnectionCountsEachRequestUnderItsOwnOutcome(t *testing.T) {
+	// The requests counter's series is cached per connection: a change of
+	// outcome (or handler) on the same connection must still be counted
+	// under its own labels.
+	ls := startLean(t)
+	c := ls.dial(t)
+	raw := ""
+	for _, p := range []string{"/small", "/nope", "/small", "/nocontent", "/small"} {
+		raw += "GET " + p + " HTTP/1.1\r\nHost: echo\r\n\r\n"
+	}
+	rs, _, _ := exchange(t, c, raw, "", 5)
+	if len(rs) != 5 {
+		t.Fatalf("%d answers, want 5", len(rs))
+	}
+	for code, want := range map[string]float64{"200": 3, "404": 1, "204": 1} {
+		got := testutil.ToFloat64(ls.metrics.requests.WithLabelValues("echo", code, "loop"))
+		if got != want {
+			t.Errorf("code %s counted %v times, want %v", code, got, want)
+		}
+	}
+}
