@@ -153,13 +153,15 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := recover()
 		rt.cfg.Metrics.flight(-1)
 		dur := time.Since(start)
+		// A lean connection keeps the series it counted into last.
 		var rs *requestSeries
+		var ds *policy.Series
 		if env.conn != nil {
-			rs = &env.conn.series
+			rs, ds = &env.conn.series, &env.conn.decisions
 		}
 		rt.cfg.Metrics.request(rs, env.Handler, env.Sandbox, rw.status, body.n.Load(), rw.bytes, dur)
 		if d.Result != "" { // refused before any decision: no decision to count
-			rt.cfg.Decisions.Observe("http", env.Sandbox, d)
+			rt.cfg.Decisions.ObserveInto(ds, "http", env.Sandbox, d)
 		}
 		// Guarded: building the record's attributes costs allocations even
 		// when the level drops it.

@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -189,10 +190,11 @@ type leanConn struct {
 	watchDone chan struct{}
 	stash     byte // a byte the watcher read: the next request's first
 	stashed   bool
-	unread    bool   // request bytes may be left unread: close gracefully
-	goneFn    func() // see whenGone
-	series    requestSeries
-	served    int // requests answered
+	unread    bool          // request bytes may be left unread: close gracefully
+	goneFn    func()        // see whenGone
+	series    requestSeries // the requests counter's, for this connection
+	decisions policy.Series // the decisions counter's
+	served    int           // requests answered
 
 	peekFn  func(uintptr) bool // lc.peek
 	peeked  bool

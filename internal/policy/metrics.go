@@ -29,7 +29,31 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 
 // Observe counts one decision.
 func (m *Metrics) Observe(protocol, sandbox string, d Decision) {
-	if m != nil {
-		m.decisions.WithLabelValues(protocol, string(d.Result), d.Reason, m.sandboxes.Get(sandbox)).Inc()
+	m.ObserveInto(nil, protocol, sandbox, d)
+}
+
+// Series is the last series one caller counted a decision into. A caller
+// that is one sandbox's and mostly decides alike (a connection) keeps one,
+// so that the series is looked up once instead of on every decision.
+type Series struct {
+	protocol, sandbox, reason string
+	result                    Result
+	c                         prometheus.Counter
+}
+
+// ObserveInto counts one decision, through s when it holds the decision's
+// series (and into s otherwise); s may be nil.
+func (m *Metrics) ObserveInto(s *Series, protocol, sandbox string, d Decision) {
+	if m == nil {
+		return
+	}
+	if s != nil && s.c != nil && s.result == d.Result && s.reason == d.Reason && s.sandbox == sandbox && s.protocol == protocol {
+		s.c.Inc()
+		return
+	}
+	c := m.decisions.WithLabelValues(protocol, string(d.Result), d.Reason, m.sandboxes.Get(sandbox))
+	c.Inc()
+	if s != nil {
+		*s = Series{protocol: protocol, sandbox: sandbox, reason: d.Reason, result: d.Result, c: c}
 	}
 }
