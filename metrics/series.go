@@ -1,19 +1,47 @@
 package metrics
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Series caches what a metric vector returns for a label set, so that a hot
 // path pays a map lookup instead of hashing its labels under the vector's
 // lock on every call. Only for label sets that are never deleted (bounded
 // ones: a handler, a kind and an operation); series with a sandbox label are
 // dropped when the sandbox goes and must be looked up each time.
-type Series[K comparable, V any] struct{ m sync.Map }
+//
+// Readers take no lock and allocate nothing (a sync.Map boxed each
+// struct key into an interface: an allocation per lookup); a new label set
+// copies the map, which happens a bounded number of times.
+type Series[K comparable, V any] struct {
+	m  atomic.Pointer[map[K]V]
+	mu sync.Mutex // serialises additions
+}
 
 // Get returns the cached value for k, making it once with mk.
 func (s *Series[K, V]) Get(k K, mk func() V) V {
-	if v, ok := s.m.Load(k); ok {
-		return v.(V)
+	if m := s.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
 	}
-	v, _ := s.m.LoadOrStore(k, mk())
-	return v.(V)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.m.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	next := make(map[K]V, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	v := mk()
+	next[k] = v
+	s.m.Store(&next)
+	return v
 }
