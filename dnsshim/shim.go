@@ -300,14 +300,27 @@ func Listen(addr string, h dns.Handler) (*Server, error) {
 		udp: udp,
 		tcp: &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
 	}
+	// Returned only once the TCP server runs: miekg/dns refuses to shut
+	// down a server that has not started yet, which left a Shutdown right
+	// after Listen waiting forever.
+	started, failed := make(chan struct{}), make(chan error, 1)
+	s.tcp.NotifyStartedFunc = func() { close(started) }
 	udp.serve()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		if err := s.tcp.ActivateAndServe(); err != nil {
+			failed <- err
 			slog.Error("dns server stopped", "error", err)
 		}
 	}()
+	select {
+	case <-started:
+	case err := <-failed:
+		udp.shutdown()
+		ln.Close()
+		return nil, fmt.Errorf("serving dns on tcp %s: %w", addr, err)
+	}
 	return s, nil
 }
 

@@ -126,3 +126,22 @@ func TestTheSocketBufferIsDeepEvenWhereTheHostCapsIt(t *testing.T) {
 		t.Fatalf("receive buffer %d bytes (%v), want at least 4 MiB", got, err)
 	}
 }
+
+func TestAShimShutDownRightAfterItStartedStops(t *testing.T) {
+	for range 50 {
+		s, err := Listen("127.0.0.1:0", dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Shutdown(context.Background()) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Shutdown right after Listen still waits after 5 s")
+		}
+	}
+}
