@@ -74,7 +74,7 @@ func FuzzFastAnswerMatchesServeDNS(f *testing.F) {
 	})
 	src := netip.MustParseAddr("10.213.0.2")
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		fast, ok := s.fastAnswer(pkt, src, nil)
+		fast, ok := s.fastAnswer(pkt, src, nil, new(querySeries))
 		if !ok {
 			return
 		}

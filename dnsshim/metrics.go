@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,19 @@ type Metrics struct {
 	queries   *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	upstreams *prometheus.CounterVec
+	durations metrics.Series[string, prometheus.Observer] // by answer
+}
+
+// querySeries is the last series one reader of the socket counted into:
+// a reader mostly answers one sandbox alike, so the series (with its
+// sandbox label) is looked up when that changes, not per query. Held for a
+// deleted sandbox, it counts into a series no longer exported, instead of
+// recreating it.
+type querySeries struct {
+	answer, sandbox string
+	rcode           int
+	queries         prometheus.Counter
+	decisions       policy.Series
 }
 
 // NewMetrics registers the DNS metrics on reg.
@@ -50,16 +64,26 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 	return m
 }
 
-func (m *Metrics) observe(answer, sandbox string, rcode int, start time.Time) {
+// observe counts one answered query; qs, if not nil, caches its series.
+func (m *Metrics) observe(qs *querySeries, answer, sandbox string, rcode int, start time.Time) {
 	if m == nil {
 		return
 	}
-	rc, ok := dns.RcodeToString[rcode]
-	if !ok {
-		rc = "other"
+	if qs != nil && qs.queries != nil && qs.rcode == rcode && qs.answer == answer && qs.sandbox == sandbox {
+		qs.queries.Inc()
+	} else {
+		rc, ok := dns.RcodeToString[rcode]
+		if !ok {
+			rc = "other"
+		}
+		c := m.queries.WithLabelValues(answer, rc, m.sandboxes.Get(sandbox))
+		c.Inc()
+		if qs != nil {
+			qs.answer, qs.sandbox, qs.rcode, qs.queries = answer, sandbox, rcode, c
+		}
 	}
-	m.queries.WithLabelValues(answer, rc, m.sandboxes.Get(sandbox)).Inc()
-	m.duration.WithLabelValues(answer).Observe(time.Since(start).Seconds())
+	m.durations.Get(answer, func() prometheus.Observer { return m.duration.WithLabelValues(answer) }).
+		Observe(time.Since(start).Seconds())
 }
 
 func (m *Metrics) upstream(err error) {

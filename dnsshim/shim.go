@@ -120,7 +120,7 @@ func (s *Shim) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if err := w.WriteMsg(resp); err != nil {
 		s.cfg.Logger.Debug("writing dns response", "error", err)
 	}
-	s.cfg.Metrics.observe(kind, sandbox, resp.Rcode, start)
+	s.cfg.Metrics.observe(nil, kind, sandbox, resp.Rcode, start)
 }
 
 func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Msg) {

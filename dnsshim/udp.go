@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -147,6 +148,7 @@ func (u *udpServer) read() {
 		in[i].Buffers = [][]byte{make([]byte, maxQuery)}
 		in[i].OOB = make([]byte, 128)
 	}
+	var qs querySeries // this reader's
 	slots := make([]ipv4.Message, batch)
 	outOOB := make([]pktinfoOOB, batch)
 	for i := range slots {
@@ -174,7 +176,7 @@ func (u *udpServer) read() {
 			pkt := m.Buffers[0][:m.N]
 			if u.shim != nil {
 				slot := &slots[k]
-				if resp, ok := u.shim.fastAnswer(pkt, from.Addr(), slot.Buffers[0][:0]); ok {
+				if resp, ok := u.shim.fastAnswer(pkt, from.Addr(), slot.Buffers[0][:0], &qs); ok {
 					slot.Buffers[0], slot.OOB, slot.Addr = resp, outOOB[k].from(dst), ua
 					k++
 					continue
@@ -252,7 +254,7 @@ func (u *udpServer) serveSlow(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	}
 	w.WriteMsg(resp)
 	if u.shim != nil {
-		u.shim.cfg.Metrics.observe(AnswerMalformed, "", resp.Rcode, time.Now())
+		u.shim.cfg.Metrics.observe(nil, AnswerMalformed, "", resp.Rcode, time.Now())
 	}
 }
 
@@ -302,7 +304,7 @@ type fastName struct {
 // source that is not a sandbox, an unusual packet — and leaves that to the
 // full path, having changed nothing. The answers are ServeDNS's: the fuzz
 // test FuzzFastAnswerMatchesServeDNS holds the two to it.
-func (s *Shim) fastAnswer(q []byte, src netip.Addr, out []byte) ([]byte, bool) {
+func (s *Shim) fastAnswer(q []byte, src netip.Addr, out []byte, qs *querySeries) ([]byte, bool) {
 	if len(q) < headerLen+5 {
 		return nil, false
 	}
@@ -371,7 +373,11 @@ func (s *Shim) fastAnswer(q []byte, src netip.Addr, out []byte) ([]byte, bool) {
 		flags |= 1 << 7 // RA
 		if caller.Policy != nil {
 			d := caller.Policy.DecideDNS(fn.name, true)
-			s.cfg.Decisions.Observe("dns", caller.Sandbox, d)
+			var ds *policy.Series
+			if qs != nil {
+				ds = &qs.decisions
+			}
+			s.cfg.Decisions.ObserveInto(ds, "dns", caller.Sandbox, d)
 			if !d.Allowed() {
 				kind, rcode, answer = AnswerDenied, s.cfg.DeniedRcode, false
 				s.cfg.Logger.Info("dns denied", "sandbox", caller.Sandbox, "reason", d.Reason, "pattern", d.Pattern)
@@ -393,7 +399,7 @@ func (s *Shim) fastAnswer(q []byte, src netip.Addr, out []byte) ([]byte, bool) {
 			byte(ttl>>24), byte(ttl>>16), byte(ttl>>8), byte(ttl),
 			0, 4, fn.a[0], fn.a[1], fn.a[2], fn.a[3])
 	}
-	s.cfg.Metrics.observe(kind, caller.Sandbox, rcode, start)
+	s.cfg.Metrics.observe(qs, kind, caller.Sandbox, rcode, start)
 	return out, true
 }
 
