@@ -201,7 +201,9 @@ type leanConn struct {
 	goneFn    func()        // see whenGone
 	series    requestSeries // the requests counter's, for this connection
 	decisions policy.Series // the decisions counter's
-	served    int           // requests answered
+	idNext    uint64        // the next request id's number; see nextRequestID
+	idEnd     uint64
+	served    int // requests answered
 
 	peekFn  func(uintptr) bool // lc.peek
 	peeked  bool

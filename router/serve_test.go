@@ -553,3 +553,16 @@ func TestAKeptAliveConnectionCountsEachRequestUnderItsOwnOutcome(t *testing.T) {
 		}
 	}
 }
+
+func TestRequestIDsAreUniqueAcrossConnectionsBlocksAndTheSharedCounter(t *testing.T) {
+	seen := map[string]bool{}
+	a, b := &leanConn{}, &leanConn{}
+	for i := 0; i < 3*idBlock; i++ {
+		for _, id := range []string{a.nextRequestID(), b.nextRequestID(), newRequestID()} {
+			if seen[id] {
+				t.Fatalf("request id %s handed out twice (after %d rounds)", id, i)
+			}
+			seen[id] = true
+		}
+	}
+}
