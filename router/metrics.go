@@ -1,6 +1,7 @@
 package router
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/interceptd/interceptd/metrics"
@@ -23,7 +24,8 @@ type Metrics struct {
 	rejected    prometheus.Counter
 	sandboxes   *metrics.SandboxLabels
 	bytesIn     *prometheus.CounterVec
-	inFlight    prometheus.Gauge
+	inFlight    prometheus.GaugeFunc
+	flying      atomic.Int64 // what inFlight reports: an add, not a compare-and-swap loop on a float
 	conns       prometheus.Counter
 	handedOff   prometheus.Counter
 	active      prometheus.Gauge
@@ -54,10 +56,6 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 			Namespace: "interceptd", Subsystem: "router", Name: "request_bytes_total",
 			Help: "Request body bytes received from sandboxes, by handler.",
 		}, []string{"handler"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "interceptd", Subsystem: "router", Name: "requests_in_flight",
-			Help: "Intercepted HTTP requests being served now.",
-		}),
 		conns: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "connections_total",
 			Help: "Intercepted TCP connections accepted by the transparent listener.",
@@ -88,6 +86,10 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 			Help: "Failures forwarding to the original destination, by kind.",
 		}, []string{"kind"}),
 	}
+	m.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "interceptd", Subsystem: "router", Name: "requests_in_flight",
+		Help: "Intercepted HTTP requests being served now.",
+	}, func() float64 { return float64(m.flying.Load()) })
 	reg.MustRegister(m.rejected, m.conns, m.handedOff, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
 	sandboxes.Track(m.requests)
 	return m
@@ -134,9 +136,9 @@ func (m *Metrics) request(rs *requestSeries, handler, sandbox string, code int, 
 	}
 }
 
-func (m *Metrics) flight(delta float64) {
+func (m *Metrics) flight(delta int64) {
 	if m != nil {
-		m.inFlight.Add(delta)
+		m.flying.Add(delta)
 	}
 }
 
