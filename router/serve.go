@@ -545,12 +545,14 @@ func (lc *leanConn) startWatchLocked() {
 }
 
 // gone cancels the connection's context, and runs what whenGone asked for.
+// Cancelled first: a whenGone that comes after either sees it and runs its
+// function itself, or left it here for the lock below.
 func (lc *leanConn) gone() {
+	lc.cancel()
 	lc.mu.Lock()
 	f := lc.goneFn
 	lc.goneFn = nil
 	lc.mu.Unlock()
-	lc.cancel()
 	if f != nil {
 		f()
 	}

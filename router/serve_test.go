@@ -566,3 +566,34 @@ func TestRequestIDsAreUniqueAcrossConnectionsBlocksAndTheSharedCounter(t *testin
 		}
 	}
 }
+
+func TestWhatWhenGoneAsksForRunsOnceTheSandboxIsGoneWhateverTheOrder(t *testing.T) {
+	tests := []struct {
+		name    string
+		steps   func(lc *leanConn, f func()) (stopped bool)
+		wantRun bool
+	}{
+		{"asked, then gone", func(lc *leanConn, f func()) bool { lc.whenGone(f); lc.gone(); return false }, true},
+		{"gone, then asked", func(lc *leanConn, f func()) bool { lc.gone(); lc.whenGone(f); return false }, true},
+		{"asked and stopped, then gone", func(lc *leanConn, f func()) bool {
+			lc.whenGone(f)
+			stopped := lc.stopWhenGone()
+			lc.gone()
+			return stopped
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lc := &leanConn{}
+			lc.ctx, lc.cancel = context.WithCancel(context.Background())
+			ran := 0
+			stopped := tt.steps(lc, func() { ran++ })
+			if want := map[bool]int{true: 1, false: 0}[tt.wantRun]; ran != want {
+				t.Fatalf("ran %d times, want %d", ran, want)
+			}
+			if !tt.wantRun && !stopped {
+				t.Fatal("stopWhenGone reported that the function had run")
+			}
+		})
+	}
+}
