@@ -181,25 +181,41 @@ func TestTheLeanForwarderRelaysResponsesAsTheUpstreamFramedThem(t *testing.T) {
 			want:     []string{"HTTP/1.1 502 Bad Gateway"},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			up := newScripted(t, func(*http.Request, string) (string, bool) { return tt.upstream, true })
-			got, err := rawExchange(t, frontFor(t, newForward(), up.addr), tt.req)
-			if err != nil {
-				t.Fatalf("reading the response: %v (got %q)", err, got)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("response lacks %q:\n%s", w, got)
+	for _, front := range fronts {
+		for _, tt := range tests {
+			t.Run(front.name+"/"+tt.name, func(t *testing.T) {
+				up := newScripted(t, func(*http.Request, string) (string, bool) { return tt.upstream, true })
+				got, err := rawExchange(t, front.start(t, newForward(), up.addr), tt.req)
+				if err != nil {
+					t.Fatalf("reading the response: %v (got %q)", err, got)
 				}
-			}
-			for _, w := range tt.notWant {
-				if strings.Contains(got, w) {
-					t.Errorf("response has %q:\n%s", w, got)
+				for _, w := range tt.want {
+					if !strings.Contains(got, w) {
+						t.Errorf("response lacks %q:\n%s", w, got)
+					}
 				}
-			}
-		})
+				for _, w := range tt.notWant {
+					if strings.Contains(got, w) {
+						t.Errorf("response has %q:\n%s", w, got)
+					}
+				}
+			})
+		}
 	}
+}
+
+// fronts serve the forwarder as a sandbox meets it: through net/http (the
+// path of handed-off connections) and through the lean loop and the
+// router, for requests to example.test.
+var fronts = []struct {
+	name  string
+	start func(t *testing.T, f *Forward, dest netip.AddrPort) string
+}{
+	{"net/http", frontFor},
+	{"lean loop", func(t *testing.T, f *Forward, dest netip.AddrPort) string {
+		addr, _ := serveRoutes(t, nil, map[string]Route{"example.test": forwardTo(f, dest)})
+		return addr
+	}},
 }
 
 func TestTheLeanForwarderPassesTheRequestOnAsTheSandboxSentIt(t *testing.T) {
@@ -260,17 +276,19 @@ func TestTheLeanForwarderPassesTheRequestOnAsTheSandboxSentIt(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			up := newScripted(t, func(*http.Request, string) (string, bool) {
-				return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	for _, front := range fronts {
+		for _, tt := range tests {
+			t.Run(front.name+"/"+tt.name, func(t *testing.T) {
+				up := newScripted(t, func(*http.Request, string) (string, bool) {
+					return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+				})
+				got, err := rawExchange(t, front.start(t, newForward(), up.addr), tt.req)
+				if err != nil || !strings.HasPrefix(got, "HTTP/1.1 200 OK") {
+					t.Fatalf("response %q, %v", got, err)
+				}
+				tt.check(t, <-up.got, <-up.bodies)
 			})
-			got, err := rawExchange(t, frontFor(t, newForward(), up.addr), tt.req)
-			if err != nil || !strings.HasPrefix(got, "HTTP/1.1 200 OK") {
-				t.Fatalf("response %q, %v", got, err)
-			}
-			tt.check(t, <-up.got, <-up.bodies)
-		})
+		}
 	}
 }
 
