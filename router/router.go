@@ -90,8 +90,8 @@ type Router struct {
 	mu      sync.Mutex
 	ln      net.Listener
 	conns   map[*leanConn]struct{}
-	// sweeping: sweepWatches runs (while conns is not empty).
-	sweeping bool
+	// sweeping: sweepWatches runs (while requests are being served).
+	sweeping atomic.Bool
 }
 
 type connKey struct{}

@@ -161,10 +161,6 @@ func (rt *Router) track(lc *leanConn, add bool) {
 			rt.conns = map[*leanConn]struct{}{}
 		}
 		rt.conns[lc] = struct{}{}
-		if !rt.sweeping {
-			rt.sweeping = true
-			go rt.sweepWatches()
-		}
 	} else {
 		delete(rt.conns, lc)
 	}
@@ -418,7 +414,10 @@ func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
 	lc.wantWatch, lc.watching, lc.reqDone = false, false, false
 	lc.bodyDone = body == nil
 	lc.mu.Unlock()
-	lc.seq.Add(1) // sweepWatches sees it from now on
+	lc.seq.Add(1) // odd: serving; sweepWatches sees it from now on
+	if rt := lc.rt; !rt.sweeping.Load() && rt.sweeping.CompareAndSwap(false, true) {
+		go rt.sweepWatches()
+	}
 	aborted := false
 	func() {
 		defer func() {
@@ -463,36 +462,59 @@ func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
 // sweepWatches starts the watch of requests that have run for watchAfter.
 // One ticker for every connection, instead of a timer set and stopped on
 // every request (1.5% of the daemon's CPU on a hot handler); a request is
-// watched after 100 to 150 ms. It runs while there are connections.
+// watched after 100 to 150 ms. It runs while requests are being served: a
+// daemon with only idle connections does not tick.
 func (rt *Router) sweepWatches() {
 	t := time.NewTicker(watchAfter / 2)
 	defer t.Stop()
 	var conns []*leanConn
 	for range t.C {
-		rt.mu.Lock()
-		if len(rt.conns) == 0 {
-			rt.sweeping = false
-			rt.mu.Unlock()
-			return
-		}
-		for lc := range rt.conns {
-			conns = append(conns, lc)
-		}
-		rt.mu.Unlock()
+		conns = rt.snapshot(conns[:0])
+		serving := false
 		for _, lc := range conns {
 			seq := lc.seq.Load()
-			if lc.state.Load() != connActive || seq != lc.swSeq {
+			if seq&1 == 0 || seq != lc.swSeq {
 				lc.swSeq, lc.swSeen = seq, 0
+				serving = serving || seq&1 == 1
 				continue
 			}
+			serving = true
 			// Seen at three sweeps in a row: it has run for watchAfter.
 			if lc.swSeen++; lc.swSeen == 2 {
 				lc.watchDue()
 			}
 		}
+		if !serving {
+			// Stop, then look once more: a request that began before the
+			// stop was visible is seen here; one after it starts a sweeper.
+			rt.sweeping.Store(false)
+			if !rt.anyServing(conns[:0]) || !rt.sweeping.CompareAndSwap(false, true) {
+				clear(conns)
+				return
+			}
+		}
 		clear(conns)
-		conns = conns[:0]
 	}
+}
+
+// snapshot appends the router's connections to conns.
+func (rt *Router) snapshot(conns []*leanConn) []*leanConn {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for lc := range rt.conns {
+		conns = append(conns, lc)
+	}
+	return conns
+}
+
+// anyServing reports whether a connection is serving a request.
+func (rt *Router) anyServing(buf []*leanConn) bool {
+	for _, lc := range rt.snapshot(buf) {
+		if lc.seq.Load()&1 == 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // watchDue: the request has run for watchAfter.
@@ -587,6 +609,7 @@ func (lc *leanConn) stopWhenGone() bool {
 // endWatch stops the watcher, if one runs, before the connection is read
 // again.
 func (lc *leanConn) endWatch() {
+	lc.seq.Add(1) // even: done
 	lc.mu.Lock()
 	lc.reqDone = true
 	watching := lc.watching

@@ -597,3 +597,30 @@ func TestWhatWhenGoneAsksForRunsOnceTheSandboxIsGoneWhateverTheOrder(t *testing.
 		})
 	}
 }
+
+func TestTheWatchSweeperRestsWhileNothingIsServedAndWakesForTheNextRequest(t *testing.T) {
+	ls := startLean(t)
+	idle := ls.dial(t)
+	if rs, _, _ := exchange(t, idle, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 1); len(rs) != 1 {
+		t.Fatal("no answer")
+	}
+	// The connection stays open, idle: the sweeper must stop ticking.
+	for deadline := time.Now().Add(2 * time.Second); ls.rt.sweeping.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("still sweeping 2 s after the last request, with only an idle connection")
+		}
+	}
+	// A long request starts it again: its sandbox going away is noticed.
+	c := ls.dial(t)
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: echo\r\n\r\n")
+	time.Sleep(2 * watchAfter)
+	c.Close()
+	select {
+	case err := <-ls.cancelled:
+		if err == nil {
+			t.Fatal("the handler's context was not cancelled")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler never ended")
+	}
+}
