@@ -182,7 +182,7 @@ type leanConn struct {
 	state  atomic.Int32
 
 	// Watching for the sandbox going away while a handler runs.
-	seq       atomic.Uint32 // requests begun; see sweepWatches
+	seq       atomic.Uint32 // odd while a request is served; see sweepWatches
 	swSeq     uint32        // sweepWatches' own: the request it last saw
 	swSeen    int           // and how many sweeps in a row
 	mu        sync.Mutex
