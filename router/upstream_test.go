@@ -31,11 +31,7 @@ type answer func(r *http.Request, body string) (raw string, closeAfter bool)
 
 func newScripted(t *testing.T, ans answer) *scripted {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := loopbackListener(t)
 	s := &scripted{addr: ln.Addr().(*net.TCPAddr).AddrPort(), got: make(chan *http.Request, 16), bodies: make(chan string, 16)}
 	go func() {
 		for {
@@ -574,15 +570,21 @@ func TestASandboxStallingItsUploadGetsTheUpstreamsAnswerAtOnce(t *testing.T) {
 	}
 }
 
-// oneConnUpstream listens on 127.0.0.1, hands the first connection to
-// serve, and returns the address.
-func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
+// loopbackListener listens on 127.0.0.1 until the test ends.
+func loopbackListener(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// oneConnUpstream listens on 127.0.0.1, hands the first connection to
+// serve, and returns the address.
+func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
+	ln := loopbackListener(t)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -596,12 +598,7 @@ func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
 // rawUpstream listens on 127.0.0.1 and hands every connection to serve,
 // closing it after; it returns the address.
 func rawUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := loopbackListener(t)
 	go func() {
 		for {
 			c, err := ln.Accept()
