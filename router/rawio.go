@@ -88,19 +88,26 @@ func (r *rawIO) Read(p []byte) (int, error) {
 
 func (r *rawIO) read(fd uintptr) bool {
 	op := &r.rd
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&op.p[0])), uintptr(len(op.p)))
-		switch e {
-		case 0:
-			op.n = int(n)
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // wait for readiness, then again
-		}
+	n, e := sysIO(syscall.SYS_READ, fd, op.p)
+	switch e {
+	case 0:
+		op.n = n
+	case syscall.EAGAIN:
+		return false // wait for readiness, then again
+	default:
 		op.errno = e
-		return true
+	}
+	return true
+}
+
+// sysIO makes one read or write system call on p, again if a signal
+// interrupted it.
+func sysIO(trap, fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
+			return int(n), e
+		}
 	}
 }
 
@@ -129,19 +136,16 @@ func (r *rawIO) Write(p []byte) (int, error) {
 func (r *rawIO) write(fd uintptr) bool {
 	op := &r.wr
 	for op.n < len(op.p) {
-		rest := op.p[op.n:]
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		n, e := sysIO(syscall.SYS_WRITE, fd, op.p[op.n:])
 		switch e {
 		case 0:
-			op.n += int(n)
-			continue
-		case syscall.EINTR:
-			continue
+			op.n += n
 		case syscall.EAGAIN:
-			return false
+			return false // wait for room, then the rest
+		default:
+			op.errno = e
+			return true
 		}
-		op.errno = e
-		return true
 	}
 	return true
 }
