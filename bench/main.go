@@ -45,6 +45,7 @@ var (
 	bigMiB    = flag.Int("big-blob-mib", 1024, "size of the large blob, MiB")
 	sandboxes = flag.Int("sandboxes", 500, "sandboxes for the scale figures")
 	only      = flag.String("only", "", "profile one HTTP path (its name prefix), or dns, for -duration and write daemon.pprof")
+	paths     = flag.String("paths", "", "comma-separated name prefixes: run only these HTTP paths (and direct) in the rounds, print their table and stop")
 )
 
 type bench struct {
@@ -457,6 +458,9 @@ func main() {
 		}
 		must(fmt.Errorf("no path named %q", *only))
 	}
+	if *paths != "" {
+		http = pick(http, func(h path) string { return h.name }, strings.Split(*paths, ","))
+	}
 	rows := make([]*row, len(http))
 	for i, h := range http {
 		rows[i] = &row{name: h.name, unit: "req/s", ref: "direct"}
@@ -477,6 +481,9 @@ func main() {
 				rows[i].cpu = append(rows[i].cpu, cpu)
 			}
 		}
+		if *paths != "" {
+			continue
+		}
 		dm, _ := b.dnsperf(b.cliNS, "192.0.2.77", "my.kv")
 		d1, _ := b.dnsperf(b.cliNS, "198.51.100.1", "my.kv")
 		dh, hcpu := b.dnsperf(sbNS, "192.0.2.77", "my.kv")
@@ -490,7 +497,11 @@ func main() {
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "path\tmedian\tunit\tratio\tto\tdaemon (or proxy) CPU µs/req\t\n")
-	for _, r := range append(rows, dnsRows...) {
+	shown := rows
+	if *paths == "" {
+		shown = append(shown, dnsRows...)
+	}
+	for _, r := range shown {
 		cpu := "-"
 		if len(r.cpu) > 0 {
 			cpu = fmt.Sprintf("%.1f", median(r.cpu))
@@ -501,27 +512,57 @@ func main() {
 		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.2f\t%s\t%s\t\n", r.name, median(r.vals), r.unit, median(r.ratios), ref, cpu)
 	}
+	find := func(prefix string) *row {
+		for _, r := range rows {
+			if strings.HasPrefix(r.name, prefix) {
+				return r
+			}
+		}
+		return nil
+	}
 	// Ratios of two paths are taken per round (each round measures both
 	// minutes apart at most), then the median.
-	perRound := func(a, b *row) float64 {
-		var rs []float64
-		for r := range a.vals {
-			rs = append(rs, a.vals[r]/b.vals[r])
+	perRound := func(label, a, b string) {
+		ra, rb := find(a), find(b)
+		if ra == nil || rb == nil {
+			return
 		}
-		return median(rs)
+		var rs []float64
+		for r := range ra.vals {
+			rs = append(rs, ra.vals[r]/rb.vals[r])
+		}
+		fmt.Fprintf(tw, "%s\t\t\t%.2f\t\t\t\n", label, median(rs))
 	}
-	fmt.Fprintf(tw, "KV GET / floor\t\t\t%.2f\t\t\t\n", perRound(rows[2], rows[1]))
-	fmt.Fprintf(tw, "blob GET 1 MiB\t%.0f\tMB/s\t\t\t\t\n", median(rows[6].vals)*1.048576)
-	if b.haproxy != nil {
-		fmt.Fprintf(tw, "passthrough / HAProxy\t\t\t%.2f\t\t\t\n", perRound(rows[5], rows[7]))
+	perRound("KV GET / floor", "KV GET", "floor")
+	if r := find("blob GET 1 MiB"); r != nil {
+		fmt.Fprintf(tw, "blob GET 1 MiB\t%.0f\tMB/s\t\t\t\t\n", median(r.vals)*1.048576)
 	}
+	perRound("passthrough / HAProxy", "passthrough (forward)", "passthrough by HAProxy")
 	tw.Flush()
+	if *paths != "" {
+		return
+	}
 
 	b.bigBlob()
 	// Sandbox records are durable writes: let the large blob's writeback
 	// finish first, or the churn figure measures the disk's backlog.
 	sh("sync")
 	b.scale()
+}
+
+// pick keeps the first of all (the reference) and those whose name begins
+// with one of prefixes.
+func pick[T any](all []T, name func(T) string, prefixes []string) []T {
+	kept := all[:1:1]
+	for _, x := range all[1:] {
+		for _, p := range prefixes {
+			if p != "" && strings.HasPrefix(name(x), p) {
+				kept = append(kept, x)
+				break
+			}
+		}
+	}
+	return kept
 }
 
 // bigBlob uploads and downloads the large blob, with the daemon's RSS
