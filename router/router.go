@@ -470,6 +470,18 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return n, err
 }
 
+func (r *recorder) rawHeads() bool {
+	rw, ok := r.ResponseWriter.(rawHeadWriter)
+	return ok && rw.rawHeads()
+}
+
+func (r *recorder) writeRawHead(code int, h *rawHead) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.(rawHeadWriter).writeRawHead(code, h)
+}
+
 // Flush lets streaming handlers (and the forwarder) flush through.
 func (r *recorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {

@@ -771,7 +771,7 @@ func (w *leanResponse) Write(p []byte) (int, error) {
 			w.pending = append(w.lc.bufs.pend[:len(w.pending)], p...)
 			return len(p), nil
 		}
-		w.commit(false, p)
+		w.commit(false, p, nil)
 		if w.err != nil {
 			return 0, w.err
 		}
@@ -814,13 +814,52 @@ func (w *leanResponse) writeBody(p []byte) (int, error) {
 	return n, err
 }
 
+// rawHead is a response head the forwarder relays as it came, without a
+// header map between the upstream's bytes and the sandbox's.
+type rawHead struct {
+	// fields are checked "Name: value\r\n" lines, hop-by-hop ones and
+	// the framing (Content-Length, Transfer-Encoding) left out.
+	fields []byte
+	// length is the Content-Length to announce, or -1 for none.
+	length int64
+	// date: fields carry a Date, so the writer adds none.
+	date bool
+}
+
+// rawHeadWriter is a ResponseWriter that takes a rawHead: the lean loop's,
+// through the router's recorder. net/http's does not; the forwarder then
+// relays through the header map.
+type rawHeadWriter interface {
+	// rawHeads reports whether writeRawHead can be used now.
+	rawHeads() bool
+	// writeRawHead writes the final head: code, the fields of
+	// Header() (the request id), then h's. Trailers Header() declares
+	// are sent as with WriteHeader.
+	writeRawHead(code int, h *rawHead)
+}
+
+func (w *leanResponse) rawHeads() bool { return !w.wroteHeader && w.err == nil }
+
+func (w *leanResponse) writeRawHead(code int, h *rawHead) {
+	if !w.rawHeads() || code < 200 || code > 999 {
+		panic(fmt.Sprintf("writeRawHead: code %d, or a head already written", code))
+	}
+	w.WriteHeader(code)
+	w.commit(false, nil, h)
+}
+
 // commit writes the head: with the length when the handler gave it or has
 // finished, else chunked (close-delimited for HTTP/1.0). first is the body
-// about to be written, for sniffing a missing Content-Type.
-func (w *leanResponse) commit(final bool, first []byte) {
+// about to be written, for sniffing a missing Content-Type. With raw, the
+// head is raw's, the length is raw's, and nothing is sniffed: a
+// transparent hop adds no Content-Type.
+func (w *leanResponse) commit(final bool, first []byte, raw *rawHead) {
 	w.committed = true
 	h := w.header
-	if v := h["Content-Length"]; len(v) > 0 {
+	if raw != nil {
+		delete(h, "Content-Length")
+		w.cl = raw.length
+	} else if v := h["Content-Length"]; len(v) > 0 {
 		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 && len(v) == 1 {
 			w.cl = n
 		} else {
@@ -832,7 +871,7 @@ func (w *leanResponse) commit(final bool, first []byte) {
 		w.closeAfter = true
 	}
 	_, trailers := h["Trailer"]
-	lengthLine := false
+	lengthLine := raw != nil && raw.length >= 0 && w.status != http.StatusNoContent
 	if !w.noBody && w.cl < 0 {
 		switch {
 		case final && !trailers:
@@ -846,12 +885,17 @@ func (w *leanResponse) commit(final bool, first []byte) {
 	bw := w.lc.bw
 	w.writeStatusLine(w.status)
 	w.writeFields(true)
-	if _, ok := h["Date"]; !ok {
+	_, date := h["Date"]
+	if raw != nil {
+		bw.Write(raw.fields)
+		date = date || raw.date
+	}
+	if !date {
 		bw.WriteString("Date: ")
 		bw.WriteString(httpDate())
 		bw.WriteString("\r\n")
 	}
-	if _, ok := h["Content-Type"]; !ok && !w.noBody {
+	if _, ok := h["Content-Type"]; !ok && !w.noBody && raw == nil {
 		data := w.pending
 		if len(data) == 0 {
 			data = first
@@ -955,7 +999,7 @@ func (w *leanResponse) finish() {
 		return
 	}
 	if !w.committed {
-		w.commit(true, nil)
+		w.commit(true, nil, nil)
 	}
 	bw := w.lc.bw
 	if w.chunked {
@@ -998,7 +1042,7 @@ func (w *leanResponse) Flush() {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.committed && w.err == nil {
-		w.commit(false, nil)
+		w.commit(false, nil, nil)
 	}
 	if w.err == nil {
 		w.setErr(w.lc.bw.Flush())

@@ -56,8 +56,13 @@ type upConn struct {
 	key       poolKey
 	idleSince time.Time
 	reused    bool
-	cut       func() // cuts the connection short: made once, not per request
+	cut       func()   // cuts the connection short: made once, not per request
+	head      respHead // the last response head; its raw fields' memory is reused
 }
+
+// maxKeptHead bounds the memory of raw head fields an upstream connection
+// keeps for its next response.
+const maxKeptHead = 4 << 10
 
 var (
 	upReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
@@ -381,10 +386,16 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		return fmt.Errorf("sending request: %w", err)
 	}
 
-	code, proto, hdr, err := readHead(uc)
-	if err != nil {
+	// Behind the lean loop the head is relayed without a header map.
+	rw, _ := w.(rawHeadWriter)
+	if rw != nil && !rw.rawHeads() {
+		rw = nil
+	}
+	h := &uc.head
+	if err := readHead(uc.br, h, rw != nil, h.raw.fields); err != nil {
 		return fmt.Errorf("reading response: %w", err)
 	}
+	code := h.code
 	if code == http.StatusRequestTimeout && uc.reused && replayable(r) {
 		// Most likely the upstream's word on the idle connection, sent
 		// before our request reached it (as net/http's Transport reads
@@ -395,52 +406,60 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	// Framing of the response body (RFC 9112 §6.3).
 	noBody := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	chunked, length, closeDelimited := false, int64(-1), false
-	if te := hdr["Transfer-Encoding"]; len(te) > 0 && !noBody {
-		last := te[len(te)-1]
-		if i := strings.LastIndexByte(last, ','); i >= 0 {
-			last = last[i+1:]
+	if h.te && !noBody {
+		chunked = h.teChunked
+		closeDelimited = !chunked || h.cl
+	} else if h.cl {
+		if h.clErr != nil {
+			return h.clErr
 		}
-		chunked = strings.EqualFold(textproto.TrimString(last), "chunked")
-		closeDelimited = !chunked || hdr["Content-Length"] != nil
-	} else if cl := hdr["Content-Length"]; len(cl) > 0 {
-		n, err := parseContentLength(cl)
-		if err != nil {
-			return err
-		}
-		length = n
+		length = h.length
 	} else if !noBody {
 		closeDelimited = true
 	}
-	keepAlive := !closeDelimited && !headerHas(hdr, "Connection", "close")
-	if proto == 0 {
-		keepAlive = keepAlive && headerHas(hdr, "Connection", "keep-alive")
+	keepAlive := !closeDelimited && !h.connClose
+	if h.proto == 0 {
+		keepAlive = keepAlive && h.connKeepAlive
 	}
 
 	out := w.Header()
-	drop := connectionTokens(hdr)
-	for k, vs := range hdr {
-		if hopHeaders[k] || drop[k] {
-			continue
+	if h.trailer != nil {
+		out["Trailer"] = h.trailer
+	}
+	if rw != nil {
+		h.raw.length = -1
+		if h.cl && (noBody || length >= 0) {
+			h.raw.length = length
 		}
-		if k == requestIDHeader {
-			out[k] = append(out[k], vs...) // ours first, as ReverseProxy did
-			continue
+		rw.writeRawHead(code, &h.raw)
+	} else {
+		hdr := h.hdr
+		drop := connectionTokens(hdr)
+		for k, vs := range hdr {
+			if hopHeaders[k] || drop[k] {
+				continue
+			}
+			if k == requestIDHeader {
+				out[k] = append(out[k], vs...) // ours first, as ReverseProxy did
+				continue
+			}
+			out[k] = vs
 		}
-		out[k] = vs
-	}
-	if cl := hdr["Content-Length"]; cl != nil && (noBody || length >= 0) {
-		if len(cl) > 1 || strings.IndexByte(cl[0], ',') >= 0 {
-			cl = []string{strconv.FormatInt(length, 10)}
+		if cl := hdr["Content-Length"]; cl != nil && (noBody || length >= 0) {
+			if len(cl) > 1 || strings.IndexByte(cl[0], ',') >= 0 {
+				cl = []string{strconv.FormatInt(length, 10)}
+			}
+			out["Content-Length"] = cl
 		}
-		out["Content-Length"] = cl
+		if _, ok := out["Content-Type"]; !ok {
+			out["Content-Type"] = nil // a transparent hop does not sniff and add one
+		}
+		w.WriteHeader(code)
 	}
-	if hdr["Trailer"] != nil {
-		out["Trailer"] = hdr["Trailer"]
+	h.hdr, h.trailer = nil, nil
+	if cap(h.raw.fields) > maxKeptHead {
+		h.raw.fields = nil // one big head does not stay with the connection
 	}
-	if _, ok := out["Content-Type"]; !ok {
-		out["Content-Type"] = nil // a transparent hop does not sniff and add one
-	}
-	w.WriteHeader(code)
 
 	if !noBody && length != 0 {
 		var n int64
@@ -650,44 +669,6 @@ const (
 	maxInterimResponses    = 5
 )
 
-// readHead reads a final response's status line and header, skipping
-// informational responses. proto is the minor version (HTTP/1.proto).
-func readHead(uc *upConn) (code, proto int, hdr textproto.MIMEHeader, err error) {
-	budget := maxResponseHeaderBytes
-	for interim := 0; ; interim++ {
-		if interim > maxInterimResponses {
-			return 0, 0, nil, errors.New("too many informational responses")
-		}
-		line, err := uc.br.ReadSlice('\n')
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		budget -= len(line)
-		line = bytes.TrimRight(line, "\r\n")
-		// "HTTP/1.x NNN reason"
-		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' ||
-			line[7] < '0' || line[7] > '9' || (len(line) > 12 && line[12] != ' ') {
-			return 0, 0, nil, fmt.Errorf("malformed status line %q", truncate(line))
-		}
-		code, err = strconv.Atoi(string(line[9:12]))
-		if err != nil || code < 100 {
-			return 0, 0, nil, fmt.Errorf("malformed status code %q", truncate(line))
-		}
-		proto = int(line[7] - '0')
-		hdr, err = readFields(uc.br, &budget)
-		if err != nil {
-			return 0, 0, nil, fmt.Errorf("reading response header: %w", err)
-		}
-		if code >= 200 {
-			return code, proto, hdr, nil
-		}
-		if code == http.StatusSwitchingProtocols {
-			return 0, 0, nil, errors.New("101 Switching Protocols to a request that asked for no upgrade")
-		}
-		// 100 Continue, 103 Early Hints: not the answer; read on.
-	}
-}
-
 // readFields reads header (or trailer) fields up to the empty line,
 // spending *budget bytes at most. Unlike textproto's reader it has bounds
 // (the budget, maxHeaderFields, and the buffer for one line), and it
@@ -759,25 +740,6 @@ func truncate(b []byte) []byte {
 		return b[:64]
 	}
 	return b
-}
-
-// parseContentLength accepts repeated identical values (RFC 9110 §8.6) and
-// nothing else.
-func parseContentLength(vs []string) (int64, error) {
-	var n int64 = -1
-	for _, v := range vs {
-		for rest, more := v, true; more; {
-			var p string
-			p, rest, more = strings.Cut(rest, ",") // not Split: no allocation
-			p = textproto.TrimString(p)
-			m, err := strconv.ParseInt(p, 10, 64)
-			if err != nil || m < 0 || p[0] == '+' || (n >= 0 && m != n) {
-				return 0, fmt.Errorf("invalid Content-Length %q from upstream", v)
-			}
-			n = m
-		}
-	}
-	return n, nil
 }
 
 // headerHas reports whether a comma-separated header lists token.

@@ -159,6 +159,61 @@ func TestTheLeanForwarderRelaysResponsesAsTheUpstreamFramedThem(t *testing.T) {
 			notWant:  []string{"Keep-Alive", "X-Private"},
 		},
 		{
+			name:     "a field the Connection header names is dropped, also one that came before it",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nX-Early: 1\r\nContent-Length: 2\r\nConnection: x-early\r\nX-Late: 1\r\n\r\nok",
+			want:     []string{"X-Late: 1\r\n", "\r\n\r\nok"},
+			notWant:  []string{"X-Early"},
+		},
+		{
+			name:     "the upstream's Date is kept",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Length: 2\r\n\r\nok",
+			want:     []string{"Date: Mon, 02 Jan 2006 15:04:05 GMT\r\n"},
+		},
+		{
+			name:     "a Date the Connection header names gives way to the hop's own",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nConnection: date\r\nContent-Length: 2\r\n\r\nok",
+			want:     []string{"Date: "},
+			notWant:  []string{"2006"},
+		},
+		{
+			name:     "repeated identical Content-Length values are sent as one",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
+			want:     []string{"Content-Length: 2\r\n", "\r\n\r\nok"},
+			notWant:  []string{"2, 2", "content-length"},
+		},
+		{
+			name:     "Transfer-Encoding beside Content-Length: the body is read by the first, the second is dropped",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+			want:     []string{"abc"},
+			notWant:  []string{"Content-Length: 99"},
+		},
+		{
+			name:     "an informational head's fields do not reach the answer",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nContent-Length: 9\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+			want:     []string{"HTTP/1.1 200 OK", "Content-Length: 2\r\n", "\r\n\r\nok"},
+			notWant:  []string{"Link", "103"},
+		},
+		{
+			name:     "a control character in a field is a 502",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+			want:     []string{"HTTP/1.1 502 Bad Gateway"},
+			notWant:  []string{"X-Bad"},
+		},
+		{
+			name:     "a folded field is a 502",
+			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+			upstream: "HTTP/1.1 200 OK\r\nX-Fold: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+			want:     []string{"HTTP/1.1 502 Bad Gateway"},
+			notWant:  []string{"X-Fold"},
+		},
+		{
 			name:     "a 304 carries no body however its header reads",
 			req:      "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
 			upstream: "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\n\r\n",
@@ -197,6 +252,20 @@ func TestTheLeanForwarderRelaysResponsesAsTheUpstreamFramedThem(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestTheLeanLoopRelaysAnUpstreamsFieldsInTheirOrderAndSpelling(t *testing.T) {
+	up := newScripted(t, func(*http.Request, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nx-b: 1\r\nContent-Length: 2\r\nX-Interceptd-Request-Id: up\r\nWWW-Authenticate: Basic\r\nx-a: 2\r\n\r\nok", true
+	})
+	got, err := rawExchange(t, fronts[1].start(t, newForward(), up.addr), "GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
+	if err != nil {
+		t.Fatalf("reading the response: %v (got %q)", err, got)
+	}
+	ours := strings.Index(got, "X-Interceptd-Request-Id: ")
+	if want := "x-b: 1\r\nX-Interceptd-Request-Id: up\r\nWWW-Authenticate: Basic\r\nx-a: 2\r\n"; !strings.Contains(got, want) || ours < 0 || ours > strings.Index(got, want) {
+		t.Errorf("want our request id, then %q, in the response:\n%s", want, got)
 	}
 }
 
