@@ -61,11 +61,12 @@ type Config struct {
 
 // Shim is the DNS handler.
 type Shim struct {
-	limit    *ratelimit.PerKey
-	names    map[string]netip.Addr
-	fast     map[string]fastName // the IPv4 handler names, for fastAnswer
-	cfg      Config
-	udp, tcp *dns.Client
+	limit *ratelimit.PerKey
+	names map[string]netip.Addr
+	fast  map[string]fastName // the IPv4 handler names, for fastAnswer
+	cfg   Config
+	udp   []*udpUpstream // one per cfg.Upstreams
+	tcp   *dns.Client
 }
 
 var _ dns.Handler = (*Shim)(nil)
@@ -90,11 +91,22 @@ func New(cfg Config) *Shim {
 			fast[key] = fastName{name: key, a: a.As4()}
 		}
 	}
-	return &Shim{
+	s := &Shim{
 		limit: ratelimit.New(cfg.MaxQPSPerSandbox),
 		names: names, fast: fast, cfg: cfg,
-		udp: &dns.Client{Net: "udp", UDPSize: dns.MaxMsgSize},
 		tcp: &dns.Client{Net: "tcp"},
+	}
+	for _, up := range cfg.Upstreams {
+		s.udp = append(s.udp, newUDPUpstream(up))
+	}
+	return s
+}
+
+// Close closes the sockets the shim keeps to its upstreams. Forwarding
+// after Close still works, on new ones.
+func (s *Shim) Close() {
+	for _, u := range s.udp {
+		u.close()
 	}
 }
 
@@ -221,15 +233,18 @@ func (s *Shim) forward(r *dns.Msg, overTCP bool) (*dns.Msg, error) {
 	if len(s.cfg.Upstreams) == 0 {
 		return nil, errors.New("no upstream resolvers configured")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-	defer cancel()
+	deadline := time.Now().Add(s.cfg.Timeout)
 	var errs []error
-	for _, up := range s.cfg.Upstreams {
-		c := s.udp
+	for i, up := range s.cfg.Upstreams {
+		var resp *dns.Msg
+		var err error
 		if overTCP {
-			c = s.tcp
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			resp, _, err = s.tcp.ExchangeContext(ctx, r, up)
+			cancel()
+		} else {
+			resp, err = s.udp[i].exchange(r, deadline)
 		}
-		resp, _, err := c.ExchangeContext(ctx, r, up)
 		// A truncated UDP answer goes back as it is: the client retries over
 		// TCP, which the shim captures and forwards over TCP.
 		s.cfg.Metrics.upstream(err)
@@ -237,7 +252,7 @@ func (s *Shim) forward(r *dns.Msg, overTCP bool) (*dns.Msg, error) {
 			return resp, nil
 		}
 		errs = append(errs, fmt.Errorf("upstream %s: %w", up, err))
-		if ctx.Err() != nil {
+		if !time.Now().Before(deadline) {
 			break
 		}
 	}

@@ -83,6 +83,7 @@ type Daemon struct {
 	db      *store.DB
 	mgr     *netns.Manager
 	dns     *dnsshim.Server
+	shim    *dnsshim.Shim
 	router  *router.Router
 	metrics *metrics.Server
 	admin   *admin.Server
@@ -161,6 +162,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Metrics: dnsshim.NewMetrics(reg, labels), Logger: log,
 	})
 	shimForget = shim.Forget
+	d.shim = shim
 	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
 		return d, err
 	}
@@ -261,6 +263,9 @@ func (d *Daemon) close(ctx context.Context) error {
 	}
 	if d.dns != nil {
 		errs = append(errs, d.dns.Shutdown(ctx))
+	}
+	if d.shim != nil {
+		d.shim.Close() // after the server: no query is being forwarded
 	}
 	if d.metrics != nil {
 		errs = append(errs, d.metrics.Shutdown(ctx))

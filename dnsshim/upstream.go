@@ -1,0 +1,177 @@
+package dnsshim
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// udpUpstream exchanges queries with one upstream resolver over UDP, on
+// connected sockets it keeps for a while. A socket per query (miekg's
+// Client dials one: a socket, a connect, a poller registration, a close)
+// and a 64 KiB read buffer per query were most of a forwarded query's cost.
+//
+// A socket carries one query at a time, so an answer is never handed to
+// the wrong waiter. It is retired after sockUses queries or sockLife, so
+// the source port keeps changing, and closed at once when an exchange on
+// it fails, so a late answer is not left for the next query (one that
+// comes anyway is skipped: its ID is not the query's). Each exchange gets
+// a random ID of its own: the sandbox chose the query's.
+type udpUpstream struct {
+	addr   string
+	dialTo *net.UDPAddr // nil if addr is not an ip:port (a test's)
+
+	mu   sync.Mutex
+	idle []*upSock
+}
+
+type upSock struct {
+	c    *net.UDPConn
+	uses int
+	born time.Time
+}
+
+const (
+	sockUses     = 64
+	sockLife     = 10 * time.Second
+	maxIdleSocks = 128 // per upstream: a burst of queries keeps its sockets
+	// upBufSize is the read buffer of a query that advertises no larger
+	// one: without EDNS an answer is 512 bytes at most, and most clients
+	// advertise 1232 or 4096.
+	upBufSize = 4096
+)
+
+var upBufs = sync.Pool{New: func() any { return new([upBufSize]byte) }}
+
+func newUDPUpstream(addr string) *udpUpstream {
+	u := &udpUpstream{addr: addr}
+	if a, err := net.ResolveUDPAddr("udp", addr); err == nil && a.IP != nil {
+		u.dialTo = a
+	}
+	return u
+}
+
+// exchange sends m and returns its answer, by deadline.
+func (u *udpUpstream) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
+	s, err := u.get()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.exchange(m, deadline)
+	u.put(s, err == nil)
+	return resp, err
+}
+
+func (u *udpUpstream) get() (*upSock, error) {
+	now := time.Now()
+	var stale []*upSock
+	u.mu.Lock()
+	var s *upSock
+	for len(u.idle) > 0 && s == nil {
+		s = u.idle[len(u.idle)-1]
+		u.idle[len(u.idle)-1] = nil
+		u.idle = u.idle[:len(u.idle)-1]
+		if now.Sub(s.born) >= sockLife {
+			stale, s = append(stale, s), nil
+		}
+	}
+	u.mu.Unlock()
+	for _, st := range stale {
+		st.c.Close()
+	}
+	if s != nil {
+		return s, nil
+	}
+	var c net.Conn
+	var err error
+	if u.dialTo != nil {
+		c, err = net.DialUDP("udp", nil, u.dialTo)
+	} else {
+		c, err = net.Dial("udp", u.addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &upSock{c: c.(*net.UDPConn), born: now}, nil
+}
+
+// put keeps s for another query if its exchange went well and it has
+// uses and life left; else closes it.
+func (u *udpUpstream) put(s *upSock, ok bool) {
+	s.uses++
+	if ok && s.uses < sockUses && time.Since(s.born) < sockLife {
+		u.mu.Lock()
+		if len(u.idle) < maxIdleSocks {
+			u.idle = append(u.idle, s)
+			s = nil
+		}
+		u.mu.Unlock()
+	}
+	if s != nil {
+		s.c.Close()
+	}
+}
+
+// close closes the idle sockets.
+func (u *udpUpstream) close() {
+	u.mu.Lock()
+	idle := u.idle
+	u.idle = nil
+	u.mu.Unlock()
+	for _, s := range idle {
+		s.c.Close()
+	}
+}
+
+var errNotAnswer = errors.New("not an answer to the query")
+
+func (s *upSock) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
+	b := upBufs.Get().(*[upBufSize]byte)
+	defer upBufs.Put(b)
+	buf := b[:]
+	if opt := m.IsEdns0(); opt != nil && int(opt.UDPSize()) > len(buf) {
+		buf = make([]byte, opt.UDPSize())
+	}
+	out, err := m.PackBuffer(buf)
+	if err != nil {
+		return nil, fmt.Errorf("packing the query: %w", err)
+	}
+	id := uint16(rand.Uint32())
+	binary.BigEndian.PutUint16(out, id)
+	if err := s.c.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	if _, err := s.c.Write(out); err != nil {
+		return nil, err
+	}
+	for {
+		n, err := s.c.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		a := buf[:n]
+		if n < headerLen || binary.BigEndian.Uint16(a) != id || a[2]&0x80 == 0 {
+			continue // a late answer to an earlier query, or noise
+		}
+		resp := new(dns.Msg)
+		if err := resp.Unpack(a); err != nil {
+			return nil, fmt.Errorf("unpacking the answer: %w", err)
+		}
+		if len(resp.Question) > 0 && len(m.Question) > 0 && !sameQuestion(resp.Question[0], m.Question[0]) {
+			return nil, errNotAnswer
+		}
+		resp.Id = m.Id
+		return resp, nil
+	}
+}
+
+func sameQuestion(a, b dns.Question) bool {
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
+}
