@@ -46,6 +46,8 @@ type udpServer struct {
 
 	slowMu  sync.Mutex
 	slowPer map[netip.Addr]int
+	work    chan slowQuery // to an idle worker
+	done    chan struct{}  // closed at shutdown: idle workers leave
 
 	mu     sync.Mutex
 	closed bool
@@ -68,7 +70,8 @@ func newUDPServer(conn *net.UDPConn, h dns.Handler) (*udpServer, error) {
 	if serr != nil {
 		return nil, serr
 	}
-	u := &udpServer{conn: conn, h: h, slow: make(chan struct{}, maxSlow), slowPer: map[netip.Addr]int{}}
+	u := &udpServer{conn: conn, h: h, slow: make(chan struct{}, maxSlow), slowPer: map[netip.Addr]int{},
+		work: make(chan slowQuery), done: make(chan struct{})}
 	u.shim, _ = h.(*Shim)
 	return u, nil
 }
@@ -92,6 +95,9 @@ func (u *udpServer) isClosed() bool {
 
 func (u *udpServer) shutdown() error {
 	u.mu.Lock()
+	if !u.closed {
+		close(u.done)
+	}
 	u.closed = true
 	u.mu.Unlock()
 	err := u.conn.Close()
@@ -185,11 +191,7 @@ func (u *udpServer) read() {
 			if !u.takeSlot(from.Addr()) {
 				continue // overloaded: dropped, the client retries
 			}
-			pkt = append([]byte(nil), pkt...)
-			go func() {
-				defer u.releaseSlot(from.Addr())
-				u.serveSlow(pkt, from, dst)
-			}()
+			u.dispatch(slowQuery{append([]byte(nil), pkt...), from, dst})
 		}
 		for out := slots[:k]; len(out) > 0; {
 			sent, err := pc.WriteBatch(out, 0)
@@ -198,6 +200,47 @@ func (u *udpServer) read() {
 				sent = max(sent, 1)
 			}
 			out = out[sent:]
+		}
+	}
+}
+
+// slowQuery is a query for the full path, which holds a slot for it.
+type slowQuery struct {
+	pkt  []byte
+	from netip.AddrPort
+	dst  netip.Addr
+}
+
+// workerIdle is how long a worker of the full path waits for another
+// query before it leaves.
+const workerIdle = 5 * time.Second
+
+// dispatch hands q to an idle worker, or to a new one. Workers stay for
+// more: a goroutine per query grew its stack anew every time (a forward
+// runs deep, through miekg/dns, net and the poller), which cost more CPU
+// than the query's own unpacking. There are never more workers than slots
+// taken, and none wait when no query has come for workerIdle.
+func (u *udpServer) dispatch(q slowQuery) {
+	select {
+	case u.work <- q:
+	default:
+		go u.worker(q)
+	}
+}
+
+func (u *udpServer) worker(q slowQuery) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		u.serveSlow(q.pkt, q.from, q.dst)
+		u.releaseSlot(q.from.Addr())
+		idle.Reset(workerIdle)
+		select {
+		case q = <-u.work:
+		case <-idle.C:
+			return
+		case <-u.done:
+			return
 		}
 	}
 }

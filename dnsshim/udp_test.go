@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +146,60 @@ func TestAShimShutDownRightAfterItStartedStops(t *testing.T) {
 			t.Fatal("Shutdown right after Listen still waits after 5 s")
 		}
 	}
+}
+
+func TestTheFullPathReusesItsWorkersAndNeverQueuesBehindASlowQuery(t *testing.T) {
+	release := make(chan struct{})
+	s, err := Listen("127.0.0.1:0", dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Question[0].Name == "slow.test." {
+			<-release
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		w.WriteMsg(m)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	addr := s.UDPAddr().String()
+	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+	ask := func(name string) error {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		_, _, err := c.Exchange(q, addr)
+		return err
+	}
+
+	slow := make(chan error, 1)
+	go func() { slow <- ask("slow.test.") }()
+	for i := range 50 {
+		if err := ask("fast.test."); err != nil {
+			t.Fatalf("query %d behind a slow one: %v", i, err)
+		}
+	}
+	// One worker waits on the slow query; the fast ones were served in
+	// turn by one or two more (the next query can come before the worker
+	// that answered the last is back waiting), not by fifty.
+	if n := workers(); n > 4 {
+		t.Errorf("%d workers after 50 queries one after the other, want at most 4", n)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("the slow query: %v", err)
+	}
+	s.Shutdown(context.Background())
+	deadline := time.Now().Add(2 * time.Second)
+	for workers() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := workers(); n > 0 {
+		t.Errorf("%d workers stayed after shutdown", n)
+	}
+}
+
+// workers counts the goroutines running udpServer.worker.
+func workers() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*udpServer).worker(")
 }
