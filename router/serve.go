@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -191,29 +192,41 @@ type leanConn struct {
 	reqDone   bool
 	watching  bool
 	watchDone chan struct{}
-	stash     byte // a byte the watcher read: the next request's first
-	stashed   bool
-	unread    bool          // request bytes may be left unread: close gracefully
-	goneFn    func()        // see whenGone
-	series    requestSeries // the requests counter's, for this connection
-	decisions policy.Series // the decisions counter's
-	idNext    uint64        // the next request id's number; see nextRequestID
-	idEnd     uint64
-	served    int // requests answered
+	// pre holds what was read while the connection held no buffers: by
+	// the wait for the next request (its read, where a peek and then a
+	// read into the buffer took two system calls), or by the watcher.
+	// Read gives it first.
+	pre          [preSize]byte
+	preOff, preN int
+	preErr       error
+	unread       bool          // request bytes may be left unread: close gracefully
+	goneFn       func()        // see whenGone
+	series       requestSeries // the requests counter's, for this connection
+	decisions    policy.Series // the decisions counter's
+	idNext       uint64        // the next request id's number; see nextRequestID
+	idEnd        uint64
+	served       int // requests answered
 
-	peekFn  func(uintptr) bool // lc.peek
-	peeked  bool
-	peekBuf [1]byte
+	waitFn func(uintptr) bool // lc.readIdle
 }
 
-// Read gives the reader what the watcher read first.
+// preSize covers the head of most requests an API client sends: a longer
+// one is read on from the socket (and given headerTimeout, as a head in
+// pieces).
+const preSize = 512
+
+// Read gives the reader what was read into pre first.
 func (lc *leanConn) Read(p []byte) (int, error) {
-	if lc.stashed && len(p) > 0 {
-		p[0], lc.stashed = lc.stash, false
-		return 1, nil
+	if lc.preOff < lc.preN {
+		n := copy(p, lc.pre[lc.preOff:lc.preN])
+		lc.preOff += n
+		return n, nil
 	}
 	return lc.io.Read(p)
 }
+
+// pending reports whether pre holds bytes not yet read.
+func (lc *leanConn) pending() bool { return lc.preOff < lc.preN }
 
 func (lc *leanConn) acquire() {
 	lc.bufs = bufPool.Get().(*leanBufs)
@@ -230,26 +243,36 @@ func (lc *leanConn) release() {
 }
 
 // waitReadable waits until c has something to read (or its deadline
-// passes) without a buffer: it peeks, and waits for readiness when nothing
-// is there. (The poller forgets a readiness it reported before the wait
-// began, so the peek must come first: the system calls are those of a
-// read that comes back empty and the read that follows.)
+// passes) without holding buffers: what comes is read into pre. (The
+// poller forgets a readiness it reported before the wait began, so the
+// read comes first, then the wait if it found nothing.) It returns the
+// read's error, io.EOF for the end.
 func (lc *leanConn) waitReadable() error {
 	if lc.raw == nil {
 		return nil // the read that follows waits instead
 	}
-	lc.peeked = false
-	return lc.raw.Read(lc.peekFn)
+	lc.preErr = nil
+	if err := lc.raw.Read(lc.waitFn); err != nil {
+		return err
+	}
+	return lc.preErr
 }
 
-// peek is waitReadable's callback (kept in peekFn: a closure per call
+// readIdle is waitReadable's callback (kept in waitFn: a closure per call
 // would be an allocation per request).
-func (lc *leanConn) peek(fd uintptr) bool {
-	if lc.peeked {
-		return true // ready: the read that follows finds it
+func (lc *leanConn) readIdle(fd uintptr) bool {
+	n, e := sysIO(syscall.SYS_READ, fd, lc.pre[:])
+	switch {
+	case e == syscall.EAGAIN:
+		return false // nothing yet: wait for readiness, then again
+	case e != 0:
+		lc.preErr = os.NewSyscallError("read", e)
+	case n == 0:
+		lc.preErr = io.EOF
+	default:
+		lc.preOff, lc.preN = 0, n
 	}
-	lc.peeked = true
-	return rawPeek(fd, lc.peekBuf[:]) // data, end or error: the read says
+	return true
 }
 
 func (rt *Router) serveConn(c net.Conn) {
@@ -265,7 +288,7 @@ func (rt *Router) serveConn(c net.Conn) {
 	lc.io = c
 	if r := newRawIO(c); r != nil {
 		lc.raw, lc.io = r.rc, r
-		lc.peekFn = lc.peek
+		lc.waitFn = lc.readIdle
 	}
 	lc.acquire() // the first request is usually there already
 	rt.track(lc, true)
@@ -319,11 +342,11 @@ func (lc *leanConn) readRequest() (*http.Request, *leanBody, nextStep) {
 			lc.rdl = d
 		}
 		// Not before the first request, which is usually there already.
-		if lc.br != nil && !lc.stashed && lc.raw != nil && lc.served > 0 {
+		if lc.br != nil && !lc.pending() && lc.raw != nil && lc.served > 0 {
 			lc.release()
 		}
 		if lc.br == nil {
-			if !lc.stashed {
+			if !lc.pending() {
 				if err := lc.waitReadable(); err != nil {
 					return nil, nil, nextClose
 				}
@@ -384,6 +407,10 @@ func (lc *leanConn) readRequest() (*http.Request, *leanBody, nextStep) {
 func (lc *leanConn) handoff() bool {
 	pre := make([]byte, lc.br.Buffered())
 	lc.br.Read(pre)
+	// The buffer takes all of lc.pre on its first fill; should a byte be
+	// left there, it goes along all the same.
+	pre = append(pre, lc.pre[lc.preOff:lc.preN]...)
+	lc.preOff = lc.preN
 	lc.c.SetReadDeadline(time.Time{})
 	if !lc.rt.hand.pass(&prefixConn{Conn: lc.c, pre: pre}) {
 		return false
@@ -543,7 +570,7 @@ func (lc *leanConn) bodyRead() {
 func (lc *leanConn) startWatchLocked() {
 	// Nothing reads the connection now (the body is done); bytes already
 	// buffered are a pipelined request: the sandbox is there.
-	if lc.watching || lc.stashed || lc.br.Buffered() > 0 {
+	if lc.watching || lc.pending() || lc.br.Buffered() > 0 {
 		return
 	}
 	lc.watching = true
@@ -553,10 +580,9 @@ func (lc *leanConn) startWatchLocked() {
 	lc.c.SetReadDeadline(time.Time{})
 	go func() {
 		defer close(lc.watchDone)
-		var b [1]byte
-		n, err := lc.c.Read(b[:])
-		if n == 1 {
-			lc.stash, lc.stashed = b[0], true
+		n, err := lc.c.Read(lc.pre[:])
+		if n > 0 {
+			lc.preOff, lc.preN = 0, n
 			return
 		}
 		var ne net.Error

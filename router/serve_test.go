@@ -504,6 +504,45 @@ func TestKeptAliveRequestsAreNotHeldBackBetweenEachOther(t *testing.T) {
 	}
 }
 
+func TestAConnectionThatIdledReadsItsNextRequestWhole(t *testing.T) {
+	// Between requests a connection holds no buffers: what comes first is
+	// read into a small one of its own (preSize), the rest from the socket.
+	long := "X-Long: " + strings.Repeat("a", 3000) + "\r\n"
+	body := strings.Repeat("b", 2*preSize)
+	tests := []struct {
+		name  string
+		parts []string // sent with a pause between
+		want  string   // the body of the answer
+	}{
+		{"a head shorter than the first read", []string{"GET /info HTTP/1.1\r\nHost: echo\r\n\r\n"}, "GET HTTP/1.1 host=echo len=0 close=false q="},
+		{"a head longer than the first read", []string{"GET /info?x=1 HTTP/1.1\r\nHost: echo\r\n" + long + "\r\n"}, "GET HTTP/1.1 host=echo len=0 close=false q=x=1"},
+		{"a head and a body longer than the first read", []string{"PUT /echo HTTP/1.1\r\nHost: echo\r\nContent-Length: " + fmt.Sprint(len(body)) + "\r\n\r\n" + body}, body},
+		{"a head that comes in pieces after the first read", []string{"GET /info?y=2 HT", "TP/1.1\r\nHo", "st: echo\r\n\r\n"}, "GET HTTP/1.1 host=echo len=0 close=false q=y=2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ls := startLean(t)
+			c := ls.dial(t)
+			br := bufio.NewReader(c)
+			for i := range 2 { // the second after the connection idled
+				time.Sleep(20 * time.Millisecond)
+				for _, p := range tt.parts {
+					io.WriteString(c, p)
+					time.Sleep(10 * time.Millisecond)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(b) != tt.want {
+					t.Fatalf("request %d: %s %.80q, want 200 %.80q", i, resp.Status, b, tt.want)
+				}
+			}
+		})
+	}
+}
+
 func TestAnEarlyAnswerReachesASandboxStallingItsUpload(t *testing.T) {
 	// The upstream answers 413 before reading the body; the sandbox has
 	// sent part of it and waits. The answer must not wait for the rest.
