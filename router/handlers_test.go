@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -231,5 +232,13 @@ func runSteps(t *testing.T, rt *Router, steps []step) {
 				}
 			}
 		})
+	}
+}
+
+func TestAKVAnswerCarriesItsValuesLengthOnBothSidesOfTheSharedTable(t *testing.T) {
+	for _, n := range []int{0, 1, 511, 512, 100000} {
+		if got := lengthField(n); len(got) != 1 || got[0] != strconv.Itoa(n) {
+			t.Errorf("lengthField(%d) = %q", n, got)
+		}
 	}
 }

@@ -45,6 +45,22 @@ var _ Handler = (*KV)(nil)
 
 var octetStream = []string{"application/octet-stream"}
 
+// smallLengths are the Content-Length fields of values under 512 bytes,
+// shared like octetStream: a hot key's answer builds none.
+var smallLengths = func() (l [512][]string) {
+	for n := range l {
+		l[n] = []string{strconv.Itoa(n)}
+	}
+	return l
+}()
+
+func lengthField(n int) []string {
+	if n < len(smallLengths) {
+		return smallLengths[n]
+	}
+	return []string{strconv.Itoa(n)}
+}
+
 func (h *KV) space(env Env) (*store.KV, error) {
 	if !h.PerSandbox {
 		// Built once: four allocations per request otherwise.
@@ -103,7 +119,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 		}
 		hd := w.Header()
 		hd["Content-Type"] = octetStream // shared: net/http and the lean loop only read it
-		hd["Content-Length"] = []string{strconv.Itoa(len(e.Value))}
+		hd["Content-Length"] = lengthField(len(e.Value))
 		if !e.Expires.IsZero() {
 			hd.Set("X-KV-Expiration", strconv.FormatInt(e.Expires.Unix(), 10))
 		}
