@@ -87,11 +87,10 @@ func (p *upstreamPool) get(ctx context.Context, key poolKey, replayable bool) (*
 	for s := p.idle[key]; len(s) > 0; s = p.idle[key] {
 		uc := s[len(s)-1]
 		s[len(s)-1] = nil
+		// An emptied list stays, for put to reuse (a new one for every
+		// forward otherwise); sweepLocked removes it once it idles.
 		p.idle[key] = s[:len(s)-1]
 		p.n--
-		if len(s) == 1 {
-			delete(p.idle, key)
-		}
 		p.mu.Unlock()
 		// Checked outside the lock: it is a system call, and every
 		// sandbox's forwards share this pool.
@@ -160,7 +159,8 @@ func (p *upstreamPool) put(uc *upConn) {
 }
 
 // sweep closes what has been idle too long, and comes back while anything
-// is still idle.
+// is still idle. (A list get emptied is removed by the sweep that was due:
+// the janitor runs from the put that filled it.)
 func (p *upstreamPool) sweep() {
 	p.mu.Lock()
 	now := time.Now()
@@ -178,7 +178,8 @@ func (p *upstreamPool) sweep() {
 }
 
 // sweepLocked removes connections idle for longer than idleTimeout, so that
-// destinations a sandbox stopped using do not hold sockets open.
+// destinations a sandbox stopped using do not hold sockets open, and the
+// lists left empty.
 func (p *upstreamPool) sweepLocked(now time.Time) []*upConn {
 	var stale []*upConn
 	for d, s := range p.idle {

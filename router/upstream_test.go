@@ -565,19 +565,45 @@ func TestIdleUpstreamConnectionsAreClosedWithoutFurtherTraffic(t *testing.T) {
 	f.pool.idleTimeout = 50 * time.Millisecond
 	f.pool.janitor.Reset(50 * time.Millisecond)
 	f.pool.mu.Unlock()
+	waitForEmptyPool(t, f.pool)
+}
+
+// waitForEmptyPool waits until p holds no connection, no list (not even an
+// empty one) and no running sweep.
+func waitForEmptyPool(t *testing.T, p *upstreamPool) {
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		f.pool.mu.Lock()
-		n := f.pool.n
-		f.pool.mu.Unlock()
-		if n == 0 {
+		p.mu.Lock()
+		n, lists, sweeping := p.n, len(p.idle), p.janitor != nil
+		p.mu.Unlock()
+		if n == 0 && lists == 0 && !sweeping {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d idle connections still open", n)
+			t.Fatalf("%d idle connections, %d lists, sweeping %v: want none", n, lists, sweeping)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func TestADestinationWhoseConnectionsAllClosedLeavesNothingInThePool(t *testing.T) {
+	var calls atomic.Int32
+	up := newScripted(t, func(*http.Request, string) (string, bool) {
+		if calls.Add(1) == 1 {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false // kept alive: pooled
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", true // taken, then closed
+	})
+	f := newForward()
+	front := "http://" + frontFor(t, f, up.addr) + "/"
+	mustGet(t, &http.Client{}, front, "ok")
+	f.pool.mu.Lock()
+	f.pool.idleTimeout = 50 * time.Millisecond
+	f.pool.janitor.Reset(50 * time.Millisecond)
+	f.pool.mu.Unlock()
+	mustGet(t, &http.Client{}, front, "ok")
+	waitForEmptyPool(t, f.pool)
 }
 
 func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
