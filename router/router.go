@@ -150,7 +150,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One allocation for what every request needs, not three.
 	st := &requestState{rw: recorder{ResponseWriter: w}, body: countingBody{ReadCloser: r.Body}, id: [1]string{env.RequestID}}
 	rw, body := &st.rw, &st.body
-	w.Header()[requestIDHeader] = st.id[:]
+	if lw, ok := w.(*leanResponse); ok {
+		lw.setRequestID(st.id[:]) // no header map made for it
+	} else {
+		w.Header()[requestIDHeader] = st.id[:]
+	}
 	rt.cfg.Metrics.flight(1)
 	r.Body = body
 	var d policy.Decision

@@ -436,7 +436,7 @@ func (lc *leanConn) lingerClose() {
 // serve runs one request and finishes its response. It reports whether the
 // connection may carry another.
 func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
-	w := &leanResponse{lc: lc, req: req, header: make(http.Header, 8), cl: -1}
+	w := &leanResponse{lc: lc, req: req, cl: -1}
 	lc.mu.Lock()
 	lc.wantWatch, lc.watching, lc.reqDone = false, false, false
 	lc.bodyDone = body == nil
@@ -736,9 +736,13 @@ func (b *leanBody) stop() bool {
 
 // leanResponse is the lean loop's http.ResponseWriter.
 type leanResponse struct {
-	lc          *leanConn
-	req         *http.Request
+	lc  *leanConn
+	req *http.Request
+	// header is made on the first Header call: a forward relays its
+	// upstream's head raw, and needs none. requestID is the router's field
+	// until then.
 	header      http.Header
+	requestID   []string
 	status      int
 	wroteHeader bool
 	committed   bool   // the head is written
@@ -751,7 +755,25 @@ type leanResponse struct {
 	err         error
 }
 
-func (w *leanResponse) Header() http.Header { return w.header }
+func (w *leanResponse) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+		if w.requestID != nil {
+			w.header[requestIDHeader] = w.requestID
+		}
+	}
+	return w.header
+}
+
+// setRequestID gives the response the router's request id field, without
+// making the header map for it.
+func (w *leanResponse) setRequestID(id []string) {
+	if w.header != nil {
+		w.header[requestIDHeader] = id
+		return
+	}
+	w.requestID = id
+}
 
 func (w *leanResponse) WriteHeader(code int) {
 	if w.wroteHeader || w.err != nil {
@@ -981,6 +1003,12 @@ var statusLines = func() (l [600]string) {
 // line breaks in values turned to spaces, as net/http does.
 func (w *leanResponse) writeFields(final bool) {
 	bw := w.lc.bw
+	if w.header == nil {
+		for _, v := range w.requestID {
+			writeField(bw, requestIDHeader, v)
+		}
+		return
+	}
 	for k, vs := range w.header {
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue

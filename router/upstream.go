@@ -423,9 +423,8 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		keepAlive = keepAlive && h.connKeepAlive
 	}
 
-	out := w.Header()
 	if h.trailer != nil {
-		out["Trailer"] = h.trailer
+		w.Header()["Trailer"] = h.trailer
 	}
 	if rw != nil {
 		h.raw.length = -1
@@ -434,6 +433,7 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		}
 		rw.writeRawHead(code, &h.raw)
 	} else {
+		out := w.Header()
 		hdr := h.hdr
 		drop := connectionTokens(hdr)
 		for k, vs := range hdr {
@@ -492,8 +492,11 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 			if err != nil {
 				return fmt.Errorf("%w: reading trailer: %w", errAbort, err)
 			}
-			for k, vs := range trailer {
-				out[http.TrailerPrefix+k] = vs
+			if len(trailer) > 0 {
+				out := w.Header()
+				for k, vs := range trailer {
+					out[http.TrailerPrefix+k] = vs
+				}
 			}
 		}
 	}
