@@ -469,8 +469,13 @@ func main() {
 		{name: "DNS dnsmasq, same names, captured like a sandbox", unit: "q/s"}, {name: "DNS dnsmasq, one hop, not captured", unit: "q/s", ref: "dnsmasq"}}
 	for r := 0; r < *rounds; r++ {
 		fmt.Fprintf(os.Stderr, "round %d/%d\n", r+1, *rounds)
+		// Direct first (each round's reference), then the others, in
+		// reverse order every other round: what a path leaves behind (a
+		// durable write's writeback, a blob's page cache) then weighs on
+		// a different neighbour each time.
 		var direct float64
-		for i, h := range http {
+		for _, i := range roundOrder(len(http), r) {
+			h := http[i]
 			rps, cpu := b.wrk(h.ns, h.url, h.pid, h.extra...)
 			if i == 0 {
 				direct = rps
@@ -548,6 +553,20 @@ func main() {
 	// finish first, or the churn figure measures the disk's backlog.
 	sh("sync")
 	b.scale()
+}
+
+// roundOrder is the order of n paths in round r: 0 (the reference) first,
+// the rest forward in even rounds and backward in odd ones.
+func roundOrder(n, r int) []int {
+	order := []int{0}
+	for i := 1; i < n; i++ {
+		if r%2 == 0 {
+			order = append(order, i)
+		} else {
+			order = append(order, n-i)
+		}
+	}
+	return order
 }
 
 // pick keeps the first of all (the reference) and those whose name begins
