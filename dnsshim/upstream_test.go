@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // scriptedUpstream is a resolver on 127.0.0.1 that answers each query with
@@ -275,5 +276,36 @@ func TestTheShimGivesTheSandboxItsOwnIDBack(t *testing.T) {
 	}
 	if seen := up.queries(); len(seen) != 1 || seen[0].id == 777 {
 		t.Errorf("the upstream saw %v: want one query, not under the sandbox's ID", seen)
+	}
+}
+
+func TestUpstreamExchangesAreCountedByResult(t *testing.T) {
+	tests := []struct {
+		name     string
+		upstream func(t *testing.T) string
+		result   string
+	}{
+		{"an answer", func(t *testing.T) string {
+			return newScriptedUpstream(t, func(q *dns.Msg) [][]byte { return [][]byte{pack(answerA(q, 1))} }).addr
+		}, "ok"},
+		{"no answer within the timeout", deadUpstream, "timeout"},
+		{"a port nothing listens on", func(*testing.T) string { return "127.0.0.1:1" }, "refused"},
+		{"an answer to another question", func(t *testing.T) string {
+			return newScriptedUpstream(t, func(q *dns.Msg) [][]byte {
+				m := answerA(q, 1)
+				m.Question[0].Name = "elsewhere.test."
+				return [][]byte{pack(m)}
+			}).addr
+		}, "error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newShim(t, tt.upstream(t))
+			defer s.Close()
+			query(s, sandboxAddr, "example.test.", dns.TypeA)
+			if got := testutil.ToFloat64(s.cfg.Metrics.upstreams.WithLabelValues(tt.result)); got != 1 {
+				t.Errorf("upstream requests with result %q: %v, want 1", tt.result, got)
+			}
+		})
 	}
 }
