@@ -234,6 +234,7 @@ func (u *udpServer) worker(q slowQuery) {
 	for {
 		u.serveSlow(q.pkt, q.from, q.dst)
 		u.releaseSlot(q.from.Addr())
+		q = slowQuery{} // an idle worker holds no query's bytes
 		idle.Reset(workerIdle)
 		select {
 		case q = <-u.work:

@@ -23,13 +23,16 @@ import (
 // the source port keeps changing, and closed at once when an exchange on
 // it fails, so a late answer is not left for the next query (one that
 // comes anyway is skipped: its ID is not the query's). Each exchange gets
-// a random ID of its own: the sandbox chose the query's.
+// a random ID of its own: the sandbox chose the query's. A sweep closes
+// the idle sockets past sockLife, so none stay open once queries stop.
 type udpUpstream struct {
 	addr   string
 	dialTo *net.UDPAddr // nil if addr is not an ip:port (a test's)
 
-	mu   sync.Mutex
-	idle []*upSock
+	mu      sync.Mutex
+	idle    []*upSock
+	janitor *time.Timer // closes idle sockets past sockLife while any idle
+	closed  bool        // put closes what comes back
 }
 
 type upSock struct {
@@ -48,7 +51,9 @@ const (
 	upBufSize = 4096
 )
 
-var upBufs = sync.Pool{New: func() any { return new([upBufSize]byte) }}
+// A read buffer has a byte more than the largest answer it takes, so that
+// a larger one shows (a datagram is cut to the buffer without an error).
+var upBufs = sync.Pool{New: func() any { return new([upBufSize + 1]byte) }}
 
 func newUDPUpstream(addr string) *udpUpstream {
 	u := &udpUpstream{addr: addr}
@@ -108,9 +113,12 @@ func (u *udpUpstream) put(s *upSock, ok bool) {
 	s.uses++
 	if ok && s.uses < sockUses && time.Since(s.born) < sockLife {
 		u.mu.Lock()
-		if len(u.idle) < maxIdleSocks {
+		if !u.closed && len(u.idle) < maxIdleSocks {
 			u.idle = append(u.idle, s)
 			s = nil
+			if u.janitor == nil {
+				u.janitor = time.AfterFunc(sockLife, u.sweep)
+			}
 		}
 		u.mu.Unlock()
 	}
@@ -119,25 +127,59 @@ func (u *udpUpstream) put(s *upSock, ok bool) {
 	}
 }
 
-// close closes the idle sockets.
+// sweep closes the idle sockets past sockLife, and comes back while any
+// are idle: when queries stop, their sockets do not stay open.
+func (u *udpUpstream) sweep() {
+	now := time.Now()
+	var stale []*upSock
+	u.mu.Lock()
+	kept := u.idle[:0]
+	for _, s := range u.idle {
+		if now.Sub(s.born) >= sockLife {
+			stale = append(stale, s)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	clear(u.idle[len(kept):])
+	u.idle = kept
+	if len(u.idle) > 0 && !u.closed {
+		u.janitor.Reset(sockLife)
+	} else {
+		u.janitor = nil
+	}
+	u.mu.Unlock()
+	for _, s := range stale {
+		s.c.Close()
+	}
+}
+
+// close closes the idle sockets; those of exchanges still under way are
+// closed as they come back.
 func (u *udpUpstream) close() {
 	u.mu.Lock()
 	idle := u.idle
-	u.idle = nil
+	u.idle, u.closed = nil, true
+	if u.janitor != nil {
+		u.janitor.Stop()
+		u.janitor = nil
+	}
 	u.mu.Unlock()
 	for _, s := range idle {
 		s.c.Close()
 	}
 }
 
-var errNotAnswer = errors.New("not an answer to the query")
+var errTooLarge = errors.New("answer larger than the query allows")
 
 func (s *upSock) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
-	b := upBufs.Get().(*[upBufSize]byte)
+	b := upBufs.Get().(*[upBufSize + 1]byte)
 	defer upBufs.Put(b)
 	buf := b[:]
-	if opt := m.IsEdns0(); opt != nil && int(opt.UDPSize()) > len(buf) {
-		buf = make([]byte, opt.UDPSize())
+	limit := upBufSize
+	if opt := m.IsEdns0(); opt != nil && int(opt.UDPSize()) > limit {
+		limit = int(opt.UDPSize())
+		buf = make([]byte, limit+1)
 	}
 	out, err := m.PackBuffer(buf)
 	if err != nil {
@@ -151,6 +193,9 @@ func (s *upSock) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
 	if _, err := s.c.Write(out); err != nil {
 		return nil, err
 	}
+	// Anything that is not the answer is skipped, and the wait goes on
+	// to the deadline: a forged or stray datagram must not end the
+	// exchange before the real answer comes.
 	for {
 		n, err := s.c.Read(buf)
 		if err != nil {
@@ -160,16 +205,31 @@ func (s *upSock) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
 		if n < headerLen || binary.BigEndian.Uint16(a) != id || a[2]&0x80 == 0 {
 			continue // a late answer to an earlier query, or noise
 		}
-		resp := new(dns.Msg)
-		if err := resp.Unpack(a); err != nil {
-			return nil, fmt.Errorf("unpacking the answer: %w", err)
+		if n > limit {
+			// Without EDNS an answer is 512 bytes at most, and with it no
+			// larger than advertised: the upstream does not follow DNS.
+			return nil, errTooLarge
 		}
-		if len(resp.Question) > 0 && len(m.Question) > 0 && !sameQuestion(resp.Question[0], m.Question[0]) {
-			return nil, errNotAnswer
+		resp := new(dns.Msg)
+		if resp.Unpack(a) != nil || !answers(resp, m) {
+			continue
 		}
 		resp.Id = m.Id
 		return resp, nil
 	}
+}
+
+// answers reports whether resp is an answer to q: the one question asked,
+// or none at all in an error answer that carries no records (some servers
+// send FORMERR or REFUSED so).
+func answers(resp, q *dns.Msg) bool {
+	if len(q.Question) == 0 {
+		return true
+	}
+	if len(resp.Question) == 0 {
+		return resp.Rcode != dns.RcodeSuccess && len(resp.Answer) == 0 && len(resp.Ns) == 0
+	}
+	return len(resp.Question) == 1 && sameQuestion(resp.Question[0], q.Question[0])
 }
 
 func sameQuestion(a, b dns.Question) bool {

@@ -155,7 +155,33 @@ func TestAForwardedQueryTakesOnlyItsOwnAnswer(t *testing.T) {
 			ok: true, kept: true,
 		},
 		{
-			name: "an answer to another question fails the exchange",
+			name: "an answer to another question is skipped",
+			reply: func(q *dns.Msg) [][]byte {
+				m := answerA(q, 1)
+				m.Question[0].Name = "elsewhere.test."
+				return [][]byte{pack(m), pack(answerA(q, 1))}
+			},
+			ok: true, kept: true,
+		},
+		{
+			name: "an answer without the question, but with records, is skipped",
+			reply: func(q *dns.Msg) [][]byte {
+				m := answerA(q, 1)
+				m.Question = nil
+				return [][]byte{pack(m), pack(answerA(q, 1))}
+			},
+			ok: true, kept: true,
+		},
+		{
+			name: "an answer that does not unpack is skipped",
+			reply: func(q *dns.Msg) [][]byte {
+				b := pack(answerA(q, 1))
+				return [][]byte{b[:len(b)-3], pack(answerA(q, 1))}
+			},
+			ok: true, kept: true,
+		},
+		{
+			name: "only an answer to another question: the exchange times out",
 			reply: func(q *dns.Msg) [][]byte {
 				m := answerA(q, 1)
 				m.Question[0].Name = "elsewhere.test."
@@ -167,11 +193,18 @@ func TestAForwardedQueryTakesOnlyItsOwnAnswer(t *testing.T) {
 			reply: func(q *dns.Msg) [][]byte { return nil },
 		},
 		{
-			name: "an answer that does not unpack fails the exchange",
+			name: "an error answer without the question is the answer",
 			reply: func(q *dns.Msg) [][]byte {
-				b := pack(answerA(q, 1))
-				return [][]byte{b[:len(b)-3]}
+				m := new(dns.Msg)
+				m.SetRcode(q, dns.RcodeRefused)
+				m.Question = nil
+				return [][]byte{pack(m)}
 			},
+			ok: true, kept: true,
+		},
+		{
+			name:  "an answer larger than the query allows fails the exchange",
+			reply: func(q *dns.Msg) [][]byte { return [][]byte{pack(answerA(q, 400))} },
 		},
 	}
 	for _, tt := range tests {
@@ -189,7 +222,7 @@ func TestAForwardedQueryTakesOnlyItsOwnAnswer(t *testing.T) {
 			if ok := err == nil; ok != tt.ok {
 				t.Fatalf("exchange: %v (answer %v), want ok=%v", err, m, tt.ok)
 			}
-			if tt.ok && (len(m.Answer) != 1 || m.Question[0].Name != "example.test.") {
+			if tt.ok && m.Rcode == dns.RcodeSuccess && (len(m.Answer) != 1 || m.Question[0].Name != "example.test.") {
 				t.Fatalf("answer %v", m)
 			}
 			if _, err := askUpstream(u, "example.test.", 0); err != nil {
@@ -290,12 +323,15 @@ func TestUpstreamExchangesAreCountedByResult(t *testing.T) {
 		}, "ok"},
 		{"no answer within the timeout", deadUpstream, "timeout"},
 		{"a port nothing listens on", func(*testing.T) string { return "127.0.0.1:1" }, "refused"},
-		{"an answer to another question", func(t *testing.T) string {
+		{"only an answer to another question", func(t *testing.T) string {
 			return newScriptedUpstream(t, func(q *dns.Msg) [][]byte {
 				m := answerA(q, 1)
 				m.Question[0].Name = "elsewhere.test."
 				return [][]byte{pack(m)}
 			}).addr
+		}, "timeout"},
+		{"an answer larger than the query allows", func(t *testing.T) string {
+			return newScriptedUpstream(t, func(q *dns.Msg) [][]byte { return [][]byte{pack(answerA(q, 400))} }).addr
 		}, "error"},
 	}
 	for _, tt := range tests {
@@ -307,5 +343,45 @@ func TestUpstreamExchangesAreCountedByResult(t *testing.T) {
 				t.Errorf("upstream requests with result %q: %v, want 1", tt.result, got)
 			}
 		})
+	}
+}
+
+func TestKeptSocketsCloseWhenOldOrWhenTheShimCloses(t *testing.T) {
+	up := newScriptedUpstream(t, func(q *dns.Msg) [][]byte { return [][]byte{pack(answerA(q, 1))} })
+	u := newUDPUpstream(up.addr)
+	if _, err := askUpstream(u, "example.test.", 0); err != nil {
+		t.Fatal(err)
+	}
+	u.mu.Lock()
+	if len(u.idle) != 1 || u.janitor == nil {
+		t.Fatalf("%d idle sockets, sweeping %v: want one, and a sweep due", len(u.idle), u.janitor != nil)
+	}
+	old := u.idle[0]
+	old.born = time.Now().Add(-sockLife) // as if no query had come since
+	u.mu.Unlock()
+	u.sweep()
+	u.mu.Lock()
+	idle, sweeping := len(u.idle), u.janitor != nil
+	u.mu.Unlock()
+	if idle != 0 || sweeping {
+		t.Errorf("after the sweep: %d idle sockets, sweeping %v: want none", idle, sweeping)
+	}
+	if _, err := old.c.Write([]byte{0}); err == nil {
+		t.Error("the old socket is still open")
+	}
+
+	// An exchange under way when the shim closes: its socket is closed as
+	// it comes back, not kept.
+	s, err := u.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.close()
+	u.put(s, true)
+	if len(u.idle) != 0 {
+		t.Errorf("%d sockets kept after close", len(u.idle))
+	}
+	if _, err := s.c.Write([]byte{0}); err == nil {
+		t.Error("a socket that came back after close is still open")
 	}
 }

@@ -265,7 +265,7 @@ func (d *Daemon) close(ctx context.Context) error {
 		errs = append(errs, d.dns.Shutdown(ctx))
 	}
 	if d.shim != nil {
-		d.shim.Close() // after the server: no query is being forwarded
+		d.shim.Close() // exchanges still under way close their sockets as they end
 	}
 	if d.metrics != nil {
 		errs = append(errs, d.metrics.Shutdown(ctx))
