@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
-	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -104,11 +103,24 @@ func (h *respHead) readMap(br *bufio.Reader, budget *int) error {
 	return nil
 }
 
-func lastCodingIsChunked(te string) bool {
-	if i := strings.LastIndexByte(te, ','); i >= 0 {
-		te = te[i+1:]
+// lastCodingIsChunked reports whether the last coding a Transfer-Encoding
+// value lists is chunked (in any ASCII case), for either path.
+func lastCodingIsChunked[T string | []byte](te T) bool {
+	i := len(te) - 1
+	for i >= 0 && te[i] != ',' {
+		i--
 	}
-	return strings.EqualFold(textproto.TrimString(te), "chunked")
+	t := trimOWS(te[i+1:])
+	const chunked = "chunked"
+	if len(t) != len(chunked) {
+		return false
+	}
+	for i := range len(t) {
+		if t[i]|0x20 != chunked[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // readRawFields reads header fields up to the empty line, as readFields
@@ -173,11 +185,7 @@ func readRawFields(br *bufio.Reader, budget *int, h *respHead, buf []byte) error
 			continue
 		case fieldTE:
 			h.te = true
-			t := value
-			if i := bytes.LastIndexByte(t, ','); i >= 0 {
-				t = t[i+1:]
-			}
-			h.teChunked = bytes.EqualFold(bytes.Trim(t, " \t"), []byte("chunked"))
+			h.teChunked = lastCodingIsChunked(value)
 			continue
 		case fieldTrailer:
 			h.trailer = append(h.trailer, string(value))
@@ -209,14 +217,7 @@ func addLength[T string | []byte](h *respHead, v T) {
 		for i < len(rest) && rest[i] != ',' {
 			i++
 		}
-		p := rest[:i]
-		for len(p) > 0 && (p[0] == ' ' || p[0] == '\t') {
-			p = p[1:]
-		}
-		for len(p) > 0 && (p[len(p)-1] == ' ' || p[len(p)-1] == '\t') {
-			p = p[:len(p)-1]
-		}
-		m, ok := parseDecimal(p)
+		m, ok := parseDecimal(trimOWS(rest[:i]))
 		if !ok || (h.length >= 0 && m != h.length) {
 			h.clErr = fmt.Errorf("invalid Content-Length %q from upstream", truncate([]byte(v)))
 			return
@@ -227,6 +228,17 @@ func addLength[T string | []byte](h *respHead, v T) {
 		}
 		rest = rest[i+1:]
 	}
+}
+
+// trimOWS trims spaces and tabs at both ends.
+func trimOWS[T string | []byte](t T) T {
+	for len(t) > 0 && (t[0] == ' ' || t[0] == '\t') {
+		t = t[1:]
+	}
+	for len(t) > 0 && (t[len(t)-1] == ' ' || t[len(t)-1] == '\t') {
+		t = t[:len(t)-1]
+	}
+	return t
 }
 
 // dropFields removes from fields the lines whose names are in names, as the
