@@ -26,7 +26,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -198,7 +197,6 @@ type leanConn struct {
 	// Read gives it first.
 	pre          [preSize]byte
 	preOff, preN int
-	preErr       error
 	unread       bool          // request bytes may be left unread: close gracefully
 	goneFn       func()        // see whenGone
 	series       requestSeries // the requests counter's, for this connection
@@ -206,8 +204,6 @@ type leanConn struct {
 	idNext       uint64        // the next request id's number; see nextRequestID
 	idEnd        uint64
 	served       int // requests answered
-
-	waitFn func(uintptr) bool // lc.readIdle
 }
 
 // preSize covers the head of most requests an API client sends: a longer
@@ -243,36 +239,19 @@ func (lc *leanConn) release() {
 }
 
 // waitReadable waits until c has something to read (or its deadline
-// passes) without holding buffers: what comes is read into pre. (The
-// poller forgets a readiness it reported before the wait began, so the
-// read comes first, then the wait if it found nothing.) It returns the
-// read's error, io.EOF for the end.
+// passes) without holding buffers: what comes is read into pre, by the
+// connection's raw reader (which reads first, then waits if it found
+// nothing: the poller forgets a readiness reported before the wait began).
+// It returns the read's error, io.EOF for the end.
 func (lc *leanConn) waitReadable() error {
 	if lc.raw == nil {
 		return nil // the read that follows waits instead
 	}
-	lc.preErr = nil
-	if err := lc.raw.Read(lc.waitFn); err != nil {
-		return err
-	}
-	return lc.preErr
-}
-
-// readIdle is waitReadable's callback (kept in waitFn: a closure per call
-// would be an allocation per request).
-func (lc *leanConn) readIdle(fd uintptr) bool {
-	n, e := sysIO(syscall.SYS_READ, fd, lc.pre[:])
-	switch {
-	case e == syscall.EAGAIN:
-		return false // nothing yet: wait for readiness, then again
-	case e != 0:
-		lc.preErr = os.NewSyscallError("read", e)
-	case n == 0:
-		lc.preErr = io.EOF
-	default:
+	n, err := lc.io.Read(lc.pre[:])
+	if n > 0 {
 		lc.preOff, lc.preN = 0, n
 	}
-	return true
+	return err
 }
 
 func (rt *Router) serveConn(c net.Conn) {
@@ -288,7 +267,6 @@ func (rt *Router) serveConn(c net.Conn) {
 	lc.io = c
 	if r := newRawIO(c); r != nil {
 		lc.raw, lc.io = r.rc, r
-		lc.waitFn = lc.readIdle
 	}
 	lc.acquire() // the first request is usually there already
 	rt.track(lc, true)
