@@ -15,7 +15,7 @@ import (
 
 // Metrics are the DNS shim's metrics.
 //
-//	interceptd_dns_queries_total{answer,rcode,sandbox}  answer: handler|forwarded|denied|servfail|refused|malformed
+//	interceptd_dns_queries_total{answer,rcode,sandbox}  answer: handler|forwarded|denied|limited|servfail|refused|malformed
 //	interceptd_dns_query_duration_seconds{answer}
 //	interceptd_dns_upstream_requests_total{result}  result: ok|timeout|refused|error
 type Metrics struct {

@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/metrics"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -202,4 +205,74 @@ func TestTheFullPathReusesItsWorkersAndNeverQueuesBehindASlowQuery(t *testing.T)
 func workers() int {
 	buf := make([]byte, 1<<20)
 	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*udpServer).worker(")
+}
+
+// In the daemon a kernel hashlimit of the same rate drops most of a flood
+// before it reaches the shim, so whether the shim itself ever refuses there
+// is down to timing; here nothing stands in front of it.
+func TestASandboxOverItsQueryRateIsRefusedOnBothPathsAndAnotherIsNot(t *testing.T) {
+	const rate = 50 // burst 100
+	up := fakeUpstream(t)
+	flooder, quiet := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
+	reg := prometheus.NewRegistry()
+	s := New(Config{
+		Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
+		Upstreams: []string{up}, Timeout: time.Second, TTL: 30, MaxQPSPerSandbox: rate,
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			c := policy.Caller{Sandbox: "quiet", Policy: policy.MustCompile(policy.Policy{Internet: true})}
+			if a == flooder {
+				c.Sandbox = "flooder"
+			}
+			return c, a == flooder || a == quiet
+		},
+		Metrics: NewMetrics(reg, metrics.NewSandboxLabels(10)),
+	})
+	srv, err := Listen("127.0.0.1:0", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(t.Context()) })
+	ask := func(from netip.Addr, name string) int {
+		t.Helper()
+		c := &dns.Client{Net: "udp", Timeout: 2 * time.Second, Dialer: &net.Dialer{LocalAddr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0))}}
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		r, _, err := c.Exchange(q, srv.UDPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Rcode
+	}
+
+	tests := []struct {
+		name string
+		path string // which names the flood asks for
+	}{
+		{"a handler name, on the fast path", "my.kv."},
+		{"a forwarded name, on the full path", "example.test."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.Forget("flooder") // a full bucket for each case
+			start := time.Now()
+			answered, refused := 0, 0
+			for range 4 * rate {
+				if ask(flooder, tt.path) == dns.RcodeRefused {
+					refused++
+				} else {
+					answered++
+				}
+			}
+			// The burst, what the rate earned meanwhile, and one for rounding.
+			if most := 2*rate + int(time.Since(start).Seconds()*rate) + 1; answered > most || refused == 0 {
+				t.Errorf("%d answered and %d refused of %d; want at most %d answered", answered, refused, 4*rate, most)
+			}
+			if rc := ask(quiet, tt.path); rc != dns.RcodeSuccess {
+				t.Errorf("the quiet sandbox got %s", dns.RcodeToString[rc])
+			}
+		})
+	}
+	if got := testutil.ToFloat64(s.cfg.Metrics.queries.WithLabelValues(AnswerLimited, "REFUSED", "flooder")); got == 0 {
+		t.Error("refused queries are not counted as limited")
+	}
 }

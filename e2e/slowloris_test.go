@@ -136,10 +136,19 @@ func TestADNSFloodFromOneSandboxDoesNotStarveAnother(t *testing.T) {
 		worst = max(worst, time.Since(start))
 	}
 	wg.Wait()
-	t.Logf("flood: %d queries sent, %d answered, %d refused over its rate; the quiet sandbox's slowest of 20 lookups: %v",
-		sent.Load(), answered.Load(), refused.Load(), worst.Round(time.Millisecond))
-	if refused.Load() == 0 || answered.Load() > 3*200+2*200+100 {
-		t.Errorf("the flood was not limited: %d answered, %d refused", answered.Load(), refused.Load())
+	m := e.Scrape()
+	shimAnswered := sample(m, `interceptd_dns_queries_total{answer="handler",rcode="NOERROR",sandbox="flooder"}`)
+	shimRefused := sample(m, `interceptd_dns_queries_total{answer="limited",rcode="REFUSED",sandbox="flooder"}`)
+	t.Logf("flood: %d queries sent, %d answered, %d refused over its rate; the shim answered %v and refused %v; the quiet sandbox's slowest of 20 lookups: %v",
+		sent.Load(), answered.Load(), refused.Load(), shimAnswered, shimRefused, worst.Round(time.Millisecond))
+	// The kernel's hashlimit drops most of the flood before the shim, at
+	// the same rate as the shim's own limit, so whether the shim refuses
+	// any is down to timing (its own refusals are tested in dnsshim). What
+	// must hold is that no more than the rate got answers: three seconds
+	// of it, the burst, and slack for the flood's last in-flight second.
+	const most = 3*200 + 2*200 + 100
+	if answered.Load() > most || shimAnswered > most {
+		t.Errorf("the flood was not limited: %d answered (%v by the shim's count), want at most %d", answered.Load(), shimAnswered, most)
 	}
 }
 

@@ -7,8 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,11 +18,22 @@ import (
 // gauge reads one unlabelled gauge from the daemon's metrics.
 func (e *Env) gauge(name string) float64 {
 	e.t.Helper()
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(e.Scrape())
-	if m == nil {
+	m := e.Scrape()
+	if !strings.Contains(m, "\n"+name+" ") {
 		e.t.Fatalf("no %s in the metrics", name)
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
+	return sample(m, name)
+}
+
+// sample reads one series, written out whole with its labels as the
+// exposition format prints them, from scraped metrics; 0 if it is absent.
+func sample(metrics, series string) float64 {
+	_, rest, ok := strings.Cut(metrics, "\n"+series+" ")
+	if !ok {
+		return 0
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	v, _ := strconv.ParseFloat(line, 64)
 	return v
 }
 
