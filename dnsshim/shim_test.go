@@ -35,7 +35,7 @@ func (r *recorder) Network() string     { return "udp" }
 var sandboxAddr = &net.UDPAddr{IP: net.IPv4(10, 213, 0, 2), Port: 40000}
 
 // fakeUpstream serves example.test. A 192.0.2.10 on 127.0.0.1:0.
-func fakeUpstream(t *testing.T) string {
+func fakeUpstream(t testing.TB) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

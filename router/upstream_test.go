@@ -782,25 +782,5 @@ func BenchmarkForwardThroughTheLeanLoop(b *testing.B) {
 	go upSrv.Serve(uln)
 	defer upSrv.Close()
 	addr, _ := serveRoutes(b, nil, map[string]Route{"up": forwardTo(newForward(), uln.Addr().(*net.TCPAddr).AddrPort())})
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for pb.Next() {
-			io.WriteString(c, "GET / HTTP/1.1\r\nHost: up\r\n\r\n")
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-	})
+	keptAliveClients(b, addr, "GET / HTTP/1.1\r\nHost: up\r\n\r\n")
 }
