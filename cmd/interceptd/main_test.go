@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -70,5 +71,26 @@ func TestConfigDefaultPrintsTheEmbeddedConfig(t *testing.T) {
 	out, _ := io.ReadAll(r)
 	if code != 0 || !strings.Contains(string(out), "host: my.kv") || !strings.Contains(string(out), "version: 1") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestServeRunsTwoGoProcessorsPerCPUUnlessGOMAXPROCSChoseIt(t *testing.T) {
+	base := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(base) })
+	tests := []struct {
+		name, env string
+		want      int
+	}{
+		{"no GOMAXPROCS in the environment: two per CPU", "", procsPerCPU * base},
+		{"GOMAXPROCS in the environment: left as Go set it", "3", base},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runtime.GOMAXPROCS(base)
+			t.Setenv("GOMAXPROCS", tt.env)
+			if got := setProcs(); got != tt.want || runtime.GOMAXPROCS(0) != tt.want {
+				t.Errorf("setProcs() = %d, GOMAXPROCS %d; want %d", got, runtime.GOMAXPROCS(0), tt.want)
+			}
+		})
 	}
 }
