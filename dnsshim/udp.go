@@ -76,11 +76,16 @@ func newUDPServer(conn *net.UDPConn, h dns.Handler) (*udpServer, error) {
 	return u, nil
 }
 
+// cpus is the CPUs the process may use as Go counted them at start (or
+// GOMAXPROCS from the environment): read before the daemon raises
+// GOMAXPROCS to two Go processors per CPU, which would count each twice.
+var cpus = runtime.GOMAXPROCS(0)
+
 func (u *udpServer) serve() {
 	// Readers of one socket take turns on it: on the 2-CPU benchmark one
 	// reader answered more, for less CPU, than two (whose handoffs cost
 	// futex wake-ups). Large hosts get one per four CPUs.
-	n := max(1, runtime.GOMAXPROCS(0)/4)
+	n := max(1, cpus/4)
 	u.wg.Add(n)
 	for range n {
 		go u.read()
