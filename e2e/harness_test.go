@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -359,6 +360,28 @@ func (e *Env) Scrape() string {
 		e.t.Fatalf("scraping metrics: %v\n%s", err, out)
 	}
 	return string(out)
+}
+
+// gauge reads one unlabelled gauge from the daemon's metrics.
+func (e *Env) gauge(name string) float64 {
+	e.t.Helper()
+	m := e.Scrape()
+	if !strings.Contains(m, "\n"+name+" ") {
+		e.t.Fatalf("no %s in the metrics", name)
+	}
+	return sample(m, name)
+}
+
+// sample reads one series, written out whole with its labels as the
+// exposition format prints them, from scraped metrics; 0 if it is absent.
+func sample(metrics, series string) float64 {
+	_, rest, ok := strings.Cut(metrics, "\n"+series+" ")
+	if !ok {
+		return 0
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	v, _ := strconv.ParseFloat(line, 64)
+	return v
 }
 
 // inNetns runs fn inside the namespace at path (see netns.Do).

@@ -8,34 +8,11 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// gauge reads one unlabelled gauge from the daemon's metrics.
-func (e *Env) gauge(name string) float64 {
-	e.t.Helper()
-	m := e.Scrape()
-	if !strings.Contains(m, "\n"+name+" ") {
-		e.t.Fatalf("no %s in the metrics", name)
-	}
-	return sample(m, name)
-}
-
-// sample reads one series, written out whole with its labels as the
-// exposition format prints them, from scraped metrics; 0 if it is absent.
-func sample(metrics, series string) float64 {
-	_, rest, ok := strings.Cut(metrics, "\n"+series+" ")
-	if !ok {
-		return 0
-	}
-	line, _, _ := strings.Cut(rest, "\n")
-	v, _ := strconv.ParseFloat(line, 64)
-	return v
-}
 
 // TestSoak runs 200 sandboxes with concurrent traffic (60 s; SOAK_SECONDS
 // shortens it), expects no errors, and after deleting them expects the
