@@ -533,10 +533,14 @@ func main() {
 			return
 		}
 		var rs []float64
+		var each []string
 		for r := range ra.vals {
 			rs = append(rs, ra.vals[r]/rb.vals[r])
+			each = append(each, fmt.Sprintf("%.2f", rs[r]))
 		}
-		fmt.Fprintf(tw, "%s\t\t\t%.2f\t\t\t\n", label, median(rs))
+		// Each round's ratio too, in the order the rounds ran (every
+		// second one backward): the spread says how far to trust the median.
+		fmt.Fprintf(tw, "%s\t\t\t%.2f\t\t(rounds %s)\t\n", label, median(rs), strings.Join(each, " "))
 	}
 	perRound("KV GET / floor", "KV GET", "floor")
 	if r := find("blob GET 1 MiB"); r != nil {
