@@ -56,7 +56,8 @@ const procsPerCPU = 2
 
 // setProcs raises GOMAXPROCS to procsPerCPU times Go's default (the CPUs,
 // or the cgroup's CPU limit), unless the GOMAXPROCS environment variable
-// chose it. It returns the value in force.
+// chose it. It returns the value in force. Once set, Go no longer follows
+// changes of the cgroup's CPU limit while the daemon runs; a restart does.
 func setProcs() int {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return runtime.GOMAXPROCS(0)
