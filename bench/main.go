@@ -539,10 +539,9 @@ func main() {
 		}
 		return nil
 	}
-	// Ratios of two paths are taken per round (each round measures both
-	// minutes apart at most), then the median.
-	// Each round's ratio too, in the order the rounds ran (every second
-	// one backward): the spread says how far to trust the median.
+	// A ratio's median, and each round's ratio in the order the rounds
+	// ran (every second one backward): the spread says how far to trust
+	// the median.
 	ratioRow := func(label string, rs []float64) {
 		var each []string
 		for _, r := range rs {
@@ -550,6 +549,8 @@ func main() {
 		}
 		fmt.Fprintf(tw, "%s\t\t\t%.2f\t\t(rounds %s)\t\n", label, median(rs), strings.Join(each, " "))
 	}
+	// Ratios of two paths are taken per round (each round measures both
+	// minutes apart at most).
 	perRound := func(label, a, b string) {
 		ra, rb := find(a), find(b)
 		if ra == nil || rb == nil {
