@@ -6,25 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
-	"github.com/interceptd/interceptd/metrics"
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 )
-
-// benchShim answers my.kv itself and forwards the rest to up, with metrics,
-// for loopback sources (the sandbox "loop").
-func benchShim(up string) *Shim {
-	caller := policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}
-	return New(Config{
-		Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
-		Upstreams: []string{up}, Timeout: time.Second, TTL: 30,
-		Identify: func(a netip.Addr) (policy.Caller, bool) {
-			return caller, a.IsLoopback() || a == netip.MustParseAddr("10.213.0.2")
-		},
-		Metrics: NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10)),
-	})
-}
 
 func packQuery(b *testing.B, name string) []byte {
 	q := new(dns.Msg)
@@ -40,7 +23,7 @@ func packQuery(b *testing.B, name string) []byte {
 // answer from the packet, and the full path's (miekg's unpacking, ServeDNS
 // and packing) for comparison, without sockets.
 func BenchmarkDNSAnswer(b *testing.B) {
-	s := benchShim("127.0.0.1:1")
+	s := loopShim("127.0.0.1:1")
 	pkt := packQuery(b, "my.kv.")
 	src := netip.MustParseAddr("10.213.0.2")
 	b.Run("the fast path", func(b *testing.B) {
@@ -73,7 +56,7 @@ func BenchmarkDNSAnswer(b *testing.B) {
 // parallel clients, one query at a time each: a handler name, and a
 // forwarded name with an upstream of the test's on loopback.
 func BenchmarkDNSOverLoopback(b *testing.B) {
-	srv, err := Listen("127.0.0.1:0", benchShim(fakeUpstream(b)))
+	srv, err := Listen("127.0.0.1:0", loopShim(fakeUpstream(b)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,15 +18,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestTheUDPServerAnswersOverARealSocket(t *testing.T) {
-	up := fakeUpstream(t)
-	s := New(Config{
+// loopShim answers my.kv itself and forwards the rest to up, with metrics,
+// for loopback sources and 10.213.0.2 (the sandbox "loop"); with, on top,
+// whatever tweak changes.
+func loopShim(up string, tweak ...func(*Config)) *Shim {
+	caller := policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}
+	cfg := Config{
 		Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
 		Upstreams: []string{up}, Timeout: time.Second, TTL: 30,
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
-			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
+			return caller, a.IsLoopback() || a == netip.MustParseAddr("10.213.0.2")
 		},
-	})
+		Metrics: NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10)),
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	return New(cfg)
+}
+
+func TestTheUDPServerAnswersOverARealSocket(t *testing.T) {
+	s := loopShim(fakeUpstream(t))
 	srv, err := Listen("127.0.0.1:0", s)
 	if err != nil {
 		t.Fatal(err)
@@ -212,20 +224,17 @@ func workers() int {
 // is down to timing; here nothing stands in front of it.
 func TestASandboxOverItsQueryRateIsRefusedOnBothPathsAndAnotherIsNot(t *testing.T) {
 	const rate = 50 // burst 100
-	up := fakeUpstream(t)
 	flooder, quiet := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
-	reg := prometheus.NewRegistry()
-	s := New(Config{
-		Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
-		Upstreams: []string{up}, Timeout: time.Second, TTL: 30, MaxQPSPerSandbox: rate,
-		Identify: func(a netip.Addr) (policy.Caller, bool) {
-			c := policy.Caller{Sandbox: "quiet", Policy: policy.MustCompile(policy.Policy{Internet: true})}
+	s := loopShim(fakeUpstream(t), func(c *Config) {
+		c.MaxQPSPerSandbox = rate
+		open := policy.MustCompile(policy.Policy{Internet: true})
+		c.Identify = func(a netip.Addr) (policy.Caller, bool) {
+			sandbox := "quiet"
 			if a == flooder {
-				c.Sandbox = "flooder"
+				sandbox = "flooder"
 			}
-			return c, a == flooder || a == quiet
-		},
-		Metrics: NewMetrics(reg, metrics.NewSandboxLabels(10)),
+			return policy.Caller{Sandbox: sandbox, Policy: open}, a == flooder || a == quiet
+		}
 	})
 	srv, err := Listen("127.0.0.1:0", s)
 	if err != nil {
