@@ -365,23 +365,24 @@ func (e *Env) Scrape() string {
 // gauge reads one unlabelled gauge from the daemon's metrics.
 func (e *Env) gauge(name string) float64 {
 	e.t.Helper()
-	m := e.Scrape()
-	if !strings.Contains(m, "\n"+name+" ") {
+	v, ok := sample(e.Scrape(), name)
+	if !ok {
 		e.t.Fatalf("no %s in the metrics", name)
 	}
-	return sample(m, name)
+	return v
 }
 
 // sample reads one series, written out whole with its labels as the
-// exposition format prints them, from scraped metrics; 0 if it is absent.
-func sample(metrics, series string) float64 {
+// exposition format prints them, from scraped metrics; ok is false if it
+// is absent.
+func sample(metrics, series string) (v float64, ok bool) {
 	_, rest, ok := strings.Cut(metrics, "\n"+series+" ")
 	if !ok {
-		return 0
+		return 0, false
 	}
 	line, _, _ := strings.Cut(rest, "\n")
-	v, _ := strconv.ParseFloat(line, 64)
-	return v
+	v, _ = strconv.ParseFloat(line, 64)
+	return v, true
 }
 
 // inNetns runs fn inside the namespace at path (see netns.Do).

@@ -137,8 +137,8 @@ func TestADNSFloodFromOneSandboxDoesNotStarveAnother(t *testing.T) {
 	}
 	wg.Wait()
 	m := e.Scrape()
-	shimAnswered := sample(m, `interceptd_dns_queries_total{answer="handler",rcode="NOERROR",sandbox="flooder"}`)
-	shimRefused := sample(m, `interceptd_dns_queries_total{answer="limited",rcode="REFUSED",sandbox="flooder"}`)
+	shimAnswered, _ := sample(m, `interceptd_dns_queries_total{answer="handler",rcode="NOERROR",sandbox="flooder"}`)
+	shimRefused, _ := sample(m, `interceptd_dns_queries_total{answer="limited",rcode="REFUSED",sandbox="flooder"}`)
 	t.Logf("flood: %d queries sent, %d answered, %d refused over its rate; the shim answered %v and refused %v; the quiet sandbox's slowest of 20 lookups: %v",
 		sent.Load(), answered.Load(), refused.Load(), shimAnswered, shimRefused, worst.Round(time.Millisecond))
 	// The kernel's hashlimit drops most of the flood before the shim, at
