@@ -107,7 +107,7 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), hand: newHandoffListener()}
+	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), hand: newHandoffListener(cfg.Metrics)}
 	rt.srv = &http.Server{
 		Handler: rt,
 		// A sandbox that trickles its headers gets 10 s; its connections are

@@ -390,11 +390,7 @@ func (lc *leanConn) handoff() bool {
 	pre = append(pre, lc.pre[lc.preOff:lc.preN]...)
 	lc.preOff = lc.preN
 	lc.c.SetReadDeadline(time.Time{})
-	if !lc.rt.hand.pass(&prefixConn{Conn: lc.c, pre: pre}) {
-		return false
-	}
-	lc.rt.cfg.Metrics.handoff()
-	return true
+	return lc.rt.hand.pass(&prefixConn{Conn: lc.c, pre: pre})
 }
 
 // lingerClose ends a connection that may still have request bytes coming:
@@ -1267,10 +1263,11 @@ type handoffListener struct {
 	ch   chan net.Conn
 	done chan struct{}
 	once sync.Once
+	m    *Metrics
 }
 
-func newHandoffListener() *handoffListener {
-	return &handoffListener{ch: make(chan net.Conn), done: make(chan struct{})}
+func newHandoffListener(m *Metrics) *handoffListener {
+	return &handoffListener{ch: make(chan net.Conn), done: make(chan struct{}), m: m}
 }
 
 func (l *handoffListener) pass(c net.Conn) bool {
@@ -1285,6 +1282,9 @@ func (l *handoffListener) pass(c net.Conn) bool {
 func (l *handoffListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ch:
+		// Counted here, before net/http starts serving it: counted after
+		// pass returned, a scrape could see the answer but not the count.
+		l.m.handoff()
 		return c, nil
 	case <-l.done:
 		return nil, net.ErrClosed
