@@ -219,7 +219,7 @@ func workers() int {
 	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*udpServer).worker(")
 }
 
-// In the daemon a kernel hashlimit of the same rate drops most of a flood
+// In the daemon a kernel limit of the same rate drops most of a flood
 // before it reaches the shim, so whether the shim itself ever refuses there
 // is down to timing; here nothing stands in front of it.
 func TestASandboxOverItsQueryRateIsRefusedOnBothPathsAndAnotherIsNot(t *testing.T) {

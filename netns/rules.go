@@ -80,7 +80,8 @@ type RuleParams struct {
 	Protected []string
 	// DNSQPS, when positive, caps the DNS queries (UDP) each sandbox address
 	// sends per second in the kernel, bursts of twice that: a flood is
-	// dropped before it can fill the shim's socket, which all sandboxes share.
+	// dropped before it can fill the shim's socket, which all sandboxes share
+	// (the dnslimit chain of NFTTable).
 	DNSQPS int
 }
 
@@ -104,6 +105,7 @@ type RuleSet struct {
 	// iptables' TPROXY target: when no listener is there (the daemon is
 	// down), nft's falls through, and the packet meets ChainForward's reset,
 	// where the iptables target would drop it and leave the client waiting.
+	// With RuleParams.DNSQPS it also holds the DNS flood limit.
 	TProxy string
 	// Obsolete are jumps and chains earlier versions installed; Apply and
 	// Teardown remove them.
@@ -142,7 +144,6 @@ func Rules(p RuleParams) RuleSet {
 			// sandbox's address, a host address, anything else) is dropped
 			// before anything can answer it.
 			r("raw", ChainSpoof, "-m", "rpfilter", "--invert", "-m", "comment", "--comment", "interceptd: anti-spoofing", "-j", "DROP"),
-			dnsLimit(p),
 			// Every DNS query that leaves a sandbox, to any server, is
 			// answered by the DNS shim; conntrack rewrites the answer's source
 			// back to the server the sandbox asked.
@@ -191,31 +192,52 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", "FORWARD", "-o", in, "-j", ChainForward),
 			r("nat", "POSTROUTING", "-s", p.Pool, "-j", ChainNAT),
 		},
-		// Port-80 TCP from sandboxes goes to the router's transparent
-		// listener, whatever its destination address; the mark sends it to
-		// the local table (ApplyRouting). The mark is set after tproxy so
-		// that a packet no listener took is not marked, and is forwarded to
-		// ChainForward's reset instead.
-		TProxy: fmt.Sprintf(`table ip %s {
-	chain prerouting {
-		type filter hook prerouting priority mangle; policy accept;
-		iifname "%s*" meta l4proto tcp tcp dport 80 tproxy to %s:%d meta mark set meta mark | 0x%x accept comment "interceptd: intercept http"
-	}
-}
-`, NFTTable, p.InterfacePrefix, p.HTTPListenIP, p.HTTPListenPort, TProxyMark),
+		TProxy:         nftTable(p),
 		ObsoleteJumps:  []Rule{r("mangle", "PREROUTING", "-i", in, "-j", ChainPrerouting)},
 		ObsoleteChains: []Chain{{"mangle", ChainPrerouting}},
 	}
 }
 
-func dnsLimit(p RuleParams) Rule {
-	if p.DNSQPS <= 0 {
-		return Rule{"raw", ChainSpoof, []string{"-p", "udp", "--dport", "53", "-m", "comment", "--comment", "interceptd: no dns rate limit", "-j", "RETURN"}}
+// nftTable renders the daemon's nftables table.
+func nftTable(p RuleParams) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table ip %s {\n", NFTTable)
+	if p.DNSQPS > 0 {
+		// A token bucket per sandbox address, in a set that holds one for
+		// each address heard from in the last 10 s. update, not add: an
+		// address that keeps flooding keeps its bucket, where add would let
+		// its entry expire and come back with a full burst every 10 s.
+		// Not iptables' hashlimit, which this used to be: it reads the
+		// clock before taking the bucket's lock, and with senders on several
+		// CPUs a late reader sees time run backwards and refills the bucket
+		// (4607 of a 3 s flood passed 200/s, burst 400, where 1000 should;
+		// nft's limit reads the clock under its lock: 1002). After the
+		// anti-spoofing rule (raw + 1): a sandbox forging another's address
+		// is dropped there and cannot spend the other's budget.
+		fmt.Fprintf(&b, `	set dnsflood {
+		type ipv4_addr
+		flags dynamic,timeout
+		timeout 10s
+		size 65536
 	}
-	return Rule{"raw", ChainSpoof, []string{"-p", "udp", "--dport", "53", "-m", "hashlimit",
-		"--hashlimit-above", fmt.Sprintf("%d/sec", p.DNSQPS), "--hashlimit-burst", strconv.Itoa(2 * p.DNSQPS),
-		"--hashlimit-mode", "srcip", "--hashlimit-name", "interceptd-dns",
-		"-m", "comment", "--comment", "interceptd: dns flood", "-j", "DROP"}}
+	chain dnslimit {
+		type filter hook prerouting priority raw + 1; policy accept;
+		iifname "%s*" udp dport 53 update @dnsflood { ip saddr limit rate over %d/second burst %d packets } drop comment "interceptd: dns flood"
+	}
+`, p.InterfacePrefix, p.DNSQPS, 2*p.DNSQPS)
+	}
+	// Port-80 TCP from sandboxes goes to the router's transparent
+	// listener, whatever its destination address; the mark sends it to the
+	// local table (ApplyRouting). The mark is set after tproxy so that a
+	// packet no listener took is not marked, and is forwarded to
+	// ChainForward's reset instead.
+	fmt.Fprintf(&b, `	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "%s*" meta l4proto tcp tcp dport 80 tproxy to %s:%d meta mark set meta mark | 0x%x accept comment "interceptd: intercept http"
+	}
+}
+`, p.InterfacePrefix, p.HTTPListenIP, p.HTTPListenPort, TProxyMark)
+	return b.String()
 }
 
 func nflogRule(chain, reason string) Rule {

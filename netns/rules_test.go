@@ -13,7 +13,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 func testParams() RuleParams {
 	return RuleParams{InterfacePrefix: "icd", HTTPListenIP: "127.0.0.1", HTTPListenPort: 15380, DNSPort: 15353,
-		Pool: "10.213.0.0/16", Protected: []string{"10.213.0.0/16", "198.18.213.0/24", "127.0.0.0/8"}}
+		Pool: "10.213.0.0/16", Protected: []string{"10.213.0.0/16", "198.18.213.0/24", "127.0.0.0/8"}, DNSQPS: 2000}
 }
 
 func TestRulesRenderAsTheGoldenText(t *testing.T) {
@@ -28,6 +28,29 @@ func TestRulesRenderAsTheGoldenText(t *testing.T) {
 	}
 	if got != string(want) {
 		t.Errorf("rules differ from %s (run with -update if intended):\n%s", golden, got)
+	}
+}
+
+func TestTheDNSFloodLimitIsThereOnlyWhenARateIsSet(t *testing.T) {
+	for _, tt := range []struct {
+		qps  int
+		want string
+	}{
+		{2000, `update @dnsflood { ip saddr limit rate over 2000/second burst 4000 packets } drop`},
+		{0, ""},
+	} {
+		p := testParams()
+		p.DNSQPS = tt.qps
+		table := Rules(p).TProxy
+		if got := strings.Contains(table, "dnsflood"); got != (tt.want != "") {
+			t.Errorf("at %d/s the table has a flood limit: %v, want %v:\n%s", tt.qps, got, tt.want != "", table)
+		}
+		if tt.want != "" && !strings.Contains(table, tt.want) {
+			t.Errorf("at %d/s the table lacks %q:\n%s", tt.qps, tt.want, table)
+		}
+		if !strings.Contains(table, "tproxy to 127.0.0.1:15380") {
+			t.Errorf("at %d/s the table lost the interception:\n%s", tt.qps, table)
+		}
 	}
 }
 
