@@ -71,11 +71,20 @@ func (h *KV) space(env Env) (*store.KV, error) {
 		h.shared.Store(kv)
 		return kv, nil
 	}
+	// Kept on the lean connection, which serves one request at a time:
+	// five allocations per request otherwise.
+	if lc := env.conn; lc != nil && lc.space.h == h && lc.space.sandbox == env.Sandbox {
+		return lc.space.kv, nil
+	}
 	scope, err := scopeOf(h.PerSandbox, env)
 	if err != nil {
 		return nil, err
 	}
-	return h.DB.Keys(h.Kind, h.Namespace, scope, h.Limits), nil
+	kv := h.DB.Keys(h.Kind, h.Namespace, scope, h.Limits)
+	if lc := env.conn; lc != nil {
+		lc.space = connSpace{h, env.Sandbox, kv}
+	}
+	return kv, nil
 }
 
 // scopeOf is the store scope a request works in: shared, or the calling

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/store"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -203,7 +204,17 @@ type leanConn struct {
 	decisions    policy.Series // the decisions counter's
 	idNext       uint64        // the next request id's number; see nextRequestID
 	idEnd        uint64
-	served       int // requests answered
+	served       int       // requests answered
+	space        connSpace // the last per-sandbox store space; see KV.space
+}
+
+// connSpace is a per-sandbox KV handler's space, kept for the connection's
+// next request: a connection comes from one sandbox, and most carry one
+// handler's requests.
+type connSpace struct {
+	h       *KV
+	sandbox string
+	kv      *store.KV
 }
 
 // preSize covers the head of most requests an API client sends: a longer

@@ -19,6 +19,7 @@ import (
 
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -659,4 +660,81 @@ func TestTheWatchSweeperRestsWhileNothingIsServedAndWakesForTheNextRequest(t *te
 	}
 	// A long request starts it again: its sandbox going away is noticed.
 	ls.leaveDuringWait(t)
+}
+
+// The lean loop keeps a per-sandbox handler's store space for the
+// connection's next request; each sandbox and each handler must still see
+// only its own keys.
+func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testing.T) {
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	perSandbox := func(ns string) *KV {
+		return &KV{DB: db, Kind: store.KindState, Namespace: ns, PerSandbox: true, Limits: store.Limits{}.WithDefaults()}
+	}
+	rt := New(Config{
+		Hosts: map[string]Route{
+			"state.do": {Name: "state.do", Handler: perSandbox("state")},
+			"notes.do": {Name: "notes.do", Handler: perSandbox("notes")},
+		},
+		// The sandbox is the loopback address a connection comes from.
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			return policy.Caller{Sandbox: "sb-" + a.String(), Policy: policy.MustCompile(policy.Policy{})}, a.IsLoopback()
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rt.Shutdown(ctx)
+	})
+	dialFrom := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+	put := func(host, v string) string {
+		return fmt.Sprintf("PUT /k HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", host, len(v), v)
+	}
+	get := func(host string) string { return "GET /k HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
+	a, b := dialFrom("127.0.0.1"), dialFrom("127.0.0.2")
+	for _, step := range []struct {
+		name string
+		c    net.Conn
+		raw  string
+		want []string
+	}{
+		{"one sandbox writes to both handlers and reads each back in turn", a,
+			put("state.do", "a-state") + put("notes.do", "a-notes") + get("state.do") + get("notes.do") + get("state.do"),
+			[]string{"204 ", "204 ", "200 a-state", "200 a-notes", "200 a-state"}},
+		{"another sandbox does not see them and keeps its own", b,
+			get("state.do") + put("state.do", "b-state") + get("state.do"),
+			[]string{"404 interceptd: key not found\n", "204 ", "200 b-state"}},
+		{"the first sandbox still reads its own", a,
+			get("state.do") + get("notes.do"),
+			[]string{"200 a-state", "200 a-notes"}},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			rs, bodies, _ := exchange(t, step.c, step.raw, "", len(step.want))
+			var got []string
+			for i, r := range rs {
+				got = append(got, fmt.Sprintf("%d %s", r.StatusCode, bodies[i]))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(step.want) {
+				t.Fatalf("got %q\nwant %q", got, step.want)
+			}
+		})
+	}
 }
