@@ -263,16 +263,16 @@ handlers:
 
 	// dnsmasq on the sandbox's own path: a second sandbox, made by the
 	// daemon like the first (the same anti-spoofing, rp_filter, capture
-	// and INPUT rules), whose port-53 queries the benchmark redirects to
-	// a dnsmasq on its gateway instead of to the shim. Only the server
-	// differs.
+	// and INPUT chains), whose port-53 queries the benchmark redirects to
+	// a dnsmasq on its gateway instead of to the shim (dnsRules). Only the
+	// server differs.
 	dsb, err := b.sb.Create("benchdns", nil)
 	must(err)
 	b.dnsNS, b.dnsIf = dsb.Netns, dsb.HostInterface
 	gw := dsb.Gateway.String()
 	b.dnsmasqPid = b.startDNSMasq(b.hostNS, gw, "5399", "--address=/path.bench/192.0.2.99")
 	for _, r := range b.dnsRules() {
-		sh("ip", append([]string{"netns", "exec", b.hostNS, "iptables", "-I"}, r...)...)
+		sh("ip", append([]string{"netns", "exec", b.hostNS, "iptables", "-t", r.table, "-I", r.chain, strconv.Itoa(r.pos)}, r.spec...)...)
 	}
 	// A name only this dnsmasq knows: the answer proves the redirect is
 	// in front of the daemon's capture.
@@ -384,12 +384,23 @@ var qpsRE = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
 
 var completedRE = regexp.MustCompile(`Queries completed:\s+([0-9]+)`)
 
-// dnsRules are the benchmark's rules that send the dnsmasq sandbox's
-// queries to dnsmasq, in front of the daemon's, for -I or -D.
-func (b *bench) dnsRules() [][]string {
-	return [][]string{
-		{"PREROUTING", "-t", "nat", "-i", b.dnsIf, "-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "5399"},
-		{"INPUT", "-i", b.dnsIf, "-p", "udp", "--dport", "5399", "-j", "ACCEPT"},
+// benchRule is a rule the benchmark inserts at pos in one of the daemon's
+// chains.
+type benchRule struct {
+	table, chain string
+	pos          int
+	spec         []string
+}
+
+// dnsRules send the dnsmasq sandbox's queries to dnsmasq. They sit inside
+// the daemon's chains, beside the daemon's rules they stand in for (its
+// capture, first in its DNS chain; its INPUT chain's accept of captured
+// DNS, third), so that the queries take the shim's path through the
+// tables and only the server differs.
+func (b *bench) dnsRules() []benchRule {
+	return []benchRule{
+		{"nat", icdnetns.ChainDNS, 1, []string{"-i", b.dnsIf, "-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", "5399"}},
+		{"filter", icdnetns.ChainInput, 3, []string{"-i", b.dnsIf, "-p", "udp", "--dport", "5399", "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"}},
 	}
 }
 
@@ -397,7 +408,7 @@ func (b *bench) dnsRules() [][]string {
 // scale figures start from the one sandbox the HTTP paths use.
 func (b *bench) dropDNSSandbox() {
 	for _, r := range b.dnsRules() {
-		sh("ip", append([]string{"netns", "exec", b.hostNS, "iptables", "-D"}, r...)...)
+		sh("ip", append([]string{"netns", "exec", b.hostNS, "iptables", "-t", r.table, "-D", r.chain}, r.spec...)...)
 	}
 	must(b.sb.Delete("benchdns"))
 }
@@ -720,7 +731,9 @@ func (b *bench) scale() {
 		out := sh("ip", "netns", "exec", b.hostNS, "iptables-save")
 		n := strings.Count(out, "\n-A ")
 		for _, l := range strings.Split(sh("ip", "netns", "exec", b.hostNS, "nft", "-a", "list", "table", "ip", "interceptd"), "\n") {
-			if strings.Contains(l, "# handle") && !strings.Contains(l, "table ") && !strings.Contains(l, "chain ") {
+			// Rules only: tables, chains and sets carry a handle too (a
+			// rule may say "set" itself: "meta mark set").
+			if decl := strings.TrimSpace(l); strings.Contains(l, "# handle") && !strings.HasPrefix(decl, "table ") && !strings.HasPrefix(decl, "chain ") && !strings.HasPrefix(decl, "set ") {
 				n++
 			}
 		}

@@ -5,7 +5,8 @@ package netns
 // container host (Docker, Kubernetes CNIs, Tailscale, WireGuard), which is why
 // they sit in bits and numbers those do not use.
 const (
-	// NFTTable is the nftables table (family ip) holding the tproxy rule.
+	// NFTTable is the nftables table (family ip) holding the tproxy rule and
+	// the DNS flood limit.
 	NFTTable = "interceptd"
 
 	// TProxyMark is set by the TPROXY rule on intercepted port-80 packets. The

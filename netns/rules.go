@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -40,7 +41,7 @@ func (NFTExec) Run(script string) error {
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("nft is needed for port-80 interception (Debian package nftables): %w", err)
+			return fmt.Errorf("nft is needed for port-80 interception and the dns flood limit (Debian package nftables): %w", err)
 		}
 		return fmt.Errorf("nft: %w: %s", err, strings.TrimSpace(string(out)))
 	}
@@ -198,6 +199,17 @@ func Rules(p RuleParams) RuleSet {
 	}
 }
 
+// floodSetSize is how many addresses the DNS flood limit's set holds: every
+// address of the pool, and at least 65536. A full set would not drop: a
+// packet whose address cannot be added passes the rule unlimited.
+func floodSetSize(pool string) int {
+	size := 1 << 16
+	if p, err := netip.ParsePrefix(pool); err == nil && p.Addr().Is4() {
+		size = max(size, 1<<(32-p.Bits()))
+	}
+	return size
+}
+
 // nftTable renders the daemon's nftables table.
 func nftTable(p RuleParams) string {
 	var b strings.Builder
@@ -210,21 +222,22 @@ func nftTable(p RuleParams) string {
 		// Not iptables' hashlimit, which this used to be: it reads the
 		// clock before taking the bucket's lock, and with senders on several
 		// CPUs a late reader sees time run backwards and refills the bucket
-		// (4607 of a 3 s flood passed 200/s, burst 400, where 1000 should;
-		// nft's limit reads the clock under its lock: 1002). After the
-		// anti-spoofing rule (raw + 1): a sandbox forging another's address
-		// is dropped there and cannot spend the other's budget.
+		// (from four senders in a namespace pair, 4607 of a 3 s flood passed
+		// 200/s, burst 400, where 1000 should; nft's limit reads the clock
+		// under its lock: 1002). After the anti-spoofing rule (raw + 1): a
+		// sandbox forging another's address is dropped there and cannot
+		// spend the other's budget.
 		fmt.Fprintf(&b, `	set dnsflood {
 		type ipv4_addr
 		flags dynamic,timeout
 		timeout 10s
-		size 65536
+		size %d
 	}
 	chain dnslimit {
 		type filter hook prerouting priority raw + 1; policy accept;
 		iifname "%s*" udp dport 53 update @dnsflood { ip saddr limit rate over %d/second burst %d packets } drop comment "interceptd: dns flood"
 	}
-`, p.InterfacePrefix, p.DNSQPS, 2*p.DNSQPS)
+`, floodSetSize(p.Pool), p.InterfacePrefix, p.DNSQPS, 2*p.DNSQPS)
 	}
 	// Port-80 TCP from sandboxes goes to the router's transparent
 	// listener, whatever its destination address; the mark sends it to the
@@ -321,7 +334,7 @@ func (rs RuleSet) Apply(ipt IPTables, sets IPSets, nft NFT) error {
 	// Interception last, as one nft transaction that replaces the table
 	// whole: a restart never leaves a moment without it.
 	if err := nft.Run(nftReplace(rs.TProxy)); err != nil {
-		return fmt.Errorf("installing the tproxy table: %w", err)
+		return fmt.Errorf("installing the nftables table (interception, dns flood limit): %w", err)
 	}
 	return rs.removeObsolete(ipt)
 }

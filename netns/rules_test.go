@@ -54,6 +54,22 @@ func TestTheDNSFloodLimitIsThereOnlyWhenARateIsSet(t *testing.T) {
 	}
 }
 
+func TestTheFloodSetHoldsEveryAddressOfThePool(t *testing.T) {
+	for _, tt := range []struct {
+		pool string
+		want int
+	}{
+		{"10.213.0.0/16", 1 << 16},
+		{"10.0.0.0/12", 1 << 20},
+		{"10.213.0.0/24", 1 << 16},
+		{"not a prefix", 1 << 16},
+	} {
+		if got := floodSetSize(tt.pool); got != tt.want {
+			t.Errorf("pool %s: set size %d, want %d", tt.pool, got, tt.want)
+		}
+	}
+}
+
 func TestEveryRuleMatchesOnlySandboxInterfaces(t *testing.T) {
 	rs := Rules(testParams())
 	ours := map[string]bool{}
