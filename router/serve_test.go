@@ -113,7 +113,7 @@ func startLean(t *testing.T) *leanServer {
 // every loopback address is a sandbox.
 func serveRoutes(t testing.TB, m *Metrics, routes map[string]Route) (string, *Router) {
 	t.Helper()
-	rt := New(Config{
+	return serveRouter(t, Config{
 		Hosts: routes,
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
@@ -121,6 +121,12 @@ func serveRoutes(t testing.TB, m *Metrics, routes map[string]Route) (string, *Ro
 		Metrics: m,
 		Logger:  slog.New(slog.DiscardHandler),
 	})
+}
+
+// serveRouter serves a router for cfg on a loopback port until the test ends.
+func serveRouter(t testing.TB, cfg Config) (string, *Router) {
+	t.Helper()
+	rt := New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -674,7 +680,7 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 	perSandbox := func(ns string) *KV {
 		return &KV{DB: db, Kind: store.KindState, Namespace: ns, PerSandbox: true, Limits: store.Limits{}.WithDefaults()}
 	}
-	rt := New(Config{
+	addr, _ := serveRouter(t, Config{
 		Hosts: map[string]Route{
 			"state.do": {Name: "state.do", Handler: perSandbox("state")},
 			"notes.do": {Name: "notes.do", Handler: perSandbox("notes")},
@@ -685,19 +691,9 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 		},
 		Logger: slog.New(slog.DiscardHandler),
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go rt.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rt.Shutdown(ctx)
-	})
 	dialFrom := func(src string) net.Conn {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", ln.Addr().String())
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
