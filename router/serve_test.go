@@ -144,12 +144,24 @@ func serveRouter(t testing.TB, cfg Config) (string, *Router) {
 
 func (ls *leanServer) dial(t *testing.T) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", ls.addr)
+	return dialTest(t, "", ls.addr, 10*time.Second)
+}
+
+// dialTest connects to addr, from the loopback address src unless it is
+// empty, with a deadline d away, and closes the connection when the test
+// ends.
+func dialTest(t *testing.T, src, addr string, d time.Duration) net.Conn {
+	t.Helper()
+	var dl net.Dialer
+	if src != "" {
+		dl.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := dl.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(d))
 	return c
 }
 
@@ -577,13 +589,7 @@ func dialProxied(t *testing.T, up netip.AddrPort) net.Conn {
 	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
 	p.Init()
 	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	return c
+	return dialTest(t, "", addr, 5*time.Second)
 }
 
 func TestAKeptAliveConnectionCountsEachRequestUnderItsOwnOutcome(t *testing.T) {
@@ -691,21 +697,11 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 		},
 		Logger: slog.New(slog.DiscardHandler),
 	})
-	dialFrom := func(src string) net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		return c
-	}
 	put := func(host, v string) string {
 		return fmt.Sprintf("PUT /k HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", host, len(v), v)
 	}
 	get := func(host string) string { return "GET /k HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
-	a, b := dialFrom("127.0.0.1"), dialFrom("127.0.0.2")
+	a, b := dialTest(t, "127.0.0.1", addr, 10*time.Second), dialTest(t, "127.0.0.2", addr, 10*time.Second)
 	for _, step := range []struct {
 		name string
 		c    net.Conn
