@@ -728,16 +728,8 @@ func (b *bench) scale() {
 	// iptables rules (iptables-save) plus the rules of our nftables table
 	// (iptables-nft keeps its own rules in nftables too: not counted twice).
 	rules := func() int {
-		out := sh("ip", "netns", "exec", b.hostNS, "iptables-save")
-		n := strings.Count(out, "\n-A ")
-		for _, l := range strings.Split(sh("ip", "netns", "exec", b.hostNS, "nft", "-a", "list", "table", "ip", "interceptd"), "\n") {
-			// Rules only: tables, chains and sets carry a handle too (a
-			// rule may say "set" itself: "meta mark set").
-			if decl := strings.TrimSpace(l); strings.Contains(l, "# handle") && !strings.HasPrefix(decl, "table ") && !strings.HasPrefix(decl, "chain ") && !strings.HasPrefix(decl, "set ") {
-				n++
-			}
-		}
-		return n
+		return icdnetns.CountRules(sh("ip", "netns", "exec", b.hostNS, "iptables-save"),
+			sh("ip", "netns", "exec", b.hostNS, "nft", "-a", "list", "table", "ip", "interceptd"))
 	}
 	one := rules()
 	const churn = 100

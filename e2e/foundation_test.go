@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	icdnetns "github.com/interceptd/interceptd/netns"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -412,24 +413,11 @@ func ruleCount(t *testing.T, e *Env) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(l, "-A") {
-			n++
-		}
-	}
 	nft, err := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "-a", "list", "table", "ip", "interceptd").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(nft), "\n") {
-		// Rules only: tables, chains and sets carry a handle too (a rule
-		// may say "set" itself: "meta mark set").
-		if decl := strings.TrimSpace(l); strings.Contains(l, "# handle") && !strings.HasPrefix(decl, "table ") && !strings.HasPrefix(decl, "chain ") && !strings.HasPrefix(decl, "set ") {
-			n++
-		}
-	}
-	return n
+	return icdnetns.CountRules(string(out), string(nft))
 }
 
 func TestWhileTheDaemonIsDownPort80AndDNSAreRefusedAtOnceAndTheRestKeepsThePolicy(t *testing.T) {

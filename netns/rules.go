@@ -199,6 +199,27 @@ func Rules(p RuleParams) RuleSet {
 	}
 }
 
+// CountRules counts the rules in iptables-save output and in `nft -a list`
+// output of the daemon's table: what the benchmark and the end-to-end tests
+// hold constant whatever the number of sandboxes.
+func CountRules(iptablesSave, nftList string) int {
+	n := 0
+	for _, l := range strings.Split(iptablesSave, "\n") {
+		if strings.HasPrefix(l, "-A ") {
+			n++
+		}
+	}
+	for _, l := range strings.Split(nftList, "\n") {
+		// Rules only: tables, chains and sets carry a handle too (a rule
+		// may say "set" itself: "meta mark set").
+		decl := strings.TrimSpace(l)
+		if strings.Contains(l, "# handle") && !strings.HasPrefix(decl, "table ") && !strings.HasPrefix(decl, "chain ") && !strings.HasPrefix(decl, "set ") {
+			n++
+		}
+	}
+	return n
+}
+
 // floodSetSize is how many addresses the DNS flood limit's set holds: every
 // address of the pool, and at least 65536. A full set would not drop: a
 // packet whose address cannot be added passes the rule unlimited.

@@ -54,6 +54,25 @@ func TestTheDNSFloodLimitIsThereOnlyWhenARateIsSet(t *testing.T) {
 	}
 }
 
+func TestCountRulesCountsRulesNotTablesChainsOrSets(t *testing.T) {
+	save := "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -i icd+ -j INTERCEPTD-ANTISPOOF\n-A INTERCEPTD-ANTISPOOF -j DROP\nCOMMIT\n"
+	nft := `table ip interceptd { # handle 7
+	set dnsflood { # handle 1
+		type ipv4_addr
+	}
+	chain dnslimit { # handle 2
+		iifname "icd*" udp dport 53 update @dnsflood { ip saddr limit rate over 2000/second burst 4000 packets } drop # handle 3
+	}
+	chain prerouting { # handle 4
+		iifname "icd*" tcp dport 80 tproxy to 127.0.0.1:15380 meta mark set meta mark | 0x01000000 accept # handle 5
+	}
+}
+`
+	if got := CountRules(save, nft); got != 4 {
+		t.Errorf("counted %d rules, want 4 (two iptables, two nftables)", got)
+	}
+}
+
 func TestTheFloodSetHoldsEveryAddressOfThePool(t *testing.T) {
 	for _, tt := range []struct {
 		pool string
