@@ -52,8 +52,9 @@ type Config struct {
 	// Book learns the addresses forwarded answers give each sandbox.
 	Book *policy.AddrBook
 	// AllowAddrs, when set, is told the addresses answered for a name the
-	// sandbox's allowlist names, so non-HTTP traffic to them can pass.
-	AllowAddrs func(sandbox string, addrs []netip.Addr, ttl time.Duration)
+	// sandbox's allowlist names, so non-HTTP traffic to them can pass on
+	// the ports the matching entries give (ports nil: every port).
+	AllowAddrs func(sandbox string, addrs []netip.Addr, ttl time.Duration, ports []uint16)
 	Decisions  *policy.Metrics
 	Metrics    *Metrics
 	Logger     *slog.Logger
@@ -187,7 +188,8 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 	s.learn(caller.Sandbox, q.Name, resp)
 	if d.Reason == policy.ReasonAllowed && s.cfg.AllowAddrs != nil {
 		addrs, ttl := aRecords(resp)
-		s.cfg.AllowAddrs(caller.Sandbox, addrs, ttl)
+		ports, _ := caller.Policy.AllowedPorts(q.Name)
+		s.cfg.AllowAddrs(caller.Sandbox, addrs, ttl, ports)
 	}
 	return AnswerForwarded, caller.Sandbox, resp
 }

@@ -126,8 +126,9 @@ func (m *Manager) clearSets(sb *Sandbox) {
 }
 
 // AllowLearned lets a sandbox reach addresses that DNS gave it for an
-// allowed hostname, over any protocol, until ttl runs out.
-func (m *Manager) AllowLearned(sandbox string, addrs []netip.Addr, ttl time.Duration) {
+// allowed hostname, until ttl runs out: on every port when ports is empty,
+// else on those ports (TCP and UDP).
+func (m *Manager) AllowLearned(sandbox string, addrs []netip.Addr, ttl time.Duration, ports []uint16) {
 	m.mu.RLock()
 	sb, ok := m.byName[sandbox]
 	m.mu.RUnlock()
@@ -144,4 +145,10 @@ func (m *Manager) AllowLearned(sandbox string, addrs []netip.Addr, ttl time.Dura
 			m.log.Warn("allowing a learned address", "sandbox", sandbox, "error", err)
 		}
 	}
+}
+
+// DenyLearned refuses a sandbox every protocol to addresses DNS gave (any
+// sandbox) for a name that sandbox's policy denies, until ttl runs out.
+func (m *Manager) DenyLearned(sandbox string, addrs []netip.Addr, ttl time.Duration) {
+	// TODO(rules): a deny set entry per address, matched before any allow.
 }

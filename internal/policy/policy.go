@@ -77,12 +77,13 @@ const (
 	ReasonNotAllowed = "not_allowed"
 	ReasonOff        = "internet_off"
 	ReasonProtected  = "protected_destination"
+	ReasonPrivate    = "private_destination"
 	ReasonMismatch   = "host_mismatch"
 	ReasonUnknown    = "unknown_source"
 )
 
 // Reasons lists every reason, for metrics.
-var Reasons = []string{ReasonHandler, ReasonCatchAll, ReasonAllowed, ReasonInternet, ReasonDenied, ReasonNotAllowed, ReasonOff, ReasonProtected, ReasonMismatch, ReasonUnknown}
+var Reasons = []string{ReasonHandler, ReasonCatchAll, ReasonAllowed, ReasonInternet, ReasonDenied, ReasonNotAllowed, ReasonOff, ReasonProtected, ReasonPrivate, ReasonMismatch, ReasonUnknown}
 
 // Decision is the outcome of a policy check, with its reason.
 type Decision struct {
