@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,9 +56,19 @@ type Config struct {
 	// sandbox's allowlist names, so non-HTTP traffic to them can pass on
 	// the ports the matching entries give (ports nil: every port).
 	AllowAddrs func(sandbox string, addrs []netip.Addr, ttl time.Duration, ports []uint16)
-	Decisions  *policy.Metrics
-	Metrics    *Metrics
-	Logger     *slog.Logger
+	// Learned, when set, is told every forwarded answer's addresses with
+	// the names they answer for (the name asked and its CNAME chain), so
+	// that sandboxes whose policy denies one of those names are refused the
+	// addresses on every protocol.
+	Learned func(names []string, addrs []netip.Addr, ttl time.Duration)
+	// Protected says why an address must not be reached ("" when it may):
+	// a forwarded answer never carries one, nor a private address
+	// (policy.Private), unless an IP/CIDR allowed_hosts entry of the
+	// sandbox names it.
+	Protected func(netip.Addr) string
+	Decisions *policy.Metrics
+	Metrics   *Metrics
+	Logger    *slog.Logger
 }
 
 // Shim is the DNS handler.
@@ -185,22 +196,96 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 		return AnswerServfail, caller.Sandbox, m
 	}
 	resp.Id = r.Id
-	s.learn(caller.Sandbox, q.Name, resp)
+	names := chain(q.Name, resp)
+	if caller.Policy != nil {
+		if d, detail := s.screen(caller, names, resp); !d.Allowed() {
+			s.cfg.Decisions.Observe("dns", caller.Sandbox, d)
+			s.cfg.Logger.Info("dns answer refused", "sandbox", caller.Sandbox, "name", strings.TrimSuffix(q.Name, "."), "reason", d.Reason, "detail", detail)
+			m.SetRcode(r, s.cfg.DeniedRcode)
+			m.RecursionAvailable = true
+			return AnswerDenied, caller.Sandbox, m
+		}
+	}
+	addrs, ttl := aRecords(resp)
+	if s.cfg.Book != nil {
+		for _, n := range names {
+			s.cfg.Book.Learn(caller.Sandbox, n, addrs, ttl)
+		}
+	}
+	if s.cfg.Learned != nil && len(addrs) > 0 {
+		s.cfg.Learned(names, addrs, ttl)
+	}
 	if d.Reason == policy.ReasonAllowed && s.cfg.AllowAddrs != nil {
-		addrs, ttl := aRecords(resp)
 		ports, _ := caller.Policy.AllowedPorts(q.Name)
 		s.cfg.AllowAddrs(caller.Sandbox, addrs, ttl, ports)
 	}
 	return AnswerForwarded, caller.Sandbox, resp
 }
 
-// learn records the A records of an answer as addresses of the asked name,
-// so that the router can check a forwarded request's Host against them.
-func (s *Shim) learn(sandbox, name string, resp *dns.Msg) {
-	if s.cfg.Book != nil {
-		addrs, ttl := aRecords(resp)
-		s.cfg.Book.Learn(sandbox, name, addrs, ttl)
+// chain returns the name asked and every name its answer's CNAME records
+// lead to: the final addresses answer for each of them.
+func chain(qname string, resp *dns.Msg) []string {
+	names := []string{strings.ToLower(qname)}
+	for _, rr := range resp.Answer {
+		if c, ok := rr.(*dns.CNAME); ok {
+			t := strings.ToLower(c.Target)
+			if !slices.Contains(names, t) {
+				names = append(names, t)
+			}
+		}
 	}
+	return names
+}
+
+// screen applies the caller's policy to a forwarded answer: a CNAME into a
+// denied name denies the answer; address records that point at a protected
+// or private destination the policy does not open by an IP/CIDR entry are
+// removed, and an answer left with none of its addresses is denied. The
+// name was allowed; what it points at may not be.
+func (s *Shim) screen(caller policy.Caller, names []string, resp *dns.Msg) (policy.Decision, string) {
+	for _, n := range names[1:] {
+		if p, denied := caller.Policy.Denies(n, 0); denied {
+			return policy.Decision{Result: policy.Deny, Reason: policy.ReasonDenied, Pattern: p}, "a CNAME leads to " + strings.TrimSuffix(n, ".")
+		}
+	}
+	var refused policy.Decision
+	var detail string
+	kept, addrs := resp.Answer[:0], 0
+	for _, rr := range resp.Answer {
+		var a netip.Addr
+		switch rr := rr.(type) {
+		case *dns.A:
+			a, _ = netip.AddrFromSlice(rr.A)
+		case *dns.AAAA:
+			a, _ = netip.AddrFromSlice(rr.AAAA)
+		default:
+			kept = append(kept, rr)
+			continue
+		}
+		a = a.Unmap()
+		reason, why := "", ""
+		if s.cfg.Protected != nil {
+			if why = s.cfg.Protected(a); why != "" {
+				reason = policy.ReasonProtected
+			}
+		}
+		if reason == "" && policy.Private(a) {
+			reason, why = policy.ReasonPrivate, "in a private network"
+		}
+		if reason != "" && !caller.Policy.NamesAddress(a) {
+			refused, detail = policy.Decision{Result: policy.Deny, Reason: reason}, fmt.Sprintf("%s is %s", a, why)
+			continue
+		}
+		kept, addrs = append(kept, rr), addrs+1
+	}
+	resp.Answer = kept
+	if refused.Result != "" {
+		if addrs == 0 {
+			return refused, detail
+		}
+		s.cfg.Logger.Info("dns answer records removed", "sandbox", caller.Sandbox, "reason", refused.Reason, "detail", detail)
+	}
+	return policy.Decision{Result: policy.Forward}, ""
 }
 
 // aRecords returns an answer's IPv4 addresses and their smallest TTL.

@@ -90,6 +90,7 @@ type Env struct {
 
 	env    []string
 	mu     sync.Mutex
+	asked  []string // every name the test's DNS server was asked, in order
 	log    bytes.Buffer
 	daemon *exec.Cmd
 	exited chan struct{}
@@ -410,18 +411,24 @@ type Echo struct {
 	Body              string
 }
 
-func (e *Env) startUpstreams() {
-	t := e.t
-	up := "/run/netns/" + e.UpNS
+// serveEcho serves the echo (what the upstream got, as JSON) on addr in the
+// upstream namespace.
+func (e *Env) serveEcho(addr string) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(Echo{Method: r.Method, Host: r.Host, URI: r.RequestURI, Header: r.Header, Body: string(body)})
 	})}
+	go srv.Serve(e.ListenIn("/run/netns/"+e.UpNS, addr))
+	e.t.Cleanup(func() { srv.Close() })
+}
+
+func (e *Env) startUpstreams() {
+	t := e.t
+	up := "/run/netns/" + e.UpNS
 	for _, a := range []string{upstreamIP + ":80", otherIP + ":80", upstreamIP + ":2222", otherIP + ":2222"} {
-		go srv.Serve(e.ListenIn(up, a))
+		e.serveEcho(a)
 	}
-	t.Cleanup(func() { srv.Close() })
 
 	var pc net.PacketConn
 	if err := inNetns(up, func() (err error) { pc, err = net.ListenPacket("udp4", upstreamIP+":53"); return err }); err != nil {
@@ -436,6 +443,21 @@ func (e *Env) startUpstreams() {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
+		e.mu.Lock()
+		e.asked = append(e.asked, strings.ToLower(q.Name))
+		e.mu.Unlock()
+		if rrs, ok := hostileNames[strings.ToLower(q.Name)]; ok {
+			// The hostile review's names: answers that point allowed
+			// names at protected or private addresses, and a denied zone.
+			if q.Qtype == dns.TypeA {
+				for _, s := range rrs {
+					rr, _ := dns.NewRR(s)
+					m.Answer = append(m.Answer, rr)
+				}
+			}
+			w.WriteMsg(m)
+			return
+		}
 		switch {
 		case strings.EqualFold(q.Name, "example.test.") && q.Qtype == dns.TypeA:
 			rr, _ := dns.NewRR("example.test. 60 IN A " + upstreamIP)
@@ -456,6 +478,28 @@ func (e *Env) startUpstreams() {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })
 	}
+}
+
+// lanIP is a "LAN" address (RFC 1918) that tests put in the upstream
+// namespace when they need one; hostileNames answer with it.
+const lanIP = "192.168.77.2"
+
+// hostileNames are what the test's DNS server answers for the names an
+// attacker controls: an allowed zone pointed at the metadata address and at
+// the LAN, and a zone that policies deny.
+var hostileNames = map[string][]string{
+	"meta.good.test.":  {"meta.good.test. 60 IN A 169.254.169.254"},
+	"mixed.good.test.": {"mixed.good.test. 60 IN A 169.254.169.254", "mixed.good.test. 60 IN A " + upstreamIP},
+	"lan.good.test.":   {"lan.good.test. 60 IN A " + lanIP},
+	"x.evil.test.":     {"x.evil.test. 60 IN A " + otherIP},
+	"alias.good.test.": {"alias.good.test. 60 IN CNAME x.evil.test.", "x.evil.test. 60 IN A " + otherIP},
+}
+
+// Asked returns the names the test's DNS server has been asked so far.
+func (e *Env) Asked() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.asked...)
 }
 
 // CreateWith creates a sandbox with extra `sandbox create` flags.

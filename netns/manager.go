@@ -66,6 +66,9 @@ type Config struct {
 	DefaultPolicy policy.Policy
 	// OnDelete, when set, is called with the name of each deleted sandbox.
 	OnDelete func(name string)
+	// OnPolicy, when set, is called once a sandbox's policy is in force:
+	// after create, attach, re-adoption and each policy change.
+	OnPolicy func(sb Sandbox)
 	// Metrics; nil records nothing.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -270,6 +273,7 @@ func (m *Manager) adopt() error {
 			m.log.Warn("restoring a re-adopted sandbox's policy sets", "sandbox", sb.Name, "error", err)
 		}
 		m.register(&sb)
+		m.policyApplied(sb)
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
 	}
 	// Sweep what has the daemon's prefixes but no record: leftovers of a
@@ -507,6 +511,7 @@ func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) 
 		}
 	}
 	m.register(s)
+	m.policyApplied(*s)
 	m.log.Info(map[string]string{"create": "sandbox created", "attach": "sandbox attached"}[op], "sandbox", name, "netns", s.NetnsPath, "addr", addr)
 	return *s, nil
 }
@@ -723,8 +728,15 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	m.mu.Lock()
 	m.byName[name], m.byAddr[next.Addr] = &next, &next
 	m.mu.Unlock()
+	m.policyApplied(next)
 	m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts)
 	return next, nil
+}
+
+func (m *Manager) policyApplied(sb Sandbox) {
+	if m.cfg.OnPolicy != nil {
+		m.cfg.OnPolicy(sb)
+	}
 }
 
 // Caller returns the sandbox at addr with its policy, for DNS and the router.

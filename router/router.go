@@ -230,25 +230,36 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// decide asks the caller's policy and checks a forward's destination. It returns the route to serve, or a deny decision with detail.
+// decide asks the caller's policy and checks a forward's destination. It
+// returns the route to serve, or a deny decision with detail. Every route to
+// a handler goes through the same decision: by its name in the Host, or by
+// its virtual address whatever the Host says (the address names the handler
+// too, so a deny of either name holds).
 func (rt *Router) decide(r *http.Request, env *Env, caller policy.Caller, known bool) (Route, policy.Decision, string) {
 	if !known || caller.Policy == nil {
 		return Route{Name: LabelUnknownSource}, policy.Decision{Result: policy.Deny, Reason: policy.ReasonUnknown}, "the source address is not a sandbox"
 	}
 	env.Sandbox = caller.Sandbox
+	deny := Route{Name: LabelDeny}
+	dest := env.Dest.Addr()
 	route, hasHandler := rt.cfg.Hosts[env.Host]
-	if !hasHandler {
-		if h, ok := rt.cfg.Virtual[env.Dest.Addr()]; ok {
+	if vname, ok := rt.cfg.Virtual[dest]; ok {
+		if vname != env.Host {
+			d := caller.Policy.DecideHTTP(policy.HTTPRequest{Host: vname, Port: env.Dest.Port(), Dest: dest, HasHandler: true})
+			if !d.Allowed() {
+				return deny, d, denyDetail(d, vname)
+			}
+		}
+		if !hasHandler {
 			// The sandbox dialled a handler's virtual address: that handler
 			// serves it whatever the Host says (an IP literal, or none).
-			route, hasHandler = rt.cfg.Hosts[h], true
+			route, hasHandler = rt.cfg.Hosts[vname], true
 		}
 	}
 	d := caller.Policy.DecideHTTP(policy.HTTPRequest{
-		Host: env.Host, Port: env.Dest.Port(), Dest: env.Dest.Addr(),
+		Host: env.Host, Port: env.Dest.Port(), Dest: dest,
 		HasHandler: hasHandler, HasCatchAll: rt.cfg.CatchAll != nil,
 	})
-	deny := Route{Name: LabelDeny}
 	switch d.Result {
 	case policy.Handler:
 		return route, d, ""
@@ -257,15 +268,51 @@ func (rt *Router) decide(r *http.Request, env *Env, caller policy.Caller, known 
 	case policy.Deny:
 		return deny, d, denyDetail(d, env.Host)
 	}
-	dest := env.Dest.Addr()
 	if why := rt.protected(dest); why != "" && !caller.Policy.AllowsAddress(dest, env.Dest.Port()) {
 		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonProtected}, fmt.Sprintf("destination %s is %s", dest, why)
 	}
-	if !rt.consistent(caller.Sandbox, env.Host, dest) {
+	if policy.Private(dest) && !caller.Policy.AllowsAddress(dest, env.Dest.Port()) {
+		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonPrivate},
+			fmt.Sprintf("destination %s is in a private network; only an IP/CIDR allowed_hosts entry opens it", dest)
+	}
+	if isAddressHost(env.Host) {
+		// The Host names no name a deny could match: the names DNS gave for
+		// this address do. A name never resolved through the shim is not
+		// known here (docs/security.md).
+		if name, p, ok := rt.deniedName(caller, env.Dest); ok {
+			return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonDenied, Pattern: p},
+				fmt.Sprintf("destination %s is an address of %s, which matches denied_hosts entry %q", dest, sanitize(name), p)
+		}
+	}
+	if !rt.consistent(caller, env.Host, dest) {
 		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonMismatch},
 			fmt.Sprintf("destination %s is not an address of %s", dest, sanitize(env.Host))
 	}
 	return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, d, ""
+}
+
+// isAddressHost reports whether a normalised Host names no hostname: none
+// at all (HTTP/1.0), or an IP literal.
+func isAddressHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
+}
+
+// deniedName finds a name that DNS answered with dest (for any sandbox)
+// and that caller's policy denies.
+func (rt *Router) deniedName(caller policy.Caller, dest netip.AddrPort) (name, pattern string, ok bool) {
+	if rt.cfg.Book == nil || !caller.Policy.DeniesNames() {
+		return "", "", false
+	}
+	for _, n := range rt.cfg.Book.NamesOf(dest.Addr()) {
+		if p, denied := caller.Policy.Denies(n, dest.Port()); denied {
+			return n, p, true
+		}
+	}
+	return "", "", false
 }
 
 func (rt *Router) protected(a netip.Addr) string {
@@ -277,9 +324,12 @@ func (rt *Router) protected(a netip.Addr) string {
 
 // consistent reports whether dest is an address of host: the host is that
 // address literally, the daemon's DNS gave it to this sandbox for host, or
-// the daemon resolves host to it now. The Host header is the sandbox's word;
-// without this check, "Host: allowed.example" could go anywhere.
-func (rt *Router) consistent(sandbox, host string, dest netip.Addr) bool {
+// the daemon resolves host to it now — only when the sandbox's policy would
+// let it resolve host itself, so that a Host header is never a way to send
+// a name (and the data in it) to a resolver on the sandbox's behalf. The
+// Host header is the sandbox's word; without this check,
+// "Host: allowed.example" could go anywhere.
+func (rt *Router) consistent(caller policy.Caller, host string, dest netip.Addr) bool {
 	if host == "" {
 		return true // HTTP/1.0 without a Host: the address is all it names
 	}
@@ -289,10 +339,10 @@ func (rt *Router) consistent(sandbox, host string, dest netip.Addr) bool {
 	if rt.cfg.Book == nil {
 		return rt.cfg.Resolve == nil
 	}
-	if rt.cfg.Book.Knows(sandbox, host, dest) || rt.cfg.Book.Knows("", host, dest) {
+	if rt.cfg.Book.Knows(caller.Sandbox, host, dest) || rt.cfg.Book.Knows("", host, dest) {
 		return true
 	}
-	if rt.cfg.Resolve == nil {
+	if rt.cfg.Resolve == nil || !caller.Policy.DecideDNS(host, false).Allowed() {
 		return false
 	}
 	addrs, ttl, err := rt.cfg.Resolve(host)
@@ -408,7 +458,8 @@ func requestIDOf(seq uint64) string {
 }
 
 // NormalizeHost lowercases a Host header value and strips its port and a
-// trailing dot. IPv6 literals keep their brackets off.
+// trailing dot. IPv6 literals keep their brackets off; IPv4-mapped ones
+// become the IPv4 address.
 func NormalizeHost(h string) string {
 	// Repeat until nothing changes, so that normalising twice is the same
 	// as once whatever a client sends (the fuzzer found "[[]." and "..").
@@ -423,6 +474,13 @@ func NormalizeHost(h string) string {
 			h = h[1 : len(h)-1]
 		}
 		h = strings.ToLower(strings.TrimRight(h, "."))
+		if strings.IndexByte(h, ':') >= 0 {
+			// An IPv4-mapped IPv6 literal names an IPv4 address: every
+			// decision (patterns, the Host check, the log) sees that one.
+			if a, err := netip.ParseAddr(h); err == nil && a.Is4In6() {
+				h = a.Unmap().String()
+			}
+		}
 		if h == prev {
 			return h
 		}

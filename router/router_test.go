@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
@@ -32,6 +33,13 @@ type testRouter struct {
 
 func newTestRouter(t *testing.T) *testRouter {
 	t.Helper()
+	return newTestRouterWith(t, policy.Policy{Internet: true}, nil)
+}
+
+// newTestRouterWith is newTestRouter with the sandbox's policy and an
+// address book.
+func newTestRouterWith(t *testing.T, pol policy.Policy, book *policy.AddrBook) *testRouter {
+	t.Helper()
 	db, err := store.Open(t.TempDir(), &store.Options{Limits: store.Limits{MaxValueBytes: 16}})
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +50,9 @@ func newTestRouter(t *testing.T) *testRouter {
 		Hosts:   map[string]Route{"my.kv": {Name: "my.kv", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{MaxValueBytes: 16}}}},
 		Virtual: map[netip.Addr]string{virtualIP: "my.kv"},
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
-			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a == sandboxIP
+			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(pol)}, a == sandboxIP
 		},
+		Book: book,
 		Fallback: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
 			tr.fallback = &env
 			w.WriteHeader(http.StatusTeapot)
@@ -94,6 +103,38 @@ func TestDispatch(t *testing.T) {
 			}
 			if tr.fallback != nil && (tr.fallback.Sandbox != "web1" || tr.fallback.Dest.Addr() != outsideIP) {
 				t.Errorf("fallback env = %+v", *tr.fallback)
+			}
+		})
+	}
+}
+
+func TestEveryRouteToAHandlerMeetsTheSamePolicy(t *testing.T) {
+	book := &policy.AddrBook{}
+	book.Learn("other", "x.evil.test", []netip.Addr{outsideIP}, time.Minute)
+	tr := newTestRouterWith(t, policy.Policy{Internet: true, DeniedHosts: []string{"my.kv", "*.evil.test"}}, book)
+	tests := []struct {
+		name     string
+		host     string
+		dst      netip.Addr
+		wantCode int
+		wantWhy  string
+	}{
+		{"the denied handler by name", "my.kv", outsideIP, 403, "denied_host"},
+		{"the denied handler by its address without a Host", "", virtualIP, 403, "denied_host"},
+		{"the denied handler by its address with an IP Host", "198.18.213.1", virtualIP, 403, "denied_host"},
+		{"the denied handler by its address with another Host", "anything", virtualIP, 403, "denied_host"},
+		{"an address a denied name resolved to, with an IP Host", outsideIP.String(), outsideIP, 403, "denied_host"},
+		{"the same with an IPv4-mapped Host", "[::ffff:" + outsideIP.String() + "]:80", outsideIP, 403, "denied_host"},
+		{"the same without a Host", "", outsideIP, 403, "denied_host"},
+		{"a private destination", "", netip.MustParseAddr("192.168.1.1"), 403, "private_destination"},
+		{"CGNAT space", "", netip.MustParseAddr("100.64.0.1"), 403, "private_destination"},
+		{"another address passes", "", netip.MustParseAddr("192.0.2.99"), http.StatusTeapot, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := tr.do("GET", tt.host, "/k", "", sandboxIP, tt.dst)
+			if w.Code != tt.wantCode || w.Header().Get("X-Interceptd-Error") != tt.wantWhy {
+				t.Errorf("%d %q, want %d %q; body %q", w.Code, w.Header().Get("X-Interceptd-Error"), tt.wantCode, tt.wantWhy, w.Body)
 			}
 		})
 	}
@@ -157,6 +198,7 @@ func TestForwardRefusesProtectedDestinations(t *testing.T) {
 func TestNormalizeHost(t *testing.T) {
 	for in, want := range map[string]string{
 		"my.kv": "my.kv", "MY.KV:8080": "my.kv", "my.kv.": "my.kv", "[::1]:80": "::1", "": "", "198.18.213.1": "198.18.213.1",
+		"[::ffff:192.0.2.3]": "192.0.2.3", "[::FFFF:c000:203]:80": "192.0.2.3", "::ffff:192.0.2.3": "192.0.2.3", "[2001:DB8::1]": "2001:db8::1",
 	} {
 		if got := NormalizeHost(in); got != want {
 			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)

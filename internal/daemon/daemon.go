@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/interceptd/interceptd/dnsshim"
@@ -91,6 +92,9 @@ type Daemon struct {
 	reg     *prometheus.Registry
 	started time.Time
 	errc    chan error
+	// nameDeniers: sandbox name → its policy, for the sandboxes whose
+	// policy has hostname entries in denied_hosts.
+	nameDeniers sync.Map
 }
 
 // Start brings the daemon up; it returns once every listener and rule is in
@@ -121,8 +125,24 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
 	var shimForget, routerForget func(string)
+	// A sandbox whose policy denies a name is refused the addresses DNS
+	// gave (anyone) for it, on every protocol: those already learned when
+	// its policy takes effect, and those learned later (Learned below).
+	nc.OnPolicy = func(sb netns.Sandbox) {
+		if sb.Compiled == nil || !sb.Compiled.DeniesNames() {
+			d.nameDeniers.Delete(sb.Name)
+			return
+		}
+		d.nameDeniers.Store(sb.Name, sb.Compiled)
+		book.Indexed(func(a netip.Addr, name string, left time.Duration) {
+			if _, denied := sb.Compiled.Denies(name, 0); denied {
+				d.mgr.DenyLearned(sb.Name, []netip.Addr{a}, left)
+			}
+		})
+	}
 	nc.OnDelete = func(name string) {
 		book.Forget(name)
+		d.nameDeniers.Delete(name)
 		labels.Release(name)
 		if shimForget != nil {
 			shimForget(name)
@@ -156,9 +176,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if cfg.DNS.DeniedRcode == "REFUSED" {
 		rcode = dns.RcodeRefused
 	}
+	rm := router.NewMetrics(reg, labels)
+	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
+	vp, _ := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
+	fwd := &router.Forward{ProtectedPrefixes: []netip.Prefix{pool, vp}, Metrics: rm, Logger: log}
 	shim := dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
-		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: book, Decisions: decisions, AllowAddrs: d.mgr.AllowLearned,
+		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: book, Decisions: decisions,
+		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Protected: fwd.Protected,
 		Metrics: dnsshim.NewMetrics(reg, labels), Logger: log,
 	})
 	shimForget = shim.Forget
@@ -167,7 +192,6 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 
-	rm := router.NewMetrics(reg, labels)
 	hosts := map[string]router.Route{}
 	byAddr := map[netip.Addr]string{}
 	var catchAll *router.Route
@@ -185,9 +209,6 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		hosts[host] = router.Route{Name: host, Handler: hd}
 		byAddr[virtual[host]] = host
 	}
-	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
-	vp, _ := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
-	fwd := &router.Forward{ProtectedPrefixes: []netip.Prefix{pool, vp}, Metrics: rm, Logger: log}
 	d.router = router.New(router.Config{
 		Hosts: hosts, Virtual: byAddr, Identify: d.mgr.Caller, CatchAll: catchAll,
 		Fallback: fwd, Protected: fwd.Protected, Book: book, Resolve: shim.LookupA,
@@ -235,6 +256,22 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		"metrics", cfg.Listen.Metrics, "dns_upstreams", upstreams, "handlers", len(hosts),
 		"sandboxes", len(d.mgr.List()))
 	return d, nil
+}
+
+// denyLearned refuses the addresses of a DNS answer to every sandbox whose
+// policy denies one of the names they answer for. Only sandboxes with
+// hostname denies (nameDeniers) are looked at.
+func (d *Daemon) denyLearned(names []string, addrs []netip.Addr, ttl time.Duration) {
+	d.nameDeniers.Range(func(k, v any) bool {
+		pol := v.(*policy.Compiled)
+		for _, n := range names {
+			if _, denied := pol.Denies(n, 0); denied {
+				d.mgr.DenyLearned(k.(string), addrs, ttl)
+				break
+			}
+		}
+		return true
+	})
 }
 
 // Wait blocks until ctx ends or a listener fails, then shuts down.

@@ -166,6 +166,29 @@ func (c *Compiled) DecideDNS(name string, isHandler bool) Decision {
 	return Decision{Deny, ReasonOff, ""}
 }
 
+// Denies reports whether a denied_hosts hostname entry matches name on port
+// (0: any port, as for DNS), and which.
+func (c *Compiled) Denies(name string, port uint16) (pattern string, denied bool) {
+	name = normName(name)
+	for _, p := range c.denied {
+		if !p.prefix.IsValid() && p.MatchHost(name, port) {
+			return p.raw, true
+		}
+	}
+	return "", false
+}
+
+// DeniesNames reports whether the policy has hostname entries in
+// denied_hosts: only such a policy needs the addresses of denied names.
+func (c *Compiled) DeniesNames() bool {
+	for _, p := range c.denied {
+		if !p.prefix.IsValid() {
+			return true
+		}
+	}
+	return false
+}
+
 // AllowsAddress reports whether an IP/CIDR allowed_hosts entry names dest
 // explicitly: the only way through to a protected destination.
 func (c *Compiled) AllowsAddress(dest netip.Addr, port uint16) bool {
@@ -181,10 +204,24 @@ func (c *Compiled) AllowsAddress(dest netip.Addr, port uint16) bool {
 // for each name, until the record's TTL runs out. A forwarded request must go
 // to an address consistent with its Host, and this is the first place that
 // consistency is looked up.
+//
+// It also keeps, for every address any answer carried, the names it was an
+// answer for: a request to an address whose Host names nothing (an IP
+// literal, or none) is denied to a sandbox whose policy denies one of them.
 type AddrBook struct {
 	mu sync.Mutex
 	m  map[string]map[string][]learned // sandbox → name → addresses
+	// names: address → name → when that answer expires.
+	names map[netip.Addr]map[string]time.Time
 }
+
+// Bounds on the reverse index: what DNS answers can make the daemon keep.
+// When it is full, live entries are kept and new ones dropped: an attacker
+// flooding it cannot push out what a deny relies on.
+const (
+	maxIndexedAddrs    = 1 << 16
+	maxNamesPerAddress = 32
+)
 
 type learned struct {
 	addr    netip.Addr
@@ -203,6 +240,7 @@ func (b *AddrBook) Learn(sandbox, name string, addrs []netip.Addr, ttl time.Dura
 	exp := time.Now().Add(max(ttl, time.Second))
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.index(name, addrs, exp)
 	if b.m == nil {
 		b.m = map[string]map[string][]learned{}
 	}
@@ -243,6 +281,86 @@ func (b *AddrBook) Learn(sandbox, name string, addrs []netip.Addr, ttl time.Dura
 		}
 	}
 	names[name] = ls
+}
+
+// index records name as an answer for each of addrs until exp.
+func (b *AddrBook) index(name string, addrs []netip.Addr, exp time.Time) {
+	if b.names == nil {
+		b.names = map[netip.Addr]map[string]time.Time{}
+	}
+	for _, a := range addrs {
+		a = a.Unmap()
+		ns := b.names[a]
+		if ns == nil {
+			if len(b.names) >= maxIndexedAddrs {
+				b.sweepIndex()
+				if len(b.names) >= maxIndexedAddrs {
+					continue
+				}
+			}
+			ns = map[string]time.Time{}
+			b.names[a] = ns
+		}
+		if _, ok := ns[name]; !ok && len(ns) >= maxNamesPerAddress {
+			continue
+		}
+		if ns[name].Before(exp) {
+			ns[name] = exp
+		}
+	}
+}
+
+func (b *AddrBook) sweepIndex() {
+	now := time.Now()
+	for a, ns := range b.names {
+		for n, exp := range ns {
+			if !exp.After(now) {
+				delete(ns, n)
+			}
+		}
+		if len(ns) == 0 {
+			delete(b.names, a)
+		}
+	}
+}
+
+// NamesOf returns the names DNS answers (to any sandbox, or to the daemon)
+// gave a as an address of, while those answers live.
+func (b *AddrBook) NamesOf(a netip.Addr) []string {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for n, exp := range b.names[a.Unmap()] {
+		if exp.After(now) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Indexed calls fn for every live (address, name) the book holds, with the
+// time left: what a policy change re-applies its denies from.
+func (b *AddrBook) Indexed(fn func(a netip.Addr, name string, left time.Duration)) {
+	now := time.Now()
+	type entry struct {
+		a    netip.Addr
+		name string
+		left time.Duration
+	}
+	var live []entry
+	b.mu.Lock()
+	for a, ns := range b.names {
+		for n, exp := range ns {
+			if exp.After(now) {
+				live = append(live, entry{a, n, exp.Sub(now)})
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, e := range live {
+		fn(e.a, e.name, e.left)
+	}
 }
 
 // Knows reports whether sandbox was told that name has address a.

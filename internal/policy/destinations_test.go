@@ -1,0 +1,138 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestPrivateDestinations(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"10.1.2.3", true},
+		{"172.16.0.1", true},
+		{"172.31.255.254", true},
+		{"172.32.0.1", false},
+		{"192.168.77.2", true},
+		{"100.64.0.1", true},
+		{"100.127.255.254", true},
+		{"100.128.0.1", false},
+		{"198.18.0.1", true},
+		{"198.19.255.254", true},
+		{"198.20.0.1", false},
+		{"::ffff:192.168.1.1", true},
+		{"fd00::1", true},
+		{"192.0.2.2", false},
+		{"8.8.8.8", false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s is private: %v", tt.addr, tt.want), func(t *testing.T) {
+			if got := Private(netip.MustParseAddr(tt.addr)); got != tt.want {
+				t.Errorf("Private(%s) = %v", tt.addr, got)
+			}
+		})
+	}
+}
+
+func TestOnlyAnAddressEntryNamesAnAddress(t *testing.T) {
+	c := MustCompile(Policy{AllowedHosts: []string{"192.168.77.0/24:5432", "*.good.test", "169.254.169.254"}})
+	for addr, want := range map[string]bool{
+		"192.168.77.9":       true, // on any port: a DNS answer has none
+		"169.254.169.254":    true,
+		"::ffff:192.168.77.9": true,
+		"192.168.78.1":       false,
+		"10.0.0.1":           false,
+	} {
+		if got := c.NamesAddress(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("NamesAddress(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestAllowedPortsAreTheMatchingEntriesPorts(t *testing.T) {
+	c := MustCompile(Policy{AllowedHosts: []string{"db.example.com:5432", "*.example.com:443", "db.example.com:443", "10.0.0.0/8", "open.test"}})
+	tests := []struct {
+		name      string
+		host      string
+		wantPorts []uint16
+		wantAny   bool
+	}{
+		{"a name with ported entries opens those ports once each", "db.example.com", []uint16{5432, 443}, false},
+		{"a glob's port", "api.example.com", []uint16{443}, false},
+		{"an entry without a port opens every port", "open.test", nil, true},
+		{"an unmatched name opens nothing", "other.test", nil, false},
+		{"an address entry opens nothing for a name", "10.1.1.1", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ports, any := c.AllowedPorts(tt.host)
+			if any != tt.wantAny || !slices.Equal(ports, tt.wantPorts) {
+				t.Errorf("AllowedPorts(%s) = %v, %v; want %v, %v", tt.host, ports, any, tt.wantPorts, tt.wantAny)
+			}
+		})
+	}
+}
+
+func TestDeniesMatchesHostnameEntriesOnly(t *testing.T) {
+	c := MustCompile(Policy{DeniedHosts: []string{"*.evil.test", "api.test:443", "192.0.2.3"}})
+	tests := []struct {
+		name string
+		port uint16
+		want bool
+	}{
+		{"x.evil.test.", 80, true},
+		{"X.EVIL.test", 0, true},
+		{"api.test", 443, true},
+		{"api.test", 80, false},
+		{"api.test", 0, true},
+		{"192.0.2.3", 80, false}, // address entries are matched on the address itself
+		{"good.test", 80, false},
+	}
+	for _, tt := range tests {
+		if _, got := c.Denies(tt.name, tt.port); got != tt.want {
+			t.Errorf("Denies(%s, %d) = %v, want %v", tt.name, tt.port, got, tt.want)
+		}
+	}
+	if !c.DeniesNames() || MustCompile(Policy{DeniedHosts: []string{"192.0.2.3"}}).DeniesNames() {
+		t.Error("DeniesNames must say whether hostname entries exist")
+	}
+}
+
+func TestTheBookKnowsTheNamesOfAnAddress(t *testing.T) {
+	var b AddrBook
+	a := netip.MustParseAddr("192.0.2.3")
+	b.Learn("s1", "X.evil.test.", []netip.Addr{a}, time.Minute)
+	b.Learn("", "other.test", []netip.Addr{netip.MustParseAddr("::ffff:192.0.2.3")}, time.Minute)
+	b.Learn("s2", "gone.test", []netip.Addr{a}, -time.Hour) // at least a second
+	got := b.NamesOf(a)
+	slices.Sort(got)
+	if want := []string{"gone.test", "other.test", "x.evil.test"}; !slices.Equal(got, want) {
+		t.Errorf("NamesOf = %v, want %v", got, want)
+	}
+	b.Forget("s1") // what a sandbox learned for itself goes; the index stays
+	if !slices.Contains(b.NamesOf(a), "x.evil.test") {
+		t.Error("the index lost a name when its sandbox was forgotten")
+	}
+	n := 0
+	b.Indexed(func(netip.Addr, string, time.Duration) { n++ })
+	if n != 3 {
+		t.Errorf("Indexed visited %d entries, want 3", n)
+	}
+}
+
+func TestAFullIndexKeepsWhatItHolds(t *testing.T) {
+	var b AddrBook
+	a := netip.MustParseAddr("192.0.2.3")
+	b.Learn("", "x.evil.test", []netip.Addr{a}, time.Hour)
+	for i := range maxNamesPerAddress + 10 {
+		b.Learn("", fmt.Sprintf("n%d.flood.test", i), []netip.Addr{a}, time.Hour)
+	}
+	names := b.NamesOf(a)
+	if len(names) != maxNamesPerAddress || !slices.Contains(names, "x.evil.test") {
+		t.Errorf("%d names kept (want %d), x.evil.test kept: %v", len(names), maxNamesPerAddress, slices.Contains(names, "x.evil.test"))
+	}
+}
