@@ -211,16 +211,20 @@ func (c *Compiled) AllowsAddress(dest netip.Addr, port uint16) bool {
 type AddrBook struct {
 	mu sync.Mutex
 	m  map[string]map[string][]learned // sandbox → name → addresses
-	// names: address → name → when that answer expires.
-	names map[netip.Addr]map[string]time.Time
+	// names: address → name → when that answer expires; indexed counts
+	// its (address, name) pairs.
+	names     map[netip.Addr]map[string]time.Time
+	indexed   int
+	lastSweep time.Time
 }
 
-// Bounds on the reverse index: what DNS answers can make the daemon keep.
-// When it is full, live entries are kept and new ones dropped: an attacker
-// flooding it cannot push out what a deny relies on.
+// Bounds on the reverse index: what DNS answers can make the daemon keep
+// (about 13 MiB at most). When it is full, live entries are kept and new
+// ones dropped: a sandbox flooding it cannot push out what a deny relies
+// on, though it can keep names learned later out of it (docs/security.md).
 const (
-	maxIndexedAddrs    = 1 << 16
-	maxNamesPerAddress = 32
+	maxIndexedPairs    = 1 << 17
+	maxNamesPerAddress = 16
 )
 
 type learned struct {
@@ -291,20 +295,23 @@ func (b *AddrBook) index(name string, addrs []netip.Addr, exp time.Time) {
 	for _, a := range addrs {
 		a = a.Unmap()
 		ns := b.names[a]
-		if ns == nil {
-			if len(b.names) >= maxIndexedAddrs {
+		old, known := ns[name]
+		if !known {
+			if b.indexed >= maxIndexedPairs && time.Since(b.lastSweep) > time.Second {
+				// At most once a second: a full index of live entries
+				// would otherwise cost a walk of it per answer.
 				b.sweepIndex()
-				if len(b.names) >= maxIndexedAddrs {
-					continue
-				}
 			}
-			ns = map[string]time.Time{}
-			b.names[a] = ns
+			if b.indexed >= maxIndexedPairs || len(ns) >= maxNamesPerAddress {
+				continue
+			}
+			if ns == nil {
+				ns = map[string]time.Time{}
+				b.names[a] = ns
+			}
+			b.indexed++
 		}
-		if _, ok := ns[name]; !ok && len(ns) >= maxNamesPerAddress {
-			continue
-		}
-		if ns[name].Before(exp) {
+		if old.Before(exp) {
 			ns[name] = exp
 		}
 	}
@@ -312,10 +319,12 @@ func (b *AddrBook) index(name string, addrs []netip.Addr, exp time.Time) {
 
 func (b *AddrBook) sweepIndex() {
 	now := time.Now()
+	b.lastSweep = now
 	for a, ns := range b.names {
 		for n, exp := range ns {
 			if !exp.After(now) {
 				delete(ns, n)
+				b.indexed--
 			}
 		}
 		if len(ns) == 0 {
