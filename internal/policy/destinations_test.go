@@ -41,11 +41,11 @@ func TestPrivateDestinations(t *testing.T) {
 func TestOnlyAnAddressEntryNamesAnAddress(t *testing.T) {
 	c := MustCompile(Policy{AllowedHosts: []string{"192.168.77.0/24:5432", "*.good.test", "169.254.169.254"}})
 	for addr, want := range map[string]bool{
-		"192.168.77.9":       true, // on any port: a DNS answer has none
-		"169.254.169.254":    true,
+		"192.168.77.9":        true, // on any port: a DNS answer has none
+		"169.254.169.254":     true,
 		"::ffff:192.168.77.9": true,
-		"192.168.78.1":       false,
-		"10.0.0.1":           false,
+		"192.168.78.1":        false,
+		"10.0.0.1":            false,
 	} {
 		if got := c.NamesAddress(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("NamesAddress(%s) = %v, want %v", addr, got, want)
