@@ -201,5 +201,8 @@ func TestAPolicyChangeCutsTheOpenTunnelsItNowDenies(t *testing.T) {
 		if err := others.echo("after the delete"); err != nil {
 			t.Errorf("the bystander's tunnel: %v", err)
 		}
+		if v, ok := sample(e.Scrape(), `interceptd_router_tunnels_cut_total{reason="sandbox_deleted"}`); v != 1 {
+			t.Errorf("cuts for the delete: %v (present %v), want 1", v, ok)
+		}
 	})
 }

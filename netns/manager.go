@@ -66,6 +66,11 @@ type Config struct {
 	DefaultPolicy policy.Policy
 	// OnDelete, when set, is called with the name of each deleted sandbox.
 	OnDelete func(name string)
+	// OnPolicy, when set, is called with the name of a sandbox whose policy
+	// changed, once the new policy is in force (Caller returns it) and
+	// outside the manager's locks: what was decided once under the old
+	// policy and lasts (an upgraded connection) is to be decided again.
+	OnPolicy func(name string)
 	// Metrics; nil records nothing.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -694,12 +699,19 @@ func isNotFound(err error) bool {
 }
 
 // SetPolicy replaces a running sandbox's policy. It takes effect for the next
-// request, query or connection, and touches no other sandbox.
-func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
+// request, query or connection, and touches no other sandbox; OnPolicy is
+// called after it for what lasts (open tunnels).
+func (m *Manager) SetPolicy(name string, p policy.Policy) (_ Sandbox, err error) {
 	compiled, err := p.Compile()
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
 	}
+	defer func() {
+		// Deferred before the lock: it runs once the lock is released.
+		if err == nil && m.cfg.OnPolicy != nil {
+			m.cfg.OnPolicy(name)
+		}
+	}()
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
 	m.mu.RLock()

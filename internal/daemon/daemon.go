@@ -120,7 +120,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	decisions := policy.NewMetrics(reg, labels)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
-	var shimForget, routerForget func(string)
+	var shimForget, routerForget, routerRedecide func(string)
 	nc.OnDelete = func(name string) {
 		book.Forget(name)
 		labels.Release(name)
@@ -129,6 +129,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		}
 		if routerForget != nil {
 			routerForget(name)
+		}
+	}
+	nc.OnPolicy = func(name string) {
+		if routerRedecide != nil {
+			routerRedecide(name)
 		}
 	}
 	if d.mgr, err = netns.New(nc); err != nil {
@@ -196,6 +201,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Metrics:              rm, Logger: log,
 	})
 	routerForget = d.router.Forget
+	routerRedecide = func(name string) { d.router.Redecide(name) }
 	ln, err := router.ListenTransparent(ctx, cfg.Listen.HTTP)
 	if err != nil {
 		return d, err
