@@ -223,7 +223,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				// Decided once for the life of the tunnel it may become:
 				// registered to be decided again on a policy change.
 				var ended func()
-				hr, ended = rt.upgradeTunnel(r, env, route, ci)
+				hr, ended = rt.upgradeTunnel(r, env, route, caller, ci)
 				defer ended()
 			}
 			err = route.Handler.ServeHTTP(rw, hr, env)

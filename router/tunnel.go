@@ -115,21 +115,27 @@ func (rt *Router) openTunnel(t *tunnel) (ended func()) {
 func (rt *Router) Redecide(sandbox string) int {
 	n := 0
 	for _, t := range rt.tunnels.of(sandbox) {
-		handler, d, detail := t.redecide()
-		reason := ""
-		switch {
-		case d.Result == policy.Deny:
-			reason = d.Reason
-		case handler != t.handler:
-			reason, detail = CutRerouted, "now served by "+handler+", not "+t.handler
-		default:
-			continue
-		}
-		if rt.cutTunnel(t, reason, detail) {
+		if rt.redecideTunnel(t) {
 			n++
 		}
 	}
 	return n
+}
+
+// redecideTunnel makes t's decision again and cuts t if it no longer
+// stands; it reports whether it cut.
+func (rt *Router) redecideTunnel(t *tunnel) bool {
+	handler, d, detail := t.redecide()
+	var reason string
+	switch {
+	case d.Result == policy.Deny:
+		reason = d.Reason
+	case handler != t.handler:
+		reason, detail = CutRerouted, "now served by "+handler+", not "+t.handler
+	default:
+		return false
+	}
+	return rt.cutTunnel(t, reason, detail)
 }
 
 // cutTunnels cuts all of a sandbox's open tunnels.
@@ -168,8 +174,11 @@ func upgrading(r *http.Request) bool {
 // decision on: until the handler returns, the request may become one at any
 // moment. It returns the request for the handler, whose context a cut
 // cancels (the proxies then close the upstream side), and the function to
-// call when the handler returns. A cut also closes the sandbox's side.
-func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, ci connInfo) (*http.Request, func()) {
+// call when the handler returns. A cut also closes the sandbox's side
+// (either would end the proxies' copying; the close also holds for a
+// handler that does not watch its context). caller is what the request was
+// decided for.
+func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller policy.Caller, ci connInfo) (*http.Request, func()) {
 	ctx, cancel := context.WithCancel(r.Context())
 	var client net.Conn
 	switch {
@@ -198,6 +207,12 @@ func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, ci connIn
 		},
 	}
 	ended := rt.openTunnel(t)
+	// A policy change between the decision and the registration found no
+	// tunnel to re-decide: the policy it decided on must still be the
+	// sandbox's, or the decision is made again now.
+	if now, _ := rt.cfg.Identify(env.Source.Addr()); now.Policy != caller.Policy {
+		rt.redecideTunnel(t)
+	}
 	return r.WithContext(ctx), func() {
 		ended()
 		cancel()

@@ -28,9 +28,11 @@ import (
 // sandbox manager would say it now.
 type caller struct {
 	sandbox string
-	pol     policy.Policy
+	pol     *policy.Compiled // one pointer per policy, as the manager keeps it
 	known   bool
 }
+
+func compiled(p policy.Policy) *policy.Compiled { return policy.MustCompile(p) }
 
 // tunnelRouter serves a router whose host "p" is a Proxy to an upstream
 // that upgrades to "echo" and echoes; who is the sandbox manager's word on
@@ -56,7 +58,7 @@ func tunnelRouter(t *testing.T, who func(netip.Addr) caller) (string, *Router, *
 		Hosts: map[string]Route{"p": {Name: "p", Handler: p}},
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			c := who(a)
-			return policy.Caller{Sandbox: c.sandbox, Policy: policy.MustCompile(c.pol)}, c.known
+			return policy.Caller{Sandbox: c.sandbox, Policy: c.pol}, c.known
 		},
 		Metrics: m,
 		Logger:  slog.New(slog.DiscardHandler),
@@ -104,19 +106,19 @@ func cut(c net.Conn, br *bufio.Reader) bool {
 }
 
 func TestAPolicyChangeCutsTheTunnelsItNowDeniesThroughTheRoutersOwnDecision(t *testing.T) {
-	open := policy.Policy{Internet: true}
+	open := compiled(policy.Policy{Internet: true})
 	tests := []struct {
 		name    string
 		now     caller // the manager's word after the change
 		wantCut bool
 		reason  string
 	}{
-		{"a deny of the tunnel's host cuts it", caller{"loop", policy.Policy{Internet: true, DeniedHosts: []string{"p"}}, true}, true, policy.ReasonDenied},
-		{"a deny of another host cuts nothing", caller{"loop", policy.Policy{Internet: true, DeniedHosts: []string{"q"}}, true}, false, ""},
+		{"a deny of the tunnel's host cuts it", caller{"loop", compiled(policy.Policy{Internet: true, DeniedHosts: []string{"p"}}), true}, true, policy.ReasonDenied},
+		{"a deny of another host cuts nothing", caller{"loop", compiled(policy.Policy{Internet: true, DeniedHosts: []string{"q"}}), true}, false, ""},
 		// As for a request: an allowlist and internet off never block the
 		// operator's handlers, so they cut no tunnel to one.
-		{"an allowlist without the handler's host cuts nothing", caller{"loop", policy.Policy{AllowedHosts: []string{"q"}}, true}, false, ""},
-		{"internet off cuts nothing to a handler", caller{"loop", policy.Policy{}, true}, false, ""},
+		{"an allowlist without the handler's host cuts nothing", caller{"loop", compiled(policy.Policy{AllowedHosts: []string{"q"}}), true}, false, ""},
+		{"internet off cuts nothing to a handler", caller{"loop", compiled(policy.Policy{}), true}, false, ""},
 		{"a source that is no sandbox any more is cut", caller{"", open, false}, true, policy.ReasonUnknown},
 		{"a source that is another sandbox now is cut", caller{"other", open, true}, true, CutSandboxDeleted},
 	}
@@ -166,7 +168,7 @@ func TestAPolicyChangeCutsTheTunnelsItNowDeniesThroughTheRoutersOwnDecision(t *t
 }
 
 func TestForgettingASandboxCutsItsTunnelsAndNoOneElses(t *testing.T) {
-	open := policy.Policy{Internet: true}
+	open := compiled(policy.Policy{Internet: true})
 	addr, rt, m, _ := tunnelRouter(t, func(a netip.Addr) caller {
 		if a == netip.MustParseAddr("127.0.0.2") {
 			return caller{"b", open, true}
@@ -184,6 +186,29 @@ func TestForgettingASandboxCutsItsTunnelsAndNoOneElses(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(CutSandboxDeleted)); got != 1 {
 		t.Errorf("cuts: %v, want 1", got)
+	}
+}
+
+func TestAPolicyChangeBetweenTheDecisionAndTheTunnelsRegistrationStillCutsIt(t *testing.T) {
+	// The first lookup is the request's decision; the policy changes (and
+	// Redecide finds nothing yet) before the tunnel is registered.
+	var lookups atomic.Int32
+	before := caller{"loop", compiled(policy.Policy{Internet: true}), true}
+	after := caller{"loop", compiled(policy.Policy{Internet: true, DeniedHosts: []string{"p"}}), true}
+	addr, _, m, _ := tunnelRouter(t, func(netip.Addr) caller {
+		if lookups.Add(1) == 1 {
+			return before
+		}
+		return after
+	})
+	c := dialTest(t, "", addr, 5*time.Second)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: p\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	got, _ := io.ReadAll(c)
+	if strings.HasPrefix(string(got), "HTTP/1.1 101") {
+		t.Errorf("the tunnel opened under the old policy: %q", got)
+	}
+	if n := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(policy.ReasonDenied)); n != 1 {
+		t.Errorf("cuts: %v, want 1", n)
 	}
 }
 
