@@ -97,7 +97,10 @@ func (ts *tunnels) of(sandbox string) []*tunnel {
 }
 
 // openTunnel registers t; the tunnel's owner calls the function returned
-// when it ends.
+// when it ends. Upgrades register through upgradeTunnel; any other kind (a
+// TLS passthrough splice) registers the same way, with a redecide that calls
+// the decision function its connection went through and a cut that closes
+// both of its sides.
 func (rt *Router) openTunnel(t *tunnel) (ended func()) {
 	rt.tunnels.add(t)
 	rt.cfg.Metrics.tunnelOpened()
