@@ -66,8 +66,11 @@ type Config struct {
 	DefaultPolicy policy.Policy
 	// OnDelete, when set, is called with the name of each deleted sandbox.
 	OnDelete func(name string)
-	// OnPolicy, when set, is called once a sandbox's policy is in force:
-	// after create, attach, re-adoption and each policy change.
+	// OnPolicy, when set, is called once a sandbox's policy is in force
+	// (Caller returns it): after create, attach and re-adoption, and after
+	// each policy change outside the manager's locks, so that what was
+	// decided once under the old policy and lasts (an upgraded connection,
+	// a deny of a name's addresses) is decided again.
 	OnPolicy func(sb Sandbox)
 	// Metrics; nil records nothing.
 	Metrics *Metrics
@@ -699,12 +702,19 @@ func isNotFound(err error) bool {
 }
 
 // SetPolicy replaces a running sandbox's policy. It takes effect for the next
-// request, query or connection, and touches no other sandbox.
-func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
+// request, query or connection, and touches no other sandbox; OnPolicy is
+// called after it for what lasts (open tunnels).
+func (m *Manager) SetPolicy(name string, p policy.Policy) (sb Sandbox, err error) {
 	compiled, err := p.Compile()
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
 	}
+	defer func() {
+		// Deferred before the lock: it runs once the lock is released.
+		if err == nil {
+			m.policyApplied(sb)
+		}
+	}()
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
 	m.mu.RLock()
@@ -728,7 +738,6 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	m.mu.Lock()
 	m.byName[name], m.byAddr[next.Addr] = &next, &next
 	m.mu.Unlock()
-	m.policyApplied(next)
 	m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts)
 	return next, nil
 }

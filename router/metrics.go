@@ -20,6 +20,8 @@ import (
 //	interceptd_router_request_duration_seconds{handler}
 //	interceptd_router_response_bytes_total{handler}
 //	interceptd_router_forward_errors_total{kind}    kind: refused|reset|unreachable|timeout|canceled|error
+//	interceptd_router_tunnels_open                  upgraded connections open now (tunnel.go)
+//	interceptd_router_tunnels_cut_total{reason}     reason: a policy deny reason, rerouted, sandbox_deleted
 type Metrics struct {
 	rejected    prometheus.Counter
 	sandboxes   *metrics.SandboxLabels
@@ -33,6 +35,7 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	bytes       *prometheus.CounterVec
 	forwardErrs *prometheus.CounterVec
+	tunnels     tunnelMetrics
 
 	// perHandler holds each handler's series without a sandbox label: the
 	// vector lookups were a visible part of a request's cost.
@@ -91,6 +94,7 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 		Help: "Intercepted HTTP requests being served now.",
 	}, func() float64 { return float64(m.flying.Load()) })
 	reg.MustRegister(m.rejected, m.conns, m.handedOff, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
+	m.tunnels = newTunnelMetrics(reg)
 	sandboxes.Track(m.requests)
 	return m
 }

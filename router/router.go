@@ -92,6 +92,7 @@ type Router struct {
 	conns   map[*leanConn]struct{}
 	// sweeping: sweepWatches runs (while requests are being served).
 	sweeping atomic.Bool
+	tunnels  tunnels // open upgraded connections, re-decided on a policy change (tunnel.go)
 }
 
 type connKey struct{}
@@ -133,8 +134,12 @@ func New(cfg Config) *Router {
 // requestIDHeader carries the request id on every response.
 const requestIDHeader = "X-Interceptd-Request-Id"
 
-// Forget drops what the router keeps about a deleted sandbox.
-func (rt *Router) Forget(sandbox string) { rt.limit.Forget(sandbox) }
+// Forget drops what the router keeps about a deleted sandbox and cuts its
+// open tunnels.
+func (rt *Router) Forget(sandbox string) {
+	rt.limit.Forget(sandbox)
+	rt.cutTunnels(sandbox, CutSandboxDeleted, "the sandbox was deleted")
+}
 
 // ServeHTTP decides one request, acts on the decision and writes its
 // decision record.
@@ -213,7 +218,15 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if d.Result == policy.Deny {
 			rt.deny(rw, r, env, d, detail)
 		} else {
-			err = route.Handler.ServeHTTP(rw, r, env)
+			hr := r
+			if upgrading(r) {
+				// Decided once for the life of the tunnel it may become:
+				// registered to be decided again on a policy change.
+				var ended func()
+				hr, ended = rt.upgradeTunnel(r, env, route, caller, ci)
+				defer ended()
+			}
+			err = route.Handler.ServeHTTP(rw, hr, env)
 		}
 	}
 	if err != nil {

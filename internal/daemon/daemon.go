@@ -124,21 +124,25 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	decisions := policy.NewMetrics(reg, labels)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
-	var shimForget, routerForget func(string)
+	var shimForget, routerForget, routerRedecide func(string)
 	// A sandbox whose policy denies a name is refused the addresses DNS
 	// gave (anyone) for it, on every protocol: those already learned when
 	// its policy takes effect, and those learned later (Learned below).
+	// Open tunnels are decided again under the new policy.
 	nc.OnPolicy = func(sb netns.Sandbox) {
 		if sb.Compiled == nil || !sb.Compiled.DeniesNames() {
 			d.nameDeniers.Delete(sb.Name)
-			return
+		} else {
+			d.nameDeniers.Store(sb.Name, sb.Compiled)
+			book.Indexed(func(a netip.Addr, name string, left time.Duration) {
+				if _, denied := sb.Compiled.Denies(name, 0); denied {
+					d.mgr.DenyLearned(sb.Name, []netip.Addr{a}, left)
+				}
+			})
 		}
-		d.nameDeniers.Store(sb.Name, sb.Compiled)
-		book.Indexed(func(a netip.Addr, name string, left time.Duration) {
-			if _, denied := sb.Compiled.Denies(name, 0); denied {
-				d.mgr.DenyLearned(sb.Name, []netip.Addr{a}, left)
-			}
-		})
+		if routerRedecide != nil {
+			routerRedecide(sb.Name)
+		}
 	}
 	nc.OnDelete = func(name string) {
 		book.Forget(name)
@@ -217,6 +221,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Metrics:              rm, Logger: log,
 	})
 	routerForget = d.router.Forget
+	routerRedecide = func(name string) { d.router.Redecide(name) }
 	ln, err := router.ListenTransparent(ctx, cfg.Listen.HTTP)
 	if err != nil {
 		return d, err

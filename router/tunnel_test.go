@@ -1,0 +1,289 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// caller is who a source address is and under which policy, as the
+// sandbox manager would say it now.
+type caller struct {
+	sandbox string
+	pol     *policy.Compiled // one pointer per policy, as the manager keeps it
+	known   bool
+}
+
+func compiled(p policy.Policy) *policy.Compiled { return policy.MustCompile(p) }
+
+// tunnelRouter serves a router whose host "p" is a Proxy to an upstream
+// that upgrades to "echo" and echoes; who is the sandbox manager's word on
+// each loopback source, changeable while tunnels are open. It returns the
+// router's address, the router, its metrics and the channel on which the
+// upstream reports each upgraded connection's end.
+func tunnelRouter(t *testing.T, who func(netip.Addr) caller) (string, *Router, *Metrics, <-chan struct{}) {
+	t.Helper()
+	ended := make(chan struct{}, 8)
+	up := rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if r, err := http.ReadRequest(br); err != nil || r.Header.Get("Upgrade") != "echo" {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		io.Copy(c, br)
+		ended <- struct{}{}
+	})
+	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
+	p.Init()
+	m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	addr, rt := serveRouter(t, Config{
+		Hosts: map[string]Route{"p": {Name: "p", Handler: p}},
+		Identify: func(a netip.Addr) (policy.Caller, bool) {
+			c := who(a)
+			return policy.Caller{Sandbox: c.sandbox, Policy: c.pol}, c.known
+		},
+		Metrics: m,
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	return addr, rt, m, ended
+}
+
+// upgrade opens a tunnel to host through the router at addr, from the
+// loopback address src.
+func upgrade(t *testing.T, src, addr, host string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c := dialTest(t, src, addr, 10*time.Second)
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", host)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrading: %v %v", resp, err)
+	}
+	if err := echoes(c, br, "before"); err != nil {
+		t.Fatalf("before any change: %v", err)
+	}
+	return c, br
+}
+
+// echoes sends a line through a tunnel and reads it back within a second.
+func echoes(c net.Conn, br *bufio.Reader, msg string) error {
+	c.SetDeadline(time.Now().Add(time.Second))
+	defer c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, msg+"\n")
+	got, err := br.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != msg+"\n" {
+		return fmt.Errorf("echoed %q", got)
+	}
+	return nil
+}
+
+// cut reports whether the tunnel's sandbox side ends within a second.
+func cut(c net.Conn, br *bufio.Reader) bool {
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	_, err := br.ReadByte()
+	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func TestAPolicyChangeCutsTheTunnelsItNowDeniesThroughTheRoutersOwnDecision(t *testing.T) {
+	open := compiled(policy.Policy{Internet: true})
+	tests := []struct {
+		name    string
+		now     caller // the manager's word after the change
+		wantCut bool
+		reason  string
+	}{
+		{"a deny of the tunnel's host cuts it", caller{"loop", compiled(policy.Policy{Internet: true, DeniedHosts: []string{"p"}}), true}, true, policy.ReasonDenied},
+		{"a deny of another host cuts nothing", caller{"loop", compiled(policy.Policy{Internet: true, DeniedHosts: []string{"q"}}), true}, false, ""},
+		// As for a request: an allowlist and internet off never block the
+		// operator's handlers, so they cut no tunnel to one.
+		{"an allowlist without the handler's host cuts nothing", caller{"loop", compiled(policy.Policy{AllowedHosts: []string{"q"}}), true}, false, ""},
+		{"internet off cuts nothing to a handler", caller{"loop", compiled(policy.Policy{}), true}, false, ""},
+		{"a source that is no sandbox any more is cut", caller{"", open, false}, true, policy.ReasonUnknown},
+		{"a source that is another sandbox now is cut", caller{"other", open, true}, true, CutSandboxDeleted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var now atomic.Pointer[caller]
+			now.Store(&caller{"loop", open, true})
+			addr, rt, m, upEnded := tunnelRouter(t, func(netip.Addr) caller { return *now.Load() })
+			c, br := upgrade(t, "", addr, "p")
+			if got := testutil.ToFloat64(m.tunnels.open); got != 1 {
+				t.Errorf("open tunnels: %v, want 1", got)
+			}
+			now.Store(&tt.now)
+			n := rt.Redecide("loop")
+			if (n == 1) != tt.wantCut {
+				t.Fatalf("cut %d tunnels, want cut %v", n, tt.wantCut)
+			}
+			if !tt.wantCut {
+				if err := echoes(c, br, "after"); err != nil {
+					t.Errorf("the tunnel after the change: %v", err)
+				}
+				return
+			}
+			if !cut(c, br) {
+				t.Error("the sandbox's side is still open")
+			}
+			select {
+			case <-upEnded:
+			case <-time.After(time.Second):
+				t.Error("the upstream's side is still open")
+			}
+			if got := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(tt.reason)); got != 1 {
+				t.Errorf("cuts with reason %s: %v, want 1", tt.reason, got)
+			}
+			// The proxy's goroutine ends the tunnel again once it notices:
+			// the gauge must not count it twice.
+			deadline := time.Now().Add(time.Second)
+			for testutil.ToFloat64(m.tunnels.open) != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if got := testutil.ToFloat64(m.tunnels.open); got != 0 {
+				t.Errorf("open tunnels after the cut: %v, want 0", got)
+			}
+		})
+	}
+}
+
+func TestForgettingASandboxCutsItsTunnelsAndNoOneElses(t *testing.T) {
+	open := compiled(policy.Policy{Internet: true})
+	addr, rt, m, _ := tunnelRouter(t, func(a netip.Addr) caller {
+		if a == netip.MustParseAddr("127.0.0.2") {
+			return caller{"b", open, true}
+		}
+		return caller{"a", open, true}
+	})
+	ca, bra := upgrade(t, "127.0.0.1", addr, "p")
+	cb, brb := upgrade(t, "127.0.0.2", addr, "p")
+	rt.Forget("a")
+	if !cut(ca, bra) {
+		t.Error("the forgotten sandbox's tunnel is still open")
+	}
+	if err := echoes(cb, brb, "after"); err != nil {
+		t.Errorf("the other sandbox's tunnel: %v", err)
+	}
+	if got := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(CutSandboxDeleted)); got != 1 {
+		t.Errorf("cuts: %v, want 1", got)
+	}
+}
+
+func TestAPolicyChangeBetweenTheDecisionAndTheTunnelsRegistrationStillCutsIt(t *testing.T) {
+	// The first lookup is the request's decision; the policy changes (and
+	// Redecide finds nothing yet) before the tunnel is registered.
+	var lookups atomic.Int32
+	before := caller{"loop", compiled(policy.Policy{Internet: true}), true}
+	after := caller{"loop", compiled(policy.Policy{Internet: true, DeniedHosts: []string{"p"}}), true}
+	addr, _, m, _ := tunnelRouter(t, func(netip.Addr) caller {
+		if lookups.Add(1) == 1 {
+			return before
+		}
+		return after
+	})
+	c := dialTest(t, "", addr, 5*time.Second)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: p\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	got, _ := io.ReadAll(c)
+	if strings.HasPrefix(string(got), "HTTP/1.1 101") {
+		t.Errorf("the tunnel opened under the old policy: %q", got)
+	}
+	if n := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(policy.ReasonDenied)); n != 1 {
+		t.Errorf("cuts: %v, want 1", n)
+	}
+}
+
+// lockedBuffer is a log destination safe for the router's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestRedecideCutsWhatIsNowDeniedOrServedElsewhereAndLogsEachCut(t *testing.T) {
+	deny := policy.Decision{Result: policy.Deny, Reason: policy.ReasonNotAllowed}
+	forward := policy.Decision{Result: policy.Forward, Reason: policy.ReasonInternet}
+	tests := []struct {
+		name       string
+		sandbox    string // the tunnel's
+		handler    string // now
+		decision   policy.Decision
+		wantReason string // "" when kept
+	}{
+		{"a tunnel the policy now denies is cut under the policy's reason", "s", LabelDeny, deny, policy.ReasonNotAllowed},
+		{"a tunnel another handler would now serve is cut as rerouted", "s", LabelForward, policy.Decision{Result: policy.Handler, Reason: policy.ReasonHandler}, CutRerouted},
+		{"a tunnel decided as before is kept", "s", "h", forward, ""},
+		{"another sandbox's tunnel is not decided again", "other", LabelDeny, deny, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log lockedBuffer
+			m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+			rt := New(Config{Metrics: m, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+			cuts := 0
+			tn := &tunnel{
+				sandbox: tt.sandbox, host: "example.test", dest: netip.MustParseAddrPort("192.0.2.10:80"), handler: "h",
+				redecide: func() (string, policy.Decision, string) { return tt.handler, tt.decision, "why" },
+				cut:      func() { cuts++ },
+			}
+			ended := rt.openTunnel(tn)
+			n := rt.Redecide("s")
+			ended() // the owner notices the end
+			want := 0
+			if tt.wantReason != "" {
+				want = 1
+			}
+			if n != want || cuts != want {
+				t.Fatalf("Redecide said %d, cut called %d times, want %d", n, cuts, want)
+			}
+			if got := testutil.ToFloat64(m.tunnels.open); got != 0 {
+				t.Errorf("open tunnels after the end: %v", got)
+			}
+			records := strings.Count(log.String(), `msg="tunnel cut"`)
+			if records != want {
+				t.Fatalf("%d cut records, want %d:\n%s", records, want, log.String())
+			}
+			if want == 0 {
+				return
+			}
+			if got := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(tt.wantReason)); got != 1 {
+				t.Errorf("cuts with reason %s: %v", tt.wantReason, got)
+			}
+			for _, f := range []string{"sandbox=s", "host=example.test", "dest=192.0.2.10:80", "handler=h", "reason=" + tt.wantReason} {
+				if !strings.Contains(log.String(), f) {
+					t.Errorf("the record lacks %s: %s", f, log.String())
+				}
+			}
+		})
+	}
+}
