@@ -279,14 +279,17 @@ func TestTheProxyScrubsReflectedSecretsFromEveryPartOfTheResponse(t *testing.T) 
 	for _, s := range append(reflectedSecrets("Bearer "+token), reflectedSecrets("Basic "+basic)...) {
 		never = append(never, reencodings(s)...)
 	}
+	// want is in the joined view, wantRaw in the raw one: what shows the
+	// part of the answer under test did arrive.
 	tests := []struct {
 		name, path, want string
+		wantRaw          []string
 	}{
-		{"in a 103 Early Hints head", "/early", "HTTP/1.1 103"},
-		{"in the final head, as values and as a field name", "/final", "HTTP/1.1 200"},
-		{"in chunked trailers, declared and not", "/trailer", "body before the trailers"},
-		{"in a body that splits the secret between two reads", "/split", "HTTP/1.1 200"},
-		{"in a body, re-encoded", "/body", "HTTP/1.1 200"},
+		{"in a 103 Early Hints head", "/early", "HTTP/1.1 103", []string{"\nX-Early-Auth: **"}},
+		{"in the final head, as values and as a field name", "/final", "HTTP/1.1 200", []string{"\nX-Echo-Auth: **"}},
+		{"in chunked trailers, declared and not", "/trailer", "body before the trailers", []string{"\r\n0\r\n", "\nX-Trailer-Auth: **", "\nX-Late-Auth: **"}},
+		{"in a body that splits the secret between two reads", "/split", "HTTP/1.1 200", []string{"***"}},
+		{"in a body, re-encoded", "/body", "HTTP/1.1 200", []string{"***"}},
 	}
 	for _, tt := range tests {
 		for _, host := range []string{"bearer.example.test", "basic.example.test"} {
@@ -299,6 +302,11 @@ func TestTheProxyScrubsReflectedSecretsFromEveryPartOfTheResponse(t *testing.T) 
 				out := raw + "\n--- joined ---\n" + joined
 				if code != 0 || code2 != 0 || !strings.Contains(joined, tt.want) {
 					t.Fatalf("curl %s%s (exit %d, %d): no %q in\n%s", host, tt.path, code, code2, tt.want, out)
+				}
+				for _, w := range tt.wantRaw {
+					if !strings.Contains(raw, w) {
+						t.Errorf("no %q in\n%s", w, out)
+					}
 				}
 				var seen []string
 				for _, f := range never {

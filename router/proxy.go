@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -53,7 +52,7 @@ type proxyKey struct{}
 
 type proxyReq struct {
 	secrets map[string]string // header → value
-	raw     [][]byte
+	scrub   *scrubber         // nil when nothing is injected
 }
 
 // Init builds the proxy; call once before serving.
@@ -108,25 +107,18 @@ func (p *Proxy) Init() {
 			for h, v := range preq.secrets {
 				pr.Out.Header.Set(h, v) // overwrites what the sandbox sent
 			}
-			if len(preq.raw) > 0 {
+			if preq.scrub != nil {
 				// Bodies must be plain for the secret scrubber to see them.
 				pr.Out.Header.Set("Accept-Encoding", "identity")
 			}
 		},
 		ModifyResponse: func(resp *http.Response) error {
+			// Header blocks are scrubbed as they are written (see
+			// scrubbingWriter); the body here, as it streams.
 			preq := resp.Request.Context().Value(proxyKey{}).(*proxyReq)
-			if len(preq.raw) == 0 {
-				return nil
+			if preq.scrub != nil {
+				resp.Body = newRedactor(resp.Body, preq.scrub)
 			}
-			for k, vs := range resp.Header {
-				for i, v := range vs {
-					b := []byte(v)
-					mask(b, preq.raw)
-					vs[i] = string(b)
-				}
-				resp.Header[k] = vs
-			}
-			resp.Body = newRedactor(resp.Body, preq.raw)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -145,6 +137,7 @@ var errNoAddress = errors.New("no address")
 // ServeHTTP implements Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 	preq := &proxyReq{secrets: map[string]string{}}
+	var raw [][]byte
 	for _, in := range p.Inject {
 		v, err := in.Secret.Value(env)
 		if err != nil {
@@ -156,11 +149,58 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error
 			val = strings.ReplaceAll(in.Template, "{secret}", val)
 		}
 		preq.secrets[in.Header] = val
-		preq.raw = append(preq.raw, bytes.Clone(v))
-		if val != string(v) {
-			preq.raw = append(preq.raw, []byte(val))
-		}
+		// The template's text is the config's, not secret: masking the
+		// secret masks every value that holds it.
+		raw = append(raw, v)
 	}
-	p.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, preq)))
+	preq.scrub = newScrubber(raw)
+	r = r.WithContext(context.WithValue(r.Context(), proxyKey{}, preq))
+	if preq.scrub == nil {
+		p.proxy.ServeHTTP(w, r)
+		return nil
+	}
+	sw := &scrubbingWriter{ResponseWriter: w, s: preq.scrub}
+	// Trailers are in w's header map when ReverseProxy returns, and are
+	// written after: scrub them then (and on an abort, for good measure).
+	defer preq.scrub.scrubHeader(w.Header())
+	p.proxy.ServeHTTP(sw, r)
 	return nil
 }
+
+// scrubbingWriter scrubs each header block as it goes out: interim heads
+// (103 Early Hints, which ReverseProxy copies from the upstream straight
+// into the writer, past ModifyResponse) and the final head. Trailers are
+// scrubbed when the handler returns, bodies by the redactor.
+type scrubbingWriter struct {
+	http.ResponseWriter
+	s     *scrubber
+	wrote bool
+}
+
+func (w *scrubbingWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.wrote = true
+	}
+	w.s.scrubHeader(w.ResponseWriter.Header())
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *scrubbingWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK) // not the underlying writer's implicit one, unscrubbed
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush implements http.Flusher, scrubbing the head if it is not out yet.
+func (w *scrubbingWriter) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *scrubbingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
