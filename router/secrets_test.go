@@ -4,12 +4,15 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestTheRedactorMasksSecretsSplitAcrossReads(t *testing.T) {
@@ -223,5 +226,48 @@ func TestAHandlerWithoutSecretsHasNoScrubber(t *testing.T) {
 	}
 	if s := newScrubber([][]byte{{}}); s != nil {
 		t.Errorf("an empty secret gave a scrubber %+v", s)
+	}
+}
+
+func TestTheProxyScrubsEveryHeaderBlockItWrites(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		auth := r.Header.Get("Authorization")
+		h := w.Header()
+		h.Set("X-Early", auth)
+		w.WriteHeader(http.StatusEarlyHints)
+		clear(h)
+		h.Set("Trailer", "X-Declared")
+		h.Set("X-Final", auth)
+		io.WriteString(w, "body "+auth+"\n")
+		h.Set("X-Declared", auth)
+		h.Set(http.TrailerPrefix+"X-Undeclared", auth)
+	}))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	p := &Proxy{Name: "api", Upstream: u, Logger: slog.New(slog.DiscardHandler), Inject: []Injection{
+		{Header: "Authorization", Template: "Bearer {secret}", Secret: &FileSecret{val: []byte(testToken)}},
+	}}
+	p.Init()
+	addr, _ := serveRoutes(t, nil, map[string]Route{"api.test": {Name: "api.test", Handler: p}})
+	tests := []struct{ name, req string }{
+		{"through the lean loop", "GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"},
+		{"through net/http (a chunked upload)", "POST / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialTest(t, "", addr, 10*time.Second)
+			io.WriteString(c, tt.req)
+			b, _ := io.ReadAll(c)
+			out := string(b)
+			for _, want := range []string{"HTTP/1.1 103 Early Hints\r\n", "\r\nX-Early: Bearer ****", "\r\nX-Final: Bearer ****", "body Bearer ****", "\r\nX-Declared: Bearer ****", "\r\nX-Undeclared: Bearer ****"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("no %q in\n%s", want, out)
+				}
+			}
+			if l := leaks(out); len(l) > 0 {
+				t.Errorf("the answer holds %q:\n%s", l, out)
+			}
+		})
 	}
 }
