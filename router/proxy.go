@@ -153,7 +153,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error
 		// secret masks every value that holds it.
 		raw = append(raw, v)
 	}
-	preq.scrub = newScrubber(raw)
+	if len(raw) > 0 {
+		preq.scrub = newScrubber(raw)
+	}
 	r = r.WithContext(context.WithValue(r.Context(), proxyKey{}, preq))
 	if preq.scrub == nil {
 		p.proxy.ServeHTTP(w, r)

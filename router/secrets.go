@@ -235,14 +235,25 @@ func base64Text(v []byte) ([]byte, bool) {
 // lowerASCII appends b with ASCII letters lowered to dst: one byte for one
 // byte, so offsets in the result are offsets in b.
 func lowerASCII(dst, b []byte) []byte {
-	for _, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
+	n := len(dst)
+	dst = append(dst, b...)
+	for i, c := range dst[n:] {
+		dst[n+i] = lowerTable[c]
 	}
 	return dst
 }
+
+// lowerTable maps a byte to its ASCII lower case; a table, because this
+// runs over every byte of a scrubbed body.
+var lowerTable = func() (t [256]byte) {
+	for i := range t {
+		t[i] = byte(i)
+		if 'A' <= i && i <= 'Z' {
+			t[i] += 'a' - 'A'
+		}
+	}
+	return t
+}()
 
 // scratch is what a scan reuses between calls.
 type scratch struct {
