@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"compress/flate"
+	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -204,11 +206,16 @@ func reflectedSecrets(auth string) []string {
 	return nil
 }
 
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
 // reflectingUpstream hands the injected Authorization back, in every
 // re-encoding, wherever the path says: /early in a 103 Early Hints head,
 // /final in the final head (as values and as a field name), /trailer in
 // chunked trailers (declared and undeclared), /split in a body written in
-// two flushes that split every form in the middle, /body in one write.
+// two flushes that split every form in the middle, /body in one write,
+// /gzip, /deflate and /br in a body in that content coding.
 func reflectingUpstream() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var forms []string
@@ -246,6 +253,21 @@ func reflectingUpstream() http.Handler {
 			}
 		case "/body":
 			io.WriteString(w, strings.Join(forms, "\n")+"\n")
+		case "/gzip", "/deflate", "/br":
+			// Compressed although the proxy asked for identity, as
+			// an always-on compression middleware does.
+			h.Set("Content-Encoding", r.URL.Path[1:])
+			var zw io.WriteCloser
+			switch r.URL.Path {
+			case "/gzip":
+				zw = gzip.NewWriter(w)
+			case "/deflate":
+				zw, _ = flate.NewWriter(w, flate.BestSpeed)
+			default: // no brotli in the standard library: the coding is only claimed
+				zw = nopWriteCloser{w}
+			}
+			io.WriteString(zw, strings.Join(forms, "\n")+"\n")
+			zw.Close()
 		}
 	})
 }
@@ -290,15 +312,19 @@ func TestTheProxyScrubsReflectedSecretsFromEveryPartOfTheResponse(t *testing.T) 
 		{"in chunked trailers, declared and not", "/trailer", "body before the trailers", []string{"\r\n0\r\n", "\nX-Trailer-Auth: **", "\nX-Late-Auth: **"}},
 		{"in a body that splits the secret between two reads", "/split", "HTTP/1.1 200", []string{"***"}},
 		{"in a body, re-encoded", "/body", "HTTP/1.1 200", []string{"***"}},
+		{"in a gzip body sent although identity was asked for", "/gzip", "HTTP/1.1 200", []string{"***"}},
+		{"in a deflate body sent although identity was asked for", "/deflate", "HTTP/1.1 200", []string{"***"}},
+		{"in a body in a coding the proxy cannot undo", "/br", "HTTP/1.1 502", []string{"cannot be scrubbed"}},
 	}
 	for _, tt := range tests {
 		for _, host := range []string{"bearer.example.test", "basic.example.test"} {
 			t.Run(tt.name+" for "+strings.Split(host, ".")[0], func(t *testing.T) {
 				// Two views of the same answer: --raw shows the chunk
 				// framing and trailers as they came; without it curl
-				// joins the chunks, as a client reading the body does.
+				// joins the chunks and undoes a content coding, as a
+				// client reading the body does.
 				raw, code := e.In(sb, "curl", "-sS", "-i", "--raw", "-m", "10", "http://"+host+tt.path)
-				joined, code2 := e.In(sb, "curl", "-sS", "-i", "-m", "10", "http://"+host+tt.path)
+				joined, code2 := e.In(sb, "curl", "-sS", "-i", "--compressed", "-m", "10", "http://"+host+tt.path)
 				out := raw + "\n--- joined ---\n" + joined
 				if code != 0 || code2 != 0 || !strings.Contains(joined, tt.want) {
 					t.Fatalf("curl %s%s (exit %d, %d): no %q in\n%s", host, tt.path, code, code2, tt.want, out)
