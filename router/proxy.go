@@ -1,15 +1,21 @@
 package router
 
 import (
+	"bufio"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -117,6 +123,9 @@ func (p *Proxy) Init() {
 			// scrubbingWriter); the body here, as it streams.
 			preq := resp.Request.Context().Value(proxyKey{}).(*proxyReq)
 			if preq.scrub != nil {
+				if err := decodeBody(resp); err != nil {
+					return err
+				}
 				resp.Body = newRedactor(resp.Body, preq.scrub)
 			}
 			return nil
@@ -126,13 +135,89 @@ func (p *Proxy) Init() {
 			p.Metrics.forwardError(kind)
 			// The error names the upstream, never a header: no secret in it.
 			p.Logger.Warn("proxy upstream failed", "handler", p.Name, "kind", kind)
-			WriteError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind})
+			reason := "upstream " + kind
+			if errors.Is(err, errEncodedBody) {
+				reason = "upstream sent a body in a content coding that cannot be scrubbed of the injected secret"
+			}
+			WriteError(w, &Error{Status: http.StatusBadGateway, Reason: reason})
 		},
 		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
 	}
 }
 
 var errNoAddress = errors.New("no address")
+
+// errEncodedBody refuses a body the scrubber could not read: one in a
+// content coding other than gzip or deflate, or in several.
+var errEncodedBody = errors.New("a body in a content coding the proxy cannot undo")
+
+// decodeBody undoes the content coding of a response the proxy asked to
+// get as identity (an always-on compression middleware ignores that): a
+// secret inside compressed bytes would pass the scrubber unseen. gzip and
+// deflate are undone as the body streams, and the head then announces
+// neither the coding nor a length; any other coding is refused. The coding's
+// name is never echoed: the upstream chose it, and it could hold the secret.
+func decodeBody(resp *http.Response) error {
+	var codings []string
+	for _, v := range resp.Header.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.ToLower(textproto.TrimString(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	if len(codings) == 0 {
+		return nil
+	}
+	var open func(io.Reader) (io.Reader, error)
+	switch {
+	case len(codings) > 1:
+		return errEncodedBody
+	case codings[0] == "gzip" || codings[0] == "x-gzip":
+		open = func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }
+	case codings[0] == "deflate":
+		open = openDeflate
+	default:
+		return errEncodedBody
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Body = &decodingBody{src: resp.Body, open: open}
+	return nil
+}
+
+// openDeflate reads HTTP's "deflate": zlib-wrapped as RFC 9110 says, or raw
+// DEFLATE as some servers send it.
+func openDeflate(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	if h, err := br.Peek(2); err == nil && h[0]&0x0f == 8 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0 {
+		return zlib.NewReader(br)
+	}
+	return flate.NewReader(br), nil
+}
+
+// decodingBody opens its decoder at the first read, so an empty body (a
+// HEAD, a 304) is no error, and the decoder's first read of a slow upstream
+// does not hold up the head.
+type decodingBody struct {
+	src  io.ReadCloser
+	open func(io.Reader) (io.Reader, error)
+	r    io.Reader
+}
+
+func (d *decodingBody) Read(p []byte) (int, error) {
+	if d.r == nil {
+		r, err := d.open(d.src)
+		if err != nil {
+			return 0, err
+		}
+		d.r = r
+	}
+	return d.r.Read(p)
+}
+
+func (d *decodingBody) Close() error { return d.src.Close() }
 
 // ServeHTTP implements Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {

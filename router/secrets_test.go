@@ -1,8 +1,12 @@
 package router
 
 import (
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -267,6 +271,57 @@ func TestTheProxyScrubsEveryHeaderBlockItWrites(t *testing.T) {
 			}
 			if l := leaks(out); len(l) > 0 {
 				t.Errorf("the answer holds %q:\n%s", l, out)
+			}
+		})
+	}
+}
+
+func TestTheProxyUndoesGzipAndDeflateAndRefusesOtherCodings(t *testing.T) {
+	const text = "Bearer " + testToken + "\n"
+	compress := func(w func(io.Writer) io.WriteCloser) string {
+		var b strings.Builder
+		zw := w(&b)
+		io.WriteString(zw, text)
+		zw.Close()
+		return b.String()
+	}
+	gz := compress(func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) })
+	zl := compress(func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) })
+	raw := compress(func(w io.Writer) io.WriteCloser { zw, _ := flate.NewWriter(w, 1); return zw })
+	tests := []struct {
+		name, coding, body, want string
+		refused                  bool
+	}{
+		{"no coding is left alone", "", text, text, false},
+		{"identity is left alone", "identity", text, text, false},
+		{"gzip is undone", "gzip", gz, text, false},
+		{"x-gzip is undone", "x-gzip", gz, text, false},
+		{"deflate in zlib is undone", "Deflate", zl, text, false},
+		{"raw deflate is undone", "deflate", raw, text, false},
+		{"an empty gzip body is empty", "gzip", "", "", false},
+		{"brotli is refused", "br", "whatever", "", true},
+		{"two codings are refused", "gzip, gzip", gz, "", true},
+		{"an unknown coding is refused", testToken, text, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := &http.Response{Header: http.Header{}, Body: io.NopCloser(strings.NewReader(tt.body)), ContentLength: int64(len(tt.body))}
+			if tt.coding != "" {
+				resp.Header.Set("Content-Encoding", tt.coding)
+			}
+			err := decodeBody(resp)
+			if tt.refused {
+				if !errors.Is(err, errEncodedBody) {
+					t.Fatalf("got %v, want the body refused", err)
+				}
+				return
+			}
+			got, rerr := io.ReadAll(resp.Body)
+			if err != nil || rerr != nil || string(got) != tt.want {
+				t.Fatalf("got %q (%v, %v), want %q", got, err, rerr, tt.want)
+			}
+			if tt.coding != "" && tt.coding != "identity" && (resp.Header.Get("Content-Encoding") != "" || resp.ContentLength != -1) {
+				t.Errorf("the head still says coding %q, length %d", resp.Header.Get("Content-Encoding"), resp.ContentLength)
 			}
 		})
 	}
