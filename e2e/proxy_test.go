@@ -1,18 +1,25 @@
 package e2e
 
 import (
+	"compress/flate"
+	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -158,4 +165,188 @@ func TestTheProxyInjectsCredentialsTheSandboxNeverSees(t *testing.T) {
 			}
 		}
 	})
+}
+
+// reencodings are the forms in which an upstream might hand an injected
+// secret back without meaning to hide it: as it is, base64 (of the secret
+// and of "user:secret", as Basic carries it), URL-encoded with either case of
+// hex digits, hex in either case, JSON-escaped, and upper- and lower-cased.
+func reencodings(secret string) []string {
+	q := url.QueryEscape(secret)
+	js, _ := json.Marshal(secret)
+	return []string{
+		secret,
+		base64.StdEncoding.EncodeToString([]byte(secret)),
+		base64.RawURLEncoding.EncodeToString([]byte(secret)),
+		base64.StdEncoding.EncodeToString([]byte("x-access-token:" + secret)),
+		base64.StdEncoding.EncodeToString([]byte("Bearer " + secret)),
+		q,
+		url.PathEscape(secret),
+		regexp.MustCompile(`%[0-9A-F]{2}`).ReplaceAllStringFunc(q, strings.ToLower),
+		hex.EncodeToString([]byte(secret)),
+		strings.ToUpper(hex.EncodeToString([]byte(secret))),
+		strings.Trim(strings.ReplaceAll(string(js), "/", `\/`), `"`),
+		strings.ToUpper(secret),
+		strings.ToLower(secret),
+	}
+}
+
+// reflectedSecrets is what a careless or hostile upstream can find in the
+// request's Authorization: the Bearer token, or Basic's encoded user:password,
+// the pair decoded and the password alone.
+func reflectedSecrets(auth string) []string {
+	if tok, ok := strings.CutPrefix(auth, "Bearer "); ok {
+		return []string{tok}
+	}
+	if b, ok := strings.CutPrefix(auth, "Basic "); ok {
+		pair, _ := base64.StdEncoding.DecodeString(b)
+		_, pass, _ := strings.Cut(string(pair), ":")
+		return []string{b, string(pair), pass}
+	}
+	return nil
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+// reflectingUpstream hands the injected Authorization back, in every
+// re-encoding, wherever the path says: /early in a 103 Early Hints head,
+// /final in the final head (as values and as a field name), /trailer in
+// chunked trailers (declared and undeclared), /split in a body written in
+// two flushes that split every form in the middle, /body in one write,
+// /gzip, /deflate and /br in a body in that content coding.
+func reflectingUpstream() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var forms []string
+		for _, s := range reflectedSecrets(r.Header.Get("Authorization")) {
+			forms = append(forms, reencodings(s)...)
+		}
+		forms = append(forms, r.Header.Get("Authorization"))
+		h := w.Header()
+		fc := http.NewResponseController(w)
+		switch r.URL.Path {
+		case "/early":
+			h.Set("Link", "</style.css>; rel=preload; as=style")
+			h["X-Early-Auth"] = forms
+			h.Set(hex.EncodeToString([]byte(forms[0])), "a field named after the secret")
+			w.WriteHeader(http.StatusEarlyHints)
+			clear(h)
+			io.WriteString(w, "final\n")
+		case "/final":
+			h["X-Echo-Auth"] = forms
+			h.Set(hex.EncodeToString([]byte(forms[0])), "a field named after the secret")
+			io.WriteString(w, "final\n")
+		case "/trailer":
+			h.Set("Trailer", "X-Trailer-Auth")
+			io.WriteString(w, "body before the trailers\n")
+			fc.Flush()
+			h["X-Trailer-Auth"] = forms
+			h[http.TrailerPrefix+"X-Late-Auth"] = forms
+		case "/split":
+			for _, f := range forms {
+				io.WriteString(w, f[:len(f)/2])
+				fc.Flush()
+				time.Sleep(20 * time.Millisecond)
+				io.WriteString(w, f[len(f)/2:]+"\n")
+				fc.Flush()
+			}
+		case "/body":
+			io.WriteString(w, strings.Join(forms, "\n")+"\n")
+		case "/gzip", "/deflate", "/br":
+			// Compressed although the proxy asked for identity, as
+			// an always-on compression middleware does.
+			h.Set("Content-Encoding", r.URL.Path[1:])
+			var zw io.WriteCloser
+			switch r.URL.Path {
+			case "/gzip":
+				zw = gzip.NewWriter(w)
+			case "/deflate":
+				zw, _ = flate.NewWriter(w, flate.BestSpeed)
+			default: // no brotli in the standard library: the coding is only claimed
+				zw = nopWriteCloser{w}
+			}
+			io.WriteString(zw, strings.Join(forms, "\n")+"\n")
+			zw.Close()
+		}
+	})
+}
+
+func TestTheProxyScrubsReflectedSecretsFromEveryPartOfTheResponse(t *testing.T) {
+	const token = "s3cr3t+tok/en=v1"
+	basic := base64.StdEncoding.EncodeToString([]byte("agent:pa55-w0rd!x"))
+	dir := t.TempDir()
+	tokenFile, basicFile := filepath.Join(dir, "token"), filepath.Join(dir, "basic")
+	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+	os.WriteFile(basicFile, []byte(basic+"\n"), 0o600)
+	cfg := `handlers:
+  - host: bearer.example.test
+    kind: proxy
+    upstream: http://` + upstreamIP + `:8089
+    inject:
+      - {header: Authorization, template: "Bearer {secret}", file: ` + tokenFile + `}
+  - host: basic.example.test
+    kind: proxy
+    upstream: http://` + upstreamIP + `:8089
+    inject:
+      - {header: Authorization, template: "Basic {secret}", file: ` + basicFile + `}
+`
+	e := NewEnv(t, Options{ExtraConfig: cfg})
+	srv := &http.Server{Handler: reflectingUpstream()}
+	go srv.Serve(e.ListenIn("/run/netns/"+e.UpNS, upstreamIP+":8089"))
+	t.Cleanup(func() { srv.Close() })
+	sb := e.Create("agent")
+
+	var never []string
+	for _, s := range append(reflectedSecrets("Bearer "+token), reflectedSecrets("Basic "+basic)...) {
+		never = append(never, reencodings(s)...)
+	}
+	// want is in the joined view, wantRaw in the raw one: what shows the
+	// part of the answer under test did arrive.
+	tests := []struct {
+		name, path, want string
+		wantRaw          []string
+	}{
+		{"in a 103 Early Hints head", "/early", "HTTP/1.1 103", []string{"\nX-Early-Auth: **"}},
+		{"in the final head, as values and as a field name", "/final", "HTTP/1.1 200", []string{"\nX-Echo-Auth: **"}},
+		{"in chunked trailers, declared and not", "/trailer", "body before the trailers", []string{"\r\n0\r\n", "\nX-Trailer-Auth: **", "\nX-Late-Auth: **"}},
+		{"in a body that splits the secret between two reads", "/split", "HTTP/1.1 200", []string{"***"}},
+		{"in a body, re-encoded", "/body", "HTTP/1.1 200", []string{"***"}},
+		{"in a gzip body sent although identity was asked for", "/gzip", "HTTP/1.1 200", []string{"***"}},
+		{"in a deflate body sent although identity was asked for", "/deflate", "HTTP/1.1 200", []string{"***"}},
+		{"in a body in a coding the proxy cannot undo", "/br", "HTTP/1.1 502", []string{"cannot be scrubbed"}},
+	}
+	for _, tt := range tests {
+		for _, host := range []string{"bearer.example.test", "basic.example.test"} {
+			t.Run(tt.name+" for "+strings.Split(host, ".")[0], func(t *testing.T) {
+				// Two views of the same answer: --raw shows the chunk
+				// framing and trailers as they came; without it curl
+				// joins the chunks and undoes a content coding, as a
+				// client reading the body does.
+				raw, code := e.In(sb, "curl", "-sS", "-i", "--raw", "-m", "10", "http://"+host+tt.path)
+				joined, code2 := e.In(sb, "curl", "-sS", "-i", "--compressed", "-m", "10", "http://"+host+tt.path)
+				out := raw + "\n--- joined ---\n" + joined
+				if code != 0 || code2 != 0 || !strings.Contains(joined, tt.want) {
+					t.Fatalf("curl %s%s (exit %d, %d): no %q in\n%s", host, tt.path, code, code2, tt.want, out)
+				}
+				for _, w := range tt.wantRaw {
+					if !strings.Contains(raw, w) {
+						t.Errorf("no %q in\n%s", w, out)
+					}
+				}
+				var seen []string
+				for _, f := range never {
+					if strings.Contains(out, f) {
+						seen = append(seen, f)
+					}
+				}
+				if len(seen) > 0 {
+					t.Errorf("the sandbox saw %d forms of the secret %q in:\n%s", len(seen), seen, out)
+				}
+			})
+		}
+	}
+	if strings.Contains(e.Log(), token) || strings.Contains(e.Log(), basic) {
+		t.Error("a secret reached the log")
+	}
 }

@@ -1,16 +1,21 @@
 package router
 
 import (
-	"bytes"
+	"bufio"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -53,7 +58,7 @@ type proxyKey struct{}
 
 type proxyReq struct {
 	secrets map[string]string // header → value
-	raw     [][]byte
+	scrub   *scrubber         // nil when nothing is injected
 }
 
 // Init builds the proxy; call once before serving.
@@ -108,25 +113,21 @@ func (p *Proxy) Init() {
 			for h, v := range preq.secrets {
 				pr.Out.Header.Set(h, v) // overwrites what the sandbox sent
 			}
-			if len(preq.raw) > 0 {
+			if preq.scrub != nil {
 				// Bodies must be plain for the secret scrubber to see them.
 				pr.Out.Header.Set("Accept-Encoding", "identity")
 			}
 		},
 		ModifyResponse: func(resp *http.Response) error {
+			// Header blocks are scrubbed as they are written (see
+			// scrubbingWriter); the body here, as it streams.
 			preq := resp.Request.Context().Value(proxyKey{}).(*proxyReq)
-			if len(preq.raw) == 0 {
-				return nil
-			}
-			for k, vs := range resp.Header {
-				for i, v := range vs {
-					b := []byte(v)
-					mask(b, preq.raw)
-					vs[i] = string(b)
+			if preq.scrub != nil {
+				if err := decodeBody(resp); err != nil {
+					return err
 				}
-				resp.Header[k] = vs
+				resp.Body = newRedactor(resp.Body, preq.scrub)
 			}
-			resp.Body = newRedactor(resp.Body, preq.raw)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -134,7 +135,11 @@ func (p *Proxy) Init() {
 			p.Metrics.forwardError(kind)
 			// The error names the upstream, never a header: no secret in it.
 			p.Logger.Warn("proxy upstream failed", "handler", p.Name, "kind", kind)
-			WriteError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind})
+			reason := "upstream " + kind
+			if errors.Is(err, errEncodedBody) {
+				reason = "upstream sent a body in a content coding that cannot be scrubbed of the injected secret"
+			}
+			WriteError(w, &Error{Status: http.StatusBadGateway, Reason: reason})
 		},
 		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
 	}
@@ -142,9 +147,82 @@ func (p *Proxy) Init() {
 
 var errNoAddress = errors.New("no address")
 
+// errEncodedBody refuses a body the scrubber could not read: one in a
+// content coding other than gzip or deflate, or in several.
+var errEncodedBody = errors.New("a body in a content coding the proxy cannot undo")
+
+// decodeBody undoes the content coding of a response the proxy asked to
+// get as identity (an always-on compression middleware ignores that): a
+// secret inside compressed bytes would pass the scrubber unseen. gzip and
+// deflate are undone as the body streams, and the head then announces
+// neither the coding nor a length; any other coding is refused. The coding's
+// name is never echoed: the upstream chose it, and it could hold the secret.
+func decodeBody(resp *http.Response) error {
+	var codings []string
+	for _, v := range resp.Header.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.ToLower(textproto.TrimString(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	if len(codings) == 0 {
+		return nil
+	}
+	var open func(io.Reader) (io.Reader, error)
+	switch {
+	case len(codings) > 1:
+		return errEncodedBody
+	case codings[0] == "gzip" || codings[0] == "x-gzip":
+		open = func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }
+	case codings[0] == "deflate":
+		open = openDeflate
+	default:
+		return errEncodedBody
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Body = &decodingBody{src: resp.Body, open: open}
+	return nil
+}
+
+// openDeflate reads HTTP's "deflate": zlib-wrapped as RFC 9110 says, or raw
+// DEFLATE as some servers send it.
+func openDeflate(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	if h, err := br.Peek(2); err == nil && h[0]&0x0f == 8 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0 {
+		return zlib.NewReader(br)
+	}
+	return flate.NewReader(br), nil
+}
+
+// decodingBody opens its decoder at the first read, so an empty body (a
+// HEAD, a 304) is no error, and the decoder's first read of a slow upstream
+// does not hold up the head.
+type decodingBody struct {
+	src  io.ReadCloser
+	open func(io.Reader) (io.Reader, error)
+	r    io.Reader
+}
+
+func (d *decodingBody) Read(p []byte) (int, error) {
+	if d.r == nil {
+		r, err := d.open(d.src)
+		if err != nil {
+			return 0, err
+		}
+		d.r = r
+	}
+	return d.r.Read(p)
+}
+
+func (d *decodingBody) Close() error { return d.src.Close() }
+
 // ServeHTTP implements Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 	preq := &proxyReq{secrets: map[string]string{}}
+	var raw [][]byte
 	for _, in := range p.Inject {
 		v, err := in.Secret.Value(env)
 		if err != nil {
@@ -156,11 +234,60 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error
 			val = strings.ReplaceAll(in.Template, "{secret}", val)
 		}
 		preq.secrets[in.Header] = val
-		preq.raw = append(preq.raw, bytes.Clone(v))
-		if val != string(v) {
-			preq.raw = append(preq.raw, []byte(val))
-		}
+		// The template's text is the config's, not secret: masking the
+		// secret masks every value that holds it.
+		raw = append(raw, v)
 	}
-	p.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, preq)))
+	if len(raw) > 0 {
+		preq.scrub = newScrubber(raw)
+	}
+	r = r.WithContext(context.WithValue(r.Context(), proxyKey{}, preq))
+	if preq.scrub == nil {
+		p.proxy.ServeHTTP(w, r)
+		return nil
+	}
+	sw := &scrubbingWriter{ResponseWriter: w, s: preq.scrub}
+	// Trailers are in w's header map when ReverseProxy returns, and are
+	// written after: scrub them then (and on an abort, for good measure).
+	defer preq.scrub.scrubHeader(w.Header())
+	p.proxy.ServeHTTP(sw, r)
 	return nil
 }
+
+// scrubbingWriter scrubs each header block as it goes out: interim heads
+// (103 Early Hints, which ReverseProxy copies from the upstream straight
+// into the writer, past ModifyResponse) and the final head. Trailers are
+// scrubbed when the handler returns, bodies by the redactor.
+type scrubbingWriter struct {
+	http.ResponseWriter
+	s     *scrubber
+	wrote bool
+}
+
+func (w *scrubbingWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.wrote = true
+	}
+	w.s.scrubHeader(w.ResponseWriter.Header())
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *scrubbingWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK) // not the underlying writer's implicit one, unscrubbed
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush implements http.Flusher, scrubbing the head if it is not out yet.
+func (w *scrubbingWriter) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *scrubbingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
