@@ -196,7 +196,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger, nl: nl, pool: pool,
-		rules: Rules(cfg.Rules), closedNets: parsePrefixes(append(slices.Clone(cfg.Rules.Protected), cfg.Rules.Private...)),
+		rules: Rules(cfg.Rules), closedNets: closedNets(cfg.Rules),
 		byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
 		reapq: make(chan reapItem, 1<<16), stopReap: make(chan struct{}),
 	}
@@ -691,6 +691,11 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.log.Info("sandbox deleted", "sandbox", name)
 	return nil
+}
+
+// closedNets are the destinations only an explicit IP/CIDR entry opens.
+func closedNets(p RuleParams) []netip.Prefix {
+	return parsePrefixes(append(slices.Clone(p.Protected), p.Private...))
 }
 
 // parsePrefixes reads prefixes and single addresses; what is neither (the
