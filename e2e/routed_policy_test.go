@@ -229,3 +229,32 @@ func TestPrivateAndProtectedDestinationsOpenOnlyToAnExplicitEntry(t *testing.T) 
 			refusal("wild", "tcp", cgnatIP+":2222", "private_destination"))
 	})
 }
+
+func TestARestartRefillsTheRoutedPolicyAndADeadSandboxsSlotInheritsNothing(t *testing.T) {
+	e := NewEnv(t, Options{})
+	gone := e.CreateWith("gone", "--allow", "example.test")
+	keep := e.CreateWith("keep", "--allow", "example.test")
+	for _, sb := range []Sandbox{gone, keep} {
+		e.MustIn(sb, "dig", "+short", "example.test")
+		e.tcpPasses(t, sb, upstreamIP+":2222")
+	}
+	e.Stop()
+	run(t, "ip", "netns", "del", gone.Netns) // gone does not survive the restart
+	e.Start()
+
+	heir := e.CreateWith("heir", "--internet", "off")
+	if heir.Addr != gone.Addr {
+		t.Fatalf("the new sandbox got %s, not the dead one's %s: this test needs its slot", heir.Addr, gone.Addr)
+	}
+	t.Run("a new sandbox on a dead one's slot inherits none of its entries", func(t *testing.T) {
+		e.tcpRefused(t, heir, upstreamIP+":2222")
+		e.pingPasses(t, heir, upstreamIP, false)
+		e.waitLog(t, refusal("heir", "tcp", upstreamIP+":2222", "internet_off"))
+	})
+	t.Run("a re-adopted sandbox keeps its allowlist and learns again", func(t *testing.T) {
+		e.tcpRefused(t, keep, otherIP+":2222")
+		e.MustIn(keep, "dig", "+short", "example.test")
+		e.tcpPasses(t, keep, upstreamIP+":2222")
+		e.waitLog(t, refusal("keep", "tcp", otherIP+":2222", "not_allowed"))
+	})
+}
