@@ -185,15 +185,13 @@ func (m *Manager) removeEntries(gone func(iface string, addr netip.Addr) bool) {
 }
 
 // learned returns the sandbox and the timeout for addresses learned from
-// DNS for it, or false when it is gone.
-func (m *Manager) learned(sandbox string, ttl time.Duration) (Sandbox, uint32, bool) {
-	m.mu.RLock()
+// DNS for it, or false when it is gone. The caller holds m.mu for reading
+// until its entries are in: Delete takes the sandbox out of the maps under
+// the write lock before clearing its entries, so none can land after the
+// clearing for the next sandbox on its slot to inherit.
+func (m *Manager) learned(sandbox string, ttl time.Duration) (*Sandbox, uint32, bool) {
 	sb, ok := m.byName[sandbox]
-	m.mu.RUnlock()
-	if !ok {
-		return Sandbox{}, 0, false
-	}
-	return *sb, uint32(max(ttl, time.Second) / time.Second), true
+	return sb, uint32(max(ttl, time.Second) / time.Second), ok
 }
 
 // closed reports whether a is a protected or private destination, which
@@ -213,6 +211,8 @@ func (m *Manager) closed(a netip.Addr) bool {
 // never added: a DNS answer does not open them (the rules match the learned
 // sets after those destinations as well).
 func (m *Manager) AllowLearned(sandbox string, addrs []netip.Addr, ttl time.Duration, ports []uint16) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	sb, secs, ok := m.learned(sandbox, ttl)
 	if !ok {
 		return
@@ -246,6 +246,8 @@ func (m *Manager) AllowLearned(sandbox string, addrs []netip.Addr, ttl time.Dura
 // sandbox) for a name that sandbox's policy denies, until ttl runs out.
 // They are matched with the other denies, before any allow.
 func (m *Manager) DenyLearned(sandbox string, addrs []netip.Addr, ttl time.Duration) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	sb, secs, ok := m.learned(sandbox, ttl)
 	if !ok {
 		return
