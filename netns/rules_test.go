@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/vishvananda/netlink"
 )
 
@@ -366,5 +367,22 @@ func TestApplyRemovesTheIptablesTPROXYChainOfEarlierVersions(t *testing.T) {
 	}
 	if !strings.Contains(nft.last, "tproxy to 127.0.0.1:15380") || !strings.HasPrefix(nft.last, "table ip interceptd\ndelete table ip interceptd\n") {
 		t.Errorf("nft script:\n%s", nft.last)
+	}
+}
+
+func TestEveryRefusalReasonIsAPolicyReason(t *testing.T) {
+	// The prefixes become the reason label of the decision metric, a
+	// closed set.
+	seen := 0
+	for _, r := range Rules(testParams()).Rules {
+		if i := slices.Index(r.Spec, "--nflog-prefix"); i >= 0 {
+			seen++
+			if !slices.Contains(policy.Reasons, r.Spec[i+1]) {
+				t.Errorf("chain %s logs reason %q, not one of policy.Reasons", r.Chain, r.Spec[i+1])
+			}
+		}
+	}
+	if seen != 5 {
+		t.Errorf("%d refusal chains, want 5 (denied, protected, private, not allowed, internet off)", seen)
 	}
 }
