@@ -469,6 +469,12 @@ func (e *Env) startUpstreams() {
 			rr, _ := dns.NewRR("other.test. 60 IN A " + otherIP)
 			m.Answer = append(m.Answer, rr)
 		case strings.EqualFold(q.Name, "example.test."), strings.EqualFold(q.Name, "other.test."):
+		// Names of e2e/routed_policy_test.go: an allowed wildcard whose
+		// answers point at a protected or a private destination (the test
+		// puts those addresses on the upstream namespace itself).
+		case q.Qtype == dns.TypeA && routedPolicyNames[strings.ToLower(q.Name)] != "":
+			rr, _ := dns.NewRR(q.Name + " 60 IN A " + routedPolicyNames[strings.ToLower(q.Name)])
+			m.Answer = append(m.Answer, rr)
 		default:
 			m.Rcode = dns.RcodeNameError
 		}

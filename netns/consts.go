@@ -49,6 +49,10 @@ const (
 	ChainDenyListed    = "INTERCEPTD-DENY-LISTED"
 	ChainDenyProtected = "INTERCEPTD-DENY-PROTECTED"
 	ChainDenyOff       = "INTERCEPTD-DENY-OFF"
+	ChainDenyPrivate   = "INTERCEPTD-DENY-PRIVATE"
+	// ChainDenyUnlisted refuses what a non-empty allowlist does not open
+	// (reason not_allowed), with internet on or off.
+	ChainDenyUnlisted = "INTERCEPTD-DENY-NOT-ALLOWED"
 )
 
 // NFLOGGroup is the netfilter log group refused flows are sent to, so the
@@ -62,15 +66,34 @@ const SandboxInterface = "eth0"
 // ipsets that carry per-sandbox policy for non-HTTP traffic, so the rule
 // count stays the same whatever the number of sandboxes.
 const (
-	// SetInternet holds the addresses of sandboxes with internet on.
+	// SetInternet holds the addresses of sandboxes with internet on and an
+	// empty allowlist: theirs is the only routed traffic that goes anywhere
+	// not denied, protected or private.
 	SetInternet = "interceptd-inet"
+	// SetListed holds the addresses of sandboxes with a non-empty
+	// allowlist, whose routed traffic reaches only what it opens: the rest
+	// is refused as not_allowed, with internet on or off.
+	SetListed = "interceptd-listed"
 	// SetAllow and SetDeny hold (sandbox address, proto:port, destination
 	// net) for allowed_hosts / denied_hosts IP and CIDR entries with a port.
 	SetAllow = "interceptd-allow-port"
 	SetDeny  = "interceptd-deny-port"
 	// SetAllowAll and SetDenyAll hold (destination net, sandbox interface)
-	// for entries without a port; SetAllowAll also holds, with a timeout,
-	// the addresses DNS answered for allowed hostnames.
+	// for entries without a port. Explicit entries only: these are matched
+	// before the protected and private destinations, which they may open.
 	SetAllowAll = "interceptd-allow-any"
 	SetDenyAll  = "interceptd-deny-any"
+	// SetLearnedAll and SetLearned hold, with the answer's TTL as timeout,
+	// the addresses DNS answered for allowed hostnames: (address, sandbox
+	// interface) when an entry without a port names the host, else
+	// (sandbox address, proto:port, address) for each port the entries
+	// give. Matched after the protected and private destinations, which a
+	// DNS answer never opens.
+	SetLearnedAll = "interceptd-learned-any"
+	SetLearned    = "interceptd-learned-port"
+	// SetDenyLearned holds (address, sandbox interface), with the answer's
+	// TTL as timeout, for the addresses DNS answered for a name the
+	// sandbox's policy denies: refused with the other denies, before any
+	// allow.
+	SetDenyLearned = "interceptd-deny-learned"
 )

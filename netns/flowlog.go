@@ -12,8 +12,9 @@ import (
 // Refusal is one flow the kernel refused on a sandbox's behalf (non-HTTP
 // traffic against the policy, or a sandbox reaching for the host).
 type Refusal struct {
-	// Reason is a policy reason: denied_host, protected_destination or
-	// internet_off.
+	// Reason is a policy reason, the prefix of the chain that refused it:
+	// denied_host, protected_destination, private_destination, not_allowed
+	// or internet_off.
 	Reason string
 	// Proto is tcp, udp, icmp or other.
 	Proto string

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -114,6 +115,9 @@ type Manager struct {
 	log   *slog.Logger
 	nl    *netlink.Handle
 	rules RuleSet
+	// closedNets are the protected and private destinations of the rules,
+	// which an address learned from DNS never opens.
+	closedNets []netip.Prefix
 
 	mu       sync.RWMutex // guards the maps and pool
 	pool     *Pool
@@ -198,7 +202,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger, nl: nl, pool: pool,
-		rules:  Rules(cfg.Rules),
+		rules: Rules(cfg.Rules), closedNets: closedNets(cfg.Rules),
 		byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
 		reapq: make(chan reapItem, 1<<16), stopReap: make(chan struct{}),
 	}
@@ -243,6 +247,11 @@ func (m *Manager) adopt() error {
 			return fmt.Errorf("reading sandbox records: %w", err)
 		}
 	}
+	// The sets are refilled from the records: whatever they hold goes
+	// first, entries of sandboxes that do not survive (a sandbox given
+	// their slot must inherit nothing) and of earlier versions included.
+	// Routed flows that start meanwhile are refused, never let through.
+	m.removeEntries(func(string, netip.Addr) bool { return true })
 	for name, raw := range recs {
 		var sb Sandbox
 		err := json.Unmarshal(raw, &sb)
@@ -272,7 +281,7 @@ func (m *Manager) adopt() error {
 			m.cfg.Records.DeleteSandbox(name)
 			continue
 		}
-		if err := m.syncSets(&sb, &sb); err != nil {
+		if err := m.syncSets(nil, &sb); err != nil {
 			m.log.Warn("restoring a re-adopted sandbox's policy sets", "sandbox", sb.Name, "error", err)
 		}
 		m.register(&sb)
@@ -690,6 +699,25 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.log.Info("sandbox deleted", "sandbox", name)
 	return nil
+}
+
+// closedNets are the destinations only an explicit IP/CIDR entry opens.
+func closedNets(p RuleParams) []netip.Prefix {
+	return parsePrefixes(append(slices.Clone(p.Protected), p.Private...))
+}
+
+// parsePrefixes reads prefixes and single addresses; what is neither (the
+// rules would not load it either) is skipped.
+func parsePrefixes(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
 }
 
 func ipnet(a netip.Addr, bits int) *net.IPNet {

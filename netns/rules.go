@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -79,6 +80,11 @@ type RuleParams struct {
 	// IP/CIDR allow names them.
 	Pool      string
 	Protected []string
+	// Private are the networks behind the host (its LAN or VPC: RFC 1918,
+	// carrier-grade NAT...) that routed traffic never reaches unless an
+	// explicit IP/CIDR allow names them, as for Protected; refused with
+	// reason private_destination. Empty: no such rule.
+	Private []string
 	// DNSQPS, when positive, caps the DNS queries (UDP) each sandbox address
 	// sends per second in the kernel, bursts of twice that: a flood is
 	// dropped before it can fill the shim's socket, which all sandboxes share
@@ -123,10 +129,14 @@ func Rules(p RuleParams) RuleSet {
 	return RuleSet{
 		Sets: []Set{
 			{SetInternet, "hash:ip"},
+			{SetListed, "hash:ip"},
 			{SetAllow, "hash:ip,port,net"},
 			{SetDeny, "hash:ip,port,net"},
 			{SetAllowAll, "hash:net,iface"},
 			{SetDenyAll, "hash:net,iface"},
+			{SetLearnedAll, "hash:net,iface"},
+			{SetLearned, "hash:ip,port,net"},
+			{SetDenyLearned, "hash:net,iface"},
 		},
 		Chains: []Chain{
 			{"raw", ChainSpoof},
@@ -136,10 +146,12 @@ func Rules(p RuleParams) RuleSet {
 			{"filter", ChainDenyListed},
 			{"filter", ChainDenyProtected},
 			{"filter", ChainDenyOff},
+			{"filter", ChainDenyPrivate},
+			{"filter", ChainDenyUnlisted},
 			{"filter", ChainForward},
 			{"nat", ChainNAT},
 		},
-		Rules: []Rule{
+		Rules: slices.Concat([]Rule{
 			// Identity is the source address, so a packet whose source would
 			// not be routed back out of the interface it came in on (another
 			// sandbox's address, a host address, anything else) is dropped
@@ -160,9 +172,12 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainInput, "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", ChainDenyProtected),
 			// Routed (non-HTTP, non-DNS) egress follows each sandbox's policy
 			// through ipsets: replies pass; nothing new enters a sandbox;
-			// denied entries first; explicit allows (which may open a
-			// protected destination); protected destinations; internet on;
-			// everything else is refused at once.
+			// denied entries and the addresses of denied names first;
+			// explicit IP/CIDR allows (which may open a protected or private
+			// destination); protected, then private destinations; addresses
+			// DNS answered for allowed names (on the entries' ports); internet
+			// on with no allowlist; everything else is refused at once, as
+			// not_allowed when an allowlist did not open it.
 			// Port-80 TCP from a sandbox only gets here when the tproxy rule
 			// found no listener: the daemon is down. Refused at once, before
 			// any conntrack state could let it through.
@@ -171,20 +186,27 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", ChainDenyProtected),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDeny, "src,dst,dst", "-j", ChainDenyListed),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyLearned, "dst,src", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetAllowAll, "dst,src", "-j", "ACCEPT"),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetAllow, "src,dst,dst", "-j", "ACCEPT"),
 			r("filter", ChainForward, "-d", strings.Join(p.Protected, ","), "-m", "comment", "--comment", "interceptd: protected destinations", "-j", ChainDenyProtected),
+		}, privateRule(p), []Rule{
+			r("filter", ChainForward, "-m", "set", "--match-set", SetLearnedAll, "dst,src", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetLearned, "src,dst,dst", "-j", "ACCEPT"),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetInternet, "src", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-m", "set", "--match-set", SetListed, "src", "-m", "comment", "--comment", "interceptd: not on the allowlist", "-j", ChainDenyUnlisted),
 			r("filter", ChainForward, "-m", "comment", "--comment", "interceptd: no internet", "-j", ChainDenyOff),
 			// Refusals are logged to the daemon (reason as prefix, a bounded
 			// rate so a flood cannot flood the log) and answered at once.
 			nflogRule(ChainDenyListed, "denied_host"), r("filter", ChainDenyListed, "-j", ChainReject),
 			nflogRule(ChainDenyProtected, "protected_destination"), r("filter", ChainDenyProtected, "-j", ChainReject),
 			nflogRule(ChainDenyOff, "internet_off"), r("filter", ChainDenyOff, "-j", ChainReject),
+			nflogRule(ChainDenyPrivate, "private_destination"), r("filter", ChainDenyPrivate, "-j", ChainReject),
+			nflogRule(ChainDenyUnlisted, "not_allowed"), r("filter", ChainDenyUnlisted, "-j", ChainReject),
 			r("filter", ChainReject, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"),
 			r("filter", ChainReject, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
 			r("nat", ChainNAT, "!", "-o", in, "-j", "MASQUERADE"),
-		},
+		}),
 		Jumps: []Rule{
 			r("raw", "PREROUTING", "-i", in, "-j", ChainSpoof),
 			r("nat", "PREROUTING", "-i", in, "-j", ChainDNS),
@@ -197,6 +219,16 @@ func Rules(p RuleParams) RuleSet {
 		ObsoleteJumps:  []Rule{r("mangle", "PREROUTING", "-i", in, "-j", ChainPrerouting)},
 		ObsoleteChains: []Chain{{"mangle", ChainPrerouting}},
 	}
+}
+
+// privateRule sends routed traffic to the private networks to their refusal,
+// after the explicit allows and the protected destinations; none without
+// private networks.
+func privateRule(p RuleParams) []Rule {
+	if len(p.Private) == 0 {
+		return nil
+	}
+	return []Rule{{"filter", ChainForward, []string{"-d", strings.Join(p.Private, ","), "-m", "comment", "--comment", "interceptd: private destinations", "-j", ChainDenyPrivate}}}
 }
 
 // CountRules counts the rules in iptables-save output and in `nft -a list`

@@ -7,13 +7,17 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/vishvananda/netlink"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func testParams() RuleParams {
 	return RuleParams{InterfacePrefix: "icd", HTTPListenIP: "127.0.0.1", HTTPListenPort: 15380, DNSPort: 15353,
-		Pool: "10.213.0.0/16", Protected: []string{"10.213.0.0/16", "198.18.213.0/24", "127.0.0.0/8"}, DNSQPS: 2000}
+		Pool: "10.213.0.0/16", Protected: []string{"10.213.0.0/16", "198.18.213.0/24", "127.0.0.0/8", "169.254.0.0/16"},
+		Private: []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15"}, DNSQPS: 2000}
 }
 
 func TestRulesRenderAsTheGoldenText(t *testing.T) {
@@ -231,10 +235,71 @@ type fakeNFT struct{ last string }
 
 func (n *fakeNFT) Run(script string) error { n.last = script; return nil }
 
-type fakeSets map[string]string
+// fakeSets is an in-memory ipset: set name → its type and entries.
+// Timeouts are kept, never run out.
+type fakeSets map[string]*fakeSet
 
-func (s fakeSets) Create(name, typ string) error { s[name] = typ; return nil }
-func (s fakeSets) Destroy(name string) error     { delete(s, name); return nil }
+type fakeSet struct {
+	typ     string
+	entries []netlink.IPSetEntry
+}
+
+func (s fakeSets) Create(name, typ string) error {
+	if _, ok := s[name]; !ok {
+		s[name] = &fakeSet{typ: typ}
+	}
+	return nil
+}
+func (s fakeSets) Destroy(name string) error { delete(s, name); return nil }
+
+// entryKey is what tells entries apart (ipset ignores the timeout).
+func entryKey(e *netlink.IPSetEntry) string {
+	var port uint16
+	var proto uint8
+	if e.Port != nil {
+		port, proto = *e.Port, *e.Protocol
+	}
+	return fmt.Sprintf("%v/%d %d:%d %v/%d %s", e.IP.To4(), e.CIDR, proto, port, e.IP2.To4(), e.CIDR2, e.IFace)
+}
+
+func (s fakeSets) Add(set string, e *netlink.IPSetEntry) error {
+	st, ok := s[set]
+	if !ok {
+		return fmt.Errorf("no set %s", set)
+	}
+	for i := range st.entries {
+		if entryKey(&st.entries[i]) == entryKey(e) {
+			if !e.Replace {
+				return fmt.Errorf("%s: entry exists", set)
+			}
+			st.entries[i] = *e
+			return nil
+		}
+	}
+	st.entries = append(st.entries, *e)
+	return nil
+}
+
+func (s fakeSets) Del(set string, e *netlink.IPSetEntry) error {
+	st, ok := s[set]
+	if !ok {
+		return fmt.Errorf("no set %s", set)
+	}
+	n := len(st.entries)
+	st.entries = slices.DeleteFunc(st.entries, func(x netlink.IPSetEntry) bool { return entryKey(&x) == entryKey(e) })
+	if len(st.entries) == n {
+		return fmt.Errorf("%s: no such entry", set)
+	}
+	return nil
+}
+
+func (s fakeSets) List(set string) ([]netlink.IPSetEntry, error) {
+	st, ok := s[set]
+	if !ok {
+		return nil, fmt.Errorf("no set %s", set)
+	}
+	return slices.Clone(st.entries), nil
+}
 
 // recordingIPT logs every call, to check the order of operations.
 type recordingIPT struct {
@@ -302,5 +367,22 @@ func TestApplyRemovesTheIptablesTPROXYChainOfEarlierVersions(t *testing.T) {
 	}
 	if !strings.Contains(nft.last, "tproxy to 127.0.0.1:15380") || !strings.HasPrefix(nft.last, "table ip interceptd\ndelete table ip interceptd\n") {
 		t.Errorf("nft script:\n%s", nft.last)
+	}
+}
+
+func TestEveryRefusalReasonIsAPolicyReason(t *testing.T) {
+	// The prefixes become the reason label of the decision metric, a
+	// closed set.
+	seen := 0
+	for _, r := range Rules(testParams()).Rules {
+		if i := slices.Index(r.Spec, "--nflog-prefix"); i >= 0 {
+			seen++
+			if !slices.Contains(policy.Reasons, r.Spec[i+1]) {
+				t.Errorf("chain %s logs reason %q, not one of policy.Reasons", r.Chain, r.Spec[i+1])
+			}
+		}
+	}
+	if seen != 5 {
+		t.Errorf("%d refusal chains, want 5 (denied, protected, private, not allowed, internet off)", seen)
 	}
 }

@@ -55,6 +55,13 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 				"224.0.0.0/4", "255.255.255.255/32"},
 		},
 	}
+	// The host's LAN or VPC: closed to routed traffic as protected
+	// destinations are (iptables is IPv4 here).
+	for _, p := range policy.PrivatePrefixes {
+		if p.Addr().Is4() {
+			nc.Rules.Private = append(nc.Rules.Private, p.String())
+		}
+	}
 	if cfg.Sandbox.WriteResolvConf() {
 		nc.ResolvConfDir = ResolvConfDir
 	}

@@ -1,0 +1,294 @@
+package netns
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/vishvananda/netlink"
+)
+
+// testManager is a Manager over fake sets, with the rules' sets created, and
+// without netlink: enough for the per-sandbox set handling.
+func testManager(t *testing.T) (*Manager, fakeSets) {
+	t.Helper()
+	sets := fakeSets{}
+	p := testParams()
+	for _, st := range Rules(p).Sets {
+		sets.Create(st.Name, st.Type)
+	}
+	m := &Manager{
+		cfg: Config{Rules: p, IPSets: sets}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		closedNets: closedNets(p),
+		byName:     map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
+		reapq: make(chan reapItem, 16),
+	}
+	return m, sets
+}
+
+// addSandbox registers an (external, so never touched on disk) sandbox on
+// slot with pol and fills its sets as Create does.
+func (m *Manager) addTestSandbox(t *testing.T, name string, slot int, pol policy.Policy) *Sandbox {
+	t.Helper()
+	sb := &Sandbox{Name: name, Slot: slot, External: true,
+		HostInterface: fmt.Sprintf("icd%x", slot), Addr: netip.AddrFrom4([4]byte{10, 213, byte(slot >> 6), byte(slot<<2 | 2)}),
+		Policy: pol, Compiled: policy.MustCompile(pol)}
+	sb.Policy = sb.Compiled.Policy
+	if err := m.syncSets(nil, sb); err != nil {
+		t.Fatal(err)
+	}
+	m.register(sb)
+	return sb
+}
+
+// packet is a new routed flow from a sandbox.
+type packet struct {
+	from  *Sandbox
+	proto string // tcp, udp or icmp
+	dst   string // address:port (port 0 for icmp)
+}
+
+// verdict walks the FORWARD chain of the rendered rules for p against the
+// fake sets, as the kernel would for the first packet of a flow: "accept",
+// or the refusal reason of the chain it is sent to.
+func verdict(t *testing.T, rs RuleSet, sets fakeSets, p packet) string {
+	t.Helper()
+	dst := netip.MustParseAddrPort(p.dst)
+	reasons := map[string]string{}
+	for _, r := range rs.Rules {
+		if i := slices.Index(r.Spec, "--nflog-prefix"); i >= 0 {
+			reasons[r.Chain] = r.Spec[i+1]
+		}
+	}
+	for _, r := range rs.Rules {
+		if r.Chain != ChainForward {
+			continue
+		}
+		match, target := true, ""
+		for i := 0; i < len(r.Spec); i++ {
+			arg := func() string { i++; return r.Spec[i] }
+			switch r.Spec[i] {
+			case "-i":
+				match = match && strings.HasPrefix(p.from.HostInterface, strings.TrimSuffix(arg(), "+"))
+			case "-o":
+				match = match && strings.HasPrefix("up0", strings.TrimSuffix(arg(), "+"))
+			case "-p":
+				match = match && p.proto == arg()
+			case "--dport":
+				match = match && fmt.Sprint(dst.Port()) == arg()
+			case "--ctstate":
+				arg()
+				match = false // a new flow
+			case "-d":
+				in := false
+				for _, s := range strings.Split(arg(), ",") {
+					in = in || netip.MustParsePrefix(s).Contains(dst.Addr())
+				}
+				match = match && in
+			case "--match-set":
+				match = match && inSet(sets, arg(), arg(), p, dst)
+			case "--comment", "-m":
+				arg()
+			case "-j":
+				target = arg()
+			}
+		}
+		if !match {
+			continue
+		}
+		if target == "ACCEPT" {
+			return "accept"
+		}
+		if reason, ok := reasons[target]; ok {
+			return reason
+		}
+		return target
+	}
+	return "fell through"
+}
+
+// inSet matches p against one of the fake sets as the set match would.
+func inSet(sets fakeSets, name, dims string, p packet, dst netip.AddrPort) bool {
+	src := p.from.Addr
+	for _, e := range sets[name].entries {
+		ip, _ := netip.AddrFromSlice(e.IP.To4())
+		switch dims {
+		case "dst,src": // hash:net,iface
+			if netip.PrefixFrom(ip, int(e.CIDR)).Contains(dst.Addr()) && e.IFace == p.from.HostInterface {
+				return true
+			}
+		case "src,dst,dst": // hash:ip,port,net
+			ip2, _ := netip.AddrFromSlice(e.IP2.To4())
+			proto := map[uint8]string{6: "tcp", 17: "udp"}[*e.Protocol]
+			if ip == src && proto == p.proto && *e.Port == dst.Port() && netip.PrefixFrom(ip2, int(e.CIDR2)).Contains(dst.Addr()) {
+				return true
+			}
+		case "src": // hash:ip
+			if ip == src {
+				return true
+			}
+		default:
+			panic("unknown set dimensions " + dims)
+		}
+	}
+	return false
+}
+
+func TestRoutedTrafficFollowsThePolicyTheSetsHold(t *testing.T) {
+	m, sets := testManager(t)
+	rs := Rules(m.cfg.Rules)
+	open := m.addTestSandbox(t, "open", 1, policy.Policy{Internet: true})
+	off := m.addTestSandbox(t, "off", 2, policy.Policy{})
+	listed := m.addTestSandbox(t, "listed", 3, policy.Policy{Internet: true,
+		AllowedHosts: []string{"*.good.test", "db.good.test:5432", "192.168.77.0/24", "169.254.169.254:443"}})
+	denier := m.addTestSandbox(t, "denier", 4, policy.Policy{Internet: true, DeniedHosts: []string{"bad.test"}})
+	ttl := time.Minute
+	m.AllowLearned("listed", []netip.Addr{netip.MustParseAddr("192.0.2.10")}, ttl, nil)
+	m.AllowLearned("listed", []netip.Addr{netip.MustParseAddr("192.0.2.20")}, ttl, []uint16{5432})
+	m.AllowLearned("listed", []netip.Addr{netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("10.213.0.6")}, ttl, nil)
+	m.DenyLearned("denier", []netip.Addr{netip.MustParseAddr("192.0.2.30")}, ttl)
+	m.DenyLearned("listed", []netip.Addr{netip.MustParseAddr("192.0.2.10")}, ttl)
+	// What AllowLearned refuses to add, put there anyway: the rule order
+	// alone must keep these closed.
+	for _, a := range []string{"169.254.169.253", "192.168.1.2"} {
+		sets.Add(SetLearnedAll, &netlink.IPSetEntry{IP: netip.MustParseAddr(a).AsSlice(), CIDR: 32, IFace: listed.HostInterface})
+	}
+
+	for _, tt := range []struct {
+		name string
+		p    packet
+		want string
+	}{
+		{"internet on without an allowlist reaches the internet", packet{open, "udp", "192.0.2.99:443"}, "accept"},
+		{"internet on does not reach a private network", packet{open, "tcp", "192.168.1.1:22"}, policy.ReasonPrivate},
+		{"internet on does not reach carrier-grade NAT", packet{open, "icmp", "100.64.0.1:0"}, policy.ReasonPrivate},
+		{"internet on does not reach the metadata address", packet{open, "tcp", "169.254.169.254:2222"}, policy.ReasonProtected},
+		{"internet off reaches nothing", packet{off, "tcp", "192.0.2.99:443"}, policy.ReasonOff},
+		{"an allowlist refuses what it does not open, internet on", packet{listed, "tcp", "192.0.2.99:443"}, policy.ReasonNotAllowed},
+		{"an allowlist refuses ICMP it does not open", packet{listed, "icmp", "192.0.2.99:0"}, policy.ReasonNotAllowed},
+		{"a learned address denied since is refused", packet{listed, "udp", "192.0.2.10:1234"}, policy.ReasonDenied},
+		{"a learned address with ports passes on its port", packet{listed, "tcp", "192.0.2.20:5432"}, "accept"},
+		{"a learned address with ports passes UDP on its port", packet{listed, "udp", "192.0.2.20:5432"}, "accept"},
+		{"a learned address with ports is refused another port", packet{listed, "tcp", "192.0.2.20:22"}, policy.ReasonNotAllowed},
+		{"a learned address with ports is refused ICMP", packet{listed, "icmp", "192.0.2.20:0"}, policy.ReasonNotAllowed},
+		{"a learned protected address stays protected", packet{listed, "tcp", "169.254.169.254:22"}, policy.ReasonProtected},
+		{"a learned private address stays private", packet{listed, "tcp", "10.1.2.3:22"}, policy.ReasonPrivate},
+		{"a learned sandbox address stays protected", packet{listed, "tcp", "10.213.0.6:22"}, policy.ReasonProtected},
+		{"a protected address in the learned set stays protected", packet{listed, "udp", "169.254.169.253:53"}, policy.ReasonProtected},
+		{"a private address in the learned set stays private", packet{listed, "tcp", "192.168.1.2:22"}, policy.ReasonPrivate},
+		{"an explicit CIDR opens a private network", packet{listed, "tcp", "192.168.77.9:22"}, "accept"},
+		{"an explicit address:port opens a protected destination on that port", packet{listed, "tcp", "169.254.169.254:443"}, "accept"},
+		{"another sandbox's learned address opens nothing for this one", packet{off, "tcp", "192.0.2.20:5432"}, policy.ReasonOff},
+		{"another sandbox's learned deny does not apply to this one", packet{denier, "tcp", "192.0.2.10:1"}, "accept"},
+		{"an address of a denied name is refused", packet{denier, "icmp", "192.0.2.30:0"}, policy.ReasonDenied},
+		{"an address of a denied name is refused only to that sandbox", packet{open, "tcp", "192.0.2.30:22"}, "accept"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := verdict(t, rs, sets, tt.p); got != tt.want {
+				t.Errorf("%s %s from %s: %s, want %s", tt.p.proto, tt.p.dst, tt.p.from.Name, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTheLearnedSetsNeverHoldAProtectedOrPrivateAddress(t *testing.T) {
+	m, sets := testManager(t)
+	m.addTestSandbox(t, "listed", 3, policy.Policy{Internet: true, AllowedHosts: []string{"*.good.test"}})
+	for _, ports := range [][]uint16{nil, {443}} {
+		m.AllowLearned("listed", []netip.Addr{
+			netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.213.0.6"),
+			netip.MustParseAddr("198.18.213.1"), netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("172.16.0.1"),
+			netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("198.19.0.1"), netip.MustParseAddr("::ffff:10.0.0.1"),
+		}, time.Minute, ports)
+	}
+	for _, set := range []string{SetLearnedAll, SetLearned, SetAllowAll, SetAllow} {
+		if n := len(sets[set].entries); n != 0 {
+			t.Errorf("%s holds %d entries: %v", set, n, sets[set].entries)
+		}
+	}
+}
+
+func TestLearnedEntriesTimeOutWithTheAnswer(t *testing.T) {
+	m, sets := testManager(t)
+	sb := m.addTestSandbox(t, "listed", 3, policy.Policy{AllowedHosts: []string{"a.test", "b.test:5432"}})
+	a := netip.MustParseAddr("192.0.2.10")
+	m.AllowLearned("listed", []netip.Addr{a}, 90*time.Second, nil)
+	m.AllowLearned("listed", []netip.Addr{a}, 30*time.Second, []uint16{5432, 6543})
+	m.DenyLearned("listed", []netip.Addr{a}, 200*time.Millisecond)
+	m.AllowLearned("gone", []netip.Addr{a}, time.Minute, nil)
+	for _, tt := range []struct {
+		set     string
+		entries int
+		timeout uint32
+	}{
+		{SetLearnedAll, 1, 90},
+		{SetLearned, 4, 30}, // tcp and udp on each port
+		{SetDenyLearned, 1, 1},
+	} {
+		es := sets[tt.set].entries
+		if len(es) != tt.entries {
+			t.Errorf("%s: %d entries, want %d: %v", tt.set, len(es), tt.entries, es)
+		}
+		for _, e := range es {
+			if e.Timeout == nil || *e.Timeout != tt.timeout {
+				t.Errorf("%s: entry %s has timeout %v, want %d s", tt.set, entryKey(&e), e.Timeout, tt.timeout)
+			}
+			if e.IFace != "" && e.IFace != sb.HostInterface || e.IFace == "" && !e.IP.Equal(sb.Addr.AsSlice()) {
+				t.Errorf("%s: entry %s is not the sandbox's", tt.set, entryKey(&e))
+			}
+		}
+	}
+}
+
+func TestAPolicyChangeOrADeleteTakesAllTheSandboxHadAndNothingElse(t *testing.T) {
+	for _, change := range []string{"policy change", "delete"} {
+		t.Run(change, func(t *testing.T) {
+			m, sets := testManager(t)
+			pol := policy.Policy{Internet: true, AllowedHosts: []string{"*.good.test", "192.0.2.0/24:22"}, DeniedHosts: []string{"bad.test", "198.51.100.1"}}
+			m.addTestSandbox(t, "a", 1, pol)
+			m.addTestSandbox(t, "b", 2, pol)
+			for _, name := range []string{"a", "b"} {
+				m.AllowLearned(name, []netip.Addr{netip.MustParseAddr("203.0.113.1")}, time.Minute, nil)
+				m.AllowLearned(name, []netip.Addr{netip.MustParseAddr("203.0.113.2")}, time.Minute, []uint16{443})
+				m.DenyLearned(name, []netip.Addr{netip.MustParseAddr("203.0.113.3")}, time.Minute)
+			}
+			before := setSizes(sets)
+			// An entry an earlier version put in the explicit set.
+			sets.Add(SetAllowAll, &netlink.IPSetEntry{IP: netip.MustParseAddr("203.0.113.9").AsSlice(), CIDR: 32, IFace: "icd1", Timeout: ptr(uint32(60))})
+			switch change {
+			case "policy change":
+				if _, err := m.SetPolicy("a", policy.Policy{}); err != nil {
+					t.Fatal(err)
+				}
+			case "delete":
+				if err := m.Delete("a"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after := setSizes(sets)
+			for _, st := range sandboxSets {
+				if before[st.name]%2 != 0 {
+					t.Fatalf("%s: %d entries, not the same for both sandboxes", st.name, before[st.name])
+				}
+				want := before[st.name] / 2 // a's new policy (internet off, no lists) has no entries
+				if after[st.name] != want {
+					t.Errorf("%s: %d entries after the %s, want %d (b's only): %v", st.name, after[st.name], change, want, sets[st.name].entries)
+				}
+			}
+		})
+	}
+}
+
+func setSizes(sets fakeSets) map[string]int {
+	out := map[string]int{}
+	for name, st := range sets {
+		out[name] = len(st.entries)
+	}
+	return out
+}
