@@ -171,6 +171,7 @@ func TestAddressesOfADeniedNameAreDeniedWhateverTheHost(t *testing.T) {
 	w := e.Create("w")      // resolves x.evil.test for itself
 	fresh := e.Create("fr") // denies it from the start and never resolves it
 	bystander := e.Create("by")
+	late := e.CreateWith("late", "--deny", "*.evil.test") // denies it before anyone resolves it
 	e.MustIn(v, "dig", "+short", "@"+nowhereIP, "x.evil.test")
 	e.MustIn(w, "dig", "+short", "@"+nowhereIP, "alias.good.test")
 	for _, sb := range []string{"v", "fr"} {
@@ -178,7 +179,7 @@ func TestAddressesOfADeniedNameAreDeniedWhateverTheHost(t *testing.T) {
 			t.Fatalf("sandbox policy %s: %s", sb, errOut)
 		}
 	}
-	for _, sb := range []Sandbox{v, fresh} {
+	for _, sb := range []Sandbox{v, fresh, late} {
 		for _, tt := range []struct {
 			name string
 			args []string
@@ -199,6 +200,18 @@ func TestAddressesOfADeniedNameAreDeniedWhateverTheHost(t *testing.T) {
 			}
 		})
 	}
+	for _, sb := range []Sandbox{v, fresh, late} {
+		t.Run(sb.Name+": routed TCP to the address is refused at once", func(t *testing.T) {
+			if out, code := e.In(sb, "curl", "-sS", "-m", "3", "http://"+otherIP+":2222/"); code != 7 {
+				t.Errorf("curl exit %d, want 7 (refused): %s", code, out)
+			}
+		})
+	}
+	t.Run("routed TCP from a sandbox that denies nothing passes", func(t *testing.T) {
+		if out, code := e.In(bystander, "curl", "-sS", "-m", "3", "http://"+otherIP+":2222/"); code != 0 {
+			t.Errorf("curl exit %d: %s", code, out)
+		}
+	})
 	t.Run("a mapped literal is logged as the IPv4 address", func(t *testing.T) {
 		if log := e.Log(); strings.Contains(log, "host=::ffff:") || !strings.Contains(log, "host="+otherIP+" dest="+otherIP+":80") {
 			t.Errorf("a decision record names the mapped literal, or none names %s", otherIP)
