@@ -98,7 +98,9 @@ func TestUsageFollowsEveryWayDataComesAndGoes(t *testing.T) {
 		a, b Amounts
 	}{
 		{"a sandbox's put is charged its key, value and metadata",
-			func() error { return shared.Put("k", Entry{Value: []byte("12345"), Metadata: []byte(`{}`), Owner: "a"}) },
+			func() error {
+				return shared.Put("k", Entry{Value: []byte("12345"), Metadata: []byte(`{}`), Owner: "a"})
+			},
 			Amounts{KV: Amount{8, 1}}, Amounts{}},
 		{"an overwrite by the same sandbox replaces the charge",
 			func() error { return shared.Put("k", Entry{Value: []byte("1"), Owner: "a"}) },
