@@ -2,7 +2,7 @@
 //
 //	interceptd serve [--config FILE] [--data-dir DIR] [--admin-socket PATH]
 //	                 [--metrics-listen ADDR] [--dns-upstream ADDR]... [--log-level LEVEL]
-//	interceptd sandbox create NAME | delete NAME | list | show NAME
+//	interceptd sandbox create NAME [--quota ...] | quota NAME | delete NAME | list | show NAME
 //	interceptd run [--name NAME] -- CMD [ARGS...]
 //	interceptd cleanup [--config FILE]
 //	interceptd config default | check FILE
@@ -20,9 +20,12 @@ intercepted and answered by in-process handlers.
 Usage:
   interceptd serve [flags]                 run the daemon (root)
   interceptd sandbox create NAME           create a sandbox; prints its namespace path
+                                           (--internet, --allow, --deny, --quota kv.bytes=1GiB ...)
   interceptd sandbox delete NAME           delete a sandbox
   interceptd sandbox list                  list sandboxes
-  interceptd sandbox show NAME             show one sandbox as JSON
+  interceptd sandbox show NAME             show one sandbox, its store usage and quotas, as JSON
+  interceptd sandbox quota NAME [--quota KIND.bytes=SIZE|KIND.keys=N]...
+                                           print or replace a sandbox's quota overrides
   interceptd sandbox delete --purge NAME   delete a sandbox and everything it stored
   interceptd run [--name NAME] -- CMD...   run CMD in a fresh sandbox, then delete it
   interceptd kv get|put|delete|list ...    seed and inspect KV namespaces
