@@ -194,3 +194,32 @@ func TestASandboxOverItsQuotaGets507AndOthersStillWrite(t *testing.T) {
 		}
 	})
 }
+
+func TestUnderTheFreeSpaceFloorWritesAre507DiskFullAndReadsGoOn(t *testing.T) {
+	// A floor higher than any disk: the data dir is always under it.
+	e := NewEnv(t, Options{ExtraConfig: "store:\n  min_free_bytes: 1000TiB\n"})
+	sb := e.CreateWith("writer", "--internet", "off")
+	for _, url := range []string{"http://my.kv/k", "http://my.r2/o", "http://state.do/s"} {
+		code, reason := e.put(sb, url, 1000)
+		if code != "507" || !strings.HasPrefix(reason, "disk_full") {
+			t.Errorf("PUT %s: %s %q, want 507 disk_full", url, code, reason)
+		}
+	}
+	for url, want := range map[string]string{"http://my.kv/k": " 404", "http://my.kv/": " 200", "http://my.r2/": " 200", "http://state.do/s": " 404"} {
+		if got := e.curl(sb, url); !strings.HasSuffix(got, want) {
+			t.Errorf("GET %s under the floor: %q, want%s", url, got, want)
+		}
+	}
+	if got := e.curl(sb, "-X", "DELETE", "http://my.kv/k"); !strings.HasSuffix(got, " 204") {
+		t.Errorf("DELETE under the floor: %q", got)
+	}
+	if _, errOut, code := e.CLI("kv", "put", "seed", "v"); code == 0 || !strings.Contains(errOut, "disk_full") {
+		t.Errorf("an operator's write under the floor: exit %d %q", code, errOut)
+	}
+	if out, _, _ := e.CLI("status"); !strings.Contains(out, "UNDER THE FLOOR") {
+		t.Errorf("status does not say the store is under its floor:\n%s", out)
+	}
+	if v, _ := sample(e.Scrape(), `interceptd_store_refusals_total{kind="blob",reason="disk_full"}`); v < 1 {
+		t.Errorf("disk_full refusals of blob writes: %v", v)
+	}
+}
