@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // quotaConfig gives every sandbox small store quotas; `sandbox create
@@ -221,5 +223,53 @@ func TestUnderTheFreeSpaceFloorWritesAre507DiskFullAndReadsGoOn(t *testing.T) {
 	}
 	if v, _ := sample(e.Scrape(), `interceptd_store_refusals_total{kind="blob",reason="disk_full"}`); v < 1 {
 		t.Errorf("disk_full refusals of blob writes: %v", v)
+	}
+}
+
+func TestStoreCompactGivesSpaceBackOfflineAndKeepsTheData(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.CreateWith("filler", "--internet", "off")
+	for i := 0; i < 8; i++ {
+		if code, reason := e.put(sb, "http://my.r2/junk"+itoa(i), 4<<20); code != "200" {
+			t.Fatalf("upload %d: %s %s", i, code, reason)
+		}
+	}
+	e.MustIn(sb, "curl", "-sS", "-f", "-X", "PUT", "--data", "keep me", "http://my.kv/kept")
+	e.MustIn(sb, "curl", "-sS", "-f", "-X", "PUT", "--data", "and me", "http://state.do/kept")
+	for i := 1; i < 8; i++ {
+		e.MustIn(sb, "curl", "-sS", "-f", "-X", "DELETE", "http://my.r2/junk"+itoa(i))
+	}
+	usage, _ := e.usageOf("filler")
+	if _, errOut, code := e.CLI("store", "compact", "--config", e.Config); code == 0 || !strings.Contains(errOut, "open in another process") || !strings.Contains(errOut, "stop interceptd serve") {
+		t.Errorf("compact while the daemon runs: exit %d %q, want a clear refusal", code, errOut)
+	}
+	db := filepath.Join(e.Dir, "data", "interceptd.db")
+	// The deleted objects' chunks are reclaimed in the background.
+	time.Sleep(time.Second)
+	e.Stop()
+	before, _ := os.Stat(db)
+	out, errOut, code := e.CLI("store", "compact", "--config", e.Config)
+	if code != 0 {
+		t.Fatalf("store compact: exit %d %s", code, errOut)
+	}
+	after, _ := os.Stat(db)
+	t.Logf("%s", strings.TrimSpace(out))
+	if after.Size()*2 > before.Size() || !strings.Contains(out, itoa(int(before.Size()))) || !strings.Contains(out, itoa(int(after.Size()))) {
+		t.Errorf("compact printed %q; file %d → %d bytes, want under half and both sizes printed", out, before.Size(), after.Size())
+	}
+	e.Start()
+	for url, want := range map[string]string{"http://my.kv/kept": "keep me", "http://state.do/kept": "and me"} {
+		if got := e.MustIn(sb, "curl", "-sS", url); got != want {
+			t.Errorf("%s after compaction: %q", url, got)
+		}
+	}
+	if got := e.MustIn(sb, "sh", "-c", "curl -sS http://my.r2/junk0 | wc -c"); strings.TrimSpace(got) != itoa(4<<20) {
+		t.Errorf("the kept object after compaction: %s bytes", got)
+	}
+	if u, _ := e.usageOf("filler"); !reflect.DeepEqual(u, usage) {
+		t.Errorf("usage after compaction %v, before %v", u, usage)
+	}
+	if _, errOut, code := e.CLI("store", "--check"); code != 0 {
+		t.Errorf("store --check after compaction: %s", errOut)
 	}
 }

@@ -192,9 +192,9 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
+	b, rf, err := openFile(path, o.LockTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		return nil, err
 	}
 	db0 := &DB{opts: o} // for abandon, before the DB is whole
 	err = b.Update(func(tx *bolt.Tx) error {
@@ -226,12 +226,8 @@ func Open(dir string, opts *Options) (*DB, error) {
 	})
 	if err != nil {
 		b.Close()
+		rf.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
-	}
-	rf, err := os.Open(path)
-	if err != nil {
-		b.Close()
-		return nil, fmt.Errorf("opening %s for reading: %w", path, err)
 	}
 	db := &DB{
 		bolt: b, opts: o, file: rf, dir: dir,
@@ -247,6 +243,40 @@ func Open(dir string, opts *Options) (*DB, error) {
 	go db.collector()
 	db.kickGC()
 	return db, nil
+}
+
+// openFile opens the bbolt file at path and the same file again for reading
+// (see DB.file). Compact renames a new file over the path while a daemon
+// may be waiting for the lock on the old one: a handle to a file that is no
+// longer at path is closed and the path opened again.
+func openFile(path string, timeout time.Duration) (*bolt.DB, *os.File, error) {
+	for try := 0; ; try++ {
+		before, err := os.Stat(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		rf, err := os.Open(path)
+		if err != nil {
+			b.Close()
+			return nil, nil, fmt.Errorf("opening %s for reading: %w", path, err)
+		}
+		// bbolt's handle is to the file that was at path when Open began
+		// or a later one; the same file there before and after means
+		// it is that one.
+		after, err := rf.Stat()
+		if err == nil && (before == nil || os.SameFile(before, after)) {
+			return b, rf, nil
+		}
+		b.Close()
+		rf.Close()
+		if try == 3 {
+			return nil, nil, fmt.Errorf("opening %s: the file kept being replaced", path)
+		}
+	}
 }
 
 // Path returns the file the store lives in.

@@ -32,7 +32,10 @@ Usage:
   interceptd blob get|put|delete|list ...  seed and inspect blob buckets
   interceptd state get|put|delete|list SANDBOX ...   a sandbox's state
   interceptd status [--json]               version, uptime, sandboxes, requests, denials, store size
-  interceptd store [--check]               print store statistics as JSON
+  interceptd store [--check]               print store statistics as JSON (--check: bbolt's check
+                                           and a recount of every sandbox's usage)
+  interceptd store compact [--config FILE] rewrite the stopped daemon's store without the space
+                                           deleted data left, and print the sizes
   interceptd cleanup [--config FILE]       remove every namespace, link, rule and route the daemon made
   interceptd config default                print the embedded default config
   interceptd config check FILE             validate a config file
@@ -73,7 +76,11 @@ func run(args []string) int {
 	case "status":
 		err = cmdStatus(args[1:])
 	case "store":
-		err = cmdStore(args[1:])
+		if len(args) > 1 && args[1] == "compact" {
+			err = cmdStoreCompact(args[2:])
+		} else {
+			err = cmdStore(args[1:])
+		}
 	case "cleanup":
 		err = cmdCleanup(args[1:])
 	case "config":
