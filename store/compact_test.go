@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestCompactShrinksTheFileAfterDeletionsAndKeepsEverythingLive(t *testing.T) {
@@ -103,4 +106,46 @@ func openTestDir(t *testing.T, dir string) *DB {
 		db.Close()
 	})
 	return db
+}
+
+func TestADaemonThatWaitedForTheLockDuringACompactionOpensTheNewFile(t *testing.T) {
+	oldDir, newDir := t.TempDir(), t.TempDir()
+	for dir, key := range map[string]string{oldDir: "old", newDir: "new"} {
+		db, err := Open(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.KV("default").Put(key, Entry{Value: []byte(key)})
+		db.Close()
+	}
+	// A compaction holds the old file's lock...
+	hold, err := bolt.Open(filepath.Join(oldDir, FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan *DB)
+	go func() {
+		db, err := Open(oldDir, &Options{LockTimeout: 10 * time.Second})
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- db
+	}()
+	time.Sleep(300 * time.Millisecond) // the daemon waits for the lock
+	// ...renames its copy over the path, and lets go.
+	if err := os.Rename(filepath.Join(newDir, FileName), filepath.Join(oldDir, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	hold.Close()
+	db := <-opened
+	if db == nil {
+		t.FailNow()
+	}
+	defer db.Close()
+	if _, err := db.KV("default").Get("new"); err != nil {
+		t.Errorf("the daemon does not see the compacted file: %v", err)
+	}
+	if _, err := db.KV("default").Get("old"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the daemon opened the replaced file: %v", err)
+	}
 }

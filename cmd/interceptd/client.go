@@ -58,6 +58,9 @@ func cmdSandbox(args []string) error {
 		return errUsage
 	}
 	fs.Parse(append([]string{"--"}, pos...))
+	if len(quota) > 0 && args[0] != "create" && args[0] != "quota" {
+		return fmt.Errorf("--quota goes with sandbox create or sandbox quota, not %s", args[0])
+	}
 	c := client(*sock)
 	need := func(n int) error {
 		if fs.NArg() != n {
