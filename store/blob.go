@@ -221,13 +221,25 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 	if err := b.db.checkSpace(max(o.Size, 0)); err != nil {
 		return info, err
 	}
-	if o.Owner != "" && o.Size > 0 {
-		// Refuse a known length that cannot fit before reading any of it.
+	if o.Owner != "" {
+		// Refuse an upload that cannot fit (its announced length, or a new
+		// object over the objects quota) before reading any of it.
 		var qerr *QuotaError
-		b.db.bolt.View(func(tx *bolt.Tx) error {
-			qerr, _ = b.db.wouldCharge(tx, o.Owner, KindBlob, o.Size)
+		err := b.db.bolt.View(func(tx *bolt.Tx) error {
+			cur, err := b.info(tx, key)
+			if err != nil {
+				return err
+			}
+			var keys int64
+			if cur == nil || cur.Owner != o.Owner {
+				keys = 1
+			}
+			qerr = b.db.wouldCharge(tx, o.Owner, KindBlob, max(o.Size, 0), keys)
 			return nil
 		})
+		if err != nil {
+			return info, mapBoltErr(err)
+		}
 		if qerr != nil {
 			return info, qerr
 		}

@@ -230,16 +230,19 @@ func (db *DB) charge(tx *bolt.Tx, d usageDelta) (*QuotaError, error) {
 	return nil, db.release(tx, d, owners, now)
 }
 
-// wouldCharge says whether charging bytes more of kind to owner would pass
-// its quota now, without recording anything: a fast refusal of an upload
-// whose announced length cannot fit.
-func (db *DB) wouldCharge(tx *bolt.Tx, owner, kind string, bytes int64) (*QuotaError, error) {
-	cur := decodeUsage(tx.Bucket(bucketUsage).Get([]byte(owner)))
-	q := db.quotaIn(tx, owner)
-	if lim, c := q.Of(kind).Bytes, cur.Of(kind).Bytes; lim > 0 && c+bytes > lim {
-		return &QuotaError{Sandbox: owner, Kind: kind, Limit: "bytes", Quota: lim, Usage: c, Write: bytes}, nil
+// wouldCharge says whether charging bytes and keys more of kind to owner
+// would pass its quota now, without recording anything: a fast refusal of
+// an upload that cannot fit, before any of it is read.
+func (db *DB) wouldCharge(tx *bolt.Tx, owner, kind string, bytes, keys int64) *QuotaError {
+	usage, quota := decodeUsage(tx.Bucket(bucketUsage).Get([]byte(owner))), db.quotaIn(tx, owner)
+	cur, lim := usage.Of(kind), quota.Of(kind)
+	switch {
+	case bytes > 0 && lim.Bytes > 0 && cur.Bytes+bytes > lim.Bytes:
+		return &QuotaError{Sandbox: owner, Kind: kind, Limit: "bytes", Quota: lim.Bytes, Usage: cur.Bytes, Write: bytes}
+	case keys > 0 && lim.Keys > 0 && cur.Keys+keys > lim.Keys:
+		return &QuotaError{Sandbox: owner, Kind: kind, Limit: "keys", Quota: lim.Keys, Usage: cur.Keys, Write: keys}
 	}
-	return nil, nil
+	return nil
 }
 
 // release records d without checking quotas: for changes that only give

@@ -223,6 +223,22 @@ func TestAStreamedUploadIsChargedAsItGoesAndRefusedAsItCrossesTheQuota(t *testin
 	}
 }
 
+func TestANewObjectOverTheObjectsQuotaIsRefusedBeforeItsUploadIsRead(t *testing.T) {
+	db := openTest(t, &Options{ChunkSize: 8, Quotas: Amounts{Blob: Amount{Keys: 1}}})
+	blobs := db.Blobs("default", ScopeShared, Limits{})
+	if _, err := blobs.Put("one", strings.NewReader("x"), PutOptions{Size: -1, Owner: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	r := &stepReader{left: 100}
+	var qe *QuotaError
+	if _, err := blobs.Put("two", r, PutOptions{Size: -1, Owner: "s"}); !errors.As(err, &qe) || qe.Limit != "keys" || r.read != 0 {
+		t.Errorf("a second object under a quota of one: %v after reading %d bytes", err, r.read)
+	}
+	if _, err := blobs.Put("one", strings.NewReader("replaced"), PutOptions{Size: -1, Owner: "s"}); err != nil {
+		t.Errorf("replacing its one object: %v", err)
+	}
+}
+
 func TestQuotaOverridesReplaceTheDefaultsPerSandbox(t *testing.T) {
 	db := openTest(t, &Options{Quotas: Amounts{KV: Amount{Bytes: 10, Keys: 5}}})
 	if err := db.SetQuota("big", map[string]int64{"kv.bytes": 1000, "blob.keys": 3}); err != nil {
