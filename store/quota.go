@@ -309,6 +309,17 @@ func (db *DB) SetQuota(sandbox string, overrides map[string]int64) error {
 	if _, err := db.opts.Quotas.WithOverrides(overrides); err != nil {
 		return err
 	}
+	if len(overrides) == 0 {
+		// The common case of every sandbox create and delete: nothing to
+		// remove, and no commit (an fsync) to pay for it.
+		var set bool
+		if err := db.bolt.View(func(tx *bolt.Tx) error {
+			set = tx.Bucket(bucketQuotas).Get([]byte(sandbox)) != nil
+			return nil
+		}); err != nil || !set {
+			return mapBoltErr(err)
+		}
+	}
 	raw, _ := json.Marshal(overrides)
 	return db.update(func(tx *bolt.Tx) error {
 		if len(overrides) == 0 {
