@@ -67,6 +67,21 @@ func (s *SandboxLabels) Get(sandbox string) string {
 	return OtherSandbox
 }
 
+// Peek returns the label a sandbox holds now without taking a slot: its
+// name if it has one, OtherSandbox otherwise. For series about sandboxes
+// that may be gone (what they stored).
+func (s *SandboxLabels) Peek(sandbox string) string {
+	if s == nil || sandbox == "" {
+		return OtherSandbox
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names[sandbox] {
+		return sandbox
+	}
+	return OtherSandbox
+}
+
 // Release drops a deleted sandbox's series and frees its slot.
 func (s *SandboxLabels) Release(sandbox string) {
 	if s == nil {

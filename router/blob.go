@@ -61,7 +61,7 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error 
 	case http.MethodGet, http.MethodHead:
 		return h.get(w, r, b, key)
 	case http.MethodPut:
-		return h.put(w, r, b, key)
+		return h.put(w, r, b, key, env.owner())
 	case http.MethodDelete:
 		if err := b.Delete(key); err != nil {
 			return storeError(err)
@@ -73,8 +73,9 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error 
 	}
 }
 
-func (h *Blob) put(w http.ResponseWriter, r *http.Request, b *store.Blobs, key string) error {
+func (h *Blob) put(w http.ResponseWriter, r *http.Request, b *store.Blobs, key, owner string) error {
 	o := store.PutOptions{
+		Owner:       owner,
 		Size:        r.ContentLength,
 		IfMatch:     r.Header.Get("If-Match"),
 		IfNoneMatch: r.Header.Get("If-None-Match"),

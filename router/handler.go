@@ -44,6 +44,9 @@ type Env struct {
 	Handler string
 	// RequestID identifies the request in logs and deny bodies.
 	RequestID string
+	// Operator marks a request from the admin API (the CLI) acting as
+	// Sandbox: what it stores is charged to no sandbox's quota.
+	Operator bool
 
 	conn *leanConn // the lean loop's connection, or nil under net/http
 }
@@ -66,6 +69,15 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// owner is the sandbox a store write is charged to: the calling sandbox,
+// or none for an operator.
+func (env Env) owner() string {
+	if env.Operator {
+		return ""
+	}
+	return env.Sandbox
+}
 
 // Errorf returns an *Error with status and a formatted reason.
 func Errorf(status int, format string, args ...any) *Error {

@@ -111,7 +111,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 		case r.Method == http.MethodGet || r.Method == http.MethodHead:
 			return h.list(w, r, kv)
 		case r.Method == http.MethodPost && h.Transactions:
-			return h.txn(w, r, kv)
+			return h.txn(w, r, kv, env.owner())
 		}
 		allow := "GET, HEAD"
 		if h.Transactions {
@@ -145,6 +145,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 		if err != nil {
 			return err
 		}
+		e.Owner = env.owner()
 		if err := kv.Put(key, e); err != nil {
 			return storeError(err)
 		}
@@ -292,7 +293,7 @@ type txnWrite struct {
 	Metadata json.RawMessage `json:"metadata,omitempty"`
 }
 
-func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
+func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner string) error {
 	var req txnRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, int64(kv.Limits().MaxValueBytes)*2))
 	dec.DisallowUnknownFields()
@@ -315,7 +316,7 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
 		if v == nil {
 			return Errorf(http.StatusBadRequest, "write %d: value or value_base64 is required", i)
 		}
-		e := store.Entry{Value: v}
+		e := store.Entry{Value: v, Owner: owner}
 		if wr.TTL > 0 {
 			e.Expires = time.Now().Add(time.Duration(wr.TTL) * time.Second)
 		}
@@ -334,7 +335,7 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
 		})
 	}
 	if err != nil {
-		if errors.Is(err, store.ErrClosed) {
+		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrDiskFull) {
 			return storeError(err)
 		}
 		return Errorf(http.StatusBadRequest, "transaction: %v", err)
@@ -366,6 +367,13 @@ func storeError(err error) error {
 		return &Error{Status: http.StatusBadRequest, Reason: err.Error()}
 	case errors.Is(err, store.ErrPreconditionFailed):
 		return &Error{Status: http.StatusPreconditionFailed, Reason: err.Error()}
+	case errors.Is(err, store.ErrQuotaExceeded):
+		// "quota_exceeded: the kv bytes quota of sandbox …": names the
+		// kind and the limit; nothing of the write was stored.
+		return &Error{Status: http.StatusInsufficientStorage, Reason: err.Error()}
+	case errors.Is(err, store.ErrDiskFull):
+		// The free space itself is the host's business: it stays in the log.
+		return &Error{Status: http.StatusInsufficientStorage, Reason: "disk_full: the store's disk is under its free-space floor; writes are refused until space is freed", Err: err}
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Reason: "store unavailable", Err: err}
 }

@@ -28,6 +28,40 @@ const (
 	gcGarbage = "g" // replaced, deleted or abandoned: reclaim when unread
 )
 
+// A pending entry is "p", the bytes charged so far (8, big endian) and the
+// owner; a bare "p" (an upload of an earlier build) is charged to no one.
+func pendingValue(charged int64, owner string) []byte {
+	b := make([]byte, 9+len(owner))
+	b[0] = gcPending[0]
+	binary.BigEndian.PutUint64(b[1:9], uint64(charged))
+	copy(b[9:], owner)
+	return b
+}
+
+func isPending(v []byte) bool { return len(v) > 0 && v[0] == gcPending[0] }
+
+func pendingCharge(v []byte) (charged int64, owner string) {
+	if len(v) < 9 {
+		return 0, ""
+	}
+	return int64(binary.BigEndian.Uint64(v[1:9])), string(v[9:])
+}
+
+// abandon turns an upload in progress into garbage and gives its owner the
+// bytes it was charged back.
+func (db *DB) abandon(tx *bolt.Tx, id []byte) error {
+	gc := tx.Bucket(bucketBlobGC)
+	if v := gc.Get(id); isPending(v) {
+		charged, owner := pendingCharge(v)
+		d := usageDelta{}
+		d.add(owner, KindBlob, -charged, 0)
+		if err := db.release(tx, d, nil, nil); err != nil {
+			return err
+		}
+	}
+	return gc.Put(id, []byte(gcGarbage))
+}
+
 // Blobs is one blob bucket in one scope. Objects are streamed in and out in
 // chunks and never held whole in memory. An upload becomes visible in one
 // commit that also retires the object it replaces, so readers see the old
@@ -63,6 +97,20 @@ type ObjectInfo struct {
 	Custom    map[string]string `json:"custom,omitempty"`
 	Upload    string            `json:"upload"`
 	ChunkSize int               `json:"chunk_size"`
+	// Owner is the sandbox charged for the object ("" for an operator's).
+	Owner string `json:"owner,omitempty"`
+}
+
+// charge is what an object occupies for its owner's quota: key, content
+// and stored headers.
+func (oi *ObjectInfo) charge() int64 {
+	n := int64(len(oi.Key)) + oi.Size
+	for _, m := range []map[string]string{oi.HTTP, oi.Custom} {
+		for k, v := range m {
+			n += int64(len(k) + len(v))
+		}
+	}
+	return n
 }
 
 // PutOptions shape an upload.
@@ -77,6 +125,9 @@ type PutOptions struct {
 	IfMatch string
 	// IfNoneMatch: "*" (create only) or a list of ETags it must not match.
 	IfNoneMatch string
+	// Owner is the sandbox charged for the upload and the object ("" for
+	// none): the upload is refused as soon as it would pass its quota.
+	Owner string
 }
 
 func (b *Blobs) bucket(tx *bolt.Tx) *bolt.Bucket { return nested(tx, bucketBlob, b.path) }
@@ -167,15 +218,44 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 		}
 	}
 
+	if err := b.db.checkSpace(max(o.Size, 0)); err != nil {
+		return info, err
+	}
+	if o.Owner != "" {
+		// Refuse an upload that cannot fit (its announced length, or a new
+		// object over the objects quota) before reading any of it.
+		var qerr *QuotaError
+		err := b.db.bolt.View(func(tx *bolt.Tx) error {
+			cur, err := b.info(tx, key)
+			if err != nil {
+				return err
+			}
+			var keys int64
+			if cur == nil || cur.Owner != o.Owner {
+				keys = 1
+			}
+			qerr = b.db.wouldCharge(tx, o.Owner, KindBlob, max(o.Size, 0), keys)
+			return nil
+		})
+		if err != nil {
+			return info, mapBoltErr(err)
+		}
+		if qerr != nil {
+			return info, qerr
+		}
+	}
+
 	id := newUploadID()
 	cs := b.db.opts.ChunkSize
-	if err := b.db.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBlobGC).Put([]byte(id), []byte(gcPending)) }); err != nil {
+	if err := b.db.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBlobGC).Put([]byte(id), pendingValue(0, o.Owner))
+	}); err != nil {
 		return info, err
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			b.db.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBlobGC).Put([]byte(id), []byte(gcGarbage)) })
+			b.db.update(func(tx *bolt.Tx) error { return b.db.abandon(tx, []byte(id)) })
 			b.db.kickGC()
 		}
 	}()
@@ -191,9 +271,26 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 			if size > b.limits.MaxObjectBytes {
 				return info, fmt.Errorf("%w: over %d bytes", ErrValueTooLarge, b.limits.MaxObjectBytes)
 			}
+			if err := b.db.checkSpace(int64(n)); err != nil {
+				return info, err
+			}
 			sum.Write(buf[:n])
 			chunk := buf[:n]
+			var qerr *QuotaError
 			if err := b.db.update(func(tx *bolt.Tx) error {
+				// The chunk is charged with the upload's entry, in the same
+				// commit: an upload is refused as it crosses the quota.
+				gc := tx.Bucket(bucketBlobGC)
+				charged, owner := pendingCharge(gc.Get([]byte(id)))
+				d := usageDelta{}
+				d.add(owner, KindBlob, int64(len(chunk)), 0)
+				var err error
+				if qerr, err = b.db.charge(tx, d); err != nil || qerr != nil {
+					return err
+				}
+				if err := gc.Put([]byte(id), pendingValue(charged+int64(len(chunk)), owner)); err != nil {
+					return err
+				}
 				cb, err := tx.Bucket(bucketBlobChunks).CreateBucketIfNotExists([]byte(id))
 				if err != nil {
 					return err
@@ -201,6 +298,9 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 				return cb.Put(chunkKey(i), chunk)
 			}); err != nil {
 				return info, err
+			}
+			if qerr != nil {
+				return info, qerr
 			}
 			b.db.countBytes(KindBlob, "written", n)
 		}
@@ -220,12 +320,13 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 	}
 	info = ObjectInfo{
 		Key: key, Size: size, ETag: hex.EncodeToString(digest), Uploaded: b.db.opts.Now().UTC().Truncate(time.Second),
-		HTTP: o.HTTP, Custom: o.Custom, Upload: id, ChunkSize: cs,
+		HTTP: o.HTTP, Custom: o.Custom, Upload: id, ChunkSize: cs, Owner: o.Owner,
 	}
 	raw, _ := json.Marshal(info)
 	var condErr error
+	var qerr *QuotaError
 	err = b.db.update(func(tx *bolt.Tx) error {
-		condErr = nil
+		condErr, qerr = nil, nil
 		cur, err := b.info(tx, key)
 		if err != nil {
 			return err
@@ -238,6 +339,17 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 			return err
 		}
 		gc := tx.Bucket(bucketBlobGC)
+		// The upload's charge becomes the object's (its key and headers
+		// added); the object it replaces is its owner's no more.
+		charged, _ := pendingCharge(gc.Get([]byte(id)))
+		d := usageDelta{}
+		d.add(o.Owner, KindBlob, info.charge()-charged, 1)
+		if cur != nil {
+			d.add(cur.Owner, KindBlob, -cur.charge(), -1)
+		}
+		if qerr, err = b.db.charge(tx, d); err != nil || qerr != nil {
+			return err
+		}
 		if cur != nil {
 			if err := gc.Put([]byte(cur.Upload), []byte(gcGarbage)); err != nil {
 				return err
@@ -250,6 +362,9 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 	})
 	if err == nil && condErr != nil {
 		err = condErr
+	}
+	if err == nil && qerr != nil {
+		err = qerr
 	}
 	if err != nil {
 		return ObjectInfo{}, err
@@ -411,6 +526,11 @@ func (b *Blobs) Delete(key string) (err error) {
 	err = b.db.update(func(tx *bolt.Tx) error {
 		cur, err := b.info(tx, key)
 		if err != nil || cur == nil {
+			return err
+		}
+		d := usageDelta{}
+		d.add(cur.Owner, KindBlob, -cur.charge(), -1)
+		if err := b.db.release(tx, d, nil, nil); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketBlobGC).Put([]byte(cur.Upload), []byte(gcGarbage)); err != nil {

@@ -58,50 +58,107 @@ type Entry struct {
 	Expires time.Time
 	// Metadata is a small JSON document stored beside the value; nil for none.
 	Metadata []byte
+	// Owner is the sandbox charged for the entry (see Amounts): the one
+	// whose write stored it, or "" for an operator's write. Reads return it.
+	Owner string
 }
 
-// record layout, version 1 (little endian):
+// record layout, version 2 (little endian):
 //
-//	[1]  version (1)
+//	[1]  version (2)
 //	[8]  expiry, unix nanoseconds, 0 = never
 //	[4]  metadata length m
+//	[1]  owner length o
+//	[o]  owner: the sandbox charged for the record, or none
 //	[m]  metadata
 //	[..] value
-const recordV1 = 1
+//
+// Version 1, written before quotas, has no owner length and no owner.
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
 func encodeRecord(e Entry) []byte {
-	b := make([]byte, 13+len(e.Metadata)+len(e.Value))
-	b[0] = recordV1
+	h := 14 + len(e.Owner)
+	b := make([]byte, h+len(e.Metadata)+len(e.Value))
+	b[0] = recordV2
 	if !e.Expires.IsZero() {
 		binary.LittleEndian.PutUint64(b[1:9], uint64(e.Expires.UnixNano()))
 	}
 	binary.LittleEndian.PutUint32(b[9:13], uint32(len(e.Metadata)))
-	copy(b[13:], e.Metadata)
-	copy(b[13+len(e.Metadata):], e.Value)
+	b[13] = byte(len(e.Owner))
+	copy(b[14:], e.Owner)
+	copy(b[h:], e.Metadata)
+	copy(b[h+len(e.Metadata):], e.Value)
 	return b
 }
 
 var errCorrupt = errors.New("corrupt record")
 
+// recordHeader returns the length of a record's header (owner included)
+// and of its metadata, or ok false for a corrupt record.
+func recordHeader(b []byte) (h, m int, ok bool) {
+	if len(b) < 13 {
+		return 0, 0, false
+	}
+	m = int(binary.LittleEndian.Uint32(b[9:13]))
+	switch b[0] {
+	case recordV1:
+		h = 13
+	case recordV2:
+		if len(b) < 14 {
+			return 0, 0, false
+		}
+		h = 14 + int(b[13])
+	default:
+		return 0, 0, false
+	}
+	return h, m, h+m <= len(b)
+}
+
+// recordOwner returns the sandbox a record is charged to ("" for none).
+func recordOwner(b []byte) string {
+	if h, _, ok := recordHeader(b); ok && b[0] == recordV2 {
+		return string(b[14:h])
+	}
+	return ""
+}
+
+// recordCharge is what a record occupies for its owner's quota: its key,
+// metadata and value.
+func recordCharge(key, b []byte) int64 {
+	h, _, ok := recordHeader(b)
+	if !ok {
+		return int64(len(key))
+	}
+	return int64(len(key) + len(b) - h)
+}
+
+// entryCharge is recordCharge of the record e would be stored as.
+func entryCharge(key string, e Entry) int64 {
+	return int64(len(key) + len(e.Metadata) + len(e.Value))
+}
+
 // decodeRecord copies a record out of bbolt memory, which is only valid
 // inside the transaction. With withValue false the value is skipped.
 func decodeRecord(b []byte, withValue bool) (Entry, error) {
-	if len(b) < 13 || b[0] != recordV1 {
+	h, m, ok := recordHeader(b)
+	if !ok {
 		return Entry{}, errCorrupt
 	}
 	var e Entry
 	if ns := binary.LittleEndian.Uint64(b[1:9]); ns != 0 {
 		e.Expires = time.Unix(0, int64(ns))
 	}
-	m := int(binary.LittleEndian.Uint32(b[9:13]))
-	if 13+m > len(b) {
-		return Entry{}, errCorrupt
+	if h > 14 {
+		e.Owner = string(b[14:h])
 	}
 	if m > 0 {
-		e.Metadata = bytes.Clone(b[13 : 13+m])
+		e.Metadata = bytes.Clone(b[h : h+m])
 	}
 	if withValue {
-		e.Value = bytes.Clone(b[13+m:])
+		e.Value = bytes.Clone(b[h+m:])
 		if e.Value == nil {
 			e.Value = []byte{}
 		}
@@ -139,6 +196,9 @@ func checkKey(key string, max int) error {
 func (kv *KV) checkEntry(key string, e Entry) error {
 	if err := kv.CheckKey(key); err != nil {
 		return err
+	}
+	if len(e.Owner) > 255 {
+		return fmt.Errorf("owner %q: longer than 255 bytes", e.Owner)
 	}
 	if len(e.Value) > kv.limits.MaxValueBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes)
@@ -255,6 +315,7 @@ func (kv *KV) expiryKey(t time.Time, key string) []byte {
 }
 
 // put writes e under key inside tx, keeping the expiry index in step.
+// Accounting is the caller's (see plan).
 func (kv *KV) put(tx *bolt.Tx, key string, e Entry) error {
 	b, err := kv.bucketRW(tx)
 	if err != nil {
@@ -287,15 +348,78 @@ func (kv *KV) delete(tx *bolt.Tx, key string) error {
 	return b.Delete([]byte(key))
 }
 
+// plan returns the change of usage that deleting then writing these keys
+// (in that order, as Apply runs them) makes: the old records' owners get
+// their space back, the writers are charged for the new ones.
+func (kv *KV) plan(tx *bolt.Tx, deletes []string, writes []Write) usageDelta {
+	d := usageDelta{}
+	b := kv.bucket(tx)
+	type held struct {
+		owner string
+		bytes int64
+		ok    bool
+	}
+	var seen map[string]held // keys this plan already changed
+	if len(deletes)+len(writes) > 1 {
+		seen = map[string]held{}
+	}
+	old := func(k string) held {
+		if h, ok := seen[k]; ok {
+			return h
+		}
+		if b == nil {
+			return held{}
+		}
+		raw := b.Get([]byte(k))
+		if raw == nil {
+			return held{}
+		}
+		return held{recordOwner(raw), recordCharge([]byte(k), raw), true}
+	}
+	for _, k := range deletes {
+		if h := old(k); h.ok {
+			d.add(h.owner, kv.kind, -h.bytes, -1)
+		}
+		if seen != nil {
+			seen[k] = held{}
+		}
+	}
+	for _, w := range writes {
+		if h := old(w.Key); h.ok {
+			d.add(h.owner, kv.kind, -h.bytes, -1)
+		}
+		n := entryCharge(w.Key, w.Entry)
+		d.add(w.Entry.Owner, kv.kind, n, 1)
+		if seen != nil {
+			seen[w.Key] = held{w.Entry.Owner, n, true}
+		}
+	}
+	return d
+}
+
 // Put stores e under key, replacing any previous entry and its attributes
 // (a write without metadata or expiry clears them). It returns once the write
-// is durable.
+// is durable. A write that would take e.Owner over a quota is refused with a
+// *QuotaError and stores nothing.
 func (kv *KV) Put(key string, e Entry) (err error) {
 	defer func(t time.Time) { kv.db.observe(kv.kind, "put", t, err) }(time.Now())
 	if err := kv.checkEntry(key, e); err != nil {
 		return err
 	}
-	err = kv.db.update(func(tx *bolt.Tx) error { return kv.put(tx, key, e) })
+	if err := kv.db.checkSpace(entryCharge(key, e)); err != nil {
+		return err
+	}
+	var qerr *QuotaError
+	err = kv.db.update(func(tx *bolt.Tx) error {
+		var err error
+		if qerr, err = kv.db.charge(tx, kv.plan(tx, nil, []Write{{key, e}})); err != nil || qerr != nil {
+			return err
+		}
+		return kv.put(tx, key, e)
+	})
+	if err == nil && qerr != nil {
+		err = qerr
+	}
 	if err == nil {
 		kv.db.countBytes(kv.kind, "written", len(e.Value))
 	}
@@ -308,7 +432,12 @@ func (kv *KV) Delete(key string) (err error) {
 	if err := kv.CheckKey(key); err != nil {
 		return err
 	}
-	return kv.db.update(func(tx *bolt.Tx) error { return kv.delete(tx, key) })
+	return kv.db.update(func(tx *bolt.Tx) error {
+		if err := kv.db.release(tx, kv.plan(tx, []string{key}, nil), nil, nil); err != nil {
+			return err
+		}
+		return kv.delete(tx, key)
+	})
 }
 
 // ListOptions select a page of keys.
@@ -429,6 +558,7 @@ func (db *DB) Reap() (n int, err error) {
 	binary.BigEndian.PutUint64(bound[:], uint64(now.UnixNano()))
 	err = db.update(func(tx *bolt.Tx) error {
 		n = 0
+		freed := usageDelta{}
 		idx := tx.Bucket(bucketExpiry)
 		c := idx.Cursor()
 		var done [][]byte
@@ -450,6 +580,7 @@ func (db *DB) Reap() (n int, err error) {
 			// Only if the record still carries this expiry: a rewrite
 			// moved or removed its index entry already.
 			if raw := b.Get(parts[3]); raw != nil && recordExpiry(raw).UnixNano() == int64(binary.BigEndian.Uint64(k[:8])) {
+				freed.add(recordOwner(raw), string(parts[0]), -recordCharge(parts[3], raw), -1)
 				b.Delete(parts[3])
 				n++
 			}
@@ -457,7 +588,7 @@ func (db *DB) Reap() (n int, err error) {
 		for _, k := range done {
 			idx.Delete(k)
 		}
-		return nil
+		return db.release(tx, freed, nil, nil)
 	})
 	return n, err
 }

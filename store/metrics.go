@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/interceptd/interceptd/metrics"
@@ -16,10 +17,19 @@ import (
 //	interceptd_store_bytes_total{kind,direction}     direction: read|written
 //	interceptd_store_commit_writes                   writes per shared commit
 //	interceptd_store_file_size_bytes
+//	interceptd_store_refusals_total{kind,reason}     reason: quota_exceeded|disk_full
+//	interceptd_store_usage_bytes{kind,sandbox}       what writes charged to a sandbox occupy
+//	interceptd_store_usage_keys{kind,sandbox}
 //
 // kind is kv, state or blob; op get, head, put, delete, list or txn; result
-// ok, not_found, invalid, conflict, precondition_failed or error.
+// ok, not_found, invalid, conflict, precondition_failed, quota_exceeded,
+// disk_full or error. The usage series are read from the store at each
+// scrape; their sandbox label is the one the sandbox holds in the
+// SandboxLabels given to LabelSandboxes (its name, or _other: a sandbox
+// that is gone, or one beyond the cap).
 type Metrics struct {
+	refusals *prometheus.CounterVec
+	usage    *usageCollector
 	ops      *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
@@ -52,17 +62,71 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
 		}),
 	}
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "interceptd", Subsystem: "store", Name: "refusals_total",
+		Help: "Writes refused for a sandbox's quota (quota_exceeded) or the data directory's free-space floor (disk_full).",
+	}, []string{"kind", "reason"})
+	m.usage = &usageCollector{
+		bytes: prometheus.NewDesc("interceptd_store_usage_bytes",
+			"Bytes that the writes charged to a sandbox occupy (keys, values, metadata, objects, uploads in progress).", []string{"kind", "sandbox"}, nil),
+		keys: prometheus.NewDesc("interceptd_store_usage_keys",
+			"Keys (objects, for blobs) that the writes charged to a sandbox occupy.", []string{"kind", "sandbox"}, nil),
+	}
 	for _, k := range []string{KindKV, KindState, KindBlob} {
 		for _, d := range []string{"read", "written"} {
 			m.bytes.WithLabelValues(k, d)
 		}
+		for _, r := range []string{"quota_exceeded", "disk_full"} {
+			m.refusals.WithLabelValues(k, r)
+		}
 	}
-	reg.MustRegister(m.ops, m.duration, m.bytes, m.commits)
+	reg.MustRegister(m.ops, m.duration, m.bytes, m.commits, m.refusals, m.usage)
 	return m
 }
 
-// watchFile exports the database file size.
+// LabelSandboxes names the usage series' sandboxes through labels; without
+// it they are all _other.
+func (m *Metrics) LabelSandboxes(labels *metrics.SandboxLabels) { m.usage.labels.Store(labels) }
+
+// usageCollector reads every sandbox's usage at scrape time: the store
+// keeps it, so there is nothing to keep in step.
+type usageCollector struct {
+	bytes, keys *prometheus.Desc
+	db          atomic.Pointer[DB]
+	labels      atomic.Pointer[metrics.SandboxLabels]
+}
+
+func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.bytes; ch <- c.keys }
+
+func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
+	db := c.db.Load()
+	if db == nil {
+		return
+	}
+	all, err := db.AllUsage()
+	if err != nil {
+		return
+	}
+	labels := c.labels.Load()
+	sums := map[string]*Amounts{}
+	for sb, a := range all {
+		l := labels.Peek(sb)
+		if sums[l] == nil {
+			sums[l] = &Amounts{}
+		}
+		sums[l].Add(a)
+	}
+	for l, a := range sums {
+		for _, k := range []string{KindKV, KindState, KindBlob} {
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(a.Of(k).Bytes), k, l)
+			ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(a.Of(k).Keys), k, l)
+		}
+	}
+}
+
+// watchFile exports the database file size and the usage it holds.
 func (m *Metrics) watchFile(db *DB) {
+	m.usage.db.Store(db)
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "interceptd", Subsystem: "store", Name: "file_size_bytes",
 		Help: "Size of the bbolt database file.",
@@ -85,6 +149,12 @@ func (m *Metrics) observe(kind, op string, start time.Time, err error) {
 		result = "conflict"
 	case errors.Is(err, ErrPreconditionFailed):
 		result = "precondition_failed"
+	case errors.Is(err, ErrQuotaExceeded):
+		result = "quota_exceeded"
+		m.refusals.WithLabelValues(kind, result).Inc()
+	case errors.Is(err, ErrDiskFull):
+		result = "disk_full"
+		m.refusals.WithLabelValues(kind, result).Inc()
 	case errors.Is(err, ErrInvalidKey), errors.Is(err, ErrKeyTooLarge), errors.Is(err, ErrValueTooLarge),
 		errors.Is(err, ErrMetadataTooLarge), errors.Is(err, ErrInvalidMetadata), errors.Is(err, ErrInvalidCursor),
 		errors.Is(err, ErrBadDigest), errors.Is(err, ErrIncomplete):

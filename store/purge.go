@@ -10,15 +10,24 @@ import (
 // Purge deletes everything scoped to a sandbox: its state, its keys in
 // sandbox-scoped KV namespaces and its objects in sandbox-scoped blob
 // buckets. Sandbox state otherwise outlives the sandbox, so a sandbox
-// re-created under the same name finds it.
+// re-created under the same name finds it. What the sandbox wrote to
+// shared stores stays, and stays charged to it.
 func (db *DB) Purge(sandbox string) error {
 	scope := []byte(SandboxScope(sandbox))
 	err := db.update(func(tx *bolt.Tx) error {
+		// Whoever each record is charged to gets its space back.
+		freed := usageDelta{}
 		for _, kind := range [][]byte{bucketKV, bucketState} {
 			top := tx.Bucket(kind)
 			var nss [][]byte
 			top.ForEachBucket(func(k []byte) error { nss = append(nss, k); return nil })
 			for _, ns := range nss {
+				if sb := top.Bucket(ns).Bucket(scope); sb != nil {
+					sb.ForEach(func(k, v []byte) error {
+						freed.add(recordOwner(v), string(kind), -recordCharge(k, v), -1)
+						return nil
+					})
+				}
 				if err := top.Bucket(ns).DeleteBucket(scope); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 					return err
 				}
@@ -36,6 +45,7 @@ func (db *DB) Purge(sandbox string) error {
 			err := sb.ForEach(func(k, v []byte) error {
 				var oi ObjectInfo
 				if json.Unmarshal(v, &oi) == nil {
+					freed.add(oi.Owner, KindBlob, -oi.charge(), -1)
 					return gc.Put([]byte(oi.Upload), []byte(gcGarbage))
 				}
 				return nil
@@ -47,7 +57,7 @@ func (db *DB) Purge(sandbox string) error {
 				return err
 			}
 		}
-		return nil
+		return db.release(tx, freed, nil, nil)
 	})
 	db.kickGC()
 	return err

@@ -16,11 +16,14 @@
 //	blob / <bucket> / <scope> / key         object info (JSON)
 //	blob_chunks / <upload id> / <index>     object content in chunks
 //	blob_gc / <upload id>                   uploads in progress or to reclaim
+//	usage / <sandbox>                       what its writes occupy (quota.go)
+//	quotas / <sandbox>                      its quota overrides (JSON)
 //
 // A scope is "shared" or "sandbox:<name>".
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -106,6 +109,12 @@ type Options struct {
 	ReapInterval time.Duration
 	// ChunkSize is the size of blob chunks. Default 1 MiB.
 	ChunkSize int
+	// Quotas bound what the writes charged to one sandbox may occupy, per
+	// kind; zero fields mean no limit. SetQuota overrides them per sandbox.
+	Quotas Amounts
+	// MinFreeBytes refuses writes (ErrDiskFull) while the data directory's
+	// filesystem has less free space than this; 0 disables the floor.
+	MinFreeBytes int64
 	// Metrics receives operation counts and durations; nil records nothing.
 	Metrics *Metrics
 	// Now is the clock, for tests. Default time.Now.
@@ -137,6 +146,7 @@ func (o *Options) withDefaults() Options {
 type DB struct {
 	bolt *bolt.DB
 	opts Options
+	dir  string
 	// file is the database file opened again, read-only, for reading blob
 	// chunks without mapping them (see Object.Read).
 	file *os.File
@@ -168,8 +178,12 @@ var (
 	keyVersion       = []byte("schema_version")
 )
 
-// schemaVersion is written to the meta bucket so that later layouts can migrate.
-const schemaVersion = 1
+// schemaVersion is written to the meta bucket so that later layouts can
+// migrate. Version 2 added owners to records and the usage and quotas
+// buckets; a version 1 file needs nothing more (its data is charged to
+// nobody), but a build that reads only version 1 must not open a version 2
+// file, whose records it would call corrupt.
+const schemaVersion = 2
 
 // Open opens (creating if needed) the store in dir/FileName.
 func Open(dir string, opts *Options) (*DB, error) {
@@ -178,41 +192,45 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
+	b, rf, err := openFile(path, o.LockTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		return nil, err
 	}
+	db0 := &DB{opts: o} // for abandon, before the DB is whole
 	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketSandboxes, bucketKV, bucketState, bucketExpiry, bucketBlob, bucketBlobChunks, bucketBlobGC} {
+		for _, name := range [][]byte{bucketMeta, bucketSandboxes, bucketKV, bucketState, bucketExpiry, bucketBlob, bucketBlobChunks, bucketBlobGC, bucketUsage, bucketQuotas} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyVersion); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+		if v := meta.Get(keyVersion); v != nil && string(v) != "1" && string(v) != fmt.Sprint(schemaVersion) {
 			return fmt.Errorf("schema version %s is newer than this build's %d", v, schemaVersion)
 		}
 		// Uploads that were in progress when the last process died can
-		// never complete: their chunks are garbage now.
-		gc := tx.Bucket(bucketBlobGC)
-		return errors.Join(meta.Put(keyVersion, []byte(fmt.Sprint(schemaVersion))), gc.ForEach(func(k, v []byte) error {
-			if string(v) == gcPending {
-				return gc.Put(k, []byte(gcGarbage))
+		// never complete: their chunks are garbage now, and their owners
+		// get what they were charged back.
+		var pending [][]byte
+		tx.Bucket(bucketBlobGC).ForEach(func(k, v []byte) error {
+			if isPending(v) {
+				pending = append(pending, bytes.Clone(k))
 			}
 			return nil
-		}))
+		})
+		for _, id := range pending {
+			if err := db0.abandon(tx, id); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keyVersion, []byte(fmt.Sprint(schemaVersion)))
 	})
 	if err != nil {
 		b.Close()
+		rf.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
-	rf, err := os.Open(path)
-	if err != nil {
-		b.Close()
-		return nil, fmt.Errorf("opening %s for reading: %w", path, err)
-	}
 	db := &DB{
-		bolt: b, opts: o, file: rf,
+		bolt: b, opts: o, file: rf, dir: dir,
 		writes: make(chan *writeReq, 1024), stop: make(chan struct{}), committed: make(chan struct{}),
 		refs: map[string]int{}, gc: make(chan struct{}, 1),
 	}
@@ -225,6 +243,40 @@ func Open(dir string, opts *Options) (*DB, error) {
 	go db.collector()
 	db.kickGC()
 	return db, nil
+}
+
+// openFile opens the bbolt file at path and the same file again for reading
+// (see DB.file). Compact renames a new file over the path while a daemon
+// may be waiting for the lock on the old one: a handle to a file that is no
+// longer at path is closed and the path opened again.
+func openFile(path string, timeout time.Duration) (*bolt.DB, *os.File, error) {
+	for try := 0; ; try++ {
+		before, err := os.Stat(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		rf, err := os.Open(path)
+		if err != nil {
+			b.Close()
+			return nil, nil, fmt.Errorf("opening %s for reading: %w", path, err)
+		}
+		// bbolt's handle is to the file that was at path when Open began
+		// or a later one; the same file there before and after means
+		// it is that one.
+		after, err := rf.Stat()
+		if err == nil && (before == nil || os.SameFile(before, after)) {
+			return b, rf, nil
+		}
+		b.Close()
+		rf.Close()
+		if try == 3 {
+			return nil, nil, fmt.Errorf("opening %s: the file kept being replaced", path)
+		}
+	}
 }
 
 // Path returns the file the store lives in.
@@ -242,7 +294,9 @@ func (db *DB) Close() error {
 	return err
 }
 
-// Check runs bbolt's consistency check and returns the first problem found.
+// Check runs bbolt's consistency check and returns the first problem found;
+// then it recounts every sandbox's usage from the records and says where
+// the recorded usage differs.
 //
 // It runs in a write transaction that is rolled back: the freelist it checks
 // against is shared with writers, and only the writer lock keeps it still.
@@ -252,6 +306,11 @@ func (db *DB) Check() error {
 		for err := range tx.Check() {
 			first = err
 			break
+		}
+		if first == nil {
+			if err := checkUsage(tx); err != nil {
+				first = fmt.Errorf("usage accounting: %w", err)
+			}
 		}
 		return errRollback
 	})
@@ -280,7 +339,7 @@ func (db *DB) Stats() (Stats, error) {
 		s.BlobUploads = tx.Bucket(bucketBlobChunks).Stats().BucketN - 1
 		s.ExpiryEntries = tx.Bucket(bucketExpiry).Stats().KeyN
 		return tx.Bucket(bucketBlobGC).ForEach(func(k, v []byte) error {
-			if string(v) == gcPending {
+			if isPending(v) {
 				s.BlobPending++
 			} else {
 				s.BlobGarbage++

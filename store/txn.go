@@ -65,7 +65,8 @@ func (e *ConditionError) Is(target error) bool { return target == ErrConditionFa
 const MaxTxnOps = 128
 
 // Apply runs t atomically. It returns the entries read (nil for an absent
-// key), or a *ConditionError (errors.Is ErrConditionFailed) and no writes.
+// key), or a *ConditionError (errors.Is ErrConditionFailed) or a
+// *QuotaError (errors.Is ErrQuotaExceeded) and no writes.
 func (kv *KV) Apply(t Txn) (reads map[string]*Entry, err error) {
 	defer func(s time.Time) { kv.db.observe(kv.kind, "txn", s, err) }(time.Now())
 	if n := len(t.Conditions) + len(t.Reads) + len(t.Writes) + len(t.Deletes); n == 0 {
@@ -97,10 +98,20 @@ func (kv *KV) Apply(t Txn) (reads map[string]*Entry, err error) {
 			return nil, fmt.Errorf("write %q: %w", w.Key, err)
 		}
 	}
+	if len(t.Writes) > 0 {
+		var need int64
+		for _, w := range t.Writes {
+			need += entryCharge(w.Key, w.Entry)
+		}
+		if err := kv.db.checkSpace(need); err != nil {
+			return nil, err
+		}
+	}
 	var failed *ConditionError
+	var qerr *QuotaError
 	err = kv.db.update(func(tx *bolt.Tx) error {
 		// This may run twice (see update): start from a clean slate.
-		failed, reads = nil, map[string]*Entry{}
+		failed, qerr, reads = nil, nil, map[string]*Entry{}
 		for i, c := range t.Conditions {
 			e, err := kv.get(tx, c.Key)
 			present := err == nil
@@ -124,6 +135,11 @@ func (kv *KV) Apply(t Txn) (reads map[string]*Entry, err error) {
 				return err
 			}
 		}
+		// Charged before anything is written: a refusal writes nothing.
+		var err error
+		if qerr, err = kv.db.charge(tx, kv.plan(tx, t.Deletes, t.Writes)); err != nil || qerr != nil {
+			return err
+		}
 		for _, k := range t.Deletes {
 			if err := kv.delete(tx, k); err != nil {
 				return err
@@ -141,6 +157,9 @@ func (kv *KV) Apply(t Txn) (reads map[string]*Entry, err error) {
 	}
 	if failed != nil {
 		return nil, failed
+	}
+	if qerr != nil {
+		return nil, qerr
 	}
 	return reads, nil
 }

@@ -10,11 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/store"
 )
 
 const defaultSocket = "/run/interceptd/admin.sock"
@@ -37,7 +41,7 @@ func client(flagVal string) *admin.Client { return admin.NewClient(socketPath(fl
 
 func cmdSandbox(args []string) error {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME [--internet on|off] [--allow P]... [--deny P]... | policy NAME [same flags] | delete [--purge] NAME | list | show NAME")
+		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME [--internet on|off] [--allow P]... [--deny P]... [--quota KIND.bytes|KIND.keys=N]... | policy NAME [same flags] | quota NAME [--quota ...]... | delete [--purge] NAME | list | show NAME")
 		return errUsage
 	}
 	fs := flag.NewFlagSet("sandbox "+args[0], flag.ContinueOnError)
@@ -47,11 +51,16 @@ func cmdSandbox(args []string) error {
 	var allow, deny stringList
 	fs.Var(&allow, "allow", "create, policy: an allowed_hosts `pattern`; repeatable; replaces the list")
 	fs.Var(&deny, "deny", "create, policy: a denied_hosts `pattern`; repeatable; replaces the list")
+	var quota stringList
+	fs.Var(&quota, "quota", "create, quota: override a store quota, `kind.bytes=SIZE` or kind.keys=N (kind: kv, state, blob; 0: no limit); repeatable")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return errUsage
 	}
 	fs.Parse(append([]string{"--"}, pos...))
+	if len(quota) > 0 && args[0] != "create" && args[0] != "quota" {
+		return fmt.Errorf("--quota goes with sandbox create or sandbox quota, not %s", args[0])
+	}
 	c := client(*sock)
 	need := func(n int) error {
 		if fs.NArg() != n {
@@ -69,11 +78,37 @@ func cmdSandbox(args []string) error {
 		if err != nil {
 			return err
 		}
-		sb, err := c.Create(fs.Arg(0), pp)
+		q, err := quotaOverrides(quota)
+		if err != nil {
+			return err
+		}
+		sb, err := c.CreateWith(admin.CreateRequest{Name: fs.Arg(0), Policy: pp, Quota: q})
 		if err != nil {
 			return err
 		}
 		fmt.Println(sb.NetnsPath)
+	case "quota":
+		if err := need(1); err != nil {
+			return err
+		}
+		q, err := quotaOverrides(quota)
+		if err != nil {
+			return err
+		}
+		var out any
+		if q == nil {
+			var info admin.SandboxInfo
+			info, err = c.Show(fs.Arg(0))
+			out = info.Quota
+		} else {
+			out, err = c.SetQuota(fs.Arg(0), q)
+		}
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
 	case "delete":
 		if err := need(1); err != nil {
 			return err
@@ -103,7 +138,7 @@ func cmdSandbox(args []string) error {
 		if err := need(1); err != nil {
 			return err
 		}
-		sb, err := c.Get(fs.Arg(0))
+		sb, err := c.Show(fs.Arg(0))
 		if err != nil {
 			return err
 		}
@@ -272,5 +307,51 @@ func cmdStatus(args []string) error {
 	fmt.Fprintf(tw, "denials\t%d\n", st.Denials)
 	fmt.Fprintf(tw, "dns queries\t%d\n", st.DNSQueries)
 	fmt.Fprintf(tw, "store size\t%.1f MiB\n", float64(st.StoreBytes)/(1<<20))
+	u := st.StoreUsage
+	fmt.Fprintf(tw, "store usage\tkv %s in %d keys, state %s in %d keys, blob %s in %d objects (charged to sandboxes)\n",
+		mib(u.KV.Bytes), u.KV.Keys, mib(u.State.Bytes), u.State.Keys, mib(u.Blob.Bytes), u.Blob.Keys)
+	floor := ""
+	if st.StoreMinFreeBytes > 0 {
+		floor = fmt.Sprintf(" (writes refused under %s)", mib(st.StoreMinFreeBytes))
+		if st.StoreFreeBytes < st.StoreMinFreeBytes {
+			floor = fmt.Sprintf(" UNDER THE FLOOR of %s: writes are refused", mib(st.StoreMinFreeBytes))
+		}
+	}
+	fmt.Fprintf(tw, "store free\t%s%s\n", mib(st.StoreFreeBytes), floor)
 	return tw.Flush()
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// quotaOverrides reads --quota kind.bytes=SIZE / kind.keys=N flags; nil if
+// none were given.
+func quotaOverrides(flags stringList) (map[string]int64, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	out := map[string]int64{}
+	for _, f := range flags {
+		field, val, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, fmt.Errorf("--quota %q: want kind.bytes=SIZE or kind.keys=N", f)
+		}
+		var n int64
+		if strings.HasSuffix(field, ".bytes") {
+			z, err := config.ParseSize(val)
+			if err != nil {
+				return nil, fmt.Errorf("--quota %s: %w", field, err)
+			}
+			n = int64(z)
+		} else {
+			var err error
+			if n, err = strconv.ParseInt(val, 10, 64); err != nil || n < 0 {
+				return nil, fmt.Errorf("--quota %s: %q is not a number of keys", field, val)
+			}
+		}
+		out[field] = n
+	}
+	if _, err := (store.Amounts{}).WithOverrides(out); err != nil {
+		return nil, fmt.Errorf("--quota: %w", err)
+	}
+	return out, nil
 }

@@ -2,7 +2,7 @@
 //
 //	interceptd serve [--config FILE] [--data-dir DIR] [--admin-socket PATH]
 //	                 [--metrics-listen ADDR] [--dns-upstream ADDR]... [--log-level LEVEL]
-//	interceptd sandbox create NAME | delete NAME | list | show NAME
+//	interceptd sandbox create NAME [--quota ...] | quota NAME | delete NAME | list | show NAME
 //	interceptd run [--name NAME] -- CMD [ARGS...]
 //	interceptd cleanup [--config FILE]
 //	interceptd config default | check FILE
@@ -20,16 +20,22 @@ intercepted and answered by in-process handlers.
 Usage:
   interceptd serve [flags]                 run the daemon (root)
   interceptd sandbox create NAME           create a sandbox; prints its namespace path
+                                           (--internet, --allow, --deny, --quota kv.bytes=1GiB ...)
   interceptd sandbox delete NAME           delete a sandbox
   interceptd sandbox list                  list sandboxes
-  interceptd sandbox show NAME             show one sandbox as JSON
+  interceptd sandbox show NAME             show one sandbox, its store usage and quotas, as JSON
+  interceptd sandbox quota NAME [--quota KIND.bytes=SIZE|KIND.keys=N]...
+                                           print or replace a sandbox's quota overrides
   interceptd sandbox delete --purge NAME   delete a sandbox and everything it stored
   interceptd run [--name NAME] -- CMD...   run CMD in a fresh sandbox, then delete it
   interceptd kv get|put|delete|list ...    seed and inspect KV namespaces
   interceptd blob get|put|delete|list ...  seed and inspect blob buckets
   interceptd state get|put|delete|list SANDBOX ...   a sandbox's state
   interceptd status [--json]               version, uptime, sandboxes, requests, denials, store size
-  interceptd store [--check]               print store statistics as JSON
+  interceptd store [--check]               print store statistics as JSON (--check: bbolt's check
+                                           and a recount of every sandbox's usage)
+  interceptd store compact [--config FILE] rewrite the stopped daemon's store without the space
+                                           deleted data left, and print the sizes
   interceptd cleanup [--config FILE]       remove every namespace, link, rule and route the daemon made
   interceptd config default                print the embedded default config
   interceptd config check FILE             validate a config file
@@ -70,7 +76,11 @@ func run(args []string) int {
 	case "status":
 		err = cmdStatus(args[1:])
 	case "store":
-		err = cmdStore(args[1:])
+		if len(args) > 1 && args[1] == "compact" {
+			err = cmdStoreCompact(args[2:])
+		} else {
+			err = cmdStore(args[1:])
+		}
 	case "cleanup":
 		err = cmdCleanup(args[1:])
 	case "config":

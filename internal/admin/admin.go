@@ -2,12 +2,14 @@
 // socket that only root can open. The CLI is its client.
 //
 //	POST   /v1/sandboxes         {"name": "web1", "policy": {…}}  → 201 sandbox
-//	                             (+ "netns_path", "interface": attach a runtime's namespace)
+//	                             (+ "netns_path", "interface": attach a runtime's namespace;
+//	                             + "quota": {"blob.bytes": 10485760, …}: override quotas)
 //	GET    /v1/sandboxes/{name}/policy             → 200 policy
 //	GET    /v1/sandboxes/{name}/check              → 200 when its wiring is intact
 //	PATCH  /v1/sandboxes/{name}/policy  {fields}   → 200 policy (given fields replace)
 //	GET    /v1/sandboxes                           → 200 [sandbox]
-//	GET    /v1/sandboxes/{name}                    → 200 sandbox
+//	GET    /v1/sandboxes/{name}                    → 200 sandbox, its store usage and quota
+//	PATCH  /v1/sandboxes/{name}/quota   {overrides} → 200 quota (replaces the overrides)
 //	DELETE /v1/sandboxes/{name}[?purge=1]          → 204 (purge: and its data)
 //	GET    /v1/handlers                            → 200 [handler]
 //	ANY    /v1/handlers/{host}/{key...}[?sandbox=] → the handler's own answer,
@@ -64,6 +66,18 @@ type Store interface {
 	Purge(sandbox string) error
 	Check() error
 	Stats() (store.Stats, error)
+	Usage(sandbox string) (store.Amounts, error)
+	Quota(sandbox string) (store.Amounts, error)
+	SetQuota(sandbox string, overrides map[string]int64) error
+}
+
+// SandboxInfo is a sandbox as GET /v1/sandboxes/{name} shows it: its
+// record, what the writes charged to it occupy in the stores, and its
+// quotas (0: no limit).
+type SandboxInfo struct {
+	netns.Sandbox
+	Usage store.Amounts `json:"usage"`
+	Quota store.Amounts `json:"quota"`
 }
 
 // Backend is what the API serves.
@@ -89,6 +103,13 @@ type Status struct {
 	Denials       int64     `json:"denials"`
 	DNSQueries    int64     `json:"dns_queries"`
 	StoreBytes    int64     `json:"store_bytes"`
+	// StoreUsage is what the writes charged to sandboxes occupy, summed
+	// over them (operator writes are charged to no one).
+	StoreUsage store.Amounts `json:"store_usage"`
+	// StoreFreeBytes is the free space under the data directory;
+	// StoreMinFreeBytes the floor under which writes are refused.
+	StoreFreeBytes    int64 `json:"store_free_bytes"`
+	StoreMinFreeBytes int64 `json:"store_min_free_bytes"`
 }
 
 // Server serves the admin API on a unix socket.
@@ -130,6 +151,7 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/policy", h.patchPolicy)
+	mux.HandleFunc("PATCH /v1/sandboxes/{name}/quota", h.patchQuota)
 	mux.HandleFunc("GET /v1/handlers", h.handlers)
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
 	mux.HandleFunc("GET /v1/store", h.stats)
@@ -180,6 +202,11 @@ type CreateRequest struct {
 	// instead of creating one; Interface names the sandbox end of the veth.
 	NetnsPath string `json:"netns_path,omitempty"`
 	Interface string `json:"interface,omitempty"`
+	// Quota overrides the configured quotas for this sandbox: "kv.bytes",
+	// "kv.keys", "state.…", "blob.…" (store.QuotaFields) to a number, 0
+	// for no limit. A sandbox created without it gets the configured ones,
+	// whatever an earlier sandbox of the same name had.
+	Quota map[string]int64 `json:"quota,omitempty"`
 }
 
 // PolicyPatch changes a policy: the fields given replace the current ones.
@@ -219,6 +246,10 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 		p := req.Policy.Apply(h.be.DefaultPolicy)
 		pol = &p
 	}
+	if _, err := (store.Amounts{}).WithOverrides(req.Quota); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
 	var sb netns.Sandbox
 	var err error
 	if req.NetnsPath != "" {
@@ -228,6 +259,10 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		writeErr(w, statusOf(err), err)
+		return
+	}
+	if err := h.be.Store.SetQuota(sb.Name, req.Quota); err != nil {
+		writeErr(w, http.StatusInternalServerError, fmt.Errorf("sandbox %s created, but setting its quota failed: %w", sb.Name, err))
 		return
 	}
 	writeJSON(w, http.StatusCreated, sb)
@@ -243,7 +278,43 @@ func (h *handlers) get(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("%w: %s", netns.ErrNotFound, r.PathValue("name")))
 		return
 	}
-	writeJSON(w, http.StatusOK, sb)
+	info := SandboxInfo{Sandbox: sb}
+	var err1, err2 error
+	info.Usage, err1 = h.be.Store.Usage(sb.Name)
+	info.Quota, err2 = h.be.Store.Quota(sb.Name)
+	if err := errors.Join(err1, err2); err != nil {
+		writeErr(w, http.StatusInternalServerError, fmt.Errorf("reading store usage: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// patchQuota replaces a sandbox's quota overrides; {} goes back to the
+// configured quotas. A quota lowered under the usage refuses what would
+// add to it; nothing stored is removed.
+func (h *handlers) patchQuota(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var o map[string]int64
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("decoding quota: %w", err))
+		return
+	}
+	if _, ok := h.sb.Get(name); !ok {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%w: %s", netns.ErrNotFound, name))
+		return
+	}
+	if err := h.be.Store.SetQuota(name, o); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	q, err := h.be.Store.Quota(name)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, q)
 }
 
 func (h *handlers) delete(w http.ResponseWriter, r *http.Request) {
@@ -263,6 +334,9 @@ func (h *handlers) delete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, statusOf(err), err)
 		return
 	}
+	// Its quota overrides go with it (a sandbox re-created under the name
+	// gets its own); what it stored stays charged to it until purged.
+	h.be.Store.SetQuota(name, nil)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -310,7 +384,8 @@ func (h *handlers) handler(w http.ResponseWriter, r *http.Request) {
 	}
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("key"), ""
-	env := router.Env{Sandbox: sandbox, Host: host, Handler: host}
+	// Operator: what the operator stores is charged to no sandbox.
+	env := router.Env{Sandbox: sandbox, Host: host, Handler: host, Operator: true}
 	if err := hi.Handler.ServeHTTP(w, r2, env); err != nil {
 		router.WriteError(w, err)
 	}
@@ -378,7 +453,7 @@ func (h *handlers) patchPolicy(w http.ResponseWriter, r *http.Request) {
 func (h *handlers) namespace(w http.ResponseWriter, r *http.Request) {
 	r2 := r.Clone(r.Context())
 	r2.URL.Path, r2.URL.RawPath = "/"+r.PathValue("key"), ""
-	if err := h.be.Namespace(r.PathValue("ns")).ServeHTTP(w, r2, router.Env{}); err != nil {
+	if err := h.be.Namespace(r.PathValue("ns")).ServeHTTP(w, r2, router.Env{Operator: true}); err != nil {
 		router.WriteError(w, err)
 	}
 }

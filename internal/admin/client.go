@@ -84,9 +84,31 @@ func (c *Client) do(method, path string, body, out any) error {
 
 // Create creates a sandbox; a nil patch takes the default policy.
 func (c *Client) Create(name string, pp *PolicyPatch) (netns.Sandbox, error) {
+	return c.CreateWith(CreateRequest{Name: name, Policy: pp})
+}
+
+// CreateWith creates a sandbox as req describes (policy, quota overrides).
+func (c *Client) CreateWith(req CreateRequest) (netns.Sandbox, error) {
 	var sb netns.Sandbox
-	err := c.do(http.MethodPost, "/v1/sandboxes", CreateRequest{Name: name, Policy: pp}, &sb)
+	err := c.do(http.MethodPost, "/v1/sandboxes", req, &sb)
 	return sb, err
+}
+
+// Show returns one sandbox with its store usage and quota.
+func (c *Client) Show(name string) (SandboxInfo, error) {
+	var sb SandboxInfo
+	err := c.do(http.MethodGet, "/v1/sandboxes/"+url.PathEscape(name), nil, &sb)
+	return sb, err
+}
+
+// SetQuota replaces a sandbox's quota overrides and returns its quotas.
+func (c *Client) SetQuota(name string, overrides map[string]int64) (store.Amounts, error) {
+	var q store.Amounts
+	if overrides == nil {
+		overrides = map[string]int64{}
+	}
+	err := c.do(http.MethodPatch, "/v1/sandboxes/"+url.PathEscape(name)+"/quota", overrides, &q)
+	return q, err
 }
 
 // Policy returns a sandbox's policy.

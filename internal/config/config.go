@@ -54,6 +54,71 @@ type Config struct {
 	// Handlers maps hostnames to in-process handlers. Host "*" is the
 	// catch-all: it serves what no per-host handler does and policy lets by.
 	Handlers []Handler `yaml:"handlers"`
+	// Store shapes the bbolt store in data_dir.
+	Store Store `yaml:"store"`
+	// Quota bounds what one sandbox's writes may occupy in each store kind;
+	// `sandbox create --quota` overrides it per sandbox.
+	Quota Quota `yaml:"quota"`
+}
+
+// Store shapes the store.
+type Store struct {
+	// MinFreeBytes is the free-space floor of data_dir's filesystem: while
+	// less is free, writes to kv, state and blob handlers are refused (507,
+	// reason disk_full); reads and deletes go on. 0 disables the floor.
+	MinFreeBytes Size `yaml:"min_free_bytes"`
+}
+
+// Quota holds the quotas of each store kind.
+type Quota struct {
+	KV    QuotaLimit `yaml:"kv"`
+	State QuotaLimit `yaml:"state"`
+	Blob  QuotaLimit `yaml:"blob"`
+}
+
+// QuotaLimit bounds one store kind for one sandbox. Zero means no limit.
+type QuotaLimit struct {
+	// Bytes: keys, values and metadata (blob: keys, content, stored
+	// headers, and uploads in progress).
+	Bytes Size `yaml:"bytes"`
+	// Keys: keys (blob: objects).
+	Keys int64 `yaml:"keys"`
+}
+
+// Size is a number of bytes, written as an integer or with a unit: 512KiB,
+// 10MiB, 1GiB, 2TiB (powers of 1024) or kB, MB, GB, TB (powers of 1000).
+type Size int64
+
+// ParseSize reads a Size.
+func ParseSize(s string) (Size, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || (mult > 1 && n > (1<<62)/mult) {
+		return 0, fmt.Errorf("%q is not a size: want bytes, or a number with KiB, MiB, GiB, TiB, kB, MB, GB or TB", s)
+	}
+	return Size(n * mult), nil
+}
+
+// UnmarshalYAML reads a Size; an error is a yaml type error, so that it
+// names the field and line like the others.
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseSize(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a size: want bytes, or a number with KiB, MiB, GiB, TiB, kB, MB, GB or TB", n.Line, n.Value)}}
+	}
+	*z = v
+	return nil
 }
 
 // Metrics shapes the daemon's metrics.
@@ -390,6 +455,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Metrics.MaxSandboxLabels < 0 || c.Metrics.MaxSandboxLabels > 10000 {
 		bad("metrics.max_sandbox_labels", "%d: want 0 to 10000", c.Metrics.MaxSandboxLabels)
+	}
+	for _, q := range []struct {
+		kind string
+		l    QuotaLimit
+	}{{"kv", c.Quota.KV}, {"state", c.Quota.State}, {"blob", c.Quota.Blob}} {
+		if q.l.Keys < 0 {
+			bad("quota."+q.kind+".keys", "must not be negative")
+		}
 	}
 	if c.Deny.Status < 400 || c.Deny.Status > 599 {
 		bad("deny.status", "%d is not a 4xx or 5xx status", c.Deny.Status)

@@ -67,6 +67,29 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	if len(c.Handlers) != 4 || NormalizeHost(c.Handlers[0].Host) != "my.kv" || !c.Handlers[2].PerSandbox() || c.Handlers[2].Limits.MaxObjectBytes != 1<<30 {
 		t.Errorf("handlers = %+v", c.Handlers)
 	}
+	d := Default()
+	want := Quota{KV: QuotaLimit{64 << 10, 10}, State: QuotaLimit{d.Quota.State.Bytes, 5}, Blob: QuotaLimit{2 << 20, d.Quota.Blob.Keys}}
+	if c.Quota != want || c.Store.MinFreeBytes != 1e9 {
+		t.Errorf("quota %+v store %+v, want %+v (fields left out keep the defaults)", c.Quota, c.Store, want)
+	}
+}
+
+func TestSizesTakeBinaryAndDecimalUnits(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Size
+		ok   bool
+	}{
+		{"0", 0, true}, {"4096", 4096, true}, {"64KiB", 64 << 10, true}, {"10MiB", 10 << 20, true},
+		{"1GiB", 1 << 30, true}, {"2TiB", 2 << 40, true}, {"5MB", 5e6, true}, {"3 GB", 3e9, true}, {"7B", 7, true},
+		{"-1", 0, false}, {"ten", 0, false}, {"1.5GiB", 0, false}, {"10 megs", 0, false}, {"99999999999TiB", 0, false}, {"", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
 }
 
 func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
@@ -89,6 +112,9 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"blob-with-namespace.yaml", []string{"field handlers[0].namespace", "bucket"}},
 		{"bad-scope.yaml", []string{"field handlers[0].scope", `"everyone"`}},
 		{"mistyped-limit.yaml", []string{"line 6", "field handlers[0].limits.max_key_bytes"}},
+		{"bad-quota-size.yaml", []string{"line 4", "field quota.blob.bytes", `"10 megs" is not a size`}},
+		{"quota-unknown-kind.yaml", []string{"line 3", "disk", "not found"}},
+		{"bad-min-free.yaml", []string{"line 3", "field store.min_free_bytes", `"-5" is not a size`}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {

@@ -84,6 +84,16 @@ func VirtualAddrs(cfg *config.Config) map[string]netip.Addr {
 	return out
 }
 
+// Quotas are the store quotas a config gives every sandbox.
+func Quotas(cfg *config.Config) store.Amounts {
+	q := cfg.Quota
+	return store.Amounts{
+		KV:    store.Amount{Bytes: int64(q.KV.Bytes), Keys: q.KV.Keys},
+		State: store.Amount{Bytes: int64(q.State.Bytes), Keys: q.State.Keys},
+		Blob:  store.Amount{Bytes: int64(q.Blob.Bytes), Keys: q.Blob.Keys},
+	}
+}
+
 // Daemon is a running interceptd.
 type Daemon struct {
 	cfg     *config.Config
@@ -117,7 +127,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	d.reg, d.started = reg, time.Now()
 	warnPrivateMounts(log)
 
-	d.db, err = store.Open(cfg.DataDir, &store.Options{Metrics: store.NewMetrics(reg)})
+	labels := metrics.NewSandboxLabels(cfg.Metrics.MaxSandboxLabels)
+	sm := store.NewMetrics(reg)
+	sm.LabelSandboxes(labels)
+	d.db, err = store.Open(cfg.DataDir, &store.Options{
+		Metrics: sm, Quotas: Quotas(cfg), MinFreeBytes: int64(cfg.Store.MinFreeBytes),
+	})
 	if err != nil {
 		return d, err
 	}
@@ -127,7 +142,6 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 	book := &policy.AddrBook{}
-	labels := metrics.NewSandboxLabels(cfg.Metrics.MaxSandboxLabels)
 	decisions := policy.NewMetrics(reg, labels)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
@@ -486,6 +500,13 @@ func (d *Daemon) Healthy() error {
 // own metrics.
 func (d *Daemon) Status() admin.Status {
 	st := admin.Status{Version: metrics.Version, Started: d.started.UTC(), UptimeSeconds: int64(time.Since(d.started).Seconds())}
+	if all, err := d.db.AllUsage(); err == nil {
+		for _, a := range all {
+			st.StoreUsage.Add(a)
+		}
+	}
+	st.StoreFreeBytes, _ = d.db.FreeBytes()
+	st.StoreMinFreeBytes = int64(d.cfg.Store.MinFreeBytes)
 	mfs, _ := d.reg.Gather()
 	for _, mf := range mfs {
 		sum := func(keep func(labels map[string]string) bool) float64 {
