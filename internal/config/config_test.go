@@ -26,6 +26,9 @@ func TestEmbeddedDefaultServesMyKVMyR2AndStateDO(t *testing.T) {
 	if !c.Sandbox.WriteResolvConf() {
 		t.Error("default should write resolv.conf for ip netns exec users")
 	}
+	if c.DNS.MaxTCPConnectionsPerSandbox != 128 {
+		t.Errorf("default dns.max_tcp_connections_per_sandbox = %d, want 128 (a sandbox's idle TCP connections are capped)", c.DNS.MaxTCPConnectionsPerSandbox)
+	}
 }
 
 func TestGoodFixturesLoad(t *testing.T) {
@@ -58,7 +61,7 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DNS.Timeout != 750*time.Millisecond || c.DNS.TTL != 5 || len(c.DNS.Upstreams) != 2 {
+	if c.DNS.Timeout != 750*time.Millisecond || c.DNS.TTL != 5 || len(c.DNS.Upstreams) != 2 || c.DNS.MaxTCPConnectionsPerSandbox != 16 {
 		t.Errorf("dns = %+v", c.DNS)
 	}
 	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 {
@@ -89,6 +92,7 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"blob-with-namespace.yaml", []string{"field handlers[0].namespace", "bucket"}},
 		{"bad-scope.yaml", []string{"field handlers[0].scope", `"everyone"`}},
 		{"mistyped-limit.yaml", []string{"line 6", "field handlers[0].limits.max_key_bytes"}},
+		{"negative-dns-tcp-cap.yaml", []string{"field dns.max_tcp_connections_per_sandbox", "negative"}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {

@@ -156,14 +156,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if cfg.DNS.DeniedRcode == "REFUSED" {
 		rcode = dns.RcodeRefused
 	}
+	dnsMetrics := dnsshim.NewMetrics(reg, labels)
 	shim := dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
 		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: book, Decisions: decisions, AllowAddrs: d.mgr.AllowLearned,
-		Metrics: dnsshim.NewMetrics(reg, labels), Logger: log,
+		Metrics: dnsMetrics, Logger: log,
 	})
 	shimForget = shim.Forget
 	d.shim = shim
-	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
+	lc := dnsshim.ListenConfig{MaxTCPConnsPerSandbox: cfg.DNS.MaxTCPConnectionsPerSandbox, Metrics: dnsMetrics}
+	if d.dns, err = lc.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
 		return d, err
 	}
 
