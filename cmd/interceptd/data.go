@@ -65,8 +65,8 @@ func cmdData(kind string, args []string) error {
 	sandbox := fs.String("sandbox", "", "act as `sandbox` (per-sandbox handlers)")
 	// Strings, passed on as written: store.ParseExpiry judges them here and
 	// again in the daemon, as it judges a sandbox's ?ttl= and ?expiration=.
-	ttl := fs.String("ttl", "", "expire after `seconds`, 1 to 3153600000 (kv and state put)")
-	expiration := fs.String("expiration", "", "expire at unix time `seconds`, up to 9223372036 (kv and state put)")
+	ttl := fs.String("ttl", "", fmt.Sprintf("expire after `seconds`, %d to %d (kv and state put)", store.MinTTL, store.MaxTTL))
+	expiration := fs.String("expiration", "", fmt.Sprintf("expire at unix time `seconds`, up to %d (kv and state put)", store.MaxExpiration))
 	meta := fs.String("metadata", "", "metadata `json` (kv put)")
 	ctype := fs.String("content-type", "", "Content-Type `type` (blob put)")
 	prefix := fs.String("prefix", "", "list keys with this `prefix`")
