@@ -238,6 +238,16 @@ func TestEveryHandlerErrorTakesTheDocumentedShape(t *testing.T) {
 		{"blob: a PUT whose If-Match fails", call{method: "PUT", url: "my.r2/o", body: "x", headers: h("If-Match", `"other"`)}, 412},
 		{"blob: a DELETE whose If-Match fails", call{method: "DELETE", url: "my.r2/o", headers: h("If-Match", `"other"`)}, 412},
 	}
+	t.Run("state: a transaction whose condition fails is JSON, with the header", func(t *testing.T) {
+		resp := do(rt, call{method: "POST", url: "state.do/", body: `{"conditions":[{"key":"none","exists":true}],"deletes":["x"]}`})
+		b := body(resp)
+		if resp.StatusCode != 409 || resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(b, `"error": "condition failed`) {
+			t.Errorf("%d %s %q", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+		}
+		if got := resp.Header.Get("X-Interceptd-Error"); got != "condition failed: condition 0" {
+			t.Errorf("X-Interceptd-Error %q", got)
+		}
+	})
 	for _, tt := range calls {
 		t.Run(tt.name, func(t *testing.T) {
 			resp := do(rt, tt.c)
