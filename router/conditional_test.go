@@ -166,6 +166,7 @@ func TestBlobRangesFollowRFC9110(t *testing.T) {
 		{"a last position past the end is clamped", call{method: "GET", url: "my.r2/r", headers: h("Range", "bytes=6-99")}, 206, "world", "bytes 6-10/11"},
 		{"an unsatisfiable member of a set is dropped", call{method: "GET", url: "my.r2/r", headers: h("Range", "bytes=0-1,-0,20-30")}, 206, "he", "bytes 0-1/11"},
 		{"a malformed byte range is a 416", call{method: "GET", url: "my.r2/r", headers: h("Range", "bytes=5-2")}, 416, "", "bytes */11"},
+		{"ranges adding up to more than the object are the whole object", call{method: "GET", url: "my.r2/r", headers: h("Range", "bytes=0-9,0-9")}, 200, precondContent, ""},
 		{"HEAD ignores Range (only GET has ranges)", call{method: "HEAD", url: "my.r2/r", headers: h("Range", "bytes=0-1")}, 200, "", ""},
 		{"If-Range with the strong etag serves the range", call{method: "GET", url: "my.r2/r", headers: h("Range", "bytes=0-1", "If-Range", etag)}, 206, "he", "bytes 0-1/11"},
 		{"If-Range with a weak etag serves the whole object", call{method: "GET", url: "my.r2/r", headers: h("Range", "bytes=0-1", "If-Range", "W/"+etag)}, 200, precondContent, ""},
