@@ -125,8 +125,9 @@ type PutOptions struct {
 	// there is none): once before the upload is read, to fail fast, and
 	// again inside the commit that makes the upload visible, so that a
 	// writer that replaced the object meanwhile is seen. An error refuses
-	// the write and is returned as it is. It must only compare: it runs
-	// inside a write transaction, and may run more than once.
+	// the write and is returned as it is; wrap ErrPreconditionFailed. It
+	// must only compare: it runs inside a write transaction, and may run
+	// more than once.
 	Precondition func(cur *ObjectInfo) error
 	// Owner is the sandbox charged for the upload and the object ("" for
 	// none): the upload is refused as soon as it would pass its quota.
