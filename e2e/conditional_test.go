@@ -107,6 +107,17 @@ func TestConditionalWritesAndRangesFromASandbox(t *testing.T) {
 			t.Errorf("answered %d %q, want a 412 in interceptd's error shape", a.status, a.body)
 		}
 	})
+	t.Run("a HEAD whose precondition fails and a GET that is not modified end cleanly", func(t *testing.T) {
+		url, etag, _ := seed(t, "h")
+		a := e.curlI(sb, "-m", "5", "-I", "-H", `If-Match: "other"`, url)
+		if a.status != 412 || a.header.Get("X-Interceptd-Error") != "precondition failed: If-Match" {
+			t.Errorf("HEAD If-Match other: %d %v", a.status, a.header)
+		}
+		a = e.curlI(sb, "-m", "5", "-H", "If-None-Match: W/"+etag, url)
+		if a.status != 304 || a.body != "" || a.header.Get("ETag") != etag {
+			t.Errorf("GET If-None-Match weak etag: %d %q %v", a.status, a.body, a.header)
+		}
+	})
 	t.Run("item 7: a zero-length suffix range is unsatisfiable", func(t *testing.T) {
 		url, _, _ := seed(t, "r7")
 		a := e.curlI(sb, "-H", "Range: bytes=-0", url)
