@@ -181,8 +181,7 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 	if r.Method == http.MethodGet && r.Header.Get("Range") != "" && precond.IfRange(r.Header, cur) {
 		var rr precond.RangeResult
 		var reason string
-		switch rr, spec, reason = precond.Range(r.Header.Get("Range"), obj.Info.Size); rr {
-		case precond.Unsatisfiable:
+		if rr, spec, reason = precond.Range(r.Header.Get("Range"), obj.Info.Size); rr == precond.Unsatisfiable {
 			hd.Set("Content-Range", "bytes */"+strconv.FormatInt(obj.Info.Size, 10))
 			return Errorf(http.StatusRequestedRangeNotSatisfiable, "range not satisfiable: %s", reason)
 		}
@@ -206,8 +205,7 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 	sr := r
 	for _, name := range conditionalHeaders {
 		if _, ok := r.Header[name]; ok {
-			sr = new(http.Request)
-			*sr = *r
+			sr = r.WithContext(r.Context()) // a shallow copy
 			sr.Header = r.Header.Clone()
 			for _, name := range conditionalHeaders {
 				sr.Header.Del(name)
