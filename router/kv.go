@@ -332,6 +332,8 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 	var ce *store.ConditionError
 	if errors.As(err, &ce) {
 		c := req.Conditions[ce.Index]
+		// JSON, as documented, but with the header every error carries.
+		w.Header().Set("X-Interceptd-Error", "condition failed: condition "+strconv.Itoa(ce.Index))
 		return writeJSON(w, r, http.StatusConflict, map[string]any{
 			"error": "condition failed: " + ce.Condition.String(), "index": ce.Index, "condition": c,
 		})
