@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bytes"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,24 +11,13 @@ import (
 // start (no SUDO_*), plus env.
 func (e *Env) runCLI(env []string, args ...string) (stdout, stderr string, code int) {
 	e.t.Helper()
-	cmd := exec.Command(binary, args...)
+	var environ []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SUDO_") {
-			cmd.Env = append(cmd.Env, kv)
+			environ = append(environ, kv)
 		}
 	}
-	cmd.Env = append(cmd.Env, "INTERCEPTD_SOCKET="+e.Socket)
-	cmd.Env = append(cmd.Env, env...)
-	var o, s bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &s
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("running CLI: %v", err)
-	}
-	return o.String(), s.String(), code
+	return e.cliIn(append(environ, env...), args...)
 }
 
 // capabilities are the capability lines of /proc/self/status, and
