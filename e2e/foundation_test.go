@@ -423,6 +423,19 @@ func ruleCount(t *testing.T, e *Env) int {
 	return icdnetns.CountRules(string(out), string(nft))
 }
 
+// ruleCounts is ruleCount, iptables and nftables apart.
+func ruleCounts(t *testing.T, e *Env) (iptables, nftables int) {
+	out, err := exec.Command("ip", "netns", "exec", e.HostNS, "iptables-save").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nft, err := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "-a", "list", "table", "ip", "interceptd").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return icdnetns.CountRules(string(out), ""), icdnetns.CountRules("", string(nft))
+}
+
 func TestWhileTheDaemonIsDownPort80AndDNSAreRefusedAtOnceAndTheRestKeepsThePolicy(t *testing.T) {
 	e := NewEnv(t, Options{})
 	sb := e.Create("orphan")
@@ -467,15 +480,39 @@ func TestWhileTheDaemonIsDownPort80AndDNSAreRefusedAtOnceAndTheRestKeepsThePolic
 	}
 }
 
+// The README's figures ("the same N rules whatever the number of sandboxes
+// (M iptables, ... and two nftables") hold for the rule set the daemon
+// really installs, with 1 sandbox and with 10.
 func TestRuleCountIsConstantWhateverTheNumberOfSandboxes(t *testing.T) {
-	e := NewEnv(t, Options{})
-	e.Create("c0")
-	one := ruleCount(t, e)
-	for i := 1; i < 10; i++ {
-		e.Create(fmt.Sprintf("c%d", i))
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if ten := ruleCount(t, e); ten != one {
-		t.Errorf("%d iptables rules with 1 sandbox, %d with 10", one, ten)
+	m := regexp.MustCompile(`the same (\d+) rules whatever the number of\s+sandboxes \((\d+) iptables,[^)]*\s(\w+) nftables`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal(`README.md no longer says "the same N rules whatever the number of sandboxes (M iptables, ... K nftables": update this test with it`)
+	}
+	words := map[string]int{"one": 1, "two": 2, "three": 3, "four": 4}
+	total, _ := strconv.Atoi(string(m[1]))
+	ipt, _ := strconv.Atoi(string(m[2]))
+	nft, ok := words[string(m[3])]
+	if !ok {
+		nft, _ = strconv.Atoi(string(m[3]))
+	}
+	if ipt+nft != total {
+		t.Errorf("README.md: %d iptables and %d nftables rules do not make its %d", ipt, nft, total)
+	}
+	e := NewEnv(t, Options{})
+	for i := range 10 {
+		e.Create(fmt.Sprintf("c%d", i))
+		if i != 0 && i != 9 {
+			continue
+		}
+		gotIpt, gotNft := ruleCounts(t, e)
+		t.Logf("%d sandboxes: %d iptables rules, %d nftables rules", i+1, gotIpt, gotNft)
+		if gotIpt != ipt || gotNft != nft {
+			t.Errorf("with %d sandboxes: %d iptables and %d nftables rules installed; README.md says %d and %d", i+1, gotIpt, gotNft, ipt, nft)
+		}
 	}
 }
 
