@@ -44,14 +44,31 @@ func TestKillNineLosesNoAcknowledgedWriteAndReadoptsEverything(t *testing.T) {
 	}
 	// An upload in flight when the daemon dies.
 	upload := exec.Command("ip", "netns", "exec", writers[0].Netns, "sh", "-c", "(head -c 3000000 /dev/zero; sleep 5) | curl -sS -T - http://my.r2/partial")
-	upload.Start()
-	defer upload.Wait()
-	time.Sleep(1500 * time.Millisecond)
+	if err := upload.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill only once the upload is under way (the store holds its pending
+	// chunks) and writes have been acknowledged: otherwise the checks on
+	// the cut upload below would pass with no upload at all.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if st := e.storeStats(); st.Pending > 0 && n >= 10 {
+			t.Logf("killing with %d writes acknowledged and the upload in progress (%d pending, %d chunk sets)", n, st.Pending, st.Uploads)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15 s: %d writes acknowledged, store %+v: no upload in progress to cut", n, e.storeStats())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	e.Kill()
 	close(stop)
 	wg.Wait()
-	if len(acked) < 10 {
-		t.Fatalf("only %d writes were acknowledged before the kill", len(acked))
+	if err := upload.Wait(); err == nil {
+		t.Errorf("the upload the kill cut finished successfully")
 	}
 
 	start := time.Now()
@@ -83,23 +100,34 @@ func TestKillNineLosesNoAcknowledgedWriteAndReadoptsEverything(t *testing.T) {
 	if got := e.MustIn(sb, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://my.r2/partial"); got != "404" {
 		t.Errorf("the upload cut by the kill is visible: %s", got)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
-		out, errOut, code := e.CLI("store", "--check")
-		if code != 0 {
-			t.Fatalf("store --check: %s", errOut)
-		}
-		var st struct {
-			Uploads int `json:"blob_uploads"`
-			Pending int `json:"blob_pending"`
-		}
-		json.Unmarshal([]byte(out), &st)
+		st := e.storeStats("--check")
 		if st.Uploads == 0 && st.Pending == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the cut upload's chunks were not reclaimed: %s", out)
+			t.Fatalf("the cut upload's chunks were not reclaimed: %+v", st)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// storeStats are the blob counts of `interceptd store`.
+type storeStats struct {
+	Uploads int `json:"blob_uploads"`
+	Pending int `json:"blob_pending"`
+}
+
+func (e *Env) storeStats(flags ...string) storeStats {
+	e.t.Helper()
+	out, errOut, code := e.CLI(append([]string{"store"}, flags...)...)
+	if code != 0 {
+		e.t.Fatalf("store %v: exit %d: %s", flags, code, errOut)
+	}
+	var st storeStats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		e.t.Fatalf("store %v: %v: %s", flags, err, out)
+	}
+	return st
 }
