@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -180,4 +183,180 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// Headers must arrive within 10 s, however slowly they trickle in: the lean
+// loop's deadline for a head that did not come in one piece, and net/http's
+// ReadHeaderTimeout for a head too large for the lean loop (over 8 KiB),
+// which is handed to net/http. The connection is cut then, and the test
+// waits for that event (at most 20 s) rather than a fixed time.
+func TestHeadersMustArriveWithinTenSeconds(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("trickle")
+	tests := []struct {
+		name, first string
+	}{
+		{"a head trickled a byte at a time", "GET /k HTTP/1.1\r\nX-Slow: "},
+		{"a head over 8 KiB, handed to net/http, then trickled", "GET /k HTTP/1.1\r\nHost: my.kv\r\nX-Pad: " + strings.Repeat("a", 9000)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var c net.Conn
+			if err := inNetns(sb.NetnsPath, func() (err error) { c, err = net.Dial("tcp4", virtualKV+":80"); return }); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			if _, err := c.Write([]byte(tt.first)); err != nil {
+				t.Fatal(err)
+			}
+			cut := make(chan error, 1)
+			go func() {
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				_, err := c.Read(make([]byte, 512))
+				cut <- err
+			}()
+			tick := time.NewTicker(500 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case err := <-cut:
+					took := time.Since(start)
+					t.Logf("cut after %v (%v)", took.Round(100*time.Millisecond), err)
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatalf("a trickling head still held its connection after %v", took.Round(time.Second))
+					}
+					if took < 9*time.Second || took > 15*time.Second {
+						t.Errorf("a trickling head was cut after %v, want about 10 s", took.Round(100*time.Millisecond))
+					}
+					return
+				case <-tick.C:
+					c.Write([]byte("a")) // fails once the router has cut it
+				}
+			}
+		})
+	}
+}
+
+// The host side of each sandbox link has no IPv6: a sandbox that turns
+// IPv6 on in its own namespace finds no address of the host's there (a
+// link-local address would be a path to the host's services that the IPv4
+// rules never see). The host's service listens on [::]:2222.
+func TestIPv6IsOffOnTheHostSideOfEachLink(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("six")
+	hostIf := e.hostIface(sb)
+	var ln net.Listener
+	if err := inNetns("/run/netns/"+e.HostNS, func() (err error) { ln, err = net.Listen("tcp6", "[::]:2222"); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := countAccepts(ln)
+
+	// The sandbox owns its namespace: it turns IPv6 on for its side.
+	e.MustIn(sb, "sh", "-c", "for k in all default eth0; do echo 0 > /proc/sys/net/ipv6/conf/$k/accept_dad; done; for k in all default eth0; do echo 0 > /proc/sys/net/ipv6/conf/$k/disable_ipv6; done")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := e.MustIn(sb, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link")
+		if strings.Contains(out, "inet6 fe80::") && !strings.Contains(out, "tentative") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sandbox has no usable IPv6 link-local address on eth0 after 5 s: the test proves nothing\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Whatever addresses the host side holds, and the one it would take
+	// from its MAC.
+	targets := []string{eui64LinkLocal(e.hostMAC(hostIf))}
+	held := run(t, "ip", "-n", e.HostNS, "-6", "-o", "addr", "show", "dev", hostIf)
+	for _, m := range regexp.MustCompile(`inet6 ([0-9a-f:]+)/`).FindAllStringSubmatch(held, -1) {
+		targets = append(targets, m[1])
+	}
+	if strings.TrimSpace(held) != "" {
+		t.Errorf("the host side of the link holds IPv6 addresses:\n%s", held)
+	}
+	if strings.Contains(held, "tentative") {
+		time.Sleep(3 * time.Second) // let duplicate address detection end, so the address answers
+	}
+	for _, a := range slices.Compact(targets) {
+		target := net.JoinHostPort(a+"%eth0", "2222")
+		err := inNetns(sb.NetnsPath, func() error {
+			c, err := net.DialTimeout("tcp6", target, 3*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		t.Logf("TCP to %s: %v", target, err)
+		if err == nil {
+			t.Errorf("the sandbox reached the host over IPv6 at %s", target)
+		}
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("the host's IPv6 service accepted %d connections from the sandbox", n)
+	}
+}
+
+// eui64LinkLocal is the link-local address the kernel forms from a MAC.
+func eui64LinkLocal(mac string) string {
+	hw, _ := net.ParseMAC(mac)
+	b := []byte{hw[0] ^ 2, hw[1], hw[2], 0xff, 0xfe, hw[3], hw[4], hw[5]}
+	return fmt.Sprintf("fe80::%x:%x:%x:%x", uint16(b[0])<<8|uint16(b[1]), uint16(b[2])<<8|uint16(b[3]), uint16(b[4])<<8|uint16(b[5]), uint16(b[6])<<8|uint16(b[7]))
+}
+
+// Refused flows reach the daemon's log through NFLOG at most 100 a second,
+// in bursts of 200: a flood of refused flows is refused whole (the refusing
+// rule's counter takes every packet), while the log records and the
+// decisions counted stay within the limit.
+func TestRefusedFlowsAreLoggedAtMost100ASecond(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.CreateWith("flood", "--internet", "off")
+	const n = 3000
+	refusedBefore := e.ruleCounter("filter", "INTERCEPTD-DENY-OFF", "INTERCEPTD-REJECT")
+	start := time.Now()
+	err := inNetns(sb.NetnsPath, func() error {
+		c, err := net.ListenPacket("udp4", ":0")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		to := &net.UDPAddr{IP: net.ParseIP(upstreamIP), Port: 9999}
+		for range n {
+			if _, err := c.WriteTo([]byte("x"), to); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	refused := e.ruleCounter("filter", "INTERCEPTD-DENY-OFF", "INTERCEPTD-REJECT") - refusedBefore
+	if refused < n {
+		t.Errorf("%d flows sent, the refusing rule counted %d", n, refused)
+	}
+	// The log is read asynchronously: wait until it stops growing.
+	count := func() int { return strings.Count(e.Log(), `msg="refused flow" sandbox=flood`) }
+	logged := count()
+	for {
+		time.Sleep(500 * time.Millisecond)
+		if now := count(); now != logged {
+			logged = now
+			continue
+		}
+		break
+	}
+	decisions, _ := sample(e.Scrape(), `interceptd_policy_decisions_total{protocol="udp",reason="internet_off",result="deny",sandbox="flood"}`)
+	// The burst, the rate over the flood's time and a second more, slack.
+	most := 200 + int(100*(took.Seconds()+1)) + 20
+	t.Logf("%d refused flows sent in %v, %d refused by the rule; %d logged, %v counted as decisions (at most %d)", n, took.Round(time.Millisecond), refused, logged, decisions, most)
+	if logged == 0 {
+		t.Error("no refused flow was logged: the test proves nothing")
+	}
+	if logged > most || int(decisions) > most {
+		t.Errorf("%d refused flows logged, %v decisions counted: want at most %d", logged, decisions, most)
+	}
 }
