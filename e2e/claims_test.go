@@ -360,3 +360,14 @@ func TestRefusedFlowsAreLoggedAtMost100ASecond(t *testing.T) {
 		t.Errorf("%d refused flows logged, %v decisions counted: want at most %d", logged, decisions, most)
 	}
 }
+
+// checkAtOnce logs how long a refusal took and fails t if it took longer
+// than atOnce; the caller has already told it from a timeout by what the
+// client said.
+func checkAtOnce(t *testing.T, what string, d time.Duration) {
+	t.Helper()
+	t.Logf("%s after %v", what, d.Round(time.Millisecond))
+	if d > atOnce {
+		t.Errorf("%s after %v, not at once (bound %v, including ip netns exec start-up)", what, d.Round(time.Millisecond), atOnce)
+	}
+}
