@@ -17,10 +17,10 @@ import (
 
 // atOnce bounds what the docs call "at once" in these tests. Whether a flow
 // was refused or left to time out is told by the client's answer (curl's
-// exit 7, not 28; dig's "connection refused"), never by the clock alone:
-// the time includes `ip netns exec` start-up on a shared, loaded machine, so
-// it is logged and only bounded generously, well under every client's own
-// timeout.
+// exit 7, not 28; dig's "unreachable" or "connection refused"), never by
+// the clock alone: the time includes `ip netns exec` start-up on a shared,
+// loaded machine, so it is logged and only bounded generously, well under
+// every client's own timeout.
 const atOnce = 3 * time.Second
 
 // hostIface returns the host side of sb's link, found by its gateway
