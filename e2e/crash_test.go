@@ -42,25 +42,37 @@ func TestKillNineLosesNoAcknowledgedWriteAndReadoptsEverything(t *testing.T) {
 			}
 		}()
 	}
-	// An upload in flight when the daemon dies.
+	// Writes first: ten acknowledged, however slow a busy machine is.
+	acks := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	deadline := time.Now().Add(60 * time.Second)
+	for acks() < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60 s: only %d writes acknowledged", acks())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Then an upload in flight when the daemon dies. Kill only once it is
+	// under way (the store holds its pending chunks): otherwise the checks
+	// on the cut upload below would pass with no upload at all. It stays
+	// open 5 s after its data, which is when the kill comes.
 	upload := exec.Command("ip", "netns", "exec", writers[0].Netns, "sh", "-c", "(head -c 3000000 /dev/zero; sleep 5) | curl -sS -T - http://my.r2/partial")
-	upload.Start()
-	defer upload.Wait()
-	// Kill once enough writes are acknowledged, however slow a busy
-	// machine is, and at least 1.5 s in so the upload is under way.
-	for begun, until := time.Now(), time.Now().Add(60*time.Second); ; time.Sleep(100 * time.Millisecond) {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if (n >= 10 && time.Since(begun) >= 1500*time.Millisecond) || time.Now().After(until) {
+	if err := upload.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st := e.storeStats(); st.Pending > 0 {
+			t.Logf("killing with %d writes acknowledged and the upload in progress (%d pending, %d chunk sets)", acks(), st.Pending, st.Uploads)
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s: store %+v: no upload in progress to cut", e.storeStats())
 		}
 	}
 	e.Kill()
 	close(stop)
 	wg.Wait()
-	if len(acked) < 10 {
-		t.Fatalf("only %d writes were acknowledged before the kill", len(acked))
+	if err := upload.Wait(); err == nil {
+		t.Errorf("the upload the kill cut finished successfully")
 	}
 
 	start := time.Now()
@@ -92,23 +104,34 @@ func TestKillNineLosesNoAcknowledgedWriteAndReadoptsEverything(t *testing.T) {
 	if got := e.MustIn(sb, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://my.r2/partial"); got != "404" {
 		t.Errorf("the upload cut by the kill is visible: %s", got)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
-		out, errOut, code := e.CLI("store", "--check")
-		if code != 0 {
-			t.Fatalf("store --check: %s", errOut)
-		}
-		var st struct {
-			Uploads int `json:"blob_uploads"`
-			Pending int `json:"blob_pending"`
-		}
-		json.Unmarshal([]byte(out), &st)
+		st := e.storeStats("--check")
 		if st.Uploads == 0 && st.Pending == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the cut upload's chunks were not reclaimed: %s", out)
+			t.Fatalf("the cut upload's chunks were not reclaimed: %+v", st)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// storeStats are the blob counts of `interceptd store`.
+type storeStats struct {
+	Uploads int `json:"blob_uploads"`
+	Pending int `json:"blob_pending"`
+}
+
+func (e *Env) storeStats(flags ...string) storeStats {
+	e.t.Helper()
+	out, errOut, code := e.CLI(append([]string{"store"}, flags...)...)
+	if code != 0 {
+		e.t.Fatalf("store %v: exit %d: %s", flags, code, errOut)
+	}
+	var st storeStats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		e.t.Fatalf("store %v: %v: %s", flags, err, out)
+	}
+	return st
 }

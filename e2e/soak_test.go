@@ -8,13 +8,15 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// TestSoak runs 200 sandboxes with concurrent traffic (60 s; SOAK_SECONDS
+// TestSoak runs 200 sandboxes with concurrent traffic (each writes and reads
+// back state keys of its own and reads a seeded kv key; 60 s; SOAK_SECONDS
 // shortens it), expects no errors, and after deleting them expects the
 // daemon's goroutines, file descriptors and heap back near the baseline.
 func TestSoak(t *testing.T) {
@@ -26,7 +28,9 @@ func TestSoak(t *testing.T) {
 		t.Skip("soak skipped in -short mode")
 	}
 	e := NewEnv(t, Options{})
-	e.CLI("kv", "put", "soak", "value")
+	if _, errOut, code := e.CLI("kv", "put", "soak", "value"); code != 0 {
+		t.Fatalf("seeding the kv: exit %d: %s", code, errOut)
+	}
 	time.Sleep(500 * time.Millisecond)
 	baseG, baseFD := e.gauge("go_goroutines"), e.gauge("process_open_fds")
 	baseHeap := e.gauge("go_memstats_heap_inuse_bytes")
@@ -55,17 +59,25 @@ func TestSoak(t *testing.T) {
 			}}
 			defer tr.CloseIdleConnections()
 			hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			// Every fourth request writes one of 16 state keys of the
+			// sandbox's own, the next reads it back; the rest read the
+			// seeded kv key. Anything but the expected status and body
+			// is a failure (a 404 is one).
 			for j := 0; ctx.Err() == nil; j++ {
-				url := "http://my.kv/soak"
-				if j%4 == 0 {
-					url = fmt.Sprintf("http://state.do/n%d", j%16)
+				method, url, body, want, wantBody := "GET", "http://my.kv/soak", "", 200, "value"
+				switch j % 4 {
+				case 0:
+					method, url, body, want, wantBody = "PUT", fmt.Sprintf("http://state.do/n%d", j%16), fmt.Sprintf("v%d-%d", i, j), 204, ""
+				case 1:
+					url, wantBody = fmt.Sprintf("http://state.do/n%d", (j-1)%16), fmt.Sprintf("v%d-%d", i, j-1)
 				}
-				resp, err := hc.Get(url)
+				req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+				resp, err := hc.Do(req)
 				if err == nil {
-					io.Copy(io.Discard, resp.Body)
+					got, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 200 && resp.StatusCode != 404 {
-						err = fmt.Errorf("%s: %s", url, resp.Status)
+					if resp.StatusCode != want || string(got) != wantBody {
+						err = fmt.Errorf("%s %s: %s %q, want %d %q", method, url, resp.Status, got, want, wantBody)
 					}
 				}
 				if err != nil && ctx.Err() == nil {
@@ -98,6 +110,12 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("soak: %d sandboxes for %ds: %d requests ok, %d failed; goroutines %.0f before, %.0f during, %.0f after; fds %.0f, %.0f, %.0f; heap in use %.1f MiB before, %.1f after",
 		n, seconds, ok.Load(), failed.Load(), baseG, midG, g, baseFD, midFD, fd, baseHeap/(1<<20), heap/(1<<20))
+	if ok.Load() == 0 {
+		t.Error("no request succeeded")
+	}
+	if puts, _ := sample(e.Scrape(), `interceptd_store_operations_total{kind="state",op="put",result="ok"}`); puts == 0 {
+		t.Error("no state key was written")
+	}
 	if failed.Load() > 0 {
 		t.Errorf("%d requests failed; first: %v", failed.Load(), firstErr.Load())
 	}
