@@ -96,18 +96,66 @@ func TestDNSIsCapturedWhateverResolverTheSandboxUses(t *testing.T) {
 	})
 }
 
-func TestAFailingUpstreamIsAFastServfail(t *testing.T) {
-	// 192.0.2.2:5399 has nothing listening (refused at once); 192.0.2.3
-	// does not exist (the exchange times out after dns.timeout).
+func TestAFailingUpstreamIsAServfailWithinTheTimeout(t *testing.T) {
+	// 192.0.2.2:5399 has nothing listening: refused at once. 192.0.2.3:53
+	// refuses too until the test binds it to a socket that reads and drops
+	// every query: an upstream that is there but never answers, so the
+	// shim can only give up at dns.timeout.
 	e := NewEnv(t, Options{DNS: "dns:\n  upstreams: [\"192.0.2.2:5399\", \"192.0.2.3:53\"]\n  timeout: 500ms\n"})
 	sb := e.Create("sf")
-	out, code := e.In(sb, "dig", "+time=5", "+tries=1", "@"+nowhereIP, "example.test")
-	if code != 0 || !strings.Contains(out, "status: SERVFAIL") {
-		t.Fatalf("dig (exit %d) did not get a SERVFAIL:\n%s", code, out)
+	servfail := func(t *testing.T) time.Duration {
+		t.Helper()
+		out, code := e.In(sb, "dig", "+time=10", "+tries=1", "@"+nowhereIP, "example.test")
+		if code != 0 || !strings.Contains(out, "status: SERVFAIL") {
+			t.Fatalf("dig (exit %d) did not get a SERVFAIL:\n%s", code, out)
+		}
+		m := regexp.MustCompile(`Query time: (\d+) msec`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("dig printed no query time:\n%s", out)
+		}
+		ms, _ := strconv.Atoi(m[1])
+		return time.Duration(ms) * time.Millisecond
 	}
-	if m := regexp.MustCompile(`Query time: (\d+) msec`).FindStringSubmatch(out); m != nil {
-		t.Logf("SERVFAIL after %s ms (dns.timeout 500ms)", m[1])
+	t.Run("upstreams that refuse: SERVFAIL at once", func(t *testing.T) {
+		t.Logf("SERVFAIL after %v (dns.timeout 500ms)", servfail(t))
+	})
+	t.Run("an upstream that never answers: SERVFAIL after dns.timeout", func(t *testing.T) {
+		asked := e.silentUDP(otherIP + ":53")
+		d := servfail(t)
+		t.Logf("SERVFAIL after %v (dns.timeout 500ms); the silent upstream got %d queries", d, asked.Load())
+		if asked.Load() == 0 {
+			t.Fatal("the silent upstream was never asked")
+		}
+		// dig's clock starts before the shim's, so it waited at least the
+		// timeout; the upper bound is generous (a busy machine), the point
+		// is that it is bounded (dig itself would wait 10 s).
+		if d < 450*time.Millisecond || d > 5*time.Second {
+			t.Errorf("SERVFAIL after %v, want about dns.timeout (500ms): between 450ms and 5s", d)
+		}
+	})
+}
+
+// silentUDP binds addr in the upstream namespace to a socket that reads
+// and drops every datagram (no answer, no port-unreachable either), and
+// counts them.
+func (e *Env) silentUDP(addr string) *atomic.Int64 {
+	e.t.Helper()
+	var pc net.PacketConn
+	if err := inNetns("/run/netns/"+e.UpNS, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }); err != nil {
+		e.t.Fatalf("listening on udp %s in the upstream namespace: %v", addr, err)
 	}
+	e.t.Cleanup(func() { pc.Close() })
+	var n atomic.Int64
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	}()
+	return &n
 }
 
 func TestKVRoundTripWithRealClients(t *testing.T) {
