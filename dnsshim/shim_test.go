@@ -1,6 +1,8 @@
 package dnsshim
 
 import (
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
@@ -175,4 +177,79 @@ func TestAMalformedQueryIsAFormatError(t *testing.T) {
 	if w.msg == nil || w.msg.Rcode != dns.RcodeFormatError {
 		t.Fatalf("got %v, want FORMERR", w.msg)
 	}
+}
+
+func TestDeniedNamesGetTheConfiguredRcode(t *testing.T) {
+	up := newScriptedUpstream(t, func(q *dns.Msg) [][]byte {
+		m := answerA(q, 1)
+		if q.Question[0].Name == "meta.test." {
+			m.Answer[0].(*dns.A).A = net.IPv4(169, 254, 169, 254)
+		}
+		return [][]byte{pack(m)}
+	})
+	shim := func(rcode int) *Shim {
+		return New(Config{
+			Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
+			Upstreams: []string{up.addr}, Timeout: time.Second, TTL: 30,
+			DeniedRcode: rcode,
+			Identify: func(a netip.Addr) (policy.Caller, bool) {
+				return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true, DeniedHosts: []string{"*.denied.test", "my.kv"}})}, true
+			},
+			Protected: func(a netip.Addr) string {
+				if a.IsLinkLocalUnicast() {
+					return "link-local"
+				}
+				return ""
+			},
+			Logger: slog.New(slog.DiscardHandler),
+		})
+	}
+	viaServeDNS := func(s *Shim, name string) int {
+		return query(s, sandboxAddr, name, dns.TypeA).Rcode
+	}
+	viaFastPath := func(s *Shim, name string) int {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		out, ok := s.fastAnswer(pack(q), netip.MustParseAddr("10.213.0.2"), nil, new(querySeries))
+		if !ok {
+			t.Fatalf("the fast path did not answer %s", name)
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(out); err != nil {
+			t.Fatal(err)
+		}
+		return m.Rcode
+	}
+	paths := []struct {
+		name string
+		ask  func(*Shim, string) int
+		q    string
+	}{
+		{"a denied name", viaServeDNS, "x.denied.test."},
+		{"a denied handler name", viaServeDNS, "my.kv."},
+		{"a denied handler name on the fast path", viaFastPath, "my.kv."},
+		{"an answer left with no address once screened", viaServeDNS, "meta.test."},
+	}
+	for _, rc := range []struct {
+		configured string
+		rcode      int // Config.DeniedRcode
+		want       int
+	}{{"nothing", 0, dns.RcodeNameError}, {"NXDOMAIN", dns.RcodeNameError, dns.RcodeNameError}, {"REFUSED", dns.RcodeRefused, dns.RcodeRefused}} {
+		s := shim(rc.rcode)
+		defer s.Close()
+		for _, p := range paths {
+			t.Run(fmt.Sprintf("%s is %s when %s is configured", p.name, dns.RcodeToString[rc.want], rc.configured), func(t *testing.T) {
+				if got := p.ask(s, p.q); got != rc.want {
+					t.Errorf("rcode %s, want %s", dns.RcodeToString[got], dns.RcodeToString[rc.want])
+				}
+			})
+		}
+	}
+	t.Run("an allowed name is answered whatever the configured rcode", func(t *testing.T) {
+		s := shim(dns.RcodeRefused)
+		defer s.Close()
+		if got := viaServeDNS(s, "example.test."); got != dns.RcodeSuccess {
+			t.Errorf("rcode %s, want NOERROR", dns.RcodeToString[got])
+		}
+	})
 }
