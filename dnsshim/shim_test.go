@@ -15,17 +15,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// recorder is a dns.ResponseWriter that keeps what is written.
+// recorder is a dns.ResponseWriter that keeps the last message written,
+// and counts them all.
 type recorder struct {
 	remote net.Addr
 	msg    *dns.Msg
+	writes int
 }
 
 func (r *recorder) LocalAddr() net.Addr       { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
 func (r *recorder) RemoteAddr() net.Addr      { return r.remote }
-func (r *recorder) WriteMsg(m *dns.Msg) error { r.msg = m; return nil }
+func (r *recorder) WriteMsg(m *dns.Msg) error { r.msg = m; r.writes++; return nil }
 func (r *recorder) Write(b []byte) (int, error) {
 	r.msg = new(dns.Msg)
+	r.writes++
 	return len(b), r.msg.Unpack(b)
 }
 func (r *recorder) Close() error        { return nil }
