@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -47,3 +49,24 @@ const atOnce = 2 * time.Second
 // dig refused at once; the dig runs in the tests give +time=10, which a
 // dropped query would wait out.
 const digAtOnce = 5 * time.Second
+
+// waitNoBlobGarbage waits (10 s at most) until `interceptd store` reports
+// no chunk set waiting to be reclaimed: the collector has run, which a
+// fixed sleep only hopes for.
+func (e *Env) waitNoBlobGarbage(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _, _ := e.CLI("store")
+		var st struct {
+			Garbage *int `json:"blob_garbage"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err == nil && st.Garbage != nil && *st.Garbage == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("chunks still waiting to be reclaimed after 10 s: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
