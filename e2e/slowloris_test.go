@@ -86,16 +86,17 @@ func TestASandboxHoldingManyIdleConnectionsDoesNotStarveAnother(t *testing.T) {
 	if reset < 1000-limit {
 		t.Errorf("%d of 1000 connections were reset, want at least %d (cap %d)", reset, 1000-limit, limit)
 	}
-	// The victim is served as usual meanwhile.
+	// The victim is served as usual meanwhile (timed by curl itself: the
+	// machine is busy by design, and ip netns exec is not the daemon).
 	var worst time.Duration
 	for i := 0; i < 20; i++ {
-		start := time.Now()
-		if got := e.MustIn(victim, "curl", "-sS", "-m", "5", "http://my.kv/k"); got != "ok" {
-			t.Fatalf("victim got %q", got)
+		r := e.curlTimed(victim, "-m", "5", "http://my.kv/k")
+		if r.Exit != 0 || r.Out != "ok" {
+			t.Fatalf("victim got %q (curl exit %d)", r.Out, r.Exit)
 		}
-		worst = max(worst, time.Since(start))
+		worst = max(worst, r.Took)
 	}
-	t.Logf("1000 connections from one sandbox, %d reset at once; the other sandbox's slowest of 20 requests: %v", reset, worst.Round(time.Millisecond))
+	t.Logf("1000 connections from one sandbox, %d reset at once; the other sandbox's slowest of 20 requests: %v (curl's own time)", reset, worst.Round(time.Millisecond))
 	if worst > 2*time.Second {
 		t.Errorf("the victim waited %v", worst)
 	}
@@ -228,13 +229,13 @@ func TestARequestFloodFromOneSandboxIsAnswered429AndDoesNotStarveAnother(t *test
 	if err != nil {
 		t.Fatal(err)
 	}
-	var worst time.Duration
+	var worst time.Duration // curl's own time, as above
 	for time.Now().Before(stop) {
-		start := time.Now()
-		if got := e.MustIn(victim, "curl", "-sS", "-m", "5", "http://my.kv/k"); got != "ok" {
-			t.Fatalf("victim got %q", got)
+		r := e.curlTimed(victim, "-m", "5", "http://my.kv/k")
+		if r.Exit != 0 || r.Out != "ok" {
+			t.Fatalf("victim got %q (curl exit %d)", r.Out, r.Exit)
 		}
-		worst = max(worst, time.Since(start))
+		worst = max(worst, r.Took)
 	}
 	wg.Wait()
 	t.Logf("flood of %d requests in 3 s from one sandbox limited to %d/s: %d served, %d answered 429; the other sandbox's slowest request: %v",
