@@ -164,6 +164,9 @@ func TestAFailedUpstreamIsAServfailWithinTheTimeout(t *testing.T) {
 			if tt.waits && d < s.cfg.Timeout*9/10 {
 				t.Errorf("SERVFAIL after %v, before the timeout %v: the upstream was not waited for", d, s.cfg.Timeout)
 			}
+			if !tt.waits && d >= s.cfg.Timeout {
+				t.Errorf("SERVFAIL after %v: the timeout %v was waited out, with nothing to wait for", d, s.cfg.Timeout)
+			}
 			if d > 5*time.Second {
 				t.Errorf("took %v with a %v timeout", d, s.cfg.Timeout)
 			}
