@@ -18,11 +18,13 @@ import (
 //	interceptd_dns_queries_total{answer,rcode,sandbox}  answer: handler|forwarded|denied|limited|servfail|refused|malformed
 //	interceptd_dns_query_duration_seconds{answer}
 //	interceptd_dns_upstream_requests_total{result}  result: ok|timeout|refused|error
+//	interceptd_dns_tcp_connections_rejected_total
 type Metrics struct {
 	sandboxes *metrics.SandboxLabels
 	queries   *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	upstreams *prometheus.CounterVec
+	rejected  prometheus.Counter
 	durations metrics.Series[string, prometheus.Observer] // by answer
 }
 
@@ -55,11 +57,15 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 			Namespace: "interceptd", Subsystem: "dns", Name: "upstream_requests_total",
 			Help: "Exchanges with upstream resolvers by result.",
 		}, []string{"result"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "interceptd", Subsystem: "dns", Name: "tcp_connections_rejected_total",
+			Help: "TCP connections reset at once because their sandbox held dns.max_tcp_connections_per_sandbox already.",
+		}),
 	}
 	for _, r := range []string{"ok", "timeout", "refused", "error"} {
 		m.upstreams.WithLabelValues(r)
 	}
-	reg.MustRegister(m.queries, m.duration, m.upstreams)
+	reg.MustRegister(m.queries, m.duration, m.upstreams, m.rejected)
 	sandboxes.Track(m.queries)
 	return m
 }
@@ -84,6 +90,12 @@ func (m *Metrics) observe(qs *querySeries, answer, sandbox string, rcode int, st
 	}
 	m.durations.Get(answer, func() prometheus.Observer { return m.duration.WithLabelValues(answer) }).
 		Observe(time.Since(start).Seconds())
+}
+
+func (m *Metrics) rejectedTCPConn() {
+	if m != nil {
+		m.rejected.Inc()
+	}
 }
 
 func (m *Metrics) upstream(err error) {

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/connlimit"
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/miekg/dns"
@@ -370,8 +371,23 @@ type Server struct {
 	wg  sync.WaitGroup
 }
 
+// ListenConfig shapes the shim's listeners.
+type ListenConfig struct {
+	// MaxTCPConnsPerSandbox caps the TCP connections one source address (a
+	// sandbox) may hold open, so that one holding idle or trickling ones
+	// cannot use up the daemon's file descriptors; more are reset at once.
+	// 0 means no cap.
+	MaxTCPConnsPerSandbox int
+	// Metrics counts the connections reset over the cap.
+	Metrics *Metrics
+}
+
+// Listen binds UDP and TCP on addr and starts serving h, with no cap on TCP
+// connections.
+func Listen(addr string, h dns.Handler) (*Server, error) { return ListenConfig{}.Listen(addr, h) }
+
 // Listen binds UDP and TCP on addr and starts serving h.
-func Listen(addr string, h dns.Handler) (*Server, error) {
+func (lc ListenConfig) Listen(addr string, h dns.Handler) (*Server, error) {
 	ua, err := net.ResolveUDPAddr("udp4", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dns listen address %s: %w", addr, err)
@@ -398,6 +414,10 @@ func Listen(addr string, h dns.Handler) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("listening for dns on tcp %s: %w", addr, err)
 	}
+	// An idle or trickling connection is closed after ReadTimeout (the
+	// first query) or IdleTimeout (the next ones); the cap bounds how many
+	// one sandbox holds meanwhile.
+	ln = connlimit.PerSource(ln, lc.MaxTCPConnsPerSandbox, lc.Metrics.rejectedTCPConn)
 	s := &Server{
 		udp: udp,
 		tcp: &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
@@ -428,6 +448,9 @@ func Listen(addr string, h dns.Handler) (*Server, error) {
 
 // UDPAddr is the bound UDP address.
 func (s *Server) UDPAddr() net.Addr { return s.udp.conn.LocalAddr() }
+
+// TCPAddr is the bound TCP address.
+func (s *Server) TCPAddr() net.Addr { return s.tcp.Listener.Addr() }
 
 // Shutdown stops both listeners and waits for them.
 func (s *Server) Shutdown(ctx context.Context) error {

@@ -46,7 +46,16 @@ func TestKillNineLosesNoAcknowledgedWriteAndReadoptsEverything(t *testing.T) {
 	upload := exec.Command("ip", "netns", "exec", writers[0].Netns, "sh", "-c", "(head -c 3000000 /dev/zero; sleep 5) | curl -sS -T - http://my.r2/partial")
 	upload.Start()
 	defer upload.Wait()
-	time.Sleep(1500 * time.Millisecond)
+	// Kill once enough writes are acknowledged, however slow a busy
+	// machine is, and at least 1.5 s in so the upload is under way.
+	for begun, until := time.Now(), time.Now().Add(60*time.Second); ; time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if (n >= 10 && time.Since(begun) >= 1500*time.Millisecond) || time.Now().After(until) {
+			break
+		}
+	}
 	e.Kill()
 	close(stop)
 	wg.Wait()

@@ -298,8 +298,13 @@ func (e *Env) teardown() {
 
 // CLI runs the interceptd CLI against this env's daemon.
 func (e *Env) CLI(args ...string) (stdout, stderr string, code int) {
+	return e.cliIn(os.Environ(), args...)
+}
+
+// cliIn is CLI with the environment environ.
+func (e *Env) cliIn(environ []string, args ...string) (stdout, stderr string, code int) {
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "INTERCEPTD_SOCKET="+e.Socket)
+	cmd.Env = append(environ, "INTERCEPTD_SOCKET="+e.Socket)
 	var o, s bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &s
 	err := cmd.Run()

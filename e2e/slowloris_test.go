@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,5 +253,132 @@ func TestARequestFloodFromOneSandboxIsAnswered429AndDoesNotStarveAnother(t *test
 	}
 	if m := e.Scrape(); !strings.Contains(m, `interceptd_router_requests_total{code="429",handler="_limited",sandbox="flooder"}`) {
 		t.Error("limited requests are not counted")
+	}
+}
+
+func TestASandboxHoldingManyIdleDNSConnectionsDoesNotStopAnothersTCPLookups(t *testing.T) {
+	const (
+		limit = 128 // dns.max_tcp_connections_per_sandbox's default
+		n     = 1000
+	)
+	e := NewEnv(t, Options{})
+	attacker, victim := e.Create("dnshog"), e.Create("dnsquiet")
+
+	// The attacker opens n TCP connections to port 53 (any address: the
+	// daemon captures them), from 10 goroutines so that all are open well
+	// within the shim's read timeout, and sends nothing, or half a length
+	// prefix.
+	var (
+		mu     sync.Mutex
+		conns  []net.Conn
+		reset  int
+		dialer sync.WaitGroup
+	)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	for w := 0; w < 10; w++ {
+		dialer.Add(1)
+		go func() {
+			defer dialer.Done()
+			err := inNetns(attacker.NetnsPath, func() error {
+				for i := 0; i < n/10; i++ {
+					c, err := net.DialTimeout("tcp4", nowhereIP+":53", 2*time.Second)
+					if errors.Is(err, syscall.ECONNRESET) {
+						mu.Lock()
+						reset++ // reset before the dial even returned
+						mu.Unlock()
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					if i%2 == 0 {
+						// A trickle: one byte of the length. The
+						// write reports a reset that came first, and
+						// then the read would not.
+						if _, err := c.Write([]byte{0}); err != nil {
+							c.Close()
+							mu.Lock()
+							reset++
+							mu.Unlock()
+							continue
+						}
+					}
+					mu.Lock()
+					conns = append(conns, c)
+					mu.Unlock()
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	dialer.Wait()
+	opened := time.Since(start)
+	// Those over the cap were reset at once, the rest are held. Each is
+	// read at the same time: one after the other, the last would be read
+	// after the shim's read timeout.
+	var (
+		held   []net.Conn
+		closed int
+		reader sync.WaitGroup
+	)
+	for _, c := range conns {
+		reader.Add(1)
+		go func() {
+			defer reader.Done()
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			_, err := c.Read(make([]byte, 1))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				held = append(held, c)
+			case errors.Is(err, syscall.ECONNRESET):
+				reset++
+			default:
+				closed++ // not by the cap
+			}
+		}()
+	}
+	reader.Wait()
+	// Meanwhile another sandbox's TCP lookups are answered.
+	var worst time.Duration
+	for i := 0; i < 10; i++ {
+		start := time.Now()
+		if got := e.MustIn(victim, "dig", "+tcp", "+short", "+time=2", "+tries=1", "@"+nowhereIP, "my.kv"); got != virtualKV+"\n" {
+			t.Errorf("the quiet sandbox's TCP lookup got %q", got)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("%d idle TCP connections to port 53 from one sandbox in %v: %d reset at once, %d held, %d closed otherwise; the other sandbox's slowest of 10 TCP lookups: %v",
+		n, opened.Round(time.Millisecond), reset, len(held), closed, worst.Round(time.Millisecond))
+	if reset < n-limit || len(held) > limit {
+		t.Errorf("%d of %d connections were reset and %d held, want at least %d reset and at most %d held (cap %d)", reset, n, len(held), n-limit, limit, limit)
+	}
+	if worst > 2*time.Second {
+		t.Errorf("the quiet sandbox waited %v for a TCP lookup", worst)
+	}
+	// The held ones are closed by the shim once idle for its read timeout
+	// (5 s).
+	deadline := start.Add(8 * time.Second)
+	open := 0
+	for _, c := range held {
+		c.SetReadDeadline(deadline)
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+			open++
+		}
+	}
+	if open > 0 {
+		t.Errorf("%d of %d idle connections were still open 8 s after they were opened", open, len(held))
+	}
+	if v, ok := sample(e.Scrape(), "interceptd_dns_tcp_connections_rejected_total"); !ok || v < n-limit {
+		t.Errorf("rejected TCP connections counted %v (present: %v), want at least %d", v, ok, n-limit)
 	}
 }

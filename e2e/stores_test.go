@@ -260,3 +260,62 @@ func TestOperatorsSeedAndInspectFromTheHost(t *testing.T) {
 		t.Errorf("kv get missing: exit %d %q", code, errOut)
 	}
 }
+
+// TestExpiriesAreStoredExactlyOrRefused: a TTL or expiration that the store
+// cannot hold exactly is a 400 naming the limit, never a 2xx followed by a
+// lost or rewritten key (issue 16, items 1-3), on every write path.
+func TestExpiriesAreStoredExactlyOrRefused(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("ttl")
+	// do runs curl in the sandbox and returns "<status> <body>".
+	do := func(args ...string) string {
+		out, _ := e.In(sb, append([]string{"curl", "-sS", "-w", "\n%{http_code}"}, args...)...)
+		out = strings.TrimSpace(out)
+		i := strings.LastIndex(out, "\n")
+		return out[i+1:] + " " + strings.TrimSpace(out[:max(i, 0)])
+	}
+	txn := func(ttl string) string {
+		return do("-X", "POST", "--data", `{"writes":[{"key":"t","value":"v","ttl":`+ttl+`}]}`, "http://state.do/")
+	}
+	refusals := []struct {
+		name, got string
+		mention   string
+	}{
+		{"an expiration in 2286 is refused, not acknowledged and lost",
+			do("-X", "PUT", "--data", "v", "http://my.kv/k?expiration=10000000000"), "9223372036"},
+		{"an expiration past 2262 is refused, not stored wrapped",
+			do("-X", "PUT", "--data", "v", "http://my.kv/k?expiration=99999999999"), "9223372036"},
+		{"a ttl over the cap names the cap",
+			do("-X", "PUT", "--data", "v", "http://my.kv/k?ttl=4000000000"), "3153600000"},
+		{"a transaction ttl that overflows is refused, not expired at once",
+			txn("10000000000"), "3153600000"},
+		{"a negative transaction ttl is refused as PUT refuses it",
+			txn("-5"), "at least 1"},
+		{"a negative ttl on PUT is refused",
+			do("-X", "PUT", "--data", "v", "http://state.do/t?ttl=-5"), "at least 1"},
+	}
+	for _, r := range refusals {
+		t.Logf("%s: %s", r.name, r.got)
+		if !strings.HasPrefix(r.got, "400 ") || !strings.Contains(r.got, r.mention) {
+			t.Errorf("%s: got %q, want a 400 mentioning %q", r.name, r.got, r.mention)
+		}
+	}
+	// Nothing of a refused write is stored (before: k read back with
+	// X-KV-Expiration 7766279630, the wrapped year 2216).
+	if got := e.MustIn(sb, "curl", "-sS", "-D", "-", "-o", "/dev/null", "http://my.kv/k"); !strings.HasPrefix(got, "HTTP/1.1 404") {
+		t.Errorf("a refused write left the key:\n%s", got)
+	}
+	if got := do("-X", "PUT", "--data", "v", "http://my.kv/last?expiration=9223372036"); got != "204 " {
+		t.Fatalf("an expiration at the limit: %q, want 204", got)
+	}
+	if got := e.MustIn(sb, "curl", "-sS", "-D", "-", "-o", "/dev/null", "http://my.kv/last"); !strings.Contains(got, "X-Kv-Expiration: 9223372036\r\n") {
+		t.Errorf("an expiration at the limit reads back as:\n%s", got)
+	}
+	for _, ttl := range []string{"-5", "0"} {
+		_, errOut, code := e.CLI("kv", "put", "--ttl", ttl, "cli", "v")
+		t.Logf("kv put --ttl %s: exit %d %s", ttl, code, strings.TrimSpace(errOut))
+		if code != 1 || !strings.Contains(errOut, "at least 1") {
+			t.Errorf("kv put --ttl %s: exit %d %q, want exit 1 naming the minimum", ttl, code, errOut)
+		}
+	}
+}

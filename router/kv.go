@@ -21,7 +21,8 @@ import (
 //
 //	GET    /<key>          200 value (X-KV-Expiration, X-KV-Metadata), 404
 //	HEAD   /<key>          as GET, no body
-//	PUT    /<key>          store the body; ?ttl=N or ?expiration=UNIX; metadata
+//	PUT    /<key>          store the body; ?ttl=N or ?expiration=UNIX (judged
+//	                       by store.ParseExpiry); metadata
 //	                       in X-KV-Metadata or ?metadata=; 204
 //	DELETE /<key>          204, also when absent
 //	GET    /?prefix=&limit=&cursor=   JSON listing
@@ -176,23 +177,11 @@ func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
 	if ttl == "" {
 		ttl = q.Get("expiration_ttl")
 	}
-	if ttl != "" {
-		n, err := strconv.ParseInt(ttl, 10, 64)
-		if err != nil || n < 1 || n > 100*365*86400 {
-			return e, Errorf(http.StatusBadRequest, "ttl %q: want a number of seconds, at least 1", sanitize(ttl))
-		}
-		e.Expires = time.Now().Add(time.Duration(n) * time.Second)
+	exp, err := store.ParseExpiry(ttl, q.Get("expiration"), time.Now())
+	if err != nil {
+		return e, &Error{Status: http.StatusBadRequest, Reason: err.Error()}
 	}
-	if exp := q.Get("expiration"); exp != "" {
-		if ttl != "" {
-			return e, Errorf(http.StatusBadRequest, "give ttl or expiration, not both")
-		}
-		n, err := strconv.ParseInt(exp, 10, 64)
-		if err != nil || n <= time.Now().Unix() {
-			return e, Errorf(http.StatusBadRequest, "expiration %q: want a unix time in seconds, in the future", sanitize(exp))
-		}
-		e.Expires = time.Unix(n, 0)
-	}
+	e.Expires = exp
 	meta := r.Header.Get("X-KV-Metadata")
 	if m := q.Get("metadata"); m != "" {
 		meta = m
@@ -289,8 +278,20 @@ type txnCondition struct {
 type txnWrite struct {
 	Key string `json:"key"`
 	txnValue
-	TTL      int64           `json:"ttl,omitempty"`
-	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// TTL and Expiration are kept as written, for store.ParseExpiry to
+	// judge as it judges a PUT's ?ttl= and ?expiration=: decoding them into
+	// an int64 would wrap or truncate before anyone could refuse them.
+	TTL        json.RawMessage `json:"ttl,omitempty"`
+	Expiration json.RawMessage `json:"expiration,omitempty"`
+	Metadata   json.RawMessage `json:"metadata,omitempty"`
+}
+
+// rawNumber is a JSON value's text, "" for absent or null.
+func rawNumber(m json.RawMessage) string {
+	if s := string(m); s != "null" {
+		return s
+	}
+	return ""
 }
 
 func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner string) error {
@@ -316,10 +317,11 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 		if v == nil {
 			return Errorf(http.StatusBadRequest, "write %d: value or value_base64 is required", i)
 		}
-		e := store.Entry{Value: v, Owner: owner}
-		if wr.TTL > 0 {
-			e.Expires = time.Now().Add(time.Duration(wr.TTL) * time.Second)
+		exp, err := store.ParseExpiry(rawNumber(wr.TTL), rawNumber(wr.Expiration), time.Now())
+		if err != nil {
+			return Errorf(http.StatusBadRequest, "write %d: %v", i, err)
 		}
+		e := store.Entry{Value: v, Owner: owner, Expires: exp}
 		if len(wr.Metadata) > 0 {
 			e.Metadata = wr.Metadata
 		}
@@ -330,6 +332,8 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 	var ce *store.ConditionError
 	if errors.As(err, &ce) {
 		c := req.Conditions[ce.Index]
+		// JSON, as documented, but with the header every error carries.
+		w.Header().Set("X-Interceptd-Error", "condition failed: condition "+strconv.Itoa(ce.Index))
 		return writeJSON(w, r, http.StatusConflict, map[string]any{
 			"error": "condition failed: " + ce.Condition.String(), "index": ce.Index, "condition": c,
 		})
@@ -362,7 +366,7 @@ func storeError(err error) error {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: err.Error()}
 	case errors.Is(err, store.ErrInvalidKey):
 		return &Error{Status: http.StatusBadRequest, Reason: "invalid key: it must be non-empty UTF-8"}
-	case errors.Is(err, store.ErrInvalidMetadata), errors.Is(err, store.ErrInvalidCursor),
+	case errors.Is(err, store.ErrInvalidMetadata), errors.Is(err, store.ErrInvalidCursor), errors.Is(err, store.ErrInvalidExpiry),
 		errors.Is(err, store.ErrBadDigest), errors.Is(err, store.ErrIncomplete):
 		return &Error{Status: http.StatusBadRequest, Reason: err.Error()}
 	case errors.Is(err, store.ErrPreconditionFailed):

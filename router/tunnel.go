@@ -158,12 +158,14 @@ func (rt *Router) cutTunnel(t *tunnel, reason, detail string) bool {
 	if !rt.tunnels.remove(t) {
 		return false
 	}
-	t.cut()
+	// Counted and logged before the cut: whoever sees the connection end
+	// sees the cut counted.
 	rt.cfg.Metrics.tunnelEnded()
 	rt.cfg.Metrics.tunnelCut(reason)
 	rt.cfg.Logger.Info("tunnel cut", "request_id", t.requestID, "sandbox", t.sandbox, "host", t.host,
 		"dest", t.dest.String(), "handler", t.handler, "reason", reason, "detail", detail,
 		"open_s", time.Since(t.opened).Seconds())
+	t.cut()
 	return true
 }
 

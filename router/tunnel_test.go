@@ -208,7 +208,7 @@ func TestAPolicyChangeBetweenTheDecisionAndTheTunnelsRegistrationStillCutsIt(t *
 		t.Errorf("the tunnel opened under the old policy: %q", got)
 	}
 	if n := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(policy.ReasonDenied)); n != 1 {
-		t.Errorf("cuts: %v, want 1", n)
+		t.Errorf("cuts: %v, want 1 (got %q, lookups %d)", n, got, lookups.Load())
 	}
 }
 

@@ -121,10 +121,14 @@ type PutOptions struct {
 	ContentMD5 []byte
 	// Size is the announced length, or -1 when unknown (chunked upload).
 	Size int64
-	// IfMatch: "*" or a list of ETags; the stored object must match.
-	IfMatch string
-	// IfNoneMatch: "*" (create only) or a list of ETags it must not match.
-	IfNoneMatch string
+	// Precondition, when set, is called with the current object (nil when
+	// there is none): once before the upload is read, to fail fast, and
+	// again inside the commit that makes the upload visible, so that a
+	// writer that replaced the object meanwhile is seen. An error refuses
+	// the write and is returned as it is; wrap ErrPreconditionFailed. It
+	// must only compare: it runs inside a write transaction, and may run
+	// more than once.
+	Precondition func(cur *ObjectInfo) error
 	// Owner is the sandbox charged for the upload and the object ("" for
 	// none): the upload is refused as soon as it would pass its quota.
 	Owner string
@@ -150,25 +154,11 @@ func (b *Blobs) info(tx *bolt.Tx, key string) (*ObjectInfo, error) {
 	return &oi, nil
 }
 
-// etagMatches reports whether an If-Match / If-None-Match list matches etag.
-func etagMatches(list, etag string) bool {
-	for _, t := range strings.Split(list, ",") {
-		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
-		if t == "*" || strings.Trim(t, `"`) == etag {
-			return true
-		}
-	}
-	return false
-}
-
 func (o PutOptions) check(cur *ObjectInfo) error {
-	if o.IfMatch != "" && (cur == nil || !etagMatches(o.IfMatch, cur.ETag)) {
-		return fmt.Errorf("%w: If-Match", ErrPreconditionFailed)
+	if o.Precondition == nil {
+		return nil
 	}
-	if o.IfNoneMatch != "" && cur != nil && etagMatches(o.IfNoneMatch, cur.ETag) {
-		return fmt.Errorf("%w: If-None-Match", ErrPreconditionFailed)
-	}
-	return nil
+	return o.Precondition(cur)
 }
 
 func newUploadID() string {
@@ -208,7 +198,7 @@ func (b *Blobs) Put(key string, r io.Reader, o PutOptions) (info ObjectInfo, err
 		return info, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, o.Size, b.limits.MaxObjectBytes)
 	}
 	// Fail fast on a condition that already fails, before any upload.
-	if o.IfMatch != "" || o.IfNoneMatch != "" {
+	if o.Precondition != nil {
 		var cur *ObjectInfo
 		if err := b.db.bolt.View(func(tx *bolt.Tx) (err error) { cur, err = b.info(tx, key); return }); err != nil {
 			return info, mapBoltErr(err)
@@ -518,15 +508,32 @@ func (o *Object) Close() error {
 }
 
 // Delete removes key; an absent key is not an error.
-func (b *Blobs) Delete(key string) (err error) {
+func (b *Blobs) Delete(key string) error { return b.DeleteIf(key, nil) }
+
+// DeleteIf removes key if precondition, called with the current object (nil
+// when there is none) inside the commit that deletes it, returns nil; its
+// error is returned as it is and nothing is deleted. A nil precondition
+// always holds; an absent key is not an error.
+func (b *Blobs) DeleteIf(key string, precondition func(cur *ObjectInfo) error) (err error) {
 	defer func(t time.Time) { b.db.observe(KindBlob, "delete", t, err) }(time.Now())
 	if err := checkKey(key, b.limits.MaxKeyBytes); err != nil {
 		return err
 	}
+	var condErr error
 	err = b.db.update(func(tx *bolt.Tx) error {
 		cur, err := b.info(tx, key)
-		if err != nil || cur == nil {
+		if err != nil {
 			return err
+		}
+		if precondition != nil {
+			// Reported after the commit: an error from this function
+			// would fail the other writes sharing the commit.
+			if condErr = precondition(cur); condErr != nil {
+				return nil
+			}
+		}
+		if cur == nil {
+			return nil
 		}
 		d := usageDelta{}
 		d.add(cur.Owner, KindBlob, -cur.charge(), -1)
@@ -539,6 +546,9 @@ func (b *Blobs) Delete(key string) (err error) {
 		return b.bucket(tx).Delete([]byte(key))
 	})
 	b.db.kickGC()
+	if err == nil {
+		err = condErr
+	}
 	return err
 }
 

@@ -110,30 +110,111 @@ func TestFailedUploadsLeaveNothing(t *testing.T) {
 	}
 }
 
-func TestConditionalPuts(t *testing.T) {
+// etagIs is a precondition that holds while the current object has etag
+// ("" for none).
+func etagIs(etag string, calls *[]string) func(cur *ObjectInfo) error {
+	return func(cur *ObjectInfo) error {
+		got := ""
+		if cur != nil {
+			got = cur.ETag
+		}
+		*calls = append(*calls, got)
+		if got != etag {
+			return fmt.Errorf("%w: etag %q", ErrPreconditionFailed, got)
+		}
+		return nil
+	}
+}
+
+func TestAPutsPreconditionIsCheckedBeforeTheUploadAndAgainInItsCommit(t *testing.T) {
 	_, b := openBlobs(t)
-	first, _ := b.Put("k", strings.NewReader("v1"), PutOptions{Size: -1, IfNoneMatch: "*"})
-	tests := []struct {
-		name string
-		opts PutOptions
-		want error
-	}{
-		{"If-None-Match * on an existing key fails", PutOptions{IfNoneMatch: "*"}, ErrPreconditionFailed},
-		{"If-Match with another etag fails", PutOptions{IfMatch: `"0123"`}, ErrPreconditionFailed},
-		{"If-None-Match with the current etag fails", PutOptions{IfNoneMatch: `"` + first.ETag + `"`}, ErrPreconditionFailed},
-		{"If-Match with the current etag succeeds", PutOptions{IfMatch: `"` + first.ETag + `"`}, nil},
+	first, _ := b.Put("k", strings.NewReader("v1"), PutOptions{Size: -1})
+	t.Run("a precondition that holds is asked twice and the write goes through", func(t *testing.T) {
+		var calls []string
+		second, err := b.Put("k", strings.NewReader("v2"), PutOptions{Size: -1, Precondition: etagIs(first.ETag, &calls)})
+		if err != nil || len(calls) != 2 || calls[0] != first.ETag || calls[1] != first.ETag {
+			t.Fatalf("Put = %v, asked with %q", err, calls)
+		}
+		first = second
+	})
+	t.Run("a precondition that fails refuses the upload before reading it", func(t *testing.T) {
+		var calls []string
+		r := &countingReader{r: strings.NewReader("v3")}
+		_, err := b.Put("k", r, PutOptions{Size: -1, Precondition: etagIs("other", &calls)})
+		if !errors.Is(err, ErrPreconditionFailed) || len(calls) != 1 || r.n != 0 {
+			t.Fatalf("Put = %v, asked %d times, %d bytes read", err, len(calls), r.n)
+		}
+	})
+	t.Run("a writer that replaces the object during the upload is seen at the commit", func(t *testing.T) {
+		var calls []string
+		var sneaked ObjectInfo
+		r := &hookReader{r: strings.NewReader("mine"), hook: func() {
+			sneaked, _ = b.Put("k", strings.NewReader("theirs"), PutOptions{Size: -1})
+		}}
+		_, err := b.Put("k", r, PutOptions{Size: -1, Precondition: etagIs(first.ETag, &calls)})
+		if !errors.Is(err, ErrPreconditionFailed) || len(calls) != 2 || calls[1] != sneaked.ETag {
+			t.Fatalf("Put = %v, asked with %q", err, calls)
+		}
+		if oi, _ := b.Head("k"); oi.ETag != sneaked.ETag {
+			t.Errorf("the object is %s, want the other writer's %s", oi.ETag, sneaked.ETag)
+		}
+	})
+	t.Run("a precondition on an absent key is asked with nil", func(t *testing.T) {
+		var calls []string
+		if _, err := b.Put("new", strings.NewReader("x"), PutOptions{Size: -1, Precondition: etagIs("x", &calls)}); !errors.Is(err, ErrPreconditionFailed) || calls[0] != "" {
+			t.Errorf("Put = %v, asked with %q", err, calls)
+		}
+		if _, err := b.Head("new"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the refused upload left an object: %v", err)
+		}
+	})
+}
+
+func TestADeletesPreconditionIsCheckedInItsCommit(t *testing.T) {
+	_, b := openBlobs(t)
+	oi, _ := b.Put("k", strings.NewReader("v1"), PutOptions{Size: -1})
+	var calls []string
+	if err := b.DeleteIf("k", etagIs("other", &calls)); !errors.Is(err, ErrPreconditionFailed) {
+		t.Fatalf("DeleteIf with a failing precondition = %v", err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.opts.Size = -1
-			if _, err := b.Put("k", strings.NewReader("v2"), tt.opts); !errors.Is(err, tt.want) {
-				t.Fatalf("Put = %v, want %v", err, tt.want)
-			}
-		})
+	if _, err := b.Head("k"); err != nil {
+		t.Fatalf("a refused delete removed the object: %v", err)
 	}
-	if _, err := b.Put("new", strings.NewReader("x"), PutOptions{Size: -1, IfMatch: "*"}); !errors.Is(err, ErrPreconditionFailed) {
-		t.Errorf("If-Match * on an absent key: %v", err)
+	if err := b.DeleteIf("k", etagIs(oi.ETag, &calls)); err != nil {
+		t.Fatalf("DeleteIf with a holding precondition = %v", err)
 	}
+	if _, err := b.Head("k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the object survived: %v", err)
+	}
+	if err := b.DeleteIf("k", etagIs("", &calls)); err != nil || calls[len(calls)-1] != "" {
+		t.Errorf("DeleteIf on an absent key = %v, asked with %q", err, calls)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// hookReader runs hook once, before its first read returns.
+type hookReader struct {
+	r    io.Reader
+	hook func()
+	done bool
+}
+
+func (h *hookReader) Read(p []byte) (int, error) {
+	if !h.done {
+		h.done = true
+		h.hook()
+	}
+	return h.r.Read(p)
 }
 
 func TestAnOverwriteIsAtomicForAReaderAndReclaimedAfter(t *testing.T) {

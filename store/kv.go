@@ -200,6 +200,9 @@ func (kv *KV) checkEntry(key string, e Entry) error {
 	if len(e.Owner) > 255 {
 		return fmt.Errorf("owner %q: longer than 255 bytes", e.Owner)
 	}
+	if err := checkExpiry(e.Expires); err != nil {
+		return err
+	}
 	if len(e.Value) > kv.limits.MaxValueBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes)
 	}

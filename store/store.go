@@ -56,8 +56,9 @@ var (
 	// ErrConditionFailed is returned when a transaction's condition does not
 	// hold; the error is a *ConditionError naming it.
 	ErrConditionFailed = errors.New("condition failed")
-	// ErrPreconditionFailed is returned when a conditional blob write does not
-	// match the stored object (If-Match, If-None-Match).
+	// ErrPreconditionFailed is what a blob write's precondition
+	// (PutOptions.Precondition, DeleteIf) wraps when it does not hold for
+	// the stored object; the store counts it as precondition_failed.
 	ErrPreconditionFailed = errors.New("precondition failed")
 	// ErrBadDigest is returned when an upload's content does not match the
 	// Content-MD5 the client supplied.

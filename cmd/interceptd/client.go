@@ -172,16 +172,24 @@ func cmdSandbox(args []string) error {
 // The command is started through `ip netns exec`, which also bind-mounts
 // /etc/netns/<netns>/resolv.conf (written by the daemon) over
 // /etc/resolv.conf in a private mount namespace, exactly as a user running
-// `ip netns exec` by hand gets it.
+// `ip netns exec` by hand gets it. Unless --privileged, it runs as an
+// unprivileged user with no capabilities (see runas.go): a network namespace
+// does not hide the host's files.
 func cmdRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	sock := adminSocketFlag(fs)
 	name := fs.String("name", "", "sandbox `name` (default: run-<random>)")
+	as := fs.String("user", "", "run the command as `NAME|UID[:GROUP|GID]` (default: the user who ran sudo, else nobody)")
+	privileged := fs.Bool("privileged", false, "run the command as the caller (root) with every capability, on the host's files: not a sandbox")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: interceptd run [--name NAME] -- CMD [ARGS...]")
+		fmt.Fprintln(os.Stderr, "usage: interceptd run [--name NAME] [--user NAME|UID[:GID] | --privileged] -- CMD [ARGS...]")
+		return errUsage
+	}
+	if *privileged && *as != "" {
+		fmt.Fprintln(os.Stderr, "interceptd run: --user and --privileged exclude each other")
 		return errUsage
 	}
 	if *name == "" {
@@ -192,6 +200,18 @@ func cmdRun(args []string) error {
 	ip, err := exec.LookPath("ip")
 	if err != nil {
 		return fmt.Errorf("run needs iproute2's ip: %w", err)
+	}
+	command := fs.Args()
+	if !*privileged {
+		u, err := chooseUser(*as, os.Getenv, hostAccounts)
+		if err != nil {
+			return err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding interceptd itself, to drop privileges with: %w", err)
+		}
+		command = append(append(append([]string{self, "run-exec"}, u.args()...), "--"), command...)
 	}
 	c := client(*sock)
 	sb, err := c.Create(*name, nil)
@@ -204,7 +224,7 @@ func cmdRun(args []string) error {
 		}
 	}()
 
-	cmd := exec.Command(ip, append([]string{"netns", "exec", sb.Netns}, fs.Args()...)...)
+	cmd := exec.Command(ip, append([]string{"netns", "exec", sb.Netns}, command...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// Terminal signals reach the child through its process group; for
 	// signals sent to us alone, pass them on. Either way we stay alive to

@@ -10,8 +10,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/store"
 )
 
 // parseInterleaved parses flags that may come before, between or after the
@@ -36,14 +38,14 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 
 const dataUsage = `usage:
   interceptd kv get|delete KEY            [--host H] [--sandbox S]
-  interceptd kv put KEY [VALUE|-]         [--ttl SECONDS] [--metadata JSON]
+  interceptd kv put KEY [VALUE|-]         [--ttl SECONDS | --expiration UNIX] [--metadata JSON]
   interceptd kv list                      [--prefix P] [--limit N] [--cursor C]
   interceptd kv ... --namespace NS        a KV namespace directly (e.g. per-sandbox secrets)
   interceptd blob put KEY [FILE|-]        [--content-type T]
   interceptd blob get|delete KEY
   interceptd blob list                    [--prefix P] [--delimiter D] [--cursor C]
   interceptd state get|delete SANDBOX KEY
-  interceptd state put SANDBOX KEY [VALUE|-]
+  interceptd state put SANDBOX KEY [VALUE|-] [--ttl SECONDS | --expiration UNIX]
   interceptd state list SANDBOX           [--prefix P]
 --host picks the handler (default: the first of its kind in the config);
 --sandbox acts as that sandbox for a handler with scope: sandbox.
@@ -61,7 +63,10 @@ func cmdData(kind string, args []string) error {
 	sock := adminSocketFlag(fs)
 	host := fs.String("host", "", "handler `host` (default: the first "+kind+" handler)")
 	sandbox := fs.String("sandbox", "", "act as `sandbox` (per-sandbox handlers)")
-	ttl := fs.Int("ttl", 0, "expire after `seconds` (kv put)")
+	// Strings, passed on as written: store.ParseExpiry judges them here and
+	// again in the daemon, as it judges a sandbox's ?ttl= and ?expiration=.
+	ttl := fs.String("ttl", "", fmt.Sprintf("expire after `seconds`, %d to %d (kv and state put)", store.MinTTL, store.MaxTTL))
+	expiration := fs.String("expiration", "", fmt.Sprintf("expire at unix time `seconds`, up to %d (kv and state put)", store.MaxExpiration))
 	meta := fs.String("metadata", "", "metadata `json` (kv put)")
 	ctype := fs.String("content-type", "", "Content-Type `type` (blob put)")
 	prefix := fs.String("prefix", "", "list keys with this `prefix`")
@@ -139,8 +144,18 @@ func cmdData(kind string, args []string) error {
 		default:
 			body = os.Stdin
 		}
-		if *ttl > 0 {
-			q.Set("ttl", strconv.Itoa(*ttl))
+		if *ttl != "" || *expiration != "" {
+			if kind == "blob" {
+				return fmt.Errorf("--ttl and --expiration apply to kv and state, not blob")
+			}
+			if _, err := store.ParseExpiry(*ttl, *expiration, time.Now()); err != nil {
+				return err
+			}
+			for k, v := range map[string]string{"ttl": *ttl, "expiration": *expiration} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
 		}
 		if *meta != "" {
 			hdr.Set("X-KV-Metadata", *meta)

@@ -3,7 +3,7 @@
 //	interceptd serve [--config FILE] [--data-dir DIR] [--admin-socket PATH]
 //	                 [--metrics-listen ADDR] [--dns-upstream ADDR]... [--log-level LEVEL]
 //	interceptd sandbox create NAME [--quota ...] | quota NAME | delete NAME | list | show NAME
-//	interceptd run [--name NAME] -- CMD [ARGS...]
+//	interceptd run [--name NAME] [--user NAME|UID[:GID] | --privileged] -- CMD [ARGS...]
 //	interceptd cleanup [--config FILE]
 //	interceptd config default | check FILE
 package main
@@ -27,7 +27,9 @@ Usage:
   interceptd sandbox quota NAME [--quota KIND.bytes=SIZE|KIND.keys=N]...
                                            print or replace a sandbox's quota overrides
   interceptd sandbox delete --purge NAME   delete a sandbox and everything it stored
-  interceptd run [--name NAME] -- CMD...   run CMD in a fresh sandbox, then delete it
+  interceptd run [--name NAME] -- CMD...   run CMD in a fresh sandbox, then delete it; as the
+                                           user who ran sudo (else nobody), no capabilities
+                                           (--user NAME|UID[:GID], or --privileged for root)
   interceptd kv get|put|delete|list ...    seed and inspect KV namespaces
   interceptd blob get|put|delete|list ...  seed and inspect blob buckets
   interceptd state get|put|delete|list SANDBOX ...   a sandbox's state
@@ -71,6 +73,8 @@ func run(args []string) int {
 		err = cmdSandbox(args[1:])
 	case "run":
 		err = cmdRun(args[1:])
+	case "run-exec": // run's second half, inside the sandbox; not for people
+		err = cmdRunExec(args[1:])
 	case "kv", "blob", "state":
 		err = cmdData(args[0], args[1:])
 	case "status":

@@ -45,6 +45,8 @@ func TestCLIErrors(t *testing.T) {
 		{"an unknown command is a usage error", []string{"frobnicate"}, 2, []string{"unknown command"}},
 		{"sandbox create without a name is a usage error", []string{"sandbox", "create"}, 2, []string{"usage"}},
 		{"run without a command is a usage error", []string{"run"}, 2, []string{"usage"}},
+		{"run with both --user and --privileged is a usage error", []string{"run", "--user", "nobody", "--privileged", "--", "true"}, 2, []string{"exclude each other"}},
+		{"run --user root points at --privileged", []string{"run", "--user", "root", "--admin-socket", missing, "--", "true"}, 1, []string{"--privileged"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

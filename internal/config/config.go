@@ -174,6 +174,9 @@ type DNS struct {
 	// MaxQPSPerSandbox limits the queries one sandbox gets answered per
 	// second (bursts of twice that); beyond it, REFUSED. 0: no limit.
 	MaxQPSPerSandbox int `yaml:"max_qps_per_sandbox"`
+	// MaxTCPConnectionsPerSandbox caps the DNS-over-TCP connections one
+	// sandbox holds open; more are reset at once. 0 means no cap.
+	MaxTCPConnectionsPerSandbox int `yaml:"max_tcp_connections_per_sandbox"`
 }
 
 // Sandbox configures per-sandbox namespaces.
@@ -469,6 +472,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DNS.MaxQPSPerSandbox < 0 {
 		bad("dns.max_qps_per_sandbox", "must not be negative")
+	}
+	if c.DNS.MaxTCPConnectionsPerSandbox < 0 {
+		bad("dns.max_tcp_connections_per_sandbox", "must not be negative")
 	}
 	if c.DNS.DeniedRcode != "NXDOMAIN" && c.DNS.DeniedRcode != "REFUSED" {
 		bad("dns.denied_rcode", "%q: want NXDOMAIN or REFUSED", c.DNS.DeniedRcode)

@@ -26,6 +26,9 @@ func TestEmbeddedDefaultServesMyKVMyR2AndStateDO(t *testing.T) {
 	if !c.Sandbox.WriteResolvConf() {
 		t.Error("default should write resolv.conf for ip netns exec users")
 	}
+	if c.DNS.MaxTCPConnectionsPerSandbox != 128 {
+		t.Errorf("default dns.max_tcp_connections_per_sandbox = %d, want 128 (a sandbox's idle TCP connections are capped)", c.DNS.MaxTCPConnectionsPerSandbox)
+	}
 }
 
 func TestGoodFixturesLoad(t *testing.T) {
@@ -58,7 +61,7 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DNS.Timeout != 750*time.Millisecond || c.DNS.TTL != 5 || len(c.DNS.Upstreams) != 2 {
+	if c.DNS.Timeout != 750*time.Millisecond || c.DNS.TTL != 5 || len(c.DNS.Upstreams) != 2 || c.DNS.MaxTCPConnectionsPerSandbox != 16 {
 		t.Errorf("dns = %+v", c.DNS)
 	}
 	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 {
@@ -115,6 +118,7 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"bad-quota-size.yaml", []string{"line 4", "field quota.blob.bytes", `"10 megs" is not a size`}},
 		{"quota-unknown-kind.yaml", []string{"line 3", "disk", "not found"}},
 		{"bad-min-free.yaml", []string{"line 3", "field store.min_free_bytes", `"-5" is not a size`}},
+		{"negative-dns-tcp-cap.yaml", []string{"field dns.max_tcp_connections_per_sandbox", "negative"}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {

@@ -202,6 +202,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		rcode = dns.RcodeRefused
 	}
 	rm := router.NewMetrics(reg, labels)
+	dnsMetrics := dnsshim.NewMetrics(reg, labels)
 	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
 	vp, _ := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
 	fwd := &router.Forward{ProtectedPrefixes: []netip.Prefix{pool, vp}, Metrics: rm, Logger: log}
@@ -209,11 +210,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
 		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: book, Decisions: decisions,
 		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Protected: fwd.Protected,
-		Metrics: dnsshim.NewMetrics(reg, labels), Logger: log,
+		Metrics: dnsMetrics, Logger: log,
 	})
 	shimForget = shim.Forget
 	d.shim = shim
-	if d.dns, err = dnsshim.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
+	lc := dnsshim.ListenConfig{MaxTCPConnsPerSandbox: cfg.DNS.MaxTCPConnectionsPerSandbox, Metrics: dnsMetrics}
+	if d.dns, err = lc.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
 		return d, err
 	}
 

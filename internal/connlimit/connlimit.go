@@ -1,0 +1,111 @@
+// Package connlimit caps the connections one source address (one sandbox)
+// may hold open on a listener, so that a sandbox holding idle or trickling
+// connections (slowloris) cannot use up the file descriptors and goroutines
+// the others need. The router's intercepted HTTP and the DNS shim's TCP
+// listener each wrap their listener with one.
+package connlimit
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+)
+
+// listener resets a connection over its source's cap at once, before any
+// byte is read.
+type listener struct {
+	net.Listener
+	max      int
+	rejected func()
+
+	mu   sync.Mutex
+	open map[netip.Addr]int
+}
+
+// PerSource wraps ln so that each source address holds at most max
+// connections; max <= 0 means no limit (ln itself). A connection over the cap
+// is reset (not closed gracefully, so that it costs the daemon nothing
+// further) and Accept goes on to the next one; rejected, if not nil, is
+// called for each. A connection frees its place when it is closed.
+func PerSource(ln net.Listener, max int, rejected func()) net.Listener {
+	if max <= 0 {
+		return ln
+	}
+	return &listener{Listener: ln, max: max, rejected: rejected, open: map[netip.Addr]int{}}
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src := source(c.RemoteAddr())
+		l.mu.Lock()
+		if l.open[src] >= l.max {
+			l.mu.Unlock()
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0) // a reset, not a slow close
+			}
+			c.Close()
+			if l.rejected != nil {
+				l.rejected()
+			}
+			continue
+		}
+		l.open[src]++
+		l.mu.Unlock()
+		return &conn{Conn: c, release: func() { l.release(src) }}, nil
+	}
+}
+
+func (l *listener) release(src netip.Addr) {
+	l.mu.Lock()
+	if l.open[src]--; l.open[src] <= 0 {
+		delete(l.open, src)
+	}
+	l.mu.Unlock()
+}
+
+// source is the address a connection is counted under: its remote IP,
+// IPv4-mapped addresses unmapped. Connections whose address is not TCP or
+// UDP share the zero address.
+func source(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// conn frees its place in the count on its first Close.
+type conn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+// CloseWrite half-closes, for a graceful close (the router's lingerClose).
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// SyscallConn lets the router wait for a request without a buffer.
+func (c *conn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
+
+func (c *conn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
