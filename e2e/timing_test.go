@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,3 +71,7 @@ func (e *Env) waitNoBlobGarbage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// queryTime finds dig's own measure of a lookup ("Query time: 3 msec"),
+// which +stats prints even beside +noall.
+var queryTime = regexp.MustCompile(`Query time: (\d+) msec`)
