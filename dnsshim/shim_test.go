@@ -1,6 +1,8 @@
 package dnsshim
 
 import (
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
@@ -13,17 +15,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// recorder is a dns.ResponseWriter that keeps what is written.
+// recorder is a dns.ResponseWriter that keeps the last message written,
+// and counts them all.
 type recorder struct {
 	remote net.Addr
 	msg    *dns.Msg
+	writes int
 }
 
 func (r *recorder) LocalAddr() net.Addr       { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
 func (r *recorder) RemoteAddr() net.Addr      { return r.remote }
-func (r *recorder) WriteMsg(m *dns.Msg) error { r.msg = m; return nil }
+func (r *recorder) WriteMsg(m *dns.Msg) error { r.msg = m; r.writes++; return nil }
 func (r *recorder) Write(b []byte) (int, error) {
 	r.msg = new(dns.Msg)
+	r.writes++
 	return len(b), r.msg.Unpack(b)
 }
 func (r *recorder) Close() error        { return nil }
@@ -58,7 +63,8 @@ func fakeUpstream(t testing.TB) string {
 }
 
 // deadUpstream returns an address where nothing answers: a bound UDP socket
-// that never reads, so queries time out rather than being refused.
+// that never reads (the kernel queues what comes), so queries time out
+// rather than being refused.
 func deadUpstream(t *testing.T) string {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -136,22 +142,33 @@ func TestAFailedUpstreamIsAServfailWithinTheTimeout(t *testing.T) {
 	tests := []struct {
 		name      string
 		upstreams []string
+		waits     bool // until the timeout (300ms), rather than failing at once
 	}{
-		{"an upstream that never answers", []string{deadUpstream(t)}},
-		{"an upstream that refuses", []string{"127.0.0.1:1"}},
-		{"no upstream at all", nil},
+		{"an upstream that never answers", []string{deadUpstream(t)}, true},
+		{"an upstream that refuses", []string{"127.0.0.1:1"}, false},
+		{"no upstream at all", nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newShim(t, tt.upstreams...)
 			start := time.Now()
 			m := query(s, sandboxAddr, "example.test.", dns.TypeA)
+			d := time.Since(start)
+			t.Logf("SERVFAIL after %v (timeout %v)", d, s.cfg.Timeout)
 			if m.Rcode != dns.RcodeServerFailure {
 				t.Fatalf("rcode %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
 			}
-			// Generous bound: the point is "bounded by the timeout", not speed.
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("took %v with a 300ms timeout", d)
+			// The lower bound shows the shim did wait for the silent
+			// upstream (the clock starts before the shim's); the upper one
+			// is generous (a busy machine): the point is that it is bounded.
+			if tt.waits && d < s.cfg.Timeout*9/10 {
+				t.Errorf("SERVFAIL after %v, before the timeout %v: the upstream was not waited for", d, s.cfg.Timeout)
+			}
+			if !tt.waits && d >= s.cfg.Timeout {
+				t.Errorf("SERVFAIL after %v: the timeout %v was waited out, with nothing to wait for", d, s.cfg.Timeout)
+			}
+			if d > 5*time.Second {
+				t.Errorf("took %v with a %v timeout", d, s.cfg.Timeout)
 			}
 		})
 	}
@@ -166,4 +183,79 @@ func TestAMalformedQueryIsAFormatError(t *testing.T) {
 	if w.msg == nil || w.msg.Rcode != dns.RcodeFormatError {
 		t.Fatalf("got %v, want FORMERR", w.msg)
 	}
+}
+
+func TestDeniedNamesGetTheConfiguredRcode(t *testing.T) {
+	up := newScriptedUpstream(t, func(q *dns.Msg) [][]byte {
+		m := answerA(q, 1)
+		if q.Question[0].Name == "meta.test." {
+			m.Answer[0].(*dns.A).A = net.IPv4(169, 254, 169, 254)
+		}
+		return [][]byte{pack(m)}
+	})
+	shim := func(rcode int) *Shim {
+		return New(Config{
+			Names:     map[string]netip.Addr{"my.kv": netip.MustParseAddr("198.18.213.1")},
+			Upstreams: []string{up.addr}, Timeout: time.Second, TTL: 30,
+			DeniedRcode: rcode,
+			Identify: func(a netip.Addr) (policy.Caller, bool) {
+				return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true, DeniedHosts: []string{"*.denied.test", "my.kv"}})}, true
+			},
+			Protected: func(a netip.Addr) string {
+				if a.IsLinkLocalUnicast() {
+					return "link-local"
+				}
+				return ""
+			},
+			Logger: slog.New(slog.DiscardHandler),
+		})
+	}
+	viaServeDNS := func(s *Shim, name string) int {
+		return query(s, sandboxAddr, name, dns.TypeA).Rcode
+	}
+	viaFastPath := func(s *Shim, name string) int {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		out, ok := s.fastAnswer(pack(q), netip.MustParseAddr("10.213.0.2"), nil, new(querySeries))
+		if !ok {
+			t.Fatalf("the fast path did not answer %s", name)
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(out); err != nil {
+			t.Fatal(err)
+		}
+		return m.Rcode
+	}
+	paths := []struct {
+		name string
+		ask  func(*Shim, string) int
+		q    string
+	}{
+		{"a denied name", viaServeDNS, "x.denied.test."},
+		{"a denied handler name", viaServeDNS, "my.kv."},
+		{"a denied handler name on the fast path", viaFastPath, "my.kv."},
+		{"an answer left with no address once screened", viaServeDNS, "meta.test."},
+	}
+	for _, rc := range []struct {
+		configured string
+		rcode      int // Config.DeniedRcode
+		want       int
+	}{{"nothing", 0, dns.RcodeNameError}, {"NXDOMAIN", dns.RcodeNameError, dns.RcodeNameError}, {"REFUSED", dns.RcodeRefused, dns.RcodeRefused}} {
+		s := shim(rc.rcode)
+		defer s.Close()
+		for _, p := range paths {
+			t.Run(fmt.Sprintf("%s is %s when %s is configured", p.name, dns.RcodeToString[rc.want], rc.configured), func(t *testing.T) {
+				if got := p.ask(s, p.q); got != rc.want {
+					t.Errorf("rcode %s, want %s", dns.RcodeToString[got], dns.RcodeToString[rc.want])
+				}
+			})
+		}
+	}
+	t.Run("an allowed name is answered whatever the configured rcode", func(t *testing.T) {
+		s := shim(dns.RcodeRefused)
+		defer s.Close()
+		if got := viaServeDNS(s, "example.test."); got != dns.RcodeSuccess {
+			t.Errorf("rcode %s, want NOERROR", dns.RcodeToString[got])
+		}
+	})
 }

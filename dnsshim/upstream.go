@@ -23,11 +23,15 @@ import (
 // the source port keeps changing, and closed at once when an exchange on
 // it fails, so a late answer is not left for the next query (one that
 // comes anyway is skipped: its ID is not the query's). Each exchange gets
-// a random ID of its own: the sandbox chose the query's. A sweep closes
-// the idle sockets past sockLife, so none stay open once queries stop.
+// a random ID of its own, never the query's: the sandbox chose that one.
+// A sweep closes the idle sockets past sockLife, so none stay open once
+// queries stop.
 type udpUpstream struct {
 	addr   string
 	dialTo *net.UDPAddr // nil if addr is not an ip:port (a test's)
+	// draw gives the random 16 bits an exchange's ID is drawn from; tests
+	// script it to draw the sandbox's ID and see it redrawn.
+	draw func() uint16
 
 	mu      sync.Mutex
 	idle    []*upSock
@@ -56,7 +60,7 @@ const (
 var upBufs = sync.Pool{New: func() any { return new([upBufSize + 1]byte) }}
 
 func newUDPUpstream(addr string) *udpUpstream {
-	u := &udpUpstream{addr: addr}
+	u := &udpUpstream{addr: addr, draw: func() uint16 { return uint16(rand.Uint32()) }}
 	if a, err := net.ResolveUDPAddr("udp", addr); err == nil && a.IP != nil {
 		u.dialTo = a
 	}
@@ -69,9 +73,21 @@ func (u *udpUpstream) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.exchange(m, deadline)
+	resp, err := s.exchange(m, u.exchangeID(m.Id), deadline)
 	u.put(s, err == nil)
 	return resp, err
+}
+
+// exchangeID draws the ID a query carries upstream: random, so that a
+// forger off the path must guess it, and never the ID the sandbox gave
+// the query (drawn again when it comes out the same), so that what the
+// upstream sees owes nothing to what the sandbox chose.
+func (u *udpUpstream) exchangeID(sandboxID uint16) uint16 {
+	for {
+		if id := u.draw(); id != sandboxID {
+			return id
+		}
+	}
 }
 
 func (u *udpUpstream) get() (*upSock, error) {
@@ -172,7 +188,8 @@ func (u *udpUpstream) close() {
 
 var errTooLarge = errors.New("answer larger than the query allows")
 
-func (s *upSock) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
+// exchange sends m under id and returns its answer under m's own ID.
+func (s *upSock) exchange(m *dns.Msg, id uint16, deadline time.Time) (*dns.Msg, error) {
 	b := upBufs.Get().(*[upBufSize + 1]byte)
 	defer upBufs.Put(b)
 	buf := b[:]
@@ -185,7 +202,6 @@ func (s *upSock) exchange(m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("packing the query: %w", err)
 	}
-	id := uint16(rand.Uint32())
 	binary.BigEndian.PutUint16(out, id)
 	if err := s.c.SetDeadline(deadline); err != nil {
 		return nil, err

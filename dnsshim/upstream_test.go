@@ -98,6 +98,8 @@ func TestForwardedQueriesShareASocketUntilItIsRetired(t *testing.T) {
 	up := newScriptedUpstream(t, func(q *dns.Msg) [][]byte { return [][]byte{pack(answerA(q, 1))} })
 	u := newUDPUpstream(up.addr)
 	defer u.close()
+	// Every other draw is the sandbox's own ID: the exchange must draw again.
+	u.draw = drawsTheSandboxsIDFirst(u.draw, 4242)
 	for i := range sockUses + 1 {
 		m, err := askUpstream(u, "example.test.", 0)
 		if err != nil {
@@ -120,6 +122,20 @@ func TestForwardedQueriesShareASocketUntilItIsRetired(t *testing.T) {
 	}
 	if ids[4242] || len(ids) < sockUses/2 {
 		t.Errorf("the upstream saw IDs %v: want random ones, never the sandbox's", ids)
+	}
+}
+
+// drawsTheSandboxsIDFirst scripts an upstream's ID draws: the first draw of
+// each pair is id (the sandbox's), the second comes from draw. An exchange
+// that took its first draw would go out under the sandbox's ID, every time.
+func drawsTheSandboxsIDFirst(draw func() uint16, id uint16) func() uint16 {
+	var n int
+	return func() uint16 {
+		n++
+		if n%2 == 1 {
+			return id
+		}
+		return draw()
 	}
 }
 
@@ -299,6 +315,7 @@ func TestTheShimGivesTheSandboxItsOwnIDBack(t *testing.T) {
 	up := newScriptedUpstream(t, func(q *dns.Msg) [][]byte { return [][]byte{pack(answerA(q, 1))} })
 	s, _ := newShim(t, up.addr)
 	defer s.Close()
+	s.udp[0].draw = drawsTheSandboxsIDFirst(s.udp[0].draw, 777)
 	r := new(dns.Msg)
 	r.SetQuestion("example.test.", dns.TypeA)
 	r.Id = 777

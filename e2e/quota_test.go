@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // quotaConfig gives every sandbox small store quotas; `sandbox create
@@ -245,7 +244,7 @@ func TestStoreCompactGivesSpaceBackOfflineAndKeepsTheData(t *testing.T) {
 	}
 	db := filepath.Join(e.Dir, "data", "interceptd.db")
 	// The deleted objects' chunks are reclaimed in the background.
-	time.Sleep(time.Second)
+	e.waitNoBlobGarbage(t)
 	e.Stop()
 	before, _ := os.Stat(db)
 	out, errOut, code := e.CLI("store", "compact", "--config", e.Config)

@@ -3,7 +3,9 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -12,9 +14,11 @@ import (
 )
 
 // FuzzNormalizeHost: normalising is idempotent and yields no uppercase, no
-// port and no trailing dot for names.
+// port, no trailing dot and no IPv4-mapped IPv6 literal (those become their
+// IPv4 address); a port after a name or an IPv4 address goes, as does the
+// ::ffff: of a mapped IPv4 address, whatever brackets and port it comes in.
 func FuzzNormalizeHost(f *testing.F) {
-	for _, s := range []string{"my.kv", "MY.KV:8080", "my.kv.", "[::1]:80", "", "a:b:c", "[", "::1"} {
+	for _, s := range []string{"my.kv", "MY.KV:8080", "my.kv.", "[::1]:80", "", "a:b:c", "[", "::1", "[::ffff:192.0.2.1]:80", "::FFFF:C000:0201", "1.2.3.4.:80"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, h string) {
@@ -25,6 +29,29 @@ func FuzzNormalizeHost(f *testing.F) {
 		if n != strings.ToLower(n) {
 			t.Fatalf("%q normalises to %q, not lowercase", h, n)
 		}
+		if strings.HasSuffix(n, ".") {
+			t.Fatalf("%q normalises to %q, with a trailing dot", h, n)
+		}
+		if host, port, err := net.SplitHostPort(n); err == nil {
+			t.Fatalf("%q normalises to %q, still host %q and port %q", h, n, host, port)
+		}
+		a, err := netip.ParseAddr(n)
+		if err == nil && a.Is4In6() {
+			t.Fatalf("%q normalises to %q, an IPv4-mapped literal", h, n)
+		}
+		if !strings.ContainsAny(h, ":[]") {
+			// A name or an IPv4 address: a port after it changes nothing.
+			if p := NormalizeHost(h + ":8080"); p != n {
+				t.Fatalf("%q normalises to %q, but with a port to %q", h, n, p)
+			}
+		}
+		if err == nil && a.Is4() {
+			for _, m := range []string{"::ffff:" + n, "[::ffff:" + n + "]", "[::FFFF:" + n + "]:80"} {
+				if got := NormalizeHost(m); got != n {
+					t.Fatalf("%q normalises to %q, want the IPv4 address %q", m, got, n)
+				}
+			}
+		}
 	})
 }
 
@@ -32,12 +59,16 @@ var methodRE = regexp.MustCompile(`^[A-Z]{1,16}$`)
 
 // FuzzKVPath sends arbitrary paths, methods and bodies through the router to
 // the KV, state and blob handlers: every request gets a status, a 5xx never
-// comes from the client's input, and a key stored is read back the same.
+// comes from the client's input, and a key stored is read back the same: a
+// PUT that answers 2xx is followed by a GET of its path, which must answer
+// 200 with the bytes put.
 func FuzzKVPath(f *testing.F) {
-	for _, s := range []string{"/a", "/a%2Fb", "/%zz", "/" + strings.Repeat("k", 600), "/%00", "/é", "/?prefix=%ff", "/a?ttl=-1", "/a?expiration=abc"} {
+	for _, s := range []string{"/a", "/a%2Fb", "/%zz", "/" + strings.Repeat("k", 600), "/%00", "/é", "/?prefix=%ff", "/a?ttl=-1", "/a?expiration=abc", "/Key/With%20Space", "/a?ttl=60"} {
 		f.Add("PUT", s, "v")
 		f.Add("GET", s, "")
 	}
+	f.Add("PUT", "/A/b", "Value\x00\xff")
+	f.Add("PUT", "/k", "")
 	f.Add("POST", "/", `{"writes":[{"key":"k","value":"v"}]}`)
 	f.Add("POST", "/", `{"conditions":[{"key":"","absent":true}]}`)
 	rt := handlersRouter(f)
@@ -45,13 +76,25 @@ func FuzzKVPath(f *testing.F) {
 		if len(target) == 0 || target[0] != '/' || strings.ContainsAny(target, " \r\n\t#") || !methodRE.MatchString(method) {
 			return // not a request line a client can send
 		}
-		if _, err := url.ParseRequestURI(target); err != nil {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
 			return // net/http answers 400 before any handler
 		}
+		path, _, _ := strings.Cut(target, "?")
 		for _, host := range []string{"my.kv", "state.do", "my.r2"} {
 			resp := do(rt, call{method: method, url: host + target, body: body})
 			if resp.StatusCode >= 500 {
 				t.Fatalf("%s %s%s: %d %s", method, host, target, resp.StatusCode, bodyOf(resp))
+			}
+			if method != "PUT" || resp.StatusCode/100 != 2 {
+				continue
+			}
+			if host != "my.r2" && u.Query().Has("expiration") {
+				continue // a unix time in seconds: it may be past by the GET
+			}
+			got := do(rt, call{method: "GET", url: host + path})
+			if b := bodyOf(got); got.StatusCode != 200 || b != body {
+				t.Fatalf("PUT %s%s answered %d, but GET %s%s answers %d with %q, want 200 with %q", host, target, resp.StatusCode, host, path, got.StatusCode, b, body)
 			}
 		}
 	})

@@ -85,6 +85,7 @@ type Router struct {
 	srv   *http.Server // serves what the lean loop hands off (serve.go)
 	hand  *handoffListener
 	limit *ratelimit.PerKey
+	now   func() time.Time // the rate limit's clock (time.Now; tests set their own)
 
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -108,7 +109,7 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), hand: newHandoffListener(cfg.Metrics)}
+	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), now: time.Now, hand: newHandoffListener(cfg.Metrics)}
 	rt.srv = &http.Server{
 		Handler: rt,
 		// A sandbox that trickles its headers gets 10 s; its connections are
@@ -205,7 +206,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		env.Handler, env.Sandbox = LabelBadRequest, caller.Sandbox
 		rw.Header().Set("Connection", "close")
 		err = &Error{Status: http.StatusBadRequest, Reason: "both Content-Length and Transfer-Encoding: refused as request smuggling"}
-	} else if known && !rt.limit.Allow(caller.Sandbox, time.Now()) {
+	} else if known && !rt.limit.Allow(caller.Sandbox, rt.now()) {
 		// Before deciding, which may cost a DNS lookup.
 		env.Handler, env.Sandbox = LabelLimited, caller.Sandbox
 		rw.Header().Set("Retry-After", "1")

@@ -209,12 +209,19 @@ func TestNormalizeHost(t *testing.T) {
 func TestASandboxOverItsRequestRateGets429(t *testing.T) {
 	tr := newTestRouter(t)
 	tr.limit = ratelimit.New(5) // bursts of 10
-	codes := map[int]int{}
-	for range 30 {
-		codes[tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP).Code]++
+	// The limiter's clock stands still unless the test moves it: a busy
+	// machine's pauses earn no tokens.
+	now := time.Unix(1000, 0)
+	tr.now = func() time.Time { return now }
+	served := func(n int) map[int]int {
+		codes := map[int]int{}
+		for range n {
+			codes[tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP).Code]++
+		}
+		return codes
 	}
-	if codes[http.StatusTeapot] != 10 || codes[http.StatusTooManyRequests] != 20 {
-		t.Fatalf("codes %v, want 10 served and 20 limited", codes)
+	if codes := served(30); codes[http.StatusTeapot] != 10 || codes[http.StatusTooManyRequests] != 20 {
+		t.Fatalf("30 requests at once: codes %v, want 10 served (the burst) and 20 limited", codes)
 	}
 	w := tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP)
 	if w.Header().Get("Retry-After") != "1" || w.Header().Get("X-Interceptd-Error") != "rate_limited" {
@@ -222,6 +229,10 @@ func TestASandboxOverItsRequestRateGets429(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(tr.metrics.requests.WithLabelValues(LabelLimited, "429", "web1")); got != 21 {
 		t.Errorf("limited requests counted %v, want 21", got)
+	}
+	now = now.Add(time.Second)
+	if codes := served(10); codes[http.StatusTeapot] != 5 || codes[http.StatusTooManyRequests] != 5 {
+		t.Errorf("10 requests a second later: codes %v, want 5 served (the rate) and 5 limited", codes)
 	}
 	tr.Forget("web1")
 	if w := tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP); w.Code != http.StatusTeapot {

@@ -374,17 +374,39 @@ func TestARequestThatOutlivesTheWatchKeepsItsConnection(t *testing.T) {
 }
 
 func TestShutdownFinishesWhatRunsAndClosesWhatIdles(t *testing.T) {
-	ls := startLean(t)
+	// The running request is held until Shutdown has begun: events, not
+	// sleeps, so a busy machine cannot make it idle (not yet read) or done
+	// (already answered) when Shutdown comes.
+	started, release := make(chan struct{}), make(chan struct{})
+	hold := HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
+		close(started)
+		<-release
+		io.WriteString(w, "slow")
+		return nil
+	})
+	addr, rt := serveRoutes(t, nil, map[string]Route{
+		"echo": {Name: "echo", Handler: echoHandler(make(chan error, 1))},
+		"hold": {Name: "hold", Handler: hold},
+	})
+	ls := &leanServer{addr: addr, rt: rt}
 	idle := ls.dial(t)
 	rs, _, _ := exchange(t, idle, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 1)
 	if len(rs) != 1 {
 		t.Fatal("no answer")
 	}
 	busy := ls.dial(t)
-	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: echo\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: hold\r\n\r\n")
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach its handler within 10 s")
+	}
 	done := make(chan error, 1)
 	go func() { done <- ls.rt.Shutdown(context.Background()) }()
+	for !ls.rt.closing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
 	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
 	if err != nil {
 		t.Fatalf("the running request was cut: %v", err)
