@@ -759,6 +759,13 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (sb Sandbox, err error
 	if m.cfg.Records != nil {
 		raw, _ := json.Marshal(&next)
 		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
+			// The old policy stays in force, so the sets must say it
+			// again: left with the new one, routed traffic would follow
+			// a policy the router and DNS do not (what the old one had
+			// learned from DNS is learned again from the next answers).
+			if rerr := m.syncSets(&next, old); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("restoring policy sets: %w", rerr))
+			}
 			return Sandbox{}, fmt.Errorf("recording policy: %w", err)
 		}
 	}
