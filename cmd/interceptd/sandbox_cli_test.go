@@ -42,7 +42,16 @@ func (f *memSandboxes) Create(name string, p *policy.Policy) (netns.Sandbox, err
 }
 
 func (f *memSandboxes) Attach(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error) {
-	return f.Create(name, p)
+	sb, err := f.Create(name, p)
+	if err != nil {
+		return sb, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb.NetnsPath, sb.Interface, sb.External = nsPath, ifName, true
+	sb.Gateway, sb.Subnet, sb.MAC = netip.MustParseAddr("10.213.0.1"), netip.MustParsePrefix("10.213.0.0/30"), "02:00:0a:d5:00:02"
+	f.m[name] = sb
+	return sb, nil
 }
 
 func (f *memSandboxes) Check(name string) error { return nil }
