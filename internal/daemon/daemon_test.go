@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -22,6 +23,7 @@ import (
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestTheManagerIsConfiguredFromTheConfig(t *testing.T) {
@@ -269,4 +271,70 @@ func testCAPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func TestStatusSumsTheDaemonsOwnMetrics(t *testing.T) {
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	kv := db.Keys(store.KindKV, "default", store.SandboxScope("web1"), store.Limits{})
+	if err := kv.Put("k", store.Entry{Value: []byte("12345"), Owner: "web1"}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	active := prometheus.NewGauge(prometheus.GaugeOpts{Name: "interceptd_sandbox_active"})
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_router_requests_total"}, []string{"handler", "code", "sandbox"})
+	queries := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_dns_queries_total"}, []string{"rcode"})
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_policy_decisions_total"}, []string{"protocol", "result", "reason", "sandbox"})
+	reg.MustRegister(active, requests, queries, decisions)
+	active.Set(3)
+	requests.WithLabelValues("my.kv", "200", "a").Add(5)
+	requests.WithLabelValues("_forward", "502", "b").Add(2)
+	queries.WithLabelValues("NOERROR").Add(7)
+	decisions.WithLabelValues("http", "deny", "denied_host", "a").Add(4)
+	decisions.WithLabelValues("dns", "deny", "not_allowed", "b").Add(1)
+	decisions.WithLabelValues("http", "forward", "internet_on", "a").Add(9)
+	cfg := config.Default()
+	cfg.Store.MinFreeBytes = 1 << 20
+	d := &Daemon{cfg: cfg, db: db, reg: reg, started: time.Now().Add(-time.Minute)}
+
+	st := d.Status()
+	if st.Sandboxes != 3 || st.Requests != 7 || st.DNSQueries != 7 || st.Denials != 5 {
+		t.Errorf("status %+v, want 3 sandboxes, 7 requests, 7 queries, 5 denials (not the 9 forwards)", st)
+	}
+	if st.UptimeSeconds < 59 || st.StoreUsage.KV.Keys != 1 || st.StoreMinFreeBytes != 1<<20 || st.StoreFreeBytes <= 0 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestHealthyNeedsTheStoreAndTheAdminSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "icd-health-") // a socket path must fit in 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := store.Open(filepath.Join(dir, "data"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.AdminSocket = filepath.Join(dir, "admin.sock")
+	d := &Daemon{cfg: cfg, db: db}
+	if err := d.Healthy(); err == nil || !strings.Contains(err.Error(), "admin socket") {
+		t.Errorf("without the socket: %v, want an admin socket error", err)
+	}
+	ln, err := net.Listen("unix", cfg.AdminSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := d.Healthy(); err != nil {
+		t.Errorf("with both: %v", err)
+	}
+	db.Close()
+	if err := d.Healthy(); err == nil || !strings.Contains(err.Error(), "store") {
+		t.Errorf("with the store closed: %v, want a store error", err)
+	}
 }
