@@ -252,6 +252,7 @@ func (m *Manager) adopt() error {
 	// their slot must inherit nothing) and of earlier versions included.
 	// Routed flows that start meanwhile are refused, never let through.
 	m.removeEntries(func(string, netip.Addr) bool { return true })
+	var dropped []Sandbox
 	for name, raw := range recs {
 		var sb Sandbox
 		err := json.Unmarshal(raw, &sb)
@@ -270,14 +271,14 @@ func (m *Manager) adopt() error {
 		if err != nil {
 			m.log.Warn("dropping sandbox that did not survive", "sandbox", name, "reason", err)
 			if sb.Name != "" {
-				m.destroy(&sb)
+				dropped = append(dropped, sb)
 			}
 			m.cfg.Records.DeleteSandbox(name)
 			continue
 		}
 		if err := m.pool.Reserve(sb.Slot); err != nil {
 			m.log.Warn("dropping sandbox with a conflicting address", "sandbox", name, "reason", err)
-			m.destroy(&sb)
+			dropped = append(dropped, sb)
 			m.cfg.Records.DeleteSandbox(name)
 			continue
 		}
@@ -287,6 +288,22 @@ func (m *Manager) adopt() error {
 		m.register(&sb)
 		m.policyApplied(sb)
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
+	}
+	// What did not survive goes once the survivors are known: its link is
+	// named after its slot, which a survivor may hold now (a stale record
+	// of a deleted sandbox whose slot was given again, two records of one
+	// slot), and that link is the survivor's.
+	m.mu.RLock()
+	owned := map[string]bool{}
+	for _, sb := range m.byName {
+		owned[sb.HostInterface] = true
+	}
+	m.mu.RUnlock()
+	for i := range dropped {
+		if owned[dropped[i].HostInterface] {
+			dropped[i].HostInterface = ""
+		}
+		m.destroy(&dropped[i])
 	}
 	// Sweep what has the daemon's prefixes but no record: leftovers of a
 	// crash between creating and recording, or of a lost data dir.
@@ -632,7 +649,9 @@ func (m *Manager) removeResolvConf(nsName string) {
 // destroy removes whatever exists of s's kernel state; gone is fine.
 func (m *Manager) destroy(s *Sandbox) error {
 	var errs []error
-	if l, err := m.nl.LinkByName(s.HostInterface); err == nil {
+	if s.HostInterface == "" {
+		// No link of its own (see adopt).
+	} else if l, err := m.nl.LinkByName(s.HostInterface); err == nil {
 		// Deleting one end of a veth pair deletes the other.
 		if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("deleting link %s: %w", s.HostInterface, err))
@@ -759,6 +778,13 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (sb Sandbox, err error
 	if m.cfg.Records != nil {
 		raw, _ := json.Marshal(&next)
 		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
+			// The old policy stays in force, so the sets must say it
+			// again: left with the new one, routed traffic would follow
+			// a policy the router and DNS do not (what the old one had
+			// learned from DNS is learned again from the next answers).
+			if rerr := m.syncSets(&next, old); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("restoring policy sets: %w", rerr))
+			}
 			return Sandbox{}, fmt.Errorf("recording policy: %w", err)
 		}
 	}

@@ -300,13 +300,19 @@ type recordingIPT struct {
 }
 
 func (r *recordingIPT) ClearChain(table, chain string) error {
-	guarded := 0
-	for _, rule := range r.chains["filter/INPUT"] {
-		if strings.Contains(rule, "reloading rules") {
-			guarded++
+	// Which of the built-in chains that jump to ours hold a guard, and
+	// for which match: every way in must be shut, not only INPUT.
+	var guarded []string
+	for _, builtin := range []string{"filter/INPUT", "filter/FORWARD"} {
+		for _, rule := range r.chains[builtin] {
+			if strings.Contains(rule, "reloading rules") {
+				f := strings.Fields(rule)
+				guarded = append(guarded, builtin+" "+f[0]+" "+f[1])
+			}
 		}
 	}
-	r.log = append(r.log, fmt.Sprintf("clear %s/%s guarded=%d", table, chain, guarded))
+	slices.Sort(guarded)
+	r.log = append(r.log, fmt.Sprintf("clear %s/%s guarded=[%s]", table, chain, strings.Join(guarded, ", ")))
 	return r.fakeIPTables.ClearChain(table, chain)
 }
 
@@ -314,9 +320,14 @@ func TestARestartRefillsTheChainsBehindGuards(t *testing.T) {
 	f := &recordingIPT{fakeIPTables: newFake()}
 	rs := Rules(testParams())
 	sets := fakeSets{}
-	rs.Apply(f, sets, &fakeNFT{}) // first start: no guards needed
+	if err := rs.Apply(f, sets, &fakeNFT{}); err != nil { // first start: no guards needed
+		t.Fatal(err)
+	}
+	if len(f.log) == 0 {
+		t.Fatal("the first start cleared no chain")
+	}
 	for _, l := range f.log {
-		if !strings.HasSuffix(l, "guarded=0") {
+		if !strings.HasSuffix(l, "guarded=[]") {
 			t.Errorf("first start: %s", l)
 		}
 	}
@@ -325,9 +336,14 @@ func TestARestartRefillsTheChainsBehindGuards(t *testing.T) {
 	if err := rs.Apply(f, sets, &fakeNFT{}); err != nil { // a restart
 		t.Fatal(err)
 	}
+	// Each built-in chain a sandbox's packets enter ours from.
+	const all = "guarded=[filter/FORWARD -i icd+, filter/FORWARD -o icd+, filter/INPUT -i icd+]"
+	if len(f.log) == 0 {
+		t.Fatal("the restart cleared no chain")
+	}
 	for _, l := range f.log {
-		if !strings.HasSuffix(l, "guarded=1") {
-			t.Errorf("restart: %s while unguarded", l)
+		if !strings.HasSuffix(l, all) {
+			t.Errorf("restart: %s, want every way in guarded: %s", l, all)
 		}
 	}
 	if f.count() != before {

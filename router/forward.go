@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -157,7 +158,12 @@ func (l *localAddrs) has(a netip.Addr) bool {
 // dialErrorKind maps a forwarding error to a closed set of reasons.
 func dialErrorKind(err error) string {
 	var ne net.Error
+	var cv *tls.CertificateVerificationError
 	switch {
+	case errors.As(err, &cv):
+		// An https upstream (a proxy's) whose certificate does not verify:
+		// nothing was sent to it.
+		return "certificate"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):

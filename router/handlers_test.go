@@ -184,11 +184,11 @@ func TestBlobHandlerSemantics(t *testing.T) {
 		{"a closed range", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"Range": "bytes=10-19"}}, 206, "abcdefghij", map[string]string{"Content-Range": "bytes 10-19/36"}},
 		{"an open range", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"Range": "bytes=30-"}}, 206, "uvwxyz", map[string]string{"Content-Range": "bytes 30-35/36"}},
 		{"a suffix range", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"Range": "bytes=-4"}}, 206, "wxyz", map[string]string{"Content-Range": "bytes 32-35/36"}},
-		{"an unsatisfiable range is a 416", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"Range": "bytes=100-200"}}, 416, "", map[string]string{"Content-Range": "bytes */36"}},
+		{"an unsatisfiable range is a 416", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"Range": "bytes=100-200"}}, 416, "range not satisfiable", map[string]string{"Content-Range": "bytes */36"}},
 		{"If-None-Match with the etag is a 304", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-None-Match": etag}}, 304, "", nil},
-		{"If-Match with another etag is a 412", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Match": `"nope"`}}, 412, "", nil},
+		{"If-Match with another etag is a 412", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Match": `"nope"`}}, 412, "precondition failed: If-Match", nil},
 		{"If-Modified-Since the upload is a 304", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Modified-Since": lastMod}}, 304, "", nil},
-		{"If-Unmodified-Since long ago is a 412", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}}, 412, "", nil},
+		{"If-Unmodified-Since long ago is a 412", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}}, 412, "precondition failed: If-Unmodified-Since", nil},
 		{"a wrong Content-MD5 rejects the upload", call{method: "PUT", url: "my.r2/bad", body: "abc", headers: map[string]string{"Content-MD5": goodMD5}}, 400, "does not match Content-MD5", nil},
 		{"a malformed Content-MD5 is a 400", call{method: "PUT", url: "my.r2/bad", body: "abc", headers: map[string]string{"Content-MD5": "zz"}}, 400, "not a base64 MD5", nil},
 		{"If-None-Match * on an existing object is a 412", call{method: "PUT", url: "my.r2/dir/file.txt", body: "x", headers: map[string]string{"If-None-Match": "*"}}, 412, "If-None-Match", nil},
@@ -197,14 +197,22 @@ func TestBlobHandlerSemantics(t *testing.T) {
 		{"listing folds a delimiter", call{method: "GET", url: "my.r2/?delimiter=/"}, 200, `"dir/"`, nil},
 		{"a missing object is a 404", call{method: "GET", url: "my.r2/none"}, 404, "not found", nil},
 		{"DELETE is 204", call{method: "DELETE", url: "my.r2/dir/file.txt"}, 204, "", nil},
-		{"and the object is gone", call{method: "GET", url: "my.r2/dir/file.txt"}, 404, "", nil},
+		{"and the object is gone", call{method: "GET", url: "my.r2/dir/file.txt"}, 404, "not found", nil},
 	}
 	runSteps(t, rt, steps)
-	var list map[string]any
+	var list struct {
+		Objects []any `json:"objects"`
+	}
 	resp := do(rt, call{method: "GET", url: "my.r2/"})
-	json.Unmarshal([]byte(body(resp)), &list)
-	if objs, _ := list["objects"].([]any); len(objs) != 0 {
-		t.Errorf("objects left: %v", list)
+	b := body(resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("listing after DELETE: %d %q", resp.StatusCode, b)
+	}
+	if err := json.Unmarshal([]byte(b), &list); err != nil {
+		t.Fatalf("listing after DELETE is not JSON: %v: %q", err, b)
+	}
+	if list.Objects == nil || len(list.Objects) != 0 {
+		t.Errorf("listing after DELETE = %q, want an empty objects array", b)
 	}
 }
 
@@ -213,7 +221,7 @@ type step struct {
 	name       string
 	c          call
 	wantStatus int
-	wantBody   string // a substring
+	wantBody   string // a substring; "" means the body must be empty
 	wantHeader map[string]string
 }
 
@@ -223,6 +231,9 @@ func runSteps(t *testing.T, rt *Router, steps []step) {
 		t.Run(s.name, func(t *testing.T) {
 			resp := do(rt, s.c)
 			b := body(resp)
+			if s.wantBody == "" && (resp.StatusCode != s.wantStatus || b != "") {
+				t.Fatalf("%d %q, want %d with an empty body", resp.StatusCode, b, s.wantStatus)
+			}
 			if resp.StatusCode != s.wantStatus || !strings.Contains(b, s.wantBody) {
 				t.Fatalf("%d %q, want %d containing %q", resp.StatusCode, b, s.wantStatus, s.wantBody)
 			}

@@ -19,7 +19,7 @@ import (
 //	interceptd_router_request_bytes_total{handler}
 //	interceptd_router_request_duration_seconds{handler}
 //	interceptd_router_response_bytes_total{handler}
-//	interceptd_router_forward_errors_total{kind}    kind: refused|reset|unreachable|timeout|canceled|error
+//	interceptd_router_forward_errors_total{kind}    kind: refused|reset|unreachable|timeout|canceled|certificate|error
 //	interceptd_router_tunnels_open                  upgraded connections open now (tunnel.go)
 //	interceptd_router_tunnels_cut_total{reason}     reason: a policy deny reason, rerouted, sandbox_deleted
 type Metrics struct {

@@ -39,7 +39,10 @@ func CredentialSecret(name string) (*FileSecret, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("credential %q: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)", name)
 	}
-	if strings.ContainsAny(name, "/\\x00") {
+	// A file in the directory, never a path out of it nor the directory
+	// itself (the config is the admin's, but a typo should not read
+	// another file).
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\\x00") {
 		return nil, fmt.Errorf("credential %q: not a file name", name)
 	}
 	return &FileSecret{Path: filepath.Join(dir, name)}, nil

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
@@ -16,6 +15,16 @@ import (
 func openBlobs(t *testing.T) (*DB, *Blobs) {
 	db := openTest(t, &Options{ChunkSize: 8}) // small chunks: every test crosses boundaries
 	return db, db.Blobs("default", ScopeShared, Limits{MaxObjectBytes: 100})
+}
+
+// putBlob uploads content at key or ends the test.
+func putBlob(t testing.TB, b *Blobs, key, content string) ObjectInfo {
+	t.Helper()
+	oi, err := b.Put(key, strings.NewReader(content), PutOptions{Size: -1})
+	if err != nil {
+		t.Fatalf("Put(%q): %v", key, err)
+	}
+	return oi
 }
 
 func md5hex(s string) string { h := md5.Sum([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -53,11 +62,18 @@ func TestBlobRoundTripAcrossChunks(t *testing.T) {
 	if err != nil || h.HTTP["Content-Type"] != "text/plain" || h.Custom["owner"] != "me" {
 		t.Errorf("head = %+v %v", h, err)
 	}
-	o, _ := b.Open("dir/fox.txt")
+	o, err := b.Open("dir/fox.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer o.Close()
-	o.Seek(10, io.SeekStart)
+	if _, err := o.Seek(10, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
 	part := make([]byte, 9)
-	io.ReadFull(o, part)
+	if _, err := io.ReadFull(o, part); err != nil {
+		t.Fatal(err)
+	}
 	if string(part) != body[10:19] {
 		t.Errorf("seek+read = %q, want %q", part, body[10:19])
 	}
@@ -103,8 +119,8 @@ func TestFailedUploadsLeaveNothing(t *testing.T) {
 				t.Errorf("object visible after a failed upload: %v", err)
 			}
 			db.collect()
-			if st, _ := db.Stats(); st.BlobUploads != 0 || st.BlobGarbage != 0 || st.BlobPending != 0 {
-				t.Errorf("left behind: %+v", st)
+			if st, err := db.Stats(); err != nil || st.BlobUploads != 0 || st.BlobGarbage != 0 || st.BlobPending != 0 {
+				t.Errorf("left behind: %+v %v", st, err)
 			}
 		})
 	}
@@ -128,7 +144,7 @@ func etagIs(etag string, calls *[]string) func(cur *ObjectInfo) error {
 
 func TestAPutsPreconditionIsCheckedBeforeTheUploadAndAgainInItsCommit(t *testing.T) {
 	_, b := openBlobs(t)
-	first, _ := b.Put("k", strings.NewReader("v1"), PutOptions{Size: -1})
+	first := putBlob(t, b, "k", "v1")
 	t.Run("a precondition that holds is asked twice and the write goes through", func(t *testing.T) {
 		var calls []string
 		second, err := b.Put("k", strings.NewReader("v2"), PutOptions{Size: -1, Precondition: etagIs(first.ETag, &calls)})
@@ -149,7 +165,10 @@ func TestAPutsPreconditionIsCheckedBeforeTheUploadAndAgainInItsCommit(t *testing
 		var calls []string
 		var sneaked ObjectInfo
 		r := &hookReader{r: strings.NewReader("mine"), hook: func() {
-			sneaked, _ = b.Put("k", strings.NewReader("theirs"), PutOptions{Size: -1})
+			var err error
+			if sneaked, err = b.Put("k", strings.NewReader("theirs"), PutOptions{Size: -1}); err != nil {
+				t.Errorf("the other writer's Put: %v", err)
+			}
 		}}
 		_, err := b.Put("k", r, PutOptions{Size: -1, Precondition: etagIs(first.ETag, &calls)})
 		if !errors.Is(err, ErrPreconditionFailed) || len(calls) != 2 || calls[1] != sneaked.ETag {
@@ -172,7 +191,7 @@ func TestAPutsPreconditionIsCheckedBeforeTheUploadAndAgainInItsCommit(t *testing
 
 func TestADeletesPreconditionIsCheckedInItsCommit(t *testing.T) {
 	_, b := openBlobs(t)
-	oi, _ := b.Put("k", strings.NewReader("v1"), PutOptions{Size: -1})
+	oi := putBlob(t, b, "k", "v1")
 	var calls []string
 	if err := b.DeleteIf("k", etagIs("other", &calls)); !errors.Is(err, ErrPreconditionFailed) {
 		t.Fatalf("DeleteIf with a failing precondition = %v", err)
@@ -220,14 +239,14 @@ func (h *hookReader) Read(p []byte) (int, error) {
 func TestAnOverwriteIsAtomicForAReaderAndReclaimedAfter(t *testing.T) {
 	db, b := openBlobs(t)
 	old := strings.Repeat("a", 40)
-	b.Put("k", strings.NewReader(old), PutOptions{Size: -1})
+	putBlob(t, b, "k", old)
 	r, err := b.Open("k")
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := make([]byte, 10)
 	io.ReadFull(r, first)
-	b.Put("k", strings.NewReader(strings.Repeat("b", 50)), PutOptions{Size: -1})
+	putBlob(t, b, "k", strings.Repeat("b", 50))
 	db.collect()
 	rest, err := io.ReadAll(r)
 	if err != nil || string(first)+string(rest) != old {
@@ -244,17 +263,19 @@ func TestAnOverwriteIsAtomicForAReaderAndReclaimedAfter(t *testing.T) {
 	if got := readAll(t, b, "k"); got != strings.Repeat("b", 50) {
 		t.Errorf("new content %q", got)
 	}
-	b.Delete("k")
+	if err := b.Delete("k"); err != nil {
+		t.Fatal(err)
+	}
 	db.collect()
-	if st, _ := db.Stats(); st.BlobUploads != 0 {
-		t.Errorf("delete left chunks: %+v", st)
+	if st, err := db.Stats(); err != nil || st.BlobUploads != 0 {
+		t.Errorf("delete left chunks: %+v %v", st, err)
 	}
 }
 
 func TestBlobListingWithDelimiterAndCursor(t *testing.T) {
 	_, b := openBlobs(t)
 	for _, k := range []string{"a.txt", "docs/1", "docs/2", "docs/sub/3", "img/x", "z"} {
-		b.Put(k, bytes.NewReader([]byte(k)), PutOptions{Size: -1})
+		putBlob(t, b, k, k)
 	}
 	type page struct{ objects, prefixes string }
 	tests := []struct {
@@ -297,24 +318,38 @@ func TestBlobListingWithDelimiterAndCursor(t *testing.T) {
 
 func TestPendingUploadsOfACrashedProcessAreReclaimedAtOpen(t *testing.T) {
 	dir := t.TempDir()
-	db, _ := Open(dir, &Options{ChunkSize: 8})
-	b := db.Blobs("default", ScopeShared, Limits{})
+	db, err := Open(dir, &Options{ChunkSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Simulate a crash mid-upload: a reader that blocks forever is not
 	// needed; write a pending marker and chunks by hand.
-	db.update(func(tx *bolt.Tx) error {
-		tx.Bucket(bucketBlobGC).Put([]byte("deadbeef"), []byte(gcPending))
-		cb, _ := tx.Bucket(bucketBlobChunks).CreateBucket([]byte("deadbeef"))
+	err = db.update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketBlobGC).Put([]byte("deadbeef"), []byte(gcPending)); err != nil {
+			return err
+		}
+		cb, err := tx.Bucket(bucketBlobChunks).CreateBucket([]byte("deadbeef"))
+		if err != nil {
+			return err
+		}
 		return cb.Put(chunkKey(0), []byte("partial"))
 	})
-	_ = b
+	if err != nil {
+		t.Fatalf("injecting a crashed upload: %v", err)
+	}
+	// The injection must show as what a crash leaves, or the check after
+	// reopening proves nothing.
+	if st, err := db.Stats(); err != nil || st.BlobUploads != 1 || st.BlobPending != 1 {
+		t.Fatalf("after injection: %+v %v, want one pending upload", st, err)
+	}
 	db.Close()
-	db, err := Open(dir, nil)
+	db, err = Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	db.collect()
-	if st, _ := db.Stats(); st.BlobUploads != 0 || st.BlobPending != 0 {
-		t.Errorf("crashed upload not reclaimed: %+v", st)
+	if st, err := db.Stats(); err != nil || st.BlobUploads != 0 || st.BlobPending != 0 {
+		t.Errorf("crashed upload not reclaimed: %+v %v", st, err)
 	}
 }

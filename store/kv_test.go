@@ -60,10 +60,10 @@ func TestExpiryHidesAtOnceReapsLaterAndARewriteClearsIt(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	db := openTest(t, &Options{Now: clock})
 	kv := db.KV("default")
-	kv.Put("short", Entry{Value: []byte("1"), Expires: now.Add(10 * time.Second), Metadata: []byte(`{"v":1}`)})
-	kv.Put("long", Entry{Value: []byte("2"), Expires: now.Add(time.Hour)})
-	kv.Put("rewritten", Entry{Value: []byte("3"), Expires: now.Add(10 * time.Second)})
-	kv.Put("rewritten", Entry{Value: []byte("3b")}) // no TTL: clears it
+	mustPut(t, kv, "short", Entry{Value: []byte("1"), Expires: now.Add(10 * time.Second), Metadata: []byte(`{"v":1}`)})
+	mustPut(t, kv, "long", Entry{Value: []byte("2"), Expires: now.Add(time.Hour)})
+	mustPut(t, kv, "rewritten", Entry{Value: []byte("3"), Expires: now.Add(10 * time.Second)})
+	mustPut(t, kv, "rewritten", Entry{Value: []byte("3b")}) // no TTL: clears it
 	res, _ := kv.List(ListOptions{})
 	if len(res.Keys) != 3 || res.Keys[2].Name != "short" || res.Keys[2].Expiration != now.Add(10*time.Second).Unix() || string(res.Keys[2].Metadata) != `{"v":1}` {
 		t.Fatalf("listing before expiry: %+v", res.Keys)
@@ -91,7 +91,10 @@ func TestExpiryHidesAtOnceReapsLaterAndARewriteClearsIt(t *testing.T) {
 
 func TestScopesAndKindsAreSeparate(t *testing.T) {
 	db := openTest(t, nil)
-	db.Keys(KindKV, "ns", SandboxScope("a"), Limits{}).Put("k", Entry{Value: []byte("a")})
+	mustPut(t, db.Keys(KindKV, "ns", SandboxScope("a"), Limits{}), "k", Entry{Value: []byte("a")})
+	if _, err := db.Keys(KindKV, "ns", SandboxScope("a"), Limits{}).Get("k"); err != nil {
+		t.Fatalf("sandbox a cannot read its own key: %v", err)
+	}
 	for name, kv := range map[string]*KV{
 		"another sandbox":   db.Keys(KindKV, "ns", SandboxScope("b"), Limits{}),
 		"the shared scope":  db.Keys(KindKV, "ns", ScopeShared, Limits{}),
@@ -107,7 +110,7 @@ func TestScopesAndKindsAreSeparate(t *testing.T) {
 func TestATransactionAppliesAllOrNothing(t *testing.T) {
 	db := openTest(t, nil)
 	st := db.Keys(KindState, "default", SandboxScope("web1"), Limits{})
-	st.Put("balance", Entry{Value: []byte("10")})
+	mustPut(t, st, "balance", Entry{Value: []byte("10")})
 	tests := []struct {
 		name      string
 		txn       Txn
@@ -160,7 +163,7 @@ func TestATransactionAppliesAllOrNothing(t *testing.T) {
 func TestConcurrentTransactionsNeverLoseAnIncrement(t *testing.T) {
 	db := openTest(t, nil)
 	st := db.Keys(KindState, "default", SandboxScope("c"), Limits{})
-	st.Put("n", Entry{Value: []byte("0")})
+	mustPut(t, st, "n", Entry{Value: []byte("0")})
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
 		wg.Add(1)
@@ -213,10 +216,10 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 
 func TestPurgeRemovesOnlyThatSandboxsData(t *testing.T) {
 	db := openTest(t, nil)
-	db.Keys(KindState, "default", SandboxScope("a"), Limits{}).Put("k", Entry{Value: []byte("a")})
-	db.Keys(KindState, "default", SandboxScope("b"), Limits{}).Put("k", Entry{Value: []byte("b")})
-	db.Keys(KindKV, "default", SandboxScope("a"), Limits{}).Put("k", Entry{Value: []byte("a")})
-	db.KV("default").Put("k", Entry{Value: []byte("shared")})
+	mustPut(t, db.Keys(KindState, "default", SandboxScope("a"), Limits{}), "k", Entry{Value: []byte("a")})
+	mustPut(t, db.Keys(KindState, "default", SandboxScope("b"), Limits{}), "k", Entry{Value: []byte("b")})
+	mustPut(t, db.Keys(KindKV, "default", SandboxScope("a"), Limits{}), "k", Entry{Value: []byte("a")})
+	mustPut(t, db.KV("default"), "k", Entry{Value: []byte("shared")})
 	if err := db.Purge("a"); err != nil {
 		t.Fatal(err)
 	}

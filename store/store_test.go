@@ -30,6 +30,15 @@ func openTest(t *testing.T, opts *Options) *DB {
 	return db
 }
 
+// mustPut writes key or ends the test: a write that failed would
+// otherwise pass every "cannot see it" assertion after it.
+func mustPut(t testing.TB, kv *KV, key string, e Entry) {
+	t.Helper()
+	if err := kv.Put(key, e); err != nil {
+		t.Fatalf("Put(%q): %v", key, err)
+	}
+}
+
 func TestKVPutGetDelete(t *testing.T) {
 	db := openTest(t, nil)
 	kv := db.KV("default")
@@ -56,7 +65,10 @@ func TestKVPutGetDelete(t *testing.T) {
 
 func TestNamespacesAreSeparate(t *testing.T) {
 	db := openTest(t, nil)
-	db.KV("a").Put("k", Entry{Value: []byte("1")})
+	mustPut(t, db.KV("a"), "k", Entry{Value: []byte("1")})
+	if _, err := db.KV("a").Get("k"); err != nil {
+		t.Fatalf("namespace a cannot read its own key: %v", err)
+	}
 	if _, err := db.KV("b").Get("k"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("namespace b sees a's key: %v", err)
 	}
@@ -93,7 +105,7 @@ func TestExpiredEntriesAreInvisibleAndMetadataRoundTrips(t *testing.T) {
 	now := time.Unix(1000, 0)
 	db := openTest(t, &Options{Now: func() time.Time { return now }})
 	kv := db.KV("default")
-	kv.Put("soon", Entry{Value: []byte("x"), Expires: now.Add(time.Second), Metadata: []byte(`{"a":1}`)})
+	mustPut(t, kv, "soon", Entry{Value: []byte("x"), Expires: now.Add(time.Second), Metadata: []byte(`{"a":1}`)})
 	e, err := kv.Get("soon")
 	if err != nil || !bytes.Equal(e.Metadata, []byte(`{"a":1}`)) || !e.Expires.Equal(now.Add(time.Second)) {
 		t.Fatalf("get = %+v %v", e, err)
@@ -110,8 +122,10 @@ func TestDataSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.KV("default").Put("k", Entry{Value: []byte("durable")})
-	db.SaveSandbox("web1", []byte(`{}`))
+	mustPut(t, db.KV("default"), "k", Entry{Value: []byte("durable")})
+	if err := db.SaveSandbox("web1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 	if _, err := db.KV("default").Get("k"); !errors.Is(err, ErrClosed) {
 		t.Errorf("get on closed db: %v, want ErrClosed", err)
@@ -176,7 +190,7 @@ func TestMetricsCountOperationsByResult(t *testing.T) {
 	db := openTest(t, &Options{Metrics: m})
 	kv := db.KV("default")
 	kv.Get("missing")
-	kv.Put("k", Entry{Value: []byte("v")})
+	mustPut(t, kv, "k", Entry{Value: []byte("v")})
 	kv.Get("k")
 	if got := testutil.ToFloat64(m.ops.WithLabelValues("kv", "get", "not_found")); got != 1 {
 		t.Errorf("kv get not_found = %v", got)

@@ -46,13 +46,15 @@ func (l *listener) Accept() (net.Conn, error) {
 		l.mu.Lock()
 		if l.open[src] >= l.max {
 			l.mu.Unlock()
+			// Counted before the reset: whoever sees the reset sees it
+			// counted.
+			if l.rejected != nil {
+				l.rejected()
+			}
 			if tc, ok := c.(*net.TCPConn); ok {
 				tc.SetLinger(0) // a reset, not a slow close
 			}
 			c.Close()
-			if l.rejected != nil {
-				l.rejected()
-			}
 			continue
 		}
 		l.open[src]++

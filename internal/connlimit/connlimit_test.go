@@ -139,3 +139,24 @@ func TestAConnectionKeepsWhatTheRouterNeedsOfIt(t *testing.T) {
 		t.Errorf("SyscallConn: %v", err)
 	}
 }
+
+func TestASourceIsCountedByItsIPv4AddressHoweverItIsSpelled(t *testing.T) {
+	tests := []struct {
+		name string
+		addr net.Addr
+		want string
+	}{
+		{"a TCP peer", &net.TCPAddr{IP: net.ParseIP("10.213.0.6"), Port: 40000}, "10.213.0.6"},
+		{"an IPv4-mapped TCP peer on a dual-stack listener", &net.TCPAddr{IP: net.ParseIP("::ffff:10.213.0.6"), Port: 40001}, "10.213.0.6"},
+		{"a UDP peer", &net.UDPAddr{IP: net.ParseIP("::ffff:10.213.0.6"), Port: 53}, "10.213.0.6"},
+		{"an IPv6 peer stays itself", &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}, "2001:db8::1"},
+		{"a peer of no IP shares the zero address", &net.UnixAddr{Name: "@x", Net: "unix"}, "invalid IP"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := source(tt.addr).String(); got != tt.want {
+				t.Errorf("source(%v) = %s, want %s", tt.addr, got, tt.want)
+			}
+		})
+	}
+}

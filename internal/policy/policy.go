@@ -216,6 +216,15 @@ type AddrBook struct {
 	names     map[netip.Addr]map[string]time.Time
 	indexed   int
 	lastSweep time.Time
+	// clock is time.Now unless a test sets it: answers expire by it.
+	clock func() time.Time
+}
+
+func (b *AddrBook) now() time.Time {
+	if b.clock != nil {
+		return b.clock()
+	}
+	return time.Now()
 }
 
 // Bounds on the reverse index: what DNS answers can make the daemon keep
@@ -241,7 +250,7 @@ func (b *AddrBook) Learn(sandbox, name string, addrs []netip.Addr, ttl time.Dura
 		return
 	}
 	name = normName(name)
-	exp := time.Now().Add(max(ttl, time.Second))
+	exp := b.now().Add(max(ttl, time.Second))
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.index(name, addrs, exp)
@@ -254,7 +263,7 @@ func (b *AddrBook) Learn(sandbox, name string, addrs []netip.Addr, ttl time.Dura
 		b.m[sandbox] = names
 	}
 	if len(names) >= maxNamesPerSandbox {
-		now := time.Now()
+		now := b.now()
 		for n, ls := range names {
 			live := ls[:0]
 			for _, l := range ls {
@@ -297,7 +306,7 @@ func (b *AddrBook) index(name string, addrs []netip.Addr, exp time.Time) {
 		ns := b.names[a]
 		old, known := ns[name]
 		if !known {
-			if b.indexed >= maxIndexedPairs && time.Since(b.lastSweep) > time.Second {
+			if b.indexed >= maxIndexedPairs && b.now().Sub(b.lastSweep) > time.Second {
 				// At most once a second: a full index of live entries
 				// would otherwise cost a walk of it per answer.
 				b.sweepIndex()
@@ -318,7 +327,7 @@ func (b *AddrBook) index(name string, addrs []netip.Addr, exp time.Time) {
 }
 
 func (b *AddrBook) sweepIndex() {
-	now := time.Now()
+	now := b.now()
 	b.lastSweep = now
 	for a, ns := range b.names {
 		for n, exp := range ns {
@@ -336,7 +345,7 @@ func (b *AddrBook) sweepIndex() {
 // NamesOf returns the names DNS answers (to any sandbox, or to the daemon)
 // gave a as an address of, while those answers live.
 func (b *AddrBook) NamesOf(a netip.Addr) []string {
-	now := time.Now()
+	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []string
@@ -351,7 +360,7 @@ func (b *AddrBook) NamesOf(a netip.Addr) []string {
 // Indexed calls fn for every live (address, name) the book holds, with the
 // time left: what a policy change re-applies its denies from.
 func (b *AddrBook) Indexed(fn func(a netip.Addr, name string, left time.Duration)) {
-	now := time.Now()
+	now := b.now()
 	type entry struct {
 		a    netip.Addr
 		name string
@@ -375,7 +384,7 @@ func (b *AddrBook) Indexed(fn func(a netip.Addr, name string, left time.Duration
 // Knows reports whether sandbox was told that name has address a.
 func (b *AddrBook) Knows(sandbox, name string, a netip.Addr) bool {
 	name = normName(name)
-	now := time.Now()
+	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, l := range b.m[sandbox][name] {

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// memSandboxes is the daemon's manager as the admin API sees it, in
+// memory: what the CLI asks for is what the test reads back.
+type memSandboxes struct {
+	mu sync.Mutex
+	m  map[string]netns.Sandbox
+}
+
+func (f *memSandboxes) Create(name string, p *policy.Policy) (netns.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.m[name]; ok {
+		return netns.Sandbox{}, fmt.Errorf("%w: %s", netns.ErrExists, name)
+	}
+	sb := netns.Sandbox{Name: name, NetnsPath: "/run/netns/icd-" + name, Addr: netip.MustParseAddr("10.213.0.2")}
+	if p != nil {
+		sb.Policy = *p
+	}
+	f.m[name] = sb
+	return sb, nil
+}
+
+func (f *memSandboxes) Attach(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error) {
+	sb, err := f.Create(name, p)
+	if err != nil {
+		return sb, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb.NetnsPath, sb.Interface, sb.External = nsPath, ifName, true
+	sb.Gateway, sb.Subnet, sb.MAC = netip.MustParseAddr("10.213.0.1"), netip.MustParsePrefix("10.213.0.0/30"), "02:00:0a:d5:00:02"
+	f.m[name] = sb
+	return sb, nil
+}
+
+func (f *memSandboxes) Check(name string) error { return nil }
+
+func (f *memSandboxes) SetPolicy(name string, p policy.Policy) (netns.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, ok := f.m[name]
+	if !ok {
+		return sb, fmt.Errorf("%w: %s", netns.ErrNotFound, name)
+	}
+	sb.Policy = p
+	f.m[name] = sb
+	return sb, nil
+}
+
+func (f *memSandboxes) Delete(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.m[name]; !ok {
+		return fmt.Errorf("%w: %s", netns.ErrNotFound, name)
+	}
+	delete(f.m, name)
+	return nil
+}
+
+func (f *memSandboxes) Get(name string) (netns.Sandbox, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, ok := f.m[name]
+	return sb, ok
+}
+
+func (f *memSandboxes) List() []netns.Sandbox {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []netns.Sandbox
+	for _, sb := range f.m {
+		out = append(out, sb)
+	}
+	return out
+}
+
+// fakeDaemon serves the admin API over memSandboxes and a store in a temp
+// dir, and returns its socket.
+func fakeDaemon(t *testing.T) (string, *memSandboxes, *store.DB) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "icd-cli-") // a socket path must fit in 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	db, err := store.Open(filepath.Join(dir, "data"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	sbs := &memSandboxes{m: map[string]netns.Sandbox{}}
+	sock := filepath.Join(dir, "admin.sock")
+	srv, err := admin.Listen(sock, admin.Backend{
+		DefaultPolicy: policy.Policy{Internet: true, DeniedHosts: []string{"*.evil.test"}},
+		Sandboxes:     sbs, Store: db,
+		Status: func() admin.Status {
+			return admin.Status{Version: "9.9.9", Sandboxes: int64(len(sbs.List())), StoreMinFreeBytes: 1 << 30, StoreFreeBytes: 1 << 20}
+		},
+	}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return sock, sbs, db
+}
+
+// captureAll runs the CLI with args and returns its exit code, stdout and
+// stderr.
+func captureAll(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldOut, oldErr := os.Stdout, os.Stderr
+	os.Stdout, os.Stderr = outW, errW
+	var out, stderr []byte
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); out, _ = io.ReadAll(outR) }()
+	go func() { defer wg.Done(); stderr, _ = io.ReadAll(errR) }()
+	code := run(args)
+	os.Stdout, os.Stderr = oldOut, oldErr
+	outW.Close()
+	errW.Close()
+	wg.Wait()
+	return code, string(out), string(stderr)
+}
+
+func TestTheSandboxCommandsSayWhatTheyMeanToTheDaemon(t *testing.T) {
+	sock, sbs, db := fakeDaemon(t)
+	s := []string{"--admin-socket", sock}
+	steps := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  string
+		wantErr  string
+		check    func(t *testing.T)
+	}{
+		{"create prints the namespace path", []string{"sandbox", "create", "web1", "--internet", "off", "--allow", "a.test", "--allow", "192.0.2.0/24", "--quota", "kv.bytes=1KiB", "--quota", "blob.keys=3"},
+			0, "/run/netns/icd-web1\n", "", func(t *testing.T) {
+				sb, _ := sbs.Get("web1")
+				// The flags given replace; the one not given keeps the default.
+				if sb.Policy.Internet || !slices.Equal(sb.Policy.AllowedHosts, []string{"a.test", "192.0.2.0/24"}) || !slices.Equal(sb.Policy.DeniedHosts, []string{"*.evil.test"}) {
+					t.Errorf("created with %+v", sb.Policy)
+				}
+				if q, _ := db.Quota("web1"); q.KV.Bytes != 1024 || q.Blob.Keys != 3 {
+					t.Errorf("quota %+v", q)
+				}
+			}},
+		{"create without policy flags sends no policy", []string{"sandbox", "create", "plain"}, 0, "/run/netns/icd-plain\n", "", func(t *testing.T) {
+			if sb, _ := sbs.Get("plain"); sb.Policy.Internet || sb.Policy.DeniedHosts != nil {
+				t.Errorf("a create without flags sent a policy: %+v", sb.Policy)
+			}
+		}},
+		{"an empty --deny clears the list", []string{"sandbox", "policy", "web1", "--deny", ""}, 0, `"denied_hosts": []`, "", func(t *testing.T) {
+			if sb, _ := sbs.Get("web1"); sb.Policy.DeniedHosts == nil || len(sb.Policy.DeniedHosts) != 0 || len(sb.Policy.AllowedHosts) != 2 {
+				t.Errorf("policy %+v", sb.Policy)
+			}
+		}},
+		{"policy without flags shows it", []string{"sandbox", "policy", "web1"}, 0, `"a.test"`, "", nil},
+		{"quota without flags shows it", []string{"sandbox", "quota", "web1"}, 0, `"bytes": 1024`, "", nil},
+		{"quota with flags replaces the overrides", []string{"sandbox", "quota", "web1", "--quota", "state.keys=7"}, 0, `"keys": 7`, "", func(t *testing.T) {
+			if q, _ := db.Quota("web1"); q.KV.Bytes != 0 || q.State.Keys != 7 {
+				t.Errorf("quota %+v", q)
+			}
+		}},
+		{"show gives the record with usage and quota", []string{"sandbox", "show", "web1"}, 0, `"usage"`, "", nil},
+		{"list has a header and a row each", []string{"sandbox", "list"}, 0, "NAME", "", nil},
+		{"status", []string{"status"}, 0, "UNDER THE FLOOR", "", nil},
+		{"status as JSON", []string{"status", "--json"}, 0, `"version": "9.9.9"`, "", nil},
+		{"store stats after the check", []string{"store", "--check"}, 0, `"file_bytes"`, "", nil},
+		{"--internet takes on or off only", []string{"sandbox", "policy", "web1", "--internet", "yes"}, 1, "", `--internet "yes": want on or off`, nil},
+		{"--quota wants a field and a value", []string{"sandbox", "create", "x", "--quota", "kv.bytes"}, 1, "", "want kind.bytes=SIZE", nil},
+		{"--quota of keys wants a count", []string{"sandbox", "create", "x", "--quota", "kv.keys=-1"}, 1, "", "not a number of keys", nil},
+		{"--quota of bytes wants a size", []string{"sandbox", "create", "x", "--quota", "kv.bytes=lots"}, 1, "", "--quota kv.bytes", nil},
+		{"--quota of an unknown field", []string{"sandbox", "create", "x", "--quota", "kv.files=1"}, 1, "", "want one of", nil},
+		{"--quota goes with create and quota only", []string{"sandbox", "policy", "web1", "--quota", "kv.keys=1"}, 1, "", "--quota goes with", nil},
+		{"the daemon's refusal is the CLI's error", []string{"sandbox", "create", "web1"}, 1, "", "already exists", nil},
+		{"delete --purge", []string{"sandbox", "delete", "--purge", "web1"}, 0, "", "", func(t *testing.T) {
+			if _, ok := sbs.Get("web1"); ok {
+				t.Error("web1 survived")
+			}
+		}},
+		{"an unknown sandbox command is a usage error", []string{"sandbox", "frob"}, 2, "", "unknown command", nil},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			code, out, stderr := captureAll(t, append(st.args, s...)...)
+			if code != st.wantCode || !strings.Contains(out, st.wantOut) || !strings.Contains(stderr, st.wantErr) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want %d, stdout containing %q, stderr containing %q", code, out, stderr, st.wantCode, st.wantOut, st.wantErr)
+			}
+			if st.check != nil {
+				st.check(t)
+			}
+		})
+	}
+}

@@ -1,0 +1,340 @@
+package daemon
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestTheManagerIsConfiguredFromTheConfig(t *testing.T) {
+	cfg := config.Default()
+	nc, err := NetnsParams(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc.Pool.String() != "10.213.0.0/16" || nc.NetnsPrefix != "icd-" || nc.InterfacePrefix != "icd" || nc.ResolvConfDir != ResolvConfDir {
+		t.Errorf("manager config %+v", nc)
+	}
+	r := nc.Rules
+	if r.HTTPListenIP != "127.0.0.1" || r.HTTPListenPort != 15380 || r.DNSPort != 15353 || r.DNSQPS != 2000 || r.InterfacePrefix != "icd" {
+		t.Errorf("rule params %+v", r)
+	}
+	// What routed traffic may never reach: the pool (other sandboxes), the
+	// handlers' virtual addresses, the host, link-local (cloud metadata).
+	for _, p := range []string{"10.213.0.0/16", "198.18.213.0/24", "127.0.0.0/8", "169.254.0.0/16"} {
+		if !slices.Contains(r.Protected, p) {
+			t.Errorf("%s is not protected: %v", p, r.Protected)
+		}
+	}
+	for _, p := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"} {
+		if !slices.Contains(r.Private, p) {
+			t.Errorf("%s is not private: %v", p, r.Private)
+		}
+	}
+	for _, p := range r.Private {
+		if strings.Contains(p, ":") {
+			t.Errorf("an IPv6 prefix in the IPv4 rules: %s", p)
+		}
+	}
+	off := false
+	cfg.Sandbox.ResolvConf = &off
+	if nc, _ := NetnsParams(cfg); nc.ResolvConfDir != "" {
+		t.Error("resolv_conf: false still writes resolv.conf files")
+	}
+	for field, mutate := range map[string]func(*config.Config){
+		"sandbox.pool": func(c *config.Config) { c.Sandbox.Pool = "nope" },
+		"listen.http":  func(c *config.Config) { c.Listen.HTTP = "nope" },
+	} {
+		c := config.Default()
+		mutate(c)
+		if _, err := NetnsParams(c); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("a bad %s: %v, want an error naming it", field, err)
+		}
+	}
+}
+
+func TestHandlersGetVirtualAddressesInConfigOrder(t *testing.T) {
+	cfg := config.Default()
+	cfg.Handlers = []config.Handler{{Host: "My.KV"}, {Host: "*"}, {Host: "my.r2."}, {Host: "state.do"}}
+	got := VirtualAddrs(cfg)
+	want := map[string]netip.Addr{
+		"my.kv":    netip.MustParseAddr("198.18.213.1"),
+		"my.r2":    netip.MustParseAddr("198.18.213.2"),
+		"state.do": netip.MustParseAddr("198.18.213.3"),
+	}
+	if len(got) != len(want) {
+		t.Fatalf("virtual addresses %v, want %v (the catch-all has none)", got, want)
+	}
+	for h, a := range want {
+		if got[h] != a {
+			t.Errorf("%s at %s, want %s", h, got[h], a)
+		}
+	}
+}
+
+func TestQuotasComeFromTheConfig(t *testing.T) {
+	cfg := config.Default()
+	cfg.Quota.KV = config.QuotaLimit{Bytes: 10, Keys: 1}
+	cfg.Quota.State = config.QuotaLimit{Bytes: 20, Keys: 2}
+	cfg.Quota.Blob = config.QuotaLimit{Bytes: 30, Keys: 3}
+	want := store.Amounts{KV: store.Amount{Bytes: 10, Keys: 1}, State: store.Amount{Bytes: 20, Keys: 2}, Blob: store.Amount{Bytes: 30, Keys: 3}}
+	if got := Quotas(cfg); got != want {
+		t.Errorf("Quotas = %+v, want %+v", got, want)
+	}
+}
+
+func testBuilder(t *testing.T) *builder {
+	t.Helper()
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &builder{db: db, cfg: config.Default(), log: slog.New(slog.DiscardHandler)}
+}
+
+func TestEachHandlerKindIsBuiltAsConfigured(t *testing.T) {
+	b := testBuilder(t)
+	b.cfg.Deny.Status = 451
+	tests := []struct {
+		h     config.Handler
+		check func(router.Handler) bool
+	}{
+		{config.Handler{Host: "my.kv", Kind: "kv", Namespace: "ns", Scope: "sandbox"}, func(h router.Handler) bool {
+			kv, ok := h.(*router.KV)
+			return ok && kv.Kind == store.KindKV && kv.Namespace == "ns" && kv.PerSandbox && !kv.Transactions
+		}},
+		{config.Handler{Host: "state.do", Kind: "state"}, func(h router.Handler) bool {
+			kv, ok := h.(*router.KV)
+			return ok && kv.Kind == store.KindState && kv.PerSandbox && kv.Transactions
+		}},
+		{config.Handler{Host: "my.r2", Kind: "blob", Bucket: "b", Limits: config.Limits{MaxObjectBytes: 99}}, func(h router.Handler) bool {
+			bl, ok := h.(*router.Blob)
+			return ok && bl.Bucket == "b" && !bl.PerSandbox && bl.Limits.MaxObjectBytes == 99 && bl.Limits.MaxKeyBytes == 512
+		}},
+		{config.Handler{Host: "x.test", Kind: "respond", Status: 204, Body: "b"}, func(h router.Handler) bool {
+			r, ok := h.(*router.Respond)
+			return ok && r.Status == 204 && r.Body == "b"
+		}},
+		{config.Handler{Host: "no.test", Kind: "deny"}, func(h router.Handler) bool {
+			d, ok := h.(*router.Deny)
+			return ok && d.Status == 451
+		}},
+		{config.Handler{Host: "api.test", Kind: "proxy", Upstream: "http://192.0.2.2/v1"}, func(h router.Handler) bool {
+			p, ok := h.(*router.Proxy)
+			return ok && p.Upstream.String() == "http://192.0.2.2/v1" && p.Name == "api.test" && p.TLS == nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.h.Kind, func(t *testing.T) {
+			h, err := b.build(tt.h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(h) {
+				t.Errorf("built %#v", h)
+			}
+		})
+	}
+	if _, err := b.build(config.Handler{Host: "x.test", Kind: "lambda"}); err == nil || !strings.Contains(err.Error(), `unknown kind "lambda"`) {
+		t.Errorf("an unknown kind: %v", err)
+	}
+}
+
+func TestAProxysSecretsAndCAAreLoadedOrTheConfigIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "creds")
+	os.Mkdir(creds, 0o700)
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	write := func(path, content string) string {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	write(filepath.Join(creds, "gh-token0"), "from-systemd\n")
+	secretFile := write(filepath.Join(dir, "secret"), "from-file\n")
+	caFile := write(filepath.Join(dir, "ca.pem"), string(testCAPEM(t)))
+	notPEM := write(filepath.Join(dir, "not.pem"), "hello")
+
+	proxy := func(in []config.Inject, ca string) config.Handler {
+		return config.Handler{Host: "api.test", Kind: "proxy", Upstream: "https://api.test/", Inject: in, CAFile: ca}
+	}
+	tests := []struct {
+		name    string
+		h       config.Handler
+		wantErr string
+	}{
+		{"a systemd credential", proxy([]config.Inject{{Header: "Authorization", Credential: "gh-token0"}}, ""), ""},
+		{"a secret file", proxy([]config.Inject{{Header: "Authorization", File: secretFile}}, ""), ""},
+		{"a per-sandbox KV secret", proxy([]config.Inject{{Header: "Authorization", KVNamespace: "secrets"}}, ""), ""},
+		{"a CA bundle", proxy(nil, caFile), ""},
+		{"a credential that is not there", proxy([]config.Inject{{Header: "X", Credential: "absent"}}, ""), "inject[0]: reading secret"},
+		{"a credential that is a path", proxy([]config.Inject{{Header: "X", Credential: "../secret"}}, ""), "not a file name"},
+		{"a secret file that is not there", proxy([]config.Inject{{Header: "X", File: filepath.Join(dir, "absent")}}, ""), "inject[0]: reading secret"},
+		{"a CA file that is not there", proxy(nil, filepath.Join(dir, "absent.pem")), "ca_file"},
+		{"a CA file without a certificate", proxy(nil, notPEM), "holds no PEM certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := testBuilder(t).build(tt.h)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "handler api.test") {
+					t.Fatalf("got %v, want an error naming the handler and %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := h.(*router.Proxy)
+			if tt.h.CAFile != "" && (p.TLS == nil || p.TLS.RootCAs == nil) {
+				t.Error("the CA bundle is not what the proxy verifies with")
+			}
+		})
+	}
+	t.Run("the credential's value is what the proxy injects", func(t *testing.T) {
+		var got string
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Get("Authorization") }))
+		defer up.Close()
+		b := testBuilder(t)
+		h, err := b.build(config.Handler{Host: "api.test", Kind: "proxy", Upstream: up.URL,
+			Inject: []config.Inject{{Header: "Authorization", Template: "Bearer {secret}", Credential: "gh-token0"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, httptest.NewRequest("GET", "http://api.test/", nil), router.Env{Sandbox: "web1"}); err != nil {
+			t.Fatal(err)
+		}
+		if got != "Bearer from-systemd" {
+			t.Errorf("the upstream got Authorization %q, want the systemd credential", got)
+		}
+	})
+}
+
+func TestReloadRereadsSecretsAndKeepsTheOldValueOfOneThatFails(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	path := filepath.Join(dir, "tok")
+	os.WriteFile(path, []byte("v1"), 0o600)
+	b := testBuilder(t)
+	if _, err := b.build(config.Handler{Host: "api.test", Kind: "proxy", Upstream: "http://192.0.2.2/",
+		Inject: []config.Inject{{Header: "X", Credential: "tok"}}}); err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{builder: b, log: slog.New(slog.DiscardHandler)}
+	value := func() string { v, _ := b.files[0].Value(router.Env{}); return string(v) }
+
+	os.WriteFile(path, []byte("v2"), 0o600)
+	if err := d.Reload(); err != nil || value() != "v2" {
+		t.Errorf("after reload: %q, %v; want v2", value(), err)
+	}
+	os.Remove(path)
+	if err := d.Reload(); err == nil || value() != "v2" {
+		t.Errorf("a reload that fails: %q, %v; want an error and v2 kept", value(), err)
+	}
+}
+
+// testCAPEM is a CA certificate of its own, in PEM.
+func testCAPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func TestStatusSumsTheDaemonsOwnMetrics(t *testing.T) {
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	kv := db.Keys(store.KindKV, "default", store.SandboxScope("web1"), store.Limits{})
+	if err := kv.Put("k", store.Entry{Value: []byte("12345"), Owner: "web1"}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	active := prometheus.NewGauge(prometheus.GaugeOpts{Name: "interceptd_sandbox_active"})
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_router_requests_total"}, []string{"handler", "code", "sandbox"})
+	queries := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_dns_queries_total"}, []string{"rcode"})
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_policy_decisions_total"}, []string{"protocol", "result", "reason", "sandbox"})
+	reg.MustRegister(active, requests, queries, decisions)
+	active.Set(3)
+	requests.WithLabelValues("my.kv", "200", "a").Add(5)
+	requests.WithLabelValues("_forward", "502", "b").Add(2)
+	queries.WithLabelValues("NOERROR").Add(7)
+	decisions.WithLabelValues("http", "deny", "denied_host", "a").Add(4)
+	decisions.WithLabelValues("dns", "deny", "not_allowed", "b").Add(1)
+	decisions.WithLabelValues("http", "forward", "internet_on", "a").Add(9)
+	cfg := config.Default()
+	cfg.Store.MinFreeBytes = 1 << 20
+	d := &Daemon{cfg: cfg, db: db, reg: reg, started: time.Now().Add(-time.Minute)}
+
+	st := d.Status()
+	if st.Sandboxes != 3 || st.Requests != 7 || st.DNSQueries != 7 || st.Denials != 5 {
+		t.Errorf("status %+v, want 3 sandboxes, 7 requests, 7 queries, 5 denials (not the 9 forwards)", st)
+	}
+	if st.UptimeSeconds < 59 || st.StoreUsage.KV.Keys != 1 || st.StoreMinFreeBytes != 1<<20 || st.StoreFreeBytes <= 0 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestHealthyNeedsTheStoreAndTheAdminSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "icd-health-") // a socket path must fit in 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := store.Open(filepath.Join(dir, "data"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.AdminSocket = filepath.Join(dir, "admin.sock")
+	d := &Daemon{cfg: cfg, db: db}
+	if err := d.Healthy(); err == nil || !strings.Contains(err.Error(), "admin socket") {
+		t.Errorf("without the socket: %v, want an admin socket error", err)
+	}
+	ln, err := net.Listen("unix", cfg.AdminSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := d.Healthy(); err != nil {
+		t.Errorf("with both: %v", err)
+	}
+	db.Close()
+	if err := d.Healthy(); err == nil || !strings.Contains(err.Error(), "store") {
+		t.Errorf("with the store closed: %v, want a store error", err)
+	}
+}
