@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,90 +12,15 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/admin/admintest"
 	"github.com/interceptd/interceptd/internal/policy"
-	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// memSandboxes is the daemon's manager as the admin API sees it, in
-// memory: what the CLI asks for is what the test reads back.
-type memSandboxes struct {
-	mu sync.Mutex
-	m  map[string]netns.Sandbox
-}
-
-func (f *memSandboxes) Create(name string, p *policy.Policy) (netns.Sandbox, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.m[name]; ok {
-		return netns.Sandbox{}, fmt.Errorf("%w: %s", netns.ErrExists, name)
-	}
-	sb := netns.Sandbox{Name: name, NetnsPath: "/run/netns/icd-" + name, Addr: netip.MustParseAddr("10.213.0.2")}
-	if p != nil {
-		sb.Policy = *p
-	}
-	f.m[name] = sb
-	return sb, nil
-}
-
-func (f *memSandboxes) Attach(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error) {
-	sb, err := f.Create(name, p)
-	if err != nil {
-		return sb, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb.NetnsPath, sb.Interface, sb.External = nsPath, ifName, true
-	sb.Gateway, sb.Subnet, sb.MAC = netip.MustParseAddr("10.213.0.1"), netip.MustParsePrefix("10.213.0.0/30"), "02:00:0a:d5:00:02"
-	f.m[name] = sb
-	return sb, nil
-}
-
-func (f *memSandboxes) Check(name string) error { return nil }
-
-func (f *memSandboxes) SetPolicy(name string, p policy.Policy) (netns.Sandbox, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb, ok := f.m[name]
-	if !ok {
-		return sb, fmt.Errorf("%w: %s", netns.ErrNotFound, name)
-	}
-	sb.Policy = p
-	f.m[name] = sb
-	return sb, nil
-}
-
-func (f *memSandboxes) Delete(name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.m[name]; !ok {
-		return fmt.Errorf("%w: %s", netns.ErrNotFound, name)
-	}
-	delete(f.m, name)
-	return nil
-}
-
-func (f *memSandboxes) Get(name string) (netns.Sandbox, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb, ok := f.m[name]
-	return sb, ok
-}
-
-func (f *memSandboxes) List() []netns.Sandbox {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []netns.Sandbox
-	for _, sb := range f.m {
-		out = append(out, sb)
-	}
-	return out
-}
-
-// fakeDaemon serves the admin API over memSandboxes and a store in a temp
+// fakeDaemon serves the admin API over admintest.Sandboxes and a store in a temp
 // dir, and returns its socket.
-func fakeDaemon(t *testing.T) (string, *memSandboxes, *store.DB) {
+func fakeDaemon(t *testing.T) (string, *admintest.Sandboxes, *store.DB) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "icd-cli-") // a socket path must fit in 108 bytes
 	if err != nil {
@@ -109,7 +32,7 @@ func fakeDaemon(t *testing.T) (string, *memSandboxes, *store.DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	sbs := &memSandboxes{m: map[string]netns.Sandbox{}}
+	sbs := &admintest.Sandboxes{}
 	sock := filepath.Join(dir, "admin.sock")
 	srv, err := admin.Listen(sock, admin.Backend{
 		DefaultPolicy: policy.Policy{Internet: true, DeniedHosts: []string{"*.evil.test"}},

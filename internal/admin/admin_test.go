@@ -7,116 +7,20 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/interceptd/interceptd/internal/admin/admintest"
 	"github.com/interceptd/interceptd/internal/policy"
-	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// fakeSandboxes is the manager as the API sees it, in memory: names are
-// checked and policies compiled as the real one does, nothing touches
-// the kernel.
-type fakeSandboxes struct {
-	mu       sync.Mutex
-	m        map[string]netns.Sandbox
-	def      policy.Policy // the manager's default, as netns.Config.DefaultPolicy
-	checkErr error
-}
-
-func (f *fakeSandboxes) make(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !netns.ValidName(name) {
-		return netns.Sandbox{}, fmt.Errorf("%w %q", netns.ErrInvalidName, name)
-	}
-	if _, ok := f.m[name]; ok {
-		return netns.Sandbox{}, fmt.Errorf("%w: %s", netns.ErrExists, name)
-	}
-	pol := f.def
-	if p != nil {
-		pol = *p
-	}
-	if _, err := pol.Compile(); err != nil {
-		return netns.Sandbox{}, fmt.Errorf("%w: %w", netns.ErrInvalidPolicy, err)
-	}
-	sb := netns.Sandbox{Name: name, NetnsPath: nsPath, Interface: ifName, External: nsPath != "", Policy: pol,
-		Addr: netip.AddrFrom4([4]byte{10, 213, 0, byte(2 + 4*len(f.m))})}
-	f.m[name] = sb
-	return sb, nil
-}
-
-func (f *fakeSandboxes) Create(name string, p *policy.Policy) (netns.Sandbox, error) {
-	return f.make(name, "", "", p)
-}
-
-func (f *fakeSandboxes) Attach(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error) {
-	return f.make(name, nsPath, ifName, p)
-}
-
-func (f *fakeSandboxes) Check(name string) error {
-	if _, ok := f.Get(name); !ok {
-		return fmt.Errorf("%w: %s", netns.ErrNotFound, name)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.checkErr
-}
-
-func (f *fakeSandboxes) setCheckErr(err error) { f.mu.Lock(); f.checkErr = err; f.mu.Unlock() }
-
-func (f *fakeSandboxes) SetPolicy(name string, p policy.Policy) (netns.Sandbox, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb, ok := f.m[name]
-	if !ok {
-		return sb, fmt.Errorf("%w: %s", netns.ErrNotFound, name)
-	}
-	if _, err := p.Compile(); err != nil {
-		return sb, fmt.Errorf("%w: %w", netns.ErrInvalidPolicy, err)
-	}
-	sb.Policy = p
-	f.m[name] = sb
-	return sb, nil
-}
-
-func (f *fakeSandboxes) Delete(name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.m[name]; !ok {
-		return fmt.Errorf("%w: %s", netns.ErrNotFound, name)
-	}
-	delete(f.m, name)
-	return nil
-}
-
-func (f *fakeSandboxes) Get(name string) (netns.Sandbox, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	sb, ok := f.m[name]
-	return sb, ok
-}
-
-func (f *fakeSandboxes) List() []netns.Sandbox {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []netns.Sandbox
-	for _, sb := range f.m {
-		out = append(out, sb)
-	}
-	slices.SortFunc(out, func(a, b netns.Sandbox) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
 
 // testStore is a real store whose consistency check a test can fail.
 type testStore struct {
@@ -134,7 +38,7 @@ func (s *testStore) Check() error {
 type apiFixture struct {
 	c      *Client
 	socket string
-	sb     *fakeSandboxes
+	sb     *admintest.Sandboxes
 	st     *testStore
 	reg    *prometheus.Registry
 	seen   atomic.Pointer[router.Env] // what the last handler call was given
@@ -156,7 +60,7 @@ func newAPI(t *testing.T) *apiFixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	def := policy.Policy{Internet: false, DeniedHosts: []string{"*.evil.test"}}
-	f := &apiFixture{sb: &fakeSandboxes{m: map[string]netns.Sandbox{}, def: def}, st: &testStore{DB: db}, reg: prometheus.NewRegistry()}
+	f := &apiFixture{sb: &admintest.Sandboxes{Default: def}, st: &testStore{DB: db}, reg: prometheus.NewRegistry()}
 	record := router.HandlerFunc(func(w http.ResponseWriter, r *http.Request, env router.Env) error {
 		f.seen.Store(&env)
 		fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
@@ -306,8 +210,8 @@ func TestReadingChangingAndDeletingASandboxThroughTheAPI(t *testing.T) {
 		if err := f.c.Check("web1"); err != nil {
 			t.Errorf("check: %v", err)
 		}
-		f.sb.setCheckErr(errors.New("veth icd3 is gone"))
-		defer f.sb.setCheckErr(nil)
+		f.sb.SetCheckErr(errors.New("veth icd3 is gone"))
+		defer f.sb.SetCheckErr(nil)
 		if err := f.c.Check("web1"); statusOfErr(t, err) != 500 || !strings.Contains(err.Error(), "veth icd3 is gone") {
 			t.Errorf("check of broken wiring: %v, want a 500 saying why", err)
 		}
