@@ -98,7 +98,10 @@ func New(cfg Config) *Shim {
 	names := make(map[string]netip.Addr, len(cfg.Names))
 	fast := make(map[string]fastName, len(cfg.Names))
 	for n, a := range cfg.Names {
-		key := dns.Fqdn(strings.ToLower(strings.TrimSuffix(n, ".")))
+		// The handler hosts in the form every other part of the daemon
+		// compares them in; a question's name is only lowercased to look
+		// one up (see policy.NormalizeHost on why not normalised).
+		key := dns.Fqdn(policy.NormalizeHost(n))
 		names[key] = a
 		if a.Is4() {
 			fast[key] = fastName{name: key, a: a.As4()}

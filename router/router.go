@@ -147,7 +147,7 @@ func (rt *Router) Forget(sandbox string) {
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci, _ := r.Context().Value(connKey{}).(connInfo)
-	env := Env{Source: ci.src, Dest: ci.dst, Host: NormalizeHost(r.Host), conn: ci.lean}
+	env := Env{Source: ci.src, Dest: ci.dst, Host: policy.NormalizeHost(r.Host), conn: ci.lean}
 	if ci.lean != nil {
 		env.RequestID = ci.lean.nextRequestID()
 	} else {
@@ -469,36 +469,6 @@ func requestIDOf(seq uint64) string {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], z)
 	return hex.EncodeToString(b[:])
-}
-
-// NormalizeHost lowercases a Host header value and strips its port and a
-// trailing dot. IPv6 literals keep their brackets off; IPv4-mapped ones
-// become the IPv4 address.
-func NormalizeHost(h string) string {
-	// Repeat until nothing changes, so that normalising twice is the same
-	// as once whatever a client sends (the fuzzer found "[[]." and "..").
-	for {
-		prev := h
-		if strings.IndexByte(h, ':') >= 0 { // else SplitHostPort only fails, allocating its error
-			if host, _, err := net.SplitHostPort(h); err == nil {
-				h = host
-			}
-		}
-		if len(h) >= 2 && h[0] == '[' && h[len(h)-1] == ']' {
-			h = h[1 : len(h)-1]
-		}
-		h = strings.ToLower(strings.TrimRight(h, "."))
-		if strings.IndexByte(h, ':') >= 0 {
-			// An IPv4-mapped IPv6 literal names an IPv4 address: every
-			// decision (patterns, the Host check, the log) sees that one.
-			if a, err := netip.ParseAddr(h); err == nil && a.Is4In6() {
-				h = a.Unmap().String()
-			}
-		}
-		if h == prev {
-			return h
-		}
-	}
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

@@ -195,17 +195,6 @@ func TestForwardRefusesProtectedDestinations(t *testing.T) {
 	}
 }
 
-func TestNormalizeHost(t *testing.T) {
-	for in, want := range map[string]string{
-		"my.kv": "my.kv", "MY.KV:8080": "my.kv", "my.kv.": "my.kv", "[::1]:80": "::1", "": "", "198.18.213.1": "198.18.213.1",
-		"[::ffff:192.0.2.3]": "192.0.2.3", "[::FFFF:c000:203]:80": "192.0.2.3", "::ffff:192.0.2.3": "192.0.2.3", "[2001:DB8::1]": "2001:db8::1",
-	} {
-		if got := NormalizeHost(in); got != want {
-			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestASandboxOverItsRequestRateGets429(t *testing.T) {
 	tr := newTestRouter(t)
 	tr.limit = ratelimit.New(5) // bursts of 10

@@ -362,7 +362,7 @@ func (h *handlers) stats(w http.ResponseWriter, r *http.Request) {
 // handler lets an operator use a handler as a sandbox would (or, for a
 // shared one, as any sandbox), to seed and inspect data from the host.
 func (h *handlers) handler(w http.ResponseWriter, r *http.Request) {
-	host := router.NormalizeHost(r.PathValue("host"))
+	host := policy.NormalizeHost(r.PathValue("host"))
 	var hi *HandlerInfo
 	for i := range h.be.Handlers {
 		if h.be.Handlers[i].Host == host {

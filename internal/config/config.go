@@ -482,7 +482,7 @@ func (c *Config) Validate() error {
 	seen := map[string]bool{}
 	for i, h := range c.Handlers {
 		f := fmt.Sprintf("handlers[%d]", i)
-		host := NormalizeHost(h.Host)
+		host := policy.NormalizeHost(h.Host)
 		switch {
 		case host == "*" && !seen["*"]:
 			// the catch-all
@@ -566,12 +566,3 @@ func (c *Config) Validate() error {
 
 // WriteResolvConf reports whether /etc/netns/<netns>/resolv.conf is written.
 func (s Sandbox) WriteResolvConf() bool { return s.ResolvConf == nil || *s.ResolvConf }
-
-// NormalizeHost lowercases a hostname and drops a trailing dot and any port.
-func NormalizeHost(h string) string {
-	h = strings.ToLower(strings.TrimSpace(h))
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") && strings.Count(h, ":") == 1 {
-		h = h[:i]
-	}
-	return strings.TrimSuffix(h, ".")
-}

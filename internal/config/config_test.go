@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
 )
 
 func TestEmbeddedDefaultServesMyKVMyR2AndStateDO(t *testing.T) {
@@ -67,7 +69,7 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 {
 		t.Errorf("sandbox/listen = %+v %+v", c.Sandbox, c.Listen)
 	}
-	if len(c.Handlers) != 4 || NormalizeHost(c.Handlers[0].Host) != "my.kv" || !c.Handlers[2].PerSandbox() || c.Handlers[2].Limits.MaxObjectBytes != 1<<30 {
+	if len(c.Handlers) != 4 || policy.NormalizeHost(c.Handlers[0].Host) != "my.kv" || !c.Handlers[2].PerSandbox() || c.Handlers[2].Limits.MaxObjectBytes != 1<<30 {
 		t.Errorf("handlers = %+v", c.Handlers)
 	}
 	d := Default()
@@ -139,16 +141,6 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 				t.Errorf("error %q does not name the file", err)
 			}
 		})
-	}
-}
-
-func TestNormalizeHost(t *testing.T) {
-	for in, want := range map[string]string{
-		"my.kv": "my.kv", "MY.KV": "my.kv", "my.kv.": "my.kv", "my.kv:80": "my.kv", " My.Kv ": "my.kv",
-	} {
-		if got := NormalizeHost(in); got != want {
-			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 

@@ -75,11 +75,11 @@ func VirtualAddrs(cfg *config.Config) map[string]netip.Addr {
 	out := map[string]netip.Addr{}
 	a := vp.Addr()
 	for _, h := range cfg.Handlers {
-		if config.NormalizeHost(h.Host) == "*" {
+		if policy.NormalizeHost(h.Host) == "*" {
 			continue // the catch-all has no name to resolve
 		}
 		a = a.Next()
-		out[config.NormalizeHost(h.Host)] = a
+		out[policy.NormalizeHost(h.Host)] = a
 	}
 	return out
 }
@@ -224,7 +224,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	var catchAll *router.Route
 	d.builder = &builder{db: d.db, cfg: cfg, resolve: shim.LookupA, metrics: rm, log: log}
 	for _, h := range cfg.Handlers {
-		host := config.NormalizeHost(h.Host)
+		host := policy.NormalizeHost(h.Host)
 		hd, err := d.builder.build(h)
 		if err != nil {
 			return d, err
@@ -261,7 +261,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 
 	handlers := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
 	for _, h := range cfg.Handlers {
-		host := config.NormalizeHost(h.Host)
+		host := policy.NormalizeHost(h.Host)
 		hd := hosts[host].Handler
 		if host == "*" {
 			hd = catchAll.Handler
@@ -426,7 +426,7 @@ func (b *builder) proxy(h config.Handler) (router.Handler, error) {
 		return nil, fmt.Errorf("handler %s: upstream: %w", h.Host, err)
 	}
 	p := &router.Proxy{
-		Name: config.NormalizeHost(h.Host), Upstream: u, SetHeaders: h.SetHeaders, RemoveHeaders: h.RemoveHeaders,
+		Name: policy.NormalizeHost(h.Host), Upstream: u, SetHeaders: h.SetHeaders, RemoveHeaders: h.RemoveHeaders,
 		Resolve: b.resolve, Metrics: b.metrics, Logger: b.log,
 	}
 	if h.CAFile != "" {
