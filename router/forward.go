@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/interceptd/interceptd/internal/policy"
 )
 
 // Forward sends a request for a host without a handler to the address the
@@ -20,9 +22,9 @@ import (
 // excepted, as any HTTP/1.1 proxy must). The router has already checked the
 // destination: see Protected and the router's consistency check.
 type Forward struct {
-	// ProtectedPrefixes are never forwarded to unless an IP/CIDR
-	// allowed_hosts entry names them (the sandbox pool, the virtual range).
-	ProtectedPrefixes []netip.Prefix
+	// Destinations are never forwarded to unless an IP/CIDR allowed_hosts
+	// entry names them (see Protected).
+	Destinations policy.Destinations
 	// DialTimeout bounds connecting upstream. Default 10s.
 	DialTimeout time.Duration
 	Metrics     *Metrics
@@ -102,25 +104,15 @@ func contextWithEnv(r *http.Request, env Env) context.Context {
 }
 
 // Protected says why a destination must not be forwarded to, or "": the
-// daemon host's own addresses, loopback, link-local (metadata services),
-// multicast and broadcast, and ProtectedPrefixes, so that a sandbox cannot
-// use the daemon to reach the host's services or other sandboxes.
+// protected destinations (policy.Destinations: loopback, link-local
+// including metadata services, multicast, broadcast, 0.0.0.0/8, the pool,
+// the virtual range) and the daemon host's own addresses, which only this
+// layer sees, so that a sandbox cannot use the daemon to reach the host's
+// services or other sandboxes.
 func (f *Forward) Protected(a netip.Addr) string {
 	a = a.Unmap()
-	switch {
-	case a.IsLoopback():
-		return "loopback"
-	case a.IsLinkLocalUnicast():
-		return "link-local"
-	case a.IsMulticast(), a.IsLinkLocalMulticast():
-		return "multicast"
-	case a.IsUnspecified(), a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return "not a unicast address"
-	}
-	for _, p := range f.ProtectedPrefixes {
-		if p.Contains(a) {
-			return "protected (" + p.String() + ")"
-		}
+	if why := f.Destinations.Protected(a); why != "" {
+		return why
 	}
 	if f.locals.has(a) {
 		return "an address of the daemon host"

@@ -174,7 +174,7 @@ func TestKVThroughTheRouter(t *testing.T) {
 }
 
 func TestForwardRefusesProtectedDestinations(t *testing.T) {
-	f := &Forward{ProtectedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.0/24")}}
+	f := &Forward{Destinations: policy.NewDestinations(netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.0/24"))}
 	tests := []struct {
 		addr string
 		want string

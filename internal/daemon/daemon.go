@@ -43,6 +43,14 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 	if err != nil {
 		return netns.Config{}, fmt.Errorf("listen.http: %w", err)
 	}
+	dests, err := Destinations(cfg)
+	if err != nil {
+		return netns.Config{}, err
+	}
+	var protected []string
+	for _, p := range dests.Prefixes() {
+		protected = append(protected, p.String())
+	}
 	nc := netns.Config{
 		Pool: pool, NetnsPrefix: cfg.Sandbox.NetnsPrefix, InterfacePrefix: cfg.Sandbox.InterfacePrefix,
 		Rules: netns.RuleParams{
@@ -51,8 +59,8 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 			DNSPort: cfg.Listen.DNSPort,
 			DNSQPS:  cfg.DNS.MaxQPSPerSandbox,
 			Pool:    pool.String(),
-			Protected: []string{pool.String(), cfg.DNS.VirtualCIDR, "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16",
-				"224.0.0.0/4", "255.255.255.255/32"},
+			// The same destinations the router and the DNS shim protect.
+			Protected: protected,
 		},
 	}
 	// The host's LAN or VPC: closed to routed traffic as protected
@@ -66,6 +74,20 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 		nc.ResolvConfDir = ResolvConfDir
 	}
 	return nc, nil
+}
+
+// Destinations are the protected destinations a config implies: the kernel
+// rules (NetnsParams) and the router and DNS shim (New) take them from here.
+func Destinations(cfg *config.Config) (policy.Destinations, error) {
+	pool, err := netip.ParsePrefix(cfg.Sandbox.Pool)
+	if err != nil {
+		return policy.Destinations{}, fmt.Errorf("sandbox.pool: %w", err)
+	}
+	virtual, err := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
+	if err != nil {
+		return policy.Destinations{}, fmt.Errorf("dns.virtual_cidr: %w", err)
+	}
+	return policy.NewDestinations(pool, virtual), nil
 }
 
 // VirtualAddrs assigns each handler host its virtual address, in config
@@ -203,9 +225,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	rm := router.NewMetrics(reg, labels)
 	dnsMetrics := dnsshim.NewMetrics(reg, labels)
-	pool, _ := netip.ParsePrefix(cfg.Sandbox.Pool)
-	vp, _ := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
-	fwd := &router.Forward{ProtectedPrefixes: []netip.Prefix{pool, vp}, Metrics: rm, Logger: log}
+	dests, err := Destinations(cfg)
+	if err != nil {
+		return d, err
+	}
+	fwd := &router.Forward{Destinations: dests, Metrics: rm, Logger: log}
 	shim := dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
 		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: book, Decisions: decisions,

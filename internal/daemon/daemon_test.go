@@ -73,6 +73,43 @@ func TestTheManagerIsConfiguredFromTheConfig(t *testing.T) {
 	}
 }
 
+// The kernel rules a config gives the manager protect exactly what the
+// router and the DNS shim refuse as protected destinations: one
+// definition, so routed traffic and forwarded HTTP cannot disagree (they
+// once did on 0.x.y.z).
+func TestTheKernelRulesAndTheRouterProtectTheSameDestinations(t *testing.T) {
+	cfg := config.Default()
+	nc, err := NetnsParams(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dests, err := Destinations(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := &router.Forward{Destinations: dests}
+	var kernel []netip.Prefix
+	for _, s := range nc.Rules.Protected {
+		kernel = append(kernel, netip.MustParsePrefix(s))
+	}
+	for _, addr := range []string{
+		"0.0.0.0", "0.1.2.3", "127.0.0.1", "127.9.9.9", "169.254.169.254", "224.0.0.251", "255.255.255.255",
+		"10.213.0.1", "10.213.255.254", "198.18.213.1", "::ffff:169.254.169.254",
+		"192.0.2.10", "1.1.1.1", "10.214.0.1", "198.18.214.1",
+	} {
+		a := netip.MustParseAddr(addr)
+		inKernel := slices.ContainsFunc(kernel, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
+		if why := fwd.Protected(a); inKernel != (why != "") {
+			t.Errorf("%s: in the kernel's protected list %v, the router says %q", addr, inKernel, why)
+		}
+	}
+	c := config.Default()
+	c.DNS.VirtualCIDR = "nope"
+	if _, err := NetnsParams(c); err == nil || !strings.Contains(err.Error(), "dns.virtual_cidr") {
+		t.Errorf("a bad dns.virtual_cidr: %v, want an error naming it", err)
+	}
+}
+
 func TestHandlersGetVirtualAddressesInConfigOrder(t *testing.T) {
 	cfg := config.Default()
 	cfg.Handlers = []config.Handler{{Host: "My.KV"}, {Host: "*"}, {Host: "my.r2."}, {Host: "state.do"}}

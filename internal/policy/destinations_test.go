@@ -136,3 +136,74 @@ func TestAFullIndexKeepsWhatItHolds(t *testing.T) {
 		t.Errorf("%d names kept (want %d), x.evil.test kept: %v", len(names), maxNamesPerAddress, slices.Contains(names, "x.evil.test"))
 	}
 }
+
+// The kernel rules (Prefixes) and the router's and DNS shim's check
+// (Protected) are one definition: they agree on every address, 0.0.0.0/8
+// included, and Protected says why.
+func TestTheKernelListAndTheGoCheckProtectTheSameDestinations(t *testing.T) {
+	d := NewDestinations(netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.0/24"))
+	tests := []struct {
+		addr string
+		want string // what Protected says; "" for a destination it leaves alone
+	}{
+		{"0.0.0.0", "not a unicast address"},
+		{"0.1.2.3", "not a unicast address"},
+		{"0.255.255.255", "not a unicast address"},
+		{"127.0.0.1", "loopback"},
+		{"127.1.2.3", "loopback"},
+		{"169.254.169.254", "link-local"},
+		{"224.0.0.1", "multicast"},
+		{"239.255.255.250", "multicast"},
+		{"255.255.255.255", "not a unicast address"},
+		{"10.213.0.6", "protected (10.213.0.0/16)"},
+		{"198.18.213.9", "protected (198.18.213.0/24)"},
+		{"::ffff:127.0.0.1", "loopback"},
+		{"::ffff:0.1.2.3", "not a unicast address"},
+		{"1.0.0.1", ""},
+		{"10.214.0.1", ""}, // private, not protected: a reason of its own
+		{"198.18.214.1", ""},
+		{"192.0.2.10", ""},
+		{"240.0.0.1", ""},
+		{"255.255.255.254", ""},
+		{"8.8.8.8", ""},
+	}
+	kernel := d.Prefixes()
+	for _, tt := range tests {
+		a := netip.MustParseAddr(tt.addr)
+		inKernel := slices.ContainsFunc(kernel, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
+		t.Run(fmt.Sprintf("%s is protected (%q) in the kernel list and the Go check alike", tt.addr, tt.want), func(t *testing.T) {
+			if got := d.Protected(a); got != tt.want {
+				t.Errorf("Protected(%s) = %q, want %q", tt.addr, got, tt.want)
+			}
+			if inKernel != (tt.want != "") {
+				t.Errorf("%s: in the kernel list %v, but Protected says %q", tt.addr, inKernel, d.Protected(a))
+			}
+		})
+	}
+}
+
+func TestTheKernelListIsIPv4WithThePoolAndVirtualRangeFirst(t *testing.T) {
+	d := NewDestinations(netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.5/24"))
+	var got []string
+	for _, p := range d.Prefixes() {
+		got = append(got, p.String())
+	}
+	want := []string{"10.213.0.0/16", "198.18.213.0/24", "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Prefixes() = %v, want %v", got, want)
+	}
+}
+
+// The IPv6 destinations the kernel rules (IPv4) never see are protected in
+// Go as they were before there was one definition.
+func TestIPv6ProtectedDestinations(t *testing.T) {
+	d := NewDestinations(netip.MustParsePrefix("10.213.0.0/16"), netip.MustParsePrefix("198.18.213.0/24"))
+	for addr, want := range map[string]string{
+		"::": "not a unicast address", "::1": "loopback", "fe80::1": "link-local",
+		"ff02::1": "multicast", "ff0e::1": "multicast", "2001:db8::1": "", "fd00::1": "",
+	} {
+		if got := d.Protected(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Protected(%s) = %q, want %q", addr, got, want)
+		}
+	}
+}
