@@ -496,12 +496,13 @@ func (e *Env) startUpstreams() {
 const lanIP = "192.168.77.2"
 
 // hostileNames are what the test's DNS server answers for the names an
-// attacker controls: an allowed zone pointed at the metadata address and at
-// the LAN, and a zone that policies deny.
+// attacker controls: an allowed zone pointed at the metadata address, at
+// "this network" (0.0.0.0/8) and at the LAN, and a zone that policies deny.
 var hostileNames = map[string][]string{
 	"meta.good.test.":  {"meta.good.test. 60 IN A 169.254.169.254"},
 	"mixed.good.test.": {"mixed.good.test. 60 IN A 169.254.169.254", "mixed.good.test. 60 IN A " + upstreamIP},
 	"lan.good.test.":   {"lan.good.test. 60 IN A " + lanIP},
+	"zero.good.test.":  {"zero.good.test. 60 IN A 0.1.2.3", "zero.good.test. 60 IN A " + upstreamIP},
 	"x.evil.test.":     {"x.evil.test. 60 IN A " + otherIP},
 	"alias.good.test.": {"alias.good.test. 60 IN CNAME x.evil.test.", "x.evil.test. 60 IN A " + otherIP},
 }

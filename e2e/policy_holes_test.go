@@ -100,6 +100,12 @@ func TestDNSAnswersNeverOpenProtectedOrPrivateDestinations(t *testing.T) {
 			t.Errorf("dig mixed.good.test:\n%s", out)
 		}
 	})
+	t.Run("an answer loses an address in 0.0.0.0/8, which the kernel rules protect too", func(t *testing.T) {
+		out := dig(g, "zero.good.test")
+		if strings.Contains(out, "0.1.2.3") || !strings.Contains(out, upstreamIP) {
+			t.Errorf("dig zero.good.test:\n%s", out)
+		}
+	})
 	t.Run("a public name rebound to the LAN is refused", func(t *testing.T) {
 		for _, sb := range []Sandbox{g, open} {
 			if out := dig(sb, "lan.good.test"); strings.Contains(out, lanIP) {
@@ -129,6 +135,7 @@ func TestDNSAnswersNeverOpenProtectedOrPrivateDestinations(t *testing.T) {
 		{"HTTP to the metadata address under an allowed name is protected", g, []string{"-H", "Host: meta.good.test", "http://169.254.169.254/"}, "denied (protected_destination)"},
 		{"HTTP to the LAN with internet on is private", open, []string{"http://" + lanIP + "/"}, "denied (private_destination)"},
 		{"HTTP to the LAN under a rebound name is private", g, []string{"-H", "Host: lan.good.test", "http://" + lanIP + "/"}, "denied (private_destination)"},
+		{"HTTP to 0.0.0.0/8 is protected", open, []string{"http://0.1.2.3/"}, "denied (protected_destination)"},
 		{"HTTP to CGNAT space is private", open, []string{"http://100.64.1.1/"}, "denied (private_destination)"},
 		{"HTTP to 10/8 is private", open, []string{"http://10.99.0.1/"}, "denied (private_destination)"},
 		{"HTTP to 198.18/15 outside the virtual range is private", open, []string{"http://198.19.0.1/"}, "denied (private_destination)"},
