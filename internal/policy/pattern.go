@@ -90,7 +90,7 @@ func ParsePattern(s string) (Pattern, error) {
 	if strings.Contains(v, "/") {
 		return bad("not a valid CIDR")
 	}
-	h := strings.TrimSuffix(strings.ToLower(v), ".")
+	h := normName(v)
 	if !globRE.MatchString(h) || strings.Contains(h, "..") {
 		return bad("not a hostname glob, IP or CIDR")
 	}
@@ -128,7 +128,7 @@ func (p Pattern) MatchHost(host string, port uint16) bool {
 	if port != 0 && !p.portOK(port) {
 		return false
 	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	host = normName(host)
 	if p.prefix.IsValid() {
 		a, err := netip.ParseAddr(host)
 		return err == nil && p.prefix.Contains(a.Unmap())

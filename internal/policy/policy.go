@@ -402,6 +402,10 @@ func (b *AddrBook) Forget(sandbox string) {
 	b.mu.Unlock()
 }
 
+// normName is how patterns and decisions compare a name: lowercased, one
+// trailing dot dropped. Names reach it either from NormalizeHost (Host
+// headers, handler hosts) or as DNS question names, which must not lose a
+// port or brackets they cannot have (see NormalizeHost).
 func normName(n string) string { return strings.TrimSuffix(strings.ToLower(n), ".") }
 
 // Caller is who sent a request or query: the sandbox the source address
