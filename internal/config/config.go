@@ -10,13 +10,14 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/kinds"
 	"github.com/interceptd/interceptd/internal/policy"
 	"go.yaml.in/yaml/v3"
 )
@@ -195,81 +196,105 @@ type Sandbox struct {
 	ResolvConf *bool `yaml:"resolv_conf"`
 }
 
-// Handler binds one hostname to a handler kind.
+// Handler binds one hostname to a handler kind. Its other fields belong to
+// the kind: they are decoded strictly into the kind's own config struct
+// (Spec), which the kinds registry defines.
 type Handler struct {
 	// Host is the hostname the handler answers for (case-insensitive).
-	Host string `yaml:"host"`
-	// Kind is the handler kind: kv, blob or state.
-	Kind string `yaml:"kind"`
-	// Namespace names the KV namespace (kv) or state namespace (state).
-	// Default "default".
-	Namespace string `yaml:"namespace"`
-	// Bucket names the blob bucket (blob). Default "default".
-	Bucket string `yaml:"bucket"`
-	// Scope is shared (every sandbox sees the same keys) or sandbox (keys are
-	// private to the calling sandbox, by name). kv and blob default to
-	// shared; state is always sandbox.
-	Scope string `yaml:"scope"`
-	// Limits override the store's default limits for this handler.
-	Limits Limits `yaml:"limits"`
-
-	// Status, Headers and Body are the fixed answer of a respond handler.
-	Status  int               `yaml:"status"`
-	Headers map[string]string `yaml:"headers"`
-	Body    string            `yaml:"body"`
-
-	// Upstream is the URL a proxy handler forwards to (http or https);
-	// the path of the request is appended to its path. The proxy dials this
-	// upstream, never the address the sandbox chose.
-	Upstream string `yaml:"upstream"`
-	// SetHeaders are set on the upstream request, overwriting the sandbox's.
-	SetHeaders map[string]string `yaml:"set_headers"`
-	// RemoveHeaders are removed from the upstream request.
-	RemoveHeaders []string `yaml:"remove_headers"`
-	// Inject adds secret headers the sandbox never sees.
-	Inject []Inject `yaml:"inject"`
-	// CAFile verifies an https upstream against this CA bundle instead of
-	// the system roots.
-	CAFile string `yaml:"ca_file"`
-}
-
-// Inject is one credential header of a proxy handler. The secret comes from
-// exactly one of File, Credential (a systemd credential, read from
-// $CREDENTIALS_DIRECTORY) or KVNamespace (the value stored under the calling
-// sandbox's name in that KV namespace) — never from the config itself.
-type Inject struct {
-	Header string `yaml:"header"`
-	// Template places the secret: "Bearer {secret}". Default "{secret}".
-	Template    string `yaml:"template"`
-	File        string `yaml:"file"`
-	Credential  string `yaml:"credential"`
-	KVNamespace string `yaml:"kv_namespace"`
-}
-
-// Limits bound what a handler stores. Zero keeps the default.
-type Limits struct {
-	MaxKeyBytes      int   `yaml:"max_key_bytes"`      // default 512
-	MaxValueBytes    int   `yaml:"max_value_bytes"`    // default 25 MiB (kv, state)
-	MaxMetadataBytes int   `yaml:"max_metadata_bytes"` // default 1024 (kv, state)
-	MaxObjectBytes   int64 `yaml:"max_object_bytes"`   // default 5 GiB (blob)
+	Host string
+	// Kind is the handler kind: one of kinds.Names().
+	Kind string
+	// Spec is the kind's config; nil when the kind is unknown (Validate
+	// says so) or when a Handler built in code leaves it to its zero value.
+	Spec kinds.Config
 }
 
 // Kinds lists the handler kinds this build knows.
-var Kinds = []string{"kv", "blob", "state", "proxy", "respond", "deny"}
+func Kinds() []string { return kinds.Names() }
+
+// Config returns the kind's config: Spec, or the kind's zero config when
+// Spec is nil; nil when the kind is unknown.
+func (h Handler) Config() kinds.Config {
+	if h.Spec != nil {
+		return h.Spec
+	}
+	if k, ok := kinds.Lookup(h.Kind); ok {
+		return k.NewConfig()
+	}
+	return nil
+}
 
 // PerSandbox reports whether the handler keys its data by sandbox.
-func (h Handler) PerSandbox() bool { return h.Kind == "state" || h.Scope == "sandbox" }
+func (h Handler) PerSandbox() bool {
+	s, ok := h.Config().(kinds.Store)
+	return ok && s.PerSandbox()
+}
 
-// Space returns the namespace or bucket name, defaults applied.
+// Space returns the namespace or bucket name, defaults applied; "default"
+// for kinds that store nothing.
 func (h Handler) Space() string {
-	n := h.Namespace
-	if h.Kind == "blob" {
-		n = h.Bucket
+	if s, ok := h.Config().(kinds.Store); ok {
+		return s.Space()
 	}
-	if n == "" {
-		return "default"
+	return "default"
+}
+
+// envelope is the struct a handler entry of kind k decodes into: host and
+// kind, then the kind's own fields inline, so that one strict decode names
+// an unknown or mistyped field and its line.
+func envelope(k kinds.Kind) reflect.Type {
+	return reflect.StructOf([]reflect.StructField{
+		{Name: "Host", Type: reflect.TypeFor[string](), Tag: `yaml:"host"`},
+		{Name: "Kind", Type: reflect.TypeFor[string](), Tag: `yaml:"kind"`},
+		{Name: "Spec", Type: reflect.TypeOf(k.NewConfig()).Elem(), Tag: `yaml:",inline"`},
+	})
+}
+
+// UnmarshalYAML decodes a handler entry. It takes the older unmarshal
+// callback on purpose: that one decodes with the document's decoder, so
+// unknown fields stay errors (KnownFields) and lines stay the document's.
+func (h *Handler) UnmarshalYAML(unmarshal func(any) error) error {
+	var probe struct {
+		Host string               `yaml:"host"`
+		Kind string               `yaml:"kind"`
+		Rest map[string]yaml.Node `yaml:",inline"`
 	}
-	return n
+	if err := unmarshal(&probe); err != nil {
+		return err
+	}
+	*h = Handler{Host: probe.Host, Kind: probe.Kind}
+	k, ok := kinds.Lookup(probe.Kind)
+	if !ok {
+		return nil // Validate names the kind field
+	}
+	t := envelope(k)
+	v := reflect.New(t)
+	if err := unmarshal(v.Interface()); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, m := range te.Errors {
+				te.Errors[i] = strings.ReplaceAll(m, " in type "+t.String(), " in a "+k.Name+" handler")
+			}
+		}
+		return err
+	}
+	spec := k.NewConfig()
+	reflect.ValueOf(spec).Elem().Set(v.Elem().Field(2))
+	h.Spec = spec
+	return nil
+}
+
+// MarshalYAML renders a handler entry as it is written.
+func (h Handler) MarshalYAML() (any, error) {
+	k, ok := kinds.Lookup(h.Kind)
+	if !ok {
+		return map[string]string{"host": h.Host, "kind": h.Kind}, nil
+	}
+	v := reflect.New(envelope(k)).Elem()
+	v.Field(0).SetString(h.Host)
+	v.Field(1).SetString(h.Kind)
+	v.Field(2).Set(reflect.ValueOf(h.Config()).Elem())
+	return v.Interface(), nil
 }
 
 // Default returns the embedded default configuration, decoded.
@@ -340,7 +365,7 @@ func decodeStrict(doc []byte, out *Config) error {
 	for _, m := range te.Errors {
 		if sm := lineRE.FindStringSubmatch(m); sm != nil {
 			n, _ := strconv.Atoi(sm[1])
-			if p, ok := paths[n]; ok && !strings.Contains(m, "not found in type") {
+			if p, ok := paths[n]; ok && !strings.Contains(m, "not found in ") {
 				m = strings.Replace(m, sm[0], sm[0]+"field "+p+": ", 1)
 			}
 		}
@@ -392,7 +417,6 @@ var (
 	hostRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 	prefixRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,5}$`)
 	nsPrefRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,32}$`)
-	spaceRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
 // Validate checks values that decoding cannot: addresses, prefixes, kinds.
@@ -492,70 +516,17 @@ func (c *Config) Validate() error {
 			bad(f+".host", "%q is configured twice", h.Host)
 		}
 		seen[host] = true
-		switch h.Kind {
-		case "kv", "state":
-			if h.Bucket != "" {
-				bad(f+".bucket", "a %s handler has a namespace, not a bucket", h.Kind)
-			}
-			if h.Limits.MaxObjectBytes != 0 {
-				bad(f+".limits.max_object_bytes", "applies to blob handlers only")
-			}
-		case "blob":
-			if h.Namespace != "" {
-				bad(f+".namespace", "a blob handler has a bucket, not a namespace")
-			}
-			if h.Limits.MaxValueBytes != 0 || h.Limits.MaxMetadataBytes != 0 {
-				bad(f+".limits", "max_value_bytes and max_metadata_bytes apply to kv and state handlers only")
-			}
-		case "respond":
-			if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
-				bad(f+".status", "%d is not an HTTP status", h.Status)
-			}
-		case "deny":
-		case "proxy":
-			u, err := url.Parse(h.Upstream)
-			switch {
-			case h.Upstream == "":
-				bad(f+".upstream", "a proxy handler needs an upstream URL")
-			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-				bad(f+".upstream", "%q is not an http:// or https:// URL", h.Upstream)
-			}
-			for j, in := range h.Inject {
-				g := fmt.Sprintf("%s.inject[%d]", f, j)
-				n := 0
-				for _, v := range []string{in.File, in.Credential, in.KVNamespace} {
-					if v != "" {
-						n++
-					}
-				}
-				if n != 1 {
-					bad(g, "set exactly one of file, credential, kv_namespace")
-				}
-				if in.Header == "" {
-					bad(g+".header", "missing")
-				}
-				if in.Template != "" && !strings.Contains(in.Template, "{secret}") {
-					bad(g+".template", "%q has no {secret}", in.Template)
-				}
-			}
-		case "":
-			bad(f+".kind", "missing; one of %s", strings.Join(Kinds, ", "))
+		switch k, ok := kinds.Lookup(h.Kind); {
+		case h.Kind == "":
+			bad(f+".kind", "missing; one of %s", strings.Join(Kinds(), ", "))
+		case !ok:
+			bad(f+".kind", "%q is not a handler kind; one of %s", h.Kind, strings.Join(Kinds(), ", "))
 		default:
-			bad(f+".kind", "%q is not a handler kind; one of %s", h.Kind, strings.Join(Kinds, ", "))
-		}
-		switch {
-		case h.Scope == "" || h.Scope == "sandbox":
-		case h.Scope == "shared" && h.Kind != "state":
-		case h.Scope == "shared":
-			bad(f+".scope", "state is always per sandbox; leave scope out or say sandbox")
-		default:
-			bad(f+".scope", "%q: want shared or sandbox", h.Scope)
-		}
-		if sp := h.Space(); (h.Kind == "kv" || h.Kind == "blob" || h.Kind == "state") && !spaceRE.MatchString(sp) {
-			bad(f+".namespace", "%q: use 1-64 of [A-Za-z0-9_.-]", sp)
-		}
-		if l := h.Limits; l.MaxKeyBytes < 0 || l.MaxValueBytes < 0 || l.MaxMetadataBytes < 0 || l.MaxObjectBytes < 0 {
-			bad(f+".limits", "limits must not be negative")
+			spec := h.Spec
+			if spec == nil {
+				spec = k.NewConfig()
+			}
+			spec.Validate(func(field, format string, args ...any) { bad(f+"."+field, format, args...) })
 		}
 	}
 	if vp.IsValid() && len(c.Handlers) > (1<<(32-vp.Bits()))-2 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/kinds"
 	"github.com/interceptd/interceptd/internal/policy"
 )
 
@@ -69,7 +70,8 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 {
 		t.Errorf("sandbox/listen = %+v %+v", c.Sandbox, c.Listen)
 	}
-	if len(c.Handlers) != 4 || policy.NormalizeHost(c.Handlers[0].Host) != "my.kv" || !c.Handlers[2].PerSandbox() || c.Handlers[2].Limits.MaxObjectBytes != 1<<30 {
+	blob, _ := c.Handlers[2].Spec.(*kinds.Blob)
+	if len(c.Handlers) != 4 || policy.NormalizeHost(c.Handlers[0].Host) != "my.kv" || !c.Handlers[2].PerSandbox() || blob == nil || blob.Limits.MaxObjectBytes != 1<<30 {
 		t.Errorf("handlers = %+v", c.Handlers)
 	}
 	d := Default()

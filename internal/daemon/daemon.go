@@ -4,14 +4,11 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -20,6 +17,7 @@ import (
 	"github.com/interceptd/interceptd/dnsshim"
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/internal/kinds"
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
@@ -421,74 +419,18 @@ type builder struct {
 	files   []*router.FileSecret
 }
 
-// build makes the router handler a configured handler describes.
+// build makes the router handler a configured handler describes, through
+// its kind in the registry.
 func (b *builder) build(h config.Handler) (router.Handler, error) {
-	l := store.Limits{
-		MaxKeyBytes: h.Limits.MaxKeyBytes, MaxValueBytes: h.Limits.MaxValueBytes,
-		MaxMetadataBytes: h.Limits.MaxMetadataBytes, MaxObjectBytes: h.Limits.MaxObjectBytes,
-	}.WithDefaults()
-	switch h.Kind {
-	case "blob":
-		return &router.Blob{DB: b.db, Bucket: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}, nil
-	case "state":
-		return &router.KV{DB: b.db, Kind: store.KindState, Namespace: h.Space(), PerSandbox: true, Transactions: true, Limits: l}, nil
-	case "kv":
-		return &router.KV{DB: b.db, Kind: store.KindKV, Namespace: h.Space(), PerSandbox: h.PerSandbox(), Limits: l}, nil
-	case "respond":
-		return &router.Respond{Status: h.Status, Headers: h.Headers, Body: h.Body}, nil
-	case "deny":
-		return &router.Deny{Status: b.cfg.Deny.Status, Body: b.cfg.Deny.Body}, nil
-	case "proxy":
-		return b.proxy(h)
+	spec := h.Config()
+	if spec == nil {
+		return nil, fmt.Errorf("handler %s: unknown kind %q", h.Host, h.Kind)
 	}
-	return nil, fmt.Errorf("handler %s: unknown kind %q", h.Host, h.Kind)
-}
-
-func (b *builder) proxy(h config.Handler) (router.Handler, error) {
-	u, err := url.Parse(h.Upstream)
-	if err != nil {
-		return nil, fmt.Errorf("handler %s: upstream: %w", h.Host, err)
-	}
-	p := &router.Proxy{
-		Name: policy.NormalizeHost(h.Host), Upstream: u, SetHeaders: h.SetHeaders, RemoveHeaders: h.RemoveHeaders,
-		Resolve: b.resolve, Metrics: b.metrics, Logger: b.log,
-	}
-	if h.CAFile != "" {
-		pem, err := os.ReadFile(h.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("handler %s: ca_file: %w", h.Host, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("handler %s: ca_file %s holds no PEM certificate", h.Host, h.CAFile)
-		}
-		p.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	for i, in := range h.Inject {
-		var sec router.Secret
-		switch {
-		case in.File != "":
-			fs := &router.FileSecret{Path: in.File}
-			if err := fs.Load(); err != nil {
-				return nil, fmt.Errorf("handler %s: inject[%d]: %w", h.Host, i, err)
-			}
-			b.files, sec = append(b.files, fs), fs
-		case in.Credential != "":
-			fs, err := router.CredentialSecret(in.Credential)
-			if err == nil {
-				err = fs.Load()
-			}
-			if err != nil {
-				return nil, fmt.Errorf("handler %s: inject[%d]: %w", h.Host, i, err)
-			}
-			b.files, sec = append(b.files, fs), fs
-		default:
-			sec = &router.KVSecret{KV: b.db.KV(in.KVNamespace)}
-		}
-		p.Inject = append(p.Inject, router.Injection{Header: in.Header, Template: in.Template, Secret: sec})
-	}
-	p.Init()
-	return p, nil
+	return spec.Build(kinds.Deps{
+		Host: policy.NormalizeHost(h.Host), DB: b.db, Resolve: b.resolve, Metrics: b.metrics, Logger: b.log,
+		DenyStatus: b.cfg.Deny.Status, DenyBody: b.cfg.Deny.Body,
+		Reloadable: func(fs *router.FileSecret) { b.files = append(b.files, fs) },
+	})
 }
 
 // Reload re-reads the secrets handlers inject (SIGHUP). A secret that fails

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/internal/kinds"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,7 +158,7 @@ func TestEachHandlerKindIsBuiltAsConfigured(t *testing.T) {
 		h     config.Handler
 		check func(router.Handler) bool
 	}{
-		{config.Handler{Host: "my.kv", Kind: "kv", Namespace: "ns", Scope: "sandbox"}, func(h router.Handler) bool {
+		{config.Handler{Host: "my.kv", Kind: "kv", Spec: &kinds.KV{Namespace: "ns", Scope: "sandbox"}}, func(h router.Handler) bool {
 			kv, ok := h.(*router.KV)
 			return ok && kv.Kind == store.KindKV && kv.Namespace == "ns" && kv.PerSandbox && !kv.Transactions
 		}},
@@ -165,11 +166,11 @@ func TestEachHandlerKindIsBuiltAsConfigured(t *testing.T) {
 			kv, ok := h.(*router.KV)
 			return ok && kv.Kind == store.KindState && kv.PerSandbox && kv.Transactions
 		}},
-		{config.Handler{Host: "my.r2", Kind: "blob", Bucket: "b", Limits: config.Limits{MaxObjectBytes: 99}}, func(h router.Handler) bool {
+		{config.Handler{Host: "my.r2", Kind: "blob", Spec: &kinds.Blob{Bucket: "b", Limits: kinds.Limits{MaxObjectBytes: 99}}}, func(h router.Handler) bool {
 			bl, ok := h.(*router.Blob)
 			return ok && bl.Bucket == "b" && !bl.PerSandbox && bl.Limits.MaxObjectBytes == 99 && bl.Limits.MaxKeyBytes == 512
 		}},
-		{config.Handler{Host: "x.test", Kind: "respond", Status: 204, Body: "b"}, func(h router.Handler) bool {
+		{config.Handler{Host: "x.test", Kind: "respond", Spec: &kinds.Respond{Status: 204, Body: "b"}}, func(h router.Handler) bool {
 			r, ok := h.(*router.Respond)
 			return ok && r.Status == 204 && r.Body == "b"
 		}},
@@ -177,7 +178,7 @@ func TestEachHandlerKindIsBuiltAsConfigured(t *testing.T) {
 			d, ok := h.(*router.Deny)
 			return ok && d.Status == 451
 		}},
-		{config.Handler{Host: "api.test", Kind: "proxy", Upstream: "http://192.0.2.2/v1"}, func(h router.Handler) bool {
+		{config.Handler{Host: "api.test", Kind: "proxy", Spec: &kinds.Proxy{Upstream: "http://192.0.2.2/v1"}}, func(h router.Handler) bool {
 			p, ok := h.(*router.Proxy)
 			return ok && p.Upstream.String() == "http://192.0.2.2/v1" && p.Name == "api.test" && p.TLS == nil
 		}},
@@ -215,21 +216,21 @@ func TestAProxysSecretsAndCAAreLoadedOrTheConfigIsRefused(t *testing.T) {
 	caFile := write(filepath.Join(dir, "ca.pem"), string(testCAPEM(t)))
 	notPEM := write(filepath.Join(dir, "not.pem"), "hello")
 
-	proxy := func(in []config.Inject, ca string) config.Handler {
-		return config.Handler{Host: "api.test", Kind: "proxy", Upstream: "https://api.test/", Inject: in, CAFile: ca}
+	proxy := func(in []kinds.Inject, ca string) config.Handler {
+		return config.Handler{Host: "api.test", Kind: "proxy", Spec: &kinds.Proxy{Upstream: "https://api.test/", Inject: in, CAFile: ca}}
 	}
 	tests := []struct {
 		name    string
 		h       config.Handler
 		wantErr string
 	}{
-		{"a systemd credential", proxy([]config.Inject{{Header: "Authorization", Credential: "gh-token0"}}, ""), ""},
-		{"a secret file", proxy([]config.Inject{{Header: "Authorization", File: secretFile}}, ""), ""},
-		{"a per-sandbox KV secret", proxy([]config.Inject{{Header: "Authorization", KVNamespace: "secrets"}}, ""), ""},
+		{"a systemd credential", proxy([]kinds.Inject{{Header: "Authorization", Credential: "gh-token0"}}, ""), ""},
+		{"a secret file", proxy([]kinds.Inject{{Header: "Authorization", File: secretFile}}, ""), ""},
+		{"a per-sandbox KV secret", proxy([]kinds.Inject{{Header: "Authorization", KVNamespace: "secrets"}}, ""), ""},
 		{"a CA bundle", proxy(nil, caFile), ""},
-		{"a credential that is not there", proxy([]config.Inject{{Header: "X", Credential: "absent"}}, ""), "inject[0]: reading secret"},
-		{"a credential that is a path", proxy([]config.Inject{{Header: "X", Credential: "../secret"}}, ""), "not a file name"},
-		{"a secret file that is not there", proxy([]config.Inject{{Header: "X", File: filepath.Join(dir, "absent")}}, ""), "inject[0]: reading secret"},
+		{"a credential that is not there", proxy([]kinds.Inject{{Header: "X", Credential: "absent"}}, ""), "inject[0]: reading secret"},
+		{"a credential that is a path", proxy([]kinds.Inject{{Header: "X", Credential: "../secret"}}, ""), "not a file name"},
+		{"a secret file that is not there", proxy([]kinds.Inject{{Header: "X", File: filepath.Join(dir, "absent")}}, ""), "inject[0]: reading secret"},
 		{"a CA file that is not there", proxy(nil, filepath.Join(dir, "absent.pem")), "ca_file"},
 		{"a CA file without a certificate", proxy(nil, notPEM), "holds no PEM certificate"},
 	}
@@ -246,7 +247,7 @@ func TestAProxysSecretsAndCAAreLoadedOrTheConfigIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := h.(*router.Proxy)
-			if tt.h.CAFile != "" && (p.TLS == nil || p.TLS.RootCAs == nil) {
+			if tt.h.Spec.(*kinds.Proxy).CAFile != "" && (p.TLS == nil || p.TLS.RootCAs == nil) {
 				t.Error("the CA bundle is not what the proxy verifies with")
 			}
 		})
@@ -256,8 +257,8 @@ func TestAProxysSecretsAndCAAreLoadedOrTheConfigIsRefused(t *testing.T) {
 		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Get("Authorization") }))
 		defer up.Close()
 		b := testBuilder(t)
-		h, err := b.build(config.Handler{Host: "api.test", Kind: "proxy", Upstream: up.URL,
-			Inject: []config.Inject{{Header: "Authorization", Template: "Bearer {secret}", Credential: "gh-token0"}}})
+		h, err := b.build(config.Handler{Host: "api.test", Kind: "proxy", Spec: &kinds.Proxy{Upstream: up.URL,
+			Inject: []kinds.Inject{{Header: "Authorization", Template: "Bearer {secret}", Credential: "gh-token0"}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,8 +278,8 @@ func TestReloadRereadsSecretsAndKeepsTheOldValueOfOneThatFails(t *testing.T) {
 	path := filepath.Join(dir, "tok")
 	os.WriteFile(path, []byte("v1"), 0o600)
 	b := testBuilder(t)
-	if _, err := b.build(config.Handler{Host: "api.test", Kind: "proxy", Upstream: "http://192.0.2.2/",
-		Inject: []config.Inject{{Header: "X", Credential: "tok"}}}); err != nil {
+	if _, err := b.build(config.Handler{Host: "api.test", Kind: "proxy", Spec: &kinds.Proxy{Upstream: "http://192.0.2.2/",
+		Inject: []kinds.Inject{{Header: "X", Credential: "tok"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	d := &Daemon{builder: b, log: slog.New(slog.DiscardHandler)}
