@@ -18,6 +18,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -49,6 +50,9 @@ type Proxy struct {
 	Metrics *Metrics
 	Logger  *slog.Logger
 
+	// Set up at the first request, as Forward is: no handler needs a call
+	// before it serves.
+	once  sync.Once
 	proxy *httputil.ReverseProxy
 }
 
@@ -61,8 +65,8 @@ type proxyReq struct {
 	scrub   *scrubber         // nil when nothing is injected
 }
 
-// Init builds the proxy; call once before serving.
-func (p *Proxy) Init() {
+// init builds the reverse proxy; ServeHTTP runs it once.
+func (p *Proxy) init() {
 	if p.Logger == nil {
 		p.Logger = slog.Default()
 	}
@@ -221,6 +225,7 @@ func (d *decodingBody) Close() error { return d.src.Close() }
 
 // ServeHTTP implements Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+	p.once.Do(p.init)
 	preq := &proxyReq{secrets: map[string]string{}}
 	var raw [][]byte
 	for _, in := range p.Inject {

@@ -53,7 +53,6 @@ func TestAProxyToAnHTTPSUpstreamForwardsOnlyWhenItsCertificateVerifies(t *testin
 				TLS:    &tls.Config{RootCAs: tt.roots, MinVersion: tls.VersionTLS12},
 				Inject: []Injection{{Header: "Authorization", Template: "Bearer {secret}", Secret: &FileSecret{val: []byte(testToken)}}},
 			}
-			p.Init()
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest("GET", "http://api.test/", nil)
 			if err := p.ServeHTTP(w, r, Env{Sandbox: "web1"}); err != nil {

@@ -252,7 +252,6 @@ func TestTheProxyScrubsEveryHeaderBlockItWrites(t *testing.T) {
 	p := &Proxy{Name: "api", Upstream: u, Logger: slog.New(slog.DiscardHandler), Inject: []Injection{
 		{Header: "Authorization", Template: "Bearer {secret}", Secret: &FileSecret{val: []byte(testToken)}},
 	}}
-	p.Init()
 	addr, _ := serveRoutes(t, nil, map[string]Route{"api.test": {Name: "api.test", Handler: p}})
 	tests := []struct{ name, req string }{
 		{"through the lean loop", "GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"},

@@ -609,7 +609,6 @@ func TestAnEarlyAnswerReachesASandboxStallingItsUpload(t *testing.T) {
 func dialProxied(t *testing.T, up netip.AddrPort) net.Conn {
 	t.Helper()
 	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
-	p.Init()
 	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
 	return dialTest(t, "", addr, 5*time.Second)
 }

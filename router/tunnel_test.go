@@ -52,7 +52,6 @@ func tunnelRouter(t *testing.T, who func(netip.Addr) caller) (string, *Router, *
 		ended <- struct{}{}
 	})
 	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
-	p.Init()
 	m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
 	addr, rt := serveRouter(t, Config{
 		Hosts: map[string]Route{"p": {Name: "p", Handler: p}},

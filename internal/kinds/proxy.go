@@ -121,6 +121,5 @@ func (c *Proxy) Build(d Deps) (router.Handler, error) {
 		}
 		p.Inject = append(p.Inject, router.Injection{Header: in.Header, Template: in.Template, Secret: sec})
 	}
-	p.Init()
 	return p, nil
 }

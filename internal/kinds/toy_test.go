@@ -41,7 +41,9 @@ func (c *echo) Build(d kinds.Deps) (router.Handler, error) {
 	}), nil
 }
 
-func init() { kinds.Register(kinds.Kind{Name: "echo", NewConfig: func() kinds.Config { return &echo{} }}) }
+func init() {
+	kinds.Register(kinds.Kind{Name: "echo", NewConfig: func() kinds.Config { return &echo{} }})
+}
 
 const toyDoc = `version: 1
 handlers:
