@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -82,7 +83,7 @@ func (f *Forward) init() {
 			kind := dialErrorKind(err)
 			f.Metrics.forwardError(kind)
 			f.Logger.Debug("forwarding failed", "error", err)
-			WriteError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err})
+			reportFailure(w, r, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err, logged: true})
 		},
 		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
 	}
@@ -92,11 +93,44 @@ func (f *Forward) init() {
 func (f *Forward) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 	f.once.Do(f.init)
 	if leanable(r) {
-		f.forwardLean(w, r, env)
-		return nil
+		return f.forwardLean(w, r, env)
 	}
-	f.proxy.ServeHTTP(w, r.WithContext(contextWithEnv(r, env)))
-	return nil
+	return serveReverse(f.proxy, w, r.WithContext(contextWithEnv(r, env)))
+}
+
+// errSlot carries a ReverseProxy's failure from its ErrorHandler back to
+// the handler serving the request, which returns it for the router to write.
+type errSlot struct{ err error }
+
+type errSlotKey struct{}
+
+// serveReverse runs rp for r and returns what failed: the error its
+// ErrorHandler reported (before any response), or one wrapping ErrAborted
+// when it cut a response short (ReverseProxy panics with
+// http.ErrAbortHandler then; the router cuts the connection instead).
+func serveReverse(rp *httputil.ReverseProxy, w http.ResponseWriter, r *http.Request) (err error) {
+	slot := &errSlot{}
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				panic(p)
+			}
+			err = fmt.Errorf("%w: copying the upstream's response failed", ErrAborted)
+		}
+	}()
+	rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), errSlotKey{}, slot)))
+	return slot.err
+}
+
+// reportFailure is how a ReverseProxy's ErrorHandler hands err to
+// serveReverse. Without one (a ReverseProxy served directly, in tests) it
+// writes err itself.
+func reportFailure(w http.ResponseWriter, r *http.Request, err *Error) {
+	if slot, ok := r.Context().Value(errSlotKey{}).(*errSlot); ok {
+		slot.err = err
+		return
+	}
+	WriteError(w, err)
 }
 
 func contextWithEnv(r *http.Request, env Env) context.Context {

@@ -14,7 +14,11 @@ import (
 // an error before writing anything, the router writes the response: an *Error
 // gives the status and the reason shown to the client; any other error is a
 // 500 whose detail stays in the log. A handler that has started writing must
-// not return an error it wants shown: the status line has already gone.
+// not return an error it wants shown: the status line has already gone. A
+// handler whose response had begun and cannot be finished (an upstream that
+// cut it short) returns an error wrapping ErrAborted: the router then cuts
+// the connection, so the sandbox sees a truncated response, not a
+// complete-looking one. No handler writes its own error response or panics.
 type Handler interface {
 	ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error
 }
@@ -59,7 +63,14 @@ type Error struct {
 	Reason string
 	// Err is the underlying cause, logged but not shown.
 	Err error
+
+	// logged: the handler has logged the cause as it should be (a failed
+	// upstream, at its own level); the router does not warn again.
+	logged bool
 }
+
+// ErrAborted marks a response that had begun and was cut short: see Handler.
+var ErrAborted = errors.New("response cut short")
 
 func (e *Error) Error() string {
 	if e.Err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -251,5 +252,18 @@ func TestAKVAnswerCarriesItsValuesLengthOnBothSidesOfTheSharedTable(t *testing.T
 		if got := lengthField(n); len(got) != 1 || got[0] != strconv.Itoa(n) {
 			t.Errorf("lengthField(%d) = %q", n, got)
 		}
+	}
+}
+
+// asRouter serves r with h and does with its error what the router does
+// (see Handler): writes it, or cuts the connection when the response was
+// aborted.
+func asRouter(h Handler, w http.ResponseWriter, r *http.Request, env Env) {
+	err := h.ServeHTTP(w, r, env)
+	if errors.Is(err, ErrAborted) {
+		panic(http.ErrAbortHandler)
+	}
+	if err != nil {
+		WriteError(w, err)
 	}
 }

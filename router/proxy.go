@@ -143,7 +143,7 @@ func (p *Proxy) init() {
 			if errors.Is(err, errEncodedBody) {
 				reason = "upstream sent a body in a content coding that cannot be scrubbed of the injected secret"
 			}
-			WriteError(w, &Error{Status: http.StatusBadGateway, Reason: reason})
+			reportFailure(w, r, &Error{Status: http.StatusBadGateway, Reason: reason, logged: true})
 		},
 		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
 	}
@@ -248,15 +248,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error
 	}
 	r = r.WithContext(context.WithValue(r.Context(), proxyKey{}, preq))
 	if preq.scrub == nil {
-		p.proxy.ServeHTTP(w, r)
-		return nil
+		return serveReverse(p.proxy, w, r)
 	}
 	sw := &scrubbingWriter{ResponseWriter: w, s: preq.scrub}
 	// Trailers are in w's header map when ReverseProxy returns, and are
 	// written after: scrub them then (and on an abort, for good measure).
 	defer preq.scrub.scrubHeader(w.Header())
-	p.proxy.ServeHTTP(sw, r)
-	return nil
+	return serveReverse(p.proxy, sw, r)
 }
 
 // scrubbingWriter scrubs each header block as it goes out: interim heads

@@ -55,9 +55,7 @@ func TestAProxyToAnHTTPSUpstreamForwardsOnlyWhenItsCertificateVerifies(t *testin
 			}
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest("GET", "http://api.test/", nil)
-			if err := p.ServeHTTP(w, r, Env{Sandbox: "web1"}); err != nil {
-				t.Fatal(err)
-			}
+			asRouter(p, w, r, Env{Sandbox: "web1"})
 			if w.Code != tt.wantCode || w.Header().Get("X-Interceptd-Error") != tt.wantReason {
 				t.Errorf("%d %q, want %d %q; body %q", w.Code, w.Header().Get("X-Interceptd-Error"), tt.wantCode, tt.wantReason, w.Body)
 			}

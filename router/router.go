@@ -231,8 +231,14 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
+		if errors.Is(err, ErrAborted) {
+			// The status line is out: the only honest signal left is to
+			// cut the connection. The deferred record above still counts
+			// and logs the request, as aborted.
+			panic(http.ErrAbortHandler)
+		}
 		var he *Error
-		if !errors.As(err, &he) || he.Status >= 500 {
+		if !errors.As(err, &he) || (he.Status >= 500 && !he.logged) {
 			rt.cfg.Logger.Warn("handler error", "request_id", env.RequestID, "sandbox", env.Sandbox, "handler", env.Handler, "error", err)
 		}
 		if !rw.wrote {

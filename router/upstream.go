@@ -279,14 +279,14 @@ var errStaleAnswer = errors.New("408 on a reused connection")
 var errAbort = errors.New("upstream response cut short")
 
 // forwardLean sends r to env.Dest over a pooled connection and relays the
-// response to w.
-func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) {
+// response to w. Its error is the router's to write (or, wrapping
+// ErrAborted, to cut the connection with).
+func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) error {
 	ctx := r.Context()
 	key := poolKey{env.Sandbox, env.Dest}
 	uc, err := f.pool.get(ctx, key, replayable(r))
 	if err != nil {
-		f.upstreamFailed(w, err)
-		return
+		return f.upstreamFailed(err)
 	}
 	err = f.exchange(w, r, env, uc)
 	if err != nil && uc.reused && !errors.Is(err, errAbort) && replayable(r) {
@@ -298,15 +298,15 @@ func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) {
 	}
 	switch {
 	case errors.Is(err, errAbort):
-		// The status line is out: the only honest signal left is to cut the
-		// connection, so the sandbox sees a truncated response, not a
-		// complete-looking one.
+		// The status line is out: the router cuts the connection, so the
+		// sandbox sees a truncated response, not a complete-looking one.
 		f.Logger.Debug("forwarding failed mid-response", "error", err)
 		f.Metrics.forwardError(dialErrorKind(err))
-		panic(http.ErrAbortHandler)
+		return fmt.Errorf("%w: %w", ErrAborted, err)
 	case err != nil:
-		f.upstreamFailed(w, err)
+		return f.upstreamFailed(err)
 	}
+	return nil
 }
 
 func replayable(r *http.Request) bool {
@@ -320,11 +320,13 @@ func replayable(r *http.Request) bool {
 	return false
 }
 
-func (f *Forward) upstreamFailed(w http.ResponseWriter, err error) {
+// upstreamFailed counts and logs a failure before the response began, and
+// returns the 502 the router answers with.
+func (f *Forward) upstreamFailed(err error) *Error {
 	kind := dialErrorKind(err)
 	f.Metrics.forwardError(kind)
 	f.Logger.Debug("forwarding failed", "error", err)
-	WriteError(w, &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err})
+	return &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err, logged: true}
 }
 
 // exchange carries one request and its response on uc, and returns uc to

@@ -73,7 +73,7 @@ func frontFor(t *testing.T, f *Forward, dest netip.AddrPort) string {
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			f.ServeHTTP(&recorder{ResponseWriter: w}, r, Env{Dest: dest})
+			asRouter(f, &recorder{ResponseWriter: w}, r, Env{Dest: dest})
 		}),
 		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
 	}
@@ -502,7 +502,7 @@ func BenchmarkForwardLean(b *testing.B) {
 			dest := uln.Addr().(*net.TCPAddr).AddrPort()
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if lean {
-					f.ServeHTTP(&recorder{ResponseWriter: w}, r, Env{Dest: dest})
+					asRouter(f, &recorder{ResponseWriter: w}, r, Env{Dest: dest})
 					return
 				}
 				f.once.Do(f.init)
@@ -613,7 +613,7 @@ func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
 	f.once.Do(f.init)
 	for _, sb := range []string{"a", "b", "a"} {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			f.ServeHTTP(&recorder{ResponseWriter: w}, r, Env{Sandbox: sb, Dest: up.addr})
+			asRouter(f, &recorder{ResponseWriter: w}, r, Env{Sandbox: sb, Dest: up.addr})
 		})}
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		go srv.Serve(ln)
