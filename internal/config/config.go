@@ -250,15 +250,19 @@ func envelope(k kinds.Kind) reflect.Type {
 	})
 }
 
+// handlerHead is what every handler entry has, read first to find its
+// kind; Rest takes the kind's fields, decoded next.
+type handlerHead struct {
+	Host string               `yaml:"host"`
+	Kind string               `yaml:"kind"`
+	Rest map[string]yaml.Node `yaml:",inline"`
+}
+
 // UnmarshalYAML decodes a handler entry. It takes the older unmarshal
 // callback on purpose: that one decodes with the document's decoder, so
 // unknown fields stay errors (KnownFields) and lines stay the document's.
 func (h *Handler) UnmarshalYAML(unmarshal func(any) error) error {
-	var probe struct {
-		Host string               `yaml:"host"`
-		Kind string               `yaml:"kind"`
-		Rest map[string]yaml.Node `yaml:",inline"`
-	}
+	var probe handlerHead
 	if err := unmarshal(&probe); err != nil {
 		return err
 	}
