@@ -220,9 +220,6 @@ func (m *Manager) Close() {
 	m.nl.Close()
 }
 
-// RuleSet returns the interception rules the manager installs.
-func (m *Manager) RuleSet() RuleSet { return m.rules }
-
 // Setup installs the interception rules and policy routing, then re-adopts
 // the sandboxes recorded by a previous run whose namespace and link survived,
 // and removes the remains of any others.
@@ -400,18 +397,6 @@ func (m *Manager) register(sb *Sandbox) {
 	n := len(m.byName)
 	m.mu.Unlock()
 	m.cfg.Metrics.setActive(n)
-}
-
-// Lookup returns the sandbox whose address is addr: the daemon's notion of
-// who is asking. Anti-spoofing rules are what make the answer trustworthy.
-func (m *Manager) Lookup(addr netip.Addr) (Sandbox, bool) {
-	m.mu.RLock()
-	sb, ok := m.byAddr[addr.Unmap()]
-	m.mu.RUnlock()
-	if !ok {
-		return Sandbox{}, false
-	}
-	return *sb, true
 }
 
 // Get returns the sandbox called name.
@@ -802,7 +787,9 @@ func (m *Manager) policyApplied(sb Sandbox) {
 	}
 }
 
-// Caller returns the sandbox at addr with its policy, for DNS and the router.
+// Caller returns the sandbox at addr with its policy, for DNS and the router:
+// the daemon's notion of who is asking. Anti-spoofing rules are what make
+// the answer trustworthy.
 func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 	m.mu.RLock()
 	sb, ok := m.byAddr[addr.Unmap()]
