@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -35,6 +34,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/procstat"
 	icdnetns "github.com/interceptd/interceptd/netns"
 	"github.com/miekg/dns"
 )
@@ -337,27 +337,11 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
+// rss is the daemon's resident memory (see procstat.RSS); zero if it
+// cannot be read.
 func (b *bench) rss() (total, anon int64) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", b.daemon.Process.Pid))
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fs := strings.Fields(s.Text())
-		if len(fs) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(fs[1], 10, 64)
-		switch fs[0] {
-		case "VmRSS:":
-			total = kb << 10
-		case "RssAnon:":
-			anon = kb << 10
-		}
-	}
-	return
+	total, anon, _ = procstat.RSS(b.daemon.Process.Pid)
+	return total, anon
 }
 
 // wrk runs wrk in a namespace; it returns requests/s and the CPU µs per
@@ -699,37 +683,21 @@ func (b *bench) bigBlob() {
 	sh("ip", "netns", "exec", b.sandboxNS, "curl", "-sS", "-o", "/dev/null", "-T", path, "http://my.r2/big")
 	os.Remove(path)
 	t0, a0 := b.rss()
-	var peakT, peakA int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			t, a := b.rss()
-			peakT, peakA = max(peakT, t), max(peakA, a)
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
+	stopPeak := procstat.Peak(b.daemon.Process.Pid, 20*time.Millisecond)
 	start := time.Now()
 	sh("ip", "netns", "exec", b.sandboxNS, "curl", "-sS", "-o", "/dev/null", "http://my.r2/big")
 	d := time.Since(start)
-	close(stop)
-	<-done
+	peakT, peakA := stopPeak()
 	fmt.Printf("\nblob GET %d MiB: %.0f MB/s; daemon RSS growth %.1f MiB (anonymous %.1f MiB, the rest mapped pages of the store file)\n",
 		*bigMiB, float64(*bigMiB)*1.048576/d.Seconds(), float64(peakT-t0)/(1<<20), float64(peakA-a0)/(1<<20))
 }
 
 // scale measures sandbox churn, rule counts and memory at many sandboxes.
 func (b *bench) scale() {
-	// iptables rules (iptables-save) plus the rules of our nftables table
-	// (iptables-nft keeps its own rules in nftables too: not counted twice).
 	rules := func() int {
-		return icdnetns.CountRules(sh("ip", "netns", "exec", b.hostNS, "iptables-save"),
-			sh("ip", "netns", "exec", b.hostNS, "nft", "-a", "list", "table", "ip", "interceptd"))
+		ipt, nft, err := icdnetns.InstalledRules(b.hostNS)
+		must(err)
+		return ipt + nft
 	}
 	one := rules()
 	const churn = 100

@@ -465,28 +465,18 @@ func TestARestartReadoptsSandboxesWithoutDuplicatingRules(t *testing.T) {
 // ruleCount counts the iptables rules and the rules of the daemon's
 // nftables table in the host namespace.
 func ruleCount(t *testing.T, e *Env) int {
-	out, err := exec.Command("ip", "netns", "exec", e.HostNS, "iptables-save").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nft, err := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "-a", "list", "table", "ip", "interceptd").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return icdnetns.CountRules(string(out), string(nft))
+	ipt, nft := ruleCounts(t, e)
+	return ipt + nft
 }
 
 // ruleCounts is ruleCount, iptables and nftables apart.
 func ruleCounts(t *testing.T, e *Env) (iptables, nftables int) {
-	out, err := exec.Command("ip", "netns", "exec", e.HostNS, "iptables-save").Output()
+	t.Helper()
+	iptables, nftables, err := icdnetns.InstalledRules(e.HostNS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nft, err := exec.Command("ip", "netns", "exec", e.HostNS, "nft", "-a", "list", "table", "ip", "interceptd").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return icdnetns.CountRules(string(out), ""), icdnetns.CountRules("", string(nft))
+	return iptables, nftables
 }
 
 func TestWhileTheDaemonIsDownPort80AndDNSAreRefusedAtOnceAndTheRestKeepsThePolicy(t *testing.T) {

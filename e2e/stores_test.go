@@ -1,65 +1,18 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/interceptd/interceptd/internal/procstat"
 )
-
-// rss reads a process's resident memory from /proc, in bytes: all of it,
-// and the anonymous part (heap and stacks, without mapped file pages).
-func rss(pid int) (total, anon int64) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(fields[1], 10, 64)
-		switch fields[0] {
-		case "VmRSS:":
-			total = kb << 10
-		case "RssAnon:":
-			anon = kb << 10
-		}
-	}
-	return total, anon
-}
-
-// peakRSS samples a process's RSS until stop is closed.
-func peakRSS(pid int, stop <-chan struct{}) (peakTotal, peakAnon *int64, done *sync.WaitGroup) {
-	var t, a int64
-	wg := &sync.WaitGroup{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			tt, aa := rss(pid)
-			t, a = max(t, tt), max(a, aa)
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	return &t, &a, wg
-}
 
 func TestALargeBlobGoesUpAndDownWithBoundedMemory(t *testing.T) {
 	e := NewEnv(t, Options{})
@@ -84,9 +37,11 @@ func TestALargeBlobGoesUpAndDownWithBoundedMemory(t *testing.T) {
 	want := hex.EncodeToString(h.Sum(nil))
 
 	pid := e.daemon.Process.Pid
-	baseTotal, baseAnon := rss(pid)
-	stop := make(chan struct{})
-	peakT, peakA, wg := peakRSS(pid, stop)
+	baseTotal, baseAnon, err := procstat.RSS(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopPeak := procstat.Peak(pid, 20*time.Millisecond)
 	start := time.Now()
 	out := e.MustIn(sb, "curl", "-sS", "-m", "300", "-T", path, "-H", "Content-Type: application/x-test", "http://my.r2/big.bin")
 	up := time.Since(start)
@@ -101,12 +56,11 @@ func TestALargeBlobGoesUpAndDownWithBoundedMemory(t *testing.T) {
 	start = time.Now()
 	got := e.MustIn(sb, "sh", "-c", "curl -sS -m 300 http://my.r2/big.bin | md5sum")
 	down := time.Since(start)
-	close(stop)
-	wg.Wait()
+	peakT, peakA := stopPeak()
 	if !strings.HasPrefix(got, want) {
 		t.Fatalf("downloaded md5 %s, want %s", got, want)
 	}
-	growthAnon, growthTotal := *peakA-baseAnon, *peakT-baseTotal
+	growthAnon, growthTotal := peakA-baseAnon, peakT-baseTotal
 	t.Logf("256 MiB blob: up %v (%.0f MB/s), down %v (%.0f MB/s); daemon RSS growth: anon %.1f MiB, total %.1f MiB (mapped file pages of the store included)",
 		up.Round(time.Millisecond), float64(size)/1e6/up.Seconds(), down.Round(time.Millisecond), float64(size)/1e6/down.Seconds(),
 		float64(growthAnon)/(1<<20), float64(growthTotal)/(1<<20))

@@ -69,7 +69,7 @@ func TestARestartReadoptsWhatSurvivedAndRemovesTheRest(t *testing.T) {
 		cfg: Config{Rules: p, IPSets: sets, Records: recs, InterfacePrefix: "icdt", NetnsDir: dir,
 			DefaultPolicy: policy.Policy{Internet: true},
 			OnPolicy:      func(sb Sandbox) { mu.Lock(); announced = append(announced, sb.Name); mu.Unlock() }},
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)), nl: nl, pool: pool,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), k: netlinkKernel{nl}, pool: pool,
 		closedNets: closedNets(p), byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
 	}
 

@@ -19,7 +19,6 @@ import (
 
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 var (
@@ -63,6 +62,9 @@ type Config struct {
 	IPSets IPSets
 	// NFT installs the tproxy table; nil means the nft command.
 	NFT NFT
+	// Kernel makes and removes sandboxes' links and namespaces; nil means
+	// netlink in the calling namespace.
+	Kernel Kernel
 	// DefaultPolicy is the policy of a sandbox created without one.
 	DefaultPolicy policy.Policy
 	// OnDelete, when set, is called with the name of each deleted sandbox.
@@ -113,7 +115,7 @@ type Sandbox struct {
 type Manager struct {
 	cfg   Config
 	log   *slog.Logger
-	nl    *netlink.Handle
+	k     Kernel
 	rules RuleSet
 	// closedNets are the protected and private destinations of the rules,
 	// which an address learned from DNS never opens.
@@ -123,7 +125,8 @@ type Manager struct {
 	pool     *Pool
 	byName   map[string]*Sandbox
 	byAddr   map[netip.Addr]*Sandbox
-	opMu     sync.Mutex // serialises create/delete so kernel state follows the maps
+	opMu     sync.Mutex    // serialises create/delete so kernel state follows the maps
+	reapWait time.Duration // reapDelay; shorter in tests
 	reapq    chan reapItem
 	stopReap chan struct{}
 	reaping  sync.WaitGroup
@@ -131,9 +134,10 @@ type Manager struct {
 
 // reapDelay is how long a deleted sandbox's link is left to the kernel: an
 // unmounted namespace with nothing in it is destroyed asynchronously, veth
-// pair included, in batches far cheaper than deleting each link (about
-// 20 ms each, an RCU grace period). A link still there after it (a process
-// kept the namespace alive, or the namespace was a runtime's) is deleted.
+// pair included, in batches far cheaper than deleting each link (each
+// deletion waits out an RCU grace period of its own). A link still there
+// after it (a process kept the namespace alive, or the namespace was a
+// runtime's) is deleted.
 const reapDelay = 2 * time.Second
 
 type reapItem struct {
@@ -159,10 +163,8 @@ func (m *Manager) reaper() {
 				return
 			}
 		}
-		if l, err := m.nl.LinkByName(it.s.HostInterface); err == nil {
-			if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
-				m.log.Warn("deleting a deleted sandbox's link", "sandbox", it.s.Name, "link", it.s.HostInterface, "error", err)
-			}
+		if err := m.k.DeleteLink(it.s.HostInterface); err != nil {
+			m.log.Warn("deleting a deleted sandbox's link", "sandbox", it.s.Name, "link", it.s.HostInterface, "error", err)
 		}
 		m.mu.Lock()
 		m.pool.Release(it.s.Slot)
@@ -190,18 +192,23 @@ func New(cfg Config) (*Manager, error) {
 		}
 		cfg.IPTables = ipt
 	}
-	nl, err := netlink.NewHandle()
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink: %w", err)
-	}
-	if cfg.IPSets == nil {
-		cfg.IPSets = netlinkSets{nl}
+	if cfg.Kernel == nil || cfg.IPSets == nil {
+		nl, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("opening netlink: %w", err)
+		}
+		if cfg.Kernel == nil {
+			cfg.Kernel = netlinkKernel{nl}
+		}
+		if cfg.IPSets == nil {
+			cfg.IPSets = netlinkSets{nl}
+		}
 	}
 	if cfg.NFT == nil {
 		cfg.NFT = NFTExec{}
 	}
 	m := &Manager{
-		cfg: cfg, log: cfg.Logger, nl: nl, pool: pool,
+		cfg: cfg, log: cfg.Logger, k: cfg.Kernel, pool: pool, reapWait: reapDelay,
 		rules: Rules(cfg.Rules), closedNets: closedNets(cfg.Rules),
 		byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
 		reapq: make(chan reapItem, 1<<16), stopReap: make(chan struct{}),
@@ -211,17 +218,14 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Close releases the netlink handle. Sandboxes and rules stay in place:
+// Close releases the kernel's netlink handle. Sandboxes and rules stay in place:
 // while the daemon is away its sandboxes keep no way around it.
 // Links of sandboxes deleted just before are left to the next start's sweep.
 func (m *Manager) Close() {
 	close(m.stopReap)
 	m.reaping.Wait()
-	m.nl.Close()
+	m.k.Close()
 }
-
-// RuleSet returns the interception rules the manager installs.
-func (m *Manager) RuleSet() RuleSet { return m.rules }
 
 // Setup installs the interception rules and policy routing, then re-adopts
 // the sandboxes recorded by a previous run whose namespace and link survived,
@@ -230,7 +234,7 @@ func (m *Manager) Setup() error {
 	if err := m.rules.Apply(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT); err != nil {
 		return err
 	}
-	if err := ApplyRouting(m.nl); err != nil {
+	if err := m.k.ApplyRouting(); err != nil {
 		return err
 	}
 	if err := m.enableForwarding(); err != nil {
@@ -315,12 +319,12 @@ func (m *Manager) check(sb *Sandbox) error {
 	if _, err := os.Stat(sb.NetnsPath); err != nil {
 		return fmt.Errorf("namespace: %w", err)
 	}
-	l, err := m.nl.LinkByName(sb.HostInterface)
+	typ, err := m.k.LinkType(sb.HostInterface)
 	if err != nil {
 		return fmt.Errorf("host link %s: %w", sb.HostInterface, err)
 	}
-	if l.Type() != "veth" {
-		return fmt.Errorf("host link %s is a %s", sb.HostInterface, l.Type())
+	if typ != "veth" {
+		return fmt.Errorf("host link %s is a %s", sb.HostInterface, typ)
 	}
 	if gw, a, _ := m.pool.Link(sb.Slot); gw != sb.Gateway || a != sb.Addr {
 		return fmt.Errorf("record does not match pool %s", m.pool.Prefix())
@@ -340,15 +344,14 @@ func (m *Manager) sweep(all bool) error {
 		}
 	}
 	m.mu.RUnlock()
-	links, err := m.nl.LinkList()
+	links, err := m.k.Links()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listing links: %w", err))
 	}
 	for _, l := range links {
-		n := l.Attrs().Name
-		if l.Type() == "veth" && strings.HasPrefix(n, m.cfg.InterfacePrefix) && !keepIf[n] {
-			if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
-				errs = append(errs, fmt.Errorf("deleting link %s: %w", n, err))
+		if l.Type == "veth" && strings.HasPrefix(l.Name, m.cfg.InterfacePrefix) && !keepIf[l.Name] {
+			if err := m.k.DeleteLink(l.Name); err != nil {
+				errs = append(errs, fmt.Errorf("deleting link %s: %w", l.Name, err))
 			}
 		}
 	}
@@ -357,7 +360,7 @@ func (m *Manager) sweep(all bool) error {
 		for _, e := range ents {
 			n := e.Name()
 			if strings.HasPrefix(n, m.cfg.NetnsPrefix) && !keepNS[n] {
-				if err := removeNamespace(filepath.Join(m.cfg.NetnsDir, n)); err != nil {
+				if err := m.k.RemoveNamespace(filepath.Join(m.cfg.NetnsDir, n)); err != nil {
 					errs = append(errs, err)
 				}
 				m.removeResolvConf(n)
@@ -382,7 +385,7 @@ func (m *Manager) Cleanup() error {
 			}
 		}
 	}
-	errs = append(errs, m.rules.Teardown(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT), TeardownRouting(m.nl))
+	errs = append(errs, m.rules.Teardown(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT), m.k.TeardownRouting())
 	m.mu.Lock()
 	for _, sb := range m.byName {
 		m.pool.Release(sb.Slot)
@@ -400,18 +403,6 @@ func (m *Manager) register(sb *Sandbox) {
 	n := len(m.byName)
 	m.mu.Unlock()
 	m.cfg.Metrics.setActive(n)
-}
-
-// Lookup returns the sandbox whose address is addr: the daemon's notion of
-// who is asking. Anti-spoofing rules are what make the answer trustworthy.
-func (m *Manager) Lookup(addr netip.Addr) (Sandbox, bool) {
-	m.mu.RLock()
-	sb, ok := m.byAddr[addr.Unmap()]
-	m.mu.RUnlock()
-	if !ok {
-		return Sandbox{}, false
-	}
-	return *sb, true
 }
 
 // Get returns the sandbox called name.
@@ -547,69 +538,15 @@ func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) 
 
 func (m *Manager) build(s *Sandbox) error {
 	if !s.External {
-		if err := createNamespace(s.NetnsPath); err != nil {
+		if err := m.k.CreateNamespace(s.NetnsPath); err != nil {
 			return err
 		}
 	}
-	ns, inner, closeNS, err := openNamespace(s.NetnsPath)
+	mac, err := m.k.Wire(s)
 	if err != nil {
 		return err
 	}
-	defer closeNS()
-
-	la := netlink.NewLinkAttrs()
-	la.Name = s.HostInterface
-	veth := &netlink.Veth{LinkAttrs: la, PeerName: s.Interface, PeerNamespace: netlink.NsFd(ns)}
-	if err := m.nl.LinkAdd(veth); err != nil {
-		return fmt.Errorf("adding veth %s: %w", s.HostInterface, err)
-	}
-	host, err := m.nl.LinkByName(s.HostInterface)
-	if err != nil {
-		return fmt.Errorf("finding %s: %w", s.HostInterface, err)
-	}
-	// Before the link is up: strict reverse-path filtering (anti-spoofing,
-	// beside the rpfilter rule), no IPv6 (its link-local addresses would be a
-	// path to host services that the IPv4 rules do not see), no redirects.
-	// Forwarding is on for this interface only so that what a sandbox sends
-	// past the daemon reaches the FORWARD chain and is rejected at once;
-	// with forwarding off the kernel drops it silently and clients hang.
-	for k, v := range map[string]string{
-		"net/ipv4/conf/" + s.HostInterface + "/forwarding":     "1",
-		"net/ipv4/conf/" + s.HostInterface + "/rp_filter":      "1",
-		"net/ipv4/conf/" + s.HostInterface + "/send_redirects": "0",
-		"net/ipv6/conf/" + s.HostInterface + "/disable_ipv6":   "1",
-	} {
-		if err := writeSysctl(k, v); err != nil && !(strings.HasPrefix(k, "net/ipv6") && errors.Is(err, os.ErrNotExist)) {
-			return err
-		}
-	}
-	if err := m.nl.AddrAdd(host, &netlink.Addr{IPNet: ipnet(s.Gateway, 30)}); err != nil {
-		return fmt.Errorf("addressing %s: %w", s.HostInterface, err)
-	}
-	if err := m.nl.LinkSetUp(host); err != nil {
-		return fmt.Errorf("setting %s up: %w", s.HostInterface, err)
-	}
-
-	for _, n := range []string{"lo", s.Interface} {
-		l, err := inner.LinkByName(n)
-		if err != nil {
-			return fmt.Errorf("finding %s in sandbox: %w", n, err)
-		}
-		if n == s.Interface {
-			s.MAC = l.Attrs().HardwareAddr.String()
-			if err := inner.AddrAdd(l, &netlink.Addr{IPNet: ipnet(s.Addr, 30)}); err != nil {
-				return fmt.Errorf("addressing sandbox %s: %w", n, err)
-			}
-		}
-		if err := inner.LinkSetUp(l); err != nil {
-			return fmt.Errorf("setting sandbox %s up: %w", n, err)
-		}
-		if n == s.Interface {
-			if err := inner.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(s.Gateway.AsSlice())}); err != nil {
-				return fmt.Errorf("adding default route in sandbox: %w", err)
-			}
-		}
-	}
+	s.MAC = mac
 	if s.External {
 		return nil // the runtime writes the container's resolv.conf
 	}
@@ -651,16 +588,14 @@ func (m *Manager) destroy(s *Sandbox) error {
 	var errs []error
 	if s.HostInterface == "" {
 		// No link of its own (see adopt).
-	} else if l, err := m.nl.LinkByName(s.HostInterface); err == nil {
+	} else if err := m.k.DeleteLink(s.HostInterface); err != nil {
 		// Deleting one end of a veth pair deletes the other.
-		if err := m.nl.LinkDel(l); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting link %s: %w", s.HostInterface, err))
-		}
+		errs = append(errs, fmt.Errorf("deleting link %s: %w", s.HostInterface, err))
 	}
 	if s.External {
 		return errors.Join(errs...) // never remove a namespace we did not make
 	}
-	if err := removeNamespace(s.NetnsPath); err != nil {
+	if err := m.k.RemoveNamespace(s.NetnsPath); err != nil {
 		errs = append(errs, err)
 	}
 	m.removeResolvConf(s.Netns)
@@ -691,12 +626,12 @@ func (m *Manager) Delete(name string) (err error) {
 	// whatever it still sends is refused. The namespace goes now; its link
 	// goes in the background (see reaper), keeping the slot until then.
 	if !s.External {
-		if rerr := removeNamespace(s.NetnsPath); rerr != nil {
+		if rerr := m.k.RemoveNamespace(s.NetnsPath); rerr != nil {
 			err = rerr
 		}
 		m.removeResolvConf(s.Netns)
 	}
-	m.reapq <- reapItem{s: s, after: time.Now().Add(reapDelay)}
+	m.reapq <- reapItem{s: s, after: time.Now().Add(m.reapWait)}
 	if m.cfg.Records != nil {
 		// A namespace we made is gone now, so a record that a crash kept
 		// would be dropped on restart: its removal need not wait for the
@@ -802,7 +737,9 @@ func (m *Manager) policyApplied(sb Sandbox) {
 	}
 }
 
-// Caller returns the sandbox at addr with its policy, for DNS and the router.
+// Caller returns the sandbox at addr with its policy, for DNS and the router:
+// the daemon's notion of who is asking. Anti-spoofing rules are what make
+// the answer trustworthy.
 func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 	m.mu.RLock()
 	sb, ok := m.byAddr[addr.Unmap()]
@@ -818,14 +755,8 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 // Docker, interceptd needs the host to route; unlike Docker it leaves the
 // host's FORWARD policy alone: its own chain handles sandbox traffic only.
 func (m *Manager) enableForwarding() error {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		return fmt.Errorf("reading net.ipv4.ip_forward: %w", err)
-	}
-	if strings.TrimSpace(string(b)) == "1" {
-		return nil
-	}
-	if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
+	changed, err := m.k.EnableForwarding()
+	if err != nil || !changed {
 		return err
 	}
 	m.log.Info("enabled net.ipv4.ip_forward so that sandboxes' routed traffic can be answered; the host's own FORWARD policy is unchanged")
@@ -844,47 +775,5 @@ func (m *Manager) Check(name string) error {
 	if err := m.check(sb); err != nil {
 		return err
 	}
-	_, inner, closeNS, err := openNamespace(sb.NetnsPath)
-	if err != nil {
-		return err
-	}
-	defer closeNS()
-	l, err := inner.LinkByName(sb.Interface)
-	if err != nil {
-		return fmt.Errorf("interface %s in the sandbox: %w", sb.Interface, err)
-	}
-	addrs, _ := inner.AddrList(l, netlink.FAMILY_V4)
-	found := false
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == sb.Addr {
-			found = true
-		}
-	}
-	if !found {
-		return fmt.Errorf("interface %s lacks its address %s", sb.Interface, sb.Addr)
-	}
-	routes, _ := inner.RouteList(l, netlink.FAMILY_V4)
-	for _, r := range routes {
-		if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
-			if gw, ok := netip.AddrFromSlice(r.Gw); ok && gw.Unmap() == sb.Gateway {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("no default route via %s in the sandbox", sb.Gateway)
-}
-
-// openNamespace opens the namespace at path and a netlink handle bound to
-// it; close releases both.
-func openNamespace(path string) (netns.NsHandle, *netlink.Handle, func(), error) {
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("opening namespace: %w", err)
-	}
-	inner, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		return 0, nil, nil, fmt.Errorf("opening netlink in namespace: %w", err)
-	}
-	return ns, inner, func() { inner.Close(); ns.Close() }, nil
+	return m.k.CheckWiring(sb)
 }

@@ -252,6 +252,24 @@ func CountRules(iptablesSave, nftList string) int {
 	return n
 }
 
+// InstalledRules counts the rules installed in the network namespace that
+// `ip netns` calls ns: the iptables rules (iptables-save) and the rules of
+// the daemon's nftables table (iptables-nft keeps its own rules in
+// nftables too; they are not counted twice). The benchmark and the
+// end-to-end tests read it to hold the count constant however many
+// sandboxes there are.
+func InstalledRules(ns string) (iptables, nftables int, err error) {
+	save, err := exec.Command("ip", "netns", "exec", ns, "iptables-save").Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("listing iptables rules in %s: %w", ns, err)
+	}
+	nft, err := exec.Command("ip", "netns", "exec", ns, "nft", "-a", "list", "table", "ip", NFTTable).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("listing nftables table %s in %s: %w", NFTTable, ns, err)
+	}
+	return CountRules(string(save), ""), CountRules("", string(nft)), nil
+}
+
 // floodSetSize is how many addresses the DNS flood limit's set holds: every
 // address of the pool, and at least 65536. A full set would not drop: a
 // packet whose address cannot be added passes the rule unlimited.

@@ -1,0 +1,225 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Kernel is what the Manager asks of the kernel for sandboxes: the links on
+// the daemon's side, the namespaces it mounts, the wiring between the two
+// and the daemon's own routing. The registry, create, delete and adopt
+// logic sees the kernel only through it, so that logic is tested against
+// an in-memory fake (kernel_test.go); the real one is netlink in the
+// calling process's namespace.
+type Kernel interface {
+	// LinkType returns the type ("veth", ...) of the daemon-side link
+	// called name, or an error if there is none.
+	LinkType(name string) (string, error)
+	// Links lists the daemon-side links.
+	Links() ([]LinkInfo, error)
+	// DeleteLink deletes the daemon-side link called name (a veth's peer
+	// goes with it). A link that is already gone is success.
+	DeleteLink(name string) error
+	// CreateNamespace makes a new network namespace bind-mounted at path,
+	// which must not exist.
+	CreateNamespace(path string) error
+	// RemoveNamespace unmounts and removes the namespace at path. One
+	// that is already gone counts as removed.
+	RemoveNamespace(path string) error
+	// Wire joins the namespace at s.NetnsPath to the daemon's: a veth pair
+	// (s.HostInterface here, s.Interface there) with s.Gateway and s.Addr,
+	// both ends up and a default route via s.Gateway inside. It returns
+	// the MAC address of the sandbox end. On failure it may leave part of
+	// it behind: the caller deletes the link.
+	Wire(s *Sandbox) (mac string, err error)
+	// CheckWiring verifies inside s's namespace that s.Interface holds
+	// s.Addr and the default route goes via s.Gateway.
+	CheckWiring(s *Sandbox) error
+	// ApplyRouting and TeardownRouting install and remove the policy
+	// routing of TPROXY-marked packets (see ApplyRouting).
+	ApplyRouting() error
+	TeardownRouting() error
+	// EnableForwarding turns on IPv4 forwarding; changed says whether it
+	// was off.
+	EnableForwarding() (changed bool, err error)
+	// Close releases what the Kernel holds.
+	Close()
+}
+
+// LinkInfo is a daemon-side link as Kernel.Links lists it.
+type LinkInfo struct {
+	Name, Type string
+}
+
+// netlinkKernel is the Kernel of the calling process's network namespace:
+// netlink through h, and handles bound to each sandbox's namespace.
+type netlinkKernel struct{ h *netlink.Handle }
+
+var _ Kernel = netlinkKernel{}
+
+func (k netlinkKernel) LinkType(name string) (string, error) {
+	l, err := k.h.LinkByName(name)
+	if err != nil {
+		return "", err
+	}
+	return l.Type(), nil
+}
+
+func (k netlinkKernel) Links() ([]LinkInfo, error) {
+	links, err := k.h.LinkList()
+	out := make([]LinkInfo, 0, len(links))
+	for _, l := range links {
+		out = append(out, LinkInfo{Name: l.Attrs().Name, Type: l.Type()})
+	}
+	return out, err
+}
+
+func (k netlinkKernel) DeleteLink(name string) error {
+	l, err := k.h.LinkByName(name)
+	if err != nil {
+		return nil // not found, or not there to delete
+	}
+	if err := k.h.LinkDel(l); err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+func (netlinkKernel) CreateNamespace(path string) error { return createNamespace(path) }
+func (netlinkKernel) RemoveNamespace(path string) error { return removeNamespace(path) }
+
+func (k netlinkKernel) Wire(s *Sandbox) (string, error) {
+	ns, inner, closeNS, err := openNamespace(s.NetnsPath)
+	if err != nil {
+		return "", err
+	}
+	defer closeNS()
+
+	la := netlink.NewLinkAttrs()
+	la.Name = s.HostInterface
+	veth := &netlink.Veth{LinkAttrs: la, PeerName: s.Interface, PeerNamespace: netlink.NsFd(ns)}
+	if err := k.h.LinkAdd(veth); err != nil {
+		return "", fmt.Errorf("adding veth %s: %w", s.HostInterface, err)
+	}
+	host, err := k.h.LinkByName(s.HostInterface)
+	if err != nil {
+		return "", fmt.Errorf("finding %s: %w", s.HostInterface, err)
+	}
+	// Before the link is up: strict reverse-path filtering (anti-spoofing,
+	// beside the rpfilter rule), no IPv6 (its link-local addresses would be a
+	// path to host services that the IPv4 rules do not see), no redirects.
+	// Forwarding is on for this interface only so that what a sandbox sends
+	// past the daemon reaches the FORWARD chain and is rejected at once;
+	// with forwarding off the kernel drops it silently and clients hang.
+	for k, v := range map[string]string{
+		"net/ipv4/conf/" + s.HostInterface + "/forwarding":     "1",
+		"net/ipv4/conf/" + s.HostInterface + "/rp_filter":      "1",
+		"net/ipv4/conf/" + s.HostInterface + "/send_redirects": "0",
+		"net/ipv6/conf/" + s.HostInterface + "/disable_ipv6":   "1",
+	} {
+		if err := writeSysctl(k, v); err != nil && !(strings.HasPrefix(k, "net/ipv6") && errors.Is(err, os.ErrNotExist)) {
+			return "", err
+		}
+	}
+	if err := k.h.AddrAdd(host, &netlink.Addr{IPNet: ipnet(s.Gateway, 30)}); err != nil {
+		return "", fmt.Errorf("addressing %s: %w", s.HostInterface, err)
+	}
+	if err := k.h.LinkSetUp(host); err != nil {
+		return "", fmt.Errorf("setting %s up: %w", s.HostInterface, err)
+	}
+
+	var mac string
+	for _, n := range []string{"lo", s.Interface} {
+		l, err := inner.LinkByName(n)
+		if err != nil {
+			return "", fmt.Errorf("finding %s in sandbox: %w", n, err)
+		}
+		if n == s.Interface {
+			mac = l.Attrs().HardwareAddr.String()
+			if err := inner.AddrAdd(l, &netlink.Addr{IPNet: ipnet(s.Addr, 30)}); err != nil {
+				return "", fmt.Errorf("addressing sandbox %s: %w", n, err)
+			}
+		}
+		if err := inner.LinkSetUp(l); err != nil {
+			return "", fmt.Errorf("setting sandbox %s up: %w", n, err)
+		}
+		if n == s.Interface {
+			if err := inner.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(s.Gateway.AsSlice())}); err != nil {
+				return "", fmt.Errorf("adding default route in sandbox: %w", err)
+			}
+		}
+	}
+	return mac, nil
+}
+
+func (k netlinkKernel) CheckWiring(sb *Sandbox) error {
+	_, inner, closeNS, err := openNamespace(sb.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer closeNS()
+	l, err := inner.LinkByName(sb.Interface)
+	if err != nil {
+		return fmt.Errorf("interface %s in the sandbox: %w", sb.Interface, err)
+	}
+	addrs, _ := inner.AddrList(l, netlink.FAMILY_V4)
+	found := false
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == sb.Addr {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("interface %s lacks its address %s", sb.Interface, sb.Addr)
+	}
+	routes, _ := inner.RouteList(l, netlink.FAMILY_V4)
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+			if gw, ok := netip.AddrFromSlice(r.Gw); ok && gw.Unmap() == sb.Gateway {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("no default route via %s in the sandbox", sb.Gateway)
+}
+
+func (k netlinkKernel) ApplyRouting() error    { return ApplyRouting(k.h) }
+func (k netlinkKernel) TeardownRouting() error { return TeardownRouting(k.h) }
+
+func (netlinkKernel) EnableForwarding() (bool, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		return false, fmt.Errorf("reading net.ipv4.ip_forward: %w", err)
+	}
+	if strings.TrimSpace(string(b)) == "1" {
+		return false, nil
+	}
+	if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (k netlinkKernel) Close() { k.h.Close() }
+
+// openNamespace opens the namespace at path and a netlink handle bound to
+// it; close releases both.
+func openNamespace(path string) (netns.NsHandle, *netlink.Handle, func(), error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("opening namespace: %w", err)
+	}
+	inner, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return 0, nil, nil, fmt.Errorf("opening netlink in namespace: %w", err)
+	}
+	return ns, inner, func() { inner.Close(); ns.Close() }, nil
+}
