@@ -8,9 +8,8 @@ import (
 	"time"
 )
 
-// raw sends bytes on a fresh connection from inside a sandbox and returns
-// the response's status line (or "" when the daemon just closed).
-func (e *Env) raw(sb Sandbox, dest string, req string) string {
+// dialFrom connects to dest from inside sb, as a process there would.
+func (e *Env) dialFrom(sb Sandbox, dest string) net.Conn {
 	e.t.Helper()
 	var c net.Conn
 	err := inNetns(sb.NetnsPath, func() (err error) {
@@ -20,6 +19,14 @@ func (e *Env) raw(sb Sandbox, dest string, req string) string {
 	if err != nil {
 		e.t.Fatalf("dialing %s from %s: %v", dest, sb.Name, err)
 	}
+	return c
+}
+
+// raw sends bytes on a fresh connection from inside a sandbox and returns
+// the response's status line (or "" when the daemon just closed).
+func (e *Env) raw(sb Sandbox, dest string, req string) string {
+	e.t.Helper()
+	c := e.dialFrom(sb, dest)
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	c.Write([]byte(req))

@@ -61,14 +61,7 @@ type tunnel struct {
 // daemon, as every port-80 connection goes) and returns it switched.
 func (e *Env) openTunnel(sb Sandbox, dest string) *tunnel {
 	e.t.Helper()
-	var c net.Conn
-	err := inNetns(sb.NetnsPath, func() (err error) {
-		c, err = net.DialTimeout("tcp4", dest, 5*time.Second)
-		return err
-	})
-	if err != nil {
-		e.t.Fatalf("dialing %s from %s: %v", dest, sb.Name, err)
-	}
+	c := e.dialFrom(sb, dest)
 	e.t.Cleanup(func() { c.Close() })
 	host, _, _ := net.SplitHostPort(dest)
 	c.SetDeadline(time.Now().Add(5 * time.Second))
