@@ -28,16 +28,19 @@ type Metrics struct {
 	durations metrics.Series[string, prometheus.Observer] // by answer
 }
 
-// querySeries is the last series one reader of the socket counted into:
-// a reader mostly answers one sandbox alike, so the series (with its
-// sandbox label) is looked up when that changes, not per query. Held for a
-// deleted sandbox, it counts into a series no longer exported, instead of
-// recreating it.
+// querySeries is one reader of the socket's last series: a reader mostly
+// answers one sandbox alike, so the series (with its sandbox label) is
+// looked up when that changes, not per query (see metrics.Last, also for a
+// deleted sandbox).
 type querySeries struct {
-	answer, sandbox string
+	queries   metrics.Last[queryKey, prometheus.Counter]
+	decisions policy.Series
+}
+
+// queryKey is what a queries series is made for.
+type queryKey struct {
 	rcode           int
-	queries         prometheus.Counter
-	decisions       policy.Series
+	answer, sandbox string
 }
 
 // NewMetrics registers the DNS metrics on reg.
@@ -75,19 +78,17 @@ func (m *Metrics) observe(qs *querySeries, answer, sandbox string, rcode int, st
 	if m == nil {
 		return
 	}
-	if qs != nil && qs.queries != nil && qs.rcode == rcode && qs.answer == answer && qs.sandbox == sandbox {
-		qs.queries.Inc()
-	} else {
+	var last *metrics.Last[queryKey, prometheus.Counter]
+	if qs != nil {
+		last = &qs.queries
+	}
+	last.Get(queryKey{rcode, answer, sandbox}, func() prometheus.Counter {
 		rc, ok := dns.RcodeToString[rcode]
 		if !ok {
 			rc = "other"
 		}
-		c := m.queries.WithLabelValues(answer, rc, m.sandboxes.Get(sandbox))
-		c.Inc()
-		if qs != nil {
-			qs.answer, qs.sandbox, qs.rcode, qs.queries = answer, sandbox, rcode, c
-		}
-	}
+		return m.queries.WithLabelValues(answer, rc, m.sandboxes.Get(sandbox))
+	}).Inc()
 	m.durations.Get(answer, func() prometheus.Observer { return m.duration.WithLabelValues(answer) }).
 		Observe(time.Since(start).Seconds())
 }

@@ -45,3 +45,30 @@ func (s *Series[K, V]) Get(k K, mk func() V) V {
 	s.m.Store(&next)
 	return v
 }
+
+// Last is one caller's last series, the per-caller counterpart of Series
+// for label sets that include a sandbox: a connection or a socket reader
+// is one sandbox's and mostly counts alike, so it keeps the series it
+// counted into last and looks one up only when its labels change. It holds
+// one entry, so it never grows and a change costs no allocation. Held for
+// a deleted sandbox, it keeps counting into the series that was dropped
+// (no longer exported) instead of recreating it. Not safe for concurrent
+// use; the zero value is empty.
+type Last[K comparable, V any] struct {
+	k  K
+	v  V
+	ok bool
+}
+
+// Get returns the held value when k is the key it was made for, and
+// otherwise makes one with mk and holds it. A nil Last holds nothing.
+func (l *Last[K, V]) Get(k K, mk func() V) V {
+	if l == nil {
+		return mk()
+	}
+	if l.ok && l.k == k {
+		return l.v
+	}
+	l.k, l.v, l.ok = k, mk(), true
+	return l.v
+}

@@ -48,3 +48,33 @@ func BenchmarkSeriesGetOfAStructKey(b *testing.B) {
 		s.Get(k, nil)
 	}
 }
+
+func TestLastKeepsOnlyTheSeriesOfTheLastKeyAskedFor(t *testing.T) {
+	var l Last[string, int]
+	made := 0
+	mk := func() int { made++; return made }
+	steps := []struct {
+		key        string
+		want, made int
+	}{
+		{"x", 1, 1},
+		{"x", 1, 1}, // held
+		{"y", 2, 2}, // another key replaces it
+		{"x", 3, 3}, // x was let go, so it is made again
+		{"x", 3, 3},
+	}
+	for i, st := range steps {
+		if got := l.Get(st.key, mk); got != st.want || made != st.made {
+			t.Fatalf("step %d: Get(%q) = %d after %d makes, want %d after %d", i, st.key, got, made, st.want, st.made)
+		}
+	}
+}
+
+func TestANilLastMakesAValueOnEveryCall(t *testing.T) {
+	var l *Last[string, int]
+	made := 0
+	mk := func() int { made++; return made }
+	if a, b := l.Get("x", mk), l.Get("x", mk); a != 1 || b != 2 {
+		t.Fatalf("a nil Last gave %d then %d, want 1 then 2 (made each time)", a, b)
+	}
+}

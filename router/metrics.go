@@ -101,13 +101,15 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 
 // requestSeries is one connection's last series of the requests counter.
 // A connection is one sandbox's and mostly sees one handler and one
-// outcome, so the series is looked up once, not per request. Held by a
-// connection of a deleted sandbox, it no longer counts anywhere (its
-// series was dropped), which is also what a new lookup should not undo.
-type requestSeries struct {
-	handler, sandbox string
+// outcome, so the series is looked up once, not per request (see
+// metrics.Last, also for a deleted sandbox's connection).
+type requestSeries = metrics.Last[requestKey, prometheus.Counter]
+
+// requestKey is what a requests series is made for; the code first, as it
+// is what changes most often.
+type requestKey struct {
 	code             int
-	c                prometheus.Counter
+	handler, sandbox string
 }
 
 // request counts one request; rs, if not nil, caches its series.
@@ -115,15 +117,9 @@ func (m *Metrics) request(rs *requestSeries, handler, sandbox string, code int, 
 	if m == nil {
 		return
 	}
-	if rs != nil && rs.c != nil && rs.code == code && rs.handler == handler && rs.sandbox == sandbox {
-		rs.c.Inc()
-	} else {
-		c := m.requests.WithLabelValues(handler, metrics.CodeLabel(code), m.sandboxes.Get(sandbox))
-		c.Inc()
-		if rs != nil {
-			*rs = requestSeries{handler: handler, sandbox: sandbox, code: code, c: c}
-		}
-	}
+	rs.Get(requestKey{code, handler, sandbox}, func() prometheus.Counter {
+		return m.requests.WithLabelValues(handler, metrics.CodeLabel(code), m.sandboxes.Get(sandbox))
+	}).Inc()
 	s := m.perHandler.Get(handler, func() *handlerSeries {
 		return &handlerSeries{
 			duration: m.duration.WithLabelValues(handler),

@@ -34,11 +34,16 @@ func (m *Metrics) Observe(protocol, sandbox string, d Decision) {
 
 // Series is the last series one caller counted a decision into. A caller
 // that is one sandbox's and mostly decides alike (a connection) keeps one,
-// so that the series is looked up once instead of on every decision.
+// so that the series is looked up once instead of on every decision (see
+// metrics.Last, also for a deleted sandbox).
 type Series struct {
-	protocol, sandbox, reason string
+	last metrics.Last[seriesKey, prometheus.Counter]
+}
+
+// seriesKey is what a decisions series is made for.
+type seriesKey struct {
 	result                    Result
-	c                         prometheus.Counter
+	reason, sandbox, protocol string
 }
 
 // ObserveInto counts one decision, through s when it holds the decision's
@@ -47,13 +52,11 @@ func (m *Metrics) ObserveInto(s *Series, protocol, sandbox string, d Decision) {
 	if m == nil {
 		return
 	}
-	if s != nil && s.c != nil && s.result == d.Result && s.reason == d.Reason && s.sandbox == sandbox && s.protocol == protocol {
-		s.c.Inc()
-		return
-	}
-	c := m.decisions.WithLabelValues(protocol, string(d.Result), d.Reason, m.sandboxes.Get(sandbox))
-	c.Inc()
+	var last *metrics.Last[seriesKey, prometheus.Counter]
 	if s != nil {
-		*s = Series{protocol: protocol, sandbox: sandbox, reason: d.Reason, result: d.Result, c: c}
+		last = &s.last
 	}
+	last.Get(seriesKey{d.Result, d.Reason, sandbox, protocol}, func() prometheus.Counter {
+		return m.decisions.WithLabelValues(protocol, string(d.Result), d.Reason, m.sandboxes.Get(sandbox))
+	}).Inc()
 }
