@@ -82,9 +82,10 @@ func newUDPServer(conn *net.UDPConn, h dns.Handler) (*udpServer, error) {
 var cpus = runtime.GOMAXPROCS(0)
 
 func (u *udpServer) serve() {
-	// Readers of one socket take turns on it: on the 2-CPU benchmark one
-	// reader answered more, for less CPU, than two (whose handoffs cost
-	// futex wake-ups). Large hosts get one per four CPUs.
+	// Readers of one socket take turns on it, and each handoff between
+	// them costs a futex wake-up: a second reader adds that cost more than
+	// it adds answers until there are CPUs enough to keep readers busy, so
+	// a small host gets one, a large host one per four CPUs.
 	n := max(1, cpus/4)
 	u.wg.Add(n)
 	for range n {
@@ -221,9 +222,9 @@ type slowQuery struct {
 const workerIdle = 5 * time.Second
 
 // dispatch hands q to an idle worker, or to a new one. Workers stay for
-// more: a goroutine per query grew its stack anew every time (a forward
-// runs deep, through miekg/dns, net and the poller), which cost more CPU
-// than the query's own unpacking. There are never more workers than slots
+// more: a goroutine per query grows its stack anew every time (a forward
+// runs deep, through miekg/dns, net and the poller), work done again for
+// every query that a waiting worker does once. There are never more workers than slots
 // taken, and none wait when no query has come for workerIdle.
 func (u *udpServer) dispatch(q slowQuery) {
 	select {

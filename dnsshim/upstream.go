@@ -16,7 +16,8 @@ import (
 // udpUpstream exchanges queries with one upstream resolver over UDP, on
 // connected sockets it keeps for a while. A socket per query (miekg's
 // Client dials one: a socket, a connect, a poller registration, a close)
-// and a 64 KiB read buffer per query were most of a forwarded query's cost.
+// and a 64 KiB read buffer per query would put a socket's setup and
+// teardown and a large allocation on every forwarded query.
 //
 // A socket carries one query at a time, so an answer is never handed to
 // the wrong waiter. It is retired after sockUses queries or sockLife, so

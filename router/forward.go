@@ -205,8 +205,8 @@ func dialErrorKind(err error) string {
 }
 
 // copyBuffers recycles the 32 KiB buffers ReverseProxy copies bodies with;
-// without a pool every forwarded request allocates one (the profile's
-// largest allocation, and most of its GC work).
+// without a pool every forwarded request allocates one, larger than all
+// its other allocations together, for the GC to collect.
 var copyBuffers = &bufferPool{}
 
 type bufferPool struct{ p sync.Pool }

@@ -13,8 +13,9 @@ import (
 
 // This file reads an upstream's response head for the forwarder. Behind the
 // lean loop the fields go to the sandbox as checked lines, without a header
-// map between (a map, its keys and values were a tenth of a forward's user
-// CPU); behind net/http they go through the map its ResponseWriter needs.
+// map between (a map, its keys and values would be built on every forward
+// only to be written out again); behind net/http they go through the map
+// its ResponseWriter needs.
 // Both read the same bytes under the same limits and checks, and both give
 // the forwarder the framing fields on their own.
 

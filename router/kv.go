@@ -64,7 +64,7 @@ func lengthField(n int) []string {
 
 func (h *KV) space(env Env) (*store.KV, error) {
 	if !h.PerSandbox {
-		// Built once: four allocations per request otherwise.
+		// Built once: it never changes, and building it allocates.
 		if kv := h.shared.Load(); kv != nil {
 			return kv, nil
 		}
@@ -72,8 +72,9 @@ func (h *KV) space(env Env) (*store.KV, error) {
 		h.shared.Store(kv)
 		return kv, nil
 	}
-	// Kept on the lean connection, which serves one request at a time:
-	// five allocations per request otherwise.
+	// Kept on the lean connection, which serves one request at a time and
+	// comes from one sandbox, so the handle (scope string, handle, path)
+	// is not built again for each request.
 	if lc := env.conn; lc != nil && lc.space.h == h && lc.space.sandbox == env.Sandbox {
 		return lc.space.kv, nil
 	}

@@ -16,13 +16,13 @@ import (
 //
 // Why: a read or write on a non-blocking socket never waits, but on a veth
 // a write also delivers the segment to the receiving socket and wakes its
-// reader, about 13 µs. Announced to the scheduler (as net.Conn does), a
-// call that long often spans two of sysmon's ticks; sysmon then hands the
-// goroutine's processor to another thread (waking one, which the returning
-// thread must then give it back from) and keeps ticking every 20 µs to do
-// it again. On the forwarding path that was about a tenth of the daemon's
-// CPU: thread wake-ups, futex sleeps and sysmon's own nanosleeps (perf,
-// bench/README.md). Not announcing a call that cannot block keeps the
+// reader, which takes long enough that, announced to the scheduler (as
+// net.Conn does), the call often spans two of sysmon's 20 µs ticks; sysmon
+// then hands the goroutine's processor to another thread (waking one,
+// which the returning thread must then give it back from) and keeps
+// ticking to do it again: thread wake-ups, futex sleeps and sysmon's own
+// nanosleeps on every forward (the perf figures are in bench/README.md).
+// Not announcing a call that cannot block keeps the
 // processor with its goroutine; goroutines queued behind it are stolen by
 // an idle processor as usual.
 type rawIO struct {

@@ -153,7 +153,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		env.RequestID = newRequestID()
 	}
-	// One allocation for what every request needs, not three.
+	// What every request needs, in one allocation rather than one each.
 	st := &requestState{rw: recorder{ResponseWriter: w}, body: countingBody{ReadCloser: r.Body}, id: [1]string{env.RequestID}}
 	rw, body := &st.rw, &st.body
 	if lw, ok := w.(*leanResponse); ok {
