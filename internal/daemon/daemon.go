@@ -16,6 +16,7 @@ import (
 
 	"github.com/interceptd/interceptd/dnsshim"
 	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/buildinfo"
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/kinds"
 	"github.com/interceptd/interceptd/internal/policy"
@@ -143,7 +144,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 			d.close(context.Background())
 		}
 	}()
-	reg := metrics.NewRegistry()
+	reg := metrics.NewRegistry(buildinfo.Version())
 	d.reg, d.started = reg, time.Now()
 	warnPrivateMounts(log)
 
@@ -467,7 +468,7 @@ func (d *Daemon) Healthy() error {
 // Status summarises the running daemon for `interceptd status`, from its
 // own metrics.
 func (d *Daemon) Status() admin.Status {
-	st := admin.Status{Version: metrics.Version, Started: d.started.UTC(), UptimeSeconds: int64(time.Since(d.started).Seconds())}
+	st := admin.Status{Version: buildinfo.Version(), Started: d.started.UTC(), UptimeSeconds: int64(time.Since(d.started).Seconds())}
 	if all, err := d.db.AllUsage(); err == nil {
 		for _, a := range all {
 			st.StoreUsage.Add(a)
