@@ -45,3 +45,16 @@ func TestQueriesAreCountedUnderTheirOwnLabelsWhateverTheCachedSeries(t *testing.
 		t.Errorf("%d duration series, want one per answer kind (2)", n)
 	}
 }
+
+func TestQueriesIsEveryQueryCountedWhateverItsAnswer(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	if got := m.Queries(); got != 0 {
+		t.Errorf("before any query: %d", got)
+	}
+	m.observe(nil, AnswerHandler, "a", dns.RcodeSuccess, time.Now())
+	m.observe(nil, AnswerDenied, "a", dns.RcodeRefused, time.Now())
+	m.observe(nil, AnswerHandler, "b", dns.RcodeNameError, time.Now())
+	if got := m.Queries(); got != 3 {
+		t.Errorf("Queries = %d, want 3", got)
+	}
+}

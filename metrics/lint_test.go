@@ -69,7 +69,7 @@ func TestEveryMetricIsNamedForItsSubsystemAndHasHelp(t *testing.T) {
 }
 
 func TestRegisteredMetricsPassPromlint(t *testing.T) {
-	reg := metrics.NewRegistry()
+	reg := metrics.NewRegistry("test")
 	registerAll(reg)
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -22,12 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Version is the daemon version reported by interceptd_build_info.
-var Version = "dev"
-
 // NewRegistry returns a registry with the Go runtime and process collectors
-// and interceptd_build_info.
-func NewRegistry() *prometheus.Registry {
+// and interceptd_build_info, whose version label is version (the caller
+// says which build runs: see internal/buildinfo).
+func NewRegistry(version string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -35,7 +33,7 @@ func NewRegistry() *prometheus.Registry {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "interceptd", Name: "build_info",
 			Help:        "Always 1; the version label says which build runs.",
-			ConstLabels: prometheus.Labels{"version": Version},
+			ConstLabels: prometheus.Labels{"version": version},
 		}, func() float64 { return 1 }),
 	)
 	return reg

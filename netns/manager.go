@@ -405,6 +405,13 @@ func (m *Manager) register(sb *Sandbox) {
 	m.cfg.Metrics.setActive(n)
 }
 
+// Count is how many sandboxes exist now (interceptd_sandbox_active).
+func (m *Manager) Count() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.byName)
+}
+
 // Get returns the sandbox called name.
 func (m *Manager) Get(name string) (Sandbox, bool) {
 	m.mu.RLock()

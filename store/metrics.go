@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -131,11 +130,8 @@ func (m *Metrics) watchFile(db *DB) {
 		Namespace: "interceptd", Subsystem: "store", Name: "file_size_bytes",
 		Help: "Size of the bbolt database file.",
 	}, func() float64 {
-		fi, err := os.Stat(db.Path())
-		if err != nil {
-			return 0
-		}
-		return float64(fi.Size())
+		n, _ := db.FileSize()
+		return float64(n)
 	}))
 }
 

@@ -283,6 +283,15 @@ func openFile(path string, timeout time.Duration) (*bolt.DB, *os.File, error) {
 // Path returns the file the store lives in.
 func (db *DB) Path() string { return db.bolt.Path() }
 
+// FileSize is the size of the database file (interceptd_store_file_size_bytes).
+func (db *DB) FileSize() (int64, error) {
+	fi, err := os.Stat(db.Path())
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
 // Close waits for queued writes, stops the background work and releases the
 // file. Operations after Close return ErrClosed.
 func (db *DB) Close() error {

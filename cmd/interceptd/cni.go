@@ -13,6 +13,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/buildinfo"
 )
 
 // The CNI plugin is this same binary run under the name interceptd-cni (a
@@ -34,7 +35,7 @@ func isCNI() bool { return filepath.Base(os.Args[0]) == cniName }
 
 func runCNI() {
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: cniAdd, Del: cniDel, Check: cniCheck, Status: cniStatus},
-		cniversion.PluginSupports("0.4.0", "1.0.0", "1.1.0"), "interceptd CNI plugin "+version)
+		cniversion.PluginSupports("0.4.0", "1.0.0", "1.1.0"), "interceptd CNI plugin "+buildinfo.Version())
 }
 
 // errPluginNotAvailable is CNI 1.1's STATUS code for "the plugin cannot

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/interceptd/interceptd/internal/buildinfo"
 )
 
 const usage = `interceptd: per-container network namespaces whose DNS and HTTP egress is
@@ -90,7 +92,7 @@ func run(args []string) int {
 	case "config":
 		err = cmdConfig(args[1:])
 	case "version":
-		fmt.Println(version)
+		fmt.Println(buildinfo.Version())
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:
@@ -112,5 +114,3 @@ func run(args []string) int {
 }
 
 var errUsage = errors.New("usage")
-
-const version = "0.1.0-dev"

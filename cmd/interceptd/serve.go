@@ -16,7 +16,6 @@ import (
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/daemon"
-	"github.com/interceptd/interceptd/metrics"
 )
 
 type stringList []string
@@ -122,7 +121,6 @@ func cmdServe(args []string) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: creating namespaces and rules needs CAP_SYS_ADMIN and CAP_NET_ADMIN")
 	}
-	metrics.Version = version
 	log.Debug("go processors", "gomaxprocs", setProcs(), "cpus", runtime.NumCPU())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

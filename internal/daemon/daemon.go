@@ -16,6 +16,7 @@ import (
 
 	"github.com/interceptd/interceptd/dnsshim"
 	"github.com/interceptd/interceptd/internal/admin"
+	"github.com/interceptd/interceptd/internal/buildinfo"
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/kinds"
 	"github.com/interceptd/interceptd/internal/policy"
@@ -126,9 +127,15 @@ type Daemon struct {
 	metrics *metrics.Server
 	admin   *admin.Server
 	builder *builder
-	reg     *prometheus.Registry
-	started time.Time
-	errc    chan error
+	counts  counts
+	// labels are the sandbox label values of every package's metrics.
+	labels *metrics.SandboxLabels
+	// book maps the addresses DNS answered with to their names, for the
+	// router and for policies that deny names (onPolicy).
+	book      *policy.AddrBook
+	decisions *policy.Metrics
+	started   time.Time
+	errc      chan error
 	// nameDeniers: sandbox name → its policy, for the sandboxes whose
 	// policy has hostname entries in denied_hosts.
 	nameDeniers sync.Map
@@ -136,20 +143,33 @@ type Daemon struct {
 
 // Start brings the daemon up; it returns once every listener and rule is in
 // place, which is when sandboxes can be created.
+//
+// The pieces are built in dependency order: the store (the manager keeps
+// its sandbox records there, the handlers their data); the sandbox manager
+// (the DNS shim and the router identify callers through it); the DNS shim
+// (the router and the handlers resolve names through it); the router with
+// its handlers; then the metrics and admin listeners, which only read or
+// drive what exists. The manager's hooks (onPolicy, onDelete) reach the
+// shim and the router, which do not exist yet when the manager adopts the
+// sandboxes that survived a restart: see onPolicy.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon, err error) {
-	d = &Daemon{cfg: cfg, log: log, errc: make(chan error, 4)}
+	d = &Daemon{cfg: cfg, log: log, errc: make(chan error, 4), book: &policy.AddrBook{}}
 	defer func() {
 		if err != nil {
 			d.close(context.Background())
 		}
 	}()
-	reg := metrics.NewRegistry()
-	d.reg, d.started = reg, time.Now()
+	reg := metrics.NewRegistry(buildinfo.Version())
+	d.started = time.Now()
 	warnPrivateMounts(log)
+	// One set of sandbox label values for every package's metrics, so that
+	// a deleted sandbox's series go from all of them at once (onDelete).
+	d.labels = metrics.NewSandboxLabels(cfg.Metrics.MaxSandboxLabels)
+	d.decisions = policy.NewMetrics(reg, d.labels)
 
-	labels := metrics.NewSandboxLabels(cfg.Metrics.MaxSandboxLabels)
+	// The store, first: the manager records sandboxes in it.
 	sm := store.NewMetrics(reg)
-	sm.LabelSandboxes(labels)
+	sm.LabelSandboxes(d.labels)
 	d.db, err = store.Open(cfg.DataDir, &store.Options{
 		Metrics: sm, Quotas: Quotas(cfg), MinFreeBytes: int64(cfg.Store.MinFreeBytes),
 	})
@@ -157,45 +177,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 
+	// The sandbox manager: Setup installs the rules and adopts the sandboxes
+	// of a previous run, calling onPolicy for each before the shim and the
+	// router exist (they have nothing of these sandboxes yet).
 	nc, err := NetnsParams(cfg)
 	if err != nil {
 		return d, err
 	}
-	book := &policy.AddrBook{}
-	decisions := policy.NewMetrics(reg, labels)
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
-	var shimForget, routerForget, routerRedecide func(string)
-	// A sandbox whose policy denies a name is refused the addresses DNS
-	// gave (anyone) for it, on every protocol: those already learned when
-	// its policy takes effect, and those learned later (Learned below).
-	// Open tunnels are decided again under the new policy.
-	nc.OnPolicy = func(sb netns.Sandbox) {
-		if sb.Compiled == nil || !sb.Compiled.DeniesNames() {
-			d.nameDeniers.Delete(sb.Name)
-		} else {
-			d.nameDeniers.Store(sb.Name, sb.Compiled)
-			book.Indexed(func(a netip.Addr, name string, left time.Duration) {
-				if _, denied := sb.Compiled.Denies(name, 0); denied {
-					d.mgr.DenyLearned(sb.Name, []netip.Addr{a}, left)
-				}
-			})
-		}
-		if routerRedecide != nil {
-			routerRedecide(sb.Name)
-		}
-	}
-	nc.OnDelete = func(name string) {
-		book.Forget(name)
-		d.nameDeniers.Delete(name)
-		labels.Release(name)
-		if shimForget != nil {
-			shimForget(name)
-		}
-		if routerForget != nil {
-			routerForget(name)
-		}
-	}
+	nc.OnPolicy, nc.OnDelete = d.onPolicy, d.onDelete
 	if d.mgr, err = netns.New(nc); err != nil {
 		return d, err
 	}
@@ -206,12 +197,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// Refused non-HTTP flows: one log record and one decision each.
 	if err := netns.WatchRefusals(ctx, func(r netns.Refusal) {
 		caller, _ := d.mgr.Caller(r.Src)
-		decisions.Observe(r.Proto, caller.Sandbox, policy.Decision{Result: policy.Deny, Reason: r.Reason})
+		d.decisions.Observe(r.Proto, caller.Sandbox, policy.Decision{Result: policy.Deny, Reason: r.Reason})
 		log.Info("refused flow", "sandbox", caller.Sandbox, "proto", r.Proto, "dest", r.Dst.String(), "decision", "deny", "reason", r.Reason)
 	}); err != nil {
 		log.Warn("refused flows will not be logged", "error", err)
 	}
 
+	// The DNS shim: it names callers through the manager, opens learned
+	// addresses in the manager's sets and refuses protected ones as the
+	// router's fallback does (one Destinations for both).
 	upstreams := cfg.DNS.Upstreams
 	if len(upstreams) == 0 {
 		upstreams = hostResolvers(log)
@@ -221,30 +215,29 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if cfg.DNS.DeniedRcode == "REFUSED" {
 		rcode = dns.RcodeRefused
 	}
-	rm := router.NewMetrics(reg, labels)
-	dnsMetrics := dnsshim.NewMetrics(reg, labels)
+	rm := router.NewMetrics(reg, d.labels)
+	dnsMetrics := dnsshim.NewMetrics(reg, d.labels)
 	dests, err := Destinations(cfg)
 	if err != nil {
 		return d, err
 	}
 	fwd := &router.Forward{Destinations: dests, Metrics: rm, Logger: log}
-	shim := dnsshim.New(dnsshim.Config{
+	d.shim = dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
-		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: book, Decisions: decisions,
+		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: d.book, Decisions: d.decisions,
 		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Protected: fwd.Protected,
 		Metrics: dnsMetrics, Logger: log,
 	})
-	shimForget = shim.Forget
-	d.shim = shim
 	lc := dnsshim.ListenConfig{MaxTCPConnsPerSandbox: cfg.DNS.MaxTCPConnectionsPerSandbox, Metrics: dnsMetrics}
-	if d.dns, err = lc.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), shim); err != nil {
+	if d.dns, err = lc.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), d.shim); err != nil {
 		return d, err
 	}
 
+	// The router and its handlers, which resolve through the shim.
 	hosts := map[string]router.Route{}
 	byAddr := map[netip.Addr]string{}
 	var catchAll *router.Route
-	d.builder = &builder{db: d.db, cfg: cfg, resolve: shim.LookupA, metrics: rm, log: log}
+	d.builder = &builder{db: d.db, cfg: cfg, resolve: d.shim.LookupA, metrics: rm, log: log}
 	for _, h := range cfg.Handlers {
 		host := policy.NormalizeHost(h.Host)
 		hd, err := d.builder.build(h)
@@ -260,13 +253,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	d.router = router.New(router.Config{
 		Hosts: hosts, Virtual: byAddr, Identify: d.mgr.Caller, CatchAll: catchAll,
-		Fallback: fwd, Protected: fwd.Protected, Book: book, Resolve: shim.LookupA,
-		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: decisions,
+		Fallback: fwd, Protected: fwd.Protected, Book: d.book, Resolve: d.shim.LookupA,
+		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: d.decisions,
 		MaxRequestsPerSecond: cfg.Listen.MaxRequestsPerSecondPerSandbox,
 		Metrics:              rm, Logger: log,
 	})
-	routerForget = d.router.Forget
-	routerRedecide = func(name string) { d.router.Redecide(name) }
 	ln, err := router.ListenTransparent(ctx, cfg.Listen.HTTP)
 	if err != nil {
 		return d, err
@@ -274,6 +265,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	ln = router.LimitPerSource(ln, cfg.Listen.MaxConnectionsPerSandbox, rm)
 	go func() { d.errc <- d.router.Serve(ln) }()
 
+	// What `interceptd status` reports, from the components just built.
+	d.counts = counts{
+		sandboxes: d.mgr.Count, requests: routerRequests(reg),
+		dnsQueries: dnsMetrics.Queries, denials: d.decisions.Denials,
+	}
 	if cfg.Listen.Metrics != "" {
 		if d.metrics, err = metrics.Listen(cfg.Listen.Metrics, reg, cfg.Listen.Pprof); err != nil {
 			return d, err
@@ -281,6 +277,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		go func() { d.errc <- d.metrics.Serve() }()
 	}
 
+	// The admin API last: through it sandboxes are created and deleted, so
+	// from here on the manager's hooks find the shim and the router.
 	handlers := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
 	for _, h := range cfg.Handlers {
 		host := policy.NormalizeHost(h.Host)
@@ -306,6 +304,51 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		"metrics", cfg.Listen.Metrics, "dns_upstreams", upstreams, "handlers", len(hosts),
 		"sandboxes", len(d.mgr.List()))
 	return d, nil
+}
+
+// onPolicy runs when a sandbox's policy takes effect (adopted, created or
+// changed). A sandbox whose policy denies a name is refused the addresses
+// DNS gave (anyone) for it, on every protocol: those already learned now,
+// and those learned later (denyLearned). Its open tunnels are decided again
+// under the new policy.
+//
+// The manager calls it synchronously from Setup (adoption), Create and
+// SetPolicy. Setup runs before the router exists, when no sandbox has a
+// tunnel to decide again; Create and SetPolicy come through the admin API,
+// which Start opens after the router is built. So the nil check is for
+// adoption only, and the fields are never written while a hook reads them.
+func (d *Daemon) onPolicy(sb netns.Sandbox) {
+	if sb.Compiled == nil || !sb.Compiled.DeniesNames() {
+		d.nameDeniers.Delete(sb.Name)
+	} else {
+		d.nameDeniers.Store(sb.Name, sb.Compiled)
+		d.book.Indexed(func(a netip.Addr, name string, left time.Duration) {
+			if _, denied := sb.Compiled.Denies(name, 0); denied {
+				d.mgr.DenyLearned(sb.Name, []netip.Addr{a}, left)
+			}
+		})
+	}
+	if d.router != nil {
+		d.router.Redecide(sb.Name)
+	}
+}
+
+// onDelete runs when a sandbox is deleted: everything kept about it by
+// name goes (learned addresses, its metric series, the shim's and the
+// router's per-sandbox state), so that a sandbox created later under the
+// same name starts clean. Like onPolicy it runs synchronously in the
+// manager; Setup deletes no sandbox the shim or router knows, because they
+// do not exist yet.
+func (d *Daemon) onDelete(name string) {
+	d.book.Forget(name)
+	d.nameDeniers.Delete(name)
+	d.labels.Release(name)
+	if d.shim != nil {
+		d.shim.Forget(name)
+	}
+	if d.router != nil {
+		d.router.Forget(name)
+	}
 }
 
 // denyLearned refuses the addresses of a DNS answer to every sandbox whose
@@ -464,10 +507,39 @@ func (d *Daemon) Healthy() error {
 	return c.Close()
 }
 
-// Status summarises the running daemon for `interceptd status`, from its
-// own metrics.
+// counts are the numbers `interceptd status` reports, each read from the
+// component that keeps it (the same objects /metrics exports), so that the
+// status and the metrics cannot disagree.
+type counts struct {
+	sandboxes  func() int   // the manager's sandboxes (interceptd_sandbox_active)
+	requests   func() int64 // interceptd_router_requests_total
+	dnsQueries func() int64 // interceptd_dns_queries_total
+	denials    func() int64 // deny decisions in interceptd_policy_decisions_total
+}
+
+// routerRequests sums interceptd_router_requests_total from the registry:
+// router.Metrics does not expose its request count yet (router/ is being
+// restructured in parallel), so this one number is still read by name.
+func routerRequests(g prometheus.Gatherer) func() int64 {
+	return func() int64 {
+		mfs, _ := g.Gather()
+		var n float64
+		for _, mf := range mfs {
+			if mf.GetName() != "interceptd_router_requests_total" {
+				continue
+			}
+			for _, m := range mf.Metric {
+				n += m.GetCounter().GetValue()
+			}
+		}
+		return int64(n)
+	}
+}
+
+// Status summarises the running daemon for `interceptd status`, from the
+// numbers its components keep.
 func (d *Daemon) Status() admin.Status {
-	st := admin.Status{Version: metrics.Version, Started: d.started.UTC(), UptimeSeconds: int64(time.Since(d.started).Seconds())}
+	st := admin.Status{Version: buildinfo.Version(), Started: d.started.UTC(), UptimeSeconds: int64(time.Since(d.started).Seconds())}
 	if all, err := d.db.AllUsage(); err == nil {
 		for _, a := range all {
 			st.StoreUsage.Add(a)
@@ -475,39 +547,10 @@ func (d *Daemon) Status() admin.Status {
 	}
 	st.StoreFreeBytes, _ = d.db.FreeBytes()
 	st.StoreMinFreeBytes = int64(d.cfg.Store.MinFreeBytes)
-	mfs, _ := d.reg.Gather()
-	for _, mf := range mfs {
-		sum := func(keep func(labels map[string]string) bool) float64 {
-			var n float64
-			for _, m := range mf.Metric {
-				labels := map[string]string{}
-				for _, l := range m.Label {
-					labels[l.GetName()] = l.GetValue()
-				}
-				if keep != nil && !keep(labels) {
-					continue
-				}
-				switch {
-				case m.Counter != nil:
-					n += m.Counter.GetValue()
-				case m.Gauge != nil:
-					n += m.Gauge.GetValue()
-				}
-			}
-			return n
-		}
-		switch mf.GetName() {
-		case "interceptd_sandbox_active":
-			st.Sandboxes = int64(sum(nil))
-		case "interceptd_router_requests_total":
-			st.Requests = int64(sum(nil))
-		case "interceptd_dns_queries_total":
-			st.DNSQueries = int64(sum(nil))
-		case "interceptd_policy_decisions_total":
-			st.Denials = int64(sum(func(l map[string]string) bool { return l["result"] == "deny" }))
-		case "interceptd_store_file_size_bytes":
-			st.StoreBytes = int64(sum(nil))
-		}
-	}
+	st.StoreBytes, _ = d.db.FileSize()
+	st.Sandboxes = int64(d.counts.sandboxes())
+	st.Requests = d.counts.requests()
+	st.DNSQueries = d.counts.dnsQueries()
+	st.Denials = d.counts.denials()
 	return st
 }

@@ -22,6 +22,8 @@ import (
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/kinds"
+	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -311,7 +313,7 @@ func testCAPEM(t *testing.T) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func TestStatusSumsTheDaemonsOwnMetrics(t *testing.T) {
+func TestStatusReportsTheNumbersItsComponentsKeep(t *testing.T) {
 	db, err := store.Open(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -322,27 +324,32 @@ func TestStatusSumsTheDaemonsOwnMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	active := prometheus.NewGauge(prometheus.GaugeOpts{Name: "interceptd_sandbox_active"})
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_router_requests_total"}, []string{"handler", "code", "sandbox"})
-	queries := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_dns_queries_total"}, []string{"rcode"})
-	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "interceptd_policy_decisions_total"}, []string{"protocol", "result", "reason", "sandbox"})
-	reg.MustRegister(active, requests, queries, decisions)
-	active.Set(3)
+	reg.MustRegister(requests)
 	requests.WithLabelValues("my.kv", "200", "a").Add(5)
 	requests.WithLabelValues("_forward", "502", "b").Add(2)
-	queries.WithLabelValues("NOERROR").Add(7)
-	decisions.WithLabelValues("http", "deny", "denied_host", "a").Add(4)
-	decisions.WithLabelValues("dns", "deny", "not_allowed", "b").Add(1)
-	decisions.WithLabelValues("http", "forward", "internet_on", "a").Add(9)
+	decisions := policy.NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	decisions.Observe("http", "a", policy.Decision{Result: policy.Deny, Reason: "denied_host"})
+	decisions.Observe("dns", "b", policy.Decision{Result: policy.Deny, Reason: "not_allowed"})
+	decisions.Observe("http", "a", policy.Decision{Result: policy.Forward, Reason: "internet_on"})
 	cfg := config.Default()
 	cfg.Store.MinFreeBytes = 1 << 20
-	d := &Daemon{cfg: cfg, db: db, reg: reg, started: time.Now().Add(-time.Minute)}
+	d := &Daemon{cfg: cfg, db: db, started: time.Now().Add(-time.Minute), counts: counts{
+		sandboxes:  func() int { return 3 },
+		requests:   routerRequests(reg),
+		dnsQueries: func() int64 { return 7 },
+		denials:    decisions.Denials,
+	}}
 
 	st := d.Status()
-	if st.Sandboxes != 3 || st.Requests != 7 || st.DNSQueries != 7 || st.Denials != 5 {
-		t.Errorf("status %+v, want 3 sandboxes, 7 requests, 7 queries, 5 denials (not the 9 forwards)", st)
+	if st.Sandboxes != 3 || st.Requests != 7 || st.DNSQueries != 7 || st.Denials != 2 {
+		t.Errorf("status %+v, want 3 sandboxes, 7 requests, 7 queries, 2 denials (not the forward)", st)
 	}
-	if st.UptimeSeconds < 59 || st.StoreUsage.KV.Keys != 1 || st.StoreMinFreeBytes != 1<<20 || st.StoreFreeBytes <= 0 {
+	size, err := db.FileSize()
+	if err != nil || size <= 0 {
+		t.Fatalf("store file size %d: %v", size, err)
+	}
+	if st.UptimeSeconds < 59 || st.StoreUsage.KV.Keys != 1 || st.StoreMinFreeBytes != 1<<20 || st.StoreFreeBytes <= 0 || st.StoreBytes != size {
 		t.Errorf("status %+v", st)
 	}
 }

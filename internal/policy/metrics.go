@@ -60,3 +60,10 @@ func (m *Metrics) ObserveInto(s *Series, protocol, sandbox string, d Decision) {
 		return m.decisions.WithLabelValues(protocol, string(d.Result), d.Reason, m.sandboxes.Get(sandbox))
 	}).Inc()
 }
+
+// Denials is how many deny decisions interceptd_policy_decisions_total
+// counts now, over every protocol (the series of deleted sandboxes are gone
+// from it, as from /metrics).
+func (m *Metrics) Denials() int64 {
+	return int64(metrics.Sum(m.decisions, func(l map[string]string) bool { return l["result"] == string(Deny) }))
+}

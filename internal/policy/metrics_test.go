@@ -44,3 +44,17 @@ func TestDecisionsAreCountedUnderTheirOwnLabelsWhateverTheCachedSeries(t *testin
 		}
 	}
 }
+
+func TestDenialsCountTheDenyDecisionsOfEveryProtocolAndNothingElse(t *testing.T) {
+	labels := metrics.NewSandboxLabels(10)
+	m := NewMetrics(prometheus.NewRegistry(), labels)
+	deny := Decision{Result: Deny, Reason: ReasonProtected}
+	m.Observe("http", "a", deny)
+	m.Observe("http", "a", deny)
+	m.Observe("dns", "b", Decision{Result: Deny, Reason: "not_allowed"})
+	m.Observe("http", "a", Decision{Result: Forward, Reason: "allowed"})
+	m.Observe("http", "b", Decision{Result: Handler, Reason: "handler"})
+	if got := m.Denials(); got != 3 {
+		t.Errorf("Denials = %d, want 3 (two http, one dns; not the forward or the handler)", got)
+	}
+}
