@@ -172,3 +172,7 @@ func (m *Metrics) rejectedConn() {
 		m.rejected.Inc()
 	}
 }
+
+// Requests is the number of intercepted requests counted so far, as
+// interceptd_router_requests_total sums them.
+func (m *Metrics) Requests() int64 { return int64(metrics.Sum(m.requests, nil)) }

@@ -228,3 +228,13 @@ func TestASandboxOverItsRequestRateGets429(t *testing.T) {
 		t.Errorf("after Forget: %d", w.Code)
 	}
 }
+
+func TestRequestsIsEveryRequestCountedWhateverItsLabels(t *testing.T) {
+	tr := newTestRouter(t)
+	tr.do("GET", "my.kv", "/a", "", sandboxIP, virtualIP)
+	tr.do("GET", "example.test", "/", "", sandboxIP, outsideIP)
+	tr.do("GET", "my.kv", "/b", "", outsideIP, virtualIP) // not a sandbox: still a request
+	if got := tr.metrics.Requests(); got != 3 {
+		t.Errorf("Requests() = %d, want 3", got)
+	}
+}

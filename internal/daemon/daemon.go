@@ -25,7 +25,6 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ResolvConfDir is where per-namespace resolv.conf files go for `ip netns exec`.
@@ -267,7 +266,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 
 	// What `interceptd status` reports, from the components just built.
 	d.counts = counts{
-		sandboxes: d.mgr.Count, requests: routerRequests(reg),
+		sandboxes: d.mgr.Count, requests: rm.Requests,
 		dnsQueries: dnsMetrics.Queries, denials: d.decisions.Denials,
 	}
 	if cfg.Listen.Metrics != "" {
@@ -515,25 +514,6 @@ type counts struct {
 	requests   func() int64 // interceptd_router_requests_total
 	dnsQueries func() int64 // interceptd_dns_queries_total
 	denials    func() int64 // deny decisions in interceptd_policy_decisions_total
-}
-
-// routerRequests sums interceptd_router_requests_total from the registry:
-// router.Metrics does not expose its request count yet (router/ is being
-// restructured in parallel), so this one number is still read by name.
-func routerRequests(g prometheus.Gatherer) func() int64 {
-	return func() int64 {
-		mfs, _ := g.Gather()
-		var n float64
-		for _, mf := range mfs {
-			if mf.GetName() != "interceptd_router_requests_total" {
-				continue
-			}
-			for _, m := range mf.Metric {
-				n += m.GetCounter().GetValue()
-			}
-		}
-		return int64(n)
-	}
 }
 
 // Status summarises the running daemon for `interceptd status`, from the
