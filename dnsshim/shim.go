@@ -267,16 +267,7 @@ func (s *Shim) screen(caller policy.Caller, names []string, resp *dns.Msg) (poli
 			continue
 		}
 		a = a.Unmap()
-		reason, why := "", ""
-		if s.cfg.Protected != nil {
-			if why = s.cfg.Protected(a); why != "" {
-				reason = policy.ReasonProtected
-			}
-		}
-		if reason == "" && policy.Private(a) {
-			reason, why = policy.ReasonPrivate, "in a private network"
-		}
-		if reason != "" && !caller.Policy.NamesAddress(a) {
+		if reason, why := policy.Closed(s.cfg.Protected, a); reason != "" && !caller.Policy.NamesAddress(a) {
 			refused, detail = policy.Decision{Result: policy.Deny, Reason: reason}, fmt.Sprintf("%s is %s", a, why)
 			continue
 		}

@@ -288,12 +288,9 @@ func (rt *Router) decide(r *http.Request, env *Env, caller policy.Caller, known 
 	case policy.Deny:
 		return deny, d, denyDetail(d, env.Host)
 	}
-	if why := rt.protected(dest); why != "" && !caller.Policy.AllowsAddress(dest, env.Dest.Port()) {
-		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonProtected}, fmt.Sprintf("destination %s is %s", dest, why)
-	}
-	if policy.Private(dest) && !caller.Policy.AllowsAddress(dest, env.Dest.Port()) {
-		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonPrivate},
-			fmt.Sprintf("destination %s is in a private network; only an IP/CIDR allowed_hosts entry opens it", dest)
+	if reason, why := policy.Closed(rt.cfg.Protected, dest); reason != "" && !caller.Policy.AllowsAddress(dest, env.Dest.Port()) {
+		return deny, policy.Decision{Result: policy.Deny, Reason: reason},
+			fmt.Sprintf("destination %s is %s; only an IP/CIDR allowed_hosts entry opens it", dest, why)
 	}
 	if isAddressHost(env.Host) {
 		// The Host names no name a deny could match: the names DNS gave for
@@ -333,13 +330,6 @@ func (rt *Router) deniedName(caller policy.Caller, dest netip.AddrPort) (name, p
 		}
 	}
 	return "", "", false
-}
-
-func (rt *Router) protected(a netip.Addr) string {
-	if rt.cfg.Protected == nil {
-		return ""
-	}
-	return rt.cfg.Protected(a)
 }
 
 // consistent reports whether dest is an address of host: the host is that

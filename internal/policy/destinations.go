@@ -143,3 +143,21 @@ func (c *Compiled) AllowedPorts(host string) (ports []uint16, any bool) {
 	}
 	return ports, false
 }
+
+// Closed says whether a is a destination closed by default, on every path:
+// its reason (ReasonProtected or ReasonPrivate, "" when it is open) and
+// why. protected is the check for protected destinations (Destinations'
+// Protected, with the host's own addresses where the caller knows them);
+// nil checks only the private networks. Only an IP/CIDR allowed_hosts
+// entry opens a closed destination: the caller asks the policy that.
+func Closed(protected func(netip.Addr) string, a netip.Addr) (reason, why string) {
+	if protected != nil {
+		if why := protected(a); why != "" {
+			return ReasonProtected, why
+		}
+	}
+	if Private(a) {
+		return ReasonPrivate, "in a private network"
+	}
+	return "", ""
+}

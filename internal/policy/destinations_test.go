@@ -207,3 +207,27 @@ func TestIPv6ProtectedDestinations(t *testing.T) {
 		}
 	}
 }
+
+func TestClosedNamesTheReasonProtectedFirst(t *testing.T) {
+	protected := func(a netip.Addr) string {
+		if a.IsLinkLocalUnicast() || a == netip.MustParseAddr("10.213.0.6") {
+			return "protected"
+		}
+		return ""
+	}
+	for _, tt := range []struct {
+		addr       string
+		protected  func(netip.Addr) string
+		wantReason string
+	}{
+		{"169.254.169.254", protected, ReasonProtected},
+		{"10.213.0.6", protected, ReasonProtected}, // the pool is private too: protected wins
+		{"192.168.1.1", protected, ReasonPrivate},
+		{"169.254.169.254", nil, ""},
+		{"192.0.2.2", protected, ""},
+	} {
+		if got, _ := Closed(tt.protected, netip.MustParseAddr(tt.addr)); got != tt.wantReason {
+			t.Errorf("Closed(%s) = %q, want %q", tt.addr, got, tt.wantReason)
+		}
+	}
+}
