@@ -22,16 +22,7 @@ import (
 // dir, and returns its socket.
 func fakeDaemon(t *testing.T) (string, *admintest.Sandboxes, *store.DB) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "icd-cli-") // a socket path must fit in 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	db, err := store.Open(filepath.Join(dir, "data"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	dir, db := admintest.Dir(t, "icd-cli-")
 	sbs := &admintest.Sandboxes{}
 	sock := filepath.Join(dir, "admin.sock")
 	srv, err := admin.Listen(sock, admin.Backend{

@@ -48,17 +48,7 @@ type apiFixture struct {
 // socket of its own, and returns the CLI's client for it.
 func newAPI(t *testing.T) *apiFixture {
 	t.Helper()
-	// Not t.TempDir: a socket path must fit in 108 bytes.
-	dir, err := os.MkdirTemp("", "icd-admin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	db, err := store.Open(filepath.Join(dir, "data"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	dir, db := admintest.Dir(t, "icd-admin-")
 	def := policy.Policy{Internet: false, DeniedHosts: []string{"*.evil.test"}}
 	f := &apiFixture{sb: &admintest.Sandboxes{Default: def}, st: &testStore{DB: db}, reg: prometheus.NewRegistry()}
 	record := router.HandlerFunc(func(w http.ResponseWriter, r *http.Request, env router.Env) error {

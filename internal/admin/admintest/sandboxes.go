@@ -6,12 +6,16 @@ package admintest
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/interceptd/interceptd/internal/policy"
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/store"
 )
 
 // Sandboxes is the manager as the admin API sees it, in memory.
@@ -130,4 +134,22 @@ func (f *Sandboxes) List() []netns.Sandbox {
 	}
 	slices.SortFunc(out, func(a, b netns.Sandbox) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// Dir returns a new directory for a test's admin socket and store, removed
+// when the test ends, with a store open in it. Not t.TempDir: a socket path
+// must fit in 108 bytes, and test names make TempDir's paths long.
+func Dir(t testing.TB, prefix string) (string, *store.DB) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	db, err := store.Open(filepath.Join(dir, "data"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return dir, db
 }
