@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/miekg/dns"
 )
 

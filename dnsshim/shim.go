@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/connlimit"
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"

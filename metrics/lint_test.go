@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/dnsshim"
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/router"

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/vishvananda/netlink"
 )
 

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/vishvananda/netlink"
 )
 

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/vishvananda/netlink"
 )
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 )
 
 // fakeRecords is Records in memory; fail makes the next writes fail.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/vishvananda/netlink"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 )
 
 // fakeResolver answers from a table and records every name it is asked,

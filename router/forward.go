@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 )
 
 // Forward sends a request for a host without a handler to the address the

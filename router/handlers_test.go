@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 )
 

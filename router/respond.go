@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 )
 
 // Respond answers every request with a fixed status, headers and body:

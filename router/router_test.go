@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/store"

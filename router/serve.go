@@ -34,7 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 	"golang.org/x/net/http/httpguts"
 )

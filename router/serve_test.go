@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"

@@ -13,7 +13,7 @@ import (
 
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/internal/admin/admintest"
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 )

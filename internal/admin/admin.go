@@ -34,7 +34,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"

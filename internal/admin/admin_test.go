@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/internal/admin/admintest"
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/store"
 )

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/kinds"
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"go.yaml.in/yaml/v3"
 )
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/kinds"
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 )
 
 func TestEmbeddedDefaultServesMyKVMyR2AndStateDO(t *testing.T) {

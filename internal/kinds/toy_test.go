@@ -11,7 +11,7 @@ import (
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/kinds"
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/router"
 	"github.com/prometheus/client_golang/prometheus"

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/interceptd/interceptd/internal/policy"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/store"
 )
