@@ -1,10 +1,13 @@
 package router
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 )
 
 // Handler answers an intercepted request. It is the one contract every
@@ -51,8 +54,9 @@ type Env struct {
 	// Operator marks a request from the admin API (the CLI) acting as
 	// Sandbox: what it stores is charged to no sandbox's quota.
 	Operator bool
-
-	conn *leanConn // the lean loop's connection, or nil under net/http
+	// Conn is the connection the request came on (see Conn); nil for a
+	// request that came on none (the admin API's).
+	Conn Conn
 }
 
 // Error is an error with the HTTP status and the client-facing reason the
@@ -64,9 +68,9 @@ type Error struct {
 	// Err is the underlying cause, logged but not shown.
 	Err error
 
-	// logged: the handler has logged the cause as it should be (a failed
+	// Logged: the handler has logged the cause as it should be (a failed
 	// upstream, at its own level); the router does not warn again.
-	logged bool
+	Logged bool
 }
 
 // ErrAborted marks a response that had begun and was cut short: see Handler.
@@ -81,9 +85,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// owner is the sandbox a store write is charged to: the calling sandbox,
+// Owner is the sandbox a store write is charged to: the calling sandbox,
 // or none for an operator.
-func (env Env) owner() string {
+func (env Env) Owner() string {
 	if env.Operator {
 		return ""
 	}
@@ -108,4 +112,33 @@ func WriteError(w http.ResponseWriter, err error) int {
 	w.WriteHeader(he.Status)
 	fmt.Fprintf(w, "interceptd: %s\n", he.Reason)
 	return he.Status
+}
+
+// WriteJSON answers with code and v as indented JSON (no body for HEAD).
+func WriteJSON(w http.ResponseWriter, r *http.Request, code int, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		w.Write(b)
+	}
+	return nil
+}
+
+// Sanitize keeps a client-supplied token printable and short for messages.
+func Sanitize(s string) string {
+	if len(s) > 32 {
+		s = s[:32]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
 }

@@ -8,34 +8,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the router's metrics.
+// Metrics are the dispatch's metrics. The transport's (connections) are
+// router/httpserve's, the forwarder's (forward errors) router/forward's,
+// under the same interceptd_router_ prefix.
 //
-//	interceptd_router_connections_total            intercepted TCP connections accepted
-//	interceptd_router_connections_active
-//	interceptd_router_connections_rejected_total    over the per-sandbox cap
-//	interceptd_router_connections_handed_off_total  passed from the lean loop to net/http (chunked or Expect uploads, upgrades, unusual heads)
 //	interceptd_router_requests_total{handler,code,sandbox} handler: a configured host, _catch_all, _forward, _deny, _unknown_source
 //	interceptd_router_requests_in_flight
 //	interceptd_router_request_bytes_total{handler}
 //	interceptd_router_request_duration_seconds{handler}
 //	interceptd_router_response_bytes_total{handler}
-//	interceptd_router_forward_errors_total{kind}    kind: refused|reset|unreachable|timeout|canceled|certificate|error
 //	interceptd_router_tunnels_open                  upgraded connections open now (tunnel.go)
 //	interceptd_router_tunnels_cut_total{reason}     reason: a policy deny reason, rerouted, sandbox_deleted
 type Metrics struct {
-	rejected    prometheus.Counter
-	sandboxes   *metrics.SandboxLabels
-	bytesIn     *prometheus.CounterVec
-	inFlight    prometheus.GaugeFunc
-	flying      atomic.Int64 // what inFlight reports: an add, not a compare-and-swap loop on a float
-	conns       prometheus.Counter
-	handedOff   prometheus.Counter
-	active      prometheus.Gauge
-	requests    *prometheus.CounterVec
-	duration    *prometheus.HistogramVec
-	bytes       *prometheus.CounterVec
-	forwardErrs *prometheus.CounterVec
-	tunnels     tunnelMetrics
+	sandboxes *metrics.SandboxLabels
+	bytesIn   *prometheus.CounterVec
+	inFlight  prometheus.GaugeFunc
+	flying    atomic.Int64 // what inFlight reports: an add, not a compare-and-swap loop on a float
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	bytes     *prometheus.CounterVec
+	tunnels   tunnelMetrics
 
 	// perHandler holds each handler's series without a sandbox label: the
 	// vector lookups were a visible part of a request's cost.
@@ -51,26 +43,10 @@ type handlerSeries struct {
 func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Metrics {
 	m := &Metrics{
 		sandboxes: sandboxes,
-		rejected: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "interceptd", Subsystem: "router", Name: "connections_rejected_total",
-			Help: "Intercepted connections reset because their sandbox already held its maximum.",
-		}),
 		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "request_bytes_total",
 			Help: "Request body bytes received from sandboxes, by handler.",
 		}, []string{"handler"}),
-		conns: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "interceptd", Subsystem: "router", Name: "connections_total",
-			Help: "Intercepted TCP connections accepted by the transparent listener.",
-		}),
-		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "interceptd", Subsystem: "router", Name: "connections_handed_off_total",
-			Help: "Intercepted connections passed from the lean HTTP/1.1 loop to net/http: chunked or Expect uploads, upgrades, heads outside the strict subset.",
-		}),
-		active: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "interceptd", Subsystem: "router", Name: "connections_active",
-			Help: "Intercepted TCP connections open now.",
-		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "requests_total",
 			Help: "Intercepted HTTP requests by handler, status code and sandbox.",
@@ -84,16 +60,12 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 			Namespace: "interceptd", Subsystem: "router", Name: "response_bytes_total",
 			Help: "Response body bytes sent to sandboxes, by handler.",
 		}, []string{"handler"}),
-		forwardErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "interceptd", Subsystem: "router", Name: "forward_errors_total",
-			Help: "Failures forwarding to the original destination, by kind.",
-		}, []string{"kind"}),
 	}
 	m.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "interceptd", Subsystem: "router", Name: "requests_in_flight",
 		Help: "Intercepted HTTP requests being served now.",
 	}, func() float64 { return float64(m.flying.Load()) })
-	reg.MustRegister(m.rejected, m.conns, m.handedOff, m.active, m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight, m.forwardErrs)
+	reg.MustRegister(m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight)
 	m.tunnels = newTunnelMetrics(reg)
 	sandboxes.Track(m.requests)
 	return m
@@ -139,37 +111,6 @@ func (m *Metrics) request(rs *requestSeries, handler, sandbox string, code int, 
 func (m *Metrics) flight(delta int64) {
 	if m != nil {
 		m.flying.Add(delta)
-	}
-}
-
-func (m *Metrics) connOpened() {
-	if m != nil {
-		m.conns.Inc()
-		m.active.Inc()
-	}
-}
-
-func (m *Metrics) connClosed() {
-	if m != nil {
-		m.active.Dec()
-	}
-}
-
-func (m *Metrics) handoff() {
-	if m != nil {
-		m.handedOff.Inc()
-	}
-}
-
-func (m *Metrics) forwardError(kind string) {
-	if m != nil {
-		m.forwardErrs.WithLabelValues(kind).Inc()
-	}
-}
-
-func (m *Metrics) rejectedConn() {
-	if m != nil {
-		m.rejected.Inc()
 	}
 }
 

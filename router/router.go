@@ -9,7 +9,6 @@
 package router
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -17,17 +16,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
+	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router/wire"
 )
 
 // Route binds a handler to the label its metrics and logs carry.
@@ -79,29 +77,14 @@ type Config struct {
 	Logger               *slog.Logger
 }
 
-// Router dispatches intercepted requests.
+// Router dispatches intercepted requests. A transport (router/httpserve)
+// reads them and calls ServeConn; the Router decides each, runs the
+// handler the decision picks, and counts and logs it.
 type Router struct {
-	cfg   Config
-	srv   *http.Server // serves what the lean loop hands off (serve.go)
-	hand  *handoffListener
-	limit *ratelimit.PerKey
-	now   func() time.Time // the rate limit's clock (time.Now; tests set their own)
-
-	closing atomic.Bool
-	mu      sync.Mutex
-	ln      net.Listener
-	conns   map[*leanConn]struct{}
-	// sweeping: sweepWatches runs (while requests are being served).
-	sweeping atomic.Bool
-	tunnels  tunnels // open upgraded connections, re-decided on a policy change (tunnel.go)
-}
-
-type connKey struct{}
-
-type connInfo struct {
-	src, dst netip.AddrPort
-	sniff    *sniffConn // nil when the listener was not wrapped
-	lean     *leanConn  // nil under net/http
+	cfg     Config
+	limit   *ratelimit.PerKey
+	now     func() time.Time // the rate limit's clock (time.Now; tests set their own)
+	tunnels tunnels          // open upgraded connections, re-decided on a policy change (tunnel.go)
 }
 
 // New returns a Router for cfg.
@@ -109,31 +92,8 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), now: time.Now, hand: newHandoffListener(cfg.Metrics)}
-	rt.srv = &http.Server{
-		Handler: rt,
-		// A sandbox that trickles its headers gets 10 s; its connections are
-		// capped per sandbox (LimitPerSource) so it cannot starve others.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			sc, _ := c.(*sniffConn)
-			return context.WithValue(ctx, connKey{}, connInfo{src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr()), sniff: sc})
-		},
-		ConnState: func(c net.Conn, s http.ConnState) {
-			// Counted as opened when the lean loop accepted it.
-			if s == http.StateClosed || s == http.StateHijacked {
-				cfg.Metrics.connClosed()
-			}
-		},
-	}
-	return rt
+	return &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), now: time.Now}
 }
-
-// requestIDHeader carries the request id on every response.
-const requestIDHeader = "X-Interceptd-Request-Id"
 
 // Forget drops what the router keeps about a deleted sandbox and cuts its
 // open tunnels.
@@ -142,24 +102,24 @@ func (rt *Router) Forget(sandbox string) {
 	rt.cutTunnels(sandbox, CutSandboxDeleted, "the sandbox was deleted")
 }
 
-// ServeHTTP decides one request, acts on the decision and writes its
-// decision record.
-func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// requestIDSetter is a ResponseWriter that takes the request id's header
+// value without a header map being made for it (the lean loop's).
+type requestIDSetter interface{ SetRequestID(id []string) }
+
+// ServeConn decides one request that came on c, acts on the decision and
+// writes its decision record.
+func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 	start := time.Now()
-	ci, _ := r.Context().Value(connKey{}).(connInfo)
-	env := Env{Source: ci.src, Dest: ci.dst, Host: policy.NormalizeHost(r.Host), conn: ci.lean}
-	if ci.lean != nil {
-		env.RequestID = ci.lean.nextRequestID()
-	} else {
-		env.RequestID = newRequestID()
-	}
+	src, dst := c.Addrs()
+	cache := c.Cache()
+	env := Env{Source: src, Dest: dst, Host: policy.NormalizeHost(r.Host), Conn: c, RequestID: cache.nextRequestID()}
 	// What every request needs, in one allocation rather than one each.
 	st := &requestState{rw: recorder{ResponseWriter: w}, body: countingBody{ReadCloser: r.Body}, id: [1]string{env.RequestID}}
 	rw, body := &st.rw, &st.body
-	if lw, ok := w.(*leanResponse); ok {
-		lw.setRequestID(st.id[:]) // no header map made for it
+	if lw, ok := w.(requestIDSetter); ok {
+		lw.SetRequestID(st.id[:]) // no header map made for it
 	} else {
-		w.Header()[requestIDHeader] = st.id[:]
+		w.Header()[wire.RequestIDHeader] = st.id[:]
 	}
 	rt.cfg.Metrics.flight(1)
 	r.Body = body
@@ -170,15 +130,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := recover()
 		rt.cfg.Metrics.flight(-1)
 		dur := time.Since(start)
-		// A lean connection keeps the series it counted into last.
-		var rs *requestSeries
-		var ds *policy.Series
-		if env.conn != nil {
-			rs, ds = &env.conn.series, &env.conn.decisions
-		}
-		rt.cfg.Metrics.request(rs, env.Handler, env.Sandbox, rw.status, body.n.Load(), rw.bytes, dur)
+		// The connection keeps the series it counted into last.
+		rt.cfg.Metrics.request(&cache.requests, env.Handler, env.Sandbox, rw.status, body.n.Load(), rw.bytes, dur)
 		if d.Result != "" { // refused before any decision: no decision to count
-			rt.cfg.Decisions.ObserveInto(ds, "http", env.Sandbox, d)
+			rt.cfg.Decisions.ObserveInto(&cache.decisions, "http", env.Sandbox, d)
 		}
 		// Guarded: building the record's attributes costs allocations even
 		// when the level drops it.
@@ -202,7 +157,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	caller, known := rt.cfg.Identify(env.Source.Addr())
 	// The sniffer's entry is taken for every request, first: one per
 	// request keeps its queue in step.
-	if ci.sniff != nil && ci.sniff.conflicting() {
+	if c.Ambiguous() {
 		env.Handler, env.Sandbox = LabelBadRequest, caller.Sandbox
 		rw.Header().Set("Connection", "close")
 		err = &Error{Status: http.StatusBadRequest, Reason: "both Content-Length and Transfer-Encoding: refused as request smuggling"}
@@ -224,7 +179,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				// Decided once for the life of the tunnel it may become:
 				// registered to be decided again on a policy change.
 				var ended func()
-				hr, ended = rt.upgradeTunnel(r, env, route, caller, ci)
+				hr, ended = rt.upgradeTunnel(r, env, route, caller)
 				defer ended()
 			}
 			err = route.Handler.ServeHTTP(rw, hr, env)
@@ -238,7 +193,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 		var he *Error
-		if !errors.As(err, &he) || (he.Status >= 500 && !he.logged) {
+		if !errors.As(err, &he) || (he.Status >= 500 && !he.Logged) {
 			rt.cfg.Logger.Warn("handler error", "request_id", env.RequestID, "sandbox", env.Sandbox, "handler", env.Handler, "error", err)
 		}
 		if !rw.wrote {
@@ -298,12 +253,12 @@ func (rt *Router) decide(r *http.Request, env *Env, caller policy.Caller, known 
 		// known here (docs/security.md).
 		if name, p, ok := rt.deniedName(caller, env.Dest); ok {
 			return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonDenied, Pattern: p},
-				fmt.Sprintf("destination %s is an address of %s, which matches denied_hosts entry %q", dest, sanitize(name), p)
+				fmt.Sprintf("destination %s is an address of %s, which matches denied_hosts entry %q", dest, Sanitize(name), p)
 		}
 	}
 	if !rt.consistent(caller, env.Host, dest) {
 		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonMismatch},
-			fmt.Sprintf("destination %s is not an address of %s", dest, sanitize(env.Host))
+			fmt.Sprintf("destination %s is not an address of %s", dest, Sanitize(env.Host))
 	}
 	return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, d, ""
 }
@@ -369,7 +324,7 @@ func (rt *Router) consistent(caller policy.Caller, host string, dest netip.Addr)
 }
 
 func denyDetail(d policy.Decision, host string) string {
-	h := sanitize(host)
+	h := Sanitize(host)
 	switch d.Reason {
 	case policy.ReasonDenied:
 		return fmt.Sprintf("%s matches denied_hosts entry %q", h, d.Pattern)
@@ -387,13 +342,13 @@ func (rt *Router) deny(w http.ResponseWriter, r *http.Request, env Env, d policy
 	if d.Reason == policy.ReasonUnknown {
 		status = http.StatusForbidden
 	}
-	writeDeny(w, r, status, rt.cfg.DenyBody, env.RequestID, d.Reason, detail)
+	WriteDeny(w, r, status, rt.cfg.DenyBody, env.RequestID, d.Reason, detail)
 }
 
-// writeDeny writes a deny response: status (default 403), a JSON body for
+// WriteDeny writes a deny response: status (default 403), a JSON body for
 // clients that accept JSON, else text (body, when set, replaces the text);
 // both name the reason and the request id.
-func writeDeny(w http.ResponseWriter, r *http.Request, status int, body, requestID, reason, detail string) {
+func WriteDeny(w http.ResponseWriter, r *http.Request, status int, body, requestID, reason, detail string) {
 	if status == 0 {
 		status = http.StatusForbidden
 	}
@@ -402,7 +357,7 @@ func writeDeny(w http.ResponseWriter, r *http.Request, status int, body, request
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	if acceptsJSON(r) {
-		writeJSON(w, r, status, map[string]string{"error": "denied", "reason": reason, "detail": detail, "request_id": requestID})
+		WriteJSON(w, r, status, map[string]string{"error": "denied", "reason": reason, "detail": detail, "request_id": requestID})
 		return
 	}
 	if body == "" {
@@ -438,24 +393,10 @@ var (
 	requestIDSeq atomic.Uint64
 )
 
-func newRequestID() string { return requestIDOf(requestIDSeq.Add(1)) }
-
-// idBlock is how many request ids a lean connection draws at a time: the
+// idBlock is how many request ids a connection draws at a time: the
 // shared counter is then touched once per block, not once per request (an
 // atomic add on a line every CPU writes).
 const idBlock = 1024
-
-// nextRequestID returns the next id of lc's block, drawing a new block
-// when it is used up.
-func (lc *leanConn) nextRequestID() string {
-	if lc.idNext == lc.idEnd {
-		lc.idEnd = requestIDSeq.Add(idBlock) + 1
-		lc.idNext = lc.idEnd - idBlock
-	}
-	n := lc.idNext
-	lc.idNext++
-	return requestIDOf(n)
-}
 
 func requestIDOf(seq uint64) string {
 	z := requestIDKey + seq*0x9e3779b97f4a7c15
@@ -465,14 +406,6 @@ func requestIDOf(seq uint64) string {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], z)
 	return hex.EncodeToString(b[:])
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if t, ok := a.(*net.TCPAddr); ok {
-		ap := t.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return netip.AddrPort{}
 }
 
 // recorder captures the status and body size a handler writes.
@@ -512,16 +445,16 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (r *recorder) rawHeads() bool {
-	rw, ok := r.ResponseWriter.(rawHeadWriter)
-	return ok && rw.rawHeads()
+func (r *recorder) RawHeads() bool {
+	rw, ok := r.ResponseWriter.(wire.RawHeadWriter)
+	return ok && rw.RawHeads()
 }
 
-func (r *recorder) writeRawHead(code int, h *rawHead) {
+func (r *recorder) WriteRawHead(code int, h *wire.RawHead) {
 	if !r.wrote {
 		r.status, r.wrote = code, true
 	}
-	r.ResponseWriter.(rawHeadWriter).writeRawHead(code, h)
+	r.ResponseWriter.(wire.RawHeadWriter).WriteRawHead(code, h)
 }
 
 // Flush lets streaming handlers (and the forwarder) flush through.

@@ -13,7 +13,6 @@ package router
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -183,15 +182,8 @@ func upgrading(r *http.Request) bool {
 // (either would end the proxies' copying; the close also holds for a
 // handler that does not watch its context). caller is what the request was
 // decided for.
-func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller policy.Caller, ci connInfo) (*http.Request, func()) {
+func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller policy.Caller) (*http.Request, func()) {
 	ctx, cancel := context.WithCancel(r.Context())
-	var client net.Conn
-	switch {
-	case ci.sniff != nil:
-		client = ci.sniff
-	case ci.lean != nil:
-		client = ci.lean.c
-	}
 	t := &tunnel{
 		sandbox: env.Sandbox, host: env.Host, dest: env.Dest, handler: route.Name,
 		requestID: env.RequestID, opened: time.Now(),
@@ -206,9 +198,7 @@ func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller po
 		},
 		cut: func() {
 			cancel()
-			if client != nil {
-				client.Close()
-			}
+			env.Conn.Close()
 		},
 	}
 	ended := rt.openTunnel(t)

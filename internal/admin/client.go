@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 )
 

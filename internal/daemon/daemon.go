@@ -19,10 +19,13 @@ import (
 	"github.com/interceptd/interceptd/internal/buildinfo"
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/kinds"
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/forward"
+	"github.com/interceptd/interceptd/router/handlers"
+	"github.com/interceptd/interceptd/router/httpserve"
 	"github.com/interceptd/interceptd/store"
 	"github.com/miekg/dns"
 )
@@ -123,6 +126,7 @@ type Daemon struct {
 	dns     *dnsshim.Server
 	shim    *dnsshim.Shim
 	router  *router.Router
+	server  *httpserve.Server
 	metrics *metrics.Server
 	admin   *admin.Server
 	builder *builder
@@ -215,12 +219,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		rcode = dns.RcodeRefused
 	}
 	rm := router.NewMetrics(reg, d.labels)
+	fm := forward.NewMetrics(reg)
 	dnsMetrics := dnsshim.NewMetrics(reg, d.labels)
 	dests, err := Destinations(cfg)
 	if err != nil {
 		return d, err
 	}
-	fwd := &router.Forward{Destinations: dests, Metrics: rm, Logger: log}
+	fwd := &handlers.Forward{Destinations: dests, Metrics: fm, Logger: log}
 	d.shim = dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
 		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: d.book, Decisions: d.decisions,
@@ -236,7 +241,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	hosts := map[string]router.Route{}
 	byAddr := map[netip.Addr]string{}
 	var catchAll *router.Route
-	d.builder = &builder{db: d.db, cfg: cfg, resolve: d.shim.LookupA, metrics: rm, log: log}
+	d.builder = &builder{db: d.db, cfg: cfg, resolve: d.shim.LookupA, metrics: fm, log: log}
 	for _, h := range cfg.Handlers {
 		host := policy.NormalizeHost(h.Host)
 		hd, err := d.builder.build(h)
@@ -257,12 +262,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		MaxRequestsPerSecond: cfg.Listen.MaxRequestsPerSecondPerSandbox,
 		Metrics:              rm, Logger: log,
 	})
-	ln, err := router.ListenTransparent(ctx, cfg.Listen.HTTP)
+	// The transport in front of the router.
+	hm := httpserve.NewMetrics(reg)
+	d.server = httpserve.New(d.router, hm, log)
+	ln, err := httpserve.ListenTransparent(ctx, cfg.Listen.HTTP)
 	if err != nil {
 		return d, err
 	}
-	ln = router.LimitPerSource(ln, cfg.Listen.MaxConnectionsPerSandbox, rm)
-	go func() { d.errc <- d.router.Serve(ln) }()
+	ln = httpserve.LimitPerSource(ln, cfg.Listen.MaxConnectionsPerSandbox, hm)
+	go func() { d.errc <- d.server.Serve(ln) }()
 
 	// What `interceptd status` reports, from the components just built.
 	d.counts = counts{
@@ -278,20 +286,20 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 
 	// The admin API last: through it sandboxes are created and deleted, so
 	// from here on the manager's hooks find the shim and the router.
-	handlers := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
+	infos := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
 	for _, h := range cfg.Handlers {
 		host := policy.NormalizeHost(h.Host)
 		hd := hosts[host].Handler
 		if host == "*" {
 			hd = catchAll.Handler
 		}
-		handlers = append(handlers, admin.HandlerInfo{Host: host, Kind: h.Kind, Space: h.Space(), PerSandbox: h.PerSandbox(), Handler: hd})
+		infos = append(infos, admin.HandlerInfo{Host: host, Kind: h.Kind, Space: h.Space(), PerSandbox: h.PerSandbox(), Handler: hd})
 	}
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
-		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: handlers, Store: d.db,
+		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.db,
 		Status: d.Status,
 		Namespace: func(ns string) router.Handler {
-			return &router.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
+			return &handlers.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
 		},
 	}, reg, log); err != nil {
 		return d, err
@@ -387,8 +395,8 @@ func (d *Daemon) close(ctx context.Context) error {
 		errs = append(errs, d.admin.Shutdown(ctx))
 		d.admin = nil
 	}
-	if d.router != nil {
-		errs = append(errs, d.router.Shutdown(ctx))
+	if d.server != nil {
+		errs = append(errs, d.server.Shutdown(ctx))
 	}
 	if d.dns != nil {
 		errs = append(errs, d.dns.Shutdown(ctx))
@@ -456,9 +464,9 @@ type builder struct {
 	db      *store.DB
 	cfg     *config.Config
 	resolve func(string) ([]netip.Addr, time.Duration, error)
-	metrics *router.Metrics
+	metrics *forward.Metrics
 	log     *slog.Logger
-	files   []*router.FileSecret
+	files   []*handlers.FileSecret
 }
 
 // build makes the router handler a configured handler describes, through
@@ -471,7 +479,7 @@ func (b *builder) build(h config.Handler) (router.Handler, error) {
 	return spec.Build(kinds.Deps{
 		Host: policy.NormalizeHost(h.Host), DB: b.db, Resolve: b.resolve, Metrics: b.metrics, Logger: b.log,
 		DenyStatus: b.cfg.Deny.Status, DenyBody: b.cfg.Deny.Body,
-		Reloadable: func(fs *router.FileSecret) { b.files = append(b.files, fs) },
+		Reloadable: func(fs *handlers.FileSecret) { b.files = append(b.files, fs) },
 	})
 }
 

@@ -22,9 +22,10 @@ import (
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/kinds"
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -90,7 +91,7 @@ func TestTheKernelRulesAndTheRouterProtectTheSameDestinations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fwd := &router.Forward{Destinations: dests}
+	fwd := &handlers.Forward{Destinations: dests}
 	var kernel []netip.Prefix
 	for _, s := range nc.Rules.Protected {
 		kernel = append(kernel, netip.MustParsePrefix(s))
@@ -161,27 +162,27 @@ func TestEachHandlerKindIsBuiltAsConfigured(t *testing.T) {
 		check func(router.Handler) bool
 	}{
 		{config.Handler{Host: "my.kv", Kind: "kv", Spec: &kinds.KV{Namespace: "ns", Scope: "sandbox"}}, func(h router.Handler) bool {
-			kv, ok := h.(*router.KV)
+			kv, ok := h.(*handlers.KV)
 			return ok && kv.Kind == store.KindKV && kv.Namespace == "ns" && kv.PerSandbox && !kv.Transactions
 		}},
 		{config.Handler{Host: "state.do", Kind: "state"}, func(h router.Handler) bool {
-			kv, ok := h.(*router.KV)
+			kv, ok := h.(*handlers.KV)
 			return ok && kv.Kind == store.KindState && kv.PerSandbox && kv.Transactions
 		}},
 		{config.Handler{Host: "my.r2", Kind: "blob", Spec: &kinds.Blob{Bucket: "b", Limits: kinds.Limits{MaxObjectBytes: 99}}}, func(h router.Handler) bool {
-			bl, ok := h.(*router.Blob)
+			bl, ok := h.(*handlers.Blob)
 			return ok && bl.Bucket == "b" && !bl.PerSandbox && bl.Limits.MaxObjectBytes == 99 && bl.Limits.MaxKeyBytes == 512
 		}},
 		{config.Handler{Host: "x.test", Kind: "respond", Spec: &kinds.Respond{Status: 204, Body: "b"}}, func(h router.Handler) bool {
-			r, ok := h.(*router.Respond)
+			r, ok := h.(*handlers.Respond)
 			return ok && r.Status == 204 && r.Body == "b"
 		}},
 		{config.Handler{Host: "no.test", Kind: "deny"}, func(h router.Handler) bool {
-			d, ok := h.(*router.Deny)
+			d, ok := h.(*handlers.Deny)
 			return ok && d.Status == 451
 		}},
 		{config.Handler{Host: "api.test", Kind: "proxy", Spec: &kinds.Proxy{Upstream: "http://192.0.2.2/v1"}}, func(h router.Handler) bool {
-			p, ok := h.(*router.Proxy)
+			p, ok := h.(*handlers.Proxy)
 			return ok && p.Upstream.String() == "http://192.0.2.2/v1" && p.Name == "api.test" && p.TLS == nil
 		}},
 	}
@@ -248,7 +249,7 @@ func TestAProxysSecretsAndCAAreLoadedOrTheConfigIsRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := h.(*router.Proxy)
+			p := h.(*handlers.Proxy)
 			if tt.h.Spec.(*kinds.Proxy).CAFile != "" && (p.TLS == nil || p.TLS.RootCAs == nil) {
 				t.Error("the CA bundle is not what the proxy verifies with")
 			}

@@ -1,6 +1,9 @@
 package kinds
 
-import "github.com/interceptd/interceptd/router"
+import (
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
+)
 
 func init() { Register(Kind{Name: "blob", NewConfig: func() Config { return &Blob{} }}) }
 
@@ -29,5 +32,5 @@ func (c *Blob) Validate(bad func(field, format string, args ...any)) {
 }
 
 func (c *Blob) Build(d Deps) (router.Handler, error) {
-	return &router.Blob{DB: d.DB, Bucket: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
+	return &handlers.Blob{DB: d.DB, Bucket: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
 }

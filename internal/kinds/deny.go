@@ -1,6 +1,9 @@
 package kinds
 
-import "github.com/interceptd/interceptd/router"
+import (
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
+)
 
 func init() { Register(Kind{Name: "deny", NewConfig: func() Config { return &Deny{} }}) }
 
@@ -11,5 +14,5 @@ type Deny struct{}
 func (*Deny) Validate(func(field, format string, args ...any)) {}
 
 func (*Deny) Build(d Deps) (router.Handler, error) {
-	return &router.Deny{Status: d.DenyStatus, Body: d.DenyBody}, nil
+	return &handlers.Deny{Status: d.DenyStatus, Body: d.DenyBody}, nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/forward"
+	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -44,14 +46,15 @@ type Deps struct {
 	Host    string
 	DB      *store.DB
 	Resolve func(string) ([]netip.Addr, time.Duration, error)
-	Metrics *router.Metrics
+	// Metrics counts the failures of handlers that forward.
+	Metrics *forward.Metrics
 	Logger  *slog.Logger
 	// DenyStatus and DenyBody are the config's deny answer.
 	DenyStatus int
 	DenyBody   string
 	// Reloadable keeps a secret that a reload (SIGHUP) reads again; nil
 	// when nothing reloads.
-	Reloadable func(*router.FileSecret)
+	Reloadable func(*handlers.FileSecret)
 }
 
 // Kind is one handler kind.

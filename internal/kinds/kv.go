@@ -2,6 +2,7 @@ package kinds
 
 import (
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -28,7 +29,7 @@ func (c *KV) Validate(bad func(field, format string, args ...any)) {
 }
 
 func (c *KV) Build(d Deps) (router.Handler, error) {
-	return &router.KV{DB: d.DB, Kind: store.KindKV, Namespace: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
+	return &handlers.KV{DB: d.DB, Kind: store.KindKV, Namespace: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
 }
 
 // validateNamespaced rejects the blob-only fields on kv and state handlers.

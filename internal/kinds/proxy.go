@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
 )
 
 func init() { Register(Kind{Name: "proxy", NewConfig: func() Config { return &Proxy{} }}) }
@@ -77,7 +78,7 @@ func (c *Proxy) Build(d Deps) (router.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handler %s: upstream: %w", d.Host, err)
 	}
-	p := &router.Proxy{
+	p := &handlers.Proxy{
 		Name: d.Host, Upstream: u, SetHeaders: c.SetHeaders, RemoveHeaders: c.RemoveHeaders,
 		Resolve: d.Resolve, Metrics: d.Metrics, Logger: d.Logger,
 	}
@@ -94,20 +95,20 @@ func (c *Proxy) Build(d Deps) (router.Handler, error) {
 	}
 	reload := d.Reloadable
 	if reload == nil {
-		reload = func(*router.FileSecret) {}
+		reload = func(*handlers.FileSecret) {}
 	}
 	for i, in := range c.Inject {
-		var sec router.Secret
+		var sec handlers.Secret
 		switch {
 		case in.File != "":
-			fs := &router.FileSecret{Path: in.File}
+			fs := &handlers.FileSecret{Path: in.File}
 			if err := fs.Load(); err != nil {
 				return nil, fmt.Errorf("handler %s: inject[%d]: %w", d.Host, i, err)
 			}
 			reload(fs)
 			sec = fs
 		case in.Credential != "":
-			fs, err := router.CredentialSecret(in.Credential)
+			fs, err := handlers.CredentialSecret(in.Credential)
 			if err == nil {
 				err = fs.Load()
 			}
@@ -117,9 +118,9 @@ func (c *Proxy) Build(d Deps) (router.Handler, error) {
 			reload(fs)
 			sec = fs
 		default:
-			sec = &router.KVSecret{KV: d.DB.KV(in.KVNamespace)}
+			sec = &handlers.KVSecret{KV: d.DB.KV(in.KVNamespace)}
 		}
-		p.Inject = append(p.Inject, router.Injection{Header: in.Header, Template: in.Template, Secret: sec})
+		p.Inject = append(p.Inject, handlers.Injection{Header: in.Header, Template: in.Template, Secret: sec})
 	}
 	return p, nil
 }

@@ -1,6 +1,9 @@
 package kinds
 
-import "github.com/interceptd/interceptd/router"
+import (
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
+)
 
 func init() { Register(Kind{Name: "respond", NewConfig: func() Config { return &Respond{} }}) }
 
@@ -18,5 +21,5 @@ func (c *Respond) Validate(bad func(field, format string, args ...any)) {
 }
 
 func (c *Respond) Build(Deps) (router.Handler, error) {
-	return &router.Respond{Status: c.Status, Headers: c.Headers, Body: c.Body}, nil
+	return &handlers.Respond{Status: c.Status, Headers: c.Headers, Body: c.Body}, nil
 }

@@ -2,6 +2,7 @@ package kinds
 
 import (
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -28,5 +29,5 @@ func (c *State) Validate(bad func(field, format string, args ...any)) {
 }
 
 func (c *State) Build(d Deps) (router.Handler, error) {
-	return &router.KV{DB: d.DB, Kind: store.KindState, Namespace: c.Space(), PerSandbox: true, Transactions: true, Limits: c.Limits.store()}, nil
+	return &handlers.KV{DB: d.DB, Kind: store.KindState, Namespace: c.Space(), PerSandbox: true, Transactions: true, Limits: c.Limits.store()}, nil
 }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/kinds"
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -13,8 +13,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 )
 

@@ -1,4 +1,4 @@
-package router
+package forward
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/interceptd/interceptd/router/wire"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -50,7 +51,7 @@ type upstreamPool struct {
 type upConn struct {
 	net.Conn
 	raw       syscall.RawConn
-	rio       *rawIO // nil if the connection has no descriptor
+	rio       *wire.RawIO // nil if the connection has no descriptor
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	key       poolKey
@@ -114,10 +115,10 @@ func (p *upstreamPool) connect(ctx context.Context, key poolKey) (*upConn, error
 		return nil, err
 	}
 	uc := &upConn{Conn: c, key: key}
-	uc.cut = func() { uc.SetDeadline(aLongTimeAgo) }
+	uc.cut = func() { uc.SetDeadline(wire.ALongTimeAgo) }
 	var rw io.ReadWriter = c
-	if r := newRawIO(c); r != nil {
-		uc.raw, uc.rio, rw = r.rc, r, r
+	if r := wire.NewRawIO(c); r != nil {
+		uc.raw, uc.rio, rw = r.RawConn(), r, r
 	}
 	uc.br = upReaders.Get().(*bufio.Reader)
 	uc.br.Reset(rw)
@@ -226,7 +227,7 @@ func (uc *upConn) alive() bool {
 	var b [1]byte
 	ok := false
 	err := uc.raw.Read(func(fd uintptr) bool {
-		ok = !rawPeek(fd, b[:])
+		ok = !wire.Peek(fd, b[:])
 		return true
 	})
 	return err == nil && ok
@@ -275,36 +276,33 @@ const freshIdle = time.Second
 // on an idle connection before closing it.
 var errStaleAnswer = errors.New("408 on a reused connection")
 
-// errAbort marks a failure after the response to the sandbox had begun.
-var errAbort = errors.New("upstream response cut short")
-
-// forwardLean sends r to env.Dest over a pooled connection and relays the
-// response to w. Its error is the router's to write (or, wrapping
+// forwardLean sends r to t.Dest over a pooled connection and relays the
+// response to w. Its error is the caller's to answer (or, wrapping
 // ErrAborted, to cut the connection with).
-func (f *Forward) forwardLean(w http.ResponseWriter, r *http.Request, env Env) error {
+func (f *Forwarder) forwardLean(w http.ResponseWriter, r *http.Request, t Target) error {
 	ctx := r.Context()
-	key := poolKey{env.Sandbox, env.Dest}
+	key := poolKey{t.Sandbox, t.Dest}
 	uc, err := f.pool.get(ctx, key, replayable(r))
 	if err != nil {
-		return f.upstreamFailed(err)
+		return f.failed(err)
 	}
-	err = f.exchange(w, r, env, uc)
-	if err != nil && uc.reused && !errors.Is(err, errAbort) && replayable(r) {
+	err = f.exchange(w, r, t, uc)
+	if err != nil && uc.reused && !errors.Is(err, ErrAborted) && replayable(r) {
 		// A kept-alive connection can be closed by the upstream just as we
 		// send on it; what it never answered can be sent once more.
 		if uc, err = f.pool.connect(ctx, key); err == nil {
-			err = f.exchange(w, r, env, uc)
+			err = f.exchange(w, r, t, uc)
 		}
 	}
 	switch {
-	case errors.Is(err, errAbort):
+	case errors.Is(err, ErrAborted):
 		// The status line is out: the router cuts the connection, so the
 		// sandbox sees a truncated response, not a complete-looking one.
 		f.Logger.Debug("forwarding failed mid-response", "error", err)
-		f.Metrics.forwardError(dialErrorKind(err))
-		return fmt.Errorf("%w: %w", ErrAborted, err)
+		f.Metrics.Failed(ErrorKind(err))
+		return err
 	case err != nil:
-		return f.upstreamFailed(err)
+		return f.failed(err)
 	}
 	return nil
 }
@@ -320,24 +318,15 @@ func replayable(r *http.Request) bool {
 	return false
 }
 
-// upstreamFailed counts and logs a failure before the response began, and
-// returns the 502 the router answers with.
-func (f *Forward) upstreamFailed(err error) *Error {
-	kind := dialErrorKind(err)
-	f.Metrics.forwardError(kind)
-	f.Logger.Debug("forwarding failed", "error", err)
-	return &Error{Status: http.StatusBadGateway, Reason: "upstream " + kind, Err: err, logged: true}
-}
-
 // exchange carries one request and its response on uc, and returns uc to
 // the pool or closes it. Errors before the response began leave w untouched;
-// errors after it are wrapped in errAbort.
-func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *upConn) (err error) {
+// errors after it are wrapped in ErrAborted.
+func (f *Forwarder) exchange(w http.ResponseWriter, r *http.Request, t Target, uc *upConn) (err error) {
 	reusable := false
 	// A sandbox that goes away must not leave us waiting on its upstream.
 	var stop func() bool
-	if env.conn != nil {
-		env.conn.whenGone(uc.cut)
+	if t.Client != nil {
+		t.Client.WhenGone(uc.cut)
 	} else {
 		stop = context.AfterFunc(r.Context(), uc.cut)
 	}
@@ -346,13 +335,13 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		if bodyDone != nil {
 			// The handler must not return while the body is being read:
 			// cut both ends the sender may be blocked on, then wait.
-			uc.SetDeadline(aLongTimeAgo)
-			http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
+			uc.SetDeadline(wire.ALongTimeAgo)
+			http.NewResponseController(w).SetReadDeadline(wire.ALongTimeAgo)
 			<-bodyDone
 		}
 		stopped := false
-		if env.conn != nil {
-			stopped = env.conn.stopWhenGone()
+		if t.Client != nil {
+			stopped = t.Client.StopWhenGone()
 		} else {
 			stopped = stop()
 		}
@@ -363,7 +352,7 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		}
 	}()
 
-	writeHead(uc.bw, r, env)
+	writeHead(uc.bw, r, t.Dest)
 	if r.ContentLength != 0 {
 		// The head goes out first, so the upstream can decide on it
 		// however slowly the sandbox sends its body.
@@ -382,7 +371,7 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	} else if uc.rio != nil {
 		// The answer cannot come before the request: wait for it without
 		// a read that finds nothing yet.
-		if err := uc.rio.flushThenAwait(uc.bw); err != nil {
+		if err := uc.rio.FlushThenAwait(uc.bw); err != nil {
 			return fmt.Errorf("sending request: %w", err)
 		}
 	} else if err := uc.bw.Flush(); err != nil {
@@ -390,12 +379,12 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 	}
 
 	// Behind the lean loop the head is relayed without a header map.
-	rw, _ := w.(rawHeadWriter)
-	if rw != nil && !rw.rawHeads() {
+	rw, _ := w.(wire.RawHeadWriter)
+	if rw != nil && !rw.RawHeads() {
 		rw = nil
 	}
 	h := &uc.head
-	if err := readHead(uc.br, h, rw != nil, h.raw.fields); err != nil {
+	if err := readHead(uc.br, h, rw != nil, h.raw.Fields); err != nil {
 		return fmt.Errorf("reading response: %w", err)
 	}
 	code := h.code
@@ -429,11 +418,11 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		w.Header()["Trailer"] = h.trailer
 	}
 	if rw != nil {
-		h.raw.length = -1
+		h.raw.Length = -1
 		if h.cl && (noBody || length >= 0) {
-			h.raw.length = length
+			h.raw.Length = length
 		}
-		rw.writeRawHead(code, &h.raw)
+		rw.WriteRawHead(code, &h.raw)
 	} else {
 		out := w.Header()
 		hdr := h.hdr
@@ -442,7 +431,7 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 			if hopHeaders[k] || drop[k] {
 				continue
 			}
-			if k == requestIDHeader {
+			if k == wire.RequestIDHeader {
 				out[k] = append(out[k], vs...) // ours first, as ReverseProxy did
 				continue
 			}
@@ -460,8 +449,8 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		w.WriteHeader(code)
 	}
 	h.hdr, h.trailer = nil, nil
-	if cap(h.raw.fields) > maxKeptHead {
-		h.raw.fields = nil // one big head does not stay with the connection
+	if cap(h.raw.Fields) > maxKeptHead {
+		h.raw.Fields = nil // one big head does not stay with the connection
 	}
 
 	if !noBody && length != 0 {
@@ -470,29 +459,29 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 		if length > 0 {
 			n, err = relayBuffered(w, uc.br, length)
 		} else {
-			buf := copyBuffers.Get()
+			buf := wire.CopyBuffers.Get()
 			var body io.Reader = uc.br
 			if chunked {
 				body = httputil.NewChunkedReader(uc.br)
 			}
 			n, err = relay(w, body, buf, uc.br)
-			copyBuffers.Put(buf)
+			wire.CopyBuffers.Put(buf)
 		}
 		if err != nil {
 			if closeDelimited && errors.Is(err, io.EOF) {
 				err = nil
 			} else {
-				return fmt.Errorf("%w: %w", errAbort, err)
+				return fmt.Errorf("%w: %w", ErrAborted, err)
 			}
 		}
 		if length > 0 && n != length {
-			return fmt.Errorf("%w: %d of %d bytes", errAbort, n, length)
+			return fmt.Errorf("%w: %d of %d bytes", ErrAborted, n, length)
 		}
 		if chunked {
 			budget := maxResponseHeaderBytes
 			trailer, err := readFields(uc.br, &budget)
 			if err != nil {
-				return fmt.Errorf("%w: reading trailer: %w", errAbort, err)
+				return fmt.Errorf("%w: reading trailer: %w", ErrAborted, err)
 			}
 			if len(trailer) > 0 {
 				out := w.Header()
@@ -516,8 +505,8 @@ func (f *Forward) exchange(w http.ResponseWriter, r *http.Request, env Env, uc *
 			// not waited for, on either side.
 			rc := http.NewResponseController(w)
 			rc.Flush()
-			uc.SetDeadline(aLongTimeAgo)
-			rc.SetReadDeadline(aLongTimeAgo)
+			uc.SetDeadline(wire.ALongTimeAgo)
+			rc.SetReadDeadline(wire.ALongTimeAgo)
 			berr = <-bodyDone
 			if berr == nil {
 				berr = errors.New("body cut short")
@@ -580,7 +569,7 @@ func relay(w http.ResponseWriter, body io.Reader, buf []byte, br *bufio.Reader) 
 
 // writeHead writes the request line and headers as the sandbox sent them,
 // less hop-by-hop headers, with our own framing of the body.
-func writeHead(bw *bufio.Writer, r *http.Request, env Env) {
+func writeHead(bw *bufio.Writer, r *http.Request, dest netip.AddrPort) {
 	uri := r.RequestURI
 	if uri == "" || uri[0] != '/' {
 		uri = r.URL.RequestURI()
@@ -592,12 +581,12 @@ func writeHead(bw *bufio.Writer, r *http.Request, env Env) {
 	if r.Host != "" {
 		bw.WriteString(r.Host)
 	} else {
-		bw.WriteString(env.Dest.String())
+		bw.WriteString(dest.String())
 	}
 	bw.WriteString("\r\n")
 	drop := connectionTokens(r.Header)
 	for k, vs := range r.Header {
-		if k == "Te" && headerHas(r.Header, "Te", "trailers") {
+		if k == "Te" && wire.HeaderHas(r.Header, "Te", "trailers") {
 			// "TE: trailers" is the one TE value a proxy passes on.
 			bw.WriteString("Te: trailers\r\n")
 			continue
@@ -641,8 +630,8 @@ func (u upstreamWriter) Write(p []byte) (int, error) {
 
 // writeBody sends r's body (framed as writeHead announced) and flushes.
 func writeBody(bw *bufio.Writer, r *http.Request) error {
-	buf := copyBuffers.Get()
-	defer copyBuffers.Put(buf)
+	buf := wire.CopyBuffers.Get()
+	defer wire.CopyBuffers.Put(buf)
 	var err error
 	if r.ContentLength > 0 {
 		var n int64
@@ -746,18 +735,4 @@ func truncate(b []byte) []byte {
 		return b[:64]
 	}
 	return b
-}
-
-// headerHas reports whether a comma-separated header lists token.
-func headerHas(h map[string][]string, key, token string) bool {
-	for _, v := range h[key] {
-		for rest, more := v, true; more; {
-			var t string
-			t, rest, more = strings.Cut(rest, ",")
-			if strings.EqualFold(textproto.TrimString(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }

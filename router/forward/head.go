@@ -1,4 +1,4 @@
-package router
+package forward
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/textproto"
 
+	"github.com/interceptd/interceptd/router/wire"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -25,7 +26,7 @@ type respHead struct {
 	proto int // the minor version: HTTP/1.proto
 
 	hdr textproto.MIMEHeader // the map path: every field
-	raw rawHead              // the raw path: the fields to pass on
+	raw wire.RawHead         // the raw path: the fields to pass on
 
 	te        bool  // a Transfer-Encoding field came
 	teChunked bool  // the last coding of the last one is chunked
@@ -58,7 +59,7 @@ func readHead(br *bufio.Reader, h *respHead, raw bool, buf []byte) error {
 			line[7] < '0' || line[7] > '9' || (len(line) > 12 && line[12] != ' ') {
 			return fmt.Errorf("malformed status line %q", truncate(line))
 		}
-		code, ok := parseDecimal(line[9:12])
+		code, ok := wire.ParseDecimal(line[9:12])
 		if !ok || code < 100 {
 			return fmt.Errorf("malformed status code %q", truncate(line))
 		}
@@ -98,8 +99,8 @@ func (h *respHead) readMap(br *bufio.Reader, budget *int) error {
 			addLength(h, v)
 		}
 	}
-	h.connClose = headerHas(hdr, "Connection", "close")
-	h.connKeepAlive = headerHas(hdr, "Connection", "keep-alive")
+	h.connClose = wire.HeaderHas(hdr, "Connection", "close")
+	h.connKeepAlive = wire.HeaderHas(hdr, "Connection", "keep-alive")
 	h.trailer = hdr["Trailer"]
 	return nil
 }
@@ -126,7 +127,7 @@ func lastCodingIsChunked[T string | []byte](te T) bool {
 
 // readRawFields reads header fields up to the empty line, as readFields
 // does and under its checks, into h: the lines to pass on go to
-// h.raw.fields (appended to buf) as "Name: value\r\n", names as the
+// h.raw.Fields (appended to buf) as "Name: value\r\n", names as the
 // upstream spelled them; hop-by-hop fields, those the Connection field
 // names, and the framing fields are left out, the framing fields read into
 // h.
@@ -192,7 +193,7 @@ func readRawFields(br *bufio.Reader, budget *int, h *respHead, buf []byte) error
 			h.trailer = append(h.trailer, string(value))
 			continue
 		case fieldDate:
-			h.raw.date = true
+			h.raw.Date = true
 		}
 		buf = append(buf, name...)
 		buf = append(buf, ": "...)
@@ -202,7 +203,7 @@ func readRawFields(br *bufio.Reader, budget *int, h *respHead, buf []byte) error
 	if len(drop) > 0 {
 		buf = h.dropFields(buf, drop)
 	}
-	h.raw.fields = buf
+	h.raw.Fields = buf
 	return nil
 }
 
@@ -218,7 +219,7 @@ func addLength[T string | []byte](h *respHead, v T) {
 		for i < len(rest) && rest[i] != ',' {
 			i++
 		}
-		m, ok := parseDecimal(trimOWS(rest[:i]))
+		m, ok := wire.ParseDecimal(trimOWS(rest[:i]))
 		if !ok || (h.length >= 0 && m != h.length) {
 			h.clErr = fmt.Errorf("invalid Content-Length %q from upstream", truncate([]byte(v)))
 			return
@@ -246,7 +247,7 @@ func trimOWS[T string | []byte](t T) T {
 // Connection field asks.
 func (h *respHead) dropFields(fields []byte, names [][]byte) []byte {
 	kept := fields[:0]
-	h.raw.date = false
+	h.raw.Date = false
 	for rest := fields; len(rest) > 0; {
 		end := bytes.IndexByte(rest, '\n') + 1
 		line := rest[:end]
@@ -262,7 +263,7 @@ func (h *respHead) dropFields(fields []byte, names [][]byte) []byte {
 		if !dropped {
 			// Before the copy, which may overwrite what name points to
 			// (kept is never ahead of line, so the line itself is whole).
-			h.raw.date = h.raw.date || fieldKindOf(name) == fieldDate
+			h.raw.Date = h.raw.Date || fieldKindOf(name) == fieldDate
 			kept = append(kept, line...)
 		}
 	}

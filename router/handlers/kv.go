@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"encoding/base64"
@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -42,7 +43,7 @@ type KV struct {
 	shared atomic.Pointer[store.KV] // the shared space, built once
 }
 
-var _ Handler = (*KV)(nil)
+var _ router.Handler = (*KV)(nil)
 
 var octetStream = []string{"application/octet-stream"}
 
@@ -62,7 +63,7 @@ func lengthField(n int) []string {
 	return []string{strconv.Itoa(n)}
 }
 
-func (h *KV) space(env Env) (*store.KV, error) {
+func (h *KV) space(env router.Env) (*store.KV, error) {
 	if !h.PerSandbox {
 		// Built once: it never changes, and building it allocates.
 		if kv := h.shared.Load(); kv != nil {
@@ -72,37 +73,41 @@ func (h *KV) space(env Env) (*store.KV, error) {
 		h.shared.Store(kv)
 		return kv, nil
 	}
-	// Kept on the lean connection, which serves one request at a time and
-	// comes from one sandbox, so the handle (scope string, handle, path)
-	// is not built again for each request.
-	if lc := env.conn; lc != nil && lc.space.h == h && lc.space.sandbox == env.Sandbox {
-		return lc.space.kv, nil
+	// Kept in the connection's cache: a connection serves one request at a
+	// time and comes from one sandbox, so the handle (scope string, handle,
+	// path) is not built again for each request.
+	var slot *router.HandlerSlot
+	if env.Conn != nil {
+		slot = &env.Conn.Cache().Handler
+		if slot.Owner == any(h) && slot.Sandbox == env.Sandbox {
+			return slot.Value.(*store.KV), nil
+		}
 	}
 	scope, err := scopeOf(h.PerSandbox, env)
 	if err != nil {
 		return nil, err
 	}
 	kv := h.DB.Keys(h.Kind, h.Namespace, scope, h.Limits)
-	if lc := env.conn; lc != nil {
-		lc.space = connSpace{h, env.Sandbox, kv}
+	if slot != nil {
+		*slot = router.HandlerSlot{Owner: h, Sandbox: env.Sandbox, Value: kv}
 	}
 	return kv, nil
 }
 
 // scopeOf is the store scope a request works in: shared, or the calling
 // sandbox's own.
-func scopeOf(perSandbox bool, env Env) (string, error) {
+func scopeOf(perSandbox bool, env router.Env) (string, error) {
 	if !perSandbox {
 		return store.ScopeShared, nil
 	}
 	if env.Sandbox == "" {
-		return "", Errorf(http.StatusBadRequest, "this handler keeps data per sandbox: name one")
+		return "", router.Errorf(http.StatusBadRequest, "this handler keeps data per sandbox: name one")
 	}
 	return store.SandboxScope(env.Sandbox), nil
 }
 
-// ServeHTTP implements Handler.
-func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+// ServeHTTP implements router.Handler.
+func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
 	kv, err := h.space(env)
 	if err != nil {
 		return err
@@ -113,14 +118,14 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 		case r.Method == http.MethodGet || r.Method == http.MethodHead:
 			return h.list(w, r, kv)
 		case r.Method == http.MethodPost && h.Transactions:
-			return h.txn(w, r, kv, env.owner())
+			return h.txn(w, r, kv, env.Owner())
 		}
 		allow := "GET, HEAD"
 		if h.Transactions {
 			allow += ", POST"
 		}
 		w.Header().Set("Allow", allow)
-		return Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use %s", sanitize(r.Method), allow)
+		return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use %s", router.Sanitize(r.Method), allow)
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -147,7 +152,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 		if err != nil {
 			return err
 		}
-		e.Owner = env.owner()
+		e.Owner = env.Owner()
 		if err := kv.Put(key, e); err != nil {
 			return storeError(err)
 		}
@@ -167,7 +172,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
 // methodNotAllowed answers a method a key does not take.
 func methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Allow", "GET, HEAD, PUT, DELETE")
-	return Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", sanitize(r.Method))
+	return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", router.Sanitize(r.Method))
 }
 
 // readEntry reads a PUT: the body, its expiry and metadata.
@@ -180,7 +185,7 @@ func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
 	}
 	exp, err := store.ParseExpiry(ttl, q.Get("expiration"), time.Now())
 	if err != nil {
-		return e, &Error{Status: http.StatusBadRequest, Reason: err.Error()}
+		return e, &router.Error{Status: http.StatusBadRequest, Reason: err.Error()}
 	}
 	e.Expires = exp
 	meta := r.Header.Get("X-KV-Metadata")
@@ -192,14 +197,14 @@ func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
 	}
 	max := int64(l.MaxValueBytes)
 	if r.ContentLength > max {
-		return e, Errorf(http.StatusRequestEntityTooLarge, "value too large: %d bytes, limit %d", r.ContentLength, max)
+		return e, router.Errorf(http.StatusRequestEntityTooLarge, "value too large: %d bytes, limit %d", r.ContentLength, max)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil {
-		return e, &Error{Status: http.StatusBadRequest, Reason: "reading request body failed", Err: err}
+		return e, &router.Error{Status: http.StatusBadRequest, Reason: "reading request body failed", Err: err}
 	}
 	if int64(len(body)) > max {
-		return e, Errorf(http.StatusRequestEntityTooLarge, "value too large: over %d bytes, limit %d", max, max)
+		return e, router.Errorf(http.StatusRequestEntityTooLarge, "value too large: over %d bytes, limit %d", max, max)
 	}
 	e.Value = body
 	return e, nil
@@ -215,7 +220,7 @@ func (h *KV) list(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
 	if err != nil {
 		return storeError(err)
 	}
-	return writeJSON(w, r, http.StatusOK, res)
+	return router.WriteJSON(w, r, http.StatusOK, res)
 }
 
 // parseLimit reads a listing's limit: absent is 0 (the default page).
@@ -226,7 +231,7 @@ func parseLimit(q url.Values) (int, error) {
 	}
 	n, err := strconv.Atoi(l)
 	if err != nil || n < 1 || n > store.MaxListLimit {
-		return 0, Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", sanitize(l), store.MaxListLimit)
+		return 0, router.Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", router.Sanitize(l), store.MaxListLimit)
 	}
 	return n, nil
 }
@@ -247,13 +252,13 @@ type txnValue struct {
 func (v txnValue) bytes(what string) ([]byte, error) {
 	switch {
 	case v.Value != nil && v.ValueBase64 != nil:
-		return nil, Errorf(http.StatusBadRequest, "%s: give value or value_base64, not both", what)
+		return nil, router.Errorf(http.StatusBadRequest, "%s: give value or value_base64, not both", what)
 	case v.Value != nil:
 		return []byte(*v.Value), nil
 	case v.ValueBase64 != nil:
 		b, err := base64.StdEncoding.DecodeString(*v.ValueBase64)
 		if err != nil {
-			return nil, Errorf(http.StatusBadRequest, "%s: value_base64 is not base64", what)
+			return nil, router.Errorf(http.StatusBadRequest, "%s: value_base64 is not base64", what)
 		}
 		return b, nil
 	}
@@ -300,7 +305,7 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 	dec := json.NewDecoder(io.LimitReader(r.Body, int64(kv.Limits().MaxValueBytes)*2))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return Errorf(http.StatusBadRequest, "transaction body: %v", err)
+		return router.Errorf(http.StatusBadRequest, "transaction body: %v", err)
 	}
 	var t store.Txn
 	for i, c := range req.Conditions {
@@ -316,11 +321,11 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 			return err
 		}
 		if v == nil {
-			return Errorf(http.StatusBadRequest, "write %d: value or value_base64 is required", i)
+			return router.Errorf(http.StatusBadRequest, "write %d: value or value_base64 is required", i)
 		}
 		exp, err := store.ParseExpiry(rawNumber(wr.TTL), rawNumber(wr.Expiration), time.Now())
 		if err != nil {
-			return Errorf(http.StatusBadRequest, "write %d: %v", i, err)
+			return router.Errorf(http.StatusBadRequest, "write %d: %v", i, err)
 		}
 		e := store.Entry{Value: v, Owner: owner, Expires: exp}
 		if len(wr.Metadata) > 0 {
@@ -335,7 +340,7 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 		c := req.Conditions[ce.Index]
 		// JSON, as documented, but with the header every error carries.
 		w.Header().Set("X-Interceptd-Error", "condition failed: condition "+strconv.Itoa(ce.Index))
-		return writeJSON(w, r, http.StatusConflict, map[string]any{
+		return router.WriteJSON(w, r, http.StatusConflict, map[string]any{
 			"error": "condition failed: " + ce.Condition.String(), "index": ce.Index, "condition": c,
 		})
 	}
@@ -343,7 +348,7 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrDiskFull) {
 			return storeError(err)
 		}
-		return Errorf(http.StatusBadRequest, "transaction: %v", err)
+		return router.Errorf(http.StatusBadRequest, "transaction: %v", err)
 	}
 	out := map[string]any{}
 	for k, e := range reads {
@@ -353,49 +358,34 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner str
 		}
 		out[k] = valueOf(e.Value)
 	}
-	return writeJSON(w, r, http.StatusOK, map[string]any{"reads": out})
+	return router.WriteJSON(w, r, http.StatusOK, map[string]any{"reads": out})
 }
 
 // storeError maps store errors to statuses and client-facing reasons.
 func storeError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return &Error{Status: http.StatusNotFound, Reason: "key not found"}
+		return &router.Error{Status: http.StatusNotFound, Reason: "key not found"}
 	case errors.Is(err, store.ErrKeyTooLarge):
-		return &Error{Status: http.StatusRequestURITooLong, Reason: err.Error()}
+		return &router.Error{Status: http.StatusRequestURITooLong, Reason: err.Error()}
 	case errors.Is(err, store.ErrValueTooLarge), errors.Is(err, store.ErrMetadataTooLarge):
-		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: err.Error()}
+		return &router.Error{Status: http.StatusRequestEntityTooLarge, Reason: err.Error()}
 	case errors.Is(err, store.ErrInvalidKey):
-		return &Error{Status: http.StatusBadRequest, Reason: "invalid key: it must be non-empty UTF-8"}
+		return &router.Error{Status: http.StatusBadRequest, Reason: "invalid key: it must be non-empty UTF-8"}
 	case errors.Is(err, store.ErrInvalidMetadata), errors.Is(err, store.ErrInvalidCursor), errors.Is(err, store.ErrInvalidExpiry),
 		errors.Is(err, store.ErrBadDigest), errors.Is(err, store.ErrIncomplete):
-		return &Error{Status: http.StatusBadRequest, Reason: err.Error()}
+		return &router.Error{Status: http.StatusBadRequest, Reason: err.Error()}
 	case errors.Is(err, store.ErrPreconditionFailed):
-		return &Error{Status: http.StatusPreconditionFailed, Reason: err.Error()}
+		return &router.Error{Status: http.StatusPreconditionFailed, Reason: err.Error()}
 	case errors.Is(err, store.ErrQuotaExceeded):
 		// "quota_exceeded: the kv bytes quota of sandbox …": names the
 		// kind and the limit; nothing of the write was stored.
-		return &Error{Status: http.StatusInsufficientStorage, Reason: err.Error()}
+		return &router.Error{Status: http.StatusInsufficientStorage, Reason: err.Error()}
 	case errors.Is(err, store.ErrDiskFull):
 		// The free space itself is the host's business: it stays in the log.
-		return &Error{Status: http.StatusInsufficientStorage, Reason: "disk_full: the store's disk is under its free-space floor; writes are refused until space is freed", Err: err}
+		return &router.Error{Status: http.StatusInsufficientStorage, Reason: "disk_full: the store's disk is under its free-space floor; writes are refused until space is freed", Err: err}
 	}
-	return &Error{Status: http.StatusServiceUnavailable, Reason: "store unavailable", Err: err}
-}
-
-func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(code)
-	if r.Method != http.MethodHead {
-		w.Write(b)
-	}
-	return nil
+	return &router.Error{Status: http.StatusServiceUnavailable, Reason: "store unavailable", Err: err}
 }
 
 // asciiJSON escapes non-ASCII runes of a JSON document as \uXXXX so that it
@@ -422,16 +412,3 @@ func utf16Surrogates(r rune) (rune, rune) {
 }
 
 func leftPad(h string) string { return strings.Repeat("0", 4-len(h)) + h }
-
-// sanitize keeps a client-supplied token printable and short for messages.
-func sanitize(s string) string {
-	if len(s) > 32 {
-		s = s[:32]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return '?'
-		}
-		return r
-	}, s)
-}

@@ -1,9 +1,15 @@
-package router
-
-// The intercepted connections' HTTP/1.1 server.
+// Package httpserve is the HTTP/1.1 server of intercepted connections: the
+// transport in front of the router. It accepts what TPROXY hands the
+// transparent listener, reads requests, and passes each to a Handler (the
+// router) with the connection's scope (router.Conn). It decides nothing and
+// runs no handler itself.
+//
+// It imports the router for the Conn contract it implements and
+// router/wire for the pieces it shares with the forwarder; never the
+// handlers or the forwarder.
 //
 // Most of what sandboxes send is small and plain: a GET, or a PUT with a
-// Content-Length, whose head arrives in one segment. For those the router
+// Content-Length, whose head arrives in one segment. For those the server
 // runs its own loop: no background reader and no context per request, a read
 // deadline moved at most once a second, one write per response. At tens of
 // thousands of requests a second that is most of what net/http costs beyond
@@ -14,6 +20,7 @@ package router
 // Content-Lengths, an invalid name or value). So the lean loop only ever
 // accepts a strict subset of what net/http accepts (FuzzLeanHead holds it
 // to http.ReadRequest), and the edge cases stay on the hardened path.
+package httpserve
 
 import (
 	"bufio"
@@ -24,6 +31,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"runtime"
@@ -34,8 +42,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/interceptd/interceptd/policy"
-	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/wire"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -60,9 +68,6 @@ const (
 	watchAfter = 100 * time.Millisecond
 )
 
-// aLongTimeAgo, as a deadline, ends a wait at once.
-var aLongTimeAgo = time.Unix(1, 0)
-
 // Connection states for Shutdown: an idle connection waits for the first
 // byte of a request and may be closed; an active one finishes its request.
 const (
@@ -86,51 +91,51 @@ var bufPool = sync.Pool{New: func() any {
 }}
 
 // Serve serves intercepted connections from ln until Shutdown.
-func (rt *Router) Serve(ln net.Listener) error {
-	rt.mu.Lock()
-	if rt.closing.Load() {
-		rt.mu.Unlock()
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
 		return nil
 	}
-	rt.ln = ln
-	rt.mu.Unlock()
-	go rt.srv.Serve(sniffListener{rt.hand}) // returns ErrServerClosed on Shutdown
+	s.ln = ln
+	s.mu.Unlock()
+	go s.srv.Serve(sniffListener{s.hand}) // returns ErrServerClosed on Shutdown
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if rt.closing.Load() {
+			if s.closing.Load() {
 				return nil
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Out of descriptors, say: back off as net/http does.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				rt.cfg.Logger.Warn("accepting intercepted connection", "error", err, "retry_in", delay)
+				s.log.Warn("accepting intercepted connection", "error", err, "retry_in", delay)
 				time.Sleep(delay)
 				continue
 			}
 			return fmt.Errorf("serving intercepted http: %w", err)
 		}
 		delay = 0
-		go rt.serveConn(c)
+		go s.serveConn(c)
 	}
 }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // and closes idle connections.
-func (rt *Router) Shutdown(ctx context.Context) error {
-	rt.closing.Store(true)
-	rt.mu.Lock()
-	if rt.ln != nil {
-		rt.ln.Close()
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	if s.ln != nil {
+		s.ln.Close()
 	}
-	rt.mu.Unlock()
+	s.mu.Unlock()
 	errc := make(chan error, 1)
-	go func() { errc <- rt.srv.Shutdown(ctx) }() // also closes the handoff listener
+	go func() { errc <- s.srv.Shutdown(ctx) }() // also closes the handoff listener
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for rt.closeIdle() > 0 {
+	for s.closeIdle() > 0 {
 		select {
 		case <-ctx.Done():
 			<-errc
@@ -143,40 +148,40 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 
 // closeIdle closes the lean connections waiting for a request and returns
 // how many remain.
-func (rt *Router) closeIdle() int {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	for lc := range rt.conns {
+func (s *Server) closeIdle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for lc := range s.conns {
 		if lc.state.CompareAndSwap(connIdle, connClosed) {
 			lc.c.Close()
 		}
 	}
-	return len(rt.conns)
+	return len(s.conns)
 }
 
-func (rt *Router) track(lc *leanConn, add bool) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
+func (s *Server) track(lc *leanConn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if add {
-		if rt.conns == nil {
-			rt.conns = map[*leanConn]struct{}{}
+		if s.conns == nil {
+			s.conns = map[*leanConn]struct{}{}
 		}
-		rt.conns[lc] = struct{}{}
+		s.conns[lc] = struct{}{}
 	} else {
-		delete(rt.conns, lc)
+		delete(s.conns, lc)
 	}
 }
 
 // leanConn is one intercepted connection served by the lean loop.
 type leanConn struct {
-	rt     *Router
+	s      *Server
 	c      net.Conn
 	raw    syscall.RawConn // to wait for a request without a buffer; nil if c has none
 	io     io.ReadWriter   // c's rawIO, or c if it has none
 	bufs   *leanBufs       // nil while idle
 	br     *bufio.Reader   // bufs.br; reads lc, not c: see Read
 	bw     *bufio.Writer   // bufs.bw
-	ctx    context.Context // carries connInfo; cancelled when the sandbox goes away
+	ctx    context.Context // cancelled when the sandbox goes away
 	cancel context.CancelFunc
 	proto  *http.Request // a request with ctx set, copied into each new one
 	rdl    time.Time     // the read deadline last set
@@ -198,23 +203,12 @@ type leanConn struct {
 	// Read gives it first.
 	pre          [preSize]byte
 	preOff, preN int
-	unread       bool          // request bytes may be left unread: close gracefully
-	goneFn       func()        // see whenGone
-	series       requestSeries // the requests counter's, for this connection
-	decisions    policy.Series // the decisions counter's
-	idNext       uint64        // the next request id's number; see nextRequestID
+	unread       bool             // request bytes may be left unread: close gracefully
+	goneFn       func()           // see WhenGone
+	cache        router.ConnCache // see Cache
+	src, dst     netip.AddrPort
 	idEnd        uint64
-	served       int       // requests answered
-	space        connSpace // the last per-sandbox store space; see KV.space
-}
-
-// connSpace is a per-sandbox KV handler's space, kept for the connection's
-// next request: a connection comes from one sandbox, and most carry one
-// handler's requests.
-type connSpace struct {
-	h       *KV
-	sandbox string
-	kv      *store.KV
+	served       int // requests answered
 }
 
 // preSize covers the head of most requests an API client sends: a longer
@@ -265,38 +259,38 @@ func (lc *leanConn) waitReadable() error {
 	return err
 }
 
-func (rt *Router) serveConn(c net.Conn) {
-	rt.cfg.Metrics.connOpened()
-	lc := &leanConn{rt: rt, c: c}
-	info := connInfo{src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr()), lean: lc}
+func (s *Server) serveConn(c net.Conn) {
+	s.metrics.connOpened()
+	lc := &leanConn{s: s, c: c}
+	lc.src, lc.dst = addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 	// ServerContextKey as net/http sets it: httputil.ReverseProxy only
 	// aborts (cuts the connection) on a failed body copy when it is there.
-	base := context.WithValue(context.Background(), http.ServerContextKey, rt.srv)
+	base := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	base = context.WithValue(base, http.LocalAddrContextKey, c.LocalAddr())
-	lc.ctx, lc.cancel = context.WithCancel(context.WithValue(base, connKey{}, info))
+	lc.ctx, lc.cancel = context.WithCancel(base)
 	lc.proto = (&http.Request{RemoteAddr: c.RemoteAddr().String()}).WithContext(lc.ctx)
 	lc.io = c
-	if r := newRawIO(c); r != nil {
-		lc.raw, lc.io = r.rc, r
+	if r := wire.NewRawIO(c); r != nil {
+		lc.raw, lc.io = r.RawConn(), r
 	}
 	lc.acquire() // the first request is usually there already
-	rt.track(lc, true)
+	s.track(lc, true)
 	handedOff := false
 	defer func() {
-		rt.track(lc, false)
+		s.track(lc, false)
 		lc.cancel()
 		if !handedOff {
 			if lc.unread && lc.bufs != nil {
 				lc.lingerClose()
 			}
 			c.Close()
-			rt.cfg.Metrics.connClosed()
+			s.metrics.connClosed()
 		}
 		if lc.bufs != nil {
 			lc.release()
 		}
 	}()
-	for !rt.closing.Load() {
+	for !s.closing.Load() {
 		lc.state.Store(connIdle)
 		req, body, next := lc.readRequest()
 		switch next {
@@ -401,7 +395,7 @@ func (lc *leanConn) handoff() bool {
 	pre = append(pre, lc.pre[lc.preOff:lc.preN]...)
 	lc.preOff = lc.preN
 	lc.c.SetReadDeadline(time.Time{})
-	return lc.rt.hand.pass(&prefixConn{Conn: lc.c, pre: pre})
+	return lc.s.hand.pass(&prefixConn{Conn: lc.c, pre: pre})
 }
 
 // lingerClose ends a connection that may still have request bytes coming:
@@ -427,8 +421,8 @@ func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
 	lc.bodyDone = body == nil
 	lc.mu.Unlock()
 	lc.seq.Add(1) // odd: serving; sweepWatches sees it from now on
-	if rt := lc.rt; !rt.sweeping.Load() && rt.sweeping.CompareAndSwap(false, true) {
-		go rt.sweepWatches()
+	if s := lc.s; !s.sweeping.Load() && s.sweeping.CompareAndSwap(false, true) {
+		go s.sweepWatches()
 	}
 	aborted := false
 	func() {
@@ -438,11 +432,11 @@ func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
 				if p != http.ErrAbortHandler {
 					buf := make([]byte, 64<<10)
 					buf = buf[:runtime.Stack(buf, false)]
-					lc.rt.cfg.Logger.Error("panic serving intercepted request", "panic", fmt.Sprint(p), "stack", string(buf))
+					lc.s.log.Error("panic serving intercepted request", "panic", fmt.Sprint(p), "stack", string(buf))
 				}
 			}
 		}()
-		lc.rt.ServeHTTP(w, req)
+		lc.s.h.ServeConn(w, req, lc)
 	}()
 	lc.endWatch()
 	if aborted {
@@ -477,12 +471,12 @@ func (lc *leanConn) serve(req *http.Request, body *leanBody) (keep bool) {
 // heap on the path of every request, almost none of which runs long
 // enough to need one; a request is watched after 100 to 150 ms. It runs while requests are being served: a
 // daemon with only idle connections does not tick.
-func (rt *Router) sweepWatches() {
+func (s *Server) sweepWatches() {
 	t := time.NewTicker(watchAfter / 2)
 	defer t.Stop()
 	var conns []*leanConn
 	for range t.C {
-		conns = rt.snapshot(conns[:0])
+		conns = s.snapshot(conns[:0])
 		serving := false
 		for _, lc := range conns {
 			seq := lc.seq.Load()
@@ -500,8 +494,8 @@ func (rt *Router) sweepWatches() {
 		if !serving {
 			// Stop, then look once more: a request that began before the
 			// stop was visible is seen here; one after it starts a sweeper.
-			rt.sweeping.Store(false)
-			if !rt.anyServing(conns[:0]) || !rt.sweeping.CompareAndSwap(false, true) {
+			s.sweeping.Store(false)
+			if !s.anyServing(conns[:0]) || !s.sweeping.CompareAndSwap(false, true) {
 				clear(conns)
 				return
 			}
@@ -511,18 +505,18 @@ func (rt *Router) sweepWatches() {
 }
 
 // snapshot appends the router's connections to conns.
-func (rt *Router) snapshot(conns []*leanConn) []*leanConn {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	for lc := range rt.conns {
+func (s *Server) snapshot(conns []*leanConn) []*leanConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for lc := range s.conns {
 		conns = append(conns, lc)
 	}
 	return conns
 }
 
 // anyServing reports whether a connection is serving a request.
-func (rt *Router) anyServing(buf []*leanConn) bool {
-	for _, lc := range rt.snapshot(buf) {
+func (s *Server) anyServing(buf []*leanConn) bool {
+	for _, lc := range s.snapshot(buf) {
 		if lc.seq.Load()&1 == 1 {
 			return true
 		}
@@ -578,8 +572,8 @@ func (lc *leanConn) startWatchLocked() {
 	}()
 }
 
-// gone cancels the connection's context, and runs what whenGone asked for.
-// Cancelled first: a whenGone that comes after either sees it and runs its
+// gone cancels the connection's context, and runs what WhenGone asked for.
+// Cancelled first: a WhenGone that comes after either sees it and runs its
 // function itself, or left it here for the lock below.
 func (lc *leanConn) gone() {
 	lc.cancel()
@@ -592,11 +586,11 @@ func (lc *leanConn) gone() {
 	}
 }
 
-// whenGone arranges for f to run if the sandbox goes away before
-// stopWhenGone; it does what context.AfterFunc on the connection's context
+// WhenGone arranges for f to run if the sandbox goes away before
+// StopWhenGone; it does what context.AfterFunc on the connection's context
 // would, without its allocations on every forwarded request. f runs at once
 // if the sandbox is already gone.
-func (lc *leanConn) whenGone(f func()) {
+func (lc *leanConn) WhenGone(f func()) {
 	lc.mu.Lock()
 	done := lc.ctx.Err() != nil
 	if !done {
@@ -608,9 +602,9 @@ func (lc *leanConn) whenGone(f func()) {
 	}
 }
 
-// stopWhenGone undoes whenGone. It reports false if f ran, or may still
+// StopWhenGone undoes WhenGone. It reports false if f ran, or may still
 // be running.
-func (lc *leanConn) stopWhenGone() bool {
+func (lc *leanConn) StopWhenGone() bool {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	stopped := lc.goneFn != nil
@@ -627,9 +621,9 @@ func (lc *leanConn) endWatch() {
 	watching := lc.watching
 	lc.mu.Unlock()
 	if watching {
-		lc.c.SetReadDeadline(aLongTimeAgo)
+		lc.c.SetReadDeadline(wire.ALongTimeAgo)
 		<-lc.watchDone
-		lc.rdl = aLongTimeAgo
+		lc.rdl = wire.ALongTimeAgo
 	}
 }
 
@@ -685,7 +679,7 @@ func (b *leanBody) Close() error {
 func (b *leanBody) drain() bool {
 	deadline := func() {
 		b.lc.c.SetReadDeadline(time.Now().Add(headerTimeout))
-		b.lc.rdl = aLongTimeAgo // reset before the next request
+		b.lc.rdl = wire.ALongTimeAgo // reset before the next request
 	}
 	locked := b.mu.TryLock()
 	if !locked {
@@ -713,7 +707,7 @@ func (b *leanBody) drain() bool {
 // stop closes the body at once, for a connection about to be cut, and
 // reports whether some of it was left unread.
 func (b *leanBody) stop() bool {
-	b.lc.c.SetReadDeadline(aLongTimeAgo)
+	b.lc.c.SetReadDeadline(wire.ALongTimeAgo)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
@@ -745,17 +739,17 @@ func (w *leanResponse) Header() http.Header {
 	if w.header == nil {
 		w.header = make(http.Header, 8)
 		if w.requestID != nil {
-			w.header[requestIDHeader] = w.requestID
+			w.header[wire.RequestIDHeader] = w.requestID
 		}
 	}
 	return w.header
 }
 
-// setRequestID gives the response the router's request id field, without
+// SetRequestID gives the response the router's request id field, without
 // making the header map for it.
-func (w *leanResponse) setRequestID(id []string) {
+func (w *leanResponse) SetRequestID(id []string) {
 	if w.header != nil {
-		w.header[requestIDHeader] = id
+		w.header[wire.RequestIDHeader] = id
 		return
 	}
 	w.requestID = id
@@ -848,34 +842,10 @@ func (w *leanResponse) writeBody(p []byte) (int, error) {
 	return n, err
 }
 
-// rawHead is a response head the forwarder relays as it came, without a
-// header map between the upstream's bytes and the sandbox's.
-type rawHead struct {
-	// fields are checked "Name: value\r\n" lines, hop-by-hop ones and
-	// the framing (Content-Length, Transfer-Encoding) left out.
-	fields []byte
-	// length is the Content-Length to announce, or -1 for none.
-	length int64
-	// date: fields carry a Date, so the writer adds none.
-	date bool
-}
+func (w *leanResponse) RawHeads() bool { return !w.wroteHeader && w.err == nil }
 
-// rawHeadWriter is a ResponseWriter that takes a rawHead: the lean loop's,
-// through the router's recorder. net/http's does not; the forwarder then
-// relays through the header map.
-type rawHeadWriter interface {
-	// rawHeads reports whether writeRawHead can be used now.
-	rawHeads() bool
-	// writeRawHead writes the final head: code, the fields of
-	// Header() (the request id), then h's. Trailers Header() declares
-	// are sent as with WriteHeader.
-	writeRawHead(code int, h *rawHead)
-}
-
-func (w *leanResponse) rawHeads() bool { return !w.wroteHeader && w.err == nil }
-
-func (w *leanResponse) writeRawHead(code int, h *rawHead) {
-	if !w.rawHeads() || code < 200 || code > 999 {
+func (w *leanResponse) WriteRawHead(code int, h *wire.RawHead) {
+	if !w.RawHeads() || code < 200 || code > 999 {
 		panic(fmt.Sprintf("writeRawHead: code %d, or a head already written", code))
 	}
 	w.WriteHeader(code)
@@ -887,12 +857,12 @@ func (w *leanResponse) writeRawHead(code int, h *rawHead) {
 // about to be written, for sniffing a missing Content-Type. With raw, the
 // head is raw's, the length is raw's, and nothing is sniffed: a
 // transparent hop adds no Content-Type.
-func (w *leanResponse) commit(final bool, first []byte, raw *rawHead) {
+func (w *leanResponse) commit(final bool, first []byte, raw *wire.RawHead) {
 	w.committed = true
 	h := w.header
 	if raw != nil {
 		delete(h, "Content-Length")
-		w.cl = raw.length
+		w.cl = raw.Length
 	} else if v := h["Content-Length"]; len(v) > 0 {
 		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 && len(v) == 1 {
 			w.cl = n
@@ -901,11 +871,11 @@ func (w *leanResponse) commit(final bool, first []byte, raw *rawHead) {
 		}
 	}
 	delete(h, "Transfer-Encoding") // the framing is ours
-	if w.lc.rt.closing.Load() || w.req.Close || headerHas(h, "Connection", "close") {
+	if w.lc.s.closing.Load() || w.req.Close || wire.HeaderHas(h, "Connection", "close") {
 		w.closeAfter = true
 	}
 	_, trailers := h["Trailer"]
-	lengthLine := raw != nil && raw.length >= 0 && w.status != http.StatusNoContent
+	lengthLine := raw != nil && raw.Length >= 0 && w.status != http.StatusNoContent
 	if !w.noBody && w.cl < 0 {
 		switch {
 		case final && !trailers:
@@ -921,8 +891,8 @@ func (w *leanResponse) commit(final bool, first []byte, raw *rawHead) {
 	w.writeFields(true)
 	_, date := h["Date"]
 	if raw != nil {
-		bw.Write(raw.fields)
-		date = date || raw.date
+		bw.Write(raw.Fields)
+		date = date || raw.Date
 	}
 	if !date {
 		bw.WriteString("Date: ")
@@ -991,7 +961,7 @@ func (w *leanResponse) writeFields(final bool) {
 	bw := w.lc.bw
 	if w.header == nil {
 		for _, v := range w.requestID {
-			writeField(bw, requestIDHeader, v)
+			writeField(bw, wire.RequestIDHeader, v)
 		}
 		return
 	}
@@ -1095,7 +1065,7 @@ func (w *leanResponse) EnableFullDuplex() error { return nil }
 
 // SetReadDeadline lets a handler cut the sandbox's upload short.
 func (w *leanResponse) SetReadDeadline(t time.Time) error {
-	w.lc.rdl = aLongTimeAgo // reset before the next request
+	w.lc.rdl = wire.ALongTimeAgo // reset before the next request
 	return w.lc.c.SetReadDeadline(t)
 }
 
@@ -1218,7 +1188,7 @@ func parseHead(head []byte, proto *http.Request) (*http.Request, bool) {
 	var cl int64
 	if lengths == 1 {
 		var ok bool
-		if cl, ok = parseDecimal(length); !ok { // the sniffer's rule: digits only
+		if cl, ok = wire.ParseDecimal(length); !ok { // the sniffer's rule: digits only
 			return nil, false
 		}
 	}

@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"bufio"
@@ -20,6 +20,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/forward"
+	"github.com/interceptd/interceptd/router/wire"
 )
 
 // Injection is one credential header a Proxy sets.
@@ -47,7 +51,7 @@ type Proxy struct {
 	// Resolve resolves the upstream's name through the daemon's resolvers;
 	// nil uses the system resolver.
 	Resolve func(name string) ([]netip.Addr, time.Duration, error)
-	Metrics *Metrics
+	Metrics *forward.Metrics
 	Logger  *slog.Logger
 
 	// Set up at the first request, as Forward is: no handler needs a call
@@ -56,7 +60,7 @@ type Proxy struct {
 	proxy *httputil.ReverseProxy
 }
 
-var _ Handler = (*Proxy)(nil)
+var _ router.Handler = (*Proxy)(nil)
 
 type proxyKey struct{}
 
@@ -103,7 +107,7 @@ func (p *Proxy) init() {
 	}
 	p.proxy = &httputil.ReverseProxy{
 		Transport:  tr,
-		BufferPool: copyBuffers,
+		BufferPool: wire.CopyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(p.Upstream)
 			pr.Out.Host = p.Upstream.Host
@@ -135,15 +139,18 @@ func (p *Proxy) init() {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			kind := dialErrorKind(err)
-			p.Metrics.forwardError(kind)
+			kind := forward.ErrorKind(err)
+			p.Metrics.Failed(kind)
 			// The error names the upstream, never a header: no secret in it.
 			p.Logger.Warn("proxy upstream failed", "handler", p.Name, "kind", kind)
 			reason := "upstream " + kind
 			if errors.Is(err, errEncodedBody) {
 				reason = "upstream sent a body in a content coding that cannot be scrubbed of the injected secret"
 			}
-			reportFailure(w, r, &Error{Status: http.StatusBadGateway, Reason: reason, logged: true})
+			fail := &router.Error{Status: http.StatusBadGateway, Reason: reason, Logged: true}
+			if !forward.Report(r, fail) {
+				router.WriteError(w, fail)
+			}
 		},
 		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
 	}
@@ -223,8 +230,8 @@ func (d *decodingBody) Read(p []byte) (int, error) {
 
 func (d *decodingBody) Close() error { return d.src.Close() }
 
-// ServeHTTP implements Handler.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+// ServeHTTP implements router.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
 	p.once.Do(p.init)
 	preq := &proxyReq{secrets: map[string]string{}}
 	var raw [][]byte
@@ -232,7 +239,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error
 		v, err := in.Secret.Value(env)
 		if err != nil {
 			p.Logger.Warn("credential unavailable", "handler", p.Name, "sandbox", env.Sandbox, "header", in.Header, "error", err)
-			return &Error{Status: http.StatusBadGateway, Reason: "credential for " + in.Header + " is unavailable"}
+			return &router.Error{Status: http.StatusBadGateway, Reason: "credential for " + in.Header + " is unavailable"}
 		}
 		val := string(v)
 		if in.Template != "" {
@@ -248,13 +255,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error
 	}
 	r = r.WithContext(context.WithValue(r.Context(), proxyKey{}, preq))
 	if preq.scrub == nil {
-		return serveReverse(p.proxy, w, r)
+		return upstreamError(forward.ServeReverse(p.proxy, w, r))
 	}
 	sw := &scrubbingWriter{ResponseWriter: w, s: preq.scrub}
 	// Trailers are in w's header map when ReverseProxy returns, and are
 	// written after: scrub them then (and on an abort, for good measure).
 	defer preq.scrub.scrubHeader(w.Header())
-	return serveReverse(p.proxy, sw, r)
+	return upstreamError(forward.ServeReverse(p.proxy, sw, r))
 }
 
 // scrubbingWriter scrubs each header block as it goes out: interim heads

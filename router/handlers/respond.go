@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"io"
@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router"
 )
 
 // Respond answers every request with a fixed status, headers and body:
@@ -20,10 +21,10 @@ type Respond struct {
 	hdr  http.Header // Headers, Content-Type and Content-Length, built once
 }
 
-var _ Handler = (*Respond)(nil)
+var _ router.Handler = (*Respond)(nil)
 
-// ServeHTTP implements Handler.
-func (h *Respond) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+// ServeHTTP implements router.Handler.
+func (h *Respond) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
 	h.once.Do(func() {
 		h.hdr = http.Header{}
 		for k, v := range h.Headers {
@@ -56,10 +57,10 @@ type Deny struct {
 	Body   string
 }
 
-var _ Handler = (*Deny)(nil)
+var _ router.Handler = (*Deny)(nil)
 
-// ServeHTTP implements Handler.
-func (h *Deny) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
-	writeDeny(w, r, h.Status, h.Body, env.RequestID, policy.ReasonDenied, sanitize(env.Host)+" is blocked by a deny handler")
+// ServeHTTP implements router.Handler.
+func (h *Deny) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
+	router.WriteDeny(w, r, h.Status, h.Body, env.RequestID, policy.ReasonDenied, router.Sanitize(env.Host)+" is blocked by a deny handler")
 	return nil
 }

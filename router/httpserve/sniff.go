@@ -1,9 +1,11 @@
-package router
+package httpserve
 
 import (
 	"bytes"
 	"net"
 	"sync"
+
+	"github.com/interceptd/interceptd/router/wire"
 )
 
 // A request carrying both Content-Length and Transfer-Encoding is the
@@ -182,7 +184,7 @@ func (s *sniffer) headLine(line []byte, long bool) {
 	switch {
 	case bytes.EqualFold(name, []byte("Content-Length")):
 		s.last = 1
-		n, ok := parseDecimal(value)
+		n, ok := wire.ParseDecimal(value)
 		if long || !ok || s.cl && n != s.length {
 			s.poison = true // unreadable, or two lengths (net/http refuses those too)
 			return
@@ -196,21 +198,6 @@ func (s *sniffer) headLine(line []byte, long bool) {
 			s.poison = true
 		}
 	}
-}
-
-// parseDecimal parses a Content-Length: 1 to 18 digits, nothing else.
-func parseDecimal[T string | []byte](b T) (int64, bool) {
-	if len(b) == 0 || len(b) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(b); i++ {
-		if b[i] < '0' || b[i] > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(b[i]-'0')
-	}
-	return n, true
 }
 
 // parseHexPrefix parses a chunk size: hex digits, then optional

@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"encoding/base64"
@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/interceptd/interceptd/internal/precond"
+	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -34,7 +35,7 @@ type Blob struct {
 	Limits     store.Limits
 }
 
-var _ Handler = (*Blob)(nil)
+var _ router.Handler = (*Blob)(nil)
 
 // StoredHeaders are the representation headers a PUT stores and a GET returns.
 var StoredHeaders = []string{"Content-Type", "Content-Encoding", "Content-Language", "Content-Disposition", "Cache-Control", "Expires"}
@@ -43,7 +44,7 @@ var StoredHeaders = []string{"Content-Type", "Content-Encoding", "Content-Langua
 // owner=me and returned the same way.
 const MetaPrefix = "X-Meta-"
 
-func (h *Blob) bucket(env Env) (*store.Blobs, error) {
+func (h *Blob) bucket(env router.Env) (*store.Blobs, error) {
 	scope, err := scopeOf(h.PerSandbox, env)
 	if err != nil {
 		return nil, err
@@ -51,8 +52,8 @@ func (h *Blob) bucket(env Env) (*store.Blobs, error) {
 	return h.DB.Blobs(h.Bucket, scope, h.Limits), nil
 }
 
-// ServeHTTP implements Handler.
-func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error {
+// ServeHTTP implements router.Handler.
+func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
 	b, err := h.bucket(env)
 	if err != nil {
 		return err
@@ -61,7 +62,7 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error 
 	if key == "" {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			return Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use GET", sanitize(r.Method))
+			return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use GET", router.Sanitize(r.Method))
 		}
 		return h.list(w, r, b)
 	}
@@ -69,7 +70,7 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env Env) error 
 	case http.MethodGet, http.MethodHead:
 		return h.get(w, r, b, key)
 	case http.MethodPut:
-		return h.put(w, r, b, key, env.owner())
+		return h.put(w, r, b, key, env.Owner())
 	case http.MethodDelete:
 		var pre func(*store.ObjectInfo) error
 		if c := precond.Parse(r.Method, r.Header); !c.None() {
@@ -108,21 +109,21 @@ func (h *Blob) put(w http.ResponseWriter, r *http.Request, b *store.Blobs, key, 
 	if m := r.Header.Get("Content-MD5"); m != "" {
 		sum, err := base64.StdEncoding.DecodeString(m)
 		if err != nil || len(sum) != 16 {
-			return Errorf(http.StatusBadRequest, "Content-MD5 is not a base64 MD5 digest")
+			return router.Errorf(http.StatusBadRequest, "Content-MD5 is not a base64 MD5 digest")
 		}
 		o.ContentMD5 = sum
 	}
 	info, err := b.Put(key, r.Body, o)
 	if err != nil {
-		var he *Error
+		var he *router.Error
 		if errors.As(storeError(err), &he) && he.Status == http.StatusServiceUnavailable {
 			// A body that could not be read is the client's doing.
-			return &Error{Status: http.StatusBadRequest, Reason: "upload failed: " + sanitizeLong(err.Error()), Err: err}
+			return &router.Error{Status: http.StatusBadRequest, Reason: "upload failed: " + sanitizeLong(err.Error()), Err: err}
 		}
 		return storeError(err)
 	}
 	w.Header().Set("ETag", `"`+info.ETag+`"`)
-	return writeJSON(w, r, http.StatusOK, objectJSON(info))
+	return router.WriteJSON(w, r, http.StatusOK, objectJSON(info))
 }
 
 // validators are what preconditions compare an object with.
@@ -183,7 +184,7 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 		var reason string
 		if rr, spec, reason = precond.Range(r.Header.Get("Range"), obj.Info.Size); rr == precond.Unsatisfiable {
 			hd.Set("Content-Range", "bytes */"+strconv.FormatInt(obj.Info.Size, 10))
-			return Errorf(http.StatusRequestedRangeNotSatisfiable, "range not satisfiable: %s", reason)
+			return router.Errorf(http.StatusRequestedRangeNotSatisfiable, "range not satisfiable: %s", reason)
 		}
 	}
 	for name, v := range obj.Info.HTTP {
@@ -238,7 +239,7 @@ func (h *Blob) list(w http.ResponseWriter, r *http.Request, b *store.Blobs) erro
 	if res.Cursor != "" {
 		out["cursor"] = res.Cursor
 	}
-	return writeJSON(w, r, http.StatusOK, out)
+	return router.WriteJSON(w, r, http.StatusOK, out)
 }
 
 func objectJSON(oi store.ObjectInfo) map[string]any {

@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"bytes"
@@ -15,13 +15,14 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 )
 
 // Secret yields a credential for a request. Values never come from the
 // config file: a file, a systemd credential, or a per-sandbox KV entry.
 type Secret interface {
-	Value(env Env) ([]byte, error)
+	Value(env router.Env) ([]byte, error)
 }
 
 // FileSecret is a secret read from a file (trailing newlines trimmed), read
@@ -65,7 +66,7 @@ func (s *FileSecret) Load() error {
 }
 
 // Value implements Secret.
-func (s *FileSecret) Value(Env) ([]byte, error) {
+func (s *FileSecret) Value(router.Env) ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.val == nil {
@@ -82,7 +83,7 @@ type KVSecret struct {
 }
 
 // Value implements Secret.
-func (s *KVSecret) Value(env Env) ([]byte, error) {
+func (s *KVSecret) Value(env router.Env) ([]byte, error) {
 	if env.Sandbox == "" {
 		return nil, errors.New("no sandbox to look a secret up for")
 	}

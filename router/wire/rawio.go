@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -10,7 +10,7 @@ import (
 	"unsafe"
 )
 
-// rawIO reads and writes a socket with system calls the Go scheduler is not
+// RawIO reads and writes a socket with system calls the Go scheduler is not
 // told about, through the connection's poller as net.Conn does (deadlines,
 // waiting for readiness, Close waking a waiter).
 //
@@ -25,13 +25,13 @@ import (
 // Not announcing a call that cannot block keeps the
 // processor with its goroutine; goroutines queued behind it are stolen by
 // an idle processor as usual.
-type rawIO struct {
+type RawIO struct {
 	rc   syscall.RawConn
 	conn net.Conn // for the addresses in errors
 	rd   rawOp
 	wr   rawOp
 
-	// flushThenAwait's call in progress (under rd.mu).
+	// FlushThenAwait's call in progress (under rd.mu).
 	bw      *bufio.Writer
 	sent    bool
 	sendErr error
@@ -46,11 +46,11 @@ type rawOp struct {
 	p     []byte
 	n     int
 	errno syscall.Errno
-	fn    func(uintptr) bool // rawIO.read or rawIO.write: made once, not per call
+	fn    func(uintptr) bool // RawIO.read or RawIO.write: made once, not per call
 }
 
-// newRawIO returns c's raw I/O, or nil if c has no descriptor.
-func newRawIO(c net.Conn) *rawIO {
+// NewRawIO returns c's raw I/O, or nil if c has no descriptor.
+func NewRawIO(c net.Conn) *RawIO {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -59,13 +59,13 @@ func newRawIO(c net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	r := &rawIO{rc: rc, conn: c}
+	r := &RawIO{rc: rc, conn: c}
 	r.rd.fn, r.wr.fn, r.awaitFn = r.read, r.write, r.await
 	return r
 }
 
 // Read reads as net.Conn's Read does: at least one byte, io.EOF at the end.
-func (r *rawIO) Read(p []byte) (int, error) {
+func (r *RawIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -86,7 +86,7 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	return op.n, nil
 }
 
-func (r *rawIO) read(fd uintptr) bool {
+func (r *RawIO) read(fd uintptr) bool {
 	op := &r.rd
 	n, e := sysIO(syscall.SYS_READ, fd, op.p)
 	switch e {
@@ -113,7 +113,7 @@ func sysIO(trap, fd uintptr, p []byte) (int, syscall.Errno) {
 
 // Write writes all of p, as net.Conn's Write does, waiting for room in the
 // socket's buffer when there is none.
-func (r *rawIO) Write(p []byte) (int, error) {
+func (r *RawIO) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -133,7 +133,7 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (r *rawIO) write(fd uintptr) bool {
+func (r *RawIO) write(fd uintptr) bool {
 	op := &r.wr
 	for op.n < len(op.p) {
 		n, e := sysIO(syscall.SYS_WRITE, fd, op.p[op.n:])
@@ -150,14 +150,14 @@ func (r *rawIO) write(fd uintptr) bool {
 	return true
 }
 
-// flushThenAwait flushes bw, a request whose answer cannot come before
+// FlushThenAwait flushes bw, a request whose answer cannot come before
 // it is sent, and waits until the answer (or an end, or an error) is there
 // to read. The poller's readiness is reset before the request goes, so the
 // answer's arrival is not missed, and no read is spent finding nothing yet:
 // one system call less per exchange than a flush and a read. Bytes that
 // were waiting before the request (which a peer should not send) do not
 // end the wait; the answer does.
-func (r *rawIO) flushThenAwait(bw *bufio.Writer) error {
+func (r *RawIO) FlushThenAwait(bw *bufio.Writer) error {
 	r.rd.mu.Lock()
 	defer r.rd.mu.Unlock()
 	r.bw, r.sent, r.sendErr = bw, false, nil
@@ -169,7 +169,7 @@ func (r *rawIO) flushThenAwait(bw *bufio.Writer) error {
 	return err
 }
 
-func (r *rawIO) await(uintptr) bool {
+func (r *RawIO) await(uintptr) bool {
 	if r.sent {
 		return true // readable: the read that follows takes it
 	}
@@ -178,15 +178,15 @@ func (r *rawIO) await(uintptr) bool {
 	return r.sendErr != nil // sent: now wait
 }
 
-// peek reports whether fd has data, an end or an error waiting, without
+// Peek reports whether fd has data, an end or an error waiting, without
 // taking it.
-func rawPeek(fd uintptr, b []byte) (ready bool) {
+func Peek(fd uintptr, b []byte) (ready bool) {
 	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	return e != syscall.EAGAIN
 }
 
-func (r *rawIO) opError(op string, errno syscall.Errno) error {
+func (r *RawIO) opError(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(),
 		Err: os.NewSyscallError(op, errno)}
 }

@@ -1,4 +1,4 @@
-package router
+package wire
 
 import (
 	"bufio"
@@ -14,8 +14,8 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection, the first one
-// wrapped in rawIO.
-func tcpPair(t *testing.T) (*rawIO, *net.TCPConn, *net.TCPConn) {
+// wrapped in RawIO.
+func tcpPair(t *testing.T) (*RawIO, *net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,7 +36,7 @@ func tcpPair(t *testing.T) (*rawIO, *net.TCPConn, *net.TCPConn) {
 		t.Fatal("accept failed")
 	}
 	t.Cleanup(func() { c.Close(); peer.Close() })
-	r := newRawIO(c)
+	r := NewRawIO(c)
 	if r == nil {
 		t.Fatal("a TCP connection has no raw I/O")
 	}
@@ -46,9 +46,9 @@ func tcpPair(t *testing.T) (*rawIO, *net.TCPConn, *net.TCPConn) {
 func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, r *rawIO, c, peer *net.TCPConn)
+		run  func(t *testing.T, r *RawIO, c, peer *net.TCPConn)
 	}{
-		{"a read returns what the peer sent, then the end", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a read returns what the peer sent, then the end", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			peer.Write([]byte("hello"))
 			peer.Close()
 			got, err := io.ReadAll(r)
@@ -56,7 +56,7 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 				t.Fatalf("read %q, %v", got, err)
 			}
 		}},
-		{"a read waits for data that comes later", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a read waits for data that comes later", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			time.AfterFunc(20*time.Millisecond, func() { peer.Write([]byte("late")) })
 			b := make([]byte, 16)
 			n, err := r.Read(b)
@@ -64,7 +64,7 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 				t.Fatalf("read %q, %v", b[:n], err)
 			}
 		}},
-		{"a read past the deadline times out", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a read past the deadline times out", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 			_, err := r.Read(make([]byte, 1))
 			var ne net.Error
@@ -72,13 +72,13 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 				t.Fatalf("got %v, want a timeout", err)
 			}
 		}},
-		{"closing the connection wakes a waiting reader", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"closing the connection wakes a waiting reader", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			time.AfterFunc(20*time.Millisecond, func() { c.Close() })
 			if _, err := r.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
 				t.Fatalf("got %v, want net.ErrClosed", err)
 			}
 		}},
-		{"a write larger than the socket buffers waits for room and sends it all", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a write larger than the socket buffers waits for room and sends it all", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			c.SetWriteBuffer(4096)
 			want := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 			got := make(chan []byte, 1)
@@ -96,7 +96,7 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 				t.Fatalf("peer read %d bytes, not the %d written", len(b), len(want))
 			}
 		}},
-		{"a write to a reset connection fails as a reset", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a write to a reset connection fails as a reset", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			peer.SetLinger(0)
 			peer.Close()
 			time.Sleep(20 * time.Millisecond)
@@ -113,7 +113,7 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 				t.Fatalf("forwarding would call it %q, not a reset", k)
 			}
 		}},
-		{"a read and a write at once keep to their own buffers", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a read and a write at once keep to their own buffers", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			go io.Copy(peer, peer) // an echo
 			want := bytes.Repeat([]byte("abcdefgh"), 32<<10)
 			var wg sync.WaitGroup
@@ -133,7 +133,7 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 			}
 			wg.Wait()
 		}},
-		{"a flush then await sends the request and returns when the answer is there", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a flush then await sends the request and returns when the answer is there", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			go func() {
 				b := make([]byte, 3)
 				io.ReadFull(peer, b)
@@ -142,7 +142,7 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 			}()
 			bw := bufio.NewWriter(r)
 			bw.WriteString("req")
-			if err := r.flushThenAwait(bw); err != nil {
+			if err := r.FlushThenAwait(bw); err != nil {
 				t.Fatal(err)
 			}
 			// It is there: a peek that does not wait finds it. (A read
@@ -160,15 +160,15 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 				t.Fatalf("after the wait, read %q, %v", b[:n], err)
 			}
 		}},
-		{"a flush then await gives up at the deadline", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a flush then await gives up at the deadline", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 			bw := bufio.NewWriter(r)
 			bw.WriteString("req")
-			if err := r.flushThenAwait(bw); !errors.Is(err, os.ErrDeadlineExceeded) {
+			if err := r.FlushThenAwait(bw); !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("got %v, want a timeout", err)
 			}
 		}},
-		{"a flush then await to a reset connection fails as the write", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"a flush then await to a reset connection fails as the write", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			peer.SetLinger(0)
 			peer.Close()
 			time.Sleep(20 * time.Millisecond)
@@ -176,13 +176,13 @@ func TestRawIOBehavesAsTheConnectionWould(t *testing.T) {
 			for i := 0; i < 3 && err == nil; i++ {
 				bw := bufio.NewWriter(r)
 				bw.WriteString("req")
-				err = r.flushThenAwait(bw)
+				err = r.FlushThenAwait(bw)
 			}
 			if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 				t.Fatalf("got %v, want a reset or broken pipe", err)
 			}
 		}},
-		{"an empty read or write does nothing", func(t *testing.T, r *rawIO, c, peer *net.TCPConn) {
+		{"an empty read or write does nothing", func(t *testing.T, r *RawIO, c, peer *net.TCPConn) {
 			if n, err := r.Read(nil); n != 0 || err != nil {
 				t.Fatalf("read %d, %v", n, err)
 			}
@@ -203,7 +203,7 @@ func TestRawPeekSaysWhetherSomethingIsWaiting(t *testing.T) {
 	r, _, peer := tcpPair(t)
 	var b [1]byte
 	peek := func() (ready bool) {
-		r.rc.Read(func(fd uintptr) bool { ready = rawPeek(fd, b[:]); return true })
+		r.rc.Read(func(fd uintptr) bool { ready = Peek(fd, b[:]); return true })
 		return ready
 	}
 	if peek() {
@@ -228,7 +228,7 @@ func TestAConnectionWithoutADescriptorHasNoRawIO(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if newRawIO(a) != nil {
+	if NewRawIO(a) != nil {
 		t.Fatal("a pipe got raw I/O")
 	}
 }
