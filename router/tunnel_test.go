@@ -1,8 +1,7 @@
-package router
+package router_test
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,13 +12,15 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
+	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -39,10 +40,10 @@ func compiled(p policy.Policy) *policy.Compiled { return policy.MustCompile(p) }
 // each loopback source, changeable while tunnels are open. It returns the
 // router's address, the router, its metrics and the channel on which the
 // upstream reports each upgraded connection's end.
-func tunnelRouter(t *testing.T, who func(netip.Addr) caller) (string, *Router, *Metrics, <-chan struct{}) {
+func tunnelRouter(t *testing.T, who func(netip.Addr) caller) (string, *router.Router, *router.Metrics, <-chan struct{}) {
 	t.Helper()
 	ended := make(chan struct{}, 8)
-	up := rawUpstream(t, func(c net.Conn) {
+	up := routertest.RawUpstream(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		if r, err := http.ReadRequest(br); err != nil || r.Header.Get("Upgrade") != "echo" {
 			return
@@ -51,10 +52,10 @@ func tunnelRouter(t *testing.T, who func(netip.Addr) caller) (string, *Router, *
 		io.Copy(c, br)
 		ended <- struct{}{}
 	})
-	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
-	m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
-	addr, rt := serveRouter(t, Config{
-		Hosts: map[string]Route{"p": {Name: "p", Handler: p}},
+	p := &handlers.Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
+	m := router.NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	addr, rt := routertest.Serve(t, router.Config{
+		Hosts: map[string]router.Route{"p": {Name: "p", Handler: p}},
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			c := who(a)
 			return policy.Caller{Sandbox: c.sandbox, Policy: c.pol}, c.known
@@ -69,7 +70,7 @@ func tunnelRouter(t *testing.T, who func(netip.Addr) caller) (string, *Router, *
 // loopback address src.
 func upgrade(t *testing.T, src, addr, host string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	c := dialTest(t, src, addr, 10*time.Second)
+	c := routertest.Dial(t, src, addr, 10*time.Second)
 	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", host)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
@@ -119,7 +120,7 @@ func TestAPolicyChangeCutsTheTunnelsItNowDeniesThroughTheRoutersOwnDecision(t *t
 		{"an allowlist without the handler's host cuts nothing", caller{"loop", compiled(policy.Policy{AllowedHosts: []string{"q"}}), true}, false, ""},
 		{"internet off cuts nothing to a handler", caller{"loop", compiled(policy.Policy{}), true}, false, ""},
 		{"a source that is no sandbox any more is cut", caller{"", open, false}, true, policy.ReasonUnknown},
-		{"a source that is another sandbox now is cut", caller{"other", open, true}, true, CutSandboxDeleted},
+		{"a source that is another sandbox now is cut", caller{"other", open, true}, true, router.CutSandboxDeleted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,7 +128,7 @@ func TestAPolicyChangeCutsTheTunnelsItNowDeniesThroughTheRoutersOwnDecision(t *t
 			now.Store(&caller{"loop", open, true})
 			addr, rt, m, upEnded := tunnelRouter(t, func(netip.Addr) caller { return *now.Load() })
 			c, br := upgrade(t, "", addr, "p")
-			if got := testutil.ToFloat64(m.tunnels.open); got != 1 {
+			if got := testutil.ToFloat64(router.TunnelsOpen(m)); got != 1 {
 				t.Errorf("open tunnels: %v, want 1", got)
 			}
 			now.Store(&tt.now)
@@ -149,17 +150,17 @@ func TestAPolicyChangeCutsTheTunnelsItNowDeniesThroughTheRoutersOwnDecision(t *t
 			case <-time.After(time.Second):
 				t.Error("the upstream's side is still open")
 			}
-			if got := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(tt.reason)); got != 1 {
+			if got := testutil.ToFloat64(router.TunnelsCut(m, tt.reason)); got != 1 {
 				t.Errorf("cuts with reason %s: %v, want 1", tt.reason, got)
 			}
 			// The proxy's goroutine ends the tunnel again once it notices:
 			// the gauge must not count it twice.
 			deadline := time.Now().Add(time.Second)
-			for testutil.ToFloat64(m.tunnels.open) != 0 && time.Now().Before(deadline) {
+			for testutil.ToFloat64(router.TunnelsOpen(m)) != 0 && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			time.Sleep(50 * time.Millisecond)
-			if got := testutil.ToFloat64(m.tunnels.open); got != 0 {
+			if got := testutil.ToFloat64(router.TunnelsOpen(m)); got != 0 {
 				t.Errorf("open tunnels after the cut: %v, want 0", got)
 			}
 		})
@@ -183,7 +184,7 @@ func TestForgettingASandboxCutsItsTunnelsAndNoOneElses(t *testing.T) {
 	if err := echoes(cb, brb, "after"); err != nil {
 		t.Errorf("the other sandbox's tunnel: %v", err)
 	}
-	if got := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(CutSandboxDeleted)); got != 1 {
+	if got := testutil.ToFloat64(router.TunnelsCut(m, router.CutSandboxDeleted)); got != 1 {
 		t.Errorf("cuts: %v, want 1", got)
 	}
 }
@@ -200,89 +201,13 @@ func TestAPolicyChangeBetweenTheDecisionAndTheTunnelsRegistrationStillCutsIt(t *
 		}
 		return after
 	})
-	c := dialTest(t, "", addr, 5*time.Second)
+	c := routertest.Dial(t, "", addr, 5*time.Second)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: p\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	got, _ := io.ReadAll(c)
 	if strings.HasPrefix(string(got), "HTTP/1.1 101") {
 		t.Errorf("the tunnel opened under the old policy: %q", got)
 	}
-	if n := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(policy.ReasonDenied)); n != 1 {
+	if n := testutil.ToFloat64(router.TunnelsCut(m, policy.ReasonDenied)); n != 1 {
 		t.Errorf("cuts: %v, want 1 (got %q, lookups %d)", n, got, lookups.Load())
-	}
-}
-
-// lockedBuffer is a log destination safe for the router's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func TestRedecideCutsWhatIsNowDeniedOrServedElsewhereAndLogsEachCut(t *testing.T) {
-	deny := policy.Decision{Result: policy.Deny, Reason: policy.ReasonNotAllowed}
-	forward := policy.Decision{Result: policy.Forward, Reason: policy.ReasonInternet}
-	tests := []struct {
-		name       string
-		sandbox    string // the tunnel's
-		handler    string // now
-		decision   policy.Decision
-		wantReason string // "" when kept
-	}{
-		{"a tunnel the policy now denies is cut under the policy's reason", "s", LabelDeny, deny, policy.ReasonNotAllowed},
-		{"a tunnel another handler would now serve is cut as rerouted", "s", LabelForward, policy.Decision{Result: policy.Handler, Reason: policy.ReasonHandler}, CutRerouted},
-		{"a tunnel decided as before is kept", "s", "h", forward, ""},
-		{"another sandbox's tunnel is not decided again", "other", LabelDeny, deny, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var log lockedBuffer
-			m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
-			rt := New(Config{Metrics: m, Logger: slog.New(slog.NewTextHandler(&log, nil))})
-			cuts := 0
-			tn := &tunnel{
-				sandbox: tt.sandbox, host: "example.test", dest: netip.MustParseAddrPort("192.0.2.10:80"), handler: "h",
-				redecide: func() (string, policy.Decision, string) { return tt.handler, tt.decision, "why" },
-				cut:      func() { cuts++ },
-			}
-			ended := rt.openTunnel(tn)
-			n := rt.Redecide("s")
-			ended() // the owner notices the end
-			want := 0
-			if tt.wantReason != "" {
-				want = 1
-			}
-			if n != want || cuts != want {
-				t.Fatalf("Redecide said %d, cut called %d times, want %d", n, cuts, want)
-			}
-			if got := testutil.ToFloat64(m.tunnels.open); got != 0 {
-				t.Errorf("open tunnels after the end: %v", got)
-			}
-			records := strings.Count(log.String(), `msg="tunnel cut"`)
-			if records != want {
-				t.Fatalf("%d cut records, want %d:\n%s", records, want, log.String())
-			}
-			if want == 0 {
-				return
-			}
-			if got := testutil.ToFloat64(m.tunnels.cut.WithLabelValues(tt.wantReason)); got != 1 {
-				t.Errorf("cuts with reason %s: %v", tt.wantReason, got)
-			}
-			for _, f := range []string{"sandbox=s", "host=example.test", "dest=192.0.2.10:80", "handler=h", "reason=" + tt.wantReason} {
-				if !strings.Contains(log.String(), f) {
-					t.Errorf("the record lacks %s: %s", f, log.String())
-				}
-			}
-		})
 	}
 }

@@ -135,8 +135,8 @@ type Conn struct {
 }
 
 func (c *Conn) Addrs() (source, dest netip.AddrPort) { return c.Source, c.Dest }
-func (c *Conn) Cache() *router.ConnCache            { return &c.cache }
-func (c *Conn) Ambiguous() bool                     { return c.Smuggled }
+func (c *Conn) Cache() *router.ConnCache             { return &c.cache }
+func (c *Conn) Ambiguous() bool                      { return c.Smuggled }
 
 func (c *Conn) WhenGone(f func()) {
 	c.mu.Lock()
@@ -177,4 +177,28 @@ func Do(rt *router.Router, r *http.Request, src, dst netip.AddrPort) *httptest.R
 	w := httptest.NewRecorder()
 	rt.ServeConn(w, r, &Conn{Source: src, Dest: dst})
 	return w
+}
+
+// RawUpstream serves each connection to a loopback listener with serve,
+// until the test ends: an upstream whose every byte the test writes.
+func RawUpstream(t testing.TB, serve func(c net.Conn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
