@@ -6,10 +6,12 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/dnsshim"
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/forward"
+	"github.com/interceptd/interceptd/router/httpserve"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -33,6 +35,8 @@ func registerAll(reg prometheus.Registerer) {
 	labels := metrics.NewSandboxLabels(10)
 	dnsshim.NewMetrics(reg, labels)
 	router.NewMetrics(reg, labels)
+	httpserve.NewMetrics(reg)
+	forward.NewMetrics(reg)
 	policy.NewMetrics(reg, labels)
 }
 

@@ -4,7 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -67,7 +67,8 @@ func TestAKindRegisteredFromATestFileServesARequestThroughTheRouter(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := router.New(router.Config{
+	// Served as a sandbox's request is: through the server and the router.
+	addr, _ := routertest.Serve(t, router.Config{
 		Hosts: map[string]router.Route{host: {Name: host, Handler: hd}},
 		Identify: func(netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{})}, true
@@ -75,11 +76,19 @@ func TestAKindRegisteredFromATestFileServesARequestThroughTheRouter(t *testing.T
 		Metrics: router.NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10)),
 		Logger:  slog.New(slog.DiscardHandler),
 	})
-	r := httptest.NewRequest("GET", "http://hello.test/", nil)
-	w := httptest.NewRecorder()
-	rt.ServeHTTP(w, r)
-	if w.Code != 202 || w.Body.String() != "hi from hello.test" {
-		t.Errorf("got %d %q, want 202 \"hi from hello.test\"", w.Code, w.Body.String())
+	r, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Host = "hello.test"
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 202 || string(body) != "hi from hello.test" {
+		t.Errorf("got %d %q, want 202 \"hi from hello.test\"", resp.StatusCode, body)
 	}
 }
 
