@@ -117,7 +117,13 @@ func (b *bench) setup() {
 	must(err)
 	b.defer_(func() { os.RemoveAll(b.dir) })
 	b.bin = filepath.Join(b.dir, "interceptd")
-	sh("go", "build", "-o", b.bin, "./cmd/interceptd")
+	if bin := os.Getenv("BENCH_DAEMON_BIN"); bin != "" {
+		// A build of another commit, for a before/after comparison run by
+		// run, interleaved (bench/README.md).
+		sh("cp", bin, b.bin)
+	} else {
+		sh("go", "build", "-o", b.bin, "./cmd/interceptd")
+	}
 	for _, ns := range []string{b.hostNS, b.upNS, b.cliNS} {
 		sh("ip", "netns", "add", ns)
 		b.defer_(func() { exec.Command("ip", "netns", "del", ns).Run() })
