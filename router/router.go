@@ -1,11 +1,18 @@
-// Package router serves HTTP/1.1 on the transparent listener that TPROXY
-// feeds. For each request it knows the sandbox (from the source address), the
-// original destination (from the accepted socket) and the Host, asks the
-// sandbox's policy, and acts on the decision: the handler configured for the
-// Host (or, without one, for the virtual address dialled), the catch-all
-// handler, the forwarder — which passes the request unchanged to the
-// original destination once that destination is consistent with the Host and
-// not protected — or a deny response that names its reason.
+// Package router is the dispatch of intercepted HTTP: for each request a
+// transport (router/httpserve) reads, it knows the sandbox (from the source
+// address), the original destination (from the accepted socket) and the
+// Host, asks the sandbox's policy, and acts on the decision: the handler
+// configured for the Host (or, without one, for the virtual address
+// dialled), the catch-all handler, the fallback — which forwards the request
+// unchanged to the original destination once that destination is
+// consistent with the Host and not protected — or a deny response that
+// names its reason. It counts and logs every request.
+//
+// It also holds the contracts both sides of it implement: Handler (with
+// Env and Error) for what runs behind it, Conn for the transport in front.
+// It imports policy, metrics and router/wire; never a transport, a handler
+// or the forwarder (router/handlers and router/forward import it, and the
+// daemon wires them together).
 package router
 
 import (

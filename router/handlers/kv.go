@@ -1,3 +1,12 @@
+// Package handlers holds the built-in handler kinds the router runs: KV
+// and state spaces (KV), blob buckets (Blob), fixed answers (Respond, Deny),
+// credential-injecting proxies (Proxy, with the secret scrubber) and the
+// forward to the original destination (Forward). Each implements
+// router.Handler and returns its failures to the router, which writes them.
+//
+// It imports the router's contract, the store, and router/forward for the
+// handlers that send requests on; internal/kinds builds these handlers
+// from their config.
 package handlers
 
 import (
