@@ -1,7 +1,6 @@
-package router
+package handlers
 
 import (
-	"context"
 	"crypto/md5"
 	"encoding/base64"
 	"encoding/hex"
@@ -17,6 +16,8 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -27,7 +28,7 @@ var (
 
 // handlersRouter routes my.kv, my.kv.private (per sandbox), my.r2 and
 // state.do for two sandboxes, a and b.
-func handlersRouter(t testing.TB) *Router {
+func handlersRouter(t testing.TB) *router.Router {
 	t.Helper()
 	db, err := store.Open(t.TempDir(), &store.Options{ChunkSize: 16, Limits: store.Limits{MaxMetadataBytes: 64, MaxObjectBytes: 1000}})
 	if err != nil {
@@ -36,8 +37,8 @@ func handlersRouter(t testing.TB) *Router {
 	t.Cleanup(func() { db.Close() })
 	l := store.Limits{}.WithDefaults()
 	l.MaxMetadataBytes, l.MaxObjectBytes = 64, 1000
-	return New(Config{
-		Hosts: map[string]Route{
+	return router.New(router.Config{
+		Hosts: map[string]router.Route{
 			"my.kv":         {Name: "my.kv", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: l}},
 			"my.kv.private": {Name: "my.kv.private", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "p", PerSandbox: true, Limits: l}},
 			"my.r2":         {Name: "my.r2", Handler: &Blob{DB: db, Bucket: "default", Limits: l}},
@@ -53,7 +54,7 @@ func handlersRouter(t testing.TB) *Router {
 			}
 			return policy.Caller{}, false
 		},
-		Fallback: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error { return Errorf(418, "no") }),
+		Fallback: router.HandlerFunc(func(w http.ResponseWriter, r *http.Request, env router.Env) error { return router.Errorf(418, "no") }),
 		Logger:   slog.New(slog.DiscardHandler),
 	})
 }
@@ -66,7 +67,7 @@ type call struct {
 	headers map[string]string
 }
 
-func do(rt *Router, c call) *http.Response {
+func do(rt *router.Router, c call) *http.Response {
 	host, path, _ := strings.Cut(c.url, "/")
 	r := httptest.NewRequest(c.method, "http://"+host+"/"+path, strings.NewReader(c.body))
 	if c.body == "" {
@@ -79,10 +80,7 @@ func do(rt *Router, c call) *http.Response {
 	if !from.IsValid() {
 		from = sbA
 	}
-	ci := connInfo{src: netip.AddrPortFrom(from, 40000), dst: netip.AddrPortFrom(netip.MustParseAddr("198.18.213.1"), 80)}
-	w := httptest.NewRecorder()
-	rt.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), connKey{}, ci)))
-	return w.Result()
+	return routertest.Do(rt, r, netip.AddrPortFrom(from, 40000), netip.AddrPortFrom(netip.MustParseAddr("198.18.213.1"), 80)).Result()
 }
 
 func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
@@ -226,7 +224,7 @@ type step struct {
 	wantHeader map[string]string
 }
 
-func runSteps(t *testing.T, rt *Router, steps []step) {
+func runSteps(t *testing.T, rt *router.Router, steps []step) {
 	t.Helper()
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -256,14 +254,14 @@ func TestAKVAnswerCarriesItsValuesLengthOnBothSidesOfTheSharedTable(t *testing.T
 }
 
 // asRouter serves r with h and does with its error what the router does
-// (see Handler): writes it, or cuts the connection when the response was
+// (see router.Handler): writes it, or cuts the connection when the response was
 // aborted.
-func asRouter(h Handler, w http.ResponseWriter, r *http.Request, env Env) {
+func asRouter(h router.Handler, w http.ResponseWriter, r *http.Request, env router.Env) {
 	err := h.ServeHTTP(w, r, env)
-	if errors.Is(err, ErrAborted) {
+	if errors.Is(err, router.ErrAborted) {
 		panic(http.ErrAbortHandler)
 	}
 	if err != nil {
-		WriteError(w, err)
+		router.WriteError(w, err)
 	}
 }

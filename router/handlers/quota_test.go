@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"net/http"
@@ -6,15 +6,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 )
 
 // serveAs answers one request with h as env's sandbox (or operator).
-func serveAs(h Handler, env Env, method, path, body string) *httptest.ResponseRecorder {
+func serveAs(h router.Handler, env router.Env, method, path, body string) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
 	if err := h.ServeHTTP(w, r, env); err != nil {
-		WriteError(w, err)
+		router.WriteError(w, err)
 	}
 	return w
 }
@@ -30,7 +31,7 @@ func TestAWriteOverQuotaIs507NamingTheKindAndLimitAndOperatorsAreNotCharged(t *t
 	l := store.Limits{}.WithDefaults()
 	tests := []struct {
 		kind     string
-		h        Handler
+		h        router.Handler
 		method   string
 		path     string
 		body     string
@@ -43,14 +44,14 @@ func TestAWriteOverQuotaIs507NamingTheKindAndLimitAndOperatorsAreNotCharged(t *t
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+": a sandbox gets 507 quota_exceeded", func(t *testing.T) {
-			w := serveAs(tt.h, Env{Sandbox: "s"}, tt.method, tt.path, tt.body)
+			w := serveAs(tt.h, router.Env{Sandbox: "s"}, tt.method, tt.path, tt.body)
 			reason := w.Header().Get("X-Interceptd-Error")
 			if w.Code != http.StatusInsufficientStorage || !strings.HasPrefix(reason, "quota_exceeded") || !strings.Contains(reason, tt.wantText) {
 				t.Errorf("got %d %q, want 507 quota_exceeded naming %q", w.Code, reason, tt.wantText)
 			}
 		})
 		t.Run(tt.kind+": the operator acting as that sandbox is not charged", func(t *testing.T) {
-			if w := serveAs(tt.h, Env{Sandbox: "s", Operator: true}, tt.method, tt.path, tt.body); w.Code >= 300 {
+			if w := serveAs(tt.h, router.Env{Sandbox: "s", Operator: true}, tt.method, tt.path, tt.body); w.Code >= 300 {
 				t.Errorf("got %d %s", w.Code, w.Body)
 			}
 		})

@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"compress/flate"
@@ -17,6 +17,9 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/routertest"
 )
 
 func TestTheRedactorMasksSecretsSplitAcrossReads(t *testing.T) {
@@ -252,14 +255,14 @@ func TestTheProxyScrubsEveryHeaderBlockItWrites(t *testing.T) {
 	p := &Proxy{Name: "api", Upstream: u, Logger: slog.New(slog.DiscardHandler), Inject: []Injection{
 		{Header: "Authorization", Template: "Bearer {secret}", Secret: &FileSecret{val: []byte(testToken)}},
 	}}
-	addr, _ := serveRoutes(t, nil, map[string]Route{"api.test": {Name: "api.test", Handler: p}})
+	addr, _ := routertest.ServeRoutes(t, nil, map[string]router.Route{"api.test": {Name: "api.test", Handler: p}})
 	tests := []struct{ name, req string }{
 		{"through the lean loop", "GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"},
 		{"through net/http (a chunked upload)", "POST / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := dialTest(t, "", addr, 10*time.Second)
+			c := routertest.Dial(t, "", addr, 10*time.Second)
 			io.WriteString(c, tt.req)
 			b, _ := io.ReadAll(c)
 			out := string(b)

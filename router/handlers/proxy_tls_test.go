@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"crypto/ecdsa"
@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/interceptd/interceptd/router"
 )
 
 func TestAProxyToAnHTTPSUpstreamForwardsOnlyWhenItsCertificateVerifies(t *testing.T) {
@@ -55,7 +57,7 @@ func TestAProxyToAnHTTPSUpstreamForwardsOnlyWhenItsCertificateVerifies(t *testin
 			}
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest("GET", "http://api.test/", nil)
-			asRouter(p, w, r, Env{Sandbox: "web1"})
+			asRouter(p, w, r, router.Env{Sandbox: "web1"})
 			if w.Code != tt.wantCode || w.Header().Get("X-Interceptd-Error") != tt.wantReason {
 				t.Errorf("%d %q, want %d %q; body %q", w.Code, w.Header().Get("X-Interceptd-Error"), tt.wantCode, tt.wantReason, w.Body)
 			}

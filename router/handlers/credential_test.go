@@ -1,10 +1,12 @@
-package router
+package handlers
 
 import (
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/interceptd/interceptd/router"
 )
 
 func TestACredentialIsReadFromTheSystemdCredentialsDirectory(t *testing.T) {
@@ -50,7 +52,7 @@ func TestACredentialIsReadFromTheSystemdCredentialsDirectory(t *testing.T) {
 			if err != nil {
 				t.Fatalf("CredentialSecret(%q): %v", tt.name, err)
 			}
-			if v, err := s.Value(Env{}); err != nil || string(v) != tt.want {
+			if v, err := s.Value(router.Env{}); err != nil || string(v) != tt.want {
 				t.Errorf("value %q (%v), want %q", v, err, tt.want)
 			}
 		})

@@ -1,4 +1,4 @@
-package router
+package handlers
 
 import (
 	"errors"
@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/interceptd/interceptd/router"
 )
 
 // closedPort is an address on loopback where nothing listens.
@@ -28,13 +30,13 @@ func TestForwardAndProxyReturnTheirFailuresForTheRouterToWrite(t *testing.T) {
 	dead := closedPort(t)
 	tests := []struct {
 		name string
-		h    Handler
+		h    router.Handler
 		r    func() *http.Request
 	}{
-		{"a lean forward to a refused upstream", newForward(), func() *http.Request {
+		{"a lean forward to a refused upstream", &Forward{Logger: slog.New(slog.DiscardHandler)}, func() *http.Request {
 			return httptest.NewRequest("GET", "http://up.test/", nil)
 		}},
-		{"a forward through the reverse proxy to a refused upstream", newForward(), func() *http.Request {
+		{"a forward through the reverse proxy to a refused upstream", &Forward{Logger: slog.New(slog.DiscardHandler)}, func() *http.Request {
 			r := httptest.NewRequest("POST", "http://up.test/", strings.NewReader("x"))
 			r.Header.Set("Upgrade", "websocket") // not lean: the reverse proxy carries it
 			r.Header.Set("Connection", "Upgrade")
@@ -47,8 +49,8 @@ func TestForwardAndProxyReturnTheirFailuresForTheRouterToWrite(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
-			err := tt.h.ServeHTTP(w, tt.r(), Env{Sandbox: "web1", Dest: dead})
-			var he *Error
+			err := tt.h.ServeHTTP(w, tt.r(), router.Env{Sandbox: "web1", Dest: dead})
+			var he *router.Error
 			if !errors.As(err, &he) || he.Status != http.StatusBadGateway || he.Reason != "upstream refused" {
 				t.Fatalf("returned %v, want a 502 upstream refused", err)
 			}
@@ -56,7 +58,7 @@ func TestForwardAndProxyReturnTheirFailuresForTheRouterToWrite(t *testing.T) {
 				t.Errorf("the handler wrote its own error: %q", w.Body)
 			}
 			w = httptest.NewRecorder()
-			asRouter(tt.h, w, tt.r(), Env{Sandbox: "web1", Dest: dead})
+			asRouter(tt.h, w, tt.r(), router.Env{Sandbox: "web1", Dest: dead})
 			if w.Code != http.StatusBadGateway || w.Header().Get("X-Interceptd-Error") != "upstream refused" {
 				t.Errorf("as the router writes it: %d %q", w.Code, w.Header().Get("X-Interceptd-Error"))
 			}
