@@ -1,15 +1,9 @@
-package router
+package httpserve
 
 import (
-	"bufio"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 )
 
 var sniffCases = []struct {
@@ -66,26 +60,6 @@ func TestTheSnifferFlagsEachRequestWhateverTheReadSizes(t *testing.T) {
 	}
 }
 
-// FuzzSniffer: the sniffer must not panic, and how the bytes are split
-// across reads must not change what it finds.
-func FuzzSniffer(f *testing.F) {
-	for _, tt := range sniffCases {
-		f.Add([]byte(tt.stream), uint8(3))
-	}
-	f.Fuzz(func(t *testing.T, stream []byte, step uint8) {
-		whole := newSniffer()
-		whole.feed(stream)
-		split := newSniffer()
-		st := int(step%16) + 1
-		for i := 0; i < len(stream); i += st {
-			split.feed(stream[i:min(i+st, len(stream))])
-		}
-		if fmt.Sprint(whole.flags, whole.state) != fmt.Sprint(split.flags, split.state) {
-			t.Fatalf("whole: %v %v; in reads of %d: %v %v", whole.flags, whole.state, st, split.flags, split.state)
-		}
-	})
-}
-
 func TestASnifferThatLostTheFramingRefusesWhatFollows(t *testing.T) {
 	c := &sniffConn{s: newSniffer()}
 	c.s.feed([]byte("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))
@@ -107,31 +81,5 @@ func TestASnifferThatLostTheFramingRefusesWhatFollows(t *testing.T) {
 	}
 	if !d.conflicting() {
 		t.Fatal("a client pipelining past the queue was not refused")
-	}
-}
-
-func TestARequestWithBothLengthsIsRefusedAndItsConnectionClosed(t *testing.T) {
-	addr, _ := serveRoutes(t, nil, map[string]Route{"stub": {Name: "stub", Handler: &Respond{Body: "ok"}}})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	// A good request, then the smuggling shape, pipelined on one connection.
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: stub\r\n\r\n"+
-		"POST / HTTP/1.1\r\nHost: stub\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: stub\r\n\r\n")
-	br := bufio.NewReader(c)
-	var got []string
-	for {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			break
-		}
-		b, _ := io.ReadAll(resp.Body)
-		got = append(got, fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b))))
-	}
-	if len(got) != 2 || got[0] != "200 ok" || !strings.HasPrefix(got[1], "400 ") || !strings.Contains(got[1], "Transfer-Encoding") {
-		t.Fatalf("responses %q: want 200 ok, then a 400 naming the reason and nothing more", got)
 	}
 }

@@ -1,4 +1,4 @@
-package router
+package httpserve_test
 
 import (
 	"bufio"
@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
+	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -54,11 +57,11 @@ func BenchmarkDispatchThroughTheLeanLoop(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	kv := &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{}.WithDefaults()}
-	state := &KV{DB: db, Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: store.Limits{}.WithDefaults()}
-	m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
-	addr, _ := serveRoutes(b, m, map[string]Route{
-		"floor":    {Name: "floor", Handler: &Respond{Body: "ok"}},
+	kv := &handlers.KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{}.WithDefaults()}
+	state := &handlers.KV{DB: db, Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: store.Limits{}.WithDefaults()}
+	m := router.NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	addr, _ := routertest.ServeRoutes(b, m, map[string]router.Route{
+		"floor":    {Name: "floor", Handler: &handlers.Respond{Body: "ok"}},
 		"my.kv":    {Name: "my.kv", Handler: kv},
 		"state.do": {Name: "state.do", Handler: state},
 	})

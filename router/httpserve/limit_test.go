@@ -1,4 +1,4 @@
-package router
+package httpserve
 
 import (
 	"errors"
@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -17,7 +16,7 @@ func TestAConnectionOverASandboxsCapIsCountedAsRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	m := NewMetrics(prometheus.NewRegistry())
 	ln := LimitPerSource(inner, 1, m)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 2)

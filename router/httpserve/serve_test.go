@@ -1,4 +1,4 @@
-package router
+package httpserve_test
 
 import (
 	"bufio"
@@ -19,14 +19,18 @@ import (
 
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
+	"github.com/interceptd/interceptd/router/httpserve"
+	"github.com/interceptd/interceptd/router/routertest"
+	"github.com/interceptd/interceptd/router/wire"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // echoHandler serves the behaviours the lean loop has to get right, by path.
-func echoHandler(cancelled chan<- error) Handler {
-	return HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
+func echoHandler(cancelled chan<- error) router.Handler {
+	return router.HandlerFunc(func(w http.ResponseWriter, r *http.Request, env router.Env) error {
 		switch r.URL.Path {
 		case "/echo": // the body back, with its length
 			b, err := io.ReadAll(r.Body)
@@ -89,7 +93,7 @@ func echoHandler(cancelled chan<- error) Handler {
 		case "/info":
 			fmt.Fprintf(w, "%s %s host=%s len=%d close=%v q=%s", r.Method, r.Proto, r.Host, r.ContentLength, r.Close, r.URL.RawQuery)
 		default:
-			return Errorf(http.StatusNotFound, "no such path")
+			return router.Errorf(http.StatusNotFound, "no such path")
 		}
 		return nil
 	})
@@ -97,103 +101,64 @@ func echoHandler(cancelled chan<- error) Handler {
 
 type leanServer struct {
 	addr      string
-	rt        *Router
-	metrics   *Metrics
+	srv       *httpserve.Server
+	reg       *prometheus.Registry // the router's and the server's metrics
 	cancelled chan error
 }
 
 func startLean(t *testing.T) *leanServer {
 	t.Helper()
-	ls := &leanServer{cancelled: make(chan error, 1), metrics: NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))}
-	ls.addr, ls.rt = serveRoutes(t, ls.metrics, map[string]Route{"echo": {Name: "echo", Handler: echoHandler(ls.cancelled)}})
+	ls := &leanServer{cancelled: make(chan error, 1), reg: prometheus.NewRegistry()}
+	rm := router.NewMetrics(ls.reg, metrics.NewSandboxLabels(10))
+	ls.addr, ls.srv = serveLean(t, rm, httpserve.NewMetrics(ls.reg), map[string]router.Route{"echo": {Name: "echo", Handler: echoHandler(ls.cancelled)}})
 	return ls
 }
 
-// serveRoutes runs a Router with routes on a loopback listener, to which
-// every loopback address is a sandbox.
-func serveRoutes(t testing.TB, m *Metrics, routes map[string]Route) (string, *Router) {
+// serveLean is routertest.ServeRoutes with the server and its metrics in
+// hand: the tests below look at the server's state and count its handoffs.
+func serveLean(t testing.TB, rm *router.Metrics, sm *httpserve.Metrics, routes map[string]router.Route) (string, *httpserve.Server) {
 	t.Helper()
-	return serveRouter(t, Config{
+	rt := router.New(router.Config{
 		Hosts: routes,
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
-			return policy.Caller{Sandbox: "loop", Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
+			return policy.Caller{Sandbox: routertest.Sandbox, Policy: policy.MustCompile(policy.Policy{Internet: true})}, a.IsLoopback()
 		},
-		Metrics: m,
+		Metrics: rm,
 		Logger:  slog.New(slog.DiscardHandler),
 	})
+	return routertest.ServeHandler(t, rt, sm)
 }
 
-// serveRouter serves a router for cfg on a loopback port until the test ends.
-func serveRouter(t testing.TB, cfg Config) (string, *Router) {
+// counted is the value of reg's counter name in the series with labels.
+func counted(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	rt := New(cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	go rt.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := rt.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
 		}
-	})
-	return ln.Addr().String(), rt
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func (ls *leanServer) dial(t *testing.T) net.Conn {
 	t.Helper()
-	return dialTest(t, "", ls.addr, 10*time.Second)
-}
-
-// dialTest connects to addr, from the loopback address src unless it is
-// empty, with a deadline d away, and closes the connection when the test
-// ends.
-func dialTest(t *testing.T, src, addr string, d time.Duration) net.Conn {
-	t.Helper()
-	var dl net.Dialer
-	if src != "" {
-		dl.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-	}
-	c, err := dl.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(d))
-	return c
-}
-
-// exchange writes raw and reads responses until the server closes or goes
-// quiet, quickly once it has the n expected.
-func exchange(t *testing.T, c net.Conn, raw string, method string, n int) (got []*http.Response, bodies []string, closed bool) {
-	t.Helper()
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	for {
-		quiet := 2 * time.Second
-		if len(got) >= n {
-			quiet = 200 * time.Millisecond
-		}
-		c.SetReadDeadline(time.Now().Add(quiet))
-		resp, err := http.ReadResponse(br, &http.Request{Method: method})
-		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return got, bodies, false
-			}
-			return got, bodies, true
-		}
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			bodies = append(bodies, "ERR "+err.Error())
-		} else {
-			bodies = append(bodies, string(b))
-		}
-		got = append(got, resp)
-	}
+	return routertest.Dial(t, "", ls.addr, 10*time.Second)
 }
 
 func TestTheLeanLoopServesPlainRequests(t *testing.T) {
@@ -211,7 +176,7 @@ func TestTheLeanLoopServesPlainRequests(t *testing.T) {
 				if rs[0].ContentLength != 11 || rs[0].Header.Get("Date") == "" || rs[0].Header.Get("Content-Type") == "" {
 					t.Errorf("head %v: want a length, a date and a sniffed type", rs[0].Header)
 				}
-				if rs[0].Header.Get(requestIDHeader) == "" {
+				if rs[0].Header.Get(wire.RequestIDHeader) == "" {
 					t.Errorf("no request id")
 				}
 			}},
@@ -302,7 +267,7 @@ func TestTheLeanLoopServesPlainRequests(t *testing.T) {
 			want: []string{"400 interceptd: both Content-Length and Transfer-Encoding: refused as request smuggling\n"}, closed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rs, bodies, closed := exchange(t, ls.dial(t), tc.raw, tc.method, len(tc.want))
+			rs, bodies, closed := routertest.Exchange(t, ls.dial(t), tc.raw, tc.method, len(tc.want))
 			var got []string
 			for i, r := range rs {
 				got = append(got, fmt.Sprintf("%d %s", r.StatusCode, bodies[i]))
@@ -318,7 +283,7 @@ func TestTheLeanLoopServesPlainRequests(t *testing.T) {
 			}
 		})
 	}
-	if n := testutil.ToFloat64(ls.metrics.handedOff); n != 7 {
+	if n := counted(t, ls.reg, "interceptd_router_connections_handed_off_total", nil); n != 7 {
 		t.Errorf("%v connections handed off, want the 7 cases above", n)
 	}
 }
@@ -343,7 +308,7 @@ func (ls *leanServer) leaveDuringWait(t *testing.T) {
 	t.Helper()
 	c := ls.dial(t)
 	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: echo\r\n\r\n")
-	time.Sleep(2 * watchAfter)
+	time.Sleep(2 * httpserve.WatchAfter)
 	c.Close()
 	select {
 	case err := <-ls.cancelled:
@@ -366,8 +331,8 @@ func TestARequestThatOutlivesTheWatchKeepsItsConnection(t *testing.T) {
 	ls := startLean(t)
 	c := ls.dial(t)
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: echo\r\n\r\n")
-	time.Sleep(2 * watchAfter)
-	rs, bodies, closed := exchange(t, c, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 2)
+	time.Sleep(2 * httpserve.WatchAfter)
+	rs, bodies, closed := routertest.Exchange(t, c, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 2)
 	if len(rs) != 2 || bodies[0] != "slow" || bodies[1] != "small body\n" || closed {
 		t.Fatalf("bodies %q closed %v: want slow, then small body, and the connection open", bodies, closed)
 	}
@@ -378,19 +343,19 @@ func TestShutdownFinishesWhatRunsAndClosesWhatIdles(t *testing.T) {
 	// sleeps, so a busy machine cannot make it idle (not yet read) or done
 	// (already answered) when Shutdown comes.
 	started, release := make(chan struct{}), make(chan struct{})
-	hold := HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
+	hold := router.HandlerFunc(func(w http.ResponseWriter, r *http.Request, env router.Env) error {
 		close(started)
 		<-release
 		io.WriteString(w, "slow")
 		return nil
 	})
-	addr, rt := serveRoutes(t, nil, map[string]Route{
+	addr, srv := serveLean(t, nil, nil, map[string]router.Route{
 		"echo": {Name: "echo", Handler: echoHandler(make(chan error, 1))},
 		"hold": {Name: "hold", Handler: hold},
 	})
-	ls := &leanServer{addr: addr, rt: rt}
+	ls := &leanServer{addr: addr, srv: srv}
 	idle := ls.dial(t)
-	rs, _, _ := exchange(t, idle, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 1)
+	rs, _, _ := routertest.Exchange(t, idle, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 1)
 	if len(rs) != 1 {
 		t.Fatal("no answer")
 	}
@@ -402,8 +367,8 @@ func TestShutdownFinishesWhatRunsAndClosesWhatIdles(t *testing.T) {
 		t.Fatal("the request did not reach its handler within 10 s")
 	}
 	done := make(chan error, 1)
-	go func() { done <- ls.rt.Shutdown(context.Background()) }()
-	for !ls.rt.closing.Load() {
+	go func() { done <- ls.srv.Shutdown(context.Background()) }()
+	for !ls.srv.Closing() {
 		time.Sleep(time.Millisecond)
 	}
 	close(release)
@@ -454,7 +419,7 @@ func TestABodyReaderLeftBehindByAnAbortTouchesNoOtherConnection(t *testing.T) {
 	c := ls.dial(t)
 	io.WriteString(c, "PUT /abort-reading HTTP/1.1\r\nHost: echo\r\nContent-Length: 100000\r\n\r\nab")
 	for range 10 {
-		rs, _, _ := exchange(t, ls.dial(t), "GET /small HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n", "", 1)
+		rs, _, _ := routertest.Exchange(t, ls.dial(t), "GET /small HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n", "", 1)
 		if len(rs) != 1 {
 			t.Fatal("no answer")
 		}
@@ -486,7 +451,7 @@ func TestAProxiedAnswerCutMidBodyIsCutForTheSandboxToo(t *testing.T) {
 // while it waits for its next request (the lean loop gives its buffers
 // back), and the cost of one small request on such a connection.
 func BenchmarkIdleConnections(b *testing.B) {
-	addr, _ := serveRoutes(b, nil, map[string]Route{"echo": {Name: "echo", Handler: echoHandler(make(chan error, 1))}})
+	addr, _ := routertest.ServeRoutes(b, nil, map[string]router.Route{"echo": {Name: "echo", Handler: echoHandler(make(chan error, 1))}})
 	const n = 500
 	req := []byte("GET /small HTTP/1.1\r\nHost: echo\r\n\r\n")
 	round := func(c net.Conn, br *bufio.Reader) {
@@ -549,7 +514,7 @@ func TestAConnectionThatIdledReadsItsNextRequestWhole(t *testing.T) {
 	// Between requests a connection holds no buffers: what comes first is
 	// read into a small one of its own (preSize), the rest from the socket.
 	long := "X-Long: " + strings.Repeat("a", 3000) + "\r\n"
-	body := strings.Repeat("b", 2*preSize)
+	body := strings.Repeat("b", 2*httpserve.PreSize)
 	tests := []struct {
 		name  string
 		parts []string // sent with a pause between
@@ -608,9 +573,9 @@ func TestAnEarlyAnswerReachesASandboxStallingItsUpload(t *testing.T) {
 // Proxy to up.
 func dialProxied(t *testing.T, up netip.AddrPort) net.Conn {
 	t.Helper()
-	p := &Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
-	addr, _ := serveRoutes(t, nil, map[string]Route{"p": {Name: "p", Handler: p}})
-	return dialTest(t, "", addr, 5*time.Second)
+	p := &handlers.Proxy{Name: "p", Upstream: &url.URL{Scheme: "http", Host: up.String()}, Logger: slog.New(slog.DiscardHandler)}
+	addr, _ := routertest.ServeRoutes(t, nil, map[string]router.Route{"p": {Name: "p", Handler: p}})
+	return routertest.Dial(t, "", addr, 5*time.Second)
 }
 
 func TestAKeptAliveConnectionCountsEachRequestUnderItsOwnOutcome(t *testing.T) {
@@ -623,70 +588,26 @@ func TestAKeptAliveConnectionCountsEachRequestUnderItsOwnOutcome(t *testing.T) {
 	for _, p := range []string{"/small", "/nope", "/small", "/nocontent", "/small"} {
 		raw += "GET " + p + " HTTP/1.1\r\nHost: echo\r\n\r\n"
 	}
-	rs, _, _ := exchange(t, c, raw, "", 5)
+	rs, _, _ := routertest.Exchange(t, c, raw, "", 5)
 	if len(rs) != 5 {
 		t.Fatalf("%d answers, want 5", len(rs))
 	}
 	for code, want := range map[string]float64{"200": 3, "404": 1, "204": 1} {
-		got := testutil.ToFloat64(ls.metrics.requests.WithLabelValues("echo", code, "loop"))
+		got := counted(t, ls.reg, "interceptd_router_requests_total", map[string]string{"handler": "echo", "code": code, "sandbox": routertest.Sandbox})
 		if got != want {
 			t.Errorf("code %s counted %v times, want %v", code, got, want)
 		}
 	}
 }
 
-func TestRequestIDsAreUniqueAcrossConnectionsBlocksAndTheSharedCounter(t *testing.T) {
-	seen := map[string]bool{}
-	a, b := &leanConn{}, &leanConn{}
-	for i := 0; i < 3*idBlock; i++ {
-		for _, id := range []string{a.nextRequestID(), b.nextRequestID(), newRequestID()} {
-			if seen[id] {
-				t.Fatalf("request id %s handed out twice (after %d rounds)", id, i)
-			}
-			seen[id] = true
-		}
-	}
-}
-
-func TestWhatWhenGoneAsksForRunsOnceTheSandboxIsGoneWhateverTheOrder(t *testing.T) {
-	tests := []struct {
-		name    string
-		steps   func(lc *leanConn, f func()) (stopped bool)
-		wantRun bool
-	}{
-		{"asked, then gone", func(lc *leanConn, f func()) bool { lc.whenGone(f); lc.gone(); return false }, true},
-		{"gone, then asked", func(lc *leanConn, f func()) bool { lc.gone(); lc.whenGone(f); return false }, true},
-		{"asked and stopped, then gone", func(lc *leanConn, f func()) bool {
-			lc.whenGone(f)
-			stopped := lc.stopWhenGone()
-			lc.gone()
-			return stopped
-		}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			lc := &leanConn{}
-			lc.ctx, lc.cancel = context.WithCancel(context.Background())
-			ran := 0
-			stopped := tt.steps(lc, func() { ran++ })
-			if want := map[bool]int{true: 1, false: 0}[tt.wantRun]; ran != want {
-				t.Fatalf("ran %d times, want %d", ran, want)
-			}
-			if !tt.wantRun && !stopped {
-				t.Fatal("stopWhenGone reported that the function had run")
-			}
-		})
-	}
-}
-
 func TestTheWatchSweeperRestsWhileNothingIsServedAndWakesForTheNextRequest(t *testing.T) {
 	ls := startLean(t)
 	idle := ls.dial(t)
-	if rs, _, _ := exchange(t, idle, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 1); len(rs) != 1 {
+	if rs, _, _ := routertest.Exchange(t, idle, "GET /small HTTP/1.1\r\nHost: echo\r\n\r\n", "", 1); len(rs) != 1 {
 		t.Fatal("no answer")
 	}
 	// The connection stays open, idle: the sweeper must stop ticking.
-	for deadline := time.Now().Add(2 * time.Second); ls.rt.sweeping.Load(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Second); ls.srv.Sweeping(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("still sweeping 2 s after the last request, with only an idle connection")
 		}
@@ -704,11 +625,11 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	perSandbox := func(ns string) *KV {
-		return &KV{DB: db, Kind: store.KindState, Namespace: ns, PerSandbox: true, Limits: store.Limits{}.WithDefaults()}
+	perSandbox := func(ns string) *handlers.KV {
+		return &handlers.KV{DB: db, Kind: store.KindState, Namespace: ns, PerSandbox: true, Limits: store.Limits{}.WithDefaults()}
 	}
-	addr, _ := serveRouter(t, Config{
-		Hosts: map[string]Route{
+	addr, _ := routertest.Serve(t, router.Config{
+		Hosts: map[string]router.Route{
 			"state.do": {Name: "state.do", Handler: perSandbox("state")},
 			"notes.do": {Name: "notes.do", Handler: perSandbox("notes")},
 		},
@@ -722,7 +643,7 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 		return fmt.Sprintf("PUT /k HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", host, len(v), v)
 	}
 	get := func(host string) string { return "GET /k HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
-	a, b := dialTest(t, "127.0.0.1", addr, 10*time.Second), dialTest(t, "127.0.0.2", addr, 10*time.Second)
+	a, b := routertest.Dial(t, "127.0.0.1", addr, 10*time.Second), routertest.Dial(t, "127.0.0.2", addr, 10*time.Second)
 	for _, step := range []struct {
 		name string
 		c    net.Conn
@@ -740,7 +661,7 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 			[]string{"200 a-state", "200 a-notes"}},
 	} {
 		t.Run(step.name, func(t *testing.T) {
-			rs, bodies, _ := exchange(t, step.c, step.raw, "", len(step.want))
+			rs, bodies, _ := routertest.Exchange(t, step.c, step.raw, "", len(step.want))
 			var got []string
 			for i, r := range rs {
 				got = append(got, fmt.Sprintf("%d %s", r.StatusCode, bodies[i]))
@@ -749,5 +670,55 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 				t.Fatalf("got %q\nwant %q", got, step.want)
 			}
 		})
+	}
+}
+
+// rawUpstream listens on 127.0.0.1 and hands every connection to serve,
+// closing it after; it returns the address.
+func rawUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func TestARequestWithBothLengthsIsRefusedAndItsConnectionClosed(t *testing.T) {
+	addr, _ := routertest.ServeRoutes(t, nil, map[string]router.Route{"stub": {Name: "stub", Handler: &handlers.Respond{Body: "ok"}}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// A good request, then the smuggling shape, pipelined on one connection.
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: stub\r\n\r\n"+
+		"POST / HTTP/1.1\r\nHost: stub\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: stub\r\n\r\n")
+	br := bufio.NewReader(c)
+	var got []string
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(resp.Body)
+		got = append(got, fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b))))
+	}
+	if len(got) != 2 || got[0] != "200 ok" || !strings.HasPrefix(got[1], "400 ") || !strings.Contains(got[1], "Transfer-Encoding") {
+		t.Fatalf("responses %q: want 200 ok, then a 400 naming the reason and nothing more", got)
 	}
 }
