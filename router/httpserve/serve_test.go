@@ -431,7 +431,7 @@ func TestABodyReaderLeftBehindByAnAbortTouchesNoOtherConnection(t *testing.T) {
 }
 
 func TestAProxiedAnswerCutMidBodyIsCutForTheSandboxToo(t *testing.T) {
-	up := rawUpstream(t, func(c net.Conn) {
+	up := routertest.RawUpstream(t, func(c net.Conn) {
 		http.ReadRequest(bufio.NewReader(c))
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 		time.Sleep(20 * time.Millisecond) // then cut, before the last chunk
@@ -552,7 +552,7 @@ func TestAConnectionThatIdledReadsItsNextRequestWhole(t *testing.T) {
 func TestAnEarlyAnswerReachesASandboxStallingItsUpload(t *testing.T) {
 	// The upstream answers 413 before reading the body; the sandbox has
 	// sent part of it and waits. The answer must not wait for the rest.
-	up := rawUpstream(t, func(c net.Conn) {
+	up := routertest.RawUpstream(t, func(c net.Conn) {
 		http.ReadRequest(bufio.NewReader(c))
 		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
 		time.Sleep(time.Second)
@@ -671,30 +671,6 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 			}
 		})
 	}
-}
-
-// rawUpstream listens on 127.0.0.1 and hands every connection to serve,
-// closing it after; it returns the address.
-func rawUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
 func TestARequestWithBothLengthsIsRefusedAndItsConnectionClosed(t *testing.T) {
