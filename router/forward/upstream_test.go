@@ -751,29 +751,10 @@ func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
-// rawUpstream listens on 127.0.0.1 and hands every connection to serve,
-// closing it after; it returns the address.
-func rawUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
-	ln := loopbackListener(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
-}
-
 func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
 	// Some servers send an unasked-for 408 on an idle kept-alive
 	// connection before closing it; it must not answer the next request.
-	up := rawUpstream(t, func(c net.Conn) {
+	up := routertest.RawUpstream(t, func(c net.Conn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
 			return
@@ -828,7 +809,7 @@ func TestASandboxThatGoesAwayCutsItsForwardedRequestsUpstreamWait(t *testing.T) 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			upstreamGone := make(chan struct{})
-			up := rawUpstream(t, func(c net.Conn) {
+			up := routertest.RawUpstream(t, func(c net.Conn) {
 				// Reads the request and never answers; its read ends when
 				// the daemon closes the connection.
 				io.Copy(io.Discard, c)
