@@ -1,8 +1,10 @@
-package router
+package forward
 
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/routertest"
 )
 
 // scripted is an upstream on 127.0.0.1 that reads each request with
@@ -65,7 +70,7 @@ func newScripted(t *testing.T, ans answer) *scripted {
 
 // frontFor serves the forwarder on 127.0.0.1, sending everything to dest
 // as the router would for an intercepted connection to it.
-func frontFor(t *testing.T, f *Forward, dest netip.AddrPort) string {
+func frontFor(t *testing.T, f *Forwarder, dest netip.AddrPort) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -73,7 +78,7 @@ func frontFor(t *testing.T, f *Forward, dest netip.AddrPort) string {
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			asRouter(f, &recorder{ResponseWriter: w}, r, Env{Dest: dest})
+			asRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Dest: dest})
 		}),
 		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
 	}
@@ -82,7 +87,64 @@ func frontFor(t *testing.T, f *Forward, dest netip.AddrPort) string {
 	return ln.Addr().String()
 }
 
-func newForward() *Forward { return &Forward{Logger: slog.New(slog.DiscardHandler)} }
+func newForward() *Forwarder { return &Forwarder{Logger: slog.New(slog.DiscardHandler)} }
+
+// handler is f as the router's _forward handler (handlers.Forward, which
+// this package's tests cannot import: it imports this package) serves it:
+// the target from env, and f's errors turned into the router's.
+func handler(f *Forwarder) router.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, env router.Env) error {
+		t := Target{Sandbox: env.Sandbox, Dest: env.Dest}
+		if env.Conn != nil {
+			t.Client = env.Conn
+		}
+		return upstreamError(f.Forward(w, r, t))
+	}
+}
+
+// upstreamError is handlers.upstreamError: a failure before the response
+// becomes the router's 502 naming its kind, a response cut short an error
+// the router cuts the connection for.
+func upstreamError(err error) error {
+	var fail *Failure
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrAborted):
+		return fmt.Errorf("%w: %w", router.ErrAborted, err)
+	case errors.As(err, &fail):
+		return &router.Error{Status: http.StatusBadGateway, Reason: "upstream " + fail.Kind, Err: fail.Err, Logged: true}
+	}
+	return err
+}
+
+// asRouter serves r with h and does with its error what the router does
+// (see router.Handler): writes it, or cuts the connection when the
+// response was aborted.
+func asRouter(h router.Handler, w http.ResponseWriter, r *http.Request, env router.Env) {
+	err := h.ServeHTTP(w, r, env)
+	if errors.Is(err, router.ErrAborted) {
+		panic(http.ErrAbortHandler)
+	}
+	if err != nil {
+		router.WriteError(w, err)
+	}
+}
+
+// recorder wraps net/http's ResponseWriter as the router's own recorder
+// does, so that the forwarder behind net/http meets what it meets behind
+// the router: a writer that flushes and unwraps (for
+// http.ResponseController), and nothing else (no io.ReaderFrom, no
+// raw heads).
+type recorder struct{ http.ResponseWriter }
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // rawExchange writes req on a fresh connection to addr and returns what
 // came back until the response ends (the server closes: requests carry
@@ -262,11 +324,11 @@ func TestTheLeanLoopRelaysAnUpstreamsFieldsInTheirOrderAndSpelling(t *testing.T)
 // router, for requests to example.test.
 var fronts = []struct {
 	name  string
-	start func(t *testing.T, f *Forward, dest netip.AddrPort) string
+	start func(t *testing.T, f *Forwarder, dest netip.AddrPort) string
 }{
 	{"net/http", frontFor},
-	{"lean loop", func(t *testing.T, f *Forward, dest netip.AddrPort) string {
-		addr, _ := serveRoutes(t, nil, map[string]Route{"example.test": forwardTo(f, dest)})
+	{"lean loop", func(t *testing.T, f *Forwarder, dest netip.AddrPort) string {
+		addr, _ := routertest.ServeRoutes(t, nil, map[string]router.Route{"example.test": forwardTo(f, dest)})
 		return addr
 	}},
 }
@@ -502,11 +564,11 @@ func BenchmarkForwardLean(b *testing.B) {
 			dest := uln.Addr().(*net.TCPAddr).AddrPort()
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if lean {
-					asRouter(f, &recorder{ResponseWriter: w}, r, Env{Dest: dest})
+					asRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Dest: dest})
 					return
 				}
 				f.once.Do(f.init)
-				f.proxy.ServeHTTP(w, r.WithContext(contextWithEnv(r, Env{Dest: dest})))
+				f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, Target{Dest: dest})))
 			})
 			fln, _ := net.Listen("tcp", "127.0.0.1:0")
 			fs := &http.Server{Handler: h}
@@ -613,7 +675,7 @@ func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
 	f.once.Do(f.init)
 	for _, sb := range []string{"a", "b", "a"} {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			asRouter(f, &recorder{ResponseWriter: w}, r, Env{Sandbox: sb, Dest: up.addr})
+			asRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Sandbox: sb, Dest: up.addr})
 		})}
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		go srv.Serve(ln)
@@ -689,29 +751,10 @@ func oneConnUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
-// rawUpstream listens on 127.0.0.1 and hands every connection to serve,
-// closing it after; it returns the address.
-func rawUpstream(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
-	ln := loopbackListener(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
-}
-
 func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
 	// Some servers send an unasked-for 408 on an idle kept-alive
 	// connection before closing it; it must not answer the next request.
-	up := rawUpstream(t, func(c net.Conn) {
+	up := routertest.RawUpstream(t, func(c net.Conn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
 			return
@@ -745,12 +788,16 @@ func TestAnUpstreams408OnAnIdleConnectionIsNotTheAnswer(t *testing.T) {
 // forwardTo is a route that forwards as the router does for an
 // intercepted connection to dest (in tests, the router's own listener is
 // the destination the sandbox dialled).
-func forwardTo(f *Forward, dest netip.AddrPort) Route {
-	return Route{Name: "up", Handler: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
+func forwardTo(f *Forwarder, dest netip.AddrPort) router.Route {
+	return router.Route{Name: "up", Handler: router.HandlerFunc(func(w http.ResponseWriter, r *http.Request, env router.Env) error {
 		env.Dest = dest
-		return f.ServeHTTP(w, r, env)
+		return handler(f).ServeHTTP(w, r, env)
 	})}
 }
+
+// watchAfter is the server's (router/httpserve): a handler running this
+// long has its connection watched, so that a sandbox going away is seen.
+const watchAfter = 100 * time.Millisecond
 
 func TestASandboxThatGoesAwayCutsItsForwardedRequestsUpstreamWait(t *testing.T) {
 	tests := []struct {
@@ -762,13 +809,13 @@ func TestASandboxThatGoesAwayCutsItsForwardedRequestsUpstreamWait(t *testing.T) 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			upstreamGone := make(chan struct{})
-			up := rawUpstream(t, func(c net.Conn) {
+			up := routertest.RawUpstream(t, func(c net.Conn) {
 				// Reads the request and never answers; its read ends when
 				// the daemon closes the connection.
 				io.Copy(io.Discard, c)
 				close(upstreamGone)
 			})
-			addr, _ := serveRoutes(t, nil, map[string]Route{"up": forwardTo(newForward(), up)})
+			addr, _ := routertest.ServeRoutes(t, nil, map[string]router.Route{"up": forwardTo(newForward(), up)})
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
@@ -792,6 +839,39 @@ func BenchmarkForwardThroughTheLeanLoop(b *testing.B) {
 	uln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go upSrv.Serve(uln)
 	defer upSrv.Close()
-	addr, _ := serveRoutes(b, nil, map[string]Route{"up": forwardTo(newForward(), uln.Addr().(*net.TCPAddr).AddrPort())})
+	addr, _ := routertest.ServeRoutes(b, nil, map[string]router.Route{"up": forwardTo(newForward(), uln.Addr().(*net.TCPAddr).AddrPort())})
 	keptAliveClients(b, addr, "GET / HTTP/1.1\r\nHost: up\r\n\r\n")
+}
+
+// keptAliveClients sends raw over kept-alive connections to addr, one per
+// parallel worker, for b.N requests in all, and reads each answer whole.
+// (A copy of the router's benchmark helper, which the router's own
+// benchmarks keep.)
+func keptAliveClients(b *testing.B, addr, raw string) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for pb.Next() {
+			io.WriteString(c, raw)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
 }
