@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/interceptd/interceptd/router/routertest"
 )
 
 // More addresses of the upstream namespace, added by the tests that need
@@ -28,26 +30,17 @@ const (
 func (e *Env) upgradeEcho(addr string) <-chan struct{} {
 	ended := make(chan struct{}, 8)
 	ln := e.ListenIn("/run/netns/"+e.UpNS, addr)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				r, err := http.ReadRequest(br)
-				if err != nil || r.Header.Get("Upgrade") != "echo" {
-					io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-				io.Copy(c, br)
-				ended <- struct{}{}
-			}()
+	go routertest.ServeEach(ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		r, err := http.ReadRequest(br)
+		if err != nil || r.Header.Get("Upgrade") != "echo" {
+			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			return
 		}
-	}()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		io.Copy(c, br)
+		ended <- struct{}{}
+	})
 	return ended
 }
 

@@ -1,48 +1,42 @@
 package forward
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/interceptd/interceptd/router/wire"
 )
 
-// The half of router/wire's "a write to a reset connection fails as a
-// reset" that names the kind: wire's tests cannot import this package.
-func TestAWriteToAResetRawConnectionIsCalledAReset(t *testing.T) {
-	ln := loopbackListener(t)
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+func TestEachForwardingFailureIsNamedByItsKind(t *testing.T) {
+	op := func(err error) error {
+		return &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
 	}
-	defer c.Close()
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"a reset connection (as a raw write to one fails)", op(syscall.ECONNRESET), "reset"},
+		{"a broken pipe is a reset too", op(syscall.EPIPE), "reset"},
+		{"a refused connection", op(syscall.ECONNREFUSED), "refused"},
+		{"no route to the host", op(syscall.EHOSTUNREACH), "unreachable"},
+		{"no route to the network", op(syscall.ENETUNREACH), "unreachable"},
+		{"a deadline passed", fmt.Errorf("reading response: %w", os.ErrDeadlineExceeded), "timeout"},
+		{"the context's deadline passed", context.DeadlineExceeded, "timeout"},
+		{"the sandbox went away", fmt.Errorf("dial: %w", context.Canceled), "canceled"},
+		{"a certificate that does not verify", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, "certificate"},
+		{"anything else", errors.New("malformed response"), "error"},
 	}
-	r := wire.NewRawIO(c)
-	if r == nil {
-		t.Fatal("a TCP connection has no raw I/O")
-	}
-	peer.(*net.TCPConn).SetLinger(0)
-	peer.Close()
-	time.Sleep(20 * time.Millisecond)
-	for i := 0; i < 3 && err == nil; i++ { // the reset may come with the first write's answer
-		_, err = r.Write([]byte("x"))
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
-		t.Fatalf("got %v, want a reset or broken pipe from write", err)
-	}
-	if k := ErrorKind(err); k != "reset" {
-		t.Fatalf("forwarding would call it %q, not a reset", k)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ErrorKind(tt.err); got != tt.want {
+				t.Errorf("ErrorKind(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+		})
 	}
 }

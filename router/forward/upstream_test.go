@@ -78,7 +78,7 @@ func frontFor(t *testing.T, f *Forwarder, dest netip.AddrPort) string {
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			asRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Dest: dest})
+			routertest.AsRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Dest: dest})
 		}),
 		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
 	}
@@ -116,19 +116,6 @@ func upstreamError(err error) error {
 		return &router.Error{Status: http.StatusBadGateway, Reason: "upstream " + fail.Kind, Err: fail.Err, Logged: true}
 	}
 	return err
-}
-
-// asRouter serves r with h and does with its error what the router does
-// (see router.Handler): writes it, or cuts the connection when the
-// response was aborted.
-func asRouter(h router.Handler, w http.ResponseWriter, r *http.Request, env router.Env) {
-	err := h.ServeHTTP(w, r, env)
-	if errors.Is(err, router.ErrAborted) {
-		panic(http.ErrAbortHandler)
-	}
-	if err != nil {
-		router.WriteError(w, err)
-	}
 }
 
 // recorder wraps net/http's ResponseWriter as the router's own recorder
@@ -564,7 +551,7 @@ func BenchmarkForwardLean(b *testing.B) {
 			dest := uln.Addr().(*net.TCPAddr).AddrPort()
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if lean {
-					asRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Dest: dest})
+					routertest.AsRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Dest: dest})
 					return
 				}
 				f.once.Do(f.init)
@@ -675,7 +662,7 @@ func TestSandboxesDoNotShareUpstreamConnections(t *testing.T) {
 	f.once.Do(f.init)
 	for _, sb := range []string{"a", "b", "a"} {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			asRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Sandbox: sb, Dest: up.addr})
+			routertest.AsRouter(handler(f), &recorder{ResponseWriter: w}, r, router.Env{Sandbox: sb, Dest: up.addr})
 		})}
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		go srv.Serve(ln)
@@ -840,38 +827,5 @@ func BenchmarkForwardThroughTheLeanLoop(b *testing.B) {
 	go upSrv.Serve(uln)
 	defer upSrv.Close()
 	addr, _ := routertest.ServeRoutes(b, nil, map[string]router.Route{"up": forwardTo(newForward(), uln.Addr().(*net.TCPAddr).AddrPort())})
-	keptAliveClients(b, addr, "GET / HTTP/1.1\r\nHost: up\r\n\r\n")
-}
-
-// keptAliveClients sends raw over kept-alive connections to addr, one per
-// parallel worker, for b.N requests in all, and reads each answer whole.
-// (A copy of the router's benchmark helper, which the router's own
-// benchmarks keep.)
-func keptAliveClients(b *testing.B, addr, raw string) {
-	b.Helper()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for pb.Next() {
-			io.WriteString(c, raw)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Errorf("status %d", resp.StatusCode)
-				return
-			}
-		}
-	})
+	routertest.KeptAliveClients(b, addr, "GET / HTTP/1.1\r\nHost: up\r\n\r\n")
 }

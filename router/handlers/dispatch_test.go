@@ -63,7 +63,7 @@ func TestKVThroughTheRouter(t *testing.T) {
 			}
 		})
 	}
-	if got := counted(t, reg, "interceptd_router_requests_total", map[string]string{"handler": "my.kv", "code": "204", "sandbox": "web1"}); got != 4 {
+	if got := routertest.Counted(t, reg, "interceptd_router_requests_total", map[string]string{"handler": "my.kv", "code": "204", "sandbox": "web1"}); got != 4 {
 		t.Errorf("requests{my.kv,204} = %v, want 4", got)
 	}
 }
@@ -88,28 +88,4 @@ func TestForwardRefusesProtectedDestinations(t *testing.T) {
 			t.Errorf("protected(%s) = %q, want %q", tt.addr, got, tt.want)
 		}
 	}
-}
-
-// counted is the value of the series of name with labels in reg, or -1.
-func counted(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return -1
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/routertest"
 )
 
 // closedPort is an address on loopback where nothing listens.
@@ -58,7 +59,7 @@ func TestForwardAndProxyReturnTheirFailuresForTheRouterToWrite(t *testing.T) {
 				t.Errorf("the handler wrote its own error: %q", w.Body)
 			}
 			w = httptest.NewRecorder()
-			asRouter(tt.h, w, tt.r(), router.Env{Sandbox: "web1", Dest: dead})
+			routertest.AsRouter(tt.h, w, tt.r(), router.Env{Sandbox: "web1", Dest: dead})
 			if w.Code != http.StatusBadGateway || w.Header().Get("X-Interceptd-Error") != "upstream refused" {
 				t.Errorf("as the router writes it: %d %q", w.Code, w.Header().Get("X-Interceptd-Error"))
 			}

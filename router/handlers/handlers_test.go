@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -250,18 +249,5 @@ func TestAKVAnswerCarriesItsValuesLengthOnBothSidesOfTheSharedTable(t *testing.T
 		if got := lengthField(n); len(got) != 1 || got[0] != strconv.Itoa(n) {
 			t.Errorf("lengthField(%d) = %q", n, got)
 		}
-	}
-}
-
-// asRouter serves r with h and does with its error what the router does
-// (see router.Handler): writes it, or cuts the connection when the response was
-// aborted.
-func asRouter(h router.Handler, w http.ResponseWriter, r *http.Request, env router.Env) {
-	err := h.ServeHTTP(w, r, env)
-	if errors.Is(err, router.ErrAborted) {
-		panic(http.ErrAbortHandler)
-	}
-	if err != nil {
-		router.WriteError(w, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/routertest"
 )
 
 func TestAProxyToAnHTTPSUpstreamForwardsOnlyWhenItsCertificateVerifies(t *testing.T) {
@@ -57,7 +58,7 @@ func TestAProxyToAnHTTPSUpstreamForwardsOnlyWhenItsCertificateVerifies(t *testin
 			}
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest("GET", "http://api.test/", nil)
-			asRouter(p, w, r, router.Env{Sandbox: "web1"})
+			routertest.AsRouter(p, w, r, router.Env{Sandbox: "web1"})
 			if w.Code != tt.wantCode || w.Header().Get("X-Interceptd-Error") != tt.wantReason {
 				t.Errorf("%d %q, want %d %q; body %q", w.Code, w.Header().Get("X-Interceptd-Error"), tt.wantCode, tt.wantReason, w.Body)
 			}

@@ -15,37 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// keptAliveClients sends raw over kept-alive connections to addr, one per
-// parallel worker, for b.N requests in all, and reads each answer whole.
-func keptAliveClients(b *testing.B, addr, raw string) {
-	b.Helper()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for pb.Next() {
-			io.WriteString(c, raw)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Errorf("status %d", resp.StatusCode)
-				return
-			}
-		}
-	})
-}
-
 // BenchmarkDispatchThroughTheLeanLoop answers kept-alive GETs from handlers
 // in the daemon, as the benchmark's floor and KV paths do: the lean loop,
 // the router with its metrics, and the handler, with a loopback client.
@@ -84,7 +53,7 @@ func BenchmarkDispatchThroughTheLeanLoop(b *testing.B) {
 	}
 	for _, tt := range tests {
 		b.Run(tt.name, func(b *testing.B) {
-			keptAliveClients(b, addr, "GET /hot HTTP/1.1\r\nHost: "+tt.host+"\r\n\r\n")
+			routertest.KeptAliveClients(b, addr, "GET /hot HTTP/1.1\r\nHost: "+tt.host+"\r\n\r\n")
 		})
 	}
 }

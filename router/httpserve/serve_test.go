@@ -129,33 +129,6 @@ func serveLean(t testing.TB, rm *router.Metrics, sm *httpserve.Metrics, routes m
 	return routertest.ServeHandler(t, rt, sm)
 }
 
-// counted is the value of reg's counter name in the series with labels.
-func counted(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
 func (ls *leanServer) dial(t *testing.T) net.Conn {
 	t.Helper()
 	return routertest.Dial(t, "", ls.addr, 10*time.Second)
@@ -283,7 +256,7 @@ func TestTheLeanLoopServesPlainRequests(t *testing.T) {
 			}
 		})
 	}
-	if n := counted(t, ls.reg, "interceptd_router_connections_handed_off_total", nil); n != 7 {
+	if n := routertest.Counted(t, ls.reg, "interceptd_router_connections_handed_off_total", nil); n != 7 {
 		t.Errorf("%v connections handed off, want the 7 cases above", n)
 	}
 }
@@ -593,7 +566,7 @@ func TestAKeptAliveConnectionCountsEachRequestUnderItsOwnOutcome(t *testing.T) {
 		t.Fatalf("%d answers, want 5", len(rs))
 	}
 	for code, want := range map[string]float64{"200": 3, "404": 1, "204": 1} {
-		got := counted(t, ls.reg, "interceptd_router_requests_total", map[string]string{"handler": "echo", "code": code, "sandbox": routertest.Sandbox})
+		got := routertest.Counted(t, ls.reg, "interceptd_router_requests_total", map[string]string{"handler": "echo", "code": code, "sandbox": routertest.Sandbox})
 		if got != want {
 			t.Errorf("code %s counted %v times, want %v", code, got, want)
 		}

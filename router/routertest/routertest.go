@@ -8,6 +8,7 @@ package routertest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/httpserve"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Sandbox is the sandbox every loopback address is in ServeRoutes.
@@ -188,17 +190,95 @@ func RawUpstream(t testing.TB, serve func(c net.Conn)) netip.AddrPort {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
+	go ServeEach(ln, serve)
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// ServeEach hands every connection ln accepts to serve, on its own
+// goroutine, and closes it when serve returns; it returns when ln is
+// closed.
+func ServeEach(ln net.Listener, serve func(c net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			serve(c)
+		}()
+	}
+}
+
+// AsRouter serves r with h and does with its error what the router does
+// (see router.Handler): writes it, or cuts the connection when the
+// response was aborted. For tests of a handler without the router.
+func AsRouter(h router.Handler, w http.ResponseWriter, r *http.Request, env router.Env) {
+	err := h.ServeHTTP(w, r, env)
+	if errors.Is(err, router.ErrAborted) {
+		panic(http.ErrAbortHandler)
+	}
+	if err != nil {
+		router.WriteError(w, err)
+	}
+}
+
+// KeptAliveClients sends raw over kept-alive connections to addr, one per
+// parallel worker, for b.N requests in all, and reads each answer whole;
+// an answer other than 200 fails the benchmark.
+func KeptAliveClients(b *testing.B, addr, raw string) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for pb.Next() {
+			io.WriteString(c, raw)
+			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
+				b.Error(err)
 				return
 			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	})
+}
+
+// Counted is the value of the counter name whose series has exactly
+// labels, as reg gathers it; 0 when there is no such series.
+func Counted(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
