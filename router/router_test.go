@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -52,7 +52,7 @@ func newTestRouterWith(t *testing.T, pol policy.Policy, book *policy.AddrBook) *
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(pol)}, a == sandboxIP
 		},
-		Book: book,
+		Verdicts: policy.Verdicts{Book: book},
 		Fallback: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
 			tr.fallback = &env
 			w.WriteHeader(http.StatusTeapot)
