@@ -26,8 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/internal/ratelimit"
 )
 
 // Route binds a handler to the label its metrics and logs carry.

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/interceptd/interceptd/metrics"
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
