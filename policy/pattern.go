@@ -43,7 +43,9 @@
 // address too).
 //
 // The order for a DNS query (Verdicts.DNSQuery, before anything goes
-// upstream), then for the answer an upstream gives (Verdicts.DNSAnswer):
+// upstream), then for the answer an upstream gives (Verdicts.DNSAnswer); a
+// query from an address that is no sandbox's is refused before step 1 (the
+// shim is no open resolver):
 //
 //  1. denied_hosts matches the name               → denied rcode (denied_host)
 //  2. a handler's name                            → its virtual address
