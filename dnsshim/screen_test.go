@@ -11,12 +11,12 @@ import (
 )
 
 func TestAForwardedAnswerNeverPointsAtWhatThePolicyProtects(t *testing.T) {
-	s := New(Config{Logger: slog.New(slog.DiscardHandler), Protected: func(a netip.Addr) string {
+	s := New(Config{Logger: slog.New(slog.DiscardHandler), Verdicts: policy.Verdicts{Protected: func(a netip.Addr) string {
 		if a.IsLinkLocalUnicast() || a.IsLoopback() {
 			return "protected"
 		}
 		return ""
-	}})
+	}}})
 	open := policy.Caller{Sandbox: "s", Policy: policy.MustCompile(policy.Policy{Internet: true, DeniedHosts: []string{"*.evil.test"}})}
 	lan := policy.Caller{Sandbox: "s", Policy: policy.MustCompile(policy.Policy{Internet: true, AllowedHosts: []string{"*.good.test", "192.168.0.0/16"}})}
 	tests := []struct {

@@ -62,11 +62,12 @@ type Config struct {
 	// that sandboxes whose policy denies one of those names are refused the
 	// addresses on every protocol.
 	Learned func(names []string, addrs []netip.Addr, ttl time.Duration)
-	// Protected says why an address must not be reached ("" when it may):
-	// a forwarded answer never carries one, nor a private address
-	// (policy.Private), unless an IP/CIDR allowed_hosts entry of the
-	// sandbox names it.
-	Protected func(netip.Addr) string
+	// Verdicts decides every query and screens every forwarded answer
+	// (policy.Verdicts.DNSQuery, DNSAnswer): its Protected and the private
+	// networks never reach a sandbox in an answer unless an IP/CIDR
+	// allowed_hosts entry of its names them. The shim only acts on its
+	// decisions.
+	Verdicts  policy.Verdicts
 	Decisions *policy.Metrics
 	Metrics   *Metrics
 	Logger    *slog.Logger
@@ -170,7 +171,7 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 	addr, isHandler := s.names[strings.ToLower(q.Name)]
 	var d policy.Decision
 	if caller.Policy != nil {
-		d = caller.Policy.DecideDNS(q.Name, isHandler)
+		d = s.cfg.Verdicts.DNSQuery(caller, q.Name, isHandler)
 		s.cfg.Decisions.Observe("dns", caller.Sandbox, d)
 		if !d.Allowed() {
 			// At once, so the client fails fast instead of timing out.
@@ -241,46 +242,52 @@ func chain(qname string, resp *dns.Msg) []string {
 	return names
 }
 
-// screen applies the caller's policy to a forwarded answer: a CNAME into a
-// denied name denies the answer; address records that point at a protected
-// or private destination the policy does not open by an IP/CIDR entry are
-// removed, and an answer left with none of its addresses is denied. The
-// name was allowed; what it points at may not be.
+// screen applies the caller's verdict on a forwarded answer
+// (policy.Verdicts.DNSAnswer) to resp: it removes the address records the
+// verdict removes, and returns the verdict with its detail.
 func (s *Shim) screen(caller policy.Caller, names []string, resp *dns.Msg) (policy.Decision, string) {
-	for _, n := range names[1:] {
-		if p, denied := caller.Policy.Denies(n, 0); denied {
-			return policy.Decision{Result: policy.Deny, Reason: policy.ReasonDenied, Pattern: p}, "a CNAME leads to " + strings.TrimSuffix(n, ".")
-		}
-	}
-	var refused policy.Decision
-	var detail string
-	kept, addrs := resp.Answer[:0], 0
+	// Room for the usual answer's addresses without allocating.
+	var buf [8]netip.Addr
+	addrs := buf[:0]
 	for _, rr := range resp.Answer {
-		var a netip.Addr
-		switch rr := rr.(type) {
-		case *dns.A:
-			a, _ = netip.AddrFromSlice(rr.A)
-		case *dns.AAAA:
-			a, _ = netip.AddrFromSlice(rr.AAAA)
-		default:
+		if a, ok := recordAddr(rr); ok {
+			addrs = append(addrs, a)
+		}
+	}
+	sc := s.cfg.Verdicts.DNSAnswer(caller, policy.DNSAnswer{Names: names, Addrs: addrs})
+	if !sc.Decision.Allowed() {
+		return sc.Decision, sc.Decision.Detail
+	}
+	if sc.Removed.Result != "" {
+		kept, i := resp.Answer[:0], 0
+		for _, rr := range resp.Answer {
+			if _, ok := recordAddr(rr); ok {
+				i++
+				if !sc.Keeps(i - 1) {
+					continue
+				}
+			}
 			kept = append(kept, rr)
-			continue
 		}
-		a = a.Unmap()
-		if reason, why := policy.Closed(s.cfg.Protected, a); reason != "" && !caller.Policy.NamesAddress(a) {
-			refused, detail = policy.Decision{Result: policy.Deny, Reason: reason}, fmt.Sprintf("%s is %s", a, why)
-			continue
-		}
-		kept, addrs = append(kept, rr), addrs+1
+		resp.Answer = kept
+		s.cfg.Logger.Info("dns answer records removed", "sandbox", caller.Sandbox, "reason", sc.Removed.Reason, "detail", sc.Removed.Detail)
 	}
-	resp.Answer = kept
-	if refused.Result != "" {
-		if addrs == 0 {
-			return refused, detail
-		}
-		s.cfg.Logger.Info("dns answer records removed", "sandbox", caller.Sandbox, "reason", refused.Reason, "detail", detail)
+	return sc.Decision, ""
+}
+
+// recordAddr returns the address of an A or AAAA record; ok is false for
+// any other record. An address of the wrong length is the invalid Addr
+// (and ok), as the screening has always seen it.
+func recordAddr(rr dns.RR) (netip.Addr, bool) {
+	switch rr := rr.(type) {
+	case *dns.A:
+		a, _ := netip.AddrFromSlice(rr.A)
+		return a, true
+	case *dns.AAAA:
+		a, _ := netip.AddrFromSlice(rr.AAAA)
+		return a, true
 	}
-	return policy.Decision{Result: policy.Forward}, ""
+	return netip.Addr{}, false
 }
 
 // aRecords returns an answer's IPv4 addresses and their smallest TTL.

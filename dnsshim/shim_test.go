@@ -201,12 +201,12 @@ func TestDeniedNamesGetTheConfiguredRcode(t *testing.T) {
 			Identify: func(a netip.Addr) (policy.Caller, bool) {
 				return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true, DeniedHosts: []string{"*.denied.test", "my.kv"}})}, true
 			},
-			Protected: func(a netip.Addr) string {
+			Verdicts: policy.Verdicts{Protected: func(a netip.Addr) string {
 				if a.IsLinkLocalUnicast() {
 					return "link-local"
 				}
 				return ""
-			},
+			}},
 			Logger: slog.New(slog.DiscardHandler),
 		})
 	}

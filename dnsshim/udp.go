@@ -422,7 +422,7 @@ func (s *Shim) fastAnswer(q []byte, src netip.Addr, out []byte, qs *querySeries)
 	} else {
 		flags |= 1 << 7 // RA
 		if caller.Policy != nil {
-			d := caller.Policy.DecideDNS(fn.name, true)
+			d := s.cfg.Verdicts.DNSQuery(caller, fn.name, true)
 			var ds *policy.Series
 			if qs != nil {
 				ds = &qs.decisions

@@ -42,3 +42,20 @@ func NormalizeHost(h string) string {
 		}
 	}
 }
+
+// Sanitize is how a decision's Detail quotes what the sandbox sent (a
+// Host, a name learned from DNS): at most 32 bytes, anything but
+// printable ASCII as '?', so a deny body or log line carries no control
+// characters or lookalikes from it. Every message that quotes the sandbox
+// (deny details, handler errors) goes through it.
+func Sanitize(s string) string {
+	if len(s) > 32 {
+		s = s[:32]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
+}

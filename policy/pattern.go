@@ -1,19 +1,69 @@
 // Package policy decides where a sandbox may go. A Policy (internet on or
-// off, allowed and denied host patterns) compiles into a Compiled policy
-// whose Decide methods return a Decision that carries its reason, so the deny
-// body, the decision log and the metrics all say why.
+// off, allowed and denied host patterns) compiles into a Compiled policy.
+// Verdicts applies it, with what the daemon knows beyond it (the protected
+// destinations, the addresses its DNS gave, its resolver), to every
+// intercepted request and DNS query, and returns a Decision that explains
+// itself: the result, a reason from a closed set, the pattern that decided
+// and a detail, so that the deny body, the decision log and the metrics
+// all say why. The router and the DNS shim only act on it; no check lives
+// outside this order.
 //
-// The order for an intercepted HTTP request:
+// The order for an intercepted HTTP request (Verdicts.HTTP); the first
+// step that decides, decides:
 //
-//  1. a denied_hosts match          → deny (denied_host)
-//  2. a per-host handler            → that handler
-//  3. allowed_hosts set, no match   → deny (not_allowed)
-//  4. a catch-all handler           → that handler
-//  5. an allowed match, or internet → forward
-//  6. otherwise                     → deny (internet_off)
+//  1. the source is not a sandbox                 → deny (unknown_source)
+//  2. the destination is a handler's virtual
+//     address, denied_hosts matches its name      → deny (denied_host)
+//  3. denied_hosts matches the Host or the
+//     destination                                 → deny (denied_host)
+//  4. a per-host handler (for the Host, else for
+//     the virtual address dialled)                → that handler
+//  5. allowed_hosts set, no match                 → deny (not_allowed)
+//  6. a catch-all handler                         → that handler
+//  7. no allowed_hosts match and internet off     → deny (internet_off)
+//  8. a protected destination, then a private
+//     one, unless an IP/CIDR allowed_hosts entry
+//     names it on its port                        → deny (protected_destination,
+//     private_destination)
+//  9. the Host is an IP literal or absent, and a
+//     name DNS answered with the destination (to
+//     any sandbox) matches denied_hosts           → deny (denied_host)
+//  10. the destination is not an address of the
+//     Host: not the Host literally, not given for
+//     it by the daemon's DNS, and not what the
+//     daemon resolves it to now (asked only when
+//     the sandbox may resolve the Host itself)    → deny (host_mismatch)
+//  11. otherwise                                  → forward (allowed,
+//     internet_on)
 //
 // Per-host handlers configured by the operator are not blocked by an
-// allowlist meant for the internet; only denied_hosts stops them.
+// allowlist meant for the internet; only denied_hosts stops them. Handlers
+// answer in the daemon, so steps 8 to 10, which guard where a forward
+// goes, do not apply to them (the catch-all answers for a protected
+// address too).
+//
+// The order for a DNS query (Verdicts.DNSQuery, before anything goes
+// upstream), then for the answer an upstream gives (Verdicts.DNSAnswer); a
+// query from an address that is no sandbox's is refused before step 1 (the
+// shim is no open resolver):
+//
+//  1. denied_hosts matches the name               → denied rcode (denied_host)
+//  2. a handler's name                            → its virtual address
+//  3. allowed_hosts set, no match                 → denied rcode (not_allowed)
+//  4. no allowed_hosts match and internet off     → denied rcode (internet_off)
+//  5. forwarded; a CNAME in the answer leads to a
+//     name denied_hosts matches                   → denied rcode (denied_host)
+//  6. each address record of a protected, then a
+//     private destination that no IP/CIDR
+//     allowed_hosts entry names (on any port)     → removed
+//  7. every address record removed               → denied rcode (the last
+//     removal's reason)
+//  8. otherwise                                   → the answer, less what 6
+//     removed
+//
+// Routed (non-HTTP) traffic meets the same lists and closed destinations
+// in the kernel rules and ipsets the daemon builds from them
+// (Destinations, PrivatePrefixes, the addresses DNS answers).
 package policy
 
 import (

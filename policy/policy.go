@@ -85,31 +85,23 @@ const (
 // Reasons lists every reason, for metrics.
 var Reasons = []string{ReasonHandler, ReasonCatchAll, ReasonAllowed, ReasonInternet, ReasonDenied, ReasonNotAllowed, ReasonOff, ReasonProtected, ReasonPrivate, ReasonMismatch, ReasonUnknown}
 
-// Decision is the outcome of a policy check, with its reason.
+// Decision is the outcome of a policy check and explains itself: what it
+// does, why (a closed set: the metrics label, the deny header), the
+// pattern that decided and, for a deny, a sentence for the deny body and
+// the log.
 type Decision struct {
 	Result Result
 	Reason string
 	// Pattern is the pattern that decided, if one did.
 	Pattern string
+	// Detail says why a deny denies, naming what it was decided for (a
+	// host from the sandbox comes Sanitized); empty for what passes and
+	// for the DNS query's denies, whose Reason and Pattern say it all.
+	Detail string
 }
 
 // Allowed reports whether the decision lets the traffic through.
 func (d Decision) Allowed() bool { return d.Result != Deny }
-
-// HTTPRequest is what an HTTP decision looks at.
-type HTTPRequest struct {
-	// Host is the normalised Host (no port); may be empty.
-	Host string
-	// Port is the destination port.
-	Port uint16
-	// Dest is the address the sandbox connected to.
-	Dest netip.Addr
-	// HasHandler: a per-host handler is configured for Host (or Dest is
-	// a handler's virtual address).
-	HasHandler bool
-	// HasCatchAll: a catch-all handler is configured.
-	HasCatchAll bool
-}
 
 func matchAny(ps []Pattern, host string, dest netip.Addr, port uint16) (Pattern, bool) {
 	for _, p := range ps {
@@ -120,50 +112,51 @@ func matchAny(ps []Pattern, host string, dest netip.Addr, port uint16) (Pattern,
 	return Pattern{}, false
 }
 
-// DecideHTTP applies the documented order to an intercepted request.
-func (c *Compiled) DecideHTTP(r HTTPRequest) Decision {
-	if p, ok := matchAny(c.denied, r.Host, r.Dest, r.Port); ok {
-		return Decision{Deny, ReasonDenied, p.raw}
+// decideLists is the policy's own part of the HTTP verdict (Verdicts.HTTP
+// runs it, then the destination's checks): denied_hosts, the handlers,
+// allowed_hosts, internet. Its denies have no Detail yet.
+func (c *Compiled) decideLists(host string, dest netip.Addr, port uint16, hasHandler, hasCatchAll bool) Decision {
+	if p, ok := matchAny(c.denied, host, dest, port); ok {
+		return Decision{Result: Deny, Reason: ReasonDenied, Pattern: p.raw}
 	}
-	if r.HasHandler {
-		return Decision{Handler, ReasonHandler, ""}
+	if hasHandler {
+		return Decision{Result: Handler, Reason: ReasonHandler}
 	}
-	p, allowed := matchAny(c.allowed, r.Host, r.Dest, r.Port)
+	p, allowed := matchAny(c.allowed, host, dest, port)
 	if len(c.allowed) > 0 && !allowed {
-		return Decision{Deny, ReasonNotAllowed, ""}
+		return Decision{Result: Deny, Reason: ReasonNotAllowed}
 	}
-	if r.HasCatchAll {
-		return Decision{CatchAll, ReasonCatchAll, ""}
+	if hasCatchAll {
+		return Decision{Result: CatchAll, Reason: ReasonCatchAll}
 	}
 	if allowed {
-		return Decision{Forward, ReasonAllowed, p.raw}
+		return Decision{Result: Forward, Reason: ReasonAllowed, Pattern: p.raw}
 	}
 	if c.Policy.Internet {
-		return Decision{Forward, ReasonInternet, ""}
+		return Decision{Result: Forward, Reason: ReasonInternet}
 	}
-	return Decision{Deny, ReasonOff, ""}
+	return Decision{Result: Deny, Reason: ReasonOff}
 }
 
-// DecideDNS decides whether a name is answered: handler names always (unless
-// denied); otherwise as an HTTP request for that host would be, so a client
-// learns of a block at resolution time instead of hanging later.
-func (c *Compiled) DecideDNS(name string, isHandler bool) Decision {
+// decideName decides whether a name may be resolved: the DNS query's
+// verdict (Verdicts.DNSQuery), and what lets the Host check resolve a name.
+func (c *Compiled) decideName(name string, isHandler bool) Decision {
 	if p, ok := matchAny(c.denied, name, netip.Addr{}, 0); ok {
-		return Decision{Deny, ReasonDenied, p.raw}
+		return Decision{Result: Deny, Reason: ReasonDenied, Pattern: p.raw}
 	}
 	if isHandler {
-		return Decision{Handler, ReasonHandler, ""}
+		return Decision{Result: Handler, Reason: ReasonHandler}
 	}
 	p, allowed := matchAny(c.allowed, name, netip.Addr{}, 0)
 	switch {
 	case len(c.allowed) > 0 && !allowed:
-		return Decision{Deny, ReasonNotAllowed, ""}
+		return Decision{Result: Deny, Reason: ReasonNotAllowed}
 	case allowed:
-		return Decision{Forward, ReasonAllowed, p.raw}
+		return Decision{Result: Forward, Reason: ReasonAllowed, Pattern: p.raw}
 	case c.Policy.Internet:
-		return Decision{Forward, ReasonInternet, ""}
+		return Decision{Result: Forward, Reason: ReasonInternet}
 	}
-	return Decision{Deny, ReasonOff, ""}
+	return Decision{Result: Deny, Reason: ReasonOff}
 }
 
 // Denies reports whether a denied_hosts hostname entry matches name on port

@@ -85,7 +85,8 @@ func TestHTTPPrecedence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := MustCompile(tt.policy).DecideHTTP(HTTPRequest{Host: tt.host, Port: 80, Dest: dest, HasHandler: tt.handler, HasCatchAll: tt.catchAll})
+			caller := Caller{Sandbox: "s", Policy: MustCompile(tt.policy)}
+			d := (&Verdicts{}).HTTP(caller, HTTPRequest{Host: tt.host, Dest: netip.AddrPortFrom(dest, 80), HasHandler: tt.handler, HasCatchAll: tt.catchAll})
 			if d.Result != tt.wantResult || d.Reason != tt.wantReason {
 				t.Errorf("decision %+v, want %s/%s", d, tt.wantResult, tt.wantReason)
 			}
@@ -111,7 +112,8 @@ func TestDNSFollowsThePolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := MustCompile(tt.policy).DecideDNS(tt.qname, tt.handler).Allowed(); got != tt.allowed {
+			caller := Caller{Sandbox: "s", Policy: MustCompile(tt.policy)}
+			if got := (&Verdicts{}).DNSQuery(caller, tt.qname, tt.handler).Allowed(); got != tt.allowed {
 				t.Errorf("allowed = %v", got)
 			}
 		})

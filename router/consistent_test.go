@@ -42,7 +42,7 @@ func (r *fakeResolver) names() []string {
 func newResolvingRouter(t *testing.T, pol policy.Policy, book *policy.AddrBook, res *fakeResolver) *testRouter {
 	t.Helper()
 	tr := newTestRouterWith(t, pol, book)
-	tr.cfg.Resolve = res.resolve
+	tr.cfg.Verdicts.Resolve = res.resolve
 	return tr
 }
 

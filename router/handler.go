@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 )
 
 // Handler answers an intercepted request. It is the one contract every
@@ -128,17 +127,4 @@ func WriteJSON(w http.ResponseWriter, r *http.Request, code int, v any) error {
 		w.Write(b)
 	}
 	return nil
-}
-
-// Sanitize keeps a client-supplied token printable and short for messages.
-func Sanitize(s string) string {
-	if len(s) > 32 {
-		s = s[:32]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return '?'
-		}
-		return r
-	}, s)
 }

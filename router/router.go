@@ -64,14 +64,10 @@ type Config struct {
 	CatchAll *Route
 	// Fallback forwards to the original destination; usually a *Forward.
 	Fallback Handler
-	// Protected says why a destination may not be forwarded to ("" when
-	// it may); an IP/CIDR allowed_hosts entry overrides it.
-	Protected func(netip.Addr) string
-	// Book holds the addresses the daemon's DNS gave each sandbox, and
-	// Resolve resolves a name through the daemon's upstreams; together they
-	// decide whether a destination is consistent with a Host.
-	Book    *policy.AddrBook
-	Resolve func(name string) ([]netip.Addr, time.Duration, error)
+	// Verdicts decides every request (policy.Verdicts.HTTP): the router
+	// only acts on its decision. The zero value closes only the private
+	// networks and checks a Host against nothing.
+	Verdicts policy.Verdicts
 	// DenyStatus (default 403) and DenyBody (default: generated) shape
 	// deny responses.
 	DenyStatus int
@@ -175,11 +171,10 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 		err = &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited"}
 	} else {
 		var route Route
-		var detail string
-		route, d, detail = rt.decide(r, &env, caller, known)
+		route, d = rt.decide(&env, caller, known)
 		env.Handler = route.Name
 		if d.Result == policy.Deny {
-			rt.deny(rw, r, env, d, detail)
+			rt.deny(rw, r, env, d)
 		} else {
 			hr := r
 			if upgrading(r) {
@@ -212,144 +207,46 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 	}
 }
 
-// decide asks the caller's policy and checks a forward's destination. It
-// returns the route to serve, or a deny decision with detail. Every route to
-// a handler goes through the same decision: by its name in the Host, or by
-// its virtual address whatever the Host says (the address names the handler
-// too, so a deny of either name holds).
-func (rt *Router) decide(r *http.Request, env *Env, caller policy.Caller, known bool) (Route, policy.Decision, string) {
-	if !known || caller.Policy == nil {
-		return Route{Name: LabelUnknownSource}, policy.Decision{Result: policy.Deny, Reason: policy.ReasonUnknown}, "the source address is not a sandbox"
+// decide asks the policy's verdict (policy.Verdicts.HTTP, which holds the
+// whole order) and maps it to a route: a handler's, the catch-all's, the
+// forwarder's, or a deny's with the decision's detail.
+func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, policy.Decision) {
+	if !known {
+		caller = policy.Caller{} // no policy: not a sandbox
 	}
-	env.Sandbox = caller.Sandbox
-	deny := Route{Name: LabelDeny}
-	dest := env.Dest.Addr()
 	route, hasHandler := rt.cfg.Hosts[env.Host]
-	if vname, ok := rt.cfg.Virtual[dest]; ok {
-		if vname != env.Host {
-			d := caller.Policy.DecideHTTP(policy.HTTPRequest{Host: vname, Port: env.Dest.Port(), Dest: dest, HasHandler: true})
-			if !d.Allowed() {
-				return deny, d, denyDetail(d, vname)
-			}
-		}
-		if !hasHandler {
-			// The sandbox dialled a handler's virtual address: that handler
-			// serves it whatever the Host says (an IP literal, or none).
-			route, hasHandler = rt.cfg.Hosts[vname], true
-		}
+	vname := rt.cfg.Virtual[env.Dest.Addr()]
+	if !hasHandler && vname != "" {
+		// The sandbox dialled a handler's virtual address: that handler
+		// serves it whatever the Host says (an IP literal, or none).
+		route = rt.cfg.Hosts[vname]
 	}
-	d := caller.Policy.DecideHTTP(policy.HTTPRequest{
-		Host: env.Host, Port: env.Dest.Port(), Dest: dest,
+	d := rt.cfg.Verdicts.HTTP(caller, policy.HTTPRequest{
+		Host: env.Host, Dest: env.Dest, Virtual: vname,
 		HasHandler: hasHandler, HasCatchAll: rt.cfg.CatchAll != nil,
 	})
+	if d.Reason == policy.ReasonUnknown {
+		return Route{Name: LabelUnknownSource}, d
+	}
+	env.Sandbox = caller.Sandbox
 	switch d.Result {
 	case policy.Handler:
-		return route, d, ""
+		return route, d
 	case policy.CatchAll:
-		return *rt.cfg.CatchAll, d, ""
-	case policy.Deny:
-		return deny, d, denyDetail(d, env.Host)
+		return *rt.cfg.CatchAll, d
+	case policy.Forward:
+		return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, d
 	}
-	if reason, why := policy.Closed(rt.cfg.Protected, dest); reason != "" && !caller.Policy.AllowsAddress(dest, env.Dest.Port()) {
-		return deny, policy.Decision{Result: policy.Deny, Reason: reason},
-			fmt.Sprintf("destination %s is %s; only an IP/CIDR allowed_hosts entry opens it", dest, why)
-	}
-	if isAddressHost(env.Host) {
-		// The Host names no name a deny could match: the names DNS gave for
-		// this address do. A name never resolved through the shim is not
-		// known here (docs/security.md).
-		if name, p, ok := rt.deniedName(caller, env.Dest); ok {
-			return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonDenied, Pattern: p},
-				fmt.Sprintf("destination %s is an address of %s, which matches denied_hosts entry %q", dest, Sanitize(name), p)
-		}
-	}
-	if !rt.consistent(caller, env.Host, dest) {
-		return deny, policy.Decision{Result: policy.Deny, Reason: policy.ReasonMismatch},
-			fmt.Sprintf("destination %s is not an address of %s", dest, Sanitize(env.Host))
-	}
-	return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, d, ""
-}
-
-// isAddressHost reports whether a normalised Host names no hostname: none
-// at all (HTTP/1.0), or an IP literal.
-func isAddressHost(host string) bool {
-	if host == "" {
-		return true
-	}
-	_, err := netip.ParseAddr(host)
-	return err == nil
-}
-
-// deniedName finds a name that DNS answered with dest (for any sandbox)
-// and that caller's policy denies.
-func (rt *Router) deniedName(caller policy.Caller, dest netip.AddrPort) (name, pattern string, ok bool) {
-	if rt.cfg.Book == nil || !caller.Policy.DeniesNames() {
-		return "", "", false
-	}
-	for _, n := range rt.cfg.Book.NamesOf(dest.Addr()) {
-		if p, denied := caller.Policy.Denies(n, dest.Port()); denied {
-			return n, p, true
-		}
-	}
-	return "", "", false
-}
-
-// consistent reports whether dest is an address of host: the host is that
-// address literally, the daemon's DNS gave it to this sandbox for host, or
-// the daemon resolves host to it now — only when the sandbox's policy would
-// let it resolve host itself, so that a Host header is never a way to send
-// a name (and the data in it) to a resolver on the sandbox's behalf. The
-// Host header is the sandbox's word; without this check,
-// "Host: allowed.example" could go anywhere.
-func (rt *Router) consistent(caller policy.Caller, host string, dest netip.Addr) bool {
-	if host == "" {
-		return true // HTTP/1.0 without a Host: the address is all it names
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return a.Unmap() == dest
-	}
-	if rt.cfg.Book == nil {
-		return rt.cfg.Resolve == nil
-	}
-	if rt.cfg.Book.Knows(caller.Sandbox, host, dest) || rt.cfg.Book.Knows("", host, dest) {
-		return true
-	}
-	if rt.cfg.Resolve == nil || !caller.Policy.DecideDNS(host, false).Allowed() {
-		return false
-	}
-	addrs, ttl, err := rt.cfg.Resolve(host)
-	if err != nil {
-		return false
-	}
-	rt.cfg.Book.Learn("", host, addrs, ttl)
-	for _, a := range addrs {
-		if a == dest {
-			return true
-		}
-	}
-	return false
-}
-
-func denyDetail(d policy.Decision, host string) string {
-	h := Sanitize(host)
-	switch d.Reason {
-	case policy.ReasonDenied:
-		return fmt.Sprintf("%s matches denied_hosts entry %q", h, d.Pattern)
-	case policy.ReasonNotAllowed:
-		return fmt.Sprintf("%s is not in allowed_hosts", h)
-	case policy.ReasonOff:
-		return fmt.Sprintf("internet access is off for this sandbox and %s is not allowed", h)
-	}
-	return d.Reason
+	return Route{Name: LabelDeny}, d
 }
 
 // deny writes the deny response for a policy decision.
-func (rt *Router) deny(w http.ResponseWriter, r *http.Request, env Env, d policy.Decision, detail string) {
+func (rt *Router) deny(w http.ResponseWriter, r *http.Request, env Env, d policy.Decision) {
 	status := rt.cfg.DenyStatus
 	if d.Reason == policy.ReasonUnknown {
 		status = http.StatusForbidden
 	}
-	WriteDeny(w, r, status, rt.cfg.DenyBody, env.RequestID, d.Reason, detail)
+	WriteDeny(w, r, status, rt.cfg.DenyBody, env.RequestID, d.Reason, d.Detail)
 }
 
 // WriteDeny writes a deny response: status (default 403), a JSON body for

@@ -67,7 +67,7 @@ func newTestRouterWith(t *testing.T, pol policy.Policy, book *policy.AddrBook) *
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(pol)}, a == sandboxIP
 		},
-		Book: book,
+		Verdicts: policy.Verdicts{Book: book},
 		Fallback: HandlerFunc(func(w http.ResponseWriter, r *http.Request, env Env) error {
 			tr.fallback = &env
 			w.WriteHeader(http.StatusTeapot)

@@ -42,8 +42,8 @@ type tunnel struct {
 	opened        time.Time
 	// redecide makes the tunnel's decision again with the sandbox's policy
 	// as it is now, through the router's decision function: the route it
-	// would take and the decision (with its detail when denied).
-	redecide func() (handler string, d policy.Decision, detail string)
+	// would take and the decision (with its Detail when denied).
+	redecide func() (handler string, d policy.Decision)
 	// cut closes both sides; it may be called more than once and after
 	// the tunnel has ended.
 	cut func()
@@ -127,11 +127,11 @@ func (rt *Router) Redecide(sandbox string) int {
 // redecideTunnel makes t's decision again and cuts t if it no longer
 // stands; it reports whether it cut.
 func (rt *Router) redecideTunnel(t *tunnel) bool {
-	handler, d, detail := t.redecide()
-	var reason string
+	handler, d := t.redecide()
+	var reason, detail string
 	switch {
 	case d.Result == policy.Deny:
-		reason = d.Reason
+		reason, detail = d.Reason, d.Detail
 	case handler != t.handler:
 		reason, detail = CutRerouted, "now served by "+handler+", not "+t.handler
 	default:
@@ -187,14 +187,14 @@ func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller po
 	t := &tunnel{
 		sandbox: env.Sandbox, host: env.Host, dest: env.Dest, handler: route.Name,
 		requestID: env.RequestID, opened: time.Now(),
-		redecide: func() (string, policy.Decision, string) {
+		redecide: func() (string, policy.Decision) {
 			caller, known := rt.cfg.Identify(env.Source.Addr())
 			if known && caller.Sandbox != env.Sandbox {
-				return "", policy.Decision{Result: policy.Deny, Reason: CutSandboxDeleted}, "the address is another sandbox's now"
+				return "", policy.Decision{Result: policy.Deny, Reason: CutSandboxDeleted, Detail: "the address is another sandbox's now"}
 			}
 			e := env
-			route, d, detail := rt.decide(r, &e, caller, known)
-			return route.Name, d, detail
+			route, d := rt.decide(&e, caller, known)
+			return route.Name, d
 		},
 		cut: func() {
 			cancel()

@@ -55,7 +55,7 @@ func TestRedecideCutsWhatIsNowDeniedOrServedElsewhereAndLogsEachCut(t *testing.T
 			cuts := 0
 			tn := &tunnel{
 				sandbox: tt.sandbox, host: "example.test", dest: netip.MustParseAddrPort("192.0.2.10:80"), handler: "h",
-				redecide: func() (string, policy.Decision, string) { return tt.handler, tt.decision, "why" },
+				redecide: func() (string, policy.Decision) { d := tt.decision; d.Detail = "why"; return tt.handler, d },
 				cut:      func() { cuts++ },
 			}
 			ended := rt.openTunnel(tn)

@@ -226,10 +226,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 	fwd := &handlers.Forward{Destinations: dests, Metrics: fm, Logger: log}
+	// Every decision's order lives in policy.Verdicts; what it needs
+	// beyond a sandbox's policy is the daemon's. The shim's copy has no
+	// resolver: its decisions never resolve, and the router's Host check
+	// resolves through the shim, set below once the shim exists.
+	verdicts := policy.Verdicts{Protected: fwd.Protected, Book: d.book}
 	d.shim = dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
 		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: d.book, Decisions: d.decisions,
-		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Protected: fwd.Protected,
+		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Verdicts: verdicts,
 		Metrics: dnsMetrics, Logger: log,
 	})
 	lc := dnsshim.ListenConfig{MaxTCPConnsPerSandbox: cfg.DNS.MaxTCPConnectionsPerSandbox, Metrics: dnsMetrics}
@@ -255,9 +260,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		hosts[host] = router.Route{Name: host, Handler: hd}
 		byAddr[virtual[host]] = host
 	}
+	verdicts.Resolve = d.shim.LookupA
 	d.router = router.New(router.Config{
 		Hosts: hosts, Virtual: byAddr, Identify: d.mgr.Caller, CatchAll: catchAll,
-		Fallback: fwd, Protected: fwd.Protected, Book: d.book, Resolve: d.shim.LookupA,
+		Fallback: fwd, Verdicts: verdicts,
 		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: d.decisions,
 		MaxRequestsPerSecond: cfg.Listen.MaxRequestsPerSecondPerSandbox,
 		Metrics:              rm, Logger: log,

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/interceptd/interceptd/internal/precond"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 )
@@ -62,7 +63,7 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env)
 	if key == "" {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use GET", router.Sanitize(r.Method))
+			return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use GET", policy.Sanitize(r.Method))
 		}
 		return h.list(w, r, b)
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
 )
@@ -134,7 +135,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) e
 			allow += ", POST"
 		}
 		w.Header().Set("Allow", allow)
-		return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use %s", router.Sanitize(r.Method), allow)
+		return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed on / (the listing): use %s", policy.Sanitize(r.Method), allow)
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -181,7 +182,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) e
 // methodNotAllowed answers a method a key does not take.
 func methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Allow", "GET, HEAD, PUT, DELETE")
-	return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", router.Sanitize(r.Method))
+	return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", policy.Sanitize(r.Method))
 }
 
 // readEntry reads a PUT: the body, its expiry and metadata.
@@ -240,7 +241,7 @@ func parseLimit(q url.Values) (int, error) {
 	}
 	n, err := strconv.Atoi(l)
 	if err != nil || n < 1 || n > store.MaxListLimit {
-		return 0, router.Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", router.Sanitize(l), store.MaxListLimit)
+		return 0, router.Errorf(http.StatusBadRequest, "limit %q: want 1 to %d", policy.Sanitize(l), store.MaxListLimit)
 	}
 	return n, nil
 }

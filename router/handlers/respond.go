@@ -61,6 +61,6 @@ var _ router.Handler = (*Deny)(nil)
 
 // ServeHTTP implements router.Handler.
 func (h *Deny) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
-	router.WriteDeny(w, r, h.Status, h.Body, env.RequestID, policy.ReasonDenied, router.Sanitize(env.Host)+" is blocked by a deny handler")
+	router.WriteDeny(w, r, h.Status, h.Body, env.RequestID, policy.ReasonDenied, policy.Sanitize(env.Host)+" is blocked by a deny handler")
 	return nil
 }
