@@ -7,8 +7,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/connlimit"
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/internal/ratelimit"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )

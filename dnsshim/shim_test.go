@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/metrics"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"

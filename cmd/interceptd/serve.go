@@ -46,7 +46,7 @@ func loadConfig(path string, override func(*config.Config)) (*config.Config, err
 // CPU it may use. Its goroutines spend most of their time in system calls
 // that do the network stack's work: a write to a veth or loopback peer
 // delivers the packet, the peer's softirq included, before it returns. The
-// router makes those calls raw (router/rawio.go), so a goroutine keeps its
+// router makes those calls raw (router/wire/rawio.go), so a goroutine keeps its
 // P for the whole call; with one P per CPU, a goroutine made ready waits
 // for another's write to end even while a CPU could run it. Two per CPU
 // forward about 9% more on the benchmark's passthrough path, with no more
