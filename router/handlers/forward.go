@@ -51,10 +51,13 @@ func (f *Forward) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.E
 // counted and logged by the forwarder), a response cut short into one the
 // router cuts the connection for.
 func upstreamError(err error) error {
+	if err == nil {
+		// Before fail is declared: errors.As takes its address, which would
+		// put it on the heap for every request, successful ones included.
+		return nil
+	}
 	var fail *forward.Failure
 	switch {
-	case err == nil:
-		return nil
 	case errors.Is(err, forward.ErrAborted):
 		return fmt.Errorf("%w: %w", router.ErrAborted, err)
 	case errors.As(err, &fail):
