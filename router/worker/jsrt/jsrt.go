@@ -22,10 +22,14 @@ import (
 )
 
 // ErrCPULimit is returned by Call when the script ran JavaScript for longer than
-// Options.CPULimit. The runtime stays usable: goja unwinds the interrupted stack and drops
-// its queued jobs, and the loop drops the timers and async results of the aborted Call.
-// Globals the interrupted code had half-mutated stay as they were, as after an exception.
+// Options.CPULimit. The runtime is then Broken: goja does not unwind an async function
+// interrupted mid-run cleanly (its promise jobs stop running afterwards), and the
+// interrupted code may have left globals half-mutated, so the pool must replace it.
 var ErrCPULimit = errors.New("worker exceeded its cpu time limit")
+
+// ErrBroken is returned by Call and Load on a runtime that was interrupted (CPU limit, or
+// its context ending while JavaScript ran). Replace the runtime.
+var ErrBroken = errors.New("the runtime was interrupted and must be replaced")
 
 // ErrNeverSettled is returned by Call when the function's promise is still pending and
 // nothing (no timer, no host work) is left that could settle it.
@@ -78,7 +82,8 @@ type Runtime struct {
 
 	intMu   sync.Mutex // guards armed against a limit timer firing as a segment ends
 	armed   bool
-	running int // nesting depth of run, so nested segments are not double-counted
+	running int  // nesting depth of run, so nested segments are not double-counted
+	broken  bool // interrupted mid-run: see ErrBroken
 }
 
 type job struct {
@@ -112,6 +117,10 @@ func New(opts Options) *Runtime {
 // VM returns the goja runtime, for hosts installing bindings. Use it only on the goroutine
 // that calls Call, and only between or during Calls.
 func (rt *Runtime) VM() *goja.Runtime { return rt.vm }
+
+// Broken reports that the runtime was interrupted while running JavaScript (ErrCPULimit,
+// or the Call's context ending mid-run) and must be replaced; its Calls return ErrBroken.
+func (rt *Runtime) Broken() bool { return rt.broken }
 
 // CPU returns the time the most recent Call spent running JavaScript.
 func (rt *Runtime) CPU() time.Duration { return rt.cpuUsed }
@@ -225,6 +234,9 @@ func (rt *Runtime) run(f func() error) error {
 	if rt.running > 0 {
 		return rt.convert(f())
 	}
+	if rt.broken {
+		return ErrBroken
+	}
 	if rt.opts.CPULimit > 0 && rt.cpuLeft <= 0 {
 		return ErrCPULimit
 	}
@@ -271,6 +283,7 @@ func (rt *Runtime) convert(err error) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &ie):
+		rt.broken = true
 		switch ie.Value().(type) {
 		case cpuInterrupt:
 			return ErrCPULimit
