@@ -3,7 +3,11 @@
 (function (host, g) {
   "use strict";
   const S = Symbol("state");
-  const def = (name, v) => Object.defineProperty(g, name, { value: v, writable: true, configurable: true });
+  const def = (name, v) => {
+    // A tag, as platform objects have, also makes structuredClone refuse them.
+    if (typeof v === "function" && v.prototype) Object.defineProperty(v.prototype, Symbol.toStringTag, { value: name, configurable: true });
+    Object.defineProperty(g, name, { value: v, writable: true, configurable: true });
+  };
   const iter = (arr) => arr[Symbol.iterator]();
 
   class DOMException extends Error {
@@ -155,10 +159,10 @@
     constructor(url, base) {
       const r = host.parseURL(String(url), base === undefined ? undefined : String(base));
       if (typeof r === "string") throw new TypeError(`invalid URL: ${r}`);
-      this[S] = r;
+      this[S] = Object.assign({}, r);
       const sp = new URLSearchParams(r.search);
       sp[S].url = this;
-      r.params = sp;
+      this[S].params = sp;
     }
     static canParse(url, base) { return typeof host.parseURL(String(url), base === undefined ? undefined : String(base)) !== "string"; }
     get href() {
@@ -369,7 +373,13 @@
     get headers() { return this[S].headers; }
     get redirect() { return this[S].redirect; }
     get signal() { return this[S].signal; }
-    clone() { const r = new Request(this, { body: null }); r[S].body = this._cloneBody(); return r; }
+    clone() {
+      const b = this._cloneBody(), own = this[S].body;
+      this[S].body = null; // so that the constructor does not move it
+      const r = new Request(this);
+      this[S].body = own; r[S].body = b;
+      return r;
+    }
   }
   def("Request", Request);
 
