@@ -56,8 +56,10 @@ func (rt *Runtime) read(s *stream) goja.Value {
 }
 
 // NewRequest makes a JS Request for r at url (the absolute URL the script sees). The body
-// streams from r.Body as the script reads it; Host becomes the "host" header.
-func (rt *Runtime) NewRequest(r *http.Request, url string) goja.Value {
+// streams from r.Body as the script reads it; Host becomes the "host" header. Header
+// fields a server would not have accepted (bad names, CR/LF/NUL in values) are dropped.
+// It fails for a method or URL the Request constructor rejects.
+func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 	var pairs [][2]string
 	names := make([]string, 0, len(r.Header))
 	for k := range r.Header {
@@ -81,11 +83,9 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) goja.Value {
 	}
 	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.vm.ToValue(pairs), body)
 	if err != nil {
-		// The method or URL came from a Go request the server accepted; fall back to a
-		// request the script can still inspect rather than failing the boundary.
-		v, _ = rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue("GET"), rt.vm.ToValue("http://invalid/"), rt.vm.ToValue(pairs), body)
+		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
 	}
-	return v
+	return v, nil
 }
 
 // ToRequest converts a JS Request back to an *http.Request bound to ctx. A Go-backed body
