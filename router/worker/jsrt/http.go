@@ -66,15 +66,20 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	if r.Host != "" && r.Header.Get("Host") == "" {
-		pairs = append(pairs, [2]string{"host", r.Host})
+	// Host and the length are the server's parse of them (r.Host, r.ContentLength), as
+	// Go's server leaves them; a header field of either name is not passed twice.
+	if r.Host != "" {
+		pairs = append(pairs, [2]string{"host", isoDecode(r.Host)})
 	}
 	for _, k := range names {
+		if lk := strings.ToLower(k); (lk == "host" && r.Host != "") || lk == "content-length" {
+			continue
+		}
 		for _, v := range r.Header[k] {
-			pairs = append(pairs, [2]string{k, v})
+			pairs = append(pairs, [2]string{k, isoDecode(v)})
 		}
 	}
-	if r.ContentLength > 0 && r.Header.Get("Content-Length") == "" {
+	if r.ContentLength > 0 {
 		pairs = append(pairs, [2]string{"content-length", strconv.FormatInt(r.ContentLength, 10)})
 	}
 	body := goja.Null()
@@ -173,15 +178,44 @@ func (rt *Runtime) httpRequest(ctx context.Context, method, url string, headers,
 	return req, nil
 }
 
+// exportPairs turns a header list from JS into bytes: header values are ByteStrings, each
+// code unit (<= 0xFF, which Headers checks) one byte.
 func exportPairs(v goja.Value) [][2]string {
 	var out [][2]string
 	list, _ := v.Export().([]any)
 	for _, p := range list {
 		if kv, ok := p.([]any); ok && len(kv) == 2 {
-			out = append(out, [2]string{fmt.Sprint(kv[0]), fmt.Sprint(kv[1])})
+			out = append(out, [2]string{fmt.Sprint(kv[0]), isoEncode(fmt.Sprint(kv[1]))})
 		}
 	}
 	return out
+}
+
+// isoDecode maps each byte to the code point of the same value (Fetch's isomorphic decode),
+// so that header bytes outside ASCII reach JS unchanged and come back as they were.
+func isoDecode(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			r := make([]rune, len(s))
+			for j := 0; j < len(s); j++ {
+				r[j] = rune(s[j])
+			}
+			return string(r)
+		}
+	}
+	return s
+}
+
+// isoEncode undoes isoDecode; a code point past 0xFF (Headers refuses them) stays UTF-8.
+func isoEncode(s string) string {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r > 0xFF {
+			return s
+		}
+		b = append(b, byte(r))
+	}
+	return string(b)
 }
 
 // fetch is the host side of the global fetch().
@@ -209,7 +243,7 @@ func (rt *Runtime) newResponse(resp *http.Response, url string) goja.Value {
 	var pairs [][2]string
 	for k, vs := range resp.Header {
 		for _, v := range vs {
-			pairs = append(pairs, [2]string{k, v})
+			pairs = append(pairs, [2]string{k, isoDecode(v)})
 		}
 	}
 	body := goja.Null()

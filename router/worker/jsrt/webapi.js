@@ -219,7 +219,7 @@
     }
     _check(k, v) {
       if (!token.test(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`);
-      if (v !== undefined && /[\0\r\n]/.test(v)) throw new TypeError(`invalid value for header ${k}`);
+      if (v !== undefined && /[\0\r\n]|[^\0-\xff]/.test(v)) throw new TypeError(`invalid value for header ${k}`);
       if (this[S].guard) throw new TypeError("headers are immutable");
     }
     append(k, v) { k = String(k); v = normValue(v); this._check(k, v); this[S].list.push([k.toLowerCase(), v]); }

@@ -16,6 +16,8 @@ func TestHeadersFollowTheFetchStandard(t *testing.T) {
 		{"copying Headers is independent", `const a = new Headers({x: "1"}); const b = new Headers(a); b.set("x", "2"); return [a.get("x"), b.get("x")]`, `["1","2"]`},
 		{"an invalid name throws", `new Headers({"a b": "1"})`, `throws: TypeError: invalid header name: "a b"`},
 		{"a value with a newline throws", `new Headers().set("a", "x\ny")`, `throws: TypeError: invalid value for header a`},
+		{"a value is a ByteString: Latin-1 passes", `return new Headers({a: "caf\u00e9"}).get("a") === "caf\u00e9"`, `true`},
+		{"a value past Latin-1 throws", `new Headers({a: "\u20ac"})`, `throws: TypeError: invalid value for header a`},
 		{"a pair of the wrong length throws", `new Headers([["a"]])`, `throws: TypeError: each header pair needs two items`},
 	})
 }
