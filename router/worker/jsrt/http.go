@@ -1,0 +1,293 @@
+package jsrt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/dop251/goja"
+)
+
+// readChunk is how much one read() of a Go-backed stream asks its reader for.
+const readChunk = 64 << 10
+
+// stream is a Go io.Reader behind a JS ReadableStream. fetch() and ToResponse hand the
+// reader on as it is; only a script reading the stream itself copies chunks into JS.
+type stream struct {
+	mu sync.Mutex // one read at a time, off the loop
+	r  io.Reader
+}
+
+func (s *stream) close() {
+	if c, ok := s.r.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+func (rt *Runtime) newStream(r io.Reader) goja.Value { return rt.vm.ToValue(&stream{r: r}) }
+
+// read resolves to the next chunk as a Uint8Array, or null at the end.
+func (rt *Runtime) read(s *stream) goja.Value {
+	return rt.Async(func() (func() goja.Value, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		buf := make([]byte, readChunk)
+		for {
+			n, err := s.r.Read(buf)
+			if n > 0 {
+				return func() goja.Value { return rt.bytes(buf[:n]) }, nil
+			}
+			if err == io.EOF {
+				s.close()
+				return func() goja.Value { return goja.Null() }, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("reading the body: %w", err)
+			}
+		}
+	})
+}
+
+// NewRequest makes a JS Request for r at url (the absolute URL the script sees). The body
+// streams from r.Body as the script reads it; Host becomes the "host" header. Header
+// fields a server would not have accepted (bad names, CR/LF/NUL in values) are dropped.
+// It fails for a method or URL the Request constructor rejects.
+func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
+	var pairs [][2]string
+	names := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	// Host and the length are the server's parse of them (r.Host, r.ContentLength), as
+	// Go's server leaves them; a header field of either name is not passed twice.
+	if r.Host != "" {
+		pairs = append(pairs, [2]string{"host", isoDecode(r.Host)})
+	}
+	for _, k := range names {
+		if lk := strings.ToLower(k); (lk == "host" && r.Host != "") || lk == "content-length" {
+			continue
+		}
+		for _, v := range r.Header[k] {
+			pairs = append(pairs, [2]string{k, isoDecode(v)})
+		}
+	}
+	if r.ContentLength > 0 {
+		pairs = append(pairs, [2]string{"content-length", strconv.FormatInt(r.ContentLength, 10)})
+	}
+	body := goja.Null()
+	if r.Body != nil && r.Body != http.NoBody {
+		body = rt.newStream(r.Body)
+	}
+	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.vm.ToValue(pairs), body)
+	if err != nil {
+		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
+	}
+	return v, nil
+}
+
+// ToRequest converts a JS Request back to an *http.Request bound to ctx. A Go-backed body
+// is passed on unread; a JS-made body is collected first (it is in memory already).
+func (rt *Runtime) ToRequest(ctx context.Context, v goja.Value) (*http.Request, error) {
+	ok, err := rt.fns.IsRequest(goja.Undefined(), v)
+	if err != nil || !ok.ToBoolean() {
+		return nil, errors.New("not a Request")
+	}
+	o := v.ToObject(rt.vm)
+	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.RequestParts(goja.Undefined(), m) })
+	if err != nil {
+		return nil, err
+	}
+	return rt.httpRequest(ctx, o.Get("method").String(), o.Get("url").String(), parts.Get("headers"), parts.Get("body"))
+}
+
+// parts asks webapi.js for a message's parts, settling a JS-stream body to bytes. Between
+// Calls it runs the loop for that; inside one (a host function) such a body is an error,
+// since the loop cannot run nested.
+func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error)) (*goja.Object, error) {
+	if rt.running > 0 {
+		p, err := get(m)
+		if err != nil {
+			return nil, err
+		}
+		po := p.ToObject(rt.vm)
+		if _, ok := po.Get("body").Export().(*goja.Promise); ok {
+			return nil, errors.New("a body made by a JS ReadableStream cannot be converted inside a call")
+		}
+		return po, nil
+	}
+	rt.begin(rt.ctx)
+	defer rt.end()
+	var p goja.Value
+	if err := rt.run(func() (err error) { p, err = get(m); return err }); err != nil {
+		return nil, err
+	}
+	po := p.ToObject(rt.vm)
+	body, err := rt.await(po.Get("body"))
+	if err != nil {
+		return nil, err
+	}
+	po.Set("body", body)
+	return po, nil
+}
+
+func (rt *Runtime) httpRequest(ctx context.Context, method, url string, headers, body goja.Value) (*http.Request, error) {
+	var r io.Reader
+	size := int64(-1)
+	switch b := body.Export().(type) {
+	case *stream:
+		r = b.r
+	case goja.ArrayBuffer:
+		r, size = bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	if r == nil {
+		size = 0
+	}
+	for _, kv := range exportPairs(headers) {
+		switch strings.ToLower(kv[0]) {
+		case "host":
+			req.Host = kv[1]
+		case "content-length":
+			// Framing is Go's to write; a streamed body keeps the length its sender gave.
+			if n, err := strconv.ParseInt(kv[1], 10, 64); err == nil && size < 0 {
+				size = n
+			}
+		default:
+			req.Header.Add(kv[0], kv[1])
+		}
+	}
+	if size >= 0 {
+		req.ContentLength = size
+	} else {
+		req.ContentLength = -1
+	}
+	if size == 0 && r != nil {
+		req.Body = http.NoBody
+	}
+	return req, nil
+}
+
+// exportPairs turns a header list from JS into bytes: header values are ByteStrings, each
+// code unit (<= 0xFF, which Headers checks) one byte.
+func exportPairs(v goja.Value) [][2]string {
+	var out [][2]string
+	list, _ := v.Export().([]any)
+	for _, p := range list {
+		if kv, ok := p.([]any); ok && len(kv) == 2 {
+			out = append(out, [2]string{fmt.Sprint(kv[0]), isoEncode(fmt.Sprint(kv[1]))})
+		}
+	}
+	return out
+}
+
+// isoDecode maps each byte to the code point of the same value (Fetch's isomorphic decode),
+// so that header bytes outside ASCII reach JS unchanged and come back as they were.
+func isoDecode(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			r := make([]rune, len(s))
+			for j := 0; j < len(s); j++ {
+				r[j] = rune(s[j])
+			}
+			return string(r)
+		}
+	}
+	return s
+}
+
+// isoEncode undoes isoDecode; a code point past 0xFF (Headers refuses them) stays UTF-8.
+func isoEncode(s string) string {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r > 0xFF {
+			return s
+		}
+		b = append(b, byte(r))
+	}
+	return string(b)
+}
+
+// fetch is the host side of the global fetch().
+func (rt *Runtime) fetch(method, url string, headers, body goja.Value) goja.Value {
+	if rt.opts.Fetch == nil {
+		p, _, reject := rt.vm.NewPromise()
+		reject(rt.vm.NewTypeError("fetch is not available to this worker"))
+		return rt.vm.ToValue(p)
+	}
+	ctx := rt.ctx
+	req, err := rt.httpRequest(ctx, method, url, headers, body)
+	if err != nil {
+		panic(rt.vm.NewTypeError(err.Error()))
+	}
+	return rt.Async(func() (func() goja.Value, error) {
+		resp, err := rt.opts.Fetch(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("fetch failed: %w", err)
+		}
+		return func() goja.Value { return rt.newResponse(resp, url) }, nil
+	})
+}
+
+func (rt *Runtime) newResponse(resp *http.Response, url string) goja.Value {
+	var pairs [][2]string
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			pairs = append(pairs, [2]string{k, isoDecode(v)})
+		}
+	}
+	body := goja.Null()
+	if resp.Body != nil && resp.Body != http.NoBody {
+		body = rt.newStream(resp.Body)
+	}
+	text := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
+	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), rt.vm.ToValue(pairs), body, rt.vm.ToValue(url))
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// Response is a JS Response as Go sees it. Body is nil for no body; a Go-backed body (an
+// upstream's, a stream the host made) is the reader itself, so close it if it is an
+// io.Closer; a JS-made body is a *bytes.Reader.
+type Response struct {
+	Status     int
+	StatusText string
+	Header     http.Header
+	Body       io.Reader
+}
+
+// ToResponse converts what a handler returned (a Response) for Go to write. A JS
+// ReadableStream body is read to the end here, on the loop, under the CPU limit.
+func (rt *Runtime) ToResponse(v goja.Value) (*Response, error) {
+	o, ok := v.(*goja.Object)
+	if !ok {
+		return nil, fmt.Errorf("the handler returned %s, not a Response", typeName(v))
+	}
+	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.ResponseParts(goja.Undefined(), m) })
+	if err != nil {
+		return nil, err
+	}
+	res := &Response{Status: int(parts.Get("status").ToInteger()), StatusText: parts.Get("statusText").String(), Header: http.Header{}}
+	for _, kv := range exportPairs(parts.Get("headers")) {
+		res.Header.Add(kv[0], kv[1])
+	}
+	switch b := parts.Get("body").Export().(type) {
+	case *stream:
+		res.Body = b.r
+	case goja.ArrayBuffer:
+		res.Body = bytes.NewReader(b.Bytes())
+	}
+	return res, nil
+}

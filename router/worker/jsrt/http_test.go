@@ -1,0 +1,277 @@
+package jsrt
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/dop251/goja"
+)
+
+// handler loads src (a module whose default export has outbound) and returns outbound.
+func handler(t testing.TB, rt *Runtime, src string) goja.Value {
+	t.Helper()
+	p, err := Compile("h.js", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := rt.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ex.Default.ToObject(rt.VM()).Get("outbound")
+}
+
+// serve runs outbound on r and converts what it returns.
+func serve(t testing.TB, rt *Runtime, fn goja.Value, r *http.Request) (*Response, error) {
+	t.Helper()
+	req, err := rt.NewRequest(r, "http://"+r.Host+r.URL.RequestURI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := rt.Call(context.Background(), fn, req)
+	if err != nil {
+		return nil, err
+	}
+	return rt.ToResponse(v)
+}
+
+func body(t testing.TB, r io.Reader) string {
+	t.Helper()
+	if r == nil {
+		return "<nil>"
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestARequestCrossesIntoJSAndAResponseBack(t *testing.T) {
+	rt := New(Options{})
+	fn := handler(t, rt, `export default { async outbound(req) {
+  const u = new URL(req.url);
+  return Response.json({method: req.method, host: req.headers.get("host"), path: u.pathname, q: u.searchParams.get("q"),
+    h: req.headers.get("x-multi"), body: await req.text()}, {status: 202, statusText: "Accepted", headers: {"X-Out": "1"}});
+} }`)
+	r := httptest.NewRequest("POST", "http://svc.example/a/b?q=1", strings.NewReader("payload"))
+	r.Header.Add("X-Multi", "a")
+	r.Header.Add("X-Multi", "b")
+	res, err := serve(t, rt, fn, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"method":"POST","host":"svc.example","path":"/a/b","q":"1","h":"a, b","body":"payload"}`
+	if got := body(t, res.Body); got != want || res.Status != 202 || res.StatusText != "Accepted" || res.Header.Get("X-Out") != "1" || res.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("got %d %q %v %s", res.Status, res.StatusText, res.Header, got)
+	}
+}
+
+func TestToResponseTakesEveryKindOfBody(t *testing.T) {
+	rt := New(Options{})
+	for src, want := range map[string]string{
+		`new Response(null, {status: 204})`:                                          "<nil>",
+		`new Response("text")`:                                                       "text",
+		`new Response(new Uint8Array([104, 105]))`:                                   "hi",
+		`new Response(new ReadableStream({start(c) { c.enqueue("a"); c.close() }}))`: "a",
+		`(() => { let n = 0; return new Response(new ReadableStream({pull(c) { n++ < 2 ? c.enqueue("p") : c.close() }})) })()`: "pp",
+	} {
+		v, err := rt.VM().RunString(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := rt.ToResponse(v)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got := body(t, res.Body); got != want {
+			t.Errorf("%s: body %q, want %q", src, got, want)
+		}
+	}
+	for src, want := range map[string]string{
+		`({})`: "TypeError: the handler did not return a Response",
+		`(() => { const r = new Response("x"); r.text(); return r })()`: "TypeError: body already used",
+	} {
+		v, _ := rt.VM().RunString(src)
+		if _, err := rt.ToResponse(v); err == nil || err.Error() != want {
+			t.Errorf("%s: got %v, want %s", src, err, want)
+		}
+	}
+	if _, err := rt.ToResponse(goja.Undefined()); err == nil {
+		t.Error("undefined converted")
+	}
+}
+
+func TestFetchGoesThroughOptionsFetch(t *testing.T) {
+	var seen *http.Request
+	var seenBody string
+	rt := New(Options{Fetch: func(ctx context.Context, req *http.Request) (*http.Response, error) {
+		seen = req
+		seenBody = "<nil>"
+		if req.Body != nil {
+			b, _ := io.ReadAll(req.Body)
+			seenBody = string(b)
+		}
+		if req.URL.Host == "fail.example" {
+			return nil, errors.New("dial refused")
+		}
+		return &http.Response{StatusCode: 201, Status: "201 Created", Header: http.Header{"X-Up": {"1"}},
+			Body: io.NopCloser(strings.NewReader("from " + req.URL.String()))}, nil
+	}})
+	cases := []struct{ name, body, want, wantSeen string }{
+		{"a URL string", `const r = await fetch("http://up.example/x"); return [r.status, r.statusText, r.ok, r.headers.get("x-up"), r.url, await r.text()]`,
+			`[201,"Created",true,"1","http://up.example/x","from http://up.example/x"]`, "GET http://up.example/x up.example [] <nil>"},
+		{"a URL and init", `const r = await fetch(new URL("http://up.example/y"), {method: "PUT", headers: {"X-A": "1", Host: "other.example"}, body: "data"}); return r.status`,
+			`201`, "PUT http://up.example/y other.example [Content-Type=text/plain;charset=UTF-8 X-A=1] data"},
+		{"a Request", `const r = await fetch(new Request("http://up.example/z", {method: "POST", body: new Uint8Array([65])})); return r.status`,
+			`201`, "POST http://up.example/z up.example [] A"},
+		{"a JS stream body", `return (await fetch("http://up.example/s", {method: "POST", body: new ReadableStream({start(c) { c.enqueue("st"); c.close() }})})).status`,
+			`201`, "POST http://up.example/s up.example [] st"},
+		{"a failure rejects", `return await fetch("http://fail.example/").catch(e => e.message)`, `"fetch failed: dial refused"`, ""},
+		{"a bad URL rejects", `return await fetch("nope").catch(e => e.name)`, `"TypeError"`, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			seen = nil
+			got, err := eval(t, rt, c.body)
+			if err != nil || got != c.want {
+				t.Fatalf("got %s %v, want %s", got, err, c.want)
+			}
+			if c.wantSeen == "" {
+				return
+			}
+			var hs []string
+			for k, vs := range seen.Header {
+				for _, v := range vs {
+					hs = append(hs, k+"="+v)
+				}
+			}
+			sort.Strings(hs)
+			if hs == nil {
+				hs = []string{}
+			}
+			gotSeen := seen.Method + " " + seen.URL.String() + " " + seen.Host + " " + "[" + strings.Join(hs, " ") + "] " + seenBody
+			if gotSeen != c.wantSeen {
+				t.Errorf("Fetch saw %q, want %q", gotSeen, c.wantSeen)
+			}
+		})
+	}
+	if got, err := eval(t, New(Options{}), `return await fetch("http://a/").catch(e => e.message)`); err != nil || got != `"fetch is not available to this worker"` {
+		t.Errorf("without Options.Fetch: %s %v", got, err)
+	}
+}
+
+// patterned yields n bytes without holding them, counting what was read.
+type patterned struct{ n, read int64 }
+
+func (p *patterned) Read(b []byte) (int, error) {
+	if p.read >= p.n {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > p.n-p.read {
+		b = b[:p.n-p.read]
+	}
+	for i := range b {
+		b[i] = byte(p.read + int64(i))
+	}
+	p.read += int64(len(b))
+	return len(b), nil
+}
+
+func (p *patterned) Close() error { return nil }
+
+func TestABigBodyStreamsFromNewRequestToFetchUnread(t *testing.T) {
+	const size = 64 << 20
+	for name, src := range map[string]string{
+		"fetch(request)":                         `export default { outbound(req) { return fetch(req) } }`,
+		"new Request(request) with a new header": `export default { outbound(req) { const r = new Request(req); r.headers.set("Authorization", "Bearer t"); return fetch(r) } }`,
+		"fetch(url, {body: request.body})":       `export default { outbound(req) { return fetch("http://up.example/put", {method: "PUT", body: req.body, headers: req.headers}) } }`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := &patterned{n: size}
+			var got int64
+			var sameReader bool
+			var length int64
+			down := &patterned{n: size}
+			rt := New(Options{Fetch: func(ctx context.Context, req *http.Request) (*http.Response, error) {
+				sameReader = req.Body == io.ReadCloser(in)
+				length = req.ContentLength
+				n, err := io.Copy(io.Discard, req.Body)
+				got = n
+				return &http.Response{StatusCode: 200, Body: down}, err
+			}})
+			fn := handler(t, rt, src)
+			r := httptest.NewRequest("PUT", "http://up.example/put", nil)
+			r.Body, r.ContentLength = in, size
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			res, err := serve(t, rt, fn, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Body != io.Reader(down) {
+				t.Errorf("the upstream's body was not passed on as its reader: %T", res.Body)
+			}
+			runtime.ReadMemStats(&after)
+			if !sameReader || got != size || in.read != size || length != size {
+				t.Errorf("Fetch got the request's reader: %v, %d bytes of %d, content length %d", sameReader, got, size, length)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+				t.Errorf("the call allocated %d bytes for a %d byte body: it was buffered", alloc, size)
+			}
+		})
+	}
+}
+
+func TestAScriptReadsABigBodyInChunks(t *testing.T) {
+	const size = 8 << 20
+	rt := New(Options{})
+	fn := handler(t, rt, `export default { async outbound(req) {
+  const r = req.body.getReader(); let n = 0, chunks = 0;
+  for (;;) { const {done, value} = await r.read(); if (done) break; n += value.length; chunks++ }
+  return new Response(n + " " + (chunks > 1)) } }`)
+	r := httptest.NewRequest("POST", "http://a/", nil)
+	r.Body = &patterned{n: size}
+	res, err := serve(t, rt, fn, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := body(t, res.Body); got != "8388608 true" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func BenchmarkCall(b *testing.B) {
+	rt := New(Options{})
+	fn := handler(b, rt, `export default { async outbound(req) { return new Response("ok") } }`)
+	arg := rt.VM().ToValue(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := rt.Call(context.Background(), fn, arg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRequestResponse(b *testing.B) {
+	rt := New(Options{})
+	fn := handler(b, rt, `export default { async outbound(req) { return new Response("ok " + new URL(req.url).pathname, {headers: {"x-h": req.headers.get("user-agent")}}) } }`)
+	r := httptest.NewRequest("GET", "http://svc.example/path", nil)
+	r.Header.Set("User-Agent", "bench")
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := serve(b, rt, fn, r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+	}
+}

@@ -1,0 +1,369 @@
+// Package jsrt is one JavaScript runtime for Workers: a goja VM, an event loop that runs
+// for the length of a Call, the Web APIs a Worker script expects (Request, Response,
+// Headers, URL, fetch, TextEncoder, crypto, structuredClone, console, timers), and
+// module loading through esbuild. It knows nothing of interceptd's stores or router:
+// the host injects bindings (through VM and Async) and the fetch function.
+//
+// A Runtime is used by one goroutine at a time. Scripts share its globals across Calls,
+// as a Cloudflare isolate is reused across requests; isolating sandboxes from each other
+// is the pool's job (router/worker), not this package's.
+package jsrt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/dop251/goja"
+)
+
+// ErrCPULimit is returned by Call when the script ran JavaScript for longer than
+// Options.CPULimit. The runtime is then Broken: goja does not unwind an async function
+// interrupted mid-run cleanly (its promise jobs stop running afterwards), and the
+// interrupted code may have left globals half-mutated, so the pool must replace it.
+var ErrCPULimit = errors.New("worker exceeded its cpu time limit")
+
+// ErrBroken is returned by Call and Load on a runtime that was interrupted (CPU limit, or
+// its context ending while JavaScript ran). Replace the runtime.
+var ErrBroken = errors.New("the runtime was interrupted and must be replaced")
+
+// ErrNeverSettled is returned by Call when the function's promise is still pending and
+// nothing (no timer, no host work) is left that could settle it.
+var ErrNeverSettled = errors.New("the promise never settled: nothing left to wait for")
+
+// Exception is an uncaught JavaScript exception or rejection. Message and Stack are for
+// the operator's log; never show them to a sandbox.
+type Exception struct {
+	Message string // "TypeError: x is not a function"
+	Stack   string // the JS stack, with positions in the original source
+}
+
+func (e *Exception) Error() string { return e.Message }
+
+// Options configure a Runtime.
+type Options struct {
+	// CPULimit bounds the time spent running JavaScript in one Call (waiting for timers and
+	// host work does not count); 0 means no limit. It is measured as wall time of the JS
+	// segments on the Call's goroutine, so a busy host that deschedules it counts too.
+	CPULimit time.Duration
+	// Logger receives console.*, with the attrs given by WithLogAttrs on the Call's context.
+	// nil discards.
+	Logger *slog.Logger
+	// Fetch serves the global fetch(). Its context is the Call's. The request body is the
+	// JS body's reader: a Go-backed stream (from NewRequest or an earlier fetch) is passed
+	// on unread. nil makes fetch() reject.
+	Fetch func(ctx context.Context, req *http.Request) (*http.Response, error)
+}
+
+// Runtime is one goja VM with its event loop. Not safe for concurrent use.
+type Runtime struct {
+	vm   *goja.Runtime
+	opts Options
+	fns  *boundary // JS functions of webapi.js the Go side calls
+
+	// The loop: jobs posted from other goroutines (timers, Async) wait in queue until the
+	// Call's goroutine runs them; gen tags them with the Call that made them, so that the
+	// results of an aborted Call never run in the next.
+	mu      sync.Mutex
+	queue   []job
+	wake    chan struct{}
+	gen     uint64
+	pending int // timers and host work the current Call may still wait for
+	timers  map[int64]*time.Timer
+	timerID int64
+
+	ctx     context.Context
+	cpuLeft time.Duration
+	cpuUsed time.Duration
+
+	intMu   sync.Mutex // guards armed against a limit timer firing as a segment ends
+	armed   bool
+	running int  // nesting depth of run, so nested segments are not double-counted
+	broken  bool // interrupted mid-run: see ErrBroken
+}
+
+type job struct {
+	gen uint64
+	fn  func() error
+}
+
+type cpuInterrupt struct{}
+type ctxInterrupt struct{}
+
+// New makes a runtime with the Web APIs installed.
+func New(opts Options) *Runtime {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	rt := &Runtime{
+		vm:     goja.New(),
+		opts:   opts,
+		wake:   make(chan struct{}, 1),
+		timers: map[int64]*time.Timer{},
+		ctx:    context.Background(),
+	}
+	rt.vm.SetFieldNameMapper(goja.UncapFieldNameMapper())
+	if err := rt.installWebAPI(); err != nil {
+		// The polyfill is embedded and tested; failing to run it is a bug in this package.
+		panic(fmt.Sprintf("jsrt: installing the web apis: %v", err))
+	}
+	return rt
+}
+
+// VM returns the goja runtime, for hosts installing bindings. Use it only on the goroutine
+// that calls Call, and only between or during Calls.
+func (rt *Runtime) VM() *goja.Runtime { return rt.vm }
+
+// Broken reports that the runtime was interrupted while running JavaScript (ErrCPULimit,
+// or the Call's context ending mid-run) and must be replaced; its Calls return ErrBroken.
+func (rt *Runtime) Broken() bool { return rt.broken }
+
+// CPU returns the time the most recent Call spent running JavaScript.
+func (rt *Runtime) CPU() time.Duration { return rt.cpuUsed }
+
+type logAttrsKey struct{}
+
+// WithLogAttrs returns a context whose Calls log console.* with attrs (e.g. request_id).
+func WithLogAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
+	prev, _ := ctx.Value(logAttrsKey{}).([]slog.Attr)
+	return context.WithValue(ctx, logAttrsKey{}, append(append([]slog.Attr(nil), prev...), attrs...))
+}
+
+// Call invokes fn(args...) and runs the event loop until the promise it returns settles
+// (a non-promise value returns at once). It returns the value, an *Exception for an
+// uncaught exception or a rejection, ErrCPULimit, ErrNeverSettled, or ctx.Err().
+func (rt *Runtime) Call(ctx context.Context, fn goja.Value, args ...goja.Value) (goja.Value, error) {
+	f, ok := goja.AssertFunction(fn)
+	if !ok {
+		return nil, fmt.Errorf("calling a %s: not a function", typeName(fn))
+	}
+	rt.begin(ctx)
+	defer rt.end()
+	var res goja.Value
+	if err := rt.run(func() (err error) { res, err = f(goja.Undefined(), args...); return err }); err != nil {
+		return nil, err
+	}
+	return rt.await(res)
+}
+
+// await runs the loop until v (if it is a promise) settles.
+func (rt *Runtime) await(v goja.Value) (goja.Value, error) {
+	p, ok := v.Export().(*goja.Promise)
+	if !ok {
+		return v, nil
+	}
+	for {
+		switch p.State() {
+		case goja.PromiseStateFulfilled:
+			return p.Result(), nil
+		case goja.PromiseStateRejected:
+			return nil, rt.exception(p.Result())
+		}
+		rt.mu.Lock()
+		jobs := rt.queue
+		rt.queue = nil
+		idle := len(jobs) == 0 && rt.pending == 0
+		rt.mu.Unlock()
+		if idle {
+			return nil, ErrNeverSettled
+		}
+		if len(jobs) == 0 {
+			select {
+			case <-rt.wake:
+			case <-rt.ctx.Done():
+				return nil, rt.ctx.Err()
+			}
+			continue
+		}
+		for _, j := range jobs {
+			if j.gen != rt.gen {
+				continue
+			}
+			if err := rt.run(j.fn); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+func (rt *Runtime) begin(ctx context.Context) {
+	rt.mu.Lock()
+	rt.gen++
+	rt.pending = 0
+	rt.queue = nil
+	rt.mu.Unlock()
+	rt.ctx = ctx
+	rt.cpuLeft = rt.opts.CPULimit
+	rt.cpuUsed = 0
+}
+
+// end drops what the Call left behind: timers, and (by bumping gen) late host results.
+func (rt *Runtime) end() {
+	rt.mu.Lock()
+	rt.gen++
+	rt.pending = 0
+	rt.queue = nil
+	for id, t := range rt.timers {
+		t.Stop()
+		delete(rt.timers, id)
+	}
+	rt.mu.Unlock()
+	rt.ctx = context.Background()
+}
+
+// post queues fn to run on the loop of the Call that made gen (dropped if that Call ended).
+func (rt *Runtime) post(gen uint64, fn func() error) {
+	rt.mu.Lock()
+	if gen == rt.gen {
+		rt.queue = append(rt.queue, job{gen, fn})
+	}
+	rt.mu.Unlock()
+	select {
+	case rt.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run runs one segment of JavaScript, charging its time to the Call's CPU budget and
+// interrupting it when the budget or the context runs out.
+func (rt *Runtime) run(f func() error) error {
+	if rt.running > 0 {
+		return rt.convert(f())
+	}
+	if rt.broken {
+		return ErrBroken
+	}
+	if rt.opts.CPULimit > 0 && rt.cpuLeft <= 0 {
+		return ErrCPULimit
+	}
+	rt.intMu.Lock()
+	rt.armed = true
+	rt.intMu.Unlock()
+	interrupt := func(v any) func() {
+		return func() {
+			rt.intMu.Lock()
+			if rt.armed {
+				rt.vm.Interrupt(v)
+			}
+			rt.intMu.Unlock()
+		}
+	}
+	var limit *time.Timer
+	if rt.opts.CPULimit > 0 {
+		limit = time.AfterFunc(rt.cpuLeft, interrupt(cpuInterrupt{}))
+	}
+	stop := context.AfterFunc(rt.ctx, interrupt(ctxInterrupt{}))
+	start := time.Now()
+	rt.running++
+	err := f()
+	rt.running--
+	spent := time.Since(start)
+	rt.intMu.Lock()
+	rt.armed = false
+	rt.vm.ClearInterrupt()
+	rt.intMu.Unlock()
+	stop()
+	if limit != nil {
+		limit.Stop()
+	}
+	rt.cpuLeft -= spent
+	rt.cpuUsed += spent
+	return rt.convert(err)
+}
+
+// convert turns a goja error into this package's errors.
+func (rt *Runtime) convert(err error) error {
+	var ie *goja.InterruptedError
+	var ex *goja.Exception
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ie):
+		rt.broken = true
+		switch ie.Value().(type) {
+		case cpuInterrupt:
+			return ErrCPULimit
+		case ctxInterrupt:
+			if rt.ctx.Err() != nil {
+				return rt.ctx.Err()
+			}
+		}
+		return err
+	case errors.As(err, &ex):
+		e := rt.exception(ex.Value())
+		if e.Stack == "" {
+			e.Stack = ex.String()
+		}
+		return e
+	}
+	return err
+}
+
+// exception describes a thrown value: an Error's "Name: message" and stack, or the value.
+func (rt *Runtime) exception(v goja.Value) *Exception {
+	e := &Exception{Message: "uncaught " + typeName(v)}
+	if o, ok := v.(*goja.Object); ok {
+		if st := o.Get("stack"); st != nil && !goja.IsUndefined(st) {
+			e.Stack = st.String()
+		}
+		if m := o.Get("message"); m != nil && !goja.IsUndefined(m) {
+			e.Message = m.String()
+			if n := o.Get("name"); n != nil && !goja.IsUndefined(n) {
+				e.Message = n.String() + ": " + e.Message
+			}
+			return e
+		}
+	}
+	if v != nil && !goja.IsUndefined(v) && !goja.IsNull(v) {
+		if s, ok := v.Export().(string); ok {
+			e.Message = "uncaught " + s
+		}
+	}
+	return e
+}
+
+func typeName(v goja.Value) string {
+	if v == nil || goja.IsUndefined(v) {
+		return "undefined"
+	}
+	if goja.IsNull(v) {
+		return "null"
+	}
+	return v.ExportType().String()
+}
+
+// Async runs work off the loop and returns a Promise the loop settles: with the value the
+// returned func makes (called on the loop, so it may use the VM), or rejected with an
+// Error carrying err's text. Use it for host functions that do I/O.
+func (rt *Runtime) Async(work func() (func() goja.Value, error)) goja.Value {
+	p, resolve, reject := rt.vm.NewPromise()
+	rt.mu.Lock()
+	gen := rt.gen
+	rt.pending++
+	rt.mu.Unlock()
+	go func() {
+		make, err := work()
+		rt.post(gen, func() error {
+			rt.pending--
+			if err != nil {
+				return reject(rt.jsError(err))
+			}
+			var v goja.Value
+			if ex := rt.vm.Try(func() { v = make() }); ex != nil {
+				return reject(ex.Value())
+			}
+			return resolve(v)
+		})
+	}()
+	return rt.vm.ToValue(p)
+}
+
+// jsError makes a JS Error (TypeError for a context's end, as fetch's AbortError-ish) from err.
+func (rt *Runtime) jsError(err error) goja.Value {
+	v, _ := rt.vm.New(rt.vm.Get("Error"), rt.vm.ToValue(err.Error()))
+	return v
+}
