@@ -1,0 +1,188 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/dop251/goja"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/worker/jsrt"
+)
+
+// Reasons a worker's failure is answered with (X-Interceptd-Error).
+const (
+	ReasonCPULimit  = "worker_cpu_limit"
+	ReasonWallLimit = "worker_wall_limit"
+	ReasonException = "worker_exception"
+	ReasonBusy      = "worker_busy"
+)
+
+// function is one of a version's functions as a router.Handler: key is its
+// outboundByHost key, "" for outbound.
+type function struct {
+	v   *version
+	key string
+}
+
+// invocation is what a runtime knows of the request it serves: for fetch()
+// (subrequests, the incoming request for a fetch of it) and ctx.
+type invocation struct {
+	env         router.Env
+	r           *http.Request
+	url         string
+	subrequests int
+	passThrough bool
+	waitUntil   []goja.Value
+}
+
+func (f *function) label() string {
+	if f.key == "" {
+		return "outbound"
+	}
+	return f.key
+}
+
+// ServeHTTP implements router.Handler: the request runs on one runtime of
+// the pool, under the worker's limits.
+func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
+	v, wk := f.v, f.v.w
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(r.Context(), wk.cfg.Limits.Wall)
+	defer cancel()
+	inst, err := v.get(ctx)
+	if err != nil {
+		wk.cfg.Metrics.invocation(wk.cfg.Name, f.label(), "busy", time.Since(start), 0)
+		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonBusy + ": no runtime came free in time", Err: err}
+	}
+	defer v.put(inst)
+	inv := &invocation{env: env, r: r, url: "http://" + hostOf(r, env) + r.URL.RequestURI()}
+	inst.req.Store(inv)
+	defer inst.req.Store(nil)
+	rt := inst.RT
+	ctx = jsrt.WithLogAttrs(ctx, slog.String("request_id", env.RequestID), slog.String("sandbox", env.Sandbox),
+		slog.String("function", f.label()))
+
+	outcome := "ok"
+	defer func() {
+		wk.cfg.Metrics.invocation(wk.cfg.Name, f.label(), outcome, time.Since(start), rt.CPU())
+	}()
+	req, err := rt.NewRequest(r, inv.url)
+	if err != nil {
+		outcome = "bad_request"
+		return router.Errorf(http.StatusBadRequest, "the request cannot be given to the worker: %v", err)
+	}
+	res, err := rt.Call(ctx, inst.fns[f.key], req, inst.Env, inst.newContext(inv))
+	if err == nil {
+		var resp *jsrt.Response
+		if resp, err = rt.ToResponse(res); err == nil {
+			outcome = "ok"
+			werr := writeResponse(w, resp)
+			inst.settle(ctx, inv)
+			if werr != nil {
+				return fmt.Errorf("%w: writing the worker's response: %w", router.ErrAborted, werr)
+			}
+			return nil
+		}
+		err = &jsrt.Exception{Message: "TypeError: " + err.Error()}
+	}
+	var ex *jsrt.Exception
+	switch {
+	case errors.Is(err, jsrt.ErrCPULimit):
+		outcome = "cpu_limit"
+		wk.log.Warn("worker cpu limit", "request_id", env.RequestID, "sandbox", env.Sandbox, "function", f.label(), "limit", wk.cfg.Limits.CPU)
+		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonCPULimit, Err: err, Logged: true}
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+		outcome = "wall_limit"
+		wk.log.Warn("worker wall time limit", "request_id", env.RequestID, "sandbox", env.Sandbox, "function", f.label(), "limit", wk.cfg.Limits.Wall)
+		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonWallLimit, Err: err, Logged: true}
+	case errors.As(err, &ex):
+		outcome = "exception"
+		// The stack is the operator's, for the log; the sandbox gets the
+		// reason and the request id only.
+		wk.log.Warn("worker exception", "request_id", env.RequestID, "sandbox", env.Sandbox, "function", f.label(),
+			"error", ex.Message, "stack", ex.Stack)
+		if inv.passThrough && wk.cfg.Fetch != nil {
+			outcome = "passed_through"
+			return wk.cfg.Fetch.passThrough(w, r, env)
+		}
+		return &router.Error{Status: http.StatusInternalServerError, Reason: ReasonException, Logged: true}
+	}
+	outcome = "error"
+	return &router.Error{Status: http.StatusInternalServerError, Reason: ReasonException, Err: err}
+}
+
+func hostOf(r *http.Request, env router.Env) string {
+	if r.Host != "" {
+		return r.Host
+	}
+	return env.Dest.String()
+}
+
+// hop-by-hop fields a response from a script must not set.
+var hopFields = []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Proxy-Connection", "Te", "Trailer"}
+
+// writeResponse writes what the script returned, streaming a Go-backed
+// body (a fetch()'s upstream, a bucket object) without holding it.
+func writeResponse(w http.ResponseWriter, resp *jsrt.Response) error {
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = vs
+	}
+	for _, k := range hopFields {
+		h.Del(k)
+	}
+	status := resp.Status
+	if status < 200 || status > 599 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	if resp.Body == nil {
+		return nil
+	}
+	if c, ok := resp.Body.(io.Closer); ok {
+		defer c.Close()
+	}
+	_, err := io.Copy(w, resp.Body)
+	return err
+}
+
+// newContext makes the ctx argument: containerId, waitUntil,
+// passThroughOnException.
+func (inst *Instance) newContext(inv *invocation) goja.Value {
+	vm := inst.RT.VM()
+	o := vm.NewObject()
+	o.Set("containerId", inv.env.Sandbox)
+	o.Set("waitUntil", func(p goja.Value) { inv.waitUntil = append(inv.waitUntil, p) })
+	o.Set("passThroughOnException", func() { inv.passThrough = true })
+	return o
+}
+
+// settle waits (under the same limits) for what ctx.waitUntil was given,
+// after the response went out; a failure there is logged, not answered.
+func (inst *Instance) settle(ctx context.Context, inv *invocation) {
+	if len(inv.waitUntil) == 0 {
+		return
+	}
+	vm := inst.RT.VM()
+	all := vm.Get("Promise").ToObject(vm).Get("allSettled")
+	allF, _ := goja.AssertFunction(all)
+	arr := vm.NewArray()
+	for i, p := range inv.waitUntil {
+		arr.Set(fmt.Sprint(i), p)
+	}
+	wrapped := vm.ToValue(func(goja.FunctionCall) goja.Value {
+		r, err := allF(vm.Get("Promise"), arr)
+		if err != nil {
+			panic(err)
+		}
+		return r
+	})
+	if _, err := inst.RT.Call(ctx, wrapped); err != nil {
+		slog.Default().Warn("worker waitUntil failed", "request_id", inv.env.RequestID, "error", err)
+	}
+}
