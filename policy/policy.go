@@ -406,4 +406,8 @@ func normName(n string) string { return strings.TrimSuffix(strings.ToLower(n), "
 type Caller struct {
 	Sandbox string
 	Policy  *Compiled
+	// Worker names the sandbox's worker (config workers[].name), "" for
+	// none: its per-host functions count as handlers for the policy and
+	// its outbound function as the sandbox's catch-all.
+	Worker string
 }

@@ -55,8 +55,17 @@ const (
 type Config struct {
 	// Hosts maps normalised hostnames to their routes.
 	Hosts map[string]Route
-	// Virtual maps each handler's virtual address to its hostname.
+	// Virtual maps each handler's virtual address to its hostname, and
+	// each worker key's (see Programs) to the key's host part
+	// (HostPatterns.Names). An address is a handler's only for a caller
+	// that has that handler: a worker's for the sandboxes using the worker.
 	Virtual map[netip.Addr]string
+	// Programs returns the worker a sandbox names (policy.Caller.Worker).
+	// nil, or a nil Program for a name it does not know: as if the sandbox
+	// had no worker. A worker's per-host functions are asked before the
+	// built-in handlers, and its outbound function is that sandbox's
+	// catch-all, in place of CatchAll.
+	Programs func(name string) Program
 	// Identify maps a source address to a sandbox and its policy.
 	Identify func(netip.Addr) (policy.Caller, bool)
 	// CatchAll, when set, serves what no per-host handler does and the
@@ -210,20 +219,58 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 // decide asks the policy's verdict (policy.Verdicts.HTTP, which holds the
 // whole order) and maps it to a route: a handler's, the catch-all's, the
 // forwarder's, or a deny's with the decision's detail.
+//
+// The caller's worker (Config.Programs) comes first: a function of its
+// outboundByHost that matches the Host (or, without one, the virtual
+// address dialled) is a handler for the policy, so denied_hosts stops it
+// and an allowlist does not; else a built-in handler as before; else the
+// worker's outbound is the caller's catch-all, which an allowlist does
+// block as it blocks any catch-all.
 func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, policy.Decision) {
 	if !known {
 		caller = policy.Caller{} // no policy: not a sandbox
 	}
-	route, hasHandler := rt.cfg.Hosts[env.Host]
+	var prog Program
+	if caller.Worker != "" && rt.cfg.Programs != nil {
+		prog = rt.cfg.Programs(caller.Worker)
+	}
+	var route Route
+	hasHandler := false
+	if prog != nil {
+		route, hasHandler = prog.Match(env.Host, env.Dest)
+	}
+	if !hasHandler {
+		route, hasHandler = rt.cfg.Hosts[env.Host]
+	}
 	vname := rt.cfg.Virtual[env.Dest.Addr()]
-	if !hasHandler && vname != "" {
+	if vname != "" {
 		// The sandbox dialled a handler's virtual address: that handler
-		// serves it whatever the Host says (an IP literal, or none).
-		route = rt.cfg.Hosts[vname]
+		// serves it whatever the Host says (an IP literal, or none). The
+		// address names a handler only if this caller has one for it: a
+		// worker's key is no handler for a sandbox without that worker.
+		vroute, ok := Route{}, false
+		if prog != nil {
+			vroute, ok = prog.Match(vname, env.Dest)
+		}
+		if !ok {
+			vroute, ok = rt.cfg.Hosts[vname]
+		}
+		switch {
+		case !ok:
+			vname = ""
+		case !hasHandler:
+			route = vroute
+		}
+	}
+	catchAll := rt.cfg.CatchAll
+	if prog != nil {
+		if out, ok := prog.Outbound(); ok {
+			catchAll = &out
+		}
 	}
 	d := rt.cfg.Verdicts.HTTP(caller, policy.HTTPRequest{
 		Host: env.Host, Dest: env.Dest, Virtual: vname,
-		HasHandler: hasHandler, HasCatchAll: rt.cfg.CatchAll != nil,
+		HasHandler: hasHandler, HasCatchAll: catchAll != nil,
 	})
 	if d.Reason == policy.ReasonUnknown {
 		return Route{Name: LabelUnknownSource}, d
@@ -233,7 +280,7 @@ func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, pol
 	case policy.Handler:
 		return route, d
 	case policy.CatchAll:
-		return *rt.cfg.CatchAll, d
+		return *catchAll, d
 	case policy.Forward:
 		return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, d
 	}
