@@ -76,13 +76,15 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		outcome = "bad_request"
 		return router.Errorf(http.StatusBadRequest, "the request cannot be given to the worker: %v", err)
 	}
-	res, err := rt.Call(ctx, inst.fns[f.key], req, inst.Env, inst.newContext(inv))
+	sess := rt.Open(ctx)
+	defer sess.End()
+	res, err := sess.Call(inst.fns[f.key], req, inst.Env, inst.newContext(inv))
 	if err == nil {
 		var resp *jsrt.Response
 		if resp, err = rt.ToResponse(res); err == nil {
 			outcome = "ok"
 			werr := writeResponse(w, resp)
-			inst.settle(ctx, inv)
+			inst.settle(sess, inv)
 			if werr != nil {
 				return fmt.Errorf("%w: writing the worker's response: %w", router.ErrAborted, werr)
 			}
@@ -164,7 +166,7 @@ func (inst *Instance) newContext(inv *invocation) goja.Value {
 
 // settle waits (under the same limits) for what ctx.waitUntil was given,
 // after the response went out; a failure there is logged, not answered.
-func (inst *Instance) settle(ctx context.Context, inv *invocation) {
+func (inst *Instance) settle(sess *jsrt.Session, inv *invocation) {
 	if len(inv.waitUntil) == 0 {
 		return
 	}
@@ -182,7 +184,7 @@ func (inst *Instance) settle(ctx context.Context, inv *invocation) {
 		}
 		return r
 	})
-	if _, err := inst.RT.Call(ctx, wrapped); err != nil {
+	if _, err := sess.Call(wrapped); err != nil {
 		slog.Default().Warn("worker waitUntil failed", "request_id", inv.env.RequestID, "error", err)
 	}
 }

@@ -96,7 +96,7 @@ type version struct {
 	w        *Worker
 	prog     *jsrt.Program
 	hosts    []string // outboundByHost's keys, in the script's order
-	patterns *router.HostPatterns
+	patterns router.HostPatterns[router.Route]
 	outbound bool
 	routes   map[string]router.Route // by key, and "" for outbound
 	pool     chan *Instance
@@ -147,15 +147,8 @@ func (w *Worker) HasOutbound() bool { return w.cur.Load().outbound }
 
 // Match implements router.Program.
 func (w *Worker) Match(host string, dest netip.AddrPort) (router.Route, bool) {
-	v := w.cur.Load()
-	if v.patterns == nil {
-		return router.Route{}, false
-	}
-	key, ok := v.patterns.Match(host, dest)
-	if !ok {
-		return router.Route{}, false
-	}
-	return v.routes[key], true
+	_, r, ok := w.cur.Load().patterns.Match(host, dest)
+	return r, ok
 }
 
 // Outbound implements router.Program.
@@ -217,16 +210,14 @@ func (w *Worker) load() (*version, error) {
 		return nil, fmt.Errorf("worker %s: %w", w.cfg.Name, err)
 	}
 	v.hosts, v.outbound = inst.hosts, inst.outbound
-	if len(v.hosts) > 0 {
-		if v.patterns, err = router.NewHostPatterns(v.hosts); err != nil {
-			return nil, fmt.Errorf("worker %s: outboundByHost: %w", w.cfg.Name, err)
+	for _, h := range v.hosts {
+		r := router.Route{Name: router.WorkerLabel(w.cfg.Name), Handler: &function{v: v, key: h}}
+		if err := v.patterns.Add(h, r); err != nil {
+			return nil, fmt.Errorf("worker %s: outboundByHost key %q: %w", w.cfg.Name, h, err)
 		}
 	}
-	for _, h := range v.hosts {
-		v.routes[h] = router.Route{Name: "worker:" + w.cfg.Name, Handler: &function{v: v, key: h}}
-	}
 	if v.outbound {
-		v.routes[""] = router.Route{Name: "worker:" + w.cfg.Name + ":outbound", Handler: &function{v: v, key: ""}}
+		v.routes[""] = router.Route{Name: router.WorkerOutboundLabel(w.cfg.Name), Handler: &function{v: v, key: ""}}
 	}
 	v.pool <- inst
 	return v, nil

@@ -123,8 +123,10 @@ func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error
 		}
 		return po, nil
 	}
-	rt.begin(rt.ctx)
-	defer rt.end()
+	if !rt.open {
+		rt.begin(rt.ctx)
+		defer rt.end()
+	}
 	var p goja.Value
 	if err := rt.run(func() (err error) { p, err = get(m); return err }); err != nil {
 		return nil, err

@@ -84,6 +84,7 @@ type Runtime struct {
 	armed   bool
 	running int  // nesting depth of run, so nested segments are not double-counted
 	broken  bool // interrupted mid-run: see ErrBroken
+	open    bool // a Session is open: its loop outlives each Call and Await
 }
 
 type job struct {
