@@ -1,0 +1,60 @@
+package worker
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/store"
+)
+
+func TestTheKVBindingFollowsWorkersKVAndSharesTheHandlersNamespace(t *testing.T) {
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	// Written as the kv handler would: the worker reads it.
+	if err := db.Keys(store.KindKV, "default", store.ScopeShared, store.Limits{}).Put("from-handler", store.Entry{Value: []byte("hi")}); err != nil {
+		t.Fatal(err)
+	}
+	src := `export default { outboundByHost: {
+  "kv.test": async (request, env) => {
+    const out = [];
+    out.push(await env.KV.get("from-handler"));
+    out.push(await env.KV.get("absent"));
+    await env.KV.put("j", JSON.stringify({a: 1}), { metadata: { m: true } });
+    out.push((await env.KV.get("j", "json")).a);
+    out.push((await env.KV.get("j", { type: "json" })).a);
+    const wm = await env.KV.getWithMetadata("j", "json");
+    out.push(wm.metadata.m, wm.value.a);
+    out.push(new Uint8Array(await env.KV.get("from-handler", "arrayBuffer")).length);
+    out.push(await new Response(await env.KV.get("from-handler", "stream")).text());
+    const bulk = await env.KV.get(["from-handler", "absent"]);
+    out.push(bulk.get("from-handler"), bulk.get("absent"));
+    await env.KV.put("ttl", "x", { expirationTtl: 3600 });
+    const l = await env.KV.list({ prefix: "" });
+    out.push(l.keys.map(k => k.name).join(","), l.list_complete, typeof l.keys.find(k => k.name === "ttl").expiration);
+    await env.KV.delete("j");
+    out.push(await env.KV.get("j"));
+    let err = "";
+    try { await env.KV.put("bad", "x", { expirationTtl: 1.5 }); } catch (e) { err = String(e); }
+    out.push(err.includes("expirationTtl"));
+    return new Response(JSON.stringify(out));
+  },
+} };`
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{DB: db, Namespace: "default"}},
+		Limits: Limits{CPU: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(t, w, "GET", "kv.test", "/", "")
+	want := `["hi",null,1,1,true,1,2,"hi","hi",null,"from-handler,j,ttl",true,"number",null,true]`
+	if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != want {
+		t.Fatalf("%d %s\nwant %s", rec.Code, rec.Body, want)
+	}
+	e, err := db.Keys(store.KindKV, "default", store.ScopeShared, store.Limits{}).Get("ttl")
+	if err != nil || string(e.Value) != "x" || e.Owner != "web1" || e.Expires.IsZero() {
+		t.Fatalf("the handler's side sees %+v %v, want x charged to web1 with an expiry", e, err)
+	}
+}
