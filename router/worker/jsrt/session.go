@@ -3,6 +3,7 @@ package jsrt
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/dop251/goja"
 )
@@ -43,3 +44,9 @@ func (s *Session) End() {
 	s.rt.open = false
 	s.rt.end()
 }
+
+// NewBody returns a handle on r that a body-taking constructor accepts (new
+// Response(h), new Request(url, {body: h})): the body streams from r as it
+// is read, and fetch() or a binding given it takes r itself, not a copy
+// through JavaScript. r is closed at its end if it is an io.Closer.
+func (rt *Runtime) NewBody(r io.Reader) goja.Value { return rt.newStream(r) }
