@@ -20,7 +20,8 @@ import (
 //	interceptd_store_usage_bytes{kind,sandbox}       what writes charged to a sandbox occupy
 //	interceptd_store_usage_keys{kind,sandbox}
 //
-// kind is kv, state or blob; op get, head, put, delete, list or txn; result
+// kind is kv, state, blob or do (Durable-Object storage); op get, head, put,
+// delete, list, txn or delete_all; result
 // ok, not_found, invalid, conflict, precondition_failed, quota_exceeded,
 // disk_full or error. The usage series are read from the store at each
 // scrape; their sandbox label is the one the sandbox holds in the
@@ -71,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		keys: prometheus.NewDesc("interceptd_store_usage_keys",
 			"Keys (objects, for blobs) that the writes charged to a sandbox occupy.", []string{"kind", "sandbox"}, nil),
 	}
-	for _, k := range []string{KindKV, KindState, KindBlob} {
+	for _, k := range usageKinds {
 		for _, d := range []string{"read", "written"} {
 			m.bytes.WithLabelValues(k, d)
 		}
@@ -116,7 +117,7 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 		sums[l].Add(a)
 	}
 	for l, a := range sums {
-		for _, k := range []string{KindKV, KindState, KindBlob} {
+		for _, k := range usageKinds {
 			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(a.Of(k).Bytes), k, l)
 			ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(a.Of(k).Keys), k, l)
 		}
