@@ -852,7 +852,8 @@ func (t *ObjectTxn) Commit() (err error) {
 // transaction per call, the size cap Options.ObjectSQL.MaxBytes). The
 // object's record is made first if it has none, so that a purge of its
 // owner finds the database.
-func (s *ObjectStorage) Exec(query string, args ...any) (*dosql.Cursor, error) {
+func (s *ObjectStorage) Exec(query string, args ...any) (c *dosql.Cursor, err error) {
+	defer func(t time.Time) { s.db.observe(KindDO, "sql", t, err) }(time.Now())
 	if err := s.check(); err != nil {
 		return nil, err
 	}

@@ -77,7 +77,7 @@ var listCases = []struct {
 	{"a prefix nothing has lists nothing", ObjectListOptions{Prefix: "zz"}, []string{}},
 }
 
-func TestObjectListOptions(t *testing.T) {
+func TestObjectListOptionsSelectAsCloudflaresDo(t *testing.T) {
 	db := openTest(t, nil)
 	s := db.Objects("Counter").Storage(NewObjectID())
 	for _, k := range objectKeys {
@@ -141,7 +141,7 @@ func TestObjectListInATransactionSeesItsWrites(t *testing.T) {
 	}
 }
 
-func TestObjectGetPutDelete(t *testing.T) {
+func TestObjectsGetPutAndDeleteInTheirOwnKeySpace(t *testing.T) {
 	db := openTest(t, nil)
 	s := db.Objects("Counter").Storage(ObjectIDFromName("Counter", "x"))
 	if got, err := s.Get("a"); err != nil || len(got) != 0 {
@@ -480,7 +480,7 @@ func TestAVersion2FileOpensAndKeepsItsUsage(t *testing.T) {
 // Two objects in parallel, and one object from many goroutines that take a
 // lock per object as the worker's input gate does: no increment is lost,
 // and -race finds nothing shared unguarded.
-func TestObjectsConcurrently(t *testing.T) {
+func TestObjectsRunInParallelAndOneObjectsCallsInTurn(t *testing.T) {
 	db := openTest(t, nil)
 	o := db.Objects("Counter")
 	ids := []string{NewObjectID(), NewObjectID()}

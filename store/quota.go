@@ -27,7 +27,10 @@ import (
 // A record occupies its key, value and metadata bytes; an object its key,
 // content and stored headers; an upload in progress the content it has so
 // far (kept with its blob_gc entry), so a streamed upload is refused the
-// moment it would cross the quota.
+// moment it would cross the quota. A Durable Object's entry occupies its key
+// and value bytes, charged to the object's owner (objects.go); its SQL
+// database is bounded per object instead (dosql), since its file lives
+// outside bbolt's transactions and grows by pages, not records.
 
 var (
 	// ErrQuotaExceeded is returned when a write would take the sandbox it
