@@ -672,24 +672,32 @@ func purgeObjects(db *DB, tx *bolt.Tx, sandbox string) ([]ObjectRecord, error) {
 	return owned, nil
 }
 
-// recountObjects adds the objects' key spaces to a recount (see recount).
-func recountObjects(tx *bolt.Tx, d usageDelta) {
+// recountObjects adds the objects' key spaces to a recount (see recount),
+// and says which key spaces have no object record: every write makes the
+// record first and a purge removes both, so one alone is an inconsistency.
+func recountObjects(tx *bolt.Tx, d usageDelta) []error {
+	var errs []error
 	top := tx.Bucket(bucketDO)
 	objs := tx.Bucket(bucketDOObjects)
 	top.ForEachBucket(func(class []byte) error {
 		cb := top.Bucket(class)
 		rb := objs.Bucket(class)
 		return cb.ForEachBucket(func(id []byte) error {
-			owner := ""
+			var rec []byte
 			if rb != nil {
-				owner = decodeObjectOwner(rb.Get(id))
+				rec = rb.Get(id)
 			}
+			if rec == nil {
+				errs = append(errs, fmt.Errorf("%s object %s: keys without an object record", class, id))
+			}
+			owner := decodeObjectOwner(rec)
 			return cb.Bucket(id).ForEach(func(k, v []byte) error {
 				d.add(owner, KindDO, int64(len(k)+len(v)), 1)
 				return nil
 			})
 		})
 	})
+	return errs
 }
 
 // ObjectTxn is a transaction on one object's storage (Begin, Transaction).

@@ -568,3 +568,35 @@ func BenchmarkObjectPutGet(b *testing.B) {
 		}
 	}
 }
+
+func ExampleObjectStorage() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	db, _ := Open(dir, nil)
+	defer db.Close()
+
+	// The object idFromString(ctx.containerId) reaches: web1's own.
+	counters := db.Objects("MyContainer")
+	id := SandboxObjectID("MyContainer", "web1")
+	counters.Create(id, "web1")
+	s := counters.Storage(id)
+
+	s.Put(map[string][]byte{"b": []byte("2"), "a": []byte("1"), "é": []byte("3")})
+	s.Transaction(func(tx *ObjectTxn) error {
+		got, _ := tx.Get("a")
+		return tx.Put(map[string][]byte{"a": append(got["a"], '!')})
+	})
+	entries, _ := s.List(ObjectListOptions{Reverse: true, Limit: 2})
+	for _, e := range entries {
+		fmt.Printf("%s=%s\n", e.Key, e.Value)
+	}
+	s.Exec("CREATE TABLE hits(path TEXT)")
+	s.Exec("INSERT INTO hits VALUES (?), (?)", "/", "/x")
+	c, _ := s.Exec("SELECT count(*) AS n FROM hits")
+	row, _ := c.One()
+	fmt.Println(c.Columns[0], row[0])
+	// Output:
+	// é=3
+	// b=2
+	// n 2
+}

@@ -403,7 +403,7 @@ func recount(tx *bolt.Tx) (map[string]Amounts, []error) {
 			})
 		})
 	})
-	recountObjects(tx, d)
+	errs = append(errs, recountObjects(tx, d)...)
 	chunks := tx.Bucket(bucketBlobChunks)
 	tx.Bucket(bucketBlobGC).ForEach(func(id, v []byte) error {
 		if !isPending(v) {

@@ -62,6 +62,10 @@ func TestTablesAreCreatedFilledAndReadWithTheirCounts(t *testing.T) {
 	if c.RowsWritten != 3 {
 		t.Fatalf("update and delete: written %d, want 3", c.RowsWritten)
 	}
+	path, _ := d.Path("Counter", id1)
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the database file: %v, %v; want mode 0600", fi.Mode(), err)
+	}
 	// Another object is another database.
 	if _, err := d.Exec("Counter", id2, "SELECT * FROM t"); err == nil || !strings.Contains(err.Error(), "no such table") {
 		t.Fatalf("another object sees t: %v", err)
