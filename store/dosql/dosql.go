@@ -21,6 +21,7 @@ package dosql
 
 import (
 	"container/list"
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -28,10 +29,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
 	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 var (
@@ -137,10 +140,17 @@ type DB struct {
 // and guards its fields; eviction takes it with TryLock, so a database in
 // use is never closed under its caller.
 type handle struct {
-	mu       sync.Mutex
-	key      string // class/id
-	path     string
-	db       *sql.DB
+	mu   sync.Mutex
+	key  string // class/id
+	path string
+	db   *sql.DB
+	// conn is the one connection, made on the first Exec and kept: the
+	// limits and the authorizer are set on it, so no query may run on a
+	// connection the pool made without them.
+	conn *sql.Conn
+	// inQuery is set while the caller's query is prepared and run, for
+	// the authorizer (see authorize).
+	inQuery  bool
 	closed   bool
 	lastUsed time.Time
 	elem     *list.Element
@@ -210,8 +220,18 @@ func (c *Cursor) One() ([]any, error) {
 // The whole query runs in one transaction (BEGIN IMMEDIATE ... COMMIT): an
 // error in any statement, or the size cap (ErrDatabaseFull), rolls back
 // everything the query did, and a query cannot open a transaction of its
-// own (SQLite refuses a nested BEGIN). The Cursor holds the last
-// statement's rows; a commit is on disk when Exec returns.
+// own (BEGIN, COMMIT and ROLLBACK are refused; SAVEPOINT works). The
+// Cursor holds the last statement's rows; a commit is on disk when Exec
+// returns.
+//
+// A query stays inside its database and limits: ATTACH, DETACH,
+// load_extension and pragmas other than allowedPragmas are refused
+// ("not authorized"), and Cloudflare's SQL limits hold (sqlLimits: 100 KB
+// statements, 100 bound parameters, 2 MB values, 100 columns).
+//
+// Where it differs from Cloudflare's sql.exec: the bindings go to every
+// statement that has placeholders, not only to the last one; RowsRead
+// counts the rows returned, not the rows scanned.
 func (d *DB) Exec(class, id, query string, args ...any) (*Cursor, error) {
 	path, err := d.Path(class, id)
 	if err != nil {
@@ -302,10 +322,7 @@ func (d *DB) openHandle(key, path string) (*handle, error) {
 
 // drop closes h and forgets it. The caller holds d.mu and h.mu.
 func (d *DB) drop(h *handle) {
-	if !h.closed {
-		h.closed = true
-		h.db.Close()
-	}
+	h.close()
 	if d.open[h.key] == h {
 		delete(d.open, h.key)
 	}
@@ -315,8 +332,108 @@ func (d *DB) drop(h *handle) {
 	}
 }
 
+// close closes h's connection and database. The caller holds h.mu.
+func (h *handle) close() error {
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	var errs []error
+	if h.conn != nil {
+		errs = append(errs, h.conn.Close())
+	}
+	return errors.Join(append(errs, h.db.Close())...)
+}
+
+// Limits set on every connection: Cloudflare's SQL storage limits for
+// SQLite-backed Durable Objects
+// (https://developers.cloudflare.com/durable-objects/platform/limits/,
+// "SQL storage limits").
+var sqlLimits = []struct{ id, value int }{
+	{sqlite3.SQLITE_LIMIT_LENGTH, 2_000_000},       // string, BLOB or row: 2 MB
+	{sqlite3.SQLITE_LIMIT_SQL_LENGTH, 100_000},     // SQL statement: 100 KB
+	{sqlite3.SQLITE_LIMIT_COLUMN, 100},             // columns per table
+	{sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100},    // bound parameters per query
+	{sqlite3.SQLITE_LIMIT_FUNCTION_ARG, 32},        // arguments per SQL function
+	{sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 50}, // bytes in a LIKE or GLOB pattern
+	{sqlite3.SQLITE_LIMIT_ATTACHED, 0},             // no ATTACH (authorize refuses it too)
+}
+
+// connect makes h's connection, with the limits and the authorizer. The
+// caller holds h.mu.
+func (h *handle) connect() error {
+	c, err := h.db.Conn(context.Background())
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", h.path, err)
+	}
+	for _, l := range sqlLimits {
+		if _, err := sqlite.Limit(c, l.id, l.value); err != nil {
+			c.Close()
+			return fmt.Errorf("setting the limits of %s: %w", h.path, err)
+		}
+	}
+	err = c.Raw(func(dc any) error {
+		r, ok := dc.(sqlite.AuthorizerRegisterer)
+		if !ok {
+			return fmt.Errorf("the driver's connection %T has no authorizer", dc)
+		}
+		return r.RegisterAuthorizer(h.authorize)
+	})
+	if err != nil {
+		c.Close()
+		return err
+	}
+	h.conn = c
+	return nil
+}
+
+// allowedPragmas are the pragmas a query may run: ones that read the
+// schema or check the database, and the foreign-key and optimizer switches
+// Cloudflare also allows. The others could lift the size cap
+// (max_page_count, page_size), give up durability (synchronous,
+// journal_mode) or reach outside the database.
+var allowedPragmas = map[string]bool{
+	"table_info": true, "table_xinfo": true, "table_list": true, "index_info": true, "index_xinfo": true,
+	"index_list": true, "foreign_key_list": true, "foreign_key_check": true, "quick_check": true,
+	"integrity_check": true, "page_count": true, "freelist_count": true, "data_version": true,
+	"foreign_keys": true, "defer_foreign_keys": true, "legacy_alter_table": true, "optimize": true,
+	"case_sensitive_like": true, "recursive_triggers": true, "reverse_unordered_selects": true,
+}
+
+// authorize is SQLite's authorizer for h's connection. It refuses ATTACH
+// and DETACH (a database file anywhere the daemon may write), pragmas
+// outside allowedPragmas, load_extension, and, in the caller's query,
+// BEGIN, COMMIT and ROLLBACK: the Exec's own transaction is the only one,
+// and a COMMIT inside would end it halfway through the query.
+func (h *handle) authorize(action sqlite.AuthorizerActionCode, arg1, arg2, _, _ string) sqlite.AuthorizerReturnCode {
+	switch action {
+	case sqlite.AuthAttach, sqlite.AuthDetach:
+		return sqlite.AuthorizerDeny
+	case sqlite.AuthPragma:
+		if !h.inQuery || allowedPragmas[strings.ToLower(arg1)] {
+			return sqlite.AuthorizerOK
+		}
+		return sqlite.AuthorizerDeny
+	case sqlite.AuthFunction:
+		if strings.EqualFold(arg2, "load_extension") {
+			return sqlite.AuthorizerDeny
+		}
+	case sqlite.AuthTransaction:
+		if h.inQuery {
+			return sqlite.AuthorizerDeny
+		}
+	}
+	return sqlite.AuthorizerOK
+}
+
 func (h *handle) exec(query string, args []any, maxBytes int64) (c *Cursor, err error) {
-	tx, err := h.db.Begin()
+	if h.conn == nil {
+		if err := h.connect(); err != nil {
+			return nil, err
+		}
+	}
+	ctx := context.Background()
+	tx, err := h.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, mapErr(err, maxBytes)
 	}
@@ -329,6 +446,10 @@ func (h *handle) exec(query string, args []any, maxBytes int64) (c *Cursor, err 
 	if err := tx.QueryRow("SELECT total_changes()").Scan(&before); err != nil {
 		return nil, mapErr(err, maxBytes)
 	}
+	// Until the rows are closed: the driver may prepare a statement of
+	// the query as it steps through them.
+	h.inQuery = true
+	defer func() { h.inQuery = false }()
 	rows, err := tx.Query(query, args...)
 	if err != nil {
 		return nil, mapErr(err, maxBytes)
@@ -363,6 +484,7 @@ func (h *handle) exec(query string, args []any, maxBytes int64) (c *Cursor, err 
 	if err := rows.Err(); err != nil {
 		return nil, mapErr(err, maxBytes)
 	}
+	h.inQuery = false
 	if err := tx.QueryRow("SELECT total_changes()").Scan(&after); err != nil {
 		return nil, mapErr(err, maxBytes)
 	}
@@ -473,10 +595,7 @@ func (d *DB) Close() error {
 	var errs []error
 	for _, h := range d.open {
 		h.mu.Lock()
-		if !h.closed {
-			h.closed = true
-			errs = append(errs, h.db.Close())
-		}
+		errs = append(errs, h.close())
 		h.mu.Unlock()
 	}
 	d.open = map[string]*handle{}

@@ -272,3 +272,43 @@ func BenchmarkInsertSelect(b *testing.B) {
 		}
 	}
 }
+
+func TestAQueryCannotReachOutsideItsDatabaseOrLiftItsLimits(t *testing.T) {
+	d := openTest(t, Options{})
+	mustExec(t, d, id1, "CREATE TABLE t(x)")
+	outside := t.TempDir() + "/outside.db"
+	many := strings.TrimSuffix(strings.Repeat("?,", 101), ",")
+	tests := []struct {
+		name    string
+		query   string
+		args    []any
+		allowed bool
+	}{
+		{"ATTACH is refused", fmt.Sprintf("ATTACH DATABASE '%s' AS x", outside), nil, false},
+		{"VACUUM INTO is refused", fmt.Sprintf("VACUUM INTO '%s'", outside), nil, false},
+		{"raising max_page_count is refused", "PRAGMA max_page_count = 1000000000", nil, false},
+		{"changing the journal is refused", "PRAGMA journal_mode = OFF", nil, false},
+		{"COMMIT inside the query is refused", "INSERT INTO t VALUES (1); COMMIT; INSERT INTO t VALUES (2)", nil, false},
+		{"load_extension is refused", "SELECT load_extension('x')", nil, false},
+		{"101 bound parameters are refused", "SELECT " + many, make([]any, 101), false},
+		{"a statement over 100 KB is refused", "SELECT '" + strings.Repeat("x", 100_000) + "'", nil, false},
+		{"table_info is allowed", "PRAGMA table_info(t)", nil, true},
+		{"foreign_keys is allowed", "PRAGMA foreign_keys = ON", nil, true},
+		{"100 bound parameters are allowed", "SELECT " + strings.TrimSuffix(strings.Repeat("?,", 100), ","), make([]any, 100), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := d.Exec("Counter", id1, tc.query, tc.args...)
+			t.Logf("Exec: %v", err)
+			if tc.allowed != (err == nil) {
+				t.Fatalf("Exec: %v, allowed %v", err, tc.allowed)
+			}
+			if _, err := os.Stat(outside); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a file outside the database: %v", err)
+			}
+			if c := mustExec(t, d, id1, "SELECT count(*) FROM t"); c.Rows[0][0] != int64(0) {
+				t.Fatalf("%v rows in t", c.Rows[0][0])
+			}
+		})
+	}
+}
