@@ -249,6 +249,13 @@ func (d *DB) Exec(class, id, query string, args ...any) (*Cursor, error) {
 			continue
 		}
 		c, err := h.exec(query, args, d.opts.MaxBytes)
+		var se *sqlite.Error
+		if err != nil && !errors.As(err, &se) && !errors.Is(err, ErrDatabaseFull) && h.conn != nil {
+			// Not SQLite's answer to the query: the connection itself
+			// may be broken. The next call makes a new one.
+			h.conn.Close()
+			h.conn = nil
+		}
 		h.lastUsed = time.Now()
 		h.mu.Unlock()
 		return c, err
