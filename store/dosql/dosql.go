@@ -56,8 +56,8 @@ var (
 	ErrClosed = errors.New("dosql closed")
 )
 
-// DefaultMaxBytes is the default size cap of one object's database: 10 GB,
-// Cloudflare's "Storage per Durable Object" for SQLite-backed classes
+// DefaultMaxBytes is the default size cap of one object's database: 10 GiB,
+// Cloudflare's 10 GB "Storage per Durable Object" for SQLite-backed classes
 // (https://developers.cloudflare.com/durable-objects/platform/limits/).
 const DefaultMaxBytes = 10 << 30
 
