@@ -20,12 +20,13 @@ import (
 //	interceptd_store_usage_bytes{kind,sandbox}       what writes charged to a sandbox occupy
 //	interceptd_store_usage_keys{kind,sandbox}
 //
-// kind is kv, state or blob; op get, head, put, delete, list or txn; result
-// ok, not_found, invalid, conflict, precondition_failed, quota_exceeded,
-// disk_full or error. The usage series are read from the store at each
-// scrape; their sandbox label is the one the sandbox holds in the
-// SandboxLabels given to LabelSandboxes (its name, or _other: a sandbox
-// that is gone, or one beyond the cap).
+// kind is kv, state, blob or do (Durable-Object storage); op get, head, put,
+// delete, list, txn, delete_all or sql; result ok, not_found, invalid,
+// conflict, precondition_failed, quota_exceeded, disk_full, database_full
+// (an object's SQL database at its size cap) or error. The usage series
+// are read from the store at each scrape; their sandbox label is the one
+// the sandbox holds in the SandboxLabels given to LabelSandboxes (its name,
+// or _other: a sandbox that is gone, or one beyond the cap).
 type Metrics struct {
 	refusals *prometheus.CounterVec
 	usage    *usageCollector
@@ -71,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		keys: prometheus.NewDesc("interceptd_store_usage_keys",
 			"Keys (objects, for blobs) that the writes charged to a sandbox occupy.", []string{"kind", "sandbox"}, nil),
 	}
-	for _, k := range []string{KindKV, KindState, KindBlob} {
+	for _, k := range usageKinds {
 		for _, d := range []string{"read", "written"} {
 			m.bytes.WithLabelValues(k, d)
 		}
@@ -116,7 +117,7 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 		sums[l].Add(a)
 	}
 	for l, a := range sums {
-		for _, k := range []string{KindKV, KindState, KindBlob} {
+		for _, k := range usageKinds {
 			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(a.Of(k).Bytes), k, l)
 			ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(a.Of(k).Keys), k, l)
 		}
@@ -151,9 +152,12 @@ func (m *Metrics) observe(kind, op string, start time.Time, err error) {
 	case errors.Is(err, ErrDiskFull):
 		result = "disk_full"
 		m.refusals.WithLabelValues(kind, result).Inc()
+	case errors.Is(err, ErrDatabaseFull):
+		result = "database_full"
 	case errors.Is(err, ErrInvalidKey), errors.Is(err, ErrKeyTooLarge), errors.Is(err, ErrValueTooLarge),
 		errors.Is(err, ErrMetadataTooLarge), errors.Is(err, ErrInvalidMetadata), errors.Is(err, ErrInvalidCursor),
-		errors.Is(err, ErrBadDigest), errors.Is(err, ErrIncomplete):
+		errors.Is(err, ErrBadDigest), errors.Is(err, ErrIncomplete), errors.Is(err, ErrTooManyKeys),
+		errors.Is(err, ErrInvalidClass), errors.Is(err, ErrInvalidObjectID), errors.Is(err, ErrInvalidListOptions):
 		result = "invalid"
 	default:
 		result = "error"

@@ -3,18 +3,28 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 // Purge deletes everything scoped to a sandbox: its state, its keys in
-// sandbox-scoped KV namespaces and its objects in sandbox-scoped blob
-// buckets. Sandbox state otherwise outlives the sandbox, so a sandbox
+// sandbox-scoped KV namespaces, its objects in sandbox-scoped blob buckets
+// and the Durable Objects it owns (their keys, records and SQL databases). Sandbox state otherwise outlives the sandbox, so a sandbox
 // re-created under the same name finds it. What the sandbox wrote to
 // shared stores stays, and stays charged to it.
 func (db *DB) Purge(sandbox string) error {
 	scope := []byte(SandboxScope(sandbox))
+	// No SQL call may make a database of an object between the commit
+	// that forgets it and the removal of its files (see DB.objMu).
+	db.objMu.Lock()
+	defer db.objMu.Unlock()
+	var owned []ObjectRecord
 	err := db.update(func(tx *bolt.Tx) error {
+		var err error
+		if owned, err = purgeObjects(db, tx, sandbox); err != nil {
+			return err
+		}
 		// Whoever each record is charged to gets its space back.
 		freed := usageDelta{}
 		for _, kind := range [][]byte{bucketKV, bucketState} {
@@ -60,5 +70,14 @@ func (db *DB) Purge(sandbox string) error {
 		return db.release(tx, freed, nil, nil)
 	})
 	db.kickGC()
-	return err
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range owned {
+		if err := db.sql.Remove(r.Class, r.ID); err != nil {
+			errs = append(errs, fmt.Errorf("removing the SQL database of %s object %s: %w", r.Class, r.ID, err))
+		}
+	}
+	return errors.Join(errs...)
 }

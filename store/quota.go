@@ -27,7 +27,10 @@ import (
 // A record occupies its key, value and metadata bytes; an object its key,
 // content and stored headers; an upload in progress the content it has so
 // far (kept with its blob_gc entry), so a streamed upload is refused the
-// moment it would cross the quota.
+// moment it would cross the quota. A Durable Object's entry occupies its key
+// and value bytes, charged to the object's owner (objects.go); its SQL
+// database is bounded per object instead (dosql), since its file lives
+// outside bbolt's transactions and grows by pages, not records.
 
 var (
 	// ErrQuotaExceeded is returned when a write would take the sandbox it
@@ -52,9 +55,17 @@ type Amounts struct {
 	KV    Amount `json:"kv"`
 	State Amount `json:"state"`
 	Blob  Amount `json:"blob"`
+	// DO is Durable-Object storage: the key-value entries of the objects
+	// the sandbox owns (see Objects.Create). Their SQL databases are bounded
+	// per object instead (dosql.Options.MaxBytes).
+	DO Amount `json:"do"`
 }
 
-// Of returns the Amount of a kind (KindKV, KindState or KindBlob), or nil.
+// usageKinds are the kinds usage and quotas are kept for.
+var usageKinds = []string{KindKV, KindState, KindBlob, KindDO}
+
+// Of returns the Amount of a kind (KindKV, KindState, KindBlob or KindDO),
+// or nil.
 func (a *Amounts) Of(kind string) *Amount {
 	switch kind {
 	case KindKV:
@@ -63,13 +74,15 @@ func (a *Amounts) Of(kind string) *Amount {
 		return &a.State
 	case KindBlob:
 		return &a.Blob
+	case KindDO:
+		return &a.DO
 	}
 	return nil
 }
 
 // Add adds b to a.
 func (a *Amounts) Add(b Amounts) {
-	for _, k := range []string{KindKV, KindState, KindBlob} {
+	for _, k := range usageKinds {
 		x, y := a.Of(k), b.Of(k)
 		x.Bytes += y.Bytes
 		x.Keys += y.Keys
@@ -79,7 +92,7 @@ func (a *Amounts) Add(b Amounts) {
 func (a Amounts) zero() bool { return a == Amounts{} }
 
 // QuotaFields are the settings a per-sandbox quota override may name.
-var QuotaFields = []string{"kv.bytes", "kv.keys", "state.bytes", "state.keys", "blob.bytes", "blob.keys"}
+var QuotaFields = []string{"kv.bytes", "kv.keys", "state.bytes", "state.keys", "blob.bytes", "blob.keys", "do.bytes", "do.keys"}
 
 // WithOverrides returns q with the fields the overrides name replaced (0:
 // no limit). An unknown field or a negative value is an error.
@@ -105,7 +118,7 @@ func (q Amounts) WithOverrides(o map[string]int64) (Amounts, error) {
 // QuotaError says which quota a write would have passed.
 type QuotaError struct {
 	Sandbox string
-	Kind    string // kv, state or blob
+	Kind    string // kv, state, blob or do
 	Limit   string // bytes or keys
 	Quota   int64
 	Usage   int64 // before the write
@@ -137,21 +150,26 @@ var (
 )
 
 // usage layout: kv bytes, kv keys, state bytes, state keys, blob bytes, blob
-// keys; int64 big endian each.
+// keys, do bytes, do keys; int64 big endian each. Schema version 2 wrote
+// the first six only (48 bytes), which decode with no DO usage.
 func encodeUsage(a Amounts) []byte {
-	b := make([]byte, 48)
-	for i, v := range []int64{a.KV.Bytes, a.KV.Keys, a.State.Bytes, a.State.Keys, a.Blob.Bytes, a.Blob.Keys} {
+	b := make([]byte, 64)
+	for i, v := range []int64{a.KV.Bytes, a.KV.Keys, a.State.Bytes, a.State.Keys, a.Blob.Bytes, a.Blob.Keys, a.DO.Bytes, a.DO.Keys} {
 		binary.BigEndian.PutUint64(b[8*i:], uint64(v))
 	}
 	return b
 }
 
 func decodeUsage(b []byte) Amounts {
-	if len(b) != 48 {
+	if len(b) != 48 && len(b) != 64 {
 		return Amounts{}
 	}
 	v := func(i int) int64 { return int64(binary.BigEndian.Uint64(b[8*i:])) }
-	return Amounts{KV: Amount{v(0), v(1)}, State: Amount{v(2), v(3)}, Blob: Amount{v(4), v(5)}}
+	a := Amounts{KV: Amount{v(0), v(1)}, State: Amount{v(2), v(3)}, Blob: Amount{v(4), v(5)}}
+	if len(b) == 64 {
+		a.DO = Amount{v(6), v(7)}
+	}
+	return a
 }
 
 // usageDelta is the change of usage a write makes, by owner.
@@ -209,7 +227,7 @@ func (db *DB) charge(tx *bolt.Tx, d usageDelta) (*QuotaError, error) {
 		now[i] = decodeUsage(ub.Get([]byte(o)))
 		delta := d[o]
 		var q *Amounts
-		for _, kind := range []string{KindKV, KindState, KindBlob} {
+		for _, kind := range usageKinds {
 			dx, cur := delta.Of(kind), now[i].Of(kind)
 			if dx.Bytes <= 0 && dx.Keys <= 0 {
 				continue
@@ -385,6 +403,7 @@ func recount(tx *bolt.Tx) (map[string]Amounts, []error) {
 			})
 		})
 	})
+	errs = append(errs, recountObjects(tx, d)...)
 	chunks := tx.Bucket(bucketBlobChunks)
 	tx.Bucket(bucketBlobGC).ForEach(func(id, v []byte) error {
 		if !isPending(v) {

@@ -18,8 +18,11 @@
 //	blob_gc / <upload id>                   uploads in progress or to reclaim
 //	usage / <sandbox>                       what its writes occupy (quota.go)
 //	quotas / <sandbox>                      its quota overrides (JSON)
+//	do_objects / <class> / <id>             Durable Object record: its owner (objects.go)
+//	do / <class> / <id> / key               Durable Object storage: the value's bytes
 //
-// A scope is "shared" or "sandbox:<name>".
+// A scope is "shared" or "sandbox:<name>". Durable Objects' SQL databases
+// are files beside the bbolt file, under do/ (package dosql).
 package store
 
 import (
@@ -31,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/interceptd/interceptd/store/dosql"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
@@ -116,6 +120,9 @@ type Options struct {
 	// MinFreeBytes refuses writes (ErrDiskFull) while the data directory's
 	// filesystem has less free space than this; 0 disables the floor.
 	MinFreeBytes int64
+	// ObjectSQL configures the Durable Objects' SQL databases; its Dir is
+	// always <data dir>/do.
+	ObjectSQL dosql.Options
 	// Metrics receives operation counts and durations; nil records nothing.
 	Metrics *Metrics
 	// Now is the clock, for tests. Default time.Now.
@@ -160,6 +167,13 @@ type DB struct {
 	stopped   sync.WaitGroup
 	closeMu   sync.Once
 
+	// sql holds the Durable Objects' SQL databases. objMu orders SQL calls
+	// (read-locked) after an object's record exists and against Purge
+	// (write-locked), so that a purge cannot leave an object's database
+	// behind without the record that leads the next purge to it.
+	sql   *dosql.DB
+	objMu sync.RWMutex
+
 	// Blob uploads referenced by open readers; see blob.go.
 	refMu sync.Mutex
 	refs  map[string]int
@@ -176,6 +190,8 @@ var (
 	bucketBlob       = []byte("blob")
 	bucketBlobChunks = []byte("blob_chunks")
 	bucketBlobGC     = []byte("blob_gc")
+	bucketDO         = []byte("do")
+	bucketDOObjects  = []byte("do_objects")
 	keyVersion       = []byte("schema_version")
 )
 
@@ -183,8 +199,12 @@ var (
 // migrate. Version 2 added owners to records and the usage and quotas
 // buckets; a version 1 file needs nothing more (its data is charged to
 // nobody), but a build that reads only version 1 must not open a version 2
-// file, whose records it would call corrupt.
-const schemaVersion = 2
+// file, whose records it would call corrupt. Version 3 added Durable
+// Objects (the do and do_objects buckets) and DO usage to the usage records
+// (64 bytes instead of 48); a version 2 file needs nothing more (its usage
+// records read as no DO usage), but a version 2 build would read the longer
+// usage records as no usage at all.
+const schemaVersion = 3
 
 // Open opens (creating if needed) the store in dir/FileName.
 func Open(dir string, opts *Options) (*DB, error) {
@@ -199,13 +219,13 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	db0 := &DB{opts: o} // for abandon, before the DB is whole
 	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketSandboxes, bucketKV, bucketState, bucketExpiry, bucketBlob, bucketBlobChunks, bucketBlobGC, bucketUsage, bucketQuotas} {
+		for _, name := range [][]byte{bucketMeta, bucketSandboxes, bucketKV, bucketState, bucketExpiry, bucketBlob, bucketBlobChunks, bucketBlobGC, bucketUsage, bucketQuotas, bucketDO, bucketDOObjects} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyVersion); v != nil && string(v) != "1" && string(v) != fmt.Sprint(schemaVersion) {
+		if v := meta.Get(keyVersion); v != nil && string(v) != "1" && string(v) != "2" && string(v) != fmt.Sprint(schemaVersion) {
 			return fmt.Errorf("schema version %s is newer than this build's %d", v, schemaVersion)
 		}
 		// Uploads that were in progress when the last process died can
@@ -230,8 +250,16 @@ func Open(dir string, opts *Options) (*DB, error) {
 		rf.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
+	sqlOpts := o.ObjectSQL
+	sqlOpts.Dir = filepath.Join(dir, "do")
+	sqldb, err := dosql.Open(sqlOpts)
+	if err != nil {
+		b.Close()
+		rf.Close()
+		return nil, err
+	}
 	db := &DB{
-		bolt: b, opts: o, file: rf, dir: dir,
+		bolt: b, opts: o, file: rf, dir: dir, sql: sqldb,
 		writes: make(chan *writeReq, 1024), stop: make(chan struct{}), committed: make(chan struct{}),
 		refs: map[string]int{}, gc: make(chan struct{}, 1),
 	}
@@ -299,7 +327,7 @@ func (db *DB) Close() error {
 	db.closeMu.Do(func() {
 		close(db.stop)
 		db.stopped.Wait()
-		err = errors.Join(db.bolt.Close(), db.file.Close())
+		err = errors.Join(db.bolt.Close(), db.file.Close(), db.sql.Close())
 	})
 	return err
 }
