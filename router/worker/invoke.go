@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/dop251/goja"
@@ -32,12 +33,41 @@ type function struct {
 // invocation is what a runtime knows of the request it serves: for fetch()
 // (subrequests, the incoming request for a fetch of it) and ctx.
 type invocation struct {
+	ctx         context.Context
 	env         router.Env
 	r           *http.Request
 	url         string
 	subrequests int
 	passThrough bool
 	waitUntil   []goja.Value
+
+	mu      sync.Mutex
+	ended   bool
+	holding []func() // Durable-Object gates this request holds
+}
+
+// hold registers release to run when the request ends, unless it has
+// ended already (false).
+func (inv *invocation) hold(release func()) bool {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if inv.ended {
+		return false
+	}
+	inv.holding = append(inv.holding, release)
+	return true
+}
+
+// end opens every gate the request still holds.
+func (inv *invocation) end() {
+	inv.mu.Lock()
+	inv.ended = true
+	held := inv.holding
+	inv.holding = nil
+	inv.mu.Unlock()
+	for _, release := range held {
+		release()
+	}
 }
 
 func (f *function) label() string {
@@ -60,9 +90,10 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonBusy + ": no runtime came free in time", Err: err}
 	}
 	defer v.put(inst)
-	inv := &invocation{env: env, r: r, url: "http://" + hostOf(r, env) + r.URL.RequestURI()}
+	inv := &invocation{ctx: ctx, env: env, r: r, url: "http://" + hostOf(r, env) + r.URL.RequestURI()}
 	inst.req.Store(inv)
 	defer inst.req.Store(nil)
+	defer inv.end()
 	rt := inst.RT
 	ctx = jsrt.WithLogAttrs(ctx, slog.String("request_id", env.RequestID), slog.String("sandbox", env.Sandbox),
 		slog.String("function", f.label()))
