@@ -1,6 +1,6 @@
 // Package dnsshim answers every DNS query that leaves a sandbox. Handler
-// hostnames get an A record with a virtual address that the router maps back
-// to the hostname (AAAA is an empty NOERROR, so clients fall back to IPv4 at
+// hostnames (and the names the sandbox's worker serves) get an A record
+// with a virtual address that the router maps back to the hostname (AAAA is an empty NOERROR, so clients fall back to IPv4 at
 // once); other names are forwarded to the upstream resolvers, and an upstream
 // that fails or is too slow is a fast SERVFAIL, never a hang. Queries from
 // anything that is not a sandbox are refused: the shim is not an open resolver.
@@ -37,6 +37,15 @@ type Config struct {
 	// Names maps handler hostnames (any case, with or without a trailing
 	// dot) to the virtual addresses they resolve to.
 	Names map[string]netip.Addr
+	// WorkerName, when set, answers the names a sandbox's worker serves
+	// (the keys of its outboundByHost that name names: exact names, and any
+	// name a "*." glob key matches): the virtual address to answer for
+	// name (lowercase, without its trailing dot) when the worker has one
+	// for it. It is asked only for a caller with a worker
+	// (policy.Caller.Worker), and before Names: a worker's function comes
+	// before a built-in handler, as in the router. nil: no worker serves a
+	// name.
+	WorkerName func(worker, name string) (netip.Addr, bool)
 	// Upstreams are tried in order for every other name.
 	Upstreams []string
 	// Timeout bounds the whole forwarding of one query, all upstreams included.
@@ -168,7 +177,10 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 		return AnswerMalformed, caller.Sandbox, m
 	}
 	q := r.Question[0]
-	addr, isHandler := s.names[strings.ToLower(q.Name)]
+	addr, isHandler := s.workerName(caller, q.Name)
+	if !isHandler {
+		addr, isHandler = s.names[strings.ToLower(q.Name)]
+	}
 	var d policy.Decision
 	if caller.Policy != nil {
 		d = s.cfg.Verdicts.DNSQuery(caller, q.Name, isHandler)
@@ -225,6 +237,14 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 		s.cfg.AllowAddrs(caller.Sandbox, addrs, ttl, ports)
 	}
 	return AnswerForwarded, caller.Sandbox, resp
+}
+
+// workerName is the virtual address of a name the caller's worker serves.
+func (s *Shim) workerName(caller policy.Caller, qname string) (netip.Addr, bool) {
+	if caller.Worker == "" || s.cfg.WorkerName == nil {
+		return netip.Addr{}, false
+	}
+	return s.cfg.WorkerName(caller.Worker, strings.TrimSuffix(strings.ToLower(qname), "."))
 }
 
 // chain returns the name asked and every name its answer's CNAME records

@@ -412,6 +412,11 @@ func (s *Shim) fastAnswer(q []byte, src netip.Addr, out []byte, qs *querySeries)
 	if !ok {
 		return nil, false
 	}
+	if caller.Worker != "" && s.cfg.WorkerName != nil {
+		// The worker may serve the name before the handler does: the
+		// full path asks it.
+		return nil, false
+	}
 
 	start := time.Now()
 	kind, rcode := AnswerHandler, dns.RcodeSuccess

@@ -30,6 +30,9 @@ var (
 	ErrInvalidName = errors.New("invalid sandbox name")
 	// ErrInvalidPolicy is returned for a policy with an invalid pattern.
 	ErrInvalidPolicy = errors.New("invalid policy")
+	// ErrUnknownWorker is returned (naming it) for a worker name the
+	// config does not have (Config.Workers).
+	ErrUnknownWorker = errors.New("unknown worker")
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -67,6 +70,12 @@ type Config struct {
 	Kernel Kernel
 	// DefaultPolicy is the policy of a sandbox created without one.
 	DefaultPolicy policy.Policy
+	// DefaultWorker is the worker of a sandbox created without one named
+	// (config default_worker); "" for none.
+	DefaultWorker string
+	// Workers reports whether the config has a worker of that name; a
+	// sandbox may only be given one it has. nil: the config has none.
+	Workers func(name string) bool
 	// OnDelete, when set, is called with the name of each deleted sandbox.
 	OnDelete func(name string)
 	// OnPolicy, when set, is called once a sandbox's policy is in force
@@ -109,6 +118,20 @@ type Sandbox struct {
 	// Policy is the sandbox's egress policy; Compiled is it, validated.
 	Policy   policy.Policy    `json:"policy"`
 	Compiled *policy.Compiled `json:"-"`
+	// Worker names the sandbox's worker (config workers[].name); "" for
+	// none. Kept across restarts with the rest of the record, even if the
+	// config no longer has it: the router then treats the sandbox as
+	// having none, until the config has it again.
+	Worker string `json:"worker,omitempty"`
+}
+
+// Spec is what a sandbox is made with besides its name and namespace;
+// its nil fields take the manager's defaults.
+type Spec struct {
+	// Policy; nil: Config.DefaultPolicy.
+	Policy *policy.Policy
+	// Worker; nil: Config.DefaultWorker; "" for none.
+	Worker *string
 }
 
 // Manager creates, tracks and deletes sandboxes. It is safe for concurrent use.
@@ -289,6 +312,11 @@ func (m *Manager) adopt() error {
 		if err := m.syncSets(nil, &sb); err != nil {
 			m.log.Warn("restoring a re-adopted sandbox's policy sets", "sandbox", sb.Name, "error", err)
 		}
+		if err := m.knownWorker(sb.Worker); err != nil {
+			// Kept: the config may have it again after a reload or the
+			// next start; meanwhile the sandbox is served as without one.
+			m.log.Warn("re-adopted sandbox names a worker the config does not have; it has none until the config does", "sandbox", sb.Name, "worker", sb.Worker)
+		}
 		m.register(&sb)
 		m.policyApplied(sb)
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
@@ -439,14 +467,16 @@ func (m *Manager) List() []Sandbox {
 // match its interface prefix, so it has no path around the daemon from the
 // moment its link exists; it becomes known to DNS and the router last.
 func (m *Manager) Create(name string, pol *policy.Policy) (Sandbox, error) {
-	return m.add(name, pol, "", SandboxInterface)
+	return m.add(name, Spec{Policy: pol}, "", SandboxInterface)
 }
 
-// Attach makes a namespace someone else created (a container runtime, a
-// CNI plugin call) a sandbox: same addressing, rules, DNS capture and
-// identity as one the daemon creates, with the sandbox end of the veth named
-// ifName. Deleting it removes the link and never the namespace.
-func (m *Manager) Attach(name, nsPath, ifName string, pol *policy.Policy) (Sandbox, error) {
+// CreateSpec is Create with the sandbox's worker as well as its policy.
+func (m *Manager) CreateSpec(name string, s Spec) (Sandbox, error) {
+	return m.add(name, s, "", SandboxInterface)
+}
+
+// AttachSpec is Attach with the sandbox's worker as well as its policy.
+func (m *Manager) AttachSpec(name, nsPath, ifName string, s Spec) (Sandbox, error) {
 	if nsPath == "" {
 		return Sandbox{}, errors.New("attach needs a namespace path")
 	}
@@ -459,14 +489,22 @@ func (m *Manager) Attach(name, nsPath, ifName string, pol *policy.Policy) (Sandb
 	if _, err := os.Stat(nsPath); err != nil {
 		return Sandbox{}, fmt.Errorf("namespace %s: %w", nsPath, err)
 	}
-	return m.add(name, pol, nsPath, ifName)
+	return m.add(name, s, nsPath, ifName)
+}
+
+// Attach makes a namespace someone else created (a container runtime, a
+// CNI plugin call) a sandbox: same addressing, rules, DNS capture and
+// identity as one the daemon creates, with the sandbox end of the veth named
+// ifName. Deleting it removes the link and never the namespace.
+func (m *Manager) Attach(name, nsPath, ifName string, pol *policy.Policy) (Sandbox, error) {
+	return m.AttachSpec(name, nsPath, ifName, Spec{Policy: pol})
 }
 
 var ifNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 
 // add creates (external == "") or attaches a sandbox; on any failure it
 // leaves nothing behind.
-func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) (sb Sandbox, err error) {
+func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandbox, err error) {
 	op := "create"
 	if external != "" {
 		op = "attach"
@@ -477,12 +515,19 @@ func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) 
 		return Sandbox{}, fmt.Errorf("%w %q: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit", ErrInvalidName, name)
 	}
 	p := m.cfg.DefaultPolicy
-	if pol != nil {
-		p = *pol
+	if spec.Policy != nil {
+		p = *spec.Policy
 	}
 	compiled, err := p.Compile()
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
+	}
+	worker := m.cfg.DefaultWorker
+	if spec.Worker != nil {
+		worker = *spec.Worker
+	}
+	if err := m.knownWorker(worker); err != nil {
+		return Sandbox{}, err
 	}
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
@@ -506,7 +551,7 @@ func (m *Manager) add(name string, pol *policy.Policy, external, ifName string) 
 		Name: name, Interface: ifName,
 		HostInterface: fmt.Sprintf("%s%x", m.cfg.InterfacePrefix, slot),
 		Addr:          addr, Gateway: gw, Subnet: subnet, Created: time.Now().UTC(), Slot: slot,
-		Policy: compiled.Policy, Compiled: compiled,
+		Policy: compiled.Policy, Compiled: compiled, Worker: worker,
 	}
 	if external != "" {
 		s.External, s.NetnsPath = true, external
@@ -754,7 +799,53 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 	if !ok {
 		return policy.Caller{}, false
 	}
-	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled}, true
+	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Worker: sb.Worker}, true
+}
+
+// knownWorker checks that the config has the worker a sandbox is given.
+func (m *Manager) knownWorker(name string) error {
+	if name == "" || (m.cfg.Workers != nil && m.cfg.Workers(name)) {
+		return nil
+	}
+	return fmt.Errorf("%w %q: the config has no worker of that name", ErrUnknownWorker, name)
+}
+
+// SetWorker gives a running sandbox the worker of that name ("" for none).
+// It takes effect for the next request or query, and is recorded; OnPolicy
+// is called after it, as after a policy change, for what lasts (an open
+// tunnel that a function of the old worker served is decided again).
+func (m *Manager) SetWorker(name, worker string) (sb Sandbox, err error) {
+	if err := m.knownWorker(worker); err != nil {
+		return Sandbox{}, err
+	}
+	defer func() {
+		// Deferred before the lock: it runs once the lock is released.
+		if err == nil {
+			m.policyApplied(sb)
+		}
+	}()
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	m.mu.RLock()
+	old, ok := m.byName[name]
+	m.mu.RUnlock()
+	if !ok {
+		return Sandbox{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	next := *old
+	next.Worker = worker
+	if m.cfg.Records != nil {
+		raw, _ := json.Marshal(&next)
+		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
+			return Sandbox{}, fmt.Errorf("recording worker: %w", err)
+		}
+	}
+	// Readers hold copies; swapping the pointer is the whole update.
+	m.mu.Lock()
+	m.byName[name], m.byAddr[next.Addr] = &next, &next
+	m.mu.Unlock()
+	m.log.Info("sandbox worker changed", "sandbox", name, "worker", worker, "was", old.Worker)
+	return next, nil
 }
 
 // enableForwarding turns on IPv4 forwarding, without which the replies to a

@@ -17,9 +17,11 @@
 //  3. denied_hosts matches the Host or the
 //     destination                                 → deny (denied_host)
 //  4. a per-host handler (for the Host, else for
-//     the virtual address dialled)                → that handler
+//     the virtual address dialled): a function of
+//     the caller's worker, else a built-in one     → that handler
 //  5. allowed_hosts set, no match                 → deny (not_allowed)
-//  6. a catch-all handler                         → that handler
+//  6. a catch-all handler (the outbound of the
+//     caller's worker, else the configured one)   → that handler
 //  7. no allowed_hosts match and internet off     → deny (internet_off)
 //  8. a protected destination, then a private
 //     one, unless an IP/CIDR allowed_hosts entry
@@ -36,8 +38,9 @@
 //  11. otherwise                                  → forward (allowed,
 //     internet_on)
 //
-// Per-host handlers configured by the operator are not blocked by an
-// allowlist meant for the internet; only denied_hosts stops them. Handlers
+// Per-host handlers configured by the operator (a worker's per-host
+// functions among them) are not blocked by an allowlist meant for the
+// internet; only denied_hosts stops them. Handlers
 // answer in the daemon, so steps 8 to 10, which guard where a forward
 // goes, do not apply to them (the catch-all answers for a protected
 // address too).
@@ -48,7 +51,8 @@
 // shim is no open resolver):
 //
 //  1. denied_hosts matches the name               → denied rcode (denied_host)
-//  2. a handler's name                            → its virtual address
+//  2. a handler's name (a built-in handler's, or
+//     one the caller's worker serves)             → its virtual address
 //  3. allowed_hosts set, no match                 → denied rcode (not_allowed)
 //  4. no allowed_hosts match and internet off     → denied rcode (internet_off)
 //  5. forwarded; a CNAME in the answer leads to a

@@ -203,9 +203,9 @@ func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller po
 	}
 	ended := rt.openTunnel(t)
 	// A policy change between the decision and the registration found no
-	// tunnel to re-decide: the policy it decided on must still be the
-	// sandbox's, or the decision is made again now.
-	if now, _ := rt.cfg.Identify(env.Source.Addr()); now.Policy != caller.Policy {
+	// tunnel to re-decide: the policy (and worker) it decided on must
+	// still be the sandbox's, or the decision is made again now.
+	if now, _ := rt.cfg.Identify(env.Source.Addr()); now.Policy != caller.Policy || now.Worker != caller.Worker {
 		rt.redecideTunnel(t)
 	}
 	return r.WithContext(ctx), func() {

@@ -41,7 +41,7 @@ func client(flagVal string) *admin.Client { return admin.NewClient(socketPath(fl
 
 func cmdSandbox(args []string) error {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME [--internet on|off] [--allow P]... [--deny P]... [--quota KIND.bytes|KIND.keys=N]... | policy NAME [same flags] | quota NAME [--quota ...]... | delete [--purge] NAME | list | show NAME")
+		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME [--internet on|off] [--allow P]... [--deny P]... [--worker W] [--quota KIND.bytes|KIND.keys=N]... | policy NAME [same flags but --quota; --worker '' for none] | quota NAME [--quota ...]... | delete [--purge] NAME | list | show NAME")
 		return errUsage
 	}
 	fs := flag.NewFlagSet("sandbox "+args[0], flag.ContinueOnError)
@@ -51,6 +51,7 @@ func cmdSandbox(args []string) error {
 	var allow, deny stringList
 	fs.Var(&allow, "allow", "create, policy: an allowed_hosts `pattern`; repeatable; replaces the list")
 	fs.Var(&deny, "deny", "create, policy: a denied_hosts `pattern`; repeatable; replaces the list")
+	worker := fs.String("worker", "", "create, policy: the sandbox's `worker` (config workers[].name; '' for none; create's default: the config's default_worker)")
 	var quota stringList
 	fs.Var(&quota, "quota", "create, quota: override a store quota, `kind.bytes=SIZE` or kind.keys=N (kind: kv, state, blob; 0: no limit); repeatable")
 	pos, err := parseInterleaved(fs, args[1:])
@@ -60,6 +61,16 @@ func cmdSandbox(args []string) error {
 	fs.Parse(append([]string{"--"}, pos...))
 	if len(quota) > 0 && args[0] != "create" && args[0] != "quota" {
 		return fmt.Errorf("--quota goes with sandbox create or sandbox quota, not %s", args[0])
+	}
+	// The worker is the one given (even ''), or nil when --worker is not.
+	var workerFlag *string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "worker" {
+			workerFlag = worker
+		}
+	})
+	if workerFlag != nil && args[0] != "create" && args[0] != "policy" {
+		return fmt.Errorf("--worker goes with sandbox create or sandbox policy, not %s", args[0])
 	}
 	c := client(*sock)
 	need := func(n int) error {
@@ -82,7 +93,7 @@ func cmdSandbox(args []string) error {
 		if err != nil {
 			return err
 		}
-		sb, err := c.CreateWith(admin.CreateRequest{Name: fs.Arg(0), Policy: pp, Quota: q})
+		sb, err := c.CreateWith(admin.CreateRequest{Name: fs.Arg(0), Policy: pp, Quota: q, Worker: workerFlag})
 		if err != nil {
 			return err
 		}
@@ -122,6 +133,12 @@ func cmdSandbox(args []string) error {
 		if err != nil {
 			return err
 		}
+		if workerFlag != nil {
+			// First: a worker the config does not have changes nothing.
+			if _, err := c.SetWorker(fs.Arg(0), *workerFlag); err != nil {
+				return err
+			}
+		}
 		var p any
 		if pp == nil {
 			p, err = c.Policy(fs.Arg(0))
@@ -154,9 +171,13 @@ func cmdSandbox(args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tADDRESS\tGATEWAY\tNAMESPACE\tCREATED")
+		fmt.Fprintln(tw, "NAME\tADDRESS\tGATEWAY\tNAMESPACE\tWORKER\tCREATED")
 		for _, sb := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", sb.Name, sb.Addr, sb.Gateway, sb.NetnsPath, sb.Created.Local().Format(time.RFC3339))
+			worker := sb.Worker
+			if worker == "" {
+				worker = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.Name, sb.Addr, sb.Gateway, sb.NetnsPath, worker, sb.Created.Local().Format(time.RFC3339))
 		}
 		return tw.Flush()
 	default:

@@ -29,6 +29,9 @@ type cniConf struct {
 	// Socket is the daemon's admin socket; default $INTERCEPTD_SOCKET or
 	// the daemon's default.
 	Socket string `json:"socket,omitempty"`
+	// Worker names the containers' worker (the daemon config's
+	// workers[].name); "" for none; absent: the config's default_worker.
+	Worker *string `json:"worker,omitempty"`
 }
 
 func isCNI() bool { return filepath.Base(os.Args[0]) == cniName }
@@ -63,7 +66,7 @@ func cniAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	sb, err := c.Attach(args.ContainerID, args.Netns, args.IfName)
+	sb, err := c.AttachWith(admin.CreateRequest{Name: args.ContainerID, NetnsPath: args.Netns, Interface: args.IfName, Worker: conf.Worker})
 	if err != nil {
 		return cniError("attaching the container's namespace", err)
 	}

@@ -3,13 +3,15 @@
 //
 //	POST   /v1/sandboxes         {"name": "web1", "policy": {…}}  → 201 sandbox
 //	                             (+ "netns_path", "interface": attach a runtime's namespace;
-//	                             + "quota": {"blob.bytes": 10485760, …}: override quotas)
+//	                             + "quota": {"blob.bytes": 10485760, …}: override quotas;
+//	                             + "worker": "app" ("" for none; absent: default_worker))
 //	GET    /v1/sandboxes/{name}/policy             → 200 policy
 //	GET    /v1/sandboxes/{name}/check              → 200 when its wiring is intact
 //	PATCH  /v1/sandboxes/{name}/policy  {fields}   → 200 policy (given fields replace)
 //	GET    /v1/sandboxes                           → 200 [sandbox]
 //	GET    /v1/sandboxes/{name}                    → 200 sandbox, its store usage and quota
 //	PATCH  /v1/sandboxes/{name}/quota   {overrides} → 200 quota (replaces the overrides)
+//	PUT    /v1/sandboxes/{name}/worker  {"worker": "app"} → 200 sandbox ("" for none)
 //	DELETE /v1/sandboxes/{name}[?purge=1]          → 204 (purge: and its data)
 //	GET    /v1/handlers                            → 200 [handler]
 //	ANY    /v1/handlers/{host}/{key...}[?sandbox=] → the handler's own answer,
@@ -43,10 +45,13 @@ import (
 
 // Sandboxes is what the API manages.
 type Sandboxes interface {
-	Create(name string, p *policy.Policy) (netns.Sandbox, error)
-	Attach(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error)
+	CreateSpec(name string, s netns.Spec) (netns.Sandbox, error)
+	AttachSpec(name, nsPath, ifName string, s netns.Spec) (netns.Sandbox, error)
 	Check(name string) error
 	SetPolicy(name string, p policy.Policy) (netns.Sandbox, error)
+	// SetWorker gives a sandbox a worker ("" for none); an unknown one is
+	// netns.ErrUnknownWorker.
+	SetWorker(name, worker string) (netns.Sandbox, error)
 	Delete(name string) error
 	Get(name string) (netns.Sandbox, bool)
 	List() []netns.Sandbox
@@ -152,6 +157,7 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 	})
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/policy", h.patchPolicy)
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/quota", h.patchQuota)
+	mux.HandleFunc("PUT /v1/sandboxes/{name}/worker", h.putWorker)
 	mux.HandleFunc("GET /v1/handlers", h.handlers)
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
 	mux.HandleFunc("GET /v1/store", h.stats)
@@ -207,6 +213,16 @@ type CreateRequest struct {
 	// for no limit. A sandbox created without it gets the configured ones,
 	// whatever an earlier sandbox of the same name had.
 	Quota map[string]int64 `json:"quota,omitempty"`
+	// Worker names the sandbox's worker (config workers[].name); "" for
+	// none; nil (absent) for the config's default_worker. A name the
+	// config does not have is a 400 naming it.
+	Worker *string `json:"worker,omitempty"`
+}
+
+// WorkerRequest is the body of PUT /v1/sandboxes/{name}/worker.
+type WorkerRequest struct {
+	// Worker is the worker's name, "" for none.
+	Worker string `json:"worker"`
 }
 
 // PolicyPatch changes a policy: the fields given replace the current ones.
@@ -252,10 +268,11 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 	}
 	var sb netns.Sandbox
 	var err error
+	spec := netns.Spec{Policy: pol, Worker: req.Worker}
 	if req.NetnsPath != "" {
-		sb, err = h.sb.Attach(req.Name, req.NetnsPath, req.Interface, pol)
+		sb, err = h.sb.AttachSpec(req.Name, req.NetnsPath, req.Interface, spec)
 	} else {
-		sb, err = h.sb.Create(req.Name, pol)
+		sb, err = h.sb.CreateSpec(req.Name, spec)
 	}
 	if err != nil {
 		writeErr(w, statusOf(err), err)
@@ -397,7 +414,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, netns.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, netns.ErrInvalidName), errors.Is(err, netns.ErrInvalidPolicy):
+	case errors.Is(err, netns.ErrInvalidName), errors.Is(err, netns.ErrInvalidPolicy), errors.Is(err, netns.ErrUnknownWorker):
 		return http.StatusBadRequest
 	case errors.Is(err, netns.ErrPoolExhausted):
 		return http.StatusServiceUnavailable
@@ -446,6 +463,23 @@ func (h *handlers) patchPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, sb.Policy)
+}
+
+// putWorker gives a sandbox the worker the body names, or none.
+func (h *handlers) putWorker(w http.ResponseWriter, r *http.Request) {
+	var req WorkerRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("decoding worker: %w", err))
+		return
+	}
+	sb, err := h.sb.SetWorker(r.PathValue("name"), req.Worker)
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
 }
 
 // namespace serves a KV namespace directly, whether or not a handler

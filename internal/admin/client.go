@@ -237,6 +237,21 @@ func (c *Client) Attach(name, nsPath, ifName string) (netns.Sandbox, error) {
 	return sb, err
 }
 
+// AttachWith makes an existing namespace a sandbox with what req says
+// besides (the CNI plugin's ADD with a worker).
+func (c *Client) AttachWith(req CreateRequest) (netns.Sandbox, error) {
+	var sb netns.Sandbox
+	err := c.do(http.MethodPost, "/v1/sandboxes", req, &sb)
+	return sb, err
+}
+
+// SetWorker gives a running sandbox a worker ("" for none).
+func (c *Client) SetWorker(name, worker string) (netns.Sandbox, error) {
+	var sb netns.Sandbox
+	err := c.do(http.MethodPut, "/v1/sandboxes/"+url.PathEscape(name)+"/worker", WorkerRequest{Worker: worker}, &sb)
+	return sb, err
+}
+
 // Check verifies a sandbox's wiring.
 func (c *Client) Check(name string) error {
 	return c.do(http.MethodGet, "/v1/sandboxes/"+url.PathEscape(name)+"/check", nil, nil)

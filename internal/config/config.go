@@ -55,8 +55,17 @@ type Config struct {
 	// Handlers maps hostnames to in-process handlers. Host "*" is the
 	// catch-all: it serves what no per-host handler does and policy lets by.
 	Handlers []Handler `yaml:"handlers"`
+	// Workers are the JavaScript handlers sandboxes may name (workers.go).
+	Workers []Worker `yaml:"workers"`
+	// DefaultWorker is the worker a new sandbox uses unless its creation
+	// names another (or none); "" for none. It must name one of Workers.
+	DefaultWorker string `yaml:"default_worker"`
 	// Store shapes the bbolt store in data_dir.
 	Store Store `yaml:"store"`
+
+	// lines maps a field's dotted path (as Validate names it) to its line
+	// in the document Parse read, so that Validate can say where.
+	lines map[string]int
 	// Quota bounds what one sandbox's writes may occupy in each store kind;
 	// `sandbox create --quota` overrides it per sandbox.
 	Quota Quota `yaml:"quota"`
@@ -331,6 +340,7 @@ func Parse(name string, doc []byte) (*Config, error) {
 	if err := decodeStrict(doc, c); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	c.resolveScripts(name)
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -352,6 +362,8 @@ func decodeStrict(doc []byte, out *Config) error {
 	}
 	paths := map[int]string{}
 	collectPaths(root.Content[0], "", paths)
+	out.lines = map[string]int{}
+	collectLines(root.Content[0], "", out.lines)
 	if v := findKey(root.Content[0], "version"); v == nil {
 		return errors.New("field version: missing; this build reads version 1")
 	}
@@ -372,6 +384,10 @@ func decodeStrict(doc []byte, out *Config) error {
 			if p, ok := paths[n]; ok && !strings.Contains(m, "not found in ") {
 				m = strings.Replace(m, sm[0], sm[0]+"field "+p+": ", 1)
 			}
+		}
+		m = strings.NewReplacer(" in type config.Binding", " in a binding", " into config.Binding", " into a binding").Replace(m)
+		if strings.Contains(m, " a binding") {
+			m += " (a binding is one of {kv: NS}, {blob: BUCKET}, {durable_object: CLASS}, {secret: NAME}, {var: VALUE})"
 		}
 		msgs = append(msgs, m)
 	}
@@ -401,6 +417,29 @@ func collectPaths(n *yaml.Node, prefix string, out map[int]string) {
 				out[c.Line] = p
 			}
 			collectPaths(c, p, out)
+		}
+	}
+}
+
+// collectLines records the line of every field and list item by its
+// dotted path (list items as name[i]).
+func collectLines(n *yaml.Node, prefix string, out map[string]int) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			out[p] = k.Line
+			collectLines(v, p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", prefix, i)
+			out[p] = c.Line
+			collectLines(c, p, out)
 		}
 	}
 }
@@ -533,6 +572,7 @@ func (c *Config) Validate() error {
 			spec.Validate(func(field, format string, args ...any) { bad(f+"."+field, format, args...) })
 		}
 	}
+	c.validateWorkers(bad)
 	if vp.IsValid() && len(c.Handlers) > (1<<(32-vp.Bits()))-2 {
 		bad("dns.virtual_cidr", "%s is too small for %d handlers", vp, len(c.Handlers))
 	}

@@ -123,6 +123,17 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"quota-unknown-kind.yaml", []string{"line 3", "disk", "not found"}},
 		{"bad-min-free.yaml", []string{"line 3", "field store.min_free_bytes", `"-5" is not a size`}},
 		{"negative-dns-tcp-cap.yaml", []string{"field dns.max_tcp_connections_per_sandbox", "negative"}},
+		{"worker-unknown-field.yaml", []string{"line 5", "timeout", "not found in a worker"}},
+		{"worker-mistyped-limit.yaml", []string{"line 6", "field workers[0].limits.cpu_ms", "fast"}},
+		{"worker-zero-limit.yaml", []string{"line 5", "field workers[0].limits.wall_ms", "positive"}},
+		{"worker-duplicate.yaml", []string{"line 5", "field workers[1].name", "twice"}},
+		{"worker-no-script.yaml", []string{"line 3", "field workers[0].script", "missing"}},
+		{"binding-two-kinds.yaml", []string{"line 6", "field workers[0].bindings.KV", "exactly one of"}},
+		{"binding-no-kind.yaml", []string{"line 6", "field workers[0].bindings.KV", "exactly one of"}},
+		{"binding-unknown-kind.yaml", []string{"line 6", "d1", "not found in a binding"}},
+		{"binding-not-identifier.yaml", []string{"line 6", "field workers[0].bindings.my-kv", "JavaScript identifier"}},
+		{"binding-scalar.yaml", []string{"line 6", "field workers[0].bindings.MODE", "{kv: NS}"}},
+		{"default-worker-unknown.yaml", []string{"line 5", "field default_worker", `"ap" is not a configured worker`}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {
@@ -151,5 +162,91 @@ func TestEmptyDocumentIsAnError(t *testing.T) {
 	os.WriteFile(p, nil, 0o644)
 	if _, err := Load(p); err == nil {
 		t.Fatal("empty config loaded")
+	}
+}
+
+func TestWorkersDecodeWithTheirBindingsAndLimits(t *testing.T) {
+	c, err := Load("testdata/good/workers.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Workers) != 2 || c.DefaultWorker != "app" {
+		t.Fatalf("workers = %+v, default %q", c.Workers, c.DefaultWorker)
+	}
+	app, logger := c.Workers[0], c.Workers[1]
+	if app.Name != "app" || app.Script != "workers/app.js" || app.Path != filepath.Join("testdata", "good", "workers", "app.js") {
+		t.Errorf("app = %q %q %q; want its script relative to the config file", app.Name, app.Script, app.Path)
+	}
+	if logger.Path != "/etc/interceptd/workers/log.ts" {
+		t.Errorf("an absolute script path became %q", logger.Path)
+	}
+	want := map[string][2]string{
+		"KV": {"kv", "default"}, "BUCKET": {"blob", "default"}, "MY_CONTAINER": {"durable_object", "MyContainer"},
+		"GITHUB_TOKEN": {"secret", "github_token"}, "DEPLOY_KEY": {"secret", "/etc/interceptd/deploy.key"},
+		"MODE": {"var", "production"}, "EMPTY": {"var", ""},
+	}
+	if len(app.Bindings) != len(want) {
+		t.Errorf("bindings = %+v", app.Bindings)
+	}
+	for name, w := range want {
+		if b := app.Bindings[name]; b.Kind() != w[0] || b.Value() != w[1] {
+			t.Errorf("binding %s = %s %q, want %s %q", name, b.Kind(), b.Value(), w[0], w[1])
+		}
+	}
+	if app.Limits != (WorkerLimits{CPUMs: 20, WallMs: 30000, Subrequests: 5}) {
+		t.Errorf("app limits = %+v, want the ones set and the default wall_ms", app.Limits)
+	}
+	if logger.Limits != DefaultWorkerLimits() || logger.Limits.CPU() != 50*time.Millisecond || logger.Limits.Wall() != 30*time.Second || logger.Limits.MaxSubrequests() != 50 {
+		t.Errorf("logger limits = %+v, want the defaults", logger.Limits)
+	}
+	if w, ok := c.Worker("logger"); !ok || w.Name != "logger" {
+		t.Errorf("Worker(logger) = %+v, %v", w, ok)
+	}
+	if _, ok := c.Worker("nope"); ok {
+		t.Error("Worker(nope) found")
+	}
+	if d := Default(); len(d.Workers) != 0 || d.DefaultWorker != "" {
+		t.Errorf("the default config has workers %+v, default %q", d.Workers, d.DefaultWorker)
+	}
+}
+
+func TestAWorkerBuiltInCodeTakesTheDefaultLimits(t *testing.T) {
+	c := Default()
+	c.Workers = []Worker{{Name: "app", Script: "/x.js"}}
+	c.DefaultWorker = "app"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Workers[0].Limits; l.CPU() != 50*time.Millisecond || l.MaxSubrequests() != 50 {
+		t.Errorf("limits %+v: CPU %v subrequests %d", l, l.CPU(), l.MaxSubrequests())
+	}
+}
+
+func TestBindingValuesAreChecked(t *testing.T) {
+	tests := []struct {
+		name, binding, want string
+	}{
+		{"a reserved word is no binding name", "class: { var: x }", `"class" is not a JavaScript identifier`},
+		{"a binding name starting with a digit", "1KV: { kv: default }", "JavaScript identifier"},
+		{"a kv namespace with a slash", "KV: { kv: a/b }", "field workers[0].bindings.KV.kv"},
+		{"a blob bucket too long", "B: { blob: " + strings.Repeat("b", 65) + " }", "field workers[0].bindings.B.blob"},
+		{"a class that is no identifier", "DO: { durable_object: my-class }", "not the name of a class"},
+		{"a relative secret path", "S: { secret: secrets/token }", "neither a credential name nor an absolute file path"},
+		{"a secret named ..", "S: { secret: .. }", "neither a credential name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := "version: 1\nworkers:\n  - name: app\n    script: app.js\n    bindings:\n      " + tt.binding + "\n"
+			_, err := Parse("w.yaml", []byte(doc))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "line 6") {
+				t.Errorf("error %v, want one naming line 6 and %q", err, tt.want)
+			}
+		})
+	}
+	for _, name := range []string{"App", "", "a b", strings.Repeat("a", 33)} {
+		doc := "version: 1\nworkers:\n  - name: \"" + name + "\"\n    script: app.js\n"
+		if _, err := Parse("w.yaml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "workers[0].name") {
+			t.Errorf("worker name %q: error %v", name, err)
+		}
 	}
 }

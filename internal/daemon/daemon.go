@@ -189,6 +189,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
 	nc.DefaultPolicy = cfg.Policy
+	// Sandboxes may name the config's workers; the router has no programs
+	// for them yet (router/worker), so a sandbox with one is served as
+	// without until it does.
+	nc.DefaultWorker = cfg.DefaultWorker
+	nc.Workers = func(name string) bool { _, ok := cfg.Worker(name); return ok }
 	nc.OnPolicy, nc.OnDelete = d.onPolicy, d.onDelete
 	if d.mgr, err = netns.New(nc); err != nil {
 		return d, err

@@ -23,15 +23,27 @@ type Sandboxes struct {
 	// Default is the policy of a sandbox created without one, as
 	// netns.Config.DefaultPolicy.
 	Default policy.Policy
+	// DefaultWorker and Workers are netns.Config's: the worker of a
+	// sandbox created without one named, and the names there are.
+	DefaultWorker string
+	Workers       []string
 
 	mu       sync.Mutex
 	m        map[string]netns.Sandbox
 	checkErr error
 }
 
-func (f *Sandboxes) add(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error) {
+func (f *Sandboxes) add(name, nsPath, ifName string, spec netns.Spec) (netns.Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	p := spec.Policy
+	worker := f.DefaultWorker
+	if spec.Worker != nil {
+		worker = *spec.Worker
+	}
+	if err := f.knownWorker(worker); err != nil {
+		return netns.Sandbox{}, err
+	}
 	if !netns.ValidName(name) {
 		return netns.Sandbox{}, fmt.Errorf("%w %q", netns.ErrInvalidName, name)
 	}
@@ -52,7 +64,7 @@ func (f *Sandboxes) add(name, nsPath, ifName string, p *policy.Policy) (netns.Sa
 	base := 4 * len(f.m)
 	addr := netip.AddrFrom4([4]byte{10, 213, byte(base >> 8), byte(base + 2)})
 	sb := netns.Sandbox{
-		Name: name, Interface: ifName, Policy: pol, Addr: addr,
+		Name: name, Interface: ifName, Policy: pol, Addr: addr, Worker: worker,
 		Gateway: addr.Prev(), Subnet: netip.PrefixFrom(addr, 30).Masked(),
 		MAC: fmt.Sprintf("02:00:0a:d5:%02x:%02x", byte(base>>8), byte(base+2)),
 	}
@@ -66,14 +78,47 @@ func (f *Sandboxes) add(name, nsPath, ifName string, p *policy.Policy) (netns.Sa
 	return sb, nil
 }
 
-// Create implements the admin API's manager.
+// Create is netns.Manager's.
 func (f *Sandboxes) Create(name string, p *policy.Policy) (netns.Sandbox, error) {
-	return f.add(name, "", "", p)
+	return f.add(name, "", "", netns.Spec{Policy: p})
 }
 
-// Attach implements the admin API's manager.
+// Attach is netns.Manager's.
 func (f *Sandboxes) Attach(name, nsPath, ifName string, p *policy.Policy) (netns.Sandbox, error) {
-	return f.add(name, nsPath, ifName, p)
+	return f.add(name, nsPath, ifName, netns.Spec{Policy: p})
+}
+
+// CreateSpec implements the admin API's manager.
+func (f *Sandboxes) CreateSpec(name string, s netns.Spec) (netns.Sandbox, error) {
+	return f.add(name, "", "", s)
+}
+
+// AttachSpec implements the admin API's manager.
+func (f *Sandboxes) AttachSpec(name, nsPath, ifName string, s netns.Spec) (netns.Sandbox, error) {
+	return f.add(name, nsPath, ifName, s)
+}
+
+func (f *Sandboxes) knownWorker(name string) error {
+	if name == "" || slices.Contains(f.Workers, name) {
+		return nil
+	}
+	return fmt.Errorf("%w %q: the config has no worker of that name", netns.ErrUnknownWorker, name)
+}
+
+// SetWorker implements the admin API's manager.
+func (f *Sandboxes) SetWorker(name, worker string) (netns.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, ok := f.m[name]
+	if !ok {
+		return sb, fmt.Errorf("%w: %s", netns.ErrNotFound, name)
+	}
+	if err := f.knownWorker(worker); err != nil {
+		return sb, err
+	}
+	sb.Worker = worker
+	f.m[name] = sb
+	return sb, nil
 }
 
 // Check reports a missing sandbox, else what SetCheckErr set.
