@@ -35,6 +35,8 @@ Usage:
   interceptd kv get|put|delete|list ...    seed and inspect KV namespaces
   interceptd blob get|put|delete|list ...  seed and inspect blob buckets
   interceptd state get|put|delete|list SANDBOX ...   a sandbox's state
+  interceptd worker check FILE|list|reload NAME
+                                           check a worker script; list or reload the daemon's workers
   interceptd status [--json]               version, uptime, sandboxes, requests, denials, store size
   interceptd store [--check]               print store statistics as JSON (--check: bbolt's check
                                            and a recount of every sandbox's usage)
@@ -81,6 +83,8 @@ func run(args []string) int {
 		err = cmdData(args[0], args[1:])
 	case "status":
 		err = cmdStatus(args[1:])
+	case "worker":
+		err = cmdWorker(args[1:])
 	case "store":
 		if len(args) > 1 && args[1] == "compact" {
 			err = cmdStoreCompact(args[2:])

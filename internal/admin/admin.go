@@ -96,6 +96,28 @@ type Backend struct {
 	Namespace func(ns string) router.Handler
 	// Status summarises the daemon.
 	Status func() Status
+	// Workers are the daemon's JavaScript workers; nil when it has none.
+	Workers Workers
+}
+
+// Workers are the daemon's JavaScript workers, for `interceptd worker`.
+type Workers interface {
+	List() []WorkerInfo
+	// Reload reads and compiles a worker's script again and swaps it in;
+	// its error names the file, line and column of a script that fails
+	// (the old version then stays), or wraps ErrUnknownWorker.
+	Reload(name string) error
+}
+
+// ErrUnknownWorker is Workers.Reload's error for a name no worker has.
+var ErrUnknownWorker = errors.New("unknown worker")
+
+// WorkerInfo describes one worker (GET /v1/workers).
+type WorkerInfo struct {
+	Name     string   `json:"name"`
+	Script   string   `json:"script"`
+	Outbound bool     `json:"outbound"`
+	Hosts    []string `json:"hosts"`
 }
 
 // Status is the answer of GET /v1/status.
@@ -158,6 +180,30 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/policy", h.patchPolicy)
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/quota", h.patchQuota)
 	mux.HandleFunc("PUT /v1/sandboxes/{name}/worker", h.putWorker)
+	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, r *http.Request) {
+		out := []WorkerInfo{}
+		if be.Workers != nil {
+			out = append(out, be.Workers.List()...)
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST /v1/workers/{name}/reload", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		err := ErrUnknownWorker
+		if be.Workers != nil {
+			err = be.Workers.Reload(name)
+		}
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, map[string]string{"reloaded": name})
+		case errors.Is(err, ErrUnknownWorker):
+			writeErr(w, http.StatusNotFound, fmt.Errorf("no worker %q", name))
+		default:
+			// The script's error (file, line, column) is the operator's to
+			// read: the old version is still in force.
+			writeErr(w, http.StatusUnprocessableEntity, err)
+		}
+	})
 	mux.HandleFunc("GET /v1/handlers", h.handlers)
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
 	mux.HandleFunc("GET /v1/store", h.stats)

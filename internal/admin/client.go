@@ -256,3 +256,15 @@ func (c *Client) SetWorker(name, worker string) (netns.Sandbox, error) {
 func (c *Client) Check(name string) error {
 	return c.do(http.MethodGet, "/v1/sandboxes/"+url.PathEscape(name)+"/check", nil, nil)
 }
+
+// Workers lists the daemon's workers.
+func (c *Client) Workers() ([]WorkerInfo, error) {
+	var out []WorkerInfo
+	err := c.do(http.MethodGet, "/v1/workers", nil, &out)
+	return out, err
+}
+
+// ReloadWorker reloads a worker's script.
+func (c *Client) ReloadWorker(name string) error {
+	return c.do(http.MethodPost, "/v1/workers/"+url.PathEscape(name)+"/reload", nil, nil)
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/interceptd/interceptd/router/forward"
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/httpserve"
+	"github.com/interceptd/interceptd/router/worker"
 	"github.com/interceptd/interceptd/store"
 	"github.com/miekg/dns"
 )
@@ -127,6 +128,7 @@ type Daemon struct {
 	shim    *dnsshim.Shim
 	router  *router.Router
 	server  *httpserve.Server
+	workers *workerSet
 	metrics *metrics.Server
 	admin   *admin.Server
 	builder *builder
@@ -236,10 +238,39 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// resolver: its decisions never resolve, and the router's Host check
 	// resolves through the shim, set below once the shim exists.
 	verdicts := policy.Verdicts{Protected: fwd.Protected, Book: d.book}
+
+	// The workers, before the shim and the router, which ask them which
+	// names and requests they serve. Their fetch() resolves through the
+	// shim (made next) and is held to the destinations closed to forwards.
+	vcidr := netip.MustParsePrefix(cfg.DNS.VirtualCIDR).Masked()
+	fetcher := &worker.Fetcher{
+		Closed: func(a netip.Addr) string {
+			_, why := policy.Closed(fwd.Protected, a)
+			return why
+		},
+		Resolve: func(name string) ([]netip.Addr, time.Duration, error) { return d.shim.LookupA(name) },
+		Virtual: vcidr.Contains,
+		Origin: func(env router.Env, host string) string {
+			caller, known := d.mgr.Caller(env.Source.Addr())
+			if !known {
+				return "the source address is not a sandbox"
+			}
+			dec := verdicts.HTTP(caller, policy.HTTPRequest{Host: policy.NormalizeHost(host), Dest: env.Dest})
+			if dec.Result != policy.Forward {
+				return dec.Reason + ": " + dec.Detail
+			}
+			return ""
+		},
+		Forward: fwd,
+	}
+	if d.workers, err = buildWorkers(cfg, d.db, fetcher, worker.NewMetrics(reg), log, virtual); err != nil {
+		return d, err
+	}
+
 	d.shim = dnsshim.New(dnsshim.Config{
 		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
 		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: d.book, Decisions: d.decisions,
-		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Verdicts: verdicts,
+		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Verdicts: verdicts, WorkerName: d.workers.dnsName,
 		Metrics: dnsMetrics, Logger: log,
 	})
 	lc := dnsshim.ListenConfig{MaxTCPConnsPerSandbox: cfg.DNS.MaxTCPConnectionsPerSandbox, Metrics: dnsMetrics}
@@ -266,8 +297,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		byAddr[virtual[host]] = host
 	}
 	verdicts.Resolve = d.shim.LookupA
+	d.workers.virtual(byAddr)
 	d.router = router.New(router.Config{
-		Hosts: hosts, Virtual: byAddr, Identify: d.mgr.Caller, CatchAll: catchAll,
+		Hosts: hosts, Virtual: byAddr, Programs: d.workers.program, Identify: d.mgr.Caller, CatchAll: catchAll,
 		Fallback: fwd, Verdicts: verdicts,
 		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: d.decisions,
 		MaxRequestsPerSecond: cfg.Listen.MaxRequestsPerSecondPerSandbox,
@@ -308,7 +340,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
 		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.db,
-		Status: d.Status,
+		Status: d.Status, Workers: d.workers,
 		Namespace: func(ns string) router.Handler {
 			return &handlers.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
 		},
@@ -509,7 +541,24 @@ func (d *Daemon) Reload() error {
 	} else {
 		d.log.Info("reloaded secrets", "files", len(d.builder.files))
 	}
+	// Then the workers: their secrets, and their scripts, each swapped in
+	// without dropping a request in flight (a script that fails keeps the
+	// old one).
+	if d.workers != nil {
+		if werr := d.workers.reload(""); werr != nil {
+			d.log.Error("reload: some workers kept their previous version", "error", werr)
+			err = errors.Join(err, werr)
+		}
+	}
 	return err
+}
+
+// ReloadWorker reloads one worker's script (`interceptd worker reload`).
+func (d *Daemon) ReloadWorker(name string) error {
+	if d.workers == nil {
+		return fmt.Errorf("%w: %q", errUnknownWorker, name)
+	}
+	return d.workers.reload(name)
 }
 
 // Healthy checks that the daemon can still do its work: the store answers

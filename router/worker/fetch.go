@@ -30,6 +30,10 @@ type Fetcher struct {
 	// address it dialled (policy.Verdicts as for a forward) and returns
 	// why not, or "".
 	Origin func(env router.Env, host string) (reason string)
+	// Virtual reports a handler's virtual address: a fetch of the incoming
+	// request that dialled one goes to the network by its URL, as there is
+	// no original destination behind it.
+	Virtual func(netip.Addr) bool
 	// Forward carries a request to the address the sandbox dialled (the
 	// daemon's _forward handler), for passThroughOnException.
 	Forward router.Handler
@@ -136,7 +140,8 @@ func (inst *Instance) fetch(ctx context.Context, req *http.Request) (*http.Respo
 			return nil, fmt.Errorf("this request has made its %d subrequests: the limit", w.cfg.Limits.Subrequests)
 		}
 	}
-	if inv != nil && req.URL.Scheme == "http" && strings.EqualFold(req.URL.Host, hostOf(inv.r, inv.env)) {
+	virtual := inv != nil && f.Virtual != nil && f.Virtual(inv.env.Dest.Addr())
+	if inv != nil && !virtual && req.URL.Scheme == "http" && strings.EqualFold(req.URL.Host, hostOf(inv.r, inv.env)) {
 		// The request the sandbox made, sent on: to the address it dialled,
 		// as a forward would be, and only if a forward would be allowed.
 		if f.Origin != nil {

@@ -120,6 +120,9 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
+// Script is the worker's script file.
+func (w *Worker) Script() string { return w.cfg.Script }
+
 // Name is the worker's name.
 func (w *Worker) Name() string { return w.cfg.Name }
 
@@ -150,6 +153,15 @@ func (w *Worker) Match(host string, dest netip.AddrPort) (router.Route, bool) {
 	_, r, ok := w.cur.Load().patterns.Match(host, dest)
 	return r, ok
 }
+
+// MatchName reports whether the DNS name (lowercase, no trailing dot) is
+// one of the script's outboundByHost name keys serves, and that key's host
+// part (its virtual address's name): see router.HostPatterns.MatchName.
+func (w *Worker) MatchName(name string) (string, bool) { return w.cur.Load().patterns.MatchName(name) }
+
+// Names are the host parts of the script's name keys: what needs a virtual
+// address.
+func (w *Worker) Names() []string { return w.cur.Load().patterns.Names() }
 
 // Outbound implements router.Program.
 func (w *Worker) Outbound() (router.Route, bool) {
