@@ -467,8 +467,10 @@ func (e *Env) startUpstreams() {
 		case strings.EqualFold(q.Name, "example.test.") && q.Qtype == dns.TypeA:
 			rr, _ := dns.NewRR("example.test. 60 IN A " + upstreamIP)
 			m.Answer = append(m.Answer, rr)
-		case strings.EqualFold(q.Name, "api.test.") && q.Qtype == dns.TypeA:
-			rr, _ := dns.NewRR("api.test. 60 IN A " + upstreamIP)
+		case (strings.EqualFold(q.Name, "api.test.") || strings.EqualFold(q.Name, "api.github.com.")) && q.Qtype == dns.TypeA:
+			// api.github.com: the seed worker's credential injection goes
+			// there (e2e/workers_test.go).
+			rr, _ := dns.NewRR(q.Name + " 60 IN A " + upstreamIP)
 			m.Answer = append(m.Answer, rr)
 		case strings.EqualFold(q.Name, "other.test.") && q.Qtype == dns.TypeA:
 			rr, _ := dns.NewRR("other.test. 60 IN A " + otherIP)

@@ -85,6 +85,17 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 	ctx, cancel := context.WithTimeout(r.Context(), wk.cfg.Limits.Wall)
 	defer cancel()
 	inst, err := v.get(ctx)
+	for errors.Is(err, errReplaced) {
+		// Reloaded while this request waited: the new version serves it,
+		// if it still has the function.
+		r, ok := wk.cur.Load().routes[f.key]
+		if !ok {
+			return router.Errorf(http.StatusServiceUnavailable, "%s: the reloaded script has no function for %s", ReasonBusy, f.label())
+		}
+		f = r.Handler.(*function)
+		v = f.v
+		inst, err = v.get(ctx)
+	}
 	if err != nil {
 		wk.cfg.Metrics.invocation(wk.cfg.Name, f.label(), "busy", time.Since(start), 0)
 		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonBusy + ": no runtime came free in time", Err: err}

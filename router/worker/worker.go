@@ -98,10 +98,11 @@ type version struct {
 	hosts    []string // outboundByHost's keys, in the script's order
 	patterns router.HostPatterns[router.Route]
 	outbound bool
-	routes   map[string]router.Route // by key, and "" for outbound
+	routes   map[string]router.Route // by outboundByHost key, and "" for outbound
 	pool     chan *Instance
 	made     atomic.Int32
 	closed   atomic.Bool
+	done     chan struct{} // closed with the version: its waiters go to the next
 }
 
 // New loads cfg's script. Its error names the file, line and column of a
@@ -214,7 +215,7 @@ func (w *Worker) load() (*version, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: %w", w.cfg.Name, err)
 	}
-	v := &version{w: w, prog: prog, pool: make(chan *Instance, w.cfg.Limits.Runtimes), routes: map[string]router.Route{}}
+	v := &version{w: w, prog: prog, pool: make(chan *Instance, w.cfg.Limits.Runtimes), routes: map[string]router.Route{}, done: make(chan struct{})}
 	// The first runtime is made now: it proves the script loads and says
 	// what it exports.
 	inst, err := v.newInstance()
@@ -227,6 +228,7 @@ func (w *Worker) load() (*version, error) {
 		if err := v.patterns.Add(h, r); err != nil {
 			return nil, fmt.Errorf("worker %s: outboundByHost key %q: %w", w.cfg.Name, h, err)
 		}
+		v.routes[h] = r
 	}
 	if v.outbound {
 		v.routes[""] = router.Route{Name: router.WorkerOutboundLabel(w.cfg.Name), Handler: &function{v: v, key: ""}}
@@ -350,10 +352,16 @@ func (v *version) get(ctx context.Context) (*Instance, error) {
 	select {
 	case inst := <-v.pool:
 		return inst, nil
+	case <-v.done:
+		return nil, errReplaced
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
+
+// errReplaced: the version was replaced (a reload) while a request waited
+// for one of its runtimes; the request goes to the new version.
+var errReplaced = errors.New("the worker was reloaded")
 
 // put gives a runtime back, or drops it: when it is broken (interrupted)
 // or its version has been replaced.
@@ -373,6 +381,7 @@ func (v *version) put(inst *Instance) {
 
 func (v *version) close() {
 	v.closed.Store(true)
+	close(v.done)
 	for {
 		select {
 		case <-v.pool:

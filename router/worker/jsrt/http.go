@@ -83,7 +83,11 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 		pairs = append(pairs, [2]string{"content-length", strconv.FormatInt(r.ContentLength, 10)})
 	}
 	body := goja.Null()
-	if r.Body != nil && r.Body != http.NoBody {
+	// A GET or HEAD that declared no body has none here either: a server's
+	// empty body reader is not a body, and the Request constructor refuses
+	// one for those methods.
+	noBody := r.ContentLength == 0 && len(r.TransferEncoding) == 0 && (r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == "")
+	if r.Body != nil && r.Body != http.NoBody && !noBody {
 		body = rt.newStream(r.Body)
 	}
 	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.vm.ToValue(pairs), body)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -47,8 +48,9 @@ func (e *Exception) Error() string { return e.Message }
 // Options configure a Runtime.
 type Options struct {
 	// CPULimit bounds the time spent running JavaScript in one Call (waiting for timers and
-	// host work does not count); 0 means no limit. It is measured as wall time of the JS
-	// segments on the Call's goroutine, so a busy host that deschedules it counts too.
+	// host work does not count); 0 means no limit. It is the CPU time of the thread each JS
+	// segment runs on (locked to it), so a busy host that deschedules the segment does not
+	// count against it; where the thread's CPU clock cannot be read, wall time stands in.
 	CPULimit time.Duration
 	// Logger receives console.*, with the attrs given by WithLogAttrs on the Call's context.
 	// nil discards.
@@ -253,16 +255,31 @@ func (rt *Runtime) run(f func() error) error {
 			rt.intMu.Unlock()
 		}
 	}
+	// The segment keeps its thread, so that the thread's CPU clock is the
+	// segment's (see cpuclock.go); without one, wall time stands in.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var limit *time.Timer
+	var watch *cpuWatch
+	clock, haveClock := currentThreadClock()
 	if rt.opts.CPULimit > 0 {
-		limit = time.AfterFunc(rt.cpuLeft, interrupt(cpuInterrupt{}))
+		if haveClock {
+			watch = startCPUWatch(clock, rt.cpuLeft, interrupt(cpuInterrupt{}))
+		} else {
+			limit = time.AfterFunc(rt.cpuLeft, interrupt(cpuInterrupt{}))
+		}
 	}
 	stop := context.AfterFunc(rt.ctx, interrupt(ctxInterrupt{}))
 	start := time.Now()
+	cpu0, _ := clock.now()
 	rt.running++
 	err := f()
 	rt.running--
 	spent := time.Since(start)
+	if haveClock {
+		cpu1, _ := clock.now()
+		spent = cpu1 - cpu0
+	}
 	rt.intMu.Lock()
 	rt.armed = false
 	rt.vm.ClearInterrupt()
@@ -270,6 +287,9 @@ func (rt *Runtime) run(f func() error) error {
 	stop()
 	if limit != nil {
 		limit.Stop()
+	}
+	if watch != nil {
+		watch.stop()
 	}
 	rt.cpuLeft -= spent
 	rt.cpuUsed += spent
