@@ -16,6 +16,8 @@ func (v Var) Value(inst *Instance) (goja.Value, error) { return inst.RT.VM().ToV
 // reload of the worker (SIGHUP reloads secrets, then workers) makes new
 // runtimes with the new value. It never appears in logs or errors: an
 // unavailable secret fails the load and names the binding, not the value.
+// Nor does it reach a sandbox: every response of a worker with secrets is
+// scrubbed of them (handlers.Scrubber), as the proxy handler's are.
 type Secret struct{ handlers.Secret }
 
 // Value implements Binding.
@@ -24,5 +26,6 @@ func (s Secret) Value(inst *Instance) (goja.Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	inst.secrets = append(inst.secrets, b)
 	return inst.RT.VM().ToValue(string(b)), nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dop251/goja"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 )
 
@@ -125,6 +126,13 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		var resp *jsrt.Response
 		if resp, err = rt.ToResponse(res); err == nil {
 			outcome = "ok"
+			if inst.scrub != nil {
+				if err := scrubResponse(inst.scrub, resp); err != nil {
+					outcome = "error"
+					wk.log.Warn("worker response cannot be scrubbed of its secrets", "request_id", env.RequestID, "function", f.label())
+					return &router.Error{Status: http.StatusBadGateway, Reason: "the worker's response is in a content coding that cannot be scrubbed of its secrets", Logged: true}
+				}
+			}
 			werr := writeResponse(w, resp)
 			inst.settle(sess, inv)
 			if werr != nil {
@@ -193,6 +201,25 @@ func writeResponse(w http.ResponseWriter, resp *jsrt.Response) error {
 	}
 	_, err := io.Copy(w, resp.Body)
 	return err
+}
+
+// scrubResponse masks the worker's secrets in its response's head and body.
+func scrubResponse(s *handlers.Scrubber, resp *jsrt.Response) error {
+	s.Header(resp.Header)
+	if resp.Body == nil {
+		return nil
+	}
+	rc, ok := resp.Body.(io.ReadCloser)
+	if !ok {
+		rc = io.NopCloser(resp.Body)
+	}
+	b, err := s.Body(resp.Header, rc)
+	if err != nil {
+		rc.Close()
+		return err
+	}
+	resp.Body = b
+	return nil
 }
 
 // newContext makes the ctx argument: containerId, waitUntil,

@@ -26,6 +26,7 @@ import (
 	"github.com/dop251/goja"
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 )
 
@@ -248,6 +249,8 @@ type Instance struct {
 	Env *goja.Object
 
 	fns      map[string]goja.Value // by outboundByHost key, "" for outbound
+	secrets  [][]byte              // the secret bindings' values
+	scrub    *handlers.Scrubber    // masks them in responses; nil without secrets
 	hosts    []string
 	outbound bool
 	req      atomic.Pointer[invocation] // the request the runtime serves now
@@ -304,6 +307,7 @@ func (v *version) newInstance() (*Instance, error) {
 		}
 		inst.Env.Set(n, val)
 	}
+	inst.scrub = handlers.NewScrubber(inst.secrets)
 	v.made.Add(1)
 	w.cfg.Metrics.runtimes(w.cfg.Name, 1)
 	return inst, nil

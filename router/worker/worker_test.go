@@ -166,3 +166,48 @@ func TestAReloadThatFailsKeepsTheOldScript(t *testing.T) {
 		t.Errorf("the old script's host is still matched")
 	}
 }
+
+type fixedSecret string
+
+func (s fixedSecret) Value(router.Env) ([]byte, error) { return []byte(s), nil }
+
+func TestAWorkersSecretsNeverReachTheSandbox(t *testing.T) {
+	src := `export default { outboundByHost: {
+  "echo.test": (request, env) => new Response("token=" + env.TOKEN + " b64=" + btoa(env.TOKEN), { headers: { "x-token": env.TOKEN } }),
+} };`
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"TOKEN": Secret{fixedSecret("s3cr3t-t0ken-value")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(t, w, "GET", "echo.test", "/", "")
+	if strings.Contains(rec.Body.String(), "s3cr3t") || strings.Contains(rec.Body.String(), "czNjcjN0") || strings.Contains(rec.Header().Get("X-Token"), "s3cr3t") {
+		t.Fatalf("the secret reached the sandbox: %v %q", rec.Header(), rec.Body)
+	}
+	if !strings.Contains(rec.Body.String(), "token=") {
+		t.Fatalf("the rest of the body is gone: %q", rec.Body)
+	}
+}
+
+func TestCredentialInjectionSendsTheSecretUpstream(t *testing.T) {
+	var got string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Get("Authorization")
+		io.WriteString(w, "you sent "+got)
+	}))
+	defer up.Close()
+	src := `export default { outboundByHost: { "api.test": (request, env) => {
+  const r = new Request("` + up.URL + `/user", request); r.headers.set("Authorization", "Bearer " + env.TOKEN); return fetch(r);
+} } };`
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"TOKEN": Secret{fixedSecret("tok-12345678")}},
+		Fetch: &Fetcher{Closed: func(netip.Addr) string { return "" }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(t, w, "GET", "api.test", "/", "")
+	if got != "Bearer tok-12345678" {
+		t.Errorf("the upstream got Authorization %q", got)
+	}
+	if strings.Contains(rec.Body.String(), "tok-12345678") || !strings.HasPrefix(rec.Body.String(), "you sent Bearer ") {
+		t.Errorf("the sandbox got %q", rec.Body)
+	}
+}
