@@ -211,3 +211,25 @@ func TestCredentialInjectionSendsTheSecretUpstream(t *testing.T) {
 		t.Errorf("the sandbox got %q", rec.Body)
 	}
 }
+
+func TestPassThroughOnExceptionForwardsAsIfNoHandlerMatched(t *testing.T) {
+	forwarded := false
+	f := &Fetcher{
+		Closed: func(netip.Addr) string { return "" },
+		Forward: router.HandlerFunc(func(w http.ResponseWriter, r *http.Request, env router.Env) error {
+			forwarded = true
+			io.WriteString(w, "forwarded to "+env.Dest.String())
+			return nil
+		}),
+	}
+	w := newTestWorker(t, script, f)
+	rec := serve(t, w, "GET", "pass.test", "/", "")
+	if !forwarded || rec.Code != 200 || rec.Body.String() != "forwarded to 198.18.213.9:80" {
+		t.Fatalf("%d %q, forwarded %v", rec.Code, rec.Body, forwarded)
+	}
+	f.Origin = func(router.Env, string) string { return "host_mismatch: no" }
+	forwarded = false
+	if rec := serve(t, w, "GET", "pass.test", "/", ""); forwarded || rec.Code != http.StatusForbidden {
+		t.Fatalf("a forward the policy refuses: %d %q, forwarded %v", rec.Code, rec.Body, forwarded)
+	}
+}
