@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -252,4 +254,46 @@ default_worker: stress
 			t.Errorf("after the failed reload: %q, want the old version", got)
 		}
 	})
+}
+
+func TestAWorkerInjectsACredentialIntoHTTPSItsCAVerifies(t *testing.T) {
+	cert, caFile := testCA(t, "api.test")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "inject.js")
+	os.WriteFile(script, []byte(`export default { outboundByHost: {
+  "gh.test": (request, env) => {
+    const url = new URL(request.url);
+    const r = new Request("https://api.test:8443" + url.pathname, request);
+    r.headers.set("Authorization", "Bearer " + env.TOKEN);
+    return fetch(r);
+  },
+} };`), 0o644)
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("tls-token-4242"), 0o600)
+	e := NewEnv(t, Options{ExtraConfig: fmt.Sprintf(`workers:
+  - name: inject
+    script: %s
+    ca_file: %s
+    bindings:
+      TOKEN: { secret: %s }
+default_worker: inject
+`, script, caFile, token)})
+	ln := e.ListenIn("/run/netns/"+e.UpNS, upstreamIP+":8443")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tls-token-4242" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprintf(w, "authorized for %s over %s", r.URL.Path, r.Proto)
+	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	sb := e.Create("agent1")
+	got := e.MustIn(sb, "curl", "-sS", "-m", "10", "-w", " %{http_code}", "http://gh.test/user")
+	if !strings.HasPrefix(got, "authorized for /user over HTTP/") || !strings.HasSuffix(got, " 200") {
+		t.Errorf("got %q", got)
+	}
+	if strings.Contains(got, "tls-token") {
+		t.Errorf("the token reached the sandbox: %q", got)
+	}
 }

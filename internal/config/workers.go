@@ -29,6 +29,10 @@ type Worker struct {
 	Bindings map[string]Binding `yaml:"bindings"`
 	// Limits bound each request the worker serves.
 	Limits WorkerLimits `yaml:"limits"`
+	// CAFile, when set, is the CA bundle the worker's fetch() verifies https
+	// upstreams against instead of the system's roots (as a proxy
+	// handler's ca_file).
+	CAFile string `yaml:"ca_file"`
 
 	// Path is Script resolved against the config file's directory.
 	Path string `yaml:"-"`

@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -243,25 +244,28 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// names and requests they serve. Their fetch() resolves through the
 	// shim (made next) and is held to the destinations closed to forwards.
 	vcidr := netip.MustParsePrefix(cfg.DNS.VirtualCIDR).Masked()
-	fetcher := &worker.Fetcher{
-		Closed: func(a netip.Addr) string {
-			_, why := policy.Closed(fwd.Protected, a)
-			return why
-		},
-		Resolve: func(name string) ([]netip.Addr, time.Duration, error) { return d.shim.LookupA(name) },
-		Virtual: vcidr.Contains,
-		Origin: func(env router.Env, host string) string {
-			caller, known := d.mgr.Caller(env.Source.Addr())
-			if !known {
-				return "the source address is not a sandbox"
-			}
-			dec := verdicts.HTTP(caller, policy.HTTPRequest{Host: policy.NormalizeHost(host), Dest: env.Dest})
-			if dec.Result != policy.Forward {
-				return dec.Reason + ": " + dec.Detail
-			}
-			return ""
-		},
-		Forward: fwd,
+	fetcher := func(roots *tls.Config) *worker.Fetcher {
+		return &worker.Fetcher{
+			TLS: roots,
+			Closed: func(a netip.Addr) string {
+				_, why := policy.Closed(fwd.Protected, a)
+				return why
+			},
+			Resolve: func(name string) ([]netip.Addr, time.Duration, error) { return d.shim.LookupA(name) },
+			Virtual: vcidr.Contains,
+			Origin: func(env router.Env, host string) string {
+				caller, known := d.mgr.Caller(env.Source.Addr())
+				if !known {
+					return "the source address is not a sandbox"
+				}
+				dec := verdicts.HTTP(caller, policy.HTTPRequest{Host: policy.NormalizeHost(host), Dest: env.Dest})
+				if dec.Result != policy.Forward {
+					return dec.Reason + ": " + dec.Detail
+				}
+				return ""
+			},
+			Forward: fwd,
+		}
 	}
 	if d.workers, err = buildWorkers(cfg, d.db, fetcher, worker.NewMetrics(reg), log, virtual); err != nil {
 		return d, err

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 
@@ -32,7 +35,7 @@ type workerSet struct {
 
 // buildWorkers loads every configured worker. A script that does not load
 // fails the start, naming the worker, the file, line and column.
-func buildWorkers(cfg *config.Config, db *store.DB, fetch *worker.Fetcher, m *worker.Metrics, log *slog.Logger, handlerAddrs map[string]netip.Addr) (*workerSet, error) {
+func buildWorkers(cfg *config.Config, db *store.DB, fetcher func(*tls.Config) *worker.Fetcher, m *worker.Metrics, log *slog.Logger, handlerAddrs map[string]netip.Addr) (*workerSet, error) {
 	ws := &workerSet{byName: map[string]*worker.Worker{}, addrs: map[string]netip.Addr{}, virt: map[netip.Addr]string{},
 		end: netip.MustParsePrefix(cfg.DNS.VirtualCIDR).Masked()}
 	// Workers' names take the addresses after the handlers'.
@@ -68,8 +71,20 @@ func buildWorkers(cfg *config.Config, db *store.DB, fetch *worker.Fetcher, m *wo
 				return nil, fmt.Errorf("worker %s: binding %s: no kind", wc.Name, name)
 			}
 		}
+		var roots *tls.Config
+		if wc.CAFile != "" {
+			pem, err := os.ReadFile(wc.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("worker %s: ca_file: %w", wc.Name, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("worker %s: ca_file %s: no PEM certificate in it", wc.Name, wc.CAFile)
+			}
+			roots = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
 		w, err := worker.New(worker.Config{
-			Name: wc.Name, Script: wc.Path, Bindings: bindings, Fetch: fetch, Metrics: m, Logger: log,
+			Name: wc.Name, Script: wc.Path, Bindings: bindings, Fetch: fetcher(roots), Metrics: m, Logger: log,
 			Limits: worker.Limits{CPU: wc.Limits.CPU(), Wall: wc.Limits.Wall(), Subrequests: wc.Limits.MaxSubrequests()},
 		})
 		if err != nil {
