@@ -40,6 +40,10 @@ type Route struct {
 	// Name is the handler's label: its configured host.
 	Name    string
 	Handler Handler
+	// Function, for a worker's route, names the function that serves it
+	// (an outboundByHost key, or "outbound"): the decision record says
+	// it; it is no metric label.
+	Function string
 }
 
 // Labels for requests that no configured handler serves.
@@ -136,6 +140,7 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 	rt.cfg.Metrics.flight(1)
 	r.Body = body
 	var d policy.Decision
+	var function string // the worker function that served, for the record
 	defer func() {
 		// Also when a handler aborts the response (a forward whose
 		// upstream cut it short): the request is still counted and logged.
@@ -154,6 +159,9 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 				"request_id", env.RequestID, "sandbox", env.Sandbox, "host", env.Host, "dest", env.Dest.String(),
 				"method", r.Method, "handler", env.Handler, "decision", string(d.Result), "reason", d.Reason,
 				"status", rw.status, "bytes_in", body.n.Load(), "bytes_out", rw.bytes, "duration_ms", float64(dur.Microseconds()) / 1000,
+			}
+			if function != "" {
+				attrs = append(attrs, "function", function)
 			}
 			if p != nil {
 				attrs = append(attrs, "aborted", true)
@@ -181,7 +189,7 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 	} else {
 		var route Route
 		route, d = rt.decide(&env, caller, known)
-		env.Handler = route.Name
+		env.Handler, function = route.Name, route.Function
 		if d.Result == policy.Deny {
 			rt.deny(rw, r, env, d)
 		} else {

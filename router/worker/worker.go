@@ -225,14 +225,14 @@ func (w *Worker) load() (*version, error) {
 	}
 	v.hosts, v.outbound = inst.hosts, inst.outbound
 	for _, h := range v.hosts {
-		r := router.Route{Name: router.WorkerLabel(w.cfg.Name), Handler: &function{v: v, key: h}}
+		r := router.Route{Name: router.WorkerLabel(w.cfg.Name), Handler: &function{v: v, key: h}, Function: h}
 		if err := v.patterns.Add(h, r); err != nil {
 			return nil, fmt.Errorf("worker %s: outboundByHost key %q: %w", w.cfg.Name, h, err)
 		}
 		v.routes[h] = r
 	}
 	if v.outbound {
-		v.routes[""] = router.Route{Name: router.WorkerOutboundLabel(w.cfg.Name), Handler: &function{v: v, key: ""}}
+		v.routes[""] = router.Route{Name: router.WorkerOutboundLabel(w.cfg.Name), Handler: &function{v: v, key: ""}, Function: "outbound"}
 	}
 	v.pool <- inst
 	return v, nil
