@@ -33,6 +33,117 @@ func (s *stream) close() {
 
 func (rt *Runtime) newStream(r io.Reader) goja.Value { return rt.vm.ToValue(&stream{r: r}) }
 
+// NewStream returns a JS ReadableStream that reads r in chunks off the loop when a script
+// reads it, and that fetch(), a Response body (ToResponse) and Body hand on as r, unread.
+// If r is an io.Closer it is closed at its end or when the stream is cancelled.
+func (rt *Runtime) NewStream(r io.Reader) goja.Value {
+	v, err := rt.fns.Stream(goja.Undefined(), rt.newStream(r))
+	if err != nil {
+		panic(err) // the helper only wraps its argument
+	}
+	return v
+}
+
+// Body returns a reader over a body a binding was given: a string, an ArrayBuffer or view,
+// URLSearchParams, a ReadableStream, or a Request or Response (its body, which is then
+// used); null and undefined are empty. A Go-backed stream is its own reader, unread; a
+// JS-made stream is pulled through the loop as the reader is read, so read it from the
+// Async work of the same Call. size is the length when known, else -1.
+func (rt *Runtime) Body(v goja.Value) (r io.Reader, size int64, err error) {
+	w, err := rt.fns.BodyOf(goja.Undefined(), v)
+	if err != nil {
+		return nil, 0, rt.convert(err)
+	}
+	r, size = rt.wireReader(w)
+	if r == nil {
+		return http.NoBody, 0, nil
+	}
+	return r, size, nil
+}
+
+// wireReader turns a body on the wire (see wire in webapi.js) into a reader.
+func (rt *Runtime) wireReader(w goja.Value) (io.Reader, int64) {
+	if w == nil || goja.IsNull(w) || goja.IsUndefined(w) {
+		return nil, 0
+	}
+	switch b := w.Export().(type) {
+	case *stream:
+		return b.r, -1
+	case goja.ArrayBuffer:
+		return bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
+	}
+	if o, ok := w.(*goja.Object); ok {
+		if read, ok := goja.AssertFunction(o.Get("read")); ok {
+			return &loopReader{rt: rt, gen: rt.gen, done: rt.callDone, reader: o, read: read}, -1
+		}
+	}
+	return nil, 0
+}
+
+// loopReader reads a JS ReadableStream from another goroutine: each Read asks the loop for
+// the next chunk and waits for it, or for the Call to end.
+type loopReader struct {
+	rt     *Runtime
+	gen    uint64
+	done   <-chan struct{}
+	reader *goja.Object
+	read   goja.Callable
+	buf    []byte
+	err    error
+}
+
+type chunk struct {
+	b   []byte
+	err error
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	for len(l.buf) == 0 {
+		if l.err != nil {
+			return 0, l.err
+		}
+		ch := make(chan chunk, 1)
+		l.rt.post(l.gen, func() error { l.pull(ch); return nil })
+		select {
+		case c := <-ch:
+			l.buf, l.err = c.b, c.err
+		case <-l.done:
+			l.err = errors.New("reading a script's stream after its call ended")
+		}
+	}
+	n := copy(p, l.buf)
+	l.buf = l.buf[n:]
+	return n, nil
+}
+
+// pull runs on the loop: read() and send what its promise settles with.
+func (l *loopReader) pull(ch chan<- chunk) {
+	vm := l.rt.vm
+	p, err := l.read(l.reader)
+	if err != nil {
+		ch <- chunk{err: err}
+		return
+	}
+	then, _ := goja.AssertFunction(p.ToObject(vm).Get("then"))
+	_, err = then(p, vm.ToValue(func(c goja.FunctionCall) goja.Value {
+		res := c.Argument(0).ToObject(vm)
+		if res.Get("done").ToBoolean() {
+			ch <- chunk{err: io.EOF}
+		} else if a, ok := res.Get("value").Export().([]byte); ok {
+			ch <- chunk{b: bytes.Clone(a)}
+		} else {
+			ch <- chunk{err: errors.New("a script's stream yielded a chunk that is not bytes")}
+		}
+		return goja.Undefined()
+	}), vm.ToValue(func(c goja.FunctionCall) goja.Value {
+		ch <- chunk{err: fmt.Errorf("a script's stream failed: %s", c.Argument(0).String())}
+		return goja.Undefined()
+	}))
+	if err != nil {
+		ch <- chunk{err: err}
+	}
+}
+
 // read resolves to the next chunk as a Uint8Array, or null at the end.
 func (rt *Runtime) read(s *stream) goja.Value {
 	return rt.Async(func() (func() goja.Value, error) {
@@ -101,7 +212,8 @@ func (rt *Runtime) ToRequest(ctx context.Context, v goja.Value) (*http.Request, 
 		return nil, errors.New("not a Request")
 	}
 	o := v.ToObject(rt.vm)
-	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.RequestParts(goja.Undefined(), m) })
+	live := rt.vm.ToValue(rt.running > 0)
+	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.RequestParts(goja.Undefined(), m, live) })
 	if err != nil {
 		return nil, err
 	}
@@ -139,14 +251,7 @@ func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error
 }
 
 func (rt *Runtime) httpRequest(ctx context.Context, method, url string, headers, body goja.Value) (*http.Request, error) {
-	var r io.Reader
-	size := int64(-1)
-	switch b := body.Export().(type) {
-	case *stream:
-		r = b.r
-	case goja.ArrayBuffer:
-		r, size = bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
-	}
+	r, size := rt.wireReader(body)
 	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)

@@ -275,3 +275,59 @@ func BenchmarkRequestResponse(b *testing.B) {
 		io.Copy(io.Discard, res.Body)
 	}
 }
+
+func TestBodyGivesBindingsAReaderForEveryKindOfBody(t *testing.T) {
+	in := io.NopCloser(strings.NewReader("go"))
+	made := io.NopCloser(strings.NewReader("made"))
+	type got struct {
+		text string
+		size int64
+		same bool
+	}
+	var results []got
+	rt := New(Options{})
+	rt.VM().Set("put", func(v goja.Value) goja.Value {
+		r, size, err := rt.Body(v)
+		if err != nil {
+			panic(rt.VM().NewGoError(err))
+		}
+		return rt.Async(func() (func() goja.Value, error) {
+			b, err := io.ReadAll(r)
+			results = append(results, got{string(b), size, r == io.Reader(in) || r == io.Reader(made)})
+			return func() goja.Value { return goja.Undefined() }, err
+		})
+	})
+	rt.VM().Set("made", rt.NewStream(made))
+	fn := handler(t, rt, `export default { async outbound(req) {
+  await put("str"); await put(new Uint8Array([98, 121])); await put(new TextEncoder().encode("ab").buffer);
+  await put(new URLSearchParams("a=b c")); await put(null); await put(req); await put(made);
+  let n = 0; await put(new ReadableStream({ pull(c) { n++ < 3 ? c.enqueue("p" + n) : c.close() } }));
+  return new Response("done") } }`)
+	r := httptest.NewRequest("POST", "http://a/", nil)
+	r.Body = in
+	if _, err := serve(t, rt, fn, r); err != nil {
+		t.Fatal(err)
+	}
+	want := []got{{"str", 3, false}, {"by", 2, false}, {"ab", 2, false}, {"a=b+c", 5, false}, {"", 0, false},
+		{"go", -1, true}, {"made", -1, true}, {"p1p2p3", -1, false}}
+	if len(results) != len(want) {
+		t.Fatalf("got %v, want %v", results, want)
+	}
+	for i := range want {
+		if results[i] != want[i] {
+			t.Errorf("put %d: got %+v, want %+v", i, results[i], want[i])
+		}
+	}
+}
+
+func TestAScriptsStreamReadAfterItsCallEndedFails(t *testing.T) {
+	rt := New(Options{})
+	var r io.Reader
+	rt.VM().Set("keep", func(v goja.Value) { r, _, _ = rt.Body(v) })
+	if _, err := eval(t, rt, `keep(new ReadableStream({ pull(c) { c.enqueue("x") } }))`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "after its call ended") {
+		t.Errorf("got %v", err)
+	}
+}

@@ -76,9 +76,10 @@ type Runtime struct {
 	timers  map[int64]*time.Timer
 	timerID int64
 
-	ctx     context.Context
-	cpuLeft time.Duration
-	cpuUsed time.Duration
+	ctx      context.Context
+	callDone chan struct{} // closed when the current Call ends
+	cpuLeft  time.Duration
+	cpuUsed  time.Duration
 
 	intMu   sync.Mutex // guards armed against a limit timer firing as a segment ends
 	armed   bool
@@ -105,7 +106,10 @@ func New(opts Options) *Runtime {
 		wake:   make(chan struct{}, 1),
 		timers: map[int64]*time.Timer{},
 		ctx:    context.Background(),
+		// No Call yet: a stream reader made now must not wait for one.
+		callDone: make(chan struct{}),
 	}
+	close(rt.callDone)
 	rt.vm.SetFieldNameMapper(goja.UncapFieldNameMapper())
 	if err := rt.installWebAPI(); err != nil {
 		// The polyfill is embedded and tested; failing to run it is a bug in this package.
@@ -197,6 +201,7 @@ func (rt *Runtime) begin(ctx context.Context) {
 	rt.queue = nil
 	rt.mu.Unlock()
 	rt.ctx = ctx
+	rt.callDone = make(chan struct{})
 	rt.cpuLeft = rt.opts.CPULimit
 	rt.cpuUsed = 0
 }
@@ -212,6 +217,7 @@ func (rt *Runtime) end() {
 		delete(rt.timers, id)
 	}
 	rt.mu.Unlock()
+	close(rt.callDone)
 	rt.ctx = context.Background()
 }
 

@@ -422,16 +422,22 @@
   }
   def("Response", Response);
 
-  // Boundary helpers for Go (host.go): the parts of a message, with the body as bytes, a Go handle
-  // (never copied), or a promise of bytes for a JS-sourced stream.
-  function parts(m) {
-    const st = m[S];
-    let body = st.body;
-    if (m.bodyUsed) throw new TypeError("body already used");
+  // Boundary helpers for Go (http.go): a body on the wire is null, bytes, a Go handle
+  // (passed on, never copied), a JS stream's reader that Go pulls through the loop (live,
+  // inside a Call), or a promise of its bytes (between Calls).
+  function wire(body, live) {
     if (body instanceof ReadableStream) {
-      if (body[S].go && !body[S].disturbed && !body.locked) { body[S].disturbed = true; body = body[S].go; }
-      else body = readAll(body).then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-    } else if (body instanceof Uint8Array) body = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+      if (body[S].go && !body[S].disturbed && !body.locked) { body[S].disturbed = true; return body[S].go; }
+      if (live) return body.getReader();
+      return readAll(body).then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    }
+    if (body instanceof Uint8Array) return body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+    return body;
+  }
+  function parts(m, live) {
+    const st = m[S];
+    if (m.bodyUsed) throw new TypeError("body already used");
+    const body = wire(st.body, live);
     st.used = body !== null;
     return { headers: st.headers[S].list, body };
   }
@@ -452,14 +458,19 @@
       if (!(v instanceof Response)) throw new TypeError("the handler did not return a Response");
       return Object.assign(parts(v), { status: v.status, statusText: v.statusText });
     },
-    requestParts: (v) => parts(v),
+    requestParts: (v, live) => parts(v, live),
+    stream: (h) => goStream(h),
+    bodyOf(v) {
+      if (v instanceof Request || v instanceof Response) return parts(v, true).body;
+      if (v instanceof ReadableStream && (v.locked || v[S].disturbed)) throw new TypeError("the stream is locked or already read");
+      return wire(extract(v)[0], true);
+    },
     isRequest: (v) => v instanceof Request,
   });
   def("fetch", (input, init) => {
     try {
       const r = new Request(input, init);
-      const p = parts(r);
-      if (p.body instanceof Promise) return p.body.then((b) => host.fetch(r.method, r.url, p.headers, b));
+      const p = parts(r, true);
       return host.fetch(r.method, r.url, p.headers, p.body);
     } catch (e) { return Promise.reject(e); }
   });
