@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dop251/goja"
 )
@@ -23,21 +24,44 @@ const readChunk = 64 << 10
 type stream struct {
 	mu sync.Mutex // one read at a time, off the loop
 	r  io.Reader
+	// claimed: its reader went to Go (fetch, ToResponse, Body), which closes it now.
+	claimed bool
+	closed  atomic.Bool // closed once: at its end, on cancel, or by release
 }
 
 func (s *stream) close() {
-	if c, ok := s.r.(io.Closer); ok {
+	if c, ok := s.r.(io.Closer); ok && s.closed.CompareAndSwap(false, true) {
 		c.Close()
 	}
 }
 
 func (rt *Runtime) newStream(r io.Reader) goja.Value { return rt.vm.ToValue(&stream{r: r}) }
 
+// ownedStream is a stream the runtime must close if the script drops it (a fetch
+// response's body, a binding's object): see release.
+func (rt *Runtime) ownedStream(r io.Reader) goja.Value {
+	s := &stream{r: r}
+	rt.owned = append(rt.owned, s)
+	return rt.vm.ToValue(s)
+}
+
+// release closes the owned streams that no one claimed, so that an upstream response a
+// script ignored does not hold its connection. ToResponse and the next Call run it.
+func (rt *Runtime) release() {
+	for _, s := range rt.owned {
+		if !s.claimed {
+			s.close()
+		}
+	}
+	rt.owned = nil
+}
+
 // NewStream returns a JS ReadableStream that reads r in chunks off the loop when a script
 // reads it, and that fetch(), a Response body (ToResponse) and Body hand on as r, unread.
-// If r is an io.Closer it is closed at its end or when the stream is cancelled.
+// If r is an io.Closer it is closed at its end, when the stream is cancelled, or (if the
+// script dropped it) by the next ToResponse or Call.
 func (rt *Runtime) NewStream(r io.Reader) goja.Value {
-	v, err := rt.fns.Stream(goja.Undefined(), rt.newStream(r))
+	v, err := rt.fns.Stream(goja.Undefined(), rt.ownedStream(r))
 	if err != nil {
 		panic(err) // the helper only wraps its argument
 	}
@@ -68,6 +92,7 @@ func (rt *Runtime) wireReader(w goja.Value) (io.Reader, int64) {
 	}
 	switch b := w.Export().(type) {
 	case *stream:
+		b.claimed = true
 		return b.r, -1
 	case goja.ArrayBuffer:
 		return bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
@@ -353,7 +378,7 @@ func (rt *Runtime) newResponse(resp *http.Response, url string) goja.Value {
 	}
 	body := goja.Null()
 	if resp.Body != nil && resp.Body != http.NoBody {
-		body = rt.newStream(resp.Body)
+		body = rt.ownedStream(resp.Body)
 	}
 	text := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
 	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), rt.vm.ToValue(pairs), body, rt.vm.ToValue(url))
@@ -382,17 +407,14 @@ func (rt *Runtime) ToResponse(v goja.Value) (*Response, error) {
 	}
 	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.ResponseParts(goja.Undefined(), m) })
 	if err != nil {
+		rt.release()
 		return nil, err
 	}
 	res := &Response{Status: int(parts.Get("status").ToInteger()), StatusText: parts.Get("statusText").String(), Header: http.Header{}}
 	for _, kv := range exportPairs(parts.Get("headers")) {
 		res.Header.Add(kv[0], kv[1])
 	}
-	switch b := parts.Get("body").Export().(type) {
-	case *stream:
-		res.Body = b.r
-	case goja.ArrayBuffer:
-		res.Body = bytes.NewReader(b.Bytes())
-	}
+	res.Body, _ = rt.wireReader(parts.Get("body"))
+	rt.release()
 	return res, nil
 }

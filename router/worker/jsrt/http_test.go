@@ -331,3 +331,33 @@ func TestAScriptsStreamReadAfterItsCallEndedFails(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+type closeCounter struct {
+	io.Reader
+	closed int
+}
+
+func (c *closeCounter) Close() error { c.closed++; return nil }
+
+func TestAnUpstreamBodyTheScriptDropsIsClosed(t *testing.T) {
+	var bodies []*closeCounter
+	rt := New(Options{Fetch: func(ctx context.Context, req *http.Request) (*http.Response, error) {
+		c := &closeCounter{Reader: strings.NewReader("up")}
+		bodies = append(bodies, c)
+		return &http.Response{StatusCode: 200, Body: c}, nil
+	}})
+	fn := handler(t, rt, `export default { async outbound(req) {
+  await fetch("http://dropped/");                 // never read
+  await (await fetch("http://read/")).text();     // read to the end
+  return fetch("http://passed/") } }`)
+	res, err := serve(t, rt, fn, httptest.NewRequest("GET", "http://a/", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bodies) != 3 || bodies[0].closed != 1 || bodies[1].closed != 1 || bodies[2].closed != 0 || res.Body != io.Reader(bodies[2]) {
+		for _, b := range bodies {
+			t.Logf("closed %d", b.closed)
+		}
+		t.Fatalf("want closes 1 1 0; the passed body must stay open for the caller")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"sync"
 	"time"
 
@@ -78,6 +79,7 @@ type Runtime struct {
 
 	ctx      context.Context
 	callDone chan struct{} // closed when the current Call ends
+	owned    []*stream     // Go bodies the runtime closes if the script drops them
 	cpuLeft  time.Duration
 	cpuUsed  time.Duration
 
@@ -145,6 +147,7 @@ func (rt *Runtime) Call(ctx context.Context, fn goja.Value, args ...goja.Value) 
 	if !ok {
 		return nil, fmt.Errorf("calling a %s: not a function", typeName(fn))
 	}
+	rt.release()
 	rt.begin(ctx)
 	defer rt.end()
 	var res goja.Value
@@ -309,10 +312,18 @@ func (rt *Runtime) convert(err error) error {
 	return err
 }
 
-// exception describes a thrown value: an Error's "Name: message" and stack, or the value.
+// exception describes a thrown value: an Error's "Name: message" and stack, or the value
+// as a string. Getters that throw here (a hostile error object) leave the generic text.
 func (rt *Runtime) exception(v goja.Value) *Exception {
 	e := &Exception{Message: "uncaught " + typeName(v)}
-	if o, ok := v.(*goja.Object); ok {
+	rt.vm.Try(func() {
+		o, ok := v.(*goja.Object)
+		if !ok {
+			if v != nil {
+				e.Message = "uncaught " + v.String()
+			}
+			return
+		}
 		if st := o.Get("stack"); st != nil && !goja.IsUndefined(st) {
 			e.Stack = st.String()
 		}
@@ -321,23 +332,33 @@ func (rt *Runtime) exception(v goja.Value) *Exception {
 			if n := o.Get("name"); n != nil && !goja.IsUndefined(n) {
 				e.Message = n.String() + ": " + e.Message
 			}
-			return e
+			return
 		}
-	}
-	if v != nil && !goja.IsUndefined(v) && !goja.IsNull(v) {
-		if s, ok := v.Export().(string); ok {
-			e.Message = "uncaught " + s
-		}
-	}
+		e.Message = "uncaught " + o.String()
+	})
 	return e
 }
 
 func typeName(v goja.Value) string {
-	if v == nil || goja.IsUndefined(v) {
+	switch {
+	case v == nil || goja.IsUndefined(v):
 		return "undefined"
-	}
-	if goja.IsNull(v) {
+	case goja.IsNull(v):
 		return "null"
+	}
+	if _, ok := goja.AssertFunction(v); ok {
+		return "function"
+	}
+	if _, ok := v.(*goja.Object); ok {
+		return "object"
+	}
+	switch v.ExportType().Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int64, reflect.Float64:
+		return "number"
 	}
 	return v.ExportType().String()
 }

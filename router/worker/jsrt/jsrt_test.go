@@ -157,6 +157,9 @@ func TestCallRunsTheEventLoopUntilThePromiseSettles(t *testing.T) {
 		{"microtasks run before timers", `const o = []; setTimeout(() => o.push("timer"), 0); queueMicrotask(() => o.push("micro")); await new Promise(r => setTimeout(r, 5)); return o`, `["micro","timer"]`},
 		{"a thrown error is an exception", `throw new RangeError("nope")`, `throws: RangeError: nope`},
 		{"a rejection with a non-error", `return Promise.reject("plain")`, `throws: uncaught plain`},
+		{"a thrown plain object", `throw {a: 1}`, `throws: uncaught [object Object]`},
+		{"a thrown undefined", `throw undefined`, `throws: uncaught undefined`},
+		{"an error whose message getter throws", `throw Object.defineProperty(new Error("x"), "message", {get() { throw 1 }})`, `throws: uncaught object`},
 		{"an exception in a timer ends the call", `await new Promise(r => setTimeout(() => { throw new Error("in timer") }, 1)); return 1`, `throws: Error: in timer`},
 		{"a promise nothing can settle", `return await new Promise(() => {})`, `throws: ` + ErrNeverSettled.Error()},
 		{"the runtime is usable after all that", `return "ok"`, `"ok"`},
@@ -214,6 +217,17 @@ func TestAnInfiniteLoopIsInterruptedAtTheCPULimitAndTheRuntimeReportsItselfBroke
 		if got, err := eval(t, New(Options{CPULimit: limit}), `await new Promise(r => setTimeout(r, 1)); return "fresh"`); err != nil || got != `"fresh"` {
 			t.Errorf("a fresh runtime: %q %v", got, err)
 		}
+	}
+}
+
+func TestLoadOfAnEndlessTopLevelStopsAtTheCPULimit(t *testing.T) {
+	p, err := Compile("loop.js", []byte("while (true) {}\nexport default {}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := New(Options{CPULimit: 20 * time.Millisecond})
+	if _, err := rt.Load(p); !errors.Is(err, ErrCPULimit) || !rt.Broken() {
+		t.Errorf("got %v, broken %v", err, rt.Broken())
 	}
 }
 
