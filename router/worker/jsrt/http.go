@@ -222,7 +222,7 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 	if r.Body != nil && r.Body != http.NoBody {
 		body = rt.newStream(r.Body)
 	}
-	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.vm.ToValue(pairs), body)
+	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.flat(pairs), body)
 	if err != nil {
 		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
 	}
@@ -308,15 +308,25 @@ func (rt *Runtime) httpRequest(ctx context.Context, method, url string, headers,
 	return req, nil
 }
 
-// exportPairs turns a header list from JS into bytes: header values are ByteStrings, each
-// code unit (<= 0xFF, which Headers checks) one byte.
+// flat hands a header list to JS as one array, name, value, name, value..., which JS
+// reads much faster than a wrapped Go slice.
+func (rt *Runtime) flat(pairs [][2]string) goja.Value {
+	vals := make([]any, 0, 2*len(pairs))
+	for _, kv := range pairs {
+		vals = append(vals, kv[0], kv[1])
+	}
+	return rt.vm.NewArray(vals...)
+}
+
+// exportPairs turns a flat header list from JS into bytes: header values are ByteStrings,
+// each code unit (<= 0xFF, which Headers checks) one byte.
 func exportPairs(v goja.Value) [][2]string {
-	var out [][2]string
 	list, _ := v.Export().([]any)
-	for _, p := range list {
-		if kv, ok := p.([]any); ok && len(kv) == 2 {
-			out = append(out, [2]string{fmt.Sprint(kv[0]), isoEncode(fmt.Sprint(kv[1]))})
-		}
+	out := make([][2]string, 0, len(list)/2)
+	for i := 0; i+1 < len(list); i += 2 {
+		k, _ := list[i].(string)
+		val, _ := list[i+1].(string)
+		out = append(out, [2]string{k, isoEncode(val)})
 	}
 	return out
 }
@@ -381,7 +391,7 @@ func (rt *Runtime) newResponse(resp *http.Response, url string) goja.Value {
 		body = rt.ownedStream(resp.Body)
 	}
 	text := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
-	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), rt.vm.ToValue(pairs), body, rt.vm.ToValue(url))
+	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), rt.flat(pairs), body, rt.vm.ToValue(url))
 	if err != nil {
 		panic(err)
 	}

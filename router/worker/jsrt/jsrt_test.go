@@ -154,6 +154,7 @@ func TestCallRunsTheEventLoopUntilThePromiseSettles(t *testing.T) {
 		{"setTimeout passes its arguments", `return await new Promise(r => setTimeout(r, 0, "arg"))`, `"arg"`},
 		{"timers fire in order of their delay", `const o = []; await new Promise(r => { setTimeout(() => { o.push(2); r() }, 20); setTimeout(() => o.push(1), 5) }); return o`, `[1,2]`},
 		{"clearTimeout cancels", `const o = []; const id = setTimeout(() => o.push("x"), 1); clearTimeout(id); await new Promise(r => setTimeout(r, 10)); return o`, `[]`},
+		{"setInterval repeats until cleared", `let n = 0; await new Promise(r => { const id = setInterval(() => { if (++n === 3) { clearInterval(id); r() } }, 1) }); await new Promise(r => setTimeout(r, 10)); return n`, `3`},
 		{"microtasks run before timers", `const o = []; setTimeout(() => o.push("timer"), 0); queueMicrotask(() => o.push("micro")); await new Promise(r => setTimeout(r, 5)); return o`, `["micro","timer"]`},
 		{"a thrown error is an exception", `throw new RangeError("nope")`, `throws: RangeError: nope`},
 		{"a rejection with a non-error", `return Promise.reject("plain")`, `throws: uncaught plain`},
