@@ -72,7 +72,7 @@ func (rt *Runtime) NewStream(r io.Reader) goja.Value {
 // URLSearchParams, a ReadableStream, or a Request or Response (its body, which is then
 // used); null and undefined are empty. A Go-backed stream is its own reader, unread; a
 // JS-made stream is pulled through the loop as the reader is read, so read it from the
-// Async work of the same Call. size is the length when known, else -1.
+// Async work of the same Call (a read after the Call ended, or its context, fails). size is the length when known, else -1.
 func (rt *Runtime) Body(v goja.Value) (r io.Reader, size int64, err error) {
 	w, err := rt.fns.BodyOf(goja.Undefined(), v)
 	if err != nil {
@@ -99,7 +99,7 @@ func (rt *Runtime) wireReader(w goja.Value) (io.Reader, int64) {
 	}
 	if o, ok := w.(*goja.Object); ok {
 		if read, ok := goja.AssertFunction(o.Get("read")); ok {
-			return &loopReader{rt: rt, gen: rt.gen, done: rt.callDone, reader: o, read: read}, -1
+			return &loopReader{rt: rt, gen: rt.gen, done: rt.callDone, ctx: rt.ctx, reader: o, read: read}, -1
 		}
 	}
 	return nil, 0
@@ -111,6 +111,7 @@ type loopReader struct {
 	rt     *Runtime
 	gen    uint64
 	done   <-chan struct{}
+	ctx    context.Context
 	reader *goja.Object
 	read   goja.Callable
 	buf    []byte
@@ -134,6 +135,8 @@ func (l *loopReader) Read(p []byte) (int, error) {
 			l.buf, l.err = c.b, c.err
 		case <-l.done:
 			l.err = errors.New("reading a script's stream after its call ended")
+		case <-l.ctx.Done():
+			l.err = l.ctx.Err()
 		}
 	}
 	n := copy(p, l.buf)
@@ -245,9 +248,9 @@ func (rt *Runtime) ToRequest(ctx context.Context, v goja.Value) (*http.Request, 
 	return rt.httpRequest(ctx, o.Get("method").String(), o.Get("url").String(), parts.Get("headers"), parts.Get("body"))
 }
 
-// parts asks webapi.js for a message's parts, settling a JS-stream body to bytes. Between
-// Calls it runs the loop for that; inside one (a host function) such a body is an error,
-// since the loop cannot run nested.
+// parts asks webapi.js for a message's parts, settling a JS-stream body to bytes. After a
+// Call it runs that Call's loop on for it; inside one (a host function) such a body is an
+// error, since the loop cannot run nested.
 func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error)) (*goja.Object, error) {
 	if rt.running > 0 {
 		p, err := get(m)
@@ -260,8 +263,9 @@ func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error
 		}
 		return po, nil
 	}
-	rt.begin(rt.ctx)
-	defer rt.end()
+	if rt.broken {
+		return nil, ErrBroken
+	}
 	var p goja.Value
 	if err := rt.run(func() (err error) { p, err = get(m); return err }); err != nil {
 		return nil, err
@@ -417,7 +421,6 @@ func (rt *Runtime) ToResponse(v goja.Value) (*Response, error) {
 	}
 	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.ResponseParts(goja.Undefined(), m) })
 	if err != nil {
-		rt.release()
 		return nil, err
 	}
 	res := &Response{Status: int(parts.Get("status").ToInteger()), StatusText: parts.Get("statusText").String(), Header: http.Header{}}
@@ -425,6 +428,12 @@ func (rt *Runtime) ToResponse(v goja.Value) (*Response, error) {
 		res.Header.Add(kv[0], kv[1])
 	}
 	res.Body, _ = rt.wireReader(parts.Get("body"))
-	rt.release()
+	rt.mu.Lock()
+	idle := rt.pending == 0 && len(rt.queue) == 0
+	rt.mu.Unlock()
+	if idle {
+		// Nothing left could read a body the script dropped; do not wait for the next Call.
+		rt.release()
+	}
 	return res, nil
 }

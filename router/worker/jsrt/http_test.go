@@ -3,6 +3,7 @@ package jsrt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -327,8 +328,54 @@ func TestAScriptsStreamReadAfterItsCallEndedFails(t *testing.T) {
 	if _, err := eval(t, rt, `keep(new ReadableStream({ pull(c) { c.enqueue("x") } }))`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "after its call ended") {
+	// The Call succeeded, so its loop may still go on (Wait); the next Call ends it.
+	errc := make(chan error, 1)
+	go func() { _, err := io.ReadAll(r); errc <- err }()
+	if _, err := eval(t, rt, `return 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil || !strings.Contains(err.Error(), "after its call ended") {
 		t.Errorf("got %v", err)
+	}
+}
+
+func TestWaitRunsTheLoopOnAfterTheResponse(t *testing.T) {
+	var fetched []string
+	rt := New(Options{Fetch: func(ctx context.Context, req *http.Request) (*http.Response, error) {
+		fetched = append(fetched, req.URL.Path)
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("logged"))}, nil
+	}})
+	p, err := Compile("w.js", []byte(`const later = [];
+export default {
+  async outbound(req) {
+    later.push(new Promise(r => setTimeout(r, 20)).then(() => fetch("http://log/after")).then(r => r.text()));
+    return new Response("now");
+  },
+  after() { return Promise.all(later.splice(0)) },
+}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := rt.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := ex.Default.ToObject(rt.VM())
+	res, err := serve(t, rt, def.Get("outbound"), httptest.NewRequest("GET", "http://a/", nil))
+	if err != nil || body(t, res.Body) != "now" || len(fetched) != 0 {
+		t.Fatalf("response: %v, fetched %v before it", err, fetched)
+	}
+	after, _ := goja.AssertFunction(def.Get("after"))
+	pending, err := after(def) // a plain goja call: it must not start a new Call
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := rt.Wait(context.Background(), pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Export(); len(fetched) != 1 || fmt.Sprint(got) != "[logged]" {
+		t.Errorf("Wait got %v, fetched %v", got, fetched)
 	}
 }
 

@@ -142,19 +142,39 @@ func WithLogAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
 // Call invokes fn(args...) and runs the event loop until the promise it returns settles
 // (a non-promise value returns at once). It returns the value, an *Exception for an
 // uncaught exception or a rejection, ErrCPULimit, ErrNeverSettled, or ctx.Err().
+//
+// What the Call started and did not wait for (timers, host work, ctx.waitUntil-style
+// promises) stays alive after a successful Call, for Wait; the next Call drops it. A Call
+// that fails ends it all at once.
 func (rt *Runtime) Call(ctx context.Context, fn goja.Value, args ...goja.Value) (goja.Value, error) {
 	f, ok := goja.AssertFunction(fn)
 	if !ok {
 		return nil, fmt.Errorf("calling a %s: not a function", typeName(fn))
 	}
-	rt.release()
 	rt.begin(ctx)
-	defer rt.end()
 	var res goja.Value
-	if err := rt.run(func() (err error) { res, err = f(goja.Undefined(), args...); return err }); err != nil {
+	err := rt.run(func() (err error) { res, err = f(goja.Undefined(), args...); return err })
+	if err == nil {
+		res, err = rt.await(res)
+	}
+	if err != nil {
+		rt.end()
 		return nil, err
 	}
-	return rt.await(res)
+	return res, nil
+}
+
+// Wait runs the loop of the last Call on until v settles, under that Call's CPU budget,
+// and returns v's value as Call does. Use it for work that finishes after the response,
+// e.g. Promise.allSettled of the promises a handler gave ctx.waitUntil, after ToResponse.
+// Wait ends the Call: what is still pending afterwards is dropped.
+func (rt *Runtime) Wait(ctx context.Context, v goja.Value) (goja.Value, error) {
+	if rt.broken {
+		return nil, ErrBroken
+	}
+	rt.ctx = ctx
+	defer rt.end()
+	return rt.await(v)
 }
 
 // await runs the loop until v (if it is a promise) settles.
@@ -198,18 +218,15 @@ func (rt *Runtime) await(v goja.Value) (goja.Value, error) {
 }
 
 func (rt *Runtime) begin(ctx context.Context) {
-	rt.mu.Lock()
-	rt.gen++
-	rt.pending = 0
-	rt.queue = nil
-	rt.mu.Unlock()
+	rt.end()
 	rt.ctx = ctx
 	rt.callDone = make(chan struct{})
 	rt.cpuLeft = rt.opts.CPULimit
 	rt.cpuUsed = 0
 }
 
-// end drops what the Call left behind: timers, and (by bumping gen) late host results.
+// end drops what the last Call left behind: timers, late host results (by bumping gen),
+// readers waiting on the loop, and the Go bodies the script dropped.
 func (rt *Runtime) end() {
 	rt.mu.Lock()
 	rt.gen++
@@ -220,14 +237,22 @@ func (rt *Runtime) end() {
 		delete(rt.timers, id)
 	}
 	rt.mu.Unlock()
-	close(rt.callDone)
-	rt.ctx = context.Background()
+	select {
+	case <-rt.callDone:
+	default:
+		close(rt.callDone)
+	}
+	rt.release()
 }
+
+// maxQueue bounds the jobs waiting for a loop that no one runs (a Call that returned with
+// an interval still armed, and no Wait): past it, jobs are dropped.
+const maxQueue = 1 << 14
 
 // post queues fn to run on the loop of the Call that made gen (dropped if that Call ended).
 func (rt *Runtime) post(gen uint64, fn func() error) {
 	rt.mu.Lock()
-	if gen == rt.gen {
+	if gen == rt.gen && len(rt.queue) < maxQueue {
 		rt.queue = append(rt.queue, job{gen, fn})
 	}
 	rt.mu.Unlock()
