@@ -47,9 +47,11 @@ func (e *Exception) Error() string { return e.Message }
 
 // Options configure a Runtime.
 type Options struct {
-	// CPULimit bounds the time spent running JavaScript in one Call (waiting for timers and
-	// host work does not count); 0 means no limit. It is measured as wall time of the JS
-	// segments on the Call's goroutine, so a busy host that deschedules it counts too.
+	// CPULimit bounds the CPU time spent running JavaScript in one Call and its Wait
+	// (waiting for timers and host work does not count); 0 means no limit. It is the CPU
+	// time of the thread running each JS segment (on Linux; wall time elsewhere), so a
+	// busy host that deschedules the VM does not use up a script's budget. Host
+	// functions the script calls count: they run on the same thread.
 	CPULimit time.Duration
 	// Logger receives console.*, with the attrs given by WithLogAttrs on the Call's context.
 	// nil discards.
@@ -128,7 +130,7 @@ func (rt *Runtime) VM() *goja.Runtime { return rt.vm }
 // or the Call's context ending mid-run) and must be replaced; its Calls return ErrBroken.
 func (rt *Runtime) Broken() bool { return rt.broken }
 
-// CPU returns the time the most recent Call spent running JavaScript.
+// CPU returns the CPU time the most recent Call (and its Wait) spent running JavaScript.
 func (rt *Runtime) CPU() time.Duration { return rt.cpuUsed }
 
 type logAttrsKey struct{}
@@ -262,8 +264,8 @@ func (rt *Runtime) post(gen uint64, fn func() error) {
 	}
 }
 
-// run runs one segment of JavaScript, charging its time to the Call's CPU budget and
-// interrupting it when the budget or the context runs out.
+// run runs one segment of JavaScript, charging the CPU time of its thread to the Call's
+// budget and interrupting it when the budget or the context runs out.
 func (rt *Runtime) run(f func() error) error {
 	if rt.running > 0 {
 		return rt.convert(f())
@@ -274,36 +276,52 @@ func (rt *Runtime) run(f func() error) error {
 	if rt.opts.CPULimit > 0 && rt.cpuLeft <= 0 {
 		return ErrCPULimit
 	}
+	now, unpin := threadClock()
+	defer unpin()
+	start := now()
 	rt.intMu.Lock()
 	rt.armed = true
 	rt.intMu.Unlock()
-	interrupt := func(v any) func() {
-		return func() {
-			rt.intMu.Lock()
-			if rt.armed {
-				rt.vm.Interrupt(v)
-			}
-			rt.intMu.Unlock()
+	interrupt := func(v any) {
+		rt.intMu.Lock()
+		if rt.armed {
+			rt.vm.Interrupt(v)
 		}
+		rt.intMu.Unlock()
 	}
 	var limit *time.Timer
-	if rt.opts.CPULimit > 0 {
-		limit = time.AfterFunc(rt.cpuLeft, interrupt(cpuInterrupt{}))
+	if left := rt.cpuLeft; rt.opts.CPULimit > 0 {
+		// The timer runs on wall time, which is at least the CPU time; when it fires
+		// early (the thread was descheduled) it waits for the CPU time still left.
+		var check func()
+		check = func() {
+			if used := now() - start; used < left {
+				rt.intMu.Lock()
+				if rt.armed {
+					limit.Reset(left - used)
+				}
+				rt.intMu.Unlock()
+				return
+			}
+			interrupt(cpuInterrupt{})
+		}
+		rt.intMu.Lock()
+		limit = time.AfterFunc(left, check)
+		rt.intMu.Unlock()
 	}
-	stop := context.AfterFunc(rt.ctx, interrupt(ctxInterrupt{}))
-	start := time.Now()
+	stop := context.AfterFunc(rt.ctx, func() { interrupt(ctxInterrupt{}) })
 	rt.running++
 	err := f()
 	rt.running--
-	spent := time.Since(start)
+	spent := now() - start
 	rt.intMu.Lock()
 	rt.armed = false
-	rt.vm.ClearInterrupt()
-	rt.intMu.Unlock()
-	stop()
 	if limit != nil {
 		limit.Stop()
 	}
+	rt.vm.ClearInterrupt()
+	rt.intMu.Unlock()
+	stop()
 	rt.cpuLeft -= spent
 	rt.cpuUsed += spent
 	return rt.convert(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -229,6 +230,21 @@ func TestLoadOfAnEndlessTopLevelStopsAtTheCPULimit(t *testing.T) {
 	rt := New(Options{CPULimit: 20 * time.Millisecond})
 	if _, err := rt.Load(p); !errors.Is(err, ErrCPULimit) || !rt.Broken() {
 		t.Errorf("got %v, broken %v", err, rt.Broken())
+	}
+}
+
+func TestTheCPULimitCountsCPUTimeNotWallTime(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("per-thread CPU clocks are Linux's")
+	}
+	rt := New(Options{CPULimit: 30 * time.Millisecond})
+	// A host function that blocks its thread without using CPU, as a descheduled VM would.
+	rt.VM().Set("stall", func() { time.Sleep(100 * time.Millisecond) })
+	if got, err := eval(t, rt, `stall(); return 1`); err != nil || got != "1" {
+		t.Fatalf("got %q %v", got, err)
+	}
+	if rt.CPU() > 20*time.Millisecond {
+		t.Errorf("CPU() = %v for a call that slept", rt.CPU())
 	}
 }
 
