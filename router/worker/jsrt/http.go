@@ -58,8 +58,9 @@ func (rt *Runtime) release() {
 
 // NewStream returns a JS ReadableStream that reads r in chunks off the loop when a script
 // reads it, and that fetch(), a Response body (ToResponse) and Body hand on as r, unread.
-// If r is an io.Closer it is closed at its end, when the stream is cancelled, or (if the
-// script dropped it) by the next ToResponse or Call.
+// If r is an io.Closer it is closed at its end or when the stream is cancelled; if the
+// script drops it, when the Call ends (Wait, the next Call), or at ToResponse when
+// nothing is pending.
 func (rt *Runtime) NewStream(r io.Reader) goja.Value {
 	v, err := rt.fns.Stream(goja.Undefined(), rt.ownedStream(r))
 	if err != nil {

@@ -7,6 +7,11 @@
 // A Runtime is used by one goroutine at a time. Scripts share its globals across Calls,
 // as a Cloudflare isolate is reused across requests; isolating sandboxes from each other
 // is the pool's job (router/worker), not this package's.
+//
+// Not there (yet): imports between modules (a script is one file), Blob, FormData,
+// AbortController, WritableStream/TransformStream, crypto.subtle beyond digest, encodings
+// other than UTF-8, and immutable headers on fetched responses. A runtime interrupted by
+// its CPU limit is Broken and must be replaced (see ErrCPULimit).
 package jsrt
 
 import (
@@ -408,7 +413,8 @@ func typeName(v goja.Value) string {
 
 // Async runs work off the loop and returns a Promise the loop settles: with the value the
 // returned func makes (called on the loop, so it may use the VM), or rejected with an
-// Error carrying err's text. Use it for host functions that do I/O.
+// Error carrying err's text. Use it for host functions that do I/O; call it on the loop
+// (from a host function during a Call). The Call waits for the promise's work.
 func (rt *Runtime) Async(work func() (func() goja.Value, error)) goja.Value {
 	p, resolve, reject := rt.vm.NewPromise()
 	rt.mu.Lock()
@@ -432,7 +438,7 @@ func (rt *Runtime) Async(work func() (func() goja.Value, error)) goja.Value {
 	return rt.vm.ToValue(p)
 }
 
-// jsError makes a JS Error (TypeError for a context's end, as fetch's AbortError-ish) from err.
+// jsError makes a JS Error carrying err's text, for a host function's failure.
 func (rt *Runtime) jsError(err error) goja.Value {
 	v, _ := rt.vm.New(rt.vm.Get("Error"), rt.vm.ToValue(err.Error()))
 	return v
