@@ -119,9 +119,7 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		outcome = "bad_request"
 		return router.Errorf(http.StatusBadRequest, "the request cannot be given to the worker: %v", err)
 	}
-	sess := rt.Open(ctx)
-	defer sess.End()
-	res, err := sess.Call(inst.fns[f.key], req, inst.Env, inst.newContext(inv))
+	res, err := rt.Call(ctx, inst.fns[f.key], req, inst.Env, inst.newContext(inv))
 	if err == nil {
 		var resp *jsrt.Response
 		if resp, err = rt.ToResponse(res); err == nil {
@@ -134,7 +132,7 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 				}
 			}
 			werr := writeResponse(w, resp)
-			inst.settle(sess, inv)
+			inst.settle(ctx, inv)
 			if werr != nil {
 				return fmt.Errorf("%w: writing the worker's response: %w", router.ErrAborted, werr)
 			}
@@ -235,7 +233,7 @@ func (inst *Instance) newContext(inv *invocation) goja.Value {
 
 // settle waits (under the same limits) for what ctx.waitUntil was given,
 // after the response went out; a failure there is logged, not answered.
-func (inst *Instance) settle(sess *jsrt.Session, inv *invocation) {
+func (inst *Instance) settle(ctx context.Context, inv *invocation) {
 	if len(inv.waitUntil) == 0 {
 		return
 	}
@@ -246,14 +244,13 @@ func (inst *Instance) settle(sess *jsrt.Session, inv *invocation) {
 	for i, p := range inv.waitUntil {
 		arr.Set(fmt.Sprint(i), p)
 	}
-	wrapped := vm.ToValue(func(goja.FunctionCall) goja.Value {
-		r, err := allF(vm.Get("Promise"), arr)
-		if err != nil {
-			panic(err)
-		}
-		return r
-	})
-	if _, err := sess.Call(wrapped); err != nil {
+	// A plain call, not Call: Call would drop the timers and host work the
+	// handler's Call left running, which these promises wait on.
+	p, err := allF(vm.Get("Promise"), arr)
+	if err == nil {
+		_, err = inst.RT.Wait(ctx, p)
+	}
+	if err != nil {
 		slog.Default().Warn("worker waitUntil failed", "request_id", inv.env.RequestID, "error", err)
 	}
 }

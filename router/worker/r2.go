@@ -178,7 +178,7 @@ func (b *R2) Value(inst *Instance) (goja.Value, error) {
 				info.Range = &[2]int64{off, n}
 			}
 			return func() goja.Value {
-				return vm.ToValue([]any{jsonOf(info)(), inst.RT.NewBody(body)})
+				return vm.ToValue([]any{jsonOf(info)(), inst.RT.NewStream(body)})
 			}, nil
 		})
 	})

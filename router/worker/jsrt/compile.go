@@ -1,6 +1,7 @@
 package jsrt
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -90,7 +91,7 @@ func (e *Exports) Names() []string {
 // Load runs the module once in this runtime (its top level under the CPU limit) and
 // returns its exports.
 func (rt *Runtime) Load(p *Program) (*Exports, error) {
-	rt.begin(rt.ctx)
+	rt.begin(context.Background())
 	defer rt.end()
 	var wrapper goja.Value
 	if err := rt.run(func() (err error) { wrapper, err = rt.vm.RunProgram(p.prog); return err }); err != nil {

@@ -36,6 +36,8 @@ type boundary struct {
 	NewResponse   goja.Callable
 	ResponseParts goja.Callable
 	RequestParts  goja.Callable
+	BodyOf        goja.Callable
+	Stream        goja.Callable
 	IsRequest     goja.Callable
 	uint8Array    goja.Value
 }
@@ -52,7 +54,7 @@ func (rt *Runtime) installWebAPI() error {
 	natives := map[string]any{
 		"exports": func(o *goja.Object) {
 			for name, dst := range map[string]*goja.Callable{"newRequest": &rt.fns.NewRequest, "newResponse": &rt.fns.NewResponse,
-				"responseParts": &rt.fns.ResponseParts, "requestParts": &rt.fns.RequestParts, "isRequest": &rt.fns.IsRequest} {
+				"responseParts": &rt.fns.ResponseParts, "requestParts": &rt.fns.RequestParts, "bodyOf": &rt.fns.BodyOf, "stream": &rt.fns.Stream, "isRequest": &rt.fns.IsRequest} {
 				*dst, _ = goja.AssertFunction(o.Get(name))
 			}
 		},

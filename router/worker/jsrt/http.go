@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dop251/goja"
 )
@@ -23,15 +24,154 @@ const readChunk = 64 << 10
 type stream struct {
 	mu sync.Mutex // one read at a time, off the loop
 	r  io.Reader
+	// claimed: its reader went to Go (fetch, ToResponse, Body), which closes it now.
+	claimed bool
+	closed  atomic.Bool // closed once: at its end, on cancel, or by release
 }
 
 func (s *stream) close() {
-	if c, ok := s.r.(io.Closer); ok {
+	if c, ok := s.r.(io.Closer); ok && s.closed.CompareAndSwap(false, true) {
 		c.Close()
 	}
 }
 
 func (rt *Runtime) newStream(r io.Reader) goja.Value { return rt.vm.ToValue(&stream{r: r}) }
+
+// ownedStream is a stream the runtime must close if the script drops it (a fetch
+// response's body, a binding's object): see release.
+func (rt *Runtime) ownedStream(r io.Reader) goja.Value {
+	s := &stream{r: r}
+	rt.owned = append(rt.owned, s)
+	return rt.vm.ToValue(s)
+}
+
+// release closes the owned streams that no one claimed, so that an upstream response a
+// script ignored does not hold its connection. ToResponse and the next Call run it.
+func (rt *Runtime) release() {
+	for _, s := range rt.owned {
+		if !s.claimed {
+			s.close()
+		}
+	}
+	rt.owned = nil
+}
+
+// NewStream returns a JS ReadableStream that reads r in chunks off the loop when a script
+// reads it, and that fetch(), a Response body (ToResponse) and Body hand on as r, unread.
+// If r is an io.Closer it is closed at its end or when the stream is cancelled; if the
+// script drops it, when the Call ends (Wait, the next Call), or at ToResponse when
+// nothing is pending.
+func (rt *Runtime) NewStream(r io.Reader) goja.Value {
+	v, err := rt.fns.Stream(goja.Undefined(), rt.ownedStream(r))
+	if err != nil {
+		panic(err) // the helper only wraps its argument
+	}
+	return v
+}
+
+// Body returns a reader over a body a binding was given: a string, an ArrayBuffer or view,
+// URLSearchParams, a ReadableStream, or a Request or Response (its body, which is then
+// used); null and undefined are empty. A Go-backed stream is its own reader, unread; a
+// JS-made stream is pulled through the loop as the reader is read, so read it from the
+// Async work of the same Call (a read after the Call ended, or its context, fails). size is the length when known, else -1.
+func (rt *Runtime) Body(v goja.Value) (r io.Reader, size int64, err error) {
+	w, err := rt.fns.BodyOf(goja.Undefined(), v)
+	if err != nil {
+		return nil, 0, rt.convert(err)
+	}
+	r, size = rt.wireReader(w)
+	if r == nil {
+		return http.NoBody, 0, nil
+	}
+	return r, size, nil
+}
+
+// wireReader turns a body on the wire (see wire in webapi.js) into a reader.
+func (rt *Runtime) wireReader(w goja.Value) (io.Reader, int64) {
+	if w == nil || goja.IsNull(w) || goja.IsUndefined(w) {
+		return nil, 0
+	}
+	switch b := w.Export().(type) {
+	case *stream:
+		b.claimed = true
+		return b.r, -1
+	case goja.ArrayBuffer:
+		return bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
+	}
+	if o, ok := w.(*goja.Object); ok {
+		if read, ok := goja.AssertFunction(o.Get("read")); ok {
+			return &loopReader{rt: rt, gen: rt.gen, done: rt.callDone, ctx: rt.ctx, reader: o, read: read}, -1
+		}
+	}
+	return nil, 0
+}
+
+// loopReader reads a JS ReadableStream from another goroutine: each Read asks the loop for
+// the next chunk and waits for it, or for the Call to end.
+type loopReader struct {
+	rt     *Runtime
+	gen    uint64
+	done   <-chan struct{}
+	ctx    context.Context
+	reader *goja.Object
+	read   goja.Callable
+	buf    []byte
+	err    error
+}
+
+type chunk struct {
+	b   []byte
+	err error
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	for len(l.buf) == 0 {
+		if l.err != nil {
+			return 0, l.err
+		}
+		ch := make(chan chunk, 1)
+		l.rt.post(l.gen, func() error { l.pull(ch); return nil })
+		select {
+		case c := <-ch:
+			l.buf, l.err = c.b, c.err
+		case <-l.done:
+			l.err = errors.New("reading a script's stream after its call ended")
+		case <-l.ctx.Done():
+			l.err = l.ctx.Err()
+		}
+	}
+	n := copy(p, l.buf)
+	l.buf = l.buf[n:]
+	return n, nil
+}
+
+// pull runs on the loop: read() and send what its promise settles with.
+func (l *loopReader) pull(ch chan<- chunk) {
+	vm := l.rt.vm
+	p, err := l.read(l.reader)
+	if err != nil {
+		ch <- chunk{err: err}
+		return
+	}
+	then, _ := goja.AssertFunction(p.ToObject(vm).Get("then"))
+	_, err = then(p, vm.ToValue(func(c goja.FunctionCall) goja.Value {
+		res := c.Argument(0).ToObject(vm)
+		if res.Get("done").ToBoolean() {
+			ch <- chunk{err: io.EOF}
+		} else if a, ok := res.Get("value").Export().([]byte); ok {
+			ch <- chunk{b: bytes.Clone(a)}
+		} else {
+			ch <- chunk{err: errors.New("a script's stream yielded a chunk that is not bytes")}
+		}
+		return goja.Undefined()
+	}), vm.ToValue(func(c goja.FunctionCall) goja.Value {
+		ch <- chunk{err: fmt.Errorf("a script's stream failed: %s", c.Argument(0).String())}
+		return goja.Undefined()
+	}))
+	if err != nil {
+		ch <- chunk{err: err}
+	}
+}
 
 // read resolves to the next chunk as a Uint8Array, or null at the end.
 func (rt *Runtime) read(s *stream) goja.Value {
@@ -90,7 +230,7 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 	if r.Body != nil && r.Body != http.NoBody && !noBody {
 		body = rt.newStream(r.Body)
 	}
-	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.vm.ToValue(pairs), body)
+	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.flat(pairs), body)
 	if err != nil {
 		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
 	}
@@ -105,16 +245,17 @@ func (rt *Runtime) ToRequest(ctx context.Context, v goja.Value) (*http.Request, 
 		return nil, errors.New("not a Request")
 	}
 	o := v.ToObject(rt.vm)
-	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.RequestParts(goja.Undefined(), m) })
+	live := rt.vm.ToValue(rt.running > 0)
+	parts, err := rt.parts(o, func(m goja.Value) (goja.Value, error) { return rt.fns.RequestParts(goja.Undefined(), m, live) })
 	if err != nil {
 		return nil, err
 	}
 	return rt.httpRequest(ctx, o.Get("method").String(), o.Get("url").String(), parts.Get("headers"), parts.Get("body"))
 }
 
-// parts asks webapi.js for a message's parts, settling a JS-stream body to bytes. Between
-// Calls it runs the loop for that; inside one (a host function) such a body is an error,
-// since the loop cannot run nested.
+// parts asks webapi.js for a message's parts, settling a JS-stream body to bytes. After a
+// Call it runs that Call's loop on for it; inside one (a host function) such a body is an
+// error, since the loop cannot run nested.
 func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error)) (*goja.Object, error) {
 	if rt.running > 0 {
 		p, err := get(m)
@@ -127,9 +268,8 @@ func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error
 		}
 		return po, nil
 	}
-	if !rt.open {
-		rt.begin(rt.ctx)
-		defer rt.end()
+	if rt.broken {
+		return nil, ErrBroken
 	}
 	var p goja.Value
 	if err := rt.run(func() (err error) { p, err = get(m); return err }); err != nil {
@@ -145,14 +285,7 @@ func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error
 }
 
 func (rt *Runtime) httpRequest(ctx context.Context, method, url string, headers, body goja.Value) (*http.Request, error) {
-	var r io.Reader
-	size := int64(-1)
-	switch b := body.Export().(type) {
-	case *stream:
-		r = b.r
-	case goja.ArrayBuffer:
-		r, size = bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
-	}
+	r, size := rt.wireReader(body)
 	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
@@ -184,15 +317,25 @@ func (rt *Runtime) httpRequest(ctx context.Context, method, url string, headers,
 	return req, nil
 }
 
-// exportPairs turns a header list from JS into bytes: header values are ByteStrings, each
-// code unit (<= 0xFF, which Headers checks) one byte.
+// flat hands a header list to JS as one array, name, value, name, value..., which JS
+// reads much faster than a wrapped Go slice.
+func (rt *Runtime) flat(pairs [][2]string) goja.Value {
+	vals := make([]any, 0, 2*len(pairs))
+	for _, kv := range pairs {
+		vals = append(vals, kv[0], kv[1])
+	}
+	return rt.vm.NewArray(vals...)
+}
+
+// exportPairs turns a flat header list from JS into bytes: header values are ByteStrings,
+// each code unit (<= 0xFF, which Headers checks) one byte.
 func exportPairs(v goja.Value) [][2]string {
-	var out [][2]string
 	list, _ := v.Export().([]any)
-	for _, p := range list {
-		if kv, ok := p.([]any); ok && len(kv) == 2 {
-			out = append(out, [2]string{fmt.Sprint(kv[0]), isoEncode(fmt.Sprint(kv[1]))})
-		}
+	out := make([][2]string, 0, len(list)/2)
+	for i := 0; i+1 < len(list); i += 2 {
+		k, _ := list[i].(string)
+		val, _ := list[i+1].(string)
+		out = append(out, [2]string{k, isoEncode(val)})
 	}
 	return out
 }
@@ -254,10 +397,10 @@ func (rt *Runtime) newResponse(resp *http.Response, url string) goja.Value {
 	}
 	body := goja.Null()
 	if resp.Body != nil && resp.Body != http.NoBody {
-		body = rt.newStream(resp.Body)
+		body = rt.ownedStream(resp.Body)
 	}
 	text := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
-	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), rt.vm.ToValue(pairs), body, rt.vm.ToValue(url))
+	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), rt.flat(pairs), body, rt.vm.ToValue(url))
 	if err != nil {
 		panic(err)
 	}
@@ -289,11 +432,13 @@ func (rt *Runtime) ToResponse(v goja.Value) (*Response, error) {
 	for _, kv := range exportPairs(parts.Get("headers")) {
 		res.Header.Add(kv[0], kv[1])
 	}
-	switch b := parts.Get("body").Export().(type) {
-	case *stream:
-		res.Body = b.r
-	case goja.ArrayBuffer:
-		res.Body = bytes.NewReader(b.Bytes())
+	res.Body, _ = rt.wireReader(parts.Get("body"))
+	rt.mu.Lock()
+	idle := rt.pending == 0 && len(rt.queue) == 0
+	rt.mu.Unlock()
+	if idle {
+		// Nothing left could read a body the script dropped; do not wait for the next Call.
+		rt.release()
 	}
 	return res, nil
 }

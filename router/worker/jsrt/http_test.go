@@ -3,6 +3,7 @@ package jsrt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -273,5 +274,137 @@ func BenchmarkRequestResponse(b *testing.B) {
 			b.Fatal(err)
 		}
 		io.Copy(io.Discard, res.Body)
+	}
+}
+
+func TestBodyGivesBindingsAReaderForEveryKindOfBody(t *testing.T) {
+	in := io.NopCloser(strings.NewReader("go"))
+	made := io.NopCloser(strings.NewReader("made"))
+	type got struct {
+		text string
+		size int64
+		same bool
+	}
+	var results []got
+	rt := New(Options{})
+	rt.VM().Set("put", func(v goja.Value) goja.Value {
+		r, size, err := rt.Body(v)
+		if err != nil {
+			panic(rt.VM().NewGoError(err))
+		}
+		return rt.Async(func() (func() goja.Value, error) {
+			b, err := io.ReadAll(r)
+			results = append(results, got{string(b), size, r == io.Reader(in) || r == io.Reader(made)})
+			return func() goja.Value { return goja.Undefined() }, err
+		})
+	})
+	rt.VM().Set("made", rt.NewStream(made))
+	fn := handler(t, rt, `export default { async outbound(req) {
+  await put("str"); await put(new Uint8Array([98, 121])); await put(new TextEncoder().encode("ab").buffer);
+  await put(new URLSearchParams("a=b c")); await put(null); await put(req); await put(made);
+  let n = 0; await put(new ReadableStream({ pull(c) { n++ < 3 ? c.enqueue("p" + n) : c.close() } }));
+  return new Response("done") } }`)
+	r := httptest.NewRequest("POST", "http://a/", nil)
+	r.Body = in
+	if _, err := serve(t, rt, fn, r); err != nil {
+		t.Fatal(err)
+	}
+	want := []got{{"str", 3, false}, {"by", 2, false}, {"ab", 2, false}, {"a=b+c", 5, false}, {"", 0, false},
+		{"go", -1, true}, {"made", -1, true}, {"p1p2p3", -1, false}}
+	if len(results) != len(want) {
+		t.Fatalf("got %v, want %v", results, want)
+	}
+	for i := range want {
+		if results[i] != want[i] {
+			t.Errorf("put %d: got %+v, want %+v", i, results[i], want[i])
+		}
+	}
+}
+
+func TestAScriptsStreamReadAfterItsCallEndedFails(t *testing.T) {
+	rt := New(Options{})
+	var r io.Reader
+	rt.VM().Set("keep", func(v goja.Value) { r, _, _ = rt.Body(v) })
+	if _, err := eval(t, rt, `keep(new ReadableStream({ pull(c) { c.enqueue("x") } }))`); err != nil {
+		t.Fatal(err)
+	}
+	// The Call succeeded, so its loop may still go on (Wait); the next Call ends it.
+	errc := make(chan error, 1)
+	go func() { _, err := io.ReadAll(r); errc <- err }()
+	if _, err := eval(t, rt, `return 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil || !strings.Contains(err.Error(), "after its call ended") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestWaitRunsTheLoopOnAfterTheResponse(t *testing.T) {
+	var fetched []string
+	rt := New(Options{Fetch: func(ctx context.Context, req *http.Request) (*http.Response, error) {
+		fetched = append(fetched, req.URL.Path)
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("logged"))}, nil
+	}})
+	p, err := Compile("w.js", []byte(`const later = [];
+export default {
+  async outbound(req) {
+    later.push(new Promise(r => setTimeout(r, 20)).then(() => fetch("http://log/after")).then(r => r.text()));
+    return new Response("now");
+  },
+  after() { return Promise.all(later.splice(0)) },
+}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := rt.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := ex.Default.ToObject(rt.VM())
+	res, err := serve(t, rt, def.Get("outbound"), httptest.NewRequest("GET", "http://a/", nil))
+	if err != nil || body(t, res.Body) != "now" || len(fetched) != 0 {
+		t.Fatalf("response: %v, fetched %v before it", err, fetched)
+	}
+	after, _ := goja.AssertFunction(def.Get("after"))
+	pending, err := after(def) // a plain goja call: it must not start a new Call
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := rt.Wait(context.Background(), pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Export(); len(fetched) != 1 || fmt.Sprint(got) != "[logged]" {
+		t.Errorf("Wait got %v, fetched %v", got, fetched)
+	}
+}
+
+type closeCounter struct {
+	io.Reader
+	closed int
+}
+
+func (c *closeCounter) Close() error { c.closed++; return nil }
+
+func TestAnUpstreamBodyTheScriptDropsIsClosed(t *testing.T) {
+	var bodies []*closeCounter
+	rt := New(Options{Fetch: func(ctx context.Context, req *http.Request) (*http.Response, error) {
+		c := &closeCounter{Reader: strings.NewReader("up")}
+		bodies = append(bodies, c)
+		return &http.Response{StatusCode: 200, Body: c}, nil
+	}})
+	fn := handler(t, rt, `export default { async outbound(req) {
+  await fetch("http://dropped/");                 // never read
+  await (await fetch("http://read/")).text();     // read to the end
+  return fetch("http://passed/") } }`)
+	res, err := serve(t, rt, fn, httptest.NewRequest("GET", "http://a/", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bodies) != 3 || bodies[0].closed != 1 || bodies[1].closed != 1 || bodies[2].closed != 0 || res.Body != io.Reader(bodies[2]) {
+		for _, b := range bodies {
+			t.Logf("closed %d", b.closed)
+		}
+		t.Fatalf("want closes 1 1 0; the passed body must stay open for the caller")
 	}
 }

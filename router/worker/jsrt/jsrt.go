@@ -7,6 +7,11 @@
 // A Runtime is used by one goroutine at a time. Scripts share its globals across Calls,
 // as a Cloudflare isolate is reused across requests; isolating sandboxes from each other
 // is the pool's job (router/worker), not this package's.
+//
+// Not there (yet): imports between modules (a script is one file), Blob, FormData,
+// AbortController, WritableStream/TransformStream, crypto.subtle beyond digest, encodings
+// other than UTF-8, and immutable headers on fetched responses. A runtime interrupted by
+// its CPU limit is Broken and must be replaced (see ErrCPULimit).
 package jsrt
 
 import (
@@ -15,7 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"runtime"
+	"reflect"
 	"sync"
 	"time"
 
@@ -47,10 +52,11 @@ func (e *Exception) Error() string { return e.Message }
 
 // Options configure a Runtime.
 type Options struct {
-	// CPULimit bounds the time spent running JavaScript in one Call (waiting for timers and
-	// host work does not count); 0 means no limit. It is the CPU time of the thread each JS
-	// segment runs on (locked to it), so a busy host that deschedules the segment does not
-	// count against it; where the thread's CPU clock cannot be read, wall time stands in.
+	// CPULimit bounds the CPU time spent running JavaScript in one Call and its Wait
+	// (waiting for timers and host work does not count); 0 means no limit. It is the CPU
+	// time of the thread running each JS segment (on Linux; wall time elsewhere), so a
+	// busy host that deschedules the VM does not use up a script's budget. Host
+	// functions the script calls count: they run on the same thread.
 	CPULimit time.Duration
 	// Logger receives console.*, with the attrs given by WithLogAttrs on the Call's context.
 	// nil discards.
@@ -78,15 +84,16 @@ type Runtime struct {
 	timers  map[int64]*time.Timer
 	timerID int64
 
-	ctx     context.Context
-	cpuLeft time.Duration
-	cpuUsed time.Duration
+	ctx      context.Context
+	callDone chan struct{} // closed when the current Call ends
+	owned    []*stream     // Go bodies the runtime closes if the script drops them
+	cpuLeft  time.Duration
+	cpuUsed  time.Duration
 
 	intMu   sync.Mutex // guards armed against a limit timer firing as a segment ends
 	armed   bool
 	running int  // nesting depth of run, so nested segments are not double-counted
 	broken  bool // interrupted mid-run: see ErrBroken
-	open    bool // a Session is open: its loop outlives each Call and Await
 }
 
 type job struct {
@@ -108,7 +115,10 @@ func New(opts Options) *Runtime {
 		wake:   make(chan struct{}, 1),
 		timers: map[int64]*time.Timer{},
 		ctx:    context.Background(),
+		// No Call yet: a stream reader made now must not wait for one.
+		callDone: make(chan struct{}),
 	}
+	close(rt.callDone)
 	rt.vm.SetFieldNameMapper(goja.UncapFieldNameMapper())
 	if err := rt.installWebAPI(); err != nil {
 		// The polyfill is embedded and tested; failing to run it is a bug in this package.
@@ -125,7 +135,7 @@ func (rt *Runtime) VM() *goja.Runtime { return rt.vm }
 // or the Call's context ending mid-run) and must be replaced; its Calls return ErrBroken.
 func (rt *Runtime) Broken() bool { return rt.broken }
 
-// CPU returns the time the most recent Call spent running JavaScript.
+// CPU returns the CPU time the most recent Call (and its Wait) spent running JavaScript.
 func (rt *Runtime) CPU() time.Duration { return rt.cpuUsed }
 
 type logAttrsKey struct{}
@@ -139,18 +149,39 @@ func WithLogAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
 // Call invokes fn(args...) and runs the event loop until the promise it returns settles
 // (a non-promise value returns at once). It returns the value, an *Exception for an
 // uncaught exception or a rejection, ErrCPULimit, ErrNeverSettled, or ctx.Err().
+//
+// What the Call started and did not wait for (timers, host work, ctx.waitUntil-style
+// promises) stays alive after a successful Call, for Wait; the next Call drops it. A Call
+// that fails ends it all at once.
 func (rt *Runtime) Call(ctx context.Context, fn goja.Value, args ...goja.Value) (goja.Value, error) {
 	f, ok := goja.AssertFunction(fn)
 	if !ok {
 		return nil, fmt.Errorf("calling a %s: not a function", typeName(fn))
 	}
 	rt.begin(ctx)
-	defer rt.end()
 	var res goja.Value
-	if err := rt.run(func() (err error) { res, err = f(goja.Undefined(), args...); return err }); err != nil {
+	err := rt.run(func() (err error) { res, err = f(goja.Undefined(), args...); return err })
+	if err == nil {
+		res, err = rt.await(res)
+	}
+	if err != nil {
+		rt.end()
 		return nil, err
 	}
-	return rt.await(res)
+	return res, nil
+}
+
+// Wait runs the loop of the last Call on until v settles, under that Call's CPU budget,
+// and returns v's value as Call does. Use it for work that finishes after the response,
+// e.g. Promise.allSettled of the promises a handler gave ctx.waitUntil, after ToResponse.
+// Wait ends the Call: what is still pending afterwards is dropped.
+func (rt *Runtime) Wait(ctx context.Context, v goja.Value) (goja.Value, error) {
+	if rt.broken {
+		return nil, ErrBroken
+	}
+	rt.ctx = ctx
+	defer rt.end()
+	return rt.await(v)
 }
 
 // await runs the loop until v (if it is a promise) settles.
@@ -194,17 +225,15 @@ func (rt *Runtime) await(v goja.Value) (goja.Value, error) {
 }
 
 func (rt *Runtime) begin(ctx context.Context) {
-	rt.mu.Lock()
-	rt.gen++
-	rt.pending = 0
-	rt.queue = nil
-	rt.mu.Unlock()
+	rt.end()
 	rt.ctx = ctx
+	rt.callDone = make(chan struct{})
 	rt.cpuLeft = rt.opts.CPULimit
 	rt.cpuUsed = 0
 }
 
-// end drops what the Call left behind: timers, and (by bumping gen) late host results.
+// end drops what the last Call left behind: timers, late host results (by bumping gen),
+// readers waiting on the loop, and the Go bodies the script dropped.
 func (rt *Runtime) end() {
 	rt.mu.Lock()
 	rt.gen++
@@ -215,13 +244,22 @@ func (rt *Runtime) end() {
 		delete(rt.timers, id)
 	}
 	rt.mu.Unlock()
-	rt.ctx = context.Background()
+	select {
+	case <-rt.callDone:
+	default:
+		close(rt.callDone)
+	}
+	rt.release()
 }
+
+// maxQueue bounds the jobs waiting for a loop that no one runs (a Call that returned with
+// an interval still armed, and no Wait): past it, jobs are dropped.
+const maxQueue = 1 << 14
 
 // post queues fn to run on the loop of the Call that made gen (dropped if that Call ended).
 func (rt *Runtime) post(gen uint64, fn func() error) {
 	rt.mu.Lock()
-	if gen == rt.gen {
+	if gen == rt.gen && len(rt.queue) < maxQueue {
 		rt.queue = append(rt.queue, job{gen, fn})
 	}
 	rt.mu.Unlock()
@@ -231,8 +269,8 @@ func (rt *Runtime) post(gen uint64, fn func() error) {
 	}
 }
 
-// run runs one segment of JavaScript, charging its time to the Call's CPU budget and
-// interrupting it when the budget or the context runs out.
+// run runs one segment of JavaScript, charging the CPU time of its thread to the Call's
+// budget and interrupting it when the budget or the context runs out.
 func (rt *Runtime) run(f func() error) error {
 	if rt.running > 0 {
 		return rt.convert(f())
@@ -243,54 +281,52 @@ func (rt *Runtime) run(f func() error) error {
 	if rt.opts.CPULimit > 0 && rt.cpuLeft <= 0 {
 		return ErrCPULimit
 	}
+	now, unpin := threadClock()
+	defer unpin()
+	start := now()
 	rt.intMu.Lock()
 	rt.armed = true
 	rt.intMu.Unlock()
-	interrupt := func(v any) func() {
-		return func() {
-			rt.intMu.Lock()
-			if rt.armed {
-				rt.vm.Interrupt(v)
-			}
-			rt.intMu.Unlock()
+	interrupt := func(v any) {
+		rt.intMu.Lock()
+		if rt.armed {
+			rt.vm.Interrupt(v)
 		}
+		rt.intMu.Unlock()
 	}
-	// The segment keeps its thread, so that the thread's CPU clock is the
-	// segment's (see cpuclock.go); without one, wall time stands in.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	var limit *time.Timer
-	var watch *cpuWatch
-	clock, haveClock := currentThreadClock()
-	if rt.opts.CPULimit > 0 {
-		if haveClock {
-			watch = startCPUWatch(clock, rt.cpuLeft, interrupt(cpuInterrupt{}))
-		} else {
-			limit = time.AfterFunc(rt.cpuLeft, interrupt(cpuInterrupt{}))
+	if left := rt.cpuLeft; rt.opts.CPULimit > 0 {
+		// The timer runs on wall time, which is at least the CPU time; when it fires
+		// early (the thread was descheduled) it waits for the CPU time still left.
+		var check func()
+		check = func() {
+			if used := now() - start; used < left {
+				rt.intMu.Lock()
+				if rt.armed {
+					limit.Reset(left - used)
+				}
+				rt.intMu.Unlock()
+				return
+			}
+			interrupt(cpuInterrupt{})
 		}
+		rt.intMu.Lock()
+		limit = time.AfterFunc(left, check)
+		rt.intMu.Unlock()
 	}
-	stop := context.AfterFunc(rt.ctx, interrupt(ctxInterrupt{}))
-	start := time.Now()
-	cpu0, _ := clock.now()
+	stop := context.AfterFunc(rt.ctx, func() { interrupt(ctxInterrupt{}) })
 	rt.running++
 	err := f()
 	rt.running--
-	spent := time.Since(start)
-	if haveClock {
-		cpu1, _ := clock.now()
-		spent = cpu1 - cpu0
-	}
+	spent := now() - start
 	rt.intMu.Lock()
 	rt.armed = false
-	rt.vm.ClearInterrupt()
-	rt.intMu.Unlock()
-	stop()
 	if limit != nil {
 		limit.Stop()
 	}
-	if watch != nil {
-		watch.stop()
-	}
+	rt.vm.ClearInterrupt()
+	rt.intMu.Unlock()
+	stop()
 	rt.cpuLeft -= spent
 	rt.cpuUsed += spent
 	return rt.convert(err)
@@ -324,10 +360,18 @@ func (rt *Runtime) convert(err error) error {
 	return err
 }
 
-// exception describes a thrown value: an Error's "Name: message" and stack, or the value.
+// exception describes a thrown value: an Error's "Name: message" and stack, or the value
+// as a string. Getters that throw here (a hostile error object) leave the generic text.
 func (rt *Runtime) exception(v goja.Value) *Exception {
 	e := &Exception{Message: "uncaught " + typeName(v)}
-	if o, ok := v.(*goja.Object); ok {
+	rt.vm.Try(func() {
+		o, ok := v.(*goja.Object)
+		if !ok {
+			if v != nil {
+				e.Message = "uncaught " + v.String()
+			}
+			return
+		}
 		if st := o.Get("stack"); st != nil && !goja.IsUndefined(st) {
 			e.Stack = st.String()
 		}
@@ -336,30 +380,41 @@ func (rt *Runtime) exception(v goja.Value) *Exception {
 			if n := o.Get("name"); n != nil && !goja.IsUndefined(n) {
 				e.Message = n.String() + ": " + e.Message
 			}
-			return e
+			return
 		}
-	}
-	if v != nil && !goja.IsUndefined(v) && !goja.IsNull(v) {
-		if s, ok := v.Export().(string); ok {
-			e.Message = "uncaught " + s
-		}
-	}
+		e.Message = "uncaught " + o.String()
+	})
 	return e
 }
 
 func typeName(v goja.Value) string {
-	if v == nil || goja.IsUndefined(v) {
+	switch {
+	case v == nil || goja.IsUndefined(v):
 		return "undefined"
-	}
-	if goja.IsNull(v) {
+	case goja.IsNull(v):
 		return "null"
+	}
+	if _, ok := goja.AssertFunction(v); ok {
+		return "function"
+	}
+	if _, ok := v.(*goja.Object); ok {
+		return "object"
+	}
+	switch v.ExportType().Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int64, reflect.Float64:
+		return "number"
 	}
 	return v.ExportType().String()
 }
 
 // Async runs work off the loop and returns a Promise the loop settles: with the value the
 // returned func makes (called on the loop, so it may use the VM), or rejected with an
-// Error carrying err's text. Use it for host functions that do I/O.
+// Error carrying err's text. Use it for host functions that do I/O; call it on the loop
+// (from a host function during a Call). The Call waits for the promise's work.
 func (rt *Runtime) Async(work func() (func() goja.Value, error)) goja.Value {
 	p, resolve, reject := rt.vm.NewPromise()
 	rt.mu.Lock()
@@ -383,7 +438,7 @@ func (rt *Runtime) Async(work func() (func() goja.Value, error)) goja.Value {
 	return rt.vm.ToValue(p)
 }
 
-// jsError makes a JS Error (TypeError for a context's end, as fetch's AbortError-ish) from err.
+// jsError makes a JS Error carrying err's text, for a host function's failure.
 func (rt *Runtime) jsError(err error) goja.Value {
 	v, _ := rt.vm.New(rt.vm.Get("Error"), rt.vm.ToValue(err.Error()))
 	return v

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -154,9 +155,13 @@ func TestCallRunsTheEventLoopUntilThePromiseSettles(t *testing.T) {
 		{"setTimeout passes its arguments", `return await new Promise(r => setTimeout(r, 0, "arg"))`, `"arg"`},
 		{"timers fire in order of their delay", `const o = []; await new Promise(r => { setTimeout(() => { o.push(2); r() }, 20); setTimeout(() => o.push(1), 5) }); return o`, `[1,2]`},
 		{"clearTimeout cancels", `const o = []; const id = setTimeout(() => o.push("x"), 1); clearTimeout(id); await new Promise(r => setTimeout(r, 10)); return o`, `[]`},
+		{"setInterval repeats until cleared", `let n = 0; await new Promise(r => { const id = setInterval(() => { if (++n === 3) { clearInterval(id); r() } }, 1) }); await new Promise(r => setTimeout(r, 10)); return n`, `3`},
 		{"microtasks run before timers", `const o = []; setTimeout(() => o.push("timer"), 0); queueMicrotask(() => o.push("micro")); await new Promise(r => setTimeout(r, 5)); return o`, `["micro","timer"]`},
 		{"a thrown error is an exception", `throw new RangeError("nope")`, `throws: RangeError: nope`},
 		{"a rejection with a non-error", `return Promise.reject("plain")`, `throws: uncaught plain`},
+		{"a thrown plain object", `throw {a: 1}`, `throws: uncaught [object Object]`},
+		{"a thrown undefined", `throw undefined`, `throws: uncaught undefined`},
+		{"an error whose message getter throws", `throw Object.defineProperty(new Error("x"), "message", {get() { throw 1 }})`, `throws: uncaught object`},
 		{"an exception in a timer ends the call", `await new Promise(r => setTimeout(() => { throw new Error("in timer") }, 1)); return 1`, `throws: Error: in timer`},
 		{"a promise nothing can settle", `return await new Promise(() => {})`, `throws: ` + ErrNeverSettled.Error()},
 		{"the runtime is usable after all that", `return "ok"`, `"ok"`},
@@ -214,6 +219,32 @@ func TestAnInfiniteLoopIsInterruptedAtTheCPULimitAndTheRuntimeReportsItselfBroke
 		if got, err := eval(t, New(Options{CPULimit: limit}), `await new Promise(r => setTimeout(r, 1)); return "fresh"`); err != nil || got != `"fresh"` {
 			t.Errorf("a fresh runtime: %q %v", got, err)
 		}
+	}
+}
+
+func TestLoadOfAnEndlessTopLevelStopsAtTheCPULimit(t *testing.T) {
+	p, err := Compile("loop.js", []byte("while (true) {}\nexport default {}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := New(Options{CPULimit: 20 * time.Millisecond})
+	if _, err := rt.Load(p); !errors.Is(err, ErrCPULimit) || !rt.Broken() {
+		t.Errorf("got %v, broken %v", err, rt.Broken())
+	}
+}
+
+func TestTheCPULimitCountsCPUTimeNotWallTime(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("per-thread CPU clocks are Linux's")
+	}
+	rt := New(Options{CPULimit: 30 * time.Millisecond})
+	// A host function that blocks its thread without using CPU, as a descheduled VM would.
+	rt.VM().Set("stall", func() { time.Sleep(100 * time.Millisecond) })
+	if got, err := eval(t, rt, `stall(); return 1`); err != nil || got != "1" {
+		t.Fatalf("got %q %v", got, err)
+	}
+	if rt.CPU() > 20*time.Millisecond {
+		t.Errorf("CPU() = %v for a call that slept", rt.CPU())
 	}
 }
 

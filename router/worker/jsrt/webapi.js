@@ -42,6 +42,7 @@
     }
   }
   def("TextEncoder", TextEncoder);
+  const enc = new TextEncoder();
   def("TextDecoder", TextDecoder);
   def("atob", (s) => host.atob(String(s)));
   def("btoa", (s) => host.btoa(String(s)));
@@ -111,7 +112,20 @@
 
   // --- timers ---
   def("setTimeout", (fn, ms, ...args) => host.setTimeout(() => fn(...args), Number(ms) || 0));
-  def("clearTimeout", (id) => host.clearTimeout(Number(id) || 0));
+  // Intervals re-arm a timer under a stable id; like timers they live as long as the Call.
+  const intervals = new Map();
+  let nextInterval = 0;
+  def("setInterval", (fn, ms, ...args) => {
+    const id = --nextInterval; // negative: apart from setTimeout's ids
+    const arm = () => intervals.set(id, host.setTimeout(() => { arm(); fn(...args); }, Number(ms) || 0));
+    arm();
+    return id;
+  });
+  def("clearTimeout", (id) => {
+    id = Number(id) || 0;
+    if (intervals.has(id)) { host.clearTimeout(intervals.get(id)); intervals.delete(id); } else host.clearTimeout(id);
+  });
+  def("clearInterval", g.clearTimeout);
   def("queueMicrotask", (fn) => { Promise.resolve().then(() => fn()); });
 
   // --- URLSearchParams ---
@@ -159,10 +173,7 @@
     constructor(url, base) {
       const r = host.parseURL(String(url), base === undefined ? undefined : String(base));
       if (typeof r === "string") throw new TypeError(`invalid URL: ${r}`);
-      this[S] = Object.assign({}, r);
-      const sp = new URLSearchParams(r.search);
-      sp[S].url = this;
-      this[S].params = sp;
+      this[S] = Object.assign({ params: null }, r);
     }
     static canParse(url, base) { return typeof host.parseURL(String(url), base === undefined ? undefined : String(base)) !== "string"; }
     get href() {
@@ -174,7 +185,12 @@
     get origin() { const r = this[S]; return r.opaque || !host.specialPort(r.protocol) ? "null" : r.protocol + "//" + this.host; }
     get host() { const r = this[S]; return r.hostname + (r.port ? ":" + r.port : ""); }
     set host(v) { this._reparse({ host: String(v) }); }
-    get searchParams() { return this[S].params; }
+    get searchParams() {
+      // Made on first use: most handlers never look, and it is the costly part of a URL.
+      const st = this[S];
+      if (!st.params) { st.params = new URLSearchParams(st.search); st.params[S].url = this; }
+      return st.params;
+    }
     set search(v) { v = String(v); this._reparse({ search: v === "" || v === "?" ? "" : v[0] === "?" ? v : "?" + v }); }
     set hash(v) { v = String(v); this._reparse({ hash: v === "" || v === "#" ? "" : v[0] === "#" ? v : "#" + v }); }
     toString() { return this.href; }
@@ -185,7 +201,7 @@
       const auth = r.username || r.password ? r.username + (r.password ? ":" + r.password : "") + "@" : "";
       try { this._set(new URL(r.protocol + (r.opaque ? "" : "//" + auth + host) + r.pathname + r.search + r.hash)); } catch (e) { /* WHATWG setters ignore invalid values */ }
     }
-    _set(u) { const p = this[S].params; this[S] = u[S]; this[S].params = p; p[S].list = parseForm(this[S].search); }
+    _set(u) { const p = this[S].params; this[S] = u[S]; this[S].params = p; if (p) p[S].list = parseForm(this[S].search); }
   }
   for (const k of URLParts) {
     const d = Object.getOwnPropertyDescriptor(URL.prototype, k) || {};
@@ -206,7 +222,14 @@
 
   // --- Headers ---
   const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-  const normValue = (v) => String(v).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
+  // Checks are a good part of a request's cost in goja, so skip the ones a string needs not.
+  const names = new Set();
+  const isToken = (k) => names.has(k) || (token.test(k) && (names.size < 1000 && names.add(k), true));
+  const ws = (c) => c === 9 || c === 10 || c === 13 || c === 32;
+  const normValue = (v) => {
+    v = String(v);
+    return v.length && (ws(v.charCodeAt(0)) || ws(v.charCodeAt(v.length - 1))) ? v.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") : v;
+  };
   class Headers {
     constructor(init) {
       this[S] = { list: [], guard: false };
@@ -218,7 +241,7 @@
       } else for (const k of Object.keys(init)) this.append(k, init[k]);
     }
     _check(k, v) {
-      if (!token.test(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`);
+      if (!isToken(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`);
       if (v !== undefined && /[\0\r\n]|[^\0-\xff]/.test(v)) throw new TypeError(`invalid value for header ${k}`);
       if (this[S].guard) throw new TypeError("headers are immutable");
     }
@@ -229,9 +252,9 @@
       if (i < 0) l.push([n, v]); else { l[i][1] = v; this[S].list = l.filter((p, j) => j <= i || p[0] !== n); }
     }
     delete(k) { k = String(k); this._check(k); const n = k.toLowerCase(); this[S].list = this[S].list.filter((p) => p[0] !== n); }
-    get(k) { k = String(k); if (!token.test(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`); const vs = this._all(k.toLowerCase()); return vs.length ? vs.join(", ") : null; }
+    get(k) { k = String(k); if (!isToken(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`); const vs = this._all(k.toLowerCase()); return vs.length ? vs.join(", ") : null; }
     getSetCookie() { return this._all("set-cookie"); }
-    has(k) { k = String(k); if (!token.test(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`); return this._all(k.toLowerCase()).length > 0; }
+    has(k) { k = String(k); if (!isToken(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`); return this._all(k.toLowerCase()).length > 0; }
     _all(n) { return this[S].list.filter((p) => p[0] === n).map((p) => p[1]); }
     _sorted() {
       const names = [...new Set(this[S].list.map((p) => p[0]))].sort();
@@ -255,7 +278,7 @@
       const st = (this[S] = { q: [], closed: false, err: null, locked: false, go: null, next: _next || null, disturbed: false });
       if (_next) return;
       const ctl = {
-        enqueue: (c) => st.q.push(typeof c === "string" ? new TextEncoder().encode(c) : toBytes(c)),
+        enqueue: (c) => st.q.push(typeof c === "string" ? enc.encode(c) : toBytes(c)),
         close: () => { st.closed = true; },
         error: (e) => { st.err = e; },
         get desiredSize() { return 1; },
@@ -305,11 +328,11 @@
   function extract(body) {
     if (body == null) return [null, null];
     if (body instanceof ReadableStream) return [body, null];
-    if (typeof body === "string") return [new TextEncoder().encode(body), "text/plain;charset=UTF-8"];
-    if (body instanceof URLSearchParams) return [new TextEncoder().encode(body.toString()), "application/x-www-form-urlencoded;charset=UTF-8"];
+    if (typeof body === "string") return [enc.encode(body), "text/plain;charset=UTF-8"];
+    if (body instanceof URLSearchParams) return [enc.encode(body.toString()), "application/x-www-form-urlencoded;charset=UTF-8"];
     if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return [toBytes(body).slice(), null];
     if (host.isHandle(body)) return [goStream(body), null];
-    return [new TextEncoder().encode(String(body)), "text/plain;charset=UTF-8"];
+    return [enc.encode(String(body)), "text/plain;charset=UTF-8"];
   }
   async function readAll(b) {
     if (b === null) return new Uint8Array(0);
@@ -345,7 +368,8 @@
     const [b, type] = extract(body);
     if (b !== null && nullBodyError) throw new TypeError(nullBodyError);
     self[S].body = b;
-    if (type && !headers.has("content-type")) headers.set("content-type", type);
+    // Internal calls: the name is known valid, so skip the checks of has/set.
+    if (type && !headers._all("content-type").length) headers[S].list.push(["content-type", type]);
   }
 
   const methods = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
@@ -390,7 +414,7 @@
       const status = init.status === undefined ? 200 : Number(init.status);
       if (!(status >= 200 && status <= 599) || status !== Math.floor(status)) throw new RangeError(`invalid status: ${init.status}`);
       const statusText = init.statusText === undefined ? "" : String(init.statusText);
-      if (/[\r\n]/.test(statusText)) throw new TypeError("invalid statusText");
+      if (statusText && /[\r\n]/.test(statusText)) throw new TypeError("invalid statusText");
       const headers = new Headers(init.headers);
       this[S] = { status, statusText, headers, body: null, used: false, url: "", redirected: false, type: "default" };
       initBody(this, body, headers, nullBodyStatus.includes(status) && `a ${status} response cannot have a body`);
@@ -422,29 +446,40 @@
   }
   def("Response", Response);
 
-  // Boundary helpers for Go (host.go): the parts of a message, with the body as bytes, a Go handle
-  // (never copied), or a promise of bytes for a JS-sourced stream.
-  function parts(m) {
-    const st = m[S];
-    let body = st.body;
-    if (m.bodyUsed) throw new TypeError("body already used");
+  // Boundary helpers for Go (http.go): a body on the wire is null, bytes, a Go handle
+  // (passed on, never copied), a JS stream's reader that Go pulls through the loop (live,
+  // inside a Call), or a promise of its bytes (between Calls).
+  function wire(body, live) {
     if (body instanceof ReadableStream) {
-      if (body[S].go && !body[S].disturbed && !body.locked) { body[S].disturbed = true; body = body[S].go; }
-      else body = readAll(body).then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-    } else if (body instanceof Uint8Array) body = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+      if (body[S].go && !body[S].disturbed && !body.locked) { body[S].disturbed = true; return body[S].go; }
+      if (live) return body.getReader();
+      return readAll(body).then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    }
+    if (body instanceof Uint8Array) return body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+    return body;
+  }
+  function parts(m, live) {
+    const st = m[S];
+    if (m.bodyUsed) throw new TypeError("body already used");
+    const body = wire(st.body, live);
     st.used = body !== null;
-    return { headers: st.headers[S].list, body };
+    const headers = [];
+    for (const [k, v] of st.headers[S].list) headers.push(k, v);
+    return { headers, body };
   }
   host.exports({
     newRequest(method, url, headers, body) {
       const h = new Headers();
-      for (const [k, v] of headers) { try { h.append(k, v); } catch (e) { /* a field the http server would not pass */ } }
+      for (let i = 0; i + 1 < headers.length; i += 2) {
+        try { h.append(headers[i], headers[i + 1]); } catch (e) { /* a field the http server would not pass */ }
+      }
       const r = new Request(url, { method, headers: h });
       if (body !== null) r[S].body = goStream(body);
       return r;
     },
     newResponse(status, statusText, headers, body, url) {
-      const r = new Response(null, { status: 200, headers });
+      const r = new Response(null, { status: 200 });
+      for (let i = 0; i + 1 < headers.length; i += 2) r[S].headers[S].list.push([headers[i].toLowerCase(), headers[i + 1]]);
       Object.assign(r[S], { status, statusText, url, body: body === null ? null : goStream(body) });
       return r;
     },
@@ -452,14 +487,19 @@
       if (!(v instanceof Response)) throw new TypeError("the handler did not return a Response");
       return Object.assign(parts(v), { status: v.status, statusText: v.statusText });
     },
-    requestParts: (v) => parts(v),
+    requestParts: (v, live) => parts(v, live),
+    stream: (h) => goStream(h),
+    bodyOf(v) {
+      if (v instanceof Request || v instanceof Response) return parts(v, true).body;
+      if (v instanceof ReadableStream && (v.locked || v[S].disturbed)) throw new TypeError("the stream is locked or already read");
+      return wire(extract(v)[0], true);
+    },
     isRequest: (v) => v instanceof Request,
   });
   def("fetch", (input, init) => {
     try {
       const r = new Request(input, init);
-      const p = parts(r);
-      if (p.body instanceof Promise) return p.body.then((b) => host.fetch(r.method, r.url, p.headers, b));
+      const p = parts(r, true);
       return host.fetch(r.method, r.url, p.headers, p.body);
     } catch (e) { return Promise.reject(e); }
   });
