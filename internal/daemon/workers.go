@@ -32,7 +32,11 @@ type workerSet struct {
 	next  netip.Addr            // the next free virtual address
 	end   netip.Prefix
 
-	handlerHosts []string // the built-in handlers' hosts: no worker key may serve one
+	// handlerAddrs are the built-in handlers' addresses: a worker key for
+	// the same host shares its address, and the router then serves the
+	// worker's function to the worker's sandboxes and the handler to the
+	// others (docs/workers.md).
+	handlerAddrs map[string]netip.Addr
 }
 
 // buildWorkers loads every configured worker. A script that does not load
@@ -42,9 +46,7 @@ func buildWorkers(cfg *config.Config, db *store.DB, fetcher func(*tls.Config) *w
 		end: netip.MustParsePrefix(cfg.DNS.VirtualCIDR).Masked()}
 	// Workers' names take the addresses after the handlers'.
 	ws.next = ws.end.Addr()
-	for h := range handlerAddrs {
-		ws.handlerHosts = append(ws.handlerHosts, h)
-	}
+	ws.handlerAddrs = handlerAddrs
 	for _, a := range handlerAddrs {
 		if ws.next.Less(a) {
 			ws.next = a
@@ -116,20 +118,16 @@ func secretFile(s string) (*handlers.FileSecret, error) {
 // assign gives each name w's keys serve a virtual address, once: the same
 // name in two workers shares one.
 func (ws *workerSet) assign(w *worker.Worker) error {
-	// One host, one handler: a built-in handler's host that a worker key
-	// also serves would be the worker's for some sandboxes and the
-	// handler's for others, which no one reading the config would guess.
-	for _, h := range ws.handlerHosts {
-		if key, ok := w.MatchName(h); ok {
-			return fmt.Errorf("worker %s: outboundByHost key %s serves %s, which the handler %s serves already: one host has one handler", w.Name(), key, h, h)
-		}
-	}
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	names := w.Names()
 	slices.Sort(names)
 	for _, n := range names {
 		if _, ok := ws.addrs[n]; ok {
+			continue
+		}
+		if a, ok := ws.handlerAddrs[n]; ok {
+			ws.addrs[n] = a // the router maps it to n already
 			continue
 		}
 		a := ws.next.Next()
