@@ -12,7 +12,7 @@ import (
 // router/httpserve's, the forwarder's (forward errors) router/forward's,
 // under the same interceptd_router_ prefix.
 //
-//	interceptd_router_requests_total{handler,code,sandbox} handler: a configured host, _catch_all, _forward, _deny, _unknown_source
+//	interceptd_router_requests_total{handler,code,sandbox} handler: a configured host, worker:NAME, worker:NAME:outbound, _catch_all, _forward, _deny, _unknown_source
 //	interceptd_router_requests_in_flight
 //	interceptd_router_request_bytes_total{handler}
 //	interceptd_router_request_duration_seconds{handler}

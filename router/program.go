@@ -19,6 +19,14 @@ import (
 // config bounds (the worker's name, "worker:<name>" for a per-host
 // function and "worker:<name>:outbound" for outbound), never from the
 // request's host.
+//
+// A worker's functions are handlers: they answer in the daemon, so the
+// checks that guard where a forward goes (protected and private
+// destinations, the Host's consistency with the address) were not made
+// for them, and a function is reached whatever address the sandbox
+// dialled. Whatever sends the sandbox's request on to its original
+// destination (fetch(request)) must make those checks itself, as the
+// router's Fallback does.
 type Program interface {
 	// Match returns the route of the outboundByHost function whose key
 	// matches host (normalised: policy.NormalizeHost) or the destination

@@ -237,6 +237,11 @@ func TestAWorkerMeetsThePolicyAsHandlersDo(t *testing.T) {
 		{"a built-in handler serves a sandbox without a worker", open, "", "my.kv", outsideIP, builtin, "key not found", ""},
 		{"outbound serves what neither does", open, "app", "example.test", outsideIP, outbound, "", "app outbound"},
 		{"a worker without outbound leaves the rest to the forward", open, "other", "example.test", outsideIP, forward, "", ""},
+		// As any handler, a function answers in the daemon whatever address
+		// was dialled: its fetch(request) must make the forward's checks.
+		{"a per-host function answers for a private destination", open, "app", "my.fn", netip.MustParseAddr("192.168.1.1"), function, "", "app my.fn"},
+		{"outbound answers for a private destination", open, "app", "example.test", netip.MustParseAddr("192.168.1.1"), outbound, "", "app outbound"},
+		{"without a worker a private destination is denied", open, "", "example.test", netip.MustParseAddr("192.168.1.1"), 403, "private_destination", ""},
 		{"an unknown worker is as none", open, "gone", "my.fn", outsideIP, forward, "", ""},
 
 		// A denied host never reaches a worker function.
