@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -108,46 +107,6 @@ func VirtualAddrs(cfg *config.Config) map[string]netip.Addr {
 		out[policy.NormalizeHost(h.Host)] = a
 	}
 	return out
-}
-
-// WorkerVirtualAddrs gives each name the workers' keys serve
-// (router.HostPatterns.Names of each worker: exact names, and "*." globs
-// as written) a virtual address of its own after the handlers' (taken,
-// VirtualAddrs' result): what the DNS shim answers for them
-// (dnsshim.Config.WorkerName) and what the router maps back
-// (router.Config.Virtual). A name several workers serve has one address.
-// Names go in sorted order, so a config that keeps its names keeps their
-// addresses from one start to the next. It fails on a name a handler has
-// too, and when dns.virtual_cidr has no room left.
-func WorkerVirtualAddrs(cfg *config.Config, taken map[string]netip.Addr, names []string) (map[string]netip.Addr, error) {
-	vp, err := netip.ParsePrefix(cfg.DNS.VirtualCIDR)
-	if err != nil {
-		return nil, fmt.Errorf("dns.virtual_cidr: %w", err)
-	}
-	vp = vp.Masked()
-	last := vp.Addr()
-	for _, a := range taken {
-		if last.Less(a) {
-			last = a
-		}
-	}
-	names = slices.Clone(names)
-	slices.Sort(names)
-	names = slices.Compact(names)
-	out := make(map[string]netip.Addr, len(names))
-	for _, n := range names {
-		if _, ok := taken[n]; ok {
-			return nil, fmt.Errorf("worker key %s is also a handler's host: one of them must go", n)
-		}
-		last = last.Next()
-		// The prefix's last address is its broadcast address, as for the
-		// handlers (config: "too small").
-		if !vp.Contains(last) || !vp.Contains(last.Next()) {
-			return nil, fmt.Errorf("dns.virtual_cidr %s has no room for the %d names the workers serve beside %d handlers", vp, len(names), len(taken))
-		}
-		out[n] = last
-	}
-	return out, nil
 }
 
 // Quotas are the store quotas a config gives every sandbox.

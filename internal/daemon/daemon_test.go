@@ -133,38 +133,6 @@ func TestHandlersGetVirtualAddressesInConfigOrder(t *testing.T) {
 	}
 }
 
-func TestWorkerNamesGetVirtualAddressesAfterTheHandlers(t *testing.T) {
-	cfg := config.Default()
-	handlers := VirtualAddrs(cfg) // my.kv, my.r2, state.do: .1 to .3
-	got, err := WorkerVirtualAddrs(cfg, handlers, []string{"my.fn", "*.fn.test", "api.test", "my.fn"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]netip.Addr{
-		"*.fn.test": netip.MustParseAddr("198.18.213.4"),
-		"api.test":  netip.MustParseAddr("198.18.213.5"),
-		"my.fn":     netip.MustParseAddr("198.18.213.6"),
-	}
-	if len(got) != len(want) {
-		t.Fatalf("virtual addresses %v, want %v (a name shared by workers has one)", got, want)
-	}
-	for n, a := range want {
-		if got[n] != a {
-			t.Errorf("%s at %s, want %s (sorted, after the handlers')", n, got[n], a)
-		}
-	}
-	if _, err := WorkerVirtualAddrs(cfg, handlers, []string{"my.kv"}); err == nil || !strings.Contains(err.Error(), "my.kv") {
-		t.Errorf("a name a handler has too: %v, want an error naming it", err)
-	}
-	cfg.DNS.VirtualCIDR = "198.18.213.0/29" // .1 to .6 usable
-	if _, err := WorkerVirtualAddrs(cfg, handlers, []string{"a.test", "b.test", "c.test"}); err != nil {
-		t.Errorf("three names in the three addresses left: %v", err)
-	}
-	if _, err := WorkerVirtualAddrs(cfg, handlers, []string{"a.test", "b.test", "c.test", "d.test"}); err == nil || !strings.Contains(err.Error(), "no room") {
-		t.Errorf("four names in three addresses: %v, want no room", err)
-	}
-}
-
 func TestQuotasComeFromTheConfig(t *testing.T) {
 	cfg := config.Default()
 	cfg.Quota.KV = config.QuotaLimit{Bytes: 10, Keys: 1}

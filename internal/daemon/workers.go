@@ -131,7 +131,9 @@ func (ws *workerSet) assign(w *worker.Worker) error {
 			continue
 		}
 		a := ws.next.Next()
-		if !ws.end.Contains(a) {
+		// The prefix's last address is its broadcast address, as for the
+		// handlers (config: "too small").
+		if !ws.end.Contains(a) || !ws.end.Contains(a.Next()) {
 			return fmt.Errorf("worker %s: dns.virtual_cidr %s has no address left for %s", w.Name(), ws.end, n)
 		}
 		ws.next = a
