@@ -56,7 +56,15 @@ func dashboardExprs(t *testing.T) map[string]string {
 func TestEveryDashboardQueryHasDataInARealPrometheus(t *testing.T) {
 	promBin := need(t, "prometheus")
 	exprs := dashboardExprs(t)
-	e := NewEnv(t, Options{})
+	// A worker for the Workers row: a sandbox that names it (the others
+	// keep the handlers and the forward) and whose function waits, then
+	// fetches, so that concurrent requests wait for a runtime.
+	script := filepath.Join(t.TempDir(), "obs.js")
+	os.WriteFile(script, []byte(`export default { outboundByHost: { "w.test": async () => {
+  await new Promise((r) => setTimeout(r, 500));
+  return fetch("http://example.test/");
+} } };`), 0o644)
+	e := NewEnv(t, Options{ExtraConfig: fmt.Sprintf("workers:\n  - name: obs\n    script: %s\n", script)})
 	run(t, "ip", "-n", e.UpNS, "addr", "add", "192.0.2.5/24", "dev", "eth0") // nothing listens: refused
 
 	dir := t.TempDir()
@@ -106,8 +114,9 @@ scrape_configs:
 	}
 
 	// Traffic on every hop: handlers, forwarding (ok and refused), denials,
-	// DNS answered, forwarded and denied, store writes and reads.
-	open, off := e.Create("open"), e.CreateWith("off", "--internet", "off")
+	// DNS answered, forwarded and denied, store writes and reads, a worker
+	// (more requests at once than its pool has runtimes: 8).
+	open, off, w := e.Create("open"), e.CreateWith("off", "--internet", "off"), e.CreateWith("w", "--worker", "obs")
 	for i := 0; i < 3; i++ {
 		e.MustIn(open, "curl", "-sS", "-X", "PUT", "--data", "v", "http://my.kv/k")
 		e.MustIn(open, "curl", "-sS", "http://my.kv/k")
@@ -115,6 +124,7 @@ scrape_configs:
 		e.In(open, "curl", "-sS", "-m", "3", "http://192.0.2.5/")
 		e.In(off, "curl", "-sS", "http://example.test/")
 		e.MustIn(open, "sh", "-c", "echo blob | curl -sS -T - http://my.r2/b && curl -sS http://my.r2/b")
+		e.MustIn(w, "sh", "-c", "for i in $(seq 12); do curl -sS -o /dev/null http://w.test/ & done; wait")
 		time.Sleep(1500 * time.Millisecond)
 	}
 	deadline := time.Now().Add(60 * time.Second)
