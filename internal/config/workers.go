@@ -52,9 +52,6 @@ type WorkerLimits struct {
 	WallMs int `yaml:"wall_ms"`
 	// Subrequests is how many fetch() calls one request may make. Default 50.
 	Subrequests int `yaml:"subrequests"`
-	// MemoryMiB bounds what one runtime may hold, in MiB, where the engine
-	// can tell; 0 (the default) leaves it to the engine.
-	MemoryMiB int `yaml:"memory_mib"`
 }
 
 // Defaults of WorkerLimits.
@@ -226,9 +223,6 @@ func (c *Config) validateWorkers(bad func(field, format string, args ...any)) {
 			if l.v < 0 || (l.v == 0 && w.fromDoc) {
 				bad(f+".limits."+l.field, "%d: must be positive%s", l.v, at(f+".limits."+l.field))
 			}
-		}
-		if w.Limits.MemoryMiB < 0 {
-			bad(f+".limits.memory_mib", "%d: must not be negative%s", w.Limits.MemoryMiB, at(f+".limits.memory_mib"))
 		}
 		for name, b := range w.Bindings {
 			g := f + ".bindings." + name

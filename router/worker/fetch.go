@@ -59,9 +59,15 @@ func (f *Fetcher) init() {
 			DisableCompression:  true,
 			Proxy:               nil,
 		},
-		// A script follows redirects itself (Workers' default "follow" is
-		// served by its own loop): each hop is its own checked fetch.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		// Redirects are followed, as Workers' default redirect: "follow"
+		// does (up to 10 hops): every hop dials through dial, so none
+		// reaches a closed destination.
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return nil
+		},
 	}
 	f.origin = &http.Client{
 		Transport: &http.Transport{

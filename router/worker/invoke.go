@@ -91,7 +91,7 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		// if it still has the function.
 		r, ok := wk.cur.Load().routes[f.key]
 		if !ok {
-			return router.Errorf(http.StatusServiceUnavailable, "%s: the reloaded script has no function for %s", ReasonBusy, f.label())
+			return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonBusy, Err: fmt.Errorf("the reloaded script has no function for %s", f.label())}
 		}
 		f = r.Handler.(*function)
 		v = f.v
@@ -99,7 +99,7 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 	}
 	if err != nil {
 		wk.cfg.Metrics.invocation(wk.cfg.Name, f.label(), "busy", time.Since(start), 0)
-		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonBusy + ": no runtime came free in time", Err: err}
+		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonBusy, Err: fmt.Errorf("no runtime came free in time: %w", err)}
 	}
 	defer v.put(inst)
 	inv := &invocation{ctx: ctx, env: env, r: r, url: "http://" + hostOf(r, env) + r.URL.RequestURI()}

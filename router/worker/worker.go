@@ -39,7 +39,7 @@ type Limits struct {
 	Wall time.Duration
 	// Subrequests is how many fetch() calls one request may make (default 50).
 	Subrequests int
-	// Runtimes is the most runtimes the pool keeps (default: 2 per CPU).
+	// Runtimes is the most runtimes the pool keeps (default 8).
 	Runtimes int
 }
 

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -231,5 +232,49 @@ func TestPassThroughOnExceptionForwardsAsIfNoHandlerMatched(t *testing.T) {
 	forwarded = false
 	if rec := serve(t, w, "GET", "pass.test", "/", ""); forwarded || rec.Code != http.StatusForbidden {
 		t.Fatalf("a forward the policy refuses: %d %q, forwarded %v", rec.Code, rec.Body, forwarded)
+	}
+}
+
+func TestFetchFollowsRedirectsButNeverIntoAClosedDestination(t *testing.T) {
+	// The target listens on 127.0.0.2, the hop on 127.0.0.1: a Closed that
+	// refuses 127.0.0.2 lets the first hop through and stops the redirect.
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skip("no 127.0.0.2 here")
+	}
+	final := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "arrived") })}
+	go final.Serve(ln)
+	defer final.Close()
+	hop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+ln.Addr().String()+"/end", http.StatusFound)
+	}))
+	defer hop.Close()
+	src := `export default { outboundByHost: { "r.test": async () => {
+  try { const r = await fetch("` + hop.URL + `/start"); return new Response(r.status + " " + await r.text()); }
+  catch (e) { return new Response("refused", { status: 502 }); }
+} } };`
+	tests := []struct {
+		name   string
+		closed func(netip.Addr) string
+		want   string
+	}{
+		{"a redirect is followed", func(netip.Addr) string { return "" }, "200 arrived"},
+		{"a redirect into a closed destination is not", func(a netip.Addr) string {
+			if a == netip.MustParseAddr("127.0.0.2") {
+				return "closed"
+			}
+			return ""
+		}, "refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := New(Config{Name: "app", Script: writeScript(t, src), Fetch: &Fetcher{Closed: tt.closed}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec := serve(t, w, "GET", "r.test", "/", ""); rec.Body.String() != tt.want {
+				t.Errorf("got %q, want %q", rec.Body, tt.want)
+			}
+		})
 	}
 }
