@@ -297,3 +297,26 @@ default_worker: inject
 		t.Errorf("the token reached the sandbox: %q", got)
 	}
 }
+
+func TestAScriptThatAllocatesWithoutEndCostsARequestNotTheDaemon(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "hog.js")
+	os.WriteFile(script, []byte(`export default { outboundByHost: {
+  "hog.w": () => { const a = []; for (;;) a.push("x".repeat(4096) + a.length); },
+  "ok.w": () => new Response("fine"),
+} };`), 0o644)
+	e := NewEnv(t, Options{ExtraConfig: fmt.Sprintf(`workers:
+  - name: hog
+    script: %s
+    limits: { cpu_ms: 20000, wall_ms: 30000 }
+default_worker: hog
+worker_heap_limit: 256MiB
+`, script)})
+	sb := e.Create("agent1")
+	got, _ := e.In(sb, "curl", "-sS", "-m", "30", "-D", "-", "-o", "/dev/null", "http://hog.w/")
+	if !strings.Contains(got, "503") || !strings.Contains(got, "X-Interceptd-Error: worker_memory_limit") {
+		t.Errorf("the hog: %q", got)
+	}
+	if got := e.MustIn(sb, "curl", "-sS", "-m", "10", "http://ok.w/"); got != "fine" {
+		t.Errorf("after the hog: %q", got)
+	}
+}

@@ -60,6 +60,11 @@ type Config struct {
 	// DefaultWorker is the worker a new sandbox uses unless its creation
 	// names another (or none); "" for none. It must name one of Workers.
 	DefaultWorker string `yaml:"default_worker"`
+	// WorkerHeapLimit bounds the daemon's heap while workers' JavaScript
+	// runs: past it, the scripts running are interrupted (503
+	// worker_memory_limit) rather than the daemon running out of memory.
+	// goja cannot bound one runtime; this bounds them together. 0: none.
+	WorkerHeapLimit Size `yaml:"worker_heap_limit"`
 	// Store shapes the bbolt store in data_dir.
 	Store Store `yaml:"store"`
 

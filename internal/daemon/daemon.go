@@ -28,6 +28,7 @@ import (
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/httpserve"
 	"github.com/interceptd/interceptd/router/worker"
+	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
 	"github.com/miekg/dns"
 )
@@ -267,6 +268,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 			Forward: fwd,
 		}
 	}
+	jsrt.SetHeapLimit(uint64(cfg.WorkerHeapLimit))
 	if d.workers, err = buildWorkers(cfg, d.db, fetcher, worker.NewMetrics(reg), log, virtual); err != nil {
 		return d, err
 	}

@@ -22,6 +22,7 @@ const (
 	ReasonWallLimit = "worker_wall_limit"
 	ReasonException = "worker_exception"
 	ReasonBusy      = "worker_busy"
+	ReasonMemory    = "worker_memory_limit"
 )
 
 // function is one of a version's functions as a router.Handler: key is its
@@ -146,6 +147,10 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		outcome = "cpu_limit"
 		wk.log.Warn("worker cpu limit", "request_id", env.RequestID, "sandbox", env.Sandbox, "function", f.label(), "limit", wk.cfg.Limits.CPU)
 		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonCPULimit, Err: err, Logged: true}
+	case errors.Is(err, jsrt.ErrMemoryLimit):
+		outcome = "memory_limit"
+		wk.log.Warn("worker memory limit: the daemon's heap passed worker_heap_limit while this script ran", "request_id", env.RequestID, "sandbox", env.Sandbox, "function", f.label())
+		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonMemory, Err: err, Logged: true}
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
 		outcome = "wall_limit"
 		wk.log.Warn("worker wall time limit", "request_id", env.RequestID, "sandbox", env.Sandbox, "function", f.label(), "limit", wk.cfg.Limits.Wall)

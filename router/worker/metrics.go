@@ -10,7 +10,7 @@ import (
 // from the config, function is "outbound" or an outboundByHost key of the
 // operator's script.
 //
-//	interceptd_worker_invocations_total{worker,function,outcome}  outcome: ok|exception|cpu_limit|wall_limit|busy|bad_request|passed_through|error
+//	interceptd_worker_invocations_total{worker,function,outcome}  outcome: ok|exception|cpu_limit|memory_limit|wall_limit|busy|bad_request|passed_through|error
 //	interceptd_worker_duration_seconds{worker}                     wall time of an invocation
 //	interceptd_worker_cpu_seconds{worker}                          JavaScript running time of an invocation
 //	interceptd_worker_subrequests_total{worker,outcome}            fetch() calls: ok|refused|limit|error

@@ -315,9 +315,11 @@ func (rt *Runtime) run(f func() error) error {
 		rt.intMu.Unlock()
 	}
 	stop := context.AfterFunc(rt.ctx, func() { interrupt(ctxInterrupt{}) })
+	leave := enterGuard(rt)
 	rt.running++
 	err := f()
 	rt.running--
+	leave()
 	spent := now() - start
 	rt.intMu.Lock()
 	rt.armed = false
@@ -344,6 +346,8 @@ func (rt *Runtime) convert(err error) error {
 		switch ie.Value().(type) {
 		case cpuInterrupt:
 			return ErrCPULimit
+		case memInterrupt:
+			return ErrMemoryLimit
 		case ctxInterrupt:
 			if rt.ctx.Err() != nil {
 				return rt.ctx.Err()
