@@ -71,7 +71,8 @@ func (b *DurableObject) Value(inst *Instance) (goja.Value, error) {
 	native.Set("lock", func(id string) goja.Value {
 		inv := inst.req.Load()
 		return inst.RT.Async(func() (func() goja.Value, error) {
-			release, err := b.enter(inv, id)
+			release, waited, err := b.enter(inv, id)
+			inst.w.cfg.Metrics.doCall(inst.w.cfg.Name, b.Class, waited, err)
 			if err != nil {
 				return nil, err
 			}
@@ -228,7 +229,7 @@ func (b *DurableObject) Value(inst *Instance) (goja.Value, error) {
 // it again. The gate is also opened when the request ends, if the script
 // never did (an exception, a limit): a call never holds an object past
 // its request.
-func (b *DurableObject) enter(inv *invocation, id string) (func(), error) {
+func (b *DurableObject) enter(inv *invocation, id string) (release func(), waited bool, err error) {
 	b.mu.Lock()
 	if b.gates == nil {
 		b.gates = map[string]*gate{}
@@ -253,12 +254,17 @@ func (b *DurableObject) enter(inv *invocation, id string) (func(), error) {
 	}
 	select {
 	case g.ch <- struct{}{}:
-	case <-ctx.Done():
-		leave()
-		return nil, fmt.Errorf("waiting for the Durable Object: %w", ctx.Err())
+	default:
+		waited = true // another call to the object runs: this one waits its turn
+		select {
+		case g.ch <- struct{}{}:
+		case <-ctx.Done():
+			leave()
+			return nil, true, fmt.Errorf("waiting for the Durable Object: %w", ctx.Err())
+		}
 	}
 	var once sync.Once
-	release := func() {
+	release = func() {
 		once.Do(func() {
 			<-g.ch
 			leave()
@@ -266,9 +272,9 @@ func (b *DurableObject) enter(inv *invocation, id string) (func(), error) {
 	}
 	if inv != nil && !inv.hold(release) {
 		release() // the request ended while this call waited
-		return nil, fmt.Errorf("the request ended while waiting for the Durable Object")
+		return nil, waited, fmt.Errorf("the request ended while waiting for the Durable Object")
 	}
-	return release, nil
+	return release, waited, nil
 }
 
 func stringMap(vm *goja.Runtime, m map[string][]byte) goja.Value {

@@ -10,7 +10,14 @@
     }
     throw new TypeError(`KV get: unknown type ${JSON.stringify(type)}: use text, json, arrayBuffer or stream`);
   };
-  const typeOf = (opts) => (typeof opts === "string" ? opts : (opts && opts.type) || "text");
+  const types = ["text", "json", "arrayBuffer", "stream"];
+  // The type is checked before the key is read: a wrong one is an error
+  // whether or not the key exists.
+  const typeOf = (opts) => {
+    const t = typeof opts === "string" ? opts : (opts && opts.type) || "text";
+    if (!types.includes(t)) throw new TypeError(`KV get: unknown type ${JSON.stringify(t)}: use text, json, arrayBuffer or stream`);
+    return t;
+  };
   const toBytes = async (value) => {
     if (typeof value === "string") return new TextEncoder().encode(value).buffer;
     if (value instanceof ArrayBuffer) return value;

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +57,55 @@ func TestTheKVBindingFollowsWorkersKVAndSharesTheHandlersNamespace(t *testing.T)
 	e, err := db.Keys(store.KindKV, "default", store.ScopeShared, store.Limits{}).Get("ttl")
 	if err != nil || string(e.Value) != "x" || e.Owner != "web1" || e.Expires.IsZero() {
 		t.Fatalf("the handler's side sees %+v %v, want x charged to web1 with an expiry", e, err)
+	}
+}
+
+func TestTheKVBindingsListPagesByCursorInByteOrderAndNamesItsLimits(t *testing.T) {
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	kv := db.Keys(store.KindKV, "default", store.ScopeShared, store.Limits{})
+	for _, k := range []string{"b", "a", "é", "ab", "😀", "z"} {
+		if err := kv.Put(k, store.Entry{Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := `export default { outboundByHost: {
+  "list.test": async (request, env) => {
+    const pages = []; let cursor;
+    for (;;) {
+      const r = await env.KV.list({ limit: 2, cursor });
+      pages.push(r.keys.map((k) => k.name).join("|"));
+      if (r.list_complete) break;
+      cursor = r.cursor;
+    }
+    const errs = [];
+    for (const f of [() => env.KV.put("k".repeat(600), "v"), () => env.KV.put("big", "x".repeat(26 << 20)), () => env.KV.get("x", "yaml")]) {
+      try { await f(); errs.push("no error"); } catch (e) { errs.push(String(e.message || e)); }
+    }
+    return Response.json({ pages, errs });
+  },
+} };`
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{DB: db, Namespace: "default"}}, Limits: Limits{CPU: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(t, w, "GET", "list.test", "/", "")
+	var got struct {
+		Pages []string
+		Errs  []string
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	if want := []string{"a|ab", "b|z", "é|😀"}; strings.Join(got.Pages, " ") != strings.Join(want, " ") {
+		t.Errorf("pages %q, want %q (byte order, two at a time)", got.Pages, want)
+	}
+	for i, want := range []string{"key too large", "value too large", "unknown type"} {
+		if i >= len(got.Errs) || !strings.Contains(got.Errs[i], want) {
+			t.Errorf("error %d: %q, want it to name %q", i, got.Errs, want)
+		}
 	}
 }

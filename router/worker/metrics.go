@@ -17,6 +17,10 @@ import (
 //	interceptd_worker_runtimes{worker}                             runtimes in the pool now
 //	interceptd_worker_pool_waits_total{worker}                     requests that waited for a runtime
 //	interceptd_worker_reloads_total{worker,result}                 result: ok|failed
+//	interceptd_worker_do_calls_total{worker,class,outcome}         Durable-Object calls: ok|waited (another call to the object ran first)|failed
+//
+// The Durable Objects' storage operations are the store's
+// (interceptd_store_operations_total{kind="do"}).
 type Metrics struct {
 	invocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -25,6 +29,7 @@ type Metrics struct {
 	pool        *prometheus.GaugeVec
 	waits       *prometheus.CounterVec
 	reloads     *prometheus.CounterVec
+	doCalls     *prometheus.CounterVec
 }
 
 // NewMetrics registers the workers' metrics on reg.
@@ -46,7 +51,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "worker", Name: "reloads_total",
 			Help: "Worker reloads by result."}, []string{"worker", "result"}),
 	}
-	reg.MustRegister(m.invocations, m.duration, m.cpu, m.subrequests, m.pool, m.waits, m.reloads)
+	m.doCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "worker", Name: "do_calls_total",
+		Help: "Durable-Object calls by worker, class and outcome (waited: another call to the same object ran first)."}, []string{"worker", "class", "outcome"})
+	reg.MustRegister(m.invocations, m.duration, m.cpu, m.subrequests, m.pool, m.waits, m.reloads, m.doCalls)
 	return m
 }
 
@@ -86,4 +93,18 @@ func (m *Metrics) reload(worker string, ok bool) {
 		r = "failed"
 	}
 	m.reloads.WithLabelValues(worker, r).Inc()
+}
+
+func (m *Metrics) doCall(worker, class string, waited bool, err error) {
+	if m == nil {
+		return
+	}
+	outcome := "ok"
+	switch {
+	case err != nil:
+		outcome = "failed"
+	case waited:
+		outcome = "waited"
+	}
+	m.doCalls.WithLabelValues(worker, class, outcome).Inc()
 }
