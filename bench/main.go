@@ -64,7 +64,36 @@ type bench struct {
 	cleanups                []func()
 	sb                      admin.Client
 	sandboxNS               string
+	// The sandboxes of the worker paths (issue 19), each with its own
+	// worker: wkvNS's answers env.KV.get for wkv.bench, wpassNS's
+	// outbound returns fetch(request).
+	wkvNS, wpassNS string
 }
+
+// The benchmark's workers: one function each, so that each path measures
+// one kind of invocation and each pool is warmed by its own path.
+const (
+	// wkvScript answers the key a request's path names from env.KV, as
+	// the seed's "my.kv" function does; a missing key is a 404, which wrk
+	// reports (the hot key is seeded as the kv handler's).
+	wkvScript = `export default {
+  outboundByHost: {
+    "wkv.bench": async (request, env) => {
+      const value = await env.KV.get(new URL(request.url).pathname.slice(1));
+      return new Response(value ?? "", { status: value === null ? 404 : 200 });
+    },
+  },
+};
+`
+	// wpassScript sends every request on to the destination the sandbox
+	// dialled, as the built-in passthrough does.
+	wpassScript = `export default {
+  async outbound(request) {
+    return fetch(request);
+  },
+};
+`
+)
 
 // running is the benchmark whose namespaces and processes must go when it
 // stops early: on an error (must) or a signal.
@@ -222,6 +251,9 @@ backend original
 		}
 	}
 
+	wkvJS, wpassJS := filepath.Join(b.dir, "wkv.js"), filepath.Join(b.dir, "wpass.js")
+	must(os.WriteFile(wkvJS, []byte(wkvScript), 0o644))
+	must(os.WriteFile(wpassJS, []byte(wpassScript), 0o644))
 	cfg := filepath.Join(b.dir, "interceptd.yaml")
 	b.sock = filepath.Join(b.dir, "admin.sock")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
@@ -238,7 +270,12 @@ handlers:
   - {host: my.r2, kind: blob}
   - {host: state.do, kind: state}
   - {host: floor.bench, kind: respond, body: "ok\n"}
-`, filepath.Join(b.dir, "data"), b.sock, b.id)), 0o644)
+# No default_worker: the sandbox of the built-in paths has none; the worker
+# paths' sandboxes name theirs.
+workers:
+  - {name: wkv, script: %s, bindings: {KV: {kv: default}}}
+  - {name: wpass, script: %s}
+`, filepath.Join(b.dir, "data"), b.sock, b.id, wkvJS, wpassJS)), 0o644)
 	// warn: the per-request decision record costs CPU; see bench/README.md.
 	b.daemon = exec.Command("nsenter", "--net=/run/netns/"+b.hostNS, b.bin, "serve", "--config", cfg, "--log-level", "warn")
 	// BENCH_DAEMON_ENV="GOGC=200 GOMAXPROCS=1" tries runtime settings on
@@ -266,6 +303,14 @@ handlers:
 	sbx, err := b.sb.Create("bench", nil)
 	must(err)
 	b.sandboxNS = sbx.Netns
+	for _, w := range []struct {
+		name string
+		ns   *string
+	}{{"wkv", &b.wkvNS}, {"wpass", &b.wpassNS}} {
+		sbx, err := b.sb.CreateWith(admin.CreateRequest{Name: w.name, Worker: &w.name})
+		must(err)
+		*w.ns = sbx.Netns
+	}
 
 	// dnsmasq on the sandbox's own path: a second sandbox, made by the
 	// daemon like the first (the same anti-spoofing, rp_filter, capture
@@ -311,6 +356,17 @@ handlers:
 		}
 	}
 	put("my.kv", "hot", "", bytes.Repeat([]byte("v"), 128))
+	// Each worker path answers before the rounds: the KV worker the seeded
+	// value, the passthrough worker the upstream's body.
+	for _, c := range []struct{ ns, url, want string }{
+		{b.wkvNS, "http://wkv.bench/hot", strings.Repeat("v", 128)},
+		{b.wpassNS, "http://192.0.2.2/", "ok\n"},
+	} {
+		out, err := exec.Command("ip", "netns", "exec", c.ns, "curl", "-sSf", "-m", "5", c.url).CombinedOutput()
+		if err != nil || string(out) != c.want {
+			must(fmt.Errorf("worker path %s from %s: %v %q", c.url, c.ns, err, out))
+		}
+	}
 	put("state.do", "k", "bench", bytes.Repeat([]byte("s"), 128))
 	mib := make([]byte, 1<<20)
 	rand.Read(mib)
@@ -492,6 +548,10 @@ func main() {
 		{"state GET", sbNS, "http://state.do/k", dpid, nil},
 		{"passthrough (forward)", sbNS, "http://192.0.2.2/", dpid, nil},
 		{"blob GET 1 MiB", sbNS, "http://my.r2/1m", dpid, nil},
+		// Issue 19: the same work as KV GET and passthrough, done by a
+		// worker's function (each from its own sandbox, whose worker it is).
+		{"worker KV GET (env.KV.get, hot key)", b.wkvNS, "http://wkv.bench/hot", dpid, nil},
+		{"worker passthrough (outbound: fetch(request))", b.wpassNS, "http://192.0.2.2/", dpid, nil},
 	}
 	if b.haproxy != nil {
 		http = append(http, path{"passthrough by HAProxy (reference)", b.hapNS, "http://192.0.2.2/", b.haproxy.Process.Pid, nil})
@@ -630,6 +690,8 @@ func main() {
 		fmt.Fprintf(tw, "blob GET 1 MiB\t%.0f\tMB/s\t\t\t\t\n", median(r.vals)*1.048576)
 	}
 	perRound("passthrough / HAProxy", "passthrough (forward)", "passthrough by HAProxy")
+	perRound("worker KV GET / KV GET (target ≥ 0.5)", "worker KV GET", "KV GET")
+	perRound("worker passthrough / passthrough (target ≥ 0.5)", "worker passthrough", "passthrough (forward)")
 	if *paths == "" {
 		ratioRow("DNS handler name / dnsmasq", dnsRows[0].ratios)
 	}
@@ -698,6 +760,22 @@ func (b *bench) bigBlob() {
 		*bigMiB, float64(*bigMiB)*1.048576/d.Seconds(), float64(peakT-t0)/(1<<20), float64(peakA-a0)/(1<<20))
 }
 
+var runtimesRE = regexp.MustCompile(`(?m)^interceptd_worker_runtimes\{worker="([^"]+)"\} ([0-9.e+]+)$`)
+
+// workerRuntimes says how many runtimes each worker's pool holds, from the
+// daemon's metrics (interceptd_worker_runtimes).
+func (b *bench) workerRuntimes() string {
+	out, err := exec.Command("ip", "netns", "exec", b.hostNS, "curl", "-sS", "-m", "5", "http://127.0.0.1:9780/metrics").Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	var each []string
+	for _, m := range runtimesRE.FindAllStringSubmatch(string(out), -1) {
+		each = append(each, m[1]+" "+m[2])
+	}
+	return strings.Join(each, ", ")
+}
+
 // scale measures sandbox churn, rule counts and memory at many sandboxes.
 func (b *bench) scale() {
 	rules := func() int {
@@ -705,6 +783,16 @@ func (b *bench) scale() {
 		must(err)
 		return ipt + nft
 	}
+	// The rounds warmed the workers' pools: a reload starts each again
+	// from its one first runtime, so that the first RSS figure is the
+	// sandboxes' with cold pools (the dropped runtimes' pages may not all
+	// be back with the kernel yet: the difference to the warm figure is a
+	// lower bound of what the pools hold).
+	for _, w := range []string{"wkv", "wpass"} {
+		must(b.sb.ReloadWorker(w))
+	}
+	base, err := b.sb.List()
+	must(err)
 	one := rules()
 	const churn = 100
 	start := time.Now()
@@ -722,9 +810,19 @@ func (b *bench) scale() {
 	}
 	toN := time.Since(start)
 	many := rules()
+	n := len(base) + *sandboxes
 	rssT, rssA := b.rss()
-	fmt.Printf("sandboxes: %.0f create+delete/s; %d created in %v; rules (iptables and nftables) %d at 1 sandbox, %d at %d; daemon RSS %.1f MiB (anonymous %.1f MiB) at %d\n",
-		perSec, *sandboxes, toN.Round(time.Millisecond), one, many, *sandboxes+1, float64(rssT)/(1<<20), float64(rssA)/(1<<20), *sandboxes+1)
+	cold := b.workerRuntimes()
+	fmt.Printf("sandboxes: %.0f create+delete/s; %d created in %v; rules (iptables and nftables) %d at %d sandboxes, %d at %d; daemon RSS %.1f MiB (anonymous %.1f MiB) at %d, worker runtimes %s\n",
+		perSec, *sandboxes, toN.Round(time.Millisecond), one, len(base), many, n, float64(rssT)/(1<<20), float64(rssA)/(1<<20), n, cold)
+	// A warm pool: every runtime made. More connections than runtimes
+	// on each worker's path, so that each pool fills.
+	for _, c := range []struct{ ns, url string }{{b.wkvNS, "http://wkv.bench/hot"}, {b.wpassNS, "http://192.0.2.2/"}} {
+		sh("ip", "netns", "exec", c.ns, "wrk", "-t2", "-c32", "-d2s", c.url)
+	}
+	warmT, warmA := b.rss()
+	fmt.Printf("  with warm worker pools (runtimes %s): daemon RSS %.1f MiB (anonymous %.1f MiB) at %d sandboxes (target ≤ 128 MiB)\n",
+		b.workerRuntimes(), float64(warmT)/(1<<20), float64(warmA)/(1<<20), n)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for i := 0; i < *sandboxes && ctx.Err() == nil; i++ {
