@@ -1,22 +1,29 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
 
 // A sandbox names its worker through the CLI (and the config's
-// default_worker), and keeps it across a restart. Until the daemon runs
-// workers, a sandbox with one is served as one without.
+// default_worker), and keeps it across a restart; a worker that serves
+// only some hosts leaves the others to the built-in handlers.
 func TestASandboxsWorkerIsNamedCheckedAndKeptAcrossARestart(t *testing.T) {
-	e := NewEnv(t, Options{ExtraConfig: `
+	dir := t.TempDir()
+	for _, n := range []string{"app", "api"} {
+		os.WriteFile(filepath.Join(dir, n+".js"), []byte(`export default { outboundByHost: { "`+n+`.w": () => new Response("`+n+`") } };`), 0o644)
+	}
+	e := NewEnv(t, Options{ExtraConfig: fmt.Sprintf(`
 workers:
   - name: app
-    script: app.js
+    script: %s
   - name: api
-    script: api.js
+    script: %s
 default_worker: app
-`})
+`, filepath.Join(dir, "app.js"), filepath.Join(dir, "api.js"))})
 	w1 := e.Create("w1")
 	e.CreateWith("w2", "--worker", "")
 	if _, errOut, code := e.CLI("sandbox", "create", "w3", "--worker", "nope"); code == 0 || !strings.Contains(errOut, `unknown worker "nope"`) {
@@ -46,6 +53,9 @@ default_worker: app
 		t.Errorf("after the restart: %v, want %v", got, want)
 	}
 	if out, code := e.In(w1, "curl", "-sS", "-m", "5", "http://my.kv/k"); code != 0 || out != "v1" {
-		t.Errorf("a sandbox with a worker the daemon does not run yet: exit %d, %q", code, out)
+		t.Errorf("a host the worker does not serve, from a sandbox with a worker: exit %d, %q", code, out)
+	}
+	if out := e.MustIn(w1, "curl", "-sS", "-m", "5", "http://app.w/"); out != "app" {
+		t.Errorf("the worker's own host: %q", out)
 	}
 }

@@ -254,6 +254,18 @@ default_worker: stress
 			t.Errorf("after the failed reload: %q, want the old version", got)
 		}
 	})
+	t.Run("sandbox delete --purge removes the sandbox's own Durable Object, and no one else's", func(t *testing.T) {
+		if _, errOut, code := e.CLI("sandbox", "delete", "--purge", "w1"); code != 0 {
+			t.Fatalf("delete --purge: %s", errOut)
+		}
+		a2 := e.Create("w1")
+		if got := e.MustIn(a2, "curl", "-sS", "http://count.w/"); got != "1" {
+			t.Errorf("a new w1's counter: %q, want 1 (the old one's object purged)", got)
+		}
+		if got := e.MustIn(b, "curl", "-sS", "http://count.w/"); got != "12" {
+			t.Errorf("w2's counter after w1's purge: %q, want 12", got)
+		}
+	})
 }
 
 func TestAWorkerInjectsACredentialIntoHTTPSItsCAVerifies(t *testing.T) {
