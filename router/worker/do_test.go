@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -161,5 +160,3 @@ func TestADurableObjectsSQLStorageAndValues(t *testing.T) {
 		t.Errorf("stub.fetch: %s", got)
 	}
 }
-
-var _ = fmt.Sprint

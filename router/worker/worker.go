@@ -19,12 +19,10 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dop251/goja"
-	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/worker/jsrt"
@@ -396,6 +394,3 @@ func (v *version) close() {
 		}
 	}
 }
-
-var _ = sync.Mutex{}
-var _ = policy.Sanitize
