@@ -79,7 +79,9 @@ func FuzzRequestConversion(f *testing.F) {
 		if len(out.Header) != len(wantHeaders) {
 			t.Errorf("headers %v, want %v", out.Header, wantHeaders)
 		}
-		if in == nil {
+		// A GET or HEAD that declares no length has no body, as a server
+		// reads it, whatever reader the request holds (NewRequest).
+		if in == nil || (length == 0 && (method == http.MethodGet || method == http.MethodHead)) {
 			if out.Body != nil && out.Body != http.NoBody {
 				t.Errorf("a request without a body got one")
 			}
