@@ -60,8 +60,9 @@ const (
 // Peek reads the ClientHello from the start of c, which must not have been
 // read from yet, and returns what it says and a connection to use in c's
 // place. The hello may come in several TLS records and TCP segments; Peek
-// reads until it has all of it, or until timeout (zero or less: no deadline
-// of Peek's own), and then clears c's read deadline.
+// reads until it has all of it, or until timeout, and then clears the read
+// deadline it set. With a timeout of zero or less it sets none, and a
+// deadline the caller set on c applies (and stays).
 //
 // The returned conn is never nil, also on error (so that the caller can
 // still forward a connection it decided by address): it replays every byte
