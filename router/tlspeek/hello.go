@@ -102,26 +102,26 @@ func parseHello(body []byte) (Hello, error) {
 	var h Hello
 	s := cursor(body)
 	if !s.skip(2 + 32) { // legacy_version, random
-		return h, malformed("truncated before the session id")
+		return Hello{}, malformed("truncated before the session id")
 	}
 	sid, ok := s.vec8()
 	if !ok || len(sid) > 32 {
-		return h, malformed("bad session id")
+		return Hello{}, malformed("bad session id")
 	}
 	suites, ok := s.vec16()
 	if !ok || len(suites) < 2 || len(suites)%2 != 0 {
-		return h, malformed("bad cipher suite list")
+		return Hello{}, malformed("bad cipher suite list")
 	}
 	comp, ok := s.vec8()
 	if !ok || len(comp) < 1 {
-		return h, malformed("bad compression method list")
+		return Hello{}, malformed("bad compression method list")
 	}
 	if len(s) == 0 {
 		return h, nil // no extensions: allowed before TLS 1.3
 	}
 	exts, ok := s.vec16()
 	if !ok || len(s) != 0 {
-		return h, malformed("bad extension block")
+		return Hello{}, malformed("bad extension block")
 	}
 	// A second copy of an extension is refused (RFC 8446 section 4.2): with
 	// two server_name extensions, a reader taking the first and a server
@@ -131,11 +131,11 @@ func parseHello(body []byte) (Hello, error) {
 	for len(exts) > 0 {
 		typ, ok := exts.u16()
 		if !ok {
-			return h, malformed("truncated extension")
+			return Hello{}, malformed("truncated extension")
 		}
 		data, ok := exts.vec16()
 		if !ok {
-			return h, malformed("extension %d overruns the extension block", typ)
+			return Hello{}, malformed("extension %d overruns the extension block", typ)
 		}
 		seen = append(seen, typ)
 		var err error

@@ -87,6 +87,9 @@ func Peek(c net.Conn, timeout time.Duration) (Hello, net.Conn, error) {
 	var p peeker
 	p.buf = make([]byte, 0, firstRead)
 	h, err := p.run(c)
+	if err != nil {
+		h = Hello{} // what was read before the fault is no answer
+	}
 	if len(p.buf) == 0 {
 		return h, c, err
 	}
