@@ -39,6 +39,12 @@ func FuzzClientHello(f *testing.F) {
 		if got, rerr := io.ReadAll(conn); rerr != nil || !bytes.Equal(got, in) {
 			t.Fatalf("replayed %q (%v), sent %q", got, rerr, in)
 		}
+		// Where the reads end changes nothing: one byte at a time reads
+		// the same, or fails the same way.
+		h1, _, err1 := tlspeek.Peek(newFakeConn(in, 1), 0)
+		if !reflect.DeepEqual(h1, h) || kind(err1) != kind(err) {
+			t.Fatalf("one byte per read: %+v, %v; all at once: %+v, %v", h1, err1, h, err)
+		}
 		if err != nil {
 			if !errors.Is(err, tlspeek.ErrNotTLS) && !errors.Is(err, tlspeek.ErrMalformed) && !errors.Is(err, tlspeek.ErrTooLarge) {
 				t.Fatalf("an error of no kind: %v", err)
@@ -57,9 +63,19 @@ func FuzzClientHello(f *testing.F) {
 		if !ok {
 			t.Fatalf("Peek read a hello from %q, the reference reader finds none", in)
 		}
-		h1, _, err := tlspeek.Peek(newFakeConn(frameVersion(msg, v, 1), 0), 0)
-		if err != nil || !reflect.DeepEqual(h1, h) {
-			t.Fatalf("in one-byte records: %+v, %v; as sent: %+v", h1, err, h)
+		h2, _, err := tlspeek.Peek(newFakeConn(frameVersion(msg, v, 1), 0), 0)
+		if err != nil || !reflect.DeepEqual(h2, h) {
+			t.Fatalf("in one-byte records: %+v, %v; as sent: %+v", h2, err, h)
 		}
 	})
+}
+
+// kind is which of Peek's errors err is.
+func kind(err error) error {
+	for _, k := range []error{tlspeek.ErrNotTLS, tlspeek.ErrMalformed, tlspeek.ErrTooLarge, tlspeek.ErrTimeout} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	return err
 }

@@ -16,36 +16,29 @@ import (
 	"time"
 )
 
-// fakeConn is a net.Conn whose reads come from chunks, one read at most per
-// chunk, and then io.EOF; its writes are kept. It records read deadlines.
+// fakeConn is a net.Conn whose reads come from data, at most chunk bytes
+// each (0: no limit), and then io.EOF; its writes are kept. It records read
+// deadlines.
 type fakeConn struct {
-	chunks    [][]byte
+	data      []byte
+	chunk     int
 	written   bytes.Buffer
 	deadlines []time.Time
 }
 
 func newFakeConn(data []byte, chunk int) *fakeConn {
-	c := &fakeConn{}
-	for len(data) > 0 {
-		n := min(chunk, len(data))
-		if chunk <= 0 {
-			n = len(data)
-		}
-		c.chunks = append(c.chunks, data[:n])
-		data = data[n:]
-	}
-	return c
+	return &fakeConn{data: data, chunk: chunk}
 }
 
 func (c *fakeConn) Read(b []byte) (int, error) {
-	if len(c.chunks) == 0 {
+	if len(c.data) == 0 {
 		return 0, io.EOF
 	}
-	n := copy(b, c.chunks[0])
-	c.chunks[0] = c.chunks[0][n:]
-	if len(c.chunks[0]) == 0 {
-		c.chunks = c.chunks[1:]
+	if c.chunk > 0 && len(b) > c.chunk {
+		b = b[:c.chunk]
 	}
+	n := copy(b, c.data)
+	c.data = c.data[n:]
 	return n, nil
 }
 

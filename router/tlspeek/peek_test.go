@@ -28,7 +28,7 @@ func TestPeekReadsWhatRealClientsSend(t *testing.T) {
 	}{{
 		name: "a TLS 1.3 client gives its server name lowercased and its ALPN in order",
 		cfg: func(*testing.T) *tls.Config {
-			return &tls.Config{ServerName: "API.GitHub.com", NextProtos: []string{"h2", "http/1.1"}}
+			return &tls.Config{ServerName: "API.GitHub.com", MaxVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}}
 		},
 		want: tlspeek.Hello{ServerName: "api.github.com", ALPN: []string{"h2", "http/1.1"}, Versions: []uint16{tls.VersionTLS13, tls.VersionTLS12}},
 	}, {
