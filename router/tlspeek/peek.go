@@ -67,7 +67,8 @@ const (
 // The returned conn is never nil, also on error (so that the caller can
 // still forward a connection it decided by address): it replays every byte
 // Peek read from c, the hello and anything the client sent after it in the
-// same reads, and then reads on from c. Its writes, deadlines, addresses and
+// same reads, and then reads on from c (when nothing was read, it is c
+// itself). Its writes, deadlines, addresses and
 // Close are c's. So that io.Copy keeps the kernel's zero-copy path, it
 // implements io.WriterTo (the replayed bytes first, then io.Copy from c, so
 // a *net.TCPConn source splices into a *net.TCPConn destination) and
