@@ -33,6 +33,7 @@ var (
 // boundary holds the functions webapi.js hands back to Go.
 type boundary struct {
 	NewRequest    goja.Callable
+	LazyRequest   goja.Callable
 	NewResponse   goja.Callable
 	ResponseParts goja.Callable
 	RequestParts  goja.Callable
@@ -53,7 +54,7 @@ func (rt *Runtime) installWebAPI() error {
 	rt.fns = &boundary{uint8Array: vm.Get("Uint8Array")}
 	natives := map[string]any{
 		"exports": func(o *goja.Object) {
-			for name, dst := range map[string]*goja.Callable{"newRequest": &rt.fns.NewRequest, "newResponse": &rt.fns.NewResponse,
+			for name, dst := range map[string]*goja.Callable{"newRequest": &rt.fns.NewRequest, "lazyRequest": &rt.fns.LazyRequest, "newResponse": &rt.fns.NewResponse,
 				"responseParts": &rt.fns.ResponseParts, "requestParts": &rt.fns.RequestParts, "bodyOf": &rt.fns.BodyOf, "stream": &rt.fns.Stream, "isRequest": &rt.fns.IsRequest} {
 				*dst, _ = goja.AssertFunction(o.Get(name))
 			}

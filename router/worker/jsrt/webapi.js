@@ -394,7 +394,7 @@
     }
     get method() { return this[S].method; }
     get url() { return this[S].url; }
-    get headers() { return this[S].headers; }
+    get headers() { return headersOf(this[S]); }
     get redirect() { return this[S].redirect; }
     get signal() { return this[S].signal; }
     clone() {
@@ -406,6 +406,21 @@
     }
   }
   def("Request", Request);
+  // A request from Go (lazyRequest) keeps a Go function for its header fields and
+  // builds its Headers only when the script (or parts) first looks: most handlers never
+  // do, and building them is a good part of a request's cost in goja. The fields a
+  // server would not have accepted are dropped, as the Headers of newRequest drop them.
+  function headersOf(st) {
+    if (st.headers === null && st.lazy) {
+      const h = new Headers(), l = st.lazy();
+      st.lazy = null;
+      for (let i = 0; i + 1 < l.length; i += 2) {
+        try { h.append(l[i], l[i + 1]); } catch (e) { /* a field the http server would not pass */ }
+      }
+      st.headers = h;
+    }
+    return st.headers;
+  }
 
   const nullBodyStatus = [101, 103, 204, 205, 304];
   class Response extends Body {
@@ -464,7 +479,7 @@
     const body = wire(st.body, live);
     st.used = body !== null;
     const headers = [];
-    for (const [k, v] of st.headers[S].list) headers.push(k, v);
+    for (const [k, v] of headersOf(st)[S].list) headers.push(k, v);
     return { headers, body };
   }
   host.exports({
@@ -475,6 +490,13 @@
       }
       const r = new Request(url, { method, headers: h });
       if (body !== null) r[S].body = goStream(body);
+      return r;
+    },
+    // lazyRequest is newRequest for a method and URL Go has checked and normalised
+    // already (http.go: NewRequest), with the header fields left to headersOf.
+    lazyRequest(method, url, headers, body) {
+      const r = Object.create(Request.prototype);
+      r[S] = { method, url, headers: null, lazy: headers, body: body === null ? null : goStream(body), used: false, redirect: "follow", signal: null };
       return r;
     },
     newResponse(status, statusText, headers, body, url) {
