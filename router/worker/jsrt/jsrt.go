@@ -420,26 +420,50 @@ func typeName(v goja.Value) string {
 // Error carrying err's text. Use it for host functions that do I/O; call it on the loop
 // (from a host function during a Call). The Call waits for the promise's work.
 func (rt *Runtime) Async(work func() (func() goja.Value, error)) goja.Value {
+	p, gen, settle := rt.promise()
+	go func() {
+		make, err := work()
+		rt.post(gen, func() error { return settle(make, err) })
+	}()
+	return p
+}
+
+// AsyncNow is Async for host work quick enough to do on the loop, such as a read from
+// the store: work runs at once, on the script's thread and in its CPU time, and the
+// promise settles on the loop's next turn, as Async's would, without a goroutine and
+// the wake-up of the loop that a goroutine's result costs.
+func (rt *Runtime) AsyncNow(work func() (func() goja.Value, error)) goja.Value {
+	p, gen, settle := rt.promise()
+	make, err := work()
+	// The loop itself takes this job from the queue before it next waits, so it needs
+	// no wake-up (see await).
+	rt.mu.Lock()
+	if gen == rt.gen && len(rt.queue) < maxQueue {
+		rt.queue = append(rt.queue, job{gen, func() error { return settle(make, err) }})
+	}
+	rt.mu.Unlock()
+	return p
+}
+
+// promise makes the promise of a host function's work, counted as pending for the
+// current Call, and the settle to run on the loop when the work is done.
+func (rt *Runtime) promise() (goja.Value, uint64, func(make func() goja.Value, err error) error) {
 	p, resolve, reject := rt.vm.NewPromise()
 	rt.mu.Lock()
 	gen := rt.gen
 	rt.pending++
 	rt.mu.Unlock()
-	go func() {
-		make, err := work()
-		rt.post(gen, func() error {
-			rt.pending--
-			if err != nil {
-				return reject(rt.jsError(err))
-			}
-			var v goja.Value
-			if ex := rt.vm.Try(func() { v = make() }); ex != nil {
-				return reject(ex.Value())
-			}
-			return resolve(v)
-		})
-	}()
-	return rt.vm.ToValue(p)
+	return rt.vm.ToValue(p), gen, func(make func() goja.Value, err error) error {
+		rt.pending--
+		if err != nil {
+			return reject(rt.jsError(err))
+		}
+		var v goja.Value
+		if ex := rt.vm.Try(func() { v = make() }); ex != nil {
+			return reject(ex.Value())
+		}
+		return resolve(v)
+	}
 }
 
 // jsError makes a JS Error carrying err's text, for a host function's failure.
