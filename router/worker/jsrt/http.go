@@ -344,6 +344,8 @@ func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error
 	if rt.broken {
 		return nil, ErrBroken
 	}
+	end := rt.span(true)
+	defer end()
 	var p goja.Value
 	if err := rt.run(func() (err error) { p, err = get(m); return err }); err != nil {
 		return nil, err

@@ -90,10 +90,12 @@ type Runtime struct {
 	cpuLeft  time.Duration
 	cpuUsed  time.Duration
 
-	intMu   sync.Mutex // guards armed against a limit timer firing as a segment ends
-	armed   bool
-	running int  // nesting depth of run, so nested segments are not double-counted
-	broken  bool // interrupted mid-run: see ErrBroken
+	intMu    sync.Mutex // guards armed against a limit timer firing as a segment ends
+	armed    bool
+	spanning *spanID // the span measuring the loop's CPU time (see span); guarded by intMu too
+	spent    bool    // the limit's timer found the budget spent; guarded by intMu
+	running  int     // nesting depth of run, so nested segments are not double-counted
+	broken   bool    // interrupted mid-run: see ErrBroken
 }
 
 type job struct {
@@ -102,6 +104,9 @@ type job struct {
 }
 
 type cpuInterrupt struct{}
+
+// spanID tells one span of the loop from another (see span); its address is its identity.
+type spanID struct{ _ byte }
 type ctxInterrupt struct{}
 
 // New makes a runtime with the Web APIs installed.
@@ -159,11 +164,13 @@ func (rt *Runtime) Call(ctx context.Context, fn goja.Value, args ...goja.Value) 
 		return nil, fmt.Errorf("calling a %s: not a function", typeName(fn))
 	}
 	rt.begin(ctx)
+	end := rt.span(true)
 	var res goja.Value
 	err := rt.run(func() (err error) { res, err = f(goja.Undefined(), args...); return err })
 	if err == nil {
 		res, err = rt.await(res)
 	}
+	end()
 	if err != nil {
 		rt.end()
 		return nil, err
@@ -181,6 +188,8 @@ func (rt *Runtime) Wait(ctx context.Context, v goja.Value) (goja.Value, error) {
 	}
 	rt.ctx = ctx
 	defer rt.end()
+	end := rt.span(true)
+	defer end()
 	return rt.await(v)
 }
 
@@ -230,6 +239,9 @@ func (rt *Runtime) begin(ctx context.Context) {
 	rt.callDone = make(chan struct{})
 	rt.cpuLeft = rt.opts.CPULimit
 	rt.cpuUsed = 0
+	rt.intMu.Lock()
+	rt.spent = false
+	rt.intMu.Unlock()
 }
 
 // end drops what the last Call left behind: timers, late host results (by bumping gen),
@@ -270,7 +282,8 @@ func (rt *Runtime) post(gen uint64, fn func() error) {
 }
 
 // run runs one segment of JavaScript, charging the CPU time of its thread to the Call's
-// budget and interrupting it when the budget or the context runs out.
+// budget and interrupting it when the budget or the context runs out. Inside a span of
+// the loop (Call, Wait, parts) the span measures it; alone, it is a span of its own.
 func (rt *Runtime) run(f func() error) error {
 	if rt.running > 0 {
 		return rt.convert(f())
@@ -278,18 +291,57 @@ func (rt *Runtime) run(f func() error) error {
 	if rt.broken {
 		return ErrBroken
 	}
-	if rt.opts.CPULimit > 0 && rt.cpuLeft <= 0 {
+	rt.intMu.Lock()
+	spent := rt.spent
+	rt.intMu.Unlock()
+	if rt.opts.CPULimit > 0 && (rt.cpuLeft <= 0 || spent) {
 		return ErrCPULimit
 	}
-	now, unpin := threadClock()
-	defer unpin()
-	start := now()
+	end := rt.span(false)
 	rt.intMu.Lock()
 	rt.armed = true
 	rt.intMu.Unlock()
+	leave := enterGuard(rt)
+	rt.running++
+	err := f()
+	rt.running--
+	leave()
+	rt.intMu.Lock()
+	rt.armed = false
+	rt.vm.ClearInterrupt()
+	rt.intMu.Unlock()
+	end()
+	return rt.convert(err)
+}
+
+// span starts charging the CPU time of the goroutine's thread to the Call's budget,
+// until the returned end: one pair of clock reads, one limit timer and one context hook
+// however many segments of JavaScript run in it. The thread stays pinned for the span,
+// so its clock counts the loop's work only; waiting (for timers, host work) blocks the
+// thread and costs it no CPU time. Segments (run) are interrupted as the timer finds
+// the budget spent; between them, the next run refuses to start.
+//
+// loop asks for a span of the whole loop (Call, Wait, parts): where the clock is wall
+// time, which would count the waiting, there is none, and each run is a span of its own.
+// Spans do not nest: inside one, span returns a no-op.
+func (rt *Runtime) span(loop bool) (end func()) {
+	if rt.spanning != nil {
+		return func() {}
+	}
+	now, unpin, cpu := threadClock()
+	if loop && !cpu {
+		unpin()
+		return func() {}
+	}
+	// A timer of an ended span may still fire: it acts only on its own span.
+	id := new(spanID)
+	rt.intMu.Lock()
+	rt.spanning = id
+	rt.intMu.Unlock()
+	start := now()
 	interrupt := func(v any) {
 		rt.intMu.Lock()
-		if rt.armed {
+		if rt.armed && rt.spanning == id {
 			rt.vm.Interrupt(v)
 		}
 		rt.intMu.Unlock()
@@ -297,41 +349,42 @@ func (rt *Runtime) run(f func() error) error {
 	var limit *time.Timer
 	if left := rt.cpuLeft; rt.opts.CPULimit > 0 {
 		// The timer runs on wall time, which is at least the CPU time; when it fires
-		// early (the thread was descheduled) it waits for the CPU time still left.
+		// early (the thread was descheduled, or the loop waited) it waits for the CPU
+		// time still left. Only then does it read the clock.
 		var check func()
 		check = func() {
-			if used := now() - start; used < left {
-				rt.intMu.Lock()
-				if rt.armed {
-					limit.Reset(left - used)
-				}
-				rt.intMu.Unlock()
-				return
+			used := now() - start
+			rt.intMu.Lock()
+			mine := rt.spanning == id
+			if mine && used < left {
+				limit.Reset(left - used)
 			}
-			interrupt(cpuInterrupt{})
+			if mine && used >= left {
+				rt.spent = true
+			}
+			rt.intMu.Unlock()
+			if used >= left {
+				interrupt(cpuInterrupt{})
+			}
 		}
 		rt.intMu.Lock()
 		limit = time.AfterFunc(left, check)
 		rt.intMu.Unlock()
 	}
 	stop := context.AfterFunc(rt.ctx, func() { interrupt(ctxInterrupt{}) })
-	leave := enterGuard(rt)
-	rt.running++
-	err := f()
-	rt.running--
-	leave()
-	spent := now() - start
-	rt.intMu.Lock()
-	rt.armed = false
-	if limit != nil {
-		limit.Stop()
+	return func() {
+		spent := now() - start
+		rt.intMu.Lock()
+		rt.spanning = nil
+		if limit != nil {
+			limit.Stop()
+		}
+		rt.intMu.Unlock()
+		stop()
+		unpin()
+		rt.cpuLeft -= spent
+		rt.cpuUsed += spent
 	}
-	rt.vm.ClearInterrupt()
-	rt.intMu.Unlock()
-	stop()
-	rt.cpuLeft -= spent
-	rt.cpuUsed += spent
-	return rt.convert(err)
 }
 
 // convert turns a goja error into this package's errors.
