@@ -465,3 +465,32 @@ func TestARequestFromGoIsTheOneTheConstructorWouldMake(t *testing.T) {
 		}
 	})
 }
+
+func TestCallResponseIsCallThenToResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		want      string // the body, or the error's type and text
+	}{
+		{"a Response is converted", `return new Response("hi", {status: 201})`, "201 hi"},
+		{"a value that is not a Response is a ResponseError", `return 1`, "*jsrt.ResponseError the handler returned number, not a Response"},
+		{"an exception is the call's", `throw new Error("bad")`, "*jsrt.Exception Error: bad"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := New(Options{})
+			fn, err := rt.VM().RunString("(async () => {" + tc.src + "})")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := rt.CallResponse(context.Background(), fn)
+			got := ""
+			if err != nil {
+				got = fmt.Sprintf("%T %v", err, err)
+			} else {
+				got = fmt.Sprintf("%d %s", res.Status, body(t, res.Body))
+			}
+			if got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
