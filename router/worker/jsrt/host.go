@@ -258,10 +258,16 @@ func (rt *Runtime) parseURL(c goja.FunctionCall) goja.Value {
 	return rt.vm.ToValue(parts)
 }
 
+// urlControls drops the tabs and newlines the URL parser ignores.
+var urlControls = strings.NewReplacer("\t", "", "\n", "", "\r", "")
+
 func parseURL(s string, base goja.Value) (map[string]any, error) {
 	clean := func(s string) string {
 		s = strings.TrimFunc(s, func(r rune) bool { return r <= ' ' })
-		return strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(s)
+		if !strings.ContainsAny(s, "\t\n\r") {
+			return s
+		}
+		return urlControls.Replace(s)
 	}
 	u, err := url.Parse(clean(s))
 	if err != nil {

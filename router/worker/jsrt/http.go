@@ -432,6 +432,13 @@ func isoDecode(s string) string {
 
 // isoEncode undoes isoDecode; a code point past 0xFF (Headers refuses them) stays UTF-8.
 func isoEncode(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < 0x80
+	}
+	if ascii {
+		return s // the common case, and the same bytes
+	}
 	b := make([]byte, 0, len(s))
 	for _, r := range s {
 		if r > 0xFF {

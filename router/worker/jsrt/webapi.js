@@ -22,7 +22,7 @@
   }
   class TextDecoder {
     constructor(label = "utf-8", opts = {}) {
-      if (!/^\s*(utf-?8|unicode-1-1-utf-8)\s*$/i.test(String(label))) throw new RangeError(`unsupported encoding: ${label}`);
+      if (label !== "utf-8" && !/^\s*(utf-?8|unicode-1-1-utf-8)\s*$/i.test(String(label))) throw new RangeError(`unsupported encoding: ${label}`);
       this[S] = { fatal: !!opts.fatal, ignoreBOM: !!opts.ignoreBOM, rest: null, bomSeen: false };
     }
     get encoding() { return "utf-8"; }
@@ -478,8 +478,9 @@
     if (m.bodyUsed) throw new TypeError("body already used");
     const body = wire(st.body, live);
     st.used = body !== null;
-    const headers = [];
-    for (const [k, v] of headersOf(st)[S].list) headers.push(k, v);
+    // An index loop: a for-of with destructuring costs an iterator and an array per field.
+    const list = headersOf(st)[S].list, headers = [];
+    for (let i = 0; i < list.length; i++) headers.push(list[i][0], list[i][1]);
     return { headers, body };
   }
   host.exports({
@@ -507,7 +508,10 @@
     },
     responseParts(v) {
       if (!(v instanceof Response)) throw new TypeError("the handler did not return a Response");
-      return Object.assign(parts(v), { status: v.status, statusText: v.statusText });
+      const p = parts(v);
+      p.status = v.status;
+      p.statusText = v.statusText;
+      return p;
     },
     requestParts: (v, live) => parts(v, live),
     stream: (h) => goStream(h),
