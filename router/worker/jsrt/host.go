@@ -112,8 +112,13 @@ func (rt *Runtime) bytes(b []byte) goja.Value {
 // utf8Decode decodes b; with stream, an incomplete sequence at the end is left for the
 // next call (rest says how many bytes). Invalid bytes become U+FFFD, or an error if fatal.
 func (rt *Runtime) utf8Decode(c goja.FunctionCall) goja.Value {
-	ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-	b := ab.Bytes()
+	var b []byte
+	switch v := c.Argument(0).Export().(type) {
+	case []byte: // a Uint8Array: TextDecoder's view of its input
+		b = v
+	case goja.ArrayBuffer:
+		b = v.Bytes()
+	}
 	stream, fatal := c.Argument(1).ToBoolean(), c.Argument(2).ToBoolean()
 	rest := 0
 	if stream {

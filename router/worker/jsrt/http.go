@@ -97,6 +97,9 @@ func (rt *Runtime) wireReader(w goja.Value) (io.Reader, int64) {
 		return b.r, -1
 	case goja.ArrayBuffer:
 		return bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
+	case []byte:
+		// A Uint8Array (see wire in webapi.js): copied, as the script still holds it.
+		return bytes.NewReader(bytes.Clone(b)), int64(len(b))
 	}
 	if o, ok := w.(*goja.Object); ok {
 		if read, ok := goja.AssertFunction(o.Get("read")); ok {

@@ -32,7 +32,9 @@
       const st = this[S];
       let b = input === undefined ? new Uint8Array(0) : toBytes(input);
       if (st.rest) { const m = new Uint8Array(st.rest.length + b.length); m.set(st.rest); m.set(b, st.rest.length); b = m; st.rest = null; }
-      const r = host.utf8Decode(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength), !!opts.stream, st.fatal);
+      // The view itself: Go reads its bytes (and copies them into the string) without
+      // the copy of its buffer and the property reads a slice here would cost.
+      const r = host.utf8Decode(b, !!opts.stream, st.fatal);
       if (r.error) throw new TypeError("the encoded data was not valid utf-8");
       if (r.rest > 0) st.rest = b.slice(b.length - r.rest);
       let s = r.text;
@@ -461,7 +463,7 @@
   }
   def("Response", Response);
 
-  // Boundary helpers for Go (http.go): a body on the wire is null, bytes, a Go handle
+  // Boundary helpers for Go (http.go): a body on the wire is null, bytes (a Uint8Array, or an ArrayBuffer), a Go handle
   // (passed on, never copied), a JS stream's reader that Go pulls through the loop (live,
   // inside a Call), or a promise of its bytes (between Calls).
   function wire(body, live) {
@@ -470,7 +472,7 @@
       if (live) return body.getReader();
       return readAll(body).then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
     }
-    if (body instanceof Uint8Array) return body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+    // Bytes go as the Uint8Array itself; Go copies them (wireReader).
     return body;
   }
   function parts(m, live) {
