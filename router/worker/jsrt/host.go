@@ -256,11 +256,39 @@ var defaultPorts = map[string]string{"http": "80", "https": "443", "ws": "80", "
 // schemes get a lower-case (IDNA) host, no default port, a non-empty path without dot
 // segments, and a percent-encoded query. It returns the parts, or a string saying why not.
 func (rt *Runtime) parseURL(c goja.FunctionCall) goja.Value {
-	parts, err := parseURL(c.Argument(0).String(), c.Argument(1))
+	var parts map[string]any
+	var err error
+	if base := c.Argument(1); goja.IsUndefined(base) {
+		parts, err = rt.parseAbsURL(c.Argument(0).String())
+	} else {
+		parts, err = parseURL(c.Argument(0).String(), base)
+	}
 	if err != nil {
 		return rt.vm.ToValue(err.Error())
 	}
-	return rt.vm.ToValue(parts)
+	// A plain object, made afresh: the parts may be the cache's, and a plain object is
+	// cheaper for the URL constructor to copy than a wrapped Go map.
+	o := rt.vm.NewObject()
+	for _, k := range urlPartNames {
+		o.Set(k, parts[k])
+	}
+	return o
+}
+
+// urlPartNames are the keys of parseURL's parts.
+var urlPartNames = [...]string{"protocol", "username", "password", "hostname", "port", "pathname", "search", "hash", "opaque"}
+
+// parseAbsURL is parseURL without a base, remembering its last answer: a request's URL
+// is parsed by NewRequest, and then by the script's new URL(request.url).
+func (rt *Runtime) parseAbsURL(s string) (map[string]any, error) {
+	if rt.lastURL.parts != nil && rt.lastURL.in == s {
+		return rt.lastURL.parts, nil
+	}
+	parts, err := parseURL(s, nil)
+	if err == nil {
+		rt.lastURL.in, rt.lastURL.parts = s, parts
+	}
+	return parts, err
 }
 
 // urlControls drops the tabs and newlines the URL parser ignores.

@@ -217,7 +217,7 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 		body = rt.newStream(r.Body)
 	}
 	method, ok := requestMethod(r.Method)
-	href, err := hrefOf(url)
+	href, err := rt.hrefOf(url)
 	if !ok || err != nil {
 		v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.flat(requestPairs(r)), body)
 		if err != nil {
@@ -289,8 +289,8 @@ func isTokenByte(c byte) bool {
 
 // hrefOf is new URL(s).href: the parse of host.parseURL put together as URL's href
 // getter does.
-func hrefOf(s string) (string, error) {
-	p, err := parseURL(s, nil)
+func (rt *Runtime) hrefOf(s string) (string, error) {
+	p, err := rt.parseAbsURL(s)
 	if err != nil {
 		return "", err
 	}

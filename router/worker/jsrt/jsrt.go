@@ -90,6 +90,11 @@ type Runtime struct {
 	cpuLeft  time.Duration
 	cpuUsed  time.Duration
 
+	lastURL struct { // parseAbsURL's last answer, never changed once made
+		in    string
+		parts map[string]any
+	}
+
 	intMu    sync.Mutex // guards armed against a limit timer firing as a segment ends
 	armed    bool
 	spanning *spanID // the span measuring the loop's CPU time (see span); guarded by intMu too
