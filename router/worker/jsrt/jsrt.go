@@ -99,6 +99,8 @@ type Runtime struct {
 	armed    bool
 	spanning *spanID // the span measuring the loop's CPU time (see span); guarded by intMu too
 	spent    bool    // the limit's timer found the budget spent; guarded by intMu
+	spanEnd  func()  // ends the current span (see span), nil outside one
+	spanLoop bool    // the current span is the loop's, which a wait pauses
 	running  int     // nesting depth of run, so nested segments are not double-counted
 	broken   bool    // interrupted mid-run: see ErrBroken
 }
@@ -254,10 +256,17 @@ func (rt *Runtime) await(v goja.Value) (goja.Value, error) {
 			return nil, ErrNeverSettled
 		}
 		if len(jobs) == 0 {
+			paused := rt.spanEnd != nil && rt.spanLoop
+			if paused {
+				rt.endSpan()
+			}
 			select {
 			case <-rt.wake:
 			case <-rt.ctx.Done():
 				return nil, rt.ctx.Err()
+			}
+			if paused {
+				rt.span(true) // ended by the caller's end, which ends the current span
 			}
 			continue
 		}
@@ -356,9 +365,10 @@ func (rt *Runtime) run(f func() error) error {
 // span starts charging the CPU time of the goroutine's thread to the Call's budget,
 // until the returned end: one pair of clock reads, one limit timer and one context hook
 // however many segments of JavaScript run in it. The thread stays pinned for the span,
-// so its clock counts the loop's work only; waiting (for timers, host work) blocks the
-// thread and costs it no CPU time. Segments (run) are interrupted as the timer finds
-// the budget spent; between them, the next run refuses to start.
+// so its clock counts the loop's work only. The loop's span pauses while the loop waits
+// (for timers, host work; see await), so that a waiting runtime holds no thread, and
+// resumes after. Segments (run) are interrupted as the timer finds the budget spent;
+// between them, the next run refuses to start.
 //
 // loop asks for a span of the whole loop (Call, Wait, parts): where the clock is wall
 // time, which would count the waiting, there is none, and each run is a span of its own.
@@ -411,7 +421,8 @@ func (rt *Runtime) span(loop bool) (end func()) {
 		rt.intMu.Unlock()
 	}
 	stop := context.AfterFunc(rt.ctx, func() { interrupt(ctxInterrupt{}) })
-	return func() {
+	rt.spanLoop = loop
+	rt.spanEnd = func() {
 		spent := now() - start
 		rt.intMu.Lock()
 		rt.spanning = nil
@@ -423,6 +434,15 @@ func (rt *Runtime) span(loop bool) (end func()) {
 		unpin()
 		rt.cpuLeft -= spent
 		rt.cpuUsed += spent
+	}
+	return rt.endSpan
+}
+
+// endSpan ends the current span, if there is one.
+func (rt *Runtime) endSpan() {
+	if f := rt.spanEnd; f != nil {
+		rt.spanEnd = nil
+		f()
 	}
 }
 
