@@ -111,10 +111,11 @@ type job struct {
 }
 
 type cpuInterrupt struct{}
-
-// spanID tells one span of the loop from another (see span); its address is its identity.
-type spanID struct{ _ byte }
 type ctxInterrupt struct{}
+
+// spanID tells one span of the loop from another (see span); its address is its identity
+// (not zero-sized, so that two are never the same address).
+type spanID struct{ _ byte }
 
 // New makes a runtime with the Web APIs installed.
 func New(opts Options) *Runtime {
