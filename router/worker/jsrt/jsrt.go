@@ -97,10 +97,12 @@ type Runtime struct {
 
 	intMu    sync.Mutex // guards armed against a limit timer firing as a segment ends
 	armed    bool
-	spanning *spanID // the span measuring the loop's CPU time (see span); guarded by intMu too
-	spent    bool    // the limit's timer found the budget spent; guarded by intMu
-	spanEnd  func()  // ends the current span (see span), nil outside one
-	spanLoop bool    // the current span is the loop's, which a wait pauses
+	spanning uint64 // the span measuring the loop's CPU time (see span), 0 for none; guarded by intMu too
+	spans    uint64 // spans started, for their ids
+	spent    bool   // the limit's timer found the budget spent; guarded by intMu
+	spanEnd  func() // ends the current span (see span), nil outside one
+	spanLoop bool   // the current span is the loop's, which a wait pauses
+	endSpans func() // endSpan as a func value, made once
 	running  int     // nesting depth of run, so nested segments are not double-counted
 	broken   bool    // interrupted mid-run: see ErrBroken
 }
@@ -112,10 +114,6 @@ type job struct {
 
 type cpuInterrupt struct{}
 type ctxInterrupt struct{}
-
-// spanID tells one span of the loop from another (see span); its address is its identity
-// (not zero-sized, so that two are never the same address).
-type spanID struct{ _ byte }
 
 // New makes a runtime with the Web APIs installed.
 func New(opts Options) *Runtime {
@@ -132,6 +130,7 @@ func New(opts Options) *Runtime {
 		callDone: make(chan struct{}),
 	}
 	close(rt.callDone)
+	rt.endSpans = rt.endSpan
 	rt.vm.SetFieldNameMapper(goja.UncapFieldNameMapper())
 	if err := rt.installWebAPI(); err != nil {
 		// The polyfill is embedded and tested; failing to run it is a bug in this package.
@@ -375,7 +374,7 @@ func (rt *Runtime) run(f func() error) error {
 // time, which would count the waiting, there is none, and each run is a span of its own.
 // Spans do not nest: inside one, span returns a no-op.
 func (rt *Runtime) span(loop bool) (end func()) {
-	if rt.spanning != nil {
+	if rt.spanning != 0 {
 		return func() {}
 	}
 	now, unpin, cpu := threadClock()
@@ -384,7 +383,8 @@ func (rt *Runtime) span(loop bool) (end func()) {
 		return func() {}
 	}
 	// A timer of an ended span may still fire: it acts only on its own span.
-	id := new(spanID)
+	rt.spans++
+	id := rt.spans
 	rt.intMu.Lock()
 	rt.spanning = id
 	rt.intMu.Unlock()
@@ -426,7 +426,7 @@ func (rt *Runtime) span(loop bool) (end func()) {
 	rt.spanEnd = func() {
 		spent := now() - start
 		rt.intMu.Lock()
-		rt.spanning = nil
+		rt.spanning = 0
 		if limit != nil {
 			limit.Stop()
 		}
@@ -436,7 +436,7 @@ func (rt *Runtime) span(loop bool) (end func()) {
 		rt.cpuLeft -= spent
 		rt.cpuUsed += spent
 	}
-	return rt.endSpan
+	return rt.endSpans
 }
 
 // endSpan ends the current span, if there is one.
