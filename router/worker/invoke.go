@@ -120,26 +120,26 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		outcome = "bad_request"
 		return router.Errorf(http.StatusBadRequest, "the request cannot be given to the worker: %v", err)
 	}
-	res, err := rt.Call(ctx, inst.fns[f.key], req, inst.Env, inst.newContext(inv))
+	resp, err := rt.CallResponse(ctx, inst.fns[f.key], req, inst.Env, inst.newContext(inv))
+	var notResponse *jsrt.ResponseError
+	if errors.As(err, &notResponse) {
+		err = &jsrt.Exception{Message: "TypeError: " + notResponse.Err.Error()}
+	}
 	if err == nil {
-		var resp *jsrt.Response
-		if resp, err = rt.ToResponse(res); err == nil {
-			outcome = "ok"
-			if inst.scrub != nil {
-				if err := scrubResponse(inst.scrub, resp); err != nil {
-					outcome = "error"
-					wk.log.Warn("worker response cannot be scrubbed of its secrets", "request_id", env.RequestID, "function", f.label())
-					return &router.Error{Status: http.StatusBadGateway, Reason: "the worker's response is in a content coding that cannot be scrubbed of its secrets", Logged: true}
-				}
+		outcome = "ok"
+		if inst.scrub != nil {
+			if err := scrubResponse(inst.scrub, resp); err != nil {
+				outcome = "error"
+				wk.log.Warn("worker response cannot be scrubbed of its secrets", "request_id", env.RequestID, "function", f.label())
+				return &router.Error{Status: http.StatusBadGateway, Reason: "the worker's response is in a content coding that cannot be scrubbed of its secrets", Logged: true}
 			}
-			werr := writeResponse(w, resp)
-			inst.settle(ctx, inv)
-			if werr != nil {
-				return fmt.Errorf("%w: writing the worker's response: %w", router.ErrAborted, werr)
-			}
-			return nil
 		}
-		err = &jsrt.Exception{Message: "TypeError: " + err.Error()}
+		werr := writeResponse(w, resp)
+		inst.settle(ctx, inv)
+		if werr != nil {
+			return fmt.Errorf("%w: writing the worker's response: %w", router.ErrAborted, werr)
+		}
+		return nil
 	}
 	var ex *jsrt.Exception
 	switch {

@@ -33,6 +33,7 @@ var (
 // boundary holds the functions webapi.js hands back to Go.
 type boundary struct {
 	NewRequest    goja.Callable
+	LazyRequest   goja.Callable
 	NewResponse   goja.Callable
 	ResponseParts goja.Callable
 	RequestParts  goja.Callable
@@ -53,7 +54,7 @@ func (rt *Runtime) installWebAPI() error {
 	rt.fns = &boundary{uint8Array: vm.Get("Uint8Array")}
 	natives := map[string]any{
 		"exports": func(o *goja.Object) {
-			for name, dst := range map[string]*goja.Callable{"newRequest": &rt.fns.NewRequest, "newResponse": &rt.fns.NewResponse,
+			for name, dst := range map[string]*goja.Callable{"newRequest": &rt.fns.NewRequest, "lazyRequest": &rt.fns.LazyRequest, "newResponse": &rt.fns.NewResponse,
 				"responseParts": &rt.fns.ResponseParts, "requestParts": &rt.fns.RequestParts, "bodyOf": &rt.fns.BodyOf, "stream": &rt.fns.Stream, "isRequest": &rt.fns.IsRequest} {
 				*dst, _ = goja.AssertFunction(o.Get(name))
 			}
@@ -111,8 +112,13 @@ func (rt *Runtime) bytes(b []byte) goja.Value {
 // utf8Decode decodes b; with stream, an incomplete sequence at the end is left for the
 // next call (rest says how many bytes). Invalid bytes become U+FFFD, or an error if fatal.
 func (rt *Runtime) utf8Decode(c goja.FunctionCall) goja.Value {
-	ab, _ := c.Argument(0).Export().(goja.ArrayBuffer)
-	b := ab.Bytes()
+	var b []byte
+	switch v := c.Argument(0).Export().(type) {
+	case []byte: // a Uint8Array: TextDecoder's view of its input
+		b = v
+	case goja.ArrayBuffer:
+		b = v.Bytes()
+	}
 	stream, fatal := c.Argument(1).ToBoolean(), c.Argument(2).ToBoolean()
 	rest := 0
 	if stream {
@@ -250,17 +256,51 @@ var defaultPorts = map[string]string{"http": "80", "https": "443", "ws": "80", "
 // schemes get a lower-case (IDNA) host, no default port, a non-empty path without dot
 // segments, and a percent-encoded query. It returns the parts, or a string saying why not.
 func (rt *Runtime) parseURL(c goja.FunctionCall) goja.Value {
-	parts, err := parseURL(c.Argument(0).String(), c.Argument(1))
+	var parts map[string]any
+	var err error
+	if base := c.Argument(1); goja.IsUndefined(base) {
+		parts, err = rt.parseAbsURL(c.Argument(0).String())
+	} else {
+		parts, err = parseURL(c.Argument(0).String(), base)
+	}
 	if err != nil {
 		return rt.vm.ToValue(err.Error())
 	}
-	return rt.vm.ToValue(parts)
+	// A plain object, made afresh: the parts may be the cache's, and a plain object is
+	// cheaper for the URL constructor to copy than a wrapped Go map.
+	o := rt.vm.NewObject()
+	for _, k := range urlPartNames {
+		o.Set(k, parts[k])
+	}
+	return o
 }
+
+// urlPartNames are the keys of parseURL's parts.
+var urlPartNames = [...]string{"protocol", "username", "password", "hostname", "port", "pathname", "search", "hash", "opaque"}
+
+// parseAbsURL is parseURL without a base, remembering its last answer: a request's URL
+// is parsed by NewRequest, and then by the script's new URL(request.url).
+func (rt *Runtime) parseAbsURL(s string) (map[string]any, error) {
+	if rt.lastURL.parts != nil && rt.lastURL.in == s {
+		return rt.lastURL.parts, nil
+	}
+	parts, err := parseURL(s, nil)
+	if err == nil {
+		rt.lastURL.in, rt.lastURL.parts = s, parts
+	}
+	return parts, err
+}
+
+// urlControls drops the tabs and newlines the URL parser ignores.
+var urlControls = strings.NewReplacer("\t", "", "\n", "", "\r", "")
 
 func parseURL(s string, base goja.Value) (map[string]any, error) {
 	clean := func(s string) string {
 		s = strings.TrimFunc(s, func(r rune) bool { return r <= ' ' })
-		return strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(s)
+		if !strings.ContainsAny(s, "\t\n\r") {
+			return s
+		}
+		return urlControls.Replace(s)
 	}
 	u, err := url.Parse(clean(s))
 	if err != nil {

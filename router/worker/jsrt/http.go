@@ -97,6 +97,9 @@ func (rt *Runtime) wireReader(w goja.Value) (io.Reader, int64) {
 		return b.r, -1
 	case goja.ArrayBuffer:
 		return bytes.NewReader(b.Bytes()), int64(len(b.Bytes()))
+	case []byte:
+		// A Uint8Array (see wire in webapi.js): copied, as the script still holds it.
+		return bytes.NewReader(bytes.Clone(b)), int64(len(b))
 	}
 	if o, ok := w.(*goja.Object); ok {
 		if read, ok := goja.AssertFunction(o.Get("read")); ok {
@@ -199,15 +202,47 @@ func (rt *Runtime) read(s *stream) goja.Value {
 // streams from r.Body as the script reads it; Host becomes the "host" header. Header
 // fields a server would not have accepted (bad names, CR/LF/NUL in values) are dropped.
 // It fails for a method or URL the Request constructor rejects.
+//
+// The common case (a token method, a URL that parses) is checked and normalised here, as
+// the constructor would, and the header fields are read from r only when the script
+// first looks at them (see headersOf in webapi.js); anything else takes the
+// constructor, for its exact error.
 func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
+	body := goja.Null()
+	// A GET or HEAD that declared no body has none here either: a server's
+	// empty body reader is not a body, and the Request constructor refuses
+	// one for those methods.
+	noBody := r.ContentLength == 0 && len(r.TransferEncoding) == 0 && (r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == "")
+	if r.Body != nil && r.Body != http.NoBody && !noBody {
+		body = rt.newStream(r.Body)
+	}
+	method, ok := requestMethod(r.Method)
+	href, err := rt.hrefOf(url)
+	if !ok || err != nil {
+		v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.flat(requestPairs(r)), body)
+		if err != nil {
+			return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
+		}
+		return v, nil
+	}
+	headers := rt.vm.ToValue(func() goja.Value { return rt.flat(requestPairs(r)) })
+	v, err := rt.fns.LazyRequest(goja.Undefined(), rt.vm.ToValue(method), rt.vm.ToValue(href), headers, body)
+	if err != nil {
+		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
+	}
+	return v, nil
+}
+
+// requestPairs lists r's header fields as NewRequest gives them to JS: sorted by name,
+// Host and the length from the server's parse of them (r.Host, r.ContentLength), as
+// Go's server leaves them; a header field of either name is not passed twice.
+func requestPairs(r *http.Request) [][2]string {
 	var pairs [][2]string
 	names := make([]string, 0, len(r.Header))
 	for k := range r.Header {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	// Host and the length are the server's parse of them (r.Host, r.ContentLength), as
-	// Go's server leaves them; a header field of either name is not passed twice.
 	if r.Host != "" {
 		pairs = append(pairs, [2]string{"host", isoDecode(r.Host)})
 	}
@@ -222,19 +257,60 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 	if r.ContentLength > 0 {
 		pairs = append(pairs, [2]string{"content-length", strconv.FormatInt(r.ContentLength, 10)})
 	}
-	body := goja.Null()
-	// A GET or HEAD that declared no body has none here either: a server's
-	// empty body reader is not a body, and the Request constructor refuses
-	// one for those methods.
-	noBody := r.ContentLength == 0 && len(r.TransferEncoding) == 0 && (r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == "")
-	if r.Body != nil && r.Body != http.NoBody && !noBody {
-		body = rt.newStream(r.Body)
+	return pairs
+}
+
+// requestMethod is the Request constructor's check of a method: a token, upper-cased if
+// it is one of the methods Fetch normalises. ok is false where the constructor throws.
+func requestMethod(m string) (string, bool) {
+	if m == "" {
+		return "", false
 	}
-	v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.flat(pairs), body)
+	for i := 0; i < len(m); i++ {
+		if !isTokenByte(m[i]) {
+			return "", false
+		}
+	}
+	switch u := strings.ToUpper(m); u {
+	case "DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH":
+		return u, true
+	}
+	return m, true
+}
+
+// isTokenByte is webapi.js's token: !#$%&'*+-.^_`|~, digits and ASCII letters.
+func isTokenByte(c byte) bool {
+	switch {
+	case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// hrefOf is new URL(s).href: the parse of host.parseURL put together as URL's href
+// getter does.
+func (rt *Runtime) hrefOf(s string) (string, error) {
+	p, err := rt.parseAbsURL(s)
 	if err != nil {
-		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
+		return "", err
 	}
-	return v, nil
+	str := func(k string) string { v, _ := p[k].(string); return v }
+	href := str("protocol")
+	if opaque, _ := p["opaque"].(bool); !opaque {
+		auth := ""
+		if user, pw := str("username"), str("password"); user != "" || pw != "" {
+			auth = user
+			if pw != "" {
+				auth += ":" + pw
+			}
+			auth += "@"
+		}
+		href += "//" + auth + str("hostname")
+		if port := str("port"); port != "" {
+			href += ":" + port
+		}
+	}
+	return href + str("pathname") + str("search") + str("hash"), nil
 }
 
 // ToRequest converts a JS Request back to an *http.Request bound to ctx. A Go-backed body
@@ -271,6 +347,8 @@ func (rt *Runtime) parts(m *goja.Object, get func(goja.Value) (goja.Value, error
 	if rt.broken {
 		return nil, ErrBroken
 	}
+	end := rt.span(true)
+	defer end()
 	var p goja.Value
 	if err := rt.run(func() (err error) { p, err = get(m); return err }); err != nil {
 		return nil, err
@@ -357,6 +435,13 @@ func isoDecode(s string) string {
 
 // isoEncode undoes isoDecode; a code point past 0xFF (Headers refuses them) stays UTF-8.
 func isoEncode(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < 0x80
+	}
+	if ascii {
+		return s // the common case, and the same bytes
+	}
 	b := make([]byte, 0, len(s))
 	for _, r := range s {
 		if r > 0xFF {

@@ -408,3 +408,89 @@ func TestAnUpstreamBodyTheScriptDropsIsClosed(t *testing.T) {
 		t.Fatalf("want closes 1 1 0; the passed body must stay open for the caller")
 	}
 }
+
+func TestARequestFromGoIsTheOneTheConstructorWouldMake(t *testing.T) {
+	// NewRequest checks the method and URL in Go and builds the headers when the
+	// script first looks; the Request it gives must be the one newRequest (the
+	// constructor) makes from the same request.
+	withHeader := func(r *http.Request, k, v string) *http.Request { r.Header[k] = append(r.Header[k], v); return r }
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		url  string
+	}{
+		{"a plain GET", httptest.NewRequest("GET", "http://svc.example/a?q=1", nil), "http://svc.example/a?q=1"},
+		{"a lower-case method is upper-cased", httptest.NewRequest("post", "http://a/", strings.NewReader("x")), "http://a/"},
+		{"an unknown method keeps its case", httptest.NewRequest("Brew", "http://a/", nil), "http://a/"},
+		{"the URL is normalised", httptest.NewRequest("GET", "http://a/", nil), "HTTP://Ex.Example:80/x/../y/%7e?a b#f"},
+		{"a URL with credentials and a port", httptest.NewRequest("GET", "http://a/", nil), "http://u:p@a:8080/"},
+		{"header fields a server would not pass are dropped", withHeader(withHeader(httptest.NewRequest("GET", "http://a/", nil), "Bad Name", "v"), "X-Ok", " padded\t"), "http://a/"},
+		{"bytes past ASCII in a value stay bytes", withHeader(httptest.NewRequest("GET", "http://a/", nil), "X-Latin", "caf\xe9"), "http://a/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := New(Options{})
+			describe, err := rt.VM().RunString(`(r) => JSON.stringify([r.method, r.url, [...r.headers], r.redirect, r.signal, r.bodyUsed, Object.prototype.toString.call(r), r instanceof Request])`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, _ := goja.AssertFunction(describe)
+			lazy, err := rt.NewRequest(tc.r, tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The body is left out: the two share the stream code, and a stream is read once.
+			eager, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(tc.r.Method), rt.vm.ToValue(tc.url), rt.flat(requestPairs(tc.r)), goja.Null())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := f(goja.Undefined(), lazy)
+			want, _ := f(goja.Undefined(), eager)
+			if got.String() != want.String() {
+				t.Errorf("NewRequest gives\n%s\nthe constructor\n%s", got, want)
+			}
+		})
+	}
+	t.Run("a method or URL the constructor rejects fails with its error", func(t *testing.T) {
+		rt := New(Options{})
+		for _, tc := range []struct{ method, url, want string }{
+			{"a b", "http://a/", "TypeError: invalid method: a b"},
+			{"GET", "/x", `TypeError: invalid URL: "/x" is relative and there is no base`},
+		} {
+			r := httptest.NewRequest("GET", "http://a/", nil)
+			r.Method = tc.method
+			_, err := rt.NewRequest(r, tc.url)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s %s: got %v, want %q", tc.method, tc.url, err, tc.want)
+			}
+		}
+	})
+}
+
+func TestCallResponseIsCallThenToResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		want      string // the body, or the error's type and text
+	}{
+		{"a Response is converted", `return new Response("hi", {status: 201})`, "201 hi"},
+		{"a value that is not a Response is a ResponseError", `return 1`, "*jsrt.ResponseError the handler returned number, not a Response"},
+		{"an exception is the call's", `throw new Error("bad")`, "*jsrt.Exception Error: bad"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := New(Options{})
+			fn, err := rt.VM().RunString("(async () => {" + tc.src + "})")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := rt.CallResponse(context.Background(), fn)
+			got := ""
+			if err != nil {
+				got = fmt.Sprintf("%T %v", err, err)
+			} else {
+				got = fmt.Sprintf("%d %s", res.Status, body(t, res.Body))
+			}
+			if got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -90,10 +90,21 @@ type Runtime struct {
 	cpuLeft  time.Duration
 	cpuUsed  time.Duration
 
-	intMu   sync.Mutex // guards armed against a limit timer firing as a segment ends
-	armed   bool
-	running int  // nesting depth of run, so nested segments are not double-counted
-	broken  bool // interrupted mid-run: see ErrBroken
+	lastURL struct { // parseAbsURL's last answer, never changed once made
+		in    string
+		parts map[string]any
+	}
+
+	intMu    sync.Mutex // guards armed against a limit timer firing as a segment ends
+	armed    bool
+	spanning uint64 // the span measuring the loop's CPU time (see span), 0 for none; guarded by intMu too
+	spans    uint64 // spans started, for their ids
+	spent    bool   // the limit's timer found the budget spent; guarded by intMu
+	spanEnd  func() // ends the current span (see span), nil outside one
+	spanLoop bool   // the current span is the loop's, which a wait pauses
+	endSpans func() // endSpan as a func value, made once
+	running  int     // nesting depth of run, so nested segments are not double-counted
+	broken   bool    // interrupted mid-run: see ErrBroken
 }
 
 type job struct {
@@ -119,6 +130,7 @@ func New(opts Options) *Runtime {
 		callDone: make(chan struct{}),
 	}
 	close(rt.callDone)
+	rt.endSpans = rt.endSpan
 	rt.vm.SetFieldNameMapper(goja.UncapFieldNameMapper())
 	if err := rt.installWebAPI(); err != nil {
 		// The polyfill is embedded and tested; failing to run it is a bug in this package.
@@ -159,6 +171,13 @@ func (rt *Runtime) Call(ctx context.Context, fn goja.Value, args ...goja.Value) 
 		return nil, fmt.Errorf("calling a %s: not a function", typeName(fn))
 	}
 	rt.begin(ctx)
+	end := rt.span(true)
+	defer end()
+	return rt.call(f, args)
+}
+
+// call is Call after begin, inside its span.
+func (rt *Runtime) call(f goja.Callable, args []goja.Value) (goja.Value, error) {
 	var res goja.Value
 	err := rt.run(func() (err error) { res, err = f(goja.Undefined(), args...); return err })
 	if err == nil {
@@ -167,6 +186,35 @@ func (rt *Runtime) Call(ctx context.Context, fn goja.Value, args ...goja.Value) 
 	if err != nil {
 		rt.end()
 		return nil, err
+	}
+	return res, nil
+}
+
+// ResponseError is CallResponse's error when the call succeeded but what it returned
+// could not be converted (ToResponse's error).
+type ResponseError struct{ Err error }
+
+func (e *ResponseError) Error() string { return e.Err.Error() }
+func (e *ResponseError) Unwrap() error { return e.Err }
+
+// CallResponse is Call and then ToResponse of its value, with the loop and the
+// conversion measured as one span of the thread's CPU clock (see span) rather than two:
+// a request's common case. A failure of the conversion is a *ResponseError.
+func (rt *Runtime) CallResponse(ctx context.Context, fn goja.Value, args ...goja.Value) (*Response, error) {
+	f, ok := goja.AssertFunction(fn)
+	if !ok {
+		return nil, fmt.Errorf("calling a %s: not a function", typeName(fn))
+	}
+	rt.begin(ctx)
+	end := rt.span(true)
+	defer end()
+	v, err := rt.call(f, args)
+	if err != nil {
+		return nil, err
+	}
+	res, err := rt.ToResponse(v)
+	if err != nil {
+		return nil, &ResponseError{err}
 	}
 	return res, nil
 }
@@ -181,6 +229,8 @@ func (rt *Runtime) Wait(ctx context.Context, v goja.Value) (goja.Value, error) {
 	}
 	rt.ctx = ctx
 	defer rt.end()
+	end := rt.span(true)
+	defer end()
 	return rt.await(v)
 }
 
@@ -206,10 +256,17 @@ func (rt *Runtime) await(v goja.Value) (goja.Value, error) {
 			return nil, ErrNeverSettled
 		}
 		if len(jobs) == 0 {
+			paused := rt.spanEnd != nil && rt.spanLoop
+			if paused {
+				rt.endSpan()
+			}
 			select {
 			case <-rt.wake:
 			case <-rt.ctx.Done():
 				return nil, rt.ctx.Err()
+			}
+			if paused {
+				rt.span(true) // ended by the caller's end, which ends the current span
 			}
 			continue
 		}
@@ -230,6 +287,9 @@ func (rt *Runtime) begin(ctx context.Context) {
 	rt.callDone = make(chan struct{})
 	rt.cpuLeft = rt.opts.CPULimit
 	rt.cpuUsed = 0
+	rt.intMu.Lock()
+	rt.spent = false
+	rt.intMu.Unlock()
 }
 
 // end drops what the last Call left behind: timers, late host results (by bumping gen),
@@ -270,7 +330,8 @@ func (rt *Runtime) post(gen uint64, fn func() error) {
 }
 
 // run runs one segment of JavaScript, charging the CPU time of its thread to the Call's
-// budget and interrupting it when the budget or the context runs out.
+// budget and interrupting it when the budget or the context runs out. Inside a span of
+// the loop (Call, Wait, parts) the span measures it; alone, it is a span of its own.
 func (rt *Runtime) run(f func() error) error {
 	if rt.running > 0 {
 		return rt.convert(f())
@@ -278,18 +339,59 @@ func (rt *Runtime) run(f func() error) error {
 	if rt.broken {
 		return ErrBroken
 	}
-	if rt.opts.CPULimit > 0 && rt.cpuLeft <= 0 {
+	rt.intMu.Lock()
+	spent := rt.spent
+	rt.intMu.Unlock()
+	if rt.opts.CPULimit > 0 && (rt.cpuLeft <= 0 || spent) {
 		return ErrCPULimit
 	}
-	now, unpin := threadClock()
-	defer unpin()
-	start := now()
+	end := rt.span(false)
 	rt.intMu.Lock()
 	rt.armed = true
 	rt.intMu.Unlock()
+	leave := enterGuard(rt)
+	rt.running++
+	err := f()
+	rt.running--
+	leave()
+	rt.intMu.Lock()
+	rt.armed = false
+	rt.vm.ClearInterrupt()
+	rt.intMu.Unlock()
+	end()
+	return rt.convert(err)
+}
+
+// span starts charging the CPU time of the goroutine's thread to the Call's budget,
+// until the returned end: one pair of clock reads, one limit timer and one context hook
+// however many segments of JavaScript run in it. The thread stays pinned for the span,
+// so its clock counts the loop's work only. The loop's span pauses while the loop waits
+// (for timers, host work; see await), so that a waiting runtime holds no thread, and
+// resumes after. Segments (run) are interrupted as the timer finds the budget spent;
+// between them, the next run refuses to start.
+//
+// loop asks for a span of the whole loop (Call, Wait, parts): where the clock is wall
+// time, which would count the waiting, there is none, and each run is a span of its own.
+// Spans do not nest: inside one, span returns a no-op.
+func (rt *Runtime) span(loop bool) (end func()) {
+	if rt.spanning != 0 {
+		return func() {}
+	}
+	now, unpin, cpu := threadClock()
+	if loop && !cpu {
+		unpin()
+		return func() {}
+	}
+	// A timer of an ended span may still fire: it acts only on its own span.
+	rt.spans++
+	id := rt.spans
+	rt.intMu.Lock()
+	rt.spanning = id
+	rt.intMu.Unlock()
+	start := now()
 	interrupt := func(v any) {
 		rt.intMu.Lock()
-		if rt.armed {
+		if rt.armed && rt.spanning == id {
 			rt.vm.Interrupt(v)
 		}
 		rt.intMu.Unlock()
@@ -297,41 +399,52 @@ func (rt *Runtime) run(f func() error) error {
 	var limit *time.Timer
 	if left := rt.cpuLeft; rt.opts.CPULimit > 0 {
 		// The timer runs on wall time, which is at least the CPU time; when it fires
-		// early (the thread was descheduled) it waits for the CPU time still left.
+		// early (the thread was descheduled, or the loop waited) it waits for the CPU
+		// time still left. Only then does it read the clock.
 		var check func()
 		check = func() {
-			if used := now() - start; used < left {
-				rt.intMu.Lock()
-				if rt.armed {
-					limit.Reset(left - used)
-				}
-				rt.intMu.Unlock()
-				return
+			used := now() - start
+			rt.intMu.Lock()
+			mine := rt.spanning == id
+			if mine && used < left {
+				limit.Reset(left - used)
 			}
-			interrupt(cpuInterrupt{})
+			if mine && used >= left {
+				rt.spent = true
+			}
+			rt.intMu.Unlock()
+			if used >= left {
+				interrupt(cpuInterrupt{})
+			}
 		}
 		rt.intMu.Lock()
 		limit = time.AfterFunc(left, check)
 		rt.intMu.Unlock()
 	}
 	stop := context.AfterFunc(rt.ctx, func() { interrupt(ctxInterrupt{}) })
-	leave := enterGuard(rt)
-	rt.running++
-	err := f()
-	rt.running--
-	leave()
-	spent := now() - start
-	rt.intMu.Lock()
-	rt.armed = false
-	if limit != nil {
-		limit.Stop()
+	rt.spanLoop = loop
+	rt.spanEnd = func() {
+		spent := now() - start
+		rt.intMu.Lock()
+		rt.spanning = 0
+		if limit != nil {
+			limit.Stop()
+		}
+		rt.intMu.Unlock()
+		stop()
+		unpin()
+		rt.cpuLeft -= spent
+		rt.cpuUsed += spent
 	}
-	rt.vm.ClearInterrupt()
-	rt.intMu.Unlock()
-	stop()
-	rt.cpuLeft -= spent
-	rt.cpuUsed += spent
-	return rt.convert(err)
+	return rt.endSpans
+}
+
+// endSpan ends the current span, if there is one.
+func (rt *Runtime) endSpan() {
+	if f := rt.spanEnd; f != nil {
+		rt.spanEnd = nil
+		f()
+	}
 }
 
 // convert turns a goja error into this package's errors.
@@ -420,26 +533,50 @@ func typeName(v goja.Value) string {
 // Error carrying err's text. Use it for host functions that do I/O; call it on the loop
 // (from a host function during a Call). The Call waits for the promise's work.
 func (rt *Runtime) Async(work func() (func() goja.Value, error)) goja.Value {
+	p, gen, settle := rt.promise()
+	go func() {
+		make, err := work()
+		rt.post(gen, func() error { return settle(make, err) })
+	}()
+	return p
+}
+
+// AsyncNow is Async for host work quick enough to do on the loop, such as a read from
+// the store: work runs at once, on the script's thread and in its CPU time, and the
+// promise settles on the loop's next turn, as Async's would, without a goroutine and
+// the wake-up of the loop that a goroutine's result costs.
+func (rt *Runtime) AsyncNow(work func() (func() goja.Value, error)) goja.Value {
+	p, gen, settle := rt.promise()
+	make, err := work()
+	// The loop itself takes this job from the queue before it next waits, so it needs
+	// no wake-up (see await).
+	rt.mu.Lock()
+	if gen == rt.gen && len(rt.queue) < maxQueue {
+		rt.queue = append(rt.queue, job{gen, func() error { return settle(make, err) }})
+	}
+	rt.mu.Unlock()
+	return p
+}
+
+// promise makes the promise of a host function's work, counted as pending for the
+// current Call, and the settle to run on the loop when the work is done.
+func (rt *Runtime) promise() (goja.Value, uint64, func(make func() goja.Value, err error) error) {
 	p, resolve, reject := rt.vm.NewPromise()
 	rt.mu.Lock()
 	gen := rt.gen
 	rt.pending++
 	rt.mu.Unlock()
-	go func() {
-		make, err := work()
-		rt.post(gen, func() error {
-			rt.pending--
-			if err != nil {
-				return reject(rt.jsError(err))
-			}
-			var v goja.Value
-			if ex := rt.vm.Try(func() { v = make() }); ex != nil {
-				return reject(ex.Value())
-			}
-			return resolve(v)
-		})
-	}()
-	return rt.vm.ToValue(p)
+	return rt.vm.ToValue(p), gen, func(make func() goja.Value, err error) error {
+		rt.pending--
+		if err != nil {
+			return reject(rt.jsError(err))
+		}
+		var v goja.Value
+		if ex := rt.vm.Try(func() { v = make() }); ex != nil {
+			return reject(ex.Value())
+		}
+		return resolve(v)
+	}
 }
 
 // jsError makes a JS Error carrying err's text, for a host function's failure.

@@ -304,6 +304,31 @@ func TestAsyncSettlesOnTheLoopAndDropsResultsOfAnEndedCall(t *testing.T) {
 	}
 }
 
+func TestAsyncNowDoesItsWorkAtOnceAndSettlesOnTheLoopsNextTurn(t *testing.T) {
+	rt := New(Options{})
+	var did []string
+	rt.VM().Set("work", func(s string, fail bool) goja.Value {
+		return rt.AsyncNow(func() (func() goja.Value, error) {
+			did = append(did, s)
+			if fail {
+				return nil, errors.New("no " + s)
+			}
+			return func() goja.Value { return rt.VM().ToValue(s + "!") }, nil
+		})
+	})
+	// The promise is still pending when work returns: a microtask queued after it runs
+	// first, as it would for Async's.
+	got, err := eval(t, rt, `const order = []; const p = work("a", false).then(v => order.push(v));
+queueMicrotask(() => order.push("microtask")); await p;
+return [order, await work("b", true).catch(e => e.message)]`)
+	if err != nil || got != `[["microtask","a!"],"no b"]` {
+		t.Fatalf("got %q %v", got, err)
+	}
+	if strings.Join(did, ",") != "a,b" {
+		t.Errorf("the work ran for %q, want a,b", did)
+	}
+}
+
 func TestConsoleLogsWithTheCallsAttrs(t *testing.T) {
 	var buf bytes.Buffer
 	rt := New(Options{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})

@@ -22,7 +22,7 @@
   }
   class TextDecoder {
     constructor(label = "utf-8", opts = {}) {
-      if (!/^\s*(utf-?8|unicode-1-1-utf-8)\s*$/i.test(String(label))) throw new RangeError(`unsupported encoding: ${label}`);
+      if (label !== "utf-8" && !/^\s*(utf-?8|unicode-1-1-utf-8)\s*$/i.test(String(label))) throw new RangeError(`unsupported encoding: ${label}`);
       this[S] = { fatal: !!opts.fatal, ignoreBOM: !!opts.ignoreBOM, rest: null, bomSeen: false };
     }
     get encoding() { return "utf-8"; }
@@ -32,7 +32,9 @@
       const st = this[S];
       let b = input === undefined ? new Uint8Array(0) : toBytes(input);
       if (st.rest) { const m = new Uint8Array(st.rest.length + b.length); m.set(st.rest); m.set(b, st.rest.length); b = m; st.rest = null; }
-      const r = host.utf8Decode(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength), !!opts.stream, st.fatal);
+      // The view itself: Go reads its bytes (and copies them into the string) without
+      // the copy of its buffer and the property reads a slice here would cost.
+      const r = host.utf8Decode(b, !!opts.stream, st.fatal);
       if (r.error) throw new TypeError("the encoded data was not valid utf-8");
       if (r.rest > 0) st.rest = b.slice(b.length - r.rest);
       let s = r.text;
@@ -394,7 +396,7 @@
     }
     get method() { return this[S].method; }
     get url() { return this[S].url; }
-    get headers() { return this[S].headers; }
+    get headers() { return headersOf(this[S]); }
     get redirect() { return this[S].redirect; }
     get signal() { return this[S].signal; }
     clone() {
@@ -406,6 +408,21 @@
     }
   }
   def("Request", Request);
+  // A request from Go (lazyRequest) keeps a Go function for its header fields and
+  // builds its Headers only when the script (or parts) first looks: most handlers never
+  // do, and building them is a good part of a request's cost in goja. The fields a
+  // server would not have accepted are dropped, as the Headers of newRequest drop them.
+  function headersOf(st) {
+    if (st.headers === null && st.lazy) {
+      const h = new Headers(), l = st.lazy();
+      st.lazy = null;
+      for (let i = 0; i + 1 < l.length; i += 2) {
+        try { h.append(l[i], l[i + 1]); } catch (e) { /* a field the http server would not pass */ }
+      }
+      st.headers = h;
+    }
+    return st.headers;
+  }
 
   const nullBodyStatus = [101, 103, 204, 205, 304];
   class Response extends Body {
@@ -446,7 +463,7 @@
   }
   def("Response", Response);
 
-  // Boundary helpers for Go (http.go): a body on the wire is null, bytes, a Go handle
+  // Boundary helpers for Go (http.go): a body on the wire is null, bytes (a Uint8Array, or an ArrayBuffer), a Go handle
   // (passed on, never copied), a JS stream's reader that Go pulls through the loop (live,
   // inside a Call), or a promise of its bytes (between Calls).
   function wire(body, live) {
@@ -455,7 +472,7 @@
       if (live) return body.getReader();
       return readAll(body).then((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
     }
-    if (body instanceof Uint8Array) return body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+    // Bytes go as the Uint8Array itself; Go copies them (wireReader).
     return body;
   }
   function parts(m, live) {
@@ -463,8 +480,9 @@
     if (m.bodyUsed) throw new TypeError("body already used");
     const body = wire(st.body, live);
     st.used = body !== null;
-    const headers = [];
-    for (const [k, v] of st.headers[S].list) headers.push(k, v);
+    // An index loop: a for-of with destructuring costs an iterator and an array per field.
+    const list = headersOf(st)[S].list, headers = [];
+    for (let i = 0; i < list.length; i++) headers.push(list[i][0], list[i][1]);
     return { headers, body };
   }
   host.exports({
@@ -477,6 +495,13 @@
       if (body !== null) r[S].body = goStream(body);
       return r;
     },
+    // lazyRequest is newRequest for a method and URL Go has checked and normalised
+    // already (http.go: NewRequest), with the header fields left to headersOf.
+    lazyRequest(method, url, headers, body) {
+      const r = Object.create(Request.prototype);
+      r[S] = { method, url, headers: null, lazy: headers, body: body === null ? null : goStream(body), used: false, redirect: "follow", signal: null };
+      return r;
+    },
     newResponse(status, statusText, headers, body, url) {
       const r = new Response(null, { status: 200 });
       for (let i = 0; i + 1 < headers.length; i += 2) r[S].headers[S].list.push([headers[i].toLowerCase(), headers[i + 1]]);
@@ -485,7 +510,10 @@
     },
     responseParts(v) {
       if (!(v instanceof Response)) throw new TypeError("the handler did not return a Response");
-      return Object.assign(parts(v), { status: v.status, statusText: v.statusText });
+      const p = parts(v);
+      p.status = v.status;
+      p.statusText = v.statusText;
+      return p;
     },
     requestParts: (v, live) => parts(v, live),
     stream: (h) => goStream(h),
