@@ -204,7 +204,10 @@ func TestAnInfiniteLoopIsInterruptedAtTheCPULimitAndTheRuntimeReportsItselfBroke
 		if !errors.Is(err, ErrCPULimit) {
 			t.Fatalf("%s: got %v, want ErrCPULimit", body, err)
 		}
-		if took := time.Since(start); took > limit+200*time.Millisecond {
+		// Wall time only proves the loop was cut, not left to run: the limit
+		// counts the thread's CPU time, which a busy machine stretches on the
+		// clock (the CPU figure below is the exact check).
+		if took := time.Since(start); took > limit+5*time.Second {
 			t.Errorf("%s: interrupted after %v, want about %v", body, took, limit)
 		}
 		if rt.CPU() < limit {
