@@ -103,8 +103,8 @@ type Runtime struct {
 	spanEnd  func() // ends the current span (see span), nil outside one
 	spanLoop bool   // the current span is the loop's, which a wait pauses
 	endSpans func() // endSpan as a func value, made once
-	running  int     // nesting depth of run, so nested segments are not double-counted
-	broken   bool    // interrupted mid-run: see ErrBroken
+	running  int    // nesting depth of run, so nested segments are not double-counted
+	broken   bool   // interrupted mid-run: see ErrBroken
 }
 
 type job struct {
