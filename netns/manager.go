@@ -738,11 +738,41 @@ func isNotFound(err error) bool {
 // SetPolicy replaces a running sandbox's policy. It takes effect for the next
 // request, query or connection, and touches no other sandbox; OnPolicy is
 // called after it for what lasts (open tunnels).
-func (m *Manager) SetPolicy(name string, p policy.Policy) (sb Sandbox, err error) {
+func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	compiled, err := p.Compile()
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
 	}
+	sb, err := m.update(name, "policy", func(old *Sandbox) (*Sandbox, func() error, error) {
+		next := *old
+		next.Policy, next.Compiled = compiled.Policy, compiled
+		if err := m.syncSets(old, &next); err != nil {
+			return nil, nil, fmt.Errorf("updating policy sets: %w", err)
+		}
+		// If the record cannot be saved the old policy stays in force, so
+		// the sets must say it again: left with the new one, routed traffic
+		// would follow a policy the router and DNS do not (what the old one
+		// had learned from DNS is learned again from the next answers).
+		undo := func() error {
+			if err := m.syncSets(&next, old); err != nil {
+				return fmt.Errorf("restoring policy sets: %w", err)
+			}
+			return nil
+		}
+		return &next, undo, nil
+	})
+	if err == nil {
+		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts)
+	}
+	return sb, err
+}
+
+// update replaces a running sandbox's record, one change at a time: change
+// makes the new record from the old (and may apply it to the kernel,
+// returning how to undo that); the new record is saved (or the change
+// undone), swapped in for readers, and OnPolicy called once the locks are
+// released, for what lasts (open tunnels).
+func (m *Manager) update(name, what string, change func(old *Sandbox) (*Sandbox, func() error, error)) (sb Sandbox, err error) {
 	defer func() {
 		// Deferred before the lock: it runs once the lock is released.
 		if err == nil {
@@ -757,30 +787,26 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (sb Sandbox, err error
 	if !ok {
 		return Sandbox{}, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
-	next := *old
-	next.Policy, next.Compiled = compiled.Policy, compiled
-	if err := m.syncSets(old, &next); err != nil {
-		return Sandbox{}, fmt.Errorf("updating policy sets: %w", err)
+	next, undo, err := change(old)
+	if err != nil {
+		return Sandbox{}, err
 	}
 	if m.cfg.Records != nil {
-		raw, _ := json.Marshal(&next)
+		raw, _ := json.Marshal(next)
 		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
-			// The old policy stays in force, so the sets must say it
-			// again: left with the new one, routed traffic would follow
-			// a policy the router and DNS do not (what the old one had
-			// learned from DNS is learned again from the next answers).
-			if rerr := m.syncSets(&next, old); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("restoring policy sets: %w", rerr))
+			if undo != nil {
+				if uerr := undo(); uerr != nil {
+					err = errors.Join(err, uerr)
+				}
 			}
-			return Sandbox{}, fmt.Errorf("recording policy: %w", err)
+			return Sandbox{}, fmt.Errorf("recording %s: %w", what, err)
 		}
 	}
 	// Readers hold copies; swapping the pointer is the whole update.
 	m.mu.Lock()
-	m.byName[name], m.byAddr[next.Addr] = &next, &next
+	m.byName[name], m.byAddr[next.Addr] = next, next
 	m.mu.Unlock()
-	m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts)
-	return next, nil
+	return *next, nil
 }
 
 func (m *Manager) policyApplied(sb Sandbox) {
@@ -814,38 +840,20 @@ func (m *Manager) knownWorker(name string) error {
 // It takes effect for the next request or query, and is recorded; OnPolicy
 // is called after it, as after a policy change, for what lasts (an open
 // tunnel that a function of the old worker served is decided again).
-func (m *Manager) SetWorker(name, worker string) (sb Sandbox, err error) {
+func (m *Manager) SetWorker(name, worker string) (Sandbox, error) {
 	if err := m.knownWorker(worker); err != nil {
 		return Sandbox{}, err
 	}
-	defer func() {
-		// Deferred before the lock: it runs once the lock is released.
-		if err == nil {
-			m.policyApplied(sb)
-		}
-	}()
-	m.opMu.Lock()
-	defer m.opMu.Unlock()
-	m.mu.RLock()
-	old, ok := m.byName[name]
-	m.mu.RUnlock()
-	if !ok {
-		return Sandbox{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+	was := ""
+	sb, err := m.update(name, "worker", func(old *Sandbox) (*Sandbox, func() error, error) {
+		next := *old
+		next.Worker, was = worker, old.Worker
+		return &next, nil, nil
+	})
+	if err == nil {
+		m.log.Info("sandbox worker changed", "sandbox", name, "worker", worker, "was", was)
 	}
-	next := *old
-	next.Worker = worker
-	if m.cfg.Records != nil {
-		raw, _ := json.Marshal(&next)
-		if err := m.cfg.Records.SaveSandbox(name, raw); err != nil {
-			return Sandbox{}, fmt.Errorf("recording worker: %w", err)
-		}
-	}
-	// Readers hold copies; swapping the pointer is the whole update.
-	m.mu.Lock()
-	m.byName[name], m.byAddr[next.Addr] = &next, &next
-	m.mu.Unlock()
-	m.log.Info("sandbox worker changed", "sandbox", name, "worker", worker, "was", old.Worker)
-	return next, nil
+	return sb, err
 }
 
 // enableForwarding turns on IPv4 forwarding, without which the replies to a
