@@ -336,6 +336,13 @@ func parseURL(s string, base goja.Value) (map[string]any, error) {
 		return nil, fmt.Errorf("%q has no host", s)
 	}
 	if host != "" && !strings.Contains(host, ":") {
+		// A JS string cannot hold bytes that are not UTF-8, but a Go caller's can;
+		// idna maps them to xn-- labels it then refuses to read back, so a URL
+		// would not survive its own href (the WHATWG parser would see U+FFFD,
+		// which is disallowed in a host, and fail).
+		if !utf8.ValidString(host) {
+			return nil, fmt.Errorf("invalid host in %q: not UTF-8", s)
+		}
 		if host, err = idna.Lookup.ToASCII(host); err != nil {
 			return nil, fmt.Errorf("invalid host in %q: %w", s, err)
 		}
