@@ -231,8 +231,13 @@ func (inst *Instance) newContext(inv *invocation) goja.Value {
 	vm := inst.RT.VM()
 	o := vm.NewObject()
 	o.Set("containerId", inv.env.Sandbox)
-	o.Set("waitUntil", func(p goja.Value) { inv.waitUntil = append(inv.waitUntil, p) })
-	o.Set("passThroughOnException", func() { inv.passThrough = true })
+	// FunctionCall functions: ToValue wraps any other signature through reflect,
+	// which costs a request more than the rest of its ctx.
+	o.Set("waitUntil", func(c goja.FunctionCall) goja.Value {
+		inv.waitUntil = append(inv.waitUntil, c.Argument(0))
+		return goja.Undefined()
+	})
+	o.Set("passThroughOnException", func(goja.FunctionCall) goja.Value { inv.passThrough = true; return goja.Undefined() })
 	return o
 }
 

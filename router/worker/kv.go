@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dop251/goja"
+	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -81,6 +82,22 @@ func (b *KV) Value(inst *Instance) (goja.Value, error) {
 				}
 				return vm.ToValue(arr)
 			}, nil
+		})
+	})
+	// getText is get(key) and get(key, "text"), the common case, in one step:
+	// the string or null, without the entry object, the ArrayBuffer and the
+	// TextDecoder that kv.js would make of them.
+	native.Set("getText", func(c goja.FunctionCall) goja.Value {
+		key := c.Argument(0).String()
+		return inst.RT.AsyncNow(func() (func() goja.Value, error) {
+			e, err := kv.Get(key)
+			if errors.Is(err, store.ErrNotFound) {
+				return func() goja.Value { return goja.Null() }, nil
+			}
+			if err != nil {
+				return nil, kvError("get", err)
+			}
+			return func() goja.Value { return vm.ToValue(jsrt.DecodeText(e.Value)) }, nil
 		})
 	})
 	native.Set("put", func(key string, value goja.ArrayBuffer, expiration, ttl goja.Value, metadata goja.Value) goja.Value {

@@ -25,18 +25,24 @@
     if (value instanceof ReadableStream) return await new Response(value).arrayBuffer();
     throw new TypeError("KV put: the value must be a string, an ArrayBuffer, an ArrayBufferView or a ReadableStream");
   };
+  async function getAny(key, opts) {
+    const type = typeOf(opts);
+    if (Array.isArray(key)) {
+      if (type !== "text" && type !== "json") throw new TypeError("KV bulk get: type must be text or json");
+      const found = await native.get(key.map(String));
+      const m = new Map();
+      key.forEach((k, i) => m.set(String(k), found[i] === null ? null : decode(found[i].value, type)));
+      return m;
+    }
+    const [e] = await native.get([String(key)]);
+    return e === null ? null : decode(e.value, type);
+  }
   class KVNamespace {
-    async get(key, opts) {
-      const type = typeOf(opts);
-      if (Array.isArray(key)) {
-        if (type !== "text" && type !== "json") throw new TypeError("KV bulk get: type must be text or json");
-        const found = await native.get(key.map(String));
-        const m = new Map();
-        key.forEach((k, i) => m.set(String(k), found[i] === null ? null : decode(found[i].value, type)));
-        return m;
-      }
-      const [e] = await native.get([String(key)]);
-      return e === null ? null : decode(e.value, type);
+    get(key, opts) {
+      // One key as text, the common case: straight to Go (the same promise, its
+      // errors rejections as ever).
+      if (typeof key === "string" && (opts === undefined || opts === "text")) return native.getText(key);
+      return getAny(key, opts);
     }
     async getWithMetadata(key, opts) {
       const type = typeOf(opts);

@@ -60,6 +60,46 @@ func TestTheKVBindingFollowsWorkersKVAndSharesTheHandlersNamespace(t *testing.T)
 	}
 }
 
+func TestAKeyReadAsTextIsTheSameOnEveryPathThatReadsIt(t *testing.T) {
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	kv := db.Keys(store.KindKV, "default", store.ScopeShared, store.Limits{})
+	for k, v := range map[string]string{"bom": "\xef\xbb\xbfa", "bad": "a\xffb", "utf8": "bücher 😀", "empty": ""} {
+		if err := kv.Put(k, store.Entry{Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// get(key) and get(key, "text") take getText; {type: "text"} and the
+	// bulk get take the general path with TextDecoder. All four must agree.
+	src := `export default { outboundByHost: {
+  "kv.test": async (request, env) => {
+    const out = [];
+    for (const k of ["bom", "bad", "utf8", "empty", "absent"]) {
+      const a = await env.KV.get(k), b = await env.KV.get(k, "text"), c = await env.KV.get(k, { type: "text" });
+      const d = (await env.KV.get([k])).get(k);
+      out.push(a === b && b === c && c === d ? a : ["differ", a, b, c, d]);
+    }
+    // A wrong type is a rejected promise, never a throw from get itself.
+    const p = env.KV.get("utf8", "yaml");
+    out.push(p instanceof Promise ? await p.catch((e) => e.constructor.name) : "threw");
+    return new Response(JSON.stringify(out));
+  },
+} };`
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{DB: db, Namespace: "default"}},
+		Limits: Limits{CPU: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(t, w, "GET", "kv.test", "/", "")
+	want := "[\"a\",\"a\uFFFDb\",\"bücher 😀\",\"\",null,\"TypeError\"]"
+	if got := strings.TrimSpace(rec.Body.String()); rec.Code != 200 || got != want {
+		t.Fatalf("%d %s\nwant %s", rec.Code, got, want)
+	}
+}
+
 func TestTheKVBindingsListPagesByCursorInByteOrderAndNamesItsLimits(t *testing.T) {
 	db, err := store.Open(t.TempDir(), nil)
 	if err != nil {

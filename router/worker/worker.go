@@ -273,15 +273,19 @@ func (v *version) newInstance() (*Instance, error) {
 		return nil, err
 	}
 	def := ex.Default.ToObject(inst.RT.VM())
+	// The functions are called as methods of their objects (this is the default
+	// export, or outboundByHost), bound in JS: a Go wrapper would cost each request
+	// a crossing into Go and back.
+	bindOf, _ := goja.AssertFunction(inst.RT.VM().Get("Function").ToObject(inst.RT.VM()).Get("prototype").ToObject(inst.RT.VM()).Get("bind"))
+	var bindErr error
 	bind := func(this *goja.Object, fn goja.Value) goja.Value {
-		f, _ := goja.AssertFunction(fn)
-		return inst.RT.VM().ToValue(func(c goja.FunctionCall) goja.Value {
-			r, err := f(this, c.Arguments...)
-			if err != nil {
-				panic(err)
-			}
-			return r
-		})
+		f, err := bindOf(fn, this)
+		if _, ok := goja.AssertFunction(f); err != nil || !ok {
+			// Only a script that replaced Function.prototype.bind gets here.
+			bindErr = fmt.Errorf("binding the handler functions to their objects: Function.prototype.bind failed: %v", err)
+			return fn
+		}
+		return f
 	}
 	if inst.outbound {
 		inst.fns[""] = bind(def, def.Get("outbound"))
@@ -291,6 +295,9 @@ func (v *version) newInstance() (*Instance, error) {
 		for _, h := range inst.hosts {
 			inst.fns[h] = bind(by, by.Get(h))
 		}
+	}
+	if bindErr != nil {
+		return nil, bindErr
 	}
 	inst.Env = inst.RT.VM().NewObject()
 	names := make([]string, 0, len(w.cfg.Bindings))

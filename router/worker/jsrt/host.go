@@ -143,6 +143,16 @@ func (rt *Runtime) utf8Decode(c goja.FunctionCall) goja.Value {
 	return rt.vm.ToValue(map[string]any{"text": string(b), "rest": rest})
 }
 
+// DecodeText is what new TextDecoder().decode(b) returns: UTF-8, invalid bytes as
+// U+FFFD, a leading byte order mark dropped. For bindings that answer text directly.
+func DecodeText(b []byte) string {
+	s := string(b)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.TrimPrefix(s, "\uFEFF")
+}
+
 // btoa base64-encodes a binary string (code units 0..255), per the HTML standard.
 func (rt *Runtime) btoa(s string) string {
 	b := make([]byte, 0, len(s))

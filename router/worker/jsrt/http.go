@@ -92,6 +92,10 @@ func (rt *Runtime) wireReader(w goja.Value) (io.Reader, int64) {
 		return nil, 0
 	}
 	switch b := w.Export().(type) {
+	case string:
+		// A string body (see extract in webapi.js), as UTF-8: what TextEncoder would
+		// make of it, lone surrogates as U+FFFD.
+		return strings.NewReader(b), int64(len(b))
 	case *stream:
 		b.claimed = true
 		return b.r, -1
@@ -225,7 +229,8 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 		}
 		return v, nil
 	}
-	headers := rt.vm.ToValue(func() goja.Value { return rt.flat(requestPairs(r)) })
+	// A FunctionCall function: ToValue wraps any other signature through reflect.
+	headers := rt.vm.ToValue(func(goja.FunctionCall) goja.Value { return rt.flat(requestPairs(r)) })
 	v, err := rt.fns.LazyRequest(goja.Undefined(), rt.vm.ToValue(method), rt.vm.ToValue(href), headers, body)
 	if err != nil {
 		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))

@@ -80,6 +80,10 @@ func TestToResponseTakesEveryKindOfBody(t *testing.T) {
 	for src, want := range map[string]string{
 		`new Response(null, {status: 204})`:                                          "<nil>",
 		`new Response("text")`:                                                       "text",
+		`new Response("bücher \u{1F600}")`:                                           "bücher \U0001F600",
+		`new Response("a\ud800b")`:                                                   "a\uFFFDb",
+		`(() => { const r = new Response("ü"); r.body; return r })()`:                "ü",
+		`new Response("ü").clone()`:                                                  "ü",
 		`new Response(new Uint8Array([104, 105]))`:                                   "hi",
 		`new Response(new ReadableStream({start(c) { c.enqueue("a"); c.close() }}))`: "a",
 		`(() => { let n = 0; return new Response(new ReadableStream({pull(c) { n++ < 2 ? c.enqueue("p") : c.close() }})) })()`: "pp",

@@ -449,11 +449,12 @@ func (rt *Runtime) endSpan() {
 
 // convert turns a goja error into this package's errors.
 func (rt *Runtime) convert(err error) error {
+	if err == nil {
+		return nil // before the targets below, which escape to the heap
+	}
 	var ie *goja.InterruptedError
 	var ex *goja.Exception
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &ie):
 		rt.broken = true
 		switch ie.Value().(type) {

@@ -171,11 +171,27 @@
 
   // --- URL (parsing in Go, see host.parseURL) ---
   const URLParts = ["protocol", "username", "password", "hostname", "port", "pathname", "search", "hash"];
+  // Parses of absolute URLs, by their text: a handler parses request.url on every
+  // request, and the same few URLs come again and again. Each URL gets its own copy
+  // (its setters change it). Bounded in entries and in the length of what it keeps.
+  const parsed = new Map();
+  const copyParts = (r) => ({ params: null, protocol: r.protocol, username: r.username, password: r.password, hostname: r.hostname, port: r.port, pathname: r.pathname, search: r.search, hash: r.hash, opaque: r.opaque });
+  function parseURL(url, base) {
+    if (base === undefined) {
+      const c = parsed.get(url);
+      if (c !== undefined) return copyParts(c);
+    }
+    const r = host.parseURL(url, base);
+    if (typeof r === "string") throw new TypeError(`invalid URL: ${r}`);
+    if (base === undefined && url.length <= 2048) {
+      if (parsed.size >= 256) parsed.clear();
+      parsed.set(url, r);
+    }
+    return copyParts(r);
+  }
   class URL {
     constructor(url, base) {
-      const r = host.parseURL(String(url), base === undefined ? undefined : String(base));
-      if (typeof r === "string") throw new TypeError(`invalid URL: ${r}`);
-      this[S] = Object.assign({ params: null }, r);
+      this[S] = parseURL(String(url), base === undefined ? undefined : String(base));
     }
     static canParse(url, base) { return typeof host.parseURL(String(url), base === undefined ? undefined : String(base)) !== "string"; }
     get href() {
@@ -235,8 +251,8 @@
   class Headers {
     constructor(init) {
       this[S] = { list: [], guard: false };
-      if (init instanceof Headers) { this[S].list = init[S].list.map((p) => p.slice()); return; }
       if (init == null) return;
+      if (init instanceof Headers) { this[S].list = init[S].list.map((p) => p.slice()); return; }
       if (typeof init !== "object") throw new TypeError("Headers init must be an object or an iterable of pairs");
       if (typeof init[Symbol.iterator] === "function") {
         for (const p of init) { const a = [...p]; if (a.length !== 2) throw new TypeError("each header pair needs two items"); this.append(a[0], a[1]); }
@@ -257,7 +273,11 @@
     get(k) { k = String(k); if (!isToken(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`); const vs = this._all(k.toLowerCase()); return vs.length ? vs.join(", ") : null; }
     getSetCookie() { return this._all("set-cookie"); }
     has(k) { k = String(k); if (!isToken(k)) throw new TypeError(`invalid header name: ${JSON.stringify(k)}`); return this._all(k.toLowerCase()).length > 0; }
-    _all(n) { return this[S].list.filter((p) => p[0] === n).map((p) => p[1]); }
+    _all(n) {
+      const l = this[S].list, out = [];
+      for (let i = 0; i < l.length; i++) if (l[i][0] === n) out.push(l[i][1]);
+      return out;
+    }
     _sorted() {
       const names = [...new Set(this[S].list.map((p) => p[0]))].sort();
       const out = [];
@@ -327,10 +347,12 @@
   def("ReadableStream", ReadableStream);
 
   // --- bodies ---
+  // A body is null, a string (encoded when read as bytes: most are handed to Go, which
+  // takes the string as it is), a Uint8Array, or a ReadableStream.
   function extract(body) {
     if (body == null) return [null, null];
     if (body instanceof ReadableStream) return [body, null];
-    if (typeof body === "string") return [enc.encode(body), "text/plain;charset=UTF-8"];
+    if (typeof body === "string") return [body, "text/plain;charset=UTF-8"];
     if (body instanceof URLSearchParams) return [enc.encode(body.toString()), "application/x-www-form-urlencoded;charset=UTF-8"];
     if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return [toBytes(body).slice(), null];
     if (host.isHandle(body)) return [goStream(body), null];
@@ -338,6 +360,7 @@
   }
   async function readAll(b) {
     if (b === null) return new Uint8Array(0);
+    if (typeof b === "string") return enc.encode(b);
     if (b instanceof Uint8Array) return b;
     const r = b.getReader(); const parts = []; let n = 0;
     for (;;) { const x = await r.read(); if (x.done) break; parts.push(x.value); n += x.value.length; }
@@ -346,7 +369,12 @@
     return out;
   }
   class Body {
-    get body() { const st = this[S]; if (st.body instanceof Uint8Array) st.body = bytesStream(st.body); return st.body; }
+    get body() {
+      const st = this[S];
+      if (typeof st.body === "string") st.body = bytesStream(enc.encode(st.body));
+      else if (st.body instanceof Uint8Array) st.body = bytesStream(st.body);
+      return st.body;
+    }
     get bodyUsed() { const b = this[S].body; return this[S].used || (b instanceof ReadableStream && b[S].disturbed); }
     _take() {
       if (this.bodyUsed) return Promise.reject(new TypeError("body already used"));
@@ -367,12 +395,15 @@
   }
   for (const k of ["_take", "_cloneBody"]) Object.defineProperty(Body.prototype, k, { enumerable: false });
   function initBody(self, body, headers, nullBodyError) {
-    const [b, type] = extract(body);
-    if (b !== null && nullBodyError) throw new TypeError(nullBodyError);
+    if (body == null) return;
+    let b = body, type = "text/plain;charset=UTF-8";
+    if (typeof body !== "string") { const e = extract(body); b = e[0]; type = e[1]; }
+    if (nullBodyError) throw new TypeError(nullBodyError);
     self[S].body = b;
     // Internal calls: the name is known valid, so skip the checks of has/set.
-    if (type && !headers._all("content-type").length) headers[S].list.push(["content-type", type]);
+    if (type && !hasField(headers[S].list, "content-type")) headers[S].list.push(["content-type", type]);
   }
+  const hasField = (l, n) => { for (let i = 0; i < l.length; i++) if (l[i][0] === n) return true; return false; };
 
   const methods = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
   class Request extends Body {
@@ -424,17 +455,24 @@
     return st.headers;
   }
 
-  const nullBodyStatus = [101, 103, 204, 205, 304];
   class Response extends Body {
-    constructor(body = null, init = {}) {
+    constructor(body = null, init = undefined) {
       super();
-      const status = init.status === undefined ? 200 : Number(init.status);
-      if (!(status >= 200 && status <= 599) || status !== Math.floor(status)) throw new RangeError(`invalid status: ${init.status}`);
-      const statusText = init.statusText === undefined ? "" : String(init.statusText);
-      if (statusText && /[\r\n]/.test(statusText)) throw new TypeError("invalid statusText");
-      const headers = new Headers(init.headers);
+      let status = 200, statusText = "", hinit;
+      if (init != null) {
+        if (init.status !== undefined) {
+          status = Number(init.status);
+          if (!(status >= 200 && status <= 599) || status !== Math.floor(status)) throw new RangeError(`invalid status: ${init.status}`);
+        }
+        if (init.statusText !== undefined) {
+          statusText = String(init.statusText);
+          if (statusText && /[\r\n]/.test(statusText)) throw new TypeError("invalid statusText");
+        }
+        hinit = init.headers;
+      }
+      const headers = new Headers(hinit);
       this[S] = { status, statusText, headers, body: null, used: false, url: "", redirected: false, type: "default" };
-      initBody(this, body, headers, nullBodyStatus.includes(status) && `a ${status} response cannot have a body`);
+      initBody(this, body, headers, status < 200 || status === 204 || status === 205 || status === 304 ? `a ${status} response cannot have a body` : false);
     }
     static json(data, init = {}) {
       const s = JSON.stringify(data);
