@@ -40,6 +40,7 @@ type invocation struct {
 	r           *http.Request
 	url         string
 	subrequests int
+	seq         uint64 // its number on its runtime, which its ctx carries
 	passThrough bool
 	waitUntil   []goja.Value
 
@@ -103,7 +104,8 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 		return &router.Error{Status: http.StatusServiceUnavailable, Reason: ReasonBusy, Err: fmt.Errorf("no runtime came free in time: %w", err)}
 	}
 	defer v.put(inst)
-	inv := &invocation{ctx: ctx, env: env, r: r, url: "http://" + hostOf(r, env) + r.URL.RequestURI()}
+	inst.seq++
+	inv := &invocation{ctx: ctx, env: env, r: r, url: "http://" + hostOf(r, env) + r.URL.RequestURI(), seq: inst.seq}
 	inst.req.Store(inv)
 	defer inst.req.Store(nil)
 	defer inv.end()
@@ -225,20 +227,74 @@ func scrubResponse(s *handlers.Scrubber, resp *jsrt.Response) error {
 	return nil
 }
 
+// ctxProg makes a runtime's ctx factory. A ctx carries its invocation's
+// number under a symbol the script cannot name, and its methods live on a
+// prototype that calls two natives made once per runtime: a request then
+// costs one small object, not two Go functions (each a native function
+// object, the costliest thing goja makes). A ctx kept past its request
+// names an invocation that is over, and its calls do nothing.
+var ctxProg = goja.MustCompile("ctx.js", `(function (waitUntil, passThrough, T, C) {
+  "use strict";
+  class ExecutionContext {
+    get containerId() { return this[C]; }
+    waitUntil(p) { waitUntil(this[T], p); }
+    passThroughOnException() { passThrough(this[T]); }
+  }
+  Object.defineProperty(ExecutionContext.prototype, Symbol.toStringTag, { value: "ExecutionContext" });
+  return ExecutionContext.prototype;
+})`, true)
+
+// ctxKeys are the symbols a ctx keeps its invocation's number (T) and its
+// sandbox's name (C) under: made in Go, so that newContext sets them without
+// running any JavaScript, and never given to a script.
+type ctxKeys struct{ T, C *goja.Symbol }
+
+// contextMaker runs ctxProg on the instance's runtime: the prototype of
+// every ctx it makes.
+func (inst *Instance) contextMaker() (*goja.Object, error) {
+	vm := inst.RT.VM()
+	current := func(n goja.Value) *invocation {
+		if inv := inst.req.Load(); inv != nil && n.ToInteger() == int64(inv.seq) {
+			return inv
+		}
+		return nil
+	}
+	waitUntil := func(c goja.FunctionCall) goja.Value {
+		if inv := current(c.Argument(0)); inv != nil {
+			inv.waitUntil = append(inv.waitUntil, c.Argument(1))
+		}
+		return goja.Undefined()
+	}
+	passThrough := func(c goja.FunctionCall) goja.Value {
+		if inv := current(c.Argument(0)); inv != nil {
+			inv.passThrough = true
+		}
+		return goja.Undefined()
+	}
+	f, err := vm.RunProgram(ctxProg)
+	if err != nil {
+		return nil, fmt.Errorf("making ctx: %w", err)
+	}
+	factory, _ := goja.AssertFunction(f)
+	inst.ctxKeys = ctxKeys{T: goja.NewSymbol("invocation"), C: goja.NewSymbol("containerId")}
+	proto, err := factory(goja.Undefined(), vm.ToValue(waitUntil), vm.ToValue(passThrough), inst.ctxKeys.T, inst.ctxKeys.C)
+	if err != nil {
+		return nil, fmt.Errorf("making ctx: %w", err)
+	}
+	return proto.ToObject(vm), nil
+}
+
 // newContext makes the ctx argument: containerId, waitUntil,
 // passThroughOnException.
 func (inst *Instance) newContext(inv *invocation) goja.Value {
 	vm := inst.RT.VM()
-	o := vm.NewObject()
-	o.Set("containerId", inv.env.Sandbox)
-	// FunctionCall functions: ToValue wraps any other signature through reflect,
-	// which costs a request more than the rest of its ctx.
-	o.Set("waitUntil", func(c goja.FunctionCall) goja.Value {
-		inv.waitUntil = append(inv.waitUntil, c.Argument(0))
-		return goja.Undefined()
-	})
-	o.Set("passThroughOnException", func(goja.FunctionCall) goja.Value { inv.passThrough = true; return goja.Undefined() })
-	return o
+	c := vm.NewObject()
+	// Own symbol keys and the prototype: no JavaScript runs, and no setter a
+	// script put on Object.prototype sees them.
+	c.SetPrototype(inst.ctxProto)
+	c.SetSymbol(inst.ctxKeys.C, inv.env.Sandbox)
+	c.SetSymbol(inst.ctxKeys.T, inv.seq)
+	return c
 }
 
 // settle waits (under the same limits) for what ctx.waitUntil was given,

@@ -252,6 +252,9 @@ type Instance struct {
 	hosts    []string
 	outbound bool
 	req      atomic.Pointer[invocation] // the request the runtime serves now
+	seq      uint64                     // the last invocation's number (see newContext)
+	ctxProto *goja.Object               // every ctx's prototype (see ctxProg)
+	ctxKeys  ctxKeys
 }
 
 func (v *version) newInstance() (*Instance, error) {
@@ -311,6 +314,9 @@ func (v *version) newInstance() (*Instance, error) {
 			return nil, fmt.Errorf("binding %s: %w", n, err)
 		}
 		inst.Env.Set(n, val)
+	}
+	if inst.ctxProto, err = inst.contextMaker(); err != nil {
+		return nil, err
 	}
 	inst.scrub = handlers.NewScrubber(inst.secrets)
 	v.made.Add(1)

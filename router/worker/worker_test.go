@@ -278,3 +278,37 @@ func TestFetchFollowsRedirectsButNeverIntoAClosedDestination(t *testing.T) {
 		})
 	}
 }
+
+func TestACtxKeptPastItsRequestActsForThatRequestOnly(t *testing.T) {
+	// One runtime serves both sandboxes in turn, so a ctx a script keeps in
+	// a global is there when the next sandbox's request runs.
+	src := `let kept;
+export default { outboundByHost: {
+  "keep.test": (request, env, ctx) => { kept = ctx; return new Response(ctx.containerId); },
+  "use.test": (request, env, ctx) => {
+    kept.passThroughOnException();
+    kept.waitUntil(Promise.reject(new Error("not this request's")));
+    if (new URL(request.url).pathname === "/throw") throw new Error("boom");
+    return new Response([kept.containerId, ctx.containerId, Object.prototype.toString.call(ctx)].join(" "));
+  },
+} };`
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Limits: Limits{CPU: time.Second, Wall: 5 * time.Second, Runtimes: 1},
+		Fetch: &Fetcher{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := serveAs(t, w, "alice", "keep.test", ""); got != "alice" {
+		t.Fatalf("keep.test answered %q", got)
+	}
+	if got := serveAs(t, w, "mallory", "use.test", ""); got != "alice mallory [object ExecutionContext]" {
+		t.Errorf("use.test answered %q, want the kept ctx to still name alice", got)
+	}
+	// The kept ctx's passThroughOnException is alice's, long over: mallory's
+	// exception is answered as an exception, not passed through.
+	route, _ := w.Match("use.test", netip.MustParseAddrPort("198.18.213.9:80"))
+	rec := httptest.NewRecorder()
+	routertest.AsRouter(route.Handler, rec, httptest.NewRequest("GET", "http://use.test/throw", nil), router.Env{Sandbox: "mallory", Host: "use.test", RequestID: "r"})
+	if rec.Code != 500 || rec.Header().Get("X-Interceptd-Error") != ReasonException {
+		t.Errorf("a stale ctx made the request pass through: %d %q", rec.Code, rec.Header().Get("X-Interceptd-Error"))
+	}
+}

@@ -75,9 +75,16 @@ func (rt *Runtime) installWebAPI() error {
 		"parseURL":      rt.parseURL,
 		"specialPort":   func(scheme string) bool { _, ok := defaultPorts[strings.TrimSuffix(scheme, ":")]; return ok },
 		"isHandle":      func(v goja.Value) bool { _, ok := v.Export().(*stream); return ok },
-		"read":          rt.read,
-		"close":         func(s *stream) { s.close() },
-		"fetch":         rt.fetch,
+		"headerList": func(c goja.FunctionCall) goja.Value {
+			lh, _ := c.Argument(0).Export().(*lazyHeaders)
+			if lh == nil {
+				return rt.vm.NewArray()
+			}
+			return rt.flat(decodePairs(lh.pairs()))
+		},
+		"read":  rt.read,
+		"close": func(s *stream) { s.close() },
+		"fetch": rt.fetch,
 	}
 	for k, f := range natives {
 		if err := host.Set(k, f); err != nil {

@@ -223,14 +223,13 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 	method, ok := requestMethod(r.Method)
 	href, err := rt.hrefOf(url)
 	if !ok || err != nil {
-		v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.flat(requestPairs(r)), body)
+		v, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(r.Method), rt.vm.ToValue(url), rt.flat(decodePairs(requestPairs(r))), body)
 		if err != nil {
 			return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
 		}
 		return v, nil
 	}
-	// A FunctionCall function: ToValue wraps any other signature through reflect.
-	headers := rt.vm.ToValue(func(goja.FunctionCall) goja.Value { return rt.flat(requestPairs(r)) })
+	headers := rt.vm.ToValue(&lazyHeaders{pairs: func() [][2]string { return requestPairs(r) }})
 	v, err := rt.fns.LazyRequest(goja.Undefined(), rt.vm.ToValue(method), rt.vm.ToValue(href), headers, body)
 	if err != nil {
 		return nil, fmt.Errorf("converting the request: %w", rt.convert(err))
@@ -238,9 +237,18 @@ func (rt *Runtime) NewRequest(r *http.Request, url string) (goja.Value, error) {
 	return v, nil
 }
 
-// requestPairs lists r's header fields as NewRequest gives them to JS: sorted by name,
-// Host and the length from the server's parse of them (r.Host, r.ContentLength), as
-// Go's server leaves them; a header field of either name is not passed twice.
+// lazyHeaders are a message's header fields still in Go (see headersOf in webapi.js):
+// JS builds its Headers from them when a script first looks, and a message whose
+// headers no script looked at gives the handle back (parts), which exportPairs reads
+// here without a trip through JS. pairs are raw bytes, not isomorphic-decoded.
+type lazyHeaders struct {
+	pairs func() [][2]string
+}
+
+// requestPairs lists r's header fields as NewRequest gives them to JS (before
+// decodePairs): sorted by name, Host and the length from the server's parse of them
+// (r.Host, r.ContentLength), as Go's server leaves them; a header field of either name
+// is not passed twice.
 func requestPairs(r *http.Request) [][2]string {
 	var pairs [][2]string
 	names := make([]string, 0, len(r.Header))
@@ -249,14 +257,14 @@ func requestPairs(r *http.Request) [][2]string {
 	}
 	sort.Strings(names)
 	if r.Host != "" {
-		pairs = append(pairs, [2]string{"host", isoDecode(r.Host)})
+		pairs = append(pairs, [2]string{"host", r.Host})
 	}
 	for _, k := range names {
 		if lk := strings.ToLower(k); (lk == "host" && r.Host != "") || lk == "content-length" {
 			continue
 		}
 		for _, v := range r.Header[k] {
-			pairs = append(pairs, [2]string{k, isoDecode(v)})
+			pairs = append(pairs, [2]string{k, v})
 		}
 	}
 	if r.ContentLength > 0 {
@@ -410,15 +418,47 @@ func (rt *Runtime) flat(pairs [][2]string) goja.Value {
 	return rt.vm.NewArray(vals...)
 }
 
+// decodePairs isomorphic-decodes the values, for JS (see isoDecode).
+func decodePairs(pairs [][2]string) [][2]string {
+	for i := range pairs {
+		pairs[i][1] = isoDecode(pairs[i][1])
+	}
+	return pairs
+}
+
 // exportPairs turns a flat header list from JS into bytes: header values are ByteStrings,
-// each code unit (<= 0xFF, which Headers checks) one byte.
+// each code unit (<= 0xFF, which Headers checks) one byte. A lazyHeaders handle gives
+// its own fields, less those Headers would have refused, as headersOf would have.
 func exportPairs(v goja.Value) [][2]string {
+	if o, ok := v.(*goja.Object); ok {
+		if lh, ok := o.Export().(*lazyHeaders); ok {
+			return acceptedPairs(lh.pairs())
+		}
+	}
 	list, _ := v.Export().([]any)
 	out := make([][2]string, 0, len(list)/2)
 	for i := 0; i+1 < len(list); i += 2 {
 		k, _ := list[i].(string)
 		val, _ := list[i+1].(string)
 		out = append(out, [2]string{k, isoEncode(val)})
+	}
+	return out
+}
+
+// acceptedPairs is what Headers.append keeps of raw header fields: the name a token, the
+// value with its leading and trailing HTTP whitespace (tab, LF, CR, space) trimmed and
+// then without NUL, CR or LF. It filters in place.
+func acceptedPairs(pairs [][2]string) [][2]string {
+	out := pairs[:0]
+	for _, kv := range pairs {
+		name, value := kv[0], strings.Trim(kv[1], "\t\n\r ")
+		ok := name != "" && !strings.ContainsAny(value, "\x00\r\n")
+		for i := 0; ok && i < len(name); i++ {
+			ok = isTokenByte(name[i])
+		}
+		if ok {
+			out = append(out, [2]string{name, value})
+		}
 	}
 	return out
 }
@@ -479,18 +519,22 @@ func (rt *Runtime) fetch(method, url string, headers, body goja.Value) goja.Valu
 }
 
 func (rt *Runtime) newResponse(resp *http.Response, url string) goja.Value {
-	var pairs [][2]string
-	for k, vs := range resp.Header {
-		for _, v := range vs {
-			pairs = append(pairs, [2]string{k, isoDecode(v)})
+	h := resp.Header
+	headers := rt.vm.ToValue(&lazyHeaders{pairs: func() [][2]string {
+		var pairs [][2]string
+		for k, vs := range h {
+			for _, v := range vs {
+				pairs = append(pairs, [2]string{k, v})
+			}
 		}
-	}
+		return pairs
+	}})
 	body := goja.Null()
 	if resp.Body != nil && resp.Body != http.NoBody {
 		body = rt.ownedStream(resp.Body)
 	}
 	text := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
-	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), rt.flat(pairs), body, rt.vm.ToValue(url))
+	v, err := rt.fns.NewResponse(goja.Undefined(), rt.vm.ToValue(resp.StatusCode), rt.vm.ToValue(text), headers, body, rt.vm.ToValue(url))
 	if err != nil {
 		panic(err)
 	}

@@ -139,6 +139,10 @@ func TestFetchGoesThroughOptionsFetch(t *testing.T) {
 			`201`, "POST http://up.example/z up.example [] A"},
 		{"a JS stream body", `return (await fetch("http://up.example/s", {method: "POST", body: new ReadableStream({start(c) { c.enqueue("st"); c.close() }})})).status`,
 			`201`, "POST http://up.example/s up.example [] st"},
+		{"a Request's body moves to the fetch: a second fetch of it is refused", `const q = new Request("http://up.example/m", {method: "POST", body: "once"}); await fetch(q); return [q.bodyUsed, await fetch(q).catch(e => e.message)]`,
+			`[true,"body already used"]`, ""},
+		{"a response's headers read as JS builds them, once", `const r = await fetch("http://up.example/h"); const a = r.headers; return [a === r.headers, [...a], r.clone().headers.get("x-up")]`,
+			`[true,[["x-up","1"]],"1"]`, ""},
 		{"a failure rejects", `return await fetch("http://fail.example/").catch(e => e.message)`, `"fetch failed: dial refused"`, ""},
 		{"a bad URL rejects", `return await fetch("nope").catch(e => e.name)`, `"TypeError"`, ""},
 	}
@@ -443,7 +447,7 @@ func TestARequestFromGoIsTheOneTheConstructorWouldMake(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The body is left out: the two share the stream code, and a stream is read once.
-			eager, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(tc.r.Method), rt.vm.ToValue(tc.url), rt.flat(requestPairs(tc.r)), goja.Null())
+			eager, err := rt.fns.NewRequest(goja.Undefined(), rt.vm.ToValue(tc.r.Method), rt.vm.ToValue(tc.url), rt.flat(decodePairs(requestPairs(tc.r))), goja.Null())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -494,6 +498,38 @@ func TestCallResponseIsCallThenToResponse(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAFetchedResponseGoesBackAsItCameUnlessTheScriptChangedIt(t *testing.T) {
+	rt := New(Options{Fetch: func(ctx context.Context, req *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Status: "200 OK", Header: http.Header{"X-Up": {" 1 "}, "Set-Cookie": {"a=1", "b=2"}, "Bad Name": {"x"}},
+			Body: io.NopCloser(strings.NewReader("body"))}, nil
+	}})
+	for _, c := range []struct{ name, src, want string }{
+		{"untouched: the fields as Headers would keep them", `return await fetch("http://up.example/")`, "Set-Cookie=a=1 Set-Cookie=b=2 X-Up=1 | body"},
+		{"changed by the script", `const r = await fetch("http://up.example/"); r.headers.set("x-up", "2"); r.headers.delete("set-cookie"); return r`, "X-Up=2 | body"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fn, err := rt.VM().RunString("(async () => {\n" + c.src + "\n})")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := rt.CallResponse(context.Background(), fn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hs []string
+			for k, vs := range res.Header {
+				for _, v := range vs {
+					hs = append(hs, k+"="+v)
+				}
+			}
+			sort.Strings(hs)
+			if got := strings.Join(hs, " ") + " | " + body(t, res.Body); got != c.want {
+				t.Errorf("got %q, want %q", got, c.want)
 			}
 		})
 	}

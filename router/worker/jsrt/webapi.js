@@ -348,7 +348,9 @@
 
   // --- bodies ---
   // A body is null, a string (encoded when read as bytes: most are handed to Go, which
-  // takes the string as it is), a Uint8Array, or a ReadableStream.
+  // takes the string as it is), a Uint8Array, a ReadableStream, or a Go stream's handle
+  // not yet wrapped in one (a request's or a fetch response's: most go back to Go unread).
+  const isGo = (b) => b !== null && typeof b === "object" && !(b instanceof ReadableStream) && !(b instanceof Uint8Array);
   function extract(body) {
     if (body == null) return [null, null];
     if (body instanceof ReadableStream) return [body, null];
@@ -362,6 +364,7 @@
     if (b === null) return new Uint8Array(0);
     if (typeof b === "string") return enc.encode(b);
     if (b instanceof Uint8Array) return b;
+    if (isGo(b)) b = goStream(b);
     const r = b.getReader(); const parts = []; let n = 0;
     for (;;) { const x = await r.read(); if (x.done) break; parts.push(x.value); n += x.value.length; }
     const out = new Uint8Array(n); let o = 0;
@@ -373,6 +376,7 @@
       const st = this[S];
       if (typeof st.body === "string") st.body = bytesStream(enc.encode(st.body));
       else if (st.body instanceof Uint8Array) st.body = bytesStream(st.body);
+      else if (isGo(st.body)) st.body = goStream(st.body);
       return st.body;
     }
     get bodyUsed() { const b = this[S].body; return this[S].used || (b instanceof ReadableStream && b[S].disturbed); }
@@ -389,6 +393,7 @@
     _cloneBody() {
       const st = this[S];
       if (this.bodyUsed) throw new TypeError("cannot clone a used body");
+      if (isGo(st.body)) st.body = goStream(st.body);
       if (st.body instanceof ReadableStream) { const [a, b] = st.body.tee(); st.body = a; return b; }
       return st.body;
     }
@@ -439,13 +444,15 @@
     }
   }
   def("Request", Request);
-  // A request from Go (lazyRequest) keeps a Go function for its header fields and
-  // builds its Headers only when the script (or parts) first looks: most handlers never
-  // do, and building them is a good part of a request's cost in goja. The fields a
-  // server would not have accepted are dropped, as the Headers of newRequest drop them.
+  // A request or a response from Go (lazyRequest, newResponse) keeps its header fields in
+  // Go (a handle, st.lazy) and builds its Headers only when the script first looks: most
+  // handlers never do, and building them is a good part of a request's cost in goja;
+  // until then parts hands the handle back to Go as it is. The fields a server would not
+  // have accepted are dropped, as the Headers of newRequest drop them (and Go does the
+  // same for a handle it gets back: http.go, lazyHeaders).
   function headersOf(st) {
     if (st.headers === null && st.lazy) {
-      const h = new Headers(), l = st.lazy();
+      const h = new Headers(), l = host.headerList(st.lazy);
       st.lazy = null;
       for (let i = 0; i + 1 < l.length; i += 2) {
         try { h.append(l[i], l[i + 1]); } catch (e) { /* a field the http server would not pass */ }
@@ -489,13 +496,13 @@
     get status() { return this[S].status; }
     get statusText() { return this[S].statusText; }
     get ok() { return this[S].status >= 200 && this[S].status <= 299; }
-    get headers() { return this[S].headers; }
+    get headers() { return headersOf(this[S]); }
     get url() { return this[S].url; }
     get redirected() { return this[S].redirected; }
     get type() { return this[S].type; }
     clone() {
       const r = new Response(null, { status: 200 });
-      Object.assign(r[S], this[S], { headers: new Headers(this[S].headers), body: this._cloneBody(), used: false });
+      Object.assign(r[S], this[S], { headers: new Headers(headersOf(this[S])), lazy: null, body: this._cloneBody(), used: false });
       return r;
     }
   }
@@ -518,8 +525,9 @@
     if (m.bodyUsed) throw new TypeError("body already used");
     const body = wire(st.body, live);
     st.used = body !== null;
+    if (st.headers === null && st.lazy) return { headers: st.lazy, body };
     // An index loop: a for-of with destructuring costs an iterator and an array per field.
-    const list = headersOf(st)[S].list, headers = [];
+    const list = st.headers[S].list, headers = [];
     for (let i = 0; i < list.length; i++) headers.push(list[i][0], list[i][1]);
     return { headers, body };
   }
@@ -537,13 +545,14 @@
     // already (http.go: NewRequest), with the header fields left to headersOf.
     lazyRequest(method, url, headers, body) {
       const r = Object.create(Request.prototype);
-      r[S] = { method, url, headers: null, lazy: headers, body: body === null ? null : goStream(body), used: false, redirect: "follow", signal: null };
+      r[S] = { method, url, headers: null, lazy: headers, body, used: false, redirect: "follow", signal: null };
       return r;
     },
+    // newResponse is a fetch()'s response: its header fields (a handle) and its body (a
+    // Go stream's handle, or null) stay in Go until the script looks.
     newResponse(status, statusText, headers, body, url) {
-      const r = new Response(null, { status: 200 });
-      for (let i = 0; i + 1 < headers.length; i += 2) r[S].headers[S].list.push([headers[i].toLowerCase(), headers[i + 1]]);
-      Object.assign(r[S], { status, statusText, url, body: body === null ? null : goStream(body) });
+      const r = Object.create(Response.prototype);
+      r[S] = { status, statusText, headers: null, lazy: headers, body, used: false, url, redirected: false, type: "default" };
       return r;
     },
     responseParts(v) {
@@ -564,7 +573,9 @@
   });
   def("fetch", (input, init) => {
     try {
-      const r = new Request(input, init);
+      // fetch(request) as it came, the common case: what new Request(request) would
+      // copy, taken from it directly (its body moves all the same: parts marks it used).
+      const r = init === undefined && input instanceof Request ? input : new Request(input, init);
       const p = parts(r, true);
       return host.fetch(r.method, r.url, p.headers, p.body);
     } catch (e) { return Promise.reject(e); }
