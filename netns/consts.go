@@ -53,6 +53,10 @@ const (
 	// ChainDenyUnlisted refuses what a non-empty allowlist does not open
 	// (reason not_allowed), with internet on or off.
 	ChainDenyUnlisted = "INTERCEPTD-DENY-NOT-ALLOWED"
+	// ChainDenyQUIC refuses QUIC (UDP 443) that no IP/CIDR allow opened
+	// (reason quic_refused), so that clients fall back to TCP, where the
+	// TLS front sees the SNI.
+	ChainDenyQUIC = "INTERCEPTD-DENY-QUIC"
 )
 
 // NFLOGGroup is the netfilter log group refused flows are sent to, so the

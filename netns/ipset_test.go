@@ -146,7 +146,7 @@ func TestRoutedTrafficFollowsThePolicyTheSetsHold(t *testing.T) {
 	open := m.addTestSandbox(t, "open", 1, policy.Policy{Internet: true})
 	off := m.addTestSandbox(t, "off", 2, policy.Policy{})
 	listed := m.addTestSandbox(t, "listed", 3, policy.Policy{Internet: true,
-		AllowedHosts: []string{"*.good.test", "db.good.test:5432", "192.168.77.0/24", "169.254.169.254:443"}})
+		AllowedHosts: []string{"*.good.test", "db.good.test:5432", "192.168.77.0/24", "169.254.169.254:8443"}})
 	denier := m.addTestSandbox(t, "denier", 4, policy.Policy{Internet: true, DeniedHosts: []string{"bad.test"}})
 	ttl := time.Minute
 	m.AllowLearned("listed", []netip.Addr{netip.MustParseAddr("192.0.2.10")}, ttl, nil)
@@ -165,12 +165,16 @@ func TestRoutedTrafficFollowsThePolicyTheSetsHold(t *testing.T) {
 		p    packet
 		want string
 	}{
-		{"internet on without an allowlist reaches the internet", packet{open, "udp", "192.0.2.99:443"}, "accept"},
+		{"internet on without an allowlist reaches the internet", packet{open, "udp", "192.0.2.99:8443"}, "accept"},
+		{"QUIC is refused, internet on", packet{open, "udp", "192.0.2.99:443"}, policy.ReasonQUIC},
+		{"QUIC is refused to an allowed name's address", packet{listed, "udp", "192.0.2.20:443"}, policy.ReasonQUIC},
+		{"QUIC passes to what an IP/CIDR entry opens", packet{listed, "udp", "192.168.77.9:443"}, "accept"},
+		{"TCP 443 that no listener took (the daemon is down) is reset", packet{open, "tcp", "192.0.2.99:443"}, "REJECT"},
 		{"internet on does not reach a private network", packet{open, "tcp", "192.168.1.1:22"}, policy.ReasonPrivate},
 		{"internet on does not reach carrier-grade NAT", packet{open, "icmp", "100.64.0.1:0"}, policy.ReasonPrivate},
 		{"internet on does not reach the metadata address", packet{open, "tcp", "169.254.169.254:2222"}, policy.ReasonProtected},
-		{"internet off reaches nothing", packet{off, "tcp", "192.0.2.99:443"}, policy.ReasonOff},
-		{"an allowlist refuses what it does not open, internet on", packet{listed, "tcp", "192.0.2.99:443"}, policy.ReasonNotAllowed},
+		{"internet off reaches nothing", packet{off, "tcp", "192.0.2.99:8443"}, policy.ReasonOff},
+		{"an allowlist refuses what it does not open, internet on", packet{listed, "tcp", "192.0.2.99:8443"}, policy.ReasonNotAllowed},
 		{"an allowlist refuses ICMP it does not open", packet{listed, "icmp", "192.0.2.99:0"}, policy.ReasonNotAllowed},
 		{"a learned address denied since is refused", packet{listed, "udp", "192.0.2.10:1234"}, policy.ReasonDenied},
 		{"a learned address with ports passes on its port", packet{listed, "tcp", "192.0.2.20:5432"}, "accept"},
@@ -183,7 +187,7 @@ func TestRoutedTrafficFollowsThePolicyTheSetsHold(t *testing.T) {
 		{"a protected address in the learned set stays protected", packet{listed, "udp", "169.254.169.253:53"}, policy.ReasonProtected},
 		{"a private address in the learned set stays private", packet{listed, "tcp", "192.168.1.2:22"}, policy.ReasonPrivate},
 		{"an explicit CIDR opens a private network", packet{listed, "tcp", "192.168.77.9:22"}, "accept"},
-		{"an explicit address:port opens a protected destination on that port", packet{listed, "tcp", "169.254.169.254:443"}, "accept"},
+		{"an explicit address:port opens a protected destination on that port", packet{listed, "tcp", "169.254.169.254:8443"}, "accept"},
 		{"another sandbox's learned address opens nothing for this one", packet{off, "tcp", "192.0.2.20:5432"}, policy.ReasonOff},
 		{"another sandbox's learned deny does not apply to this one", packet{denier, "tcp", "192.0.2.10:1"}, "accept"},
 		{"an address of a denied name is refused", packet{denier, "icmp", "192.0.2.30:0"}, policy.ReasonDenied},

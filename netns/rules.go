@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/interceptd/interceptd/policy"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -73,6 +74,11 @@ type RuleParams struct {
 	// HTTPListen is the transparent listener's loopback address and port.
 	HTTPListenIP   string
 	HTTPListenPort int
+	// HTTPSListenPort is the TLS front's transparent listener port, on
+	// HTTPListenIP: TCP 443 from sandboxes goes there (and is reset at once
+	// while nothing listens), and QUIC is refused. 0: port 443 is routed
+	// traffic like any other port, and QUIC too.
+	HTTPSListenPort int
 	// DNSPort is where captured DNS is redirected.
 	DNSPort int
 	// Pool is the sandbox pool (masqueraded on the way out); Protected are
@@ -148,6 +154,7 @@ func Rules(p RuleParams) RuleSet {
 			{"filter", ChainDenyOff},
 			{"filter", ChainDenyPrivate},
 			{"filter", ChainDenyUnlisted},
+			{"filter", ChainDenyQUIC},
 			{"filter", ChainForward},
 			{"nat", ChainNAT},
 		},
@@ -182,6 +189,7 @@ func Rules(p RuleParams) RuleSet {
 			// found no listener: the daemon is down. Refused at once, before
 			// any conntrack state could let it through.
 			r("filter", ChainForward, "-i", in, "-p", "tcp", "--dport", "80", "-m", "comment", "--comment", "interceptd: http while the daemon is down", "-j", "REJECT", "--reject-with", "tcp-reset"),
+		}, httpsDownRule(p), []Rule{
 			r("filter", ChainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
 			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", ChainDenyProtected),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainDenyListed),
@@ -189,6 +197,7 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyLearned, "dst,src", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetAllowAll, "dst,src", "-j", "ACCEPT"),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetAllow, "src,dst,dst", "-j", "ACCEPT"),
+		}, quicRule(p), []Rule{
 			r("filter", ChainForward, "-d", strings.Join(p.Protected, ","), "-m", "comment", "--comment", "interceptd: protected destinations", "-j", ChainDenyProtected),
 		}, privateRule(p), []Rule{
 			r("filter", ChainForward, "-m", "set", "--match-set", SetLearnedAll, "dst,src", "-j", "ACCEPT"),
@@ -203,6 +212,7 @@ func Rules(p RuleParams) RuleSet {
 			nflogRule(ChainDenyOff, "internet_off"), r("filter", ChainDenyOff, "-j", ChainReject),
 			nflogRule(ChainDenyPrivate, "private_destination"), r("filter", ChainDenyPrivate, "-j", ChainReject),
 			nflogRule(ChainDenyUnlisted, "not_allowed"), r("filter", ChainDenyUnlisted, "-j", ChainReject),
+			nflogRule(ChainDenyQUIC, policy.ReasonQUIC), r("filter", ChainDenyQUIC, "-j", ChainReject),
 			r("filter", ChainReject, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"),
 			r("filter", ChainReject, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"),
 			r("nat", ChainNAT, "!", "-o", in, "-j", "MASQUERADE"),
@@ -219,6 +229,27 @@ func Rules(p RuleParams) RuleSet {
 		ObsoleteJumps:  []Rule{r("mangle", "PREROUTING", "-i", in, "-j", ChainPrerouting)},
 		ObsoleteChains: []Chain{{"mangle", ChainPrerouting}},
 	}
+}
+
+// httpsDownRule resets TCP 443 from a sandbox that the TLS front's tproxy
+// rule found no listener for (the daemon is down), as port 80's rule does;
+// none when port 443 is not intercepted.
+func httpsDownRule(p RuleParams) []Rule {
+	if p.HTTPSListenPort == 0 {
+		return nil
+	}
+	return []Rule{{"filter", ChainForward, []string{"-i", p.InterfacePrefix + "+", "-p", "tcp", "--dport", "443", "-m", "comment", "--comment", "interceptd: https while the daemon is down", "-j", "REJECT", "--reject-with", "tcp-reset"}}}
+}
+
+// quicRule refuses QUIC from sandboxes after the explicit IP/CIDR allows
+// (which open it to what they name) and before anything else could accept
+// it, so that clients fall back to TCP 443 and its SNI policy; none when
+// port 443 is not intercepted.
+func quicRule(p RuleParams) []Rule {
+	if p.HTTPSListenPort == 0 {
+		return nil
+	}
+	return []Rule{{"filter", ChainForward, []string{"-i", p.InterfacePrefix + "+", "-p", "udp", "--dport", "443", "-m", "comment", "--comment", "interceptd: quic", "-j", ChainDenyQUIC}}}
 }
 
 // privateRule sends routed traffic to the private networks to their refusal,
@@ -318,9 +349,13 @@ func nftTable(p RuleParams) string {
 	fmt.Fprintf(&b, `	chain prerouting {
 		type filter hook prerouting priority mangle; policy accept;
 		iifname "%s*" meta l4proto tcp tcp dport 80 tproxy to %s:%d meta mark set meta mark | 0x%x accept comment "interceptd: intercept http"
-	}
-}
 `, p.InterfacePrefix, p.HTTPListenIP, p.HTTPListenPort, TProxyMark)
+	if p.HTTPSListenPort != 0 {
+		// The same for TLS, to the TLS front (SNI policy, passthrough).
+		fmt.Fprintf(&b, `		iifname "%s*" meta l4proto tcp tcp dport 443 tproxy to %s:%d meta mark set meta mark | 0x%x accept comment "interceptd: intercept https"
+`, p.InterfacePrefix, p.HTTPListenIP, p.HTTPSListenPort, TProxyMark)
+	}
+	b.WriteString("\t}\n}\n")
 	return b.String()
 }
 

@@ -15,7 +15,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func testParams() RuleParams {
-	return RuleParams{InterfacePrefix: "icd", HTTPListenIP: "127.0.0.1", HTTPListenPort: 15380, DNSPort: 15353,
+	return RuleParams{InterfacePrefix: "icd", HTTPListenIP: "127.0.0.1", HTTPListenPort: 15380, HTTPSListenPort: 15443, DNSPort: 15353,
 		Pool: "10.213.0.0/16", Protected: []string{"10.213.0.0/16", "198.18.213.0/24", "127.0.0.0/8", "169.254.0.0/16"},
 		Private: []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15"}, DNSQPS: 2000}
 }
@@ -390,7 +390,7 @@ func TestEveryRefusalReasonIsAPolicyReason(t *testing.T) {
 			}
 		}
 	}
-	if seen != 5 {
-		t.Errorf("%d refusal chains, want 5 (denied, protected, private, not allowed, internet off)", seen)
+	if seen != 6 {
+		t.Errorf("%d refusal chains, want 6 (denied, protected, private, not allowed, internet off, quic)", seen)
 	}
 }

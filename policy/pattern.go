@@ -45,6 +45,13 @@
 // goes, do not apply to them (the catch-all answers for a protected
 // address too).
 //
+// A TLS connection to port 443 (Verdicts.TLS) takes the HTTP order with
+// its ClientHello's SNI in the Host's place, before any byte of it is
+// passed on: without a catch-all (nothing reads the stream), a handler's
+// name or virtual address refused (handler_not_https: handlers answer over
+// HTTP), and step 10's refusal named sni_mismatch. Without an SNI the
+// address decides, as for a request without a Host.
+//
 // The order for a DNS query (Verdicts.DNSQuery, before anything goes
 // upstream), then for the answer an upstream gives (Verdicts.DNSAnswer); a
 // query from an address that is no sandbox's is refused before step 1 (the

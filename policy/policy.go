@@ -80,10 +80,15 @@ const (
 	ReasonPrivate    = "private_destination"
 	ReasonMismatch   = "host_mismatch"
 	ReasonUnknown    = "unknown_source"
+	// Port 443 (Verdicts.TLS; QUIC in the kernel rules).
+	ReasonSNIMismatch = "sni_mismatch"      // the address dialled is not one of the SNI's
+	ReasonNoHTTPS     = "handler_not_https" // the SNI names a handler not marked for HTTPS
+	ReasonQUIC        = "quic_refused"      // UDP 443, which would hide the SNI from the daemon
 )
 
 // Reasons lists every reason, for metrics.
-var Reasons = []string{ReasonHandler, ReasonCatchAll, ReasonAllowed, ReasonInternet, ReasonDenied, ReasonNotAllowed, ReasonOff, ReasonProtected, ReasonPrivate, ReasonMismatch, ReasonUnknown}
+var Reasons = []string{ReasonHandler, ReasonCatchAll, ReasonAllowed, ReasonInternet, ReasonDenied, ReasonNotAllowed, ReasonOff, ReasonProtected, ReasonPrivate, ReasonMismatch, ReasonUnknown,
+	ReasonSNIMismatch, ReasonNoHTTPS, ReasonQUIC}
 
 // Decision is the outcome of a policy check and explains itself: what it
 // does, why (a closed set: the metrics label, the deny header), the

@@ -103,10 +103,65 @@ func (v *Verdicts) HTTP(caller Caller, r HTTPRequest) Decision {
 	return d
 }
 
+// TLSHello is what the TLS verdict looks at: a connection to port 443 and
+// the ClientHello it opened with.
+type TLSHello struct {
+	// SNI is the ClientHello's server name as NormalizeHost left it; ""
+	// when it has none (or the connection did not open with a ClientHello).
+	// With ECH it is the outer, public name: the only one the daemon sees.
+	SNI string
+	// Dest is the address and port the sandbox connected to.
+	Dest netip.AddrPort
+	// Virtual is the handler's name when Dest is a handler's virtual
+	// address, else "".
+	Virtual string
+	// HasHandler: a per-host handler is configured for SNI (a built-in
+	// one, or a function of the caller's worker).
+	HasHandler bool
+}
+
+// TLS decides a TLS connection (port 443) from caller by its ClientHello,
+// before a byte of it reaches the destination: the HTTP order, with the
+// SNI in the Host's place, and three differences, since nothing in the
+// daemon reads the stream:
+//
+//   - no catch-all: a connection it would have served is decided by the
+//     lists and the destination as if there were none;
+//   - a handler's name, or its virtual address, is refused with
+//     handler_not_https: its handler answers in the daemon over HTTP, and
+//     the virtual address is no place to pass a stream on to;
+//   - the consistency check's refusal is sni_mismatch: the address
+//     dialled must be the SNI literally, one the daemon's DNS gave for it,
+//     or one the daemon resolves it to (as for a Host).
+//
+// Without an SNI (a client that sends none, or a connection that is not
+// TLS) the address decides, as for a request without a Host: the lists'
+// IP/CIDR entries, internet on or off, the closed destinations and the
+// names DNS gave for the address.
+func (v *Verdicts) TLS(caller Caller, h TLSHello) Decision {
+	d := v.HTTP(caller, HTTPRequest{Host: h.SNI, Dest: h.Dest, Virtual: h.Virtual, HasHandler: h.HasHandler})
+	switch {
+	case d.Result == Handler:
+		name := h.SNI
+		if !h.HasHandler && h.Virtual != "" {
+			name = h.Virtual
+		}
+		return Decision{Result: Deny, Reason: ReasonNoHTTPS, Pattern: d.Pattern,
+			Detail: fmt.Sprintf("%s is served by a handler over HTTP only; its handler is not marked for HTTPS", Sanitize(name))}
+	case d.Reason == ReasonMismatch:
+		d.Reason = ReasonSNIMismatch
+		d.Detail = fmt.Sprintf("destination %s is not an address of %s, the ClientHello's server name", h.Dest.Addr(), Sanitize(h.SNI))
+	}
+	return d
+}
+
 // listDeny adds the detail to a deny of the policy's lists; host is the
 // name it was decided for, as the sandbox sent it (so sanitized).
 func listDeny(d Decision, host string) Decision {
 	h := Sanitize(host)
+	if h == "" {
+		h = "a connection that names no host" // HTTP/1.0 without a Host, TLS without an SNI
+	}
 	switch d.Reason {
 	case ReasonDenied:
 		d.Detail = fmt.Sprintf("%s matches denied_hosts entry %q", h, d.Pattern)

@@ -358,3 +358,80 @@ func TestTheDNSAnswerVerdictTakesItsStepsInTheDocumentedOrder(t *testing.T) {
 		t.Errorf("without a policy: %+v, want unknown_source", s.Decision)
 	}
 }
+
+// Each row is a way a sandbox could try to get a TLS connection past the
+// SNI policy; the HTTP order's own rows above cover the steps TLS shares.
+func TestTheTLSVerdictDecidesByTheSNIAsHTTPDecidesByTheHost(t *testing.T) {
+	internet := Policy{Internet: true}
+	tests := []struct {
+		name        string
+		policy      *Policy
+		sni         string
+		dest        netip.Addr
+		virtual     bool
+		handler     bool
+		wantResult  Result
+		wantReason  string
+		wantPattern string
+		wantDetail  string
+	}{
+		{name: "a source that is not a sandbox is refused",
+			sni: "learned.test", dest: vLearned, wantResult: Deny, wantReason: ReasonUnknown, wantDetail: "the source address is not a sandbox"},
+		{name: "an allowed name at the address DNS gave it passes",
+			policy: &Policy{AllowedHosts: []string{"learned.test"}}, sni: "learned.test", dest: vLearned,
+			wantResult: Forward, wantReason: ReasonAllowed, wantPattern: "learned.test"},
+		{name: "an allowed name sent to another address is sni_mismatch",
+			policy: &Policy{AllowedHosts: []string{"learned.test"}}, sni: "learned.test", dest: vStranger,
+			wantResult: Deny, wantReason: ReasonSNIMismatch, wantDetail: "destination 192.0.2.99 is not an address of learned.test, the ClientHello's server name"},
+		{name: "a name the daemon resolves to the address dialled passes",
+			policy: &internet, sni: "resolved.test", dest: vResolved, wantResult: Forward, wantReason: ReasonInternet},
+		{name: "a denied name is refused at its own address",
+			policy: &Policy{Internet: true, DeniedHosts: []string{"*.evil.test"}}, sni: "x.evil.test", dest: vOutside,
+			wantResult: Deny, wantReason: ReasonDenied, wantPattern: "*.evil.test", wantDetail: `x.evil.test matches denied_hosts entry "*.evil.test"`},
+		{name: "a name off the allowlist is refused",
+			policy: &Policy{Internet: true, AllowedHosts: []string{"github.com"}}, sni: "learned.test", dest: vLearned,
+			wantResult: Deny, wantReason: ReasonNotAllowed, wantDetail: "learned.test is not in allowed_hosts"},
+		{name: "no SNI with internet off is refused by the address policy",
+			policy: &Policy{}, sni: "", dest: vStranger,
+			wantResult: Deny, wantReason: ReasonOff, wantDetail: "internet access is off for this sandbox and a connection that names no host is not allowed"},
+		{name: "no SNI to an address of a denied name is refused for that name",
+			policy: &Policy{Internet: true, DeniedHosts: []string{"*.evil.test"}}, sni: "", dest: vOutside,
+			wantResult: Deny, wantReason: ReasonDenied, wantPattern: "*.evil.test", wantDetail: `destination 192.0.2.10 is an address of x.evil.test, which matches denied_hosts entry "*.evil.test"`},
+		{name: "no SNI to an address an IP/CIDR entry allows passes",
+			policy: &Policy{AllowedHosts: []string{"192.0.2.99"}}, sni: "", dest: vStranger,
+			wantResult: Forward, wantReason: ReasonAllowed, wantPattern: "192.0.2.99"},
+		{name: "an IP-literal SNI of another address is sni_mismatch",
+			policy: &internet, sni: "192.0.2.10", dest: vStranger,
+			wantResult: Deny, wantReason: ReasonSNIMismatch, wantDetail: "destination 192.0.2.99 is not an address of 192.0.2.10, the ClientHello's server name"},
+		{name: "an allowed name that DNS rebinds to the metadata address is refused",
+			policy: &internet, sni: "metadata.test", dest: vMetadata,
+			wantResult: Deny, wantReason: ReasonProtected, wantDetail: "destination 169.254.169.254 is link-local; only an IP/CIDR allowed_hosts entry opens it"},
+		{name: "a handler's name is refused: nothing passes a stream to its virtual address",
+			policy: &internet, sni: "my.kv", dest: vVirtual, virtual: true, handler: true,
+			wantResult: Deny, wantReason: ReasonNoHTTPS, wantDetail: "my.kv is served by a handler over HTTP only; its handler is not marked for HTTPS"},
+		{name: "a handler's virtual address without an SNI is refused for the handler",
+			policy: &internet, sni: "", dest: vVirtual, virtual: true,
+			wantResult: Deny, wantReason: ReasonNoHTTPS, wantDetail: "my.kv is served by a handler over HTTP only; its handler is not marked for HTTPS"},
+		{name: "a denied handler is denied, not merely not HTTPS",
+			policy: &Policy{Internet: true, DeniedHosts: []string{"my.kv"}}, sni: "other.test", dest: vVirtual, virtual: true,
+			wantResult: Deny, wantReason: ReasonDenied, wantPattern: "my.kv", wantDetail: `my.kv matches denied_hosts entry "my.kv"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, _ := newTestVerdicts()
+			caller := Caller{Sandbox: "s"}
+			if tt.policy != nil {
+				caller.Policy = MustCompile(*tt.policy)
+			}
+			h := TLSHello{SNI: tt.sni, Dest: netip.AddrPortFrom(tt.dest, 443), HasHandler: tt.handler}
+			if tt.virtual {
+				h.Virtual = "my.kv"
+			}
+			d := v.TLS(caller, h)
+			want := Decision{Result: tt.wantResult, Reason: tt.wantReason, Pattern: tt.wantPattern, Detail: tt.wantDetail}
+			if d != want {
+				t.Errorf("decision\n %+v, want\n %+v", d, want)
+			}
+		})
+	}
+}
