@@ -9,7 +9,7 @@ import (
 //
 //	interceptd_policy_decisions_total{protocol,result,reason,sandbox}
 //
-// protocol is http or dns; result handler, catch_all, forward or deny;
+// protocol is http, dns or tls; result handler, catch_all, forward or deny;
 // reason one of Reasons.
 type Metrics struct {
 	decisions *prometheus.CounterVec

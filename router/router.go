@@ -238,38 +238,7 @@ func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, pol
 	if !known {
 		caller = policy.Caller{} // no policy: not a sandbox
 	}
-	var prog Program
-	if caller.Worker != "" && rt.cfg.Programs != nil {
-		prog = rt.cfg.Programs(caller.Worker)
-	}
-	var route Route
-	hasHandler := false
-	if prog != nil {
-		route, hasHandler = prog.Match(env.Host, env.Dest)
-	}
-	if !hasHandler {
-		route, hasHandler = rt.cfg.Hosts[env.Host]
-	}
-	vname := rt.cfg.Virtual[env.Dest.Addr()]
-	if vname != "" {
-		// The sandbox dialled a handler's virtual address: that handler
-		// serves it whatever the Host says (an IP literal, or none). The
-		// address names a handler only if this caller has one for it: a
-		// worker's key is no handler for a sandbox without that worker.
-		vroute, ok := Route{}, false
-		if prog != nil {
-			vroute, ok = prog.Match(vname, env.Dest)
-		}
-		if !ok {
-			vroute, ok = rt.cfg.Hosts[vname]
-		}
-		switch {
-		case !ok:
-			vname = ""
-		case !hasHandler:
-			route = vroute
-		}
-	}
+	prog, route, hasHandler, vname := rt.handlerFor(caller, env.Host, env.Dest)
 	catchAll := rt.cfg.CatchAll
 	if prog != nil {
 		if out, ok := prog.Outbound(); ok {
@@ -293,6 +262,71 @@ func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, pol
 		return Route{Name: LabelForward, Handler: rt.cfg.Fallback}, d
 	}
 	return Route{Name: LabelDeny}, d
+}
+
+// handlerFor finds what would serve host at dest for caller: the caller's
+// worker (prog, nil without one), the per-host route (a function of that
+// worker, else a built-in handler) and whether there is one, and the name
+// of the handler whose virtual address dest is ("" when it is none of this
+// caller's handlers).
+func (rt *Router) handlerFor(caller policy.Caller, host string, dest netip.AddrPort) (prog Program, route Route, hasHandler bool, vname string) {
+	if caller.Worker != "" && rt.cfg.Programs != nil {
+		prog = rt.cfg.Programs(caller.Worker)
+	}
+	if prog != nil {
+		route, hasHandler = prog.Match(host, dest)
+	}
+	if !hasHandler {
+		route, hasHandler = rt.cfg.Hosts[host]
+	}
+	vname = rt.cfg.Virtual[dest.Addr()]
+	if vname != "" {
+		// The sandbox dialled a handler's virtual address: that handler
+		// serves it whatever the Host says (an IP literal, or none). The
+		// address names a handler only if this caller has one for it: a
+		// worker's key is no handler for a sandbox without that worker.
+		vroute, ok := Route{}, false
+		if prog != nil {
+			vroute, ok = prog.Match(vname, dest)
+		}
+		if !ok {
+			vroute, ok = rt.cfg.Hosts[vname]
+		}
+		switch {
+		case !ok:
+			vname = ""
+		case !hasHandler:
+			route = vroute
+		}
+	}
+	return prog, route, hasHandler, vname
+}
+
+// TLSVerdict is the decision on one TLS connection, with what its record
+// names.
+type TLSVerdict struct {
+	policy.Decision
+	// Sandbox is the caller's name, "" when the source is no sandbox's.
+	Sandbox string
+	// RequestID names the connection in the decision record, as a request
+	// id names a request.
+	RequestID string
+}
+
+// DecideTLS decides a TLS connection from src to dst by its ClientHello's
+// server name (policy.Verdicts.TLS, with the handlers the caller has) and
+// counts the decision (protocol tls). The TLS front acts on it and writes
+// the record.
+func (rt *Router) DecideTLS(src, dst netip.AddrPort, sni string) TLSVerdict {
+	caller, known := rt.cfg.Identify(src.Addr())
+	if !known {
+		caller = policy.Caller{}
+	}
+	sni = policy.NormalizeHost(sni)
+	_, _, hasHandler, vname := rt.handlerFor(caller, sni, dst)
+	d := rt.cfg.Verdicts.TLS(caller, policy.TLSHello{SNI: sni, Dest: dst, Virtual: vname, HasHandler: hasHandler})
+	rt.cfg.Decisions.Observe("tls", caller.Sandbox, d)
+	return TLSVerdict{Decision: d, Sandbox: caller.Sandbox, RequestID: requestIDOf(requestIDSeq.Add(1))}
 }
 
 // deny writes the deny response for a policy decision.

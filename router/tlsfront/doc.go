@@ -1,0 +1,14 @@
+// Package tlsfront is the daemon's port-443 front. TPROXY hands it every
+// TCP connection a sandbox opens to port 443; for each, it reads the
+// ClientHello without terminating TLS (router/tlspeek), asks for a verdict
+// on the server name it names (Decider: router.(*Router).DecideTLS, which
+// applies policy.Verdicts.TLS), and then either refuses the connection at
+// once with a TCP reset, or dials the address the sandbox dialled and
+// splices the two, the hello and every byte after it unchanged, so that
+// the client's certificate validation is untouched. After the hello it does
+// no per-byte work: the copies are io.Copy between TCP sockets, which the
+// kernel does with splice.
+//
+// It imports the router for the verdict's type only; the router knows
+// nothing of it.
+package tlsfront

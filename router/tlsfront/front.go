@@ -1,0 +1,297 @@
+package tlsfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/tlspeek"
+)
+
+// Decider decides a connection by its server name ("" for none).
+type Decider interface {
+	DecideTLS(src, dst netip.AddrPort, sni string) router.TLSVerdict
+}
+
+// Outcomes of a connection (the outcome label of the connections metric,
+// the record's outcome).
+const (
+	OutcomePassthrough    = "passthrough"     // spliced to the destination
+	OutcomeRefused        = "refused"         // the verdict denied it: reset
+	OutcomeHelloFailed    = "hello_failed"    // no ClientHello in time, or the client went away first
+	OutcomeUpstreamFailed = "upstream_failed" // the destination could not be dialled: reset
+)
+
+// Kinds of ClientHello (the kind label of the hellos metric).
+const (
+	HelloSNI       = "sni"       // a server name
+	HelloNoSNI     = "no_sni"    // TLS without a server name
+	HelloECH       = "ech"       // Encrypted Client Hello: the outer name is what is decided
+	HelloNotTLS    = "not_tls"   // not a TLS handshake: decided by the address
+	HelloMalformed = "malformed" // a hello that does not parse: decided by the address
+	HelloTooLarge  = "too_large" // over tlspeek.MaxHelloSize: decided by the address
+	HelloTimeout   = "timeout"   // not all of it within HelloTimeout
+	HelloGone      = "gone"      // the client closed or reset before it was whole
+)
+
+// Server is the port-443 front.
+type Server struct {
+	// Decide gives each connection its verdict.
+	Decide Decider
+	// Dial dials the destination of a connection that passes; nil: a
+	// net.Dialer with DialTimeout and TCP keepalives.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// HelloTimeout bounds the wait for the whole ClientHello (default
+	// 10 s); DialTimeout the dial (default 10 s).
+	HelloTimeout time.Duration
+	DialTimeout  time.Duration
+	Metrics      *Metrics
+	Logger       *slog.Logger
+
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[net.Conn]struct{}
+	closing atomic.Bool
+	wg      sync.WaitGroup
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+// Serve accepts connections from ln (a transparent listener: a
+// connection's local address is the destination the sandbox dialled) until
+// Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return nil
+	}
+	s.ln = ln
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logger().Warn("accepting intercepted tls connection", "error", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("serving intercepted tls: %w", err)
+		}
+		delay = 0
+		if !s.track(c) {
+			c.Close()
+			return nil
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			s.serve(c)
+		}()
+	}
+}
+
+// Close stops accepting and cuts every connection, passed-through ones
+// included (their clients see a reset or an EOF and may reconnect to the
+// next daemon), and waits for their goroutines.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// addrs are a transparent connection's source and original destination.
+func addrs(c net.Conn) (src, dst netip.AddrPort) {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		src = a.AddrPort()
+	}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		dst = a.AddrPort()
+	}
+	return netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+}
+
+// serve decides and then refuses or splices one connection.
+func (s *Server) serve(c net.Conn) {
+	start := time.Now()
+	s.Metrics.open(1)
+	defer s.Metrics.open(-1)
+	src, dst := addrs(c)
+	timeout := s.HelloTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	hello, rc, err := tlspeek.Peek(c, timeout)
+	kind := helloKind(hello, err)
+	s.Metrics.hello(kind, time.Since(start))
+	if kind == HelloTimeout || kind == HelloGone {
+		// Nothing to decide on, and no one to tell.
+		s.Metrics.connection(OutcomeHelloFailed)
+		s.logger().Debug("tls connection without a whole ClientHello", "sandbox_addr", src.Addr().String(), "dest", dst.String(), "error", err)
+		reset(c)
+		return
+	}
+	v := s.Decide.DecideTLS(src, dst, hello.ServerName)
+	rec := []any{"request_id", v.RequestID, "sandbox", v.Sandbox, "sni", policy.Sanitize(hello.ServerName), "dest", dst.String(),
+		"hello", kind, "decision", string(v.Result), "reason", v.Reason}
+	if !v.Allowed() {
+		// A reset, not an alert: the front speaks no TLS of its own, and a
+		// reset fails every client at once (curl: "Connection reset by
+		// peer"); the record says why.
+		reset(c)
+		s.Metrics.connection(OutcomeRefused)
+		s.logger().Info("tls", append(rec, "outcome", OutcomeRefused, "detail", v.Detail,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+		return
+	}
+	up, err := s.dial(dst)
+	if err != nil {
+		reset(c)
+		s.Metrics.connection(OutcomeUpstreamFailed)
+		s.logger().Info("tls", append(rec, "outcome", OutcomeUpstreamFailed, "error", err.Error(),
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+		return
+	}
+	s.mu.Lock()
+	s.conns[up] = struct{}{}
+	s.mu.Unlock()
+	defer s.untrack(up)
+	s.Metrics.connection(OutcomePassthrough)
+	in, out := splice(rc, c, up, s.Metrics)
+	s.logger().Info("tls", append(rec, "outcome", OutcomePassthrough, "bytes_in", in, "bytes_out", out,
+		"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+}
+
+func (s *Server) dial(dst netip.AddrPort) (net.Conn, error) {
+	timeout := s.DialTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if s.Dial != nil {
+		return s.Dial(ctx, "tcp", dst.String())
+	}
+	d := net.Dialer{KeepAlive: 30 * time.Second}
+	return d.DialContext(ctx, "tcp", dst.String())
+}
+
+// helloKind names what Peek found.
+func helloKind(h tlspeek.Hello, err error) string {
+	switch {
+	case err == nil && h.ECH:
+		return HelloECH
+	case err == nil && h.ServerName != "":
+		return HelloSNI
+	case err == nil:
+		return HelloNoSNI
+	case errors.Is(err, tlspeek.ErrNotTLS):
+		return HelloNotTLS
+	case errors.Is(err, tlspeek.ErrMalformed):
+		return HelloMalformed
+	case errors.Is(err, tlspeek.ErrTooLarge):
+		return HelloTooLarge
+	case errors.Is(err, tlspeek.ErrTimeout):
+		return HelloTimeout
+	}
+	return HelloGone
+}
+
+// reset closes c with a TCP reset (no lingering FIN handshake): the client
+// fails at once instead of reading an orderly end.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// splice copies both ways until both sides are done: client (read through
+// rc, which replays the hello first) to up, and up to client. When one side
+// finishes sending, the other's write side is half-closed so that the end
+// passes through; an error on either cuts both. in is what the client sent,
+// out what it got.
+func splice(rc, client, up net.Conn, m *Metrics) (in, out int64) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n, err := io.Copy(up, rc)
+		in = n
+		m.bytes("in", n)
+		if err != nil {
+			up.Close()
+			client.Close()
+			return
+		}
+		closeWrite(up)
+	}()
+	n, err := io.Copy(client, up)
+	out = n
+	m.bytes("out", n)
+	if err != nil {
+		up.Close()
+		client.Close()
+	} else {
+		closeWrite(client)
+	}
+	wg.Wait()
+	client.Close()
+	up.Close()
+	return in, out
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}

@@ -1,0 +1,77 @@
+package tlsfront
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics count the port-443 front's connections.
+//
+//	interceptd_tls_connections_total{outcome}     passthrough, refused, hello_failed, upstream_failed
+//	interceptd_tls_hellos_total{kind}             sni, no_sni, ech, not_tls, malformed, too_large, timeout, gone
+//	interceptd_tls_hello_seconds                  from accept to the whole ClientHello (or the failure)
+//	interceptd_tls_spliced_bytes_total{direction} in (from sandboxes), out (to them)
+//	interceptd_tls_open_connections
+//
+// Why a connection was refused is the policy's metric
+// (interceptd_policy_decisions_total{protocol="tls"}).
+type Metrics struct {
+	connections *prometheus.CounterVec
+	hellos      *prometheus.CounterVec
+	helloTime   prometheus.Histogram
+	spliced     *prometheus.CounterVec
+	openConns   prometheus.Gauge
+}
+
+// NewMetrics registers the front's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "tls", Name: "connections_total",
+			Help: "Intercepted TLS connections (port 443) by outcome: passthrough, refused, hello_failed, upstream_failed."}, []string{"outcome"}),
+		hellos: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "tls", Name: "hellos_total",
+			Help: "ClientHellos read by what they held: sni, no_sni, ech, not_tls, malformed, too_large, timeout, gone."}, []string{"kind"}),
+		helloTime: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "interceptd", Subsystem: "tls", Name: "hello_seconds",
+			Help:    "Time from accepting a connection to having its whole ClientHello (or giving up).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1, 5, 10}}),
+		spliced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "tls", Name: "spliced_bytes_total",
+			Help: "Bytes passed through, in (from sandboxes) and out (to them), counted when a connection ends."}, []string{"direction"}),
+		openConns: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "interceptd", Subsystem: "tls", Name: "open_connections",
+			Help: "Intercepted TLS connections open now."}),
+	}
+	reg.MustRegister(m.connections, m.hellos, m.helloTime, m.spliced, m.openConns)
+	for _, o := range []string{OutcomePassthrough, OutcomeRefused, OutcomeHelloFailed, OutcomeUpstreamFailed} {
+		m.connections.WithLabelValues(o)
+	}
+	for _, k := range []string{HelloSNI, HelloNoSNI, HelloECH, HelloNotTLS, HelloMalformed, HelloTooLarge, HelloTimeout, HelloGone} {
+		m.hellos.WithLabelValues(k)
+	}
+	m.spliced.WithLabelValues("in")
+	m.spliced.WithLabelValues("out")
+	return m
+}
+
+func (m *Metrics) connection(outcome string) {
+	if m != nil {
+		m.connections.WithLabelValues(outcome).Inc()
+	}
+}
+
+func (m *Metrics) hello(kind string, d time.Duration) {
+	if m != nil {
+		m.hellos.WithLabelValues(kind).Inc()
+		m.helloTime.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) bytes(direction string, n int64) {
+	if m != nil {
+		m.spliced.WithLabelValues(direction).Add(float64(n))
+	}
+}
+
+func (m *Metrics) open(delta float64) {
+	if m != nil {
+		m.openConns.Add(delta)
+	}
+}
