@@ -157,6 +157,11 @@ type Listen struct {
 	// HTTP is the transparent (TPROXY) listener for intercepted port-80 traffic.
 	// It must be a loopback address: TPROXY delivers to it, nobody else should.
 	HTTP string `yaml:"http"`
+	// HTTPS is the transparent listener for intercepted port-443 traffic
+	// (the TLS front: SNI policy, passthrough), on the same loopback address
+	// as HTTP. Empty: port 443 is not intercepted and is routed like any
+	// other port, QUIC included.
+	HTTPS string `yaml:"https"`
 	// DNSPort is the port, on all addresses, that captured DNS is redirected to.
 	// Queries from anything that is not a sandbox are refused.
 	DNSPort int `yaml:"dns_port"`
@@ -486,6 +491,15 @@ func (c *Config) Validate() error {
 		bad("listen.http", "%q is not an ip:port (%v)", c.Listen.HTTP, err)
 	} else if !ap.Addr().IsLoopback() || !ap.Addr().Is4() {
 		bad("listen.http", "%q must be an IPv4 loopback address: only TPROXY should reach it", c.Listen.HTTP)
+	}
+	if c.Listen.HTTPS != "" {
+		if ap, err := netip.ParseAddrPort(c.Listen.HTTPS); err != nil {
+			bad("listen.https", "%q is not an ip:port (%v)", c.Listen.HTTPS, err)
+		} else if hp, err := netip.ParseAddrPort(c.Listen.HTTP); err == nil && ap.Addr() != hp.Addr() {
+			bad("listen.https", "%q must be on listen.http's address (%s): one local route takes both", c.Listen.HTTPS, hp.Addr())
+		} else if err == nil && ap.Port() == hp.Port() {
+			bad("listen.https", "%q is listen.http's port too: they need one each", c.Listen.HTTPS)
+		}
 	}
 	if c.Listen.MaxConnectionsPerSandbox < 0 {
 		bad("listen.max_connections_per_sandbox", "must not be negative")

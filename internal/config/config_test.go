@@ -113,6 +113,8 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"duplicate-host.yaml", []string{"field handlers[1].host", "twice"}},
 		{"pool-overlaps-virtual.yaml", []string{"field sandbox.pool", "overlaps"}},
 		{"http-not-loopback.yaml", []string{"field listen.http", "loopback"}},
+		{"https-other-address.yaml", []string{"field listen.https", "listen.http's address"}},
+		{"https-same-port.yaml", []string{"field listen.https", "listen.http's port"}},
 		{"handler-unknown-field.yaml", []string{"line 6", "secret"}},
 		{"duplicate-key.yaml", []string{"line 3", "data_dir", "already defined"}},
 		{"state-shared.yaml", []string{"field handlers[0].scope", "always per sandbox"}},

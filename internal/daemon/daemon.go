@@ -19,6 +19,7 @@ import (
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/internal/buildinfo"
 	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/internal/connlimit"
 	"github.com/interceptd/interceptd/internal/kinds"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
@@ -27,6 +28,7 @@ import (
 	"github.com/interceptd/interceptd/router/forward"
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/httpserve"
+	"github.com/interceptd/interceptd/router/tlsfront"
 	"github.com/interceptd/interceptd/router/worker"
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
@@ -47,6 +49,14 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 	if err != nil {
 		return netns.Config{}, fmt.Errorf("listen.http: %w", err)
 	}
+	httpsPort := 0
+	if cfg.Listen.HTTPS != "" {
+		ap, err := netip.ParseAddrPort(cfg.Listen.HTTPS)
+		if err != nil {
+			return netns.Config{}, fmt.Errorf("listen.https: %w", err)
+		}
+		httpsPort = int(ap.Port())
+	}
 	dests, err := Destinations(cfg)
 	if err != nil {
 		return netns.Config{}, err
@@ -60,9 +70,10 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 		Rules: netns.RuleParams{
 			InterfacePrefix: cfg.Sandbox.InterfacePrefix,
 			HTTPListenIP:    httpAP.Addr().String(), HTTPListenPort: int(httpAP.Port()),
-			DNSPort: cfg.Listen.DNSPort,
-			DNSQPS:  cfg.DNS.MaxQPSPerSandbox,
-			Pool:    pool.String(),
+			HTTPSListenPort: httpsPort,
+			DNSPort:         cfg.Listen.DNSPort,
+			DNSQPS:          cfg.DNS.MaxQPSPerSandbox,
+			Pool:            pool.String(),
 			// The same destinations the router and the DNS shim protect.
 			Protected: protected,
 		},
@@ -130,6 +141,7 @@ type Daemon struct {
 	shim    *dnsshim.Shim
 	router  *router.Router
 	server  *httpserve.Server
+	tls     *tlsfront.Server
 	workers *workerSet
 	metrics *metrics.Server
 	admin   *admin.Server
@@ -320,6 +332,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	ln = httpserve.LimitPerSource(ln, cfg.Listen.MaxConnectionsPerSandbox, hm)
 	go func() { d.errc <- d.server.Serve(ln) }()
+	if cfg.Listen.HTTPS != "" {
+		// The port-443 front: SNI policy, then a splice or a reset.
+		tm := tlsfront.NewMetrics(reg)
+		d.tls = &tlsfront.Server{Decide: d.router, Metrics: tm, Logger: log}
+		tln, err := httpserve.ListenTransparent(ctx, cfg.Listen.HTTPS)
+		if err != nil {
+			return d, err
+		}
+		tln = connlimit.PerSource(tln, cfg.Listen.MaxConnectionsPerSandbox, tm.Limited)
+		go func() { d.errc <- d.tls.Serve(tln) }()
+	}
 
 	// What `interceptd status` reports, from the components just built.
 	d.counts = counts{
@@ -446,6 +469,9 @@ func (d *Daemon) close(ctx context.Context) error {
 	}
 	if d.server != nil {
 		errs = append(errs, d.server.Shutdown(ctx))
+	}
+	if d.tls != nil {
+		errs = append(errs, d.tls.Close())
 	}
 	if d.dns != nil {
 		errs = append(errs, d.dns.Shutdown(ctx))

@@ -30,6 +30,7 @@ const (
 	OutcomeRefused        = "refused"         // the verdict denied it: reset
 	OutcomeHelloFailed    = "hello_failed"    // no ClientHello in time, or the client went away first
 	OutcomeUpstreamFailed = "upstream_failed" // the destination could not be dialled: reset
+	OutcomeLimited        = "limited"         // over the sandbox's connection cap, reset at accept
 )
 
 // Kinds of ClientHello (the kind label of the hellos metric).

@@ -8,7 +8,7 @@ import (
 
 // Metrics count the port-443 front's connections.
 //
-//	interceptd_tls_connections_total{outcome}     passthrough, refused, hello_failed, upstream_failed
+//	interceptd_tls_connections_total{outcome}     passthrough, refused, hello_failed, upstream_failed, limited
 //	interceptd_tls_hellos_total{kind}             sni, no_sni, ech, not_tls, malformed, too_large, timeout, gone
 //	interceptd_tls_hello_seconds                  from accept to the whole ClientHello (or the failure)
 //	interceptd_tls_spliced_bytes_total{direction} in (from sandboxes), out (to them)
@@ -28,7 +28,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		connections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "tls", Name: "connections_total",
-			Help: "Intercepted TLS connections (port 443) by outcome: passthrough, refused, hello_failed, upstream_failed."}, []string{"outcome"}),
+			Help: "Intercepted TLS connections (port 443) by outcome: passthrough, refused, hello_failed, upstream_failed, limited."}, []string{"outcome"}),
 		hellos: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "tls", Name: "hellos_total",
 			Help: "ClientHellos read by what they held: sni, no_sni, ech, not_tls, malformed, too_large, timeout, gone."}, []string{"kind"}),
 		helloTime: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "interceptd", Subsystem: "tls", Name: "hello_seconds",
@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Intercepted TLS connections open now."}),
 	}
 	reg.MustRegister(m.connections, m.hellos, m.helloTime, m.spliced, m.openConns)
-	for _, o := range []string{OutcomePassthrough, OutcomeRefused, OutcomeHelloFailed, OutcomeUpstreamFailed} {
+	for _, o := range []string{OutcomePassthrough, OutcomeRefused, OutcomeHelloFailed, OutcomeUpstreamFailed, OutcomeLimited} {
 		m.connections.WithLabelValues(o)
 	}
 	for _, k := range []string{HelloSNI, HelloNoSNI, HelloECH, HelloNotTLS, HelloMalformed, HelloTooLarge, HelloTimeout, HelloGone} {
@@ -50,6 +50,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.spliced.WithLabelValues("out")
 	return m
 }
+
+// Limited counts a connection refused at accept for its sandbox's
+// connection cap (outcome limited); for connlimit.PerSource.
+func (m *Metrics) Limited() { m.connection(OutcomeLimited) }
 
 func (m *Metrics) connection(outcome string) {
 	if m != nil {

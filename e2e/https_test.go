@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// httpsUpstreams serves HTTPS on :443 of both upstream addresses with a
+// certificate of the test's own CA for the test's names, and returns the
+// CA's file (what clients in sandboxes trust) and how many requests came.
+func (e *Env) httpsUpstreams(t *testing.T) (caFile string, reached *atomic.Int32) {
+	t.Helper()
+	cert, caFile := testCA(t, "api.test", "example.test", "other.test")
+	reached = &atomic.Int32{}
+	for _, a := range []string{upstreamIP + ":443", otherIP + ":443"} {
+		ln := e.ListenIn("/run/netns/"+e.UpNS, a)
+		srv := &http.Server{
+			TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				reached.Add(1)
+				fmt.Fprintf(w, "tls upstream %s: %s %s %s", a, r.Proto, r.TLS.ServerName, r.URL.Path)
+			}),
+		}
+		go srv.ServeTLS(ln, "", "")
+		t.Cleanup(func() { srv.Close() })
+	}
+	return caFile, reached
+}
+
+// tlsRecord finds the daemon's tls decision record for sandbox with reason.
+func tlsRecord(log, sandbox, reason string) string {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "msg=tls ") && strings.Contains(l, "sandbox="+sandbox+" ") && strings.Contains(l, "reason="+reason) {
+			return l
+		}
+	}
+	return ""
+}
+
+func TestPort443IsDecidedByTheSNIAndPassedThroughUntouched(t *testing.T) {
+	e := NewEnv(t, Options{})
+	caFile, reached := e.httpsUpstreams(t)
+	sb := e.CreateWith("agent", "--internet", "off", "--allow", "api.test")
+
+	// An allowed name passes; the client validates the upstream's own
+	// certificate (the daemon holds no key for it), HTTP/2 and HTTP/1.1.
+	for _, proto := range []string{"--http2", "--http1.1"} {
+		out := e.MustIn(sb, "curl", "-sS", "-m", "5", proto, "--cacert", caFile, "https://api.test/p")
+		want := "tls upstream " + upstreamIP + ":443: HTTP/2.0 api.test /p"
+		if proto == "--http1.1" {
+			want = "tls upstream " + upstreamIP + ":443: HTTP/1.1 api.test /p"
+		}
+		if out != want {
+			t.Errorf("curl %s: %q, want %q", proto, out, want)
+		}
+	}
+	// Python's urllib, with the system's TLS stack and its own SNI.
+	py := `import ssl, urllib.request
+ctx = ssl.create_default_context(cafile="` + caFile + `")
+print(urllib.request.urlopen("https://api.test/py", context=ctx, timeout=5).read().decode())`
+	if out := strings.TrimSpace(e.MustIn(sb, "python3", "-c", py)); out != "tls upstream "+upstreamIP+":443: HTTP/1.1 api.test /py" {
+		t.Errorf("python urllib: %q", out)
+	}
+	if rec := tlsRecord(e.Log(), "agent", "allowed"); !strings.Contains(rec, "sni=api.test") || !strings.Contains(rec, "outcome=passthrough") {
+		t.Errorf("no passthrough record naming the SNI:\n%s", e.Log())
+	}
+
+	before := reached.Load()
+	tests := []struct {
+		name   string
+		args   []string
+		reason string
+	}{
+		// The daemon's DNS will not answer for example.test; the sandbox
+		// hard-codes its address (the allowed name's own): the hello's
+		// name is refused, never reaching the upstream.
+		{"a name off the allowlist at a hard-coded address", []string{"--cacert", caFile, "--resolve", "example.test:443:" + upstreamIP, "https://example.test/"}, "not_allowed"},
+		// An allowed name sent to an address that is not its own.
+		{"an allowed name at another address", []string{"--cacert", caFile, "--resolve", "api.test:443:" + otherIP, "https://api.test/"}, "sni_mismatch"},
+		// An IP literal sends no SNI: the address decides, and the
+		// allowlist opens no address.
+		{"no SNI to the allowed name's own address", []string{"-k", "https://" + upstreamIP + "/"}, "not_allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.curlTimed(sb, append([]string{"-m", "5"}, tt.args...)...)
+			// 35: the handshake failed (reset); 56: a receive failure
+			// (reset); never 28, a timeout.
+			if r.Exit != 35 && r.Exit != 56 || r.Took > atOnce {
+				t.Errorf("curl exit %d after %v, want a reset at once:\n%s", r.Exit, r.Took, r.Out)
+			}
+		})
+		if rec := tlsRecord(e.Log(), "agent", tt.reason); !strings.Contains(rec, "outcome=refused") || !strings.Contains(rec, "request_id=") {
+			t.Errorf("%s: no refusal record with reason %s:\n%s", tt.name, tt.reason, e.Log())
+		}
+	}
+	if n := reached.Load(); n != before {
+		t.Errorf("refused connections reached the upstream %d times", n-before)
+	}
+	// openssl s_client naming a name the policy denies, at the allowed
+	// name's address: the SNI decides, not the address.
+	refusedBefore := strings.Count(e.Log(), "sni=example.test dest="+upstreamIP+":443 hello=sni decision=deny reason=not_allowed outcome=refused")
+	out, code := e.In(sb, "openssl", "s_client", "-connect", upstreamIP+":443", "-servername", "example.test")
+	if code == 0 || strings.Contains(out, "BEGIN CERTIFICATE") || strings.Contains(out, "Server certificate") {
+		t.Errorf("openssl s_client with a denied SNI got a handshake (exit %d):\n%s", code, out)
+	}
+	if n := strings.Count(e.Log(), "sni=example.test dest="+upstreamIP+":443 hello=sni decision=deny reason=not_allowed outcome=refused"); n != refusedBefore+1 {
+		t.Errorf("openssl's connection has no refusal record (%d, %d before):\n%s\n%s", n, refusedBefore, out, e.Log())
+	}
+
+	// Internet on: no SNI to a plain address passes (the address policy).
+	open := e.CreateWith("open")
+	if out := e.MustIn(open, "curl", "-sS", "-m", "5", "-k", "https://"+upstreamIP+"/raw"); out != "tls upstream "+upstreamIP+":443: HTTP/2.0  /raw" {
+		t.Errorf("no SNI, internet on: %q", out)
+	}
+
+	m := e.Scrape()
+	for series, min := range map[string]float64{
+		`interceptd_tls_connections_total{outcome="passthrough"}`: 4,
+		`interceptd_tls_connections_total{outcome="refused"}`:     4,
+		`interceptd_tls_hellos_total{kind="no_sni"}`:              2,
+		`interceptd_policy_decisions_total{protocol="tls",reason="sni_mismatch",result="deny",sandbox="agent"}`: 1,
+	} {
+		if v, ok := sample(m, series); !ok || v < min {
+			t.Errorf("%s = %v (present %v), want at least %v", series, v, ok, min)
+		}
+	}
+}
+
+func TestAHandlersNameOnPort443IsRefusedUntilItIsMarkedForHTTPS(t *testing.T) {
+	e := NewEnv(t, Options{})
+	sb := e.Create("web")
+	r := e.curlTimed(sb, "-m", "5", "-k", "https://my.kv/k")
+	if r.Exit != 35 && r.Exit != 56 || r.Took > atOnce {
+		t.Errorf("https to a handler: curl exit %d after %v:\n%s", r.Exit, r.Took, r.Out)
+	}
+	if rec := tlsRecord(e.Log(), "web", "handler_not_https"); !strings.Contains(rec, "sni=my.kv") {
+		t.Errorf("no handler_not_https record:\n%s", e.Log())
+	}
+}
+
+func TestQUICIsRefusedAtOnceUnlessAnAddressEntryOpensIt(t *testing.T) {
+	e := NewEnv(t, Options{})
+	var got atomic.Int32
+	for _, a := range []string{upstreamIP + ":443", otherIP + ":443"} {
+		var pc net.PacketConn
+		if err := inNetns("/run/netns/"+e.UpNS, func() (err error) { pc, err = net.ListenPacket("udp4", a); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() {
+			b := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(b)
+				if err != nil {
+					return
+				}
+				got.Add(1)
+				pc.WriteTo(b[:n], from)
+			}
+		}()
+	}
+	sb := e.Create("quic")
+	opened := e.CreateWith("opened", "--allow", otherIP+"/32")
+	// A connected UDP socket sees the ICMP refusal as an error on its next
+	// receive: at once, not after the timeout.
+	probe := func(addr string) string {
+		return `import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("` + addr + `", 443))
+start = time.time()
+try:
+    s.send(b"\xc0quic-initial")
+    s.recv(2048)
+    print("answered")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print("refused %.1f" % (time.time() - start))`
+	}
+	if out := strings.TrimSpace(e.MustIn(sb, "python3", "-c", probe(upstreamIP))); !strings.HasPrefix(out, "refused 0.") && !strings.HasPrefix(out, "refused 1.") {
+		t.Errorf("QUIC from a sandbox: %q, want refused at once", out)
+	}
+	if n := got.Load(); n != 0 {
+		t.Errorf("the upstream got %d QUIC datagrams", n)
+	}
+	if out := strings.TrimSpace(e.MustIn(opened, "python3", "-c", probe(otherIP))); out != "answered" {
+		t.Errorf("QUIC to an address an IP/CIDR entry opens: %q", out)
+	}
+	// The kernel hands logged packets over in batches, a second apart at
+	// most: wait for the record.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(e.Log(), "reason=quic_refused") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rec := e.Log(); !strings.Contains(rec, `msg="refused flow" sandbox=quic proto=udp dest=`+upstreamIP+`:443 decision=deny reason=quic_refused`) {
+		t.Errorf("the refusal was not logged:\n%s", e.Log())
+	}
+}
+
+func TestWhileTheDaemonIsDownPort443IsResetAtOnceAndWorksAgainAfter(t *testing.T) {
+	e := NewEnv(t, Options{})
+	caFile, _ := e.httpsUpstreams(t)
+	sb := e.Create("web")
+	url := "https://api.test/"
+	e.MustIn(sb, "curl", "-sS", "-m", "5", "--cacert", caFile, url)
+	rules := ruleCount(t, e)
+	e.Stop()
+	// No DNS while the daemon is down: the name is given to curl.
+	r := e.curlTimed(sb, "-m", "5", "--cacert", caFile, "--resolve", "api.test:443:"+upstreamIP, url)
+	if r.Exit != 7 || r.Took > atOnce {
+		t.Errorf("https while the daemon was down: curl exit %d after %v, want 7 (reset) at once:\n%s", r.Exit, r.Took, r.Out)
+	}
+	e.Start()
+	if out := e.MustIn(sb, "curl", "-sS", "-m", "5", "--cacert", caFile, url); !strings.HasPrefix(out, "tls upstream") {
+		t.Errorf("after the restart: %q", out)
+	}
+	if got := ruleCount(t, e); got != rules {
+		t.Errorf("%d rules after the restart, %d before", got, rules)
+	}
+}
