@@ -122,9 +122,9 @@ print(urllib.request.urlopen("https://api.test/py", context=ctx, timeout=5).read
 
 	m := e.Scrape()
 	for series, min := range map[string]float64{
-		`interceptd_tls_connections_total{outcome="passthrough"}`: 4,
-		`interceptd_tls_connections_total{outcome="refused"}`:     4,
-		`interceptd_tls_hellos_total{kind="no_sni"}`:              2,
+		`interceptd_tls_connections_total{outcome="passthrough"}`:                                               4,
+		`interceptd_tls_connections_total{outcome="refused"}`:                                                   4,
+		`interceptd_tls_hellos_total{kind="no_sni"}`:                                                            2,
 		`interceptd_policy_decisions_total{protocol="tls",reason="sni_mismatch",result="deny",sandbox="agent"}`: 1,
 	} {
 		if v, ok := sample(m, series); !ok || v < min {
