@@ -181,6 +181,7 @@ func (b *bench) setup() {
 	})}
 	go srv.Serve(ln)
 	b.defer_(func() { srv.Close() })
+	b.startHTTPSUpstream()
 
 	// dnsmasq: the daemon's upstream (in the upstream namespace), and one
 	// hop from the direct client (in the host namespace) as a reference
@@ -552,6 +553,11 @@ func main() {
 		// worker's function (each from its own sandbox, whose worker it is).
 		{"worker KV GET (env.KV.get, hot key)", b.wkvNS, "http://wkv.bench/hot", dpid, nil},
 		{"worker passthrough (outbound: fetch(request))", b.wpassNS, "http://192.0.2.2/", dpid, nil},
+		// Issue 20: a new TLS connection per request (the upstream closes
+		// each), directly and through the TLS front (SNI decided, then
+		// spliced), so req/s is TLS connections per second.
+		{"HTTPS new connections, direct (routed)", b.cliNS, "https://192.0.2.2/", dpid, []string{"-H", "Connection: close"}},
+		{"HTTPS new connections, passthrough (SNI)", sbNS, "https://example.bench/", dpid, []string{"-H", "Connection: close"}},
 	}
 	if b.haproxy != nil {
 		http = append(http, path{"passthrough by HAProxy (reference)", b.hapNS, "http://192.0.2.2/", b.haproxy.Process.Pid, nil})
@@ -692,15 +698,20 @@ func main() {
 	perRound("passthrough / HAProxy", "passthrough (forward)", "passthrough by HAProxy")
 	perRound("worker KV GET / KV GET (target ≥ 0.5)", "worker KV GET", "KV GET")
 	perRound("worker passthrough / passthrough (target ≥ 0.5)", "worker passthrough", "passthrough (forward)")
+	perRound("HTTPS passthrough / direct, new connections (target ≥ 0.9)", "HTTPS new connections, passthrough", "HTTPS new connections, direct")
 	if *paths == "" {
 		ratioRow("DNS handler name / dnsmasq", dnsRows[0].ratios)
 	}
 	tw.Flush()
 	if *paths != "" {
+		if find("HTTPS") != nil {
+			b.httpsBulk() // the other half of the HTTPS figures
+		}
 		return
 	}
 
 	b.dropDNSSandbox()
+	b.httpsBulk()
 	b.bigBlob()
 	// Sandbox records are durable writes: let the large blob's writeback
 	// finish first, or the churn figure measures the disk's backlog.

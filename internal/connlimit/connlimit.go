@@ -91,6 +91,12 @@ type conn struct {
 	release func()
 }
 
+// NetConn returns the connection counted, as tls.Conn's NetConn does: for
+// io.Copy between two TCP sockets, which splices only when it sees them
+// (the TLS front's passthrough). Close this conn, not that one, to free the
+// place.
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite half-closes, for a graceful close (the router's lingerClose).
 func (c *conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

@@ -166,19 +166,27 @@ func (s *Server) serve(c net.Conn) {
 	start := time.Now()
 	s.Metrics.open(1)
 	defer s.Metrics.open(-1)
-	src, dst := addrs(c)
+	// The socket itself, under what wraps it for accounting (a per-source
+	// cap): io.Copy splices only between the TCP sockets it sees. c stays
+	// what is closed.
+	raw := c
+	if u, ok := c.(interface{ NetConn() net.Conn }); ok {
+		raw = u.NetConn()
+	}
+	defer c.Close()
+	src, dst := addrs(raw)
 	timeout := s.HelloTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	hello, rc, err := tlspeek.Peek(c, timeout)
+	hello, rc, err := tlspeek.Peek(raw, timeout)
 	kind := helloKind(hello, err)
 	s.Metrics.hello(kind, time.Since(start))
 	if kind == HelloTimeout || kind == HelloGone {
 		// Nothing to decide on, and no one to tell.
 		s.Metrics.connection(OutcomeHelloFailed)
 		s.logger().Debug("tls connection without a whole ClientHello", "sandbox_addr", src.Addr().String(), "dest", dst.String(), "error", err)
-		reset(c)
+		reset(raw)
 		return
 	}
 	v := s.Decide.DecideTLS(src, dst, hello.ServerName)
@@ -188,7 +196,7 @@ func (s *Server) serve(c net.Conn) {
 		// A reset, not an alert: the front speaks no TLS of its own, and a
 		// reset fails every client at once (curl: "Connection reset by
 		// peer"); the record says why.
-		reset(c)
+		reset(raw)
 		s.Metrics.connection(OutcomeRefused)
 		s.logger().Info("tls", append(rec, "outcome", OutcomeRefused, "detail", v.Detail,
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
@@ -196,7 +204,7 @@ func (s *Server) serve(c net.Conn) {
 	}
 	up, err := s.dial(dst)
 	if err != nil {
-		reset(c)
+		reset(raw)
 		s.Metrics.connection(OutcomeUpstreamFailed)
 		s.logger().Info("tls", append(rec, "outcome", OutcomeUpstreamFailed, "error", err.Error(),
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
@@ -207,7 +215,7 @@ func (s *Server) serve(c net.Conn) {
 	s.mu.Unlock()
 	defer s.untrack(up)
 	s.Metrics.connection(OutcomePassthrough)
-	in, out := splice(rc, c, up, s.Metrics)
+	in, out := splice(rc, raw, up, s.Metrics)
 	s.logger().Info("tls", append(rec, "outcome", OutcomePassthrough, "bytes_in", in, "bytes_out", out,
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 }
