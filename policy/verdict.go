@@ -118,6 +118,10 @@ type TLSHello struct {
 	// HasHandler: a per-host handler is configured for SNI (a built-in
 	// one, or a function of the caller's worker).
 	HasHandler bool
+	// Intercept: that handler (or Virtual's) is marked for HTTPS: the
+	// daemon terminates TLS for it with its own CA and serves the requests
+	// inside as it serves port 80's.
+	Intercept bool
 }
 
 // TLS decides a TLS connection (port 443) from caller by its ClientHello,
@@ -127,9 +131,10 @@ type TLSHello struct {
 //
 //   - no catch-all: a connection it would have served is decided by the
 //     lists and the destination as if there were none;
-//   - a handler's name, or its virtual address, is refused with
-//     handler_not_https: its handler answers in the daemon over HTTP, and
-//     the virtual address is no place to pass a stream on to;
+//   - a handler's name, or its virtual address, is the Handler decision if
+//     the handler is marked for HTTPS (Intercept: the daemon terminates TLS
+//     and serves it), and is refused with handler_not_https otherwise: the
+//     virtual address is no place to pass a stream on to;
 //   - the consistency check's refusal is sni_mismatch: the address
 //     dialled must be the SNI literally, one the daemon's DNS gave for it,
 //     or one the daemon resolves it to (as for a Host).
@@ -141,6 +146,8 @@ type TLSHello struct {
 func (v *Verdicts) TLS(caller Caller, h TLSHello) Decision {
 	d := v.HTTP(caller, HTTPRequest{Host: h.SNI, Dest: h.Dest, Virtual: h.Virtual, HasHandler: h.HasHandler})
 	switch {
+	case d.Result == Handler && h.Intercept:
+		return d
 	case d.Result == Handler:
 		name := h.SNI
 		if !h.HasHandler && h.Virtual != "" {

@@ -370,11 +370,21 @@ func TestTheTLSVerdictDecidesByTheSNIAsHTTPDecidesByTheHost(t *testing.T) {
 		dest        netip.Addr
 		virtual     bool
 		handler     bool
+		intercept   bool
 		wantResult  Result
 		wantReason  string
 		wantPattern string
 		wantDetail  string
 	}{
+		{name: "a handler marked for HTTPS is the handler's",
+			policy: &Policy{}, sni: "my.kv", dest: vVirtual, virtual: true, handler: true, intercept: true,
+			wantResult: Handler, wantReason: ReasonHandler},
+		{name: "a handler marked for HTTPS reached by its address without an SNI is the handler's",
+			policy: &Policy{}, sni: "", dest: vVirtual, virtual: true, intercept: true,
+			wantResult: Handler, wantReason: ReasonHandler},
+		{name: "a denied handler marked for HTTPS is still denied",
+			policy: &Policy{Internet: true, DeniedHosts: []string{"my.kv"}}, sni: "my.kv", dest: vVirtual, virtual: true, handler: true, intercept: true,
+			wantResult: Deny, wantReason: ReasonDenied, wantPattern: "my.kv", wantDetail: `my.kv matches denied_hosts entry "my.kv"`},
 		{name: "a source that is not a sandbox is refused",
 			sni: "learned.test", dest: vLearned, wantResult: Deny, wantReason: ReasonUnknown, wantDetail: "the source address is not a sandbox"},
 		{name: "an allowed name at the address DNS gave it passes",
@@ -423,7 +433,7 @@ func TestTheTLSVerdictDecidesByTheSNIAsHTTPDecidesByTheHost(t *testing.T) {
 			if tt.policy != nil {
 				caller.Policy = MustCompile(*tt.policy)
 			}
-			h := TLSHello{SNI: tt.sni, Dest: netip.AddrPortFrom(tt.dest, 443), HasHandler: tt.handler}
+			h := TLSHello{SNI: tt.sni, Dest: netip.AddrPortFrom(tt.dest, 443), HasHandler: tt.handler, Intercept: tt.intercept}
 			if tt.virtual {
 				h.Virtual = "my.kv"
 			}

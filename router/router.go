@@ -44,6 +44,10 @@ type Route struct {
 	// (an outboundByHost key, or "outbound"): the decision record says
 	// it; it is no metric label.
 	Function string
+	// HTTPS: the handler answers https:// too. The TLS front terminates
+	// TLS for its name with interceptd's CA and serves the requests inside
+	// through the router, as port 80's (DecideTLS).
+	HTTPS bool
 }
 
 // Labels for requests that no configured handler serves.
@@ -311,6 +315,10 @@ type TLSVerdict struct {
 	// RequestID names the connection in the decision record, as a request
 	// id names a request.
 	RequestID string
+	// Name, for a Handler decision, is the name TLS is terminated for:
+	// the SNI, or without one the handler whose virtual address was
+	// dialled. Every request inside must name it as its Host.
+	Name string
 }
 
 // DecideTLS decides a TLS connection from src to dst by its ClientHello's
@@ -323,10 +331,19 @@ func (rt *Router) DecideTLS(src, dst netip.AddrPort, sni string) TLSVerdict {
 		caller = policy.Caller{}
 	}
 	sni = policy.NormalizeHost(sni)
-	_, _, hasHandler, vname := rt.handlerFor(caller, sni, dst)
-	d := rt.cfg.Verdicts.TLS(caller, policy.TLSHello{SNI: sni, Dest: dst, Virtual: vname, HasHandler: hasHandler})
+	_, route, hasHandler, vname := rt.handlerFor(caller, sni, dst)
+	name := sni
+	if !hasHandler {
+		name = vname
+	}
+	intercept := (hasHandler || vname != "") && route.HTTPS
+	d := rt.cfg.Verdicts.TLS(caller, policy.TLSHello{SNI: sni, Dest: dst, Virtual: vname, HasHandler: hasHandler, Intercept: intercept})
 	rt.cfg.Decisions.Observe("tls", caller.Sandbox, d)
-	return TLSVerdict{Decision: d, Sandbox: caller.Sandbox, RequestID: requestIDOf(requestIDSeq.Add(1))}
+	v := TLSVerdict{Decision: d, Sandbox: caller.Sandbox, RequestID: requestIDOf(requestIDSeq.Add(1))}
+	if d.Result == policy.Handler {
+		v.Name = name
+	}
+	return v
 }
 
 // deny writes the deny response for a policy decision.

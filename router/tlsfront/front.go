@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -26,11 +27,14 @@ type Decider interface {
 // Outcomes of a connection (the outcome label of the connections metric,
 // the record's outcome).
 const (
-	OutcomePassthrough    = "passthrough"     // spliced to the destination
-	OutcomeRefused        = "refused"         // the verdict denied it: reset
-	OutcomeHelloFailed    = "hello_failed"    // no ClientHello in time, or the client went away first
-	OutcomeUpstreamFailed = "upstream_failed" // the destination could not be dialled: reset
-	OutcomeLimited        = "limited"         // over the sandbox's connection cap, reset at accept
+	OutcomePassthrough     = "passthrough"      // spliced to the destination
+	OutcomeRefused         = "refused"          // the verdict denied it: reset
+	OutcomeHelloFailed     = "hello_failed"     // no ClientHello in time, or the client went away first
+	OutcomeUpstreamFailed  = "upstream_failed"  // the destination could not be dialled: reset
+	OutcomeLimited         = "limited"          // over the sandbox's connection cap, reset at accept
+	OutcomeIntercepted     = "intercepted"      // TLS terminated, the requests served by handlers
+	OutcomeUntrusted       = "untrusted"        // the client refused the minted certificate (tls_untrusted)
+	OutcomeHandshakeFailed = "handshake_failed" // an intercepted handshake failed otherwise
 )
 
 // Kinds of ClientHello (the kind label of the hellos metric).
@@ -58,6 +62,17 @@ type Server struct {
 	DialTimeout  time.Duration
 	Metrics      *Metrics
 	Logger       *slog.Logger
+	// CA and Handler intercept what the verdict gives a handler (a name
+	// marked for HTTPS): TLS is terminated with a leaf from CA and the
+	// requests inside are served by Handler. Without them such a
+	// connection is refused.
+	CA      *CA
+	Handler Handler
+
+	httpOnce   sync.Once
+	https      *http.Server
+	httpLn     *queueListener
+	intercepts map[net.Conn]*intercepted
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -129,7 +144,14 @@ func (s *Server) Close() error {
 	for c := range s.conns {
 		c.Close()
 	}
+	for c := range s.intercepts {
+		c.Close()
+	}
 	s.mu.Unlock()
+	if s.httpLn != nil {
+		s.httpLn.Close()
+		s.https.Close()
+	}
 	s.wg.Wait()
 	return nil
 }
@@ -192,6 +214,10 @@ func (s *Server) serve(c net.Conn) {
 	v := s.Decide.DecideTLS(src, dst, hello.ServerName)
 	rec := []any{"request_id", v.RequestID, "sandbox", v.Sandbox, "sni", policy.Sanitize(hello.ServerName), "dest", dst.String(),
 		"hello", kind, "decision", string(v.Result), "reason", v.Reason}
+	if v.Result == policy.Handler {
+		s.intercept(rc, raw, v, rec, start)
+		return
+	}
 	if !v.Allowed() {
 		// A reset, not an alert: the front speaks no TLS of its own, and a
 		// reset fails every client at once (curl: "Connection reset by

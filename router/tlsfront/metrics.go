@@ -8,7 +8,10 @@ import (
 
 // Metrics count the port-443 front's connections.
 //
-//	interceptd_tls_connections_total{outcome}     passthrough, refused, hello_failed, upstream_failed, limited
+//	interceptd_tls_connections_total{outcome}     passthrough, refused, hello_failed, upstream_failed, limited,
+//	                                              intercepted, untrusted, handshake_failed
+//	interceptd_tls_certificates_total{source}     minted, cached
+//	interceptd_tls_handshake_seconds              the handshakes the front terminates
 //	interceptd_tls_hellos_total{kind}             sni, no_sni, ech, not_tls, malformed, too_large, timeout, gone
 //	interceptd_tls_hello_seconds                  from accept to the whole ClientHello (or the failure)
 //	interceptd_tls_spliced_bytes_total{direction} in (from sandboxes), out (to them)
@@ -22,6 +25,8 @@ type Metrics struct {
 	helloTime   prometheus.Histogram
 	spliced     *prometheus.CounterVec
 	openConns   prometheus.Gauge
+	leaves      *prometheus.CounterVec
+	handshakes  prometheus.Histogram
 }
 
 // NewMetrics registers the front's metrics on reg.
@@ -39,8 +44,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		openConns: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "interceptd", Subsystem: "tls", Name: "open_connections",
 			Help: "Intercepted TLS connections open now."}),
 	}
-	reg.MustRegister(m.connections, m.hellos, m.helloTime, m.spliced, m.openConns)
-	for _, o := range []string{OutcomePassthrough, OutcomeRefused, OutcomeHelloFailed, OutcomeUpstreamFailed, OutcomeLimited} {
+	m.leaves = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "tls", Name: "certificates_total",
+		Help: "Leaf certificates presented for intercepted names, by source: minted (signed now by interceptd's CA) or cached."}, []string{"source"})
+	m.handshakes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "interceptd", Subsystem: "tls", Name: "handshake_seconds",
+		Help:    "Time of the TLS handshakes the front terminates for intercepted names (a minted certificate included).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 10}})
+	reg.MustRegister(m.connections, m.hellos, m.helloTime, m.spliced, m.openConns, m.leaves, m.handshakes)
+	m.leaves.WithLabelValues("minted")
+	m.leaves.WithLabelValues("cached")
+	for _, o := range []string{OutcomePassthrough, OutcomeRefused, OutcomeHelloFailed, OutcomeUpstreamFailed, OutcomeLimited, OutcomeIntercepted, OutcomeUntrusted, OutcomeHandshakeFailed} {
 		m.connections.WithLabelValues(o)
 	}
 	for _, k := range []string{HelloSNI, HelloNoSNI, HelloECH, HelloNotTLS, HelloMalformed, HelloTooLarge, HelloTimeout, HelloGone} {
@@ -71,6 +83,22 @@ func (m *Metrics) hello(kind string, d time.Duration) {
 func (m *Metrics) bytes(direction string, n int64) {
 	if m != nil {
 		m.spliced.WithLabelValues(direction).Add(float64(n))
+	}
+}
+
+func (m *Metrics) leaf(minted bool) {
+	if m != nil {
+		source := "cached"
+		if minted {
+			source = "minted"
+		}
+		m.leaves.WithLabelValues(source).Inc()
+	}
+}
+
+func (m *Metrics) handshake(d time.Duration) {
+	if m != nil {
+		m.handshakes.Observe(d.Seconds())
 	}
 }
 

@@ -1,0 +1,233 @@
+package tlsfront
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router"
+)
+
+// Handler serves one request of an intercepted connection; *router.Router
+// is one.
+type Handler interface {
+	ServeConn(w http.ResponseWriter, r *http.Request, c router.Conn)
+}
+
+// ReasonUntrusted is the record's reason for a client that refused the
+// minted certificate: it does not trust interceptd's CA, or pins another.
+const ReasonUntrusted = "tls_untrusted"
+
+// handshakeTimeout bounds an intercepted connection's TLS handshake.
+const handshakeTimeout = 10 * time.Second
+
+// intercepted is what an intercepted connection's requests need: the name
+// TLS was terminated for, the socket's addresses, and the end of its life.
+type intercepted struct {
+	name     string
+	src, dst netip.AddrPort
+	tc       *tls.Conn
+	done     chan struct{}
+}
+
+type interceptedKey struct{}
+
+// httpServer returns the net/http server that serves intercepted
+// connections (HTTP/1.1 and HTTP/2, as ALPN chose), made on first use.
+func (s *Server) httpServer() *http.Server {
+	s.httpOnce.Do(func() {
+		s.httpLn = newQueueListener()
+		protos := new(http.Protocols)
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+		s.https = &http.Server{
+			Protocols:         protos,
+			Handler:           http.HandlerFunc(s.serveIntercepted),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       90 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				return context.WithValue(ctx, interceptedKey{}, s.lookup(c))
+			},
+			ConnState: func(c net.Conn, st http.ConnState) {
+				if st == http.StateClosed || st == http.StateHijacked {
+					if ic := s.lookup(c); ic != nil {
+						s.forget(c)
+						close(ic.done)
+					}
+				}
+			},
+		}
+		go s.https.Serve(s.httpLn)
+	})
+	return s.https
+}
+
+func (s *Server) lookup(c net.Conn) *intercepted {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.intercepts[c]
+}
+
+func (s *Server) forget(c net.Conn) {
+	s.mu.Lock()
+	delete(s.intercepts, c)
+	s.mu.Unlock()
+}
+
+// intercept terminates TLS on rc for v.Name with a leaf from the CA and
+// serves the requests inside through Handler, until the client is done.
+func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, start time.Time) {
+	if s.CA == nil || s.Handler == nil {
+		reset(raw)
+		s.Metrics.connection(OutcomeRefused)
+		s.logger().Warn("tls", append(rec, "outcome", OutcomeRefused, "detail", "a handler marked for HTTPS, but the front has no CA")...)
+		return
+	}
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, minted, err := s.CA.Leaf(v.Name)
+			s.Metrics.leaf(minted)
+			return c, err
+		},
+	}
+	tc := tls.Server(rc, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	hs := time.Now()
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	s.Metrics.handshake(time.Since(hs))
+	if err != nil {
+		outcome, reason := OutcomeHandshakeFailed, ""
+		if untrusted(err) {
+			outcome, reason = OutcomeUntrusted, ReasonUntrusted
+		}
+		reset(raw)
+		s.Metrics.connection(outcome)
+		attrs := append(rec, "outcome", outcome, "error", err.Error(), "duration_ms", float64(time.Since(start).Microseconds())/1000)
+		if reason != "" {
+			// The decision stays the handler's; why it went nowhere is this.
+			attrs = append(attrs, "tls_reason", reason)
+		}
+		s.logger().Info("tls", attrs...)
+		return
+	}
+	s.Metrics.connection(OutcomeIntercepted)
+	src, dst := addrs(raw)
+	ic := &intercepted{name: v.Name, src: src, dst: dst, tc: tc, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.intercepts == nil {
+		s.intercepts = map[net.Conn]*intercepted{}
+	}
+	s.intercepts[tc] = ic
+	s.mu.Unlock()
+	s.httpServer()
+	if !s.httpLn.push(tc) {
+		s.forget(tc)
+		tc.Close()
+		return
+	}
+	s.logger().Info("tls", append(rec, "outcome", OutcomeIntercepted, "alpn", tc.ConnectionState().NegotiatedProtocol,
+		"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+	<-ic.done
+}
+
+// untrusted reports whether a handshake failed because the client refused
+// the certificate: the alerts a client sends for a CA it does not trust, a
+// name it did not expect, or a pin.
+func untrusted(err error) bool {
+	s := err.Error()
+	for _, a := range []string{"unknown certificate authority", "bad certificate", "certificate unknown", "unsupported certificate", "access denied"} {
+		if strings.Contains(s, "remote error: tls: "+a) {
+			return true
+		}
+	}
+	return false
+}
+
+// serveIntercepted serves one request of an intercepted connection: its
+// Host must be the name TLS was terminated for (a client cannot take a
+// connection made for one handler to another name, or out to the
+// internet), and then the router decides it as any other.
+func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
+	ic, _ := r.Context().Value(interceptedKey{}).(*intercepted)
+	if ic == nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	if policy.NormalizeHost(r.Host) != ic.name {
+		w.Header().Set("X-Interceptd-Error", "misdirected_request")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		w.Write([]byte("interceptd: this connection was made for " + ic.name + "; the request names another host\n"))
+		return
+	}
+	s.Handler.ServeConn(w, r, &interceptedConn{ic: ic, ctx: r.Context()})
+}
+
+// interceptedConn is the router.Conn of one request on an intercepted
+// connection. Each request has its own cache: HTTP/2 serves a connection's
+// requests at once.
+type interceptedConn struct {
+	ic    *intercepted
+	ctx   context.Context
+	cache router.ConnCache
+	stop  func() bool
+}
+
+func (c *interceptedConn) Addrs() (source, dest netip.AddrPort) { return c.ic.src, c.ic.dst }
+func (c *interceptedConn) Cache() *router.ConnCache             { return &c.cache }
+func (c *interceptedConn) Ambiguous() bool                      { return false } // net/http refuses such framing itself
+func (c *interceptedConn) Close() error                         { return c.ic.tc.Close() }
+func (c *interceptedConn) WhenGone(f func())                    { c.stop = context.AfterFunc(c.ctx, f) }
+func (c *interceptedConn) StopWhenGone() bool {
+	stop := c.stop
+	c.stop = nil
+	return stop == nil || stop()
+}
+
+// queueListener hands connections the front has terminated to net/http.
+type queueListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newQueueListener() *queueListener {
+	return &queueListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *queueListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *queueListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *queueListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *queueListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }

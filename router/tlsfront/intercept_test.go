@@ -1,0 +1,143 @@
+package tlsfront
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/policy"
+	"github.com/interceptd/interceptd/router"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// handlerDecider gives every connection named api.test to a handler.
+type handlerDecider struct{}
+
+func (handlerDecider) DecideTLS(src, dst netip.AddrPort, sni string) router.TLSVerdict {
+	if sni == "api.test" {
+		return router.TLSVerdict{Decision: policy.Decision{Result: policy.Handler, Reason: policy.ReasonHandler}, Sandbox: "s", RequestID: "r", Name: "api.test"}
+	}
+	return router.TLSVerdict{Decision: policy.Decision{Result: policy.Deny, Reason: policy.ReasonNotAllowed}, Sandbox: "s", RequestID: "r"}
+}
+
+// echoRouter answers what it was given, as the router would serve it.
+type echoRouter struct{}
+
+func (echoRouter) ServeConn(w http.ResponseWriter, r *http.Request, c router.Conn) {
+	src, dst := c.Addrs()
+	fmt.Fprintf(w, "%s %s %s tls=%v src=%v dst=%v", r.Proto, r.Host, r.URL.Path, r.TLS != nil, src.Addr().IsLoopback(), dst.Addr().IsLoopback())
+}
+
+func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
+	t.Helper()
+	ca, err := LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = NewMetrics(prometheus.NewRegistry())
+	s := &Server{Decide: handlerDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	return ln.Addr().String(), ca, m
+}
+
+func clientFor(addr string, roots *x509.CertPool, h2 bool) *http.Client {
+	tr := &http.Transport{
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) },
+		TLSClientConfig:   &tls.Config{RootCAs: roots},
+		ForceAttemptHTTP2: h2,
+	}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
+func TestAnInterceptedNameIsServedByTheHandlerOverHTTP2AndHTTP1(t *testing.T) {
+	addr, ca, m := interceptFront(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	for _, tt := range []struct {
+		h2   bool
+		want string
+	}{
+		{true, "HTTP/2.0 api.test /x tls=true src=true dst=true"},
+		{false, "HTTP/1.1 api.test /x tls=true src=true dst=true"},
+	} {
+		c := clientFor(addr, roots, tt.h2)
+		resp, err := c.Get("https://api.test/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tt.want {
+			t.Errorf("got %q, want %q", b, tt.want)
+		}
+		if cert := resp.TLS.PeerCertificates[0]; cert.Subject.CommonName != "api.test" || cert.NotAfter.Sub(time.Now()) > 25*time.Hour {
+			t.Errorf("certificate %v until %v", cert.Subject, cert.NotAfter)
+		}
+		c.CloseIdleConnections()
+	}
+	if n := testutil.ToFloat64(m.leaves.WithLabelValues("minted")); n != 1 {
+		t.Errorf("%v leaves minted, want 1 (then cached)", n)
+	}
+	if n := testutil.ToFloat64(m.connections.WithLabelValues(OutcomeIntercepted)); n != 2 {
+		t.Errorf("%v intercepted", n)
+	}
+}
+
+func TestARequestForAnotherHostOnAnInterceptedConnectionIsMisdirected(t *testing.T) {
+	addr, ca, _ := interceptFront(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	for _, h2 := range []bool{true, false} {
+		c := clientFor(addr, roots, h2)
+		req, _ := http.NewRequest("GET", "https://api.test/x", nil)
+		req.Host = "evil.test"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(string(b), "made for api.test") {
+			t.Errorf("h2=%v: %d %q", h2, resp.StatusCode, b)
+		}
+	}
+}
+
+func TestAClientThatDoesNotTrustTheCAFailsCleanlyAndIsCounted(t *testing.T) {
+	addr, ca, m := interceptFront(t)
+	_, err := clientFor(addr, x509.NewCertPool(), true).Get("https://api.test/x")
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an untrusting client: %v", err)
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(m.connections.WithLabelValues(OutcomeUntrusted)) == 1 })
+	// And the front goes on serving those that do.
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	resp, err := clientFor(addr, roots, true).Get("https://api.test/after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
