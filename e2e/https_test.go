@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -223,5 +225,96 @@ func TestWhileTheDaemonIsDownPort443IsResetAtOnceAndWorksAgainAfter(t *testing.T
 	}
 	if got := ruleCount(t, e); got != rules {
 		t.Errorf("%d rules after the restart, %d before", got, rules)
+	}
+}
+
+func TestAnInterceptedHTTPSHandlerInjectsATokenTheSandboxNeverSees(t *testing.T) {
+	cert, upstreamCA := testCA(t, "api.test")
+	secretFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(secretFile, []byte("s3cret-https\n"), 0o600)
+	cfg := `handlers:
+  - {host: my.kv, kind: kv}
+  - host: api.example.test
+    kind: proxy
+    https: true
+    upstream: https://api.test:8443/v1
+    ca_file: ` + upstreamCA + `
+    inject:
+      - {header: Authorization, template: "Bearer {secret}", file: ` + secretFile + `}
+`
+	e := NewEnv(t, Options{ExtraConfig: cfg})
+	var seenAuth atomic.Value
+	ln := e.ListenIn("/run/netns/"+e.UpNS, upstreamIP+":8443")
+	srv := &http.Server{
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seenAuth.Store(r.Header.Get("Authorization"))
+			// A careless API that echoes the credential back.
+			fmt.Fprintf(w, "upstream %s saw %s", r.URL.Path, r.Header.Get("Authorization"))
+		}),
+	}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+
+	// The daemon's CA, as `interceptd ca` prints it, is what the client
+	// trusts (interceptd run will set it up for a whole container).
+	pemText, errOut, code := e.CLI("ca", "--config", e.Config)
+	if code != 0 || !strings.HasPrefix(pemText, "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("interceptd ca: exit %d %s", code, errOut)
+	}
+	caFile := filepath.Join(t.TempDir(), "interceptd-ca.pem")
+	os.WriteFile(caFile, []byte(pemText), 0o644)
+
+	sb := e.CreateWith("agent", "--internet", "off")
+	for _, proto := range []string{"--http2", "--http1.1"} {
+		out, code := e.In(sb, "curl", "-sS", "-i", "-m", "5", proto, "--cacert", caFile, "https://api.example.test/repos")
+		if code != 0 || !strings.Contains(out, " 200") || !strings.Contains(out, "upstream /v1/repos saw") {
+			t.Fatalf("curl %s (exit %d):\n%s", proto, code, out)
+		}
+		if strings.Contains(out, "s3cret") {
+			t.Errorf("curl %s: the sandbox saw the token:\n%s", proto, out)
+		}
+		if got, _ := seenAuth.Load().(string); got != "Bearer s3cret-https" {
+			t.Errorf("curl %s: the upstream got Authorization %q", proto, got)
+		}
+		if proto == "--http2" && !strings.HasPrefix(out, "HTTP/2 200") {
+			t.Errorf("not HTTP/2:\n%s", out)
+		}
+	}
+	if rec := tlsRecord(e.Log(), "agent", "handler"); !strings.Contains(rec, "outcome=intercepted") || !strings.Contains(rec, "sni=api.example.test") {
+		t.Errorf("no intercepted record:\n%s", e.Log())
+	}
+	// A connection made for the handler cannot carry a request elsewhere.
+	out, _ := e.In(sb, "curl", "-sS", "-i", "-m", "5", "--cacert", caFile, "-H", "Host: example.test", "https://api.example.test/")
+	if !strings.Contains(out, " 421") || !strings.Contains(out, "misdirected_request") {
+		t.Errorf("another Host on an intercepted connection:\n%s", out)
+	}
+	// A client that does not trust the CA fails its handshake, and is
+	// counted and logged; the daemon serves on.
+	r := e.curlTimed(sb, "-m", "5", "https://api.example.test/repos")
+	if r.Exit != 60 && r.Exit != 35 {
+		t.Errorf("an untrusting client: curl exit %d:\n%s", r.Exit, r.Out)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(e.Log(), "tls_reason=tls_untrusted") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(e.Log(), "tls_reason=tls_untrusted") {
+		t.Errorf("the untrusting client was not logged:\n%s", e.Log())
+	}
+	if out := e.MustIn(sb, "curl", "-sS", "-m", "5", "--cacert", caFile, "https://api.example.test/again"); !strings.Contains(out, "upstream /v1/again") {
+		t.Errorf("after the untrusting client: %q", out)
+	}
+	m := e.Scrape()
+	for series, min := range map[string]float64{
+		`interceptd_tls_connections_total{outcome="intercepted"}`: 3,
+		`interceptd_tls_connections_total{outcome="untrusted"}`:   1,
+		`interceptd_tls_certificates_total{source="minted"}`:      1,
+	} {
+		if v, ok := sample(m, series); !ok || v < min {
+			t.Errorf("%s = %v (present %v), want at least %v", series, v, ok, min)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(e.Dir, "data", "ca", "ca-key.pem")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("the CA key: %v %v", err, st)
 	}
 }

@@ -42,6 +42,8 @@ Usage:
                                            and a recount of every sandbox's usage)
   interceptd store compact [--config FILE] rewrite the stopped daemon's store without the space
                                            deleted data left, and print the sizes
+  interceptd ca [--config FILE]            print interceptd's CA certificate (PEM), which signs the
+                                           certificates of handlers marked https: for clients to trust
   interceptd cleanup [--config FILE]       remove every namespace, link, rule and route the daemon made
   interceptd config default                print the embedded default config
   interceptd config check FILE             validate a config file
@@ -91,6 +93,8 @@ func run(args []string) int {
 		} else {
 			err = cmdStore(args[1:])
 		}
+	case "ca":
+		err = cmdCA(args[1:])
 	case "cleanup":
 		err = cmdCleanup(args[1:])
 	case "config":

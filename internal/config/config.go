@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -41,6 +42,8 @@ type Config struct {
 	AdminSocket string `yaml:"admin_socket"`
 	// Listen names the daemon's own listeners.
 	Listen Listen `yaml:"listen"`
+	// TLS configures interception of HTTPS for handlers marked https.
+	TLS TLS `yaml:"tls"`
 	// DNS configures the DNS shim.
 	DNS DNS `yaml:"dns"`
 	// Sandbox configures namespaces, addressing and names.
@@ -178,6 +181,18 @@ type Listen struct {
 	MaxRequestsPerSecondPerSandbox int `yaml:"max_requests_per_second_per_sandbox"`
 }
 
+// TLS names interceptd's CA, which signs the certificates presented for
+// intercepted names (docs/https.md).
+type TLS struct {
+	// CACert and CAKey are an operator's CA (PEM files; the key mode 0600).
+	// Both empty: the daemon's own, made on first start in <data_dir>/ca.
+	CACert string `yaml:"ca_cert"`
+	CAKey  string `yaml:"ca_key"`
+}
+
+// CADir is where the daemon keeps its own CA when the config names none.
+func (c *Config) CADir() string { return filepath.Join(c.DataDir, "ca") }
+
 // DNS configures the DNS shim.
 type DNS struct {
 	// Upstreams are the resolvers (host:port) that non-handler names are
@@ -223,6 +238,9 @@ type Handler struct {
 	Host string
 	// Kind is the handler kind: one of kinds.Names().
 	Kind string
+	// HTTPS: the handler answers https:// on port 443 too; the daemon
+	// terminates TLS for Host with a certificate from its CA.
+	HTTPS bool
 	// Spec is the kind's config; nil when the kind is unknown (Validate
 	// says so) or when a Handler built in code leaves it to its zero value.
 	Spec kinds.Config
@@ -265,6 +283,7 @@ func envelope(k kinds.Kind) reflect.Type {
 	return reflect.StructOf([]reflect.StructField{
 		{Name: "Host", Type: reflect.TypeFor[string](), Tag: `yaml:"host"`},
 		{Name: "Kind", Type: reflect.TypeFor[string](), Tag: `yaml:"kind"`},
+		{Name: "HTTPS", Type: reflect.TypeFor[bool](), Tag: `yaml:"https,omitempty"`},
 		{Name: "Spec", Type: reflect.TypeOf(k.NewConfig()).Elem(), Tag: `yaml:",inline"`},
 	})
 }
@@ -272,9 +291,10 @@ func envelope(k kinds.Kind) reflect.Type {
 // handlerHead is what every handler entry has, read first to find its
 // kind; Rest takes the kind's fields, decoded next.
 type handlerHead struct {
-	Host string               `yaml:"host"`
-	Kind string               `yaml:"kind"`
-	Rest map[string]yaml.Node `yaml:",inline"`
+	Host  string               `yaml:"host"`
+	Kind  string               `yaml:"kind"`
+	HTTPS bool                 `yaml:"https"`
+	Rest  map[string]yaml.Node `yaml:",inline"`
 }
 
 // UnmarshalYAML decodes a handler entry. It takes the older unmarshal
@@ -285,7 +305,7 @@ func (h *Handler) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := unmarshal(&probe); err != nil {
 		return err
 	}
-	*h = Handler{Host: probe.Host, Kind: probe.Kind}
+	*h = Handler{Host: probe.Host, Kind: probe.Kind, HTTPS: probe.HTTPS}
 	k, ok := kinds.Lookup(probe.Kind)
 	if !ok {
 		return nil // Validate names the kind field
@@ -302,7 +322,7 @@ func (h *Handler) UnmarshalYAML(unmarshal func(any) error) error {
 		return err
 	}
 	spec := k.NewConfig()
-	reflect.ValueOf(spec).Elem().Set(v.Elem().Field(2))
+	reflect.ValueOf(spec).Elem().Set(v.Elem().Field(3))
 	h.Spec = spec
 	return nil
 }
@@ -316,7 +336,8 @@ func (h Handler) MarshalYAML() (any, error) {
 	v := reflect.New(envelope(k)).Elem()
 	v.Field(0).SetString(h.Host)
 	v.Field(1).SetString(h.Kind)
-	v.Field(2).Set(reflect.ValueOf(h.Config()).Elem())
+	v.Field(2).SetBool(h.HTTPS)
+	v.Field(3).Set(reflect.ValueOf(h.Config()).Elem())
 	return v.Interface(), nil
 }
 
@@ -578,6 +599,12 @@ func (c *Config) Validate() error {
 			bad(f+".host", "%q is configured twice", h.Host)
 		}
 		seen[host] = true
+		switch {
+		case h.HTTPS && host == "*":
+			bad(f+".https", "the catch-all cannot be intercepted: HTTPS is intercepted by name, for a handler's own host")
+		case h.HTTPS && c.Listen.HTTPS == "":
+			bad(f+".https", "needs listen.https: port 443 is not intercepted without it")
+		}
 		switch k, ok := kinds.Lookup(h.Kind); {
 		case h.Kind == "":
 			bad(f+".kind", "missing; one of %s", strings.Join(Kinds(), ", "))
@@ -590,6 +617,9 @@ func (c *Config) Validate() error {
 			}
 			spec.Validate(func(field, format string, args ...any) { bad(f+"."+field, format, args...) })
 		}
+	}
+	if (c.TLS.CACert == "") != (c.TLS.CAKey == "") {
+		bad("tls", "ca_cert and ca_key go together: give both, or neither for the daemon's own CA")
 	}
 	c.validateWorkers(bad)
 	if vp.IsValid() && len(c.Handlers) > (1<<(32-vp.Bits()))-2 {

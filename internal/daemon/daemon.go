@@ -311,7 +311,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 			catchAll = &router.Route{Name: "_catch_all", Handler: hd}
 			continue
 		}
-		hosts[host] = router.Route{Name: host, Handler: hd}
+		hosts[host] = router.Route{Name: host, Handler: hd, HTTPS: h.HTTPS}
 		byAddr[virtual[host]] = host
 	}
 	verdicts.Resolve = d.shim.LookupA
@@ -335,7 +335,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if cfg.Listen.HTTPS != "" {
 		// The port-443 front: SNI policy, then a splice or a reset.
 		tm := tlsfront.NewMetrics(reg)
-		d.tls = &tlsfront.Server{Decide: d.router, Metrics: tm, Logger: log}
+		ca, err := LoadCA(cfg)
+		if err != nil {
+			return d, err
+		}
+		d.tls = &tlsfront.Server{Decide: d.router, CA: ca, Handler: d.router, Metrics: tm, Logger: log}
 		tln, err := httpserve.ListenTransparent(ctx, cfg.Listen.HTTPS)
 		if err != nil {
 			return d, err
@@ -633,4 +637,21 @@ func (d *Daemon) Status() admin.Status {
 	st.DNSQueries = d.counts.dnsQueries()
 	st.Denials = d.counts.denials()
 	return st
+}
+
+// LoadCA loads the CA the config names (tls.ca_cert, tls.ca_key), or the
+// daemon's own in <data_dir>/ca, making it there on first use.
+func LoadCA(cfg *config.Config) (*tlsfront.CA, error) {
+	if cfg.TLS.CACert != "" {
+		ca, err := tlsfront.LoadCA(cfg.TLS.CACert, cfg.TLS.CAKey)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		return ca, nil
+	}
+	ca, err := tlsfront.LoadOrCreateCA(cfg.CADir())
+	if err != nil {
+		return nil, fmt.Errorf("interceptd's CA: %w", err)
+	}
+	return ca, nil
 }

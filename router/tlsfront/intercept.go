@@ -92,12 +92,14 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		s.logger().Warn("tls", append(rec, "outcome", OutcomeRefused, "detail", "a handler marked for HTTPS, but the front has no CA")...)
 		return
 	}
+	certSent := false
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			c, minted, err := s.CA.Leaf(v.Name)
 			s.Metrics.leaf(minted)
+			certSent = err == nil
 			return c, err
 		},
 	}
@@ -109,7 +111,7 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 	s.Metrics.handshake(time.Since(hs))
 	if err != nil {
 		outcome, reason := OutcomeHandshakeFailed, ""
-		if untrusted(err) {
+		if untrusted(err, certSent) {
 			outcome, reason = OutcomeUntrusted, ReasonUntrusted
 		}
 		reset(raw)
@@ -144,15 +146,18 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 
 // untrusted reports whether a handshake failed because the client refused
 // the certificate: the alerts a client sends for a CA it does not trust, a
-// name it did not expect, or a pin.
-func untrusted(err error) bool {
+// name it did not expect, or a pin; or, once the certificate was sent, a
+// record the front cannot decrypt, which is how OpenSSL's TLS 1.3 clients
+// (curl, Python) abort on a certificate they do not trust: their alert comes
+// unencrypted where the front expects their Finished.
+func untrusted(err error, certSent bool) bool {
 	s := err.Error()
 	for _, a := range []string{"unknown certificate authority", "bad certificate", "certificate unknown", "unsupported certificate", "access denied"} {
 		if strings.Contains(s, "remote error: tls: "+a) {
 			return true
 		}
 	}
-	return false
+	return certSent && strings.Contains(s, "bad record MAC")
 }
 
 // serveIntercepted serves one request of an intercepted connection: its
