@@ -318,3 +318,52 @@ func TestAnInterceptedHTTPSHandlerInjectsATokenTheSandboxNeverSees(t *testing.T)
 		t.Errorf("the CA key: %v %v", err, st)
 	}
 }
+
+func TestAWorkerMarkedHTTPSAnswersHTTPSAndInjectsATokenTheSandboxNeverSees(t *testing.T) {
+	cert, upstreamCA := testCA(t, "api.test")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "gh.js")
+	os.WriteFile(script, []byte(`export default { outboundByHost: {
+  "gh.test": (request, env) => {
+    const url = new URL(request.url);
+    const r = new Request("https://api.test:8443" + url.pathname, request);
+    r.headers.set("Authorization", "Bearer " + env.TOKEN);
+    r.headers.set("X-Seen-Url", request.url);
+    return fetch(r);
+  },
+} };`), 0o644)
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("wk-https-7777"), 0o600)
+	e := NewEnv(t, Options{ExtraConfig: fmt.Sprintf(`workers:
+  - name: gh
+    script: %s
+    ca_file: %s
+    https: true
+    bindings:
+      TOKEN: { secret: %s }
+default_worker: gh
+`, script, upstreamCA, token)})
+	ln := e.ListenIn("/run/netns/"+e.UpNS, upstreamIP+":8443")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s for %s as %s", r.Header.Get("Authorization"), r.URL.Path, r.Header.Get("X-Seen-Url"))
+	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	pemText, _, code := e.CLI("ca", "--config", e.Config)
+	if code != 0 {
+		t.Fatal("interceptd ca failed")
+	}
+	caFile := filepath.Join(dir, "interceptd-ca.pem")
+	os.WriteFile(caFile, []byte(pemText), 0o644)
+
+	sb := e.Create("agent1")
+	got := e.MustIn(sb, "curl", "-sS", "-m", "10", "--cacert", caFile, "https://gh.test/user")
+	// The upstream echoed the token; the sandbox sees it masked, and the
+	// function saw an https:// URL.
+	if want := "Bearer ************* for /user as https://gh.test/user"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if rec := tlsRecord(e.Log(), "agent1", "handler"); !strings.Contains(rec, "sni=gh.test") || !strings.Contains(rec, "outcome=intercepted") {
+		t.Errorf("no intercepted record for the worker's name:\n%s", e.Log())
+	}
+}

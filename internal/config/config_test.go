@@ -118,6 +118,7 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"https-handler-without-listener.yaml", []string{"field handlers[0].https", "needs listen.https"}},
 		{"tls-cert-without-key.yaml", []string{"field tls", "go together"}},
 		{"https-misspelt.yaml", []string{"line 3", "htps", "not found"}},
+		{"worker-https-without-listener.yaml", []string{"field workers[0].https", "needs listen.https"}},
 		{"handler-unknown-field.yaml", []string{"line 6", "secret"}},
 		{"duplicate-key.yaml", []string{"line 3", "data_dir", "already defined"}},
 		{"state-shared.yaml", []string{"field handlers[0].scope", "always per sandbox"}},

@@ -33,6 +33,10 @@ type Worker struct {
 	// upstreams against instead of the system's roots (as a proxy
 	// handler's ca_file).
 	CAFile string `yaml:"ca_file"`
+	// HTTPS: the worker's outboundByHost functions answer https:// on port
+	// 443 too (the daemon terminates TLS for their names with its CA); its
+	// outbound never does (HTTPS is intercepted by name). Needs listen.https.
+	HTTPS bool `yaml:"https"`
 
 	// Path is Script resolved against the config file's directory.
 	Path string `yaml:"-"`
@@ -215,6 +219,9 @@ func (c *Config) validateWorkers(bad func(field, format string, args ...any)) {
 		names[w.Name] = true
 		if w.Script == "" {
 			bad(f+".script", "missing: the path of the worker's module%s", at(f))
+		}
+		if w.HTTPS && c.Listen.HTTPS == "" {
+			bad(f+".https", "needs listen.https: port 443 is not intercepted without it%s", at(f+".https"))
 		}
 		for _, l := range []struct {
 			field string

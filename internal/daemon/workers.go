@@ -91,7 +91,7 @@ func buildWorkers(cfg *config.Config, db *store.DB, fetcher func(*tls.Config) *w
 			roots = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		}
 		w, err := worker.New(worker.Config{
-			Name: wc.Name, Script: wc.Path, Bindings: bindings, Fetch: fetcher(roots), Metrics: m, Logger: log,
+			Name: wc.Name, Script: wc.Path, Bindings: bindings, Fetch: fetcher(roots), Metrics: m, Logger: log, HTTPS: wc.HTTPS,
 			Limits: worker.Limits{CPU: wc.Limits.CPU(), Wall: wc.Limits.Wall(), Subrequests: wc.Limits.MaxSubrequests()},
 		})
 		if err != nil {

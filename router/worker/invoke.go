@@ -105,7 +105,11 @@ func (f *function) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.
 	}
 	defer v.put(inst)
 	inst.seq++
-	inv := &invocation{ctx: ctx, env: env, r: r, url: "http://" + hostOf(r, env) + r.URL.RequestURI(), seq: inst.seq}
+	scheme := "http://"
+	if r.TLS != nil {
+		scheme = "https://" // an intercepted HTTPS request
+	}
+	inv := &invocation{ctx: ctx, env: env, r: r, url: scheme + hostOf(r, env) + r.URL.RequestURI(), seq: inst.seq}
 	inst.req.Store(inv)
 	defer inst.req.Store(nil)
 	defer inv.end()

@@ -64,6 +64,9 @@ type Config struct {
 	// Bindings become env's properties, by name.
 	Bindings map[string]Binding
 	Limits   Limits
+	// HTTPS marks the outboundByHost functions' routes for HTTPS
+	// interception (router.Route.HTTPS); never the outbound's.
+	HTTPS bool
 	// Fetch serves the script's fetch() to the network (see Fetcher);
 	// nil refuses every fetch.
 	Fetch   *Fetcher
@@ -223,7 +226,7 @@ func (w *Worker) load() (*version, error) {
 	}
 	v.hosts, v.outbound = inst.hosts, inst.outbound
 	for _, h := range v.hosts {
-		r := router.Route{Name: router.WorkerLabel(w.cfg.Name), Handler: &function{v: v, key: h}, Function: h}
+		r := router.Route{Name: router.WorkerLabel(w.cfg.Name), Handler: &function{v: v, key: h}, Function: h, HTTPS: w.cfg.HTTPS}
 		if err := v.patterns.Add(h, r); err != nil {
 			return nil, fmt.Errorf("worker %s: outboundByHost key %q: %w", w.cfg.Name, h, err)
 		}
