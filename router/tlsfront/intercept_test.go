@@ -61,7 +61,9 @@ func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
 
 func clientFor(addr string, roots *x509.CertPool, h2 bool) *http.Client {
 	tr := &http.Transport{
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) },
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
 		TLSClientConfig:   &tls.Config{RootCAs: roots},
 		ForceAttemptHTTP2: h2,
 	}
