@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/worker/jsrt"
 )
 
 // Fetcher serves the scripts' fetch(). A worker is trusted: it reaches the
@@ -61,8 +62,15 @@ func (f *Fetcher) init() {
 		},
 		// Redirects are followed, as Workers' default redirect: "follow"
 		// does (up to 10 hops): every hop dials through dial, so none
-		// reaches a closed destination.
+		// reaches a closed destination. "manual" gives the script the 3xx;
+		// "error" fails the fetch on one.
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			switch jsrt.RedirectMode(req.Context()) {
+			case "manual":
+				return http.ErrUseLastResponse
+			case "error":
+				return errors.New(`a redirect, and the request's redirect mode is "error"`)
+			}
 			if len(via) >= 10 {
 				return errors.New("stopped after 10 redirects")
 			}

@@ -249,22 +249,31 @@ func TestFetchFollowsRedirectsButNeverIntoAClosedDestination(t *testing.T) {
 		http.Redirect(w, r, "http://"+ln.Addr().String()+"/end", http.StatusFound)
 	}))
 	defer hop.Close()
-	src := `export default { outboundByHost: { "r.test": async () => {
-  try { const r = await fetch("` + hop.URL + `/start"); return new Response(r.status + " " + await r.text()); }
-  catch (e) { return new Response("refused", { status: 502 }); }
+	src := `export default { outboundByHost: { "r.test": async (request) => {
+  const mode = new URL(request.url).pathname.slice(1) || undefined;
+  try {
+    const r = await fetch("` + hop.URL + `/start", { redirect: mode });
+    return new Response(r.status + " " + (r.status >= 300 && r.status < 400 ? new URL(r.headers.get("location"), "` + hop.URL + `").pathname : await r.text()));
+  }
+  catch (e) { return new Response(e.message.includes("redirect mode") ? "redirect refused" : "refused", { status: 502 }); }
 } } };`
+	open := func(netip.Addr) string { return "" }
 	tests := []struct {
 		name   string
 		closed func(netip.Addr) string
+		path   string
 		want   string
 	}{
-		{"a redirect is followed", func(netip.Addr) string { return "" }, "200 arrived"},
+		{"a redirect is followed", open, "/", "200 arrived"},
+		{"redirect: manual gives the script the 3xx", open, "/manual", "302 /end"},
+		{"redirect: error fails the fetch on a 3xx", open, "/error", "redirect refused"},
+		{"redirect: follow is the default", open, "/follow", "200 arrived"},
 		{"a redirect into a closed destination is not", func(a netip.Addr) string {
 			if a == netip.MustParseAddr("127.0.0.2") {
 				return "closed"
 			}
 			return ""
-		}, "refused"},
+		}, "/", "refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -272,7 +281,7 @@ func TestFetchFollowsRedirectsButNeverIntoAClosedDestination(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec := serve(t, w, "GET", "r.test", "/", ""); rec.Body.String() != tt.want {
+			if rec := serve(t, w, "GET", "r.test", tt.path, ""); rec.Body.String() != tt.want {
 				t.Errorf("got %q, want %q", rec.Body, tt.want)
 			}
 		})

@@ -497,14 +497,30 @@ func isoEncode(s string) string {
 	return string(b)
 }
 
+// redirectKey carries a fetch's redirect mode in its request's context.
+type redirectKey struct{}
+
+// RedirectMode is the redirect mode of the request a script's fetch() made,
+// from its context: "follow" (the default), "manual" (a 3xx is the
+// response) or "error" (a 3xx fails the fetch). Options.Fetch honours it.
+func RedirectMode(ctx context.Context) string {
+	if m, ok := ctx.Value(redirectKey{}).(string); ok {
+		return m
+	}
+	return "follow"
+}
+
 // fetch is the host side of the global fetch().
-func (rt *Runtime) fetch(method, url string, headers, body goja.Value) goja.Value {
+func (rt *Runtime) fetch(method, url string, headers, body goja.Value, redirect string) goja.Value {
 	if rt.opts.Fetch == nil {
 		p, _, reject := rt.vm.NewPromise()
 		reject(rt.vm.NewTypeError("fetch is not available to this worker"))
 		return rt.vm.ToValue(p)
 	}
 	ctx := rt.ctx
+	if redirect != "" && redirect != "follow" {
+		ctx = context.WithValue(ctx, redirectKey{}, redirect)
+	}
 	req, err := rt.httpRequest(ctx, method, url, headers, body)
 	if err != nil {
 		panic(rt.vm.NewTypeError(err.Error()))

@@ -420,7 +420,9 @@
       if (methods.includes(method.toUpperCase())) method = method.toUpperCase();
       const url = src ? src.url : new URL(String(input)).href;
       const headers = new Headers(init.headers !== undefined ? init.headers : src ? src.headers : undefined);
-      this[S] = { method, url, headers, body: null, used: false, redirect: init.redirect || (src ? src.redirect : "follow"), signal: init.signal || (src ? src.signal : null) };
+      const redirect = init.redirect !== undefined ? String(init.redirect) : src ? src.redirect : "follow";
+      if (redirect !== "follow" && redirect !== "manual" && redirect !== "error") throw new TypeError(`invalid redirect mode: ${redirect}`);
+      this[S] = { method, url, headers, body: null, used: false, redirect, signal: init.signal || (src ? src.signal : null) };
       const noBody = method === "GET" || method === "HEAD";
       if (init.body != null) initBody(this, init.body, headers, noBody && "a GET or HEAD request cannot have a body");
       else if (src && src[S].body !== null) {
@@ -577,7 +579,7 @@
       // copy, taken from it directly (its body moves all the same: parts marks it used).
       const r = init === undefined && input instanceof Request ? input : new Request(input, init);
       const p = parts(r, true);
-      return host.fetch(r.method, r.url, p.headers, p.body);
+      return host.fetch(r.method, r.url, p.headers, p.body, r.redirect);
     } catch (e) { return Promise.reject(e); }
   });
 })

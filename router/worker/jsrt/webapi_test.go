@@ -97,6 +97,8 @@ func TestResponseFollowsTheFetchStandard(t *testing.T) {
 func TestRequestFollowsTheFetchStandard(t *testing.T) {
 	runTable(t, []jsCase{
 		{"defaults", `const r = new Request("http://a.b/c"); return [r.method, r.url, r.redirect, r.body, r.bodyUsed]`, `["GET","http://a.b/c","follow",null,false]`},
+		{"a redirect mode is kept, and copied with the request", `const r = new Request("http://a.b/", {redirect: "manual"}); return [r.redirect, new Request(r).redirect]`, `["manual","manual"]`},
+		{"an unknown redirect mode is refused", `try { new Request("http://a.b/", {redirect: "sometimes"}); return "made" } catch (e) { return e.name }`, `"TypeError"`},
 		{"standard methods are upper-cased", `return [new Request("http://a", {method: "post"}).method, new Request("http://a", {method: "purge"}).method]`, `["POST","purge"]`},
 		{"an invalid method throws", `new Request("http://a", {method: "a b"})`, `throws: TypeError: invalid method: a b`},
 		{"a relative URL throws", `new Request("/x")`, `throws: TypeError: invalid URL: "/x" is relative and there is no base`},
