@@ -69,11 +69,13 @@ func (e *Env) runCLIWithoutTrustVars(args ...string) (stdout, stderr string, cod
 	return e.cliIn(environ, args...)
 }
 
-func TestRunTrustsInterceptdsCAWithNoChangeToTheCommandOrTheHost(t *testing.T) {
-	before := hostBundles(t)
-	if len(before) == 0 {
-		t.Skip("no system CA bundle on this host")
-	}
+// newInterceptingEnv is a daemon with a proxy handler for api.example.test
+// marked https, in front of an upstream that echoes the path and the
+// Authorization it got (the setup of
+// TestAnInterceptedHTTPSHandlerInjectsATokenTheSandboxNeverSees), and the
+// daemon's CA as `interceptd ca` prints it.
+func newInterceptingEnv(t *testing.T) (*Env, string) {
+	t.Helper()
 	cert, upstreamCA := testCA(t, "api.test")
 	secretFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(secretFile, []byte("s3cret-https\n"), 0o600)
@@ -98,9 +100,18 @@ func TestRunTrustsInterceptdsCAWithNoChangeToTheCommandOrTheHost(t *testing.T) {
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
 	caPEM, errOut, code := e.CLI("ca", "--config", e.Config)
-	if code != 0 {
+	if code != 0 || !strings.HasPrefix(caPEM, "-----BEGIN CERTIFICATE-----") {
 		t.Fatalf("interceptd ca: exit %d %s", code, errOut)
 	}
+	return e, caPEM
+}
+
+func TestRunTrustsInterceptdsCAWithNoChangeToTheCommandOrTheHost(t *testing.T) {
+	before := hostBundles(t)
+	if len(before) == 0 {
+		t.Skip("no system CA bundle on this host")
+	}
+	e, caPEM := newInterceptingEnv(t)
 
 	t.Run("curl without --cacert", func(t *testing.T) {
 		out, errOut, code := e.runCLIWithoutTrustVars("run", "--", "curl", "-sS", "-m", "5", "https://api.example.test/repos")
