@@ -195,7 +195,8 @@ func cmdSandbox(args []string) error {
 // /etc/resolv.conf in a private mount namespace, exactly as a user running
 // `ip netns exec` by hand gets it. Unless --privileged, it runs as an
 // unprivileged user with no capabilities (see runas.go): a network namespace
-// does not hide the host's files.
+// does not hide the host's files. If the daemon intercepts HTTPS, the
+// command trusts its CA (see runtrust.go).
 func cmdRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	sock := adminSocketFlag(fs)
@@ -222,19 +223,32 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return fmt.Errorf("run needs iproute2's ip: %w", err)
 	}
-	command := fs.Args()
+	var execArgs []string
 	if !*privileged {
 		u, err := chooseUser(*as, os.Getenv, hostAccounts)
 		if err != nil {
 			return err
 		}
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("finding interceptd itself, to drop privileges with: %w", err)
-		}
-		command = append(append(append([]string{self, "run-exec"}, u.args()...), "--"), command...)
+		execArgs = u.args()
 	}
 	c := client(*sock)
+	// interceptd's CA, for run-exec to make the command trust; nil when the
+	// daemon intercepts no HTTPS.
+	ca, err := c.CACert()
+	if err != nil {
+		return err
+	}
+	if *privileged && ca != nil {
+		execArgs = []string{"--privileged"}
+	}
+	command := fs.Args()
+	if execArgs != nil {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding interceptd itself, for run-exec: %w", err)
+		}
+		command = append(append(append([]string{self, "run-exec"}, execArgs...), "--"), command...)
+	}
 	sb, err := c.Create(*name, nil)
 	if err != nil {
 		return err
@@ -247,6 +261,7 @@ func cmdRun(args []string) error {
 
 	cmd := exec.Command(ip, append([]string{"netns", "exec", sb.Netns}, command...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = runExecEnv(os.Environ(), ca)
 	// Terminal signals reach the child through its process group; for
 	// signals sent to us alone, pass them on. Either way we stay alive to
 	// delete the sandbox.

@@ -178,8 +178,9 @@ func (u runUser) args() []string {
 
 // cmdRunExec is the second half of `interceptd run`, started by ip netns
 // exec inside the sandbox's namespaces: it drops to the user its flags name,
-// with no capabilities, and execs the command in its own place. Not a
-// command for people: `run` calls it.
+// with no capabilities (unless --privileged), and execs the command in its
+// own place; before that, if `run` passed it interceptd's CA, it makes the
+// command trust it (runtrust.go). Not a command for people: `run` calls it.
 func cmdRunExec(args []string) error {
 	fs := flag.NewFlagSet("run-exec", flag.ContinueOnError)
 	uid := fs.Int("uid", -1, "")
@@ -187,8 +188,25 @@ func cmdRunExec(args []string) error {
 	groups := fs.String("groups", "", "")
 	home := fs.String("home", "/", "")
 	login := fs.String("login", "", "")
-	if err := fs.Parse(args); err != nil || fs.NArg() == 0 || *uid <= 0 || *gid < 0 {
+	privileged := fs.Bool("privileged", false, "")
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 || (!*privileged && (*uid <= 0 || *gid < 0)) {
 		return errUsage
+	}
+	// Trust in interceptd's CA first, while still root.
+	env := os.Environ()
+	if ca := os.Getenv(caEnv); ca != "" {
+		var err error
+		if env, err = trustCA([]byte(ca), env); err != nil {
+			return fmt.Errorf("making the command trust interceptd's CA: %w", err)
+		}
+	}
+	if *privileged {
+		path, err := exec.LookPath(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "interceptd run: %v\n", err)
+			return exitError{127}
+		}
+		return syscall.Exec(path, fs.Args(), env)
 	}
 	u := runUser{UID: *uid, GID: *gid, Home: *home, Name: *login}
 	for _, s := range strings.Split(*groups, ",") {
@@ -200,7 +218,7 @@ func cmdRunExec(args []string) error {
 	if err != nil {
 		return err
 	}
-	return syscall.Exec(path, fs.Args(), runEnv(os.Environ(), u))
+	return syscall.Exec(path, fs.Args(), runEnv(env, u))
 }
 
 // dropPrivileges makes the calling thread, which then execs, u with no

@@ -98,6 +98,16 @@ type Backend struct {
 	Status func() Status
 	// Workers are the daemon's JavaScript workers; nil when it has none.
 	Workers Workers
+	// CACert is the PEM certificate of the CA that signs intercepted names'
+	// certificates (GET /v1/ca), for `interceptd run` to make its command
+	// trust; nil when the daemon intercepts no HTTPS. Public data: the key
+	// never comes here.
+	CACert []byte
+}
+
+// CA is the answer of GET /v1/ca.
+type CA struct {
+	Certificate string `json:"certificate"` // PEM
 }
 
 // Workers are the daemon's JavaScript workers, for `interceptd worker`.
@@ -108,6 +118,10 @@ type Workers interface {
 	// (the old version then stays), or wraps ErrUnknownWorker.
 	Reload(name string) error
 }
+
+// ErrNoCA is GET /v1/ca's answer from a daemon that intercepts no HTTPS
+// (listen.https empty).
+var ErrNoCA = errors.New("no CA: the daemon intercepts no HTTPS (listen.https is empty)")
 
 // ErrUnknownWorker is Workers.Reload's error for a name no worker has.
 var ErrUnknownWorker = errors.New("unknown worker")
@@ -208,6 +222,13 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 	mux.HandleFunc("/v1/handlers/{host}/{key...}", h.handler)
 	mux.HandleFunc("GET /v1/store", h.stats)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, be.Status()) })
+	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, r *http.Request) {
+		if len(be.CACert) == 0 {
+			writeErr(w, http.StatusNotFound, ErrNoCA)
+			return
+		}
+		writeJSON(w, http.StatusOK, CA{Certificate: string(be.CACert)})
+	})
 	mux.HandleFunc("/v1/kv/{ns}/{key...}", h.namespace)
 	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "interceptd", Subsystem: "admin", Name: "requests_total",

@@ -407,3 +407,43 @@ func readBody(resp *http.Response) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+func TestTheCACertificateIsReadOnlyAndAbsentWithoutInterception(t *testing.T) {
+	f := newAPI(t) // a daemon with no CA
+	if pem, err := f.c.CACert(); err != nil || pem != nil {
+		t.Errorf("CA of a daemon without one: %q, %v; want nil, nil", pem, err)
+	}
+	resp, err := rawAdmin(f, "GET", "/v1/ca", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.Contains(string(b), "listen.https") {
+		t.Errorf("GET /v1/ca without a CA: %d %s, want 404 saying why", resp.StatusCode, b)
+	}
+
+	const cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+	socket := filepath.Join(t.TempDir(), "admin.sock")
+	srv, err := Listen(socket, Backend{CACert: []byte(cert)}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	c := NewClient(socket)
+	if pem, err := c.CACert(); err != nil || string(pem) != cert {
+		t.Errorf("CA: %q, %v; want %q", pem, err, cert)
+	}
+	for _, m := range []string{"PUT", "POST", "DELETE"} {
+		req, _ := http.NewRequest(m, "http://interceptd/v1/ca", strings.NewReader(cert))
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("%s /v1/ca: %d, want 405", m, resp.StatusCode)
+		}
+	}
+}

@@ -230,6 +230,22 @@ func (c *Client) Status() (Status, error) {
 	return st, err
 }
 
+// CACert returns the PEM certificate of the daemon's CA, or nil and no
+// error when the daemon has none (HTTPS interception off, or a daemon from
+// before GET /v1/ca).
+func (c *Client) CACert() ([]byte, error) {
+	var ca CA
+	err := c.do(http.MethodGet, "/v1/ca", nil, &ca)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []byte(ca.Certificate), nil
+}
+
 // Attach makes an existing namespace a sandbox (the CNI plugin's ADD).
 func (c *Client) Attach(name, nsPath, ifName string) (netns.Sandbox, error) {
 	var sb netns.Sandbox

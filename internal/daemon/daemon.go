@@ -332,6 +332,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	ln = httpserve.LimitPerSource(ln, cfg.Listen.MaxConnectionsPerSandbox, hm)
 	go func() { d.errc <- d.server.Serve(ln) }()
+	var caCert []byte // for GET /v1/ca; nil without interception
 	if cfg.Listen.HTTPS != "" {
 		// The port-443 front: SNI policy, then a splice or a reset.
 		tm := tlsfront.NewMetrics(reg)
@@ -340,6 +341,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 			return d, err
 		}
 		d.tls = &tlsfront.Server{Decide: d.router, CA: ca, Handler: d.router, Metrics: tm, Logger: log}
+		caCert = ca.CertPEM()
 		tln, err := httpserve.ListenTransparent(ctx, cfg.Listen.HTTPS)
 		if err != nil {
 			return d, err
@@ -373,7 +375,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
 		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.db,
-		Status: d.Status, Workers: d.workers,
+		Status: d.Status, Workers: d.workers, CACert: caCert,
 		Namespace: func(ns string) router.Handler {
 			return &handlers.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
 		},
