@@ -7,13 +7,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -83,4 +87,130 @@ func (b *bench) httpsBulk() {
 	}
 	fmt.Printf("\nHTTPS %d MiB download: direct %.0f MB/s, through the TLS front's passthrough %.0f MB/s: %.2f× (target ≥ 0.9; runs %.0f/%.0f, %.0f/%.0f MB/s); daemon CPU %.0f µs per MiB passed\n",
 		*bigMiB, median(direct), median(through), median(through)/median(direct), direct[0], through[0], direct[1], through[1], median(cpu))
+}
+
+// Issue 20's interception figures: the TLS front terminating TLS for
+// tls.bench (a respond handler marked https: true, the floor's work) with a
+// leaf from interceptd's CA, against HAProxy terminating TLS on the same hop
+// with a static certificate and answering the same 200 itself. The HAProxy
+// client's port 443 goes to HAProxy by nftables tproxy, as its port 80 does
+// for the passthrough reference, and is never routed past it.
+
+// haproxyTLS writes HAProxy's static certificate for tls.bench, makes
+// tls.bench resolve to the upstream's address in the HAProxy client's
+// namespace (its /etc/netns hosts file; the tproxy rule takes the
+// connection before it is routed), and returns the HAProxy frontend that
+// terminates TLS there.
+//
+// The certificate has the shape of the daemon's: an ECDSA P-256 leaf
+// signed by an ECDSA P-256 CA, sent with the CA (two certificates), so
+// that both sides sign and send the same.
+func (b *bench) haproxyTLS() string {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(err)
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench HAProxy CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	must(err)
+	caCert, err := x509.ParseCertificate(caDER)
+	must(err)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "tls.bench"}, DNSNames: []string{"tls.bench", "tls-full.bench"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	must(err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	must(err)
+	// HAProxy's crt: the leaf, the chain, the key, in one file.
+	var bundle []byte
+	bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})...)
+	bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
+	crt := filepath.Join(b.dir, "haproxy-tls.pem")
+	must(os.WriteFile(crt, bundle, 0o600))
+	must(os.WriteFile(filepath.Join(b.dir, "haproxy-ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644))
+
+	etc := "/etc/netns/" + b.hapNS
+	must(os.MkdirAll(etc, 0o755))
+	b.defer_(func() { os.RemoveAll(etc) })
+	must(os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n192.0.2.2 tls.bench\n192.0.2.3 tls-full.bench\n"), 0o644))
+
+	// The daemon's front offers h2 and http/1.1 by ALPN; so does this
+	// (wrk offers none: HTTP/1.1 on both). tls resumes sessions as HAProxy
+	// does by default (TLS 1.3 tickets, which wrk presents on its next
+	// connection); tls-full, reached at 192.0.2.3 (tls-full.bench), issues
+	// no tickets and has no session cache (global), so that every
+	// handshake is a full one, as on the daemon's front.
+	return `frontend tls
+	bind 0.0.0.0:18443 transparent ssl crt ` + crt + ` alpn h2,http/1.1
+	http-request return status 200 content-type text/plain string "ok\n"
+frontend tls-full
+	bind 0.0.0.0:18444 transparent ssl crt ` + crt + ` alpn h2,http/1.1 no-tls-tickets
+	http-request return status 200 content-type text/plain string "ok\n"
+`
+}
+
+// checkHAProxyTLS proves HAProxy's TLS path before the rounds: the answer's
+// certificate verifies against the benchmark's static CA (and port 443 from
+// that client is never routed).
+func (b *bench) checkHAProxyTLS() {
+	for _, url := range []string{"https://tls.bench/", "https://tls-full.bench/"} {
+		out, err := exec.Command("ip", "netns", "exec", b.hapNS, "curl", "-sSf", "-m", "5", "--cacert", filepath.Join(b.dir, "haproxy-ca.pem"), url).CombinedOutput()
+		if err != nil || string(out) != "ok\n" {
+			must(fmt.Errorf("haproxy's TLS path %s: %v %q", url, err, out))
+		}
+	}
+}
+
+// checkInterceptedTLS proves the intercepted path before the rounds: from
+// the sandbox, tls.bench answers behind a certificate that verifies against
+// interceptd's CA (made in <data_dir>/ca).
+func (b *bench) checkInterceptedTLS() {
+	out, err := exec.Command("ip", "netns", "exec", b.sandboxNS, "curl", "-sSf", "-m", "5", "--cacert", filepath.Join(b.dir, "data", "ca", "ca.pem"), "https://tls.bench/").CombinedOutput()
+	if err != nil || string(out) != "ok\n" {
+		must(fmt.Errorf("the intercepted HTTPS path: %v %q", err, out))
+	}
+}
+
+// loadavg is the machine's load average (/proc/loadavg's first three).
+func loadavg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+type tlsCounts struct{ intercepted, certs float64 }
+
+var (
+	interceptedRE = regexp.MustCompile(`(?m)^interceptd_tls_connections_total\{outcome="intercepted"\} ([0-9.e+]+)$`)
+	certsRE       = regexp.MustCompile(`(?m)^interceptd_tls_certificates_total\{[^}]*\} ([0-9.e+]+)$`)
+)
+
+// tlsCounts reads the daemon's intercepted TLS connections and the
+// certificates its front sent (one per full handshake: a resumed one sends
+// none), from its metrics; zeros if they cannot be read.
+func (b *bench) tlsCounts() tlsCounts {
+	out, err := exec.Command("ip", "netns", "exec", b.hostNS, "curl", "-sS", "-m", "5", "http://127.0.0.1:9780/metrics").Output()
+	if err != nil {
+		return tlsCounts{}
+	}
+	var c tlsCounts
+	if m := interceptedRE.FindSubmatch(out); m != nil {
+		c.intercepted, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	for _, m := range certsRE.FindAllSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		c.certs += v
+	}
+	return c
 }

@@ -204,13 +204,16 @@ func (b *bench) setup() {
 		link(b.hapNS, "hap0", "203.0.113.1/24", "203.0.113.2/24")
 		sh("ip", "-n", b.hapNS, "route", "add", "default", "via", "203.0.113.1")
 		sh("ip", "netns", "exec", b.hostNS, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", "hap0", "-m", "rpfilter", "--invert", "-j", "DROP")
-		// Only through HAProxy: port 80 is never routed past it.
+		// Only through HAProxy: ports 80 and 443 are never routed past it.
 		sh("ip", "netns", "exec", b.hostNS, "iptables", "-A", "FORWARD", "-i", "hap0", "-p", "tcp", "--dport", "80", "-j", "DROP")
+		sh("ip", "netns", "exec", b.hostNS, "iptables", "-A", "FORWARD", "-i", "hap0", "-p", "tcp", "--dport", "443", "-j", "DROP")
 		nft := exec.Command("ip", "netns", "exec", b.hostNS, "nft", "-f", "-")
 		nft.Stdin = strings.NewReader(`table ip ibench_hap {
 	chain pre {
 		type filter hook prerouting priority mangle; policy accept;
 		iifname "hap0" tcp dport 80 tproxy to :18080 meta mark set 0x4242 accept
+		iifname "hap0" ip daddr 192.0.2.3 tcp dport 443 tproxy to :18444 meta mark set 0x4242 accept
+		iifname "hap0" tcp dport 443 tproxy to :18443 meta mark set 0x4242 accept
 	}
 }
 `)
@@ -222,6 +225,9 @@ func (b *bench) setup() {
 		hcfg := filepath.Join(b.dir, "haproxy.cfg")
 		os.WriteFile(hcfg, []byte(`global
 	maxconn 4000
+	# No TLS session cache: the full-handshake frontend (haproxyTLS)
+	# resumes nothing; TLS 1.3's tickets on the other need none.
+	tune.ssl.cachesize 0
 defaults
 	mode http
 	timeout connect 5s
@@ -234,7 +240,7 @@ frontend intercepted
 backend original
 	# 0.0.0.0, port 0: the connection's original destination and port.
 	server original 0.0.0.0:0
-`), 0o644)
+`+b.haproxyTLS()), 0o644)
 		b.haproxy = exec.Command("ip", "netns", "exec", b.hostNS, "haproxy", "-db", "-f", hcfg)
 		b.haproxy.Stderr = os.Stderr
 		must(b.haproxy.Start())
@@ -250,6 +256,7 @@ backend original
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+		b.checkHAProxyTLS()
 	}
 
 	wkvJS, wpassJS := filepath.Join(b.dir, "wkv.js"), filepath.Join(b.dir, "wpass.js")
@@ -271,6 +278,8 @@ handlers:
   - {host: my.r2, kind: blob}
   - {host: state.do, kind: state}
   - {host: floor.bench, kind: respond, body: "ok\n"}
+  # Issue 20: the floor's handler behind the TLS front's interception.
+  - {host: tls.bench, kind: respond, https: true, body: "ok\n"}
 # No default_worker: the sandbox of the built-in paths has none; the worker
 # paths' sandboxes name theirs.
 workers:
@@ -368,6 +377,7 @@ workers:
 			must(fmt.Errorf("worker path %s from %s: %v %q", c.url, c.ns, err, out))
 		}
 	}
+	b.checkInterceptedTLS()
 	put("state.do", "k", "bench", bytes.Repeat([]byte("s"), 128))
 	mib := make([]byte, 1<<20)
 	rand.Read(mib)
@@ -533,6 +543,8 @@ func main() {
 		os.Exit(1)
 	}()
 	b.setup()
+	load0 := loadavg()
+	tls0 := b.tlsCounts()
 
 	sbNS := b.sandboxNS
 	dpid := b.daemon.Process.Pid
@@ -558,9 +570,22 @@ func main() {
 		// spliced), so req/s is TLS connections per second.
 		{"HTTPS new connections, direct (routed)", b.cliNS, "https://192.0.2.2/", dpid, []string{"-H", "Connection: close"}},
 		{"HTTPS new connections, passthrough (SNI)", sbNS, "https://example.bench/", dpid, []string{"-H", "Connection: close"}},
+		// Issue 20: TLS terminated by the front for a handler marked
+		// https (a leaf from interceptd's CA) and the floor's work
+		// behind it; a new TLS connection per request, then kept alive.
+		{"HTTPS intercepted, new handshakes (respond handler)", sbNS, "https://tls.bench/", dpid, []string{"-H", "Connection: close"}},
+		{"HTTPS intercepted, kept-alive (respond handler)", sbNS, "https://tls.bench/", dpid, nil},
 	}
 	if b.haproxy != nil {
-		http = append(http, path{"passthrough by HAProxy (reference)", b.hapNS, "http://192.0.2.2/", b.haproxy.Process.Pid, nil})
+		hpid := b.haproxy.Process.Pid
+		http = append(http, path{"passthrough by HAProxy (reference)", b.hapNS, "http://192.0.2.2/", hpid, nil},
+			// Issue 20's reference: HAProxy terminating TLS on the same
+			// hop with a static certificate, answering the 200 itself.
+			path{"HTTPS by HAProxy, new handshakes (reference)", b.hapNS, "https://tls.bench/", hpid, []string{"-H", "Connection: close"}},
+			// wrk resumes its sessions; the daemon's front does not
+			// (bench/README.md): HAProxy without resumption as well.
+			path{"HTTPS by HAProxy, new full handshakes (no resumption)", b.hapNS, "https://tls-full.bench/", hpid, []string{"-H", "Connection: close"}},
+			path{"HTTPS by HAProxy, kept-alive (reference)", b.hapNS, "https://tls.bench/", hpid, nil})
 	}
 	if *only == "dns" {
 		// One run each, the daemon profiled while it answers handler names.
@@ -691,6 +716,18 @@ func main() {
 		}
 		ratioRow(label, rs)
 	}
+	// The same for CPU per request (the daemon's over the reference's).
+	perRoundCPU := func(label, a, b string) {
+		ra, rb := find(a), find(b)
+		if ra == nil || rb == nil {
+			return
+		}
+		var rs []float64
+		for r := range ra.cpu {
+			rs = append(rs, ra.cpu[r]/rb.cpu[r])
+		}
+		ratioRow(label, rs)
+	}
 	perRound("KV GET / floor", "KV GET", "floor")
 	if r := find("blob GET 1 MiB"); r != nil {
 		fmt.Fprintf(tw, "blob GET 1 MiB\t%.0f\tMB/s\t\t\t\t\n", median(r.vals)*1.048576)
@@ -699,10 +736,24 @@ func main() {
 	perRound("worker KV GET / KV GET (target ≥ 0.5)", "worker KV GET", "KV GET")
 	perRound("worker passthrough / passthrough (target ≥ 0.5)", "worker passthrough", "passthrough (forward)")
 	perRound("HTTPS passthrough / direct, new connections (target ≥ 0.9)", "HTTPS new connections, passthrough", "HTTPS new connections, direct")
+	perRound("HTTPS intercepted handshakes / HAProxy (target ≥ 0.8)", "HTTPS intercepted, new handshakes", "HTTPS by HAProxy, new handshakes")
+	perRound("HTTPS intercepted handshakes / HAProxy full handshakes", "HTTPS intercepted, new handshakes", "HTTPS by HAProxy, new full handshakes")
+	perRound("HTTPS intercepted kept-alive req/s / HAProxy (target ≥ 0.8)", "HTTPS intercepted, kept-alive", "HTTPS by HAProxy, kept-alive")
+	perRoundCPU("HTTPS CPU per handshake, daemon / HAProxy", "HTTPS intercepted, new handshakes", "HTTPS by HAProxy, new handshakes")
+	perRoundCPU("HTTPS CPU per handshake, daemon / HAProxy full handshakes", "HTTPS intercepted, new handshakes", "HTTPS by HAProxy, new full handshakes")
+	perRoundCPU("HTTPS CPU per kept-alive request, daemon / HAProxy", "HTTPS intercepted, kept-alive", "HTTPS by HAProxy, kept-alive")
 	if *paths == "" {
 		ratioRow("DNS handler name / dnsmasq", dnsRows[0].ratios)
 	}
 	tw.Flush()
+	fmt.Printf("load average (1, 5, 15 min): %s before the rounds, %s after\n", load0, loadavg())
+	if find("HTTPS intercepted") != nil {
+		tls1 := b.tlsCounts()
+		// A resumed handshake sends no certificate; one that wrk cuts
+		// off at the end of a run may have sent one.
+		fmt.Printf("the daemon's TLS front in the rounds: %.0f connections intercepted, %.0f certificates sent (one per full handshake)\n",
+			tls1.intercepted-tls0.intercepted, tls1.certs-tls0.certs)
+	}
 	if *paths != "" {
 		if find("HTTPS") != nil {
 			b.httpsBulk() // the other half of the HTTPS figures
