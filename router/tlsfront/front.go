@@ -73,6 +73,10 @@ type Server struct {
 	https      *http.Server
 	httpLn     *queueListener
 	intercepts map[net.Conn]*intercepted
+	// tickets are the session-ticket keys of intercepted connections
+	// (ticketKeys), made at ticketsMade.
+	tickets     [][32]byte
+	ticketsMade time.Time
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -205,7 +209,8 @@ func (s *Server) serve(c net.Conn) {
 	kind := helloKind(hello, err)
 	s.Metrics.hello(kind, time.Since(start))
 	if kind == HelloTimeout || kind == HelloGone {
-		// Nothing to decide on, and no one to tell.
+		// Nothing to decide on, and no one to tell. Counted before the
+		// reset: whoever sees the reset sees it counted.
 		s.Metrics.connection(OutcomeHelloFailed)
 		s.logger().Debug("tls connection without a whole ClientHello", "sandbox_addr", src.Addr().String(), "dest", dst.String(), "error", err)
 		reset(raw)
@@ -222,16 +227,16 @@ func (s *Server) serve(c net.Conn) {
 		// A reset, not an alert: the front speaks no TLS of its own, and a
 		// reset fails every client at once (curl: "Connection reset by
 		// peer"); the record says why.
-		reset(raw)
 		s.Metrics.connection(OutcomeRefused)
+		reset(raw)
 		s.logger().Info("tls", append(rec, "outcome", OutcomeRefused, "detail", v.Detail,
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 		return
 	}
 	up, err := s.dial(dst)
 	if err != nil {
-		reset(raw)
 		s.Metrics.connection(OutcomeUpstreamFailed)
+		reset(raw)
 		s.logger().Info("tls", append(rec, "outcome", OutcomeUpstreamFailed, "error", err.Error(),
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 		return

@@ -1,7 +1,9 @@
 package tlsfront
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -87,8 +89,8 @@ func (s *Server) forget(c net.Conn) {
 // serves the requests inside through Handler, until the client is done.
 func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, start time.Time) {
 	if s.CA == nil || s.Handler == nil {
-		reset(raw)
 		s.Metrics.connection(OutcomeRefused)
+		reset(raw)
 		s.logger().Warn("tls", append(rec, "outcome", OutcomeRefused, "detail", "a handler marked for HTTPS, but the front has no CA")...)
 		return
 	}
@@ -103,6 +105,7 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 			return c, err
 		},
 	}
+	s.resumption(cfg, v.Name)
 	tc := tls.Server(rc, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	hs := time.Now()
@@ -114,8 +117,8 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		if untrusted(err, certSent) {
 			outcome, reason = OutcomeUntrusted, ReasonUntrusted
 		}
-		reset(raw)
 		s.Metrics.connection(outcome)
+		reset(raw)
 		attrs := append(rec, "outcome", outcome, "error", err.Error(), "duration_ms", float64(time.Since(start).Microseconds())/1000)
 		if reason != "" {
 			// The decision stays the handler's; why it went nowhere is this.
@@ -142,6 +145,53 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 	s.logger().Info("tls", append(rec, "outcome", OutcomeIntercepted, "alpn", tc.ConnectionState().NegotiatedProtocol,
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 	<-ic.done
+}
+
+// resumption lets cfg, one connection's config, issue and take session
+// tickets that the front's other connections take too (Go keeps ticket keys
+// per config otherwise, so no ticket would ever be redeemed and every
+// connection would pay a full handshake). A ticket carries the name TLS was
+// terminated for and is taken only on a connection for that same name: a
+// resumed session skips the certificate, so a ticket must not carry a
+// client from one intercepted name to another.
+func (s *Server) resumption(cfg *tls.Config, name string) {
+	cfg.SetSessionTicketKeys(s.ticketKeys())
+	tag := []byte("interceptd-name:" + name)
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, tag)
+		return cfg.EncryptTicket(cs, ss)
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := cfg.DecryptTicket(identity, cs)
+		if err != nil || ss == nil {
+			return nil, nil // not ours, or from a rotated key: a full handshake
+		}
+		for _, e := range ss.Extra {
+			if bytes.Equal(e, tag) {
+				return ss, nil
+			}
+		}
+		return nil, nil
+	}
+}
+
+// ticketKeys are the front's session-ticket keys: the newest first (it
+// encrypts), a day's life each, the one before still taken.
+func (s *Server) ticketKeys() [][32]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.tickets) == 0 || time.Since(s.ticketsMade) > 24*time.Hour {
+		var k [32]byte
+		if _, err := rand.Read(k[:]); err != nil {
+			panic(err) // crypto/rand does not fail on Linux
+		}
+		s.tickets = append([][32]byte{k}, s.tickets...)
+		if len(s.tickets) > 2 {
+			s.tickets = s.tickets[:2]
+		}
+		s.ticketsMade = time.Now()
+	}
+	return s.tickets
 }
 
 // untrusted reports whether a handshake failed because the client refused

@@ -24,8 +24,8 @@ import (
 type handlerDecider struct{}
 
 func (handlerDecider) DecideTLS(src, dst netip.AddrPort, sni string) router.TLSVerdict {
-	if sni == "api.test" {
-		return router.TLSVerdict{Decision: policy.Decision{Result: policy.Handler, Reason: policy.ReasonHandler}, Sandbox: "s", RequestID: "r", Name: "api.test"}
+	if sni == "api.test" || sni == "b.test" {
+		return router.TLSVerdict{Decision: policy.Decision{Result: policy.Handler, Reason: policy.ReasonHandler}, Sandbox: "s", RequestID: "r", Name: sni}
 	}
 	return router.TLSVerdict{Decision: policy.Decision{Result: policy.Deny, Reason: policy.ReasonNotAllowed}, Sandbox: "s", RequestID: "r"}
 }
@@ -142,4 +142,71 @@ func TestAClientThatDoesNotTrustTheCAFailsCleanlyAndIsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+func TestASessionResumesOnTheNextConnectionForItsNameOnly(t *testing.T) {
+	addr, ca, m := interceptFront(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	cache := tls.NewLRUClientSessionCache(8)
+	dial := func(name string) (resumed bool, err error) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: name, RootCAs: roots, ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		// TLS 1.3 tickets come after the handshake: a request and its
+		// answer make sure the client has read them.
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name)
+		io.ReadAll(c)
+		return c.ConnectionState().DidResume, nil
+	}
+	if resumed, err := dial("api.test"); err != nil || resumed {
+		t.Fatalf("first connection: resumed %v, %v", resumed, err)
+	}
+	if resumed, err := dial("api.test"); err != nil || !resumed {
+		t.Errorf("second connection: resumed %v, %v; want a resumed session", resumed, err)
+	}
+	if n := testutil.ToFloat64(m.leaves.WithLabelValues("minted")) + testutil.ToFloat64(m.leaves.WithLabelValues("cached")); n != 1 {
+		t.Errorf("%v certificates presented for two connections, want 1 (the second resumed)", n)
+	}
+}
+
+// oneSession is a client session cache that offers the one session it has
+// for whatever name: a client trying a ticket on another name.
+type oneSession struct{ cs *tls.ClientSessionState }
+
+func (o *oneSession) Get(string) (*tls.ClientSessionState, bool) { return o.cs, o.cs != nil }
+func (o *oneSession) Put(_ string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		o.cs = cs
+	}
+}
+
+func TestATicketForOneNameIsNotTakenForAnother(t *testing.T) {
+	addr, ca, _ := interceptFront(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	cache := &oneSession{}
+	dial := func(name string, cfg *tls.Config) tls.ConnectionState {
+		cfg.ServerName, cfg.ClientSessionCache, cfg.NextProtos = name, cache, []string{"http/1.1"}
+		c, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name)
+		io.ReadAll(c)
+		return c.ConnectionState()
+	}
+	dial("api.test", &tls.Config{RootCAs: roots})
+	// A client that offers api.test's ticket on a connection for b.test
+	// (a Go client would not: it skips verification here to try).
+	st := dial("b.test", &tls.Config{InsecureSkipVerify: true})
+	if st.DidResume {
+		t.Fatal("api.test's ticket resumed a connection for b.test")
+	}
+	if got := st.PeerCertificates[0].Subject.CommonName; got != "b.test" {
+		t.Errorf("b.test's connection got a certificate for %q", got)
+	}
 }
