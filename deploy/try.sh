@@ -27,7 +27,7 @@ daemon=
 cleanup() {
   set +e
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  nsenter --net=/run/netns/$ns "$bin" cleanup >/dev/null 2>&1
+  nsenter --net=/run/netns/$ns "$bin" cleanup --config "$tmp/config.yaml" >/dev/null 2>&1
   ip netns del $ns 2>/dev/null
   rm -rf "$tmp"
 }
@@ -35,11 +35,14 @@ trap cleanup EXIT
 
 echo "# building"
 go build -o "$bin" ./cmd/interceptd
+# The embedded default, with a data dir and a namespace prefix of its own, so
+# that this runs beside an installed service without touching its sandboxes.
+"$bin" config default | sed -e "s|^data_dir: .*|data_dir: $tmp/data|" -e "s|^admin_socket: .*|admin_socket: $tmp/admin.sock|" -e "s|^  netns_prefix: .*|  netns_prefix: icdtry$$-|" >"$tmp/config.yaml"
 ip netns add $ns
 ip -n $ns link set lo up
 # nsenter enters only the network namespace, so the sandbox namespaces the
 # daemon bind-mounts under /run/netns are visible to `ip netns` here.
-nsenter --net=/run/netns/$ns "$bin" serve --data-dir "$tmp/data" >"$tmp/daemon.log" 2>&1 &
+nsenter --net=/run/netns/$ns "$bin" serve --config "$tmp/config.yaml" >"$tmp/daemon.log" 2>&1 &
 daemon=$!
 for _ in $(seq 100); do "$bin" sandbox list >/dev/null 2>&1 && break; sleep 0.1; done
 "$bin" sandbox list >/dev/null || { cat "$tmp/daemon.log"; exit 1; }

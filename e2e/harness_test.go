@@ -94,6 +94,8 @@ type Env struct {
 	log    bytes.Buffer
 	daemon *exec.Cmd
 	exited chan struct{}
+	// sharedPrefix: another Env's prefix, whose namespaces that Env checks.
+	sharedPrefix bool
 }
 
 // Options shape an Env.
@@ -107,6 +109,12 @@ type Options struct {
 	Env []string
 	// Listen is added to the generated listen section (indented YAML lines).
 	Listen string
+	// Prefix, when set, is the sandbox namespace prefix instead of one of
+	// the Env's own: another Env's, for two daemons on one prefix. The
+	// teardown then leaves the prefix's leftovers to the Env that made it.
+	Prefix string
+	// NoStart: the test starts the daemon (Start, TryStart).
+	NoStart bool
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -132,6 +140,9 @@ func NewEnv(t *testing.T, o Options) *Env {
 	e.HostNS = "ie2e-" + e.ID + "-host"
 	e.UpNS = "ie2e-" + e.ID + "-up"
 	e.Prefix = "ie2e" + e.ID + "-"
+	if o.Prefix != "" {
+		e.Prefix, e.sharedPrefix = o.Prefix, true
+	}
 	e.Socket = filepath.Join(e.Dir, "admin.sock")
 	e.Config = filepath.Join(e.Dir, "interceptd.yaml")
 	e.Metrics = "127.0.0.1:9780"
@@ -169,8 +180,39 @@ sandbox:
 	// Cleanups run last-in first-out: the daemon stops and the leak checks
 	// run before the namespaces above are deleted.
 	t.Cleanup(e.teardown)
-	e.Start()
+	if !o.NoStart {
+		e.Start()
+	}
 	return e
+}
+
+// TryStart starts the daemon and waits until its admin API answers (true)
+// or it exits (false); either way within 15 s.
+func (e *Env) TryStart() bool {
+	t := e.t
+	t.Helper()
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.HostNS, binary, "serve", "--config", e.Config)
+	w := &lockedWriter{e: e}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Env = append(os.Environ(), e.env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.daemon, e.exited = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(e.exited) }()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, _, code := e.CLI("sandbox", "list"); code == 0 {
+			return true
+		}
+		select {
+		case <-e.exited:
+			e.daemon = nil
+			return false
+		default:
+		}
+	}
+	t.Fatalf("daemon neither ready nor exited after 15s:\n%s", e.Log())
+	return false
 }
 
 // Start starts the daemon and waits until its admin API answers.
@@ -252,7 +294,10 @@ func (e *Env) teardown() {
 	if err != nil {
 		t.Errorf("interceptd cleanup: %v\n%s", err, out)
 	}
-	for _, dir := range []string{"/run/netns", "/etc/netns"} {
+	for _, dir := range []string{"/run/netns", "/etc/netns", icdnetns.DefaultOwnerDir} {
+		if e.sharedPrefix {
+			break // the Env whose prefix it is checks
+		}
 		left, _ := filepath.Glob(filepath.Join(dir, e.Prefix+"*"))
 		if len(left) > 0 {
 			t.Errorf("left after cleanup: %v", left)

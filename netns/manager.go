@@ -51,6 +51,12 @@ type Config struct {
 	InterfacePrefix string
 	// NetnsDir is where namespaces are bind-mounted. Default /run/netns.
 	NetnsDir string
+	// Owner names this daemon in the namespace markers (its data dir), and
+	// OwnerDir is where markers and prefix locks live (DefaultOwnerDir):
+	// see owner.go. Without OwnerDir, every namespace with the prefix is
+	// taken for the manager's own (tests on a fake kernel only).
+	Owner    string
+	OwnerDir string
 	// ResolvConfDir, when set, gets <netns>/resolv.conf naming the gateway,
 	// which `ip netns exec` bind-mounts over /etc/resolv.conf. Usually /etc/netns.
 	ResolvConfDir string
@@ -123,6 +129,9 @@ type Sandbox struct {
 	// config no longer has it: the router then treats the sandbox as
 	// having none, until the config has it again.
 	Worker string `json:"worker,omitempty"`
+	// Lost: the namespace disappeared under the daemon (watchLost); the
+	// sandbox is listed so until it is deleted.
+	Lost bool `json:"lost,omitempty"`
 }
 
 // Spec is what a sandbox is made with besides its name and namespace;
@@ -153,6 +162,10 @@ type Manager struct {
 	reapq    chan reapItem
 	stopReap chan struct{}
 	reaping  sync.WaitGroup
+	// prefixLock holds the host-wide lock of NetnsPrefix (owner.go).
+	prefixLock *os.File
+	// lostEvery is how often watchLost looks (lostCheck; shorter in tests).
+	lostEvery time.Duration
 }
 
 // reapDelay is how long a deleted sandbox's link is left to the kernel: an
@@ -238,6 +251,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.reaping.Add(1)
 	go m.reaper()
+	if m.lostEvery == 0 {
+		m.lostEvery = lostCheck
+	}
 	return m, nil
 }
 
@@ -248,12 +264,16 @@ func (m *Manager) Close() {
 	close(m.stopReap)
 	m.reaping.Wait()
 	m.k.Close()
+	m.unlockPrefix()
 }
 
 // Setup installs the interception rules and policy routing, then re-adopts
 // the sandboxes recorded by a previous run whose namespace and link survived,
 // and removes the remains of any others.
 func (m *Manager) Setup() error {
+	if err := m.lockPrefix(); err != nil {
+		return err
+	}
 	if err := m.rules.Apply(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT); err != nil {
 		return err
 	}
@@ -317,6 +337,13 @@ func (m *Manager) adopt() error {
 			// next start; meanwhile the sandbox is served as without one.
 			m.log.Warn("re-adopted sandbox names a worker the config does not have; it has none until the config does", "sandbox", sb.Name, "worker", sb.Worker)
 		}
+		if !sb.External {
+			if _, marked := m.ownerOf(sb.Netns); !marked {
+				// A sandbox of a version before markers: its record proves it
+				// ours, and from now on its marker does too.
+				m.mark(sb.Netns)
+			}
+		}
 		m.register(&sb)
 		m.policyApplied(sb)
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
@@ -339,7 +366,10 @@ func (m *Manager) adopt() error {
 	}
 	// Sweep what has the daemon's prefixes but no record: leftovers of a
 	// crash between creating and recording, or of a lost data dir.
-	return m.sweep(false)
+	_, _, err := m.sweep(false)
+	m.reaping.Add(1)
+	go m.watchLost()
+	return err
 }
 
 // check verifies that a recorded sandbox's namespace and host link exist.
@@ -362,7 +392,9 @@ func (m *Manager) check(sb *Sandbox) error {
 
 // sweep deletes namespaces and links that carry the daemon's prefixes but
 // belong to no registered sandbox; with all, it deletes registered ones too.
-func (m *Manager) sweep(all bool) error {
+// A namespace goes only if this daemon can prove it made it (owner.go);
+// removed and left name the namespaces it removed and those it left.
+func (m *Manager) sweep(all bool) (removed, left []string, err error) {
 	var errs []error
 	m.mu.RLock()
 	keepNS, keepIf := map[string]bool{}, map[string]bool{}
@@ -383,25 +415,23 @@ func (m *Manager) sweep(all bool) error {
 			}
 		}
 	}
-	if m.cfg.NetnsPrefix != "" {
-		ents, _ := os.ReadDir(m.cfg.NetnsDir)
-		for _, e := range ents {
-			n := e.Name()
-			if strings.HasPrefix(n, m.cfg.NetnsPrefix) && !keepNS[n] {
-				if err := m.k.RemoveNamespace(filepath.Join(m.cfg.NetnsDir, n)); err != nil {
-					errs = append(errs, err)
-				}
-				m.removeResolvConf(n)
-			}
-		}
-	}
-	return errors.Join(errs...)
+	removed, left, err = m.sweepNamespaces(keepNS)
+	errs = append(errs, err)
+	return removed, left, errors.Join(errs...)
 }
 
 // Cleanup removes every sandbox, link, namespace, rule and route the daemon
-// made, whether or not a daemon is running. Already gone is success.
-func (m *Manager) Cleanup() error {
-	errs := []error{m.sweep(true)}
+// made, whether or not a daemon is running, and returns the namespaces it
+// removed and those it left (another daemon's, or ones it cannot prove it
+// made). Already gone is success.
+func (m *Manager) Cleanup() (removed, left []string, err error) {
+	// The prefix's lock file goes too when no daemon holds it (one killed
+	// left it); with one running (cleanup --force), it stays that daemon's.
+	if m.prefixLock == nil && m.lockPrefix() == nil {
+		defer m.unlockPrefix()
+	}
+	removed, left, err = m.sweep(true)
+	errs := []error{err}
 	if m.cfg.Records != nil {
 		if recs, err := m.cfg.Records.Sandboxes(); err == nil {
 			for name, raw := range recs {
@@ -421,7 +451,7 @@ func (m *Manager) Cleanup() error {
 	m.byName, m.byAddr = map[string]*Sandbox{}, map[netip.Addr]*Sandbox{}
 	m.mu.Unlock()
 	m.cfg.Metrics.setActive(0)
-	return errors.Join(errs...)
+	return removed, left, errors.Join(errs...)
 }
 
 func (m *Manager) register(sb *Sandbox) {
@@ -590,7 +620,18 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 
 func (m *Manager) build(s *Sandbox) error {
 	if !s.External {
+		if exists(s.NetnsPath) {
+			owner, _ := m.ownerOf(s.Netns)
+			if owner == "" {
+				owner = "not this daemon"
+			}
+			return fmt.Errorf("namespace %s exists already (owner: %s)", s.NetnsPath, owner)
+		}
+		if err := m.mark(s.Netns); err != nil {
+			return err
+		}
 		if err := m.k.CreateNamespace(s.NetnsPath); err != nil {
+			m.unmark(s.Netns)
 			return err
 		}
 	}
@@ -649,6 +690,8 @@ func (m *Manager) destroy(s *Sandbox) error {
 	}
 	if err := m.k.RemoveNamespace(s.NetnsPath); err != nil {
 		errs = append(errs, err)
+	} else {
+		m.unmark(s.Netns)
 	}
 	m.removeResolvConf(s.Netns)
 	return errors.Join(errs...)
@@ -680,6 +723,8 @@ func (m *Manager) Delete(name string) (err error) {
 	if !s.External {
 		if rerr := m.k.RemoveNamespace(s.NetnsPath); rerr != nil {
 			err = rerr
+		} else {
+			m.unmark(s.Netns)
 		}
 		m.removeResolvConf(s.Netns)
 	}

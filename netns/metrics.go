@@ -11,10 +11,12 @@ import (
 //	interceptd_sandbox_active                      gauge
 //	interceptd_sandbox_operations_total{op,result} op: create|attach|delete; result: ok|error
 //	interceptd_sandbox_operation_duration_seconds{op}
+//	interceptd_sandbox_lost_total                  namespaces that disappeared under the daemon
 type Metrics struct {
 	active   prometheus.Gauge
 	ops      *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	lostN    prometheus.Counter
 }
 
 // NewMetrics registers the sandbox metrics on reg.
@@ -39,7 +41,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.ops.WithLabelValues(op, r)
 		}
 	}
-	reg.MustRegister(m.active, m.ops, m.duration)
+	m.lostN = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "interceptd", Subsystem: "sandbox", Name: "lost_total",
+		Help: "Sandboxes whose namespace disappeared under the daemon (removed by something else).",
+	})
+	reg.MustRegister(m.active, m.ops, m.duration, m.lostN)
 	return m
 }
 
@@ -53,6 +59,12 @@ func (m *Metrics) observe(op string, start time.Time, err error) {
 	}
 	m.ops.WithLabelValues(op, r).Inc()
 	m.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+func (m *Metrics) lost() {
+	if m != nil {
+		m.lostN.Inc()
+	}
 }
 
 func (m *Metrics) setActive(n int) {

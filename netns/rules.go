@@ -499,6 +499,11 @@ func (rs RuleSet) Teardown(ipt IPTables, sets IPSets, nft NFT) error {
 		errs = append(errs, err)
 	}
 	for _, r := range rs.Jumps {
+		// A jump to a chain that is gone is gone too, and iptables cannot
+		// even look for one (a second cleanup, or one after a crash).
+		if ok, err := ipt.ChainExists(r.Table, r.Spec[len(r.Spec)-1]); err == nil && !ok {
+			continue
+		}
 		if err := ipt.DeleteIfExists(r.Table, r.Chain, r.Spec...); err != nil {
 			errs = append(errs, fmt.Errorf("deleting jump %s: %w", r, err))
 		}

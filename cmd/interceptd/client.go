@@ -177,7 +177,11 @@ func cmdSandbox(args []string) error {
 			if worker == "" {
 				worker = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.Name, sb.Addr, sb.Gateway, sb.NetnsPath, worker, sb.Created.Local().Format(time.RFC3339))
+			ns := sb.NetnsPath
+			if sb.Lost {
+				ns += " (LOST: the namespace disappeared)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.Name, sb.Addr, sb.Gateway, ns, worker, sb.Created.Local().Format(time.RFC3339))
 		}
 		return tw.Flush()
 	default:
@@ -359,6 +363,9 @@ func cmdStatus(args []string) error {
 	fmt.Fprintf(tw, "version\t%s\n", st.Version)
 	fmt.Fprintf(tw, "uptime\t%s (since %s)\n", (time.Duration(st.UptimeSeconds) * time.Second).String(), st.Started.Local().Format(time.RFC3339))
 	fmt.Fprintf(tw, "sandboxes\t%d\n", st.Sandboxes)
+	if st.SandboxesLost > 0 {
+		fmt.Fprintf(tw, "sandboxes lost\t%d (their namespace disappeared: see sandbox list)\n", st.SandboxesLost)
+	}
 	fmt.Fprintf(tw, "requests\t%d\n", st.Requests)
 	fmt.Fprintf(tw, "denials\t%d\n", st.Denials)
 	fmt.Fprintf(tw, "dns queries\t%d\n", st.DNSQueries)

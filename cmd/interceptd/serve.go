@@ -164,10 +164,17 @@ func cmdCleanup(args []string) error {
 	if _, err := client(*sock).List(); err == nil && !*force {
 		return fmt.Errorf("a daemon is running on %s: stop it first, or pass --force", socketPath(*sock))
 	}
-	if err := daemon.Cleanup(cfg); err != nil {
+	removed, left, err := daemon.Cleanup(cfg)
+	for _, n := range removed {
+		fmt.Printf("removed namespace %s\n", n)
+	}
+	for _, n := range left {
+		fmt.Printf("left namespace %s: made by another daemon (this one's data dir is %s); that daemon's cleanup removes it\n", n, cfg.DataDir)
+	}
+	if err != nil {
 		return err
 	}
-	fmt.Println("removed interceptd namespaces, links, rules and routes")
+	fmt.Println("removed this daemon's links, rules and routes")
 	return nil
 }
 

@@ -140,10 +140,12 @@ type Status struct {
 	Started       time.Time `json:"started"`
 	UptimeSeconds int64     `json:"uptime_seconds"`
 	Sandboxes     int64     `json:"sandboxes"`
-	Requests      int64     `json:"requests"`
-	Denials       int64     `json:"denials"`
-	DNSQueries    int64     `json:"dns_queries"`
-	StoreBytes    int64     `json:"store_bytes"`
+	// SandboxesLost are those whose namespace disappeared under the daemon.
+	SandboxesLost int64 `json:"sandboxes_lost,omitempty"`
+	Requests      int64 `json:"requests"`
+	Denials       int64 `json:"denials"`
+	DNSQueries    int64 `json:"dns_queries"`
+	StoreBytes    int64 `json:"store_bytes"`
 	// StoreUsage is what the writes charged to sandboxes occupy, summed
 	// over them (operator writes are charged to no one).
 	StoreUsage store.Amounts `json:"store_usage"`

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -65,8 +66,15 @@ func NetnsParams(cfg *config.Config) (netns.Config, error) {
 	for _, p := range dests.Prefixes() {
 		protected = append(protected, p.String())
 	}
+	owner, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return netns.Config{}, fmt.Errorf("data_dir: %w", err)
+	}
 	nc := netns.Config{
 		Pool: pool, NetnsPrefix: cfg.Sandbox.NetnsPrefix, InterfacePrefix: cfg.Sandbox.InterfacePrefix,
+		// The namespaces' owner is the daemon of this data dir: one store,
+		// one daemon (bbolt's lock).
+		Owner: owner, OwnerDir: netns.DefaultOwnerDir,
 		Rules: netns.RuleParams{
 			InterfacePrefix: cfg.Sandbox.InterfacePrefix,
 			HTTPListenIP:    httpAP.Addr().String(), HTTPListenPort: int(httpAP.Port()),
@@ -513,15 +521,17 @@ func hostResolvers(log *slog.Logger) []string {
 }
 
 // Cleanup removes every namespace, link, rule and route a daemon with cfg
-// made, without needing the daemon (or its store) to be there.
-func Cleanup(cfg *config.Config) error {
+// made, without needing the daemon (or its store) to be there, and says
+// which namespaces it removed and which it left: those whose owner marker
+// names another daemon (another data dir), or none.
+func Cleanup(cfg *config.Config) (removed, left []string, err error) {
 	nc, err := NetnsParams(cfg)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	m, err := netns.New(nc)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer m.Close()
 	return m.Cleanup()
@@ -635,6 +645,7 @@ func (d *Daemon) Status() admin.Status {
 	st.StoreMinFreeBytes = int64(d.cfg.Store.MinFreeBytes)
 	st.StoreBytes, _ = d.db.FileSize()
 	st.Sandboxes = int64(d.counts.sandboxes())
+	st.SandboxesLost = int64(d.mgr.Lost())
 	st.Requests = d.counts.requests()
 	st.DNSQueries = d.counts.dnsQueries()
 	st.Denials = d.counts.denials()
