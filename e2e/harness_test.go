@@ -191,6 +191,9 @@ sandbox:
 func (e *Env) TryStart() bool {
 	t := e.t
 	t.Helper()
+	// nsenter switches only the network namespace. `ip netns exec` would
+	// also give the daemon a private mount namespace, and the sandbox
+	// namespaces it bind-mounts would then be invisible to everyone else.
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.HostNS, binary, "serve", "--config", e.Config)
 	w := &lockedWriter{e: e}
 	cmd.Stdout, cmd.Stderr = w, w
@@ -217,34 +220,9 @@ func (e *Env) TryStart() bool {
 
 // Start starts the daemon and waits until its admin API answers.
 func (e *Env) Start() {
-	t := e.t
-	t.Helper()
-	// nsenter switches only the network namespace. `ip netns exec` would
-	// also give the daemon a private mount namespace, and the sandbox
-	// namespaces it bind-mounts would then be invisible to everyone else.
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.HostNS, binary, "serve", "--config", e.Config)
-	w := &lockedWriter{e: e}
-	cmd.Stdout, cmd.Stderr = w, w
-	cmd.Env = append(os.Environ(), e.env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.daemon, e.exited = cmd, make(chan struct{})
-	go func() { cmd.Wait(); close(e.exited) }()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, _, code := e.CLI("sandbox", "list"); code == 0 {
-			return
-		}
-		select {
-		case <-e.exited:
-			t.Fatalf("daemon exited during start:\n%s", e.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not ready after 15s:\n%s", e.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
+	e.t.Helper()
+	if !e.TryStart() {
+		e.t.Fatalf("daemon exited during start:\n%s", e.Log())
 	}
 }
 

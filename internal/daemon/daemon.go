@@ -360,7 +360,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 
 	// What `interceptd status` reports, from the components just built.
 	d.counts = counts{
-		sandboxes: d.mgr.Count, requests: rm.Requests,
+		sandboxes: d.mgr.Count, lost: d.mgr.Lost, requests: rm.Requests,
 		dnsQueries: dnsMetrics.Queries, denials: d.decisions.Denials,
 	}
 	if cfg.Listen.Metrics != "" {
@@ -627,6 +627,7 @@ func (d *Daemon) Healthy() error {
 // status and the metrics cannot disagree.
 type counts struct {
 	sandboxes  func() int   // the manager's sandboxes (interceptd_sandbox_active)
+	lost       func() int   // those whose namespace disappeared (nil: none known)
 	requests   func() int64 // interceptd_router_requests_total
 	dnsQueries func() int64 // interceptd_dns_queries_total
 	denials    func() int64 // deny decisions in interceptd_policy_decisions_total
@@ -645,7 +646,9 @@ func (d *Daemon) Status() admin.Status {
 	st.StoreMinFreeBytes = int64(d.cfg.Store.MinFreeBytes)
 	st.StoreBytes, _ = d.db.FileSize()
 	st.Sandboxes = int64(d.counts.sandboxes())
-	st.SandboxesLost = int64(d.mgr.Lost())
+	if d.counts.lost != nil {
+		st.SandboxesLost = int64(d.counts.lost())
+	}
 	st.Requests = d.counts.requests()
 	st.DNSQueries = d.counts.dnsQueries()
 	st.Denials = d.counts.denials()
