@@ -99,7 +99,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
-	go s.srv.Serve(sniffListener{s.hand}) // returns ErrServerClosed on Shutdown
+	s.startHandoff()
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -120,6 +120,49 @@ func (s *Server) Serve(ln net.Listener) error {
 		delay = 0
 		go s.serveConn(c)
 	}
+}
+
+// startHandoff starts the net/http server that takes what the lean loop
+// hands off, once.
+func (s *Server) startHandoff() {
+	s.handoffOnce.Do(func() { go s.srv.Serve(sniffListener{s.hand}) }) // returns ErrServerClosed on Shutdown
+}
+
+// ServeConn serves one connection until it is closed, as Serve serves each
+// it accepts: for a transport that opens its connections itself (the TLS
+// front, once it has terminated TLS). c need not be a socket: without one
+// the lean loop reads and writes c as it is. It returns when c is closed,
+// also when the lean loop handed it to net/http.
+func (s *Server) ServeConn(c net.Conn) {
+	if s.closing.Load() {
+		c.Close()
+		return
+	}
+	s.startHandoff()
+	dc := &closeSignal{Conn: c, closed: make(chan struct{})}
+	s.serveConn(dc)
+	<-dc.closed
+}
+
+// closeSignal is a connection that says when it was closed (ServeConn).
+type closeSignal struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *closeSignal) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+// CloseWrite half-closes, for lingerClose.
+func (c *closeSignal) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,

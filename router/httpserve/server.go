@@ -27,10 +27,11 @@ type Server struct {
 	srv     *http.Server // serves what the lean loop hands off
 	hand    *handoffListener
 
-	closing atomic.Bool
-	mu      sync.Mutex
-	ln      net.Listener
-	conns   map[*leanConn]struct{}
+	closing     atomic.Bool
+	handoffOnce sync.Once
+	mu          sync.Mutex
+	ln          net.Listener
+	conns       map[*leanConn]struct{}
 	// sweeping: sweepWatches runs (while requests are being served).
 	sweeping atomic.Bool
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/httpserve"
 	"github.com/interceptd/interceptd/router/tlspeek"
 )
 
@@ -70,8 +71,11 @@ type Server struct {
 	Handler Handler
 
 	httpOnce   sync.Once
-	https      *http.Server
+	https      *http.Server // HTTP/2 intercepted connections
 	httpLn     *queueListener
+	leanOnce   sync.Once
+	lean       *httpserve.Server // HTTP/1.1 intercepted connections
+	leanConns  sync.Map          // source address -> *intercepted, for lean's requests
 	intercepts map[net.Conn]*intercepted
 	// tickets are the session-ticket keys of intercepted connections
 	// (ticketKeys), made at ticketsMade.
@@ -155,6 +159,11 @@ func (s *Server) Close() error {
 	if s.httpLn != nil {
 		s.httpLn.Close()
 		s.https.Close()
+	}
+	if s.lean != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.lean.Shutdown(ctx) // the connections themselves were closed above
+		cancel()
 	}
 	s.wg.Wait()
 	return nil

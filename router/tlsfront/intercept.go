@@ -15,6 +15,7 @@ import (
 
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
+	"github.com/interceptd/interceptd/router/httpserve"
 )
 
 // Handler serves one request of an intercepted connection; *router.Router
@@ -36,7 +37,48 @@ type intercepted struct {
 	name     string
 	src, dst netip.AddrPort
 	tc       *tls.Conn
+	state    *tls.ConnectionState // what r.TLS says for its requests
 	done     chan struct{}
+}
+
+// leanServer returns the router's lean HTTP/1.1 server for intercepted
+// connections, made on first use. Its requests reach Handler through
+// leanHandler, which finds their connection by its source address.
+func (s *Server) leanServer() *httpserve.Server {
+	s.leanOnce.Do(func() { s.lean = httpserve.New(leanHandler{s}, nil, s.logger()) })
+	return s.lean
+}
+
+// leanHandler serves the requests the lean server reads from intercepted
+// connections, as serveIntercepted serves net/http's.
+type leanHandler struct{ s *Server }
+
+func (h leanHandler) ServeConn(w http.ResponseWriter, r *http.Request, c router.Conn) {
+	src, _ := c.Addrs()
+	v, ok := h.s.leanConns.Load(src)
+	if !ok {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	ic := v.(*intercepted)
+	if misdirected(w, r, ic) {
+		return
+	}
+	r.TLS = ic.state
+	h.s.Handler.ServeConn(w, r, c)
+}
+
+// misdirected answers 421 to a request whose Host is not the name TLS was
+// terminated for, and says whether it did.
+func misdirected(w http.ResponseWriter, r *http.Request, ic *intercepted) bool {
+	if policy.NormalizeHost(r.Host) == ic.name {
+		return false
+	}
+	w.Header().Set("X-Interceptd-Error", "misdirected_request")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusMisdirectedRequest)
+	w.Write([]byte("interceptd: this connection was made for " + ic.name + "; the request names another host\n"))
+	return true
 }
 
 type interceptedKey struct{}
@@ -129,13 +171,26 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 	}
 	s.Metrics.connection(OutcomeIntercepted)
 	src, dst := addrs(raw)
-	ic := &intercepted{name: v.Name, src: src, dst: dst, tc: tc, done: make(chan struct{})}
+	state := tc.ConnectionState()
+	ic := &intercepted{name: v.Name, src: src, dst: dst, tc: tc, state: &state, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.intercepts == nil {
 		s.intercepts = map[net.Conn]*intercepted{}
 	}
 	s.intercepts[tc] = ic
 	s.mu.Unlock()
+	if state.NegotiatedProtocol != "h2" {
+		// HTTP/1.1: the router's own lean loop, as port 80's, over the TLS
+		// connection (net/http's server costs a kept-alive request about a
+		// fifth more).
+		s.logger().Info("tls", append(rec, "outcome", OutcomeIntercepted, "alpn", state.NegotiatedProtocol,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+		s.leanConns.Store(src, ic)
+		s.leanServer().ServeConn(tc)
+		s.leanConns.Delete(src)
+		s.forget(tc)
+		return
+	}
 	s.httpServer()
 	if !s.httpLn.push(tc) {
 		s.forget(tc)
@@ -220,11 +275,7 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	if policy.NormalizeHost(r.Host) != ic.name {
-		w.Header().Set("X-Interceptd-Error", "misdirected_request")
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusMisdirectedRequest)
-		w.Write([]byte("interceptd: this connection was made for " + ic.name + "; the request names another host\n"))
+	if misdirected(w, r, ic) {
 		return
 	}
 	s.Handler.ServeConn(w, r, &interceptedConn{ic: ic, ctx: r.Context()})

@@ -35,7 +35,11 @@ type echoRouter struct{}
 
 func (echoRouter) ServeConn(w http.ResponseWriter, r *http.Request, c router.Conn) {
 	src, dst := c.Addrs()
+	n, _ := io.Copy(io.Discard, r.Body)
 	fmt.Fprintf(w, "%s %s %s tls=%v src=%v dst=%v", r.Proto, r.Host, r.URL.Path, r.TLS != nil, src.Addr().IsLoopback(), dst.Addr().IsLoopback())
+	if n > 0 {
+		fmt.Fprintf(w, " body=%d", n)
+	}
 }
 
 func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
@@ -208,5 +212,37 @@ func TestATicketForOneNameIsNotTakenForAnother(t *testing.T) {
 	}
 	if got := st.PeerCertificates[0].Subject.CommonName; got != "b.test" {
 		t.Errorf("b.test's connection got a certificate for %q", got)
+	}
+}
+
+func TestAnInterceptedHTTP1UploadInChunksIsServedToo(t *testing.T) {
+	// The lean loop hands a chunked upload to net/http: the same checks
+	// and the same TLS state there.
+	addr, ca, _ := interceptFront(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	c := clientFor(addr, roots, false)
+	pr, pw := io.Pipe()
+	go func() { pw.Write([]byte(strings.Repeat("x", 100000))); pw.Close() }()
+	req, _ := http.NewRequest("POST", "https://api.test/up", pr) // no length: chunked
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "HTTP/1.1 api.test /up tls=true src=true dst=true body=100000"; string(b) != want {
+		t.Errorf("got %q, want %q", b, want)
+	}
+	req, _ = http.NewRequest("POST", "https://api.test/up", strings.NewReader("abc"))
+	req.Host = "evil.test"
+	req.TransferEncoding = []string{"chunked"}
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("a chunked request for another host: %d", resp.StatusCode)
 	}
 }
