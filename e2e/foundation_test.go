@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -370,6 +371,28 @@ func TestRunExecutesACommandInAFreshSandbox(t *testing.T) {
 	}
 	if _, errOut, code := e.CLI("run"); code != 2 || !strings.Contains(errOut, "usage") {
 		t.Errorf("run without a command: exit %d, %q", code, errOut)
+	}
+	// A command that cannot run gets a shell's status and says why: 127
+	// not found, 126 found but not executable (a plain file, or an
+	// executable bit on something that is no program).
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	plain, junk := filepath.Join(dir, "plain"), filepath.Join(dir, "junk")
+	os.WriteFile(plain, []byte("not a program\n"), 0o644)
+	os.WriteFile(junk, []byte("\x00\x01 no format\n"), 0o755)
+	for _, tt := range []struct {
+		cmd  string
+		want int
+	}{{"/nonexistent/cmd", 127}, {"no-such-command-here", 127}, {plain, 126}, {junk, 126}} {
+		for _, priv := range []bool{false, true} {
+			args := []string{"run", "--", tt.cmd}
+			if priv {
+				args = []string{"run", "--privileged", "--", tt.cmd}
+			}
+			if _, errOut, code := e.CLI(args...); code != tt.want || !strings.Contains(errOut, "interceptd run: ") {
+				t.Errorf("run %v: exit %d, want %d; stderr %q", args[1:], code, tt.want, errOut)
+			}
+		}
 	}
 }
 

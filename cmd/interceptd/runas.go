@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"os/exec"
@@ -203,10 +204,9 @@ func cmdRunExec(args []string) error {
 	if *privileged {
 		path, err := exec.LookPath(fs.Arg(0))
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "interceptd run: %v\n", err)
-			return exitError{127}
+			return notRunnable(err)
 		}
-		return syscall.Exec(path, fs.Args(), env)
+		return execFailed(syscall.Exec(path, fs.Args(), env))
 	}
 	u := runUser{UID: *uid, GID: *gid, Home: *home, Name: *login}
 	for _, s := range strings.Split(*groups, ",") {
@@ -218,7 +218,28 @@ func cmdRunExec(args []string) error {
 	if err != nil {
 		return err
 	}
-	return syscall.Exec(path, fs.Args(), runEnv(env, u))
+	return execFailed(syscall.Exec(path, fs.Args(), runEnv(env, u)))
+}
+
+// notRunnable says, as a shell does, why a command cannot be run and exits
+// with the shell's status: 127 when it is not found, 126 when it is there
+// but cannot be executed.
+func notRunnable(err error) error {
+	fmt.Fprintf(os.Stderr, "interceptd run: %v\n", err)
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return exitError{127}
+	}
+	return exitError{126}
+}
+
+// execFailed is what an exec that returned means: the command was found
+// but could not be executed (not an executable format, say): 126.
+func execFailed(err error) error {
+	if err == nil {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "interceptd run: %v\n", err)
+	return exitError{126}
 }
 
 // dropPrivileges makes the calling thread, which then execs, u with no
@@ -282,9 +303,7 @@ func dropPrivileges(u runUser, cmd string) (string, error) {
 	}
 	path, err := exec.LookPath(cmd)
 	if err != nil {
-		// As a shell says it, with its status.
-		fmt.Fprintf(os.Stderr, "interceptd run: %v\n", err)
-		return "", exitError{127}
+		return "", notRunnable(err)
 	}
 	return path, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -61,11 +62,7 @@ func (c *Client) do(method, path string, body, out any) error {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) {
-			return fmt.Errorf("%w at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %v", ErrUnreachable, c.socket, ne.Err)
-		}
-		return err
+		return unreachable(c.socket, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 400 {
@@ -283,4 +280,18 @@ func (c *Client) Workers() ([]WorkerInfo, error) {
 // ReloadWorker reloads a worker's script.
 func (c *Client) ReloadWorker(name string) error {
 	return c.do(http.MethodPost, "/v1/workers/"+url.PathEscape(name)+"/reload", nil, nil)
+}
+
+// unreachable says why the daemon could not be asked: not there (is it
+// running? the right socket?), or there and refusing this user.
+func unreachable(socket string, err error) error {
+	var ne *net.OpError
+	if !errors.As(err, &ne) {
+		return err
+	}
+	if errors.Is(ne.Err, os.ErrPermission) {
+		// The daemon is there; this user may not talk to it.
+		return fmt.Errorf("%w at %s: permission denied: the admin socket is the daemon's owner's (root's): run the command as root (sudo)", ErrUnreachable, socket)
+	}
+	return fmt.Errorf("%w at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %v", ErrUnreachable, socket, ne.Err)
 }
