@@ -369,6 +369,25 @@ func TestRunExecutesACommandInAFreshSandbox(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "nameserver 10.213.") {
 		t.Errorf("run's resolv.conf (exit %d): %q", code, out)
 	}
+	// What the command stored under the throwaway sandbox's name goes with
+	// it, unless --keep.
+	for _, keep := range []bool{false, true} {
+		args := []string{"run", "--name", "stateful", "--", "curl", "-sS", "-X", "PUT", "--data", "v", "http://state.do/k"}
+		if keep {
+			args = append([]string{"run", "--keep"}, args[1:]...)
+		}
+		_, errOut, code := e.CLI(args...)
+		if code != 0 {
+			t.Fatalf("run %v: exit %d %s", args, code, errOut)
+		}
+		got, _, code := e.CLI("state", "get", "stateful", "k")
+		if kept := code == 0 && got == "v"; kept != keep {
+			t.Errorf("run --keep=%v: the state is there: %v (%q, exit %d)", keep, kept, got, code)
+		}
+		if keep && !strings.Contains(errOut, "kept what sandbox stateful stored") {
+			t.Errorf("run --keep did not say what it kept: %q", errOut)
+		}
+	}
 	if _, errOut, code := e.CLI("run"); code != 2 || !strings.Contains(errOut, "usage") {
 		t.Errorf("run without a command: exit %d, %q", code, errOut)
 	}

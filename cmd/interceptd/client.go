@@ -207,11 +207,12 @@ func cmdRun(args []string) error {
 	name := fs.String("name", "", "sandbox `name` (default: run-<random>)")
 	as := fs.String("user", "", "run the command as `NAME|UID[:GROUP|GID]` (default: the user who ran sudo, else nobody)")
 	privileged := fs.Bool("privileged", false, "run the command as the caller (root) with every capability, on the host's files: not a sandbox")
+	keep := fs.Bool("keep", false, "keep what the command stored in the sandbox's state and per-sandbox stores (default: purged with the sandbox); prints the sandbox's name")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: interceptd run [--name NAME] [--user NAME|UID[:GID] | --privileged] -- CMD [ARGS...]")
+		fmt.Fprintln(os.Stderr, "usage: interceptd run [--name NAME] [--keep] [--user NAME|UID[:GID] | --privileged] -- CMD [ARGS...]")
 		return errUsage
 	}
 	if *privileged && *as != "" {
@@ -258,8 +259,12 @@ func cmdRun(args []string) error {
 		return err
 	}
 	defer func() {
-		if err := c.Delete(sb.Name); err != nil {
+		// A throwaway sandbox leaves nothing behind: what the command stored
+		// under its name goes with it, unless --keep.
+		if err := c.DeleteSandbox(sb.Name, !*keep); err != nil {
 			fmt.Fprintf(os.Stderr, "interceptd: deleting sandbox %s: %v\n", sb.Name, err)
+		} else if *keep {
+			fmt.Fprintf(os.Stderr, "interceptd run: kept what sandbox %s stored (interceptd state list %s; sandbox delete --purge %s removes it)\n", sb.Name, sb.Name, sb.Name)
 		}
 	}()
 
