@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -175,12 +177,26 @@ func TestOperatorsSeedAndInspectFromTheHost(t *testing.T) {
 	steps := [][]string{
 		{"kv", "put", "config/mode", "fast"},
 		{"kv", "put", "--ttl", "3600", "--metadata", `{"by":"ops"}`, "token", "s3cret"},
-		{"state", "put", "agent1", "credential", "per-sandbox"},
+		{"state", "put", "--create", "agent1", "credential", "per-sandbox"},
 	}
 	for _, s := range steps {
 		if _, errOut, code := e.CLI(s...); code != 0 {
 			t.Fatalf("%v: %s", s, errOut)
 		}
+	}
+	// A state put for a sandbox that does not exist is refused, naming it,
+	// unless --create (as for agent1 above); a put with no value never waits
+	// on a terminal (script gives the CLI one for standard input).
+	if _, errOut, code := e.CLI("state", "put", "agnet1", "credential", "typo"); code == 0 || !strings.Contains(errOut, `no sandbox named "agnet1"`) {
+		t.Errorf("state put for a sandbox that does not exist: exit %d, %q", code, errOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tty := exec.CommandContext(ctx, "script", "-qec", binary+" kv put from-a-terminal", "/dev/null")
+	tty.Env = append(os.Environ(), "INTERCEPTD_SOCKET="+e.Socket)
+	ttyOut, err := tty.CombinedOutput()
+	if ctx.Err() != nil || err == nil || !strings.Contains(string(ttyOut), "no value: give it as an argument") {
+		t.Errorf("kv put with no value at a terminal: %v (timed out: %v)\n%s", err, ctx.Err() != nil, ttyOut)
 	}
 	file := filepath.Join(t.TempDir(), "seed.txt")
 	os.WriteFile(file, []byte("seeded blob"), 0o644)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/store"
+	"golang.org/x/sys/unix"
 )
 
 // parseInterleaved parses flags that may come before, between or after the
@@ -45,10 +47,13 @@ const dataUsage = `usage:
   interceptd blob get|delete KEY
   interceptd blob list                    [--prefix P] [--delimiter D] [--cursor C]
   interceptd state get|delete SANDBOX KEY
-  interceptd state put SANDBOX KEY [VALUE|-] [--ttl SECONDS | --expiration UNIX]
+  interceptd state put SANDBOX KEY [VALUE|-] [--ttl SECONDS | --expiration UNIX] [--create]
   interceptd state list SANDBOX           [--prefix P]
 --host picks the handler (default: the first of its kind in the config);
 --sandbox acts as that sandbox for a handler with scope: sandbox.
+A put without VALUE reads standard input (- says so), never a terminal.
+state put refuses a sandbox that does not exist, unless --create (to seed one
+before it is made).
 `
 
 // cmdData runs kv, blob and state operator commands through the admin API,
@@ -74,6 +79,7 @@ func cmdData(kind string, args []string) error {
 	limit := fs.Int("limit", 0, "page `size` (list)")
 	cursor := fs.String("cursor", "", "continue a listing from `cursor`")
 	namespace := fs.String("namespace", "", "kv: use this KV `namespace` directly, exposed by a handler or not")
+	create := fs.Bool("create", false, "state put: seed the state of a sandbox that does not exist (yet)")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return errUsage
@@ -129,6 +135,19 @@ func cmdData(kind string, args []string) error {
 			return err
 		}
 		method, key = http.MethodPut, pos[0]
+		if kind == "state" && !*create {
+			// A typo'd sandbox name would otherwise store state no one reads.
+			if _, err := c.Get(*sandbox); err != nil {
+				var ae *admin.APIError
+				if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+					return fmt.Errorf("no sandbox named %q: create it first (interceptd sandbox create %s), or pass --create to seed its state before it exists", *sandbox, *sandbox)
+				}
+				return err
+			}
+		}
+		if len(pos) == 1 && stdinIsTerminal() {
+			return fmt.Errorf("%s put %s: no value: give it as an argument, or pipe it in with - (standard input is a terminal)", kind, key)
+		}
 		switch {
 		case len(pos) == 2 && pos[1] != "-" && kind == "blob":
 			f, err := os.Open(pos[1])
@@ -214,4 +233,11 @@ func cmdData(kind string, args []string) error {
 func isTerminal() bool {
 	fi, err := os.Stdout.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// stdinIsTerminal reports whether standard input is a terminal: a put with
+// no value would then wait for a typist who does not know it is waited for.
+func stdinIsTerminal() bool {
+	_, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS)
+	return err == nil
 }

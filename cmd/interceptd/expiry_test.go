@@ -168,7 +168,7 @@ func TestEveryWritePathJudgesTTLsAndExpirationsAlike(t *testing.T) {
 			return cli(append([]string{"kv", "put", "--host", "my.kv", key, "v"}, cliFlags(ttl, exp)...)...)
 		}},
 		{"the CLI's state put", w.stateSpace, func(key, ttl, exp string) verdict {
-			return cli(append([]string{"state", "put", w.sandboxName, key, "v", "--host", "state.do"}, cliFlags(ttl, exp)...)...)
+			return cli(append([]string{"state", "put", w.sandboxName, key, "v", "--host", "state.do", "--create"}, cliFlags(ttl, exp)...)...)
 		}},
 	}
 	tests := []struct {
