@@ -170,6 +170,13 @@ func TestStateOutlivesItsSandboxAndARestartUntilPurged(t *testing.T) {
 	if _, errOut, code := e.CLI("state", "get", "worker", "counter"); code != 1 || !strings.Contains(errOut, "not found") {
 		t.Errorf("state after purge: exit %d %q", code, errOut)
 	}
+	// A name with neither a sandbox nor anything stored gets the same
+	// answer with --purge as without (it used to exit 0 with it).
+	for _, args := range [][]string{{"sandbox", "delete", "worker"}, {"sandbox", "delete", "--purge", "worker"}, {"sandbox", "delete", "--purge", "never-was"}} {
+		if _, errOut, code := e.CLI(args...); code != 1 || !strings.Contains(errOut, "no such sandbox") {
+			t.Errorf("%v: exit %d %q, want 1 and no such sandbox", args, code, errOut)
+		}
+	}
 }
 
 func TestOperatorsSeedAndInspectFromTheHost(t *testing.T) {

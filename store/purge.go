@@ -12,7 +12,11 @@ import (
 // sandbox-scoped KV namespaces, its objects in sandbox-scoped blob buckets
 // and the Durable Objects it owns (their keys, records and SQL databases). Sandbox state otherwise outlives the sandbox, so a sandbox
 // re-created under the same name finds it. What the sandbox wrote to
-// shared stores stays, and stays charged to it.
+// shared stores stays, and stays charged to it. When nothing at all was
+// stored under the name it returns ErrNothingToPurge (and changes nothing).
+// ErrNothingToPurge: Purge found nothing stored under the sandbox's name.
+var ErrNothingToPurge = errors.New("nothing is stored under that sandbox's name")
+
 func (db *DB) Purge(sandbox string) error {
 	scope := []byte(SandboxScope(sandbox))
 	// No SQL call may make a database of an object between the commit
@@ -20,11 +24,13 @@ func (db *DB) Purge(sandbox string) error {
 	db.objMu.Lock()
 	defer db.objMu.Unlock()
 	var owned []ObjectRecord
+	found := false
 	err := db.update(func(tx *bolt.Tx) error {
 		var err error
 		if owned, err = purgeObjects(db, tx, sandbox); err != nil {
 			return err
 		}
+		found = len(owned) > 0
 		// Whoever each record is charged to gets its space back.
 		freed := usageDelta{}
 		for _, kind := range [][]byte{bucketKV, bucketState} {
@@ -33,6 +39,7 @@ func (db *DB) Purge(sandbox string) error {
 			top.ForEachBucket(func(k []byte) error { nss = append(nss, k); return nil })
 			for _, ns := range nss {
 				if sb := top.Bucket(ns).Bucket(scope); sb != nil {
+					found = true
 					sb.ForEach(func(k, v []byte) error {
 						freed.add(recordOwner(v), string(kind), -recordCharge(k, v), -1)
 						return nil
@@ -52,6 +59,7 @@ func (db *DB) Purge(sandbox string) error {
 			if sb == nil {
 				continue
 			}
+			found = true
 			err := sb.ForEach(func(k, v []byte) error {
 				var oi ObjectInfo
 				if json.Unmarshal(v, &oi) == nil {
@@ -78,6 +86,9 @@ func (db *DB) Purge(sandbox string) error {
 		if err := db.sql.Remove(r.Class, r.ID); err != nil {
 			errs = append(errs, fmt.Errorf("removing the SQL database of %s object %s: %w", r.Class, r.ID, err))
 		}
+	}
+	if !found && len(errs) == 0 {
+		return ErrNothingToPurge
 	}
 	return errors.Join(errs...)
 }

@@ -414,7 +414,17 @@ func (h *handlers) delete(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, http.StatusBadRequest, fmt.Errorf("%w %q", netns.ErrInvalidName, name))
 			return
 		}
-		err = h.be.Store.Purge(name)
+		perr := h.be.Store.Purge(name)
+		switch {
+		case errors.Is(perr, store.ErrNothingToPurge) && err != nil:
+			// No sandbox and nothing stored under the name: the same answer
+			// as a delete without --purge.
+			err = fmt.Errorf("%w: %s (and nothing is stored under that name)", netns.ErrNotFound, name)
+		case errors.Is(perr, store.ErrNothingToPurge):
+			err = nil // the sandbox is deleted; it had stored nothing
+		default:
+			err = perr
+		}
 	}
 	if err != nil {
 		writeErr(w, statusOf(err), err)
