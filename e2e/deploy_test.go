@@ -106,4 +106,15 @@ func TestStatusSummarisesTheDaemon(t *testing.T) {
 	if !strings.Contains(out, `"sandboxes": 1`) {
 		t.Errorf("status --json:\n%s", out)
 	}
+	// The totals are since the start: a deleted sandbox's requests and
+	// denials stay counted (the metrics drop its series).
+	if _, errOut, code := e.CLI("sandbox", "delete", "s1"); code != 0 {
+		t.Fatal(errOut)
+	}
+	out, _, _ = e.CLI("status")
+	for _, want := range []string{"sandboxes    0", "requests     2", "denials      1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status after the sandbox's delete lacks %q:\n%s", want, out)
+		}
+	}
 }
