@@ -380,6 +380,25 @@ func Parse(name string, doc []byte) (*Config, error) {
 
 var lineRE = regexp.MustCompile(`line (\d+): `)
 
+// What yaml says of an unknown field and of a value of the wrong kind, and
+// how the config says it: the section a Go type is, what a Go type takes.
+var (
+	unknownRE  = regexp.MustCompile(`field (\S+) not found in type ([\w.]+)`)
+	valueRE    = regexp.MustCompile("cannot unmarshal !!(\\w+) `(.*)` into ([\\w.]+)")
+	goSections = map[string]string{
+		"config.Config": ".", "config.Listen": "listen", "config.DNS": "dns", "config.Sandbox": "sandbox",
+		"config.Deny": "deny", "config.Metrics": "metrics", "config.Store": "store", "config.TLS": "tls",
+		"config.Quota": "quota", "policy.Policy": "policy", "config.WorkerLimits": "a worker's limits",
+	}
+	goValues = map[string]string{
+		"time.Duration": "a duration (write it with a unit: 2s, 500ms, 1m)",
+		"int":           "a whole number",
+		"int64":         "a whole number",
+		"bool":          "true or false",
+		"string":        "text",
+	}
+)
+
 // decodeStrict decodes doc into out with unknown fields rejected, and adds the
 // dotted field path to yaml's "line N: ..." type errors, which name only the
 // line and the Go type.
@@ -414,7 +433,18 @@ func decodeStrict(doc []byte, out *Config) error {
 			n, _ := strconv.Atoi(sm[1])
 			if p, ok := paths[n]; ok && !strings.Contains(m, "not found in ") {
 				m = strings.Replace(m, sm[0], sm[0]+"field "+p+": ", 1)
+			} else if u := unknownRE.FindStringSubmatch(m); ok && u != nil && goSections[u[2]] != "" {
+				// In the config's words: the field's path and the section
+				// it is not one of, not the Go type behind it.
+				section := goSections[u[2]]
+				if section == "." {
+					section = "the top level"
+				}
+				m = strings.Replace(m, u[0], "field "+p+": unknown field (not found in "+section+")", 1)
 			}
+		}
+		if v := valueRE.FindStringSubmatch(m); v != nil && goValues[v[3]] != "" {
+			m = strings.Replace(m, v[0], fmt.Sprintf("%s is not %s", v[2], goValues[v[3]]), 1)
 		}
 		m = strings.NewReplacer(" in type config.Binding", " in a binding", " into config.Binding", " into a binding").Replace(m)
 		if strings.Contains(m, " a binding") {

@@ -104,9 +104,11 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		file string
 		want []string
 	}{
-		{"unknown-field.yaml", []string{"line 4", "dns_prot", "not found"}},
+		{"unknown-field.yaml", []string{"line 4", "dns_prot", "unknown field (not found in listen)"}},
+		{"unknown-top-level.yaml", []string{"line 4", "field listen_https: unknown field (not found in the top level)"}},
+		{"duration-without-unit.yaml", []string{"line 3", "field dns.timeout: 2 is not a duration (write it with a unit: 2s"}},
 		{"mistyped-field.yaml", []string{"line 3", "field dns.timeout", "soon"}},
-		{"mistyped-port.yaml", []string{"line 3", "field listen.dns_port", "cannot unmarshal"}},
+		{"mistyped-port.yaml", []string{"line 3", "field listen.dns_port", "is not a whole number"}},
 		{"missing-version.yaml", []string{"field version", "missing"}},
 		{"future-version.yaml", []string{"field version", "2 is not supported"}},
 		{"unknown-kind.yaml", []string{"field handlers[0].kind", `"kvv"`}},
