@@ -178,6 +178,11 @@ func TestKVRoundTripWithRealClients(t *testing.T) {
 		t.Fatalf("GET: %q", got)
 	}
 	if _, err := exec.LookPath("busybox"); err == nil {
+		// busybox wget can only POST: a POST to a key writes it.
+		e.MustIn(sb, "busybox", "wget", "-qO-", "--post-data", "from wget", "http://my.kv/posted")
+		if got := e.MustIn(sb, "busybox", "wget", "-qO-", "http://my.kv/posted"); got != "from wget" {
+			t.Errorf("busybox wget POST then GET: %q", got)
+		}
 		if got := e.MustIn(sb, "busybox", "wget", "-qO-", "http://my.kv/greeting"); got != "hello" {
 			t.Errorf("busybox wget: %q", got)
 		}

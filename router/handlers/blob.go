@@ -70,8 +70,8 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env)
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		return h.get(w, r, b, key)
-	case http.MethodPut:
-		return h.put(w, r, b, key, env.Owner())
+	case http.MethodPut, http.MethodPost:
+		return h.put(w, r, b, key, env.Owner()) // POST as PUT: see the kv handler
 	case http.MethodDelete:
 		var pre func(*store.ObjectInfo) error
 		if c := precond.Parse(r.Method, r.Header); !c.None() {

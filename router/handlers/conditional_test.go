@@ -226,7 +226,7 @@ func TestEveryHandlerErrorTakesTheDocumentedShape(t *testing.T) {
 		{"state: a missing key", call{method: "GET", url: "state.do/none"}, 404},
 		{"blob: a missing object", call{method: "GET", url: "my.r2/none"}, 404},
 		{"blob: a method the listing does not take", call{method: "PUT", url: "my.r2/", body: "x"}, 405},
-		{"blob: a method an object does not take", call{method: "POST", url: "my.r2/o", body: "x"}, 405},
+		{"blob: a method an object does not take", call{method: "PATCH", url: "my.r2/o", body: "x"}, 405},
 		{"blob: a malformed Content-MD5", call{method: "PUT", url: "my.r2/o2", body: "x", headers: h("Content-MD5", "zz")}, 400},
 		{"blob: a Content-MD5 that does not match", call{method: "PUT", url: "my.r2/o2", body: "x", headers: h("Content-MD5", "XrY7u+Ae7tCTyyK7j1rNww==")}, 400},
 		{"blob: an object over the limit", call{method: "PUT", url: "my.r2/big", body: strings.Repeat("x", 1001)}, 413},

@@ -50,7 +50,7 @@ func TestKVThroughTheRouter(t *testing.T) {
 		{"and again when absent", "DELETE", "/greeting", "", 204, ""},
 		{"the key is gone", "GET", "/greeting", "", 404, "interceptd: key not found\n"},
 		{"a value over the limit is a 413 naming it", "PUT", "/big", strings.Repeat("x", 17), 413, "interceptd: value too large: 17 bytes, limit 16\n"},
-		{"an unknown method is a 405", "PATCH", "/greeting", "", 405, "interceptd: method PATCH not allowed: use GET, HEAD, PUT or DELETE\n"},
+		{"an unknown method is a 405", "PATCH", "/greeting", "", 405, "interceptd: method PATCH not allowed: use GET, HEAD, PUT (or POST) or DELETE\n"},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {

@@ -103,6 +103,8 @@ func TestKVHandlerSemantics(t *testing.T) {
 		{"a bad cursor is refused", call{method: "GET", url: "my.kv/?cursor=zzz"}, 400, "invalid cursor", nil},
 		{"rewriting without metadata clears it", call{method: "PUT", url: "my.kv/a/é", body: "v2"}, 204, "", nil},
 		{"POST to / on kv is not allowed", call{method: "POST", url: "my.kv/", body: "{}"}, 405, "not allowed", nil},
+		{"POST to a key writes it, for clients that can only POST", call{method: "POST", url: "my.kv/posted", body: "by wget"}, 204, "", nil},
+		{"and it reads back", call{method: "GET", url: "my.kv/posted"}, 200, "by wget", nil},
 	}
 	runSteps(t, rt, steps)
 	if resp := do(rt, call{method: "GET", url: "my.kv/a/é"}); resp.Header.Get("X-KV-Metadata") != "" {
@@ -187,6 +189,9 @@ func TestBlobHandlerSemantics(t *testing.T) {
 		{"If-Match with another etag is a 412", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Match": `"nope"`}}, 412, "precondition failed: If-Match", nil},
 		{"If-Modified-Since the upload is a 304", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Modified-Since": lastMod}}, 304, "", nil},
 		{"If-Unmodified-Since long ago is a 412", call{method: "GET", url: "my.r2/dir/file.txt", headers: map[string]string{"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}}, 412, "precondition failed: If-Unmodified-Since", nil},
+		{"POST to a key uploads it, for clients that can only POST", call{method: "POST", url: "my.r2/posted", body: "by wget"}, 200, `"key": "posted"`, nil},
+		{"and it reads back", call{method: "GET", url: "my.r2/posted"}, 200, "by wget", nil},
+		{"and goes", call{method: "DELETE", url: "my.r2/posted"}, 204, "", nil},
 		{"a wrong Content-MD5 rejects the upload", call{method: "PUT", url: "my.r2/bad", body: "abc", headers: map[string]string{"Content-MD5": goodMD5}}, 400, "does not match Content-MD5", nil},
 		{"a malformed Content-MD5 is a 400", call{method: "PUT", url: "my.r2/bad", body: "abc", headers: map[string]string{"Content-MD5": "zz"}}, 400, "not a base64 MD5", nil},
 		{"If-None-Match * on an existing object is a 412", call{method: "PUT", url: "my.r2/dir/file.txt", body: "x", headers: map[string]string{"If-None-Match": "*"}}, 412, "If-None-Match", nil},

@@ -157,7 +157,9 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) e
 			w.Write(e.Value)
 		}
 		return nil
-	case http.MethodPut:
+	case http.MethodPut, http.MethodPost:
+		// POST to a key writes it as PUT does: busybox wget, in the
+		// smallest images, can only POST (POST to / is state's transaction).
 		e, err := readEntry(r, kv.Limits())
 		if err != nil {
 			return err
@@ -181,8 +183,8 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) e
 
 // methodNotAllowed answers a method a key does not take.
 func methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
-	w.Header().Set("Allow", "GET, HEAD, PUT, DELETE")
-	return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT or DELETE", policy.Sanitize(r.Method))
+	w.Header().Set("Allow", "GET, HEAD, PUT, POST, DELETE")
+	return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT (or POST) or DELETE", policy.Sanitize(r.Method))
 }
 
 // readEntry reads a PUT: the body, its expiry and metadata.
