@@ -21,7 +21,9 @@ type Proxy struct {
 	// request is appended to its path. The proxy dials this upstream, never
 	// the address the sandbox chose.
 	Upstream string `yaml:"upstream"`
-	// SetHeaders are set on the upstream request, overwriting the sandbox's.
+	// SetHeaders are set on the upstream request, overwriting the sandbox's;
+	// {sandbox} in a value is the calling sandbox's name (off unless a value
+	// says it), so the upstream knows which container called.
 	SetHeaders map[string]string `yaml:"set_headers"`
 	// RemoveHeaders are removed from the upstream request.
 	RemoveHeaders []string `yaml:"remove_headers"`

@@ -67,6 +67,7 @@ type proxyKey struct{}
 type proxyReq struct {
 	secrets map[string]string // header → value
 	scrub   *scrubber         // nil when nothing is injected
+	sandbox string            // the caller's name, for {sandbox} in SetHeaders
 }
 
 // init builds the reverse proxy; ServeHTTP runs it once.
@@ -114,10 +115,12 @@ func (p *Proxy) init() {
 			for _, h := range p.RemoveHeaders {
 				pr.Out.Header.Del(h)
 			}
-			for k, v := range p.SetHeaders {
-				pr.Out.Header.Set(k, v)
-			}
 			preq := pr.In.Context().Value(proxyKey{}).(*proxyReq)
+			for k, v := range p.SetHeaders {
+				// {sandbox}: the calling sandbox's name, so that the operator's
+				// own service knows which container called.
+				pr.Out.Header.Set(k, strings.ReplaceAll(v, "{sandbox}", preq.sandbox))
+			}
 			for h, v := range preq.secrets {
 				pr.Out.Header.Set(h, v) // overwrites what the sandbox sent
 			}
@@ -233,7 +236,7 @@ func (d *decodingBody) Close() error { return d.src.Close() }
 // ServeHTTP implements router.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
 	p.once.Do(p.init)
-	preq := &proxyReq{secrets: map[string]string{}}
+	preq := &proxyReq{secrets: map[string]string{}, sandbox: env.Sandbox}
 	var raw [][]byte
 	for _, in := range p.Inject {
 		v, err := in.Secret.Value(env)
