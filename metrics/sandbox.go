@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -21,10 +22,16 @@ const (
 // traffic, and the cap bounds their number.
 type SandboxLabels struct {
 	Max int
+	// Grace is how long a deleted sandbox's series stay after Release, so
+	// that a sandbox that lived less than a scrape interval (interceptd run,
+	// a CI job) still reaches Prometheus; its slot is held meanwhile, so
+	// the cap still bounds the labels. 0 drops them at once.
+	Grace time.Duration
 
-	mu    sync.Mutex
-	names map[string]bool
-	vecs  []deleter
+	mu      sync.Mutex
+	names   map[string]bool
+	vecs    []deleter
+	leaving map[string]*time.Timer // released, their series kept until the timer
 }
 
 type deleter interface {
@@ -58,6 +65,11 @@ func (s *SandboxLabels) Get(sandbox string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.names[sandbox] {
+		if t, ok := s.leaving[sandbox]; ok {
+			// Made again within the grace: it keeps its series.
+			t.Stop()
+			delete(s.leaving, sandbox)
+		}
 		return sandbox
 	}
 	if len(s.names) < s.Max {
@@ -82,7 +94,7 @@ func (s *SandboxLabels) Peek(sandbox string) string {
 	return OtherSandbox
 }
 
-// Release drops a deleted sandbox's series and frees its slot.
+// Release drops a deleted sandbox's series and frees its slot, after Grace.
 func (s *SandboxLabels) Release(sandbox string) {
 	if s == nil {
 		return
@@ -92,6 +104,30 @@ func (s *SandboxLabels) Release(sandbox string) {
 	if !s.names[sandbox] {
 		return
 	}
+	if s.Grace <= 0 {
+		s.drop(sandbox)
+		return
+	}
+	if _, ok := s.leaving[sandbox]; ok {
+		return
+	}
+	if s.leaving == nil {
+		s.leaving = map[string]*time.Timer{}
+	}
+	var t *time.Timer
+	t = time.AfterFunc(s.Grace, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.leaving[sandbox] == t { // not made again meanwhile
+			delete(s.leaving, sandbox)
+			s.drop(sandbox)
+		}
+	})
+	s.leaving[sandbox] = t
+}
+
+// drop deletes a sandbox's series and frees its slot; s.mu is held.
+func (s *SandboxLabels) drop(sandbox string) {
 	delete(s.names, sandbox)
 	for _, v := range s.vecs {
 		v.DeletePartialMatch(prometheus.Labels{"sandbox": sandbox})

@@ -144,6 +144,9 @@ type Metrics struct {
 	// MaxSandboxLabels caps the sandboxes that get a "sandbox" label value
 	// of their own; later ones share "_other". A deleted sandbox frees its slot.
 	MaxSandboxLabels int `yaml:"max_sandbox_labels"`
+	// DeletedSeriesGrace keeps a deleted sandbox's series this long, so that
+	// a sandbox shorter than a scrape interval is still seen.
+	DeletedSeriesGrace time.Duration `yaml:"deleted_series_grace"`
 }
 
 // Deny shapes deny responses.
@@ -592,6 +595,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Policy.Compile(); err != nil {
 		bad("policy", "%v", err)
+	}
+	if c.Metrics.DeletedSeriesGrace < 0 {
+		bad("metrics.deleted_series_grace", "must not be negative")
 	}
 	if c.Metrics.MaxSandboxLabels < 0 || c.Metrics.MaxSandboxLabels > 10000 {
 		bad("metrics.max_sandbox_labels", "%d: want 0 to 10000", c.Metrics.MaxSandboxLabels)

@@ -192,6 +192,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// One set of sandbox label values for every package's metrics, so that
 	// a deleted sandbox's series go from all of them at once (onDelete).
 	d.labels = metrics.NewSandboxLabels(cfg.Metrics.MaxSandboxLabels)
+	d.labels.Grace = cfg.Metrics.DeletedSeriesGrace
 	d.decisions = policy.NewMetrics(reg, d.labels)
 
 	// The store, first: the manager records sandboxes in it.
