@@ -104,7 +104,7 @@ func TestADaemonNeverRemovesAnotherDaemonsNamespaces(t *testing.T) {
 func TestANamespaceWithoutAMarkerIsLeftAndAResolvConfWithoutANamespaceGoes(t *testing.T) {
 	dirs, mk := twoDaemons(t)
 	os.WriteFile(filepath.Join(dirs, "netns", "icd-older"), nil, 0o644) // no marker: not provably ours
-	os.MkdirAll(filepath.Join(dirs, "etc-netns", "icd-gone"), 0o755)   // its namespace is gone
+	os.MkdirAll(filepath.Join(dirs, "etc-netns", "icd-gone"), 0o755)    // its namespace is gone
 	m := mk("/var/lib/a")
 	defer m.Close()
 	removed, left, err := m.Cleanup()
