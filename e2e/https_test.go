@@ -229,39 +229,9 @@ func TestWhileTheDaemonIsDownPort443IsResetAtOnceAndWorksAgainAfter(t *testing.T
 }
 
 func TestAnInterceptedHTTPSHandlerInjectsATokenTheSandboxNeverSees(t *testing.T) {
-	cert, upstreamCA := testCA(t, "api.test")
-	secretFile := filepath.Join(t.TempDir(), "token")
-	os.WriteFile(secretFile, []byte("s3cret-https\n"), 0o600)
-	cfg := `handlers:
-  - {host: my.kv, kind: kv}
-  - host: api.example.test
-    kind: proxy
-    https: true
-    upstream: https://api.test:8443/v1
-    ca_file: ` + upstreamCA + `
-    inject:
-      - {header: Authorization, template: "Bearer {secret}", file: ` + secretFile + `}
-`
-	e := NewEnv(t, Options{ExtraConfig: cfg})
-	var seenAuth atomic.Value
-	ln := e.ListenIn("/run/netns/"+e.UpNS, upstreamIP+":8443")
-	srv := &http.Server{
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			seenAuth.Store(r.Header.Get("Authorization"))
-			// A careless API that echoes the credential back.
-			fmt.Fprintf(w, "upstream %s saw %s", r.URL.Path, r.Header.Get("Authorization"))
-		}),
-	}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-
 	// The daemon's CA, as `interceptd ca` prints it, is what the client
-	// trusts (interceptd run will set it up for a whole container).
-	pemText, errOut, code := e.CLI("ca", "--config", e.Config)
-	if code != 0 || !strings.HasPrefix(pemText, "-----BEGIN CERTIFICATE-----") {
-		t.Fatalf("interceptd ca: exit %d %s", code, errOut)
-	}
+	// trusts (interceptd run sets it up for a whole container).
+	e, pemText, seenAuth := newInterceptingEnv(t)
 	caFile := filepath.Join(t.TempDir(), "interceptd-ca.pem")
 	os.WriteFile(caFile, []byte(pemText), 0o644)
 
@@ -274,7 +244,7 @@ func TestAnInterceptedHTTPSHandlerInjectsATokenTheSandboxNeverSees(t *testing.T)
 		if strings.Contains(out, "s3cret") {
 			t.Errorf("curl %s: the sandbox saw the token:\n%s", proto, out)
 		}
-		if got, _ := seenAuth.Load().(string); got != "Bearer s3cret-https" {
+		if got := seenAuth(); got != "Bearer s3cret-https" {
 			t.Errorf("curl %s: the upstream got Authorization %q", proto, got)
 		}
 		if proto == "--http2" && !strings.HasPrefix(out, "HTTP/2 200") {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -73,8 +74,9 @@ func (e *Env) runCLIWithoutTrustVars(args ...string) (stdout, stderr string, cod
 // marked https, in front of an upstream that echoes the path and the
 // Authorization it got (the setup of
 // TestAnInterceptedHTTPSHandlerInjectsATokenTheSandboxNeverSees), and the
-// daemon's CA as `interceptd ca` prints it.
-func newInterceptingEnv(t *testing.T) (*Env, string) {
+// daemon's CA as `interceptd ca` prints it; seenAuth says the Authorization
+// the upstream got last.
+func newInterceptingEnv(t *testing.T) (e *Env, caPEM string, seenAuth func() string) {
 	t.Helper()
 	cert, upstreamCA := testCA(t, "api.test")
 	secretFile := filepath.Join(t.TempDir(), "token")
@@ -89,11 +91,15 @@ func newInterceptingEnv(t *testing.T) (*Env, string) {
     inject:
       - {header: Authorization, template: "Bearer {secret}", file: ` + secretFile + `}
 `
-	e := NewEnv(t, Options{ExtraConfig: cfg})
+	e = NewEnv(t, Options{ExtraConfig: cfg})
+	var seen atomic.Value
+	seen.Store("")
 	ln := e.ListenIn("/run/netns/"+e.UpNS, upstreamIP+":8443")
 	srv := &http.Server{
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen.Store(r.Header.Get("Authorization"))
+			// A careless API that echoes the credential back.
 			fmt.Fprintf(w, "upstream %s saw %s", r.URL.Path, r.Header.Get("Authorization"))
 		}),
 	}
@@ -103,7 +109,7 @@ func newInterceptingEnv(t *testing.T) (*Env, string) {
 	if code != 0 || !strings.HasPrefix(caPEM, "-----BEGIN CERTIFICATE-----") {
 		t.Fatalf("interceptd ca: exit %d %s", code, errOut)
 	}
-	return e, caPEM
+	return e, caPEM, func() string { return seen.Load().(string) }
 }
 
 func TestRunTrustsInterceptdsCAWithNoChangeToTheCommandOrTheHost(t *testing.T) {
@@ -111,7 +117,7 @@ func TestRunTrustsInterceptdsCAWithNoChangeToTheCommandOrTheHost(t *testing.T) {
 	if len(before) == 0 {
 		t.Skip("no system CA bundle on this host")
 	}
-	e, caPEM := newInterceptingEnv(t)
+	e, caPEM, _ := newInterceptingEnv(t)
 
 	t.Run("curl without --cacert", func(t *testing.T) {
 		out, errOut, code := e.runCLIWithoutTrustVars("run", "--", "curl", "-sS", "-m", "5", "https://api.example.test/repos")

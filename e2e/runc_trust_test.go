@@ -16,7 +16,7 @@ import (
 // read-only in it, for a curl that checks certificates (busybox's wget does
 // not).
 func TestARuncContainerTrustsInterceptdsCAThroughABindMountedBundle(t *testing.T) {
-	e, caPEM := newInterceptingEnv(t)
+	e, caPEM, _ := newInterceptingEnv(t)
 	const system = "/etc/ssl/certs/ca-certificates.crt"
 	roots, err := os.ReadFile(system)
 	if err != nil {
