@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/connlimit"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/wire"
 	"golang.org/x/net/http/httpguts"
@@ -100,24 +101,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.mu.Unlock()
 	s.startHandoff()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of descriptors, say: back off as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accepting intercepted connection", "error", err, "retry_in", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("serving intercepted http: %w", err)
+		c, err := connlimit.Accept(ln, s.closing.Load, s.log, "intercepted http")
+		if c == nil {
+			return err
 		}
-		delay = 0
 		go s.serveConn(c)
 	}
 }

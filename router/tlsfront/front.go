@@ -3,7 +3,6 @@ package tlsfront
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,9 +10,9 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/interceptd/interceptd/internal/connlimit"
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/httpserve"
@@ -110,23 +109,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns = map[net.Conn]struct{}{}
 	}
 	s.mu.Unlock()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.logger().Warn("accepting intercepted tls connection", "error", err, "retry_in", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("serving intercepted tls: %w", err)
+		c, err := connlimit.Accept(ln, s.closing.Load, s.logger(), "intercepted tls")
+		if c == nil {
+			return err
 		}
-		delay = 0
 		if !s.track(c) {
 			c.Close()
 			return nil
