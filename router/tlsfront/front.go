@@ -69,13 +69,15 @@ type Server struct {
 	CA      *CA
 	Handler Handler
 
-	httpOnce   sync.Once
-	https      *http.Server // HTTP/2 intercepted connections
-	httpLn     *queueListener
-	leanOnce   sync.Once
-	lean       *httpserve.Server // HTTP/1.1 intercepted connections
-	leanConns  sync.Map          // source address -> *intercepted, for lean's requests
-	intercepts map[net.Conn]*intercepted
+	httpOnce sync.Once
+	https    *http.Server // HTTP/2 intercepted connections
+	httpLn   *queueListener
+	leanOnce sync.Once
+	lean     *httpserve.Server // HTTP/1.1 intercepted connections
+	// intercepts are the connections TLS was terminated on, by their
+	// source address: how each request (lean's or net/http's) finds its
+	// connection's name and TLS state, and what Close cuts.
+	intercepts map[netip.AddrPort]*intercepted
 	// tickets are the session-ticket keys of intercepted connections
 	// (ticketKeys), made at ticketsMade.
 	tickets     [][32]byte
@@ -139,8 +141,8 @@ func (s *Server) Close() error {
 	for c := range s.conns {
 		c.Close()
 	}
-	for c := range s.intercepts {
-		c.Close()
+	for _, ic := range s.intercepts {
+		ic.tc.Close()
 	}
 	s.mu.Unlock()
 	if s.httpLn != nil {

@@ -55,12 +55,11 @@ type leanHandler struct{ s *Server }
 
 func (h leanHandler) ServeConn(w http.ResponseWriter, r *http.Request, c router.Conn) {
 	src, _ := c.Addrs()
-	v, ok := h.s.leanConns.Load(src)
-	if !ok {
+	ic := h.s.lookup(src)
+	if ic == nil {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	ic := v.(*intercepted)
 	if misdirected(w, r, ic) {
 		return
 	}
@@ -99,12 +98,14 @@ func (s *Server) httpServer() *http.Server {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-				return context.WithValue(ctx, interceptedKey{}, s.lookup(c))
+				src, _ := addrs(c)
+				return context.WithValue(ctx, interceptedKey{}, s.lookup(src))
 			},
 			ConnState: func(c net.Conn, st http.ConnState) {
 				if st == http.StateClosed || st == http.StateHijacked {
-					if ic := s.lookup(c); ic != nil {
-						s.forget(c)
+					src, _ := addrs(c)
+					if ic := s.lookup(src); ic != nil {
+						s.forget(src)
 						close(ic.done)
 					}
 				}
@@ -115,15 +116,15 @@ func (s *Server) httpServer() *http.Server {
 	return s.https
 }
 
-func (s *Server) lookup(c net.Conn) *intercepted {
+func (s *Server) lookup(src netip.AddrPort) *intercepted {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.intercepts[c]
+	return s.intercepts[src]
 }
 
-func (s *Server) forget(c net.Conn) {
+func (s *Server) forget(src netip.AddrPort) {
 	s.mu.Lock()
-	delete(s.intercepts, c)
+	delete(s.intercepts, src)
 	s.mu.Unlock()
 }
 
@@ -175,9 +176,9 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 	ic := &intercepted{name: v.Name, src: src, dst: dst, tc: tc, state: &state, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.intercepts == nil {
-		s.intercepts = map[net.Conn]*intercepted{}
+		s.intercepts = map[netip.AddrPort]*intercepted{}
 	}
-	s.intercepts[tc] = ic
+	s.intercepts[src] = ic
 	s.mu.Unlock()
 	if state.NegotiatedProtocol != "h2" {
 		// HTTP/1.1: the router's own lean loop, as port 80's, over the TLS
@@ -185,15 +186,13 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		// fifth more).
 		s.logger().Info("tls", append(rec, "outcome", OutcomeIntercepted, "alpn", state.NegotiatedProtocol,
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
-		s.leanConns.Store(src, ic)
 		s.leanServer().ServeConn(tc)
-		s.leanConns.Delete(src)
-		s.forget(tc)
+		s.forget(src)
 		return
 	}
 	s.httpServer()
 	if !s.httpLn.push(tc) {
-		s.forget(tc)
+		s.forget(src)
 		tc.Close()
 		return
 	}
