@@ -588,10 +588,14 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 	} else {
 		s.Netns = m.cfg.NetnsPrefix + name
 		s.NetnsPath = filepath.Join(m.cfg.NetnsDir, s.Netns)
-		if _, err := os.Stat(s.NetnsPath); err == nil {
+		if exists(s.NetnsPath) {
 			// Not ours (ours are all in byName): never touch it.
 			release()
-			return Sandbox{}, fmt.Errorf("%w: namespace %s exists and was not made by this daemon", ErrExists, s.NetnsPath)
+			owner, _ := m.ownerOf(s.Netns)
+			if owner == "" {
+				owner = "unknown: no owner marker"
+			}
+			return Sandbox{}, fmt.Errorf("%w: namespace %s exists and was not made by this daemon (its owner: %s)", ErrExists, s.NetnsPath, owner)
 		}
 	}
 	fail := func(what string, err error) (Sandbox, error) {
@@ -620,13 +624,6 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 
 func (m *Manager) build(s *Sandbox) error {
 	if !s.External {
-		if exists(s.NetnsPath) {
-			owner, _ := m.ownerOf(s.Netns)
-			if owner == "" {
-				owner = "not this daemon"
-			}
-			return fmt.Errorf("namespace %s exists already (owner: %s)", s.NetnsPath, owner)
-		}
 		if err := m.mark(s.Netns); err != nil {
 			return err
 		}
