@@ -94,6 +94,13 @@ func (s *SandboxLabels) Peek(sandbox string) string {
 	return OtherSandbox
 }
 
+// SetGrace changes Grace (a config reload), for sandboxes released from now on.
+func (s *SandboxLabels) SetGrace(d time.Duration) {
+	s.mu.Lock()
+	s.Grace = d
+	s.mu.Unlock()
+}
+
 // Release drops a deleted sandbox's series and frees its slot, after Grace.
 func (s *SandboxLabels) Release(sandbox string) {
 	if s == nil {

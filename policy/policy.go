@@ -415,4 +415,6 @@ type Caller struct {
 	// none: its per-host functions count as handlers for the policy and
 	// its outbound function as the sandbox's catch-all.
 	Worker string
+	// Limits are the sandbox's own limits; a nil field, the daemon's.
+	Limits Limits
 }

@@ -200,7 +200,7 @@ func (d usageDelta) owners() []string {
 
 // quotaIn returns a sandbox's quotas: the defaults with its overrides.
 func (db *DB) quotaIn(tx *bolt.Tx, sandbox string) Amounts {
-	q := db.opts.Quotas
+	q := db.quotaDefaults()
 	if raw := tx.Bucket(bucketQuotas).Get([]byte(sandbox)); raw != nil {
 		var o map[string]int64
 		if json.Unmarshal(raw, &o) == nil {
@@ -324,7 +324,7 @@ func (db *DB) Quota(sandbox string) (q Amounts, err error) {
 // SetQuota replaces a sandbox's quota overrides (see QuotaFields); nil or
 // empty removes them, so the sandbox gets Options.Quotas.
 func (db *DB) SetQuota(sandbox string, overrides map[string]int64) error {
-	if _, err := db.opts.Quotas.WithOverrides(overrides); err != nil {
+	if _, err := db.quotaDefaults().WithOverrides(overrides); err != nil {
 		return err
 	}
 	if len(overrides) == 0 {
@@ -350,17 +350,36 @@ func (db *DB) SetQuota(sandbox string, overrides map[string]int64) error {
 // checkSpace refuses a write of need bytes when it would leave the data
 // directory's filesystem with less than Options.MinFreeBytes free.
 func (db *DB) checkSpace(need int64) error {
-	if db.opts.MinFreeBytes <= 0 {
+	db.defMu.RLock()
+	floor := db.opts.MinFreeBytes
+	db.defMu.RUnlock()
+	if floor <= 0 {
 		return nil
 	}
 	free, err := db.FreeBytes()
 	if err != nil {
 		return nil // cannot tell: let bbolt find out
 	}
-	if free-need < db.opts.MinFreeBytes {
-		return &SpaceError{Free: free, Floor: db.opts.MinFreeBytes}
+	if free-need < floor {
+		return &SpaceError{Free: free, Floor: floor}
 	}
 	return nil
+}
+
+// quotaDefaults are the configured quotas (Options.Quotas).
+func (db *DB) quotaDefaults() Amounts {
+	db.defMu.RLock()
+	defer db.defMu.RUnlock()
+	return db.opts.Quotas
+}
+
+// SetDefaults replaces the configured quotas and free-space floor (a config
+// reload): the next write is held to them. A sandbox's own overrides stay;
+// nothing stored is removed.
+func (db *DB) SetDefaults(quotas Amounts, minFreeBytes int64) {
+	db.defMu.Lock()
+	db.opts.Quotas, db.opts.MinFreeBytes = quotas, minFreeBytes
+	db.defMu.Unlock()
 }
 
 // FreeBytes returns the space available to the daemon on the data

@@ -153,8 +153,11 @@ func (o *Options) withDefaults() Options {
 // DB is an open store. It is safe for concurrent use.
 type DB struct {
 	bolt *bolt.DB
-	opts Options
-	dir  string
+	// opts are as Open was given them; defMu guards Quotas and
+	// MinFreeBytes, which a reload replaces (SetDefaults).
+	opts  Options
+	defMu sync.RWMutex
+	dir   string
 	// file is the database file opened again, read-only, for reading blob
 	// chunks without mapping them (see Object.Read).
 	file *os.File

@@ -17,7 +17,7 @@ import (
 // byte is read.
 type listener struct {
 	net.Listener
-	max      int
+	max      func(netip.Addr) int
 	rejected func()
 
 	mu   sync.Mutex
@@ -33,6 +33,15 @@ func PerSource(ln net.Listener, max int, rejected func()) net.Listener {
 	if max <= 0 {
 		return ln
 	}
+	return PerSourceFunc(ln, func(netip.Addr) int { return max }, rejected)
+}
+
+// PerSourceFunc is PerSource with each source's cap asked of max when one
+// of its connections comes (a sandbox's own limit, or a default a reload
+// may change); a cap <= 0 means no limit for that connection. Connections
+// are counted whatever the cap, so that a cap set later counts those
+// already open.
+func PerSourceFunc(ln net.Listener, max func(netip.Addr) int, rejected func()) net.Listener {
 	return &listener{Listener: ln, max: max, rejected: rejected, open: map[netip.Addr]int{}}
 }
 
@@ -43,8 +52,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		src := source(c.RemoteAddr())
+		max := l.max(src)
 		l.mu.Lock()
-		if l.open[src] >= l.max {
+		if max > 0 && l.open[src] >= max {
 			l.mu.Unlock()
 			// Counted before the reset: whoever sees the reset sees it
 			// counted.

@@ -3,6 +3,7 @@ package connlimit
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -51,12 +52,15 @@ func TestEachSourceHoldsAtMostItsCap(t *testing.T) {
 		dials     []string // source addresses, in order
 		closeNth  int      // the server closes its side of this accepted connection (-1: none)
 		wantReset []bool
+		caps      map[string]int // each source's own cap (PerSourceFunc), in place of max
 	}{
-		{"a source within its cap is served", 2, []string{"127.0.0.1", "127.0.0.1"}, -1, []bool{false, false}},
-		{"a source over its cap is reset at once", 2, []string{"127.0.0.1", "127.0.0.1", "127.0.0.1"}, -1, []bool{false, false, true}},
-		{"another source at the same time is served", 1, []string{"127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"}, -1, []bool{false, false, true, true}},
-		{"a closed connection frees its place", 1, []string{"127.0.0.1", "127.0.0.1"}, 0, []bool{false, false}},
-		{"no cap when max is 0", 0, []string{"127.0.0.1", "127.0.0.1", "127.0.0.1"}, -1, []bool{false, false, false}},
+		{"a source within its cap is served", 2, []string{"127.0.0.1", "127.0.0.1"}, -1, []bool{false, false}, nil},
+		{"a source over its cap is reset at once", 2, []string{"127.0.0.1", "127.0.0.1", "127.0.0.1"}, -1, []bool{false, false, true}, nil},
+		{"another source at the same time is served", 1, []string{"127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"}, -1, []bool{false, false, true, true}, nil},
+		{"a closed connection frees its place", 1, []string{"127.0.0.1", "127.0.0.1"}, 0, []bool{false, false}, nil},
+		{"no cap when max is 0", 0, []string{"127.0.0.1", "127.0.0.1", "127.0.0.1"}, -1, []bool{false, false, false}, nil},
+		{"each source is held to its own cap", 0, []string{"127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.1", "127.0.0.3", "127.0.0.3"}, -1,
+			[]bool{false, false, false, true, false, false}, map[string]int{"127.0.0.1": 1, "127.0.0.2": 3}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,6 +70,9 @@ func TestEachSourceHoldsAtMostItsCap(t *testing.T) {
 			}
 			var rejected atomic.Int64
 			ln := PerSource(inner, tt.max, func() { rejected.Add(1) })
+			if tt.caps != nil {
+				ln = PerSourceFunc(inner, func(a netip.Addr) int { return tt.caps[a.String()] }, func() { rejected.Add(1) })
+			}
 			t.Cleanup(func() { ln.Close() })
 			accepted := make(chan net.Conn, len(tt.dials))
 			go func() {

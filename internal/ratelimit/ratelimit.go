@@ -6,13 +6,15 @@ package ratelimit
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// PerKey grants each key rate tokens a second, in bursts of up to twice
-// that. A nil *PerKey allows everything.
+// PerKey grants each key a rate of tokens a second, in bursts of up to
+// twice that: the default rate (New, SetRate), or a key's own (AllowAt: a
+// sandbox with limits of its own). A nil *PerKey allows everything.
 type PerKey struct {
-	rate float64
+	rate atomic.Int64 // the default rate; <= 0: no limit
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
@@ -23,33 +25,55 @@ type bucket struct {
 	last   time.Time
 }
 
-// New returns a limiter of rate per second per key; rate <= 0 means no
-// limit (nil).
+// New returns a limiter whose default rate is rate per second per key;
+// rate <= 0 means no limit by default.
 func New(rate int) *PerKey {
-	if rate <= 0 {
-		return nil
-	}
-	return &PerKey{rate: float64(rate), buckets: map[string]*bucket{}}
+	l := &PerKey{buckets: map[string]*bucket{}}
+	l.rate.Store(int64(rate))
+	return l
 }
 
-// Allow takes a token for key at now, if it has one.
+// SetRate changes the default rate (a config reload); the buckets keep
+// what they hold, up to the new burst.
+func (l *PerKey) SetRate(rate int) { l.rate.Store(int64(rate)) }
+
+// Rate is the default rate.
+func (l *PerKey) Rate() int {
+	if l == nil {
+		return 0
+	}
+	return int(l.rate.Load())
+}
+
+// Allow takes a token for key at now under the default rate, if it has one.
 func (l *PerKey) Allow(key string, now time.Time) bool {
 	if l == nil {
 		return true
 	}
+	return l.AllowAt(key, int(l.rate.Load()), now)
+}
+
+// AllowAt takes a token for key at now under rate (<= 0: no limit). A key
+// whose rate changed keeps its tokens, up to twice the new rate.
+func (l *PerKey) AllowAt(key string, rate int, now time.Time) bool {
+	if l == nil || rate <= 0 {
+		return true
+	}
+	r := float64(rate)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.buckets[key]
 	if b == nil {
-		b = &bucket{tokens: 2 * l.rate, last: now}
+		b = &bucket{tokens: 2 * r, last: now}
 		l.buckets[key] = b
 	}
 	// Callers racing with their clocks may arrive out of order: time that
 	// went backwards earns nothing and costs nothing.
 	if el := now.Sub(b.last); el > 0 {
-		b.tokens = min(2*l.rate, b.tokens+el.Seconds()*l.rate)
+		b.tokens += el.Seconds() * r
 		b.last = now
 	}
+	b.tokens = min(2*r, b.tokens)
 	if b.tokens < 1 {
 		return false
 	}

@@ -39,3 +39,39 @@ func TestNoRateMeansNoLimit(t *testing.T) {
 	}
 	l.Forget("a")
 }
+
+func TestAKeysOwnRateReplacesTheDefault(t *testing.T) {
+	l := New(10)
+	now := time.Unix(1000, 0)
+	n := 0
+	for l.AllowAt("a", 2, now) {
+		n++
+	}
+	if n != 4 {
+		t.Fatalf("a key with its own rate of 2 got a burst of %d, want 4", n)
+	}
+	n = 0
+	for l.AllowAt("b", 0, now) && n < 1000 {
+		n++
+	}
+	if n != 1000 {
+		t.Fatalf("a key with no limit of its own was limited after %d", n)
+	}
+}
+
+func TestAReloadedDefaultRateCapsWhatABucketHolds(t *testing.T) {
+	l := New(100)
+	now := time.Unix(1000, 0)
+	l.Allow("a", now) // a bucket of 200 tokens, less one
+	l.SetRate(1)
+	n := 0
+	for l.Allow("a", now) {
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("after the rate went from 100 to 1, the bucket still gave %d, want the new burst of 2", n)
+	}
+	if New(0).Rate() != 0 || !New(0).Allow("a", now) {
+		t.Fatal("a zero default rate limited")
+	}
+}
