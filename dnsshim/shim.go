@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/interceptd/interceptd/internal/connlimit"
@@ -60,6 +61,10 @@ type Config struct {
 	// DeniedRcode answers names policy denies (dns.RcodeNameError or
 	// dns.RcodeRefused). Default NXDOMAIN.
 	DeniedRcode int
+	// Limiter, when set, keeps the per-sandbox query buckets, so that a
+	// Shim made by a config reload goes on from its predecessor's; its
+	// default rate is set to MaxQPSPerSandbox. nil: a limiter of its own.
+	Limiter *ratelimit.PerKey
 	// Book learns the addresses forwarded answers give each sandbox.
 	Book *policy.AddrBook
 	// AllowAddrs, when set, is told the addresses answered for a name the
@@ -118,9 +123,14 @@ func New(cfg Config) *Shim {
 		}
 	}
 	s := &Shim{
-		limit: ratelimit.New(cfg.MaxQPSPerSandbox),
+		limit: cfg.Limiter,
 		names: names, fast: fast, cfg: cfg,
 		tcp: &dns.Client{Net: "tcp"},
+	}
+	if s.limit == nil {
+		s.limit = ratelimit.New(cfg.MaxQPSPerSandbox)
+	} else {
+		s.limit.SetRate(cfg.MaxQPSPerSandbox)
 	}
 	for _, up := range cfg.Upstreams {
 		s.udp = append(s.udp, newUDPUpstream(up))
@@ -168,7 +178,7 @@ func (s *Shim) answer(w dns.ResponseWriter, r *dns.Msg) (string, string, *dns.Ms
 		m.SetRcode(r, dns.RcodeRefused)
 		return AnswerRefused, "", m
 	}
-	if !s.limit.Allow(caller.Sandbox, time.Now()) {
+	if !s.limit.AllowAt(caller.Sandbox, policy.Or(caller.Limits.DNSQPS, s.limit.Rate()), time.Now()) {
 		m.SetRcode(r, dns.RcodeRefused)
 		return AnswerLimited, caller.Sandbox, m
 	}
@@ -399,6 +409,9 @@ type ListenConfig struct {
 	// cannot use up the daemon's file descriptors; more are reset at once.
 	// 0 means no cap.
 	MaxTCPConnsPerSandbox int
+	// MaxTCPConns, when set, is asked for the cap at each connection in
+	// place of MaxTCPConnsPerSandbox (a cap a config reload may change).
+	MaxTCPConns func() int
 	// Metrics counts the connections reset over the cap.
 	Metrics *Metrics
 }
@@ -438,7 +451,11 @@ func (lc ListenConfig) Listen(addr string, h dns.Handler) (*Server, error) {
 	// An idle or trickling connection is closed after ReadTimeout (the
 	// first query) or IdleTimeout (the next ones); the cap bounds how many
 	// one sandbox holds meanwhile.
-	ln = connlimit.PerSource(ln, lc.MaxTCPConnsPerSandbox, lc.Metrics.rejectedTCPConn)
+	if lc.MaxTCPConns != nil {
+		ln = connlimit.PerSourceFunc(ln, func(netip.Addr) int { return lc.MaxTCPConns() }, lc.Metrics.rejectedTCPConn)
+	} else {
+		ln = connlimit.PerSource(ln, lc.MaxTCPConnsPerSandbox, lc.Metrics.rejectedTCPConn)
+	}
 	s := &Server{
 		udp: udp,
 		tcp: &dns.Server{Listener: ln, Handler: h, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
@@ -482,3 +499,38 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Forget drops what the shim keeps about a deleted sandbox.
 func (s *Shim) Forget(sandbox string) { s.limit.Forget(sandbox) }
+
+// Reloadable serves DNS through the Shim stored last: a config reload
+// makes a new Shim (names, upstreams, timeouts, rates) and swaps it in, and
+// a query already being answered finishes with the one it started on.
+// Listen takes it in place of a Shim, fast path included.
+type Reloadable struct{ cur atomic.Pointer[Shim] }
+
+// NewReloadable returns a Reloadable serving through s.
+func NewReloadable(s *Shim) *Reloadable {
+	r := &Reloadable{}
+	r.cur.Store(s)
+	return r
+}
+
+// Swap serves through s from now on, and closes the previous Shim's
+// upstream sockets (an exchange still under way finishes on them).
+func (r *Reloadable) Swap(s *Shim) {
+	if old := r.cur.Swap(s); old != nil {
+		old.Close()
+	}
+}
+
+// ServeDNS answers through the current Shim.
+func (r *Reloadable) ServeDNS(w dns.ResponseWriter, m *dns.Msg) { r.cur.Load().ServeDNS(w, m) }
+
+// LookupA is the current Shim's.
+func (r *Reloadable) LookupA(name string) ([]netip.Addr, time.Duration, error) {
+	return r.cur.Load().LookupA(name)
+}
+
+// Forget is the current Shim's (the limiter is shared, see Config.Limiter).
+func (r *Reloadable) Forget(sandbox string) { r.cur.Load().Forget(sandbox) }
+
+// Close closes the current Shim's upstream sockets.
+func (r *Reloadable) Close() { r.cur.Load().Close() }

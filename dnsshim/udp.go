@@ -40,7 +40,7 @@ const maxQuery = 4096
 type udpServer struct {
 	conn *net.UDPConn
 	h    dns.Handler
-	shim *Shim // the fast path, when h is a *Shim
+	shim func() *Shim // the fast path, when h is a *Shim or a *Reloadable
 	slow chan struct{}
 	wg   sync.WaitGroup
 
@@ -72,7 +72,12 @@ func newUDPServer(conn *net.UDPConn, h dns.Handler) (*udpServer, error) {
 	}
 	u := &udpServer{conn: conn, h: h, slow: make(chan struct{}, maxSlow), slowPer: map[netip.Addr]int{},
 		work: make(chan slowQuery), done: make(chan struct{})}
-	u.shim, _ = h.(*Shim)
+	switch h := h.(type) {
+	case *Shim:
+		u.shim = func() *Shim { return h }
+	case *Reloadable:
+		u.shim = h.cur.Load
+	}
 	return u, nil
 }
 
@@ -188,7 +193,7 @@ func (u *udpServer) read() {
 			pkt := m.Buffers[0][:m.N]
 			if u.shim != nil {
 				slot := &slots[k]
-				if resp, ok := u.shim.fastAnswer(pkt, from.Addr(), slot.Buffers[0][:0], &qs); ok {
+				if resp, ok := u.shim().fastAnswer(pkt, from.Addr(), slot.Buffers[0][:0], &qs); ok {
 					slot.Buffers[0], slot.OOB, slot.Addr = resp, outOOB[k].from(dst), ua
 					k++
 					continue
@@ -304,7 +309,7 @@ func (u *udpServer) serveSlow(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	}
 	w.WriteMsg(resp)
 	if u.shim != nil {
-		u.shim.cfg.Metrics.observe(nil, AnswerMalformed, "", resp.Rcode, time.Now())
+		u.shim().cfg.Metrics.observe(nil, AnswerMalformed, "", resp.Rcode, time.Now())
 	}
 }
 
@@ -422,7 +427,7 @@ func (s *Shim) fastAnswer(q []byte, src netip.Addr, out []byte, qs *querySeries)
 	kind, rcode := AnswerHandler, dns.RcodeSuccess
 	flags := uint16(qr) | bits&(rd|cd)
 	answer := qtype == dns.TypeA || qtype == dns.TypeANY
-	if !s.limit.Allow(caller.Sandbox, start) {
+	if !s.limit.AllowAt(caller.Sandbox, policy.Or(caller.Limits.DNSQPS, s.limit.Rate()), start) {
 		kind, rcode, answer = AnswerLimited, dns.RcodeRefused, false
 	} else {
 		flags |= 1 << 7 // RA

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,8 @@ var (
 	// ErrUnknownWorker is returned (naming it) for a worker name the
 	// config does not have (Config.Workers).
 	ErrUnknownWorker = errors.New("unknown worker")
+	// ErrInvalidLimits is returned for a negative limit, naming it.
+	ErrInvalidLimits = errors.New("invalid limits")
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -124,6 +127,13 @@ type Sandbox struct {
 	// Policy is the sandbox's egress policy; Compiled is it, validated.
 	Policy   policy.Policy    `json:"policy"`
 	Compiled *policy.Compiled `json:"-"`
+	// PolicyDefault: the sandbox was made without a policy of its own and
+	// follows the daemon's default, also when a reload changes it
+	// (SetDefaultPolicy); a `sandbox policy` makes it the sandbox's own.
+	PolicyDefault bool `json:"policy_default,omitempty"`
+	// Limits are the sandbox's own request, connection and DNS limits; a
+	// nil field takes the daemon's configured default.
+	Limits policy.Limits `json:"limits"`
 	// Worker names the sandbox's worker (config workers[].name); "" for
 	// none. Kept across restarts with the rest of the record, even if the
 	// config no longer has it: the router then treats the sandbox as
@@ -141,6 +151,8 @@ type Spec struct {
 	Policy *policy.Policy
 	// Worker; nil: Config.DefaultWorker; "" for none.
 	Worker *string
+	// Limits of the sandbox's own; a nil field: the daemon's default.
+	Limits policy.Limits
 }
 
 // Manager creates, tracks and deletes sandboxes. It is safe for concurrent use.
@@ -166,6 +178,9 @@ type Manager struct {
 	prefixLock *os.File
 	// lostEvery is how often watchLost looks (lostCheck; shorter in tests).
 	lostEvery time.Duration
+	// dnsRate is the kernel's DNS flood limit in force (nftables, see
+	// syncDNSRate); guarded by opMu.
+	dnsRate int
 }
 
 // reapDelay is how long a deleted sandbox's link is left to the kernel: an
@@ -283,7 +298,59 @@ func (m *Manager) Setup() error {
 	if err := m.enableForwarding(); err != nil {
 		return err
 	}
-	return m.adopt()
+	m.dnsRate = m.cfg.Rules.DNSQPS
+	if err := m.adopt(); err != nil {
+		return err
+	}
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	return m.syncDNSRate()
+}
+
+// SetDNSDefault changes the default DNS rate per sandbox (a config
+// reload), and with it the kernel's flood limit.
+func (m *Manager) SetDNSDefault(qps int) error {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	m.mu.Lock()
+	m.cfg.Rules.DNSQPS = qps
+	m.mu.Unlock()
+	return m.syncDNSRate()
+}
+
+// syncDNSRate keeps the kernel's per-address DNS flood limit at the
+// highest rate any sandbox may be answered at: the default, or a sandbox's
+// own max_dns_qps above it (the DNS shim holds each sandbox to its own
+// rate, answering REFUSED beyond it; the kernel's limit only keeps a flood
+// from filling the socket all sandboxes share, so it must not cut a
+// sandbox below its own rate). No default rate: no kernel limit. The table
+// is replaced whole, in one transaction, only when the rate changes.
+// Called with opMu held.
+func (m *Manager) syncDNSRate() error {
+	m.mu.RLock()
+	want := m.cfg.Rules.DNSQPS
+	if want > 0 {
+		for _, sb := range m.byName {
+			// A sandbox's 0 (no limit) lifts the shim's limit only:
+			// the flood guard stays, at the highest rate in force.
+			if sb.Limits.DNSQPS != nil {
+				want = max(want, *sb.Limits.DNSQPS)
+			}
+		}
+	}
+	p := m.cfg.Rules
+	m.mu.RUnlock()
+	if want == m.dnsRate || m.cfg.NFT == nil {
+		return nil
+	}
+	p.DNSQPS = want
+	rs := Rules(p)
+	if err := m.cfg.NFT.Run(nftReplace(rs.TProxy)); err != nil {
+		return fmt.Errorf("setting the kernel's dns flood limit to %d/s: %w", want, err)
+	}
+	m.rules.TProxy, m.dnsRate = rs.TProxy, want
+	m.log.Info("kernel dns flood limit changed", "qps", want)
+	return nil
 }
 
 func (m *Manager) adopt() error {
@@ -309,8 +376,11 @@ func (m *Manager) adopt() error {
 		if sb.Interface == "" {
 			sb.Interface = SandboxInterface // a record from before attach
 		}
-		if err == nil && !bytes.Contains(raw, []byte(`"policy"`)) {
-			sb.Policy = m.cfg.DefaultPolicy // a record from before policies
+		if err == nil && (sb.PolicyDefault || !bytes.Contains(raw, []byte(`"policy"`))) {
+			// A record from before policies, or a sandbox that follows
+			// the default: the config's, which may have changed while
+			// the daemon was down.
+			sb.Policy = m.cfg.DefaultPolicy
 		}
 		if err == nil {
 			sb.Compiled, err = sb.Policy.Compile()
@@ -544,9 +614,14 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 	if !ValidName(name) {
 		return Sandbox{}, fmt.Errorf("%w %q: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit", ErrInvalidName, name)
 	}
+	m.mu.RLock()
 	p := m.cfg.DefaultPolicy
+	m.mu.RUnlock()
 	if spec.Policy != nil {
 		p = *spec.Policy
+	}
+	if err := spec.Limits.Validate(); err != nil {
+		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidLimits, err)
 	}
 	compiled, err := p.Compile()
 	if err != nil {
@@ -582,6 +657,7 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 		HostInterface: fmt.Sprintf("%s%x", m.cfg.InterfacePrefix, slot),
 		Addr:          addr, Gateway: gw, Subnet: subnet, Created: time.Now().UTC(), Slot: slot,
 		Policy: compiled.Policy, Compiled: compiled, Worker: worker,
+		PolicyDefault: spec.Policy == nil, Limits: spec.Limits,
 	}
 	if external != "" {
 		s.External, s.NetnsPath = true, external
@@ -617,6 +693,9 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 		}
 	}
 	m.register(s)
+	if err := m.syncDNSRate(); err != nil {
+		m.log.Warn("the sandbox's own dns rate is cut by the kernel's flood limit", "sandbox", name, "error", err)
+	}
 	m.policyApplied(*s)
 	m.log.Info(map[string]string{"create": "sandbox created", "attach": "sandbox attached"}[op], "sandbox", name, "netns", s.NetnsPath, "addr", addr)
 	return *s, nil
@@ -788,6 +867,7 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	sb, err := m.update(name, "policy", func(old *Sandbox) (*Sandbox, func() error, error) {
 		next := *old
 		next.Policy, next.Compiled = compiled.Policy, compiled
+		next.PolicyDefault = false // the sandbox's own from now on
 		if err := m.syncSets(old, &next); err != nil {
 			return nil, nil, fmt.Errorf("updating policy sets: %w", err)
 		}
@@ -867,7 +947,7 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 	if !ok {
 		return policy.Caller{}, false
 	}
-	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Worker: sb.Worker}, true
+	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Worker: sb.Worker, Limits: sb.Limits}, true
 }
 
 // knownWorker checks that the config has the worker a sandbox is given.
@@ -896,6 +976,83 @@ func (m *Manager) SetWorker(name, worker string) (Sandbox, error) {
 		m.log.Info("sandbox worker changed", "sandbox", name, "worker", worker, "was", was)
 	}
 	return sb, err
+}
+
+// SetLimits replaces a running sandbox's own limits (the zero Limits: the
+// daemon's defaults again). They take effect for the next request,
+// connection or query, and are recorded.
+func (m *Manager) SetLimits(name string, l policy.Limits) (Sandbox, error) {
+	if err := l.Validate(); err != nil {
+		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidLimits, err)
+	}
+	sb, err := m.update(name, "limits", func(old *Sandbox) (*Sandbox, func() error, error) {
+		next := *old
+		next.Limits = l
+		return &next, nil, nil
+	})
+	if err == nil {
+		m.log.Info("sandbox limits changed", "sandbox", name, "limits", limitsAttr(sb.Limits))
+		m.opMu.Lock()
+		if serr := m.syncDNSRate(); serr != nil {
+			m.log.Warn("the sandbox's own dns rate is cut by the kernel's flood limit", "sandbox", name, "error", serr)
+		}
+		m.opMu.Unlock()
+	}
+	return sb, err
+}
+
+// limitsAttr shows limits for a log record: the daemon's default where nil.
+func limitsAttr(l policy.Limits) string {
+	show := func(v *int) string {
+		if v == nil {
+			return "default"
+		}
+		return strconv.Itoa(*v)
+	}
+	return "max_rps=" + show(l.RPS) + " max_conns=" + show(l.Conns) + " max_dns_qps=" + show(l.DNSQPS)
+}
+
+// SetDefaultPolicy replaces the default policy (a config reload): sandboxes
+// made from now on get it, and those that follow the default
+// (PolicyDefault) take it now, each as a `sandbox policy` would (sets,
+// record, OnPolicy). It returns how many it changed; a sandbox it could not
+// change keeps its policy and is named in the error.
+func (m *Manager) SetDefaultPolicy(p policy.Policy) (int, error) {
+	compiled, err := p.Compile()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
+	}
+	m.mu.Lock()
+	m.cfg.DefaultPolicy = p
+	var follow []string
+	for name, sb := range m.byName {
+		if sb.PolicyDefault {
+			follow = append(follow, name)
+		}
+	}
+	m.mu.Unlock()
+	sort.Strings(follow)
+	n := 0
+	var errs []error
+	for _, name := range follow {
+		_, err := m.update(name, "policy", func(old *Sandbox) (*Sandbox, func() error, error) {
+			if !old.PolicyDefault {
+				return old, nil, nil // given its own since
+			}
+			next := *old
+			next.Policy, next.Compiled = compiled.Policy, compiled
+			if err := m.syncSets(old, &next); err != nil {
+				return nil, nil, fmt.Errorf("updating policy sets: %w", err)
+			}
+			return &next, func() error { return m.syncSets(&next, old) }, nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sandbox %s: %w", name, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // enableForwarding turns on IPv4 forwarding, without which the replies to a

@@ -102,6 +102,7 @@ type Config struct {
 // handler the decision picks, and counts and logs it.
 type Router struct {
 	cfg     Config
+	routes  atomic.Pointer[Routes] // cfg's, until SetRoutes replaces them
 	limit   *ratelimit.PerKey
 	now     func() time.Time // the rate limit's clock (time.Now; tests set their own)
 	tunnels tunnels          // open upgraded connections, re-decided on a policy change (tunnel.go)
@@ -112,7 +113,31 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), now: time.Now}
+	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), now: time.Now}
+	rt.routes.Store(&Routes{Hosts: cfg.Hosts, Virtual: cfg.Virtual, CatchAll: cfg.CatchAll, DenyStatus: cfg.DenyStatus, DenyBody: cfg.DenyBody})
+	return rt
+}
+
+// Routes are the parts of a Router's Config that a config reload replaces
+// (SetRoutes): the handlers and the deny response.
+type Routes struct {
+	Hosts      map[string]Route
+	Virtual    map[netip.Addr]string
+	CatchAll   *Route
+	DenyStatus int
+	DenyBody   string
+}
+
+// Routes are the routes in force.
+func (rt *Router) Routes() Routes { return *rt.routes.Load() }
+
+// SetRoutes swaps in new routes and request rate (a config reload). A
+// request already deciding or running finishes with the handler it got;
+// the next one is decided with these. Open tunnels are not decided again
+// here: the daemon asks for that (Redecide) once the policies are in.
+func (rt *Router) SetRoutes(r Routes, maxRequestsPerSecond int) {
+	rt.routes.Store(&r)
+	rt.limit.SetRate(maxRequestsPerSecond)
 }
 
 // Forget drops what the router keeps about a deleted sandbox and cuts its
@@ -185,7 +210,7 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 		env.Handler, env.Sandbox = LabelBadRequest, caller.Sandbox
 		rw.Header().Set("Connection", "close")
 		err = &Error{Status: http.StatusBadRequest, Reason: "both Content-Length and Transfer-Encoding: refused as request smuggling"}
-	} else if known && !rt.limit.Allow(caller.Sandbox, rt.now()) {
+	} else if known && !rt.limit.AllowAt(caller.Sandbox, policy.Or(caller.Limits.RPS, rt.limit.Rate()), rt.now()) {
 		// Before deciding, which may cost a DNS lookup.
 		env.Handler, env.Sandbox = LabelLimited, caller.Sandbox
 		rw.Header().Set("Retry-After", "1")
@@ -242,8 +267,9 @@ func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, pol
 	if !known {
 		caller = policy.Caller{} // no policy: not a sandbox
 	}
-	prog, route, hasHandler, vname := rt.handlerFor(caller, env.Host, env.Dest)
-	catchAll := rt.cfg.CatchAll
+	tb := rt.routes.Load()
+	prog, route, hasHandler, vname := rt.handlerFor(tb, caller, env.Host, env.Dest)
+	catchAll := tb.CatchAll
 	if prog != nil {
 		if out, ok := prog.Outbound(); ok {
 			catchAll = &out
@@ -273,7 +299,7 @@ func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, pol
 // worker, else a built-in handler) and whether there is one, and the name
 // of the handler whose virtual address dest is ("" when it is none of this
 // caller's handlers).
-func (rt *Router) handlerFor(caller policy.Caller, host string, dest netip.AddrPort) (prog Program, route Route, hasHandler bool, vname string) {
+func (rt *Router) handlerFor(tb *Routes, caller policy.Caller, host string, dest netip.AddrPort) (prog Program, route Route, hasHandler bool, vname string) {
 	if caller.Worker != "" && rt.cfg.Programs != nil {
 		prog = rt.cfg.Programs(caller.Worker)
 	}
@@ -281,9 +307,9 @@ func (rt *Router) handlerFor(caller policy.Caller, host string, dest netip.AddrP
 		route, hasHandler = prog.Match(host, dest)
 	}
 	if !hasHandler {
-		route, hasHandler = rt.cfg.Hosts[host]
+		route, hasHandler = tb.Hosts[host]
 	}
-	vname = rt.cfg.Virtual[dest.Addr()]
+	vname = tb.Virtual[dest.Addr()]
 	if vname != "" {
 		// The sandbox dialled a handler's virtual address: that handler
 		// serves it whatever the Host says (an IP literal, or none). The
@@ -294,7 +320,7 @@ func (rt *Router) handlerFor(caller policy.Caller, host string, dest netip.AddrP
 			vroute, ok = prog.Match(vname, dest)
 		}
 		if !ok {
-			vroute, ok = rt.cfg.Hosts[vname]
+			vroute, ok = tb.Hosts[vname]
 		}
 		switch {
 		case !ok:
@@ -331,7 +357,7 @@ func (rt *Router) DecideTLS(src, dst netip.AddrPort, sni string) TLSVerdict {
 		caller = policy.Caller{}
 	}
 	sni = policy.NormalizeHost(sni)
-	_, route, hasHandler, vname := rt.handlerFor(caller, sni, dst)
+	_, route, hasHandler, vname := rt.handlerFor(rt.routes.Load(), caller, sni, dst)
 	name := sni
 	if !hasHandler {
 		name = vname
@@ -348,11 +374,12 @@ func (rt *Router) DecideTLS(src, dst netip.AddrPort, sni string) TLSVerdict {
 
 // deny writes the deny response for a policy decision.
 func (rt *Router) deny(w http.ResponseWriter, r *http.Request, env Env, d policy.Decision) {
-	status := rt.cfg.DenyStatus
+	tb := rt.routes.Load()
+	status := tb.DenyStatus
 	if d.Reason == policy.ReasonUnknown {
 		status = http.StatusForbidden
 	}
-	WriteDeny(w, r, status, rt.cfg.DenyBody, env.RequestID, d.Reason, d.Detail)
+	WriteDeny(w, r, status, tb.DenyBody, env.RequestID, d.Reason, d.Detail)
 }
 
 // WriteDeny writes a deny response: status (default 403), a JSON body for

@@ -140,7 +140,9 @@ func cmdServe(args []string) error {
 	go func() {
 		for range hup {
 			notify(log, sdnotify.SdNotifyReloading)
-			d.Reload()
+			// The whole config file, then secrets and scripts; a refused
+			// reload keeps the running config and says why in the log.
+			d.ReloadConfig()
 			notify(log, sdnotify.SdNotifyReady)
 		}
 	}()

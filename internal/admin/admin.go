@@ -34,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/interceptd/interceptd/netns"
@@ -52,6 +53,9 @@ type Sandboxes interface {
 	// SetWorker gives a sandbox a worker ("" for none); an unknown one is
 	// netns.ErrUnknownWorker.
 	SetWorker(name, worker string) (netns.Sandbox, error)
+	// SetLimits replaces a sandbox's own limits; a negative one is
+	// netns.ErrInvalidLimits.
+	SetLimits(name string, l policy.Limits) (netns.Sandbox, error)
 	Delete(name string) error
 	Get(name string) (netns.Sandbox, bool)
 	List() []netns.Sandbox
@@ -83,15 +87,25 @@ type SandboxInfo struct {
 	netns.Sandbox
 	Usage store.Amounts `json:"usage"`
 	Quota store.Amounts `json:"quota"`
+	// EffectiveLimits are the limits in force: the sandbox's own, the
+	// daemon's default where it has none (0: no limit).
+	EffectiveLimits policy.Limits `json:"effective_limits"`
 }
 
 // Backend is what the API serves.
 type Backend struct {
-	// DefaultPolicy is what a patch at creation applies to.
+	// DefaultPolicy is what a patch at creation applies to (Server.Update
+	// replaces it on a reload).
 	DefaultPolicy policy.Policy
-	Sandboxes     Sandboxes
-	Handlers      []HandlerInfo
-	Store         Store
+	// DefaultLimits are the daemon's limits for a sandbox without its own
+	// (every field set); nil: none.
+	DefaultLimits func() policy.Limits
+	// Reload re-reads the config file and applies what can change live;
+	// nil: POST /v1/reload is not served.
+	Reload    func() (ReloadResult, error)
+	Sandboxes Sandboxes
+	Handlers  []HandlerInfo
+	Store     Store
 	// Namespace returns a handler for a KV namespace's shared scope.
 	Namespace func(ns string) router.Handler
 	// Status summarises the daemon.
@@ -104,6 +118,27 @@ type Backend struct {
 	// never comes here.
 	CACert []byte
 }
+
+// ReloadResult is POST /v1/reload's answer: what the reload changed.
+type ReloadResult struct {
+	// Config is the file read; empty when the daemon runs the embedded
+	// default, which only reloads secrets and workers' scripts.
+	Config string `json:"config"`
+	// Changed names the parts that changed ("handlers", "policy",
+	// "dns.upstreams", ...); empty when nothing did.
+	Changed []string `json:"changed"`
+	// PolicyFollowers is how many sandboxes that follow the default policy
+	// took the new one.
+	PolicyFollowers int `json:"policy_followers,omitempty"`
+	// Error says what kept its previous version although the rest was
+	// applied (a secret file or a worker's script that failed to load).
+	Error string `json:"error,omitempty"`
+}
+
+// ErrReloadRefused wraps the reason a reload was refused (a config that
+// fails validation, or a change that needs a restart): the running config
+// stays.
+var ErrReloadRefused = errors.New("reload refused")
 
 // CA is the answer of GET /v1/ca.
 type CA struct {
@@ -159,6 +194,15 @@ type Status struct {
 type Server struct {
 	srv *http.Server
 	ln  net.Listener
+	h   *handlers
+}
+
+// Update replaces the default policy and the handlers the API reports and
+// reaches (a config reload).
+func (s *Server) Update(def policy.Policy, infos []HandlerInfo) {
+	s.h.mu.Lock()
+	s.h.be.DefaultPolicy, s.h.be.Handlers = def, infos
+	s.h.mu.Unlock()
 }
 
 // Listen creates the socket at path (replacing a stale one) with mode 0600.
@@ -195,6 +239,24 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 	})
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/policy", h.patchPolicy)
 	mux.HandleFunc("PATCH /v1/sandboxes/{name}/quota", h.patchQuota)
+	mux.HandleFunc("PUT /v1/sandboxes/{name}/limits", h.putLimits)
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		if be.Reload == nil {
+			writeErr(w, http.StatusNotFound, errors.New("this daemon does not reload"))
+			return
+		}
+		res, err := be.Reload()
+		if errors.Is(err, ErrReloadRefused) {
+			writeErr(w, http.StatusUnprocessableEntity, err)
+			return
+		}
+		if err != nil {
+			// Applied, but a part kept its previous version: said in
+			// the answer, beside what did change.
+			res.Error = err.Error()
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
 	mux.HandleFunc("PUT /v1/sandboxes/{name}/worker", h.putWorker)
 	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, r *http.Request) {
 		out := []WorkerInfo{}
@@ -246,7 +308,7 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 		}
 		reqs.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
 	})
-	return &Server{ln: ln, srv: &http.Server{
+	return &Server{ln: ln, h: h, srv: &http.Server{
 		Handler: counted, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}, nil
@@ -265,7 +327,20 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 
 type handlers struct {
 	sb Sandboxes
+	mu sync.RWMutex // guards be's DefaultPolicy and Handlers (Server.Update)
 	be Backend
+}
+
+func (h *handlers) defaultPolicy() policy.Policy {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.be.DefaultPolicy
+}
+
+func (h *handlers) handlerInfos() []HandlerInfo {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.be.Handlers
 }
 
 // CreateRequest is the body of POST /v1/sandboxes. A nil Policy takes the
@@ -286,6 +361,10 @@ type CreateRequest struct {
 	// none; nil (absent) for the config's default_worker. A name the
 	// config does not have is a 400 naming it.
 	Worker *string `json:"worker,omitempty"`
+	// Limits are the sandbox's own limits (max_rps, max_conns,
+	// max_dns_qps); a field left out takes the daemon's default, 0 is no
+	// limit.
+	Limits policy.Limits `json:"limits,omitempty"`
 }
 
 // WorkerRequest is the body of PUT /v1/sandboxes/{name}/worker.
@@ -328,7 +407,7 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 	}
 	var pol *policy.Policy
 	if req.Policy != nil {
-		p := req.Policy.Apply(h.be.DefaultPolicy)
+		p := req.Policy.Apply(h.defaultPolicy())
 		pol = &p
 	}
 	if _, err := (store.Amounts{}).WithOverrides(req.Quota); err != nil {
@@ -337,7 +416,7 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 	}
 	var sb netns.Sandbox
 	var err error
-	spec := netns.Spec{Policy: pol, Worker: req.Worker}
+	spec := netns.Spec{Policy: pol, Worker: req.Worker, Limits: req.Limits}
 	if req.NetnsPath != "" {
 		sb, err = h.sb.AttachSpec(req.Name, req.NetnsPath, req.Interface, spec)
 	} else {
@@ -364,7 +443,10 @@ func (h *handlers) get(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Errorf("%w: %s", netns.ErrNotFound, r.PathValue("name")))
 		return
 	}
-	info := SandboxInfo{Sandbox: sb}
+	info := SandboxInfo{Sandbox: sb, EffectiveLimits: sb.Limits}
+	if h.be.DefaultLimits != nil {
+		info.EffectiveLimits = h.be.DefaultLimits().Merge(sb.Limits)
+	}
 	var err1, err2 error
 	info.Usage, err1 = h.be.Store.Usage(sb.Name)
 	info.Quota, err2 = h.be.Store.Quota(sb.Name)
@@ -403,6 +485,24 @@ func (h *handlers) patchQuota(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, q)
 }
 
+// putLimits replaces a sandbox's own limits; {} gives it the daemon's
+// defaults again.
+func (h *handlers) putLimits(w http.ResponseWriter, r *http.Request) {
+	var l policy.Limits
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("decoding limits: %w", err))
+		return
+	}
+	sb, err := h.sb.SetLimits(r.PathValue("name"), l)
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb.Limits)
+}
+
 func (h *handlers) delete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	purge := r.URL.Query().Get("purge") == "1"
@@ -437,7 +537,7 @@ func (h *handlers) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) handlers(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, h.be.Handlers)
+	writeJSON(w, http.StatusOK, h.handlerInfos())
 }
 
 func (h *handlers) stats(w http.ResponseWriter, r *http.Request) {
@@ -460,9 +560,10 @@ func (h *handlers) stats(w http.ResponseWriter, r *http.Request) {
 func (h *handlers) handler(w http.ResponseWriter, r *http.Request) {
 	host := policy.NormalizeHost(r.PathValue("host"))
 	var hi *HandlerInfo
-	for i := range h.be.Handlers {
-		if h.be.Handlers[i].Host == host {
-			hi = &h.be.Handlers[i]
+	infos := h.handlerInfos()
+	for i := range infos {
+		if infos[i].Host == host {
+			hi = &infos[i]
 		}
 	}
 	if hi == nil {
@@ -493,7 +594,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, netns.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, netns.ErrInvalidName), errors.Is(err, netns.ErrInvalidPolicy), errors.Is(err, netns.ErrUnknownWorker):
+	case errors.Is(err, netns.ErrInvalidName), errors.Is(err, netns.ErrInvalidPolicy), errors.Is(err, netns.ErrUnknownWorker), errors.Is(err, netns.ErrInvalidLimits):
 		return http.StatusBadRequest
 	case errors.Is(err, netns.ErrPoolExhausted):
 		return http.StatusServiceUnavailable

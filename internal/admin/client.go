@@ -108,6 +108,28 @@ func (c *Client) SetQuota(name string, overrides map[string]int64) (store.Amount
 	return q, err
 }
 
+// SetLimits replaces a sandbox's own limits (the zero Limits: the daemon's
+// defaults again).
+func (c *Client) SetLimits(name string, l policy.Limits) (policy.Limits, error) {
+	var out policy.Limits
+	err := c.do(http.MethodPut, "/v1/sandboxes/"+url.PathEscape(name)+"/limits", l, &out)
+	return out, err
+}
+
+// Reload asks the daemon to re-read its config file. A refused reload is an
+// *APIError (422) saying why; a reload applied with a part that kept its
+// previous version returns the result and an error saying which.
+func (c *Client) Reload() (ReloadResult, error) {
+	var res ReloadResult
+	if err := c.do(http.MethodPost, "/v1/reload", nil, &res); err != nil {
+		return res, err
+	}
+	if res.Error != "" {
+		return res, errors.New(res.Error)
+	}
+	return res, nil
+}
+
 // Policy returns a sandbox's policy.
 func (c *Client) Policy(name string) (policy.Policy, error) {
 	var p policy.Policy

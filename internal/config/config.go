@@ -71,6 +71,8 @@ type Config struct {
 	// Store shapes the bbolt store in data_dir.
 	Store Store `yaml:"store"`
 
+	// path is the file Load read; "" for the embedded default.
+	path string
 	// lines maps a field's dotted path (as Validate names it) to its line
 	// in the document Parse read, so that Validate can say where.
 	lines map[string]int
@@ -359,8 +361,17 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	return Parse(path, b)
+	c, err := Parse(path, b)
+	if err != nil {
+		return nil, err
+	}
+	c.path = path
+	return c, nil
 }
+
+// Path is the file the config was loaded from ("" for the embedded
+// default): what a reload reads again.
+func (c *Config) Path() string { return c.path }
 
 // Parse decodes a config document strictly: unknown fields, wrong types and
 // duplicate keys are errors naming the field and line. Fields the document

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/interceptd/interceptd/dnsshim"
@@ -22,6 +23,7 @@ import (
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/connlimit"
 	"github.com/interceptd/interceptd/internal/kinds"
+	"github.com/interceptd/interceptd/internal/ratelimit"
 	"github.com/interceptd/interceptd/metrics"
 	"github.com/interceptd/interceptd/netns"
 	"github.com/interceptd/interceptd/policy"
@@ -141,12 +143,14 @@ func Quotas(cfg *config.Config) store.Amounts {
 
 // Daemon is a running interceptd.
 type Daemon struct {
+	// cfg is the config in force; a reload replaces it (cfgMu).
+	cfgMu   sync.RWMutex
 	cfg     *config.Config
 	log     *slog.Logger
 	db      *store.DB
 	mgr     *netns.Manager
 	dns     *dnsshim.Server
-	shim    *dnsshim.Shim
+	shim    *dnsshim.Reloadable
 	router  *router.Router
 	server  *httpserve.Server
 	tls     *tlsfront.Server
@@ -166,6 +170,19 @@ type Daemon struct {
 	// nameDeniers: sandbox name → its policy, for the sandboxes whose
 	// policy has hostname entries in denied_hosts.
 	nameDeniers sync.Map
+
+	// What a config reload rebuilds or changes (reload.go).
+	reloadMu  sync.Mutex // one reload at a time
+	fm        *forward.Metrics
+	dnsm      *dnsshim.Metrics
+	dnsLimit  *ratelimit.PerKey // the shim's buckets, kept across reloads
+	verdicts  policy.Verdicts   // the shim's copy (no resolver)
+	upstreams []string
+	virtual   map[string]netip.Addr // handler host → virtual address
+	retired   map[netip.Addr]bool   // addresses of handlers a reload removed
+	infos     []admin.HandlerInfo   // what the admin API says of the handlers
+	connCap   atomic.Int64          // listen.max_connections_per_sandbox
+	dnsTCPCap atomic.Int64          // dns.max_tcp_connections_per_sandbox
 }
 
 // Start brings the daemon up; it returns once every listener and rule is in
@@ -239,18 +256,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// The DNS shim: it names callers through the manager, opens learned
 	// addresses in the manager's sets and refuses protected ones as the
 	// router's fallback does (one Destinations for both).
-	upstreams := cfg.DNS.Upstreams
-	if len(upstreams) == 0 {
-		upstreams = hostResolvers(log)
-	}
+	upstreams := d.upstreamsOf(cfg)
 	virtual := VirtualAddrs(cfg)
-	rcode := dns.RcodeNameError
-	if cfg.DNS.DeniedRcode == "REFUSED" {
-		rcode = dns.RcodeRefused
-	}
+	d.virtual, d.retired = virtual, map[netip.Addr]bool{}
 	rm := router.NewMetrics(reg, d.labels)
 	fm := forward.NewMetrics(reg)
 	dnsMetrics := dnsshim.NewMetrics(reg, d.labels)
+	d.fm, d.dnsm, d.dnsLimit = fm, dnsMetrics, ratelimit.New(cfg.DNS.MaxQPSPerSandbox)
 	dests, err := Destinations(cfg)
 	if err != nil {
 		return d, err
@@ -261,6 +273,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// resolver: its decisions never resolve, and the router's Host check
 	// resolves through the shim, set below once the shim exists.
 	verdicts := policy.Verdicts{Protected: fwd.Protected, Book: d.book}
+	d.verdicts = verdicts
 
 	// The workers, before the shim and the router, which ask them which
 	// names and requests they serve. Their fetch() resolves through the
@@ -294,52 +307,44 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 
-	d.shim = dnsshim.New(dnsshim.Config{
-		Names: virtual, Upstreams: upstreams, Timeout: cfg.DNS.Timeout, TTL: cfg.DNS.TTL,
-		Identify: d.mgr.Caller, DeniedRcode: rcode, MaxQPSPerSandbox: cfg.DNS.MaxQPSPerSandbox, Book: d.book, Decisions: d.decisions,
-		AllowAddrs: d.mgr.AllowLearned, Learned: d.denyLearned, Verdicts: verdicts, WorkerName: d.workers.dnsName,
-		Metrics: dnsMetrics, Logger: log,
-	})
-	lc := dnsshim.ListenConfig{MaxTCPConnsPerSandbox: cfg.DNS.MaxTCPConnectionsPerSandbox, Metrics: dnsMetrics}
+	d.shim = dnsshim.NewReloadable(dnsshim.New(d.shimConfig(cfg, virtual, upstreams)))
+	d.dnsTCPCap.Store(int64(cfg.DNS.MaxTCPConnectionsPerSandbox))
+	lc := dnsshim.ListenConfig{MaxTCPConns: func() int { return int(d.dnsTCPCap.Load()) }, Metrics: dnsMetrics}
 	if d.dns, err = lc.Listen(net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Listen.DNSPort)), d.shim); err != nil {
 		return d, err
 	}
 
 	// The router and its handlers, which resolve through the shim.
-	hosts := map[string]router.Route{}
-	byAddr := map[netip.Addr]string{}
-	var catchAll *router.Route
-	d.builder = &builder{db: d.db, cfg: cfg, resolve: d.shim.LookupA, metrics: fm, log: log}
-	for _, h := range cfg.Handlers {
-		host := policy.NormalizeHost(h.Host)
-		hd, err := d.builder.build(h)
-		if err != nil {
-			return d, err
-		}
-		if host == "*" {
-			catchAll = &router.Route{Name: "_catch_all", Handler: hd}
-			continue
-		}
-		hosts[host] = router.Route{Name: host, Handler: hd, HTTPS: h.HTTPS}
-		byAddr[virtual[host]] = host
+	routes, infos, b, err := d.buildRoutes(cfg, virtual)
+	if err != nil {
+		return d, err
 	}
+	d.builder, d.infos = b, infos
 	verdicts.Resolve = d.shim.LookupA
-	d.workers.virtual(byAddr)
 	d.router = router.New(router.Config{
-		Hosts: hosts, Virtual: byAddr, Programs: d.workers.program, Identify: d.mgr.Caller, CatchAll: catchAll,
+		Hosts: routes.Hosts, Virtual: routes.Virtual, Programs: d.workers.program, Identify: d.mgr.Caller, CatchAll: routes.CatchAll,
 		Fallback: fwd, Verdicts: verdicts,
 		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: d.decisions,
 		MaxRequestsPerSecond: cfg.Listen.MaxRequestsPerSecondPerSandbox,
 		Metrics:              rm, Logger: log,
 	})
-	// The transport in front of the router.
+	// The transport in front of the router. Each sandbox holds at most its
+	// own max_conns connections on each listener, else the default.
+	d.connCap.Store(int64(cfg.Listen.MaxConnectionsPerSandbox))
+	connCap := func(a netip.Addr) int {
+		def := int(d.connCap.Load())
+		if caller, ok := d.mgr.Caller(a); ok {
+			return policy.Or(caller.Limits.Conns, def)
+		}
+		return def
+	}
 	hm := httpserve.NewMetrics(reg)
 	d.server = httpserve.New(d.router, hm, log)
 	ln, err := httpserve.ListenTransparent(ctx, cfg.Listen.HTTP)
 	if err != nil {
 		return d, err
 	}
-	ln = httpserve.LimitPerSource(ln, cfg.Listen.MaxConnectionsPerSandbox, hm)
+	ln = httpserve.LimitPerSourceFunc(ln, connCap, hm)
 	go func() { d.errc <- d.server.Serve(ln) }()
 	var caCert []byte // for GET /v1/ca; nil without interception
 	if cfg.Listen.HTTPS != "" {
@@ -355,7 +360,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		if err != nil {
 			return d, err
 		}
-		tln = connlimit.PerSource(tln, cfg.Listen.MaxConnectionsPerSandbox, tm.Limited)
+		tln = connlimit.PerSourceFunc(tln, connCap, tm.Limited)
 		go func() { d.errc <- d.tls.Serve(tln) }()
 	}
 
@@ -373,17 +378,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 
 	// The admin API last: through it sandboxes are created and deleted, so
 	// from here on the manager's hooks find the shim and the router.
-	infos := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
-	for _, h := range cfg.Handlers {
-		host := policy.NormalizeHost(h.Host)
-		hd := hosts[host].Handler
-		if host == "*" {
-			hd = catchAll.Handler
-		}
-		infos = append(infos, admin.HandlerInfo{Host: host, Kind: h.Kind, Space: h.Space(), PerSandbox: h.PerSandbox(), Handler: hd})
-	}
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
 		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.db,
+		DefaultLimits: d.defaultLimits, Reload: d.ReloadConfig,
 		Status: d.Status, Workers: d.workers, CACert: caCert,
 		Namespace: func(ns string) router.Handler {
 			return &handlers.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
@@ -395,7 +392,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 
 	log.Info("interceptd ready",
 		"admin_socket", cfg.AdminSocket, "http", cfg.Listen.HTTP, "dns_port", cfg.Listen.DNSPort,
-		"metrics", cfg.Listen.Metrics, "dns_upstreams", upstreams, "handlers", len(hosts),
+		"metrics", cfg.Listen.Metrics, "dns_upstreams", upstreams, "handlers", len(routes.Hosts),
 		"sandboxes", len(d.mgr.List()))
 	return d, nil
 }
@@ -616,7 +613,7 @@ func (d *Daemon) Healthy() error {
 	if _, err := d.db.Stats(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	c, err := net.DialTimeout("unix", d.cfg.AdminSocket, time.Second)
+	c, err := net.DialTimeout("unix", d.config().AdminSocket, time.Second)
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
@@ -644,7 +641,7 @@ func (d *Daemon) Status() admin.Status {
 		}
 	}
 	st.StoreFreeBytes, _ = d.db.FreeBytes()
-	st.StoreMinFreeBytes = int64(d.cfg.Store.MinFreeBytes)
+	st.StoreMinFreeBytes = int64(d.config().Store.MinFreeBytes)
 	st.StoreBytes, _ = d.db.FileSize()
 	st.Sandboxes = int64(d.counts.sandboxes())
 	if d.counts.lost != nil {

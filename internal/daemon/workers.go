@@ -166,6 +166,14 @@ func (ws *workerSet) dnsName(workerName, name string) (netip.Addr, bool) {
 	return a, ok
 }
 
+// addrOf is the virtual address a worker key's name has, if any.
+func (ws *workerSet) addrOf(name string) (netip.Addr, bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	a, ok := ws.addrs[name]
+	return a, ok
+}
+
 // virtual adds the workers' virtual addresses to the handlers'.
 func (ws *workerSet) virtual(into map[netip.Addr]string) {
 	ws.mu.Lock()

@@ -2,6 +2,7 @@ package httpserve
 
 import (
 	"net"
+	"net/netip"
 
 	"github.com/interceptd/interceptd/internal/connlimit"
 )
@@ -13,4 +14,10 @@ import (
 // read, and counted in interceptd_router_connections_rejected_total.
 func LimitPerSource(ln net.Listener, max int, m *Metrics) net.Listener {
 	return connlimit.PerSource(ln, max, m.rejectedConn)
+}
+
+// LimitPerSourceFunc is LimitPerSource with each source's cap asked of max
+// (a sandbox's own limit, or the configured default): connlimit.PerSourceFunc.
+func LimitPerSourceFunc(ln net.Listener, max func(netip.Addr) int, m *Metrics) net.Listener {
+	return connlimit.PerSourceFunc(ln, max, m.rejectedConn)
 }

@@ -63,8 +63,11 @@ func (f *Sandboxes) add(name, nsPath, ifName string, spec netns.Spec) (netns.San
 	// Each sandbox on a /30 of its own, as the pool gives them.
 	base := 4 * len(f.m)
 	addr := netip.AddrFrom4([4]byte{10, 213, byte(base >> 8), byte(base + 2)})
+	if err := spec.Limits.Validate(); err != nil {
+		return netns.Sandbox{}, fmt.Errorf("%w: %v", netns.ErrInvalidLimits, err)
+	}
 	sb := netns.Sandbox{
-		Name: name, Interface: ifName, Policy: pol, Addr: addr, Worker: worker,
+		Name: name, Interface: ifName, Policy: pol, Addr: addr, Worker: worker, Limits: spec.Limits,
 		Gateway: addr.Prev(), Subnet: netip.PrefixFrom(addr, 30).Masked(),
 		MAC: fmt.Sprintf("02:00:0a:d5:%02x:%02x", byte(base>>8), byte(base+2)),
 	}
@@ -146,6 +149,22 @@ func (f *Sandboxes) SetPolicy(name string, p policy.Policy) (netns.Sandbox, erro
 		return sb, fmt.Errorf("%w: %w", netns.ErrInvalidPolicy, err)
 	}
 	sb.Policy = p
+	f.m[name] = sb
+	return sb, nil
+}
+
+// SetLimits implements the admin API's manager.
+func (f *Sandboxes) SetLimits(name string, l policy.Limits) (netns.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, ok := f.m[name]
+	if !ok {
+		return sb, fmt.Errorf("%w: %s", netns.ErrNotFound, name)
+	}
+	if err := l.Validate(); err != nil {
+		return sb, fmt.Errorf("%w: %v", netns.ErrInvalidLimits, err)
+	}
+	sb.Limits = l
 	f.m[name] = sb
 	return sb, nil
 }

@@ -1,0 +1,36 @@
+package config
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestChangesSortsWhatAReloadTakesFromWhatNeedsARestart(t *testing.T) {
+	tests := []struct {
+		name          string
+		doc           string
+		live, restart []string
+	}{
+		{"the same file changes nothing", "", nil, nil},
+		{"a handler and the default policy change live", "handlers:\n  - host: x.test\n    kind: respond\npolicy:\n  internet: false\n",
+			[]string{"handlers", "policy"}, nil},
+		{"limits and dns settings change live", "listen:\n  max_requests_per_second_per_sandbox: 7\ndns:\n  ttl: 9\n  upstreams: [\"127.0.0.1:53\"]\n",
+			[]string{"dns.ttl", "dns.upstreams", "listen.max_requests_per_second_per_sandbox"}, nil},
+		{"a listener needs a restart, named by its field", "listen:\n  http: 127.0.0.1:1081\n", nil, []string{"listen.http"}},
+		{"addressing needs a restart", "sandbox:\n  pool: 10.99.0.0/16\ndns:\n  virtual_cidr: 198.19.0.0/16\n", nil, []string{"dns.virtual_cidr", "sandbox.pool"}},
+		{"a quota changes live, the data dir does not", "data_dir: /elsewhere\nquota:\n  kv:\n    keys: 5\n", []string{"quota.kv"}, []string{"data_dir"}},
+	}
+	running := Default()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next, err := Parse("next.yaml", []byte("version: 1\n"+tt.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			live, restart := Changes(running, next)
+			if !reflect.DeepEqual(live, tt.live) || !reflect.DeepEqual(restart, tt.restart) {
+				t.Errorf("Changes: live %q, restart %q; want %q, %q", live, restart, tt.live, tt.restart)
+			}
+		})
+	}
+}
