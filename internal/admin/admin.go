@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -100,6 +101,9 @@ type Backend struct {
 	// DefaultLimits are the daemon's limits for a sandbox without its own
 	// (every field set); nil: none.
 	DefaultLimits func() policy.Limits
+	// SocketGroup, when set, is the group whose members may use the socket
+	// (mode 0660, owned by that group); empty: its owner only (0600).
+	SocketGroup string
 	// Reload re-reads the config file and applies what can change live;
 	// nil: POST /v1/reload is not served.
 	Reload    func() (ReloadResult, error)
@@ -222,6 +226,14 @@ func Listen(path string, be Backend, reg prometheus.Registerer, log *slog.Logger
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("restricting admin socket: %w", err)
+	}
+	if be.SocketGroup != "" {
+		// Restricted first, then opened to the group: never a moment
+		// when anyone else could connect.
+		if err := shareWithGroup(path, be.SocketGroup); err != nil {
+			ln.Close()
+			return nil, err
+		}
 	}
 	mux := http.NewServeMux()
 	h := &handlers{sb: be.Sandboxes, be: be}
@@ -691,3 +703,25 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// shareWithGroup gives the socket at path to group (a name or a number)
+// with mode 0660.
+func shareWithGroup(path, group string) error {
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		if g, err = user.LookupGroupId(group); err != nil {
+			return fmt.Errorf("admin_socket_group %q: no such group", group)
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("admin_socket_group %q: gid %q: %w", group, g.Gid, err)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("giving the admin socket to group %s: %w", group, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		return fmt.Errorf("opening the admin socket to group %s: %w", group, err)
+	}
+	return nil
+}

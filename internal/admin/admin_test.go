@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/interceptd/interceptd/internal/admin/admintest"
@@ -445,5 +446,42 @@ func TestTheCACertificateIsReadOnlyAndAbsentWithoutInterception(t *testing.T) {
 		if resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("%s /v1/ca: %d, want 405", m, resp.StatusCode)
 		}
+	}
+}
+
+func TestTheAdminSocketIsRootsOnlyUnlessAGroupIsNamed(t *testing.T) {
+	tests := []struct {
+		name, group string
+		mode        os.FileMode
+		gid         uint32
+		wantErr     string
+	}{
+		{"no group: the owner only", "", 0o600, 0, ""},
+		{"a group by name: its members too", "daemon", 0o660, 1, ""},
+		{"a group by number", "1", 0o660, 1, ""},
+		{"a group that does not exist is refused, naming it", "no-such-group-icd", 0, 0, `admin_socket_group "no-such-group-icd": no such group`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "admin.sock")
+			srv, err := Listen(sock, Backend{SocketGroup: tt.group}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Listen: %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Shutdown(context.Background())
+			fi, err := os.Stat(sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != tt.mode || fi.Sys().(*syscall.Stat_t).Gid != tt.gid {
+				t.Errorf("socket mode %v gid %d, want %v gid %d", fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid, tt.mode, tt.gid)
+			}
+		})
 	}
 }

@@ -313,7 +313,7 @@ func unreachable(socket string, err error) error {
 	}
 	if errors.Is(ne.Err, os.ErrPermission) {
 		// The daemon is there; this user may not talk to it.
-		return fmt.Errorf("%w at %s: permission denied: the admin socket is the daemon's owner's (root's): run the command as root (sudo)", ErrUnreachable, socket)
+		return fmt.Errorf("%w at %s: permission denied: run the command as root (sudo), or as a member of the socket's group (admin_socket_group in the daemon's config)", ErrUnreachable, socket)
 	}
 	return fmt.Errorf("%w at %s (is `interceptd serve` running? set --admin-socket or INTERCEPTD_SOCKET): %v", ErrUnreachable, socket, ne.Err)
 }

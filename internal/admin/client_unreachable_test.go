@@ -16,7 +16,7 @@ func TestAnUnreachableDaemonIsToldApartFromARefusedUser(t *testing.T) {
 		want string
 	}{
 		{"no daemon", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ENOENT)}, "is `interceptd serve` running?"},
-		{"a daemon that refuses this user", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EACCES)}, "permission denied: the admin socket is the daemon's owner's (root's): run the command as root"},
+		{"a daemon that refuses this user", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EACCES)}, "permission denied: run the command as root (sudo), or as a member of the socket's group"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := unreachable("/run/interceptd/admin.sock", tt.err)

@@ -40,6 +40,9 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// AdminSocket is the unix socket of the admin API used by the CLI.
 	AdminSocket string `yaml:"admin_socket"`
+	// AdminSocketGroup, when set, is the group (a name or a gid) whose
+	// members may use the admin socket (mode 0660); empty: root only.
+	AdminSocketGroup string `yaml:"admin_socket_group"`
 	// Listen names the daemon's own listeners.
 	Listen Listen `yaml:"listen"`
 	// TLS configures interception of HTTPS for handlers marked https.

@@ -18,7 +18,7 @@ var liveFields = map[string]bool{
 	"dns.max_qps_per_sandbox": true, "dns.max_tcp_connections_per_sandbox": true,
 	"listen.max_connections_per_sandbox": true, "listen.max_requests_per_second_per_sandbox": true,
 	"metrics.deleted_series_grace": true,
-	"quota.kv": true, "quota.state": true, "quota.blob": true,
+	"quota.kv":                     true, "quota.state": true, "quota.blob": true,
 	"store.min_free_bytes": true,
 	"worker_heap_limit":    true,
 }

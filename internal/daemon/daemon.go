@@ -380,7 +380,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// from here on the manager's hooks find the shim and the router.
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
 		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.db,
-		DefaultLimits: d.defaultLimits, Reload: d.ReloadConfig,
+		DefaultLimits: d.defaultLimits, Reload: d.ReloadConfig, SocketGroup: cfg.AdminSocketGroup,
 		Status: d.Status, Workers: d.workers, CACert: caCert,
 		Namespace: func(ns string) router.Handler {
 			return &handlers.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
