@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,9 +19,10 @@ import (
 )
 
 // podman is one test's podman: its storage, run and temporary directories
-// and its containers.conf live under the test's temp dir, so the test
-// leaves nothing in /var/lib/containers, /run/containers or /run/libpod,
-// and the host's own podman configuration cannot change what it tests.
+// and its containers.conf and storage.conf live in a directory of the
+// test's, so the host's podman configuration cannot change what it tests
+// and the test leaves nothing in /var/lib/containers or /run/libpod (what
+// podman writes outside whatever it is told is removed: podmanSystemDirs).
 type podman struct {
 	t      *testing.T
 	bin    string
@@ -32,14 +34,26 @@ type podman struct {
 // podmanImage is the tag of the busybox image each podman test imports.
 const podmanImage = "localhost/interceptd-e2e-busybox:latest"
 
-// systemBlobCache is where podman 4 (as root) keeps its blob info cache
-// whatever --root says: `podman import` writes it.
-const systemBlobCache = "/var/lib/containers"
+// podmanSystemDirs are where podman 4 as root writes whatever --root,
+// --runroot and --tmpdir say: its blob info cache (`podman import`),
+// netavark's run directory, and libcni's cache of ADD results (the CNI
+// backend). A test removes those that it made, in this order; libcni's
+// only when empty again, as other runtimes share them.
+var podmanSystemDirs = []struct {
+	path   string
+	shared bool
+}{
+	{path: "/var/lib/containers"},
+	{path: "/run/containers"},
+	{path: "/var/lib/cni/results", shared: true},
+	{path: "/var/lib/cni", shared: true},
+}
 
 // newPodman sets up podman for one test and removes everything it made
-// when the test ends. It fails when podman is not installed (.ci/test
-// installs it) and skips only when podman is there but cannot run at all.
-func newPodman(t *testing.T) *podman {
+// when the test ends; network is added to containers.conf's [network]
+// table. It fails when podman is not installed (.ci/test installs it) and
+// skips only when podman is there but cannot run at all.
+func newPodman(t *testing.T, network string) *podman {
 	t.Helper()
 	bin, err := exec.LookPath("podman")
 	if err != nil {
@@ -67,14 +81,22 @@ func newPodman(t *testing.T) *podman {
 		// mount program) does not apply.
 		env: append(os.Environ(), "CONTAINERS_CONF="+conf, "CONTAINERS_STORAGE_CONF="+storage),
 	}
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[network]\nnetwork_config_dir = %q\n", filepath.Join(dir, "net.d"))), 0o644); err != nil {
+	if err := os.MkdirAll(p.netDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[network]\nnetwork_config_dir = %q\n%s", p.netDir(), network)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(storage, []byte(fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n",
 		filepath.Join(dir, "root"), filepath.Join(dir, "run"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, blobCacheErr := os.Stat(systemBlobCache)
+	var made []int // indexes in podmanSystemDirs of those not there yet
+	for i, d := range podmanSystemDirs {
+		if _, err := os.Stat(d.path); errors.Is(err, os.ErrNotExist) {
+			made = append(made, i)
+		}
+	}
 	t.Cleanup(func() {
 		if left := mountsUnder(dir); len(left) > 0 {
 			t.Errorf("mounts left under podman's root: %v", left)
@@ -85,9 +107,12 @@ func newPodman(t *testing.T) *podman {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("removing podman's root: %v", err)
 		}
-		if errors.Is(blobCacheErr, os.ErrNotExist) {
-			// The test made it: there is no other podman user here.
-			os.RemoveAll(systemBlobCache)
+		for _, i := range made {
+			if d := podmanSystemDirs[i]; d.shared {
+				os.Remove(d.path) // fails unless empty
+			} else {
+				os.RemoveAll(d.path)
+			}
 		}
 	})
 	if out, err := p.output("info"); err != nil {
@@ -108,6 +133,9 @@ func newPodman(t *testing.T) *podman {
 	})
 	return p
 }
+
+// netDir is podman's network_config_dir: the conflists of its CNI backend.
+func (p *podman) netDir() string { return filepath.Join(p.dir, "net.d") }
 
 // command is a podman command with the test's flags and configuration.
 func (p *podman) command(ctx context.Context, args ...string) *exec.Cmd {
@@ -147,7 +175,7 @@ func (p *podman) importBusybox() {
 	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, app := range []string{"sh", "nslookup", "wget", "cat", "echo", "grep"} {
+	for _, app := range []string{"sh", "nslookup", "wget", "cat", "echo", "grep", "sleep"} {
 		if err := os.Symlink("busybox", filepath.Join(root, "bin", app)); err != nil {
 			t.Fatal(err)
 		}
@@ -168,8 +196,8 @@ const podmanDefaultLimit = 1 << 20
 // CAP_SYS_RESOURCE, as in some VMs and containers) the runtime fails with
 // "error setting rlimit type 7: operation not permitted", so ask for the
 // most that podman itself runs with: this process's hard RLIMIT_NOFILE,
-// and its hard RLIMIT_NPROC no higher than kernel.pid_max (to which
-// podman lowers its own). A root container is not held to RLIMIT_NPROC
+// and its hard RLIMIT_NPROC no higher than kernel.pid_max (podman 4.3.1
+// was seen running with its own lowered to that). A root container is not held to RLIMIT_NPROC
 // anyway; the value only has to be one the runtime may set.
 func ulimitFlags(t *testing.T) []string {
 	t.Helper()
@@ -223,12 +251,12 @@ wget -qO- --post-data 'written by podman' http://my.kv/from-podman >/dev/null &&
 echo "kv read back: $(wget -qO- http://my.kv/from-podman)"
 echo "allowed: $(wget -qO- http://example.test/)"
 wget -qO- http://other.test/ 2>&1; echo "denied name: exit $?"
-wget -qO- http://192.0.2.3/ 2>&1; echo "denied address: exit $?"
+wget -qO- http://` + otherIP + `/ 2>&1; echo "denied address: exit $?"
 `
 
 func TestAPodmanContainerInASandboxReachesTheHandlersWithZeroConfig(t *testing.T) {
 	e := NewEnv(t, Options{})
-	p := newPodman(t)
+	p := newPodman(t, "")
 	p.importBusybox()
 	if _, errOut, code := e.CLI("kv", "put", "greeting", "hello from the host"); code != 0 {
 		t.Fatal(errOut)
@@ -281,5 +309,106 @@ func TestAPodmanContainerInASandboxReachesTheHandlersWithZeroConfig(t *testing.T
 	}
 	if _, errOut, code := e.CLI("sandbox", "delete", name); code != 0 {
 		t.Errorf("sandbox delete %s after the container: %s", name, errOut)
+	}
+}
+
+// podmanCNIScript runs in a container attached through podman's CNI
+// backend; it stays up after its checks so that the sandbox can be
+// inspected while the container runs.
+const podmanCNIScript = `grep nameserver /etc/resolv.conf
+nslookup my.kv
+echo "kv read: $(wget -qO- http://my.kv/greeting)"
+wget -qO- --header 'Content-Type: application/json' --post-data '{"writes":[{"key":"from-container","value":"written by podman"}]}' http://state.do/ >/dev/null && echo "state: ok"
+echo "checks done"
+exec sleep 600
+`
+
+func TestAPodmanContainerOnTheCNIBackendIsASandboxWhileItRuns(t *testing.T) {
+	c := newCNI(t)
+	// The CNI backend, whatever podman would pick on this machine
+	// (netavark cannot run CNI plugins), with the plugin as the only one.
+	p := newPodman(t, fmt.Sprintf("network_backend = \"cni\"\ncni_plugin_dirs = [%q]\n", c.dir))
+	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "interceptd",
+ "plugins": [{"type": "interceptd-cni", "socket": %q}]}`, c.Socket)
+	if err := os.WriteFile(filepath.Join(p.netDir(), "10-interceptd.conflist"), []byte(conflist), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.importBusybox()
+	if _, errOut, code := c.CLI("kv", "put", "greeting", "hello from the host"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if out, err := p.output("info", "--format", "{{.Host.NetworkBackend}}"); err != nil || strings.TrimSpace(out) != "cni" {
+		t.Fatalf("podman's network backend is %q (%v), want cni", out, err)
+	}
+
+	name := "podman-cni-" + c.ID
+	args := append([]string{"run", "--detach", "--name", name, "--network", "interceptd"}, ulimitFlags(t)...)
+	args = append(args, podmanImage, "sh", "-c", podmanCNIScript)
+	if out, err := p.output(args...); err != nil {
+		t.Fatalf("podman run: %v\n%s", err, out)
+	}
+	var logs string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		logs, _ = p.output("logs", name)
+		if strings.Contains(logs, "checks done") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the container did not finish its checks in 30s:\n%s", logs)
+		}
+	}
+	t.Logf("the container's output:\n%s", logs)
+	out, err := p.output("inspect", "--format", "{{.Id}} {{.NetworkSettings.SandboxKey}}", name)
+	id, nsPath, _ := strings.Cut(strings.TrimSpace(out), " ")
+	if err != nil || len(id) != 64 || nsPath == "" {
+		t.Fatalf("podman inspect: %q (%v)", out, err)
+	}
+
+	// ADD made a sandbox named after the container id, in podman's own
+	// namespace for the container.
+	shown, errOut, code := c.CLI("sandbox", "show", id)
+	if code != 0 {
+		t.Fatalf("no sandbox for the running container %s: %s", id, errOut)
+	}
+	var sb struct {
+		NetnsPath string `json:"netns_path"`
+		Gateway   string `json:"gateway"`
+	}
+	if err := json.Unmarshal([]byte(shown), &sb); err != nil {
+		t.Fatalf("sandbox show: %v\n%s", err, shown)
+	}
+	if sb.NetnsPath != nsPath {
+		t.Errorf("the sandbox's namespace is %q, podman's for the container is %q", sb.NetnsPath, nsPath)
+	}
+	tests := []struct {
+		name string
+		want string
+	}{
+		{"the container's resolv.conf names the sandbox's gateway", "nameserver " + sb.Gateway + "\n"},
+		{"DNS of a handler name answers with its virtual address", "Address: " + virtualKV},
+		{"the kv handler reads what the operator put", "kv read: hello from the host\n"},
+		{"the state handler takes a transaction", "state: ok\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(logs, tt.want) {
+				t.Errorf("the container's output lacks %q", tt.want)
+			}
+		})
+	}
+	if got, errOut, _ := c.CLI("state", "get", id, "from-container"); got != "written by podman" {
+		t.Errorf("the operator reads %q (%s) as %s's state", got, errOut, id)
+	}
+
+	// DEL, when the container goes, removes the sandbox; podman removes
+	// its namespace.
+	if out, err := p.output("rm", "--force", "--time", "0", name); err != nil {
+		t.Fatalf("podman rm: %v\n%s", err, out)
+	}
+	if _, _, code := c.CLI("sandbox", "show", id); code == 0 {
+		t.Errorf("the sandbox %s is still there after podman rm", id)
+	}
+	if _, err := os.Stat(nsPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the container's namespace %s is still there after podman rm (%v)", nsPath, err)
 	}
 }
