@@ -363,6 +363,7 @@ func TestAPodmanContainerOnTheCNIBackendIsASandboxWhileItRuns(t *testing.T) {
 	if err != nil || len(id) != 64 || nsPath == "" {
 		t.Fatalf("podman inspect: %q (%v)", out, err)
 	}
+	t.Logf("container %s, namespace %s", id, nsPath)
 
 	// ADD made a sandbox named after the container id, in podman's own
 	// namespace for the container.
