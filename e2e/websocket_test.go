@@ -193,8 +193,8 @@ func (e *Env) ws(t *testing.T, sb Sandbox, o wsOrder) wsResult {
 	return r
 }
 
-// newWSEnv is a daemon whose handlers are a kv store (which cannot switch
-// protocols) and a proxy to the WebSocket server's /need-token path that
+// newWSEnv is a daemon whose handlers are a kv store and a worker's
+// function (neither can switch protocols) and a proxy to the WebSocket server's /need-token path that
 // injects the token, for http and (intercepted) https, with a short idle
 // timeout for switched connections; and the WebSocket server.
 func newWSEnv(t *testing.T) (*Env, string) {
@@ -202,7 +202,14 @@ func newWSEnv(t *testing.T) (*Env, string) {
 	requireWebsockets(t)
 	secretFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(secretFile, []byte(wsToken+"\n"), 0o600)
-	cfg := `handlers:
+	// A worker's function answers through fetch-style Responses, which
+	// cannot switch protocols.
+	script := filepath.Join(t.TempDir(), "ws.js")
+	os.WriteFile(script, []byte(`export default { outboundByHost: { "ws.worker.test": () => new Response("worker\n") } };`), 0o644)
+	cfg := `workers:
+  - {name: wsw, script: ` + script + `}
+default_worker: wsw
+handlers:
   - {host: my.kv, kind: kv}
   - host: ` + wsProxy + `
     kind: proxy
@@ -269,17 +276,19 @@ func TestWebSocketsFromASandbox(t *testing.T) {
 			}
 		})
 	}
-	t.Run("a handler that cannot switch protocols answers 400 upgrade_unsupported", func(t *testing.T) {
-		r := e.ws(t, sb, wsOrder{URI: "ws://my.kv/some-key"})
-		if r.Status != 400 || r.header("X-Interceptd-Error") != "upgrade_unsupported" {
-			t.Fatalf("got %+v", r)
-		}
-	})
+	for _, host := range []string{"my.kv", "ws.worker.test"} {
+		t.Run(host+", which cannot switch protocols, answers 400 upgrade_unsupported", func(t *testing.T) {
+			r := e.ws(t, sb, wsOrder{URI: "ws://" + host + "/some-key"})
+			if r.Status != 400 || r.header("X-Interceptd-Error") != "upgrade_unsupported" {
+				t.Fatalf("got %+v", r)
+			}
+		})
+	}
 	t.Run("an upgrade whose Host is not the address dialled is refused as any request", func(t *testing.T) {
 		// example.test is 192.0.2.2; the client dials the WebSocket server.
 		r := e.ws(t, sb, wsOrder{URI: "ws://example.test/chat", Connect: wsIP})
-		if r.Status != 403 || r.header("X-Interceptd-Error") == "" {
-			t.Fatalf("got %+v, want a 403 naming its reason", r)
+		if r.Status != 403 || r.header("X-Interceptd-Error") != "host_mismatch" {
+			t.Fatalf("got %+v, want 403 host_mismatch", r)
 		}
 	})
 	t.Run("a switched connection idle for the timeout is closed", func(t *testing.T) {
@@ -304,7 +313,7 @@ func TestWebSocketsFromASandbox(t *testing.T) {
 		m := e.Scrape()
 		for series, atLeast := range map[string]float64{
 			`interceptd_router_upgrades_total{kind="websocket",outcome="switched"}`:    4,
-			`interceptd_router_upgrades_total{kind="websocket",outcome="unsupported"}`: 1,
+			`interceptd_router_upgrades_total{kind="websocket",outcome="unsupported"}`: 2,
 			`interceptd_router_upgrades_total{kind="websocket",outcome="denied"}`:      2,
 			`interceptd_router_upgraded_bytes_total{direction="from_sandbox"}`:         1,
 			`interceptd_router_upgraded_bytes_total{direction="to_sandbox"}`:           1,
