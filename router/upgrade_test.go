@@ -121,7 +121,8 @@ func handshake(t *testing.T, c net.Conn, br *bufio.Reader, host string) (heads s
 }
 
 func TestAProxyThatInjectsCarriesAnUpgradeAndNoHeadHandsTheSecretBack(t *testing.T) {
-	addr, m, reg := upgradeRouter(t, reflectingUpstream(t), 0, nil)
+	var logs syncBuffer
+	addr, m, reg := upgradeRouter(t, reflectingUpstream(t), 0, &logs)
 	c := routertest.Dial(t, "", addr, 5*time.Second)
 	br := bufio.NewReader(c)
 	heads, status := handshake(t, c, br, "p")
@@ -148,15 +149,29 @@ func TestAProxyThatInjectsCarriesAnUpgradeAndNoHeadHandsTheSecretBack(t *testing
 	}
 	streamed := float64(len("hello\n") + len("HTTP/1.1 200 OK\n") + len(upgradeSecret+"\n"))
 	for _, dir := range []string{"from_sandbox", "to_sandbox"} {
+		// Counted once the write returns, which may be after the client
+		// has read the bytes: wait for it.
+		waitFor(t, "the stream's bytes "+dir, func() bool { return testutil.ToFloat64(router.UpgradedBytes(m, dir)) >= streamed })
 		if got := testutil.ToFloat64(router.UpgradedBytes(m, dir)); got != streamed {
 			t.Errorf("upgraded bytes %s: %v, want %v (the stream's, not the heads')", dir, got, streamed)
 		}
 	}
+	time.Sleep(500 * time.Millisecond) // a stream that lives longer than its handshake took
 	c.Close()
 	waitFor(t, "the open gauge back to 0", func() bool { return testutil.ToFloat64(router.UpgradedOpen(m)) == 0 })
 	waitFor(t, "the upgrade counted as switched", func() bool {
 		return testutil.ToFloat64(router.Upgrades(m, "other", router.UpgradeSwitched)) == 1
 	})
+	// The record is written when the stream ends: its status is the 101,
+	// its duration the handshake's, and it says what the stream carried.
+	rec := logs.record(t, "request")
+	if rec["status"] != float64(101) || rec["upgrade_outcome"] != router.UpgradeSwitched ||
+		rec["upgraded_bytes_in"] != streamed || rec["upgraded_bytes_out"] != streamed {
+		t.Errorf("decision record: %v", rec)
+	}
+	if d, _ := rec["duration_ms"].(float64); d >= 500 {
+		t.Errorf("duration_ms %v: the stream's life counted as request latency", d)
+	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("metric lint: %v %v", problems, err)
 	}
