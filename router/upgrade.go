@@ -134,7 +134,7 @@ type upgrade struct {
 // hijacked is called when the handler takes the connection over, which
 // the handlers that carry upgrades do only to write the upstream's 101:
 // from then on the connection is a stream, counted and timed out.
-func (u *upgrade) hijacked(c net.Conn) net.Conn {
+func (u *upgrade) hijacked(c net.Conn, br *bufio.Reader) net.Conn {
 	u.switched.Store(true)
 	u.switchAt = time.Now()
 	u.last.Store(u.switchAt.UnixNano())
@@ -144,7 +144,7 @@ func (u *upgrade) hijacked(c net.Conn) net.Conn {
 		u.timer = time.AfterFunc(u.idle, u.checkIdle)
 		u.timerMu.Unlock()
 	}
-	return &upgradedConn{Conn: c, u: u}
+	return &upgradedConn{Conn: c, u: u, br: br}
 }
 
 // checkIdle cuts the tunnel when nothing passed for the idle timeout, or
@@ -192,10 +192,22 @@ func (u *upgrade) outcome(status int) string {
 type upgradedConn struct {
 	net.Conn
 	u *upgrade
+	// br is the server's reader at the hijack: what the sandbox sent right
+	// behind its handshake may wait there. httputil.ReverseProxy copies
+	// from the connection alone, which would drop those bytes; they are
+	// read first. Only what is buffered: past the hijack, reading through
+	// br would read the server's connection, which is no longer its.
+	br *bufio.Reader
 }
 
 func (c *upgradedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.br != nil && c.br.Buffered() > 0 {
+		n, err = c.br.Read(p[:min(len(p), c.br.Buffered())])
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if n > 0 {
 		c.u.in.Add(int64(n))
 		c.u.last.Store(time.Now().UnixNano())
@@ -227,7 +239,11 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !r.wrote {
 		r.status, r.wrote = http.StatusSwitchingProtocols, true
 	}
-	return r.up.hijacked(c), brw, nil
+	var br *bufio.Reader
+	if brw != nil {
+		br = brw.Reader
+	}
+	return r.up.hijacked(c, br), brw, nil
 }
 
 // Directions of interceptd_router_upgraded_bytes_total.

@@ -258,6 +258,26 @@ func TestASwitchedConnectionIsCutWhenIdleAndNotWhileBytesPass(t *testing.T) {
 	})
 }
 
+func TestBytesSentRightBehindTheHandshakeReachTheUpstream(t *testing.T) {
+	addr, _, _ := upgradeRouter(t, reflectingUpstream(t), 0, nil)
+	c := routertest.Dial(t, "", addr, 5*time.Second)
+	br := bufio.NewReader(c)
+	// One write: the head and the first line of the stream, as a client
+	// that does not wait for the 101 sends them.
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: p\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly\n")
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	for err == nil && resp.StatusCode == http.StatusEarlyHints {
+		resp, err = http.ReadResponse(br, &http.Request{Method: "GET"})
+	}
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("got %v %v, want 101", resp, err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if got, err := br.ReadString('\n'); got != "early\n" {
+		t.Errorf("echoed %q (%v): the bytes behind the handshake were lost", got, err)
+	}
+}
+
 func TestANegativeIdleTimeoutNeverCuts(t *testing.T) {
 	addr, m, _ := upgradeRouter(t, reflectingUpstream(t), -1, nil)
 	c := routertest.Dial(t, "", addr, 5*time.Second)
