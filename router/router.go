@@ -241,7 +241,7 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 			if idle < 0 {
 				idle = 0
 			}
-			rw.up = &upgrade{rt: rt, t: t, kind: upKind, idle: idle}
+			rw.up = &upgrade{rt: rt, t: t, idle: idle}
 			err = route.Handler.ServeHTTP(rw, hr, env)
 		default:
 			err = route.Handler.ServeHTTP(rw, r, env)

@@ -117,9 +117,8 @@ func upgradeUnsupported(w http.ResponseWriter, r *http.Request, route Route) {
 // upgrade is one allowed Upgrade request's state, from its decision to the
 // end of the stream it may become.
 type upgrade struct {
-	rt   *Router
-	t    *tunnel
-	kind string
+	rt *Router
+	t  *tunnel
 
 	switched  atomic.Bool
 	switchAt  time.Time     // when the handler took the connection over for its 101
