@@ -12,3 +12,19 @@ func TunnelsOpen(m *Metrics) prometheus.Gauge { return m.tunnels.open }
 func TunnelsCut(m *Metrics, reason string) prometheus.Counter {
 	return m.tunnels.cut.WithLabelValues(reason)
 }
+
+// UpgradedOpen is m's gauge of switched connections open now.
+func UpgradedOpen(m *Metrics) prometheus.Gauge { return m.upgrades.open }
+
+// UpgradedBytes is m's counter of stream bytes in direction.
+func UpgradedBytes(m *Metrics, direction string) prometheus.Counter {
+	if direction == "from_sandbox" {
+		return m.upgrades.bytes[dirFromSandbox]
+	}
+	return m.upgrades.bytes[dirToSandbox]
+}
+
+// Upgrades is m's counter of upgrade requests of kind with outcome.
+func Upgrades(m *Metrics, kind, outcome string) prometheus.Counter {
+	return m.upgrades.requests.WithLabelValues(kind, outcome)
+}

@@ -18,7 +18,10 @@ import (
 //	interceptd_router_request_duration_seconds{handler}
 //	interceptd_router_response_bytes_total{handler}
 //	interceptd_router_tunnels_open                  upgraded connections open now (tunnel.go)
-//	interceptd_router_tunnels_cut_total{reason}     reason: a policy deny reason, rerouted, sandbox_deleted
+//	interceptd_router_tunnels_cut_total{reason}     reason: a policy deny reason, rerouted, sandbox_deleted, idle_timeout
+//	interceptd_router_upgrades_total{kind,outcome}  kind: websocket|h2c|other; outcome: switched|denied|unsupported|failed|not_switched (upgrade.go)
+//	interceptd_router_upgraded_connections_open     switched connections (after their 101) open now
+//	interceptd_router_upgraded_bytes_total{direction} direction: from_sandbox|to_sandbox, stream bytes after the 101
 type Metrics struct {
 	sandboxes *metrics.SandboxLabels
 	bytesIn   *prometheus.CounterVec
@@ -29,6 +32,7 @@ type Metrics struct {
 	duration  *prometheus.HistogramVec
 	bytes     *prometheus.CounterVec
 	tunnels   tunnelMetrics
+	upgrades  upgradeMetrics
 
 	// perHandler holds each handler's series without a sandbox label: the
 	// vector lookups were a visible part of a request's cost.
@@ -68,6 +72,7 @@ func NewMetrics(reg prometheus.Registerer, sandboxes *metrics.SandboxLabels) *Me
 	}, func() float64 { return float64(m.flying.Load()) })
 	reg.MustRegister(m.requests, m.duration, m.bytes, m.bytesIn, m.inFlight)
 	m.tunnels = newTunnelMetrics(reg)
+	m.upgrades = newUpgradeMetrics(reg)
 	sandboxes.Track(m.requests)
 	return m
 }

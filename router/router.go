@@ -92,9 +92,13 @@ type Config struct {
 	// MaxRequestsPerSecond is each sandbox's request rate (bursts of twice
 	// that); beyond it, 429 Too Many Requests. 0 means no limit.
 	MaxRequestsPerSecond int
-	Decisions            *policy.Metrics
-	Metrics              *Metrics
-	Logger               *slog.Logger
+	// UpgradeIdleTimeout cuts a switched connection (after its 101) when
+	// no byte has passed either way for this long. 0 means
+	// DefaultUpgradeIdleTimeout; negative, no idle timeout.
+	UpgradeIdleTimeout time.Duration
+	Decisions          *policy.Metrics
+	Metrics            *Metrics
+	Logger             *slog.Logger
 }
 
 // Router dispatches intercepted requests. A transport (router/httpserve)
@@ -112,6 +116,9 @@ type Router struct {
 func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.UpgradeIdleTimeout == 0 {
+		cfg.UpgradeIdleTimeout = DefaultUpgradeIdleTimeout
 	}
 	rt := &Router{cfg: cfg, limit: ratelimit.New(cfg.MaxRequestsPerSecond), now: time.Now}
 	rt.routes.Store(&Routes{Hosts: cfg.Hosts, Virtual: cfg.Virtual, CatchAll: cfg.CatchAll, DenyStatus: cfg.DenyStatus, DenyBody: cfg.DenyBody})
@@ -169,13 +176,26 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 	rt.cfg.Metrics.flight(1)
 	r.Body = body
 	var d policy.Decision
-	var function string // the worker function that served, for the record
+	var function string          // the worker function that served, for the record
+	var upKind, upOutcome string // an Upgrade request's kind and how it ended
 	defer func() {
 		// Also when a handler aborts the response (a forward whose
 		// upstream cut it short): the request is still counted and logged.
 		p := recover()
 		rt.cfg.Metrics.flight(-1)
 		dur := time.Since(start)
+		if up := rw.up; up != nil {
+			up.ended()
+			upOutcome = up.outcome(rw.status)
+			if up.switched.Load() {
+				// The request's time is its handshake's: the stream's life
+				// is no request latency.
+				dur = up.switchAt.Sub(start)
+			}
+		}
+		if upKind != "" {
+			rt.cfg.Metrics.upgradeRequest(upKind, upOutcome)
+		}
 		// The connection keeps the series it counted into last.
 		rt.cfg.Metrics.request(&cache.requests, env.Handler, env.Sandbox, rw.status, body.n.Load(), rw.bytes, dur)
 		if d.Result != "" { // refused before any decision: no decision to count
@@ -191,6 +211,13 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 			}
 			if function != "" {
 				attrs = append(attrs, "function", function)
+			}
+			if upKind != "" {
+				attrs = append(attrs, "upgrade", upKind, "upgrade_outcome", upOutcome)
+				if up := rw.up; up != nil && up.switched.Load() {
+					attrs = append(attrs, "upgraded_bytes_in", up.in.Load(), "upgraded_bytes_out", up.out.Load(),
+						"upgraded_s", time.Since(up.switchAt).Seconds())
+				}
 			}
 			if p != nil {
 				attrs = append(attrs, "aborted", true)
@@ -219,18 +246,30 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 		var route Route
 		route, d = rt.decide(&env, caller, known)
 		env.Handler, function = route.Name, route.Function
-		if d.Result == policy.Deny {
+		isUp := upgrading(r)
+		if isUp {
+			upKind, upOutcome = upgradeKind(r), UpgradeNotSwitched
+		}
+		switch {
+		case d.Result == policy.Deny:
+			upOutcome = UpgradeDenied
 			rt.deny(rw, r, env, d)
-		} else {
-			hr := r
-			if upgrading(r) {
-				// Decided once for the life of the tunnel it may become:
-				// registered to be decided again on a policy change.
-				var ended func()
-				hr, ended = rt.upgradeTunnel(r, env, route, caller)
-				defer ended()
+		case isUp && !carriesUpgrades(route.Handler):
+			upOutcome = UpgradeUnsupported
+			upgradeUnsupported(rw, r, route)
+		case isUp:
+			// Decided once for the life of the tunnel it may become:
+			// registered to be decided again on a policy change.
+			hr, t, ended := rt.upgradeTunnel(r, env, route, caller)
+			defer ended()
+			idle := rt.cfg.UpgradeIdleTimeout
+			if idle < 0 {
+				idle = 0
 			}
+			rw.up = &upgrade{rt: rt, t: t, idle: idle}
 			err = route.Handler.ServeHTTP(rw, hr, env)
+		default:
+			err = route.Handler.ServeHTTP(rw, r, env)
 		}
 	}
 	if err != nil {
@@ -458,6 +497,7 @@ type recorder struct {
 	status int
 	bytes  int64
 	wrote  bool
+	up     *upgrade // an allowed Upgrade request's, else nil (upgrade.go)
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -177,12 +177,13 @@ func upgrading(r *http.Request) bool {
 // upgradeTunnel registers an allowed upgrade request as a tunnel, from its
 // decision on: until the handler returns, the request may become one at any
 // moment. It returns the request for the handler, whose context a cut
-// cancels (the proxies then close the upstream side), and the function to
-// call when the handler returns. A cut also closes the sandbox's side
+// cancels (the proxies then close the upstream side), the tunnel (which
+// the idle timeout cuts), and the function to call when the handler
+// returns. A cut also closes the sandbox's side
 // (either would end the proxies' copying; the close also holds for a
 // handler that does not watch its context). caller is what the request was
 // decided for.
-func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller policy.Caller) (*http.Request, func()) {
+func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller policy.Caller) (*http.Request, *tunnel, func()) {
 	ctx, cancel := context.WithCancel(r.Context())
 	t := &tunnel{
 		sandbox: env.Sandbox, host: env.Host, dest: env.Dest, handler: route.Name,
@@ -208,7 +209,7 @@ func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller po
 	if now, _ := rt.cfg.Identify(env.Source.Addr()); now.Policy != caller.Policy || now.Worker != caller.Worker {
 		rt.redecideTunnel(t)
 	}
-	return r.WithContext(ctx), func() {
+	return r.WithContext(ctx), t, func() {
 		ended()
 		cancel()
 	}
@@ -228,7 +229,7 @@ func newTunnelMetrics(reg prometheus.Registerer) tunnelMetrics {
 		}),
 		cut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "interceptd", Subsystem: "router", Name: "tunnels_cut_total",
-			Help: "Open tunnels the router cut, by reason: the policy's deny reason after a policy change, rerouted, or sandbox_deleted.",
+			Help: "Open tunnels the router cut, by reason: the policy's deny reason after a policy change, rerouted, sandbox_deleted, or idle_timeout.",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(tm.open, tm.cut)

@@ -187,6 +187,10 @@ type Listen struct {
 	// sandbox gets served per second (bursts of twice that); beyond it,
 	// 429 Too Many Requests. 0 means no limit.
 	MaxRequestsPerSecondPerSandbox int `yaml:"max_requests_per_second_per_sandbox"`
+	// UpgradeIdleTimeout cuts a switched connection (a WebSocket or other
+	// Upgrade, after its 101) when no byte has passed either way for this
+	// long. 0 means no idle timeout.
+	UpgradeIdleTimeout time.Duration `yaml:"upgrade_idle_timeout"`
 }
 
 // TLS names interceptd's CA, which signs the certificates presented for
@@ -574,6 +578,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen.MaxRequestsPerSecondPerSandbox < 0 {
 		bad("listen.max_requests_per_second_per_sandbox", "must not be negative")
+	}
+	if c.Listen.UpgradeIdleTimeout < 0 {
+		bad("listen.upgrade_idle_timeout", "must not be negative (0s: no idle timeout)")
 	}
 	if c.Listen.DNSPort < 1 || c.Listen.DNSPort > 65535 {
 		bad("listen.dns_port", "%d is not a port", c.Listen.DNSPort)

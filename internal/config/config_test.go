@@ -57,6 +57,9 @@ func TestAFileOnlySaysWhatItChanges(t *testing.T) {
 	if c.Listen != d.Listen || c.Sandbox.Pool != d.Sandbox.Pool || len(c.Handlers) != 3 {
 		t.Errorf("minimal config did not keep defaults: %+v", c)
 	}
+	if d.Listen.UpgradeIdleTimeout != 10*time.Minute {
+		t.Errorf("default upgrade_idle_timeout %v, want the 10m docs/handlers.md promises", d.Listen.UpgradeIdleTimeout)
+	}
 }
 
 func TestFullFixtureDecodesEveryField(t *testing.T) {
@@ -67,7 +70,7 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	if c.DNS.Timeout != 750*time.Millisecond || c.DNS.TTL != 5 || len(c.DNS.Upstreams) != 2 || c.DNS.MaxTCPConnectionsPerSandbox != 16 {
 		t.Errorf("dns = %+v", c.DNS)
 	}
-	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 {
+	if c.Sandbox.WriteResolvConf() || c.Sandbox.InterfacePrefix != "cx" || c.Listen.DNSPort != 18053 || c.Listen.UpgradeIdleTimeout != 90*time.Second {
 		t.Errorf("sandbox/listen = %+v %+v", c.Sandbox, c.Listen)
 	}
 	blob, _ := c.Handlers[2].Spec.(*kinds.Blob)
@@ -131,6 +134,7 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"quota-unknown-kind.yaml", []string{"line 3", "disk", "not found"}},
 		{"bad-min-free.yaml", []string{"line 3", "field store.min_free_bytes", `"-5" is not a size`}},
 		{"negative-dns-tcp-cap.yaml", []string{"field dns.max_tcp_connections_per_sandbox", "negative"}},
+		{"negative-upgrade-idle-timeout.yaml", []string{"field listen.upgrade_idle_timeout", "negative"}},
 		{"worker-unknown-field.yaml", []string{"line 5", "timeout", "not found in a worker"}},
 		{"worker-mistyped-limit.yaml", []string{"line 6", "field workers[0].limits.cpu_ms", "fast"}},
 		{"worker-zero-limit.yaml", []string{"line 5", "field workers[0].limits.wall_ms", "positive"}},

@@ -326,6 +326,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		Fallback: fwd, Verdicts: verdicts,
 		DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body, Decisions: d.decisions,
 		MaxRequestsPerSecond: cfg.Listen.MaxRequestsPerSecondPerSandbox,
+		UpgradeIdleTimeout:   upgradeIdle(cfg.Listen.UpgradeIdleTimeout),
 		Metrics:              rm, Logger: log,
 	})
 	// The transport in front of the router. Each sandbox holds at most its
@@ -668,4 +669,13 @@ func LoadCA(cfg *config.Config) (*tlsfront.CA, error) {
 		return nil, fmt.Errorf("interceptd's CA: %w", err)
 	}
 	return ca, nil
+}
+
+// upgradeIdle maps the config's upgrade_idle_timeout (0: none) to the
+// router's (0: its default; negative: none).
+func upgradeIdle(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -525,7 +525,11 @@ func TestTheLeanForwarderFailsVisibly(t *testing.T) {
 	})
 }
 
-func TestAnUpgradeGoesThroughTheFullProxy(t *testing.T) {
+// The forwarder's own client carries no upgrade: it goes through its
+// httputil.ReverseProxy. This tests that path alone; the proxy handler's
+// upgrades (with injection) are tested in router/upgrade_test.go, and both
+// from a sandbox with a real WebSocket client in e2e/websocket_test.go.
+func TestAnUpgradeGoesThroughTheForwardersReverseProxy(t *testing.T) {
 	up := newScripted(t, func(r *http.Request, _ string) (string, bool) {
 		if r.Header.Get("Upgrade") != "echo" {
 			return "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", true

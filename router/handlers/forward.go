@@ -34,7 +34,12 @@ type Forward struct {
 	locals localAddrs
 }
 
-var _ router.Handler = (*Forward)(nil)
+var _ router.UpgradeCarrier = (*Forward)(nil)
+
+// CarriesUpgrades implements router.UpgradeCarrier: an Upgrade request goes
+// to the original destination like any other, and after its 101 the
+// stream passes through unchanged.
+func (f *Forward) CarriesUpgrades() bool { return true }
 
 // ServeHTTP implements router.Handler.
 func (f *Forward) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {

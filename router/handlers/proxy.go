@@ -60,7 +60,13 @@ type Proxy struct {
 	proxy *httputil.ReverseProxy
 }
 
-var _ router.Handler = (*Proxy)(nil)
+var _ router.UpgradeCarrier = (*Proxy)(nil)
+
+// CarriesUpgrades implements router.UpgradeCarrier: the handshake goes to
+// the upstream with the headers set and injected as any request's; the
+// 101's headers come back scrubbed as any response's; the stream after it
+// passes through unchanged and is not scrubbed (docs/handlers.md).
+func (p *Proxy) CarriesUpgrades() bool { return true }
 
 type proxyKey struct{}
 
@@ -133,6 +139,14 @@ func (p *Proxy) init() {
 			// Header blocks are scrubbed as they are written (see
 			// scrubbingWriter); the body here, as it streams.
 			preq := resp.Request.Context().Value(proxyKey{}).(*proxyReq)
+			if preq.scrub != nil && resp.StatusCode == http.StatusSwitchingProtocols {
+				// ReverseProxy writes a 101's head itself, after taking the
+				// connection over, past the scrubbingWriter: scrub it here.
+				// Its body is the stream, which must stay the upstream's
+				// connection to be carried, and is passed through unscrubbed.
+				preq.scrub.scrubHeader(resp.Header)
+				return nil
+			}
 			if preq.scrub != nil {
 				if err := decodeBody(resp); err != nil {
 					return err

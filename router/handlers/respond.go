@@ -57,7 +57,12 @@ type Deny struct {
 	Body   string
 }
 
-var _ router.Handler = (*Deny)(nil)
+var _ router.UpgradeCarrier = (*Deny)(nil)
+
+// CarriesUpgrades implements router.UpgradeCarrier: an Upgrade request to a
+// blocked host is denied like any other request to it, not refused as
+// unsupported.
+func (h *Deny) CarriesUpgrades() bool { return true }
 
 // ServeHTTP implements router.Handler.
 func (h *Deny) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) error {
