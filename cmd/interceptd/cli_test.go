@@ -80,6 +80,9 @@ func TestEveryCommandsHelpWorksWithoutADaemonAndTouchesNothing(t *testing.T) {
 				if code != 0 || stderr != "" || !strings.Contains(out, "Usage:\n  "+want) {
 					t.Errorf("exit %d, stderr %q, stdout:\n%s\nwant exit 0, no stderr, and the usage of %q", code, stderr, out, want)
 				}
+				if strings.Contains(out, "%!") {
+					t.Errorf("a formatting mistake in the help:\n%s", out)
+				}
 			})
 		}
 	}

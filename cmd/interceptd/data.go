@@ -61,7 +61,7 @@ func dataCmd(g *globals, kind string) *cobra.Command {
 		ops[0].short, ops[2].short, ops[3].short = "print an object", "delete an object", "list objects (JSON)"
 		ops[1].use = "put KEY [FILE|-]"
 		ops[1].short = "store an object: a file, or standard input with -"
-		ops[1].example = "  interceptd blob put report.pdf ./report.pdf --content-type application/pdf\n  tar c . | interceptd blob put backup.tar -"
+		ops[1].example = "  interceptd %[1]s put report.pdf ./report.pdf --content-type application/pdf\n  tar c . | interceptd %[1]s put backup.tar -"
 	case "state":
 		long = `Operator access to a sandbox's state (the state handler's keys), through the
 admin API: the daemon hands each operation to the same handler the sandbox's
