@@ -15,7 +15,7 @@ func workerCmd(g *globals) *cobra.Command {
 	check := &cobra.Command{
 		Use:     "check FILE",
 		Short:   "compile and load a worker script without a daemon; list its exports",
-		Example: `  interceptd worker check examples/workers/hello.js`,
+		Example: `  interceptd worker check examples/workers/seed/worker.js`,
 		Args:    nArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			exports, err := worker.Check(args[0])
