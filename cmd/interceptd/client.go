@@ -351,8 +351,9 @@ func completeFrom(prefix string, names func() ([]string, error)) ([]cobra.Comple
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-// cmdRun creates a sandbox, runs the command in its network namespace with
-// the caller's stdio, deletes the sandbox and exits with the command's status.
+// runCmd is `interceptd run`: it creates a sandbox, runs the command in its
+// network namespace with the caller's stdio, deletes the sandbox and exits
+// with the command's status.
 //
 // The command is started through `ip netns exec`, which also bind-mounts
 // /etc/netns/<netns>/resolv.conf (written by the daemon) over
@@ -411,19 +412,19 @@ type runOptions struct {
 }
 
 func (o *runOptions) run(g *globals, command []string) error {
-	name, as, privileged, keep := &o.name, &o.user, &o.privileged, &o.keep
-	if *name == "" {
+	name := o.name
+	if name == "" {
 		b := make([]byte, 4)
 		rand.Read(b)
-		*name = "run-" + hex.EncodeToString(b)
+		name = "run-" + hex.EncodeToString(b)
 	}
 	ip, err := exec.LookPath("ip")
 	if err != nil {
 		return fmt.Errorf("run needs iproute2's ip: %w", err)
 	}
 	var execArgs []string
-	if !*privileged {
-		u, err := chooseUser(*as, os.Getenv, hostAccounts)
+	if !o.privileged {
+		u, err := chooseUser(o.user, os.Getenv, hostAccounts)
 		if err != nil {
 			return err
 		}
@@ -436,7 +437,7 @@ func (o *runOptions) run(g *globals, command []string) error {
 	if err != nil {
 		return err
 	}
-	if *privileged && ca != nil {
+	if o.privileged && ca != nil {
 		execArgs = []string{"--privileged"}
 	}
 	if execArgs != nil {
@@ -446,16 +447,16 @@ func (o *runOptions) run(g *globals, command []string) error {
 		}
 		command = append(append(append([]string{self, "run-exec"}, execArgs...), "--"), command...)
 	}
-	sb, err := c.Create(*name, nil)
+	sb, err := c.Create(name, nil)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		// A throwaway sandbox leaves nothing behind: what the command stored
 		// under its name goes with it, unless --keep.
-		if err := c.DeleteSandbox(sb.Name, !*keep); err != nil {
+		if err := c.DeleteSandbox(sb.Name, !o.keep); err != nil {
 			fmt.Fprintf(os.Stderr, "interceptd: deleting sandbox %s: %v\n", sb.Name, err)
-		} else if *keep {
+		} else if o.keep {
 			fmt.Fprintf(os.Stderr, "interceptd run: kept what sandbox %s stored (interceptd state list %s; sandbox delete --purge %s removes it)\n", sb.Name, sb.Name, sb.Name)
 		}
 	}()

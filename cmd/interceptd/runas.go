@@ -177,7 +177,7 @@ func (u runUser) args() []string {
 		"--groups", strings.Join(groups, ","), "--home", u.Home, "--login", u.Name}
 }
 
-// cmdRunExec is the second half of `interceptd run`, started by ip netns
+// runExecCmd is the second half of `interceptd run`, started by ip netns
 // exec inside the sandbox's namespaces: it drops to the user its flags name,
 // with no capabilities (unless --privileged), and execs the command in its
 // own place; before that, if `run` passed it interceptd's CA, it makes the
