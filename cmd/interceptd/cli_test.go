@@ -360,6 +360,22 @@ func TestCompletionOffersTheDaemonsSandboxes(t *testing.T) {
 			}
 		})
 	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"blob put's FILE is a file name", []string{"blob", "put", "k", ""}, ":0"},
+		{"blob put's KEY is not", []string{"blob", "put", ""}, ":4"},
+		{"config check's FILE is a YAML file", []string{"config", "check", ""}, ":8"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, out, _ := captureAll(t, append([]string{cobra.ShellCompRequestCmd}, tt.args...)...)
+			if lines := strings.Split(strings.TrimSpace(out), "\n"); lines[len(lines)-1] != tt.want {
+				t.Errorf("completion %q, want the directive %s", out, tt.want)
+			}
+		})
+	}
 	for _, shell := range []string{"bash", "zsh", "fish"} {
 		t.Run("completion "+shell+" prints a script", func(t *testing.T) {
 			code, out, _ := captureAll(t, "completion", shell)

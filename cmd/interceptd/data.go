@@ -96,9 +96,12 @@ request reaches. --host picks the handler (default: the first state handler).`
 				return d.run(g, cmd, args)
 			},
 		}
-		if kind == "state" {
+		switch {
+		case kind == "state":
 			cmd.ValidArgsFunction = g.completeSandboxes
-		} else {
+		case kind == "blob" && o.op == "put":
+			cmd.ValidArgsFunction = fileAfterKey
+		default:
 			cmd.ValidArgsFunction = noCompletion
 		}
 		d.flags(cmd)
@@ -118,6 +121,14 @@ request reaches. --host picks the handler (default: the first state handler).`
 		subs[1].Long += "\nRefuses a sandbox that does not exist, unless --create (to seed its state\nbefore it is made)."
 	}
 	return newGroup(kind, dataShort[kind], long, subs...)
+}
+
+// fileAfterKey completes blob put's FILE with the shell's file names.
+func fileAfterKey(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) == 1 {
+		return nil, cobra.ShellCompDirectiveDefault
+	}
+	return nil, cobra.ShellCompDirectiveNoFileComp
 }
 
 func noCompletion(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
