@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/interceptd/interceptd/internal/config"
 	"github.com/spf13/cobra"
 )
 
@@ -51,11 +52,17 @@ func commandPaths() [][]string {
 	return paths
 }
 
+// netnsEntries are the namespaces under the default config's prefix, the
+// ones a command run with the default config would make (the machine's
+// others come and go with other tests).
 func netnsEntries(t *testing.T) []string {
+	prefix := config.Default().Sandbox.NetnsPrefix
 	ents, _ := os.ReadDir("/run/netns")
 	var names []string
 	for _, e := range ents {
-		names = append(names, e.Name())
+		if strings.HasPrefix(e.Name(), prefix) {
+			names = append(names, e.Name())
+		}
 	}
 	return names
 }
