@@ -85,10 +85,16 @@ intercepted and answered by in-process handlers.
 Client commands find the daemon through --admin-socket or INTERCEPTD_SOCKET
 (default ` + defaultSocket + `).`
 
-func newRoot() *cobra.Command {
+// cobra's settings are the package's: set once, not per tree.
+func init() {
 	// Commands in the order they are added: the daemon, sandboxes, data,
 	// then the rest.
 	cobra.EnableCommandSorting = false
+	cobra.AddTemplateFunc("globalFlags", globalFlags)
+	cobra.AddTemplateFunc("commandList", commandList)
+}
+
+func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:   "interceptd",
@@ -135,8 +141,6 @@ func newRoot() *cobra.Command {
 		}
 	}
 	root.SetFlagErrorFunc(flagError)
-	cobra.AddTemplateFunc("globalFlags", globalFlags)
-	cobra.AddTemplateFunc("commandList", commandList)
 	root.SetUsageTemplate(usageTemplate)
 	walk(root, func(c *cobra.Command) {
 		if c.RunE != nil {
