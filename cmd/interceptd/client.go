@@ -3,10 +3,9 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,13 +18,10 @@ import (
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/store"
+	"github.com/spf13/cobra"
 )
 
 const defaultSocket = "/run/interceptd/admin.sock"
-
-func adminSocketFlag(fs *flag.FlagSet) *string {
-	return fs.String("admin-socket", "", "admin socket `path` (default $INTERCEPTD_SOCKET or "+defaultSocket+")")
-}
 
 func socketPath(flagVal string) string {
 	if flagVal != "" {
@@ -39,160 +35,325 @@ func socketPath(flagVal string) string {
 
 func client(flagVal string) *admin.Client { return admin.NewClient(socketPath(flagVal)) }
 
-func cmdSandbox(args []string) error {
-	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: interceptd sandbox create NAME [--internet on|off] [--allow P]... [--deny P]... [--worker W] [--quota KIND.bytes|KIND.keys=N]... | policy NAME [same flags but --quota; --worker '' for none] | quota NAME [--quota ...]... | delete [--purge] NAME | list | show NAME")
-		return errUsage
+// policyFlags are the flags that set a sandbox's policy. sandbox create
+// and sandbox policy both take them: a flag added here is on both.
+type policyFlags struct {
+	internet    string
+	allow, deny []string
+	worker      string
+}
+
+func (p *policyFlags) add(cmd *cobra.Command, g *globals) {
+	f := cmd.Flags()
+	f.StringVar(&p.internet, "internet", "", "whether traffic no handler answers may go out: `on|off`")
+	f.StringArrayVar(&p.allow, "allow", nil, "an allowed_hosts `pattern`; repeatable; replaces the list ('' for an empty one)")
+	f.StringArrayVar(&p.deny, "deny", nil, "a denied_hosts `pattern`; repeatable; replaces the list ('' for an empty one)")
+	f.StringVar(&p.worker, "worker", "", "the sandbox's `worker` (the config's workers[].name; '' for none; create's default: the config's default_worker)")
+	cmd.RegisterFlagCompletionFunc("internet", cobra.FixedCompletions([]string{"on", "off"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("worker", g.completeWorkers)
+}
+
+// patch builds a patch from the flags that were given; nil if none.
+func (p *policyFlags) patch(cmd *cobra.Command) (*admin.PolicyPatch, error) {
+	set := cmd.Flags().Changed
+	if !set("internet") && !set("allow") && !set("deny") {
+		return nil, nil
 	}
-	fs := flag.NewFlagSet("sandbox "+args[0], flag.ContinueOnError)
-	sock := adminSocketFlag(fs)
-	purge := fs.Bool("purge", false, "delete: also delete everything the sandbox stored (state, per-sandbox keys and objects)")
-	internet := fs.String("internet", "", "create, policy: internet `on|off`")
-	var allow, deny stringList
-	fs.Var(&allow, "allow", "create, policy: an allowed_hosts `pattern`; repeatable; replaces the list")
-	fs.Var(&deny, "deny", "create, policy: a denied_hosts `pattern`; repeatable; replaces the list")
-	worker := fs.String("worker", "", "create, policy: the sandbox's `worker` (config workers[].name; '' for none; create's default: the config's default_worker)")
-	var quota stringList
-	fs.Var(&quota, "quota", "create, quota: override a store quota, `kind.bytes=SIZE` or kind.keys=N (kind: kv, state, blob; 0: no limit); repeatable")
-	pos, err := parseInterleaved(fs, args[1:])
-	if err != nil {
-		return errUsage
+	pp := &admin.PolicyPatch{}
+	if set("internet") {
+		var on bool
+		switch p.internet {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return nil, fmt.Errorf("--internet %q: want on or off", p.internet)
+		}
+		pp.Internet = &on
 	}
-	fs.Parse(append([]string{"--"}, pos...))
-	if len(quota) > 0 && args[0] != "create" && args[0] != "quota" {
-		return fmt.Errorf("--quota goes with sandbox create or sandbox quota, not %s", args[0])
+	list := func(l []string) *[]string {
+		if len(l) == 1 && l[0] == "" {
+			l = []string{}
+		}
+		return &l
 	}
-	// The worker is the one given (even ''), or nil when --worker is not.
-	var workerFlag *string
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "worker" {
-			workerFlag = worker
-		}
-	})
-	if workerFlag != nil && args[0] != "create" && args[0] != "policy" {
-		return fmt.Errorf("--worker goes with sandbox create or sandbox policy, not %s", args[0])
+	if set("allow") {
+		pp.AllowedHosts = list(p.allow)
 	}
-	c := client(*sock)
-	need := func(n int) error {
-		if fs.NArg() != n {
-			fmt.Fprintf(os.Stderr, "usage: interceptd sandbox %s%s\n", args[0], map[int]string{0: "", 1: " NAME"}[n])
-			return errUsage
-		}
-		return nil
+	if set("deny") {
+		pp.DeniedHosts = list(p.deny)
 	}
-	switch args[0] {
-	case "create":
-		if err := need(1); err != nil {
-			return err
-		}
-		pp, err := policyPatch(fs, *internet, allow, deny)
-		if err != nil {
-			return err
-		}
-		q, err := quotaOverrides(quota)
-		if err != nil {
-			return err
-		}
-		sb, err := c.CreateWith(admin.CreateRequest{Name: fs.Arg(0), Policy: pp, Quota: q, Worker: workerFlag})
-		if err != nil {
-			return err
-		}
-		fmt.Println(sb.NetnsPath)
-	case "quota":
-		if err := need(1); err != nil {
-			return err
-		}
-		q, err := quotaOverrides(quota)
-		if err != nil {
-			return err
-		}
-		var out any
-		if q == nil {
-			var info admin.SandboxInfo
-			info, err = c.Show(fs.Arg(0))
-			out = info.Quota
-		} else {
-			out, err = c.SetQuota(fs.Arg(0), q)
-		}
-		if err != nil {
-			return err
-		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	case "delete":
-		if err := need(1); err != nil {
-			return err
-		}
-		return c.DeleteSandbox(fs.Arg(0), *purge)
-	case "policy":
-		if err := need(1); err != nil {
-			return err
-		}
-		pp, err := policyPatch(fs, *internet, allow, deny)
-		if err != nil {
-			return err
-		}
-		if workerFlag != nil {
-			// First: a worker the config does not have changes nothing.
-			if _, err := c.SetWorker(fs.Arg(0), *workerFlag); err != nil {
-				return err
-			}
-		}
-		var p any
-		if pp == nil {
-			p, err = c.Policy(fs.Arg(0))
-		} else {
-			p, err = c.SetPolicy(fs.Arg(0), *pp)
-		}
-		if err != nil {
-			return err
-		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(p)
-	case "show":
-		if err := need(1); err != nil {
-			return err
-		}
-		sb, err := c.Show(fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sb)
-	case "list":
-		if err := need(0); err != nil {
-			return err
-		}
-		list, err := c.List()
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tADDRESS\tGATEWAY\tNAMESPACE\tWORKER\tCREATED")
-		for _, sb := range list {
-			worker := sb.Worker
-			if worker == "" {
-				worker = "-"
-			}
-			ns := sb.NetnsPath
-			if sb.Lost {
-				ns += " (LOST: the namespace disappeared)"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.Name, sb.Addr, sb.Gateway, ns, worker, sb.Created.Local().Format(time.RFC3339))
-		}
-		return tw.Flush()
-	default:
-		fmt.Fprintf(os.Stderr, "interceptd sandbox: unknown command %q\n", args[0])
-		return errUsage
+	return pp, nil
+}
+
+// workerFlag is the worker given (even ”), or nil when --worker is not.
+func (p *policyFlags) workerFlag(cmd *cobra.Command) *string {
+	if cmd.Flags().Changed("worker") {
+		return &p.worker
 	}
 	return nil
 }
 
-// cmdRun creates a sandbox, runs the command in its network namespace with
-// the caller's stdio, deletes the sandbox and exits with the command's status.
+func addQuotaFlag(cmd *cobra.Command, quota *[]string) {
+	cmd.Flags().StringArrayVar(quota, "quota", nil, "override a store quota, `kind.bytes=SIZE` or kind.keys=N (kind: kv, state, blob; 0: no limit); repeatable")
+}
+
+const sandboxLong = `A sandbox is a network namespace the daemon made (or a runtime's, attached
+through the CNI plugin) whose DNS and HTTP egress the daemon intercepts, under
+the sandbox's policy. Its name is its identity in the stores.`
+
+func sandboxCmd(g *globals) *cobra.Command {
+	return newGroup("sandbox", "create, list, show, change and delete sandboxes", sandboxLong,
+		sandboxCreateCmd(g), sandboxDeleteCmd(g), sandboxListCmd(g), sandboxShowCmd(g), sandboxPolicyCmd(g), sandboxQuotaCmd(g))
+}
+
+func sandboxCreateCmd(g *globals) *cobra.Command {
+	var pf policyFlags
+	var quota []string
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "create a sandbox; prints its namespace path",
+		Long: `Creates a sandbox: a network namespace bind-mounted at /run/netns/<prefix>NAME,
+its link, address and rules. Prints the namespace's path, for a runtime to join.
+Policy flags not given keep the config's default policy.`,
+		Example: `  interceptd sandbox create web1
+  interceptd sandbox create agent --internet off --allow api.example.com --quota kv.bytes=1GiB
+  ip netns exec icd-web1 curl -s http://my.kv/greeting`,
+		Args: nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pp, err := pf.patch(cmd)
+			if err != nil {
+				return err
+			}
+			q, err := quotaOverrides(quota)
+			if err != nil {
+				return err
+			}
+			sb, err := g.client().CreateWith(admin.CreateRequest{Name: args[0], Policy: pp, Quota: q, Worker: pf.workerFlag(cmd)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), sb.NetnsPath)
+			return nil
+		},
+	}
+	pf.add(cmd, g)
+	addQuotaFlag(cmd, &quota)
+	return uses(cmd, flagSocket)
+}
+
+func sandboxDeleteCmd(g *globals) *cobra.Command {
+	var purge bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "delete a sandbox (--purge: and everything it stored)",
+		Long: `Deletes a sandbox: its namespace, link and rules. What it stored (state,
+per-sandbox keys and objects) stays, unless --purge.`,
+		Example: `  interceptd sandbox delete web1
+  interceptd sandbox delete --purge web1`,
+		Args:              nArgs(1, 1),
+		ValidArgsFunction: g.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.client().DeleteSandbox(args[0], purge)
+		},
+	}
+	cmd.Flags().BoolVar(&purge, "purge", false, "also delete everything the sandbox stored (state, per-sandbox keys and objects)")
+	return uses(cmd, flagSocket)
+}
+
+func sandboxListCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "list sandboxes",
+		Example: `  interceptd sandbox list
+  interceptd sandbox list -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := g.client().List()
+			if err != nil {
+				return err
+			}
+			return g.printOut(cmd.OutOrStdout(), list, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tADDRESS\tGATEWAY\tNAMESPACE\tWORKER\tCREATED")
+				for _, sb := range list {
+					worker := sb.Worker
+					if worker == "" {
+						worker = "-"
+					}
+					ns := sb.NetnsPath
+					if sb.Lost {
+						ns += " (LOST: the namespace disappeared)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.Name, sb.Addr, sb.Gateway, ns, worker, sb.Created.Local().Format(time.RFC3339))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	return uses(cmd, flagSocket, flagOutput)
+}
+
+func sandboxShowCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:               "show NAME",
+		Short:             "show a sandbox, its store usage and quotas (JSON)",
+		Example:           `  interceptd sandbox show web1`,
+		Args:              nArgs(1, 1),
+		ValidArgsFunction: g.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sb, err := g.client().Show(args[0])
+			if err != nil {
+				return err
+			}
+			return g.printOut(cmd.OutOrStdout(), sb, nil)
+		},
+	}
+	return uses(cmd, flagSocket, flagOutput)
+}
+
+func sandboxPolicyCmd(g *globals) *cobra.Command {
+	var pf policyFlags
+	cmd := &cobra.Command{
+		Use:   "policy NAME",
+		Short: "print or change a sandbox's policy (and worker)",
+		Long: `Without flags, prints the sandbox's policy. With flags, changes what they
+name, leaves the rest, and prints the policy in force. The change applies to
+the sandbox's next requests and flows.`,
+		Example: `  interceptd sandbox policy web1
+  interceptd sandbox policy web1 --internet off --allow api.example.com
+  interceptd sandbox policy web1 --deny ''        # an empty denied_hosts
+  interceptd sandbox policy web1 --worker ''      # no worker`,
+		Args:              nArgs(1, 1),
+		ValidArgsFunction: g.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := g.client()
+			pp, err := pf.patch(cmd)
+			if err != nil {
+				return err
+			}
+			if w := pf.workerFlag(cmd); w != nil {
+				// First: a worker the config does not have changes nothing.
+				if _, err := c.SetWorker(args[0], *w); err != nil {
+					return err
+				}
+			}
+			var p any
+			if pp == nil {
+				p, err = c.Policy(args[0])
+			} else {
+				p, err = c.SetPolicy(args[0], *pp)
+			}
+			if err != nil {
+				return err
+			}
+			return g.printOut(cmd.OutOrStdout(), p, nil)
+		},
+	}
+	pf.add(cmd, g)
+	return uses(cmd, flagSocket, flagOutput)
+}
+
+func sandboxQuotaCmd(g *globals) *cobra.Command {
+	var quota []string
+	cmd := &cobra.Command{
+		Use:   "quota NAME",
+		Short: "print or replace a sandbox's quota overrides",
+		Long: `Without --quota, prints the sandbox's quota overrides. With --quota, replaces
+them all with those given and prints them.`,
+		Example: `  interceptd sandbox quota web1
+  interceptd sandbox quota web1 --quota kv.bytes=1GiB --quota blob.keys=1000`,
+		Args:              nArgs(1, 1),
+		ValidArgsFunction: g.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := g.client()
+			q, err := quotaOverrides(quota)
+			if err != nil {
+				return err
+			}
+			var out any
+			if q == nil {
+				var info admin.SandboxInfo
+				info, err = c.Show(args[0])
+				out = info.Quota
+			} else {
+				out, err = c.SetQuota(args[0], q)
+			}
+			if err != nil {
+				return err
+			}
+			return g.printOut(cmd.OutOrStdout(), out, nil)
+		},
+	}
+	addQuotaFlag(cmd, &quota)
+	return uses(cmd, flagSocket, flagOutput)
+}
+
+// completeSandboxes completes a command's first argument with the names of
+// the daemon's sandboxes; nothing, and no word, when no daemon answers.
+func (g *globals) completeSandboxes(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return completeFrom(toComplete, func() ([]string, error) {
+		list, err := g.client().List()
+		names := make([]string, len(list))
+		for i, sb := range list {
+			names[i] = sb.Name
+		}
+		return names, err
+	})
+}
+
+// completeWorkers completes a worker's name from the daemon's workers.
+func (g *globals) completeWorkers(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return completeFrom(toComplete, func() ([]string, error) {
+		ws, err := g.client().Workers()
+		names := make([]string, len(ws))
+		for i, w := range ws {
+			names[i] = w.Name
+		}
+		return names, err
+	})
+}
+
+// completionTimeout bounds how long a completion waits for the daemon: a
+// shell waits on it.
+const completionTimeout = 2 * time.Second
+
+// completeFrom offers the names that start with prefix, from a call to the
+// daemon given at most completionTimeout.
+func completeFrom(prefix string, names func() ([]string, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
+	type result struct {
+		names []string
+		err   error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		n, err := names()
+		ch <- result{n, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-time.After(completionTimeout):
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	if r.err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, n := range r.names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// runCmd is `interceptd run`: it creates a sandbox, runs the command in its
+// network namespace with the caller's stdio, deletes the sandbox and exits
+// with the command's status.
 //
 // The command is started through `ip netns exec`, which also bind-mounts
 // /etc/netns/<netns>/resolv.conf (written by the daemon) over
@@ -201,52 +362,84 @@ func cmdSandbox(args []string) error {
 // unprivileged user with no capabilities (see runas.go): a network namespace
 // does not hide the host's files. If the daemon intercepts HTTPS, the
 // command trusts its CA (see runtrust.go).
-func cmdRun(args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	sock := adminSocketFlag(fs)
-	name := fs.String("name", "", "sandbox `name` (default: run-<random>)")
-	as := fs.String("user", "", "run the command as `NAME|UID[:GROUP|GID]` (default: the user who ran sudo, else nobody)")
-	privileged := fs.Bool("privileged", false, "run the command as the caller (root) with every capability, on the host's files: not a sandbox")
-	keep := fs.Bool("keep", false, "keep what the command stored in the sandbox's state and per-sandbox stores (default: purged with the sandbox); prints the sandbox's name")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+func runCmd(g *globals) *cobra.Command {
+	var o runOptions
+	cmd := &cobra.Command{
+		Use:   "run [flags] [--] CMD [ARGS...]",
+		Short: "run a command in a fresh sandbox, then delete it",
+		Long: `Creates a sandbox (run-<random> unless --name), runs CMD in it with the
+sandbox's resolv.conf, and when CMD ends deletes the sandbox and purges what CMD
+stored under its name (state, per-sandbox keys and objects), unless --keep.
+
+CMD runs as the user who ran sudo (else nobody), with every capability dropped
+and no_new_privs set: a network namespace does not hide the host's files.
+--user chooses another user; --privileged keeps root, for trusted commands only.
+If the daemon intercepts HTTPS, CMD trusts interceptd's CA, in its own mount
+namespace only.
+
+The exit status is CMD's (127 when CMD is not found, 126 when it cannot be
+executed); SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to CMD, and the
+sandbox is deleted whatever ends it. Flags after CMD are CMD's.`,
+		Example: `  interceptd run -- sh -c 'curl -s -X PUT --data hello http://my.kv/greeting; curl -s http://my.kv/greeting'
+  interceptd run --name job1 --keep -- ./job.sh
+  interceptd run --user 1000:1000 -- id`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf(cmd, "run: missing CMD, the command to run")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.privileged && o.user != "" {
+				return usageErrorf(cmd, "run: --user and --privileged exclude each other")
+			}
+			return o.run(g, args)
+		},
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: interceptd run [--name NAME] [--keep] [--user NAME|UID[:GID] | --privileged] -- CMD [ARGS...]")
-		return errUsage
-	}
-	if *privileged && *as != "" {
-		fmt.Fprintln(os.Stderr, "interceptd run: --user and --privileged exclude each other")
-		return errUsage
-	}
-	if *name == "" {
+	// CMD's own flags are CMD's: the first argument ends run's flags.
+	cmd.Flags().SetInterspersed(false)
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", "", "sandbox `name` (default: run-<random>)")
+	f.StringVar(&o.user, "user", "", "run the command as `NAME|UID[:GROUP|GID]` (default: the user who ran sudo, else nobody)")
+	f.BoolVar(&o.privileged, "privileged", false, "run the command as the caller (root) with every capability, on the host's files: not a sandbox")
+	f.BoolVar(&o.keep, "keep", false, "keep what the command stored in the sandbox's state and per-sandbox stores (default: purged with the sandbox); prints the sandbox's name")
+	return uses(cmd, flagSocket)
+}
+
+type runOptions struct {
+	name, user       string
+	privileged, keep bool
+}
+
+func (o *runOptions) run(g *globals, command []string) error {
+	name := o.name
+	if name == "" {
 		b := make([]byte, 4)
 		rand.Read(b)
-		*name = "run-" + hex.EncodeToString(b)
+		name = "run-" + hex.EncodeToString(b)
 	}
 	ip, err := exec.LookPath("ip")
 	if err != nil {
 		return fmt.Errorf("run needs iproute2's ip: %w", err)
 	}
 	var execArgs []string
-	if !*privileged {
-		u, err := chooseUser(*as, os.Getenv, hostAccounts)
+	if !o.privileged {
+		u, err := chooseUser(o.user, os.Getenv, hostAccounts)
 		if err != nil {
 			return err
 		}
 		execArgs = u.args()
 	}
-	c := client(*sock)
+	c := g.client()
 	// interceptd's CA, for run-exec to make the command trust; nil when the
 	// daemon intercepts no HTTPS.
 	ca, err := c.CACert()
 	if err != nil {
 		return err
 	}
-	if *privileged && ca != nil {
+	if o.privileged && ca != nil {
 		execArgs = []string{"--privileged"}
 	}
-	command := fs.Args()
 	if execArgs != nil {
 		self, err := os.Executable()
 		if err != nil {
@@ -254,16 +447,16 @@ func cmdRun(args []string) error {
 		}
 		command = append(append(append([]string{self, "run-exec"}, execArgs...), "--"), command...)
 	}
-	sb, err := c.Create(*name, nil)
+	sb, err := c.Create(name, nil)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		// A throwaway sandbox leaves nothing behind: what the command stored
 		// under its name goes with it, unless --keep.
-		if err := c.DeleteSandbox(sb.Name, !*keep); err != nil {
+		if err := c.DeleteSandbox(sb.Name, !o.keep); err != nil {
 			fmt.Fprintf(os.Stderr, "interceptd: deleting sandbox %s: %v\n", sb.Name, err)
-		} else if *keep {
+		} else if o.keep {
 			fmt.Fprintf(os.Stderr, "interceptd run: kept what sandbox %s stored (interceptd state list %s; sandbox delete --purge %s removes it)\n", sb.Name, sb.Name, sb.Name)
 		}
 	}()
@@ -296,75 +489,61 @@ func cmdRun(args []string) error {
 	return err
 }
 
-func cmdStore(args []string) error {
-	fs := flag.NewFlagSet("store", flag.ContinueOnError)
-	sock := adminSocketFlag(fs)
-	check := fs.Bool("check", false, "run bbolt's consistency check first")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return errUsage
+func storeCmd(g *globals) *cobra.Command {
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "store",
+		Short: "print the store's statistics (JSON)",
+		Long: `Prints the running daemon's store statistics: file size, free space, usage per
+kind and per sandbox. --check first runs bbolt's consistency check and a recount
+of every sandbox's usage.`,
+		Example: `  interceptd store
+  interceptd store --check`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := g.client().StoreStats(check)
+			if err != nil {
+				return err
+			}
+			return g.printOut(cmd.OutOrStdout(), st, nil)
+		},
 	}
-	st, err := client(*sock).StoreStats(*check)
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(st)
+	cmd.Flags().BoolVar(&check, "check", false, "run bbolt's consistency check and recount every sandbox's usage first")
+	cmd.AddCommand(storeCompactCmd())
+	return uses(cmd, flagSocket, flagOutput)
 }
 
-// policyPatch builds a patch from the flags that were given; nil if none.
-func policyPatch(fs *flag.FlagSet, internet string, allow, deny stringList) (*admin.PolicyPatch, error) {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if !set["internet"] && !set["allow"] && !set["deny"] {
-		return nil, nil
+func statusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "the daemon's version, uptime, sandboxes, requests, denials and store",
+		Long: `Prints the running daemon's version and uptime, its sandboxes (and those whose
+namespace disappeared), the requests, denials and DNS queries since it started,
+and its store's size, usage and free space.`,
+		Example: `  interceptd status
+  interceptd status -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if asJSON {
+				if g.output == "table" {
+					return usageErrorf(cmd, "--json and --output table exclude each other")
+				}
+				g.output = "json"
+			}
+			st, err := g.client().Status()
+			if err != nil {
+				return err
+			}
+			return g.printOut(cmd.OutOrStdout(), st, func(w io.Writer) error { return printStatus(w, st) })
+		},
 	}
-	pp := &admin.PolicyPatch{}
-	if set["internet"] {
-		var on bool
-		switch internet {
-		case "on":
-			on = true
-		case "off":
-		default:
-			return nil, fmt.Errorf("--internet %q: want on or off", internet)
-		}
-		pp.Internet = &on
-	}
-	if set["allow"] {
-		l := []string(allow)
-		if len(l) == 1 && l[0] == "" {
-			l = []string{}
-		}
-		pp.AllowedHosts = &l
-	}
-	if set["deny"] {
-		l := []string(deny)
-		if len(l) == 1 && l[0] == "" {
-			l = []string{}
-		}
-		pp.DeniedHosts = &l
-	}
-	return pp, nil
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the same as --output json)")
+	return uses(cmd, flagSocket, flagOutput)
 }
 
-func cmdStatus(args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	sock := adminSocketFlag(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return errUsage
-	}
-	st, err := client(*sock).Status()
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+func printStatus(w io.Writer, st admin.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "version\t%s\n", st.Version)
 	fmt.Fprintf(tw, "uptime\t%s (since %s)\n", (time.Duration(st.UptimeSeconds) * time.Second).String(), st.Started.Local().Format(time.RFC3339))
 	fmt.Fprintf(tw, "sandboxes\t%d\n", st.Sandboxes)
@@ -393,7 +572,7 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // quotaOverrides reads --quota kind.bytes=SIZE / kind.keys=N flags; nil if
 // none were given.
-func quotaOverrides(flags stringList) (map[string]int64, error) {
+func quotaOverrides(flags []string) (map[string]int64, error) {
 	if len(flags) == 0 {
 		return nil, nil
 	}

@@ -1,35 +1,45 @@
 package main
 
 import (
-	"flag"
 	"fmt"
+
+	"github.com/spf13/cobra"
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/store"
 )
 
-// cmdStoreCompact runs `interceptd store compact`: offline, on the data dir
+// storeCompactCmd is `interceptd store compact`: offline, on the data dir
 // of the config the daemon runs with.
-func cmdStoreCompact(args []string) error {
-	fs := flag.NewFlagSet("store compact", flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "config `file` the daemon runs with (default: the embedded default)")
-	dataDir := fs.String("data-dir", "", "data `dir` (overrides data_dir)")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return errUsage
+func storeCompactCmd() *cobra.Command {
+	var cfgPath, dataDir string
+	cmd := &cobra.Command{
+		Use:   "compact",
+		Short: "rewrite a stopped daemon's store without the space deleted data left",
+		Long: `Rewrites the store of a stopped daemon (the data dir of its config) without
+the free pages deleted data left, and prints the sizes before and after.`,
+		Example: `  sudo systemctl stop interceptd
+  sudo interceptd store compact --config /etc/interceptd/config.yaml`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cfgPath, func(c *config.Config) {
+				if dataDir != "" {
+					c.DataDir = dataDir
+				}
+			})
+			if err != nil {
+				return err
+			}
+			res, err := store.Compact(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "compacted %s: %d → %d bytes (%.1f → %.1f MiB, %.1f MiB given back)\n", res.Path, res.Before, res.After,
+				float64(res.Before)/(1<<20), float64(res.After)/(1<<20), float64(res.Before-res.After)/(1<<20))
+			return nil
+		},
 	}
-	cfg, err := loadConfig(*cfgPath, func(c *config.Config) {
-		if *dataDir != "" {
-			c.DataDir = *dataDir
-		}
-	})
-	if err != nil {
-		return err
-	}
-	res, err := store.Compact(cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("compacted %s: %d → %d bytes (%.1f → %.1f MiB, %.1f MiB given back)\n", res.Path, res.Before, res.After,
-		float64(res.Before)/(1<<20), float64(res.After)/(1<<20), float64(res.Before-res.After)/(1<<20))
-	return nil
+	addConfigFlags(cmd, &cfgPath, &dataDir)
+	// The store command's own --check and --admin-socket are not this one's.
+	return uses(cmd)
 }

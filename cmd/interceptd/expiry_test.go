@@ -238,9 +238,10 @@ func TestEveryWritePathJudgesTTLsAndExpirationsAlike(t *testing.T) {
 func TestTheCLIRefusesAnExpiryOnABlob(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nothing-here.sock")
 	// Refused before the daemon is asked: a blob has no expiry to set, and
-	// the flag used to be dropped without a word.
+	// the flag used to be dropped without a word. blob put has no --ttl:
+	// a usage error that names the commands that have one.
 	code, stderr := capture(t, "blob", "put", "--host", "my.r2", "--admin-socket", missing, "--ttl", "60", "k", "-")
-	if code != 1 || !strings.Contains(stderr, "not blob") {
-		t.Errorf("blob put --ttl 60: exit %d %q, want exit 1 saying it applies to kv and state", code, stderr)
+	if code != 2 || !strings.Contains(stderr, "--ttl goes with kv put or state put, not blob put") {
+		t.Errorf("blob put --ttl 60: exit %d %q, want exit 2 saying it applies to kv and state", code, stderr)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
 	"math"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,22 +177,43 @@ func (u runUser) args() []string {
 		"--groups", strings.Join(groups, ","), "--home", u.Home, "--login", u.Name}
 }
 
-// cmdRunExec is the second half of `interceptd run`, started by ip netns
+// runExecCmd is the second half of `interceptd run`, started by ip netns
 // exec inside the sandbox's namespaces: it drops to the user its flags name,
 // with no capabilities (unless --privileged), and execs the command in its
 // own place; before that, if `run` passed it interceptd's CA, it makes the
 // command trust it (runtrust.go). Not a command for people: `run` calls it.
-func cmdRunExec(args []string) error {
-	fs := flag.NewFlagSet("run-exec", flag.ContinueOnError)
-	uid := fs.Int("uid", -1, "")
-	gid := fs.Int("gid", -1, "")
-	groups := fs.String("groups", "", "")
-	home := fs.String("home", "/", "")
-	login := fs.String("login", "", "")
-	privileged := fs.Bool("privileged", false, "")
-	if err := fs.Parse(args); err != nil || fs.NArg() == 0 || (!*privileged && (*uid <= 0 || *gid < 0)) {
-		return errUsage
+func runExecCmd() *cobra.Command {
+	var o runExecOptions
+	cmd := &cobra.Command{
+		Use:    "run-exec [flags] -- CMD [ARGS...]",
+		Short:  "run's second half, inside the sandbox (run calls it)",
+		Hidden: true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 || (!o.privileged && (o.uid <= 0 || o.gid < 0)) {
+				return usageErrorf(cmd, "run-exec is run's own: use interceptd run")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return o.run(args) },
 	}
+	cmd.Flags().SetInterspersed(false)
+	f := cmd.Flags()
+	f.IntVar(&o.uid, "uid", -1, "")
+	f.IntVar(&o.gid, "gid", -1, "")
+	f.StringVar(&o.groups, "groups", "", "")
+	f.StringVar(&o.home, "home", "/", "")
+	f.StringVar(&o.login, "login", "", "")
+	f.BoolVar(&o.privileged, "privileged", false, "")
+	return cmd
+}
+
+type runExecOptions struct {
+	uid, gid            int
+	groups, home, login string
+	privileged          bool
+}
+
+func (o *runExecOptions) run(args []string) error {
 	// Trust in interceptd's CA first, while still root.
 	env := os.Environ()
 	if ca := os.Getenv(caEnv); ca != "" {
@@ -201,24 +222,24 @@ func cmdRunExec(args []string) error {
 			return fmt.Errorf("making the command trust interceptd's CA: %w", err)
 		}
 	}
-	if *privileged {
-		path, err := exec.LookPath(fs.Arg(0))
+	if o.privileged {
+		path, err := exec.LookPath(args[0])
 		if err != nil {
 			return notRunnable(err)
 		}
-		return execFailed(syscall.Exec(path, fs.Args(), env))
+		return execFailed(syscall.Exec(path, args, env))
 	}
-	u := runUser{UID: *uid, GID: *gid, Home: *home, Name: *login}
-	for _, s := range strings.Split(*groups, ",") {
+	u := runUser{UID: o.uid, GID: o.gid, Home: o.home, Name: o.login}
+	for _, s := range strings.Split(o.groups, ",") {
 		if g, ok := parseID(s); ok {
 			u.Groups = append(u.Groups, g)
 		}
 	}
-	path, err := dropPrivileges(u, fs.Arg(0))
+	path, err := dropPrivileges(u, args[0])
 	if err != nil {
 		return err
 	}
-	return execFailed(syscall.Exec(path, fs.Args(), runEnv(env, u)))
+	return execFailed(syscall.Exec(path, args, runEnv(env, u)))
 }
 
 // notRunnable says, as a shell does, why a command cannot be run and exits

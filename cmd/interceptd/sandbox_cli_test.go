@@ -116,7 +116,7 @@ func TestTheSandboxCommandsSayWhatTheyMeanToTheDaemon(t *testing.T) {
 		{"--quota of keys wants a count", []string{"sandbox", "create", "x", "--quota", "kv.keys=-1"}, 1, "", "not a number of keys", nil},
 		{"--quota of bytes wants a size", []string{"sandbox", "create", "x", "--quota", "kv.bytes=lots"}, 1, "", "--quota kv.bytes", nil},
 		{"--quota of an unknown field", []string{"sandbox", "create", "x", "--quota", "kv.files=1"}, 1, "", "want one of", nil},
-		{"--quota goes with create and quota only", []string{"sandbox", "policy", "web1", "--quota", "kv.keys=1"}, 1, "", "--quota goes with", nil},
+		{"--quota goes with create and quota only, a usage error", []string{"sandbox", "policy", "web1", "--quota", "kv.keys=1"}, 2, "", "--quota goes with sandbox create or sandbox quota, not sandbox policy", nil},
 		{"the daemon's refusal is the CLI's error", []string{"sandbox", "create", "web1"}, 1, "", "already exists", nil},
 		{"delete --purge", []string{"sandbox", "delete", "--purge", "web1"}, 0, "", "", func(t *testing.T) {
 			if _, ok := sbs.Get("web1"); ok {

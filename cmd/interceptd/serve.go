@@ -2,26 +2,21 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/internal/daemon"
 )
-
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // loadConfig reads --config (or the embedded default) and applies the flags
 // that were set on top of it, then validates the result.
@@ -66,53 +61,73 @@ func setProcs() int {
 	return n
 }
 
-func cmdServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "config `file` (default: the embedded default config)")
-	dataDir := fs.String("data-dir", "", "data `dir` for the bbolt store (overrides data_dir)")
-	sock := fs.String("admin-socket", "", "admin socket `path` (overrides admin_socket)")
-	metricsListen := fs.String("metrics-listen", "", "metrics `addr`, e.g. 127.0.0.1:9780 (overrides listen.metrics)")
-	var upstreams stringList
-	fs.Var(&upstreams, "dns-upstream", "upstream resolver `ip:port`; repeatable (overrides dns.upstreams)")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
-	format := fs.String("log-format", "text", "log `format`: text or json")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+type serveOptions struct {
+	config, dataDir, socket, metricsListen string
+	upstreams                              []string
+	level, format                          string
+}
+
+func serveCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "run the daemon (root)",
+		Long: `Runs the daemon: builds the rules, starts the DNS shim, the router, the TLS
+front, the admin socket and the metrics listener, and serves until SIGINT or
+SIGTERM. SIGHUP reloads what can change live. Without --config it runs the
+embedded default config (interceptd config default prints it); the flags
+override the config's fields.`,
+		Example: `  sudo interceptd serve
+  sudo interceptd serve --config /etc/interceptd/config.yaml --log-format json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return o.run() },
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "serve takes no arguments, got %q\n", fs.Args())
-		return errUsage
-	}
+	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "config `file` (default: the embedded default config)")
+	f.StringVar(&o.dataDir, "data-dir", "", "data `dir` for the bbolt store (overrides data_dir)")
+	f.StringVar(&o.socket, flagSocket, "", "admin socket `path` to serve (overrides admin_socket; default $INTERCEPTD_SOCKET or the config's)")
+	f.StringVar(&o.metricsListen, "metrics-listen", "", "metrics `addr`, e.g. 127.0.0.1:9780 (overrides listen.metrics)")
+	f.StringArrayVar(&o.upstreams, "dns-upstream", nil, "upstream resolver `ip:port`; repeatable (overrides dns.upstreams)")
+	f.StringVar(&o.level, "log-level", "info", "log `level`: debug, info, warn, error")
+	f.StringVar(&o.format, "log-format", "text", "log `format`: text or json")
+	cmd.MarkFlagFilename("config", "yaml", "yml")
+	cmd.MarkFlagDirname("data-dir")
+	cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func (o *serveOptions) run() error {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+	if err := lvl.UnmarshalText([]byte(o.level)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	var h slog.Handler
-	switch *format {
+	switch o.format {
 	case "text":
 		h = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})
 	case "json":
 		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})
 	default:
-		return fmt.Errorf("--log-format %q: want text or json", *format)
+		return fmt.Errorf("--log-format %q: want text or json", o.format)
 	}
 	log := slog.New(h)
 	slog.SetDefault(log)
 
-	cfg, err := loadConfig(*cfgPath, func(c *config.Config) {
-		if *dataDir != "" {
-			c.DataDir = *dataDir
+	cfg, err := loadConfig(o.config, func(c *config.Config) {
+		if o.dataDir != "" {
+			c.DataDir = o.dataDir
 		}
-		if *sock != "" {
-			c.AdminSocket = *sock
+		if o.socket != "" {
+			c.AdminSocket = o.socket
 		} else if env := os.Getenv("INTERCEPTD_SOCKET"); env != "" {
 			c.AdminSocket = env
 		}
-		if *metricsListen != "" {
-			c.Listen.Metrics = *metricsListen
+		if o.metricsListen != "" {
+			c.Listen.Metrics = o.metricsListen
 		}
-		if len(upstreams) > 0 {
-			c.DNS.Upstreams = upstreams
+		if len(o.upstreams) > 0 {
+			c.DNS.Upstreams = o.upstreams
 		}
 	})
 	if err != nil {
@@ -151,49 +166,80 @@ func cmdServe(args []string) error {
 	return err
 }
 
-func cmdCleanup(args []string) error {
-	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
-	cfgPath := fs.String("config", "", "config `file` the daemon ran with (default: the embedded default)")
-	force := fs.Bool("force", false, "clean up even if a daemon answers on the admin socket")
-	sock := adminSocketFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+func cleanupCmd(g *globals) *cobra.Command {
+	var cfgPath string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "remove the namespaces, links, rules and routes a stopped daemon made",
+		Long: `Removes every namespace, link, rule and route the daemon with this config made,
+after it stopped (its sandboxes' namespaces only: those another daemon made are
+left, and named). Refuses while a daemon answers on the admin socket, unless
+--force.`,
+		Example: `  sudo interceptd cleanup
+  sudo interceptd cleanup --config /etc/interceptd/config.yaml`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cleanup(cmd.OutOrStdout(), g, cfgPath, force) },
 	}
-	cfg, err := loadConfig(*cfgPath, nil)
+	cmd.Flags().StringVar(&cfgPath, "config", "", "config `file` the daemon ran with (default: the embedded default)")
+	cmd.Flags().BoolVar(&force, "force", false, "clean up even if a daemon answers on the admin socket")
+	cmd.MarkFlagFilename("config", "yaml", "yml")
+	return uses(cmd, flagSocket)
+}
+
+func cleanup(w io.Writer, g *globals, path string, force bool) error {
+	cfg, err := loadConfig(path, nil)
 	if err != nil {
 		return err
 	}
-	if _, err := client(*sock).List(); err == nil && !*force {
-		return fmt.Errorf("a daemon is running on %s: stop it first, or pass --force", socketPath(*sock))
+	if _, err := client(g.socket).List(); err == nil && !force {
+		return fmt.Errorf("a daemon is running on %s: stop it first, or pass --force", socketPath(g.socket))
 	}
 	removed, left, err := daemon.Cleanup(cfg)
 	for _, n := range removed {
-		fmt.Printf("removed namespace %s\n", n)
+		fmt.Fprintf(w, "removed namespace %s\n", n)
 	}
 	for _, n := range left {
-		fmt.Printf("left namespace %s: made by another daemon (this one's data dir is %s); that daemon's cleanup removes it\n", n, cfg.DataDir)
+		fmt.Fprintf(w, "left namespace %s: made by another daemon (this one's data dir is %s); that daemon's cleanup removes it\n", n, cfg.DataDir)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Println("removed this daemon's links, rules and routes")
+	fmt.Fprintln(w, "removed this daemon's links, rules and routes")
 	return nil
 }
 
-func cmdConfig(args []string) error {
-	switch {
-	case len(args) == 1 && args[0] == "default":
-		os.Stdout.Write(config.DefaultYAML())
-		return nil
-	case len(args) == 2 && args[0] == "check":
-		if _, err := config.Load(args[1]); err != nil {
+func configCmd() *cobra.Command {
+	def := &cobra.Command{
+		Use:   "default",
+		Short: "print the embedded default config",
+		Long: `Prints the config the daemon runs without --config, every field commented:
+a starting point for a config file.`,
+		Example: `  interceptd config default > /etc/interceptd/config.yaml`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := cmd.OutOrStdout().Write(config.DefaultYAML())
 			return err
-		}
-		fmt.Printf("%s: ok\n", args[1])
-		return nil
+		},
 	}
-	fmt.Fprintln(os.Stderr, "usage: interceptd config default | check FILE")
-	return errUsage
+	check := &cobra.Command{
+		Use:     "check FILE",
+		Short:   "validate a config file",
+		Long:    `Reads and validates a config file as serve would, and names the field and line of what is wrong.`,
+		Example: `  interceptd config check /etc/interceptd/config.yaml`,
+		Args:    nArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := config.Load(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", args[0])
+			return nil
+		},
+	}
+	check.ValidArgsFunction = func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return []cobra.Completion{"yaml", "yml"}, cobra.ShellCompDirectiveFilterFileExt
+	}
+	return newGroup("config", "print the default config, or check a config file", "", def, check)
 }
 
 func notify(log *slog.Logger, state string) {

@@ -48,7 +48,7 @@ func TestTheSandboxCommandsNameTheWorker(t *testing.T) {
 			}
 		}},
 		{"list shows each sandbox's worker", []string{"sandbox", "list"}, 0, "WORKER", "", nil},
-		{"--worker goes with create and policy only", []string{"sandbox", "quota", "w1", "--worker", "app"}, 1, "", "--worker goes with", nil},
+		{"--worker goes with create and policy only, a usage error", []string{"sandbox", "quota", "w1", "--worker", "app"}, 2, "", "--worker goes with sandbox create or sandbox policy, not sandbox quota", nil},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
