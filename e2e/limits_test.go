@@ -57,10 +57,7 @@ except ConnectionResetError:
 func TestASandboxsOwnLimitsReplaceTheDefaultsForItAlone(t *testing.T) {
 	e := NewEnv(t, Options{Listen: "  max_requests_per_second_per_sandbox: 50\n", ExtraConfig: "policy:\n  internet: true\nhandlers:\n  - host: my.kv\n    kind: kv\n"})
 	free := e.Create("free")
-	tight := e.Create("tight")
-	if out := e.admin("PUT", "/v1/sandboxes/tight/limits", `{"max_rps": 2, "max_conns": 1, "max_dns_qps": 1}`); !strings.Contains(out, `"max_rps": 2`) {
-		t.Fatalf("setting limits: %s", out)
-	}
+	tight := e.CreateWith("tight", "--max-rps", "2", "--max-conns", "1", "--max-dns-qps", "1")
 
 	// Requests: a burst of twice the rate, then 429, for the tight one only.
 	if got := e.statuses(tight, 10, "http://example.test/"); count(got, "200") > 5 || count(got, "429") < 5 {
@@ -102,7 +99,9 @@ func TestASandboxsOwnLimitsReplaceTheDefaultsForItAlone(t *testing.T) {
 	if out := e.admin("PUT", "/v1/sandboxes/tight/limits", `{"max_rps": -1}`); !strings.Contains(out, "max_rps") || !strings.Contains(out, "negative") {
 		t.Errorf("a negative limit: %s", out)
 	}
-	e.admin("PUT", "/v1/sandboxes/tight/limits", `{}`)
+	if _, stderr, code := e.CLI("sandbox", "policy", "tight", "--max-rps", "default", "--max-conns", "default", "--max-dns-qps", "default"); code != 0 {
+		t.Fatalf("sandbox policy back to the defaults: %s", stderr)
+	}
 	if out := strings.TrimSpace(e.MustIn(tight, "python3", "-c", secondConnection)); out != "served" {
 		t.Errorf("tight back on the defaults, second connection: %s, want served", out)
 	}

@@ -141,4 +141,18 @@ func TestAReloadThatCannotApplyKeepsTheRunningConfigAndSaysWhy(t *testing.T) {
 			os.WriteFile(e.Config, []byte(strings.Replace(string(cfg), tt.next, v1, 1)), 0o644)
 		})
 	}
+
+	// interceptd reload says the same, and exits 1 when refused.
+	cfg, _ := os.ReadFile(e.Config)
+	os.WriteFile(e.Config, []byte(strings.Replace(string(cfg), v1, "metrics:\n  max_sandbox_labels: 7\n"+v1, 1)), 0o644)
+	if _, stderr, code := e.CLI("reload"); code != 1 || !strings.Contains(stderr, "metrics.max_sandbox_labels changes only with a restart") {
+		t.Errorf("interceptd reload of a restart-only change: exit %d, %q", code, stderr)
+	}
+	os.WriteFile(e.Config, []byte(strings.Replace(string(cfg), "body: \"v1\\n\"", "body: \"v2\\n\"", 1)), 0o644)
+	if out, stderr, code := e.CLI("reload"); code != 0 || !strings.Contains(out, "changed handlers") {
+		t.Errorf("interceptd reload of a handler change: exit %d, %q %q", code, out, stderr)
+	}
+	if out := e.MustIn(sb, "curl", "-sf", "http://my.kv/"); out != "v2\n" {
+		t.Errorf("after interceptd reload my.kv answered %q, want v2", out)
+	}
 }

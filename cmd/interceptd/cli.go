@@ -125,6 +125,7 @@ func newRoot() *cobra.Command {
 		dataCmd(g, "state"),
 		workerCmd(g),
 		statusCmd(g),
+		reloadCmd(g),
 		storeCmd(g),
 		caCmd(),
 		cleanupCmd(g),

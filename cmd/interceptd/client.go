@@ -17,6 +17,7 @@ import (
 
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/store"
 	"github.com/spf13/cobra"
 )
@@ -41,6 +42,15 @@ type policyFlags struct {
 	internet    string
 	allow, deny []string
 	worker      string
+	// limits: --max-rps, --max-conns, --max-dns-qps, each N or "default".
+	limits [3]string
+}
+
+// limitFlags name a sandbox's own limits, in policy.LimitFields' order.
+var limitFlags = [3]struct{ flag, help string }{
+	{"max-rps", "the sandbox's own intercepted HTTP requests per second (bursts of twice that; then 429)"},
+	{"max-conns", "the sandbox's own cap on intercepted HTTP(S) connections held open at once"},
+	{"max-dns-qps", "the sandbox's own DNS queries answered per second (bursts of twice that; then REFUSED)"},
 }
 
 func (p *policyFlags) add(cmd *cobra.Command, g *globals) {
@@ -49,6 +59,10 @@ func (p *policyFlags) add(cmd *cobra.Command, g *globals) {
 	f.StringArrayVar(&p.allow, "allow", nil, "an allowed_hosts `pattern`; repeatable; replaces the list ('' for an empty one)")
 	f.StringArrayVar(&p.deny, "deny", nil, "a denied_hosts `pattern`; repeatable; replaces the list ('' for an empty one)")
 	f.StringVar(&p.worker, "worker", "", "the sandbox's `worker` (the config's workers[].name; '' for none; create's default: the config's default_worker)")
+	for i, l := range limitFlags {
+		f.StringVar(&p.limits[i], l.flag, "", l.help+": `N`, 0 for no limit, or default for the daemon's")
+		cmd.RegisterFlagCompletionFunc(l.flag, cobra.FixedCompletions([]string{"default", "0"}, cobra.ShellCompDirectiveNoFileComp))
+	}
 	cmd.RegisterFlagCompletionFunc("internet", cobra.FixedCompletions([]string{"on", "off"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.RegisterFlagCompletionFunc("worker", g.completeWorkers)
 }
@@ -86,6 +100,30 @@ func (p *policyFlags) patch(cmd *cobra.Command) (*admin.PolicyPatch, error) {
 	return pp, nil
 }
 
+// limitsOn returns base with the limit flags given applied (a number: the
+// sandbox's own; default: the daemon's), and whether any was given.
+func (p *policyFlags) limitsOn(cmd *cobra.Command, base policy.Limits) (policy.Limits, bool, error) {
+	fields := []**int{&base.RPS, &base.Conns, &base.DNSQPS}
+	given := false
+	for i, l := range limitFlags {
+		if !cmd.Flags().Changed(l.flag) {
+			continue
+		}
+		given = true
+		v := p.limits[i]
+		if v == "default" {
+			*fields[i] = nil
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return base, false, fmt.Errorf("--%s %q: want a number (0 for no limit) or default", l.flag, v)
+		}
+		*fields[i] = &n
+	}
+	return base, given, nil
+}
+
 // workerFlag is the worker given (even ”), or nil when --worker is not.
 func (p *policyFlags) workerFlag(cmd *cobra.Command) *string {
 	if cmd.Flags().Changed("worker") {
@@ -118,6 +156,7 @@ its link, address and rules. Prints the namespace's path, for a runtime to join.
 Policy flags not given keep the config's default policy.`,
 		Example: `  interceptd sandbox create web1
   interceptd sandbox create agent --internet off --allow api.example.com --quota kv.bytes=1GiB
+  interceptd sandbox create build --max-rps 50 --max-conns 20 --max-dns-qps 100
   ip netns exec icd-web1 curl -s http://my.kv/greeting`,
 		Args: nArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -129,7 +168,11 @@ Policy flags not given keep the config's default policy.`,
 			if err != nil {
 				return err
 			}
-			sb, err := g.client().CreateWith(admin.CreateRequest{Name: args[0], Policy: pp, Quota: q, Worker: pf.workerFlag(cmd)})
+			limits, _, err := pf.limitsOn(cmd, policy.Limits{})
+			if err != nil {
+				return err
+			}
+			sb, err := g.client().CreateWith(admin.CreateRequest{Name: args[0], Policy: pp, Quota: q, Worker: pf.workerFlag(cmd), Limits: limits})
 			if err != nil {
 				return err
 			}
@@ -216,14 +259,16 @@ func sandboxPolicyCmd(g *globals) *cobra.Command {
 	var pf policyFlags
 	cmd := &cobra.Command{
 		Use:   "policy NAME",
-		Short: "print or change a sandbox's policy (and worker)",
+		Short: "print or change a sandbox's policy (and worker, and limits)",
 		Long: `Without flags, prints the sandbox's policy. With flags, changes what they
 name, leaves the rest, and prints the policy in force. The change applies to
-the sandbox's next requests and flows.`,
+the sandbox's next requests and flows. The limit flags change the sandbox's own
+limits (sandbox show prints those in force).`,
 		Example: `  interceptd sandbox policy web1
   interceptd sandbox policy web1 --internet off --allow api.example.com
   interceptd sandbox policy web1 --deny ''        # an empty denied_hosts
-  interceptd sandbox policy web1 --worker ''      # no worker`,
+  interceptd sandbox policy web1 --worker ''      # no worker
+  interceptd sandbox policy web1 --max-rps 10 --max-dns-qps default`,
 		Args:              nArgs(1, 1),
 		ValidArgsFunction: g.completeSandboxes,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -235,6 +280,18 @@ the sandbox's next requests and flows.`,
 			if w := pf.workerFlag(cmd); w != nil {
 				// First: a worker the config does not have changes nothing.
 				if _, err := c.SetWorker(args[0], *w); err != nil {
+					return err
+				}
+			}
+			if _, given, err := pf.limitsOn(cmd, policy.Limits{}); err != nil {
+				return err
+			} else if given {
+				info, err := c.Show(args[0])
+				if err != nil {
+					return err
+				}
+				limits, _, _ := pf.limitsOn(cmd, info.Limits)
+				if _, err := c.SetLimits(args[0], limits); err != nil {
 					return err
 				}
 			}
@@ -539,6 +596,49 @@ and its store's size, usage and free space.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (the same as --output json)")
+	return uses(cmd, flagSocket, flagOutput)
+}
+
+func reloadCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "make the daemon re-read its config file, secrets and workers' scripts",
+		Long: `Asks the running daemon to re-read its config file (as SIGHUP and systemctl
+reload do) and apply what can change live: handlers, the default policy, the deny
+response, DNS upstreams and answers, default limits and quotas. A file that fails
+validation, or that changes a field that needs a restart, is refused whole, naming
+the field: the command exits 1 and the running config stays.`,
+		Example: `  interceptd reload
+  interceptd reload -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := g.client().Reload()
+			var ae *admin.APIError
+			if errors.As(err, &ae) {
+				return err // refused: nothing changed
+			}
+			if perr := g.printOut(cmd.OutOrStdout(), res, func(w io.Writer) error {
+				switch {
+				case res.Config == "":
+					fmt.Fprintln(w, "the daemon runs the embedded default config: secrets and workers' scripts reloaded")
+				case len(res.Changed) == 0:
+					fmt.Fprintf(w, "reloaded %s: nothing changed\n", res.Config)
+				default:
+					fmt.Fprintf(w, "reloaded %s: changed %s\n", res.Config, strings.Join(res.Changed, ", "))
+				}
+				if res.PolicyFollowers > 0 {
+					fmt.Fprintf(w, "%d sandbox(es) that follow the default policy took the new one\n", res.PolicyFollowers)
+				}
+				return nil
+			}); perr != nil {
+				return perr
+			}
+			if err != nil {
+				return fmt.Errorf("applied, but: %w", err)
+			}
+			return nil
+		},
+	}
 	return uses(cmd, flagSocket, flagOutput)
 }
 

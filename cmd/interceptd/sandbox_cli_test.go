@@ -124,6 +124,20 @@ func TestTheSandboxCommandsSayWhatTheyMeanToTheDaemon(t *testing.T) {
 			}
 		}},
 		{"an unknown sandbox command is a usage error", []string{"sandbox", "frob"}, 2, "", "unknown command", nil},
+		{"create takes a sandbox's own limits", []string{"sandbox", "create", "lim", "--max-rps", "5", "--max-dns-qps", "0"}, 0, "/run/netns/icd-lim\n", "", func(t *testing.T) {
+			sb, _ := sbs.Get("lim")
+			if l := sb.Limits; l.RPS == nil || *l.RPS != 5 || l.DNSQPS == nil || *l.DNSQPS != 0 || l.Conns != nil {
+				t.Errorf("created with limits %+v, want rps 5, dns 0 (no limit), conns the default (nil)", l)
+			}
+		}},
+		{"policy changes the limits it names and keeps the others", []string{"sandbox", "policy", "lim", "--max-conns", "3", "--max-rps", "default"}, 0, "", "", func(t *testing.T) {
+			sb, _ := sbs.Get("lim")
+			if l := sb.Limits; l.RPS != nil || l.Conns == nil || *l.Conns != 3 || l.DNSQPS == nil || *l.DNSQPS != 0 {
+				t.Errorf("limits %+v, want rps back to the default, conns 3, dns kept at 0", l)
+			}
+		}},
+		{"a limit is a number or default", []string{"sandbox", "policy", "lim", "--max-rps", "-2"}, 1, "", `--max-rps "-2": want a number (0 for no limit) or default`, nil},
+		{"limits go with create and policy only, a usage error", []string{"sandbox", "list", "--max-rps", "1"}, 2, "", "--max-rps goes with", nil},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
