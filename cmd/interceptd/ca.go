@@ -24,11 +24,7 @@ Made in <data_dir>/ca on first use if the config names no CA.`,
   interceptd ca --config /etc/interceptd/config.yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cfgPath, func(c *config.Config) {
-				if dataDir != "" {
-					c.DataDir = dataDir
-				}
-			})
+			cfg, err := loadOffline(cfgPath, dataDir)
 			if err != nil {
 				return err
 			}
@@ -42,6 +38,16 @@ Made in <data_dir>/ca on first use if the config names no CA.`,
 	}
 	addConfigFlags(cmd, &cfgPath, &dataDir)
 	return cmd
+}
+
+// loadOffline loads the config of the commands that addConfigFlags gives
+// --config and --data-dir.
+func loadOffline(cfgPath, dataDir string) (*config.Config, error) {
+	return loadConfig(cfgPath, func(c *config.Config) {
+		if dataDir != "" {
+			c.DataDir = dataDir
+		}
+	})
 }
 
 // addConfigFlags adds --config and --data-dir, for the commands that work

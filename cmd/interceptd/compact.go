@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/store"
 )
 
@@ -22,11 +21,7 @@ the free pages deleted data left, and prints the sizes before and after.`,
   sudo interceptd store compact --config /etc/interceptd/config.yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cfgPath, func(c *config.Config) {
-				if dataDir != "" {
-					c.DataDir = dataDir
-				}
-			})
+			cfg, err := loadOffline(cfgPath, dataDir)
 			if err != nil {
 				return err
 			}

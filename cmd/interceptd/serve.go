@@ -29,7 +29,8 @@ func loadConfig(path string, override func(*config.Config)) (*config.Config, err
 		return nil, err
 	}
 	if override != nil {
-		override(cfg)
+		// Kept: a reload makes the same changes to the file it reads.
+		cfg.Override(override)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("after flags: %w", err)

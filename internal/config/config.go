@@ -76,6 +76,9 @@ type Config struct {
 
 	// path is the file Load read; "" for the embedded default.
 	path string
+	// overrides are the command line's changes to the file (serve's
+	// flags), made again to every config Reread makes.
+	overrides func(*Config)
 	// lines maps a field's dotted path (as Validate names it) to its line
 	// in the document Parse read, so that Validate can say where.
 	lines map[string]int
@@ -374,6 +377,29 @@ func Load(path string) (*Config, error) {
 	}
 	c.path = path
 	return c, nil
+}
+
+// Override makes f's changes to c (serve's flags over the file), and to
+// every config Reread makes from c.
+func (c *Config) Override(f func(*Config)) {
+	f(c)
+	c.overrides = f
+}
+
+// Reread loads c's file again (a reload), makes c's overrides to it, and
+// validates the result.
+func (c *Config) Reread() (*Config, error) {
+	n, err := Load(c.path)
+	if err != nil {
+		return nil, err
+	}
+	if c.overrides != nil {
+		n.Override(c.overrides)
+		if err := n.Validate(); err != nil {
+			return nil, fmt.Errorf("after flags: %w", err)
+		}
+	}
+	return n, nil
 }
 
 // Path is the file the config was loaded from ("" for the embedded

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 )
@@ -32,5 +34,23 @@ func TestChangesSortsWhatAReloadTakesFromWhatNeedsARestart(t *testing.T) {
 				t.Errorf("Changes: live %q, restart %q; want %q, %q", live, restart, tt.live, tt.restart)
 			}
 		})
+	}
+}
+
+func TestARereadConfigKeepsTheCommandLinesOverrides(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("version: 1\ndata_dir: /from/the/file\n"), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Override(func(c *Config) { c.DataDir = "/from/the/flag" })
+	os.WriteFile(path, []byte("version: 1\ndata_dir: /from/the/file\ndns:\n  ttl: 5\n"), 0o644)
+	n, err := c.Reread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live, restart := Changes(c, n); n.DataDir != "/from/the/flag" || len(restart) != 0 || len(live) != 1 {
+		t.Errorf("reread: data_dir %q, live %q, restart %q; want the flag's data_dir and only dns.ttl changed", n.DataDir, live, restart)
 	}
 }

@@ -141,7 +141,7 @@ func (d *Daemon) ReloadConfig() (admin.ReloadResult, error) {
 	cur := d.config()
 	res := admin.ReloadResult{Config: cur.Path(), Changed: []string{}}
 	if cur.Path() != "" {
-		next, err := config.Load(cur.Path())
+		next, err := cur.Reread()
 		if err != nil {
 			d.log.Error("reload refused: the running config is kept", "error", err)
 			return res, fmt.Errorf("%w: %v (the running config is kept)", admin.ErrReloadRefused, err)
