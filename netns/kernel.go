@@ -49,6 +49,9 @@ type Kernel interface {
 	// EnableForwarding turns on IPv4 forwarding; changed says whether it
 	// was off.
 	EnableForwarding() (changed bool, err error)
+	// NamespaceID names the network namespace the daemon-side links live
+	// in, the same for every process in it ("net:[inode]").
+	NamespaceID() (string, error)
 	// Close releases what the Kernel holds.
 	Close()
 }
@@ -208,6 +211,16 @@ func (netlinkKernel) EnableForwarding() (bool, error) {
 }
 
 func (k netlinkKernel) Close() { k.h.Close() }
+
+// NamespaceID reads the calling process's network namespace, as the handle
+// k.h is bound to it (netlink.NewHandle).
+func (netlinkKernel) NamespaceID() (string, error) {
+	id, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return "", fmt.Errorf("reading /proc/self/ns/net: %w", err)
+	}
+	return id, nil
+}
 
 // openNamespace opens the namespace at path and a netlink handle bound to
 // it; close releases both.

@@ -37,6 +37,8 @@ type fakeKernel struct {
 	holdDelete chan struct{}
 	routing    bool
 	forwarding bool
+	// nsID is the namespace NamespaceID names; "" for one of its own.
+	nsID string
 }
 
 var _ Kernel = (*fakeKernel)(nil)
@@ -128,6 +130,13 @@ func (k *fakeKernel) EnableForwarding() (bool, error) {
 	return !was, nil
 }
 func (k *fakeKernel) Close() {}
+
+func (k *fakeKernel) NamespaceID() (string, error) {
+	if k.nsID != "" {
+		return k.nsID, nil
+	}
+	return fmt.Sprintf("fake:[%p]", k), nil
+}
 
 func (k *fakeKernel) linkNames() []string {
 	k.mu.Lock()

@@ -164,6 +164,10 @@ type Manager struct {
 	reaping  sync.WaitGroup
 	// prefixLock holds the host-wide lock of NetnsPrefix (owner.go).
 	prefixLock *os.File
+	// linksLock holds the lock of the daemon's network namespace (owner.go).
+	linksLock *os.File
+	// linksHolder is who held it when lockLinks could not take it.
+	linksHolder string
 	// lostEvery is how often watchLost looks (lostCheck; shorter in tests).
 	lostEvery time.Duration
 }
@@ -264,6 +268,7 @@ func (m *Manager) Close() {
 	close(m.stopReap)
 	m.reaping.Wait()
 	m.k.Close()
+	m.unlockLinks()
 	m.unlockPrefix()
 }
 
@@ -272,6 +277,10 @@ func (m *Manager) Close() {
 // and removes the remains of any others.
 func (m *Manager) Setup() error {
 	if err := m.lockPrefix(); err != nil {
+		return err
+	}
+	if err := m.lockLinks(); err != nil {
+		m.unlockPrefix()
 		return err
 	}
 	if err := m.rules.Apply(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT); err != nil {
@@ -429,6 +438,15 @@ func (m *Manager) Cleanup() (removed, left []string, err error) {
 	// left it); with one running (cleanup --force), it stays that daemon's.
 	if m.prefixLock == nil && m.lockPrefix() == nil {
 		defer m.unlockPrefix()
+	}
+	// Another daemon's namespace lock means its links and rules are the
+	// ones here, whatever their prefix: they are not this cleanup's to take.
+	if m.linksLock == nil {
+		if err := m.lockLinks(); err == nil {
+			defer m.unlockLinks()
+		} else if errors.Is(err, ErrNamespaceInUse) && m.linksHeldByOther() {
+			return nil, nil, err
+		}
 	}
 	removed, left, err = m.sweep(true)
 	errs := []error{err}
