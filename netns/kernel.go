@@ -39,6 +39,10 @@ type Kernel interface {
 	// the MAC address of the sandbox end. On failure it may leave part of
 	// it behind: the caller deletes the link.
 	Wire(s *Sandbox) (mac string, err error)
+	// LoopbackDNS sets up (capture) or removes, inside s's namespace, the
+	// capture of DNS to loopback resolvers (loopdns.go). Removing it from
+	// a namespace that is gone is success.
+	LoopbackDNS(s *Sandbox, capture bool) error
 	// CheckWiring verifies inside s's namespace that s.Interface holds
 	// s.Addr and the default route goes via s.Gateway.
 	CheckWiring(s *Sandbox) error
@@ -160,6 +164,14 @@ func (k netlinkKernel) Wire(s *Sandbox) (string, error) {
 		}
 	}
 	return mac, nil
+}
+
+func (netlinkKernel) LoopbackDNS(s *Sandbox, capture bool) error {
+	err := loopbackDNS(s, capture)
+	if !capture && errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 func (k netlinkKernel) CheckWiring(sb *Sandbox) error {

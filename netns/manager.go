@@ -353,6 +353,11 @@ func (m *Manager) adopt() error {
 				m.mark(sb.Netns)
 			}
 		}
+		// Made before versions captured loopback DNS, or the table was
+		// removed meanwhile: set up again (replaced whole, so idempotent).
+		if err := m.k.LoopbackDNS(&sb, true); err != nil {
+			m.log.Warn("re-adopted sandbox: its loopback resolvers will not be answered", "sandbox", sb.Name, "error", err)
+		}
 		m.register(&sb)
 		m.policyApplied(sb)
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
@@ -655,6 +660,9 @@ func (m *Manager) build(s *Sandbox) error {
 		return err
 	}
 	s.MAC = mac
+	if err := m.k.LoopbackDNS(s, true); err != nil {
+		return err
+	}
 	if s.External {
 		return nil // the runtime writes the container's resolv.conf
 	}
@@ -735,7 +743,13 @@ func (m *Manager) Delete(name string) (err error) {
 	// The sandbox is already unknown to DNS, the router and the ipsets:
 	// whatever it still sends is refused. The namespace goes now; its link
 	// goes in the background (see reaper), keeping the slot until then.
-	if !s.External {
+	if s.External {
+		// The namespace is the runtime's and may live on: take our table
+		// out of it (its link goes with the reaper).
+		if lerr := m.k.LoopbackDNS(s, false); lerr != nil {
+			m.log.Warn("removing loopback dns capture from a detached namespace", "sandbox", name, "netns", s.NetnsPath, "error", lerr)
+		}
+	} else {
 		if rerr := m.k.RemoveNamespace(s.NetnsPath); rerr != nil {
 			err = rerr
 		} else {
