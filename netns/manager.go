@@ -92,6 +92,11 @@ type Config struct {
 	OnPolicy func(sb Sandbox)
 	// Metrics; nil records nothing.
 	Metrics *Metrics
+	// Flows counts allowed routed flows per sandbox (flows.go); nil
+	// counts nothing. NFTList lists a set of NFTTable for it; nil means
+	// the nft command in the calling namespace.
+	Flows   *FlowMetrics
+	NFTList func(set string) ([]byte, error)
 	Logger  *slog.Logger
 }
 
@@ -252,6 +257,14 @@ func New(cfg Config) (*Manager, error) {
 		rules: Rules(cfg.Rules), closedNets: closedNets(cfg.Rules),
 		byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
 		reapq: make(chan reapItem, 1<<16), stopReap: make(chan struct{}),
+	}
+	if f := cfg.Flows; f != nil {
+		f.mu.Lock()
+		f.list, f.owner = cfg.NFTList, m.sandboxAt
+		if f.list == nil {
+			f.list = nftList
+		}
+		f.mu.Unlock()
 	}
 	m.reaping.Add(1)
 	go m.reaper()
@@ -727,6 +740,9 @@ func (m *Manager) Delete(name string) (err error) {
 	defer func() { m.cfg.Metrics.observe("delete", start, err) }()
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
+	// What the kernel counted for the sandbox's flows is its own: read
+	// while its address still names it.
+	m.cfg.Flows.read()
 	m.mu.Lock()
 	s, ok := m.byName[name]
 	if ok {
@@ -900,6 +916,17 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 		return policy.Caller{}, false
 	}
 	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Worker: sb.Worker}, true
+}
+
+// sandboxAt names the sandbox at addr.
+func (m *Manager) sandboxAt(addr netip.Addr) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	sb, ok := m.byAddr[addr.Unmap()]
+	if !ok {
+		return "", false
+	}
+	return sb.Name, true
 }
 
 // knownWorker checks that the config has the worker a sandbox is given.
