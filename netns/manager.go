@@ -96,7 +96,7 @@ type Config struct {
 	// counts nothing. NFTList lists a set of NFTTable for it; nil means
 	// the nft command in the calling namespace.
 	Flows   *FlowMetrics
-	NFTList func(set string) ([]byte, error)
+	NFTList func() ([]byte, error)
 	Logger  *slog.Logger
 }
 
@@ -211,6 +211,8 @@ func (m *Manager) reaper() {
 		if err := m.k.DeleteLink(it.s.HostInterface); err != nil {
 			m.log.Warn("deleting a deleted sandbox's link", "sandbox", it.s.Name, "link", it.s.HostInterface, "error", err)
 		}
+		// Its flow counters are read before its address can be another's.
+		m.cfg.Flows.settle()
 		m.mu.Lock()
 		m.pool.Release(it.s.Slot)
 		m.mu.Unlock()
@@ -740,9 +742,6 @@ func (m *Manager) Delete(name string) (err error) {
 	defer func() { m.cfg.Metrics.observe("delete", start, err) }()
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
-	// What the kernel counted for the sandbox's flows is its own: read
-	// while its address still names it.
-	m.cfg.Flows.read()
 	m.mu.Lock()
 	s, ok := m.byName[name]
 	if ok {
@@ -756,6 +755,9 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.cfg.Metrics.setActive(n)
 	m.clearSets(s)
+	// What the kernel counts at its address until the next read is its
+	// own (the reaper reads before the address is given again).
+	m.cfg.Flows.retire(s.Addr, s.Name)
 	// The sandbox is already unknown to DNS, the router and the ipsets:
 	// whatever it still sends is refused. The namespace goes now; its link
 	// goes in the background (see reaper), keeping the slot until then.
