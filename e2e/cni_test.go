@@ -35,7 +35,8 @@ func newCNI(t *testing.T) *cniEnv {
 }
 
 func (c *cniEnv) conf(version string) []byte {
-	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"interceptd","type":"interceptd-cni","socket":%q}`, version, c.Socket))
+	// The plugin's state (pending purges) in the test's own directory.
+	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"interceptd","type":"interceptd-cni","socket":%q,"stateDir":%q}`, version, c.Socket, filepath.Join(c.dir, "state")))
 }
 
 // runtimeNetns makes a namespace the way a runtime does, outside the daemon.

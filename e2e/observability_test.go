@@ -123,6 +123,8 @@ scrape_configs:
 		e.MustIn(open, "curl", "-sS", "http://example.test/")
 		e.In(open, "curl", "-sS", "-m", "3", "http://192.0.2.5/")
 		e.In(open, "curl", "-sSk", "-m", "3", "https://192.0.2.5/") // the TLS front: nothing listens there
+		// A routed flow (port 2222 is neither intercepted nor captured).
+		e.MustIn(open, "curl", "-sS", "-m", "3", "-o", "/dev/null", "http://"+upstreamIP+":2222/")
 		e.In(off, "curl", "-sS", "http://example.test/")
 		e.MustIn(open, "sh", "-c", "echo blob | curl -sS -T - http://my.r2/b && curl -sS http://my.r2/b")
 		e.MustIn(w, "sh", "-c", "for i in $(seq 12); do curl -sS -o /dev/null http://w.test/ & done; wait")

@@ -33,6 +33,7 @@ func registerAll(reg prometheus.Registerer) {
 	store.NewMetrics(reg)
 	netns.NewMetrics(reg)
 	labels := metrics.NewSandboxLabels(10)
+	netns.NewFlowMetrics(reg, labels)
 	dnsshim.NewMetrics(reg, labels)
 	router.NewMetrics(reg, labels)
 	httpserve.NewMetrics(reg)

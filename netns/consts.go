@@ -29,7 +29,34 @@ const (
 	// It must precede the main table (32766) and should precede rules other
 	// software adds after 5000 (Tailscale uses 5210-5270).
 	TProxyRulePriority = 4610
+
+	// FlowMark is the conntrack mark bit (ct mark, not the packet mark)
+	// set on the first forwarded packet of each allowed routed flow from a
+	// sandbox, so that the flow is counted once (see nftTable's routed
+	// chain): a retransmitted SYN or a UDP flow's second packet before any
+	// answer is still "new" to conntrack but carries it already. Bit 25,
+	// next to TProxyMark's and clear of the same neighbours.
+	FlowMark = 0x2000000
 )
+
+// Sets of NFTTable that count allowed routed flows and their bytes per
+// sandbox address (flows.go): one element per address (and protocol), so
+// the rule count stays the same whatever the number of sandboxes. Each
+// element carries a counter.
+const (
+	// NFTSetFlows counts new flows by (sandbox address, tcp|udp|icmp);
+	// NFTSetFlowsOther those of any other protocol by address.
+	NFTSetFlows      = "flows"
+	NFTSetFlowsOther = "flows_other"
+	// NFTSetSent and NFTSetReceived count the bytes of allowed routed
+	// packets from and to each sandbox address.
+	NFTSetSent     = "sent"
+	NFTSetReceived = "received"
+)
+
+// AllowedPrefix is the NFLOGGroup prefix of an allowed routed flow's
+// first packet (beside the refusal reasons).
+const AllowedPrefix = "allowed"
 
 // Chain names. Jumps to them are inserted at the top of the built-in chains
 // and match only packets arriving on (or leaving to) sandbox interfaces, so

@@ -10,11 +10,12 @@ import (
 )
 
 // Refusal is one flow the kernel refused on a sandbox's behalf (non-HTTP
-// traffic against the policy, or a sandbox reaching for the host).
+// traffic against the policy, or a sandbox reaching for the host), or,
+// with Reason AllowedPrefix, one it let through (WatchFlows).
 type Refusal struct {
 	// Reason is a policy reason, the prefix of the chain that refused it:
 	// denied_host, protected_destination, private_destination, not_allowed
-	// or internet_off.
+	// or internet_off; or AllowedPrefix.
 	Reason string
 	// Proto is tcp, udp, icmp or other.
 	Proto string
@@ -25,6 +26,22 @@ type Refusal struct {
 // WatchRefusals reads the refusals the rules log to NFLOGGroup and calls fn
 // for each, until ctx ends. The rules rate-limit what they log.
 func WatchRefusals(ctx context.Context, fn func(Refusal)) error {
+	return WatchFlows(ctx, fn, nil)
+}
+
+// WatchFlows reads what the rules log to NFLOGGroup until ctx ends: each
+// refusal goes to refused, and the first packet of each allowed routed flow
+// (Reason AllowedPrefix) to allowed, when not nil. The rules rate-limit
+// each kind (100/s, bursts of 200): the records are per flow up to that
+// rate, and the counters (FlowMetrics) count every flow.
+func WatchFlows(ctx context.Context, refused, allowed func(Refusal)) error {
+	fn := func(r Refusal) {
+		if r.Reason != AllowedPrefix {
+			refused(r)
+		} else if allowed != nil {
+			allowed(r)
+		}
+	}
 	nf, err := nflog.Open(&nflog.Config{Group: NFLOGGroup, Copymode: nflog.CopyPacket, Bufsize: 64})
 	if err != nil {
 		return fmt.Errorf("opening nflog group %d: %w", NFLOGGroup, err)

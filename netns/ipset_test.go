@@ -25,6 +25,7 @@ func testManager(t *testing.T) (*Manager, fakeSets) {
 	}
 	m := &Manager{
 		cfg: Config{Rules: p, IPSets: sets}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		k:          newFakeKernel(),
 		closedNets: closedNets(p),
 		byName:     map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
 		reapq: make(chan reapItem, 16),

@@ -39,6 +39,10 @@ type Kernel interface {
 	// the MAC address of the sandbox end. On failure it may leave part of
 	// it behind: the caller deletes the link.
 	Wire(s *Sandbox) (mac string, err error)
+	// LoopbackDNS sets up (capture) or removes, inside s's namespace, the
+	// capture of DNS to loopback resolvers (loopdns.go). Removing it from
+	// a namespace that is gone is success.
+	LoopbackDNS(s *Sandbox, capture bool) error
 	// CheckWiring verifies inside s's namespace that s.Interface holds
 	// s.Addr and the default route goes via s.Gateway.
 	CheckWiring(s *Sandbox) error
@@ -49,6 +53,9 @@ type Kernel interface {
 	// EnableForwarding turns on IPv4 forwarding; changed says whether it
 	// was off.
 	EnableForwarding() (changed bool, err error)
+	// NamespaceID names the network namespace the daemon-side links live
+	// in, the same for every process in it ("net:[inode]").
+	NamespaceID() (string, error)
 	// Close releases what the Kernel holds.
 	Close()
 }
@@ -159,6 +166,14 @@ func (k netlinkKernel) Wire(s *Sandbox) (string, error) {
 	return mac, nil
 }
 
+func (netlinkKernel) LoopbackDNS(s *Sandbox, capture bool) error {
+	err := loopbackDNS(s, capture)
+	if !capture && errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 func (k netlinkKernel) CheckWiring(sb *Sandbox) error {
 	_, inner, closeNS, err := openNamespace(sb.NetnsPath)
 	if err != nil {
@@ -208,6 +223,16 @@ func (netlinkKernel) EnableForwarding() (bool, error) {
 }
 
 func (k netlinkKernel) Close() { k.h.Close() }
+
+// NamespaceID reads the calling process's network namespace, as the handle
+// k.h is bound to it (netlink.NewHandle).
+func (netlinkKernel) NamespaceID() (string, error) {
+	id, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return "", fmt.Errorf("reading /proc/self/ns/net: %w", err)
+	}
+	return id, nil
+}
 
 // openNamespace opens the namespace at path and a netlink handle bound to
 // it; close releases both.

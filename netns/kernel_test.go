@@ -37,11 +37,19 @@ type fakeKernel struct {
 	holdDelete chan struct{}
 	routing    bool
 	forwarding bool
+	// loopDNS is whether each sandbox (by name) has loopback DNS capture;
+	// failLoop makes the next LoopbackDNS(capture) fail.
+	loopDNS  map[string]bool
+	failLoop error
+	// nsID is the namespace NamespaceID names; "" for one of its own.
+	nsID string
 }
 
 var _ Kernel = (*fakeKernel)(nil)
 
-func newFakeKernel() *fakeKernel { return &fakeKernel{links: map[string]string{}} }
+func newFakeKernel() *fakeKernel {
+	return &fakeKernel{links: map[string]string{}, loopDNS: map[string]bool{}}
+}
 
 func (k *fakeKernel) LinkType(name string) (string, error) {
 	k.mu.Lock()
@@ -119,6 +127,22 @@ func (k *fakeKernel) Wire(s *Sandbox) (string, error) {
 	return fmt.Sprintf("02:00:00:00:%02x:%02x", s.Slot>>8, s.Slot&0xff), nil
 }
 
+func (k *fakeKernel) LoopbackDNS(s *Sandbox, capture bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if capture && k.failLoop != nil {
+		err := k.failLoop
+		k.failLoop = nil
+		return err
+	}
+	if capture {
+		k.loopDNS[s.Name] = true
+	} else {
+		delete(k.loopDNS, s.Name)
+	}
+	return nil
+}
+
 func (k *fakeKernel) CheckWiring(s *Sandbox) error { return nil }
 func (k *fakeKernel) ApplyRouting() error          { k.routing = true; return nil }
 func (k *fakeKernel) TeardownRouting() error       { k.routing = false; return nil }
@@ -128,6 +152,13 @@ func (k *fakeKernel) EnableForwarding() (bool, error) {
 	return !was, nil
 }
 func (k *fakeKernel) Close() {}
+
+func (k *fakeKernel) NamespaceID() (string, error) {
+	if k.nsID != "" {
+		return k.nsID, nil
+	}
+	return fmt.Sprintf("fake:[%p]", k), nil
+}
 
 func (k *fakeKernel) linkNames() []string {
 	k.mu.Lock()
@@ -278,6 +309,7 @@ func TestACreateThatFailsLeavesNothingBehindAndFreesItsSlot(t *testing.T) {
 		{"resolv.conf cannot be written", func(e *fakeEnv) {
 			os.WriteFile(e.m.cfg.ResolvConfDir, nil, 0o600) // a file where the directory goes
 		}, "etc-netns"},
+		{"loopback dns cannot be captured in it", func(e *fakeEnv) { e.k.failLoop = errors.New("nft: no such table") }, "no such table"},
 		{"the policy sets cannot be filled", func(e *fakeEnv) { e.sets.fail = errors.New("set is full") }, "policy sets: "},
 		{"the record cannot be written", func(e *fakeEnv) { e.recs.failOn = errors.New("disk full") }, "recording: disk full"},
 	}
@@ -300,7 +332,7 @@ func TestACreateThatFailsLeavesNothingBehindAndFreesItsSlot(t *testing.T) {
 				t.Error("a failed create is registered")
 			}
 			// Unbroken, both slots are free: the failure kept none.
-			e.k.failNS, e.k.failWire, e.sets.fail, e.recs.failOn = nil, nil, nil, nil
+			e.k.failNS, e.k.failWire, e.k.failLoop, e.sets.fail, e.recs.failOn = nil, nil, nil, nil, nil
 			os.Remove(e.m.cfg.ResolvConfDir)
 			for _, name := range []string{"a", "b"} {
 				if _, err := e.m.Create(name, nil); err != nil {

@@ -95,6 +95,11 @@ type Config struct {
 	OnPolicy func(sb Sandbox)
 	// Metrics; nil records nothing.
 	Metrics *Metrics
+	// Flows counts allowed routed flows per sandbox (flows.go); nil
+	// counts nothing. NFTList lists a set of NFTTable for it; nil means
+	// the nft command in the calling namespace.
+	Flows   *FlowMetrics
+	NFTList func() ([]byte, error)
 	Logger  *slog.Logger
 }
 
@@ -176,6 +181,10 @@ type Manager struct {
 	reaping  sync.WaitGroup
 	// prefixLock holds the host-wide lock of NetnsPrefix (owner.go).
 	prefixLock *os.File
+	// linksLock holds the lock of the daemon's network namespace (owner.go).
+	linksLock *os.File
+	// linksHolder is who held it when lockLinks could not take it.
+	linksHolder string
 	// lostEvery is how often watchLost looks (lostCheck; shorter in tests).
 	lostEvery time.Duration
 	// dnsRate is the kernel's DNS flood limit in force (nftables, see
@@ -217,6 +226,8 @@ func (m *Manager) reaper() {
 		if err := m.k.DeleteLink(it.s.HostInterface); err != nil {
 			m.log.Warn("deleting a deleted sandbox's link", "sandbox", it.s.Name, "link", it.s.HostInterface, "error", err)
 		}
+		// Its flow counters are read before its address can be another's.
+		m.cfg.Flows.settle()
 		m.mu.Lock()
 		m.pool.Release(it.s.Slot)
 		m.mu.Unlock()
@@ -264,6 +275,14 @@ func New(cfg Config) (*Manager, error) {
 		byName: map[string]*Sandbox{}, byAddr: map[netip.Addr]*Sandbox{},
 		reapq: make(chan reapItem, 1<<16), stopReap: make(chan struct{}),
 	}
+	if f := cfg.Flows; f != nil {
+		f.mu.Lock()
+		f.list, f.owner = cfg.NFTList, m.sandboxAt
+		if f.list == nil {
+			f.list = nftList
+		}
+		f.mu.Unlock()
+	}
 	m.reaping.Add(1)
 	go m.reaper()
 	if m.lostEvery == 0 {
@@ -279,6 +298,7 @@ func (m *Manager) Close() {
 	close(m.stopReap)
 	m.reaping.Wait()
 	m.k.Close()
+	m.unlockLinks()
 	m.unlockPrefix()
 }
 
@@ -287,6 +307,10 @@ func (m *Manager) Close() {
 // and removes the remains of any others.
 func (m *Manager) Setup() error {
 	if err := m.lockPrefix(); err != nil {
+		return err
+	}
+	if err := m.lockLinks(); err != nil {
+		m.unlockPrefix()
 		return err
 	}
 	if err := m.rules.Apply(m.cfg.IPTables, m.cfg.IPSets, m.cfg.NFT); err != nil {
@@ -414,6 +438,11 @@ func (m *Manager) adopt() error {
 				m.mark(sb.Netns)
 			}
 		}
+		// Made before versions captured loopback DNS, or the table was
+		// removed meanwhile: set up again (replaced whole, so idempotent).
+		if err := m.k.LoopbackDNS(&sb, true); err != nil {
+			m.log.Warn("re-adopted sandbox: its loopback resolvers will not be answered", "sandbox", sb.Name, "error", err)
+		}
 		m.register(&sb)
 		m.policyApplied(sb)
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
@@ -499,6 +528,15 @@ func (m *Manager) Cleanup() (removed, left []string, err error) {
 	// left it); with one running (cleanup --force), it stays that daemon's.
 	if m.prefixLock == nil && m.lockPrefix() == nil {
 		defer m.unlockPrefix()
+	}
+	// Another daemon's namespace lock means its links and rules are the
+	// ones here, whatever their prefix: they are not this cleanup's to take.
+	if m.linksLock == nil {
+		if err := m.lockLinks(); err == nil {
+			defer m.unlockLinks()
+		} else if errors.Is(err, ErrNamespaceInUse) && m.linksHeldByOther() {
+			return nil, nil, err
+		}
 	}
 	removed, left, err = m.sweep(true)
 	errs := []error{err}
@@ -716,6 +754,9 @@ func (m *Manager) build(s *Sandbox) error {
 		return err
 	}
 	s.MAC = mac
+	if err := m.k.LoopbackDNS(s, true); err != nil {
+		return err
+	}
 	if s.External {
 		return nil // the runtime writes the container's resolv.conf
 	}
@@ -793,10 +834,19 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.cfg.Metrics.setActive(n)
 	m.clearSets(s)
+	// What the kernel counts at its address until the next read is its
+	// own (the reaper reads before the address is given again).
+	m.cfg.Flows.retire(s.Addr, s.Name)
 	// The sandbox is already unknown to DNS, the router and the ipsets:
 	// whatever it still sends is refused. The namespace goes now; its link
 	// goes in the background (see reaper), keeping the slot until then.
-	if !s.External {
+	if s.External {
+		// The namespace is the runtime's and may live on: take our table
+		// out of it (its link goes with the reaper).
+		if lerr := m.k.LoopbackDNS(s, false); lerr != nil {
+			m.log.Warn("removing loopback dns capture from a detached namespace", "sandbox", name, "netns", s.NetnsPath, "error", lerr)
+		}
+	} else {
 		if rerr := m.k.RemoveNamespace(s.NetnsPath); rerr != nil {
 			err = rerr
 		} else {
@@ -948,6 +998,17 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 		return policy.Caller{}, false
 	}
 	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Worker: sb.Worker, Limits: sb.Limits}, true
+}
+
+// sandboxAt names the sandbox at addr.
+func (m *Manager) sandboxAt(addr netip.Addr) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	sb, ok := m.byAddr[addr.Unmap()]
+	if !ok {
+		return "", false
+	}
+	return sb.Name, true
 }
 
 // knownWorker checks that the config has the worker a sandbox is given.

@@ -21,13 +21,21 @@ import (
 // naming itself (Config.Owner: its data dir) in Config.OwnerDir, and removes
 // a namespace it has no record of only when the marker names it. While it
 // runs it holds a lock on its namespace prefix there, so a second daemon
-// with the same prefix refuses to start and says whose it is.
+// with the same prefix refuses to start and says whose it is; and it holds a
+// lock on the network namespace it runs in (its links and rules), so that a
+// second daemon started in that namespace refuses too (lockLinks).
 
 // DefaultOwnerDir is where the daemon keeps its markers and prefix locks.
 const DefaultOwnerDir = "/run/interceptd/netns-owners"
 
-// ErrPrefixInUse: another live daemon holds the namespace prefix.
-var ErrPrefixInUse = errors.New("namespace prefix in use")
+var (
+	// ErrPrefixInUse is returned by Setup when another live daemon holds
+	// the namespace prefix.
+	ErrPrefixInUse = errors.New("namespace prefix in use")
+	// ErrNamespaceInUse is returned by Setup when another live daemon runs
+	// in the same network namespace (see lockLinks).
+	ErrNamespaceInUse = errors.New("network namespace in use by another daemon")
+)
 
 func (m *Manager) markerPath(ns string) string { return filepath.Join(m.cfg.OwnerDir, ns) }
 
@@ -79,25 +87,70 @@ func (m *Manager) lockPrefix() error {
 	if m.cfg.OwnerDir == "" || m.cfg.NetnsPrefix == "" {
 		return nil
 	}
-	if err := os.MkdirAll(m.cfg.OwnerDir, 0o755); err != nil {
-		return fmt.Errorf("making %s: %w", m.cfg.OwnerDir, err)
+	f, holder, err := m.lockFile(m.cfg.NetnsPrefix+".lock", m.cfg.Owner)
+	if err != nil {
+		return err
 	}
-	path := filepath.Join(m.cfg.OwnerDir, m.cfg.NetnsPrefix+".lock")
+	if f == nil {
+		return fmt.Errorf("%w: sandbox.netns_prefix %q is used by the running daemon of %s; give this daemon a prefix of its own",
+			ErrPrefixInUse, m.cfg.NetnsPrefix, holder)
+	}
+	m.prefixLock = f
+	return nil
+}
+
+// lockLinks takes the lock of the network namespace the daemon's links and
+// rules live in. The namespace prefix lock cannot cover them: two daemons
+// with different data dirs and prefixes, started in one network namespace,
+// would each sweep the other's veths (one interface prefix) and replace the
+// other's chains, sets and nftables table (one set of names per namespace,
+// whatever the interface prefix), leaving the first's sandboxes with rules
+// that are not its own. A lock held by a live daemon is ErrNamespaceInUse,
+// naming that daemon.
+func (m *Manager) lockLinks() error {
+	if m.cfg.OwnerDir == "" {
+		return nil
+	}
+	id, err := m.k.NamespaceID()
+	if err != nil {
+		return fmt.Errorf("identifying the daemon's network namespace: %w", err)
+	}
+	f, holder, err := m.lockFile("links-"+strings.NewReplacer(":", "-", "[", "", "]", "", "/", "-").Replace(id)+".lock",
+		fmt.Sprintf("%s, interface prefix %q,", m.cfg.Owner, m.cfg.InterfacePrefix))
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		m.linksHolder = holder
+		return fmt.Errorf("%w: this network namespace (%s) holds the links and rules of the running daemon of %s; two daemons in one network namespace would remove each other's links and replace each other's rules: run this one in a network namespace of its own",
+			ErrNamespaceInUse, id, holder)
+	}
+	m.linksLock = f
+	return nil
+}
+
+// lockFile takes the lock file name in OwnerDir and writes who into it with
+// this process's pid. When a live daemon holds it, f is nil and holder is
+// what that daemon wrote.
+func (m *Manager) lockFile(name, who string) (f *os.File, holder string, err error) {
+	if err := os.MkdirAll(m.cfg.OwnerDir, 0o755); err != nil {
+		return nil, "", fmt.Errorf("making %s: %w", m.cfg.OwnerDir, err)
+	}
+	path := filepath.Join(m.cfg.OwnerDir, name)
 	for {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
-			return fmt.Errorf("opening the prefix lock %s: %w", path, err)
+			return nil, "", fmt.Errorf("opening the lock %s: %w", path, err)
 		}
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			holder, _ := os.ReadFile(path)
+			b, _ := os.ReadFile(path)
 			f.Close()
 			if errors.Is(err, unix.EWOULDBLOCK) {
-				return fmt.Errorf("%w: sandbox.netns_prefix %q is used by the running daemon of %s; give this daemon a prefix of its own",
-					ErrPrefixInUse, m.cfg.NetnsPrefix, strings.TrimSpace(string(holder)))
+				return nil, strings.TrimSpace(string(b)), nil
 			}
-			return fmt.Errorf("locking %s: %w", path, err)
+			return nil, "", fmt.Errorf("locking %s: %w", path, err)
 		}
-		// The holder before us removes the file as it lets go (unlockPrefix):
+		// The holder before us removes the file as it lets go (unlock):
 		// a lock on a file no longer at path is no lock; take it again.
 		held, err1 := f.Stat()
 		there, err2 := os.Stat(path)
@@ -106,17 +159,32 @@ func (m *Manager) lockPrefix() error {
 			continue
 		}
 		f.Truncate(0)
-		f.WriteAt([]byte(m.cfg.Owner+" (pid "+strconv.Itoa(os.Getpid())+")\n"), 0)
-		m.prefixLock = f
-		return nil
+		f.WriteAt([]byte(who+" (pid "+strconv.Itoa(os.Getpid())+")\n"), 0)
+		return f, "", nil
 	}
 }
 
+// linksHeldByOther reports whether the namespace lock that lockLinks could
+// not take is another daemon's (not this data dir's, which `cleanup
+// --force` runs beside).
+func (m *Manager) linksHeldByOther() bool {
+	return !strings.HasPrefix(m.linksHolder, m.cfg.Owner+", ")
+}
+
+func (m *Manager) unlockLinks() {
+	unlock(&m.linksLock)
+}
+
 func (m *Manager) unlockPrefix() {
-	if m.prefixLock != nil {
-		os.Remove(m.prefixLock.Name()) // while still held: see lockPrefix
-		m.prefixLock.Close()
-		m.prefixLock = nil
+	unlock(&m.prefixLock)
+}
+
+// unlock removes a lock file and lets it go.
+func unlock(f **os.File) {
+	if *f != nil {
+		os.Remove((*f).Name()) // while still held: see lockFile
+		(*f).Close()
+		*f = nil
 	}
 }
 

@@ -140,3 +140,84 @@ func TestASandboxWhoseNamespaceDisappearsIsNoticedListedAndCounted(t *testing.T)
 		t.Error("Get does not say the sandbox is lost")
 	}
 }
+
+func TestASecondDaemonInTheSameNetworkNamespaceRefusesNamingTheFirst(t *testing.T) {
+	dirs := t.TempDir()
+	os.MkdirAll(filepath.Join(dirs, "netns"), 0o755)
+	// Two daemons with their own data dirs and namespace prefixes (so the
+	// prefix lock does not stop them), started in one network namespace.
+	mk := func(owner, prefix, ifPrefix, nsID string) *Manager {
+		k := newFakeKernel()
+		k.nsID = nsID
+		m, err := New(Config{
+			Pool: netip.MustParsePrefix("10.213.0.0/16"), NetnsPrefix: prefix, InterfacePrefix: ifPrefix,
+			NetnsDir: filepath.Join(dirs, "netns"), Owner: owner, OwnerDir: filepath.Join(dirs, "owners"),
+			Rules: testParams(), Records: &fakeRecords{m: map[string][]byte{}}, Kernel: k,
+			IPTables: newFake(), IPSets: &failingSets{fakeSets: fakeSets{}}, NFT: &fakeNFT{},
+			DefaultPolicy: policy.Policy{Internet: true}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name           string
+		ifPrefix, nsID string
+		wantRefused    bool
+	}{
+		{"the same interface prefix in the same namespace is refused", "icdt", "net:[4026531840]", true},
+		{"another interface prefix in the same namespace is refused too, as the rules are one per namespace", "icdu", "net:[4026531840]", true},
+		{"the same interface prefix in another namespace starts", "icdt", "net:[4026532001]", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := mk("/var/lib/a", "icda-", "icdt", "net:[4026531840]")
+			if err := a.Setup(); err != nil {
+				t.Fatal(err)
+			}
+			closed := false
+			defer func() {
+				if !closed {
+					a.Close()
+				}
+			}()
+			sb, err := a.Create("probe1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := mk("/var/lib/b", "icdb-", tc.ifPrefix, tc.nsID)
+			err = b.Setup()
+			b.Close()
+			if !tc.wantRefused {
+				if err != nil {
+					t.Fatalf("a daemon in another namespace: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNamespaceInUse) || !strings.Contains(err.Error(), `daemon of /var/lib/a, interface prefix "icdt", (pid `) {
+				t.Fatalf("the second daemon's start: %v", err)
+			}
+			// Nor does the second's cleanup take the first's links and rules.
+			b = mk("/var/lib/b", "icdb-", tc.ifPrefix, tc.nsID)
+			if _, _, err := b.Cleanup(); !errors.Is(err, ErrNamespaceInUse) {
+				t.Errorf("the second's cleanup beside the first: %v", err)
+			}
+			b.Close()
+			// The refusals touched nothing of the first's.
+			if _, err := os.Stat(sb.NetnsPath); err != nil {
+				t.Errorf("the first's namespace: %v", err)
+			}
+			if typ, err := a.k.LinkType(sb.HostInterface); err != nil || typ != "veth" {
+				t.Errorf("the first's link: %q, %v", typ, err)
+			}
+			// Once the first stops, the second starts.
+			a.Close()
+			closed = true
+			b = mk("/var/lib/b", "icdb-", tc.ifPrefix, tc.nsID)
+			if err := b.Setup(); err != nil {
+				t.Errorf("after the first stopped: %v", err)
+			}
+			b.Close()
+		})
+	}
+}

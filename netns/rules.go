@@ -355,7 +355,48 @@ func nftTable(p RuleParams) string {
 		fmt.Fprintf(&b, `		iifname "%s*" meta l4proto tcp tcp dport 443 tproxy to %s:%d meta mark set meta mark | 0x%x accept comment "interceptd: intercept https"
 `, p.InterfacePrefix, p.HTTPListenIP, p.HTTPSListenPort, TProxyMark)
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	// Allowed routed flows, counted per sandbox address in sets whose
+	// elements carry counters (flows.go reads them), and logged (rate-
+	// limited, as refusals are) to NFLOGGroup. After the filter chains
+	// (priority filter + 10): iptables' FORWARD has accepted what reaches
+	// it, and what it refused never does. Intercepted HTTP and captured
+	// DNS are the host's input, never forwarded, so never counted here.
+	size := floodSetSize(p.Pool)
+	in := p.InterfacePrefix + "*"
+	fmt.Fprintf(&b, `	set %[1]s {
+		type ipv4_addr . inet_proto
+		size %[5]d
+		flags dynamic
+		counter
+	}
+	set %[2]s {
+		type ipv4_addr
+		size %[6]d
+		flags dynamic
+		counter
+	}
+	set %[3]s {
+		type ipv4_addr
+		size %[6]d
+		flags dynamic
+		counter
+	}
+	set %[4]s {
+		type ipv4_addr
+		size %[6]d
+		flags dynamic
+		counter
+	}
+	chain routed {
+		type filter hook forward priority filter + 10; policy accept;
+		iifname "%[7]s" ct mark & 0x%[8]x == 0 meta l4proto { tcp, udp, icmp } ct mark set ct mark | 0x%[8]x update @%[1]s { ip saddr . meta l4proto } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
+		iifname "%[7]s" ct mark & 0x%[8]x == 0 ct mark set ct mark | 0x%[8]x update @%[2]s { ip saddr } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
+		iifname "%[7]s" update @%[3]s { ip saddr } comment "interceptd: bytes of allowed routed flows"
+		oifname "%[7]s" update @%[4]s { ip daddr } comment "interceptd: bytes of allowed routed flows"
+	}
+`, NFTSetFlows, NFTSetFlowsOther, NFTSetSent, NFTSetReceived, 3*size, size, in, FlowMark, AllowedPrefix, NFLOGGroup)
+	b.WriteString("}\n")
 	return b.String()
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -78,6 +79,7 @@ func TestTheCNIConfigNamesTheContainersWorker(t *testing.T) {
 	sbs.Workers, sbs.DefaultWorker = []string{"app", "api"}, "app"
 	args := func(id string, conf map[string]any) *skel.CmdArgs {
 		conf["cniVersion"], conf["name"], conf["type"], conf["socket"] = "1.0.0", "icd", "interceptd-cni", sock
+		conf["stateDir"] = filepath.Join(filepath.Dir(sock), "cni-state") // not the machine's
 		raw, _ := json.Marshal(conf)
 		return &skel.CmdArgs{ContainerID: id, Netns: "/var/run/netns/" + id, IfName: "eth0", StdinData: raw}
 	}

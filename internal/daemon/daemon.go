@@ -230,6 +230,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 	nc.Records, nc.Metrics, nc.Logger = d.db, netns.NewMetrics(reg), log
+	nc.Flows = netns.NewFlowMetrics(reg, d.labels)
 	nc.DefaultPolicy = cfg.Policy
 	// Sandboxes may name the config's workers; the router has no programs
 	// for them yet (router/worker), so a sandbox with one is served as
@@ -245,12 +246,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 
 	// Refused non-HTTP flows: one log record and one decision each.
-	if err := netns.WatchRefusals(ctx, func(r netns.Refusal) {
+	// Allowed ones: one log record each, up to the rules' rate (their
+	// counts and bytes are interceptd_sandbox_routed_*, exact).
+	if err := netns.WatchFlows(ctx, func(r netns.Refusal) {
 		caller, _ := d.mgr.Caller(r.Src)
 		d.decisions.Observe(r.Proto, caller.Sandbox, policy.Decision{Result: policy.Deny, Reason: r.Reason})
 		log.Info("refused flow", "sandbox", caller.Sandbox, "proto", r.Proto, "dest", r.Dst.String(), "decision", "deny", "reason", r.Reason)
+	}, func(r netns.Refusal) {
+		caller, _ := d.mgr.Caller(r.Src)
+		log.Info("routed flow", "sandbox", caller.Sandbox, "proto", r.Proto, "dest", r.Dst.String(), "decision", "allow")
 	}); err != nil {
-		log.Warn("refused flows will not be logged", "error", err)
+		log.Warn("routed flows will not be logged", "error", err)
 	}
 
 	// The DNS shim: it names callers through the manager, opens learned
