@@ -369,7 +369,9 @@ func (m *Manager) syncDNSRate() error {
 	}
 	p.DNSQPS = want
 	rs := Rules(p)
-	if err := m.cfg.NFT.Run(nftReplace(rs.TProxy)); err != nil {
+	// Only the flood limit's chain and set: replacing the table would
+	// lose the routed-flow counters in its sets.
+	if err := m.cfg.NFT.Run(nftDNSRate(p, m.dnsRate)); err != nil {
 		return fmt.Errorf("setting the kernel's dns flood limit to %d/s: %w", want, err)
 	}
 	m.rules.TProxy, m.dnsRate = rs.TProxy, want

@@ -312,6 +312,31 @@ func floodSetSize(pool string) int {
 	return size
 }
 
+// dnsFloodRule is the dnslimit chain's one rule, at p.DNSQPS.
+func dnsFloodRule(p RuleParams) string {
+	return fmt.Sprintf(`iifname "%s*" udp dport 53 update @dnsflood { ip saddr limit rate over %d/second burst %d packets } drop comment "interceptd: dns flood"`,
+		p.InterfacePrefix, p.DNSQPS, 2*p.DNSQPS)
+}
+
+// nftDNSRate is a script (one transaction) that takes the installed table
+// from a DNS flood limit of from per second (0: none) to p.DNSQPS, leaving
+// the rest of the table, and its sets' counters, alone. The buckets start
+// afresh at the new rate.
+func nftDNSRate(p RuleParams, from int) string {
+	t := "ip " + NFTTable
+	switch {
+	case p.DNSQPS <= 0 && from <= 0:
+		return ""
+	case p.DNSQPS <= 0:
+		return fmt.Sprintf("delete chain %s dnslimit\ndelete set %s dnsflood\n", t, t)
+	case from <= 0:
+		return fmt.Sprintf("add set %[1]s dnsflood { type ipv4_addr; flags dynamic,timeout; timeout 10s; size %[2]d; }\n"+
+			"add chain %[1]s dnslimit { type filter hook prerouting priority raw + 1; policy accept; }\n"+
+			"add rule %[1]s dnslimit %[3]s\n", t, floodSetSize(p.Pool), dnsFloodRule(p))
+	}
+	return fmt.Sprintf("flush chain %[1]s dnslimit\nflush set %[1]s dnsflood\nadd rule %[1]s dnslimit %[2]s\n", t, dnsFloodRule(p))
+}
+
 // nftTable renders the daemon's nftables table.
 func nftTable(p RuleParams) string {
 	var b strings.Builder
@@ -337,9 +362,9 @@ func nftTable(p RuleParams) string {
 	}
 	chain dnslimit {
 		type filter hook prerouting priority raw + 1; policy accept;
-		iifname "%s*" udp dport 53 update @dnsflood { ip saddr limit rate over %d/second burst %d packets } drop comment "interceptd: dns flood"
+		%s
 	}
-`, floodSetSize(p.Pool), p.InterfacePrefix, p.DNSQPS, 2*p.DNSQPS)
+`, floodSetSize(p.Pool), dnsFloodRule(p))
 	}
 	// Port-80 TCP from sandboxes goes to the router's transparent
 	// listener, whatever its destination address; the mark sends it to the
