@@ -17,6 +17,7 @@ import (
 	"github.com/interceptd/interceptd/internal/admin"
 	"github.com/interceptd/interceptd/internal/buildinfo"
 	"github.com/interceptd/interceptd/netns"
+	"github.com/interceptd/interceptd/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +48,12 @@ type cniConf struct {
 	// StateDir is where the plugin keeps the purges it has pending, one
 	// file per container id; default defaultCNIStateDir.
 	StateDir string `json:"stateDir,omitempty"`
+	// Limits are the containers' own limits ({"max_rps": N, "max_conns":
+	// N, "max_dns_qps": N}; a field left out: the daemon's default, 0: no
+	// limit), and Quota their store quotas ({"kv.bytes": N, ...}), as
+	// `sandbox create --max-rps … --quota …` gives them.
+	Limits policy.Limits    `json:"limits,omitempty"`
+	Quota  map[string]int64 `json:"quota,omitempty"`
 }
 
 // defaultDataRetention is DataRetention when the config does not say.
@@ -123,7 +130,8 @@ func cniAdd(args *skel.CmdArgs) error {
 	// A container re-added under its id (podman restart) keeps its data.
 	p.cancel(args.ContainerID)
 	p.due(c)
-	sb, err := c.AttachWith(admin.CreateRequest{Name: args.ContainerID, NetnsPath: args.Netns, Interface: args.IfName, Worker: conf.Worker})
+	sb, err := c.AttachWith(admin.CreateRequest{Name: args.ContainerID, NetnsPath: args.Netns, Interface: args.IfName, Worker: conf.Worker,
+		Limits: conf.Limits, Quota: conf.Quota})
 	if err != nil {
 		return cniError("attaching the container's namespace", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -243,4 +244,26 @@ func TestCNIDataRetentionPurgesAContainersDataAtDELOrAfterItsGrace(t *testing.T)
 			}
 		}
 	})
+}
+
+func TestTheCNIConfigGivesItsContainersTheirLimitsAndQuota(t *testing.T) {
+	sock, sbs, db := fakeDaemon(t)
+	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "icd", "type": "interceptd-cni", "socket": %q, "stateDir": %q,
+		"limits": {"max_rps": 20, "max_dns_qps": 0}, "quota": {"kv.keys": 9}}`, sock, filepath.Join(filepath.Dir(sock), "cni-state"))
+	args := &skel.CmdArgs{ContainerID: "ctr-lim", Netns: "/var/run/netns/cni-lim", IfName: "eth0", StdinData: []byte(conf)}
+	if _, err := stdoutOf(t, func() error { return cniAdd(args) }); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	sb, _ := sbs.Get("ctr-lim")
+	if l := sb.Limits; l.RPS == nil || *l.RPS != 20 || l.DNSQPS == nil || *l.DNSQPS != 0 || l.Conns != nil {
+		t.Errorf("attached with limits %+v, want rps 20, dns 0 (none), conns the default", l)
+	}
+	if q, _ := db.Quota("ctr-lim"); q.KV.Keys != 9 {
+		t.Errorf("attached with quota %+v, want kv.keys 9", q)
+	}
+	bad := strings.Replace(conf, `"max_rps": 20`, `"max_rps": -1`, 1)
+	args = &skel.CmdArgs{ContainerID: "ctr-bad", Netns: "/var/run/netns/cni-bad", IfName: "eth0", StdinData: []byte(bad)}
+	if _, err := stdoutOf(t, func() error { return cniAdd(args) }); err == nil || !strings.Contains(err.Error(), "max_rps") {
+		t.Errorf("ADD with a negative limit: %v, want an error naming max_rps", err)
+	}
 }
