@@ -65,13 +65,14 @@ func splice(rc, client, up net.Conn, m *Metrics, first int64) (in, out int64) {
 	return in, out
 }
 
-// pump writes pending to dst and then copies src to dst until src's end
-// (nil) or an error: up to first bytes by reads and writes, the rest by
-// io.Copy, which splices between two TCP sockets.
+// pump writes pending to dst (and gives it back to tlspeek) and then copies
+// src to dst until src's end (nil) or an error: up to first bytes by reads
+// and writes, the rest by io.Copy, which splices between two TCP sockets.
 func pump(dst, src net.Conn, pending []byte, first int64) (int64, error) {
 	var n int64
 	if len(pending) > 0 {
 		w, err := dst.Write(pending)
+		tlspeek.Release(pending)
 		n += int64(w)
 		if err != nil {
 			return n, err
