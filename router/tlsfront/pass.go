@@ -12,9 +12,9 @@ import (
 
 // passFirst is how much of each direction of a passed-through connection
 // is copied by plain reads and writes before splice(2) takes over. A TLS
-// handshake, a request and a small answer fit: for them a splice costs more
-// system calls (into a pipe and out of it, and a pipe from the pool) than
-// one read and one write, and most connections end before the bulk starts.
+// handshake, a request and a small answer fit: for such small chunks a
+// splice (into a pipe and out of it, a pipe from the pool) costs the daemon
+// more than a read and a write, and most connections end before any bulk.
 const passFirst = 64 << 10
 
 // copyBuf is the size of the pooled buffers of the first bytes: a whole
