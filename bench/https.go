@@ -80,13 +80,15 @@ func (b *bench) httpsBulk() {
 		return float64(*bigMiB) * 1.048576 / d.Seconds(), float64(cpu.Microseconds()) / float64(*bigMiB)
 	}
 	var direct, through, cpu []float64
+	load0 := loadavg()
 	for i := 0; i < 2; i++ {
 		d, _ := get(b.cliNS, "https://192.0.2.2/big")
 		t, c := get(b.sandboxNS, "https://example.bench/big")
 		direct, through, cpu = append(direct, d), append(through, t), append(cpu, c)
 	}
-	fmt.Printf("\nHTTPS %d MiB download: direct %.0f MB/s, through the TLS front's passthrough %.0f MB/s: %.2f× (target ≥ 0.9; runs %.0f/%.0f, %.0f/%.0f MB/s); daemon CPU %.0f µs per MiB passed\n",
-		*bigMiB, median(direct), median(through), median(through)/median(direct), direct[0], through[0], direct[1], through[1], median(cpu))
+	fmt.Printf("\nHTTPS %d MiB download: direct %.0f MB/s, through the TLS front's passthrough %.0f MB/s: %.2f× (target ≥ 0.9; runs %.0f/%.0f, %.0f/%.0f MB/s); daemon CPU %.0f µs per MiB passed (runs %.0f, %.0f)\n",
+		*bigMiB, median(direct), median(through), median(through)/median(direct), direct[0], through[0], direct[1], through[1], median(cpu), cpu[0], cpu[1])
+	fmt.Printf("load average (1, 5, 15 min): %s before the downloads, %s after\n", load0, loadavg())
 }
 
 // Issue 20's interception figures: the TLS front terminating TLS for

@@ -3,7 +3,6 @@ package tlsfront
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,7 +53,7 @@ type Server struct {
 	// Decide gives each connection its verdict.
 	Decide Decider
 	// Dial dials the destination of a connection that passes; nil: a
-	// net.Dialer with DialTimeout and TCP keepalives.
+	// net.Dialer with DialTimeout and TCP keepalives (upstreamDialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// HelloTimeout bounds the wait for the whole ClientHello (default
 	// 10 s); DialTimeout the dial (default 10 s).
@@ -82,6 +81,10 @@ type Server struct {
 	// (ticketKeys), made at ticketsMade.
 	tickets     [][32]byte
 	ticketsMade time.Time
+
+	// copyFirst replaces passFirst when not zero (negative: none), for
+	// tests and the benchmark.
+	copyFirst int64
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -244,9 +247,19 @@ func (s *Server) serve(c net.Conn) {
 	s.mu.Unlock()
 	defer s.untrack(up)
 	s.Metrics.connection(OutcomePassthrough)
-	in, out := splice(rc, raw, up, s.Metrics)
+	in, out := splice(rc, raw, up, s.Metrics, s.firstBytes())
 	s.logger().Info("tls", append(rec, "outcome", OutcomePassthrough, "bytes_in", in, "bytes_out", out,
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+}
+
+func (s *Server) firstBytes() int64 {
+	switch {
+	case s.copyFirst < 0:
+		return 0
+	case s.copyFirst > 0:
+		return s.copyFirst
+	}
+	return passFirst
 }
 
 func (s *Server) dial(dst netip.AddrPort) (net.Conn, error) {
@@ -259,9 +272,15 @@ func (s *Server) dial(dst netip.AddrPort) (net.Conn, error) {
 	if s.Dial != nil {
 		return s.Dial(ctx, "tcp", dst.String())
 	}
-	d := net.Dialer{KeepAlive: 30 * time.Second}
-	return d.DialContext(ctx, "tcp", dst.String())
+	return upstreamDialer.DialContext(ctx, "tcp", dst.String())
 }
+
+// upstreamDialer dials passed-through connections. Keepalive probes find
+// an upstream that went away while the connection idles (the client's own
+// probes are answered by this host, not the upstream): after 30 s idle,
+// then at the system's interval and count, which are left as they are so
+// that a connection costs two system calls for them, not four.
+var upstreamDialer = net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: -1, Count: -1}}
 
 // helloKind names what Peek found.
 func helloKind(h tlspeek.Hello, err error) string {
@@ -291,41 +310,6 @@ func reset(c net.Conn) {
 		tc.SetLinger(0)
 	}
 	c.Close()
-}
-
-// splice copies both ways until both sides are done: client (read through
-// rc, which replays the hello first) to up, and up to client. When one side
-// finishes sending, the other's write side is half-closed so that the end
-// passes through; an error on either cuts both. in is what the client sent,
-// out what it got.
-func splice(rc, client, up net.Conn, m *Metrics) (in, out int64) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		n, err := io.Copy(up, rc)
-		in = n
-		m.bytes("in", n)
-		if err != nil {
-			up.Close()
-			client.Close()
-			return
-		}
-		closeWrite(up)
-	}()
-	n, err := io.Copy(client, up)
-	out = n
-	m.bytes("out", n)
-	if err != nil {
-		up.Close()
-		client.Close()
-	} else {
-		closeWrite(client)
-	}
-	wg.Wait()
-	client.Close()
-	up.Close()
-	return in, out
 }
 
 func closeWrite(c net.Conn) {

@@ -51,12 +51,18 @@ func (d *decider) names() []string {
 // upstream (the test's stand-in for the address a sandbox dialled).
 func front(t *testing.T, d Decider, upstream string, hello time.Duration) (addr string, m *Metrics, s *Server) {
 	t.Helper()
+	return frontCopying(t, d, upstream, hello, 0)
+}
+
+// frontCopying is front with copyFirst set.
+func frontCopying(t testing.TB, d Decider, upstream string, hello time.Duration, copyFirst int64) (addr string, m *Metrics, s *Server) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m = NewMetrics(prometheus.NewRegistry())
-	s = &Server{Decide: d, Metrics: m, HelloTimeout: hello, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	s = &Server{Decide: d, Metrics: m, HelloTimeout: hello, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), copyFirst: copyFirst,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var dl net.Dialer
 			return dl.DialContext(ctx, network, upstream)

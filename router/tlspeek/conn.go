@@ -70,6 +70,21 @@ func (r *replayConn) CloseWrite() error {
 	return fmt.Errorf("closing the write side: %T cannot", r.Conn)
 }
 
+// Unwrap hands over what a conn Peek returned still holds: the bytes it
+// would replay and the connection it reads on from after them (for a conn
+// Peek did not wrap, nil and c itself). A caller that copies by its own
+// system calls (a splice, a read straight from the socket) takes them so;
+// c must not be read from afterwards.
+func Unwrap(c net.Conn) (pending []byte, rest net.Conn) {
+	r, ok := c.(*replayConn)
+	if !ok {
+		return nil, c
+	}
+	pending = r.buf
+	r.buf = nil
+	return pending, r.Conn
+}
+
 // writerOnly hides everything but Write, so that io.Copy does not come back
 // to ReadFrom.
 type writerOnly struct{ io.Writer }

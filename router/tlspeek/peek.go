@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -86,15 +87,34 @@ func Peek(c net.Conn, timeout time.Duration) (Hello, net.Conn, error) {
 		defer c.SetReadDeadline(time.Time{})
 	}
 	var p peeker
-	p.buf = make([]byte, 0, firstRead)
+	p.buf = (*bufs.Get().(*[]byte))[:0]
 	h, err := p.run(c)
 	if err != nil {
 		h = Hello{} // what was read before the fault is no answer
 	}
 	if len(p.buf) == 0 {
+		Release(p.buf)
 		return h, c, err
 	}
 	return h, &replayConn{Conn: c, buf: p.buf}, err
+}
+
+// bufs holds Peek's first buffers (firstRead bytes), given back by
+// Release: a passed-through connection's hello is written once and done
+// with, and a buffer per connection was most of what the front allocated
+// for one.
+var bufs = sync.Pool{New: func() any { b := make([]byte, firstRead); return &b }}
+
+// Release gives back the bytes Unwrap returned, once they are written and
+// no longer needed, for a later Peek to reuse; neither they nor anything
+// sharing their array may be used afterwards. Only a buffer Peek made and
+// did not grow is kept; Release(nil) does nothing.
+func Release(pending []byte) {
+	if cap(pending) != firstRead {
+		return
+	}
+	b := pending[:0]
+	bufs.Put(&b)
 }
 
 // peeker reassembles the handshake stream from the records read so far.

@@ -182,3 +182,41 @@ func TestASpliceThroughPeekCarriesBothWays(t *testing.T) {
 		t.Errorf("client got %d bytes, upstream sent %d", len(toClient), len(down))
 	}
 }
+
+// TestUnwrapHandsOverTheReplayAndReleaseLetsTheNextPeekStartAfresh: Unwrap
+// gives the bytes Peek read and the socket under them, after which the conn
+// replays nothing; a released buffer that a later Peek reuses holds that
+// connection's bytes only.
+func TestUnwrapHandsOverTheReplayAndReleaseLetsTheNextPeekStartAfresh(t *testing.T) {
+	for i, name := range []string{"first.test", "second-with-a-longer-name.test", "third.test"} {
+		client, server := pipe(t)
+		sent := make(chan []byte, 1)
+		go func() {
+			// What a client sends first, written whole, then its end.
+			a, b := net.Pipe()
+			go tls.Client(a, &tls.Config{ServerName: name}).Handshake()
+			buf := make([]byte, 4096)
+			n, _ := b.Read(buf)
+			a.Close()
+			client.Write(buf[:n])
+			client.CloseWrite()
+			sent <- buf[:n]
+		}()
+		h, rc, err := tlspeek.Peek(server, 5*time.Second)
+		if err != nil || h.ServerName != name {
+			t.Fatalf("connection %d: Peek: %q, %v", i, h.ServerName, err)
+		}
+		pending, rest := tlspeek.Unwrap(rc)
+		if rest != net.Conn(server) {
+			t.Fatalf("connection %d: Unwrap's conn is %T, not the socket", i, rest)
+		}
+		want := <-sent
+		if !bytes.Equal(pending, want) {
+			t.Fatalf("connection %d: Unwrap gave %d bytes, not the %d the client sent", i, len(pending), len(want))
+		}
+		if n, err := rc.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("connection %d: after Unwrap the conn read %d bytes (%v), want none and the end", i, n, err)
+		}
+		tlspeek.Release(pending)
+	}
+}
