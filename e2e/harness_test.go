@@ -262,6 +262,20 @@ func (e *Env) Log() string {
 
 // teardown stops the daemon, runs `interceptd cleanup`, and checks that
 // nothing the daemon made is left, in the host namespace or on the machine.
+// waitLogCount waits up to a few seconds for the daemon's log to hold want
+// copies of line, and returns how many it holds: a record is written after
+// the answer or reset that a client sees, so a client can return first.
+func (e *Env) waitLogCount(line string, want int) int {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n := strings.Count(e.Log(), line)
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (e *Env) teardown() {
 	t := e.t
 	e.Stop()

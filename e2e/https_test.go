@@ -45,6 +45,20 @@ func tlsRecord(log, sandbox, reason string) string {
 	return ""
 }
 
+// waitTLSRecord waits a moment for a decision record: the daemon resets a
+// refused connection first and logs after, so a client can return before
+// its record is written.
+func (e *Env) waitTLSRecord(sandbox, reason string) string {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rec := tlsRecord(e.Log(), sandbox, reason)
+		if rec != "" || time.Now().After(deadline) {
+			return rec
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestPort443IsDecidedByTheSNIAndPassedThroughUntouched(t *testing.T) {
 	e := NewEnv(t, Options{})
 	caFile, reached := e.httpsUpstreams(t)
@@ -69,7 +83,7 @@ print(urllib.request.urlopen("https://api.test/py", context=ctx, timeout=5).read
 	if out := strings.TrimSpace(e.MustIn(sb, "python3", "-c", py)); out != "tls upstream "+upstreamIP+":443: HTTP/1.1 api.test /py" {
 		t.Errorf("python urllib: %q", out)
 	}
-	if rec := tlsRecord(e.Log(), "agent", "allowed"); !strings.Contains(rec, "sni=api.test") || !strings.Contains(rec, "outcome=passthrough") {
+	if rec := e.waitTLSRecord("agent", "allowed"); !strings.Contains(rec, "sni=api.test") || !strings.Contains(rec, "outcome=passthrough") {
 		t.Errorf("no passthrough record naming the SNI:\n%s", e.Log())
 	}
 
@@ -98,7 +112,7 @@ print(urllib.request.urlopen("https://api.test/py", context=ctx, timeout=5).read
 				t.Errorf("curl exit %d after %v, want a reset at once:\n%s", r.Exit, r.Took, r.Out)
 			}
 		})
-		if rec := tlsRecord(e.Log(), "agent", tt.reason); !strings.Contains(rec, "outcome=refused") || !strings.Contains(rec, "request_id=") {
+		if rec := e.waitTLSRecord("agent", tt.reason); !strings.Contains(rec, "outcome=refused") || !strings.Contains(rec, "request_id=") {
 			t.Errorf("%s: no refusal record with reason %s:\n%s", tt.name, tt.reason, e.Log())
 		}
 	}
@@ -112,7 +126,7 @@ print(urllib.request.urlopen("https://api.test/py", context=ctx, timeout=5).read
 	if code == 0 || strings.Contains(out, "BEGIN CERTIFICATE") || strings.Contains(out, "Server certificate") {
 		t.Errorf("openssl s_client with a denied SNI got a handshake (exit %d):\n%s", code, out)
 	}
-	if n := strings.Count(e.Log(), "sni=example.test dest="+upstreamIP+":443 hello=sni decision=deny reason=not_allowed outcome=refused"); n != refusedBefore+1 {
+	if n := e.waitLogCount("sni=example.test dest="+upstreamIP+":443 hello=sni decision=deny reason=not_allowed outcome=refused", refusedBefore+1); n != refusedBefore+1 {
 		t.Errorf("openssl's connection has no refusal record (%d, %d before):\n%s\n%s", n, refusedBefore, out, e.Log())
 	}
 
@@ -142,7 +156,7 @@ func TestAHandlersNameOnPort443IsRefusedUntilItIsMarkedForHTTPS(t *testing.T) {
 	if r.Exit != 35 && r.Exit != 56 || r.Took > atOnce {
 		t.Errorf("https to a handler: curl exit %d after %v:\n%s", r.Exit, r.Took, r.Out)
 	}
-	if rec := tlsRecord(e.Log(), "web", "handler_not_https"); !strings.Contains(rec, "sni=my.kv") {
+	if rec := e.waitTLSRecord("web", "handler_not_https"); !strings.Contains(rec, "sni=my.kv") {
 		t.Errorf("no handler_not_https record:\n%s", e.Log())
 	}
 }
@@ -251,7 +265,7 @@ func TestAnInterceptedHTTPSHandlerInjectsATokenTheSandboxNeverSees(t *testing.T)
 			t.Errorf("not HTTP/2:\n%s", out)
 		}
 	}
-	if rec := tlsRecord(e.Log(), "agent", "handler"); !strings.Contains(rec, "outcome=intercepted") || !strings.Contains(rec, "sni=api.example.test") {
+	if rec := e.waitTLSRecord("agent", "handler"); !strings.Contains(rec, "outcome=intercepted") || !strings.Contains(rec, "sni=api.example.test") {
 		t.Errorf("no intercepted record:\n%s", e.Log())
 	}
 	// A connection made for the handler cannot carry a request elsewhere.
@@ -333,7 +347,7 @@ default_worker: gh
 	if want := "Bearer ************* for /user as https://gh.test/user"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	if rec := tlsRecord(e.Log(), "agent1", "handler"); !strings.Contains(rec, "sni=gh.test") || !strings.Contains(rec, "outcome=intercepted") {
+	if rec := e.waitTLSRecord("agent1", "handler"); !strings.Contains(rec, "sni=gh.test") || !strings.Contains(rec, "outcome=intercepted") {
 		t.Errorf("no intercepted record for the worker's name:\n%s", e.Log())
 	}
 }
