@@ -191,7 +191,9 @@ type ObjectStorage interface {
 
 // ObjectTxn is a transaction on one object's storage: its reads see its
 // own writes laid over what is stored, and Commit applies the writes all
-// or none. After Commit or Rollback every call is store.ErrTxnDone.
+// or none. Rollback discards the writes, and a later Commit writes nothing
+// and returns nil (Cloudflare's txn.rollback()). After Commit every call,
+// Commit too, is store.ErrTxnDone.
 type ObjectTxn interface {
 	Get(keys ...string) (map[string][]byte, error)
 	Put(entries map[string][]byte) error
