@@ -4,9 +4,10 @@
 // forward to the original destination (Forward). Each implements
 // router.Handler and returns its failures to the router, which writes them.
 //
-// It imports the router's contract, the store, and router/forward for the
-// handlers that send requests on; internal/kinds builds these handlers
-// from their config.
+// It imports the router's contract, the storage contract (store/backend,
+// with store's values and errors: the handlers never see which engine
+// keeps the data), and router/forward for the handlers that send requests
+// on; internal/kinds builds these handlers from their config.
 package handlers
 
 import (

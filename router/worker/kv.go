@@ -14,7 +14,7 @@ import (
 	"github.com/interceptd/interceptd/store/backend"
 )
 
-// KV is a Workers KV namespace on env, on the same bbolt namespace the kv
+// KV is a Workers KV namespace on env, on the same store namespace the kv
 // handler and `interceptd kv` use (shared scope): a value written by one is
 // read by the others. Its JavaScript side (kv.js) follows Cloudflare's
 // documented API: get (text, json, arrayBuffer, stream; bulk with an array
