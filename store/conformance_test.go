@@ -15,6 +15,7 @@ import (
 func boltHarness() storetest.Harness {
 	var mu sync.Mutex
 	now := time.Now()
+	dbs := map[backend.Stores]*store.DB{}
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	return storetest.Harness{
 		Open: func(t *testing.T) backend.Stores {
@@ -28,10 +29,15 @@ func boltHarness() storetest.Harness {
 				}
 				db.Close()
 			})
-			return backend.Bolt(db)
+			s := backend.Bolt(db)
+			mu.Lock()
+			dbs[s] = db
+			mu.Unlock()
+			return s
 		},
-		Now:     clock,
-		Advance: func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() },
+		Operator: func(s backend.Stores) backend.Operator { mu.Lock(); defer mu.Unlock(); return dbs[s] },
+		Now:      clock,
+		Advance:  func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() },
 	}
 }
 
@@ -39,3 +45,4 @@ func TestBoltKeepsTheKVContract(t *testing.T)     { storetest.TestKV(t, boltHarn
 func TestBoltKeepsTheStateContract(t *testing.T)  { storetest.TestState(t, boltHarness()) }
 func TestBoltKeepsTheBlobContract(t *testing.T)   { storetest.TestBlobs(t, boltHarness()) }
 func TestBoltKeepsTheObjectContract(t *testing.T) { storetest.TestObjects(t, boltHarness()) }
+func TestBoltKeepsTheQuotaContract(t *testing.T)  { storetest.TestQuotas(t, boltHarness()) }

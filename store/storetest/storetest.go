@@ -33,6 +33,9 @@ type Harness struct {
 	// Advance moves the engine's clock on by d, for the expiry checks; nil:
 	// the suite waits out an expiry in real time (about a second).
 	Advance func(d time.Duration)
+	// Operator returns the operator's view (quotas, usage, purge) of
+	// stores that Open returned, for TestQuotas.
+	Operator func(s backend.Stores) backend.Operator
 }
 
 func (h Harness) now() time.Time {
@@ -817,4 +820,93 @@ func TestObjects(t *testing.T, h Harness) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, h.Open(t).Objects("Suite")) })
 	}
+}
+
+// TestQuotas checks that writes are charged to their owner, refused whole
+// over a quota, given back on delete, and that a purge removes a sandbox's
+// scope and nothing shared. It needs Harness.Operator.
+func TestQuotas(t *testing.T, h Harness) {
+	if h.Operator == nil {
+		t.Fatal("storetest: TestQuotas needs Harness.Operator")
+	}
+	const sb = "sb1"
+	scope := store.SandboxScope(sb)
+	setup := func(t *testing.T, q map[string]int64) (backend.Stores, backend.Operator) {
+		s := h.Open(t)
+		op := h.Operator(s)
+		if err := op.SetQuota(sb, q); err != nil {
+			t.Fatal(err)
+		}
+		return s, op
+	}
+	wantQuota := func(t *testing.T, err error, kind string) {
+		t.Helper()
+		var qe *store.QuotaError
+		if !errors.As(err, &qe) || !errors.Is(err, store.ErrQuotaExceeded) || qe.Kind != kind || qe.Sandbox != sb {
+			t.Fatalf("got %v, want the %s *store.QuotaError of %s", err, kind, sb)
+		}
+	}
+	t.Run("a KV write over its owner's quota is refused and a delete gives the quota back", func(t *testing.T) {
+		s, op := setup(t, map[string]int64{"kv.bytes": 200})
+		kv := s.Keys(store.KindKV, "q", scope, store.Limits{})
+		mustPut(t, kv, "a", store.Entry{Value: make([]byte, 120), Owner: sb})
+		u, err := op.Usage(sb)
+		if err != nil || u.KV.Bytes < 120 || u.KV.Keys != 1 {
+			t.Fatalf("usage after a put: %+v, %v", u.KV, err)
+		}
+		wantQuota(t, kv.Put("b", store.Entry{Value: make([]byte, 120), Owner: sb}), "kv")
+		wantNotFound(t, kv, "b")
+		// Another owner's write is not charged to sb.
+		mustPut(t, kv, "c", store.Entry{Value: make([]byte, 120), Owner: "sb2"})
+		if err := kv.Delete("a"); err != nil {
+			t.Fatal(err)
+		}
+		if u, _ := op.Usage(sb); u.KV != (store.Amount{}) {
+			t.Fatalf("usage after the delete: %+v", u.KV)
+		}
+		mustPut(t, kv, "b", store.Entry{Value: make([]byte, 120), Owner: sb})
+	})
+	t.Run("a transaction over its owner's quota writes nothing", func(t *testing.T) {
+		s, _ := setup(t, map[string]int64{"state.keys": 2})
+		kv := s.Keys(store.KindState, "q", scope, store.Limits{})
+		var w []store.Write
+		for _, k := range []string{"a", "b", "c"} {
+			w = append(w, store.Write{Key: k, Entry: store.Entry{Value: []byte("v"), Owner: sb}})
+		}
+		_, err := kv.Apply(store.Txn{Writes: w})
+		wantQuota(t, err, "state")
+		if got := listAll(t, kv, "", 0); len(got) != 0 {
+			t.Fatalf("stored %q", got)
+		}
+	})
+	t.Run("an upload over its owner's quota is refused and stores nothing", func(t *testing.T) {
+		s, _ := setup(t, map[string]int64{"blob.bytes": 1000})
+		b := s.Blobs("q", scope, store.Limits{})
+		_, err := b.Put("o", bytes.NewReader(make([]byte, 2000)), store.PutOptions{Size: -1, Owner: sb})
+		wantQuota(t, err, "blob")
+		if _, err := b.Head("o"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("head: %v", err)
+		}
+	})
+	t.Run("a purge removes the sandbox's scope and keeps shared data", func(t *testing.T) {
+		s, op := setup(t, nil)
+		own := s.Keys(store.KindKV, "p", scope, store.Limits{})
+		shared := s.Keys(store.KindKV, "p", store.ScopeShared, store.Limits{})
+		mustPut(t, own, "k", store.Entry{Value: []byte("v"), Owner: sb})
+		mustPut(t, shared, "k", store.Entry{Value: []byte("v"), Owner: sb})
+		putBlob(t, s.Blobs("p", scope, store.Limits{}), "o", []byte("v"))
+		if err := op.Purge(sb); err != nil {
+			t.Fatal(err)
+		}
+		wantNotFound(t, own, "k")
+		if _, err := s.Blobs("p", scope, store.Limits{}).Head("o"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("blob after purge: %v", err)
+		}
+		if _, err := shared.Get("k"); err != nil {
+			t.Fatalf("shared key after purge: %v", err)
+		}
+		if err := op.Purge(sb); !errors.Is(err, store.ErrNothingToPurge) {
+			t.Fatalf("second purge: %v, want store.ErrNothingToPurge", err)
+		}
+	})
 }
