@@ -1,6 +1,7 @@
 // Package storetest checks a storage engine against the contract of package
-// store/backend. An engine's tests call TestKV, TestState, TestBlobs and
-// TestObjects with a Harness that opens it empty; the bbolt store runs them
+// store/backend. An engine's tests call TestKV, TestState, TestBlobs,
+// TestObjects and TestQuotas with a Harness that opens it empty; the bbolt
+// store runs them
 // in package store's tests, and the etcd and S3 backends are to run the same
 // ones against real servers.
 //
