@@ -58,7 +58,10 @@ type ObjectClasses interface {
 	Objects(class string) Objects
 }
 
-// KV is one KV or state space.
+// KV is one KV or state space. Per-sandbox state is a space of kind
+// store.KindState in the sandbox's scope, with the same methods: the state
+// handler is the one that offers Apply to clients, but an engine implements
+// every method on every space, so that one implementation serves both kinds.
 type KV interface {
 	// Get returns the entry under key: its value, metadata (nil when none
 	// was written) and expiry (zero when none). A key never written,
