@@ -17,6 +17,7 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -41,8 +42,8 @@ func newExpiryWorld(t *testing.T) *expiryWorld {
 	}
 	t.Cleanup(func() { db.Close() })
 	w := &expiryWorld{db: db, sandboxName: "sb1", sock: filepath.Join(dir, "admin.sock")}
-	w.kv = &handlers.KV{DB: db, Kind: store.KindKV, Namespace: "kv"}
-	w.state = &handlers.KV{DB: db, Kind: store.KindState, Namespace: "state", PerSandbox: true, Transactions: true}
+	w.kv = &handlers.KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: "kv"}
+	w.state = &handlers.KV{Store: backend.Bolt(db), Kind: store.KindState, Namespace: "state", PerSandbox: true, Transactions: true}
 	w.kvSpace = db.Keys(store.KindKV, "kv", store.ScopeShared, store.Limits{})
 	w.stateSpace = db.Keys(store.KindState, "state", store.SandboxScope(w.sandboxName), store.Limits{})
 	srv, err := admin.Listen(w.sock, admin.Backend{
@@ -50,7 +51,9 @@ func newExpiryWorld(t *testing.T) *expiryWorld {
 			{Host: "my.kv", Kind: "kv", Space: "kv", Handler: w.kv},
 			{Host: "state.do", Kind: "state", Space: "state", PerSandbox: true, Handler: w.state},
 		},
-		Namespace: func(ns string) router.Handler { return &handlers.KV{DB: db, Kind: store.KindKV, Namespace: ns} },
+		Namespace: func(ns string) router.Handler {
+			return &handlers.KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: ns}
+		},
 	}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,7 @@ import (
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -71,15 +72,9 @@ type HandlerInfo struct {
 	Handler    router.Handler `json:"-"`
 }
 
-// Store is the part of the store operators reach.
-type Store interface {
-	Purge(sandbox string) error
-	Check() error
-	Stats() (store.Stats, error)
-	Usage(sandbox string) (store.Amounts, error)
-	Quota(sandbox string) (store.Amounts, error)
-	SetQuota(sandbox string, overrides map[string]int64) error
-}
+// Store is the part of the stores operators reach: the storage contract's
+// Operator (quotas, usage, purges, checks).
+type Store = backend.Operator
 
 // SandboxInfo is a sandbox as GET /v1/sandboxes/{name} shows it: its
 // record, what the writes charged to it occupy in the stores, and its

@@ -35,6 +35,7 @@ import (
 	"github.com/interceptd/interceptd/router/worker"
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/miekg/dns"
 )
 
@@ -148,6 +149,7 @@ type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	db      *store.DB
+	stores  backend.Stores // db as handlers and bindings see it (store/backend)
 	mgr     *netns.Manager
 	dns     *dnsshim.Server
 	shim    *dnsshim.Reloadable
@@ -221,6 +223,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
+	d.stores = backend.Bolt(d.db)
 
 	// The sandbox manager: Setup installs the rules and adopts the sandboxes
 	// of a previous run, calling onPolicy for each before the shim and the
@@ -309,7 +312,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		}
 	}
 	jsrt.SetHeapLimit(uint64(cfg.WorkerHeapLimit))
-	if d.workers, err = buildWorkers(cfg, d.db, fetcher, worker.NewMetrics(reg), log, virtual); err != nil {
+	if d.workers, err = buildWorkers(cfg, d.stores, fetcher, worker.NewMetrics(reg), log, virtual); err != nil {
 		return d, err
 	}
 
@@ -390,7 +393,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		DefaultLimits: d.defaultLimits, Reload: d.ReloadConfig, SocketGroup: cfg.AdminSocketGroup,
 		Status: d.Status, Workers: d.workers, CACert: caCert,
 		Namespace: func(ns string) router.Handler {
-			return &handlers.KV{DB: d.db, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
+			return &handlers.KV{Store: d.stores, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
 		},
 	}, reg, log); err != nil {
 		return d, err
@@ -557,7 +560,7 @@ func warnPrivateMounts(log *slog.Logger) {
 // builder makes router handlers from configured ones, and keeps the file
 // secrets they read so that a reload can refresh them.
 type builder struct {
-	db      *store.DB
+	stores  backend.Stores
 	cfg     *config.Config
 	resolve func(string) ([]netip.Addr, time.Duration, error)
 	metrics *forward.Metrics
@@ -573,7 +576,7 @@ func (b *builder) build(h config.Handler) (router.Handler, error) {
 		return nil, fmt.Errorf("handler %s: unknown kind %q", h.Host, h.Kind)
 	}
 	return spec.Build(kinds.Deps{
-		Host: policy.NormalizeHost(h.Host), DB: b.db, Resolve: b.resolve, Metrics: b.metrics, Logger: b.log,
+		Host: policy.NormalizeHost(h.Host), Stores: b.stores, Resolve: b.resolve, Metrics: b.metrics, Logger: b.log,
 		DenyStatus: b.cfg.Deny.Status, DenyBody: b.cfg.Deny.Body,
 		Reloadable: func(fs *handlers.FileSecret) { b.files = append(b.files, fs) },
 	})

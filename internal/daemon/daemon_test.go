@@ -27,6 +27,7 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -151,7 +152,7 @@ func testBuilder(t *testing.T) *builder {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return &builder{db: db, cfg: config.Default(), log: slog.New(slog.DiscardHandler)}
+	return &builder{stores: backend.Bolt(db), cfg: config.Default(), log: slog.New(slog.DiscardHandler)}
 }
 
 func TestEachHandlerKindIsBuiltAsConfigured(t *testing.T) {

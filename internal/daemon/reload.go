@@ -51,7 +51,7 @@ func (d *Daemon) shimConfig(cfg *config.Config, virtual map[string]netip.Addr, u
 // virtual addresses given, and what the admin API says of them. The
 // builder keeps the handlers' file secrets for the next secrets reload.
 func (d *Daemon) buildRoutes(cfg *config.Config, virtual map[string]netip.Addr) (router.Routes, []admin.HandlerInfo, *builder, error) {
-	b := &builder{db: d.db, cfg: cfg, resolve: d.shim.LookupA, metrics: d.fm, log: d.log}
+	b := &builder{stores: d.stores, cfg: cfg, resolve: d.shim.LookupA, metrics: d.fm, log: d.log}
 	rs := router.Routes{Hosts: map[string]router.Route{}, Virtual: map[netip.Addr]string{}, DenyStatus: cfg.Deny.Status, DenyBody: cfg.Deny.Body}
 	infos := make([]admin.HandlerInfo, 0, len(cfg.Handlers))
 	for _, h := range cfg.Handlers {

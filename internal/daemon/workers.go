@@ -16,7 +16,7 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/worker"
-	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // workerSet is the config's workers, loaded, with the virtual addresses of
@@ -41,7 +41,7 @@ type workerSet struct {
 
 // buildWorkers loads every configured worker. A script that does not load
 // fails the start, naming the worker, the file, line and column.
-func buildWorkers(cfg *config.Config, db *store.DB, fetcher func(*tls.Config) *worker.Fetcher, m *worker.Metrics, log *slog.Logger, handlerAddrs map[string]netip.Addr) (*workerSet, error) {
+func buildWorkers(cfg *config.Config, stores backend.Stores, fetcher func(*tls.Config) *worker.Fetcher, m *worker.Metrics, log *slog.Logger, handlerAddrs map[string]netip.Addr) (*workerSet, error) {
 	ws := &workerSet{byName: map[string]*worker.Worker{}, addrs: map[string]netip.Addr{}, virt: map[netip.Addr]string{},
 		end: netip.MustParsePrefix(cfg.DNS.VirtualCIDR).Masked()}
 	// Workers' names take the addresses after the handlers'.
@@ -57,11 +57,11 @@ func buildWorkers(cfg *config.Config, db *store.DB, fetcher func(*tls.Config) *w
 		for name, b := range wc.Bindings {
 			switch b.Kind() {
 			case "kv":
-				bindings[name] = &worker.KV{DB: db, Namespace: b.KV}
+				bindings[name] = &worker.KV{Store: stores, Namespace: b.KV}
 			case "blob":
-				bindings[name] = &worker.R2{DB: db, Bucket: b.Blob}
+				bindings[name] = &worker.R2{Store: stores, Bucket: b.Blob}
 			case "durable_object":
-				bindings[name] = &worker.DurableObject{DB: db, Class: b.DurableObject}
+				bindings[name] = &worker.DurableObject{Store: stores, Class: b.DurableObject}
 			case "var":
 				bindings[name] = worker.Var(*b.Var)
 			case "secret":

@@ -32,5 +32,5 @@ func (c *Blob) Validate(bad func(field, format string, args ...any)) {
 }
 
 func (c *Blob) Build(d Deps) (router.Handler, error) {
-	return &handlers.Blob{DB: d.DB, Bucket: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
+	return &handlers.Blob{Store: d.Stores, Bucket: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
 }

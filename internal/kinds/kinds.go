@@ -17,7 +17,7 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/forward"
 	"github.com/interceptd/interceptd/router/handlers"
-	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // Config is one kind's configuration: the fields of a handler entry other
@@ -44,7 +44,7 @@ type Store interface {
 type Deps struct {
 	// Host is the handler's hostname, normalized ("*" for the catch-all).
 	Host    string
-	DB      *store.DB
+	Stores  backend.Stores // the daemon's stores, through the storage contract
 	Resolve func(string) ([]netip.Addr, time.Duration, error)
 	// Metrics counts the failures of handlers that forward.
 	Metrics *forward.Metrics

@@ -29,7 +29,7 @@ func (c *KV) Validate(bad func(field, format string, args ...any)) {
 }
 
 func (c *KV) Build(d Deps) (router.Handler, error) {
-	return &handlers.KV{DB: d.DB, Kind: store.KindKV, Namespace: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
+	return &handlers.KV{Store: d.Stores, Kind: store.KindKV, Namespace: c.Space(), PerSandbox: c.PerSandbox(), Limits: c.Limits.store()}, nil
 }
 
 // validateNamespaced rejects the blob-only fields on kv and state handlers.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/handlers"
+	"github.com/interceptd/interceptd/store"
 )
 
 func init() { Register(Kind{Name: "proxy", NewConfig: func() Config { return &Proxy{} }}) }
@@ -120,7 +121,7 @@ func (c *Proxy) Build(d Deps) (router.Handler, error) {
 			reload(fs)
 			sec = fs
 		default:
-			sec = &handlers.KVSecret{KV: d.DB.KV(in.KVNamespace)}
+			sec = &handlers.KVSecret{KV: d.Stores.Keys(store.KindKV, in.KVNamespace, store.ScopeShared, store.Limits{})}
 		}
 		p.Inject = append(p.Inject, handlers.Injection{Header: in.Header, Template: in.Template, Secret: sec})
 	}

@@ -29,5 +29,5 @@ func (c *State) Validate(bad func(field, format string, args ...any)) {
 }
 
 func (c *State) Build(d Deps) (router.Handler, error) {
-	return &handlers.KV{DB: d.DB, Kind: store.KindState, Namespace: c.Space(), PerSandbox: true, Transactions: true, Limits: c.Limits.store()}, nil
+	return &handlers.KV{Store: d.Stores, Kind: store.KindState, Namespace: c.Space(), PerSandbox: true, Transactions: true, Limits: c.Limits.store()}, nil
 }

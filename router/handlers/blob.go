@@ -12,6 +12,7 @@ import (
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // Blob serves an R2/S3-like object bucket.
@@ -30,7 +31,8 @@ import (
 // precond (RFC 9110 §13.2.2); a write evaluates them again inside the commit
 // that makes it visible.
 type Blob struct {
-	DB         *store.DB
+	// Store opens the bucket (the daemon passes backend.Bolt of its store).
+	Store      backend.BlobBuckets
 	Bucket     string
 	PerSandbox bool
 	Limits     store.Limits
@@ -45,12 +47,12 @@ var StoredHeaders = []string{"Content-Type", "Content-Encoding", "Content-Langua
 // owner=me and returned the same way.
 const MetaPrefix = "X-Meta-"
 
-func (h *Blob) bucket(env router.Env) (*store.Blobs, error) {
+func (h *Blob) bucket(env router.Env) (backend.Blobs, error) {
 	scope, err := scopeOf(h.PerSandbox, env)
 	if err != nil {
 		return nil, err
 	}
-	return h.DB.Blobs(h.Bucket, scope, h.Limits), nil
+	return h.Store.Blobs(h.Bucket, scope, h.Limits), nil
 }
 
 // ServeHTTP implements router.Handler.
@@ -87,7 +89,7 @@ func (h *Blob) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env)
 	}
 }
 
-func (h *Blob) put(w http.ResponseWriter, r *http.Request, b *store.Blobs, key, owner string) error {
+func (h *Blob) put(w http.ResponseWriter, r *http.Request, b backend.Blobs, key, owner string) error {
 	o := store.PutOptions{
 		Owner:  owner,
 		Size:   r.ContentLength,
@@ -150,7 +152,7 @@ func writePrecondition(c precond.Conditions) func(*store.ObjectInfo) error {
 // request to http.ServeContent.
 var conditionalHeaders = []string{"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range", "Range"}
 
-func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key string) error {
+func (h *Blob) get(w http.ResponseWriter, r *http.Request, b backend.Blobs, key string) error {
 	obj, err := b.Open(key)
 	if err != nil {
 		// A missing object is a 404 whatever the preconditions say
@@ -158,8 +160,9 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 		return storeError(err)
 	}
 	defer obj.Close()
-	cur := validators(&obj.Info)
-	etag := `"` + obj.Info.ETag + `"`
+	info := obj.Info()
+	cur := validators(info)
+	etag := `"` + info.ETag + `"`
 	hd := w.Header()
 	// Decided here, before any stored header is set: an error answer
 	// must not carry the object's Content-Encoding or Content-Type.
@@ -172,7 +175,7 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 		// would carry, nothing of the content.
 		hd.Set("ETag", etag)
 		for _, name := range []string{"Cache-Control", "Expires"} {
-			if v := obj.Info.HTTP[name]; v != "" {
+			if v := info.HTTP[name]; v != "" {
 				hd.Set(name, v)
 			}
 		}
@@ -183,19 +186,19 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 	if r.Method == http.MethodGet && r.Header.Get("Range") != "" && precond.IfRange(r.Header, cur) {
 		var rr precond.RangeResult
 		var reason string
-		if rr, spec, reason = precond.Range(r.Header.Get("Range"), obj.Info.Size); rr == precond.Unsatisfiable {
-			hd.Set("Content-Range", "bytes */"+strconv.FormatInt(obj.Info.Size, 10))
+		if rr, spec, reason = precond.Range(r.Header.Get("Range"), info.Size); rr == precond.Unsatisfiable {
+			hd.Set("Content-Range", "bytes */"+strconv.FormatInt(info.Size, 10))
 			return router.Errorf(http.StatusRequestedRangeNotSatisfiable, "range not satisfiable: %s", reason)
 		}
 	}
-	for name, v := range obj.Info.HTTP {
+	for name, v := range info.HTTP {
 		hd.Set(name, v)
 	}
 	if hd.Get("Content-Type") == "" {
 		// Never let ServeContent sniff: the stored type or none.
 		hd.Set("Content-Type", "application/octet-stream")
 	}
-	for k, v := range obj.Info.Custom {
+	for k, v := range info.Custom {
 		hd.Set(MetaPrefix+k, v)
 	}
 	hd.Set("ETag", etag)
@@ -218,11 +221,11 @@ func (h *Blob) get(w http.ResponseWriter, r *http.Request, b *store.Blobs, key s
 			break
 		}
 	}
-	http.ServeContent(w, sr, "", obj.Info.Uploaded, obj)
+	http.ServeContent(w, sr, "", info.Uploaded, obj)
 	return nil
 }
 
-func (h *Blob) list(w http.ResponseWriter, r *http.Request, b *store.Blobs) error {
+func (h *Blob) list(w http.ResponseWriter, r *http.Request, b backend.Blobs) error {
 	q := r.URL.Query()
 	limit, err := parseLimit(q)
 	if err != nil {

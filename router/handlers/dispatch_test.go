@@ -16,6 +16,7 @@ import (
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,7 +29,7 @@ func TestKVThroughTheRouter(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := router.NewMetrics(reg, metrics.NewSandboxLabels(10))
 	rt := router.New(router.Config{
-		Hosts: map[string]router.Route{"my.kv": {Name: "my.kv", Handler: &handlers.KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{MaxValueBytes: 16}}}},
+		Hosts: map[string]router.Route{"my.kv": {Name: "my.kv", Handler: &handlers.KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: "default", Limits: store.Limits{MaxValueBytes: 16}}}},
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			return policy.Caller{Sandbox: "web1", Policy: policy.MustCompile(policy.Policy{Internet: true})}, true
 		},

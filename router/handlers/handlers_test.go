@@ -18,6 +18,7 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 var (
@@ -38,10 +39,10 @@ func handlersRouter(t testing.TB) *router.Router {
 	l.MaxMetadataBytes, l.MaxObjectBytes = 64, 1000
 	return router.New(router.Config{
 		Hosts: map[string]router.Route{
-			"my.kv":         {Name: "my.kv", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: l}},
-			"my.kv.private": {Name: "my.kv.private", Handler: &KV{DB: db, Kind: store.KindKV, Namespace: "p", PerSandbox: true, Limits: l}},
-			"my.r2":         {Name: "my.r2", Handler: &Blob{DB: db, Bucket: "default", Limits: l}},
-			"state.do":      {Name: "state.do", Handler: &KV{DB: db, Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: l}},
+			"my.kv":         {Name: "my.kv", Handler: &KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: "default", Limits: l}},
+			"my.kv.private": {Name: "my.kv.private", Handler: &KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: "p", PerSandbox: true, Limits: l}},
+			"my.r2":         {Name: "my.r2", Handler: &Blob{Store: backend.Bolt(db), Bucket: "default", Limits: l}},
+			"state.do":      {Name: "state.do", Handler: &KV{Store: backend.Bolt(db), Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: l}},
 		},
 		Identify: func(a netip.Addr) (policy.Caller, bool) {
 			open := policy.MustCompile(policy.Policy{Internet: true})

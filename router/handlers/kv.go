@@ -4,9 +4,10 @@
 // forward to the original destination (Forward). Each implements
 // router.Handler and returns its failures to the router, which writes them.
 //
-// It imports the router's contract, the store, and router/forward for the
-// handlers that send requests on; internal/kinds builds these handlers
-// from their config.
+// It imports the router's contract, the storage contract (store/backend,
+// with store's values and errors: the handlers never see which engine
+// keeps the data), and router/forward for the handlers that send requests
+// on; internal/kinds builds these handlers from their config.
 package handlers
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/interceptd/interceptd/policy"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // KV serves a key-value space: the kv kind (shared or per-sandbox) and the
@@ -41,7 +43,8 @@ import (
 //
 // The key is the percent-decoded path without its leading slash.
 type KV struct {
-	DB        *store.DB
+	// Store opens the space (the daemon passes backend.Bolt of its store).
+	Store     backend.KVSpaces
 	Kind      string // store.KindKV or store.KindState
 	Namespace string
 	// PerSandbox keys the space by the calling sandbox's name.
@@ -50,7 +53,7 @@ type KV struct {
 	Transactions bool
 	Limits       store.Limits
 
-	shared atomic.Pointer[store.KV] // the shared space, built once
+	shared atomic.Pointer[backend.KV] // the shared space, built once
 }
 
 var _ router.Handler = (*KV)(nil)
@@ -73,14 +76,14 @@ func lengthField(n int) []string {
 	return []string{strconv.Itoa(n)}
 }
 
-func (h *KV) space(env router.Env) (*store.KV, error) {
+func (h *KV) space(env router.Env) (backend.KV, error) {
 	if !h.PerSandbox {
 		// Built once: it never changes, and building it allocates.
 		if kv := h.shared.Load(); kv != nil {
-			return kv, nil
+			return *kv, nil
 		}
-		kv := h.DB.Keys(h.Kind, h.Namespace, store.ScopeShared, h.Limits)
-		h.shared.Store(kv)
+		kv := h.Store.Keys(h.Kind, h.Namespace, store.ScopeShared, h.Limits)
+		h.shared.Store(&kv)
 		return kv, nil
 	}
 	// Kept in the connection's cache: a connection serves one request at a
@@ -90,14 +93,14 @@ func (h *KV) space(env router.Env) (*store.KV, error) {
 	if env.Conn != nil {
 		slot = &env.Conn.Cache().Handler
 		if slot.Owner == any(h) && slot.Sandbox == env.Sandbox {
-			return slot.Value.(*store.KV), nil
+			return slot.Value.(backend.KV), nil
 		}
 	}
 	scope, err := scopeOf(h.PerSandbox, env)
 	if err != nil {
 		return nil, err
 	}
-	kv := h.DB.Keys(h.Kind, h.Namespace, scope, h.Limits)
+	kv := h.Store.Keys(h.Kind, h.Namespace, scope, h.Limits)
 	if slot != nil {
 		*slot = router.HandlerSlot{Owner: h, Sandbox: env.Sandbox, Value: kv}
 	}
@@ -222,7 +225,7 @@ func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
 	return e, nil
 }
 
-func (h *KV) list(w http.ResponseWriter, r *http.Request, kv *store.KV) error {
+func (h *KV) list(w http.ResponseWriter, r *http.Request, kv backend.KV) error {
 	q := r.URL.Query()
 	limit, err := parseLimit(q)
 	if err != nil {
@@ -312,7 +315,7 @@ func rawNumber(m json.RawMessage) string {
 	return ""
 }
 
-func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv *store.KV, owner string) error {
+func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv backend.KV, owner string) error {
 	var req txnRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, int64(kv.Limits().MaxValueBytes)*2))
 	dec.DisallowUnknownFields()

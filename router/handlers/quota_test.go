@@ -8,6 +8,7 @@ import (
 
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // serveAs answers one request with h as env's sandbox (or operator).
@@ -37,10 +38,10 @@ func TestAWriteOverQuotaIs507NamingTheKindAndLimitAndOperatorsAreNotCharged(t *t
 		body     string
 		wantText string // in the reason
 	}{
-		{"kv", &KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: l}, http.MethodPut, "/k", "eleven byte", "kv bytes"},
-		{"state", &KV{DB: db, Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: l}, http.MethodPost, "/",
+		{"kv", &KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: "default", Limits: l}, http.MethodPut, "/k", "eleven byte", "kv bytes"},
+		{"state", &KV{Store: backend.Bolt(db), Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: l}, http.MethodPost, "/",
 			`{"writes":[{"key":"a","value":"1"},{"key":"b","value":"2"}]}`, "state keys"},
-		{"blob", &Blob{DB: db, Bucket: "default", Limits: l}, http.MethodPut, "/o", "eleven byte", "blob bytes"},
+		{"blob", &Blob{Store: backend.Bolt(db), Bucket: "default", Limits: l}, http.MethodPut, "/o", "eleven byte", "blob bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+": a sandbox gets 507 quota_exceeded", func(t *testing.T) {

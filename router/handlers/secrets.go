@@ -16,7 +16,7 @@ import (
 	"sync"
 
 	"github.com/interceptd/interceptd/router"
-	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // Secret yields a credential for a request. Values never come from the
@@ -79,7 +79,7 @@ func (s *FileSecret) Value(router.Env) ([]byte, error) {
 // sandbox's name in a KV namespace (operators seed it with
 // `interceptd kv put --namespace NS SANDBOX VALUE`).
 type KVSecret struct {
-	KV *store.KV
+	KV backend.KV
 }
 
 // Value implements Secret.

@@ -12,6 +12,7 @@ import (
 	"github.com/interceptd/interceptd/router/handlers"
 	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,8 +27,8 @@ func BenchmarkDispatchThroughTheLeanLoop(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	kv := &handlers.KV{DB: db, Kind: store.KindKV, Namespace: "default", Limits: store.Limits{}.WithDefaults()}
-	state := &handlers.KV{DB: db, Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: store.Limits{}.WithDefaults()}
+	kv := &handlers.KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: "default", Limits: store.Limits{}.WithDefaults()}
+	state := &handlers.KV{Store: backend.Bolt(db), Kind: store.KindState, Namespace: "default", PerSandbox: true, Transactions: true, Limits: store.Limits{}.WithDefaults()}
 	m := router.NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
 	addr, _ := routertest.ServeRoutes(b, m, map[string]router.Route{
 		"floor":    {Name: "floor", Handler: &handlers.Respond{Body: "ok"}},

@@ -25,6 +25,7 @@ import (
 	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/router/wire"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -599,7 +600,7 @@ func TestAKeptAliveConnectionKeepsEachSandboxsAndEachHandlersStateApart(t *testi
 	}
 	t.Cleanup(func() { db.Close() })
 	perSandbox := func(ns string) *handlers.KV {
-		return &handlers.KV{DB: db, Kind: store.KindState, Namespace: ns, PerSandbox: true, Limits: store.Limits{}.WithDefaults()}
+		return &handlers.KV{Store: backend.Bolt(db), Kind: store.KindState, Namespace: ns, PerSandbox: true, Limits: store.Limits{}.WithDefaults()}
 	}
 	addr, _ := routertest.Serve(t, router.Config{
 		Hosts: map[string]router.Route{

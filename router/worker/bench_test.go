@@ -16,6 +16,7 @@ import (
 	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // BenchmarkAnInvocationAnsweringFromKV is one request to a worker function
@@ -50,7 +51,7 @@ func BenchmarkAnInvocationAnsweringFromKV(b *testing.B) {
 	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	w, err := New(Config{Name: "wkv", Script: p, Bindings: map[string]Binding{"KV": &KV{DB: db, Namespace: "default"}},
+	w, err := New(Config{Name: "wkv", Script: p, Bindings: map[string]Binding{"KV": &KV{Store: backend.Bolt(db), Namespace: "default"}},
 		Limits: Limits{Runtimes: 1}})
 	if err != nil {
 		b.Fatal(err)
@@ -66,7 +67,7 @@ func BenchmarkAnInvocationAnsweringFromKV(b *testing.B) {
 		h    router.Handler
 	}{
 		{"a worker's env.KV.get", route.Handler},
-		{"the kv handler (reference)", &handlers.KV{DB: db, Kind: store.KindKV, Namespace: "default"}},
+		{"the kv handler (reference)", &handlers.KV{Store: backend.Bolt(db), Kind: store.KindKV, Namespace: "default"}},
 	} {
 		b.Run(bb.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dop251/goja"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // DurableObject binds a Durable-Object namespace: the class the script
@@ -22,7 +23,8 @@ import (
 // object in memory while it is in use; interceptd does not, so that no
 // object's memory lives in a runtime another sandbox's request uses next.)
 type DurableObject struct {
-	DB    *store.DB
+	// Store opens the class (the daemon passes backend.Bolt of its store).
+	Store backend.ObjectClasses
 	Class string
 
 	mu    sync.Mutex
@@ -48,8 +50,8 @@ func (b *DurableObject) Value(inst *Instance) (goja.Value, error) {
 	if _, ok := goja.AssertConstructor(cls); !ok {
 		return nil, fmt.Errorf("the script's export %s is not a class", b.Class)
 	}
-	objects := b.DB.Objects(b.Class)
-	storage := func(id string) *store.ObjectStorage { return objects.Storage(id) }
+	objects := b.Store.Objects(b.Class)
+	storage := func(id string) backend.ObjectStorage { return objects.Storage(id) }
 	throw := func(err error) { panic(vm.NewGoError(err)) }
 	native := vm.NewObject()
 	native.Set("env", func() goja.Value { return inst.Env })

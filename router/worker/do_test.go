@@ -12,6 +12,7 @@ import (
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/routertest"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 const doScript = `
@@ -81,7 +82,7 @@ func newDOWorker(t *testing.T, runtimes int) (*Worker, *store.DB) {
 	}
 	t.Cleanup(func() { db.Close() })
 	w, err := New(Config{Name: "app", Script: writeScript(t, doScript),
-		Bindings: map[string]Binding{"MY_CONTAINER": &DurableObject{DB: db, Class: "MyContainer"}},
+		Bindings: map[string]Binding{"MY_CONTAINER": &DurableObject{Store: backend.Bolt(db), Class: "MyContainer"}},
 		Limits:   Limits{CPU: time.Second, Wall: 10 * time.Second, Runtimes: runtimes}})
 	if err != nil {
 		t.Fatal(err)

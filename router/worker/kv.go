@@ -11,16 +11,19 @@ import (
 	"github.com/dop251/goja"
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
-// KV is a Workers KV namespace on env, on the same bbolt namespace the kv
+// KV is a Workers KV namespace on env, on the same store namespace the kv
 // handler and `interceptd kv` use (shared scope): a value written by one is
 // read by the others. Its JavaScript side (kv.js) follows Cloudflare's
 // documented API: get (text, json, arrayBuffer, stream; bulk with an array
 // of keys), getWithMetadata, put (expiration, expirationTtl, metadata),
 // delete, list (prefix, limit, cursor).
 type KV struct {
-	DB        *store.DB
+	// Store opens the namespace (the daemon passes backend.Bolt of its
+	// store).
+	Store     backend.KVSpaces
 	Namespace string
 	Limits    store.Limits
 }
@@ -34,7 +37,7 @@ const maxBulkGet = 100
 // Value implements Binding.
 func (b *KV) Value(inst *Instance) (goja.Value, error) {
 	vm := inst.RT.VM()
-	kv := b.DB.Keys(store.KindKV, b.Namespace, store.ScopeShared, b.Limits)
+	kv := b.Store.Keys(store.KindKV, b.Namespace, store.ScopeShared, b.Limits)
 	native := vm.NewObject()
 	// entry resolves to {value: ArrayBuffer, metadata: string|null,
 	// expiration: number|null}, or null when the key is absent or expired.

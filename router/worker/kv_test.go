@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 func TestTheKVBindingFollowsWorkersKVAndSharesTheHandlersNamespace(t *testing.T) {
@@ -44,7 +45,7 @@ func TestTheKVBindingFollowsWorkersKVAndSharesTheHandlersNamespace(t *testing.T)
     return new Response(JSON.stringify(out));
   },
 } };`
-	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{DB: db, Namespace: "default"}},
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{Store: backend.Bolt(db), Namespace: "default"}},
 		Limits: Limits{CPU: time.Second}})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +89,7 @@ func TestAKeyReadAsTextIsTheSameOnEveryPathThatReadsIt(t *testing.T) {
     return new Response(JSON.stringify(out));
   },
 } };`
-	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{DB: db, Namespace: "default"}},
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{Store: backend.Bolt(db), Namespace: "default"}},
 		Limits: Limits{CPU: time.Second}})
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func TestTheKVBindingsListPagesByCursorInByteOrderAndNamesItsLimits(t *testing.T
     return Response.json({ pages, errs });
   },
 } };`
-	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{DB: db, Namespace: "default"}}, Limits: Limits{CPU: 5 * time.Second}})
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{Store: backend.Bolt(db), Namespace: "default"}}, Limits: Limits{CPU: 5 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

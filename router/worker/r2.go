@@ -14,6 +14,7 @@ import (
 
 	"github.com/dop251/goja"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 // R2 is an R2 bucket on env, on a blob bucket of the store (shared scope),
@@ -25,7 +26,8 @@ import (
 // the script (or the response) reads it, and a put of request.body streams
 // into the store without being held.
 type R2 struct {
-	DB     *store.DB
+	// Store opens the bucket (the daemon passes backend.Bolt of its store).
+	Store  backend.BlobBuckets
 	Bucket string
 	Limits store.Limits
 }
@@ -110,7 +112,7 @@ func parseCond(s string) (*r2Cond, error) {
 // Value implements Binding.
 func (b *R2) Value(inst *Instance) (goja.Value, error) {
 	vm := inst.RT.VM()
-	bucket := b.DB.Blobs(b.Bucket, store.ScopeShared, b.Limits)
+	bucket := b.Store.Blobs(b.Bucket, store.ScopeShared, b.Limits)
 	native := vm.NewObject()
 	jsonOf := func(v any) func() goja.Value {
 		buf, _ := json.Marshal(v)
@@ -145,8 +147,9 @@ func (b *R2) Value(inst *Instance) (goja.Value, error) {
 			if err != nil {
 				return nil, r2Error("get", err)
 			}
-			info := infoOf(obj.Info)
-			if !c.holds(&obj.Info) {
+			oi := obj.Info()
+			info := infoOf(*oi)
+			if !c.holds(oi) {
 				obj.Close()
 				return func() goja.Value { return vm.ToValue([]any{jsonOf(info)(), goja.Null()}) }, nil
 			}
@@ -154,18 +157,18 @@ func (b *R2) Value(inst *Instance) (goja.Value, error) {
 			if len(rng) > 0 {
 				off, n := rng[0], int64(0)
 				if len(rng) == 1 && off < 0 { // suffix
-					off, n = max(obj.Info.Size+off, 0), min(-off, obj.Info.Size)
+					off, n = max(oi.Size+off, 0), min(-off, oi.Size)
 				} else if len(rng) == 2 {
 					n = rng[1]
-					if n < 0 || off+n > obj.Info.Size {
-						n = obj.Info.Size - off
+					if n < 0 || off+n > oi.Size {
+						n = oi.Size - off
 					}
 				} else {
-					n = obj.Info.Size - off
+					n = oi.Size - off
 				}
-				if off < 0 || off > obj.Info.Size {
+				if off < 0 || off > oi.Size {
 					obj.Close()
-					return nil, fmt.Errorf("R2 get: range offset %d outside the object's %d bytes", rng[0], obj.Info.Size)
+					return nil, fmt.Errorf("R2 get: range offset %d outside the object's %d bytes", rng[0], oi.Size)
 				}
 				if _, err := obj.Seek(off, io.SeekStart); err != nil {
 					obj.Close()

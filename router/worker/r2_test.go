@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 )
 
 func TestTheR2BindingFollowsR2AndSharesTheBlobBucket(t *testing.T) {
@@ -46,7 +47,7 @@ func TestTheR2BindingFollowsR2AndSharesTheBlobBucket(t *testing.T) {
     return new Response(JSON.stringify(out));
   },
 } };`
-	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"B": &R2{DB: db, Bucket: "default"}},
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"B": &R2{Store: backend.Bolt(db), Bucket: "default"}},
 		Limits: Limits{CPU: time.Second}})
 	if err != nil {
 		t.Fatal(err)
