@@ -71,6 +71,12 @@ var (
 	ErrIncomplete = errors.New("upload ended before its announced size")
 	// ErrClosed is returned by operations on a closed DB.
 	ErrClosed = errors.New("store closed")
+	// ErrUnavailable is returned by a remote engine (etcd, S3) that cannot
+	// be reached, or does not answer within its timeout: the operation may
+	// or may not have taken effect for a write whose answer was lost, and
+	// none has for one that was never sent. Handlers answer 503 with the
+	// reason store_unavailable; the daemon keeps intercepting.
+	ErrUnavailable = errors.New("store_unavailable")
 )
 
 // Limits bound keys and values. Zero fields take the defaults.

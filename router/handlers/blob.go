@@ -119,7 +119,7 @@ func (h *Blob) put(w http.ResponseWriter, r *http.Request, b backend.Blobs, key,
 	info, err := b.Put(key, r.Body, o)
 	if err != nil {
 		var he *router.Error
-		if errors.As(storeError(err), &he) && he.Status == http.StatusServiceUnavailable {
+		if errors.As(storeError(err), &he) && he.Status == http.StatusServiceUnavailable && !errors.Is(err, store.ErrUnavailable) {
 			// A body that could not be read is the client's doing.
 			return &router.Error{Status: http.StatusBadRequest, Reason: "upload failed: " + sanitizeLong(err.Error()), Err: err}
 		}

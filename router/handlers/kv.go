@@ -360,7 +360,7 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv backend.KV, owner st
 		})
 	}
 	if err != nil {
-		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrDiskFull) {
+		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrDiskFull) || errors.Is(err, store.ErrUnavailable) {
 			return storeError(err)
 		}
 		return router.Errorf(http.StatusBadRequest, "transaction: %v", err)
@@ -399,6 +399,9 @@ func storeError(err error) error {
 	case errors.Is(err, store.ErrDiskFull):
 		// The free space itself is the host's business: it stays in the log.
 		return &router.Error{Status: http.StatusInsufficientStorage, Reason: "disk_full: the store's disk is under its free-space floor; writes are refused until space is freed", Err: err}
+	case errors.Is(err, store.ErrUnavailable):
+		// The engine's address and its error stay in the log.
+		return &router.Error{Status: http.StatusServiceUnavailable, Reason: "store_unavailable: the store's backend cannot be reached; try again", Err: err}
 	}
 	return &router.Error{Status: http.StatusServiceUnavailable, Reason: "store unavailable", Err: err}
 }
