@@ -1,0 +1,514 @@
+package etcdstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+	"unicode/utf8"
+
+	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// KV is one KV or state space in etcd.
+type KV struct {
+	s      *Store
+	kind   string
+	prefix string // the space's key prefix (spacePrefix)
+	limits store.Limits
+}
+
+// Keys implements backend.KVSpaces. Values are limited to what one etcd
+// request carries (MaxRequestBytes less 64 KiB), whatever l asks for.
+func (s *Store) Keys(kind, namespace, scope string, l store.Limits) backend.KV {
+	d := s.opts.Limits
+	if l.MaxKeyBytes == 0 {
+		l.MaxKeyBytes = d.MaxKeyBytes
+	}
+	if l.MaxValueBytes == 0 {
+		l.MaxValueBytes = d.MaxValueBytes
+	}
+	if l.MaxMetadataBytes == 0 {
+		l.MaxMetadataBytes = d.MaxMetadataBytes
+	}
+	if max := s.MaxValueBytes(); l.MaxValueBytes > max {
+		l.MaxValueBytes = max
+	}
+	return &KV{s: s, kind: kind, prefix: s.spacePrefix(kind, namespace, scope), limits: l}
+}
+
+// MaxValueBytes is the largest value a write takes: etcd's request limit
+// less what a write carries beside the value.
+func (s *Store) MaxValueBytes() int { return s.opts.MaxRequestBytes - requestReserve }
+
+// Limits implements backend.KV.
+func (kv *KV) Limits() store.Limits { return kv.limits }
+
+// CheckKey implements backend.KV.
+func (kv *KV) CheckKey(key string) error {
+	if key == "" || !utf8.ValidString(key) {
+		return store.ErrInvalidKey
+	}
+	if len(key) > kv.limits.MaxKeyBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrKeyTooLarge, len(key), kv.limits.MaxKeyBytes)
+	}
+	return nil
+}
+
+func (kv *KV) checkEntry(key string, e store.Entry) error {
+	if err := kv.CheckKey(key); err != nil {
+		return err
+	}
+	if len(e.Owner) > 255 {
+		return fmt.Errorf("owner %q: longer than 255 bytes", e.Owner)
+	}
+	if t := e.Expires; !t.IsZero() && (!t.After(time.Unix(0, 0)) || t.After(store.MaxExpiry)) {
+		return fmt.Errorf("%w: expiry %s: outside what the store holds, 1970-01-01T00:00:00Z to %s",
+			store.ErrInvalidExpiry, t.UTC().Format(time.RFC3339Nano), store.MaxExpiry.Format(time.RFC3339))
+	}
+	if len(e.Value) > kv.limits.MaxValueBytes {
+		if kv.limits.MaxValueBytes == kv.s.MaxValueBytes() {
+			return fmt.Errorf("%w: %d bytes, limit %d (etcd's request limit of %d bytes less %d for the key, metadata and bookkeeping)",
+				store.ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes, kv.s.opts.MaxRequestBytes, requestReserve)
+		}
+		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes)
+	}
+	if e.Metadata != nil {
+		if len(e.Metadata) > kv.limits.MaxMetadataBytes {
+			return fmt.Errorf("%w: %d bytes, limit %d", store.ErrMetadataTooLarge, len(e.Metadata), kv.limits.MaxMetadataBytes)
+		}
+		if !json.Valid(e.Metadata) {
+			return store.ErrInvalidMetadata
+		}
+	}
+	return nil
+}
+
+// Get implements backend.KV: from the cache when the watch keeps it
+// current, else a linearizable read, so that a write acknowledged on any
+// host is seen.
+func (kv *KV) Get(key string) (store.Entry, error) {
+	if err := kv.CheckKey(key); err != nil {
+		return store.Entry{}, err
+	}
+	k := kv.prefix + key
+	if e, ok := kv.s.cache.get(k); ok {
+		kv.s.m.cacheRead("hit")
+		if kv.s.expired(e.Expires) {
+			return store.Entry{}, store.ErrNotFound
+		}
+		return e, nil
+	}
+	gen, live := kv.s.cache.token()
+	if live {
+		kv.s.m.cacheRead("miss")
+	} else {
+		kv.s.m.cacheRead("bypass")
+	}
+	var raw []byte
+	found := false
+	err := kv.s.call("get", func(ctx context.Context) error {
+		r, err := kv.s.cli.Get(ctx, k)
+		if err == nil && len(r.Kvs) == 1 {
+			raw, found = r.Kvs[0].Value, true
+		}
+		return err
+	})
+	if err != nil {
+		return store.Entry{}, err
+	}
+	if !found {
+		return store.Entry{}, store.ErrNotFound
+	}
+	e, err := decodeRecord(raw, true)
+	if err != nil {
+		return store.Entry{}, fmt.Errorf("key %q: %w", key, err)
+	}
+	// The cache holds expired entries too: they answer not found as
+	// well as a read would, until the sweeper's delete drops them.
+	kv.s.cache.fill(k, e, gen)
+	if kv.s.expired(e.Expires) {
+		return store.Entry{}, store.ErrNotFound
+	}
+	return e, nil
+}
+
+// Put implements backend.KV.
+func (kv *KV) Put(key string, e store.Entry) error {
+	if err := kv.checkEntry(key, e); err != nil {
+		return err
+	}
+	_, err := kv.commit("put", store.Txn{Writes: []store.Write{{Key: key, Entry: e}}})
+	return err
+}
+
+// Delete implements backend.KV.
+func (kv *KV) Delete(key string) error {
+	if err := kv.CheckKey(key); err != nil {
+		return err
+	}
+	_, err := kv.commit("delete", store.Txn{Deletes: []string{key}})
+	return err
+}
+
+func encodeCursor(last string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("e1:" + last))
+}
+
+func decodeCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || !bytes.HasPrefix(b, []byte("e1:")) {
+		return "", store.ErrInvalidCursor
+	}
+	return string(b[3:]), nil
+}
+
+// List implements backend.KV. It reads pages of records from etcd until
+// it has one live key more than the page holds (that one only says that
+// more follow), skipping expired ones.
+func (kv *KV) List(o store.ListOptions) (store.ListResult, error) {
+	res := store.ListResult{Keys: []store.ListEntry{}}
+	if o.Limit <= 0 || o.Limit > store.MaxListLimit {
+		o.Limit = store.MaxListLimit
+	}
+	after, err := decodeCursor(o.Cursor)
+	if err != nil {
+		return res, err
+	}
+	from := kv.prefix + o.Prefix
+	if after != "" && after >= o.Prefix {
+		from = kv.prefix + after + "\x00" // the first key after `after`
+	}
+	end := clientv3.GetPrefixRangeEnd(kv.prefix + o.Prefix)
+	var rev int64
+	for {
+		var r *clientv3.GetResponse
+		err := kv.s.call("list", func(ctx context.Context) error {
+			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(o.Limit + 1))}
+			if rev != 0 {
+				// Every page of etcd's that makes one of ours is read
+				// at one revision.
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			var err error
+			r, err = kv.s.cli.Get(ctx, from, opts...)
+			return err
+		})
+		if err != nil {
+			return store.ListResult{Keys: []store.ListEntry{}}, err
+		}
+		rev = r.Header.Revision
+		for _, x := range r.Kvs {
+			name := string(x.Key[len(kv.prefix):])
+			e, err := decodeRecord(x.Value, false)
+			if err != nil || kv.s.expired(e.Expires) {
+				continue
+			}
+			if len(res.Keys) == o.Limit {
+				res.Cursor = encodeCursor(res.Keys[len(res.Keys)-1].Name)
+				return res, nil
+			}
+			le := store.ListEntry{Name: name}
+			if e.Metadata != nil {
+				le.Metadata = bytes.Clone(e.Metadata)
+			}
+			if !e.Expires.IsZero() {
+				le.Expiration = e.Expires.Unix()
+			}
+			res.Keys = append(res.Keys, le)
+		}
+		if !r.More || len(r.Kvs) == 0 {
+			res.ListComplete = true
+			return res, nil
+		}
+		from = string(r.Kvs[len(r.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Apply implements backend.KV.
+func (kv *KV) Apply(t store.Txn) (map[string]*store.Entry, error) {
+	if n := len(t.Conditions) + len(t.Reads) + len(t.Writes) + len(t.Deletes); n == 0 {
+		return nil, errors.New("empty transaction")
+	} else if n > store.MaxTxnOps {
+		return nil, fmt.Errorf("transaction touches %d keys, limit %d", n, store.MaxTxnOps)
+	}
+	for i, c := range t.Conditions {
+		set := 0
+		for _, b := range []bool{c.Equals != nil, c.Absent, c.Exists} {
+			if b {
+				set++
+			}
+		}
+		if set != 1 {
+			return nil, fmt.Errorf("condition %d: set exactly one of equals, absent, exists", i)
+		}
+		if err := kv.CheckKey(c.Key); err != nil {
+			return nil, fmt.Errorf("condition %d: %w", i, err)
+		}
+	}
+	for _, k := range append(append([]string{}, t.Reads...), t.Deletes...) {
+		if err := kv.CheckKey(k); err != nil {
+			return nil, fmt.Errorf("key %q: %w", k, err)
+		}
+	}
+	size := 0
+	for _, w := range t.Writes {
+		if err := kv.checkEntry(w.Key, w.Entry); err != nil {
+			return nil, fmt.Errorf("write %q: %w", w.Key, err)
+		}
+		size += len(w.Key) + len(w.Entry.Value) + len(w.Entry.Metadata)
+	}
+	if size > kv.s.MaxValueBytes() {
+		return nil, fmt.Errorf("%w: the transaction writes %d bytes, over etcd's request limit of %d bytes less %d for bookkeeping",
+			store.ErrValueTooLarge, size, kv.s.opts.MaxRequestBytes, requestReserve)
+	}
+	return kv.commit("txn", t)
+}
+
+// held is what a key holds at the revision a commit read.
+type held struct {
+	rev   int64 // mod revision; 0: absent
+	raw   []byte
+	entry store.Entry
+	ok    bool // a record, expired or not
+}
+
+func (h held) live(s *Store) bool { return h.ok && !s.expired(h.entry.Expires) }
+
+// maxAttempts bounds how often a commit re-reads after another writer moved
+// a key it read; each attempt is bounded by the request timeout.
+const maxAttempts = 50
+
+// commit runs t (validated) as one etcd transaction: it reads every key
+// t touches and the accounting of the owners it charges at one revision,
+// decides, and writes on the condition that none of those keys moved
+// since; when one did, it starts again.
+func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
+	deadline := time.Now().Add(kv.s.opts.RequestTimeout)
+	for attempt := 0; ; attempt++ {
+		reads, done, err := kv.try(op, t)
+		if err != nil || done {
+			return reads, err
+		}
+		kv.s.m.conflict(op)
+		if attempt == maxAttempts || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: the keys kept changing under %d attempts of a %s", store.ErrUnavailable, attempt+1, op)
+		}
+	}
+}
+
+func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error) {
+	s := kv.s
+	// The keys t touches, in a fixed order.
+	seen := map[string]bool{}
+	var keys []string
+	add := func(k string) {
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	for _, c := range t.Conditions {
+		add(c.Key)
+	}
+	for _, k := range t.Reads {
+		add(k)
+	}
+	for _, k := range t.Deletes {
+		add(k)
+	}
+	for _, w := range t.Writes {
+		add(w.Key)
+	}
+	now := map[string]held{}
+	var rev int64
+	err := s.call(op+"_read", func(ctx context.Context) error {
+		ops := make([]clientv3.Op, len(keys))
+		for i, k := range keys {
+			ops[i] = clientv3.OpGet(kv.prefix + k)
+		}
+		r, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return err
+		}
+		rev = r.Header.Revision
+		for i, rr := range r.Responses {
+			h := held{}
+			if g := rr.GetResponseRange(); g != nil && len(g.Kvs) == 1 {
+				h.rev, h.raw = g.Kvs[0].ModRevision, g.Kvs[0].Value
+				if e, err := decodeRecord(h.raw, true); err == nil {
+					h.entry, h.ok = e, true
+				}
+			}
+			now[keys[i]] = h
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	for i, c := range t.Conditions {
+		h := now[c.Key]
+		present := h.live(s)
+		ok := (c.Absent && !present) || (c.Exists && present) || (c.Equals != nil && present && bytes.Equal(h.entry.Value, c.Equals))
+		if !ok {
+			return nil, false, &store.ConditionError{Index: i, Condition: c}
+		}
+	}
+	var reads map[string]*store.Entry
+	if len(t.Reads) > 0 || op == "txn" {
+		reads = map[string]*store.Entry{}
+		for _, k := range t.Reads {
+			if h := now[k]; h.live(s) {
+				e := h.entry
+				e.Value, e.Metadata = bytes.Clone(e.Value), bytes.Clone(e.Metadata)
+				reads[k] = &e
+			} else {
+				reads[k] = nil
+			}
+		}
+	}
+
+	// The final state of each key, and what it does to the accounting:
+	// deletes run before writes, as in bbolt's Apply.
+	type final struct {
+		put   bool
+		entry store.Entry
+	}
+	finals := map[string]final{}
+	delta := usage{}
+	cur := func(k string) (store.Entry, bool) {
+		if f, ok := finals[k]; ok {
+			return f.entry, f.put
+		}
+		h := now[k]
+		return h.entry, h.ok
+	}
+	for _, k := range t.Deletes {
+		if e, ok := cur(k); ok {
+			delta.add(e.Owner, kv.kind, -charge(k, e), -1)
+		}
+		finals[k] = final{}
+	}
+	for _, w := range t.Writes {
+		if e, ok := cur(w.Key); ok {
+			delta.add(e.Owner, kv.kind, -charge(w.Key, e), -1)
+		}
+		delta.add(w.Entry.Owner, kv.kind, charge(w.Key, w.Entry), 1)
+		finals[w.Key] = final{put: true, entry: w.Entry}
+	}
+
+	cmps := make([]clientv3.Cmp, 0, len(keys)+2*len(delta))
+	for _, k := range keys {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(kv.prefix+k), "=", now[k].rev))
+	}
+	var puts []clientv3.Op
+	owners := delta.owners()
+	if len(owners) > 0 {
+		acct, err := s.readAccounts(op, owners, rev)
+		if err != nil {
+			return nil, false, err
+		}
+		quotas := s.opts.Quotas()
+		for _, o := range owners {
+			a := acct[o]
+			if qe := a.check(o, quotas, delta[o]); qe != nil {
+				s.m.refusal(kv.kind)
+				return nil, false, qe
+			}
+			cmps = append(cmps,
+				clientv3.Compare(clientv3.ModRevision(s.usageKey(o)), "=", a.usageRev),
+				clientv3.Compare(clientv3.ModRevision(s.quotaKey(o)), "=", a.quotaRev))
+			next := a.usage
+			next.Add(*delta[o])
+			puts = append(puts, s.putUsage(o, next))
+		}
+	}
+	// Ops by etcd key, since etcd refuses two ops on one key in a
+	// transaction (an index entry removed and put again, say).
+	ops := map[string]clientv3.Op{}
+	names := make([]string, 0, len(finals))
+	for k := range finals {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		f, dk := finals[k], kv.prefix+k
+		if h := now[k]; h.ok && !h.entry.Expires.IsZero() {
+			ik := s.indexKey(h.entry.Expires, dk)
+			ops[ik] = clientv3.OpDelete(ik)
+		}
+		if !f.put {
+			if now[k].rev != 0 {
+				ops[dk] = clientv3.OpDelete(dk)
+			}
+			continue
+		}
+		ops[dk] = clientv3.OpPut(dk, string(encodeRecord(f.entry)))
+		if !f.entry.Expires.IsZero() {
+			ik := s.indexKey(f.entry.Expires, dk)
+			ops[ik] = clientv3.OpPut(ik, "")
+		}
+	}
+	for _, p := range puts {
+		ops[string(p.KeyBytes())] = p
+	}
+	if len(ops) == 0 {
+		// Nothing to change (a delete of an absent key, conditions and
+		// reads only): the reads were one consistent view already.
+		return reads, true, nil
+	}
+	then := make([]clientv3.Op, 0, len(ops))
+	for _, k := range sortedKeys(ops) {
+		then = append(then, ops[k])
+	}
+	var ok bool
+	err = s.call(op, func(ctx context.Context) error {
+		r, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Commit()
+		if err == nil {
+			ok = r.Succeeded
+		}
+		return err
+	})
+	if err != nil {
+		// The answer may have been lost after etcd applied it: the
+		// cache must not keep what it may have replaced.
+		s.cache.invalidate(prefixed(kv.prefix, names)...)
+		return nil, false, err
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	// A writer that has its answer reads what it wrote on this host at
+	// once, before the watch brings the change.
+	s.cache.invalidate(prefixed(kv.prefix, names)...)
+	return reads, true, nil
+}
+
+func prefixed(p string, keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = p + k
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var _ backend.KVSpaces = (*Store)(nil)
