@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -71,7 +72,8 @@ type Config struct {
 	// worker_memory_limit) rather than the daemon running out of memory.
 	// goja cannot bound one runtime; this bounds them together. 0: none.
 	WorkerHeapLimit Size `yaml:"worker_heap_limit"`
-	// Store shapes the bbolt store in data_dir.
+	// Store shapes the stores: the bbolt store in data_dir, and where KV
+	// and per-sandbox state live (bbolt or etcd).
 	Store Store `yaml:"store"`
 
 	// path is the file Load read; "" for the embedded default.
@@ -93,6 +95,49 @@ type Store struct {
 	// less is free, writes to kv, state and blob handlers are refused (507,
 	// reason disk_full); reads and deletes go on. 0 disables the floor.
 	MinFreeBytes Size `yaml:"min_free_bytes"`
+	// Backend is where KV and per-sandbox state live: "bbolt" (the file in
+	// data_dir) or "etcd" (Etcd, shared by every host that names the same
+	// cluster and prefix). Blobs and Durable Objects stay in bbolt.
+	Backend string `yaml:"backend"`
+	// Etcd is the etcd cluster of backend etcd.
+	Etcd Etcd `yaml:"etcd"`
+}
+
+// Store backends.
+const (
+	BackendBolt = "bbolt"
+	BackendEtcd = "etcd"
+)
+
+// Etcd is an etcd cluster's client settings (store.etcd).
+type Etcd struct {
+	// Endpoints are the members' client URLs: http://host:port, or
+	// https://host:port with TLS.
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix is put before every key the daemon writes.
+	Prefix string `yaml:"prefix"`
+	// DialTimeout bounds the first connection to a member.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// RequestTimeout bounds every request: past it a store call fails
+	// with 503 store_unavailable.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// Username and PasswordFile authenticate with etcd's auth; the file
+	// holds the password (a trailing newline is dropped).
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// MaxRequestBytes is the servers' --max-request-bytes: values are
+	// limited to it less 64 KiB.
+	MaxRequestBytes Size `yaml:"max_request_bytes"`
+	// TLS is the client's TLS: the CA that signs the members'
+	// certificates, and a client certificate and key.
+	TLS EtcdTLS `yaml:"tls"`
+}
+
+// EtcdTLS are PEM files for TLS to etcd.
+type EtcdTLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Quota holds the quotas of each store kind.
@@ -435,7 +480,7 @@ var (
 	goSections = map[string]string{
 		"config.Config": ".", "config.Listen": "listen", "config.DNS": "dns", "config.Sandbox": "sandbox",
 		"config.Deny": "deny", "config.Metrics": "metrics", "config.Store": "store", "config.TLS": "tls",
-		"config.Quota": "quota", "policy.Policy": "policy", "config.WorkerLimits": "a worker's limits",
+		"config.Quota": "quota", "config.Etcd": "store.etcd", "config.EtcdTLS": "store.etcd.tls", "policy.Policy": "policy", "config.WorkerLimits": "a worker's limits",
 	}
 	goValues = map[string]string{
 		"time.Duration": "a duration (write it with a unit: 2s, 500ms, 1m)",
@@ -705,6 +750,7 @@ func (c *Config) Validate() error {
 		bad("tls", "ca_cert and ca_key go together: give both, or neither for the daemon's own CA")
 	}
 	c.validateWorkers(bad)
+	c.validateStore(bad)
 	if vp.IsValid() && len(c.Handlers) > (1<<(32-vp.Bits()))-2 {
 		bad("dns.virtual_cidr", "%s is too small for %d handlers", vp, len(c.Handlers))
 	}
@@ -713,3 +759,61 @@ func (c *Config) Validate() error {
 
 // WriteResolvConf reports whether /etc/netns/<netns>/resolv.conf is written.
 func (s Sandbox) WriteResolvConf() bool { return s.ResolvConf == nil || *s.ResolvConf }
+
+// at returns " (line N)" for the document's line of a field, or of the
+// nearest enclosing one the document has, where Parse knows it.
+func (c *Config) at(field string) string {
+	for field != "" {
+		if l := c.lines[field]; l > 0 {
+			return fmt.Sprintf(" (line %d)", l)
+		}
+		field = field[:max(strings.LastIndexAny(field, ".["), 0)]
+	}
+	return ""
+}
+
+// validateStore checks store.backend and, for etcd, store.etcd.
+func (c *Config) validateStore(bad func(field, format string, args ...any)) {
+	s := c.Store
+	switch s.Backend {
+	case BackendBolt:
+		return
+	case BackendEtcd:
+	default:
+		bad("store.backend", "%q is not a store backend; one of bbolt, etcd%s", s.Backend, c.at("store.backend"))
+		return
+	}
+	e := s.Etcd
+	if len(e.Endpoints) == 0 {
+		bad("store.etcd.endpoints", "backend etcd needs at least one endpoint%s", c.at("store.etcd.endpoints"))
+	}
+	tlsFiles := e.TLS.CAFile != "" || e.TLS.CertFile != ""
+	for i, ep := range e.Endpoints {
+		f := fmt.Sprintf("store.etcd.endpoints[%d]", i)
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/"):
+			bad(f, "%q is not an etcd client URL: want http://host:port or https://host:port%s", ep, c.at(f))
+		case u.Scheme == "http" && tlsFiles:
+			bad(f, "%q is plain http, but store.etcd.tls is set: use https://%s", ep, c.at(f))
+		}
+	}
+	if e.Prefix == "" || !strings.HasSuffix(e.Prefix, "/") {
+		bad("store.etcd.prefix", "%q must not be empty and must end with /, so that it never shares keys with another prefix%s", e.Prefix, c.at("store.etcd.prefix"))
+	}
+	if e.DialTimeout <= 0 {
+		bad("store.etcd.dial_timeout", "must be positive%s", c.at("store.etcd.dial_timeout"))
+	}
+	if e.RequestTimeout <= 0 || e.RequestTimeout > time.Minute {
+		bad("store.etcd.request_timeout", "%s must be positive and at most 1m: a store call waits this long at worst%s", e.RequestTimeout, c.at("store.etcd.request_timeout"))
+	}
+	if (e.Username == "") != (e.PasswordFile == "") {
+		bad("store.etcd.username", "username and password_file go together: give both, or neither without etcd auth%s", c.at("store.etcd"))
+	}
+	if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
+		bad("store.etcd.tls", "cert_file and key_file go together: give both, or neither without a client certificate%s", c.at("store.etcd.tls"))
+	}
+	if e.MaxRequestBytes < 256<<10 {
+		bad("store.etcd.max_request_bytes", "%d is under 256KiB: values are limited to it less 64KiB%s", e.MaxRequestBytes, c.at("store.etcd.max_request_bytes"))
+	}
+}

@@ -146,6 +146,14 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"binding-not-identifier.yaml", []string{"line 6", "field workers[0].bindings.my-kv", "JavaScript identifier"}},
 		{"binding-scalar.yaml", []string{"line 6", "field workers[0].bindings.MODE", "{kv: NS}"}},
 		{"default-worker-unknown.yaml", []string{"line 5", "field default_worker", `"ap" is not a configured worker`}},
+		{"store-unknown-backend.yaml", []string{"line 3", "field store.backend", `"etc" is not a store backend`}},
+		{"etcd-no-endpoints.yaml", []string{"line 2", "field store.etcd.endpoints", "at least one endpoint"}},
+		{"etcd-endpoint-not-url.yaml", []string{"line 7", "field store.etcd.endpoints[1]", "not an etcd client URL"}},
+		{"etcd-zero-request-timeout.yaml", []string{"line 7", "field store.etcd.request_timeout", "positive"}},
+		{"etcd-user-without-password.yaml", []string{"line 4", "field store.etcd.username", "password_file"}},
+		{"etcd-tls-over-http.yaml", []string{"line 6", "field store.etcd.endpoints[0]", "use https://"}},
+		{"etcd-prefix-without-slash.yaml", []string{"line 7", "field store.etcd.prefix", "end with /"}},
+		{"etcd-unknown-field.yaml", []string{"line 7", "dial_timout", "not found in store.etcd"}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {
@@ -260,5 +268,20 @@ func TestBindingValuesAreChecked(t *testing.T) {
 		if _, err := Parse("w.yaml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "workers[0].name") {
 			t.Errorf("worker name %q: error %v", name, err)
 		}
+	}
+}
+
+func TestAnEtcdStoreConfigLoadsWithItsDefaultsFilledIn(t *testing.T) {
+	c, err := Parse("etcd.yaml", []byte("version: 1\nstore:\n  backend: etcd\n  etcd:\n    endpoints:\n      - https://10.0.0.1:2379\n      - https://10.0.0.2:2379\n    tls:\n      ca_file: /etc/etcd/ca.pem\n      cert_file: /etc/etcd/client.pem\n      key_file: /etc/etcd/client-key.pem\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Store.Etcd
+	if c.Store.Backend != BackendEtcd || len(e.Endpoints) != 2 || e.Prefix != "/interceptd/" || e.RequestTimeout != 3*time.Second ||
+		e.DialTimeout != 5*time.Second || e.MaxRequestBytes != 1536<<10 || e.TLS.KeyFile != "/etc/etcd/client-key.pem" {
+		t.Fatalf("store %+v", c.Store)
+	}
+	if Default().Store.Backend != BackendBolt {
+		t.Fatalf("the default backend is %q, want bbolt", Default().Store.Backend)
 	}
 }

@@ -20,6 +20,8 @@ func TestChangesSortsWhatAReloadTakesFromWhatNeedsARestart(t *testing.T) {
 			[]string{"dns.ttl", "dns.upstreams", "listen.max_requests_per_second_per_sandbox"}, nil},
 		{"a listener needs a restart, named by its field", "listen:\n  http: 127.0.0.1:1081\n", nil, []string{"listen.http"}},
 		{"addressing needs a restart", "sandbox:\n  pool: 10.99.0.0/16\ndns:\n  virtual_cidr: 198.19.0.0/16\n", nil, []string{"dns.virtual_cidr", "sandbox.pool"}},
+		{"the store backend and its etcd settings need a restart", "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n    request_timeout: 1s\n",
+			nil, []string{"store.backend", "store.etcd"}},
 		{"a quota changes live, the data dir does not", "data_dir: /elsewhere\nquota:\n  kv:\n    keys: 5\n", []string{"quota.kv"}, []string{"data_dir"}},
 	}
 	running := Default()
