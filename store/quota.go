@@ -367,6 +367,11 @@ func (db *DB) checkSpace(need int64) error {
 }
 
 // quotaDefaults are the configured quotas (Options.Quotas).
+// QuotaDefaults returns the configured quotas (Options.Quotas, or the last
+// SetDefaults): another engine that keeps KV for this host (etcd) holds
+// its writes to the same ones.
+func (db *DB) QuotaDefaults() Amounts { return db.quotaDefaults() }
+
 func (db *DB) quotaDefaults() Amounts {
 	db.defMu.RLock()
 	defer db.defMu.RUnlock()

@@ -553,7 +553,9 @@ func storeCmd(g *globals) *cobra.Command {
 		Short: "print the store's statistics (JSON)",
 		Long: `Prints the running daemon's store statistics: file size, free space, usage per
 kind and per sandbox. --check first runs bbolt's consistency check and a recount
-of every sandbox's usage.`,
+of every sandbox's usage; with store.backend etcd it also checks that etcd answers
+within store.etcd.request_timeout and that the prefix can be written and read back,
+and recounts the usage of the KV and state held there.`,
 		Example: `  interceptd store
   interceptd store --check`,
 		Args: noArgs,
@@ -565,7 +567,7 @@ of every sandbox's usage.`,
 			return g.printOut(cmd.OutOrStdout(), st, nil)
 		},
 	}
-	cmd.Flags().BoolVar(&check, "check", false, "run bbolt's consistency check and recount every sandbox's usage first")
+	cmd.Flags().BoolVar(&check, "check", false, "run bbolt's consistency check, check etcd (with store.backend etcd) and recount every sandbox's usage first")
 	cmd.AddCommand(storeCompactCmd())
 	return uses(cmd, flagSocket, flagOutput)
 }

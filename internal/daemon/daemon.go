@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,7 @@ import (
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/backend"
+	"github.com/interceptd/interceptd/store/etcdstore"
 	"github.com/miekg/dns"
 )
 
@@ -145,22 +147,26 @@ func Quotas(cfg *config.Config) store.Amounts {
 // Daemon is a running interceptd.
 type Daemon struct {
 	// cfg is the config in force; a reload replaces it (cfgMu).
-	cfgMu   sync.RWMutex
-	cfg     *config.Config
-	log     *slog.Logger
-	db      *store.DB
-	stores  backend.Stores // db as handlers and bindings see it (store/backend)
-	mgr     *netns.Manager
-	dns     *dnsshim.Server
-	shim    *dnsshim.Reloadable
-	router  *router.Router
-	server  *httpserve.Server
-	tls     *tlsfront.Server
-	workers *workerSet
-	metrics *metrics.Server
-	admin   *admin.Server
-	builder *builder
-	counts  counts
+	cfgMu  sync.RWMutex
+	cfg    *config.Config
+	log    *slog.Logger
+	db     *store.DB
+	stores backend.Stores   // db as handlers and bindings see it (store/backend)
+	etcd   *etcdstore.Store // KV and state, with store.backend etcd; nil otherwise
+	// operator is the stores as the admin API sees them: db, or db with
+	// KV and state in etcd.
+	operator backend.Operator
+	mgr      *netns.Manager
+	dns      *dnsshim.Server
+	shim     *dnsshim.Reloadable
+	router   *router.Router
+	server   *httpserve.Server
+	tls      *tlsfront.Server
+	workers  *workerSet
+	metrics  *metrics.Server
+	admin    *admin.Server
+	builder  *builder
+	counts   counts
 	// labels are the sandbox label values of every package's metrics.
 	labels *metrics.SandboxLabels
 	// book maps the addresses DNS answered with to their names, for the
@@ -223,7 +229,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
-	d.stores = backend.Bolt(d.db)
+	d.stores, d.operator = backend.Bolt(d.db), d.db
+	if cfg.Store.Backend == config.BackendEtcd {
+		if d.etcd, err = OpenEtcd(cfg.Store.Etcd, d.db.QuotaDefaults, etcdstore.NewMetrics(reg), log); err != nil {
+			return d, err
+		}
+		// KV and state from etcd; blobs and Durable Objects stay here.
+		bolt := backend.Bolt(d.db)
+		d.stores, d.operator = backend.Compose(d.etcd, bolt, bolt), d.etcd.WithLocal(d.db)
+		log.Info("KV and state are in etcd", "endpoints", strings.Join(cfg.Store.Etcd.Endpoints, ","), "prefix", cfg.Store.Etcd.Prefix)
+	}
 
 	// The sandbox manager: Setup installs the rules and adopts the sandboxes
 	// of a previous run, calling onPolicy for each before the shim and the
@@ -389,7 +404,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// The admin API last: through it sandboxes are created and deleted, so
 	// from here on the manager's hooks find the shim and the router.
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
-		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.db,
+		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.operator,
 		DefaultLimits: d.defaultLimits, Reload: d.ReloadConfig, SocketGroup: cfg.AdminSocketGroup,
 		Status: d.Status, Workers: d.workers, CACert: caCert,
 		Namespace: func(ns string) router.Handler {
@@ -506,6 +521,9 @@ func (d *Daemon) close(ctx context.Context) error {
 	}
 	if d.mgr != nil {
 		d.mgr.Close()
+	}
+	if d.etcd != nil {
+		errs = append(errs, d.etcd.Close())
 	}
 	if d.db != nil {
 		errs = append(errs, d.db.Close())

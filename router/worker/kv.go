@@ -178,6 +178,12 @@ func expiryOf(expiration, ttl goja.Value) (time.Time, error) {
 
 // kvError is a store failure as the script sees it: the store's own
 // words (which name the limit), never a path.
+// An engine that cannot be reached (etcd) is said in the words the kv
+// handler answers 503 with: its address and its own error are the host's
+// business, not the script's.
 func kvError(op string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return fmt.Errorf("KV %s failed: %w: the store's backend cannot be reached; try again", op, store.ErrUnavailable)
+	}
 	return fmt.Errorf("KV %s failed: %w", op, err)
 }

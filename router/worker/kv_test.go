@@ -2,6 +2,7 @@ package worker
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +149,68 @@ func TestTheKVBindingsListPagesByCursorInByteOrderAndNamesItsLimits(t *testing.T
 		if i >= len(got.Errs) || !strings.Contains(got.Errs[i], want) {
 			t.Errorf("error %d: %q, want it to name %q", i, got.Errs, want)
 		}
+	}
+}
+
+// downKV is a KV engine that cannot be reached: every call fails as the
+// etcd backend's do when etcd is down, after a short wait.
+type downKV struct{ backend.KV }
+
+func (downKV) Get(string) (store.Entry, error) { return store.Entry{}, errDown() }
+func (downKV) Put(string, store.Entry) error   { return errDown() }
+func (downKV) Delete(string) error             { return errDown() }
+func (downKV) List(store.ListOptions) (store.ListResult, error) {
+	return store.ListResult{}, errDown()
+}
+
+func errDown() error {
+	time.Sleep(20 * time.Millisecond)
+	return fmt.Errorf("%w: etcd did not answer in time: dial tcp 10.9.8.7:2379: connect: connection refused", store.ErrUnavailable)
+}
+
+type downSpaces struct{ kv backend.KV }
+
+func (d downSpaces) Keys(kind, namespace, scope string, l store.Limits) backend.KV {
+	return downKV{d.kv}
+}
+
+func TestAnUnreachableKVEngineIsAJavaScriptErrorNamingStoreUnavailableWithoutItsAddress(t *testing.T) {
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	bolt := backend.Bolt(db)
+	stores := backend.Compose(downSpaces{}, bolt, bolt)
+	src := `export default { outboundByHost: {
+  "kv.test": async (request, env) => {
+    const out = [];
+    for (const f of [() => env.KV.get("k"), () => env.KV.put("k", "v"), () => env.KV.delete("k"), () => env.KV.list()]) {
+      try { await f(); out.push("no error"); } catch (e) { out.push(String(e)); }
+    }
+    return new Response(JSON.stringify(out));
+  },
+} };`
+	w, err := New(Config{Name: "app", Script: writeScript(t, src), Bindings: map[string]Binding{"KV": &KV{Store: stores, Namespace: "default"}},
+		Limits: Limits{CPU: time.Second, Wall: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rec := serve(t, w, "GET", "kv.test", "/", "")
+	if rec.Code != 200 {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	var out []string
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out) != 4 {
+		t.Fatalf("%s: %v", rec.Body, err)
+	}
+	for i, msg := range out {
+		if !strings.Contains(msg, "store_unavailable") || strings.Contains(msg, "10.9.8.7") || strings.Contains(msg, "etcd") {
+			t.Errorf("call %d threw %q; want store_unavailable, without the engine's address or name", i, msg)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the script took %v to see four failures of 20ms", took)
 	}
 }

@@ -349,7 +349,18 @@ func (o operator) Purge(sandbox string) error {
 	return errors.Join(errLocal, errEtcd)
 }
 
-func (o operator) Check() error { return errors.Join(o.local.Check(), o.s.Check()) }
+// Check checks the local store, then that etcd answers and the prefix can
+// be written and read back (Ping), then etcd's usage accounting.
+func (o operator) Check() error {
+	local := o.local.Check()
+	if err := o.s.Ping(context.Background()); err != nil {
+		return errors.Join(local, fmt.Errorf("etcd at %s: %w", strings.Join(o.s.opts.Endpoints, ","), err))
+	}
+	if err := o.s.Check(); err != nil {
+		return errors.Join(local, fmt.Errorf("etcd usage accounting: %w", err))
+	}
+	return local
+}
 
 func (o operator) Stats() (store.Stats, error) {
 	st, err := o.local.Stats()

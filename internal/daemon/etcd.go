@@ -1,0 +1,49 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/etcdstore"
+)
+
+// OpenEtcd opens the etcd backend that store.etcd describes: it reads the
+// password file and the TLS files, and does not wait for etcd to answer
+// (a daemon starts while etcd is down; its KV calls answer
+// store_unavailable until etcd is back). quotas are the configured quotas
+// (the bbolt store's, which a reload replaces).
+func OpenEtcd(c config.Etcd, quotas func() store.Amounts, m *etcdstore.Metrics, log *slog.Logger) (*etcdstore.Store, error) {
+	o := etcdstore.Options{
+		Endpoints: c.Endpoints, Prefix: c.Prefix,
+		DialTimeout: c.DialTimeout, RequestTimeout: c.RequestTimeout,
+		MaxRequestBytes: int(c.MaxRequestBytes),
+		Quotas:          quotas, Metrics: m, Logger: log,
+	}
+	if c.Username != "" {
+		pw, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.password_file: %w", err)
+		}
+		o.Username, o.Password = c.Username, strings.TrimRight(string(pw), "\r\n")
+	}
+	https := false
+	for _, ep := range c.Endpoints {
+		https = https || strings.HasPrefix(ep, "https://")
+	}
+	if https || c.TLS.CAFile != "" || c.TLS.CertFile != "" {
+		tc, err := etcdstore.TLSConfig(c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("store.etcd.tls: %w", err)
+		}
+		o.TLS = tc
+	}
+	s, err := etcdstore.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("store.etcd: %w", err)
+	}
+	return s, nil
+}
