@@ -112,6 +112,11 @@ func (s *Store) watch() {
 	backoff := 100 * time.Millisecond
 	for {
 		up := s.watchOnce()
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
 		s.down("watch_broken")
 		if up {
 			backoff = 100 * time.Millisecond

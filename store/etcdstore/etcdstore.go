@@ -44,6 +44,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -191,6 +193,13 @@ func Open(o Options) (*Store, error) {
 		// the first request after an outage does not wait on it.
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: o.RequestTimeout,
+		// gRPC waits up to two minutes between reconnections by
+		// default: an etcd back from an outage would go unused that
+		// long. A second at most finds it at once.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: o.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)

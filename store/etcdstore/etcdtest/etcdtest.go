@@ -6,9 +6,11 @@
 package etcdtest
 
 import (
-	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -206,19 +208,80 @@ func (c *Cluster) Wait(t testing.TB, within time.Duration) {
 	}
 }
 
+// ping asks the member's /health, which says true once it has a leader;
+// a member in a namespace is asked from inside it (curl), where the test's
+// own namespace may have no route to it.
 func (m *Member) ping() error {
-	// A member in another namespace is reached from there only: the
-	// test asks it through its own client inside that namespace's
-	// reach, which the caller arranges; here, the test's namespace.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.ClientURL}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	body, err := m.get("/health", "")
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, err = cli.Get(ctx, "health")
-	return err
+	if !strings.Contains(body, `"health":"true"`) {
+		return fmt.Errorf("not healthy: %s", body)
+	}
+	return nil
+}
+
+// get GETs (or, with a body, POSTs) path of the member's client URL.
+func (m *Member) get(path, post string) (string, error) {
+	if m.netns != "" {
+		args := []string{"netns", "exec", m.netns, "curl", "-sS", "-m", "1"}
+		if post != "" {
+			args = append(args, "-X", "POST", "--data", post)
+		}
+		out, err := exec.Command("ip", append(args, m.ClientURL+path)...).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("%v: %s", err, out)
+		}
+		return string(out), nil
+	}
+	c := &http.Client{Timeout: time.Second}
+	var r *http.Response
+	var err error
+	if post != "" {
+		r, err = c.Post(m.ClientURL+path, "application/json", strings.NewReader(post))
+	} else {
+		r, err = c.Get(m.ClientURL + path)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	return string(b), err
+}
+
+// Leader returns the member that leads the cluster now, asking each
+// running member's status (etcd's JSON gateway) until one names itself.
+func (c *Cluster) Leader(t testing.TB) *Member {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range c.Members {
+			m.mu.Lock()
+			running := m.cmd != nil
+			m.mu.Unlock()
+			if !running {
+				continue
+			}
+			body, err := m.get("/v3/maintenance/status", "{}")
+			if err != nil {
+				continue
+			}
+			var st struct {
+				Header struct {
+					MemberID string `json:"member_id"`
+				} `json:"header"`
+				Leader string `json:"leader"`
+			}
+			if json.Unmarshal([]byte(body), &st) == nil && st.Leader != "" && st.Leader == st.Header.MemberID {
+				return m
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no etcd member says it leads")
+	return nil
 }
 
 // Client returns a client of the cluster, closed in t's cleanup.
