@@ -277,6 +277,8 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %v", store.ErrClosed, err)
 	case errors.Is(err, rpctypes.ErrRequestTooLarge), errors.Is(err, rpctypes.ErrGRPCRequestTooLarge):
 		return fmt.Errorf("%w: over etcd's request limit (%v)", store.ErrValueTooLarge, err)
+	case errors.Is(err, rpctypes.ErrTooManyOps), errors.Is(err, rpctypes.ErrGRPCTooManyOps):
+		return fmt.Errorf("etcd: the transaction needs more operations than the servers' --max-txn-ops allows (docs/stores.md asks for 512): %w", err)
 	case errors.Is(err, rpctypes.ErrNoSpace), errors.Is(err, rpctypes.ErrGRPCNoSpace):
 		return fmt.Errorf("%w: etcd is out of space: %v", store.ErrDiskFull, err)
 	case errors.As(err, &se):
