@@ -230,6 +230,23 @@ func TestEtcdLosingAMemberLosesNoAcknowledgedWriteAndLosingAllAnswers503UntilItR
 			t.Errorf("state: got %s %q", code, body)
 		}
 	})
+	t.Run("interceptd store --check says etcd is unavailable", func(t *testing.T) {
+		if out, errOut, code := a.CLI("store", "--check"); code == 0 || !strings.Contains(out+errOut, "store_unavailable") {
+			t.Errorf("exit %d: %s %s", code, out, errOut)
+		}
+	})
+	t.Run("a sandbox is created and intercepted while etcd is down", func(t *testing.T) {
+		// sandbox show (which Create runs) reads the usage from etcd: not
+		// now. The sandbox is what create printed.
+		out, errOut, code := a.CLI("sandbox", "create", "late")
+		if code != 0 {
+			t.Fatalf("sandbox create with etcd down: exit %d: %s", code, errOut)
+		}
+		late := Sandbox{Name: "late", Netns: a.Prefix + "late", NetnsPath: strings.TrimSpace(out)}
+		if got := a.MustIn(late, "dig", "+short", "+time=2", "+tries=1", "@"+nowhereIP, "my.kv"); got != virtualKV+"\n" {
+			t.Errorf("DNS in the new sandbox: %q", got)
+		}
+	})
 	t.Run("DNS, interception and the policy keep working", func(t *testing.T) {
 		if got := a.MustIn(sa, "dig", "+short", "+time=2", "+tries=1", "@"+nowhereIP, "my.kv"); got != virtualKV+"\n" {
 			t.Errorf("DNS: %q", got)

@@ -36,13 +36,13 @@ const (
 	cacheMaxBytes = 4 << 20 // the cache is dropped when it would grow past this
 )
 
-func (c *cache) get(k string) (store.Entry, bool) {
+func (c *cache) get(k []byte) (store.Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live {
 		return store.Entry{}, false
 	}
-	e, ok := c.m[k]
+	e, ok := c.m[string(k)] // no allocation for the lookup
 	return e, ok
 }
 

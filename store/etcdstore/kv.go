@@ -97,8 +97,11 @@ func (kv *KV) Get(key string) (store.Entry, error) {
 	if err := kv.CheckKey(key); err != nil {
 		return store.Entry{}, err
 	}
-	k := kv.prefix + key
-	if e, ok := kv.s.cache.get(k); ok {
+	// Built on the stack and looked up without a string: a hit
+	// allocates nothing for it.
+	var kb [256]byte
+	kbs := append(append(kb[:0], kv.prefix...), key...)
+	if e, ok := kv.s.cache.get(kbs); ok {
 		kv.s.m.cacheRead("hit")
 		if kv.s.expired(e.Expires) {
 			return store.Entry{}, store.ErrNotFound
@@ -111,6 +114,7 @@ func (kv *KV) Get(key string) (store.Entry, error) {
 	} else {
 		kv.s.m.cacheRead("bypass")
 	}
+	k := string(kbs)
 	var raw []byte
 	found := false
 	err := kv.s.call("get", func(ctx context.Context) error {

@@ -392,9 +392,19 @@ func (o operator) Quota(sandbox string) (store.Amounts, error) {
 	return a, err
 }
 
+// SetQuota sets the overrides in both stores. Removing them (what every
+// sandbox create and delete does) while etcd cannot be reached is logged
+// and not an error: a sandbox is created and deleted while etcd is down,
+// and an override left in etcd is replaced by the next create that sets
+// one.
 func (o operator) SetQuota(sandbox string, overrides map[string]int64) error {
 	if err := o.local.SetQuota(sandbox, overrides); err != nil {
 		return err
 	}
-	return o.s.SetQuota(sandbox, overrides)
+	err := o.s.SetQuota(sandbox, overrides)
+	if len(overrides) == 0 && errors.Is(err, store.ErrUnavailable) {
+		o.s.log.Warn("etcd store: could not remove a sandbox's quota overrides from etcd", "sandbox", sandbox, "err", err)
+		return nil
+	}
+	return err
 }
