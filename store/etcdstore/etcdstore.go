@@ -134,6 +134,7 @@ type Store struct {
 	log    *slog.Logger
 	cache  cache
 	m      *Metrics
+	owners ownerLocks
 
 	stop    chan struct{}
 	cancel  context.CancelFunc

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,5 +264,41 @@ func TestPingWritesAndReadsThePrefix(t *testing.T) {
 	c.Members[0].Kill()
 	if err := s.Ping(t.Context()); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("ping of a dead etcd: %v, want store.ErrUnavailable", err)
+	}
+}
+
+func TestConcurrentWritesChargedToOneSandboxAllLandAndKeepItsUsageExact(t *testing.T) {
+	c := etcdtest.Start(t)
+	s := open(t, c.Endpoints(), "/owner/", etcdstore.Options{})
+	kv := s.Keys(store.KindKV, "ns", store.SandboxScope("sb"), store.Limits{})
+	const writers, each = 32, 12
+	errs := make(chan error, writers*each)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				errs <- kv.Put(fmt.Sprintf("k%d-%d", w, i), store.Entry{Value: []byte("v"), Owner: "sb"})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+			t.Log(err)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d writes failed", failed, writers*each)
+	}
+	if u, err := s.Usage("sb"); err != nil || u.KV.Keys != int64(writers*each-failed) {
+		t.Errorf("usage %+v, %v; want %d keys", u.KV, err, writers*each-failed)
+	}
+	if err := s.Check(); err != nil {
+		t.Error(err)
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sort"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -297,6 +299,11 @@ const maxAttempts = 50
 // decides, and writes on the condition that none of those keys moved
 // since; when one did, it starts again.
 func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
+	// Writes charged to one owner all compare that owner's usage key:
+	// concurrent ones on this host would make each other read again
+	// until their time ran out. They take turns here instead, so that
+	// only other hosts' writes conflict.
+	defer kv.s.lockOwners(t.Writes)()
 	deadline := time.Now().Add(kv.s.opts.RequestTimeout)
 	for attempt := 0; ; attempt++ {
 		reads, done, err := kv.try(op, t)
@@ -516,3 +523,40 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 var _ backend.KVSpaces = (*Store)(nil)
+
+// ownerLocks serialise, per host, the commits that charge one owner
+// (striped: owners that share a stripe take turns too).
+type ownerLocks [64]sync.Mutex
+
+// lockOwners locks the stripes of the owners writes charge, in order, and
+// returns the unlock.
+func (s *Store) lockOwners(writes []store.Write) func() {
+	var held [64]bool
+	n := 0
+	for _, w := range writes {
+		if w.Entry.Owner == "" {
+			continue
+		}
+		h := fnv.New32a()
+		h.Write([]byte(w.Entry.Owner))
+		if i := h.Sum32() % 64; !held[i] {
+			held[i] = true
+			n++
+		}
+	}
+	if n == 0 {
+		return func() {}
+	}
+	for i := range held {
+		if held[i] {
+			s.owners[i].Lock()
+		}
+	}
+	return func() {
+		for i := range held {
+			if held[i] {
+				s.owners[i].Unlock()
+			}
+		}
+	}
+}
