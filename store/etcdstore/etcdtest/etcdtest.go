@@ -6,6 +6,7 @@
 package etcdtest
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -46,6 +47,7 @@ type Member struct {
 	bin        string
 	cluster    string
 	extra      []string
+	tls        *tls.Config
 	mu         sync.Mutex
 	cmd        *exec.Cmd
 	done       chan struct{}
@@ -89,19 +91,33 @@ func Start(t testing.TB) *Cluster {
 	return StartCluster(t, []MemberSpec{{Client: freePort(t), Peer: freePort(t)}})
 }
 
+// StartTLS runs one member on loopback that serves its clients over TLS
+// with certFile and keyFile and asks them for a certificate signed by
+// caFile (--client-cert-auth). client is what the health checks present.
+func StartTLS(t testing.TB, caFile, certFile, keyFile string, client *tls.Config) *Cluster {
+	t.Helper()
+	return startCluster(t, []MemberSpec{{Client: freePort(t), Peer: freePort(t)}}, "https", client,
+		[]string{"--cert-file", certFile, "--key-file", keyFile, "--trusted-ca-file", caFile, "--client-cert-auth"})
+}
+
 // StartCluster runs a member per spec as one cluster and waits until it
 // answers. Extra server flags: a txn may hold 1024 operations (a state
 // transaction of 128 keys writes keys, expiry index entries and usage),
 // and short heartbeats so that a test sees a new leader within a second.
 func StartCluster(t testing.TB, specs []MemberSpec) *Cluster {
 	t.Helper()
+	return startCluster(t, specs, "http", nil, nil)
+}
+
+func startCluster(t testing.TB, specs []MemberSpec, scheme string, client *tls.Config, extra []string) *Cluster {
+	t.Helper()
 	bin := Binary(t)
 	var initial []string
 	c := &Cluster{}
 	for i, sp := range specs {
 		m := &Member{
-			Name: fmt.Sprintf("m%d", i), ClientURL: "http://" + sp.Client, PeerURL: "http://" + sp.Peer,
-			dir: t.TempDir(), netns: sp.Netns, bin: bin, t: t, firstStart: true,
+			Name: fmt.Sprintf("m%d", i), ClientURL: scheme + "://" + sp.Client, PeerURL: "http://" + sp.Peer,
+			dir: t.TempDir(), netns: sp.Netns, bin: bin, t: t, firstStart: true, extra: extra, tls: client,
 		}
 		initial = append(initial, m.Name+"="+m.PeerURL)
 		c.Members = append(c.Members, m)
@@ -235,7 +251,7 @@ func (m *Member) get(path, post string) (string, error) {
 		}
 		return string(out), nil
 	}
-	c := &http.Client{Timeout: time.Second}
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: m.tls}}
 	var r *http.Response
 	var err error
 	if post != "" {
