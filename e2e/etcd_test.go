@@ -133,6 +133,12 @@ func TestTwoHostsShareKVAndStateThroughEtcdAndTheSecondHostsCacheSeesTheFirstsCh
 	took, reads = readUntil(t, b, sb, "http://my.kv/shared", "404 key not found", start)
 	t.Logf("the delete was seen on the second host %v after the first host's delete began (%d reads)", took, reads)
 
+	// A value over etcd's request limit is refused naming the limit.
+	out := a.MustIn(sa, "sh", "-c", `head -c 1600000 /dev/zero | curl -sS -m 15 -w '\n%{http_code}' -X PUT --data-binary @- http://my.kv/big`)
+	if !strings.HasSuffix(out, "\n413") || !strings.Contains(out, "limit 1507328") {
+		t.Errorf("a 1.6 MB value: %q, want 413 naming the limit", out)
+	}
+
 	m := b.Scrape()
 	if v, _ := sample(m, `interceptd_store_etcd_cache_reads_total{result="hit"}`); v == 0 {
 		t.Errorf("the second host's cache served no read: the test proved nothing about it")
