@@ -295,7 +295,7 @@ func (h held) live(s *Store) bool { return h.ok && !s.expired(h.entry.Expires) }
 const maxAttempts = 50
 
 // commit runs t (validated) as one etcd transaction: it reads every key
-// t touches and the accounting of the owners it charges at one revision,
+// t touches at one revision, then the accounting of the owners it charges,
 // decides, and writes on the condition that none of those keys moved
 // since; when one did, it starts again.
 func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
@@ -341,7 +341,6 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 		add(w.Key)
 	}
 	now := map[string]held{}
-	var rev int64
 	err := s.call(op+"_read", func(ctx context.Context) error {
 		ops := make([]clientv3.Op, len(keys))
 		for i, k := range keys {
@@ -351,7 +350,6 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 		if err != nil {
 			return err
 		}
-		rev = r.Header.Revision
 		for i, rr := range r.Responses {
 			h := held{}
 			if g := rr.GetResponseRange(); g != nil && len(g.Kvs) == 1 {
@@ -425,7 +423,10 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 	var puts []clientv3.Op
 	owners := delta.owners()
 	if len(owners) > 0 {
-		acct, err := s.readAccounts(op, owners, rev)
+		// At the current revision, not the records': a compaction between
+		// the two reads cannot fail it, and the compares below hold both
+		// to what was read.
+		acct, err := s.readAccounts(op, owners)
 		if err != nil {
 			return nil, false, err
 		}

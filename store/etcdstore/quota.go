@@ -76,13 +76,13 @@ func (a account) check(owner string, defaults store.Amounts, d *store.Amounts) *
 	return nil
 }
 
-// readAccounts reads the usage and overrides of owners at rev (0: now).
-func (s *Store) readAccounts(op string, owners []string, rev int64) (map[string]account, error) {
+// readAccounts reads the usage and overrides of owners.
+func (s *Store) readAccounts(op string, owners []string) (map[string]account, error) {
 	out := map[string]account{}
 	err := s.call(op+"_read", func(ctx context.Context) error {
 		ops := make([]clientv3.Op, 0, 2*len(owners))
 		for _, o := range owners {
-			ops = append(ops, clientv3.OpGet(s.usageKey(o), clientv3.WithRev(rev)), clientv3.OpGet(s.quotaKey(o), clientv3.WithRev(rev)))
+			ops = append(ops, clientv3.OpGet(s.usageKey(o)), clientv3.OpGet(s.quotaKey(o)))
 		}
 		r, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
@@ -116,13 +116,13 @@ func (s *Store) putUsage(owner string, a store.Amounts) clientv3.Op {
 
 // Usage returns what the KV and state records charged to sandbox occupy.
 func (s *Store) Usage(sandbox string) (store.Amounts, error) {
-	a, err := s.readAccounts("usage", []string{sandbox}, 0)
+	a, err := s.readAccounts("usage", []string{sandbox})
 	return a[sandbox].usage, err
 }
 
 // Quota returns a sandbox's quotas: the configured ones with its overrides.
 func (s *Store) Quota(sandbox string) (store.Amounts, error) {
-	a, err := s.readAccounts("quota", []string{sandbox}, 0)
+	a, err := s.readAccounts("quota", []string{sandbox})
 	if err != nil {
 		return store.Amounts{}, err
 	}
@@ -216,7 +216,7 @@ func (s *Store) deleteRange(p string) (int, error) {
 // compare failed and the caller should read again.
 func (s *Store) release(op string, d usage, cmps []clientv3.Cmp, ops map[string]clientv3.Op) (bool, error) {
 	if owners := d.owners(); len(owners) > 0 {
-		acct, err := s.readAccounts(op, owners, 0)
+		acct, err := s.readAccounts(op, owners)
 		if err != nil {
 			return false, err
 		}
