@@ -302,3 +302,61 @@ func TestConcurrentWritesChargedToOneSandboxAllLandAndKeepItsUsageExact(t *testi
 		t.Error(err)
 	}
 }
+
+func TestCompareAndSwapIncrementsFromTwoHostsLoseNoUpdate(t *testing.T) {
+	c := etcdtest.Start(t)
+	hosts := []*etcdstore.Store{open(t, c.Endpoints(), "/cas/", etcdstore.Options{}), open(t, c.Endpoints(), "/cas/", etcdstore.Options{})}
+	for _, h := range hosts {
+		waitLive(t, h)
+	}
+	space := func(h *etcdstore.Store) backend.KV {
+		return h.Keys(store.KindState, "ns", store.SandboxScope("sb"), store.Limits{})
+	}
+	if err := space(hosts[0]).Put("n", store.Entry{Value: []byte("0"), Owner: "sb"}); err != nil {
+		t.Fatal(err)
+	}
+	const perHost, each = 4, 10
+	errs := make(chan error, 2*perHost)
+	for _, h := range hosts {
+		for range perHost {
+			go func() {
+				kv := space(h)
+				for done := 0; done < each; {
+					// The cache may hold a value the other host replaced:
+					// the condition fails and the loop reads again.
+					e, err := kv.Get("n")
+					if err != nil {
+						errs <- err
+						return
+					}
+					var n int
+					fmt.Sscan(string(e.Value), &n)
+					_, err = kv.Apply(store.Txn{
+						Conditions: []store.Condition{{Key: "n", Equals: e.Value}},
+						Writes:     []store.Write{{Key: "n", Entry: store.Entry{Value: []byte(fmt.Sprint(n + 1)), Owner: "sb"}}},
+					})
+					switch {
+					case err == nil:
+						done++
+					case !errors.Is(err, store.ErrConditionFailed):
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+	}
+	for range 2 * perHost {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := space(hosts[1]).Get("n")
+	if want := fmt.Sprint(2 * perHost * each); err != nil || string(e.Value) != want {
+		t.Fatalf("counter %q, %v; want %s: an increment was lost", e.Value, err, want)
+	}
+	if u, err := hosts[0].Usage("sb"); err != nil || u.State.Keys != 1 {
+		t.Fatalf("usage %+v, %v", u.State, err)
+	}
+}
