@@ -20,6 +20,7 @@ func TestChangesSortsWhatAReloadTakesFromWhatNeedsARestart(t *testing.T) {
 			[]string{"dns.ttl", "dns.upstreams", "listen.max_requests_per_second_per_sandbox"}, nil},
 		{"a listener needs a restart, named by its field", "listen:\n  http: 127.0.0.1:1081\n", nil, []string{"listen.http"}},
 		{"addressing needs a restart", "sandbox:\n  pool: 10.99.0.0/16\ndns:\n  virtual_cidr: 198.19.0.0/16\n", nil, []string{"dns.virtual_cidr", "sandbox.pool"}},
+		{"the blob backend needs a restart", "store:\n  blobs:\n    s3:\n      bucket: other\n      request_timeout: 1s\n", nil, []string{"store.blobs"}},
 		{"a quota changes live, the data dir does not", "data_dir: /elsewhere\nquota:\n  kv:\n    keys: 5\n", []string{"quota.kv"}, []string{"data_dir"}},
 	}
 	running := Default()
