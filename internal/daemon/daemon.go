@@ -36,6 +36,7 @@ import (
 	"github.com/interceptd/interceptd/router/worker/jsrt"
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/backend"
+	"github.com/interceptd/interceptd/store/s3store"
 	"github.com/miekg/dns"
 )
 
@@ -185,6 +186,10 @@ type Daemon struct {
 	infos     []admin.HandlerInfo   // what the admin API says of the handlers
 	connCap   atomic.Int64          // listen.max_connections_per_sandbox
 	dnsTCPCap atomic.Int64          // dns.max_tcp_connections_per_sandbox
+
+	// operator is the stores as the admin API sees them: db, with the S3
+	// blob store's purge and check when blobs are there.
+	operator backend.Operator
 }
 
 // Start brings the daemon up; it returns once every listener and rule is in
@@ -223,7 +228,20 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if err != nil {
 		return d, err
 	}
-	d.stores = backend.Bolt(d.db)
+	d.stores, d.operator = backend.Bolt(d.db), d.db
+	if cfg.Store.Blobs.Backend == config.BlobsS3 {
+		// Blob buckets in the shared object store; KV, state and Durable
+		// Objects stay in bbolt. The store is not reached here: one that
+		// is down at start is a 503 on use, not a daemon that will not
+		// start (`interceptd store --check` probes it).
+		s3, err := OpenS3Blobs(cfg.Store.Blobs.S3, s3store.NewMetrics(reg))
+		if err != nil {
+			return d, err
+		}
+		d.stores = backend.Compose(d.stores, s3, d.stores)
+		d.operator = s3store.Operator(d.db, s3)
+		log.Info("blobs in S3", "store", s3.Where(), "prefix", cfg.Store.Blobs.S3.Prefix)
+	}
 
 	// The sandbox manager: Setup installs the rules and adopts the sandboxes
 	// of a previous run, calling onPolicy for each before the shim and the
@@ -389,7 +407,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// The admin API last: through it sandboxes are created and deleted, so
 	// from here on the manager's hooks find the shim and the router.
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
-		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.db,
+		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.operator,
 		DefaultLimits: d.defaultLimits, Reload: d.ReloadConfig, SocketGroup: cfg.AdminSocketGroup,
 		Status: d.Status, Workers: d.workers, CACert: caCert,
 		Namespace: func(ns string) router.Handler {

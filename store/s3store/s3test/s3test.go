@@ -1,0 +1,231 @@
+// Package s3test runs a real S3 server for tests: SeaweedFS's weed binary
+// (`weed server -s3`), on a loopback or test-namespace address, its data
+// in the test's temporary directory. A test that needs it is skipped when
+// the binary is absent; .ci/test builds it, so CI never skips.
+package s3test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// The test server's keys: a test server on a test address, nothing to
+// protect.
+const (
+	AccessKey = "interceptd-test"
+	SecretKey = "interceptd-test-secret"
+)
+
+// Binary is the weed binary: $INTERCEPTD_WEED, or weed on $PATH; "" when
+// neither is there.
+func Binary() string {
+	if p := os.Getenv("INTERCEPTD_WEED"); p != "" {
+		return p
+	}
+	p, _ := exec.LookPath("weed")
+	return p
+}
+
+// Options place a server.
+type Options struct {
+	// IP is the address it binds and announces; default 127.0.0.1.
+	IP string
+	// Wrap, when set, makes the command that runs argv (say, in a network
+	// namespace: ip netns exec NS argv...).
+	Wrap func(argv []string) *exec.Cmd
+	// Buckets are created once it is up.
+	Buckets []string
+}
+
+// Server is a running (or stopped) weed server.
+type Server struct {
+	t     testing.TB
+	o     Options
+	dir   string
+	ports [8]int
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+}
+
+// Start starts a server and stops it when the test ends, or skips the test
+// when there is no weed binary.
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	if Binary() == "" {
+		t.Skip("no SeaweedFS weed binary (set $INTERCEPTD_WEED or put weed on $PATH; .ci/test builds it)")
+	}
+	if o.IP == "" {
+		o.IP = "127.0.0.1"
+	}
+	s := &Server{t: t, o: o, dir: t.TempDir()}
+	s.ports = freePorts(t, o)
+	if err := os.WriteFile(filepath.Join(s.dir, "s3.json"), s3Config(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range o.Buckets {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := s.Client().MakeBucket(ctx, b, minio.MakeBucketOptions{})
+		cancel()
+		if err != nil {
+			t.Fatalf("creating bucket %s: %v", b, err)
+		}
+	}
+	return s
+}
+
+func s3Config() []byte {
+	b, _ := json.Marshal(map[string]any{"identities": []any{map[string]any{
+		"name":        "interceptd",
+		"credentials": []any{map[string]string{"accessKey": AccessKey, "secretKey": SecretKey}},
+		"actions":     []string{"Admin", "Read", "Write", "List", "Tagging"},
+	}}})
+	return b
+}
+
+// freePorts picks ports for weed's listeners on o.IP. The listeners are
+// probed and closed before weed binds them: on a test address nothing else
+// takes them meanwhile, on loopback it is unlikely.
+func freePorts(t testing.TB, o Options) [8]int {
+	var ports [8]int
+	if o.Wrap != nil {
+		// In another namespace the ports are that namespace's, all free.
+		base := 20000 + os.Getpid()%5000*2
+		for i := range ports {
+			ports[i] = base + i*1000
+		}
+		return ports
+	}
+	var ls []net.Listener
+	for i := range ports {
+		l, err := net.Listen("tcp", net.JoinHostPort(o.IP, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// Endpoint is the S3 endpoint, host:port.
+func (s *Server) Endpoint() string { return net.JoinHostPort(s.o.IP, strconv.Itoa(s.ports[6])) }
+
+// Client is an S3 client of the server.
+func (s *Server) Client() *minio.Client {
+	c, err := minio.New(s.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return c
+}
+
+// Restart starts the server (again, on the same ports and data) and waits
+// until it answers S3 requests.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return nil
+	}
+	p := s.ports
+	argv := []string{Binary(), "server",
+		"-ip=" + s.o.IP, "-ip.bind=" + s.o.IP, "-dir=" + s.dir,
+		// Nothing leaves the test's addresses: no telemetry, no extra
+		// gateways on fixed ports.
+		"-master.telemetry=false",
+		"-master.port=" + strconv.Itoa(p[0]), "-master.port.grpc=" + strconv.Itoa(p[1]),
+		"-master.volumeSizeLimitMB=64",
+		"-volume.port=" + strconv.Itoa(p[2]), "-volume.port.grpc=" + strconv.Itoa(p[3]), "-volume.max=0",
+		"-filer", "-filer.port=" + strconv.Itoa(p[4]), "-filer.port.grpc=" + strconv.Itoa(p[5]),
+		"-filer.localSocket=" + filepath.Join(s.dir, "filer.sock"),
+		"-s3", "-s3.port=" + strconv.Itoa(p[6]), "-s3.port.grpc=" + strconv.Itoa(p[7]),
+		"-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.config=" + filepath.Join(s.dir, "s3.json"),
+		"-s3.localSocket=" + filepath.Join(s.dir, "s3.sock"),
+	}
+	var cmd *exec.Cmd
+	if s.o.Wrap != nil {
+		cmd = s.o.Wrap(argv)
+	} else {
+		cmd = exec.Command(argv[0], argv[1:]...)
+	}
+	log, err := os.OpenFile(filepath.Join(s.dir, "weed.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting weed: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
+	// Up when a bucket listing answers: master, volume, filer and gateway
+	// all started (the first start takes a few seconds).
+	deadline := time.Now().Add(90 * time.Second)
+	c := s.Client()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.ListBuckets(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("weed exited while starting (log: %s): %s", filepath.Join(s.dir, "weed.log"), tail(filepath.Join(s.dir, "weed.log")))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("weed did not answer S3 within 90s: %v; log: %s", err, tail(filepath.Join(s.dir, "weed.log")))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// Stop stops the server (its whole process group) and waits for it.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+	s.cmd = nil
+}
