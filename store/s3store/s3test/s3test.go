@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/interceptd/interceptd/netns"
 )
 
 // The test server's keys: a test server on a test address, nothing to
@@ -41,11 +44,15 @@ func Binary() string {
 
 // Options place a server.
 type Options struct {
-	// IP is the address it binds and announces; default 127.0.0.1.
+	// IP is the address it announces and that Endpoint names; default
+	// 127.0.0.1.
 	IP string
-	// Wrap, when set, makes the command that runs argv (say, in a network
-	// namespace: ip netns exec NS argv...).
-	Wrap func(argv []string) *exec.Cmd
+	// Bind is the address it listens on; default IP. In a namespace of the
+	// test's own, 0.0.0.0 serves every link of it.
+	Bind string
+	// Netns, when set, is the path of the network namespace the server
+	// runs in (/run/netns/NAME), which Client reaches it in too.
+	Netns string
 	// Buckets are created once it is up.
 	Buckets []string
 }
@@ -70,6 +77,9 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	if o.IP == "" {
 		o.IP = "127.0.0.1"
+	}
+	if o.Bind == "" {
+		o.Bind = o.IP
 	}
 	s := &Server{t: t, o: o, dir: t.TempDir()}
 	s.ports = freePorts(t, o)
@@ -105,11 +115,10 @@ func s3Config() []byte {
 // takes them meanwhile, on loopback it is unlikely.
 func freePorts(t testing.TB, o Options) [8]int {
 	var ports [8]int
-	if o.Wrap != nil {
-		// In another namespace the ports are that namespace's, all free.
-		base := 20000 + os.Getpid()%5000*2
+	if o.Netns != "" {
+		// The namespace is the test's own: its ports are all free.
 		for i := range ports {
-			ports[i] = base + i*1000
+			ports[i] = 18000 + i
 		}
 		return ports
 	}
@@ -131,9 +140,24 @@ func freePorts(t testing.TB, o Options) [8]int {
 // Endpoint is the S3 endpoint, host:port.
 func (s *Server) Endpoint() string { return net.JoinHostPort(s.o.IP, strconv.Itoa(s.ports[6])) }
 
-// Client is an S3 client of the server.
+// Port is the S3 port.
+func (s *Server) Port() int { return s.ports[6] }
+
+// Client is an S3 client of the server, which dials in its namespace.
 func (s *Server) Client() *minio.Client {
-	c, err := minio.New(s.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+	tr := &http.Transport{Proxy: nil}
+	if s.o.Netns != "" {
+		// A socket stays in the namespace it was made in: make it there.
+		tr.DialContext = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = netns.Do(s.o.Netns, func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}
+	}
+	c, err := minio.New(s.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""), BucketLookup: minio.BucketLookupPath, Transport: tr})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -150,7 +174,7 @@ func (s *Server) Restart() error {
 	}
 	p := s.ports
 	argv := []string{Binary(), "server",
-		"-ip=" + s.o.IP, "-ip.bind=" + s.o.IP, "-dir=" + s.dir,
+		"-ip=" + s.o.IP, "-ip.bind=" + s.o.Bind, "-dir=" + s.dir,
 		// Nothing leaves the test's addresses: no telemetry, no extra
 		// gateways on fixed ports.
 		"-master.telemetry=false",
@@ -163,12 +187,11 @@ func (s *Server) Restart() error {
 		"-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.config=" + filepath.Join(s.dir, "s3.json"),
 		"-s3.localSocket=" + filepath.Join(s.dir, "s3.sock"),
 	}
-	var cmd *exec.Cmd
-	if s.o.Wrap != nil {
-		cmd = s.o.Wrap(argv)
-	} else {
-		cmd = exec.Command(argv[0], argv[1:]...)
+	if s.o.Netns != "" {
+		// nsenter switches the network namespace only.
+		argv = append([]string{"nsenter", "--net=" + s.o.Netns}, argv...)
 	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	log, err := os.OpenFile(filepath.Join(s.dir, "weed.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
