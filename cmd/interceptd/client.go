@@ -553,7 +553,9 @@ func storeCmd(g *globals) *cobra.Command {
 		Short: "print the store's statistics (JSON)",
 		Long: `Prints the running daemon's store statistics: file size, free space, usage per
 kind and per sandbox. --check first runs bbolt's consistency check and a recount
-of every sandbox's usage.`,
+of every sandbox's usage and, with blobs in S3 (store.blobs.backend: s3), checks
+that the bucket is reachable and exists and writes, reads back and deletes a
+probe object.`,
 		Example: `  interceptd store
   interceptd store --check`,
 		Args: noArgs,
@@ -565,7 +567,7 @@ of every sandbox's usage.`,
 			return g.printOut(cmd.OutOrStdout(), st, nil)
 		},
 	}
-	cmd.Flags().BoolVar(&check, "check", false, "run bbolt's consistency check and recount every sandbox's usage first")
+	cmd.Flags().BoolVar(&check, "check", false, "run bbolt's consistency check, recount every sandbox's usage and probe the S3 blob bucket first")
 	cmd.AddCommand(storeCompactCmd())
 	return uses(cmd, flagSocket, flagOutput)
 }

@@ -16,14 +16,14 @@ const testBucket = "interceptd-test"
 
 // server is one weed server for the package's tests (starting one takes
 // seconds); each test gets a prefix of its own in its bucket.
-func server(t *testing.T) *s3test.Server {
+func server(t testing.TB) *s3test.Server {
 	t.Helper()
 	return s3test.Start(t, s3test.Options{Buckets: []string{testBucket}})
 }
 
 var prefixes atomic.Int64
 
-func open(t *testing.T, srv *s3test.Server, tweak func(*s3store.Options)) *s3store.Store {
+func open(t testing.TB, srv *s3test.Server, tweak func(*s3store.Options)) *s3store.Store {
 	t.Helper()
 	o := s3store.Options{
 		Endpoint: srv.Endpoint(), Bucket: testBucket, Region: "us-east-1",
