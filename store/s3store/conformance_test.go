@@ -2,6 +2,7 @@ package s3store_test
 
 import (
 	"fmt"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,11 +15,42 @@ import (
 
 const testBucket = "interceptd-test"
 
-// server is one weed server for the package's tests (starting one takes
-// seconds); each test gets a prefix of its own in its bucket.
+// shared is the package's weed server, started once by TestMain (starting
+// one takes seconds, its first write more); each test gets a prefix of its
+// own in its bucket. nil when there is no weed binary.
+var shared *s3test.Server
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if s3test.Binary() == "" {
+			return m.Run() // the tests that need it skip
+		}
+		dir, err := os.MkdirTemp("", "s3store-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		shared, err = s3test.New(dir, s3test.Options{Buckets: []string{testBucket}})
+		if shared != nil {
+			defer shared.Stop()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "starting the S3 server:", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// server is the shared server, or skips t when there is none.
 func server(t testing.TB) *s3test.Server {
 	t.Helper()
-	return s3test.Start(t, s3test.Options{Buckets: []string{testBucket}})
+	if shared == nil {
+		t.Skip("no SeaweedFS weed binary (set $INTERCEPTD_WEED or put weed on $PATH; .ci/test builds it)")
+	}
+	return shared
 }
 
 var prefixes atomic.Int64

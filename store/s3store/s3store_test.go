@@ -286,17 +286,14 @@ func TestAnUnreachableStoreIsUnavailableWithinTheTimeout(t *testing.T) {
 
 func TestCheckWritesReadsAndDeletesAProbeAndNamesAMissingBucket(t *testing.T) {
 	srv := server(t)
-	if err := open(t, srv, nil).Check(); err != nil {
+	if err := open(t, srv, func(o *s3store.Options) { o.Prefix = "check-test/" }).Check(); err != nil {
 		t.Fatalf("check: %v", err)
 	}
-	wantNoObjects := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for oi := range srv.Client().ListObjects(ctx, testBucket, minio.ListObjectsOptions{Recursive: true}) {
-			t.Errorf("left %s", oi.Key)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for oi := range srv.Client().ListObjects(ctx, testBucket, minio.ListObjectsOptions{Prefix: "check-test/", Recursive: true}) {
+		t.Errorf("left %s", oi.Key)
 	}
-	wantNoObjects()
 	err := open(t, srv, func(o *s3store.Options) { o.Bucket = "no-such-bucket" }).Check()
 	if err == nil || !strings.Contains(err.Error(), "no-such-bucket") || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("check of a missing bucket: %v", err)

@@ -7,6 +7,7 @@ package s3test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -59,7 +60,6 @@ type Options struct {
 
 // Server is a running (or stopped) weed server.
 type Server struct {
-	t     testing.TB
 	o     Options
 	dir   string
 	ports [8]int
@@ -75,30 +75,49 @@ func Start(t testing.TB, o Options) *Server {
 	if Binary() == "" {
 		t.Skip("no SeaweedFS weed binary (set $INTERCEPTD_WEED or put weed on $PATH; .ci/test builds it)")
 	}
+	s, err := New(t.TempDir(), o)
+	if s != nil {
+		t.Cleanup(s.Stop)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// New starts a server with its data in dir, for a TestMain that shares one
+// among a package's tests (starting one takes seconds); the caller stops
+// it. There must be a weed binary (Binary).
+func New(dir string, o Options) (*Server, error) {
+	if Binary() == "" {
+		return nil, errors.New("no SeaweedFS weed binary")
+	}
 	if o.IP == "" {
 		o.IP = "127.0.0.1"
 	}
 	if o.Bind == "" {
 		o.Bind = o.IP
 	}
-	s := &Server{t: t, o: o, dir: t.TempDir()}
-	s.ports = freePorts(t, o)
-	if err := os.WriteFile(filepath.Join(s.dir, "s3.json"), s3Config(), 0o600); err != nil {
-		t.Fatal(err)
+	s := &Server{o: o, dir: dir}
+	var err error
+	if s.ports, err = freePorts(o); err != nil {
+		return nil, err
 	}
-	t.Cleanup(s.Stop)
+	if err := os.WriteFile(filepath.Join(s.dir, "s3.json"), s3Config(), 0o600); err != nil {
+		return nil, err
+	}
 	if err := s.Restart(); err != nil {
-		t.Fatal(err)
+		return s, err
 	}
 	for _, b := range o.Buckets {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := s.Client().MakeBucket(ctx, b, minio.MakeBucketOptions{})
 		cancel()
 		if err != nil {
-			t.Fatalf("creating bucket %s: %v", b, err)
+			return s, fmt.Errorf("creating bucket %s: %w", b, err)
 		}
 	}
-	return s
+	return s, nil
 }
 
 func s3Config() []byte {
@@ -113,28 +132,30 @@ func s3Config() []byte {
 // freePorts picks ports for weed's listeners on o.IP. The listeners are
 // probed and closed before weed binds them: on a test address nothing else
 // takes them meanwhile, on loopback it is unlikely.
-func freePorts(t testing.TB, o Options) [8]int {
+func freePorts(o Options) ([8]int, error) {
 	var ports [8]int
 	if o.Netns != "" {
 		// The namespace is the test's own: its ports are all free.
 		for i := range ports {
 			ports[i] = 18000 + i
 		}
-		return ports
+		return ports, nil
 	}
 	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
 	for i := range ports {
 		l, err := net.Listen("tcp", net.JoinHostPort(o.IP, "0"))
 		if err != nil {
-			t.Fatal(err)
+			return ports, err
 		}
 		ls = append(ls, l)
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
+	return ports, nil
 }
 
 // Endpoint is the S3 endpoint, host:port.
@@ -159,7 +180,7 @@ func (s *Server) Client() *minio.Client {
 	}
 	c, err := minio.New(s.Endpoint(), &minio.Options{Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""), BucketLookup: minio.BucketLookupPath, Transport: tr})
 	if err != nil {
-		s.t.Fatal(err)
+		panic(err) // only for an endpoint that is not host:port, which Endpoint always is
 	}
 	return c
 }
