@@ -183,6 +183,24 @@ func TestWhenTheS3StoreIsDownBlobsAnswer503AndTheRestWorks(t *testing.T) {
 	a, b := f.A.Create("s3a"), f.B.Create("s3b")
 	f.A.MustIn(a, "curl", "-sS", "-m", "5", "-X", "PUT", "--data-binary", "before", "http://my.r2/k")
 
+	// A store that hangs: connections open, nothing answered.
+	f.S3.Freeze()
+	t.Run("while the store hangs, a blob write answers 503 store_unavailable after the timeout", func(t *testing.T) {
+		start := time.Now()
+		out, _ := f.A.In(a, "curl", "-sS", "-m", "25", "-w", "\n%{http_code}", "-X", "PUT", "--data-binary", "during", "http://my.r2/k")
+		took := time.Since(start)
+		if !strings.HasSuffix(out, "\n503") || !strings.Contains(out, "store_unavailable") {
+			t.Errorf("a write while S3 hangs answered:\n%s", out)
+		}
+		// The timeout (one call, or two), with room for a loaded machine;
+		// never the 25 s of curl's own limit.
+		if took < s3Timeout/2 || took > 4*s3Timeout {
+			t.Errorf("the 503 took %v, request_timeout %v", took, s3Timeout)
+		}
+	})
+	f.S3.Thaw()
+
+	// A store that is down: connections refused.
 	f.S3.Stop()
 	t.Run("a blob write answers 503 store_unavailable within the timeout", func(t *testing.T) {
 		start := time.Now()

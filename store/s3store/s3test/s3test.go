@@ -264,6 +264,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGCONT) // a frozen server would not hear SIGTERM
 	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -272,4 +273,20 @@ func (s *Server) Stop() {
 		<-s.done
 	}
 	s.cmd = nil
+}
+
+// Freeze stops the server's processes (SIGSTOP) without closing a socket:
+// connections are accepted by the kernel and never answered, as from a
+// store that hangs. Thaw resumes them.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		syscall.Kill(-s.cmd.Process.Pid, sig)
+	}
 }
