@@ -84,6 +84,7 @@ type Options struct {
 type Store struct {
 	c       *minio.Client
 	core    minio.Core
+	copier  minio.Core // for the copy of a large upload (New)
 	bucket  string
 	prefix  string
 	timeout time.Duration
@@ -150,7 +151,20 @@ func New(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for %s: %w", host, err)
 	}
-	return &Store{c: c, core: minio.Core{Client: c}, bucket: o.Bucket, prefix: o.Prefix,
+	// The copy that puts a large upload in place answers only once the
+	// store has copied it all (SeaweedFS, MinIO): a client of its own
+	// whose transport does not cut a slow answer, bounded by the copy's
+	// context (copyTimeout) instead.
+	slow := tr.Clone()
+	slow.ResponseHeaderTimeout = 0
+	cc, err := minio.New(host, &minio.Options{
+		Creds: credentials.NewStaticV4(o.AccessKey, o.SecretKey, ""), Secure: secure, Region: o.Region,
+		BucketLookup: lookup, Transport: slow, MaxRetries: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 client for %s: %w", host, err)
+	}
+	return &Store{c: c, core: minio.Core{Client: c}, copier: minio.Core{Client: cc}, bucket: o.Bucket, prefix: o.Prefix,
 		timeout: o.RequestTimeout, part: o.PartSize, m: o.Metrics, where: host + "/" + o.Bucket}, nil
 }
 
@@ -524,7 +538,7 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.s.copyTimeout(up.n))
 	defer cancel()
-	_, err = b.s.core.CopyObject(ctx, b.s.bucket, staging, b.s.bucket, b.name(key), hd, minio.CopySrcOptions{}, minio.PutObjectOptions{})
+	_, err = b.s.copier.CopyObject(ctx, b.s.bucket, staging, b.s.bucket, b.name(key), hd, minio.CopySrcOptions{}, minio.PutObjectOptions{})
 	if isPreconditionFailed(err) {
 		return info, b.errPrecondition(key, o.Precondition)
 	}
