@@ -57,7 +57,7 @@ func newS3Fleet(t *testing.T) *s3Fleet {
       secret_key_file: %s
       insecure: true
       request_timeout: %s
-`, endpoint, s3Bucket, filepath.Join(keys, "access"), filepath.Join(keys, "secret"), s3Timeout)
+`, endpoint, s3Bucket, filepath.Join(keys, "access"), filepath.Join(keys, "secret"), s3Timeout) + perSandboxHandlers
 	}
 	// The S3 port is fixed in a namespace of the test's own (s3test).
 	port := 18006
@@ -218,6 +218,21 @@ func TestTwoDaemonsShareBlobsThroughAnS3Store(t *testing.T) {
 	t.Run("store --check probes the bucket", func(t *testing.T) {
 		if out, errOut, code := f.B.CLI("store", "--check"); code != 0 {
 			t.Errorf("store --check: exit %d\n%s%s", code, out, errOut)
+		}
+	})
+
+	t.Run("a purge of A's sandbox deletes its private blobs from the store and leaves B's", func(t *testing.T) {
+		f.A.MustIn(a, "curl", "-sS", "-f", "-m", "5", "-X", "PUT", "--data-binary", "a's", "http://private.r2/p")
+		f.B.MustIn(b, "curl", "-sS", "-f", "-m", "5", "-X", "PUT", "--data-binary", "b's", "http://private.r2/p")
+		if _, errOut, code := f.A.CLI("sandbox", "delete", "--purge", "s3a"); code != 0 {
+			t.Fatalf("delete --purge: %s", errOut)
+		}
+		a2 := f.A.Create("s3a")
+		if got := f.A.MustIn(a2, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://private.r2/p"); got != "404" {
+			t.Errorf("the re-created sandbox finds its purged blob: %s", got)
+		}
+		if got := f.B.MustIn(b, "curl", "-sS", "-m", "5", "http://private.r2/p"); got != "b's" {
+			t.Errorf("B's private blob after A's purge: %q", got)
 		}
 	})
 
