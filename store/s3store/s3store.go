@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -370,10 +371,9 @@ func commitHeaders(pre func(*store.ObjectInfo) error, cur *store.ObjectInfo, s3e
 // bounds what it reads.
 type upload struct {
 	r        io.Reader
-	h        interface{ Write([]byte) (int, error) }
-	sum      func() []byte
+	h        hash.Hash // MD5
 	n, max   int64
-	announce int64
+	announce int64 // -1: unknown
 	err      error
 }
 
@@ -421,8 +421,7 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 			return info, err
 		}
 	}
-	h := md5.New()
-	up := &upload{r: r, h: h, sum: func() []byte { return h.Sum(nil) }, max: b.limits.MaxObjectBytes, announce: o.Size}
+	up := &upload{r: r, h: md5.New(), max: b.limits.MaxObjectBytes, announce: o.Size}
 	buf := getBuf(b.s.part)
 	defer putBuf(buf)
 	n, rerr := io.ReadFull(up, buf[:b.s.part])
@@ -440,7 +439,7 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 		if o.Size >= 0 && up.n < o.Size {
 			return "", fmt.Errorf("%w: %d of %d bytes", store.ErrIncomplete, up.n, o.Size)
 		}
-		sum := up.sum()
+		sum := up.h.Sum(nil)
 		if o.ContentMD5 != nil && !bytes.Equal(sum, o.ContentMD5) {
 			return "", store.ErrBadDigest
 		}
@@ -510,7 +509,7 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	}
 	// Large: stream the parts to a staging name.
 	staging := b.s.prefix + ".staging/" + randomID()
-	md5hex, err := b.s.multipart(staging, body, func() error {
+	err = b.s.multipart(staging, body, func() error {
 		_, err := finish()
 		return err
 	}, buf)
@@ -524,7 +523,8 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	if err != nil {
 		return info, err
 	}
-	if md5hex, err = finish(); err != nil {
+	md5hex, err := finish()
+	if err != nil {
 		return info, err
 	}
 	cond, err := commit()
@@ -562,12 +562,12 @@ func (s *Store) copyTimeout(n int64) time.Duration {
 // multipart streams body to name in parts of buf's size, each part its own
 // call bounded by the request timeout. end runs when body has ended,
 // before the upload completes: its error aborts the upload.
-func (s *Store) multipart(name string, body io.Reader, end func() error, buf []byte) (string, error) {
+func (s *Store) multipart(name string, body io.Reader, end func() error, buf []byte) error {
 	ctx, cancel := s.ctx()
 	id, err := s.core.NewMultipartUpload(ctx, s.bucket, name, minio.PutObjectOptions{})
 	cancel()
 	if err != nil {
-		return "", s.wrap("put", err)
+		return s.wrap("put", err)
 	}
 	done := false
 	defer func() {
@@ -581,14 +581,14 @@ func (s *Store) multipart(name string, body io.Reader, end func() error, buf []b
 	for num := 1; ; num++ {
 		n, rerr := io.ReadFull(body, buf[:s.part])
 		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
-			return "", rerr
+			return rerr
 		}
 		if n > 0 || num == 1 {
 			ctx, cancel := s.ctx()
 			p, err := s.core.PutObjectPart(ctx, s.bucket, name, id, num, bytes.NewReader(buf[:n]), int64(n), minio.PutObjectPartOptions{})
 			cancel()
 			if err != nil {
-				return "", s.wrap("put", err)
+				return s.wrap("put", err)
 			}
 			s.m.addBytes("written", int64(n))
 			parts = append(parts, minio.CompletePart{PartNumber: num, ETag: p.ETag})
@@ -598,15 +598,15 @@ func (s *Store) multipart(name string, body io.Reader, end func() error, buf []b
 		}
 	}
 	if err := end(); err != nil {
-		return "", err
+		return err
 	}
 	ctx, cancel = s.ctx()
 	defer cancel()
 	if _, err := s.core.CompleteMultipartUpload(ctx, s.bucket, name, id, parts, minio.PutObjectOptions{}); err != nil {
-		return "", s.wrap("put", err)
+		return s.wrap("put", err)
 	}
 	done = true
-	return "", nil
+	return nil
 }
 
 var bufPool sync.Map // size → *sync.Pool
