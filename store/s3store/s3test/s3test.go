@@ -273,6 +273,19 @@ func (s *Server) Stop() {
 		<-s.done
 	}
 	s.cmd = nil
+	s.removeSockets()
+}
+
+// removeSockets removes the unix sockets weed makes for its gRPC ports in
+// /tmp whatever -dir says (its command/server.go), so a test leaves
+// nothing behind.
+func (s *Server) removeSockets() {
+	for i, name := range []string{"master", "volume", "filer", "s3"} {
+		p := fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", name, s.ports[2*i+1])
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(p)
+		}
+	}
 }
 
 // Freeze stops the server's processes (SIGSTOP) without closing a socket:
