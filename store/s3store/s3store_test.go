@@ -299,3 +299,35 @@ func TestCheckWritesReadsAndDeletesAProbeAndNamesAMissingBucket(t *testing.T) {
 		t.Fatalf("check of a missing bucket: %v", err)
 	}
 }
+
+// S3 promises listings in the byte order of UTF-8 keys, which is the
+// order the contract asks: checked on the server, with keys past ASCII.
+func TestAListingIsInByteOrderPastASCII(t *testing.T) {
+	srv := server(t)
+	b := open(t, srv, nil).Blobs("order", store.ScopeShared, store.Limits{})
+	keys := []string{"b", "é", "a\x7f", "B", "~", "a", "ab", "日本"}
+	for _, k := range keys {
+		if _, err := b.Put(k, strings.NewReader(k), store.PutOptions{Size: -1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"B", "a", "ab", "a\x7f", "b", "~", "é", "日本"}
+	var got []string
+	cursor := ""
+	for {
+		res, err := b.List(store.BlobListOptions{Limit: 3, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range res.Objects {
+			got = append(got, o.Key)
+		}
+		if !res.Truncated {
+			break
+		}
+		cursor = res.Cursor
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("listed %q, want %q", got, want)
+	}
+}
