@@ -819,8 +819,10 @@ func (b StoreBlobs) validate(bad func(field, format string, args ...any)) {
 	if !s3BucketRE.MatchString(s.Bucket) {
 		bad("store.blobs.s3.bucket", "%q is not an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-')", s.Bucket)
 	}
-	if strings.HasPrefix(s.Prefix, "/") {
-		bad("store.blobs.s3.prefix", "%q must not start with /", s.Prefix)
+	if strings.HasPrefix(s.Prefix, "/") || (s.Prefix != "" && !strings.HasSuffix(s.Prefix, "/")) {
+		// The buckets are the first level under it: "fleet-a" would put
+		// them beside the other fleets' names rather than under its own.
+		bad("store.blobs.s3.prefix", "%q must end with / and not start with it (fleet-a/)", s.Prefix)
 	}
 	pair := func(name, file, cred string) {
 		switch {

@@ -168,6 +168,7 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"s3-no-access-key.yaml", []string{"field store.blobs.s3.access_key_file", "missing", "never go in the config"}},
 		{"s3-plain-http.yaml", []string{"line 6", "field store.blobs.s3.endpoint", "insecure: true"}},
 		{"s3-zero-timeout.yaml", []string{"line 11", "field store.blobs.s3.request_timeout", "positive"}},
+		{"s3-prefix-without-slash.yaml", []string{"line 8", "field store.blobs.s3.prefix", "must end with /"}},
 		{"s3-inline-key.yaml", []string{"line 8", "access_key", "not found"}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
