@@ -13,6 +13,7 @@ import (
 	"github.com/interceptd/interceptd/router/forward"
 	"github.com/interceptd/interceptd/router/httpserve"
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/s3store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
@@ -31,6 +32,7 @@ func (r *recording) MustRegister(cs ...prometheus.Collector) {
 // registerAll registers every package's metrics, as the daemon does.
 func registerAll(reg prometheus.Registerer) {
 	store.NewMetrics(reg)
+	s3store.NewMetrics(reg)
 	netns.NewMetrics(reg)
 	labels := metrics.NewSandboxLabels(10)
 	netns.NewFlowMetrics(reg, labels)

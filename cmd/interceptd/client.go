@@ -555,7 +555,9 @@ func storeCmd(g *globals) *cobra.Command {
 kind and per sandbox. --check first runs bbolt's consistency check and a recount
 of every sandbox's usage; with store.backend etcd it also checks that etcd answers
 within store.etcd.request_timeout and that the prefix can be written and read back,
-and recounts the usage of the KV and state held there.`,
+and recounts the usage of the KV and state held there; with blobs in S3
+(store.blobs.backend: s3) it checks that the bucket is reachable and exists, and
+writes, reads back and deletes a probe object.`,
 		Example: `  interceptd store
   interceptd store --check`,
 		Args: noArgs,
@@ -567,7 +569,7 @@ and recounts the usage of the KV and state held there.`,
 			return g.printOut(cmd.OutOrStdout(), st, nil)
 		},
 	}
-	cmd.Flags().BoolVar(&check, "check", false, "run bbolt's consistency check, check etcd (with store.backend etcd) and recount every sandbox's usage first")
+	cmd.Flags().BoolVar(&check, "check", false, "run bbolt's consistency check, recount every sandbox's usage, and check etcd and the S3 blob bucket where configured, first")
 	cmd.AddCommand(storeCompactCmd())
 	return uses(cmd, flagSocket, flagOutput)
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -101,6 +102,10 @@ type Store struct {
 	Backend string `yaml:"backend"`
 	// Etcd is the etcd cluster of backend etcd.
 	Etcd Etcd `yaml:"etcd"`
+	// Blobs chooses where blob buckets live: in the bbolt file (the
+	// default) or in an S3-compatible object store that a fleet of hosts
+	// shares. Restart-only, as every engine setting.
+	Blobs StoreBlobs `yaml:"blobs"`
 }
 
 // Store backends.
@@ -138,6 +143,58 @@ type EtcdTLS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+}
+
+// Blob backends store.blobs.backend takes.
+const (
+	BlobsBolt = "bbolt"
+	BlobsS3   = "s3"
+)
+
+// StoreBlobs is the blob engine.
+type StoreBlobs struct {
+	// Backend is "bbolt" or "s3".
+	Backend string `yaml:"backend"`
+	// S3 is the object store when Backend is "s3".
+	S3 S3 `yaml:"s3"`
+}
+
+// S3 locates an S3-compatible bucket and says how to reach it. The keys
+// come from files or systemd credentials, never from the config itself.
+type S3 struct {
+	// Endpoint is host:port (or a URL whose scheme says http or https).
+	Endpoint string `yaml:"endpoint"`
+	Bucket   string `yaml:"bucket"`
+	Region   string `yaml:"region"`
+	// Prefix is put before every object name, so that several fleets or
+	// tests can share one bucket.
+	Prefix string `yaml:"prefix"`
+	// PathStyle addresses the bucket in the path (endpoint/bucket/key),
+	// which every S3-compatible server takes; false uses virtual hosts
+	// (bucket.endpoint), which AWS prefers.
+	PathStyle bool `yaml:"path_style"`
+	// AccessKeyFile and SecretKeyFile are files holding the keys; or
+	// AccessKeyCredential and SecretKeyCredential name systemd credentials
+	// (files in $CREDENTIALS_DIRECTORY). Exactly one of each pair.
+	AccessKeyFile       string `yaml:"access_key_file"`
+	SecretKeyFile       string `yaml:"secret_key_file"`
+	AccessKeyCredential string `yaml:"access_key_credential"`
+	SecretKeyCredential string `yaml:"secret_key_credential"`
+	TLS                 S3TLS  `yaml:"tls"`
+	// Insecure speaks plain http to the endpoint: only for a local one
+	// (loopback, a test), since keys and data then cross the wire in clear.
+	Insecure bool `yaml:"insecure"`
+	// RequestTimeout bounds every call to the object store (for uploads
+	// and downloads, each part or range): past it the call fails and a
+	// handler answers 503 store_unavailable.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+}
+
+// S3TLS verifies the endpoint.
+type S3TLS struct {
+	// CAFile verifies the endpoint against this CA bundle instead of the
+	// system roots.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Quota holds the quotas of each store kind.
@@ -669,6 +726,9 @@ func (c *Config) Validate() error {
 	if c.DNS.Timeout <= 0 {
 		bad("dns.timeout", "must be positive")
 	}
+	c.Store.Blobs.validate(func(field, format string, args ...any) {
+		bad(field, format+"%s", append(args, c.blobsLine(field))...)
+	})
 	vp, err := netip.ParsePrefix(c.DNS.VirtualCIDR)
 	if err != nil || !vp.Addr().Is4() {
 		bad("dns.virtual_cidr", "%q is not an IPv4 prefix", c.DNS.VirtualCIDR)
@@ -772,6 +832,9 @@ func (c *Config) at(field string) string {
 	return ""
 }
 
+// blobsLine is at, under the name the store.blobs checks use.
+func (c *Config) blobsLine(field string) string { return c.at(field) }
+
 // validateStore checks store.backend and, for etcd, store.etcd.
 func (c *Config) validateStore(bad func(field, format string, args ...any)) {
 	s := c.Store
@@ -817,3 +880,60 @@ func (c *Config) validateStore(bad func(field, format string, args ...any)) {
 		bad("store.etcd.max_request_bytes", "%d is under 256KiB: values are limited to it less 64KiB%s", e.MaxRequestBytes, c.at("store.etcd.max_request_bytes"))
 	}
 }
+
+// validate checks store.blobs; the S3 fields only matter, and are only
+// checked, when the backend is s3.
+func (b StoreBlobs) validate(bad func(field, format string, args ...any)) {
+	switch b.Backend {
+	case BlobsBolt:
+		return
+	case BlobsS3:
+	default:
+		bad("store.blobs.backend", "%q is not a blob backend: want bbolt or s3", b.Backend)
+		return
+	}
+	s := b.S3
+	if s.Endpoint == "" {
+		bad("store.blobs.s3.endpoint", "missing: store.blobs.backend s3 needs the object store's host:port")
+	} else if strings.Contains(s.Endpoint, "://") {
+		u, err := url.Parse(s.Endpoint)
+		switch {
+		case err != nil || u.Host == "" || (u.Path != "" && u.Path != "/"):
+			bad("store.blobs.s3.endpoint", "%q is not a host:port or an http(s)://host:port URL", s.Endpoint)
+		case u.Scheme == "http" && !s.Insecure:
+			bad("store.blobs.s3.endpoint", "%q is plain http: set insecure: true to allow it (local endpoints only)", s.Endpoint)
+		case u.Scheme != "http" && u.Scheme != "https":
+			bad("store.blobs.s3.endpoint", "%q: the scheme must be http or https", s.Endpoint)
+		case u.Scheme == "https" && s.Insecure:
+			bad("store.blobs.s3.insecure", "true, but the endpoint %q says https", s.Endpoint)
+		}
+	} else if _, _, err := net.SplitHostPort(s.Endpoint); err != nil {
+		bad("store.blobs.s3.endpoint", "%q is not a host:port (%v)", s.Endpoint, err)
+	}
+	if !s3BucketRE.MatchString(s.Bucket) {
+		bad("store.blobs.s3.bucket", "%q is not an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-')", s.Bucket)
+	}
+	if strings.HasPrefix(s.Prefix, "/") || (s.Prefix != "" && !strings.HasSuffix(s.Prefix, "/")) {
+		// The buckets are the first level under it: "fleet-a" would put
+		// them beside the other fleets' names rather than under its own.
+		bad("store.blobs.s3.prefix", "%q must end with / and not start with it (fleet-a/)", s.Prefix)
+	}
+	pair := func(name, file, cred string) {
+		switch {
+		case file == "" && cred == "":
+			bad("store.blobs.s3."+name+"_file", "missing: set %s_file or %s_credential (keys never go in the config)", name, name)
+		case file != "" && cred != "":
+			bad("store.blobs.s3."+name+"_file", "set one of %s_file and %s_credential, not both", name, name)
+		}
+	}
+	pair("access_key", s.AccessKeyFile, s.AccessKeyCredential)
+	pair("secret_key", s.SecretKeyFile, s.SecretKeyCredential)
+	if s.Insecure && s.TLS.CAFile != "" {
+		bad("store.blobs.s3.tls.ca_file", "insecure: true speaks plain http; a CA file has nothing to verify")
+	}
+	if s.RequestTimeout <= 0 {
+		bad("store.blobs.s3.request_timeout", "must be positive: every call to the object store needs a bound")
+	}
+}
+
+var s3BucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,22 @@ func TestFullFixtureDecodesEveryField(t *testing.T) {
 	}
 }
 
+func TestS3BlobsFixtureDecodesEveryS3Field(t *testing.T) {
+	c, err := Load("testdata/good/s3-blobs.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := StoreBlobs{Backend: BlobsS3, S3: S3{Endpoint: "127.0.0.1:8333", Bucket: "interceptd-blobs", Region: "us-east-1",
+		Prefix: "fleet-a/", PathStyle: true, AccessKeyFile: "/etc/interceptd/s3-access-key", SecretKeyCredential: "s3-secret-key",
+		Insecure: true, RequestTimeout: 5 * time.Second}}
+	if !reflect.DeepEqual(c.Store.Blobs, want) {
+		t.Errorf("store.blobs = %+v, want %+v (path_style keeps its default)", c.Store.Blobs, want)
+	}
+	if d := Default().Store.Blobs; d.Backend != BlobsBolt || !d.S3.PathStyle || d.S3.RequestTimeout <= 0 {
+		t.Errorf("default store.blobs = %+v, want bbolt with path-style S3 and a request timeout", d)
+	}
+}
+
 func TestSizesTakeBinaryAndDecimalUnits(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -154,6 +171,13 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"etcd-tls-over-http.yaml", []string{"line 6", "field store.etcd.endpoints[0]", "use https://"}},
 		{"etcd-prefix-without-slash.yaml", []string{"line 7", "field store.etcd.prefix", "end with /"}},
 		{"etcd-unknown-field.yaml", []string{"line 7", "dial_timout", "not found in store.etcd"}},
+		{"blobs-unknown-backend.yaml", []string{"line 4", "field store.blobs.backend", `"minio" is not a blob backend`}},
+		{"s3-bad-bucket.yaml", []string{"line 7", "field store.blobs.s3.bucket", `"b" is not an S3 bucket name`}},
+		{"s3-no-access-key.yaml", []string{"field store.blobs.s3.access_key_file", "missing", "never go in the config"}},
+		{"s3-plain-http.yaml", []string{"line 6", "field store.blobs.s3.endpoint", "insecure: true"}},
+		{"s3-zero-timeout.yaml", []string{"line 11", "field store.blobs.s3.request_timeout", "positive"}},
+		{"s3-prefix-without-slash.yaml", []string{"line 8", "field store.blobs.s3.prefix", "must end with /"}},
+		{"s3-inline-key.yaml", []string{"line 8", "access_key", "not found"}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {

@@ -22,6 +22,7 @@ func TestChangesSortsWhatAReloadTakesFromWhatNeedsARestart(t *testing.T) {
 		{"addressing needs a restart", "sandbox:\n  pool: 10.99.0.0/16\ndns:\n  virtual_cidr: 198.19.0.0/16\n", nil, []string{"dns.virtual_cidr", "sandbox.pool"}},
 		{"the store backend and its etcd settings need a restart", "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n    request_timeout: 1s\n",
 			nil, []string{"store.backend", "store.etcd"}},
+		{"the blob backend needs a restart", "store:\n  blobs:\n    s3:\n      bucket: other\n      request_timeout: 1s\n", nil, []string{"store.blobs"}},
 		{"a quota changes live, the data dir does not", "data_dir: /elsewhere\nquota:\n  kv:\n    keys: 5\n", []string{"quota.kv"}, []string{"data_dir"}},
 	}
 	running := Default()

@@ -38,6 +38,7 @@ import (
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/backend"
 	"github.com/interceptd/interceptd/store/etcdstore"
+	"github.com/interceptd/interceptd/store/s3store"
 	"github.com/miekg/dns"
 )
 
@@ -153,8 +154,8 @@ type Daemon struct {
 	db     *store.DB
 	stores backend.Stores   // db as handlers and bindings see it (store/backend)
 	etcd   *etcdstore.Store // KV and state, with store.backend etcd; nil otherwise
-	// operator is the stores as the admin API sees them: db, or db with
-	// KV and state in etcd.
+	// operator is the stores as the admin API sees them: db, with KV and
+	// state in etcd and the S3 blob store's purge and check where they are.
 	operator backend.Operator
 	mgr      *netns.Manager
 	dns      *dnsshim.Server
@@ -238,6 +239,19 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		bolt := backend.Bolt(d.db)
 		d.stores, d.operator = backend.Compose(d.etcd, bolt, bolt), d.etcd.WithLocal(d.db)
 		log.Info("KV and state are in etcd", "endpoints", strings.Join(cfg.Store.Etcd.Endpoints, ","), "prefix", cfg.Store.Etcd.Prefix)
+	}
+	if cfg.Store.Blobs.Backend == config.BlobsS3 {
+		// Blob buckets in the shared object store; KV, state and Durable
+		// Objects stay in bbolt. The store is not reached here: one that
+		// is down at start is a 503 on use, not a daemon that will not
+		// start (`interceptd store --check` probes it).
+		s3, err := OpenS3Blobs(cfg.Store.Blobs.S3, s3store.NewMetrics(reg))
+		if err != nil {
+			return d, err
+		}
+		d.stores = backend.Compose(d.stores, s3, d.stores)
+		d.operator = s3store.Operator(d.operator, s3)
+		log.Info("blobs in S3", "store", s3.Where(), "prefix", cfg.Store.Blobs.S3.Prefix)
 	}
 
 	// The sandbox manager: Setup installs the rules and adopts the sandboxes

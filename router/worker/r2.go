@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -288,4 +289,12 @@ func hexBytes(s string) ([]byte, error) {
 	return b, nil
 }
 
-func r2Error(op string, err error) error { return fmt.Errorf("R2 %s failed: %w", op, err) }
+func r2Error(op string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		// As the blob handler answers it: the script (and whoever it
+		// passes the message to) learns the store is down, the log where.
+		slog.Warn("R2 binding: store unavailable", "op", op, "err", err)
+		return fmt.Errorf("R2 %s failed: %w: the store's backend cannot be reached; try again", op, store.ErrUnavailable)
+	}
+	return fmt.Errorf("R2 %s failed: %w", op, err)
+}
