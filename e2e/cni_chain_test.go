@@ -139,6 +139,14 @@ func TestInterceptdCNIChainedAfterPTPInterceptsTheContainerAndDELLeavesNothing(t
 	sb1 := c.container(t, ns1, res)
 	sb1.Name = "team-a.web-0"
 
+	t.Run("the daemon's probes say it lives and is ready", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			out, err := exec.Command("nsenter", "--net=/run/netns/"+c.HostNS, "curl", "-sS", "-f", "-m", "5", "http://"+c.Metrics+path).CombinedOutput()
+			if err != nil || string(out) != "ok\n" {
+				t.Errorf("%s: %q %v", path, out, err)
+			}
+		}
+	})
 	t.Run("the pod's sandbox is named after the pod and holds ptp's address", func(t *testing.T) {
 		out, _, _ := c.CLI("sandbox", "show", "team-a.web-0")
 		if !strings.Contains(out, addr1) || !strings.Contains(out, p1) {
