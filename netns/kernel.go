@@ -340,7 +340,7 @@ func (k netlinkKernel) ApplyRouting() error    { return ApplyRouting(k.h) }
 func (k netlinkKernel) TeardownRouting() error { return TeardownRouting(k.h) }
 
 func (netlinkKernel) EnableForwarding() (bool, error) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	b, err := os.ReadFile(sysctlPath("net/ipv4/ip_forward"))
 	if err != nil {
 		return false, fmt.Errorf("reading net.ipv4.ip_forward: %w", err)
 	}
