@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,16 +42,26 @@ func newChain(t *testing.T) *chainEnv {
 	c.ipamDir = filepath.Join(c.dir, "ipam")
 	c.cacheDir = filepath.Join(c.dir, "cache")
 	c.netName = "chain-" + c.ID
-	conf := fmt.Sprintf(`{
-  "cniVersion": "1.0.0",
-  "name": %q,
-  "plugins": [
-    {"type": "ptp", "ipMasq": false,
-     "ipam": {"type": "host-local", "subnet": %q, "gateway": %q, "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}},
-    {"type": "interceptd-cni", "socket": %q, "stateDir": %q}
-  ]
-}`, c.netName, c.subnet, c.gateway, c.ipamDir, c.Socket, filepath.Join(c.dir, "state"))
-	list, err := libcni.ConfListFromBytes([]byte(conf))
+	// The conflist docs/runtimes.md shows, with the test's own paths: no
+	// masquerading (the upstream namespace routes back to the test's
+	// addresses), leases, socket and plugin state in the test's directory.
+	raw, err := os.ReadFile("../deploy/cni/10-ptp-interceptd.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["name"] = c.netName
+	plugins := doc["plugins"].([]any)
+	ptp, icd := plugins[0].(map[string]any), plugins[1].(map[string]any)
+	ptp["ipMasq"] = false
+	ipam := ptp["ipam"].(map[string]any)
+	ipam["subnet"], ipam["gateway"], ipam["dataDir"] = c.subnet, c.gateway, c.ipamDir
+	icd["socket"], icd["stateDir"] = c.Socket, filepath.Join(c.dir, "state")
+	conf, _ := json.Marshal(doc)
+	list, err := libcni.ConfListFromBytes(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +178,13 @@ func TestInterceptdCNIChainedAfterPTPInterceptsTheContainerAndDELLeavesNothing(t
 		c.MustIn(sb1, "curl", "-sS", "-f", "-m", "5", "-X", "PUT", "--data", "pod state", "http://state.do/k")
 		if got, errOut, _ := c.CLI("state", "get", "team-a.web-0", "k"); got != "pod state" {
 			t.Errorf("state of team-a.web-0: %q %s", got, errOut)
+		}
+	})
+	t.Run("the host is reached only through interception", func(t *testing.T) {
+		// The gateway is a host address: the daemon's DNS port there
+		// answers only queries captured on port 53.
+		if out, _ := c.In(sb1, "dig", "+short", "+time=2", "+tries=1", "-p", "15353", "@"+c.gateway, "my.kv"); strings.Contains(out, virtualKV) {
+			t.Errorf("the daemon's DNS port, asked directly: %q", out)
 		}
 	})
 	t.Run("the sandbox's policy is enforced", func(t *testing.T) {
