@@ -156,6 +156,11 @@ func TestInterceptdCNIChainedAfterPTPInterceptsTheContainerAndDELLeavesNothing(t
 			}
 		}
 	})
+	t.Run("the chain is counted apart from other attaches", func(t *testing.T) {
+		if v, _ := sample(c.Scrape(), `interceptd_sandbox_operations_total{op="chain",result="ok"}`); v != 1 {
+			t.Errorf("chain operations: %v, want 1", v)
+		}
+	})
 	t.Run("the pod's sandbox is named after the pod and holds ptp's address", func(t *testing.T) {
 		out, _, _ := c.CLI("sandbox", "show", "team-a.web-0")
 		if !strings.Contains(out, addr1) || !strings.Contains(out, p1) {

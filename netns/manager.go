@@ -716,6 +716,9 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 	if external != "" {
 		op = "attach"
 	}
+	if spec.Chain != nil {
+		op = "chain"
+	}
 	start := time.Now()
 	defer func() { m.cfg.Metrics.observe(op, start, err) }()
 	if !ValidName(name) {
@@ -826,7 +829,8 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 		m.log.Warn("the sandbox's own dns rate is cut by the kernel's flood limit", "sandbox", name, "error", err)
 	}
 	m.policyApplied(*s)
-	m.log.Info(map[string]string{"create": "sandbox created", "attach": "sandbox attached"}[op], "sandbox", name, "netns", s.NetnsPath, "addr", addr)
+	m.log.Info(map[string]string{"create": "sandbox created", "attach": "sandbox attached", "chain": "sandbox chained"}[op],
+		"sandbox", name, "netns", s.NetnsPath, "addr", s.Addr, "host_interface", s.HostInterface, "chained", s.Chained)
 	return *s, nil
 }
 
