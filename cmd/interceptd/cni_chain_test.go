@@ -2,11 +2,14 @@ package main
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/interceptd/interceptd/store"
 )
 
 func TestTheSandboxOfACNICallIsNamedAfterThePodOnlyWhenBothPodArgsAreThere(t *testing.T) {
@@ -76,4 +79,76 @@ func TestThePrimarysResultIsReadForWhatInterceptionCanCover(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAPodsSandboxIsRemovedOnlyByItsOwnDELAndItsDataOutlivesIt(t *testing.T) {
+	sock, sbs, db := fakeDaemon(t)
+	dir := t.TempDir()
+	ns := func(name string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, nil, 0o444)
+		return p
+	}
+	const pod = "IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-0"
+	args := func(id, nsPath string) *skel.CmdArgs {
+		a := cniArgs(sock, id, nsPath, "eth0", "dataRetention", "0s")
+		a.Args = pod
+		return a
+	}
+	add := func(a *skel.CmdArgs) error {
+		_, err := stdoutOf(t, func() error { return cniAdd(a) })
+		return err
+	}
+	netnsOf := func() string {
+		sb, ok := sbs.Get("team-a.web-0")
+		if !ok {
+			return ""
+		}
+		return sb.NetnsPath
+	}
+	nsA := ns("a")
+	if err := add(args("ctrA", nsA)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Keys(store.KindState, "default", store.SandboxScope("team-a.web-0"), store.Limits{}).Put("k", store.Entry{Value: []byte("v"), Owner: "team-a.web-0"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a late DEL of an earlier sandbox of the pod leaves the current one", func(t *testing.T) {
+		if err := cniDel(args("ctrOld", filepath.Join(dir, "old"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := cniDel(args("ctrOld", "")); err != nil {
+			t.Fatal(err)
+		}
+		if got := netnsOf(); got != nsA {
+			t.Fatalf("the pod's sandbox after another sandbox's DEL: %q", got)
+		}
+	})
+	t.Run("its own DEL removes it but never the pod's data, whatever dataRetention", func(t *testing.T) {
+		if err := cniDel(args("ctrA", nsA)); err != nil {
+			t.Fatal(err)
+		}
+		if got := netnsOf(); got != "" {
+			t.Fatalf("still there, in %s", got)
+		}
+		if _, err := db.Keys(store.KindState, "default", store.SandboxScope("team-a.web-0"), store.Limits{}).Get("k"); err != nil {
+			t.Errorf("the pod's state after its DEL: %v", err)
+		}
+	})
+	t.Run("an ADD replaces a sandbox of the pod whose namespace is gone, not a live one", func(t *testing.T) {
+		if err := add(args("ctrA", nsA)); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(nsA) // the node crashed before the DEL
+		nsB := ns("b")
+		if err := add(args("ctrB", nsB)); err != nil {
+			t.Fatalf("ADD over a stale sandbox: %v", err)
+		}
+		if got := netnsOf(); got != nsB {
+			t.Fatalf("the pod's sandbox is in %q, want %s", got, nsB)
+		}
+		if err := add(args("ctrC", ns("c"))); err == nil || !strings.Contains(err.Error(), "already exists") {
+			t.Errorf("ADD while the pod's sandbox lives: %v", err)
+		}
+	})
 }
