@@ -237,10 +237,19 @@ func TestInterceptdCNIChainedAfterPTPInterceptsTheContainerAndDELLeavesNothing(t
 		}
 		c.MustIn(sb1, "ip", "addr", "del", addr2+"/32", "dev", "eth0")
 	})
-	t.Run("CHECK passes on intact wiring", func(t *testing.T) {
-		if err := c.inHost(func() error { return c.cni.CheckNetworkList(context.Background(), c.list, rt1) }); err != nil {
-			t.Errorf("CHECK: %v", err)
+	t.Run("CHECK passes on intact wiring and fails when the address is no longer bound to the link", func(t *testing.T) {
+		check := func() error {
+			return c.inHost(func() error { return c.cni.CheckNetworkList(context.Background(), c.list, rt1) })
 		}
+		if err := check(); err != nil {
+			t.Fatalf("CHECK: %v", err)
+		}
+		// ptp's own CHECK looks inside the container only: this one is ours.
+		run(t, "ip", "-n", c.HostNS, "route", "del", addr1+"/32")
+		if err := check(); err == nil || !strings.Contains(err.Error(), "route to "+addr1) && !strings.Contains(err.Error(), "route "+addr1) {
+			t.Errorf("CHECK without the host's route to the container: %v", err)
+		}
+		run(t, "ip", "-n", c.HostNS, "route", "add", addr1+"/32", "dev", host.Name)
 	})
 
 	// DEL in reverse order (libcni does that) leaves nothing of either.
@@ -307,4 +316,36 @@ func waitChain(t *testing.T, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Error("condition not met within 5s")
+}
+
+func TestInterceptdCNIRefusesToChainBehindABridge(t *testing.T) {
+	c := newChain(t)
+	// The same conflist with Debian's bridge as the primary: its containers
+	// share the bridge, one host interface, so no address is bound to one.
+	var doc map[string]any
+	json.Unmarshal(c.list.Bytes, &doc)
+	plugins := doc["plugins"].([]any)
+	br := plugins[0].(map[string]any)
+	br["type"], br["bridge"], br["isGateway"] = "bridge", "icdtbr"+c.ID[:4], true
+	delete(br, "ipMasq")
+	raw, _ := json.Marshal(doc)
+	list, err := libcni.ConfListFromBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.list = list
+	nsName := "ie2echainbr-" + c.ID
+	rt := c.rt("ctrbr-"+c.ID, c.runtimeNetns(nsName), "team-a/web-1")
+	err = c.inHost(func() error { _, err := c.cni.AddNetworkList(context.Background(), c.list, rt); return err })
+	if err == nil || !strings.Contains(err.Error(), "more than one host-side link") {
+		t.Errorf("ADD behind a bridge: %v", err)
+	}
+	if list, _, _ := c.CLI("sandbox", "list"); strings.Contains(list, "team-a.web-1") {
+		t.Errorf("a refused chain left a sandbox:\n%s", list)
+	}
+	// The runtime's DEL after a failed ADD: the bridge's leftovers go.
+	if err := c.del(rt); err != nil {
+		t.Errorf("DEL after the refused ADD: %v", err)
+	}
+	run(t, "ip", "-n", c.HostNS, "link", "del", br["bridge"].(string))
 }
