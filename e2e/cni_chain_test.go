@@ -237,6 +237,16 @@ func TestInterceptdCNIChainedAfterPTPInterceptsTheContainerAndDELLeavesNothing(t
 		}
 		c.MustIn(sb1, "ip", "addr", "del", addr2+"/32", "dev", "eth0")
 	})
+	t.Run("a restarted daemon re-adopts the chained sandboxes", func(t *testing.T) {
+		c.Stop()
+		c.Start()
+		if got := c.MustIn(sb1, "curl", "-sS", "-m", "5", "http://my.kv/chain"); got != "chained" {
+			t.Errorf("my.kv after the restart: %q", got)
+		}
+		if got, _ := c.In(sb1, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://"+upstreamIP+"/"); got != "403" {
+			t.Errorf("the pod's policy after the restart: %q, want 403 (internet off)", got)
+		}
+	})
 	t.Run("CHECK passes on intact wiring and fails when the address is no longer bound to the link", func(t *testing.T) {
 		check := func() error {
 			return c.inHost(func() error { return c.cni.CheckNetworkList(context.Background(), c.list, rt1) })
