@@ -6,12 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
 )
 
 // primaryPlugins is where Debian's containernetworking-plugins puts ptp
@@ -262,6 +264,9 @@ func TestInterceptdCNIChainedAfterPTPInterceptsTheContainerAndDELLeavesNothing(t
 		run(t, "ip", "-n", c.HostNS, "route", "add", addr1+"/32", "dev", host.Name)
 	})
 
+	if got := c.setEntriesOf(t, addr1, addr2); !slices.Contains(got, "interceptd-inet "+addr2) {
+		t.Errorf("the second container's policy entries before DEL: %q", got)
+	}
 	// DEL in reverse order (libcni does that) leaves nothing of either.
 	for _, rt := range []*libcni.RuntimeConf{rt1, rt2} {
 		for i := 0; i < 2; i++ {
@@ -278,6 +283,9 @@ func TestInterceptdCNIChainedAfterPTPInterceptsTheContainerAndDELLeavesNothing(t
 			out, _ := exec.Command("ip", "-n", c.HostNS, "-o", "link", "show", "type", "veth").Output()
 			return !strings.Contains(string(out), "icd") && !strings.Contains(string(out), "veth")
 		})
+		if got := c.setEntriesOf(t, addr1, addr2); len(got) != 0 {
+			t.Errorf("policy entries left: %q", got)
+		}
 		if out, _ := exec.Command("ip", "-n", c.HostNS, "route").Output(); strings.Contains(string(out), "10.22.0.") {
 			t.Errorf("host routes left:\n%s", out)
 		}
@@ -358,4 +366,26 @@ func TestInterceptdCNIRefusesToChainBehindABridge(t *testing.T) {
 		t.Errorf("DEL after the refused ADD: %v", err)
 	}
 	run(t, "ip", "-n", c.HostNS, "link", "del", br["bridge"].(string))
+}
+
+// setEntriesOf lists the ipset entries in the host namespace that name
+// one of addrs (the per-sandbox policy entries).
+func (c *chainEnv) setEntriesOf(t *testing.T, addrs ...string) []string {
+	t.Helper()
+	var out []string
+	c.inHost(func() error {
+		sets, err := netlink.IpsetListAll()
+		if err != nil {
+			t.Errorf("listing ipsets: %v", err)
+		}
+		for _, st := range sets {
+			for _, e := range st.Entries {
+				if slices.Contains(addrs, e.IP.String()) {
+					out = append(out, st.SetName+" "+e.IP.String())
+				}
+			}
+		}
+		return nil
+	})
+	return out
 }
