@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -274,6 +275,43 @@ func TestTheManifestsAgreeWithEachOtherAndWithTheDaemon(t *testing.T) {
 		if len(pod.InitContainers) != 1 || !slices.Contains(pod.InitContainers[0].Command, "install") ||
 			!slices.Contains(pod.InitContainers[0].Command, "--bin-dir=/host/opt/cni/bin") {
 			t.Errorf("init containers: %+v", pod.InitContainers)
+		}
+	})
+	t.Run("every command line names a command and flags interceptd has", func(t *testing.T) {
+		// docs/cli.md is generated from the command tree, and a test in
+		// cmd/interceptd keeps it current: its sections are the CLI.
+		ref, err := os.ReadFile("../../docs/cli.md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+			argv := append(slices.Clone(c.Command), c.Args...)
+			if len(argv) > 0 && strings.HasSuffix(argv[0], "/interceptd") {
+				argv = argv[1:]
+			}
+			var sub []string
+			for _, a := range argv {
+				if strings.HasPrefix(a, "-") {
+					break
+				}
+				sub = append(sub, a)
+			}
+			title := "## " + strings.Join(append([]string{"interceptd"}, sub...), " ") + "\n"
+			i := strings.Index(string(ref), title)
+			if len(sub) == 0 || i < 0 {
+				t.Errorf("container %s runs %q: no such command in docs/cli.md", c.Name, argv)
+				continue
+			}
+			section := string(ref)[i+len(title):]
+			if j := strings.Index(section, "\n## "); j >= 0 {
+				section = section[:j]
+			}
+			for _, a := range argv[len(sub):] {
+				flag, _, _ := strings.Cut(a, "=")
+				if !strings.Contains(section, "      "+flag+" ") {
+					t.Errorf("container %s: interceptd %s has no flag %s", c.Name, strings.Join(sub, " "), flag)
+				}
+			}
 		}
 	})
 	t.Run("the Service and the ServiceMonitor find the pods and their port", func(t *testing.T) {
