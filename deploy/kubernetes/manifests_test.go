@@ -238,7 +238,7 @@ func TestTheManifestsAgreeWithEachOtherAndWithTheDaemon(t *testing.T) {
 		for _, v := range pod.Volumes {
 			vols[v.Name] = v
 		}
-		want := map[string]string{"/run/interceptd": "/run/interceptd", "/run/netns": "/run/netns", "/var/lib/interceptd": "/var/lib/interceptd", "/host/proc/sys/net": "/proc/sys/net"}
+		want := map[string]string{"/run/interceptd": "/run/interceptd", "/run/netns": "/run/netns", "/var/lib/interceptd": "/var/lib/interceptd", "/host/proc/sys/net": "/proc/sys/net", "/run/xtables.lock": "/run/xtables.lock"}
 		for _, m := range daemon.VolumeMounts {
 			v, ok := vols[m.Name]
 			if !ok {
