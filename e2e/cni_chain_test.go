@@ -34,13 +34,15 @@ type chainEnv struct {
 	cacheDir string
 }
 
-func newChain(t *testing.T) *chainEnv {
+func newChain(t *testing.T) *chainEnv { return newChainWith(t, Options{}) }
+
+func newChainWith(t *testing.T, o Options) *chainEnv {
 	for _, p := range []string{"ptp", "host-local"} {
 		if _, err := os.Stat(filepath.Join(primaryPlugins, p)); err != nil {
 			t.Fatalf("%s/%s is missing: apt-get install containernetworking-plugins (.ci/test does)", primaryPlugins, p)
 		}
 	}
-	c := &chainEnv{cniEnv: newCNI(t), subnet: "10.22.0.0/24", gateway: "10.22.0.1"}
+	c := &chainEnv{cniEnv: newCNIWith(t, o), subnet: "10.22.0.0/24", gateway: "10.22.0.1"}
 	c.ipamDir = filepath.Join(c.dir, "ipam")
 	c.cacheDir = filepath.Join(c.dir, "cache")
 	c.netName = "chain-" + c.ID
