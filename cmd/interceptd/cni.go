@@ -25,7 +25,8 @@ import (
 // link placed in the runtime's CNI bin dir). It asks the daemon to attach
 // the runtime's namespace as a sandbox, so containers started by
 // containerd, podman or Kubernetes get the same addressing, rules, DNS
-// capture and identity as sandboxes the daemon creates.
+// capture and identity as sandboxes the daemon creates; or, chained after
+// a primary plugin, to take that plugin's wiring over (cni_chain.go).
 const cniName = "interceptd-cni"
 
 // cniConf is the network configuration the runtime passes on stdin.
@@ -44,6 +45,8 @@ type cniConf struct {
 	// defaultDataRetention. Runtimes make a new container id per container,
 	// so data kept forever builds up; a grace period lets a container that
 	// is re-added under its id (podman restart: DEL then ADD) keep it.
+	// Not applied to a Kubernetes pod's sandbox (cni_chain.go): its name
+	// outlives the pod's containers, and the pod may run on another host.
 	DataRetention string `json:"dataRetention,omitempty"`
 	// StateDir is where the plugin keeps the purges it has pending, one
 	// file per container id; default defaultCNIStateDir.
