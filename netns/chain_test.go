@@ -94,8 +94,17 @@ func TestChainingIsRefusedBeforeTheKernelIsTouchedWhenTheWiringCannotCarryIdenti
 		{"another sandbox's address", func() (Sandbox, error) {
 			return e.m.AttachSpec("new", nsPath, "eth0", Spec{Chain: primary("10.22.0.5/24", "10.22.0.1")})
 		}, "sandbox first's"},
+		{"an address among the handlers' virtual ones", func() (Sandbox, error) {
+			return e.m.AttachSpec("new", nsPath, "eth0", Spec{Chain: primary("198.18.213.9/24", "198.18.213.1")})
+		}, "which the daemon protects"},
+		{"a link-local address", func() (Sandbox, error) {
+			return e.m.AttachSpec("new", nsPath, "eth0", Spec{Chain: primary("169.254.1.9/16", "169.254.1.1")})
+		}, "which the daemon protects"},
 		{"a loopback address", func() (Sandbox, error) {
 			return e.m.AttachSpec("new", nsPath, "eth0", Spec{Chain: primary("127.0.0.5/8", "127.0.0.1")})
+		}, "127.0.0.5"},
+		{"a multicast address", func() (Sandbox, error) {
+			return e.m.AttachSpec("new", nsPath, "eth0", Spec{Chain: primary("224.0.0.5/4", "224.0.0.1")})
 		}, "cannot be a container's"},
 		{"a host interface name that no link can have", func() (Sandbox, error) {
 			return e.m.AttachSpec("new", nsPath, "eth0", Spec{Chain: &Primary{HostInterface: "veth; rm -rf", Addr: netip.MustParsePrefix("10.22.0.6/24"), Gateway: netip.MustParseAddr("10.22.0.1")}})

@@ -192,8 +192,15 @@ type Primary struct {
 }
 
 // validate checks what needs no kernel: one IPv4 address and gateway
-// outside the pool (the pool's are the daemon's own sandboxes').
-func (c *Primary) validate(pool netip.Prefix) error {
+// outside the pool (the pool's are the daemon's own sandboxes') and the
+// protected destinations (handlers' virtual addresses, link-local,
+// loopback: what no container may be).
+func (c *Primary) validate(pool netip.Prefix, protected []netip.Prefix) error {
+	for _, p := range protected {
+		if p.Contains(c.Addr.Addr()) && !pool.Contains(c.Addr.Addr()) {
+			return fmt.Errorf("%w: address %s is inside %s, which the daemon protects", ErrInvalidChain, c.Addr.Addr(), p)
+		}
+	}
 	switch {
 	case !ifNameRE.MatchString(c.HostInterface):
 		return fmt.Errorf("%w: host interface %q: 1-15 of [A-Za-z0-9_.-]", ErrInvalidChain, c.HostInterface)
@@ -748,7 +755,7 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 		if external == "" {
 			return Sandbox{}, fmt.Errorf("%w: only an attached namespace has a primary plugin's wiring", ErrInvalidChain)
 		}
-		if err := spec.Chain.validate(m.cfg.Pool); err != nil {
+		if err := spec.Chain.validate(m.cfg.Pool, parsePrefixes(m.cfg.Rules.Protected)); err != nil {
 			return Sandbox{}, err
 		}
 	}
