@@ -24,8 +24,10 @@ type cniEnv struct {
 	plugin, dir string
 }
 
-func newCNI(t *testing.T) *cniEnv {
-	e := NewEnv(t, Options{})
+func newCNI(t *testing.T) *cniEnv { return newCNIWith(t, Options{}) }
+
+func newCNIWith(t *testing.T, o Options) *cniEnv {
+	e := NewEnv(t, o)
 	dir := t.TempDir()
 	plugin := filepath.Join(dir, "interceptd-cni")
 	if err := os.Symlink(binary, plugin); err != nil {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,6 +97,7 @@ type Env struct {
 	exited chan struct{}
 	// sharedPrefix: another Env's prefix, whose namespaces that Env checks.
 	sharedPrefix bool
+	wrap         []string
 }
 
 // Options shape an Env.
@@ -115,6 +117,11 @@ type Options struct {
 	Prefix string
 	// NoStart: the test starts the daemon (Start, TryStart).
 	NoStart bool
+	// Wrap, when set, is a command line the daemon's is appended to: a
+	// wrapper that runs it the way another supervisor would (a container's
+	// capabilities and mounts). It must exec the rest, so that the
+	// daemon's pid is the wrapper's.
+	Wrap []string
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -136,7 +143,7 @@ func randomID() string {
 func NewEnv(t *testing.T, o Options) *Env {
 	t.Helper()
 	requireRoot(t)
-	e := &Env{t: t, ID: randomID(), Dir: t.TempDir(), env: o.Env}
+	e := &Env{t: t, ID: randomID(), Dir: t.TempDir(), env: o.Env, wrap: o.Wrap}
 	e.HostNS = "ie2e-" + e.ID + "-host"
 	e.UpNS = "ie2e-" + e.ID + "-up"
 	e.Prefix = "ie2e" + e.ID + "-"
@@ -194,7 +201,8 @@ func (e *Env) TryStart() bool {
 	// nsenter switches only the network namespace. `ip netns exec` would
 	// also give the daemon a private mount namespace, and the sandbox
 	// namespaces it bind-mounts would then be invisible to everyone else.
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.HostNS, binary, "serve", "--config", e.Config)
+	argv := append(slices.Clone(e.wrap), "nsenter", "--net=/run/netns/"+e.HostNS, binary, "serve", "--config", e.Config)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	w := &lockedWriter{e: e}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Env = append(os.Environ(), e.env...)

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	httppprof "net/http/pprof"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,10 +40,50 @@ func NewRegistry(version string) *prometheus.Registry {
 	return reg
 }
 
-// Server serves /metrics for a registry.
+// Server serves /metrics for a registry, and the health endpoints a
+// supervisor probes (Kubernetes' liveness and readiness probes):
+//
+//	GET /healthz → 200 "ok" while the daemon lives (its live check passes);
+//	               also while it starts, so a slow start is not a restart
+//	GET /readyz  → 200 "ok" once the daemon is ready (SetProbes) and its
+//	               ready check passes; 503 with the reason otherwise
 type Server struct {
-	srv *http.Server
-	ln  net.Listener
+	srv    *http.Server
+	ln     net.Listener
+	probes atomic.Pointer[probes]
+}
+
+type probes struct{ live, ready func() error }
+
+// SetProbes makes /healthz answer live's verdict and /readyz ready's: the
+// daemon calls it once every listener is up. Before it, /healthz answers
+// 200 and /readyz 503 "starting".
+func (s *Server) SetProbes(live, ready func() error) {
+	s.probes.Store(&probes{live: live, ready: ready})
+}
+
+func (s *Server) probe(ready bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		p := s.probes.Load()
+		var err error
+		switch {
+		case p == nil && ready:
+			err = errors.New("starting")
+		case p == nil:
+		case ready && p.ready != nil:
+			err = p.ready()
+		case !ready && p.live != nil:
+			err = p.live()
+		}
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ok: %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	}
 }
 
 // Listen binds addr and returns a server ready to Serve.
@@ -52,14 +93,18 @@ func Listen(addr string, g prometheus.Gatherer, pprof bool) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
 	}
+	s := &Server{ln: ln}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slogAdapter{}}))
+	mux.Handle("GET /healthz", s.probe(false))
+	mux.Handle("GET /readyz", s.probe(true))
 	if pprof {
 		mux.HandleFunc("/debug/pprof/", httppprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
 	}
-	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
 }
 
 // Addr is the bound address.

@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Kernel is what the Manager asks of the kernel for sandboxes: the links on
@@ -39,6 +41,14 @@ type Kernel interface {
 	// the MAC address of the sandbox end. On failure it may leave part of
 	// it behind: the caller deletes the link.
 	Wire(s *Sandbox) (mac string, err error)
+	// Chain takes over the wiring a primary CNI plugin made instead
+	// (s.Chained, see Chain): it checks that s.Chained is a veth whose
+	// peer is s.Interface in s's namespace, that s.Interface holds s.Addr
+	// and that the host routes s.Addr out of s.Chained, then renames the
+	// link s.HostInterface with the sysctls Wire gives its own links, and
+	// returns the MAC address of the sandbox end. It changes nothing when
+	// a check fails.
+	Chain(s *Sandbox) (mac string, err error)
 	// LoopbackDNS sets up (capture) or removes, inside s's namespace, the
 	// capture of DNS to loopback resolvers (loopdns.go). Removing it from
 	// a namespace that is gone is success.
@@ -119,21 +129,9 @@ func (k netlinkKernel) Wire(s *Sandbox) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("finding %s: %w", s.HostInterface, err)
 	}
-	// Before the link is up: strict reverse-path filtering (anti-spoofing,
-	// beside the rpfilter rule), no IPv6 (its link-local addresses would be a
-	// path to host services that the IPv4 rules do not see), no redirects.
-	// Forwarding is on for this interface only so that what a sandbox sends
-	// past the daemon reaches the FORWARD chain and is rejected at once;
-	// with forwarding off the kernel drops it silently and clients hang.
-	for k, v := range map[string]string{
-		"net/ipv4/conf/" + s.HostInterface + "/forwarding":     "1",
-		"net/ipv4/conf/" + s.HostInterface + "/rp_filter":      "1",
-		"net/ipv4/conf/" + s.HostInterface + "/send_redirects": "0",
-		"net/ipv6/conf/" + s.HostInterface + "/disable_ipv6":   "1",
-	} {
-		if err := writeSysctl(k, v); err != nil && !(strings.HasPrefix(k, "net/ipv6") && errors.Is(err, os.ErrNotExist)) {
-			return "", err
-		}
+	// Before the link is up.
+	if err := hostSysctls(s.HostInterface); err != nil {
+		return "", err
 	}
 	if err := k.h.AddrAdd(host, &netlink.Addr{IPNet: ipnet(s.Gateway, 30)}); err != nil {
 		return "", fmt.Errorf("addressing %s: %w", s.HostInterface, err)
@@ -166,6 +164,130 @@ func (k netlinkKernel) Wire(s *Sandbox) (string, error) {
 	return mac, nil
 }
 
+// hostSysctls are what a sandbox's host link gets before it carries
+// traffic: strict reverse-path filtering (anti-spoofing, beside the
+// rpfilter rule), no IPv6 (its link-local addresses would be a path to
+// host services that the IPv4 rules do not see), no redirects. Forwarding
+// is on for the interface so that what a sandbox sends past the daemon
+// reaches the FORWARD chain and is rejected at once; with forwarding off
+// the kernel drops it silently and clients hang.
+func hostSysctls(link string) error {
+	for k, v := range map[string]string{
+		"net/ipv4/conf/" + link + "/forwarding":     "1",
+		"net/ipv4/conf/" + link + "/rp_filter":      "1",
+		"net/ipv4/conf/" + link + "/send_redirects": "0",
+		"net/ipv6/conf/" + link + "/disable_ipv6":   "1",
+	} {
+		if err := writeSysctl(k, v); err != nil && !(strings.HasPrefix(k, "net/ipv6") && errors.Is(err, os.ErrNotExist)) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k netlinkKernel) Chain(s *Sandbox) (string, error) {
+	_, inner, closeNS, err := openNamespace(s.NetnsPath)
+	if err != nil {
+		return "", err
+	}
+	defer closeNS()
+	host, peer, err := k.chainedPair(s, inner)
+	if err != nil {
+		return "", err
+	}
+	// The primary's routes to the container (ptp: its address, /32) go
+	// when the link goes down for the rename: they are put back after.
+	routes, err := k.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: host.Attrs().Index, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", fmt.Errorf("listing the routes of %s: %w", s.Chained, err)
+	}
+	if err := k.h.LinkSetDown(host); err != nil {
+		return "", fmt.Errorf("setting %s down to rename it: %w", s.Chained, err)
+	}
+	if err := k.h.LinkSetName(host, s.HostInterface); err != nil {
+		k.h.LinkSetUp(host) // leave the primary's wiring as it was
+		return "", fmt.Errorf("renaming %s to %s: %w", s.Chained, s.HostInterface, err)
+	}
+	// From here on a failure leaves a link under the daemon's prefix,
+	// which the caller deletes (fail closed: the runtime tears the
+	// container down after a failed ADD anyway).
+	if err := hostSysctls(s.HostInterface); err != nil {
+		return "", err
+	}
+	if err := k.h.LinkSetUp(host); err != nil {
+		return "", fmt.Errorf("setting %s up: %w", s.HostInterface, err)
+	}
+	for _, r := range routes {
+		if r.Protocol == unix.RTPROT_KERNEL {
+			continue // the kernel's own, made again with the link
+		}
+		r.LinkIndex = host.Attrs().Index
+		if err := k.h.RouteReplace(&r); err != nil {
+			return "", fmt.Errorf("restoring route %s on %s: %w", r.Dst, s.HostInterface, err)
+		}
+	}
+	if err := k.routedOut(s.Addr, host.Attrs().Index, s.HostInterface); err != nil {
+		return "", err
+	}
+	return peer.Attrs().HardwareAddr.String(), nil
+}
+
+// chainedPair finds and checks a chained sandbox's two ends: the host
+// link (named s.Chained before Chain renames it, s.HostInterface after)
+// and its peer s.Interface in the sandbox's namespace (inner).
+func (k netlinkKernel) chainedPair(s *Sandbox, inner *netlink.Handle) (host, peer netlink.Link, err error) {
+	hostName := s.Chained
+	if _, err := k.h.LinkByName(s.HostInterface); err == nil {
+		hostName = s.HostInterface // renamed already (CheckWiring)
+	}
+	host, err = k.h.LinkByName(hostName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: host interface %s: %w", ErrInvalidChain, hostName, err)
+	}
+	if host.Type() != "veth" {
+		return nil, nil, fmt.Errorf("%w: host interface %s is a %s, not a veth of the container's own (a bridge's ports share one interface, so the source address cannot be bound to a container)", ErrInvalidChain, hostName, host.Type())
+	}
+	if host.Attrs().MasterIndex != 0 {
+		return nil, nil, fmt.Errorf("%w: host interface %s is a port of another link (a bridge): the container's traffic reaches the host on that link, shared with its other ports", ErrInvalidChain, hostName)
+	}
+	peer, err = inner.LinkByName(s.Interface)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: interface %s in %s: %w", ErrInvalidChain, s.Interface, s.NetnsPath, err)
+	}
+	// A veth's IFLA_LINK is its peer's index: each end must name the
+	// other, so a runtime (or a result) naming another container's link
+	// is refused.
+	if peer.Type() != "veth" || host.Attrs().ParentIndex != peer.Attrs().Index || peer.Attrs().ParentIndex != host.Attrs().Index {
+		return nil, nil, fmt.Errorf("%w: host interface %s is not the peer of %s in %s", ErrInvalidChain, hostName, s.Interface, s.NetnsPath)
+	}
+	addrs, err := inner.AddrList(peer, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing the addresses of %s in %s: %w", s.Interface, s.NetnsPath, err)
+	}
+	if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { ip, _ := netip.AddrFromSlice(a.IP); return ip.Unmap() == s.Addr }) {
+		return nil, nil, fmt.Errorf("%w: %s in %s does not hold %s", ErrInvalidChain, s.Interface, s.NetnsPath, s.Addr)
+	}
+	if err := k.routedOut(s.Addr, host.Attrs().Index, hostName); err != nil {
+		return nil, nil, err
+	}
+	return host, peer, nil
+}
+
+// routedOut checks that the host routes addr out of the link at index:
+// what strict reverse-path filtering binds the address to, so that no
+// other sandbox can send from it.
+func (k netlinkKernel) routedOut(addr netip.Addr, index int, name string) error {
+	rs, err := k.h.RouteGet(net.IP(addr.AsSlice()))
+	if err != nil {
+		return fmt.Errorf("%w: looking up the host's route to %s: %w", ErrInvalidChain, addr, err)
+	}
+	if len(rs) == 0 || rs[0].LinkIndex != index || rs[0].Gw != nil {
+		return fmt.Errorf("%w: the host does not route %s straight out of %s, so reverse-path filtering cannot bind the address to it", ErrInvalidChain, addr, name)
+	}
+	return nil
+}
+
 func (netlinkKernel) LoopbackDNS(s *Sandbox, capture bool) error {
 	err := loopbackDNS(s, capture)
 	if !capture && errors.Is(err, os.ErrNotExist) {
@@ -180,6 +302,15 @@ func (k netlinkKernel) CheckWiring(sb *Sandbox) error {
 		return err
 	}
 	defer closeNS()
+	if sb.Chained != "" {
+		// The primary plugin's wiring: its own CHECK verifies its routes;
+		// what identity rests on is checked here.
+		if _, err := k.h.LinkByName(sb.HostInterface); err != nil {
+			return fmt.Errorf("host interface %s: %w", sb.HostInterface, err)
+		}
+		_, _, err := k.chainedPair(sb, inner)
+		return err
+	}
 	l, err := inner.LinkByName(sb.Interface)
 	if err != nil {
 		return fmt.Errorf("interface %s in the sandbox: %w", sb.Interface, err)
@@ -209,7 +340,7 @@ func (k netlinkKernel) ApplyRouting() error    { return ApplyRouting(k.h) }
 func (k netlinkKernel) TeardownRouting() error { return TeardownRouting(k.h) }
 
 func (netlinkKernel) EnableForwarding() (bool, error) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	b, err := os.ReadFile(sysctlPath("net/ipv4/ip_forward"))
 	if err != nil {
 		return false, fmt.Errorf("reading net.ipv4.ip_forward: %w", err)
 	}

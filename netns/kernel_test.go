@@ -127,6 +127,22 @@ func (k *fakeKernel) Wire(s *Sandbox) (string, error) {
 	return fmt.Sprintf("02:00:00:00:%02x:%02x", s.Slot>>8, s.Slot&0xff), nil
 }
 
+// Chain renames the primary's link, which the test put in links, as the
+// kernel would; it refuses a link that is not there or not a veth.
+func (k *fakeKernel) Chain(s *Sandbox) (string, error) {
+	if _, err := os.Stat(s.NetnsPath); err != nil {
+		return "", fmt.Errorf("opening namespace: %w", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if typ, ok := k.links[s.Chained]; !ok || typ != "veth" {
+		return "", fmt.Errorf("%w: host interface %s: not a veth here", ErrInvalidChain, s.Chained)
+	}
+	delete(k.links, s.Chained)
+	k.links[s.HostInterface] = "veth"
+	return "02:00:00:00:ff:ff", nil
+}
+
 func (k *fakeKernel) LoopbackDNS(s *Sandbox, capture bool) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -445,6 +461,10 @@ func TestARestartReadoptsTheRecordsThatSurvivedAndDropsTheRest(t *testing.T) {
 		{"a stale record naming a live sandbox's slot", rec("stale", 1, nil), "", state{false, ""}, false},
 		{"a record that is not JSON", Sandbox{Name: "junk"}, "{not json", state{}, false},
 		{"a record with an invalid policy", rec("badpol", 7, func(s *Sandbox) { s.Policy.AllowedHosts = []string{"bad host!"} }), "", state{true, "veth"}, false},
+		{"a chained sandbox keeps the primary plugin's address", rec("chained", 9, func(s *Sandbox) {
+			s.Chained, s.External, s.Addr, s.Gateway = "vethprim", true, netip.MustParseAddr("10.22.0.9"), netip.MustParseAddr("10.22.0.1")
+		}), "", state{true, "veth"}, true},
+		{"a chained record whose address is in the pool", rec("chainedpool", 10, func(s *Sandbox) { s.Chained, s.External = "vethprim", true }), "", state{true, "veth"}, false},
 	}
 	recs := map[string][]byte{}
 	e := newFakeEnv(t, "10.213.0.0/16", recs)
@@ -518,7 +538,7 @@ func TestARestartReadoptsTheRecordsThatSurvivedAndDropsTheRest(t *testing.T) {
 		})
 	}
 	t.Run("a dropped record's link is removed unless a survivor holds its slot", func(t *testing.T) {
-		want := []string{"icdt1", "icdt2", "other0", "icdtx"}
+		want := []string{"icdt1", "icdt2", "icdt9", "other0", "icdtx"}
 		sort.Strings(want)
 		if got := e.k.linkNames(); !slices.Equal(got, want) {
 			t.Errorf("links after adopt %q, want %q: the survivors', and what is not a veth of ours", got, want)

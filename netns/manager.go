@@ -36,6 +36,9 @@ var (
 	ErrUnknownWorker = errors.New("unknown worker")
 	// ErrInvalidLimits is returned for a negative limit, naming it.
 	ErrInvalidLimits = errors.New("invalid limits")
+	// ErrInvalidChain is returned, saying why, for a primary plugin's
+	// wiring a sandbox cannot be chained to (Spec.Chain).
+	ErrInvalidChain = errors.New("cannot chain to the primary plugin's wiring")
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -129,6 +132,13 @@ type Sandbox struct {
 	MAC       string `json:"mac"`
 	// External: the namespace was made by someone else (attached).
 	External bool `json:"external,omitempty"`
+	// Chained names the host end of the veth a primary CNI plugin made
+	// (ptp), as that plugin named it, when the sandbox was attached to
+	// that wiring (Spec.Chain) rather than given a veth of its own; ""
+	// otherwise. The link is renamed HostInterface, under the daemon's
+	// prefix, so that every rule matches it as it matches a veth the
+	// daemon made. Addr and Gateway are then the primary's, not the pool's.
+	Chained string `json:"chained,omitempty"`
 	// Policy is the sandbox's egress policy; Compiled is it, validated.
 	Policy   policy.Policy    `json:"policy"`
 	Compiled *policy.Compiled `json:"-"`
@@ -158,6 +168,54 @@ type Spec struct {
 	Worker *string
 	// Limits of the sandbox's own; a nil field: the daemon's default.
 	Limits policy.Limits
+	// Chain, for an attached namespace only, attaches to the wiring a
+	// primary CNI plugin already made instead of building a veth.
+	Chain *Primary
+}
+
+// Primary is the wiring a primary CNI plugin (ptp) made for a container, as
+// its result names it: the sandbox takes it over instead of a veth and a
+// /30 of the pool. The kernel checks every part of it before anything is
+// changed (Kernel.Chain): the link must be a veth whose peer is the
+// container's interface, the interface must hold Addr, and the host must
+// route Addr out of that link and nowhere else, which is what lets strict
+// reverse-path filtering bind the address to the container as it does for
+// the daemon's own veths.
+type Primary struct {
+	// HostInterface is the primary's host end of the container's veth.
+	HostInterface string
+	// Addr is the container's IPv4 address, with the prefix length its
+	// IPAM gave; Gateway its next hop (the primary's address on
+	// HostInterface), to which the sandbox's loopback DNS is sent.
+	Addr    netip.Prefix
+	Gateway netip.Addr
+}
+
+// validate checks what needs no kernel: one IPv4 address and gateway
+// outside the pool (the pool's are the daemon's own sandboxes') and the
+// protected destinations (handlers' virtual addresses, link-local,
+// loopback: what no container may be).
+func (c *Primary) validate(pool netip.Prefix, protected []netip.Prefix) error {
+	for _, p := range protected {
+		if p.Contains(c.Addr.Addr()) && !pool.Contains(c.Addr.Addr()) {
+			return fmt.Errorf("%w: address %s is inside %s, which the daemon protects", ErrInvalidChain, c.Addr.Addr(), p)
+		}
+	}
+	switch {
+	case !ifNameRE.MatchString(c.HostInterface):
+		return fmt.Errorf("%w: host interface %q: 1-15 of [A-Za-z0-9_.-]", ErrInvalidChain, c.HostInterface)
+	case !c.Addr.IsValid() || !c.Addr.Addr().Is4():
+		return fmt.Errorf("%w: address %s: interception is IPv4 only", ErrInvalidChain, c.Addr)
+	case !c.Gateway.Is4():
+		return fmt.Errorf("%w: gateway %s: interception is IPv4 only, and the sandbox's loopback dns goes to it", ErrInvalidChain, c.Gateway)
+	case c.Gateway == c.Addr.Addr():
+		return fmt.Errorf("%w: the gateway is the container's own address %s", ErrInvalidChain, c.Gateway)
+	case pool.Contains(c.Addr.Addr()) || pool.Contains(c.Gateway):
+		return fmt.Errorf("%w: %s via %s is inside the daemon's pool %s: give the primary plugin's IPAM a range of its own", ErrInvalidChain, c.Addr, c.Gateway, pool)
+	case c.Addr.Addr().IsLoopback() || c.Addr.Addr().IsUnspecified() || c.Addr.Addr().IsMulticast():
+		return fmt.Errorf("%w: address %s cannot be a container's", ErrInvalidChain, c.Addr)
+	}
+	return nil
 }
 
 // Manager creates, tracks and deletes sandboxes. It is safe for concurrent use.
@@ -419,6 +477,14 @@ func (m *Manager) adopt() error {
 			m.cfg.Records.DeleteSandbox(name)
 			continue
 		}
+		if _, taken := m.sandboxAt(sb.Addr); taken && sb.Chained != "" {
+			// Two records of one chained address: neither the kernel nor
+			// DNS could tell them apart, and the first one kept it.
+			m.log.Warn("dropping chained sandbox with a conflicting address", "sandbox", name, "addr", sb.Addr)
+			dropped = append(dropped, sb)
+			m.cfg.Records.DeleteSandbox(name)
+			continue
+		}
 		if err := m.pool.Reserve(sb.Slot); err != nil {
 			m.log.Warn("dropping sandbox with a conflicting address", "sandbox", name, "reason", err)
 			dropped = append(dropped, sb)
@@ -484,6 +550,14 @@ func (m *Manager) check(sb *Sandbox) error {
 	}
 	if typ != "veth" {
 		return fmt.Errorf("host link %s is a %s", sb.HostInterface, typ)
+	}
+	if sb.Chained != "" {
+		// Its addresses are the primary plugin's: nothing in the pool to
+		// compare them with, but the address must not be a pool sandbox's.
+		if m.cfg.Pool.Contains(sb.Addr) {
+			return fmt.Errorf("chained address %s is inside pool %s", sb.Addr, m.cfg.Pool)
+		}
+		return nil
 	}
 	if gw, a, _ := m.pool.Link(sb.Slot); gw != sb.Gateway || a != sb.Addr {
 		return fmt.Errorf("record does not match pool %s", m.pool.Prefix())
@@ -649,6 +723,9 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 	if external != "" {
 		op = "attach"
 	}
+	if spec.Chain != nil {
+		op = "chain"
+	}
 	start := time.Now()
 	defer func() { m.cfg.Metrics.observe(op, start, err) }()
 	if !ValidName(name) {
@@ -674,12 +751,28 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 	if err := m.knownWorker(worker); err != nil {
 		return Sandbox{}, err
 	}
+	if spec.Chain != nil {
+		if external == "" {
+			return Sandbox{}, fmt.Errorf("%w: only an attached namespace has a primary plugin's wiring", ErrInvalidChain)
+		}
+		if err := spec.Chain.validate(m.cfg.Pool, parsePrefixes(m.cfg.Rules.Protected)); err != nil {
+			return Sandbox{}, err
+		}
+	}
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
 	m.mu.Lock()
 	if _, ok := m.byName[name]; ok {
 		m.mu.Unlock()
 		return Sandbox{}, fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	if c := spec.Chain; c != nil {
+		// The address is the identity: two sandboxes at one address would
+		// be told apart by nothing.
+		if other, ok := m.byAddr[c.Addr.Addr()]; ok {
+			m.mu.Unlock()
+			return Sandbox{}, fmt.Errorf("%w: address %s is sandbox %s's", ErrInvalidChain, c.Addr.Addr(), other.Name)
+		}
 	}
 	slot, err := m.pool.Allocate()
 	m.mu.Unlock()
@@ -698,6 +791,12 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 		Addr:          addr, Gateway: gw, Subnet: subnet, Created: time.Now().UTC(), Slot: slot,
 		Policy: compiled.Policy, Compiled: compiled, Worker: worker,
 		PolicyDefault: spec.Policy == nil, Limits: spec.Limits,
+	}
+	if c := spec.Chain; c != nil {
+		// The slot names the link only (its /30 stays unused), so that
+		// the link's name is unique and under the prefix the rules match,
+		// and re-adoption and the reaper treat it like any other.
+		s.Chained, s.Addr, s.Gateway, s.Subnet = c.HostInterface, c.Addr.Addr(), c.Gateway, c.Addr.Masked()
 	}
 	if external != "" {
 		s.External, s.NetnsPath = true, external
@@ -737,7 +836,8 @@ func (m *Manager) add(name string, spec Spec, external, ifName string) (sb Sandb
 		m.log.Warn("the sandbox's own dns rate is cut by the kernel's flood limit", "sandbox", name, "error", err)
 	}
 	m.policyApplied(*s)
-	m.log.Info(map[string]string{"create": "sandbox created", "attach": "sandbox attached"}[op], "sandbox", name, "netns", s.NetnsPath, "addr", addr)
+	m.log.Info(map[string]string{"create": "sandbox created", "attach": "sandbox attached", "chain": "sandbox chained"}[op],
+		"sandbox", name, "netns", s.NetnsPath, "addr", s.Addr, "host_interface", s.HostInterface, "chained", s.Chained)
 	return *s, nil
 }
 
@@ -751,7 +851,11 @@ func (m *Manager) build(s *Sandbox) error {
 			return err
 		}
 	}
-	mac, err := m.k.Wire(s)
+	wire := m.k.Wire
+	if s.Chained != "" {
+		wire = m.k.Chain
+	}
+	mac, err := wire(s)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,8 @@ import (
 // Metrics are the sandbox lifecycle metrics.
 //
 //	interceptd_sandbox_active                      gauge
-//	interceptd_sandbox_operations_total{op,result} op: create|attach|delete; result: ok|error
+//	interceptd_sandbox_operations_total{op,result} op: create|attach|chain|delete; result: ok|error
+//	                                               (chain: attached to a primary CNI plugin's wiring)
 //	interceptd_sandbox_operation_duration_seconds{op}
 //	interceptd_sandbox_lost_total                  namespaces that disappeared under the daemon
 type Metrics struct {
@@ -36,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"op"}),
 	}
-	for _, op := range []string{"create", "attach", "delete"} {
+	for _, op := range []string{"create", "attach", "chain", "delete"} {
 		for _, r := range []string{"ok", "error"} {
 			m.ops.WithLabelValues(op, r)
 		}

@@ -104,9 +104,28 @@ func removeNamespace(path string) error {
 	return nil
 }
 
+// SysctlDirEnv names the environment variable that moves where sysctls
+// are written from /proc/sys: a container runtime mounts /proc/sys
+// read-only in every container that is not privileged, so the Kubernetes
+// DaemonSet mounts the host's /proc/sys/net read-write elsewhere and
+// points this at it (deploy/kubernetes). A net sysctl file is that of the
+// network namespace of the thread that opens it, whichever procfs mount it
+// is reached through, so writes from a thread switched into a sandbox
+// still land in the sandbox.
+const SysctlDirEnv = "INTERCEPTD_SYSCTL_DIR"
+
+// sysctlPath is where sysctl name (slash-separated, net/...) is.
+func sysctlPath(name string) string {
+	dir := "/proc/sys"
+	if d := os.Getenv(SysctlDirEnv); d != "" {
+		dir = d
+	}
+	return filepath.Join(dir, filepath.FromSlash(name))
+}
+
 // writeSysctl sets a sysctl of the calling process's network namespace.
 func writeSysctl(name, value string) error {
-	p := filepath.Join("/proc/sys", filepath.FromSlash(name))
+	p := sysctlPath(name)
 	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
 		return fmt.Errorf("setting %s=%s: %w", name, value, err)
 	}

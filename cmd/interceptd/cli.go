@@ -129,6 +129,7 @@ func newRoot() *cobra.Command {
 		storeCmd(g),
 		caCmd(),
 		cleanupCmd(g),
+		cniCmd(g),
 		configCmd(),
 		versionCmd(),
 		genDocsCmd(),

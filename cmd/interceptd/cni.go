@@ -25,7 +25,8 @@ import (
 // link placed in the runtime's CNI bin dir). It asks the daemon to attach
 // the runtime's namespace as a sandbox, so containers started by
 // containerd, podman or Kubernetes get the same addressing, rules, DNS
-// capture and identity as sandboxes the daemon creates.
+// capture and identity as sandboxes the daemon creates; or, chained after
+// a primary plugin, to take that plugin's wiring over (cni_chain.go).
 const cniName = "interceptd-cni"
 
 // cniConf is the network configuration the runtime passes on stdin.
@@ -44,6 +45,8 @@ type cniConf struct {
 	// defaultDataRetention. Runtimes make a new container id per container,
 	// so data kept forever builds up; a grace period lets a container that
 	// is re-added under its id (podman restart: DEL then ADD) keep it.
+	// Not applied to a Kubernetes pod's sandbox (cni_chain.go): its name
+	// outlives the pod's containers, and the pod may run on another host.
 	DataRetention string `json:"dataRetention,omitempty"`
 	// StateDir is where the plugin keeps the purges it has pending, one
 	// file per container id; default defaultCNIStateDir.
@@ -122,16 +125,31 @@ func cniAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	id, err := sandboxIdentity(args)
+	if err != nil {
+		return err
+	}
+	prev, err := prevResult(conf)
+	if err != nil {
+		return err
+	}
 	p, err := lockPurges(conf.stateDir())
 	if err != nil {
 		return err
 	}
 	defer p.unlock()
 	// A container re-added under its id (podman restart) keeps its data.
-	p.cancel(args.ContainerID)
+	p.cancel(id.name)
 	p.due(c)
-	sb, err := c.AttachWith(admin.CreateRequest{Name: args.ContainerID, NetnsPath: args.Netns, Interface: args.IfName, Worker: conf.Worker,
-		Limits: conf.Limits, Quota: conf.Quota})
+	if id.pod {
+		dropStalePod(c, id.name, args.Netns)
+	}
+	req := admin.CreateRequest{Name: id.name, NetnsPath: args.Netns, Interface: args.IfName, Worker: conf.Worker,
+		Limits: conf.Limits, Quota: conf.Quota}
+	if prev != nil {
+		return cniChainAdd(args, conf, c, req, prev)
+	}
+	sb, err := c.AttachWith(req)
 	if err != nil {
 		return cniError("attaching the container's namespace", err)
 	}
@@ -157,25 +175,39 @@ func cniDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	id, err := sandboxIdentity(args)
+	if err != nil {
+		return err
+	}
 	p, err := lockPurges(conf.stateDir())
 	if err != nil {
 		return err
 	}
 	defer p.unlock()
-	err = c.DeleteSandbox(args.ContainerID, false)
+	if id.pod && !podSandboxIsThis(c, id.name, args.Netns) {
+		// A late DEL of an earlier sandbox of the pod (the runtime's
+		// garbage collection): the sandbox of that name is the pod's
+		// current one, not this DEL's to remove.
+		p.due(c)
+		return nil
+	}
+	err = c.DeleteSandbox(id.name, false)
 	if err != nil && !isNotFound(err) { // DEL is idempotent: already gone is done
 		return cniError("detaching the container", err)
 	}
 	retain, keep, _ := conf.retention()
 	switch {
-	case keep:
+	case keep || id.pod:
+		// A pod's data outlives it here: the pod may be running on
+		// another host already, whose daemon reads it from the shared
+		// store, and this host cannot know (docs/runtimes.md).
 	case retain == 0:
-		if err := purge(c, args.ContainerID); err != nil {
+		if err := purge(c, id.name); err != nil {
 			return cniError("purging the container's data", err)
 		}
 	default:
 		// Purged by the first ADD, DEL or STATUS after the deadline.
-		if err := p.schedule(args.ContainerID, p.now().Add(retain)); err != nil {
+		if err := p.schedule(id.name, p.now().Add(retain)); err != nil {
 			return types.NewError(types.ErrIOFailure, "scheduling the purge of the container's data", err.Error())
 		}
 	}
@@ -198,11 +230,15 @@ func purge(c *admin.Client, id string) error {
 }
 
 func cniCheck(args *skel.CmdArgs) error {
-	_, c, err := cniClient(args.StdinData)
+	conf, c, err := cniClient(args.StdinData)
 	if err != nil {
 		return err
 	}
-	sb, err := c.Get(args.ContainerID)
+	id, err := sandboxIdentity(args)
+	if err != nil {
+		return err
+	}
+	sb, err := c.Get(id.name)
 	if err != nil {
 		return cniError("finding the container's sandbox", err)
 	}
@@ -210,7 +246,20 @@ func cniCheck(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInternal, "the sandbox does not match",
 			fmt.Sprintf("sandbox %s is %s in %s, the runtime says %s in %s", sb.Name, sb.Interface, sb.NetnsPath, args.IfName, args.Netns))
 	}
-	if err := c.Check(args.ContainerID); err != nil {
+	if sb.Chained != "" {
+		// The result the runtime kept must still say what the sandbox is.
+		prev, err := prevResult(conf)
+		if err != nil {
+			return err
+		}
+		if prev == nil {
+			return types.NewError(types.ErrInvalidNetworkConfig, "CHECK of a chained sandbox needs prevResult", "")
+		}
+		if err := matchesResult(sb, prev, args); err != nil {
+			return err
+		}
+	}
+	if err := c.Check(id.name); err != nil {
 		return cniError("checking the sandbox's wiring", err)
 	}
 	return nil

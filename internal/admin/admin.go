@@ -4,7 +4,9 @@
 //	POST   /v1/sandboxes         {"name": "web1", "policy": {…}}  → 201 sandbox
 //	                             (+ "netns_path", "interface": attach a runtime's namespace;
 //	                             + "quota": {"blob.bytes": 10485760, …}: override quotas;
-//	                             + "worker": "app" ("" for none; absent: default_worker))
+//	                             + "worker": "app" ("" for none; absent: default_worker);
+//	                             + "chain": {"host_interface", "address", "gateway"}: take over
+//	                               a primary CNI plugin's wiring instead of building a veth)
 //	GET    /v1/sandboxes/{name}/policy             → 200 policy
 //	GET    /v1/sandboxes/{name}/check              → 200 when its wiring is intact
 //	PATCH  /v1/sandboxes/{name}/policy  {fields}   → 200 policy (given fields replace)
@@ -31,6 +33,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -372,6 +375,20 @@ type CreateRequest struct {
 	// max_dns_qps); a field left out takes the daemon's default, 0 is no
 	// limit.
 	Limits policy.Limits `json:"limits,omitempty"`
+	// Chain, with NetnsPath, attaches to the wiring a primary CNI plugin
+	// made for the container (its prevResult) instead of building a veth:
+	// the CNI plugin chained after ptp.
+	Chain *ChainRequest `json:"chain,omitempty"`
+}
+
+// ChainRequest is the primary plugin's wiring, from its result: the host
+// end of the container's veth, the container's address (with its prefix
+// length) and its gateway. The daemon checks it against the kernel
+// before it changes anything (netns.Primary).
+type ChainRequest struct {
+	HostInterface string       `json:"host_interface"`
+	Address       netip.Prefix `json:"address"`
+	Gateway       netip.Addr   `json:"gateway"`
 }
 
 // WorkerRequest is the body of PUT /v1/sandboxes/{name}/worker.
@@ -424,6 +441,13 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) {
 	var sb netns.Sandbox
 	var err error
 	spec := netns.Spec{Policy: pol, Worker: req.Worker, Limits: req.Limits}
+	if c := req.Chain; c != nil {
+		if req.NetnsPath == "" {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("%w: chain needs netns_path", netns.ErrInvalidChain))
+			return
+		}
+		spec.Chain = &netns.Primary{HostInterface: c.HostInterface, Addr: c.Address, Gateway: c.Gateway}
+	}
 	if req.NetnsPath != "" {
 		sb, err = h.sb.AttachSpec(req.Name, req.NetnsPath, req.Interface, spec)
 	} else {
@@ -601,7 +625,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, netns.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, netns.ErrInvalidName), errors.Is(err, netns.ErrInvalidPolicy), errors.Is(err, netns.ErrUnknownWorker), errors.Is(err, netns.ErrInvalidLimits):
+	case errors.Is(err, netns.ErrInvalidName), errors.Is(err, netns.ErrInvalidPolicy), errors.Is(err, netns.ErrUnknownWorker), errors.Is(err, netns.ErrInvalidLimits),
+		errors.Is(err, netns.ErrInvalidChain):
 		return http.StatusBadRequest
 	case errors.Is(err, netns.ErrPoolExhausted):
 		return http.StatusServiceUnavailable

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -128,6 +129,8 @@ func TestCreatingASandboxThroughTheAPI(t *testing.T) {
 		{"an invalid policy is a 400", CreateRequest{Name: "d", Policy: &PolicyPatch{AllowedHosts: &[]string{"bad host!"}}}, 400, "invalid policy", policy.Policy{}},
 		{"an unknown quota field is a 400 naming the fields", CreateRequest{Name: "e", Quota: map[string]int64{"kv.files": 1}}, 400, "want one of kv.bytes", policy.Policy{}},
 		{"a negative quota is a 400", CreateRequest{Name: "e", Quota: map[string]int64{"kv.bytes": -1}}, 400, "negative", policy.Policy{}},
+		{"a chain without the namespace it is in is a 400", CreateRequest{Name: "f", Chain: &ChainRequest{HostInterface: "veth1",
+			Address: netip.MustParsePrefix("10.22.0.5/24"), Gateway: netip.MustParseAddr("10.22.0.1")}}, 400, "chain needs netns_path", policy.Policy{}},
 	}
 	f := newAPI(t)
 	for _, tt := range tests {

@@ -428,6 +428,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		return d, err
 	}
 	go func() { d.errc <- d.admin.Serve() }()
+	if d.metrics != nil {
+		// Liveness asks only what a restart would fix; readiness also
+		// asks the store, which may be remote and away for a while (the
+		// daemon keeps intercepting meanwhile: a restart would not help).
+		d.metrics.SetProbes(d.adminAnswers, d.Healthy)
+	}
 
 	log.Info("interceptd ready",
 		"admin_socket", cfg.AdminSocket, "http", cfg.Listen.HTTP, "dns_port", cfg.Listen.DNSPort,
@@ -655,6 +661,12 @@ func (d *Daemon) Healthy() error {
 	if _, err := d.db.Stats(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	return d.adminAnswers()
+}
+
+// adminAnswers checks that the admin socket accepts connections: the
+// daemon's own loop runs (the liveness probe).
+func (d *Daemon) adminAnswers() error {
 	c, err := net.DialTimeout("unix", d.config().AdminSocket, time.Second)
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
