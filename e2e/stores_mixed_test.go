@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interceptd/interceptd/store/etcdstore/etcdtest"
+	"github.com/interceptd/interceptd/store/s3store/s3test"
+)
+
+// TestKVInEtcdAndBlobsInS3TogetherServeAndPurgeASandbox runs one daemon with
+// both remote engines at once (backend.Compose of etcd, S3 and bbolt), as a
+// fleet would: every kind answers from its own engine, `store --check`
+// checks both, and a purge removes the sandbox's data from each of them.
+// The etcd member and the S3 server run on the loopback of the daemon's own
+// host namespace.
+func TestKVInEtcdAndBlobsInS3TogetherServeAndPurgeASandbox(t *testing.T) {
+	requireRoot(t)
+	etcdtest.Binary(t)
+	if s3test.Binary() == "" {
+		t.Skip("no SeaweedFS weed binary (.ci/test builds it)")
+	}
+	keys := t.TempDir()
+	os.WriteFile(filepath.Join(keys, "access"), []byte(s3test.AccessKey+"\n"), 0o600)
+	os.WriteFile(filepath.Join(keys, "secret"), []byte(s3test.SecretKey+"\n"), 0o600)
+	const s3Port = 18006 // s3test's fixed port, in a namespace of the test's own
+	extra := fmt.Sprintf(`store:
+  backend: etcd
+  etcd:
+    endpoints: ["http://127.0.0.1:23791"]
+    prefix: /e2e-%s/
+    request_timeout: 3s
+  blobs:
+    backend: s3
+    s3:
+      endpoint: 127.0.0.1:%d
+      bucket: %s
+      region: us-east-1
+      prefix: mixed/
+      access_key_file: %s
+      secret_key_file: %s
+      insecure: true
+      request_timeout: 3s
+`, randomID(), s3Port, s3Bucket, filepath.Join(keys, "access"), filepath.Join(keys, "secret")) + perSandboxHandlers
+	e := NewEnv(t, Options{ExtraConfig: extra, NoStart: true})
+	etcdtest.StartCluster(t, []etcdtest.MemberSpec{{Client: "127.0.0.1:23791", Peer: "127.0.0.1:23801", Netns: e.HostNS}})
+	srv := s3test.Start(t, s3test.Options{IP: "127.0.0.1", Netns: "/run/netns/" + e.HostNS, Buckets: []string{s3Bucket}})
+	if srv.Port() != s3Port {
+		t.Fatalf("the S3 server is on port %d, the config says %d", srv.Port(), s3Port)
+	}
+	e.Start()
+	sb := e.Create("mixed")
+
+	writes := []struct{ url, body string }{
+		{"http://private.kv/k", "kv in etcd"},
+		{"http://state.do/s", "state in etcd"},
+		{"http://private.r2/o", "blob in s3"},
+	}
+	// SeaweedFS grows its first volumes on the first write, which can take
+	// longer than one request's timeout: wait for the store to take one.
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if _, code := e.In(sb, "curl", "-sS", "-f", "-X", "PUT", "--data", "warm", "http://my.r2/warm"); code == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, w := range writes {
+		e.MustIn(sb, "curl", "-sS", "-f", "-X", "PUT", "--data", w.body, w.url)
+		if got := e.MustIn(sb, "curl", "-sS", "-f", w.url); got != w.body {
+			t.Errorf("%s read back %q, want %q", w.url, got, w.body)
+		}
+	}
+	if out, errOut, code := e.CLI("store", "--check"); code != 0 {
+		t.Errorf("store --check with etcd and S3 up: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := e.CLI("sandbox", "delete", "--purge", "mixed"); code != 0 {
+		t.Fatalf("sandbox delete --purge: exit %d\n%s%s", code, out, errOut)
+	}
+	sb = e.Create("mixed")
+	for _, w := range writes {
+		_, code := curlOut(e, sb, w.url)
+		if code != "404" {
+			t.Errorf("after the purge %s answers %s, want 404 (its engine kept the sandbox's data)", w.url, code)
+		}
+	}
+	if strings.Contains(e.Log(), "level=ERROR") {
+		t.Errorf("the daemon logged errors:\n%s", e.Log())
+	}
+}
