@@ -79,6 +79,10 @@ const (
 	recordV2 = 2
 )
 
+// EncodeRecord is e as one record: the format bbolt keeps, which a remote
+// engine (store/etcdstore) stores too, so that one reader serves both.
+func EncodeRecord(e Entry) []byte { return encodeRecord(e) }
+
 func encodeRecord(e Entry) []byte {
 	h := 14 + len(e.Owner)
 	b := make([]byte, h+len(e.Metadata)+len(e.Value))
@@ -143,6 +147,20 @@ func entryCharge(key string, e Entry) int64 {
 // decodeRecord copies a record out of bbolt memory, which is only valid
 // inside the transaction. With withValue false the value is skipped.
 func decodeRecord(b []byte, withValue bool) (Entry, error) {
+	e, err := DecodeRecord(b, withValue)
+	if err != nil {
+		return e, err
+	}
+	e.Metadata = bytes.Clone(e.Metadata)
+	if withValue {
+		e.Value = append([]byte{}, e.Value...)
+	}
+	return e, nil
+}
+
+// DecodeRecord reads a record EncodeRecord made; the entry's slices share
+// b. With withValue false the value is skipped (nil).
+func DecodeRecord(b []byte, withValue bool) (Entry, error) {
 	h, m, ok := recordHeader(b)
 	if !ok {
 		return Entry{}, errCorrupt
@@ -155,10 +173,10 @@ func decodeRecord(b []byte, withValue bool) (Entry, error) {
 		e.Owner = string(b[14:h])
 	}
 	if m > 0 {
-		e.Metadata = bytes.Clone(b[h : h+m])
+		e.Metadata = b[h : h+m]
 	}
 	if withValue {
-		e.Value = bytes.Clone(b[h+m:])
+		e.Value = b[h+m:]
 		if e.Value == nil {
 			e.Value = []byte{}
 		}

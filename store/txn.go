@@ -61,18 +61,14 @@ func (e *ConditionError) Error() string {
 
 func (e *ConditionError) Is(target error) bool { return target == ErrConditionFailed }
 
-// MaxTxnOps bounds the number of keys one transaction may touch.
-const MaxTxnOps = 128
-
-// Apply runs t atomically. It returns the entries read (nil for an absent
-// key), or a *ConditionError (errors.Is ErrConditionFailed) or a
-// *QuotaError (errors.Is ErrQuotaExceeded) and no writes.
-func (kv *KV) Apply(t Txn) (reads map[string]*Entry, err error) {
-	defer func(s time.Time) { kv.db.observe(kv.kind, "txn", s, err) }(time.Now())
+// Check checks t's shape, the same for every engine: it touches 1 to
+// MaxTxnOps keys, each condition sets exactly one test, and checkKey takes
+// every key read, tested or deleted (writes are checked with their entries).
+func (t Txn) Check(checkKey func(string) error) error {
 	if n := len(t.Conditions) + len(t.Reads) + len(t.Writes) + len(t.Deletes); n == 0 {
-		return nil, errors.New("empty transaction")
+		return errors.New("empty transaction")
 	} else if n > MaxTxnOps {
-		return nil, fmt.Errorf("transaction touches %d keys, limit %d", n, MaxTxnOps)
+		return fmt.Errorf("transaction touches %d keys, limit %d", n, MaxTxnOps)
 	}
 	for i, c := range t.Conditions {
 		set := 0
@@ -82,16 +78,30 @@ func (kv *KV) Apply(t Txn) (reads map[string]*Entry, err error) {
 			}
 		}
 		if set != 1 {
-			return nil, fmt.Errorf("condition %d: set exactly one of equals, absent, exists", i)
+			return fmt.Errorf("condition %d: set exactly one of equals, absent, exists", i)
 		}
-		if err := kv.CheckKey(c.Key); err != nil {
-			return nil, fmt.Errorf("condition %d: %w", i, err)
+		if err := checkKey(c.Key); err != nil {
+			return fmt.Errorf("condition %d: %w", i, err)
 		}
 	}
 	for _, k := range append(append([]string{}, t.Reads...), t.Deletes...) {
-		if err := kv.CheckKey(k); err != nil {
-			return nil, fmt.Errorf("key %q: %w", k, err)
+		if err := checkKey(k); err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
 		}
+	}
+	return nil
+}
+
+// MaxTxnOps bounds the number of keys one transaction may touch.
+const MaxTxnOps = 128
+
+// Apply runs t atomically. It returns the entries read (nil for an absent
+// key), or a *ConditionError (errors.Is ErrConditionFailed) or a
+// *QuotaError (errors.Is ErrQuotaExceeded) and no writes.
+func (kv *KV) Apply(t Txn) (reads map[string]*Entry, err error) {
+	defer func(s time.Time) { kv.db.observe(kv.kind, "txn", s, err) }(time.Now())
+	if err := t.Check(kv.CheckKey); err != nil {
+		return nil, err
 	}
 	for _, w := range t.Writes {
 		if err := kv.checkEntry(w.Key, w.Entry); err != nil {

@@ -31,7 +31,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -311,59 +310,13 @@ func unesc(s string) string {
 	return strings.NewReplacer("%2F", "/", "%25", "%").Replace(s)
 }
 
-// record layout (little endian), version 1:
-//
-//	[1]  version (1)
-//	[8]  expiry, unix nanoseconds, 0 = never
-//	[4]  metadata length m
-//	[1]  owner length o
-//	[o]  owner
-//	[m]  metadata
-//	[..] value
-const recordVersion = 1
+// A record is package store's (store.EncodeRecord): version, expiry in
+// unix nanoseconds (0: never), metadata length, owner, metadata, value.
+// encodeRecord and decodeRecord: the entry's slices share the record's bytes.
+func encodeRecord(e store.Entry) []byte { return store.EncodeRecord(e) }
 
-func encodeRecord(e store.Entry) []byte {
-	h := 14 + len(e.Owner)
-	b := make([]byte, h+len(e.Metadata)+len(e.Value))
-	b[0] = recordVersion
-	if !e.Expires.IsZero() {
-		binary.LittleEndian.PutUint64(b[1:9], uint64(e.Expires.UnixNano()))
-	}
-	binary.LittleEndian.PutUint32(b[9:13], uint32(len(e.Metadata)))
-	b[13] = byte(len(e.Owner))
-	copy(b[14:], e.Owner)
-	copy(b[h:], e.Metadata)
-	copy(b[h+len(e.Metadata):], e.Value)
-	return b
-}
-
-var errCorrupt = errors.New("corrupt record")
-
-// decodeRecord reads a record; the entry shares b.
 func decodeRecord(b []byte, withValue bool) (store.Entry, error) {
-	if len(b) < 14 || b[0] != recordVersion {
-		return store.Entry{}, errCorrupt
-	}
-	m := int(binary.LittleEndian.Uint32(b[9:13]))
-	h := 14 + int(b[13])
-	if h+m > len(b) {
-		return store.Entry{}, errCorrupt
-	}
-	var e store.Entry
-	if ns := binary.LittleEndian.Uint64(b[1:9]); ns != 0 {
-		e.Expires = time.Unix(0, int64(ns))
-	}
-	e.Owner = string(b[14:h])
-	if m > 0 {
-		e.Metadata = b[h : h+m]
-	}
-	if withValue {
-		e.Value = b[h+m:]
-		if e.Value == nil {
-			e.Value = []byte{}
-		}
-	}
-	return e, nil
+	return store.DecodeRecord(b, withValue)
 }
 
 // charge is what an entry occupies for its owner's quota, as in bbolt: its

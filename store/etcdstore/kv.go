@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"sort"
@@ -242,29 +241,8 @@ func (kv *KV) List(o store.ListOptions) (store.ListResult, error) {
 
 // Apply implements backend.KV.
 func (kv *KV) Apply(t store.Txn) (map[string]*store.Entry, error) {
-	if n := len(t.Conditions) + len(t.Reads) + len(t.Writes) + len(t.Deletes); n == 0 {
-		return nil, errors.New("empty transaction")
-	} else if n > store.MaxTxnOps {
-		return nil, fmt.Errorf("transaction touches %d keys, limit %d", n, store.MaxTxnOps)
-	}
-	for i, c := range t.Conditions {
-		set := 0
-		for _, b := range []bool{c.Equals != nil, c.Absent, c.Exists} {
-			if b {
-				set++
-			}
-		}
-		if set != 1 {
-			return nil, fmt.Errorf("condition %d: set exactly one of equals, absent, exists", i)
-		}
-		if err := kv.CheckKey(c.Key); err != nil {
-			return nil, fmt.Errorf("condition %d: %w", i, err)
-		}
-	}
-	for _, k := range append(append([]string{}, t.Reads...), t.Deletes...) {
-		if err := kv.CheckKey(k); err != nil {
-			return nil, fmt.Errorf("key %q: %w", k, err)
-		}
+	if err := t.Check(kv.CheckKey); err != nil {
+		return nil, err
 	}
 	size := 0
 	for _, w := range t.Writes {
