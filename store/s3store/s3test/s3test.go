@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -116,8 +117,31 @@ func New(dir string, o Options) (*Server, error) {
 		if err != nil {
 			return s, fmt.Errorf("creating bucket %s: %w", b, err)
 		}
+		if err := s.warm(b); err != nil {
+			return s, err
+		}
 	}
 	return s, nil
+}
+
+// warm writes and deletes one object in bucket: SeaweedFS grows a bucket's
+// first volumes on its first write, which can take longer than the
+// request timeout a test gives its daemon, and a test should measure the
+// store it configured, not that growth.
+func (s *Server) warm(bucket string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c := s.Client()
+	for {
+		_, err := c.PutObject(ctx, bucket, ".warm", strings.NewReader("warm"), 4, minio.PutObjectOptions{})
+		if err == nil {
+			return c.RemoveObject(ctx, bucket, ".warm", minio.RemoveObjectOptions{})
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("warming bucket %s: %w", bucket, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func s3Config() []byte {
