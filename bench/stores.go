@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -34,8 +35,11 @@ var storesMode = flag.Bool("stores", false, "measure the stores instead (issue 2
 // with one sandbox.
 type storeDaemon struct {
 	name, hostNS, dir, sandboxNS string
-	cmd                          *exec.Cmd
-	sb                           admin.Client
+	// spread are the namespaces of more sandboxes, for writers that
+	// charge different owners.
+	spread []string
+	cmd    *exec.Cmd
+	sb     admin.Client
 }
 
 func (d *storeDaemon) pid() int { return d.cmd.Process.Pid }
@@ -48,6 +52,10 @@ const (
 	benchEtcdPeer   = "127.0.0.1:2380"
 	benchS3Port     = 18006
 	benchS3Bucket   = "interceptd-bench"
+	// spreadSandboxes share the 32 writers of the spread PUT path (4
+	// each): each sandbox's writes are charged to it, and the etcd
+	// backend serialises one owner's writes on a host (lockOwners).
+	spreadSandboxes = 8
 )
 
 // stores runs the stores mode and prints its figures.
@@ -125,13 +133,15 @@ end
 		name             string
 		threads, conns   int
 		extra            []string
+		spread           bool // from the spread sandboxes at once, conns each
 		rps, cpu, storeC [2][]float64
 		p50, p99         [2][]float64
 	}
 	kinds := []*kind{
 		{name: "KV GET hot key", threads: 2, conns: *conns, extra: nil},
 		{name: "KV PUT, 1 writer", threads: 1, conns: 1, extra: []string{"-s", put}},
-		{name: "KV PUT, 32 writers", threads: 2, conns: 32, extra: []string{"-s", put}},
+		{name: "KV PUT, 32 writers, one sandbox", threads: 2, conns: 32, extra: []string{"-s", put}},
+		{name: "KV PUT, 32 writers, 8 sandboxes", threads: 1, conns: 32 / spreadSandboxes, extra: []string{"-s", put}, spread: true},
 	}
 	for r := 0; r < *rounds; r++ {
 		fmt.Fprintf(os.Stderr, "stores round %d/%d\n", r+1, *rounds)
@@ -152,7 +162,11 @@ end
 				if i == 1 {
 					other = etcdPid
 				}
-				res := wrkLatency(d.sandboxNS, url, d.pid(), other, k.threads, k.conns, k.extra...)
+				nss := []string{d.sandboxNS}
+				if k.spread {
+					nss = d.spread
+				}
+				res := wrkLatency(nss, url, d.pid(), other, k.threads, k.conns, k.extra...)
 				k.rps[i] = append(k.rps[i], res.rps)
 				k.cpu[i] = append(k.cpu[i], res.cpu)
 				k.storeC[i] = append(k.storeC[i], res.otherCPU)
@@ -266,7 +280,7 @@ func (b *bench) newStoreDaemon(name, tag, store string) *storeDaemon {
 	must(os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
 data_dir: %s
 admin_socket: %s
-listen: {max_requests_per_second_per_sandbox: 0}
+listen: {pprof: true, max_requests_per_second_per_sandbox: 0}
 dns: {upstreams: ["127.0.0.1:53"], max_qps_per_sandbox: 0}
 sandbox: {netns_prefix: ibench%s%s-}
 handlers:
@@ -298,6 +312,11 @@ handlers:
 	sbx, err := d.sb.Create("bench", nil)
 	must(err)
 	d.sandboxNS = sbx.Netns
+	for i := 0; i < spreadSandboxes; i++ {
+		sbx, err := d.sb.Create(fmt.Sprintf("w%d", i), nil)
+		must(err)
+		d.spread = append(d.spread, sbx.Netns)
+	}
 	return d
 }
 
@@ -317,49 +336,67 @@ type wrkResult struct {
 
 var latRE = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
 
-// wrkLatency runs wrk with threads and conns in ns, with its latency
-// distribution, and returns requests/s, the CPU µs per request of pid (and
-// of other, when not 0), and the median and 99th percentile latency.
-func wrkLatency(ns, url string, pid, other, threads, conns int, extra ...string) wrkResult {
-	args := append([]string{"netns", "exec", ns, "wrk", "--latency", "-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns), "-d" + duration.String()}, extra...)
-	args = append(args, url)
+// wrkLatency runs wrk with threads and conns in each of nss at once, with
+// its latency distribution, and returns the requests/s of all, the CPU µs
+// per request of pid (and of other, when not 0), and the median and 99th
+// percentile latency: with more than one namespace, the median of their
+// medians and the highest of their 99th percentiles (wrk gives no
+// distribution to merge).
+func wrkLatency(nss []string, url string, pid, other, threads, conns int, extra ...string) wrkResult {
 	cpu0, o0 := procCPU(pid), time.Duration(0)
 	if other != 0 {
 		o0 = procCPU(other)
 	}
-	out := sh("ip", args...)
+	outs := make([]string, len(nss))
+	var wg sync.WaitGroup
+	for i, ns := range nss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			args := append([]string{"netns", "exec", ns, "wrk", "--latency", "-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns), "-d" + duration.String()}, extra...)
+			outs[i] = sh("ip", append(args, url)...)
+		}()
+	}
+	wg.Wait()
 	cpu := procCPU(pid) - cpu0
 	var ocpu time.Duration
 	if other != 0 {
 		ocpu = procCPU(other) - o0
 	}
-	m, t := rpsRE.FindStringSubmatch(out), totalRE.FindStringSubmatch(out)
-	if m == nil || t == nil {
-		must(fmt.Errorf("wrk output:\n%s", out))
-	}
-	if strings.Contains(out, "Non-2xx") || strings.Contains(out, "Socket errors") {
-		fmt.Fprintf(os.Stderr, "bench: %s in %s answered with errors:\n%s", url, ns, out)
-	}
 	var r wrkResult
-	r.rps, _ = strconv.ParseFloat(m[1], 64)
-	total, _ := strconv.ParseFloat(t[1], 64)
+	var total float64
+	var p50s []float64
+	for i, out := range outs {
+		m, t := rpsRE.FindStringSubmatch(out), totalRE.FindStringSubmatch(out)
+		if m == nil || t == nil {
+			must(fmt.Errorf("wrk output:\n%s", out))
+		}
+		if strings.Contains(out, "Non-2xx") || strings.Contains(out, "Socket errors") {
+			fmt.Fprintf(os.Stderr, "bench: %s in %s answered with errors:\n%s", url, nss[i], out)
+		}
+		rps, _ := strconv.ParseFloat(m[1], 64)
+		n, _ := strconv.ParseFloat(t[1], 64)
+		r.rps += rps
+		total += n
+		for _, l := range latRE.FindAllStringSubmatch(out, -1) {
+			v, _ := strconv.ParseFloat(l[2], 64)
+			switch l[3] {
+			case "us":
+				v /= 1000
+			case "s":
+				v *= 1000
+			}
+			if l[1] == "50" {
+				p50s = append(p50s, v)
+			} else {
+				r.p99 = max(r.p99, v)
+			}
+		}
+	}
 	total = max(total, 1)
 	r.cpu = float64(cpu.Microseconds()) / total
 	r.otherCPU = float64(ocpu.Microseconds()) / total
-	for _, l := range latRE.FindAllStringSubmatch(out, -1) {
-		v, _ := strconv.ParseFloat(l[2], 64)
-		switch l[3] {
-		case "us":
-			v /= 1000
-		case "s":
-			v *= 1000
-		}
-		if l[1] == "50" {
-			r.p50 = v
-		} else {
-			r.p99 = v
-		}
-	}
+	r.p50 = median(p50s)
 	return r
 }
 
