@@ -166,6 +166,9 @@ end
 				if k.spread {
 					nss = d.spread
 				}
+				if *only != "" && strings.HasPrefix(k.name, *only) {
+					go d.profile()
+				}
 				res := wrkLatency(nss, url, d.pid(), other, k.threads, k.conns, k.extra...)
 				k.rps[i] = append(k.rps[i], res.rps)
 				k.cpu[i] = append(k.cpu[i], res.cpu)
@@ -318,6 +321,16 @@ handlers:
 		d.spread = append(d.spread, sbx.Netns)
 	}
 	return d
+}
+
+// profile writes a CPU profile of the daemon for most of one run to
+// daemon-<tag>.pprof (-only in the stores mode).
+func (d *storeDaemon) profile() {
+	time.Sleep(time.Second)
+	out := "daemon-" + filepath.Base(d.dir) + ".pprof"
+	exec.Command("ip", "netns", "exec", d.hostNS, "curl", "-sS", "-o", out,
+		fmt.Sprintf("http://127.0.0.1:9780/debug/pprof/profile?seconds=%d", int(duration.Seconds())-2)).Run()
+	fmt.Fprintf(os.Stderr, "bench: profile of the %s daemon in %s\n", d.name, out)
 }
 
 // put writes a key through the admin API's handler endpoint.
