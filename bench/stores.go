@@ -44,13 +44,11 @@ type storeDaemon struct {
 
 func (d *storeDaemon) pid() int { return d.cmd.Process.Pid }
 
-// The etcd member's and the S3 server's addresses, on the loopback of the
-// etcd daemon's host namespace (s3test's ports are fixed in a namespace of
-// the caller's own: 18006 is its S3 port).
+// The etcd member's addresses, on the loopback of the etcd daemon's host
+// namespace, and the bucket of the S3 server there (bench/weed.go).
 const (
 	benchEtcdClient = "127.0.0.1:2379"
 	benchEtcdPeer   = "127.0.0.1:2380"
-	benchS3Port     = 18006
 	benchS3Bucket   = "interceptd-bench"
 	// spreadSandboxes share the 32 writers of the spread PUT path (4
 	// each): each sandbox's writes are charged to it, and the etcd
@@ -78,14 +76,7 @@ func (b *bench) stores() {
 	etcdNS := "ibench-" + b.id + "-etcd"
 	b.addNS(etcdNS)
 	etcdPid := b.startEtcd(etcdNS)
-	fmt.Fprintln(os.Stderr, "bench: starting SeaweedFS (weed server -s3)")
-	s3dir := filepath.Join(b.dir, "s3")
-	must(os.MkdirAll(s3dir, 0o700))
-	srv, err := s3test.New(s3dir, s3test.Options{IP: "127.0.0.1", Netns: "/run/netns/" + etcdNS, Buckets: []string{benchS3Bucket}})
-	if srv != nil {
-		b.defer_(srv.Stop)
-	}
-	must(err)
+	s3 := b.startWeed(etcdNS, filepath.Join(b.dir, "s3"), benchS3Bucket) // bench/weed.go
 	keys := filepath.Join(b.dir, "keys")
 	must(os.MkdirAll(keys, 0o700))
 	must(os.WriteFile(filepath.Join(keys, "access"), []byte(s3test.AccessKey+"\n"), 0o600))
@@ -99,7 +90,7 @@ func (b *bench) stores() {
   blobs:
     backend: s3
     s3:
-      endpoint: 127.0.0.1:%d
+      endpoint: %s
       bucket: %s
       region: us-east-1
       prefix: bench/
@@ -107,7 +98,7 @@ func (b *bench) stores() {
       secret_key_file: %s
       insecure: true
       request_timeout: 30s
-`, benchEtcdClient, b.id, benchS3Port, benchS3Bucket, filepath.Join(keys, "access"), filepath.Join(keys, "secret")))
+`, benchEtcdClient, b.id, s3, benchS3Bucket, filepath.Join(keys, "access"), filepath.Join(keys, "secret")))
 
 	put := filepath.Join(b.dir, "put.lua")
 	must(os.WriteFile(put, []byte(`wrk.method = "PUT"
