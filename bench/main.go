@@ -542,6 +542,10 @@ func main() {
 		b.close()
 		os.Exit(1)
 	}()
+	if *storesMode {
+		b.stores() // bench/stores.go
+		return
+	}
 	b.setup()
 	load0 := loadavg()
 	tls0 := b.tlsCounts()
