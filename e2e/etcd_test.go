@@ -138,8 +138,22 @@ func TestTwoHostsShareKVAndStateThroughEtcdAndTheSecondHostsCacheSeesTheFirstsCh
 	if !strings.HasSuffix(out, "\n413") || !strings.Contains(out, "limit 1507328") {
 		t.Errorf("a 1.6 MB value: %q, want 413 naming the limit", out)
 	}
+	if !strings.Contains(out, "--max-request-bytes") {
+		t.Errorf("a 1.6 MB value: %q does not say the limit follows the etcd servers' --max-request-bytes", out)
+	}
 
 	m := b.Scrape()
+	// The second host's usage series and status hold the state the first
+	// host's sandbox wrote: the figures are etcd's, the fleet's.
+	if v, _ := sample(m, `interceptd_store_usage_bytes{kind="state",sandbox="agent"}`); v == 0 {
+		t.Errorf("the second host reports no state usage for agent, whose state the first host wrote: the bbolt file's figures?")
+	}
+	if v, ok := sample(m, `interceptd_store_usage_engine{engine="etcd",kind="state"}`); !ok || v != 1 {
+		t.Errorf("interceptd_store_usage_engine for state from etcd: %v %v, want 1", v, ok)
+	}
+	if out, _, code := b.CLI("status"); code != 0 || !strings.Contains(out, "(etcd, fleet-wide)") || strings.Contains(out, "state 0.0 MiB in 0 keys") {
+		t.Errorf("status on the second host (exit %d) does not report the fleet's state usage from etcd:\n%s", code, out)
+	}
 	if v, _ := sample(m, `interceptd_store_etcd_cache_reads_total{result="hit"}`); v == 0 {
 		t.Errorf("the second host's cache served no read: the test proved nothing about it")
 	}
@@ -241,9 +255,53 @@ func TestEtcdLosingAMemberLosesNoAcknowledgedWriteAndLosingAllAnswers503UntilItR
 			t.Errorf("exit %d: %s %s", code, out, errOut)
 		}
 	})
+	t.Run("interceptd status says kv and state usage are unavailable, within the request timeout", func(t *testing.T) {
+		start := time.Now()
+		out, errOut, code := a.CLI("status")
+		took := time.Since(start)
+		if code != 0 || !strings.Contains(out, "kv unavailable (etcd)") || !strings.Contains(out, "state unavailable (etcd)") ||
+			!strings.Contains(out, "store_unavailable") || strings.Contains(out, "kv 0.0 MiB") {
+			t.Errorf("exit %d: %s %s", code, out, errOut)
+		}
+		if limit := etcdRequestTimeout + 2*time.Second; took > limit {
+			t.Errorf("status took %v, over %v", took, limit)
+		}
+	})
+	t.Run("interceptd sandbox show shows the sandbox with its kv and state usage marked unavailable and exits 0", func(t *testing.T) {
+		start := time.Now()
+		out, errOut, code := a.CLI("sandbox", "show", "agent")
+		took := time.Since(start)
+		if code != 0 || !strings.Contains(out, `"name": "agent"`) || !strings.Contains(out, `"addr": "`+sa.Addr) ||
+			!strings.Contains(out, `"unavailable"`) || !strings.Contains(out, "store_unavailable") {
+			t.Errorf("exit %d:\n%s\n%s", code, out, errOut)
+		}
+		if !strings.Contains(errOut, "kv and state usage and quotas unavailable") {
+			t.Errorf("no note on stderr: %q", errOut)
+		}
+		if limit := etcdRequestTimeout + 2*time.Second; took > limit {
+			t.Errorf("sandbox show took %v, over %v", took, limit)
+		}
+	})
+	t.Run("the usage series of kv and state go, and the engine series says etcd cannot be read", func(t *testing.T) {
+		// Within the usage cache's refresh of what was read before.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			m := a.Scrape()
+			v, ok := sample(m, `interceptd_store_usage_engine{engine="etcd",kind="kv"}`)
+			if ok && v == 0 {
+				if strings.Contains(m, `interceptd_store_usage_bytes{kind="kv"`) {
+					t.Errorf("kv usage series reported while etcd cannot be read")
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("interceptd_store_usage_engine{engine=etcd,kind=kv} is %v %v 20s into the outage", v, ok)
+			}
+			time.Sleep(time.Second)
+		}
+	})
 	t.Run("a sandbox is created and intercepted while etcd is down", func(t *testing.T) {
-		// sandbox show (which Create runs) reads the usage from etcd: not
-		// now. The sandbox is what create printed.
+		// The sandbox is what create printed.
 		out, errOut, code := a.CLI("sandbox", "create", "late")
 		if code != 0 {
 			t.Fatalf("sandbox create with etcd down: exit %d: %s", code, errOut)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 //	interceptd_store_refusals_total{kind,reason}     reason: quota_exceeded|disk_full
 //	interceptd_store_usage_bytes{kind,sandbox}       what writes charged to a sandbox occupy
 //	interceptd_store_usage_keys{kind,sandbox}
+//	interceptd_store_usage_engine{kind,engine}       1: the kind's usage series come from engine; 0: it could not be read
 //
 // kind is kv, state, blob or do (Durable-Object storage); op get, head, put,
 // delete, list, txn, delete_all or sql; result ok, not_found, invalid,
@@ -26,7 +28,11 @@ import (
 // (an object's SQL database at its size cap) or error. The usage series
 // are read from the store at each scrape; their sandbox label is the one
 // the sandbox holds in the SandboxLabels given to LabelSandboxes (its name,
-// or _other: a sandbox that is gone, or one beyond the cap).
+// or _other: a sandbox that is gone, or one beyond the cap). UsageFrom
+// takes some kinds' usage from another engine (etcd's fleet-wide counters
+// for KV and state); the usage_engine series says which engine each kind's
+// figures come from, and is 0 while that engine cannot be read (the kind's
+// usage series are absent then, rather than zero).
 type Metrics struct {
 	refusals *prometheus.CounterVec
 	usage    *usageCollector
@@ -71,6 +77,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Bytes that the writes charged to a sandbox occupy (keys, values, metadata, objects, uploads in progress).", []string{"kind", "sandbox"}, nil),
 		keys: prometheus.NewDesc("interceptd_store_usage_keys",
 			"Keys (objects, for blobs) that the writes charged to a sandbox occupy.", []string{"kind", "sandbox"}, nil),
+		engine: prometheus.NewDesc("interceptd_store_usage_engine",
+			"1 for the engine each kind's usage series are read from (bbolt: this host's file; etcd: the fleet's counters), 0 while it cannot be read.", []string{"kind", "engine"}, nil),
 	}
 	for _, k := range usageKinds {
 		for _, d := range []string{"read", "written"} {
@@ -88,38 +96,73 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // it they are all _other.
 func (m *Metrics) LabelSandboxes(labels *metrics.SandboxLabels) { m.usage.labels.Store(labels) }
 
+// UsageFrom makes the usage series of kinds come from all instead of the
+// bbolt file, which holds none of theirs when another engine keeps them.
+// all is called at every scrape: it must be cheap (a cache, not a scan).
+// engine names it in interceptd_store_usage_engine.
+func (m *Metrics) UsageFrom(engine string, kinds []string, all func() (map[string]Amounts, error)) {
+	m.usage.remote.Store(&remoteUsage{engine: engine, kinds: kinds, all: all})
+}
+
+// remoteUsage is where UsageFrom sends some kinds' usage series.
+type remoteUsage struct {
+	engine string
+	kinds  []string
+	all    func() (map[string]Amounts, error)
+}
+
 // usageCollector reads every sandbox's usage at scrape time: the store
 // keeps it, so there is nothing to keep in step.
 type usageCollector struct {
-	bytes, keys *prometheus.Desc
-	db          atomic.Pointer[DB]
-	labels      atomic.Pointer[metrics.SandboxLabels]
+	bytes, keys, engine *prometheus.Desc
+	db                  atomic.Pointer[DB]
+	labels              atomic.Pointer[metrics.SandboxLabels]
+	remote              atomic.Pointer[remoteUsage]
 }
 
-func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.bytes; ch <- c.keys }
+func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bytes
+	ch <- c.keys
+	ch <- c.engine
+}
 
 func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 	db := c.db.Load()
 	if db == nil {
 		return
 	}
-	all, err := db.AllUsage()
-	if err != nil {
-		return
-	}
 	labels := c.labels.Load()
-	sums := map[string]*Amounts{}
-	for sb, a := range all {
-		l := labels.Peek(sb)
-		if sums[l] == nil {
-			sums[l] = &Amounts{}
-		}
-		sums[l].Add(a)
+	local, lerr := db.AllUsage()
+	r := c.remote.Load()
+	var remote map[string]Amounts
+	var rerr error
+	if r != nil {
+		remote, rerr = r.all()
 	}
-	for l, a := range sums {
-		for _, k := range usageKinds {
-			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(a.Of(k).Bytes), k, l)
-			ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(a.Of(k).Keys), k, l)
+	for _, k := range usageKinds {
+		all, err, engine := local, lerr, "bbolt"
+		if r != nil && slices.Contains(r.kinds, k) {
+			all, err, engine = remote, rerr, r.engine
+		}
+		if err != nil {
+			// Absent rather than zero: a dashboard must not read an
+			// outage as an empty store.
+			ch <- prometheus.MustNewConstMetric(c.engine, prometheus.GaugeValue, 0, k, engine)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.engine, prometheus.GaugeValue, 1, k, engine)
+		sums := map[string]*Amount{}
+		for sb, a := range all {
+			l := labels.Peek(sb)
+			if sums[l] == nil {
+				sums[l] = &Amount{}
+			}
+			sums[l].Bytes += a.Of(k).Bytes
+			sums[l].Keys += a.Of(k).Keys
+		}
+		for l, a := range sums {
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(a.Bytes), k, l)
+			ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(a.Keys), k, l)
 		}
 	}
 }

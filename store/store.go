@@ -77,6 +77,13 @@ var (
 	// none has for one that was never sent. Handlers answer 503 with the
 	// reason store_unavailable; the daemon keeps intercepting.
 	ErrUnavailable = errors.New("store_unavailable")
+	// ErrMisconfigured is returned by a remote engine whose servers are set
+	// up so that they refuse an operation the contract allows (an etcd
+	// whose --max-txn-ops is under what a transaction needs): retrying
+	// does not help, the servers' operator must change a setting, which
+	// the error names. Handlers answer 500 with the reason
+	// store_misconfigured.
+	ErrMisconfigured = errors.New("store_misconfigured")
 )
 
 // Limits bound keys and values. Zero fields take the defaults.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -239,8 +240,14 @@ func sandboxListCmd(g *globals) *cobra.Command {
 
 func sandboxShowCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:               "show NAME",
-		Short:             "show a sandbox, its store usage and quotas (JSON)",
+		Use:   "show NAME",
+		Short: "show a sandbox, its store usage and quotas (JSON)",
+		Long: `Prints a sandbox as the daemon keeps it (address, policy, worker, limits in
+force) with what the writes charged to it occupy in the stores and its quotas.
+With store.backend etcd, KV and state usage and quotas come from etcd, fleet-wide.
+While etcd cannot be reached the sandbox is still shown, after the request timeout:
+"unavailable" names the kinds whose figures could not be read (they read 0) and
+why, a note on stderr says so, and the command exits 0.`,
 		Example:           `  interceptd sandbox show web1`,
 		Args:              nArgs(1, 1),
 		ValidArgsFunction: g.completeSandboxes,
@@ -248,6 +255,13 @@ func sandboxShowCmd(g *globals) *cobra.Command {
 			sb, err := g.client().Show(args[0])
 			if err != nil {
 				return err
+			}
+			if o := sb.Unavailable; o != nil {
+				// Exit 0: the sandbox is there and shown; only the figures
+				// an unreachable engine keeps are missing, and the JSON's
+				// "unavailable" says which.
+				fmt.Fprintf(cmd.ErrOrStderr(), "interceptd: %s usage and quotas unavailable (%s down; they read 0 below): %s\n",
+					strings.Join(o.Kinds, " and "), o.Engine, o.Reason)
 			}
 			return g.printOut(cmd.OutOrStdout(), sb, nil)
 		},
@@ -554,8 +568,10 @@ func storeCmd(g *globals) *cobra.Command {
 		Long: `Prints the running daemon's store statistics: file size, free space, usage per
 kind and per sandbox. --check first runs bbolt's consistency check and a recount
 of every sandbox's usage; with store.backend etcd it also checks that etcd answers
-within store.etcd.request_timeout and that the prefix can be written and read back,
-and recounts the usage of the KV and state held there; with blobs in S3
+within store.etcd.request_timeout, that the prefix can be written and read back and
+that the servers take a transaction of 512 operations (their --max-txn-ops, which a
+state transaction of 128 keys needs), and recounts the usage of the KV and state
+held there; with blobs in S3
 (store.blobs.backend: s3) it checks that the bucket is reachable and exists, and
 writes, reads back and deletes a probe object.`,
 		Example: `  interceptd store
@@ -581,7 +597,10 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "the daemon's version, uptime, sandboxes, requests, denials and store",
 		Long: `Prints the running daemon's version and uptime, its sandboxes (and those whose
 namespace disappeared), the requests, denials and DNS queries since it started,
-and its store's size, usage and free space.`,
+and its store's size, usage and free space. With store.backend etcd the KV and
+state usage is etcd's, for the whole fleet (marked "etcd, fleet-wide"); while etcd
+cannot be reached within store.etcd.request_timeout they show as unavailable,
+with the reason, instead of a number.`,
 		Example: `  interceptd status
   interceptd status -o json`,
 		Args: noArgs,
@@ -658,9 +677,7 @@ func printStatus(w io.Writer, st admin.Status) error {
 	fmt.Fprintf(tw, "denials\t%d\n", st.Denials)
 	fmt.Fprintf(tw, "dns queries\t%d\n", st.DNSQueries)
 	fmt.Fprintf(tw, "store size\t%.1f MiB\n", float64(st.StoreBytes)/(1<<20))
-	u := st.StoreUsage
-	fmt.Fprintf(tw, "store usage\tkv %s in %d keys, state %s in %d keys, blob %s in %d objects (charged to sandboxes)\n",
-		mib(u.KV.Bytes), u.KV.Keys, mib(u.State.Bytes), u.State.Keys, mib(u.Blob.Bytes), u.Blob.Keys)
+	printStoreUsage(tw, st)
 	floor := ""
 	if st.StoreMinFreeBytes > 0 {
 		floor = fmt.Sprintf(" (writes refused under %s)", mib(st.StoreMinFreeBytes))
@@ -670,6 +687,41 @@ func printStatus(w io.Writer, st admin.Status) error {
 	}
 	fmt.Fprintf(tw, "store free\t%s%s\n", mib(st.StoreFreeBytes), floor)
 	return tw.Flush()
+}
+
+// printStoreUsage writes what the writes charged to sandboxes occupy, kind
+// by kind, saying which engine each figure comes from when one is not the
+// host's bbolt file (etcd's are the fleet's), and "unavailable" with the
+// reason for kinds whose engine could not be read, never a zero.
+func printStoreUsage(tw io.Writer, st admin.Status) {
+	u := st.StoreUsage
+	kinds := []struct{ kind, what, units string }{
+		{store.KindKV, "kv", "keys"}, {store.KindState, "state", "keys"}, {store.KindBlob, "blob", "objects"},
+	}
+	var parts []string
+	remote := false
+	for _, k := range kinds {
+		engine := st.StoreEngines[k.kind]
+		if o := st.StoreUnavailable; o != nil && slices.Contains(o.Kinds, k.kind) {
+			parts = append(parts, fmt.Sprintf("%s unavailable (%s)", k.what, o.Engine))
+			continue
+		}
+		a := u.Of(k.kind)
+		p := fmt.Sprintf("%s %s in %d %s", k.what, mib(a.Bytes), a.Keys, k.units)
+		if engine != "" && engine != "bbolt" {
+			p += " (" + engine + ", fleet-wide)"
+			remote = true
+		}
+		parts = append(parts, p)
+	}
+	where := ""
+	if remote || st.StoreUnavailable != nil {
+		where = "; the rest from this host's bbolt file"
+	}
+	fmt.Fprintf(tw, "store usage\t%s (charged to sandboxes%s)\n", strings.Join(parts, ", "), where)
+	if o := st.StoreUnavailable; o != nil {
+		fmt.Fprintf(tw, "store unavailable\t%s: %s\n", o.Engine, o.Reason)
+	}
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -12,6 +12,7 @@
 //	PATCH  /v1/sandboxes/{name}/policy  {fields}   → 200 policy (given fields replace)
 //	GET    /v1/sandboxes                           → 200 [sandbox]
 //	GET    /v1/sandboxes/{name}                    → 200 sandbox, its store usage and quota
+//	                                                 (kinds of an engine that is down: "unavailable")
 //	PATCH  /v1/sandboxes/{name}/quota   {overrides} → 200 quota (replaces the overrides)
 //	PUT    /v1/sandboxes/{name}/worker  {"worker": "app"} → 200 sandbox ("" for none)
 //	DELETE /v1/sandboxes/{name}[?purge=1]          → 204 (purge: and its data)
@@ -89,6 +90,19 @@ type SandboxInfo struct {
 	// EffectiveLimits are the limits in force: the sandbox's own, the
 	// daemon's default where it has none (0: no limit).
 	EffectiveLimits policy.Limits `json:"effective_limits"`
+	// Unavailable, when set, names the kinds whose usage and quotas could
+	// not be read (their engine is unreachable) and why: those kinds read
+	// zero in Usage and Quota, which is not their usage. The rest of the
+	// answer is the daemon's own and holds.
+	Unavailable *Outage `json:"unavailable,omitempty"`
+}
+
+// Outage says which kinds' figures an engine that could not be read left
+// out of an answer, and why.
+type Outage struct {
+	Engine string   `json:"engine"`
+	Kinds  []string `json:"kinds"`
+	Reason string   `json:"reason"`
 }
 
 // Backend is what the API serves.
@@ -112,6 +126,11 @@ type Backend struct {
 	Namespace func(ns string) router.Handler
 	// Status summarises the daemon.
 	Status func() Status
+	// Engines names the engine that keeps each kind's usage and quotas
+	// ("bbolt", "etcd"); a kind not in it is bbolt's. A sandbox shown while
+	// an engine other than bbolt cannot be read has its kinds marked
+	// unavailable (SandboxInfo.Unavailable) instead of failing.
+	Engines map[string]string
 	// Workers are the daemon's JavaScript workers; nil when it has none.
 	Workers Workers
 	// CACert is the PEM certificate of the CA that signs intercepted names'
@@ -184,8 +203,17 @@ type Status struct {
 	DNSQueries    int64 `json:"dns_queries"`
 	StoreBytes    int64 `json:"store_bytes"`
 	// StoreUsage is what the writes charged to sandboxes occupy, summed
-	// over them (operator writes are charged to no one).
+	// over them (operator writes are charged to no one), each kind from
+	// the engine StoreEngines names.
 	StoreUsage store.Amounts `json:"store_usage"`
+	// StoreEngines names the engine each kind's usage comes from: "bbolt"
+	// (this host's file) or "etcd" (the fleet's counters: every host of
+	// the fleet reports the same figures).
+	StoreEngines map[string]string `json:"store_engines,omitempty"`
+	// StoreUnavailable, when set, names the kinds whose usage could not be
+	// read within the engine's request timeout, and why: they read zero
+	// in StoreUsage, which is not their usage.
+	StoreUnavailable *Outage `json:"store_unavailable,omitempty"`
 	// StoreFreeBytes is the free space under the data directory;
 	// StoreMinFreeBytes the floor under which writes are refused.
 	StoreFreeBytes    int64 `json:"store_free_bytes"`
@@ -478,14 +506,41 @@ func (h *handlers) get(w http.ResponseWriter, r *http.Request) {
 	if h.be.DefaultLimits != nil {
 		info.EffectiveLimits = h.be.DefaultLimits().Merge(sb.Limits)
 	}
+	// Side by side: with a remote engine down each waits out its request
+	// timeout, and the answer should take one timeout, not two.
 	var err1, err2 error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); info.Quota, err2 = h.be.Store.Quota(sb.Name) }()
 	info.Usage, err1 = h.be.Store.Usage(sb.Name)
-	info.Quota, err2 = h.be.Store.Quota(sb.Name)
-	if err := errors.Join(err1, err2); err != nil {
+	wg.Wait()
+	err := errors.Join(err1, err2)
+	if remote := h.remoteKinds(); err != nil && errors.Is(err, store.ErrUnavailable) && remote != nil {
+		// The sandbox is the daemon's own: an engine away shows as
+		// such, and the rest of the answer holds.
+		remote.Reason = err.Error()
+		info.Unavailable, err = remote, nil
+	}
+	if err != nil {
 		writeErr(w, http.StatusInternalServerError, fmt.Errorf("reading store usage: %w", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, info)
+}
+
+// remoteKinds are the kinds an engine other than bbolt keeps; nil when
+// bbolt keeps every kind.
+func (h *handlers) remoteKinds() *Outage {
+	var o *Outage
+	for _, k := range []string{store.KindKV, store.KindState, store.KindBlob, store.KindDO} {
+		if e, ok := h.be.Engines[k]; ok && e != "bbolt" {
+			if o == nil {
+				o = &Outage{Engine: e}
+			}
+			o.Kinds = append(o.Kinds, k)
+		}
+	}
+	return o
 }
 
 // patchQuota replaces a sandbox's quota overrides; {} goes back to the

@@ -24,10 +24,31 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// testStore is a real store whose consistency check a test can fail.
+// testStore is a real store whose consistency check a test can fail, and
+// whose KV and state figures a test can make unavailable, as etcd's are
+// while it is down (the local kinds are still read).
 type testStore struct {
 	*store.DB
-	checkErr atomic.Pointer[error]
+	checkErr  atomic.Pointer[error]
+	remoteErr atomic.Pointer[error]
+}
+
+func (s *testStore) Usage(sandbox string) (store.Amounts, error) {
+	a, err := s.DB.Usage(sandbox)
+	if e := s.remoteErr.Load(); e != nil && err == nil {
+		a.KV, a.State = store.Amount{}, store.Amount{}
+		return a, *e
+	}
+	return a, err
+}
+
+func (s *testStore) Quota(sandbox string) (store.Amounts, error) {
+	a, err := s.DB.Quota(sandbox)
+	if e := s.remoteErr.Load(); e != nil && err == nil {
+		a.KV, a.State = store.Amount{}, store.Amount{}
+		return a, *e
+	}
+	return a, err
 }
 
 func (s *testStore) Check() error {
@@ -48,7 +69,7 @@ type apiFixture struct {
 
 // newAPI serves the admin API for a fake manager and a real store on a
 // socket of its own, and returns the CLI's client for it.
-func newAPI(t *testing.T) *apiFixture {
+func newAPI(t *testing.T, with ...func(*Backend)) *apiFixture {
 	t.Helper()
 	dir, db := admintest.Dir(t, "icd-admin-")
 	def := policy.Policy{Internet: false, DeniedHosts: []string{"*.evil.test"}}
@@ -68,6 +89,9 @@ func newAPI(t *testing.T) *apiFixture {
 		},
 		Namespace: func(ns string) router.Handler { return record },
 		Status:    func() Status { return Status{Version: "test", Sandboxes: int64(len(f.sb.List()))} },
+	}
+	for _, w := range with {
+		w(&be)
 	}
 	f.socket = filepath.Join(dir, "admin.sock")
 	srv, err := Listen(f.socket, be, f.reg, slog.New(slog.DiscardHandler))
@@ -484,6 +508,59 @@ func TestTheAdminSocketIsRootsOnlyUnlessAGroupIsNamed(t *testing.T) {
 			}
 			if fi.Mode().Perm() != tt.mode || fi.Sys().(*syscall.Stat_t).Gid != tt.gid {
 				t.Errorf("socket mode %v gid %d, want %v gid %d", fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid, tt.mode, tt.gid)
+			}
+		})
+	}
+}
+
+func TestASandboxIsShownWhileTheEngineOfItsKVAndStateIsDownWithThoseFiguresMarkedUnavailable(t *testing.T) {
+	cases := []struct {
+		name       string
+		engines    map[string]string
+		remoteErr  error
+		wantStatus int    // 0: shown
+		wantKinds  string // the kinds marked unavailable, "" for none
+	}{
+		{"etcd answering: every figure, nothing marked", map[string]string{"kv": "etcd", "state": "etcd"}, nil, 0, ""},
+		{"etcd down: shown, kv and state marked unavailable with the reason", map[string]string{"kv": "etcd", "state": "etcd"},
+			fmt.Errorf("kv and state usage from etcd: %w: etcd did not answer in time", store.ErrUnavailable), 0, "kv,state"},
+		{"a failure that is not an outage still fails the request", map[string]string{"kv": "etcd", "state": "etcd"},
+			errors.New("the usage record is corrupt"), http.StatusInternalServerError, ""},
+		{"bbolt alone failing is not hidden as an outage", nil,
+			fmt.Errorf("%w: what", store.ErrUnavailable), http.StatusInternalServerError, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newAPI(t, func(b *Backend) { b.Engines = c.engines })
+			if _, err := f.c.CreateWith(CreateRequest{Name: "web1", Quota: map[string]int64{"blob.keys": 7}}); err != nil {
+				t.Fatal(err)
+			}
+			if c.remoteErr != nil {
+				f.st.remoteErr.Store(&c.remoteErr)
+			}
+			info, err := f.c.Show("web1")
+			if c.wantStatus != 0 {
+				var ae *APIError
+				if !errors.As(err, &ae) || ae.Status != c.wantStatus {
+					t.Fatalf("got %v, want status %d", err, c.wantStatus)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Name != "web1" || !info.Addr.IsValid() || info.Quota.Blob.Keys != 7 {
+				t.Errorf("the sandbox's own facts are missing: %+v", info)
+			}
+			got := ""
+			if info.Unavailable != nil {
+				got = strings.Join(info.Unavailable.Kinds, ",")
+				if info.Unavailable.Engine != "etcd" || !strings.Contains(info.Unavailable.Reason, "did not answer in time") {
+					t.Errorf("unavailable = %+v, want etcd with the reason", info.Unavailable)
+				}
+			}
+			if got != c.wantKinds {
+				t.Errorf("kinds marked unavailable: %q, want %q", got, c.wantKinds)
 			}
 		})
 	}

@@ -238,6 +238,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		// KV and state from etcd; blobs and Durable Objects stay here.
 		bolt := backend.Bolt(d.db)
 		d.stores, d.operator = backend.Compose(d.etcd, bolt, bolt), d.etcd.WithLocal(d.db)
+		// The usage series of KV and state from etcd's counters; one
+		// read of them serves every scrape for usageRefresh.
+		sm.UsageFrom("etcd", etcdKinds, d.etcd.UsageCache(usageRefresh).Get)
 		log.Info("KV and state are in etcd", "endpoints", strings.Join(cfg.Store.Etcd.Endpoints, ","), "prefix", cfg.Store.Etcd.Prefix)
 	}
 	if cfg.Store.Blobs.Backend == config.BlobsS3 {
@@ -420,7 +423,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	if d.admin, err = admin.Listen(cfg.AdminSocket, admin.Backend{
 		DefaultPolicy: cfg.Policy, Sandboxes: d.mgr, Handlers: infos, Store: d.operator,
 		DefaultLimits: d.defaultLimits, Reload: d.ReloadConfig, SocketGroup: cfg.AdminSocketGroup,
-		Status: d.Status, Workers: d.workers, CACert: caCert,
+		Status: d.Status, Workers: d.workers, CACert: caCert, Engines: d.engines(),
 		Namespace: func(ns string) router.Handler {
 			return &handlers.KV{Store: d.stores, Kind: store.KindKV, Namespace: ns, Limits: store.Limits{}.WithDefaults()}
 		},
@@ -692,6 +695,20 @@ func (d *Daemon) Status() admin.Status {
 	if all, err := d.db.AllUsage(); err == nil {
 		for _, a := range all {
 			st.StoreUsage.Add(a)
+		}
+	}
+	st.StoreEngines = d.engines()
+	if d.etcd != nil {
+		// KV and state from etcd's counters, read now (an operator's
+		// question, not a scrape's): the bbolt file holds none of
+		// theirs. Bounded by store.etcd.request_timeout.
+		st.StoreUsage.KV, st.StoreUsage.State = store.Amount{}, store.Amount{}
+		all, err := d.etcd.AllUsage()
+		if err != nil {
+			st.StoreUnavailable = &admin.Outage{Engine: "etcd", Kinds: etcdKinds, Reason: err.Error()}
+		}
+		for _, a := range all {
+			st.StoreUsage.Add(store.Amounts{KV: a.KV, State: a.State})
 		}
 	}
 	st.StoreFreeBytes, _ = d.db.FreeBytes()

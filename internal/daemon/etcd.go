@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/store"
@@ -46,4 +47,26 @@ func OpenEtcd(c config.Etcd, quotas func() store.Amounts, m *etcdstore.Metrics, 
 		return nil, fmt.Errorf("store.etcd: %w", err)
 	}
 	return s, nil
+}
+
+// etcdKinds are the kinds store.backend etcd keeps in etcd.
+var etcdKinds = []string{store.KindKV, store.KindState}
+
+// usageRefresh is how old the KV and state usage the metrics report from
+// etcd may be: a scrape reads the cache, and etcd is read at most once per
+// refresh (a range read of the usage counters, one small key per sandbox,
+// never the records).
+const usageRefresh = 10 * time.Second
+
+// engines names the engine that keeps each kind's usage: this host's
+// bbolt file unless store.backend etcd puts KV and state in etcd. (Blobs in
+// S3 are charged to no one: their usage is bbolt's, which holds none.)
+func (d *Daemon) engines() map[string]string {
+	out := map[string]string{store.KindKV: "bbolt", store.KindState: "bbolt", store.KindBlob: "bbolt", store.KindDO: "bbolt"}
+	if d.etcd != nil {
+		for _, k := range etcdKinds {
+			out[k] = "etcd"
+		}
+	}
+	return out
 }

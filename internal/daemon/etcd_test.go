@@ -70,3 +70,52 @@ func TestOpenEtcdReadsThePasswordFileAndNamesTheFieldsItCannotUse(t *testing.T) 
 		})
 	}
 }
+
+func TestStatusReportsKVAndStateUsageFromEtcdAndSaysWhenItCannotBeRead(t *testing.T) {
+	c := etcdtest.Start(t)
+	cfg := config.Default()
+	cfg.Store.Etcd.Endpoints, cfg.Store.Etcd.RequestTimeout = c.Endpoints(), 500*time.Millisecond
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	es, err := OpenEtcd(cfg.Store.Etcd, func() store.Amounts { return store.Amounts{} }, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { es.Close() })
+	zero := func() int64 { return 0 }
+	d := &Daemon{cfg: cfg, db: db, etcd: es, started: time.Now(),
+		counts: counts{sandboxes: func() int { return 0 }, requests: zero, dnsQueries: zero, denials: zero}}
+	// Written by "another host": the figures are the fleet's.
+	if err := es.Keys(store.KindKV, "ns", store.SandboxScope("web"), store.Limits{}).Put("k", store.Entry{Value: []byte("12345"), Owner: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	// The bbolt file's own kv usage, which must not be what is reported.
+	if err := db.Keys(store.KindKV, "ns", store.SandboxScope("web"), store.Limits{}).Put("local-only", store.Entry{Value: []byte("x"), Owner: "web"}); err != nil {
+		t.Fatal(err)
+	}
+
+	st := d.Status()
+	if st.StoreUnavailable != nil || st.StoreUsage.KV != (store.Amount{Bytes: 6, Keys: 1}) {
+		t.Errorf("with etcd answering: usage %+v, unavailable %+v; want kv 6 bytes in 1 key from etcd", st.StoreUsage, st.StoreUnavailable)
+	}
+	if st.StoreEngines["kv"] != "etcd" || st.StoreEngines["state"] != "etcd" || st.StoreEngines["blob"] != "bbolt" {
+		t.Errorf("engines %v", st.StoreEngines)
+	}
+
+	c.Members[0].Kill()
+	start := time.Now()
+	st = d.Status()
+	took := time.Since(start)
+	if o := st.StoreUnavailable; o == nil || o.Engine != "etcd" || strings.Join(o.Kinds, ",") != "kv,state" || !strings.Contains(o.Reason, "store_unavailable") {
+		t.Errorf("with etcd down: unavailable %+v, want kv and state from etcd with the reason", o)
+	}
+	if st.StoreUsage.KV != (store.Amount{}) {
+		t.Errorf("with etcd down the kv usage is %+v: the bbolt file's figure passed off as etcd's", st.StoreUsage.KV)
+	}
+	if limit := cfg.Store.Etcd.RequestTimeout + 500*time.Millisecond; took > limit {
+		t.Errorf("status took %v with etcd down, over the request timeout (%v)", took, cfg.Store.Etcd.RequestTimeout)
+	}
+}

@@ -163,7 +163,7 @@ func (h *KV) ServeHTTP(w http.ResponseWriter, r *http.Request, env router.Env) e
 	case http.MethodPut, http.MethodPost:
 		// POST to a key writes it as PUT does: busybox wget, in the
 		// smallest images, can only POST (POST to / is state's transaction).
-		e, err := readEntry(r, kv.Limits())
+		e, err := readEntry(r, kv)
 		if err != nil {
 			return err
 		}
@@ -190,8 +190,20 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
 	return router.Errorf(http.StatusMethodNotAllowed, "method %s not allowed: use GET, HEAD, PUT (or POST) or DELETE", policy.Sanitize(r.Method))
 }
 
+// valueLimitNoter is a space whose value limit has a cause beyond the
+// handler's max_value_bytes (etcdstore's: the servers' request limit),
+// which a refusal names.
+type valueLimitNoter interface{ ValueLimitNote() string }
+
 // readEntry reads a PUT: the body, its expiry and metadata.
-func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
+func readEntry(r *http.Request, kv backend.KV) (store.Entry, error) {
+	l := kv.Limits()
+	why := ""
+	if n, ok := kv.(valueLimitNoter); ok {
+		if note := n.ValueLimitNote(); note != "" {
+			why = " (" + note + ")"
+		}
+	}
 	var e store.Entry
 	q := r.URL.Query()
 	ttl := q.Get("ttl")
@@ -212,14 +224,14 @@ func readEntry(r *http.Request, l store.Limits) (store.Entry, error) {
 	}
 	max := int64(l.MaxValueBytes)
 	if r.ContentLength > max {
-		return e, router.Errorf(http.StatusRequestEntityTooLarge, "value too large: %d bytes, limit %d", r.ContentLength, max)
+		return e, router.Errorf(http.StatusRequestEntityTooLarge, "value too large: %d bytes, limit %d%s", r.ContentLength, max, why)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil {
 		return e, &router.Error{Status: http.StatusBadRequest, Reason: "reading request body failed", Err: err}
 	}
 	if int64(len(body)) > max {
-		return e, router.Errorf(http.StatusRequestEntityTooLarge, "value too large: over %d bytes, limit %d", max, max)
+		return e, router.Errorf(http.StatusRequestEntityTooLarge, "value too large: over %d bytes, limit %d%s", max, max, why)
 	}
 	e.Value = body
 	return e, nil
@@ -360,7 +372,8 @@ func (h *KV) txn(w http.ResponseWriter, r *http.Request, kv backend.KV, owner st
 		})
 	}
 	if err != nil {
-		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrDiskFull) || errors.Is(err, store.ErrUnavailable) {
+		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrQuotaExceeded) || errors.Is(err, store.ErrDiskFull) || errors.Is(err, store.ErrUnavailable) ||
+			errors.Is(err, store.ErrMisconfigured) {
 			return storeError(err)
 		}
 		return router.Errorf(http.StatusBadRequest, "transaction: %v", err)
@@ -399,6 +412,10 @@ func storeError(err error) error {
 	case errors.Is(err, store.ErrDiskFull):
 		// The free space itself is the host's business: it stays in the log.
 		return &router.Error{Status: http.StatusInsufficientStorage, Reason: "disk_full: the store's disk is under its free-space floor; writes are refused until space is freed", Err: err}
+	case errors.Is(err, store.ErrMisconfigured):
+		// The servers' operator must change the setting the error names;
+		// retrying does not help, and the caller did nothing wrong.
+		return &router.Error{Status: http.StatusInternalServerError, Reason: err.Error(), Err: err}
 	case errors.Is(err, store.ErrUnavailable):
 		// The engine's address and its error stay in the log.
 		return &router.Error{Status: http.StatusServiceUnavailable, Reason: "store_unavailable: the store's backend cannot be reached; try again", Err: err}

@@ -53,6 +53,13 @@ import (
 // --max-request-bytes, 1.5 MiB).
 const DefaultMaxRequestBytes = 1572864
 
+// RequiredTxnOps is the --max-txn-ops the etcd servers must allow: a
+// state transaction of store.MaxTxnOps keys puts or deletes each key, and
+// deletes and puts an expiry index entry for each, beside the usage of its
+// owners, and compares every key it read and its owners' usage and quota
+// keys. etcd's default, 128, is enough for small transactions only.
+const RequiredTxnOps = 512
+
 // requestReserve is what a write's request holds beside its value: the
 // key, metadata, owner, the expiry index and usage keys, and the
 // transaction's compares. Values are limited to the request limit less this.
@@ -278,7 +285,8 @@ func mapErr(err error) error {
 	case errors.Is(err, rpctypes.ErrRequestTooLarge), errors.Is(err, rpctypes.ErrGRPCRequestTooLarge):
 		return fmt.Errorf("%w: over etcd's request limit (%v)", store.ErrValueTooLarge, err)
 	case errors.Is(err, rpctypes.ErrTooManyOps), errors.Is(err, rpctypes.ErrGRPCTooManyOps):
-		return fmt.Errorf("etcd: the transaction needs more operations than the servers' --max-txn-ops allows (docs/stores.md asks for 512): %w", err)
+		return fmt.Errorf("%w: the etcd servers' --max-txn-ops is under what this transaction needs; start them with --max-txn-ops %d or more (%v)",
+			store.ErrMisconfigured, RequiredTxnOps, err)
 	case errors.Is(err, rpctypes.ErrNoSpace), errors.Is(err, rpctypes.ErrGRPCNoSpace):
 		return fmt.Errorf("%w: etcd is out of space: %v", store.ErrDiskFull, err)
 	case errors.As(err, &se):

@@ -48,6 +48,19 @@ func (s *Store) Keys(kind, namespace, scope string, l store.Limits) backend.KV {
 // less what a write carries beside the value.
 func (s *Store) MaxValueBytes() int { return s.opts.MaxRequestBytes - requestReserve }
 
+// ValueLimitNote says where the space's value limit comes from when it is
+// etcd's request limit rather than the handler's own max_value_bytes, and
+// "" otherwise. The kv handler refuses a large body before the store sees
+// it, and puts this in its answer, so that the reason is the same whichever
+// check refuses first.
+func (kv *KV) ValueLimitNote() string {
+	if kv.limits.MaxValueBytes != kv.s.MaxValueBytes() {
+		return ""
+	}
+	return fmt.Sprintf("etcd's request limit: the etcd servers' --max-request-bytes of %d bytes (store.etcd.max_request_bytes) less %d for the key, metadata and bookkeeping",
+		kv.s.opts.MaxRequestBytes, requestReserve)
+}
+
 // Limits implements backend.KV.
 func (kv *KV) Limits() store.Limits { return kv.limits }
 
@@ -74,9 +87,8 @@ func (kv *KV) checkEntry(key string, e store.Entry) error {
 			store.ErrInvalidExpiry, t.UTC().Format(time.RFC3339Nano), store.MaxExpiry.Format(time.RFC3339))
 	}
 	if len(e.Value) > kv.limits.MaxValueBytes {
-		if kv.limits.MaxValueBytes == kv.s.MaxValueBytes() {
-			return fmt.Errorf("%w: %d bytes, limit %d (etcd's request limit of %d bytes less %d for the key, metadata and bookkeeping)",
-				store.ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes, kv.s.opts.MaxRequestBytes, requestReserve)
+		if note := kv.ValueLimitNote(); note != "" {
+			return fmt.Errorf("%w: %d bytes, limit %d (%s)", store.ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes, note)
 		}
 		return fmt.Errorf("%w: %d bytes, limit %d", store.ErrValueTooLarge, len(e.Value), kv.limits.MaxValueBytes)
 	}

@@ -19,7 +19,8 @@ import (
 //
 // op is one of a fixed set (get, list, put, delete, txn, their _read
 // steps, sweep, purge, check, …); outcome ok, unavailable, too_large,
-// no_space, closed or error. No label holds a key, an address or a path.
+// no_space, closed, misconfigured (a server limit refused it: --max-txn-ops)
+// or error. No label holds a key, an address or a path.
 type Metrics struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
@@ -85,6 +86,8 @@ func outcome(err error) string {
 		return "no_space"
 	case errors.Is(err, store.ErrClosed):
 		return "closed"
+	case errors.Is(err, store.ErrMisconfigured):
+		return "misconfigured"
 	}
 	return "error"
 }

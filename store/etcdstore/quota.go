@@ -350,10 +350,15 @@ func (o operator) Purge(sandbox string) error {
 }
 
 // Check checks the local store, then that etcd answers and the prefix can
-// be written and read back (Ping), then etcd's usage accounting.
+// be written and read back (Ping), that the servers take a transaction as
+// large as a state transaction can make (CheckTxnOps), then etcd's usage
+// accounting.
 func (o operator) Check() error {
 	local := o.local.Check()
 	if err := o.s.Ping(context.Background()); err != nil {
+		return errors.Join(local, fmt.Errorf("etcd at %s: %w", strings.Join(o.s.opts.Endpoints, ","), err))
+	}
+	if err := o.s.CheckTxnOps(context.Background()); err != nil {
 		return errors.Join(local, fmt.Errorf("etcd at %s: %w", strings.Join(o.s.opts.Endpoints, ","), err))
 	}
 	if err := o.s.Check(); err != nil {
@@ -372,24 +377,38 @@ func (o operator) Stats() (store.Stats, error) {
 	return st, err
 }
 
+// Usage returns the local kinds' usage from the local store and KV and
+// state from etcd. With etcd unreachable it returns the local figures
+// (KV and state zero) with the error, which names etcd, so that a caller
+// can show what it has (sandbox show during an outage).
 func (o operator) Usage(sandbox string) (store.Amounts, error) {
 	a, err := o.local.Usage(sandbox)
 	if err != nil {
 		return a, err
 	}
 	e, err := o.s.Usage(sandbox)
+	if err != nil {
+		a.KV, a.State = store.Amount{}, store.Amount{}
+		return a, fmt.Errorf("kv and state usage from etcd: %w", err)
+	}
 	a.KV, a.State = e.KV, e.State
-	return a, err
+	return a, nil
 }
 
+// Quota is as Usage: KV and state quotas hold etcd's fleet-wide overrides.
 func (o operator) Quota(sandbox string) (store.Amounts, error) {
 	a, err := o.local.Quota(sandbox)
 	if err != nil {
 		return a, err
 	}
 	e, err := o.s.Quota(sandbox)
+	if err != nil {
+		// The local store's copy of the overrides may be stale: none.
+		a.KV, a.State = store.Amount{}, store.Amount{}
+		return a, fmt.Errorf("kv and state quotas from etcd: %w", err)
+	}
 	a.KV, a.State = e.KV, e.State
-	return a, err
+	return a, nil
 }
 
 // SetQuota sets the overrides in both stores. Removing them (what every

@@ -91,6 +91,15 @@ func Start(t testing.TB) *Cluster {
 	return StartCluster(t, []MemberSpec{{Client: freePort(t), Peer: freePort(t)}})
 }
 
+// StartWithFlags runs one member on loopback with flags added after the
+// helper's own, so that a flag given here wins over the helper's
+// ("--max-txn-ops", "128": etcd's default, which interceptd says is too
+// low).
+func StartWithFlags(t testing.TB, flags ...string) *Cluster {
+	t.Helper()
+	return startCluster(t, []MemberSpec{{Client: freePort(t), Peer: freePort(t)}}, "http", nil, flags)
+}
+
 // StartTLS runs one member on loopback that serves its clients over TLS
 // with certFile and keyFile and asks them for a certificate signed by
 // caFile (--client-cert-auth). client is what the health checks present.
