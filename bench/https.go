@@ -28,6 +28,11 @@ import (
 // serves TLS on 192.0.2.2:443 with a certificate for example.bench (which
 // the daemon's upstream dnsmasq resolves to it); wrk and curl do not
 // verify it, the daemon never sees inside.
+//
+// The same upstream answers on 192.0.2.4:443 as well: the HAProxy client's
+// example.bench (its hosts file) for HAProxy's SNI passthrough, an address
+// of its own so that the tproxy rule can send it to that frontend rather
+// than to the one terminating TLS on 192.0.2.2 (haproxyTLS).
 
 // startHTTPSUpstream serves a fixed 200 and /big (bigMiB MiB, streamed) over
 // TLS in the upstream namespace.
@@ -40,6 +45,9 @@ func (b *bench) startHTTPSUpstream() {
 	must(err)
 	var ln net.Listener
 	must(inNetns("/run/netns/"+b.upNS, func() (err error) { ln, err = net.Listen("tcp4", "192.0.2.2:443"); return }))
+	sh("ip", "-n", b.upNS, "addr", "add", "192.0.2.4/24", "dev", "eth0")
+	var ln4 net.Listener
+	must(inNetns("/run/netns/"+b.upNS, func() (err error) { ln4, err = net.Listen("tcp4", "192.0.2.4:443"); return }))
 	chunk := make([]byte, 1<<20)
 	srv := &http.Server{
 		// wrk ends its runs with connections mid-handshake: not news.
@@ -60,15 +68,18 @@ func (b *bench) startHTTPSUpstream() {
 		}),
 	}
 	go srv.ServeTLS(ln, "", "")
+	go srv.ServeTLS(ln4, "", "")
 	b.defer_(func() { srv.Close() })
 }
 
-// httpsBulk downloads /big once directly and once through the passthrough
-// (the direct first, then alternately, twice each), and prints the
-// throughput of each, their ratio and the daemon's CPU per MiB.
+// httpsBulk downloads /big directly, through the daemon's passthrough and
+// (with HAProxy) through HAProxy's SNI passthrough, three times each: the
+// direct first in each round, the other two in turn forward and backward,
+// and prints the throughput of each, their ratios and the proxies' CPU per
+// MiB.
 func (b *bench) httpsBulk() {
-	get := func(ns, url string) (mbps float64, cpuPerMiB float64) {
-		cpu0 := procCPU(b.daemon.Process.Pid)
+	get := func(ns, url string, pid int) (mbps float64, cpuPerMiB float64) {
+		cpu0 := procCPU(pid)
 		start := time.Now()
 		out, err := exec.Command("ip", "netns", "exec", ns, "curl", "-sSk", "-o", "/dev/null", "-w", "%{size_download}", url).CombinedOutput()
 		d := time.Since(start)
@@ -76,18 +87,60 @@ func (b *bench) httpsBulk() {
 		if n, _ := strconv.Atoi(strings.TrimSpace(string(out))); n != *bigMiB<<20 {
 			must(fmt.Errorf("%s: %s bytes, want %d", url, out, *bigMiB<<20))
 		}
-		cpu := procCPU(b.daemon.Process.Pid) - cpu0
+		cpu := procCPU(pid) - cpu0
 		return float64(*bigMiB) * 1.048576 / d.Seconds(), float64(cpu.Microseconds()) / float64(*bigMiB)
 	}
-	var direct, through, cpu []float64
-	load0 := loadavg()
-	for i := 0; i < 2; i++ {
-		d, _ := get(b.cliNS, "https://192.0.2.2/big")
-		t, c := get(b.sandboxNS, "https://example.bench/big")
-		direct, through, cpu = append(direct, d), append(through, t), append(cpu, c)
+	type dl struct {
+		name, ns, url string
+		pid           int
+		mbps, cpu     []float64
 	}
-	fmt.Printf("\nHTTPS %d MiB download: direct %.0f MB/s, through the TLS front's passthrough %.0f MB/s: %.2f× (target ≥ 0.9; runs %.0f/%.0f, %.0f/%.0f MB/s); daemon CPU %.0f µs per MiB passed (runs %.0f, %.0f)\n",
-		*bigMiB, median(direct), median(through), median(through)/median(direct), direct[0], through[0], direct[1], through[1], median(cpu), cpu[0], cpu[1])
+	dls := []*dl{
+		{name: "direct", ns: b.cliNS, url: "https://192.0.2.2/big"},
+		{name: "daemon", ns: b.sandboxNS, url: "https://example.bench/big", pid: b.daemon.Process.Pid},
+	}
+	if b.haproxy != nil {
+		dls = append(dls, &dl{name: "HAProxy", ns: b.hapNS, url: "https://example.bench/big", pid: b.haproxy.Process.Pid})
+	}
+	load0 := loadavg()
+	for r := 0; r < 3; r++ {
+		for _, i := range roundOrder(len(dls), r) {
+			d := dls[i]
+			pid := d.pid
+			if pid == 0 {
+				pid = b.daemon.Process.Pid // the direct path: the daemon should spend nothing
+			}
+			m, c := get(d.ns, d.url, pid)
+			d.mbps, d.cpu = append(d.mbps, m), append(d.cpu, c)
+		}
+	}
+	each := func(xs []float64, f string) string {
+		var s []string
+		for _, x := range xs {
+			s = append(s, fmt.Sprintf(f, x))
+		}
+		return strings.Join(s, " ")
+	}
+	ratios := func(a, b *dl) string {
+		var rs []float64
+		for r := range a.mbps {
+			rs = append(rs, a.mbps[r]/b.mbps[r])
+		}
+		return fmt.Sprintf("%.2f× (rounds %s)", median(rs), each(rs, "%.2f"))
+	}
+	fmt.Printf("\nHTTPS %d MiB download, MB/s (median; rounds):\n", *bigMiB)
+	for _, d := range dls {
+		cpu := ""
+		if d.pid != 0 {
+			cpu = fmt.Sprintf("; %s CPU %.0f µs per MiB (rounds %s)", d.name, median(d.cpu), each(d.cpu, "%.0f"))
+		}
+		fmt.Printf("  %-8s %4.0f (%s)%s\n", d.name, median(d.mbps), each(d.mbps, "%.0f"), cpu)
+	}
+	fmt.Printf("  daemon / direct %s (target ≥ 0.9)\n", ratios(dls[1], dls[0]))
+	if len(dls) > 2 {
+		fmt.Printf("  HAProxy / direct %s\n  daemon / HAProxy %s; CPU per MiB, daemon / HAProxy %.2f\n",
+			ratios(dls[2], dls[0]), ratios(dls[1], dls[2]), median(dls[1].cpu)/median(dls[2].cpu))
+	}
 	fmt.Printf("load average (1, 5, 15 min): %s before the downloads, %s after\n", load0, loadavg())
 }
 
@@ -139,7 +192,7 @@ func (b *bench) haproxyTLS() string {
 	etc := "/etc/netns/" + b.hapNS
 	must(os.MkdirAll(etc, 0o755))
 	b.defer_(func() { os.RemoveAll(etc) })
-	must(os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n192.0.2.2 tls.bench\n192.0.2.3 tls-full.bench\n"), 0o644))
+	must(os.WriteFile(filepath.Join(etc, "hosts"), []byte("127.0.0.1 localhost\n192.0.2.2 tls.bench\n192.0.2.3 tls-full.bench\n192.0.2.4 example.bench\n"), 0o644))
 
 	// The daemon's front offers h2 and http/1.1 by ALPN; so does this
 	// (wrk offers none: HTTP/1.1 on both). tls resumes sessions as HAProxy
@@ -147,7 +200,28 @@ func (b *bench) haproxyTLS() string {
 	// connection); tls-full, reached at 192.0.2.3 (tls-full.bench), issues
 	// no tickets and has no session cache (global), so that every
 	// handshake is a full one, as on the daemon's front.
-	return `frontend tls
+	//
+	// sni is the daemon's passthrough done by HAProxy: TCP mode, the
+	// ClientHello read (inspect-delay until req.ssl_hello_type says one
+	// is complete), its server name accepted by an ACL (any other name,
+	// or no hello, is rejected), then the connection forwarded to its
+	// original destination (192.0.2.4:443) as the port-80 reference's
+	// is: from HAProxy's own address, not the client's, as the daemon
+	// dials. No splice option: HAProxy copies through its buffers.
+	return `frontend sni
+	mode tcp
+	bind 0.0.0.0:18445 transparent
+	tcp-request inspect-delay 5s
+	acl hello req.ssl_hello_type 1
+	acl allowed req.ssl_sni -i example.bench
+	tcp-request content accept if hello allowed
+	tcp-request content reject
+	default_backend sni-original
+backend sni-original
+	mode tcp
+	# 0.0.0.0, port 0: the connection's original destination and port.
+	server original 0.0.0.0:0
+frontend tls
 	bind 0.0.0.0:18443 transparent ssl crt ` + crt + ` alpn h2,http/1.1
 	http-request return status 200 content-type text/plain string "ok\n"
 frontend tls-full
@@ -165,6 +239,16 @@ func (b *bench) checkHAProxyTLS() {
 		if err != nil || string(out) != "ok\n" {
 			must(fmt.Errorf("haproxy's TLS path %s: %v %q", url, err, out))
 		}
+	}
+	// The SNI passthrough: example.bench reaches the upstream's TLS
+	// (not verified: its certificate is the upstream's own); another name
+	// on the same address is refused by the ACL.
+	out, err := exec.Command("ip", "netns", "exec", b.hapNS, "curl", "-sSfk", "-m", "5", "https://example.bench/").CombinedOutput()
+	if err != nil || string(out) != "ok\n" {
+		must(fmt.Errorf("haproxy's SNI passthrough: %v %q", err, out))
+	}
+	if out, err := exec.Command("ip", "netns", "exec", b.hapNS, "curl", "-sSfk", "-m", "5", "--resolve", "other.bench:443:192.0.2.4", "https://other.bench/").CombinedOutput(); err == nil {
+		must(fmt.Errorf("haproxy's SNI passthrough let other.bench through: %q", out))
 	}
 }
 

@@ -213,6 +213,7 @@ func (b *bench) setup() {
 		type filter hook prerouting priority mangle; policy accept;
 		iifname "hap0" tcp dport 80 tproxy to :18080 meta mark set 0x4242 accept
 		iifname "hap0" ip daddr 192.0.2.3 tcp dport 443 tproxy to :18444 meta mark set 0x4242 accept
+		iifname "hap0" ip daddr 192.0.2.4 tcp dport 443 tproxy to :18445 meta mark set 0x4242 accept
 		iifname "hap0" tcp dport 443 tproxy to :18443 meta mark set 0x4242 accept
 	}
 }
@@ -589,7 +590,10 @@ func main() {
 			// wrk resumes its sessions; the daemon's front does not
 			// (bench/README.md): HAProxy without resumption as well.
 			path{"HTTPS by HAProxy, new full handshakes (no resumption)", b.hapNS, "https://tls-full.bench/", hpid, []string{"-H", "Connection: close"}},
-			path{"HTTPS by HAProxy, kept-alive (reference)", b.hapNS, "https://tls.bench/", hpid, nil})
+			path{"HTTPS by HAProxy, kept-alive (reference)", b.hapNS, "https://tls.bench/", hpid, nil},
+			// Issue 20's passthrough done by HAProxy (TCP mode, the hello
+			// read and its SNI accepted by an ACL, then forwarded).
+			path{"HTTPS passthrough by HAProxy (SNI)", b.hapNS, "https://example.bench/", hpid, []string{"-H", "Connection: close"}})
 	}
 	if *only == "dns" {
 		// One run each, the daemon profiled while it answers handler names.
@@ -740,6 +744,9 @@ func main() {
 	perRound("worker KV GET / KV GET (target ≥ 0.5)", "worker KV GET", "KV GET")
 	perRound("worker passthrough / passthrough (target ≥ 0.5)", "worker passthrough", "passthrough (forward)")
 	perRound("HTTPS passthrough / direct, new connections (target ≥ 0.9)", "HTTPS new connections, passthrough", "HTTPS new connections, direct")
+	perRound("HTTPS passthrough by HAProxy / direct, new connections", "HTTPS passthrough by HAProxy", "HTTPS new connections, direct")
+	perRound("HTTPS passthrough, daemon / HAProxy, new connections", "HTTPS new connections, passthrough", "HTTPS passthrough by HAProxy")
+	perRoundCPU("HTTPS passthrough CPU per connection, daemon / HAProxy", "HTTPS new connections, passthrough", "HTTPS passthrough by HAProxy")
 	perRound("HTTPS intercepted handshakes / HAProxy (target ≥ 0.8)", "HTTPS intercepted, new handshakes", "HTTPS by HAProxy, new handshakes")
 	perRound("HTTPS intercepted handshakes / HAProxy full handshakes", "HTTPS intercepted, new handshakes", "HTTPS by HAProxy, new full handshakes")
 	perRound("HTTPS intercepted kept-alive req/s / HAProxy (target ≥ 0.8)", "HTTPS intercepted, kept-alive", "HTTPS by HAProxy, kept-alive")
