@@ -127,4 +127,13 @@ const (
 	// sandbox's policy denies: refused with the other denies, before any
 	// allow.
 	SetDenyLearned = "interceptd-deny-learned"
+	// SetInbound holds (sandbox address, proto:port, source net) for the
+	// inbound entries with a port (one element per port of a range and per
+	// protocol), and SetInboundAll (sandbox address/32, source net) for
+	// those without, which open every port and protocol. The sandbox's
+	// address comes first, as in the egress sets, so that clearSets finds
+	// its entries; matched on the destination, so an entry opens the one
+	// sandbox it belongs to.
+	SetInbound    = "interceptd-inbound-port"
+	SetInboundAll = "interceptd-inbound-any"
 )

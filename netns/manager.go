@@ -1040,7 +1040,7 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 		return &next, undo, nil
 	})
 	if err == nil {
-		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts)
+		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts, "inbound", p.Inbound)
 	}
 	return sb, err
 }

@@ -103,6 +103,21 @@ func TestTheEntriesEachPolicyPutsInTheSets(t *testing.T) {
 			"interceptd-deny-port 10.213.0.6 udp:22 203.0.113.0/24",
 			"interceptd-inet 10.213.0.6",
 		}},
+		{"an inbound entry without a port opens the sandbox's address to the source net", policy.Policy{Inbound: []string{"10.244.0.0/16"}}, []string{
+			"interceptd-inbound-any 10.213.0.6/32 10.244.0.0/16",
+		}},
+		{"an inbound entry with a port range and protocol: one entry per port", policy.Policy{Inbound: []string{"192.0.2.7:5000-5001/udp"}}, []string{
+			"interceptd-inbound-port 10.213.0.6 udp:5000 192.0.2.7/32",
+			"interceptd-inbound-port 10.213.0.6 udp:5001 192.0.2.7/32",
+		}},
+		{"an inbound entry with a port and no protocol: tcp and udp", policy.Policy{Inbound: []string{"10.96.0.0/12:53"}}, []string{
+			"interceptd-inbound-port 10.213.0.6 tcp:53 10.96.0.0/12",
+			"interceptd-inbound-port 10.213.0.6 udp:53 10.96.0.0/12",
+		}},
+		{"an inbound entry from anywhere is two halves: the kernel takes no /0", policy.Policy{Inbound: []string{"0.0.0.0/0:80/tcp"}}, []string{
+			"interceptd-inbound-port 10.213.0.6 tcp:80 0.0.0.0/1",
+			"interceptd-inbound-port 10.213.0.6 tcp:80 128.0.0.0/1",
+		}},
 		{"IPv6 entries have no place in the IPv4 sets", policy.Policy{AllowedHosts: []string{"2001:db8::/32"}}, []string{
 			"interceptd-listed 10.213.0.6",
 		}},
@@ -141,6 +156,8 @@ func describeEntry(e setEntry) string {
 	switch {
 	case x.IFace != "":
 		return fmt.Sprintf("%s %s/%d %s", e.set, x.IP, x.CIDR, x.IFace)
+	case x.IP2 != nil && x.Port == nil:
+		return fmt.Sprintf("%s %s/%d %s/%d", e.set, x.IP, x.CIDR, x.IP2, x.CIDR2)
 	case x.Port != nil:
 		proto := map[uint8]string{6: "tcp", 17: "udp"}[*x.Protocol]
 		return fmt.Sprintf("%s %s %s:%d %s/%d", e.set, x.IP, proto, *x.Port, x.IP2, x.CIDR2)

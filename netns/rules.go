@@ -143,6 +143,8 @@ func Rules(p RuleParams) RuleSet {
 			{SetLearnedAll, "hash:net,iface"},
 			{SetLearned, "hash:ip,port,net"},
 			{SetDenyLearned, "hash:net,iface"},
+			{SetInbound, "hash:ip,port,net"},
+			{SetInboundAll, "hash:net,net"},
 		},
 		Chains: []Chain{
 			{"raw", ChainSpoof},
@@ -178,7 +180,8 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainInput, "-p", "tcp", "--dport", dnsPort, "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"),
 			r("filter", ChainInput, "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", ChainDenyProtected),
 			// Routed (non-HTTP, non-DNS) egress follows each sandbox's policy
-			// through ipsets: replies pass; nothing new enters a sandbox;
+			// through ipsets: replies pass; nothing new enters a sandbox
+			// but what its inbound policy opens;
 			// denied entries and the addresses of denied names first;
 			// explicit IP/CIDR allows (which may open a protected or private
 			// destination); protected, then private destinations; addresses
@@ -191,7 +194,18 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainForward, "-i", in, "-p", "tcp", "--dport", "80", "-m", "comment", "--comment", "interceptd: http while the daemon is down", "-j", "REJECT", "--reject-with", "tcp-reset"),
 		}, httpsDownRule(p), []Rule{
 			r("filter", ChainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
-			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", ChainDenyProtected),
+			// A connection into a sandbox is opened only by its inbound
+			// policy: the destination is the sandbox's address, the source
+			// and port are an entry's. From outside the sandboxes that is
+			// all it takes. From another sandbox (anti-spoofing has made
+			// its source its own) it must also be that sandbox's egress,
+			// so it goes on to the egress rules below, where the other
+			// sandbox's address is a protected or private destination
+			// that only an explicit IP/CIDR allow opens: both policies
+			// must say yes.
+			r("filter", ChainForward, "-o", in, "!", "-i", in, "-m", "set", "--match-set", SetInbound, "dst,dst,src", "-m", "comment", "--comment", "interceptd: inbound policy", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-o", in, "!", "-i", in, "-m", "set", "--match-set", SetInboundAll, "dst,src", "-m", "comment", "--comment", "interceptd: inbound policy", "-j", "ACCEPT"),
+			r("filter", ChainForward, "-o", in, "-m", "set", "!", "--match-set", SetInbound, "dst,dst,src", "-m", "set", "!", "--match-set", SetInboundAll, "dst,src", "-m", "comment", "--comment", "interceptd: nothing enters a sandbox that its inbound policy does not open", "-j", ChainDenyProtected),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDeny, "src,dst,dst", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyLearned, "dst,src", "-j", ChainDenyListed),
