@@ -86,7 +86,7 @@ var sandboxSets = []struct {
 	byIface bool
 }{
 	{SetInternet, false}, {SetListed, false}, {SetAllow, false}, {SetDeny, false}, {SetLearned, false},
-	{SetInbound, false}, {SetInboundAll, false},
+	{SetInbound, false}, {SetInboundAll, true}, {SetInboundDst, true},
 	{SetAllowAll, true}, {SetDenyAll, true}, {SetLearnedAll, true}, {SetDenyLearned, true},
 }
 
@@ -132,10 +132,11 @@ func policyEntries(sb *Sandbox) []setEntry {
 }
 
 // inboundEntries are the set entries of a sandbox's inbound policy: per
-// entry, one (sandbox address, source net) in SetInboundAll without a port,
-// else one (sandbox address, proto:port, source net) in SetInbound per port
-// and protocol. A source of 0.0.0.0/0 is stored as its two halves: the
-// kernel's net dimensions take prefixes of 1 to 32 bits only.
+// entry with a port, one (sandbox address, proto:port, source net) in
+// SetInbound per port and protocol; per entry without, one (source net,
+// sandbox interface) in SetInboundAll, and then the sandbox's (address,
+// interface) in SetInboundDst once. A source of 0.0.0.0/0 is stored as its
+// two halves: the kernel's net dimensions take prefixes of 1 to 32 bits only.
 func inboundEntries(sb *Sandbox) []setEntry {
 	if !sb.Addr.Is4() {
 		return nil
@@ -143,15 +144,17 @@ func inboundEntries(sb *Sandbox) []setEntry {
 	entries, _ := policy.ParseInbounds(sb.Policy.Inbound) // invalid ones: skipped, as Compile refused them
 	dst := net.IP(sb.Addr.AsSlice())
 	var out []setEntry
+	anyPort := false
 	for _, in := range entries {
 		sources := []netip.Prefix{in.Source}
 		if in.Source.Bits() == 0 {
 			sources = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
 		}
 		for _, src := range sources {
-			ip2, bits := net.IP(src.Addr().AsSlice()), uint8(src.Bits())
+			ip, bits := net.IP(src.Addr().AsSlice()), uint8(src.Bits())
 			if in.AnyPort() {
-				out = append(out, setEntry{SetInboundAll, netlink.IPSetEntry{IP: dst, CIDR: 32, IP2: ip2, CIDR2: bits}})
+				anyPort = true
+				out = append(out, setEntry{SetInboundAll, netlink.IPSetEntry{IP: ip, CIDR: bits, IFace: sb.HostInterface}})
 				continue
 			}
 			for _, name := range in.Protos() {
@@ -160,10 +163,13 @@ func inboundEntries(sb *Sandbox) []setEntry {
 					proto = unix.IPPROTO_UDP
 				}
 				for port := int(in.PortFrom); port <= int(in.PortTo); port++ {
-					out = append(out, setEntry{SetInbound, netlink.IPSetEntry{IP: dst, Port: ptr(uint16(port)), Protocol: ptr(proto), IP2: ip2, CIDR2: bits}})
+					out = append(out, setEntry{SetInbound, netlink.IPSetEntry{IP: dst, Port: ptr(uint16(port)), Protocol: ptr(proto), IP2: ip, CIDR2: bits}})
 				}
 			}
 		}
+	}
+	if anyPort {
+		out = append(out, setEntry{SetInboundDst, netlink.IPSetEntry{IP: dst, CIDR: 32, IFace: sb.HostInterface}})
 	}
 	return out
 }

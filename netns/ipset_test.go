@@ -91,6 +91,15 @@ func (p packet) name() string {
 // or the refusal reason of the chain it is sent to.
 func verdict(t *testing.T, rs RuleSet, sets fakeSets, p packet) string {
 	t.Helper()
+	if v, done := walk(rs, sets, p, ChainForward); done {
+		return v
+	}
+	return "fell through"
+}
+
+// walk runs one of the daemon's chains for p: done with a verdict, or not
+// (the chain returned or ran out) for the caller to go on.
+func walk(rs RuleSet, sets fakeSets, p packet, chain string) (string, bool) {
 	dst := netip.MustParseAddrPort(p.dst)
 	reasons := map[string]string{}
 	for _, r := range rs.Rules {
@@ -99,7 +108,7 @@ func verdict(t *testing.T, rs RuleSet, sets fakeSets, p packet) string {
 		}
 	}
 	for _, r := range rs.Rules {
-		if r.Chain != ChainForward {
+		if r.Chain != chain {
 			continue
 		}
 		match, target, neg := true, "", false
@@ -141,15 +150,22 @@ func verdict(t *testing.T, rs RuleSet, sets fakeSets, p packet) string {
 		if !match {
 			continue
 		}
-		if target == "ACCEPT" {
-			return "accept"
+		switch reason, ok := reasons[target]; {
+		case target == "ACCEPT":
+			return "accept", true
+		case target == "RETURN":
+			return "", false
+		case ok:
+			return reason, true
+		case slices.ContainsFunc(rs.Chains, func(c Chain) bool { return c.Name == target }):
+			if v, done := walk(rs, sets, p, target); done {
+				return v, true
+			}
+			continue
 		}
-		if reason, ok := reasons[target]; ok {
-			return reason
-		}
-		return target
+		return target, true
 	}
-	return "fell through"
+	return "", false
 }
 
 // inSet matches p against one of the fake sets as the set match would.
@@ -164,8 +180,16 @@ func inSet(sets fakeSets, name, dims string, p packet, dst netip.AddrPort) bool 
 			proto = map[uint8]string{6: "tcp", 17: "udp"}[*e.Protocol]
 		}
 		switch typ + " " + dims {
-		case "hash:net,iface dst,src":
+		case "hash:net,iface dst,src": // the destination, the interface it came in by
 			if netip.PrefixFrom(ip, int(e.CIDR)).Contains(dst.Addr()) && e.IFace == p.in() {
+				return true
+			}
+		case "hash:net,iface src,dst": // the source, the interface it leaves by
+			if netip.PrefixFrom(ip, int(e.CIDR)).Contains(src) && e.IFace == p.out() {
+				return true
+			}
+		case "hash:net,iface dst,dst":
+			if netip.PrefixFrom(ip, int(e.CIDR)).Contains(dst.Addr()) && e.IFace == p.out() {
 				return true
 			}
 		case "hash:ip,port,net src,dst,dst":
@@ -174,10 +198,6 @@ func inSet(sets fakeSets, name, dims string, p packet, dst netip.AddrPort) bool 
 			}
 		case "hash:ip,port,net dst,dst,src":
 			if ip == dst.Addr() && proto == p.proto && *e.Port == dst.Port() && netip.PrefixFrom(ip2, int(e.CIDR2)).Contains(src) {
-				return true
-			}
-		case "hash:net,net dst,src":
-			if netip.PrefixFrom(ip, int(e.CIDR)).Contains(dst.Addr()) && netip.PrefixFrom(ip2, int(e.CIDR2)).Contains(src) {
 				return true
 			}
 		case "hash:ip src":
@@ -384,6 +404,8 @@ func TestConnectionsIntoASandboxFollowItsInboundPolicy(t *testing.T) {
 		{"an entry without a port opens every port", all("tcp", at(server, 22), server, "198.51.100.9"), "accept"},
 		{"an entry without a port opens icmp", all("icmp", at(server, 0), server, "198.51.100.9"), "accept"},
 		{"an entry to the sandbox's address does not open another address behind its link", all("tcp", "10.213.0.9:8080", server, "10.244.1.1"), policy.ReasonProtected},
+		{"an entry without a port does not open another address behind the sandbox's link", all("tcp", "10.213.0.9:22", server, "198.51.100.9"), policy.ReasonProtected},
+		{"an entry without a port opens its own sandbox only", all("tcp", at(closed, 22), closed, "198.51.100.9"), policy.ReasonProtected},
 		{"another sandbox an entry covers, whose egress opens the server, gets in", packet{from: allows, proto: "tcp", dst: at(server, 9000), to: server}, "accept"},
 		{"another sandbox an entry covers is still held to its own egress", packet{from: other, proto: "tcp", dst: at(server, 9000), to: server}, policy.ReasonProtected},
 		{"another sandbox whose egress opens the server is refused a port no entry opens", packet{from: allows, proto: "tcp", dst: at(server, 8080), to: server}, policy.ReasonProtected},

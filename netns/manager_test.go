@@ -103,8 +103,10 @@ func TestTheEntriesEachPolicyPutsInTheSets(t *testing.T) {
 			"interceptd-deny-port 10.213.0.6 udp:22 203.0.113.0/24",
 			"interceptd-inet 10.213.0.6",
 		}},
-		{"an inbound entry without a port opens the sandbox's address to the source net", policy.Policy{Inbound: []string{"10.244.0.0/16"}}, []string{
-			"interceptd-inbound-any 10.213.0.6/32 10.244.0.0/16",
+		{"inbound entries without a port open the sandbox's link to the source nets, and its address once", policy.Policy{Inbound: []string{"10.244.0.0/16", "192.0.2.7"}}, []string{
+			"interceptd-inbound-any 10.244.0.0/16 icd1",
+			"interceptd-inbound-any 192.0.2.7/32 icd1",
+			"interceptd-inbound-dst 10.213.0.6/32 icd1",
 		}},
 		{"an inbound entry with a port range and protocol: one entry per port", policy.Policy{Inbound: []string{"192.0.2.7:5000-5001/udp"}}, []string{
 			"interceptd-inbound-port 10.213.0.6 udp:5000 192.0.2.7/32",
@@ -156,8 +158,6 @@ func describeEntry(e setEntry) string {
 	switch {
 	case x.IFace != "":
 		return fmt.Sprintf("%s %s/%d %s", e.set, x.IP, x.CIDR, x.IFace)
-	case x.IP2 != nil && x.Port == nil:
-		return fmt.Sprintf("%s %s/%d %s/%d", e.set, x.IP, x.CIDR, x.IP2, x.CIDR2)
 	case x.Port != nil:
 		proto := map[uint8]string{6: "tcp", 17: "udp"}[*x.Protocol]
 		return fmt.Sprintf("%s %s %s:%d %s/%d", e.set, x.IP, proto, *x.Port, x.IP2, x.CIDR2)

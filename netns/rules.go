@@ -144,7 +144,8 @@ func Rules(p RuleParams) RuleSet {
 			{SetLearned, "hash:ip,port,net"},
 			{SetDenyLearned, "hash:net,iface"},
 			{SetInbound, "hash:ip,port,net"},
-			{SetInboundAll, "hash:net,net"},
+			{SetInboundAll, "hash:net,iface"},
+			{SetInboundDst, "hash:net,iface"},
 		},
 		Chains: []Chain{
 			{"raw", ChainSpoof},
@@ -157,6 +158,7 @@ func Rules(p RuleParams) RuleSet {
 			{"filter", ChainDenyPrivate},
 			{"filter", ChainDenyUnlisted},
 			{"filter", ChainDenyQUIC},
+			{"filter", ChainInbound},
 			{"filter", ChainForward},
 			{"nat", ChainNAT},
 		},
@@ -195,17 +197,19 @@ func Rules(p RuleParams) RuleSet {
 		}, httpsDownRule(p), []Rule{
 			r("filter", ChainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
 			// A connection into a sandbox is opened only by its inbound
-			// policy: the destination is the sandbox's address, the source
-			// and port are an entry's. From outside the sandboxes that is
-			// all it takes. From another sandbox (anti-spoofing has made
-			// its source its own) it must also be that sandbox's egress,
-			// so it goes on to the egress rules below, where the other
-			// sandbox's address is a protected or private destination
-			// that only an explicit IP/CIDR allow opens: both policies
-			// must say yes.
-			r("filter", ChainForward, "-o", in, "!", "-i", in, "-m", "set", "--match-set", SetInbound, "dst,dst,src", "-m", "comment", "--comment", "interceptd: inbound policy", "-j", "ACCEPT"),
-			r("filter", ChainForward, "-o", in, "!", "-i", in, "-m", "set", "--match-set", SetInboundAll, "dst,src", "-m", "comment", "--comment", "interceptd: inbound policy", "-j", "ACCEPT"),
-			r("filter", ChainForward, "-o", in, "-m", "set", "!", "--match-set", SetInbound, "dst,dst,src", "-m", "set", "!", "--match-set", SetInboundAll, "dst,src", "-m", "comment", "--comment", "interceptd: nothing enters a sandbox that its inbound policy does not open", "-j", ChainDenyProtected),
+			// policy (ChainInbound): the destination is the sandbox's
+			// address, the source and port are an entry's. From outside
+			// the sandboxes that is all it takes. From another sandbox
+			// (anti-spoofing has made its source its own) it must also be
+			// that sandbox's egress, so it goes on to the egress rules
+			// below, where the other sandbox's address is a protected or
+			// private destination that only an explicit IP/CIDR allow
+			// opens: both policies must say yes.
+			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox that its inbound policy does not open", "-j", ChainInbound),
+			r("filter", ChainForward, "-o", in, "!", "-i", in, "-m", "comment", "--comment", "interceptd: inbound policy", "-j", "ACCEPT"),
+			r("filter", ChainInbound, "-m", "set", "--match-set", SetInbound, "dst,dst,src", "-j", "RETURN"),
+			r("filter", ChainInbound, "-m", "set", "--match-set", SetInboundAll, "src,dst", "-m", "set", "--match-set", SetInboundDst, "dst,dst", "-j", "RETURN"),
+			r("filter", ChainInbound, "-j", ChainDenyProtected),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDeny, "src,dst,dst", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyLearned, "dst,src", "-j", ChainDenyListed),
