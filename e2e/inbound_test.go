@@ -31,9 +31,9 @@ const (
 )
 
 // clientNS makes the client namespace, linked to the host namespace and
-// routed to the sandbox pool through it; it goes (with its link) in
-// cleanup, before the Env's own teardown checks.
-func (e *Env) clientNS() string {
+// routed to the sandbox pool (and to each of also) through it; it goes
+// (with its link) in cleanup, before the Env's own teardown checks.
+func (e *Env) clientNS(also ...string) string {
 	e.t.Helper()
 	ns := "ie2e-" + e.ID + "-cli"
 	run(e.t, "ip", "netns", "add", ns)
@@ -45,7 +45,9 @@ func (e *Env) clientNS() string {
 	run(e.t, "ip", "-n", ns, "addr", "add", clientIn+"/24", "dev", "eth0")
 	run(e.t, "ip", "-n", ns, "addr", "add", clientOut+"/24", "dev", "eth0")
 	run(e.t, "ip", "-n", ns, "link", "set", "eth0", "up")
-	run(e.t, "ip", "-n", ns, "route", "add", sandboxPool, "via", clientGW)
+	for _, dst := range append([]string{sandboxPool}, also...) {
+		run(e.t, "ip", "-n", ns, "route", "add", dst, "via", clientGW)
+	}
 	return "/run/netns/" + ns
 }
 
@@ -240,5 +242,45 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 		inboundPasses(t, client, clientIn, at(8081))
 		inboundPasses(t, client, clientIn, at(9000))
 		inboundRefused(t, client, clientOut, at(8081))
+	})
+}
+
+func TestAChainedPodTakesTheDefaultPolicysInboundEntriesAndTheirReload(t *testing.T) {
+	const v1 = "policy:\n  internet: true\n  inbound: [\"" + clientCIDR + ":8080/tcp\"]\n"
+	const v2 = "policy:\n  internet: true\n  inbound: [\"" + clientCIDR + ":8081/tcp\"]\n"
+	c := newChainWith(t, Options{ExtraConfig: v1})
+	client := c.clientNS(c.subnet)
+	nsName := "ie2einb-" + c.ID
+	p := c.runtimeNetns(nsName)
+	res := c.add(t, c.rt("ctr-"+c.ID, p, "team-a/api-0"))
+	pod := c.container(t, nsName, res)
+	pod.Name = "team-a.api-0"
+	addr := res.IPs[0].Address.IP.String()
+	c.serveHello(pod, 8080, 8081)
+	at := func(port int) string { return fmt.Sprintf("%s:%d", addr, port) }
+
+	t.Run("the default policy's entry lets the client in on its port only", func(t *testing.T) {
+		inboundPasses(t, client, clientIn, at(8080))
+		inboundRefused(t, client, clientIn, at(8081))
+		inboundRefused(t, client, clientOut, at(8080))
+	})
+	t.Run("a reload of the default policy moves the pod's opening", func(t *testing.T) {
+		if line := c.reload(v1, v2); !strings.Contains(line, "config reloaded") {
+			t.Fatalf("the reload was refused: %s", line)
+		}
+		inboundRefused(t, client, clientIn, at(8080))
+		inboundPasses(t, client, clientIn, at(8081))
+	})
+	t.Run("a bad entry in a reload is refused naming its field and line, and the running one stays", func(t *testing.T) {
+		bad := "policy:\n  internet: true\n  inbound: [\"" + clientCIDR + ":8081/sctp\"]\n"
+		line := c.reload(v2, bad)
+		if !strings.Contains(line, "reload refused") || !strings.Contains(line, "policy.inbound[0]") || !strings.Contains(line, "line ") {
+			t.Errorf("reload: %s", line)
+		}
+		inboundPasses(t, client, clientIn, at(8081))
+		// A good config again, for the next reload and for the cleanup.
+		if line := c.reload(bad, v2); !strings.Contains(line, "config reloaded") {
+			t.Fatalf("the reload back was refused: %s", line)
+		}
 	})
 }
