@@ -184,8 +184,9 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 		inboundRefused(t, client, clientIn, at(8081))
 		inboundRefused(t, client, clientIn, at(9000))
 	})
-	t.Run("a source outside the CIDR stays out", func(t *testing.T) {
+	t.Run("a source outside the CIDR stays out, logged for the sandbox it knocked at", func(t *testing.T) {
 		inboundRefused(t, client, clientOut, at(8080))
+		e.waitLog(t, `msg="refused inbound flow" sandbox=server proto=tcp src=`+clientOut+` dest=`+at(8080)+` decision=deny reason=protected_destination`)
 	})
 	t.Run("the sandbox's own egress is unchanged", func(t *testing.T) {
 		e.tcpPasses(t, server, otherIP+":2222")

@@ -281,8 +281,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// Allowed ones: one log record each, up to the rules' rate (their
 	// counts and bytes are interceptd_sandbox_routed_*, exact).
 	if err := netns.WatchFlows(ctx, func(r netns.Refusal) {
-		caller, _ := d.mgr.Caller(r.Src)
+		caller, ok := d.mgr.Caller(r.Src)
 		d.decisions.Observe(r.Proto, caller.Sandbox, policy.Decision{Result: policy.Deny, Reason: r.Reason})
+		if to, into := d.mgr.Caller(r.Dst.Addr()); !ok && into {
+			// From outside the sandboxes into one, which its inbound
+			// policy refused: named after the sandbox it was for, with
+			// its source, so that an operator opening a server sees what
+			// knocked.
+			log.Info("refused inbound flow", "sandbox", to.Sandbox, "proto", r.Proto, "src", r.Src.String(), "dest", r.Dst.String(), "decision", "deny", "reason", r.Reason)
+			return
+		}
 		log.Info("refused flow", "sandbox", caller.Sandbox, "proto", r.Proto, "dest", r.Dst.String(), "decision", "deny", "reason", r.Reason)
 	}, func(r netns.Refusal) {
 		caller, _ := d.mgr.Caller(r.Src)
