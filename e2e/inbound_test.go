@@ -190,6 +190,12 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 	})
 	t.Run("the sandbox's own egress is unchanged", func(t *testing.T) {
 		e.tcpPasses(t, server, otherIP+":2222")
+		// Its own flow is logged as one, and (logged in order, before it)
+		// its replies to the client that came in are not flows of its own.
+		e.waitLog(t, `msg="routed flow" sandbox=server proto=tcp dest=`+otherIP+`:2222 decision=allow`)
+		if strings.Contains(e.Log(), `msg="routed flow" sandbox=server proto=tcp dest=`+clientIn) {
+			t.Errorf("the server's replies to an inbound connection were logged as its own flow")
+		}
 		closed := e.CreateWith("closedout", "--internet", "off", "--inbound", clientCIDR)
 		e.tcpRefused(t, closed, otherIP+":2222")
 	})

@@ -405,6 +405,9 @@ func nftTable(p RuleParams) string {
 	// (priority filter + 10): iptables' FORWARD has accepted what reaches
 	// it, and what it refused never does. Intercepted HTTP and captured
 	// DNS are the host's input, never forwarded, so never counted here.
+	// Flows the sandbox opened only (ct direction original): a reply it
+	// sends on a connection its inbound policy let in is not a flow of
+	// its own.
 	size := floodSetSize(p.Pool)
 	in := p.InterfacePrefix + "*"
 	fmt.Fprintf(&b, `	set %[1]s {
@@ -433,8 +436,8 @@ func nftTable(p RuleParams) string {
 	}
 	chain routed {
 		type filter hook forward priority filter + 10; policy accept;
-		iifname "%[7]s" ct mark & 0x%[8]x == 0 meta l4proto { tcp, udp, icmp } ct mark set ct mark | 0x%[8]x update @%[1]s { ip saddr . meta l4proto } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
-		iifname "%[7]s" ct mark & 0x%[8]x == 0 ct mark set ct mark | 0x%[8]x update @%[2]s { ip saddr } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
+		iifname "%[7]s" ct direction original ct mark & 0x%[8]x == 0 meta l4proto { tcp, udp, icmp } ct mark set ct mark | 0x%[8]x update @%[1]s { ip saddr . meta l4proto } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
+		iifname "%[7]s" ct direction original ct mark & 0x%[8]x == 0 ct mark set ct mark | 0x%[8]x update @%[2]s { ip saddr } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
 		iifname "%[7]s" update @%[3]s { ip saddr } comment "interceptd: bytes of allowed routed flows"
 		oifname "%[7]s" update @%[4]s { ip daddr } comment "interceptd: bytes of allowed routed flows"
 	}
