@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -200,13 +202,29 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 		e.tcpRefused(t, closed, otherIP+":2222")
 	})
 	t.Run("another sandbox gets in only with an entry for it and its own egress open", func(t *testing.T) {
-		peer := e.CreateWith("peer", "--internet", "off", "--allow", at(9000), "--allow", at(8080))
+		peer := e.CreateWith("peer", "--internet", "off", "--allow", at(9000), "--allow", at(8080), "--allow", at(80))
 		open := e.CreateWith("open") // internet on, which never opens another sandbox
 		inboundPasses(t, peer.NetnsPath, peer.Addr, at(9000))
 		inboundRefused(t, open.NetnsPath, open.Addr, at(9000))
 		// A port no entry opens to it: refused at the inbound rule,
 		// whatever its egress allows.
 		inboundRefused(t, peer.NetnsPath, peer.Addr, at(8080))
+	})
+	t.Run("HTTP from another sandbox, which the daemon forwards, is held to the same entries", func(t *testing.T) {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served\n") })}
+		go srv.Serve(e.ListenIn(server.NetnsPath, "0.0.0.0:80"))
+		t.Cleanup(func() { srv.Close() })
+		peer := Sandbox{Name: "peer", Netns: e.Prefix + "peer"}
+		get := func() string {
+			return e.MustIn(peer, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code} %header{x-interceptd-error}", "http://"+server.Addr+"/")
+		}
+		if got := get(); got != "403 protected_destination" {
+			t.Errorf("without an entry for port 80: %q, want 403 protected_destination", got)
+		}
+		policy(t, "server", "--inbound", clientCIDR+":8080/tcp", "--inbound", sandboxPool+":9000/tcp", "--inbound", sandboxPool+":80/tcp")
+		if got := get(); got != "200 " {
+			t.Errorf("with an entry for port 80: %q, want 200", got)
+		}
 	})
 	t.Run("a sandbox spoofing a covered source address does not get in", func(t *testing.T) {
 		policy(t, "server", "--inbound", clientCIDR+":8080/tcp", "--inbound", sandboxPool+":9000/tcp", "--inbound", clientCIDR+":5353/udp")

@@ -1103,7 +1103,7 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 	if !ok {
 		return policy.Caller{}, false
 	}
-	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Worker: sb.Worker, Limits: sb.Limits}, true
+	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Addr: sb.Addr, Worker: sb.Worker, Limits: sb.Limits}, true
 }
 
 // sandboxAt names the sandbox at addr.

@@ -112,3 +112,37 @@ func TestAPolicyWithoutInboundAdmitsNothing(t *testing.T) {
 		t.Errorf("admitted by %q", p)
 	}
 }
+
+func TestAForwardToAnotherSandboxNeedsItsInboundEntryAsWellAsTheCallersAllow(t *testing.T) {
+	v, _ := newTestVerdicts()
+	server := netip.MustParseAddr("10.213.0.2")
+	servers := map[netip.Addr]*Compiled{
+		server: MustCompile(Policy{Inbound: []string{"10.213.0.4/30:8080/tcp", "10.213.0.4/30:53/udp"}}),
+	}
+	v.Sandbox = func(a netip.Addr) (*Compiled, bool) { c, ok := servers[a]; return c, ok }
+	caller := func(addr string, allow ...string) Caller {
+		return Caller{Sandbox: "c", Addr: netip.MustParseAddr(addr), Policy: MustCompile(Policy{AllowedHosts: allow})}
+	}
+	for _, tt := range []struct {
+		name   string
+		caller Caller
+		port   uint16
+		want   string
+	}{
+		{"the caller's allow and the server's entry: forwarded", caller("10.213.0.6", "10.213.0.2"), 8080, ReasonAllowed},
+		{"the server's entry alone: the pool stays closed to the caller", caller("10.213.0.6", "example.test"), 8080, ReasonNotAllowed},
+		{"the caller's allow alone, from an address no entry covers", caller("10.213.0.10", "10.213.0.2"), 8080, ReasonProtected},
+		{"the caller's allow on a port no entry opens", caller("10.213.0.6", "10.213.0.2"), 8081, ReasonProtected},
+		{"an entry for udp does not open tcp", caller("10.213.0.6", "10.213.0.2"), 53, ReasonProtected},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := v.HTTP(tt.caller, HTTPRequest{Host: server.String(), Dest: netip.AddrPortFrom(server, tt.port)})
+			if d.Reason != tt.want {
+				t.Errorf("HTTP to %s:%d from %s: %+v, want reason %s", server, tt.port, tt.caller.Addr, d, tt.want)
+			}
+			if tls := v.TLS(tt.caller, TLSHello{SNI: server.String(), Dest: netip.AddrPortFrom(server, tt.port)}); tls.Reason != tt.want {
+				t.Errorf("TLS to %s:%d from %s: %+v, want reason %s", server, tt.port, tt.caller.Addr, tls, tt.want)
+			}
+		})
+	}
+}

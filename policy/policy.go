@@ -435,6 +435,9 @@ func normName(n string) string { return strings.TrimSuffix(strings.ToLower(n), "
 type Caller struct {
 	Sandbox string
 	Policy  *Compiled
+	// Addr is the sandbox's address: what another sandbox's inbound
+	// entries must admit for a forward to it (Verdicts.Sandbox).
+	Addr netip.Addr
 	// Worker names the sandbox's worker (config workers[].name), "" for
 	// none: its per-host functions count as handlers for the policy and
 	// its outbound function as the sandbox's catch-all.

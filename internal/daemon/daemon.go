@@ -318,7 +318,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// beyond a sandbox's policy is the daemon's. The shim's copy has no
 	// resolver: its decisions never resolve, and the router's Host check
 	// resolves through the shim, set below once the shim exists.
-	verdicts := policy.Verdicts{Protected: fwd.Protected, Book: d.book}
+	verdicts := policy.Verdicts{Protected: fwd.Protected, Book: d.book, Sandbox: func(a netip.Addr) (*policy.Compiled, bool) {
+		c, ok := d.mgr.Caller(a)
+		return c.Policy, ok
+	}}
 	d.verdicts = verdicts
 
 	// The workers, before the shim and the router, which ask them which
