@@ -418,3 +418,24 @@ func TestConnectionsIntoASandboxFollowItsInboundPolicy(t *testing.T) {
 		})
 	}
 }
+
+func TestAPolicyTheSetsCannotTakeLeavesTheOldEntriesAndNothingOfTheNew(t *testing.T) {
+	m, sets := testManager(t)
+	old := policy.Policy{Internet: true, Inbound: []string{"10.244.0.0/16"}}
+	sb := m.addTestSandbox(t, "a", 1, old)
+	before := inSets(sets, sb)
+	// A set that refuses every entry, as a full one does: the new policy's
+	// inbound port entries cannot go in, but its other entries could.
+	delete(sets, SetInbound)
+	_, err := m.SetPolicy("a", policy.Policy{AllowedHosts: []string{"192.0.2.0/24"}, Inbound: []string{"0.0.0.0/0:22/tcp", "192.0.2.0/24"}})
+	if err == nil {
+		t.Fatal("the policy was taken")
+	}
+	sets.Create(SetInbound, "hash:ip,port,net")
+	if after := inSets(sets, sb); !slices.Equal(after, before) {
+		t.Errorf("entries after the refused change:\n  %s\nwant the old policy's:\n  %s", strings.Join(after, "\n  "), strings.Join(before, "\n  "))
+	}
+	if got, _ := m.byName["a"]; !slices.Equal(got.Policy.Inbound, old.Inbound) {
+		t.Errorf("policy in force %+v, want the old one", got.Policy)
+	}
+}

@@ -1025,7 +1025,7 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 		next.Policy, next.Compiled = compiled.Policy, compiled
 		next.PolicyDefault = false // the sandbox's own from now on
 		if err := m.syncSets(old, &next); err != nil {
-			return nil, nil, fmt.Errorf("updating policy sets: %w", err)
+			return nil, nil, m.restoreSets(&next, old, err)
 		}
 		// If the record cannot be saved the old policy stays in force, so
 		// the sets must say it again: left with the new one, routed traffic
@@ -1043,6 +1043,18 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts, "inbound", p.Inbound)
 	}
 	return sb, err
+}
+
+// restoreSets puts old's entries back after the sets could not take
+// next's (a full set): left half-done, they would open part of a policy
+// that is not in force (an inbound entry among them). It returns err, and
+// the restore's own failure, as the change's error.
+func (m *Manager) restoreSets(next, old *Sandbox, err error) error {
+	err = fmt.Errorf("updating policy sets: %w", err)
+	if rerr := m.syncSets(next, old); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("restoring policy sets: %w", rerr))
+	}
+	return err
 }
 
 // update replaces a running sandbox's record, one change at a time: change
@@ -1209,7 +1221,7 @@ func (m *Manager) SetDefaultPolicy(p policy.Policy) (int, error) {
 			next := *old
 			next.Policy, next.Compiled = compiled.Policy, compiled
 			if err := m.syncSets(old, &next); err != nil {
-				return nil, nil, fmt.Errorf("updating policy sets: %w", err)
+				return nil, nil, m.restoreSets(&next, old, err)
 			}
 			return &next, func() error { return m.syncSets(&next, old) }, nil
 		})
