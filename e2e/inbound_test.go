@@ -258,9 +258,46 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 		inboundRefused(t, client, clientIn, at(8081))
 		inboundRefused(t, client, clientOut, at(8080))
 	})
-	t.Run("an entry removed closes the sandbox again", func(t *testing.T) {
+	t.Run("an entry removed closes the sandbox again, and the connections it let in", func(t *testing.T) {
+		policy(t, "server", "--inbound", clientCIDR+":7000/tcp")
+		ln := e.ListenIn(server.NetnsPath, "0.0.0.0:7000")
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); io.Copy(c, c) }()
+			}
+		}()
+		var conn net.Conn
+		if err := inNetns(client, func() (err error) {
+			d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIn)}}
+			conn, err = d.Dial("tcp4", at(7000))
+			return err
+		}); err != nil {
+			t.Fatalf("connecting to the echo: %v", err)
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		echo := func(line string) (string, error) {
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := io.WriteString(conn, line+"\n"); err != nil {
+				return "", err
+			}
+			got, err := r.ReadString('\n')
+			return strings.TrimSpace(got), err
+		}
+		if got, err := echo("before"); err != nil || got != "before" {
+			t.Fatalf("echo before the change: %q, %v", got, err)
+		}
 		policy(t, "server", "--inbound", "")
 		inboundRefused(t, client, clientIn, at(8080))
+		if got, err := echo("after"); err == nil {
+			t.Errorf("the connection the removed entry let in still echoes: %q", got)
+		} else if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the connection the removed entry let in: %v, want it reset", err)
+		}
 	})
 	t.Run("an entry without a port opens every port to its source", func(t *testing.T) {
 		policy(t, "server", "--inbound", clientIn)

@@ -1040,6 +1040,7 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 		return &next, undo, nil
 	})
 	if err == nil {
+		m.cutInbound(sb)
 		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts, "inbound", p.Inbound)
 	}
 	return sb, err
@@ -1228,6 +1229,9 @@ func (m *Manager) SetDefaultPolicy(p policy.Policy) (int, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", name, err))
 			continue
+		}
+		if sb, ok := m.Get(name); ok {
+			m.cutInbound(sb)
 		}
 		n++
 	}
