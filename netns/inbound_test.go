@@ -57,3 +57,15 @@ func TestAPolicyChangeCutsTheConnectionsInThatTheNewPolicyRefuses(t *testing.T) 
 		t.Error("the cut was not made with the new policy")
 	}
 }
+
+func TestAPolicyChangeThatKeepsTheInboundListCutsNothing(t *testing.T) {
+	m, _ := testManager(t)
+	k := m.k.(*fakeKernel)
+	m.addTestSandbox(t, "a", 1, policy.Policy{Inbound: []string{"10.244.0.0/16"}})
+	if _, err := m.SetPolicy("a", policy.Policy{Internet: true, Inbound: []string{"10.244.0.0/16"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.cuts) != 0 {
+		t.Errorf("%d cuts (each a dump of conntrack) for an egress change", len(k.cuts))
+	}
+}

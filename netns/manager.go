@@ -1020,10 +1020,12 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
 	}
+	var was []string // the inbound list before
 	sb, err := m.update(name, "policy", func(old *Sandbox) (*Sandbox, func() error, error) {
 		next := *old
 		next.Policy, next.Compiled = compiled.Policy, compiled
 		next.PolicyDefault = false // the sandbox's own from now on
+		was = old.Policy.Inbound
 		if err := m.syncSets(old, &next); err != nil {
 			return nil, nil, m.restoreSets(&next, old, err)
 		}
@@ -1040,7 +1042,10 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 		return &next, undo, nil
 	})
 	if err == nil {
-		m.cutInbound(sb)
+		if !slices.Equal(was, sb.Policy.Inbound) {
+			// A dump of conntrack: only when there is something to cut.
+			m.cutInbound(sb)
+		}
 		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts, "inbound", p.Inbound)
 	}
 	return sb, err
@@ -1215,10 +1220,12 @@ func (m *Manager) SetDefaultPolicy(p policy.Policy) (int, error) {
 	n := 0
 	var errs []error
 	for _, name := range follow {
+		changed := false // its inbound list: only then is there anything to cut
 		_, err := m.update(name, "policy", func(old *Sandbox) (*Sandbox, func() error, error) {
 			if !old.PolicyDefault {
 				return old, nil, nil // given its own since
 			}
+			changed = !slices.Equal(old.Policy.Inbound, compiled.Policy.Inbound)
 			next := *old
 			next.Policy, next.Compiled = compiled.Policy, compiled
 			if err := m.syncSets(old, &next); err != nil {
@@ -1230,7 +1237,7 @@ func (m *Manager) SetDefaultPolicy(p policy.Policy) (int, error) {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", name, err))
 			continue
 		}
-		if sb, ok := m.Get(name); ok {
+		if sb, ok := m.Get(name); ok && changed {
 			m.cutInbound(sb)
 		}
 		n++
