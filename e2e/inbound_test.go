@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -227,7 +228,7 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 		}
 	})
 	t.Run("a sandbox spoofing a covered source address does not get in", func(t *testing.T) {
-		policy(t, "server", "--inbound", clientCIDR+":8080/tcp", "--inbound", sandboxPool+":9000/tcp", "--inbound", clientCIDR+":5353/udp")
+		policy(t, "server", "--inbound", clientCIDR+":8080/tcp", "--inbound", sandboxPool+":9000/tcp", "--inbound", clientCIDR+":5353/udp", "--inbound", sandboxPool+":5353/udp")
 		heard := e.recordUDP(server, 5353)
 		// Its egress opens the server's address on every port, matched by
 		// its link: past the inbound rule, only anti-spoofing stands
@@ -238,6 +239,10 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 		e.MustIn(spoofer, "ip", "addr", "add", "10.244.9.50/32", "dev", "eth0")
 		sendUDP(t, spoofer.NetnsPath, "10.244.9.50", at(5353), "forged")
 		sendUDP(t, client, clientOut, at(5353), "outside")
+		// A pool address sent from outside the sandboxes: what the entry
+		// for the pool means is the sandboxes, not whoever claims to be one.
+		run(t, "ip", "-n", filepath.Base(client), "addr", "add", "10.213.0.250/32", "dev", "eth0")
+		sendUDP(t, client, "10.213.0.250", at(5353), "borrowed")
 		sendUDP(t, client, clientIn, at(5353), "inside") // the control: it must arrive
 		if got := heard(2 * time.Second); !slices.Equal(got, []string{clientIn + " inside"}) {
 			t.Errorf("the server heard %q, want only %q", got, clientIn+" inside")

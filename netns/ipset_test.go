@@ -133,6 +133,8 @@ func walk(rs RuleSet, sets fakeSets, p packet, chain string) (string, bool) {
 			case "--ctstate":
 				arg()
 				is(false) // a new flow
+			case "-s":
+				is(netip.MustParsePrefix(arg()).Contains(p.source()))
 			case "-d":
 				in := false
 				for _, s := range strings.Split(arg(), ",") {
@@ -383,6 +385,7 @@ func TestConnectionsIntoASandboxFollowItsInboundPolicy(t *testing.T) {
 	// opens a protected destination such as another sandbox).
 	allows := m.addTestSandbox(t, "allows", 3, policy.Policy{AllowedHosts: []string{server.Addr.String() + ":9000"}})
 	other := m.addTestSandbox(t, "other", 4, policy.Policy{Internet: true})
+	allowsAddr := allows.Addr.String()
 	all := func(proto, dst string, to *Sandbox, src string) packet {
 		return packet{proto: proto, dst: dst, to: to, src: src}
 	}
@@ -406,6 +409,8 @@ func TestConnectionsIntoASandboxFollowItsInboundPolicy(t *testing.T) {
 		{"an entry to the sandbox's address does not open another address behind its link", all("tcp", "10.213.0.9:8080", server, "10.244.1.1"), policy.ReasonProtected},
 		{"an entry without a port does not open another address behind the sandbox's link", all("tcp", "10.213.0.9:22", server, "198.51.100.9"), policy.ReasonProtected},
 		{"an entry without a port opens its own sandbox only", all("tcp", at(closed, 22), closed, "198.51.100.9"), policy.ReasonProtected},
+		{"a sandbox's address from outside the sandboxes is forged and dropped", all("tcp", at(server, 9000), server, allowsAddr), "DROP"},
+		{"an unassigned pool address from outside is forged too", all("tcp", at(server, 9000), server, "10.213.200.1"), "DROP"},
 		{"another sandbox an entry covers, whose egress opens the server, gets in", packet{from: allows, proto: "tcp", dst: at(server, 9000), to: server}, "accept"},
 		{"another sandbox an entry covers is still held to its own egress", packet{from: other, proto: "tcp", dst: at(server, 9000), to: server}, policy.ReasonProtected},
 		{"another sandbox whose egress opens the server is refused a port no entry opens", packet{from: allows, proto: "tcp", dst: at(server, 8080), to: server}, policy.ReasonProtected},

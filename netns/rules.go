@@ -207,6 +207,11 @@ func Rules(p RuleParams) RuleSet {
 			// opens: both policies must say yes.
 			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox that its inbound policy does not open", "-j", ChainInbound),
 			r("filter", ChainForward, "-o", in, "!", "-i", in, "-m", "comment", "--comment", "interceptd: inbound policy", "-j", "ACCEPT"),
+			// A packet from outside the sandboxes with a source in the pool
+			// is forged (anti-spoofing covers what the sandboxes send):
+			// no one on the host's networks passes as a sandbox through
+			// another's inbound entries.
+			r("filter", ChainInbound, "!", "-i", in, "-s", p.Pool, "-m", "comment", "--comment", "interceptd: a sandbox's address from outside the sandboxes", "-j", "DROP"),
 			r("filter", ChainInbound, "-m", "set", "--match-set", SetInbound, "dst,dst,src", "-j", "RETURN"),
 			r("filter", ChainInbound, "-m", "set", "--match-set", SetInboundAll, "src,dst", "-m", "set", "--match-set", SetInboundDst, "dst,dst", "-j", "RETURN"),
 			r("filter", ChainInbound, "-j", ChainDenyProtected),
