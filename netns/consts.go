@@ -84,6 +84,10 @@ const (
 	// (reason quic_refused), so that clients fall back to TCP, where the
 	// TLS front sees the SNI.
 	ChainDenyQUIC = "INTERCEPTD-DENY-QUIC"
+	// ChainInbound returns the first packet of a connection into a
+	// sandbox that the sandbox's inbound policy opens, and refuses (as a
+	// protected destination) every other.
+	ChainInbound = "INTERCEPTD-INBOUND"
 )
 
 // NFLOGGroup is the netfilter log group refused flows are sent to, so the
@@ -127,4 +131,18 @@ const (
 	// sandbox's policy denies: refused with the other denies, before any
 	// allow.
 	SetDenyLearned = "interceptd-deny-learned"
+	// SetInbound holds (sandbox address, proto:port, source net) for the
+	// inbound entries with a port: one element per port of a range and per
+	// protocol, matched on the destination address, port and source.
+	SetInbound = "interceptd-inbound-port"
+	// SetInboundAll holds (source net, sandbox interface) for the inbound
+	// entries without a port, which open every port and protocol, and
+	// SetInboundDst (sandbox address/32, sandbox interface) for each
+	// sandbox that has such entries: both must match (the packet leaves
+	// by that sandbox's link, to that sandbox's address), so that an
+	// entry opens its sandbox's address and nothing else behind its link.
+	// hash:net,iface, not hash:net,net, which kernels are often built
+	// without.
+	SetInboundAll = "interceptd-inbound-any"
+	SetInboundDst = "interceptd-inbound-dst"
 )

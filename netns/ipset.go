@@ -86,6 +86,7 @@ var sandboxSets = []struct {
 	byIface bool
 }{
 	{SetInternet, false}, {SetListed, false}, {SetAllow, false}, {SetDeny, false}, {SetLearned, false},
+	{SetInbound, false}, {SetInboundAll, true}, {SetInboundDst, true},
 	{SetAllowAll, true}, {SetDenyAll, true}, {SetLearnedAll, true}, {SetDenyLearned, true},
 }
 
@@ -116,6 +117,7 @@ func policyEntries(sb *Sandbox) []setEntry {
 			}
 		}
 	}
+	out = append(out, inboundEntries(sb)...)
 	add(sb.Policy.AllowedHosts, SetAllow, SetAllowAll)
 	add(sb.Policy.DeniedHosts, SetDeny, SetDenyAll)
 	switch {
@@ -125,6 +127,49 @@ func policyEntries(sb *Sandbox) []setEntry {
 		out = append(out, setEntry{SetListed, netlink.IPSetEntry{IP: src}})
 	case sb.Policy.Internet:
 		out = append(out, setEntry{SetInternet, netlink.IPSetEntry{IP: src}})
+	}
+	return out
+}
+
+// inboundEntries are the set entries of a sandbox's inbound policy: per
+// entry with a port, one (sandbox address, proto:port, source net) in
+// SetInbound per port and protocol; per entry without, one (source net,
+// sandbox interface) in SetInboundAll, and then the sandbox's (address,
+// interface) in SetInboundDst once. A source of 0.0.0.0/0 is stored as its
+// two halves: the kernel's net dimensions take prefixes of 1 to 32 bits only.
+func inboundEntries(sb *Sandbox) []setEntry {
+	if !sb.Addr.Is4() {
+		return nil
+	}
+	entries, _ := policy.ParseInbounds(sb.Policy.Inbound) // invalid ones: skipped, as Compile refused them
+	dst := net.IP(sb.Addr.AsSlice())
+	var out []setEntry
+	anyPort := false
+	for _, in := range entries {
+		sources := []netip.Prefix{in.Source}
+		if in.Source.Bits() == 0 {
+			sources = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+		}
+		for _, src := range sources {
+			ip, bits := net.IP(src.Addr().AsSlice()), uint8(src.Bits())
+			if in.AnyPort() {
+				anyPort = true
+				out = append(out, setEntry{SetInboundAll, netlink.IPSetEntry{IP: ip, CIDR: bits, IFace: sb.HostInterface}})
+				continue
+			}
+			for _, name := range in.Protos() {
+				proto := uint8(unix.IPPROTO_TCP)
+				if name == "udp" {
+					proto = unix.IPPROTO_UDP
+				}
+				for port := int(in.PortFrom); port <= int(in.PortTo); port++ {
+					out = append(out, setEntry{SetInbound, netlink.IPSetEntry{IP: dst, Port: ptr(uint16(port)), Protocol: ptr(proto), IP2: ip, CIDR2: bits}})
+				}
+			}
+		}
+	}
+	if anyPort {
+		out = append(out, setEntry{SetInboundDst, netlink.IPSetEntry{IP: dst, CIDR: 32, IFace: sb.HostInterface}})
 	}
 	return out
 }

@@ -66,6 +66,10 @@ type Kernel interface {
 	// NamespaceID names the network namespace the daemon-side links live
 	// in, the same for every process in it ("net:[inode]").
 	NamespaceID() (string, error)
+	// CutInbound deletes the conntrack entries of connections into addr
+	// from anywhere but the host itself that admits does not let in, and
+	// says how many (inbound.go).
+	CutInbound(addr netip.Addr, admits Admits) (int, error)
 	// Close releases what the Kernel holds.
 	Close()
 }

@@ -26,6 +26,7 @@ import (
 // namespace whose mount point exists.
 type fakeKernel struct {
 	mu    sync.Mutex
+	cuts  []fakeCut         // CutInbound's calls
 	links map[string]string // daemon-side link name → type
 	// failNS and failWire make the next CreateNamespace or Wire fail;
 	// Wire fails after adding the link, as a half-made veth would.
@@ -581,4 +582,17 @@ func TestARestartReadoptsTheRecordsThatSurvivedAndDropsTheRest(t *testing.T) {
 			}
 		}
 	})
+}
+
+// CutInbound records the policy each call was for; it cuts nothing.
+func (k *fakeKernel) CutInbound(addr netip.Addr, admits Admits) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cuts = append(k.cuts, fakeCut{addr, admits})
+	return 0, nil
+}
+
+type fakeCut struct {
+	addr   netip.Addr
+	admits Admits
 }

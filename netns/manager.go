@@ -1020,12 +1020,14 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
 	}
+	var was []string // the inbound list before
 	sb, err := m.update(name, "policy", func(old *Sandbox) (*Sandbox, func() error, error) {
 		next := *old
 		next.Policy, next.Compiled = compiled.Policy, compiled
 		next.PolicyDefault = false // the sandbox's own from now on
+		was = old.Policy.Inbound
 		if err := m.syncSets(old, &next); err != nil {
-			return nil, nil, fmt.Errorf("updating policy sets: %w", err)
+			return nil, nil, m.restoreSets(&next, old, err)
 		}
 		// If the record cannot be saved the old policy stays in force, so
 		// the sets must say it again: left with the new one, routed traffic
@@ -1040,9 +1042,25 @@ func (m *Manager) SetPolicy(name string, p policy.Policy) (Sandbox, error) {
 		return &next, undo, nil
 	})
 	if err == nil {
-		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts)
+		if !slices.Equal(was, sb.Policy.Inbound) {
+			// A dump of conntrack: only when there is something to cut.
+			m.cutInbound(sb)
+		}
+		m.log.Info("sandbox policy changed", "sandbox", name, "internet", p.Internet, "allowed_hosts", p.AllowedHosts, "denied_hosts", p.DeniedHosts, "inbound", p.Inbound)
 	}
 	return sb, err
+}
+
+// restoreSets puts old's entries back after the sets could not take
+// next's (a full set): left half-done, they would open part of a policy
+// that is not in force (an inbound entry among them). It returns err, and
+// the restore's own failure, as the change's error.
+func (m *Manager) restoreSets(next, old *Sandbox, err error) error {
+	err = fmt.Errorf("updating policy sets: %w", err)
+	if rerr := m.syncSets(next, old); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("restoring policy sets: %w", rerr))
+	}
+	return err
 }
 
 // update replaces a running sandbox's record, one change at a time: change
@@ -1103,7 +1121,7 @@ func (m *Manager) Caller(addr netip.Addr) (policy.Caller, bool) {
 	if !ok {
 		return policy.Caller{}, false
 	}
-	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Worker: sb.Worker, Limits: sb.Limits}, true
+	return policy.Caller{Sandbox: sb.Name, Policy: sb.Compiled, Addr: sb.Addr, Worker: sb.Worker, Limits: sb.Limits}, true
 }
 
 // sandboxAt names the sandbox at addr.
@@ -1202,20 +1220,25 @@ func (m *Manager) SetDefaultPolicy(p policy.Policy) (int, error) {
 	n := 0
 	var errs []error
 	for _, name := range follow {
+		changed := false // its inbound list: only then is there anything to cut
 		_, err := m.update(name, "policy", func(old *Sandbox) (*Sandbox, func() error, error) {
 			if !old.PolicyDefault {
 				return old, nil, nil // given its own since
 			}
+			changed = !slices.Equal(old.Policy.Inbound, compiled.Policy.Inbound)
 			next := *old
 			next.Policy, next.Compiled = compiled.Policy, compiled
 			if err := m.syncSets(old, &next); err != nil {
-				return nil, nil, fmt.Errorf("updating policy sets: %w", err)
+				return nil, nil, m.restoreSets(&next, old, err)
 			}
 			return &next, func() error { return m.syncSets(&next, old) }, nil
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", name, err))
 			continue
+		}
+		if sb, ok := m.Get(name); ok && changed {
+			m.cutInbound(sb)
 		}
 		n++
 	}

@@ -103,6 +103,23 @@ func TestTheEntriesEachPolicyPutsInTheSets(t *testing.T) {
 			"interceptd-deny-port 10.213.0.6 udp:22 203.0.113.0/24",
 			"interceptd-inet 10.213.0.6",
 		}},
+		{"inbound entries without a port open the sandbox's link to the source nets, and its address once", policy.Policy{Inbound: []string{"10.244.0.0/16", "192.0.2.7"}}, []string{
+			"interceptd-inbound-any 10.244.0.0/16 icd1",
+			"interceptd-inbound-any 192.0.2.7/32 icd1",
+			"interceptd-inbound-dst 10.213.0.6/32 icd1",
+		}},
+		{"an inbound entry with a port range and protocol: one entry per port", policy.Policy{Inbound: []string{"192.0.2.7:5000-5001/udp"}}, []string{
+			"interceptd-inbound-port 10.213.0.6 udp:5000 192.0.2.7/32",
+			"interceptd-inbound-port 10.213.0.6 udp:5001 192.0.2.7/32",
+		}},
+		{"an inbound entry with a port and no protocol: tcp and udp", policy.Policy{Inbound: []string{"10.96.0.0/12:53"}}, []string{
+			"interceptd-inbound-port 10.213.0.6 tcp:53 10.96.0.0/12",
+			"interceptd-inbound-port 10.213.0.6 udp:53 10.96.0.0/12",
+		}},
+		{"an inbound entry from anywhere is two halves: the kernel takes no /0", policy.Policy{Inbound: []string{"0.0.0.0/0:80/tcp"}}, []string{
+			"interceptd-inbound-port 10.213.0.6 tcp:80 0.0.0.0/1",
+			"interceptd-inbound-port 10.213.0.6 tcp:80 128.0.0.0/1",
+		}},
 		{"IPv6 entries have no place in the IPv4 sets", policy.Policy{AllowedHosts: []string{"2001:db8::/32"}}, []string{
 			"interceptd-listed 10.213.0.6",
 		}},

@@ -143,6 +143,9 @@ func Rules(p RuleParams) RuleSet {
 			{SetLearnedAll, "hash:net,iface"},
 			{SetLearned, "hash:ip,port,net"},
 			{SetDenyLearned, "hash:net,iface"},
+			{SetInbound, "hash:ip,port,net"},
+			{SetInboundAll, "hash:net,iface"},
+			{SetInboundDst, "hash:net,iface"},
 		},
 		Chains: []Chain{
 			{"raw", ChainSpoof},
@@ -155,6 +158,7 @@ func Rules(p RuleParams) RuleSet {
 			{"filter", ChainDenyPrivate},
 			{"filter", ChainDenyUnlisted},
 			{"filter", ChainDenyQUIC},
+			{"filter", ChainInbound},
 			{"filter", ChainForward},
 			{"nat", ChainNAT},
 		},
@@ -178,7 +182,8 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainInput, "-p", "tcp", "--dport", dnsPort, "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", "53", "-j", "ACCEPT"),
 			r("filter", ChainInput, "-m", "comment", "--comment", "interceptd: sandbox to host", "-j", ChainDenyProtected),
 			// Routed (non-HTTP, non-DNS) egress follows each sandbox's policy
-			// through ipsets: replies pass; nothing new enters a sandbox;
+			// through ipsets: replies pass; nothing new enters a sandbox
+			// but what its inbound policy opens;
 			// denied entries and the addresses of denied names first;
 			// explicit IP/CIDR allows (which may open a protected or private
 			// destination); protected, then private destinations; addresses
@@ -191,7 +196,25 @@ func Rules(p RuleParams) RuleSet {
 			r("filter", ChainForward, "-i", in, "-p", "tcp", "--dport", "80", "-m", "comment", "--comment", "interceptd: http while the daemon is down", "-j", "REJECT", "--reject-with", "tcp-reset"),
 		}, httpsDownRule(p), []Rule{
 			r("filter", ChainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
-			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox", "-j", ChainDenyProtected),
+			// A connection into a sandbox is opened only by its inbound
+			// policy (ChainInbound): the destination is the sandbox's
+			// address, the source and port are an entry's. From outside
+			// the sandboxes that is all it takes. From another sandbox
+			// (anti-spoofing has made its source its own) it must also be
+			// that sandbox's egress, so it goes on to the egress rules
+			// below, where the other sandbox's address is a protected or
+			// private destination that only an explicit IP/CIDR allow
+			// opens: both policies must say yes.
+			r("filter", ChainForward, "-o", in, "-m", "comment", "--comment", "interceptd: nothing enters a sandbox that its inbound policy does not open", "-j", ChainInbound),
+			r("filter", ChainForward, "-o", in, "!", "-i", in, "-m", "comment", "--comment", "interceptd: inbound policy", "-j", "ACCEPT"),
+			// A packet from outside the sandboxes with a source in the pool
+			// is forged (anti-spoofing covers what the sandboxes send):
+			// no one on the host's networks passes as a sandbox through
+			// another's inbound entries.
+			r("filter", ChainInbound, "!", "-i", in, "-s", p.Pool, "-m", "comment", "--comment", "interceptd: a sandbox's address from outside the sandboxes", "-j", "DROP"),
+			r("filter", ChainInbound, "-m", "set", "--match-set", SetInbound, "dst,dst,src", "-j", "RETURN"),
+			r("filter", ChainInbound, "-m", "set", "--match-set", SetInboundAll, "src,dst", "-m", "set", "--match-set", SetInboundDst, "dst,dst", "-j", "RETURN"),
+			r("filter", ChainInbound, "-j", ChainDenyProtected),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyAll, "dst,src", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDeny, "src,dst,dst", "-j", ChainDenyListed),
 			r("filter", ChainForward, "-m", "set", "--match-set", SetDenyLearned, "dst,src", "-j", ChainDenyListed),
@@ -387,6 +410,9 @@ func nftTable(p RuleParams) string {
 	// (priority filter + 10): iptables' FORWARD has accepted what reaches
 	// it, and what it refused never does. Intercepted HTTP and captured
 	// DNS are the host's input, never forwarded, so never counted here.
+	// Flows the sandbox opened only (ct direction original): a reply it
+	// sends on a connection its inbound policy let in is not a flow of
+	// its own.
 	size := floodSetSize(p.Pool)
 	in := p.InterfacePrefix + "*"
 	fmt.Fprintf(&b, `	set %[1]s {
@@ -415,8 +441,8 @@ func nftTable(p RuleParams) string {
 	}
 	chain routed {
 		type filter hook forward priority filter + 10; policy accept;
-		iifname "%[7]s" ct mark & 0x%[8]x == 0 meta l4proto { tcp, udp, icmp } ct mark set ct mark | 0x%[8]x update @%[1]s { ip saddr . meta l4proto } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
-		iifname "%[7]s" ct mark & 0x%[8]x == 0 ct mark set ct mark | 0x%[8]x update @%[2]s { ip saddr } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
+		iifname "%[7]s" ct direction original ct mark & 0x%[8]x == 0 meta l4proto { tcp, udp, icmp } ct mark set ct mark | 0x%[8]x update @%[1]s { ip saddr . meta l4proto } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
+		iifname "%[7]s" ct direction original ct mark & 0x%[8]x == 0 ct mark set ct mark | 0x%[8]x update @%[2]s { ip saddr } limit rate 100/second burst 200 packets log prefix "%[9]s" group %[10]d snaplen 64 comment "interceptd: an allowed routed flow"
 		iifname "%[7]s" update @%[3]s { ip saddr } comment "interceptd: bytes of allowed routed flows"
 		oifname "%[7]s" update @%[4]s { ip daddr } comment "interceptd: bytes of allowed routed flows"
 	}

@@ -27,6 +27,9 @@
 //     one, unless an IP/CIDR allowed_hosts entry
 //     names it on its port                        → deny (protected_destination,
 //     private_destination)
+//     and, for another sandbox's address so
+//     opened, its inbound entries do not admit
+//     the caller on that TCP port                 → deny (protected_destination)
 //  9. the Host is an IP literal or absent, and a
 //     name DNS answered with the destination (to
 //     any sandbox) matches denied_hosts           → deny (denied_host)

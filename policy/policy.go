@@ -18,6 +18,11 @@ type Policy struct {
 	AllowedHosts []string `json:"allowed_hosts" yaml:"allowed_hosts"`
 	// DeniedHosts are denied first, whatever else says.
 	DeniedHosts []string `json:"denied_hosts" yaml:"denied_hosts"`
+	// Inbound lists who may open connections to the sandbox (Inbound
+	// entries: a source IPv4 CIDR, optionally a port or range and tcp or
+	// udp). Empty: nothing enters, as before the field existed; the
+	// sandbox's own flows are answered either way.
+	Inbound []string `json:"inbound,omitempty" yaml:"inbound"`
 }
 
 // Compiled is a validated policy, ready to decide. It is immutable; a policy
@@ -26,6 +31,7 @@ type Compiled struct {
 	Policy  Policy
 	allowed []Pattern
 	denied  []Pattern
+	inbound []Inbound
 }
 
 // Compile validates p; the error names every invalid pattern and its list.
@@ -38,13 +44,17 @@ func (p Policy) Compile() (*Compiled, error) {
 	if derr != nil {
 		return nil, fmt.Errorf("denied_hosts: %w", derr)
 	}
+	inbound, ierr := ParseInbounds(p.Inbound)
+	if ierr != nil {
+		return nil, ierr
+	}
 	if p.AllowedHosts == nil {
 		p.AllowedHosts = []string{}
 	}
 	if p.DeniedHosts == nil {
 		p.DeniedHosts = []string{}
 	}
-	return &Compiled{Policy: p, allowed: allowed, denied: denied}, nil
+	return &Compiled{Policy: p, allowed: allowed, denied: denied, inbound: inbound}, nil
 }
 
 // MustCompile is Compile for policies known to be valid.
@@ -196,6 +206,20 @@ func (c *Compiled) AllowsAddress(dest netip.Addr, port uint16) bool {
 		}
 	}
 	return false
+}
+
+// Inbound returns the policy's inbound entries, parsed.
+func (c *Compiled) Inbound() []Inbound { return c.inbound }
+
+// AdmitsInbound reports whether an inbound entry lets src open a
+// connection to the sandbox on port over proto, and which entry.
+func (c *Compiled) AdmitsInbound(src netip.Addr, proto string, port uint16) (string, bool) {
+	for _, in := range c.inbound {
+		if in.Admits(src, proto, port) {
+			return in.raw, true
+		}
+	}
+	return "", false
 }
 
 // AddrBook remembers, per sandbox, the addresses the daemon's DNS gave it
@@ -411,6 +435,9 @@ func normName(n string) string { return strings.TrimSuffix(strings.ToLower(n), "
 type Caller struct {
 	Sandbox string
 	Policy  *Compiled
+	// Addr is the sandbox's address: what another sandbox's inbound
+	// entries must admit for a forward to it (Verdicts.Sandbox).
+	Addr netip.Addr
 	// Worker names the sandbox's worker (config workers[].name), "" for
 	// none: its per-host functions count as handlers for the policy and
 	// its outbound function as the sandbox's catch-all.

@@ -32,6 +32,12 @@ type Verdicts struct {
 	// with a Book, a Host the Book does not know is a mismatch). The DNS
 	// decisions never resolve.
 	Resolve func(name string) ([]netip.Addr, time.Duration, error)
+	// Sandbox returns the policy of the sandbox at an address, if one is
+	// there. A forward to another sandbox (which only an explicit IP/CIDR
+	// allow opens) goes from the daemon, past the kernel's inbound rules,
+	// so it is held to them here: the other sandbox's inbound entries must
+	// admit the caller's address on that TCP port. nil: no such check.
+	Sandbox func(netip.Addr) (*Compiled, bool)
 }
 
 // HTTPRequest is what the HTTP verdict looks at.
@@ -86,6 +92,14 @@ func (v *Verdicts) HTTP(caller Caller, r HTTPRequest) Decision {
 	if reason, why := Closed(v.Protected, dest); reason != "" && !c.AllowsAddress(dest, port) {
 		return Decision{Result: Deny, Reason: reason,
 			Detail: fmt.Sprintf("destination %s is %s; only an IP/CIDR allowed_hosts entry opens it", dest, why)}
+	}
+	if v.Sandbox != nil {
+		if to, ok := v.Sandbox(dest); ok && to != nil {
+			if _, in := to.AdmitsInbound(caller.Addr, "tcp", port); !in {
+				return Decision{Result: Deny, Reason: ReasonProtected,
+					Detail: fmt.Sprintf("destination %s is a sandbox whose inbound policy does not admit this one on tcp port %d", dest, port)}
+			}
+		}
 	}
 	if isAddressHost(r.Host) {
 		// The Host names no name a deny could match: the names DNS gave for

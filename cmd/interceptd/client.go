@@ -42,6 +42,7 @@ func client(flagVal string) *admin.Client { return admin.NewClient(socketPath(fl
 type policyFlags struct {
 	internet    string
 	allow, deny []string
+	inbound     []string
 	worker      string
 	// limits: --max-rps, --max-conns, --max-dns-qps, each N or "default".
 	limits [3]string
@@ -59,6 +60,7 @@ func (p *policyFlags) add(cmd *cobra.Command, g *globals) {
 	f.StringVar(&p.internet, "internet", "", "whether traffic no handler answers may go out: `on|off`")
 	f.StringArrayVar(&p.allow, "allow", nil, "an allowed_hosts `pattern`; repeatable; replaces the list ('' for an empty one)")
 	f.StringArrayVar(&p.deny, "deny", nil, "a denied_hosts `pattern`; repeatable; replaces the list ('' for an empty one)")
+	f.StringArrayVar(&p.inbound, "inbound", nil, "an inbound `entry` (SOURCE-CIDR[:PORT[-PORT][/tcp|udp]]): who may open connections to the sandbox; repeatable; replaces the list ('' for none: nothing enters)")
 	f.StringVar(&p.worker, "worker", "", "the sandbox's `worker` (the config's workers[].name; '' for none; create's default: the config's default_worker)")
 	for i, l := range limitFlags {
 		f.StringVar(&p.limits[i], l.flag, "", l.help+": `N`, 0 for no limit, or default for the daemon's")
@@ -71,7 +73,7 @@ func (p *policyFlags) add(cmd *cobra.Command, g *globals) {
 // patch builds a patch from the flags that were given; nil if none.
 func (p *policyFlags) patch(cmd *cobra.Command) (*admin.PolicyPatch, error) {
 	set := cmd.Flags().Changed
-	if !set("internet") && !set("allow") && !set("deny") {
+	if !set("internet") && !set("allow") && !set("deny") && !set("inbound") {
 		return nil, nil
 	}
 	pp := &admin.PolicyPatch{}
@@ -97,6 +99,9 @@ func (p *policyFlags) patch(cmd *cobra.Command) (*admin.PolicyPatch, error) {
 	}
 	if set("deny") {
 		pp.DeniedHosts = list(p.deny)
+	}
+	if set("inbound") {
+		pp.Inbound = list(p.inbound)
 	}
 	return pp, nil
 }
@@ -158,6 +163,7 @@ Policy flags not given keep the config's default policy.`,
 		Example: `  interceptd sandbox create web1
   interceptd sandbox create agent --internet off --allow api.example.com --quota kv.bytes=1GiB
   interceptd sandbox create build --max-rps 50 --max-conns 20 --max-dns-qps 100
+  interceptd sandbox create api --inbound 10.244.0.0/16:8080/tcp --inbound 192.0.2.7
   ip netns exec icd-web1 curl -s http://my.kv/greeting`,
 		Args: nArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -281,6 +287,8 @@ limits (sandbox show prints those in force).`,
 		Example: `  interceptd sandbox policy web1
   interceptd sandbox policy web1 --internet off --allow api.example.com
   interceptd sandbox policy web1 --deny ''        # an empty denied_hosts
+  interceptd sandbox policy web1 --inbound 10.244.0.0/16:8080/tcp
+  interceptd sandbox policy web1 --inbound ''     # nothing enters
   interceptd sandbox policy web1 --worker ''      # no worker
   interceptd sandbox policy web1 --max-rps 10 --max-dns-qps default`,
 		Args:              nArgs(1, 1),

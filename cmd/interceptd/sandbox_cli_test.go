@@ -99,6 +99,28 @@ func TestTheSandboxCommandsSayWhatTheyMeanToTheDaemon(t *testing.T) {
 				t.Errorf("policy %+v", sb.Policy)
 			}
 		}},
+		{"create takes inbound entries, leaving the rest of the default", []string{"sandbox", "create", "srv", "--inbound", "10.244.0.0/16:8080/tcp", "--inbound", "192.0.2.7"}, 0, "/run/netns/icd-srv\n", "", func(t *testing.T) {
+			sb, _ := sbs.Get("srv")
+			if !slices.Equal(sb.Policy.Inbound, []string{"10.244.0.0/16:8080/tcp", "192.0.2.7"}) || !sb.Policy.Internet || !slices.Equal(sb.Policy.DeniedHosts, []string{"*.evil.test"}) {
+				t.Errorf("created with %+v", sb.Policy)
+			}
+		}},
+		{"policy --inbound replaces the list and keeps the egress", []string{"sandbox", "policy", "srv", "--inbound", "10.96.0.0/12:53/udp"}, 0, `"10.96.0.0/12:53/udp"`, "", func(t *testing.T) {
+			sb, _ := sbs.Get("srv")
+			if !slices.Equal(sb.Policy.Inbound, []string{"10.96.0.0/12:53/udp"}) || !sb.Policy.Internet {
+				t.Errorf("policy %+v", sb.Policy)
+			}
+		}},
+		{"a bad inbound entry is refused naming it, and changes nothing", []string{"sandbox", "policy", "srv", "--inbound", "10.96.0.0/12:53/icmp"}, 1, "", `"10.96.0.0/12:53/icmp": protocol "icmp": want tcp or udp`, func(t *testing.T) {
+			if sb, _ := sbs.Get("srv"); !slices.Equal(sb.Policy.Inbound, []string{"10.96.0.0/12:53/udp"}) {
+				t.Errorf("policy %+v after a refused change", sb.Policy)
+			}
+		}},
+		{"an empty --inbound closes the sandbox again", []string{"sandbox", "policy", "srv", "--inbound", ""}, 0, "", "", func(t *testing.T) {
+			if sb, _ := sbs.Get("srv"); len(sb.Policy.Inbound) != 0 {
+				t.Errorf("policy %+v", sb.Policy)
+			}
+		}},
 		{"policy without flags shows it", []string{"sandbox", "policy", "web1"}, 0, `"a.test"`, "", nil},
 		{"quota without flags shows it", []string{"sandbox", "quota", "web1"}, 0, `"bytes": 1024`, "", nil},
 		{"quota with flags replaces the overrides", []string{"sandbox", "quota", "web1", "--quota", "state.keys=7"}, 0, `"keys": 7`, "", func(t *testing.T) {

@@ -430,6 +430,9 @@ type PolicyPatch struct {
 	Internet     *bool     `json:"internet,omitempty"`
 	AllowedHosts *[]string `json:"allowed_hosts,omitempty"`
 	DeniedHosts  *[]string `json:"denied_hosts,omitempty"`
+	// Inbound replaces the list of who may open connections to the
+	// sandbox (policy.Inbound entries); an empty list closes it again.
+	Inbound *[]string `json:"inbound,omitempty"`
 }
 
 // Apply returns p with the patch's fields replaced.
@@ -445,6 +448,9 @@ func (pp *PolicyPatch) Apply(p policy.Policy) policy.Policy {
 	}
 	if pp.DeniedHosts != nil {
 		p.DeniedHosts = *pp.DeniedHosts
+	}
+	if pp.Inbound != nil {
+		p.Inbound = *pp.Inbound
 	}
 	return p
 }

@@ -745,7 +745,17 @@ func (c *Config) Validate() error {
 	if !prefixRE.MatchString(c.Sandbox.InterfacePrefix) {
 		bad("sandbox.interface_prefix", "%q must be 1-6 of [a-z0-9-], starting with a letter", c.Sandbox.InterfacePrefix)
 	}
-	if _, err := c.Policy.Compile(); err != nil {
+	// Inbound entries one by one, so that each error names its entry's
+	// field and line; the rest of the policy as a whole.
+	for i, e := range c.Policy.Inbound {
+		if _, err := policy.ParseInbound(e); err != nil {
+			f := fmt.Sprintf("policy.inbound[%d]", i)
+			bad(f, "%v%s", err, c.at(f))
+		}
+	}
+	rest := c.Policy
+	rest.Inbound = nil
+	if _, err := rest.Compile(); err != nil {
 		bad("policy", "%v", err)
 	}
 	if c.Metrics.DeletedSeriesGrace < 0 {

@@ -178,6 +178,9 @@ func TestBrokenFixturesNameTheFieldAndLine(t *testing.T) {
 		{"s3-zero-timeout.yaml", []string{"line 11", "field store.blobs.s3.request_timeout", "positive"}},
 		{"s3-prefix-without-slash.yaml", []string{"line 8", "field store.blobs.s3.prefix", "must end with /"}},
 		{"s3-inline-key.yaml", []string{"line 8", "access_key", "not found"}},
+		{"inbound-bad-port.yaml", []string{"line 6", "field policy.inbound[1]", `"10.96.0.0/12:http"`, `port "http" is not 1-65535`}},
+		{"inbound-bad-cidr.yaml", []string{"line 4", "field policy.inbound[0]", "not an IPv4 address or CIDR"}},
+		{"inbound-bad-proto.yaml", []string{"line 8", "field policy.inbound[1]", `protocol "sctp": want tcp or udp`}},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	if len(files) != len(tests) {

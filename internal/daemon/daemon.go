@@ -284,8 +284,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// Allowed ones: one log record each, up to the rules' rate (their
 	// counts and bytes are interceptd_sandbox_routed_*, exact).
 	if err := netns.WatchFlows(ctx, func(r netns.Refusal) {
-		caller, _ := d.mgr.Caller(r.Src)
+		caller, ok := d.mgr.Caller(r.Src)
 		d.decisions.Observe(r.Proto, caller.Sandbox, policy.Decision{Result: policy.Deny, Reason: r.Reason})
+		if to, into := d.mgr.Caller(r.Dst.Addr()); !ok && into {
+			// From outside the sandboxes into one, which its inbound
+			// policy refused: named after the sandbox it was for, with
+			// its source, so that an operator opening a server sees what
+			// knocked.
+			log.Info("refused inbound flow", "sandbox", to.Sandbox, "proto", r.Proto, "src", r.Src.String(), "dest", r.Dst.String(), "decision", "deny", "reason", r.Reason)
+			return
+		}
 		log.Info("refused flow", "sandbox", caller.Sandbox, "proto", r.Proto, "dest", r.Dst.String(), "decision", "deny", "reason", r.Reason)
 	}, func(r netns.Refusal) {
 		caller, _ := d.mgr.Caller(r.Src)
@@ -313,7 +321,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	// beyond a sandbox's policy is the daemon's. The shim's copy has no
 	// resolver: its decisions never resolve, and the router's Host check
 	// resolves through the shim, set below once the shim exists.
-	verdicts := policy.Verdicts{Protected: fwd.Protected, Book: d.book}
+	verdicts := policy.Verdicts{Protected: fwd.Protected, Book: d.book, Sandbox: func(a netip.Addr) (*policy.Compiled, bool) {
+		c, ok := d.mgr.Caller(a)
+		return c.Policy, ok
+	}}
 	d.verdicts = verdicts
 
 	// The workers, before the shim and the router, which ask them which

@@ -1,0 +1,84 @@
+package netns
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Admits says whether a connection from src over proto ("tcp", "udp", or
+// another protocol's name) to port may enter a sandbox: its inbound policy
+// (policy.Compiled.AdmitsInbound) as a function.
+type Admits func(src netip.Addr, proto string, port uint16) bool
+
+// inboundCut is the conntrack filter of CutInbound: connections into addr
+// (their original destination) from an address that is not the host's own
+// and that admits no longer lets in.
+type inboundCut struct {
+	addr   netip.Addr
+	local  map[netip.Addr]bool
+	admits Admits
+}
+
+func (c inboundCut) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	dst, ok := netip.AddrFromSlice(f.Forward.DstIP)
+	if !ok || dst.Unmap() != c.addr {
+		return false
+	}
+	src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
+	if !ok || c.local[src.Unmap()] {
+		// The host's own (kubelet's probes, the daemon's forwards): never
+		// through the inbound rules, never cut by them.
+		return false
+	}
+	proto := map[uint8]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp", unix.IPPROTO_ICMP: "icmp"}[f.Forward.Protocol]
+	if proto == "" {
+		proto = fmt.Sprint(f.Forward.Protocol)
+	}
+	return !c.admits(src.Unmap(), proto, f.Forward.DstPort)
+}
+
+// CutInbound implements Kernel: it deletes the conntrack entries of the
+// connections into addr that admits no longer lets in, so that an entry
+// removed closes what it had opened too (their next packet meets the
+// rules as new, and is refused).
+func (k netlinkKernel) CutInbound(addr netip.Addr, admits Admits) (int, error) {
+	addrs, err := k.h.AddrList(nil, unix.AF_INET)
+	if err != nil {
+		return 0, fmt.Errorf("listing the host's addresses: %w", err)
+	}
+	local := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			local[ip.Unmap()] = true
+		}
+	}
+	n, err := k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, inboundCut{addr, local, admits})
+	if err != nil {
+		return int(n), fmt.Errorf("deleting conntrack entries into %s: %w", addr, err)
+	}
+	return int(n), nil
+}
+
+// cutInbound closes the connections into sb that its inbound policy no
+// longer admits (after a policy change is in force); a failure is logged:
+// the change stands, and new connections follow it whatever conntrack keeps.
+func (m *Manager) cutInbound(sb Sandbox) {
+	if sb.Compiled == nil || !sb.Addr.Is4() {
+		return
+	}
+	c := sb.Compiled
+	n, err := m.k.CutInbound(sb.Addr, func(src netip.Addr, proto string, port uint16) bool {
+		_, ok := c.AdmitsInbound(src, proto, port)
+		return ok
+	})
+	if err != nil {
+		m.log.Warn("closing connections the inbound policy no longer admits", "sandbox", sb.Name, "error", err)
+		return
+	}
+	if n > 0 {
+		m.log.Info("closed connections the inbound policy no longer admits", "sandbox", sb.Name, "connections", n)
+	}
+}
