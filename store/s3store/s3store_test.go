@@ -185,6 +185,66 @@ func TestAWriteRacingTheCommitIsRefusedByTheConditionalRequest(t *testing.T) {
 	}
 }
 
+func TestAWriteRacingAConditionalDeleteIsKeptByTheConditionalRequest(t *testing.T) {
+	srv := server(t)
+	s := open(t, srv, nil)
+	if ok, err := s.ConditionalDeletes(); err != nil || !ok {
+		t.Fatalf("the probe says SeaweedFS ignores If-Match on DELETE (%v): it honours it", err)
+	}
+	tests := []struct {
+		name  string
+		owner string // "": no accounting
+	}{
+		{"without accounting", ""},
+		{"with the object charged to its owner", "sb1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := s
+			if tt.owner != "" {
+				st, _ = accounted(t, nil, nil)
+			}
+			b := st.Blobs("race", store.ScopeShared, store.Limits{})
+			before, err := b.Put("o", strings.NewReader("first"), store.PutOptions{Size: -1, Owner: tt.owner})
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			// Approves the object it first saw, after letting a racer
+			// replace it: only the conditional DELETE can keep the
+			// racer's write; asked again, it refuses the racer's.
+			pre := func(cur *store.ObjectInfo) error {
+				calls++
+				if calls == 1 {
+					if _, err := b.Put("o", strings.NewReader("racer"), store.PutOptions{Size: -1, Owner: tt.owner}); err != nil {
+						t.Errorf("racer: %v", err)
+					}
+					return nil
+				}
+				if cur == nil || cur.ETag != before.ETag {
+					return store.ErrPreconditionFailed
+				}
+				return nil
+			}
+			if err := b.DeleteIf("o", pre); !errors.Is(err, store.ErrPreconditionFailed) {
+				t.Fatalf("got %v, want store.ErrPreconditionFailed", err)
+			}
+			o, err := b.Open("o")
+			if err != nil {
+				t.Fatalf("the racer's object: %v", err)
+			}
+			got, _ := io.ReadAll(o)
+			o.Close()
+			if string(got) != "racer" {
+				t.Fatalf("the object is %q, want the racer's", got)
+			}
+			if fixed, err := st.Reconcile(); err != nil || len(fixed) > 0 {
+				t.Errorf("recount corrected %v (%v)", fixed, err)
+			}
+		})
+	}
+}
+
 func TestAReaderOfAReplacedObjectFailsRatherThanMix(t *testing.T) {
 	srv := server(t)
 	s := open(t, srv, smallParts)
