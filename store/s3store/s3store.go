@@ -185,8 +185,9 @@ func (s *Store) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.timeout)
 }
 
-// Check reaches the bucket and writes, reads and deletes a probe object
-// under the prefix: what `interceptd store --check` runs.
+// Check reaches the bucket, writes, reads and deletes a probe object
+// under the prefix, and probes conditional deletes: what `interceptd
+// store --check` runs.
 func (s *Store) Check() error {
 	ctx, cancel := s.ctx()
 	defer cancel()
@@ -213,6 +214,11 @@ func (s *Store) Check() error {
 	}
 	if err := s.c.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil {
 		return fmt.Errorf("deleting the probe object: %w", s.wrap("check", err))
+	}
+	// Learn (once) whether DeleteIf can send its condition; a server
+	// that ignores it is logged, not an error.
+	if _, err := s.probeConditionalDelete(); err != nil {
+		return err
 	}
 	return nil
 }
