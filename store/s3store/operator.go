@@ -193,6 +193,14 @@ func (s *Store) PurgeScope(scope string) (int, error) {
 			}
 			mu.Lock()
 			err = h.mark(cur.Owner)
+			if err == nil && h.due() {
+				// A long purge keeps its owners out of a recount.
+				for o := range h.owners {
+					if err = h.reserve(o, store.Amount{}); err != nil {
+						break
+					}
+				}
+			}
 			mu.Unlock()
 			if err != nil {
 				return err

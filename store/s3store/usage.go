@@ -284,8 +284,8 @@ func (h *hold) end(adjust map[string]store.Amount) {
 	for o := range h.owners {
 		owners = append(owners, o)
 	}
-	for o := range adjust {
-		if _, ok := h.owners[o]; !ok && o != "" {
+	for o, d := range adjust {
+		if _, ok := h.owners[o]; !ok && o != "" && d != (store.Amount{}) {
 			owners = append(owners, o)
 		}
 	}
