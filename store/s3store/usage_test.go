@@ -13,6 +13,8 @@ import (
 
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/backend"
+	"github.com/interceptd/interceptd/store/etcdstore"
+	"github.com/interceptd/interceptd/store/etcdstore/etcdtest"
 	"github.com/interceptd/interceptd/store/s3store"
 )
 
@@ -237,5 +239,54 @@ func TestACheckRecountsWhatACrashLeftOnceItsLeaseHasRunOut(t *testing.T) {
 	}
 	if got := blobUsage(t, op, "sb1"); got != want {
 		t.Fatalf("usage after the lease ran out and a check: %+v, want %+v", got, want)
+	}
+}
+
+func TestTwoHostsCannotBothGiveASandboxTheLastOfItsBlobQuota(t *testing.T) {
+	srv := server(t)
+	cluster := etcdtest.Start(t)
+	etcdPrefix := fmt.Sprintf("/s3-hosts-%d/", prefixes.Add(1))
+	s3Prefix := fmt.Sprintf("hosts%d/", prefixes.Add(1))
+	var hosts []backend.Blobs
+	var ops []backend.Operator
+	for range 2 {
+		es, err := etcdstore.Open(etcdstore.Options{Endpoints: cluster.Endpoints(), Prefix: etcdPrefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { es.Close() })
+		s := open(t, srv, func(o *s3store.Options) { o.Prefix = s3Prefix })
+		s.Account(es, es)
+		hosts = append(hosts, s.Blobs("q", store.ScopeShared, store.Limits{}))
+		ops = append(ops, s3store.Operator(es, s))
+	}
+	if err := ops[0].SetQuota("sb1", map[string]int64{"blob.keys": 4}); err != nil {
+		t.Fatal(err)
+	}
+	var stored, refused atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := hosts[i%2].Put(fmt.Sprintf("k%02d", i), strings.NewReader("v"), store.PutOptions{Size: 1, Owner: "sb1"})
+			switch {
+			case err == nil:
+				stored.Add(1)
+			case errors.Is(err, store.ErrQuotaExceeded):
+				refused.Add(1)
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if stored.Load() != 4 || refused.Load() != 12 {
+		t.Fatalf("%d stored, %d refused; want 4 and 12", stored.Load(), refused.Load())
+	}
+	for i, op := range ops {
+		if u := blobUsage(t, op, "sb1"); u != (store.Amount{Bytes: 4 * (3 + 1), Keys: 4}) {
+			t.Errorf("host %d sees usage %+v, want 4 objects of 4 bytes", i, u)
+		}
 	}
 }
