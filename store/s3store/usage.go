@@ -1,6 +1,7 @@
 package s3store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,19 +125,23 @@ func (s *Store) Account(spaces backend.KVSpaces, op backend.Operator) {
 }
 
 // read returns the records of owners and their raw values (nil: none).
+// Plain reads, which a cache may serve a little late: every change is
+// conditional on what was read, so a late read costs a retry, never a
+// wrong count (and bbolt's Apply would commit, and sync, even to read).
 func (a *accounting) read(owners []string) (map[string]*ledgerRecord, map[string][]byte, error) {
-	got, err := a.ledger.Apply(store.Txn{Reads: owners})
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading the s3 blob usage: %w", err)
-	}
 	recs, raws := map[string]*ledgerRecord{}, map[string][]byte{}
 	for _, o := range owners {
 		r := &ledgerRecord{}
-		if e := got[o]; e != nil {
+		e, err := a.ledger.Get(o)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return nil, nil, fmt.Errorf("reading the s3 blob usage of sandbox %s: %w", o, err)
+		default:
 			if err := json.Unmarshal(e.Value, r); err != nil {
 				return nil, nil, fmt.Errorf("the s3 blob usage of sandbox %s: %w", o, err)
 			}
-			raws[o] = e.Value
+			raws[o] = bytes.Clone(e.Value)
 		}
 		recs[o] = r
 	}
