@@ -14,6 +14,10 @@
 // header, x-amz-meta-interceptd, as base64url JSON, so that nothing depends
 // on how a server folds the case of metadata names.
 //
+// Blobs are charged to their owners in a ledger kept in the engine that
+// keeps the rest of the accounting (Account, usage.go); deletes carry
+// If-Match where the server honours it (conddelete.go).
+//
 // What S3 cannot keep of the contract, and what this package does then, is
 // in docs/stores.md ("S3 blobs").
 package s3store
