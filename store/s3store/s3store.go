@@ -437,18 +437,29 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	if o.Size > b.limits.MaxObjectBytes {
 		return info, fmt.Errorf("%w: %d bytes, limit %d", store.ErrValueTooLarge, o.Size, b.limits.MaxObjectBytes)
 	}
-	if o.Precondition != nil {
+	h := b.s.acct.start(4 * b.s.timeout)
+	// credit is what the object this upload replaces already charges its
+	// owner when that is the uploader: the quota holds the change, as
+	// bbolt's does, so an owner at its quota may still overwrite its own
+	// objects. (Should that object go before the commit, its deletion
+	// gives its charge back, and the sum is the same.)
+	var credit store.Amount
+	if o.Precondition != nil || (h != nil && o.Owner != "") {
 		cur, _, err := b.head(key)
 		if err != nil {
 			return info, err
 		}
-		if err := o.Precondition(cur); err != nil {
-			return info, err
+		if o.Precondition != nil {
+			if err := o.Precondition(cur); err != nil {
+				return info, err
+			}
+		}
+		if cur != nil && o.Owner != "" && cur.Owner == o.Owner {
+			credit = store.Amount{Bytes: chargeOf(cur), Keys: 1}
 		}
 	}
 	// The lease covers the calls between two renewals: a part, or the
 	// head, commit and head of the end.
-	h := b.s.acct.start(4 * b.s.timeout)
 	settled := false
 	defer func() {
 		if !settled {
@@ -463,7 +474,7 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 		if h == nil || o.Owner == "" {
 			return nil
 		}
-		want := store.Amount{Bytes: charge(key, max(n, 0), o.HTTP, o.Custom), Keys: 1}
+		want := store.Amount{Bytes: charge(key, max(n, 0), o.HTTP, o.Custom) - credit.Bytes, Keys: 1 - credit.Keys}
 		have := h.reserved(o.Owner)
 		add := store.Amount{Bytes: max(want.Bytes-have.Bytes, 0), Keys: max(want.Keys-have.Keys, 0)}
 		if add == (store.Amount{}) && !h.due() {

@@ -187,6 +187,33 @@ func TestAnUploadOverItsOwnersBlobQuotaIsRefusedWithTheQuotaError(t *testing.T) 
 	})
 }
 
+func TestAnOwnerAtItsBlobQuotaMayStillOverwriteItsOwnObjects(t *testing.T) {
+	s, op := accounted(t, nil, map[string]map[string]int64{"sb1": {"blob.keys": 1, "blob.bytes": 100}})
+	b := s.Blobs("q", store.ScopeShared, store.Limits{})
+	steps := []struct {
+		name, key string
+		size      int
+		refused   bool
+	}{
+		{"the first object fills the objects quota", "a", 50, false},
+		{"an overwrite of it with a larger one within the bytes quota is taken", "a", 90, false},
+		{"an overwrite past the bytes quota is refused", "a", 100, true},
+		{"an overwrite with a smaller one is taken", "a", 10, false},
+		{"a second object is refused", "b", 1, true},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			_, err := b.Put(st.key, bytes.NewReader(content(st.size, 3)), store.PutOptions{Size: int64(st.size), Owner: "sb1"})
+			if st.refused != errors.Is(err, store.ErrQuotaExceeded) || (!st.refused && err != nil) {
+				t.Fatalf("got %v, refused %v", err, st.refused)
+			}
+		})
+	}
+	if u := blobUsage(t, op, "sb1"); u != (store.Amount{Bytes: 1 + 10, Keys: 1}) {
+		t.Fatalf("usage: %+v", u)
+	}
+}
+
 type readCounter struct {
 	r io.Reader
 	n atomic.Int64
