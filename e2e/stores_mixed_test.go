@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/etcdstore/etcdtest"
 	"github.com/interceptd/interceptd/store/s3store/s3test"
 )
@@ -64,6 +66,29 @@ func TestKVInEtcdAndBlobsInS3TogetherServeAndPurgeASandbox(t *testing.T) {
 		if got := e.MustIn(sb, "curl", "-sS", "-f", w.url); got != w.body {
 			t.Errorf("%s read back %q, want %q", w.url, got, w.body)
 		}
+	}
+	// The S3-held blob is charged to the sandbox in etcd, and held to
+	// its quota: a second object past blob.keys=1 is the bbolt store's
+	// 507, and nothing of it is stored.
+	out, errOut, code := e.CLI("sandbox", "show", "mixed")
+	var shown struct {
+		Usage store.Amounts `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(out), &shown); code != 0 || err != nil {
+		t.Fatalf("sandbox show: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	// Key and content, and the headers curl sent with it.
+	if u := shown.Usage.Blob; u.Keys != 1 || u.Bytes < int64(len("o")+len("blob in s3")) {
+		t.Errorf("sandbox show charges the S3 blob as %+v, want 1 object of at least 11 bytes", u)
+	}
+	if out, errOut, code := e.CLI("sandbox", "quota", "mixed", "--quota", "blob.keys=1"); code != 0 {
+		t.Fatalf("sandbox quota: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, reason := e.put(sb, "http://private.r2/o2", 10); code != "507" || !strings.HasPrefix(reason, "quota_exceeded") || !strings.Contains(reason, "blob") {
+		t.Errorf("a second object past blob.keys=1: %s %q, want 507 quota_exceeded naming blob", code, reason)
+	}
+	if _, code := curlOut(e, sb, "http://private.r2/o2"); code != "404" {
+		t.Errorf("the refused object answers %s, want 404", code)
 	}
 	if out, errOut, code := e.CLI("store", "--check"); code != 0 {
 		t.Errorf("store --check with etcd and S3 up: exit %d\n%s%s", code, out, errOut)

@@ -252,6 +252,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		if err != nil {
 			return d, err
 		}
+		// Blobs are charged to their owners in the engine that keeps
+		// the rest of the accounting: etcd, fleet-wide, with the
+		// fleet-wide overrides, or bbolt.
+		var quotas backend.Operator = d.operator
+		if d.etcd != nil {
+			quotas = d.etcd
+		}
+		s3.Account(d.stores, quotas)
 		d.stores = backend.Compose(d.stores, s3, d.stores)
 		d.operator = s3store.Operator(d.operator, s3)
 		log.Info("blobs in S3", "store", s3.Where(), "prefix", cfg.Store.Blobs.S3.Prefix)

@@ -14,6 +14,10 @@
 // header, x-amz-meta-interceptd, as base64url JSON, so that nothing depends
 // on how a server folds the case of metadata names.
 //
+// Blobs are charged to their owners in a ledger kept in the engine that
+// keeps the rest of the accounting (Account, usage.go); deletes carry
+// If-Match where the server honours it (conddelete.go).
+//
 // What S3 cannot keep of the contract, and what this package does then, is
 // in docs/stores.md ("S3 blobs").
 package s3store
@@ -38,6 +42,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -92,6 +97,13 @@ type Store struct {
 	part    int
 	m       *Metrics
 	where   string // endpoint/bucket, for errors
+
+	// condDelete is what the probe found of conditional DELETEs
+	// (condUnknown until one ran; conddelete.go).
+	condDelete atomic.Int32
+	probeMu    sync.Mutex
+
+	acct *accounting // nil: blobs are charged to no one (Account)
 }
 
 // New makes a Store; it does not reach the server (Check does).
@@ -124,6 +136,9 @@ func New(o Options) (*Store, error) {
 		// make Content-Length and ranges lie.
 		DisableCompression: true,
 	}
+	// Conditional DELETEs carry If-Match, which minio-go's RemoveObject
+	// cannot set: the transport adds it from the request's context.
+	rt := ctxHeaders{tr}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
@@ -144,7 +159,7 @@ func New(o Options) (*Store, error) {
 		Secure:       secure,
 		Region:       o.Region,
 		BucketLookup: lookup,
-		Transport:    tr,
+		Transport:    rt,
 		// Retries would multiply the timeout a handler waits: one try per
 		// call, and the caller (a client, a worker) retries if it wants.
 		MaxRetries: 1,
@@ -174,8 +189,9 @@ func (s *Store) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.timeout)
 }
 
-// Check reaches the bucket and writes, reads and deletes a probe object
-// under the prefix: what `interceptd store --check` runs.
+// Check reaches the bucket, writes, reads and deletes a probe object
+// under the prefix, and probes conditional deletes: what `interceptd
+// store --check` runs.
 func (s *Store) Check() error {
 	ctx, cancel := s.ctx()
 	defer cancel()
@@ -202,6 +218,11 @@ func (s *Store) Check() error {
 	}
 	if err := s.c.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil {
 		return fmt.Errorf("deleting the probe object: %w", s.wrap("check", err))
+	}
+	// Learn (once) whether DeleteIf can send its condition; a server
+	// that ignores it is logged, not an error.
+	if _, err := s.probeConditionalDelete(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -403,7 +424,11 @@ func (u *upload) Read(p []byte) (int, error) {
 // precondition approved; a larger one is streamed as a multipart upload to
 // a staging name and copied into place by the store (S3 sets metadata only
 // when an upload starts, and the MD5 is known only at its end), the copy
-// conditional in the same way.
+// conditional in the same way. With accounting (Account), the owner's
+// quota is reserved before any part is sent (the announced size, then
+// part by part) and the commit is conditional on the object it replaces
+// even without a precondition, so that the object given back to its owner
+// is the one replaced.
 func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.ObjectInfo, err error) {
 	defer b.s.m.observe("put", time.Now(), &err)
 	if err := b.checkKey(key); err != nil {
@@ -412,14 +437,53 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	if o.Size > b.limits.MaxObjectBytes {
 		return info, fmt.Errorf("%w: %d bytes, limit %d", store.ErrValueTooLarge, o.Size, b.limits.MaxObjectBytes)
 	}
-	if o.Precondition != nil {
+	h := b.s.acct.start(4 * b.s.timeout)
+	// credit is what the object this upload replaces already charges its
+	// owner when that is the uploader: the quota holds the change, as
+	// bbolt's does, so an owner at its quota may still overwrite its own
+	// objects. (Should that object go before the commit, its deletion
+	// gives its charge back, and the sum is the same.)
+	var credit store.Amount
+	if o.Precondition != nil || (h != nil && o.Owner != "") {
 		cur, _, err := b.head(key)
 		if err != nil {
 			return info, err
 		}
-		if err := o.Precondition(cur); err != nil {
-			return info, err
+		if o.Precondition != nil {
+			if err := o.Precondition(cur); err != nil {
+				return info, err
+			}
 		}
+		if cur != nil && o.Owner != "" && cur.Owner == o.Owner {
+			credit = store.Amount{Bytes: chargeOf(cur), Keys: 1}
+		}
+	}
+	// The lease covers the calls between two renewals: a part, or the
+	// head, commit and head of the end.
+	settled := false
+	defer func() {
+		if !settled {
+			give := h.reserved(o.Owner)
+			h.end(map[string]store.Amount{o.Owner: {Bytes: -give.Bytes, Keys: -give.Keys}})
+		}
+	}()
+	// reserveTo reserves the owner's quota for n bytes of content (and
+	// the key, headers and object), renewing the lease when it is half
+	// gone.
+	reserveTo := func(n int64) error {
+		if h == nil || o.Owner == "" {
+			return nil
+		}
+		want := store.Amount{Bytes: charge(key, max(n, 0), o.HTTP, o.Custom) - credit.Bytes, Keys: 1 - credit.Keys}
+		have := h.reserved(o.Owner)
+		add := store.Amount{Bytes: max(want.Bytes-have.Bytes, 0), Keys: max(want.Keys-have.Keys, 0)}
+		if add == (store.Amount{}) && !h.due() {
+			return nil
+		}
+		return h.reserve(o.Owner, add)
+	}
+	if err := reserveTo(o.Size); err != nil {
+		return info, err
 	}
 	up := &upload{r: r, h: md5.New(), max: b.limits.MaxObjectBytes, announce: o.Size}
 	buf := getBuf(b.s.part)
@@ -427,6 +491,9 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	n, rerr := io.ReadFull(up, buf[:b.s.part])
 	if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
 		return info, rerr
+	}
+	if err := reserveTo(up.n); err != nil {
+		return info, err
 	}
 	small := rerr != nil // the body ended within one part
 	var body io.Reader = bytes.NewReader(buf[:n])
@@ -454,51 +521,101 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 		}
 		return h
 	}
-	// commit runs the precondition on the object there now, and returns
-	// the headers that make the write conditional on it.
-	commit := func() (map[string]string, error) {
-		if o.Precondition == nil {
-			return nil, nil
+	conditional := o.Precondition != nil || h != nil
+	// commit runs the precondition on the object there now, marks its
+	// owner's usage as changing, and returns the headers that make the
+	// write conditional on it, and the object.
+	commit := func() (map[string]string, *store.ObjectInfo, error) {
+		if !conditional {
+			return nil, nil, nil
 		}
 		cur, s3etag, err := b.head(key)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if err := o.Precondition(cur); err != nil {
-			return nil, err
+		if o.Precondition != nil {
+			if err := o.Precondition(cur); err != nil {
+				return nil, nil, err
+			}
 		}
-		return commitHeaders(o.Precondition, cur, s3etag), nil
+		if cur == nil {
+			return map[string]string{"If-None-Match": "*"}, nil, nil
+		}
+		if err := h.mark(cur.Owner); err != nil {
+			return nil, nil, err
+		}
+		return map[string]string{"If-Match": s3etag}, cur, nil
+	}
+	// done settles the accounting of a committed upload: the owner keeps
+	// the object's charge, the replaced object's owner gets its back.
+	done := func(old *store.ObjectInfo) {
+		settled = true
+		adj := map[string]store.Amount{}
+		add := func(owner string, bytes, keys int64) {
+			a := adj[owner]
+			a.Bytes += bytes
+			a.Keys += keys
+			adj[owner] = a
+		}
+		if o.Owner != "" {
+			got := h.reserved(o.Owner)
+			add(o.Owner, charge(key, up.n, o.HTTP, o.Custom)-got.Bytes, 1-got.Keys)
+		}
+		if old != nil && old.Owner != "" {
+			add(old.Owner, -chargeOf(old), -1)
+		}
+		h.end(adj)
+	}
+	// failed says what a failed commit means: a refusal of the store's
+	// own (412) gives the reservation back (deferred above); a commit
+	// that may have happened (timeout, 5xx) keeps it, so the owner stays
+	// charged for more than it holds, never less, until it is recounted.
+	failed := func(err error) error {
+		if errors.Is(err, store.ErrUnavailable) {
+			settled = true
+		}
+		return err
 	}
 	if small {
 		md5hex, err := finish()
 		if err != nil {
 			return info, err
 		}
-		cond, err := commit()
-		if err != nil {
-			return info, err
-		}
 		hd := headers(md5hex)
-		po := minio.PutObjectOptions{DisableMultipart: true}
-		po.UserMetadata = map[string]string{metaKey: hd["X-Amz-Meta-"+metaKey]}
-		po.ContentType = hd["Content-Type"]
-		switch {
-		case cond["If-None-Match"] != "":
-			po.SetMatchETagExcept("*")
-		case cond["If-Match"] != "":
-			po.SetMatchETag(strings.Trim(cond["If-Match"], `"`))
-		}
 		sum, _ := hex.DecodeString(md5hex)
-		ctx, cancel := b.s.ctx()
-		defer cancel()
-		_, err = b.s.core.PutObject(ctx, b.s.bucket, b.name(key), body, int64(n), base64.StdEncoding.EncodeToString(sum), "", po)
-		if isPreconditionFailed(err) {
-			return info, b.errPrecondition(key, o.Precondition)
+		for attempt := 1; ; attempt++ {
+			cond, old, err := commit()
+			if err != nil {
+				return info, err
+			}
+			po := minio.PutObjectOptions{DisableMultipart: true}
+			po.UserMetadata = map[string]string{metaKey: hd["X-Amz-Meta-"+metaKey]}
+			po.ContentType = hd["Content-Type"]
+			switch {
+			case cond["If-None-Match"] != "":
+				po.SetMatchETagExcept("*")
+			case cond["If-Match"] != "":
+				po.SetMatchETag(strings.Trim(cond["If-Match"], `"`))
+			}
+			ctx, cancel := b.s.ctx()
+			_, err = b.s.core.PutObject(ctx, b.s.bucket, b.name(key), bytes.NewReader(buf[:n]), int64(n), base64.StdEncoding.EncodeToString(sum), "", po)
+			cancel()
+			if isPreconditionFailed(err) {
+				if o.Precondition != nil {
+					return info, b.errPrecondition(key, o.Precondition)
+				}
+				if attempt < commitAttempts {
+					continue // another writer's commit came between: replace it
+				}
+				return info, fmt.Errorf("%w: s3 put of %q: the object kept changing", store.ErrUnavailable, key)
+			}
+			if err != nil {
+				return info, failed(b.s.wrap("put", err))
+			}
+			b.s.m.addBytes("written", int64(n))
+			done(old)
+			break
 		}
-		if err != nil {
-			return info, b.s.wrap("put", err)
-		}
-		b.s.m.addBytes("written", int64(n))
 		cur, _, err := b.head(key)
 		if err != nil || cur == nil {
 			// Written but not readable back at once: answer what was
@@ -512,7 +629,7 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	err = b.s.multipart(staging, body, func() error {
 		_, err := finish()
 		return err
-	}, buf)
+	}, func() error { return reserveTo(up.n) }, buf)
 	defer func() {
 		ctx, cancel := b.s.ctx()
 		defer cancel()
@@ -527,23 +644,40 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	if err != nil {
 		return info, err
 	}
-	cond, err := commit()
-	if err != nil {
-		return info, err
+	if h != nil {
+		// The copy may take a request timeout per part of content.
+		h.lease = b.s.copyTimeout(up.n) + 4*b.s.timeout
+		if err := h.reserve(o.Owner, store.Amount{}); err != nil {
+			return info, err
+		}
 	}
-	hd := headers(md5hex)
-	hd["X-Amz-Metadata-Directive"] = "REPLACE"
-	for k, v := range cond {
-		hd[k] = v
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.s.copyTimeout(up.n))
-	defer cancel()
-	_, err = b.s.copier.CopyObject(ctx, b.s.bucket, staging, b.s.bucket, b.name(key), hd, minio.CopySrcOptions{}, minio.PutObjectOptions{})
-	if isPreconditionFailed(err) {
-		return info, b.errPrecondition(key, o.Precondition)
-	}
-	if err != nil {
-		return info, b.s.wrap("put", err)
+	for attempt := 1; ; attempt++ {
+		cond, old, err := commit()
+		if err != nil {
+			return info, err
+		}
+		hd := headers(md5hex)
+		hd["X-Amz-Metadata-Directive"] = "REPLACE"
+		for k, v := range cond {
+			hd[k] = v
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.s.copyTimeout(up.n))
+		_, err = b.s.copier.CopyObject(ctx, b.s.bucket, staging, b.s.bucket, b.name(key), hd, minio.CopySrcOptions{}, minio.PutObjectOptions{})
+		cancel()
+		if isPreconditionFailed(err) {
+			if o.Precondition != nil {
+				return info, b.errPrecondition(key, o.Precondition)
+			}
+			if attempt < commitAttempts {
+				continue
+			}
+			return info, fmt.Errorf("%w: s3 put of %q: the object kept changing", store.ErrUnavailable, key)
+		}
+		if err != nil {
+			return info, failed(b.s.wrap("put", err))
+		}
+		done(old)
+		break
 	}
 	cur, _, err := b.head(key)
 	if err != nil || cur == nil {
@@ -551,6 +685,11 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	}
 	return *cur, nil
 }
+
+// commitAttempts bounds how often a write without a precondition (or a
+// delete) tries again when another writer's commit came between its HEAD
+// and its own conditional commit.
+const commitAttempts = 5
 
 // copyTimeout bounds a server-side copy: the request timeout for each part
 // size of content, as the upload had for each part.
@@ -560,9 +699,10 @@ func (s *Store) copyTimeout(n int64) time.Duration {
 }
 
 // multipart streams body to name in parts of buf's size, each part its own
-// call bounded by the request timeout. end runs when body has ended,
-// before the upload completes: its error aborts the upload.
-func (s *Store) multipart(name string, body io.Reader, end func() error, buf []byte) error {
+// call bounded by the request timeout. each runs after a part is read and
+// before it is sent (the quota reservation), end when body has ended,
+// before the upload completes: an error of either aborts the upload.
+func (s *Store) multipart(name string, body io.Reader, end, each func() error, buf []byte) error {
 	ctx, cancel := s.ctx()
 	id, err := s.core.NewMultipartUpload(ctx, s.bucket, name, minio.PutObjectOptions{})
 	cancel()
@@ -582,6 +722,9 @@ func (s *Store) multipart(name string, body io.Reader, end func() error, buf []b
 		n, rerr := io.ReadFull(body, buf[:s.part])
 		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
 			return rerr
+		}
+		if err := each(); err != nil {
+			return err
 		}
 		if n > 0 || num == 1 {
 			ctx, cancel := s.ctx()
@@ -745,6 +888,10 @@ func (o *object) Close() error {
 
 // Delete implements backend.Blobs.
 func (b *Blobs) Delete(key string) (err error) {
+	if b.s.acct != nil {
+		// The owner of what is deleted gets its charge back: find it.
+		return b.DeleteIf(key, func(*store.ObjectInfo) error { return nil })
+	}
 	defer b.s.m.observe("delete", time.Now(), &err)
 	if err := b.checkKey(key); err != nil {
 		return err
@@ -757,9 +904,12 @@ func (b *Blobs) Delete(key string) (err error) {
 	return nil
 }
 
-// DeleteIf implements backend.Blobs. S3 has no conditional delete that
-// every server keeps, so the precondition is checked on a HEAD just
-// before the delete: a write landing between the two is deleted.
+// DeleteIf implements backend.Blobs. The precondition is checked on a
+// HEAD, and the DELETE carries If-Match with the S3 ETag that HEAD saw,
+// so a write landing between the two is refused by the store (412), kept,
+// and the precondition asked again about it. A server that ignores
+// If-Match on DELETE (probed once, see conditionalDeletes) gets the
+// DELETE alone: a write landing between the two is then deleted.
 func (b *Blobs) DeleteIf(key string, pre func(*store.ObjectInfo) error) (err error) {
 	if pre == nil {
 		return b.Delete(key)
@@ -768,22 +918,49 @@ func (b *Blobs) DeleteIf(key string, pre func(*store.ObjectInfo) error) (err err
 	if err := b.checkKey(key); err != nil {
 		return err
 	}
-	cur, _, err := b.head(key)
-	if err != nil {
-		return err
-	}
-	if err := pre(cur); err != nil {
-		return err
-	}
-	if cur == nil {
+	h := b.s.acct.start(4 * b.s.timeout)
+	settled := false
+	defer func() {
+		if !settled {
+			h.end(nil)
+		}
+	}()
+	for attempt := 1; ; attempt++ {
+		cur, s3etag, err := b.head(key)
+		if err != nil {
+			return err
+		}
+		if err := pre(cur); err != nil {
+			return err
+		}
+		if cur == nil {
+			return nil
+		}
+		if err := h.mark(cur.Owner); err != nil {
+			return err
+		}
+		err = b.s.removeIfMatch(b.name(key), s3etag)
+		if isPreconditionFailed(err) {
+			if attempt < commitAttempts {
+				continue // replaced since the HEAD: ask about the new one
+			}
+			return fmt.Errorf("%w: the object kept changing", store.ErrPreconditionFailed)
+		}
+		if err != nil {
+			err = b.s.wrap("delete", err)
+			if errors.Is(err, store.ErrUnavailable) {
+				settled = true // it may be gone: recounted after the lease
+			}
+			return err
+		}
+		settled = true
+		if cur.Owner != "" {
+			h.end(map[string]store.Amount{cur.Owner: {Bytes: -chargeOf(cur), Keys: -1}})
+		} else {
+			h.end(nil)
+		}
 		return nil
 	}
-	ctx, cancel := b.s.ctx()
-	defer cancel()
-	if err := b.s.c.RemoveObject(ctx, b.s.bucket, b.name(key), minio.RemoveObjectOptions{}); err != nil && !isNotFound(err) {
-		return b.s.wrap("delete", err)
-	}
-	return nil
 }
 
 // List implements backend.Blobs with ListObjectsV2: S3 lists in the byte

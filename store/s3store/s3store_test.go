@@ -17,6 +17,10 @@ import (
 
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/s3store"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 )
 
 func content(n int, seed int64) []byte {
@@ -185,6 +189,66 @@ func TestAWriteRacingTheCommitIsRefusedByTheConditionalRequest(t *testing.T) {
 	}
 }
 
+func TestAWriteRacingAConditionalDeleteIsKeptByTheConditionalRequest(t *testing.T) {
+	srv := server(t)
+	s := open(t, srv, nil)
+	if ok, err := s.ConditionalDeletes(); err != nil || !ok {
+		t.Fatalf("the probe says SeaweedFS ignores If-Match on DELETE (%v): it honours it", err)
+	}
+	tests := []struct {
+		name  string
+		owner string // "": no accounting
+	}{
+		{"without accounting", ""},
+		{"with the object charged to its owner", "sb1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := s
+			if tt.owner != "" {
+				st, _ = accounted(t, nil, nil)
+			}
+			b := st.Blobs("race", store.ScopeShared, store.Limits{})
+			before, err := b.Put("o", strings.NewReader("first"), store.PutOptions{Size: -1, Owner: tt.owner})
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			// Approves the object it first saw, after letting a racer
+			// replace it: only the conditional DELETE can keep the
+			// racer's write; asked again, it refuses the racer's.
+			pre := func(cur *store.ObjectInfo) error {
+				calls++
+				if calls == 1 {
+					if _, err := b.Put("o", strings.NewReader("racer"), store.PutOptions{Size: -1, Owner: tt.owner}); err != nil {
+						t.Errorf("racer: %v", err)
+					}
+					return nil
+				}
+				if cur == nil || cur.ETag != before.ETag {
+					return store.ErrPreconditionFailed
+				}
+				return nil
+			}
+			if err := b.DeleteIf("o", pre); !errors.Is(err, store.ErrPreconditionFailed) {
+				t.Fatalf("got %v, want store.ErrPreconditionFailed", err)
+			}
+			o, err := b.Open("o")
+			if err != nil {
+				t.Fatalf("the racer's object: %v", err)
+			}
+			got, _ := io.ReadAll(o)
+			o.Close()
+			if string(got) != "racer" {
+				t.Fatalf("the object is %q, want the racer's", got)
+			}
+			if fixed, err := st.Reconcile(); err != nil || len(fixed) > 0 {
+				t.Errorf("recount corrected %v (%v)", fixed, err)
+			}
+		})
+	}
+}
+
 func TestAReaderOfAReplacedObjectFailsRatherThanMix(t *testing.T) {
 	srv := server(t)
 	s := open(t, srv, smallParts)
@@ -329,5 +393,56 @@ func TestAListingIsInByteOrderPastASCII(t *testing.T) {
 	}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("listed %q, want %q", got, want)
+	}
+}
+
+func TestAStoreThatIgnoresIfMatchOnDeleteIsDetectedAndDeleteIfFallsBack(t *testing.T) {
+	srv := server(t)
+	// A proxy that drops If-Match from DELETEs: a server that ignores it.
+	// (The header is added after signing, so dropping it breaks nothing.)
+	target, _ := url.Parse("http://" + srv.Endpoint())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	ps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			r.Header.Del("If-Match")
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer ps.Close()
+	tests := []struct {
+		name     string
+		endpoint string
+		honoured bool
+	}{
+		{"SeaweedFS itself honours it", srv.Endpoint(), true},
+		{"a store that drops it is found out", strings.TrimPrefix(ps.URL, "http://"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t, srv, func(o *s3store.Options) { o.Endpoint = tt.endpoint })
+			if err := s.Check(); err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := s.ConditionalDeletes(); err != nil || ok != tt.honoured {
+				t.Fatalf("conditional deletes honoured: %v (%v), want %v", ok, err, tt.honoured)
+			}
+			// DeleteIf works either way: with the condition, or on the HEAD.
+			b := s.Blobs("probe", store.ScopeShared, store.Limits{})
+			oi, err := b.Put("o", strings.NewReader("v"), store.PutOptions{Size: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.DeleteIf("o", func(cur *store.ObjectInfo) error {
+				if cur == nil || cur.ETag != oi.ETag {
+					return store.ErrPreconditionFailed
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Head("o"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("after DeleteIf: %v", err)
+			}
+		})
 	}
 }
