@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/etcdstore/etcdtest"
@@ -80,6 +81,25 @@ func TestKVInEtcdAndBlobsInS3TogetherServeAndPurgeASandbox(t *testing.T) {
 	// Key and content, and the headers curl sent with it.
 	if u := shown.Usage.Blob; u.Keys != 1 || u.Bytes < int64(len("o")+len("blob in s3")) {
 		t.Errorf("sandbox show charges the S3 blob as %+v, want 1 object of at least 11 bytes", u)
+	}
+	// The blob usage series and status read the same ledger (the series
+	// through a cache of up to 10 s, hence the wait), not the bbolt file.
+	series := `interceptd_store_usage_bytes{kind="blob",sandbox="mixed"}`
+	var m string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		m = e.Scrape()
+		if v, _ := sample(m, series); v == float64(shown.Usage.Blob.Bytes) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if v, ok := sample(m, series); !ok || v != float64(shown.Usage.Blob.Bytes) {
+		t.Errorf("%s is %v (present: %v), want sandbox show's %d: not the S3 ledger's figure", series, v, ok, shown.Usage.Blob.Bytes)
+	}
+	if v, ok := sample(m, `interceptd_store_usage_engine{engine="s3",kind="blob"}`); !ok || v != 1 {
+		t.Errorf("interceptd_store_usage_engine for blob from s3: %v %v, want 1", v, ok)
+	}
+	if out, _, code := e.CLI("status"); code != 0 || !strings.Contains(out, "objects (s3 ledger in etcd, fleet-wide)") || strings.Contains(out, "blob 0.0 MiB in 0 objects") {
+		t.Errorf("status (exit %d) does not report the blob usage from the S3 ledger:\n%s", code, out)
 	}
 	if out, errOut, code := e.CLI("sandbox", "quota", "mixed", "--quota", "blob.keys=1"); code != 0 {
 		t.Fatalf("sandbox quota: exit %d\n%s%s", code, out, errOut)

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,7 +31,7 @@ import (
 // the sandbox holds in the SandboxLabels given to LabelSandboxes (its name,
 // or _other: a sandbox that is gone, or one beyond the cap). UsageFrom
 // takes some kinds' usage from another engine (etcd's fleet-wide counters
-// for KV and state); the usage_engine series says which engine each kind's
+// for KV and state, the S3 ledger for blobs); the usage_engine series says which engine each kind's
 // figures come from, and is 0 while that engine cannot be read (the kind's
 // usage series are absent then, rather than zero).
 type Metrics struct {
@@ -78,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		keys: prometheus.NewDesc("interceptd_store_usage_keys",
 			"Keys (objects, for blobs) that the writes charged to a sandbox occupy.", []string{"kind", "sandbox"}, nil),
 		engine: prometheus.NewDesc("interceptd_store_usage_engine",
-			"1 for the engine each kind's usage series are read from (bbolt: this host's file; etcd: the fleet's counters), 0 while it cannot be read.", []string{"kind", "engine"}, nil),
+			"1 for the engine each kind's usage series are read from (bbolt: this host's file; etcd: the fleet's counters; s3: the S3 blobs' ledger), 0 while it cannot be read.", []string{"kind", "engine"}, nil),
 	}
 	for _, k := range usageKinds {
 		for _, d := range []string{"read", "written"} {
@@ -99,12 +100,21 @@ func (m *Metrics) LabelSandboxes(labels *metrics.SandboxLabels) { m.usage.labels
 // UsageFrom makes the usage series of kinds come from all instead of the
 // bbolt file, which holds none of theirs when another engine keeps them.
 // all is called at every scrape: it must be cheap (a cache, not a scan).
-// engine names it in interceptd_store_usage_engine.
+// engine names it in interceptd_store_usage_engine. Each call adds a
+// source (etcd's for KV and state, S3's ledger for blobs); a kind named
+// by several calls comes from the last of them.
 func (m *Metrics) UsageFrom(engine string, kinds []string, all func() (map[string]Amounts, error)) {
-	m.usage.remote.Store(&remoteUsage{engine: engine, kinds: kinds, all: all})
+	m.usage.mu.Lock()
+	defer m.usage.mu.Unlock()
+	srcs := []*remoteUsage{}
+	if p := m.usage.remote.Load(); p != nil {
+		srcs = append(srcs, *p...)
+	}
+	srcs = append(srcs, &remoteUsage{engine: engine, kinds: kinds, all: all})
+	m.usage.remote.Store(&srcs)
 }
 
-// remoteUsage is where UsageFrom sends some kinds' usage series.
+// remoteUsage is where one UsageFrom call sends some kinds' usage series.
 type remoteUsage struct {
 	engine string
 	kinds  []string
@@ -117,7 +127,19 @@ type usageCollector struct {
 	bytes, keys, engine *prometheus.Desc
 	db                  atomic.Pointer[DB]
 	labels              atomic.Pointer[metrics.SandboxLabels]
-	remote              atomic.Pointer[remoteUsage]
+	mu                  sync.Mutex                     // serialises UsageFrom
+	remote              atomic.Pointer[[]*remoteUsage] // in UsageFrom's order
+}
+
+// sourceOf returns the source of kind's usage: the last UsageFrom that
+// named it, or nil for the bbolt file.
+func sourceOf(srcs []*remoteUsage, kind string) *remoteUsage {
+	for i := len(srcs) - 1; i >= 0; i-- {
+		if slices.Contains(srcs[i].kinds, kind) {
+			return srcs[i]
+		}
+	}
+	return nil
 }
 
 func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -133,16 +155,25 @@ func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	labels := c.labels.Load()
 	local, lerr := db.AllUsage()
-	r := c.remote.Load()
-	var remote map[string]Amounts
-	var rerr error
-	if r != nil {
-		remote, rerr = r.all()
+	var srcs []*remoteUsage
+	if p := c.remote.Load(); p != nil {
+		srcs = *p
 	}
+	// Each source is read once per scrape, and only for the kinds it
+	// still owns: one overridden for all its kinds is not read at all.
+	type reading struct {
+		all map[string]Amounts
+		err error
+	}
+	read := map[*remoteUsage]*reading{}
 	for _, k := range usageKinds {
 		all, err, engine := local, lerr, "bbolt"
-		if r != nil && slices.Contains(r.kinds, k) {
-			all, err, engine = remote, rerr, r.engine
+		if r := sourceOf(srcs, k); r != nil {
+			if read[r] == nil {
+				a, e := r.all()
+				read[r] = &reading{a, e}
+			}
+			all, err, engine = read[r].all, read[r].err, r.engine
 		}
 		if err != nil {
 			// Absent rather than zero: a dashboard must not read an

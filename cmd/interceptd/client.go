@@ -699,7 +699,8 @@ func printStatus(w io.Writer, st admin.Status) error {
 
 // printStoreUsage writes what the writes charged to sandboxes occupy, kind
 // by kind, saying which engine each figure comes from when one is not the
-// host's bbolt file (etcd's are the fleet's), and "unavailable" with the
+// host's bbolt file (etcd's are the fleet's; S3 blobs' come from their
+// ledger, in etcd or bbolt), and "unavailable" with the
 // reason for kinds whose engine could not be read, never a zero.
 func printStoreUsage(tw io.Writer, st admin.Status) {
 	u := st.StoreUsage
@@ -716,7 +717,14 @@ func printStoreUsage(tw io.Writer, st admin.Status) {
 		}
 		a := u.Of(k.kind)
 		p := fmt.Sprintf("%s %s in %d %s", k.what, mib(a.Bytes), a.Keys, k.units)
-		if engine != "" && engine != "bbolt" {
+		switch {
+		case engine == "s3" && st.StoreBlobLedger == "etcd":
+			p += " (s3 ledger in etcd, fleet-wide)"
+			remote = true
+		case engine == "s3":
+			p += " (s3 ledger in this host's bbolt file)"
+			remote = true
+		case engine != "" && engine != "bbolt":
 			p += " (" + engine + ", fleet-wide)"
 			remote = true
 		}

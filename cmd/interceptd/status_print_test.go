@@ -29,6 +29,21 @@ func TestStatusSaysWhichEngineTheUsageComesFromAndUnavailableRatherThanZero(t *t
 				StoreUnavailable: &admin.Outage{Engine: "etcd", Kinds: []string{"kv", "state"}, Reason: "store_unavailable: etcd did not answer in time"}},
 			[]string{"kv unavailable (etcd)", "state unavailable (etcd)", "blob 0.0 MiB in 0 objects", "store unavailable  etcd: store_unavailable: etcd did not answer in time"},
 			[]string{"kv 0.0", "state 0.0"}},
+		{"s3 blobs with the ledger in etcd: blob marked as the ledger's, fleet-wide",
+			admin.Status{StoreUsage: store.Amounts{Blob: store.Amount{Bytes: 2 << 20, Keys: 3}},
+				StoreEngines: map[string]string{"kv": "etcd", "state": "etcd", "blob": "s3", "do": "bbolt"}, StoreBlobLedger: "etcd"},
+			[]string{"blob 2.0 MiB in 3 objects (s3 ledger in etcd, fleet-wide)", "the rest from this host's bbolt file"},
+			[]string{"unavailable"}},
+		{"s3 blobs with the ledger in bbolt: blob marked as the ledger's, on this host",
+			admin.Status{StoreUsage: store.Amounts{Blob: store.Amount{Bytes: 2 << 20, Keys: 3}},
+				StoreEngines: map[string]string{"kv": "bbolt", "state": "bbolt", "blob": "s3", "do": "bbolt"}, StoreBlobLedger: "bbolt"},
+			[]string{"kv 0.0 MiB in 0 keys, state 0.0 MiB in 0 keys, blob 2.0 MiB in 3 objects (s3 ledger in this host's bbolt file)"},
+			[]string{"fleet-wide", "unavailable"}},
+		{"etcd down with the s3 ledger in it: blob unavailable too",
+			admin.Status{StoreEngines: map[string]string{"kv": "etcd", "state": "etcd", "blob": "s3", "do": "bbolt"}, StoreBlobLedger: "etcd",
+				StoreUnavailable: &admin.Outage{Engine: "etcd", Kinds: []string{"kv", "state", "blob"}, Reason: "store_unavailable"}},
+			[]string{"kv unavailable (etcd)", "state unavailable (etcd)", "blob unavailable (etcd)"},
+			[]string{"blob 0.0"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -207,9 +207,13 @@ type Status struct {
 	// the engine StoreEngines names.
 	StoreUsage store.Amounts `json:"store_usage"`
 	// StoreEngines names the engine each kind's usage comes from: "bbolt"
-	// (this host's file) or "etcd" (the fleet's counters: every host of
-	// the fleet reports the same figures).
+	// (this host's file), "etcd" (the fleet's counters: every host of
+	// the fleet reports the same figures) or, for blobs, "s3" (the
+	// settled figures of the S3 blobs' ledger, kept in StoreBlobLedger).
 	StoreEngines map[string]string `json:"store_engines,omitempty"`
+	// StoreBlobLedger, with S3 blobs, names the engine that keeps their
+	// ledger: "etcd" (the fleet's writes) or "bbolt" (this host's).
+	StoreBlobLedger string `json:"store_blob_ledger,omitempty"`
 	// StoreUnavailable, when set, names the kinds whose usage could not be
 	// read within the engine's request timeout, and why: they read zero
 	// in StoreUsage, which is not their usage.

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,6 +155,7 @@ type Daemon struct {
 	db     *store.DB
 	stores backend.Stores   // db as handlers and bindings see it (store/backend)
 	etcd   *etcdstore.Store // KV and state, with store.backend etcd; nil otherwise
+	s3     *s3store.Store   // blobs, with store.blobs.backend s3; nil otherwise
 	// operator is the stores as the admin API sees them: db, with KV and
 	// state in etcd and the S3 blob store's purge and check where they are.
 	operator backend.Operator
@@ -260,6 +262,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 			quotas = d.etcd
 		}
 		s3.Account(d.stores, quotas)
+		d.s3 = s3
+		// The usage series of blobs from the ledger (the bbolt file
+		// holds none of theirs); one read of it serves every scrape for
+		// usageRefresh.
+		sm.UsageFrom("s3", s3Kinds, s3.UsageCache(usageRefresh).Get)
 		d.stores = backend.Compose(d.stores, s3, d.stores)
 		d.operator = s3store.Operator(d.operator, s3)
 		log.Info("blobs in S3", "store", s3.Where(), "prefix", cfg.Store.Blobs.S3.Prefix)
@@ -717,6 +724,18 @@ func (d *Daemon) Status() admin.Status {
 		}
 	}
 	st.StoreEngines = d.engines()
+	// S3 blobs from the ledger, read now, beside etcd's counters: with
+	// the ledger in etcd and etcd down, each read waits out its request
+	// timeout, and the answer should take one timeout, not two.
+	var (
+		ledger    map[string]store.Amounts
+		ledgerErr error
+		wg        sync.WaitGroup
+	)
+	if d.s3 != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); ledger, ledgerErr = d.s3.AllUsage() }()
+	}
 	if d.etcd != nil {
 		// KV and state from etcd's counters, read now (an operator's
 		// question, not a scrape's): the bbolt file holds none of
@@ -728,6 +747,25 @@ func (d *Daemon) Status() admin.Status {
 		}
 		for _, a := range all {
 			st.StoreUsage.Add(store.Amounts{KV: a.KV, State: a.State})
+		}
+	}
+	wg.Wait()
+	if d.s3 != nil {
+		// The ledger's settled figures, as in the usage series; the
+		// bbolt file holds none of S3's blobs.
+		st.StoreUsage.Blob = store.Amount{}
+		st.StoreEngines[store.KindBlob] = "s3"
+		st.StoreBlobLedger = d.ledgerEngine()
+		if ledgerErr != nil {
+			if st.StoreUnavailable == nil {
+				st.StoreUnavailable = &admin.Outage{Engine: st.StoreBlobLedger, Reason: ledgerErr.Error()}
+			}
+			// With the ledger in etcd, an outage of etcd's is one
+			// outage of both.
+			st.StoreUnavailable.Kinds = append(slices.Clone(st.StoreUnavailable.Kinds), s3Kinds...)
+		}
+		for _, a := range ledger {
+			st.StoreUsage.Add(store.Amounts{Blob: a.Blob})
 		}
 	}
 	st.StoreFreeBytes, _ = d.db.FreeBytes()

@@ -53,14 +53,18 @@ func OpenEtcd(c config.Etcd, quotas func() store.Amounts, m *etcdstore.Metrics, 
 var etcdKinds = []string{store.KindKV, store.KindState}
 
 // usageRefresh is how old the KV and state usage the metrics report from
-// etcd may be: a scrape reads the cache, and etcd is read at most once per
-// refresh (a range read of the usage counters, one small key per sandbox,
-// never the records).
+// etcd, and the blob usage from the S3 ledger, may be: a scrape reads the
+// cache, and each engine is read at most once per refresh (etcd: a range
+// read of the usage counters, one small key per sandbox, never the
+// records; the ledger: a listing and a read of each owner's record, in
+// etcd or bbolt).
 const usageRefresh = 10 * time.Second
 
-// engines names the engine that keeps each kind's usage: this host's
-// bbolt file unless store.backend etcd puts KV and state in etcd. (Blobs in
-// S3 are charged to no one: their usage is bbolt's, which holds none.)
+// engines names the engine that keeps each kind's usage and quotas (for
+// sandbox show): this host's bbolt file unless store.backend etcd puts KV
+// and state in etcd. Blobs in S3 are charged in their ledger, which the
+// operator adds to the usage of the engine named here; Status names "s3"
+// for them.
 func (d *Daemon) engines() map[string]string {
 	out := map[string]string{store.KindKV: "bbolt", store.KindState: "bbolt", store.KindBlob: "bbolt", store.KindDO: "bbolt"}
 	if d.etcd != nil {

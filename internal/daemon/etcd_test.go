@@ -11,6 +11,8 @@ import (
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/etcdstore/etcdtest"
+	"github.com/interceptd/interceptd/store/s3store"
+	"github.com/interceptd/interceptd/store/s3store/s3test"
 )
 
 func TestOpenEtcdReadsThePasswordFileAndNamesTheFieldsItCannotUse(t *testing.T) {
@@ -117,5 +119,61 @@ func TestStatusReportsKVAndStateUsageFromEtcdAndSaysWhenItCannotBeRead(t *testin
 	}
 	if limit := cfg.Store.Etcd.RequestTimeout + 500*time.Millisecond; took > limit {
 		t.Errorf("status took %v with etcd down, over the request timeout (%v)", took, cfg.Store.Etcd.RequestTimeout)
+	}
+}
+
+func TestStatusReportsBlobUsageFromTheS3LedgerInEtcdAndSaysWhenItCannotBeRead(t *testing.T) {
+	c := etcdtest.Start(t)
+	srv := s3test.Start(t, s3test.Options{Buckets: []string{"status"}})
+	cfg := config.Default()
+	cfg.Store.Etcd.Endpoints, cfg.Store.Etcd.RequestTimeout = c.Endpoints(), time.Second
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	es, err := OpenEtcd(cfg.Store.Etcd, func() store.Amounts { return store.Amounts{} }, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { es.Close() })
+	s3, err := s3store.New(s3store.Options{Endpoint: srv.Endpoint(), Bucket: "status", Region: "us-east-1", PathStyle: true, Insecure: true,
+		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3.Account(es, es)
+	zero := func() int64 { return 0 }
+	d := &Daemon{cfg: cfg, db: db, etcd: es, s3: s3, started: time.Now(),
+		counts: counts{sandboxes: func() int { return 0 }, requests: zero, dnsQueries: zero, denials: zero}}
+	if _, err := s3.Blobs("b", store.SandboxScope("web"), store.Limits{}).Put("k", strings.NewReader("12345"), store.PutOptions{Size: 5, Owner: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	// A blob in the bbolt file, which holds none of S3's: not reported.
+	if _, err := db.Blobs("b", store.SandboxScope("web"), store.Limits{}).Put("local-only", strings.NewReader("x"), store.PutOptions{Size: 1, Owner: "web"}); err != nil {
+		t.Fatal(err)
+	}
+
+	st := d.Status()
+	if st.StoreUnavailable != nil || st.StoreUsage.Blob != (store.Amount{Bytes: 1 + 5, Keys: 1}) {
+		t.Errorf("with etcd answering: usage %+v, unavailable %+v; want blob 6 bytes in 1 object from the ledger", st.StoreUsage, st.StoreUnavailable)
+	}
+	if st.StoreEngines["blob"] != "s3" || st.StoreBlobLedger != "etcd" || st.StoreEngines["kv"] != "etcd" {
+		t.Errorf("engines %v, ledger %q; want blob from s3 with its ledger in etcd", st.StoreEngines, st.StoreBlobLedger)
+	}
+
+	c.Members[0].Kill()
+	start := time.Now()
+	st = d.Status()
+	took := time.Since(start)
+	if o := st.StoreUnavailable; o == nil || o.Engine != "etcd" || strings.Join(o.Kinds, ",") != "kv,state,blob" {
+		t.Errorf("with etcd down: unavailable %+v, want kv, state and blob from etcd", o)
+	}
+	if st.StoreUsage.Blob != (store.Amount{}) {
+		t.Errorf("with etcd down the blob usage is %+v: the bbolt file's figure passed off as the ledger's", st.StoreUsage.Blob)
+	}
+	// etcd's counters and the ledger are read side by side.
+	if limit := cfg.Store.Etcd.RequestTimeout + 500*time.Millisecond; took > limit {
+		t.Errorf("status took %v with etcd down, over one request timeout (%v)", took, cfg.Store.Etcd.RequestTimeout)
 	}
 }

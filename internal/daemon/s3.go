@@ -6,8 +6,21 @@ import (
 	"github.com/interceptd/interceptd/internal/config"
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/handlers"
+	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/s3store"
 )
+
+// s3Kinds are the kinds store.blobs.backend s3 keeps in the object store.
+var s3Kinds = []string{store.KindBlob}
+
+// ledgerEngine names the engine that keeps the S3 blobs' ledger: etcd
+// (fleet-wide) when KV is there, else this host's bbolt file (see Start).
+func (d *Daemon) ledgerEngine() string {
+	if d.etcd != nil {
+		return "etcd"
+	}
+	return "bbolt"
+}
 
 // OpenS3Blobs makes the S3 blob store of store.blobs.s3, its keys read
 // from their files or systemd credentials (never from the config), as the

@@ -8,6 +8,10 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/internal/config"
+	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
+	"github.com/interceptd/interceptd/store/s3store"
+	"github.com/interceptd/interceptd/store/s3store/s3test"
 )
 
 func TestTheS3KeysComeFromFilesOrCredentialsAndAFailureNamesTheField(t *testing.T) {
@@ -46,5 +50,36 @@ func TestTheS3KeysComeFromFilesOrCredentialsAndAFailureNamesTheField(t *testing.
 				t.Fatalf("open: %v, want an error naming %s", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestStatusReportsBlobUsageFromTheS3LedgerInTheBboltFile(t *testing.T) {
+	srv := s3test.Start(t, s3test.Options{Buckets: []string{"status"}})
+	db, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s3, err := s3store.New(s3store.Options{Endpoint: srv.Endpoint(), Bucket: "status", Region: "us-east-1", PathStyle: true, Insecure: true,
+		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, RequestTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3.Account(backend.Bolt(db), db)
+	zero := func() int64 { return 0 }
+	d := &Daemon{cfg: config.Default(), db: db, s3: s3, started: time.Now(),
+		counts: counts{sandboxes: func() int { return 0 }, requests: zero, dnsQueries: zero, denials: zero}}
+	if _, err := s3.Blobs("b", store.SandboxScope("web"), store.Limits{}).Put("k", strings.NewReader("12345"), store.PutOptions{Size: 5, Owner: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	// The ledger's record is a KV entry of the bbolt file, charged to no
+	// one: the file's kv usage stays 0 and its blob usage is not the
+	// ledger's.
+	st := d.Status()
+	if st.StoreUnavailable != nil || st.StoreUsage.Blob != (store.Amount{Bytes: 1 + 5, Keys: 1}) || st.StoreUsage.KV != (store.Amount{}) {
+		t.Errorf("usage %+v, unavailable %+v; want blob 6 bytes in 1 object from the ledger and no kv", st.StoreUsage, st.StoreUnavailable)
+	}
+	if st.StoreEngines["blob"] != "s3" || st.StoreBlobLedger != "bbolt" || st.StoreEngines["kv"] != "bbolt" {
+		t.Errorf("engines %v, ledger %q; want blob from s3 with its ledger in bbolt", st.StoreEngines, st.StoreBlobLedger)
 	}
 }

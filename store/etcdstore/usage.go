@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/interceptd/interceptd/store"
@@ -38,62 +37,13 @@ func (s *Store) AllUsage() (map[string]store.Amounts, error) {
 	return out, nil
 }
 
-// UsageCache serves AllUsage to readers that ask often (the usage series,
-// read at every scrape), reading etcd at most once per refresh interval
-// however many ask: one read answers the readers waiting for it, and a
-// failure is kept as long as a success would be, so that scrapes during an
-// outage do not each wait out the request timeout.
-type UsageCache struct {
-	s       *Store
-	refresh time.Duration
-
-	mu      sync.Mutex
-	read    time.Time // when the figures or the error were read
-	all     map[string]store.Amounts
-	err     error
-	pending chan struct{} // closed when the read under way ends; nil: none
-}
-
 // UsageCache returns a cache of AllUsage that reads etcd again once what
-// it holds is older than refresh.
-func (s *Store) UsageCache(refresh time.Duration) *UsageCache {
-	return &UsageCache{s: s, refresh: refresh}
-}
-
-// Get returns every sandbox's usage as read at most the refresh interval
-// ago (the map is the caller's to keep, not to change), or the error of
-// that read.
-func (c *UsageCache) Get() (map[string]store.Amounts, error) {
-	c.mu.Lock()
-	for {
-		if !c.read.IsZero() && time.Since(c.read) < c.refresh {
-			all, err := c.all, c.err
-			c.mu.Unlock()
-			return all, err
-		}
-		if c.pending == nil {
-			break
-		}
-		wait := c.pending
-		c.mu.Unlock()
-		<-wait
-		c.mu.Lock()
-		if c.refresh == 0 {
-			// Nothing is kept: the read just made is the answer.
-			all, err := c.all, c.err
-			c.mu.Unlock()
-			return all, err
-		}
-	}
-	done := make(chan struct{})
-	c.pending = done
-	c.mu.Unlock()
-	all, err := c.s.AllUsage()
-	c.mu.Lock()
-	c.all, c.err, c.read, c.pending = all, err, time.Now(), nil
-	c.mu.Unlock()
-	close(done)
-	return all, err
+// it holds is older than refresh, for readers that ask often (the usage
+// series, read at every scrape): one read answers the readers waiting for
+// it, and a failure is kept as long as a success would be, so that scrapes
+// during an outage do not each wait out the request timeout.
+func (s *Store) UsageCache(refresh time.Duration) *store.UsageCache {
+	return store.NewUsageCache(refresh, s.AllUsage)
 }
 
 // CheckTxnOps checks that the servers take a transaction of RequiredTxnOps

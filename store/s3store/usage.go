@@ -324,6 +324,66 @@ func (a *accounting) usage(sandbox string) (store.Amount, error) {
 	return store.Amount{Bytes: recs[sandbox].Bytes, Keys: recs[sandbox].Objects}, nil
 }
 
+// settled is the usage of the record without what its operations in
+// flight reserved: what the objects that the ledger knows to be committed
+// occupy.
+func (r *ledgerRecord) settled() store.Amount {
+	a := store.Amount{Bytes: r.Bytes, Keys: r.Objects}
+	for _, p := range r.Pending {
+		a.Bytes -= p.Bytes
+		a.Keys -= p.Objects
+	}
+	return store.Amount{Bytes: max(a.Bytes, 0), Keys: max(a.Keys, 0)}
+}
+
+// AllUsage returns the settled blob usage the ledger charges to every
+// sandbox that has a record in it (as store.Amounts with only Blob set):
+// one listing of the ledger's space and a read of each record, in the
+// engine that keeps the ledger (bbolt or etcd; S3 is not asked). Nil
+// without Account.
+//
+// Settled, unlike the quota check and `sandbox show` (which count what
+// is reserved too, so that no write passes the quota): a reservation is
+// a bound, not what is stored. An upload that announces 5 GiB reserves
+// 5 GiB before a byte of it arrives and gives it all back if it is
+// refused or fails, so the series would jump at every attempt. A
+// reservation that a crash left (between an S3 commit and its settling)
+// is counted once `store --check` recounts it.
+func (s *Store) AllUsage() (map[string]store.Amounts, error) {
+	a := s.acct
+	if a == nil {
+		return nil, nil
+	}
+	out := map[string]store.Amounts{}
+	for cursor := ""; ; {
+		page, err := a.ledger.List(store.ListOptions{Cursor: cursor})
+		if err != nil {
+			return nil, fmt.Errorf("listing the s3 blob usage: %w", err)
+		}
+		names := make([]string, 0, len(page.Keys))
+		for _, k := range page.Keys {
+			names = append(names, k.Name)
+		}
+		recs, _, err := a.read(names)
+		if err != nil {
+			return nil, err
+		}
+		for o, r := range recs {
+			out[o] = store.Amounts{Blob: r.settled()}
+		}
+		if page.ListComplete || page.Cursor == "" {
+			return out, nil
+		}
+		cursor = page.Cursor
+	}
+}
+
+// UsageCache returns a cache of AllUsage that reads the ledger again once
+// what it holds is older than refresh, for the usage series.
+func (s *Store) UsageCache(refresh time.Duration) *store.UsageCache {
+	return store.NewUsageCache(refresh, s.AllUsage)
+}
+
 // charge is what an object occupies, as the bbolt store counts it: its
 // key, content and stored headers.
 func charge(key string, size int64, http, custom map[string]string) int64 {
