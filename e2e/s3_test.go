@@ -59,8 +59,12 @@ func newS3Fleet(t *testing.T) *s3Fleet {
       request_timeout: %s
 `, endpoint, s3Bucket, filepath.Join(keys, "access"), filepath.Join(keys, "secret"), s3Timeout) + perSandboxHandlers
 	}
-	// The S3 port is fixed in a namespace of the test's own (s3test).
-	port := 18006
+	// The daemons' config names the S3 port before the server starts.
+	ports, err := s3test.NamespacePorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ports.S3()
 	f := &s3Fleet{}
 	f.A = NewEnv(t, Options{NoStart: true, ExtraConfig: cfg(s3SideA + ":" + strconv.Itoa(port))})
 	f.B = NewEnv(t, Options{NoStart: true, ExtraConfig: cfg(s3SideB + ":" + strconv.Itoa(port))})
@@ -80,7 +84,7 @@ func newS3Fleet(t *testing.T) *s3Fleet {
 	}
 	// Started after the namespaces (cleanups run last first: the server
 	// stops before its namespace goes).
-	f.S3 = s3test.Start(t, s3test.Options{IP: "127.0.0.1", Bind: "0.0.0.0", Netns: "/run/netns/" + ns, Buckets: []string{s3Bucket}})
+	f.S3 = s3test.Start(t, s3test.Options{IP: "127.0.0.1", Bind: "0.0.0.0", Netns: "/run/netns/" + ns, Buckets: []string{s3Bucket}, Ports: ports})
 	if f.S3.Port() != port {
 		t.Fatalf("the S3 server is on port %d, the daemons' config says %d", f.S3.Port(), port)
 	}

@@ -29,7 +29,12 @@ func TestKVInEtcdAndBlobsInS3TogetherServeAndPurgeASandbox(t *testing.T) {
 	keys := t.TempDir()
 	os.WriteFile(filepath.Join(keys, "access"), []byte(s3test.AccessKey+"\n"), 0o600)
 	os.WriteFile(filepath.Join(keys, "secret"), []byte(s3test.SecretKey+"\n"), 0o600)
-	const s3Port = 18006 // s3test's fixed port, in a namespace of the test's own
+	// The config names the S3 port before the server starts.
+	ports, err := s3test.NamespacePorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3Port := ports.S3()
 	extra := fmt.Sprintf(`store:
   backend: etcd
   etcd:
@@ -50,7 +55,7 @@ func TestKVInEtcdAndBlobsInS3TogetherServeAndPurgeASandbox(t *testing.T) {
 `, randomID(), s3Port, s3Bucket, filepath.Join(keys, "access"), filepath.Join(keys, "secret")) + perSandboxHandlers
 	e := NewEnv(t, Options{ExtraConfig: extra, NoStart: true})
 	etcdtest.StartCluster(t, []etcdtest.MemberSpec{{Client: "127.0.0.1:23791", Peer: "127.0.0.1:23801", Netns: e.HostNS}})
-	srv := s3test.Start(t, s3test.Options{IP: "127.0.0.1", Netns: "/run/netns/" + e.HostNS, Buckets: []string{s3Bucket}})
+	srv := s3test.Start(t, s3test.Options{IP: "127.0.0.1", Netns: "/run/netns/" + e.HostNS, Buckets: []string{s3Bucket}, Ports: ports})
 	if srv.Port() != s3Port {
 		t.Fatalf("the S3 server is on port %d, the config says %d", srv.Port(), s3Port)
 	}

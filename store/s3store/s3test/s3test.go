@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -57,13 +58,24 @@ type Options struct {
 	Netns string
 	// Buckets are created once it is up.
 	Buckets []string
+	// Ports, in a namespace, are its listeners' (NamespacePorts picks
+	// them for a test that must name the S3 port before the server
+	// starts); zero: chosen by New.
+	Ports Ports
 }
+
+// Ports are a server's eight listeners: master, volume, filer and S3, each
+// followed by its gRPC port.
+type Ports [8]int
+
+// S3 is the S3 API's port.
+func (p Ports) S3() int { return p[6] }
 
 // Server is a running (or stopped) weed server.
 type Server struct {
 	o     Options
 	dir   string
-	ports [8]int
+	ports Ports
 	mu    sync.Mutex
 	cmd   *exec.Cmd
 	done  chan struct{}
@@ -101,7 +113,10 @@ func New(dir string, o Options) (*Server, error) {
 	}
 	s := &Server{o: o, dir: dir}
 	var err error
-	if s.ports, err = freePorts(o); err != nil {
+	if s.ports, err = o.Ports, nil; s.ports == (Ports{}) {
+		s.ports, err = freePorts(o)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(s.dir, "s3.json"), s3Config(), 0o600); err != nil {
@@ -156,15 +171,11 @@ func s3Config() []byte {
 // freePorts picks ports for weed's listeners on o.IP. The listeners are
 // probed and closed before weed binds them: on a test address nothing else
 // takes them meanwhile, on loopback it is unlikely.
-func freePorts(o Options) ([8]int, error) {
-	var ports [8]int
+func freePorts(o Options) (Ports, error) {
 	if o.Netns != "" {
-		// The namespace is the test's own: its ports are all free.
-		for i := range ports {
-			ports[i] = 18000 + i
-		}
-		return ports, nil
+		return NamespacePorts()
 	}
+	var ports Ports
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -180,6 +191,26 @@ func freePorts(o Options) ([8]int, error) {
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return ports, nil
+}
+
+// NamespacePorts picks ports for a server in a namespace of the test's own,
+// where every port is free. But weed names a unix socket in /tmp after each
+// gRPC port whatever namespace it runs in, so two servers in two namespaces
+// on the same ports would take over (and at the end remove) each other's
+// sockets: a base of its own choosing, one whose sockets no running server
+// has.
+func NamespacePorts() (Ports, error) {
+	var ports Ports
+	for range 100 {
+		base := 18000 + 8*rand.IntN(1250)
+		for i := range ports {
+			ports[i] = base + i
+		}
+		if !socketsExist(ports) {
+			return ports, nil
+		}
+	}
+	return ports, fmt.Errorf("no free set of weed ports: 100 tries found their sockets in /tmp")
 }
 
 // Endpoint is the S3 endpoint, host:port.
@@ -304,12 +335,30 @@ func (s *Server) Stop() {
 // /tmp whatever -dir says (its command/server.go), so a test leaves
 // nothing behind.
 func (s *Server) removeSockets() {
-	for i, name := range []string{"master", "volume", "filer", "s3"} {
-		p := fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", name, s.ports[2*i+1])
+	for _, p := range socketPaths(s.ports) {
 		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			os.Remove(p)
 		}
 	}
+}
+
+// socketPaths are the unix sockets weed makes for the gRPC ports of ports.
+func socketPaths(ports Ports) []string {
+	var ps []string
+	for i, name := range []string{"master", "volume", "filer", "s3"} {
+		ps = append(ps, fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", name, ports[2*i+1]))
+	}
+	return ps
+}
+
+// socketsExist says whether a server already has a socket of ports.
+func socketsExist(ports Ports) bool {
+	for _, p := range socketPaths(ports) {
+		if _, err := os.Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Freeze stops the server's processes (SIGSTOP) without closing a socket:
