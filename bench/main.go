@@ -136,6 +136,36 @@ func (b *bench) close() {
 // inNetns runs fn inside the namespace at path (see netns.Do).
 func inNetns(path string, fn func() error) error { return icdnetns.Do(path, fn) }
 
+// serve starts the daemon under test in hostNS on cfg, stops it and removes
+// its rules at the end of the run, and returns once its admin socket
+// answers. name says which daemon, in the error of one that does not start.
+func (b *bench) serve(hostNS, cfg, sock, name string) (*exec.Cmd, admin.Client) {
+	// warn: the per-request decision record costs CPU; see bench/README.md.
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+hostNS, b.bin, "serve", "--config", cfg, "--log-level", "warn")
+	// BENCH_DAEMON_ENV="GOGC=200 GOMAXPROCS=1" tries runtime settings on
+	// the daemon alone.
+	if v := os.Getenv("BENCH_DAEMON_ENV"); v != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(v)...)
+	}
+	cmd.Stderr = os.Stderr
+	must(cmd.Start())
+	b.defer_(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		exec.Command("nsenter", "--net=/run/netns/"+hostNS, b.bin, "cleanup", "--config", cfg).Run()
+	})
+	sb := *admin.NewClient(sock)
+	for i := 0; ; i++ {
+		if _, err := sb.List(); err == nil {
+			return cmd, sb
+		}
+		if i > 200 {
+			must(fmt.Errorf("the %sdaemon did not start", name))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (b *bench) setup() {
 	bb := make([]byte, 3)
 	rand.Read(bb)
@@ -287,30 +317,7 @@ workers:
   - {name: wkv, script: %s, bindings: {KV: {kv: default}}}
   - {name: wpass, script: %s}
 `, filepath.Join(b.dir, "data"), b.sock, b.id, wkvJS, wpassJS)), 0o644)
-	// warn: the per-request decision record costs CPU; see bench/README.md.
-	b.daemon = exec.Command("nsenter", "--net=/run/netns/"+b.hostNS, b.bin, "serve", "--config", cfg, "--log-level", "warn")
-	// BENCH_DAEMON_ENV="GOGC=200 GOMAXPROCS=1" tries runtime settings on
-	// the daemon alone.
-	if v := os.Getenv("BENCH_DAEMON_ENV"); v != "" {
-		b.daemon.Env = append(os.Environ(), strings.Fields(v)...)
-	}
-	b.daemon.Stderr = os.Stderr
-	must(b.daemon.Start())
-	b.defer_(func() {
-		b.daemon.Process.Signal(os.Interrupt)
-		b.daemon.Wait()
-		exec.Command("nsenter", "--net=/run/netns/"+b.hostNS, b.bin, "cleanup", "--config", cfg).Run()
-	})
-	b.sb = *admin.NewClient(b.sock)
-	for i := 0; ; i++ {
-		if _, err := b.sb.List(); err == nil {
-			break
-		}
-		if i > 100 {
-			must(fmt.Errorf("daemon did not start"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	b.daemon, b.sb = b.serve(b.hostNS, cfg, b.sock, "")
 	sbx, err := b.sb.Create("bench", nil)
 	must(err)
 	b.sandboxNS = sbx.Netns

@@ -282,27 +282,7 @@ handlers:
   - {host: my.r2, kind: blob}
   - {host: state.do, kind: state}
 %s`, filepath.Join(d.dir, "data"), sock, b.id, tag, store)), 0o644))
-	d.cmd = exec.Command("nsenter", "--net=/run/netns/"+d.hostNS, b.bin, "serve", "--config", cfg, "--log-level", "warn")
-	if v := os.Getenv("BENCH_DAEMON_ENV"); v != "" {
-		d.cmd.Env = append(os.Environ(), strings.Fields(v)...)
-	}
-	d.cmd.Stderr = os.Stderr
-	must(d.cmd.Start())
-	b.defer_(func() {
-		d.cmd.Process.Signal(os.Interrupt)
-		d.cmd.Wait()
-		exec.Command("nsenter", "--net=/run/netns/"+d.hostNS, b.bin, "cleanup", "--config", cfg).Run()
-	})
-	d.sb = *admin.NewClient(sock)
-	for i := 0; ; i++ {
-		if _, err := d.sb.List(); err == nil {
-			break
-		}
-		if i > 200 {
-			must(fmt.Errorf("the %s daemon did not start", name))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	d.cmd, d.sb = b.serve(d.hostNS, cfg, sock, name+" ")
 	sbx, err := d.sb.Create("bench", nil)
 	must(err)
 	d.sandboxNS = sbx.Netns
