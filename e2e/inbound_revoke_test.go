@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// echoIn serves a line echo on ln: each connection gets back what it sends.
+func echoIn(ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+}
+
+// echoer sends a line on conn and reads it back.
+func echoer(conn net.Conn) func(line string) (string, error) {
+	r := bufio.NewReader(conn)
+	return func(line string) (string, error) {
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(conn, line+"\n"); err != nil {
+			return "", err
+		}
+		got, err := r.ReadString('\n')
+		return strings.TrimSpace(got), err
+	}
+}
+
+// selfSigned is a throwaway server certificate.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// An entry removed must close what it let in whatever way the connection
+// came: through a DNAT on the host (a hostPort, a Service), where the
+// conntrack entry's original destination is not the sandbox's address, and
+// through the daemon (a spliced TLS connection from another sandbox), which
+// the kernel's rules never see.
+func TestRemovingAnInboundEntryClosesDNATedAndDaemonCarriedConnections(t *testing.T) {
+	e := NewEnv(t, Options{})
+	client := e.clientNS()
+	server := e.Create("server")
+	policy := func(t *testing.T, flags ...string) {
+		t.Helper()
+		if _, errOut, code := e.CLI(append([]string{"sandbox", "policy", "server"}, flags...)...); code != 0 {
+			t.Fatalf("sandbox policy server %v: %s", flags, errOut)
+		}
+	}
+
+	t.Run("a connection that came through a DNAT (a hostPort) is cut", func(t *testing.T) {
+		echoIn(e.ListenIn(server.NetnsPath, "0.0.0.0:7000"))
+		policy(t, "--inbound", clientCIDR+":7000/tcp")
+		// The host publishes the sandbox's port 7000 on its own address,
+		// as a hostPort or a Service does.
+		run(t, "ip", "netns", "exec", e.HostNS, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "cli0", "-d", clientGW,
+			"-p", "tcp", "--dport", "17000", "-j", "DNAT", "--to-destination", server.Addr+":7000")
+		var conn net.Conn
+		if err := inNetns(client, func() (err error) {
+			d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIn)}}
+			conn, err = d.Dial("tcp4", clientGW+":17000")
+			return err
+		}); err != nil {
+			t.Fatalf("connecting through the DNAT: %v", err)
+		}
+		defer conn.Close()
+		echo := echoer(conn)
+		if got, err := echo("before"); err != nil || got != "before" {
+			t.Fatalf("echo before the change: %q, %v", got, err)
+		}
+		policy(t, "--inbound", "")
+		if got, err := echo("after"); err == nil {
+			t.Errorf("the DNATed connection the removed entry let in still echoes: %q", got)
+		} else if !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
+			t.Errorf("the DNATed connection the removed entry let in: %v, want it reset", err)
+		}
+	})
+
+	t.Run("a TLS connection from another sandbox, spliced by the daemon, is cut", func(t *testing.T) {
+		ln := e.ListenIn(server.NetnsPath, "0.0.0.0:443")
+		echoIn(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}))
+		policy(t, "--inbound", sandboxPool+":443/tcp")
+		peer := e.CreateWith("peer", "--internet", "off", "--allow", server.Addr+":443")
+		var conn net.Conn
+		if err := inNetns(peer.NetnsPath, func() (err error) {
+			d := &net.Dialer{Timeout: 3 * time.Second}
+			// An IP address: no SNI, so the address decides.
+			conn, err = tls.DialWithDialer(d, "tcp4", fmt.Sprintf("%s:443", server.Addr), &tls.Config{InsecureSkipVerify: true})
+			return err
+		}); err != nil {
+			t.Fatalf("connecting to the server's 443 from the peer: %v", err)
+		}
+		defer conn.Close()
+		echo := echoer(conn)
+		if got, err := echo("before"); err != nil || got != "before" {
+			t.Fatalf("echo before the change: %q, %v", got, err)
+		}
+		policy(t, "--inbound", "")
+		if got, err := echo("after"); err == nil {
+			t.Errorf("the spliced connection the removed entry let in still echoes: %q", got)
+		}
+		e.waitLog(t, `msg="tunnel cut"`)
+	})
+}
