@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // echoIn serves a line echo on ln: each connection gets back what it sends.
@@ -127,4 +129,42 @@ func TestRemovingAnInboundEntryClosesDNATedAndDaemonCarriedConnections(t *testin
 		}
 		e.waitLog(t, `msg="tunnel cut"`)
 	})
+}
+
+func TestADeletedSandboxLeavesNoConnectionForTheNextOneAtItsAddress(t *testing.T) {
+	e := NewEnv(t, Options{})
+	client := e.clientNS()
+	gone := e.CreateWith("gone", "--inbound", clientCIDR+":5000/udp")
+	heard := e.recordUDP(gone, 5000)
+	sendUDP(t, client, clientIn, gone.Addr+":5000", "in")
+	if got := heard(500 * time.Millisecond); len(got) != 1 {
+		t.Fatalf("the sandbox heard %q, want the one datagram", got)
+	}
+	// The client's stream would keep that entry alive for as long as it
+	// sends, and whoever gets the address next would take it in as
+	// established, whatever its own inbound list says.
+	flows := func() (n int) {
+		t.Helper()
+		if err := inNetns("/run/netns/"+e.HostNS, func() error {
+			fs, err := netlink.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
+			for _, f := range fs {
+				if f.Reverse.SrcIP.String() == gone.Addr || f.Forward.SrcIP.String() == gone.Addr {
+					n++
+				}
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if flows() == 0 {
+		t.Fatal("no conntrack entry for the datagram that came in: the test sees nothing")
+	}
+	if _, errOut, code := e.CLI("sandbox", "delete", "gone"); code != 0 {
+		t.Fatalf("sandbox delete: %s", errOut)
+	}
+	if n := flows(); n != 0 {
+		t.Errorf("%d conntrack entries of the deleted sandbox's address remain", n)
+	}
 }

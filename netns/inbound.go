@@ -2,6 +2,7 @@ package netns
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -63,6 +64,29 @@ func (k netlinkKernel) CutInbound(addr netip.Addr, admits Admits) (int, error) {
 	n, err := k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, inboundCut{addr, local, admits})
 	if err != nil {
 		return int(n), fmt.Errorf("deleting conntrack entries into %s: %w", addr, err)
+	}
+	return int(n), nil
+}
+
+// addrFlows is the conntrack filter of ForgetConnections: every connection
+// from addr or answered by it, whoever opened it.
+type addrFlows netip.Addr
+
+func (a addrFlows) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	for _, ip := range []net.IP{f.Forward.SrcIP, f.Reverse.SrcIP} {
+		if x, ok := netip.AddrFromSlice(ip); ok && x.Unmap() == netip.Addr(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ForgetConnections implements Kernel: it deletes the conntrack entries of
+// every connection from or into addr, and says how many.
+func (k netlinkKernel) ForgetConnections(addr netip.Addr) (int, error) {
+	n, err := k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, addrFlows(addr))
+	if err != nil {
+		return int(n), fmt.Errorf("deleting conntrack entries of %s: %w", addr, err)
 	}
 	return int(n), nil
 }

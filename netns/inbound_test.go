@@ -82,3 +82,36 @@ func TestAPolicyChangeThatKeepsTheInboundListCutsNothing(t *testing.T) {
 		t.Errorf("%d cuts (each a dump of conntrack) for an egress change", len(k.cuts))
 	}
 }
+
+func TestADeletedSandboxsConnectionsGoWithIt(t *testing.T) {
+	m, _ := testManager(t)
+	k := m.k.(*fakeKernel)
+	sb := m.addTestSandbox(t, "a", 1, policy.Policy{Inbound: []string{"10.244.0.0/16:5000/udp"}})
+	if err := m.Delete("a"); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.forgot) != 1 || k.forgot[0] != sb.Addr {
+		t.Errorf("connections forgotten for %v, want %s", k.forgot, sb.Addr)
+	}
+}
+
+func TestForgettingAnAddressTakesEveryConnectionFromOrIntoIt(t *testing.T) {
+	f := addrFlows(netip.MustParseAddr("10.213.0.2"))
+	flow := func(src, dst, replySrc string) *netlink.ConntrackFlow {
+		return &netlink.ConntrackFlow{Forward: netlink.IPTuple{SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst)}, Reverse: netlink.IPTuple{SrcIP: net.ParseIP(replySrc), DstIP: net.ParseIP(src)}}
+	}
+	for _, tt := range []struct {
+		name string
+		f    *netlink.ConntrackFlow
+		want bool
+	}{
+		{"its own flow out", flow("10.213.0.2", "192.0.2.9", "192.0.2.9"), true},
+		{"a flow into it", flow("10.244.1.1", "10.213.0.2", "10.213.0.2"), true},
+		{"a flow DNATed into it", flow("10.244.1.1", "10.96.0.10", "10.213.0.2"), true},
+		{"another sandbox's flow", flow("10.213.0.6", "192.0.2.9", "192.0.2.9"), false},
+	} {
+		if got := f.MatchConntrackFlow(tt.f); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

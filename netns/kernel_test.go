@@ -25,9 +25,10 @@ import (
 // a type. It refuses, as the kernel does, a link whose name is taken and a
 // namespace whose mount point exists.
 type fakeKernel struct {
-	mu    sync.Mutex
-	cuts  []fakeCut         // CutInbound's calls
-	links map[string]string // daemon-side link name → type
+	mu     sync.Mutex
+	cuts   []fakeCut         // CutInbound's calls
+	forgot []netip.Addr      // ForgetConnections' calls
+	links  map[string]string // daemon-side link name → type
 	// failNS and failWire make the next CreateNamespace or Wire fail;
 	// Wire fails after adding the link, as a half-made veth would.
 	failNS, failWire error
@@ -589,6 +590,14 @@ func (k *fakeKernel) CutInbound(addr netip.Addr, admits Admits) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.cuts = append(k.cuts, fakeCut{addr, admits})
+	return 0, nil
+}
+
+// ForgetConnections records the address; it cuts nothing.
+func (k *fakeKernel) ForgetConnections(addr netip.Addr) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.forgot = append(k.forgot, addr)
 	return 0, nil
 }
 

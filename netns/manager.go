@@ -940,6 +940,15 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.cfg.Metrics.setActive(n)
 	m.clearSets(s)
+	// Its connections go too: a conntrack entry outlives the sandbox, and
+	// one kept alive from outside (a stream of datagrams, each refreshing
+	// it) would carry on, as established, into whoever gets the address
+	// next, past that sandbox's inbound and egress policy alike.
+	if s.Addr.Is4() {
+		if _, cerr := m.k.ForgetConnections(s.Addr); cerr != nil {
+			m.log.Warn("deleting a deleted sandbox's connections", "sandbox", name, "error", cerr)
+		}
+	}
 	// What the kernel counts at its address until the next read is its
 	// own (the reaper reads before the address is given again).
 	m.cfg.Flows.retire(s.Addr, s.Name)
