@@ -539,6 +539,21 @@ func TestARestartReadoptsTheRecordsThatSurvivedAndDropsTheRest(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a survivor that follows the default loses the connections the default no longer admits; a dropped one's go", func(t *testing.T) {
+		var cut []string
+		for _, c := range e.k.cuts {
+			cut = append(cut, c.addr.String())
+		}
+		if want := []string{rec("old", 2, nil).Addr.String()}; !slices.Equal(cut, want) {
+			t.Errorf("inbound cuts for %q, want %q (the default-following survivor only)", cut, want)
+		}
+		if !slices.Contains(e.k.forgot, rec("nons", 4, nil).Addr) {
+			t.Errorf("a dropped sandbox's connections were kept: forgot %v", e.k.forgot)
+		}
+		if slices.Contains(e.k.forgot, rec("alive", 1, nil).Addr) {
+			t.Errorf("a survivor's connections were forgotten (a stale record of its slot): forgot %v", e.k.forgot)
+		}
+	})
 	t.Run("a dropped record's link is removed unless a survivor holds its slot", func(t *testing.T) {
 		want := []string{"icdt1", "icdt2", "icdt9", "other0", "icdtx"}
 		sort.Strings(want)

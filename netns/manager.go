@@ -460,7 +460,8 @@ func (m *Manager) adopt() error {
 		if sb.Interface == "" {
 			sb.Interface = SandboxInterface // a record from before attach
 		}
-		if err == nil && (sb.PolicyDefault || !bytes.Contains(raw, []byte(`"policy"`))) {
+		followsDefault := err == nil && (sb.PolicyDefault || !bytes.Contains(raw, []byte(`"policy"`)))
+		if followsDefault {
 			// A record from before policies, or a sandbox that follows
 			// the default: the config's, which may have changed while
 			// the daemon was down.
@@ -513,6 +514,12 @@ func (m *Manager) adopt() error {
 		}
 		m.register(&sb)
 		m.policyApplied(sb)
+		if followsDefault {
+			// The default's inbound list may have lost an entry while the
+			// daemon was down: what it had let in goes, as after a reload.
+			// (A sandbox's own policy is the record's, in force before.)
+			m.cutInbound(sb)
+		}
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
 	}
 	// What did not survive goes once the survivors are known: its link is
@@ -528,6 +535,15 @@ func (m *Manager) adopt() error {
 	for i := range dropped {
 		if owned[dropped[i].HostInterface] {
 			dropped[i].HostInterface = ""
+		}
+		// Its connections go too, as on a delete, unless its address is
+		// a survivor's.
+		if a := dropped[i].Addr; a.Is4() {
+			if _, taken := m.sandboxAt(a); !taken {
+				if _, err := m.k.ForgetConnections(a); err != nil {
+					m.log.Warn("deleting a dropped sandbox's connections", "sandbox", dropped[i].Name, "error", err)
+				}
+			}
 		}
 		m.destroy(&dropped[i])
 	}
