@@ -168,3 +168,60 @@ func TestADeletedSandboxLeavesNoConnectionForTheNextOneAtItsAddress(t *testing.T
 		t.Errorf("%d conntrack entries of the deleted sandbox's address remain", n)
 	}
 }
+
+// An inbound entry opens nothing outward: the sandbox answers what came
+// in, and a datagram it sends from the entry's port to a covered source
+// that did not write to it first is refused as any egress it may not have.
+func TestAnInboundEntryOpensNothingOutward(t *testing.T) {
+	e := NewEnv(t, Options{})
+	client := e.clientNS()
+	server := e.CreateWith("server", "--internet", "off", "--inbound", clientCIDR+":5000/udp")
+	var srv, cli net.PacketConn
+	if err := inNetns(server.NetnsPath, func() (err error) { srv, err = net.ListenPacket("udp4", "0.0.0.0:5000"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := inNetns(client, func() (err error) { cli, err = net.ListenPacket("udp4", clientIn+":9999"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	to := func(port int) net.Addr { return &net.UDPAddr{IP: net.ParseIP(clientIn), Port: port} }
+	heard := func() string {
+		buf := make([]byte, 64)
+		cli.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err := cli.ReadFrom(buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[:n])
+	}
+	srv.WriteTo([]byte("unasked"), to(9999))
+	if got := heard(); got != "" {
+		t.Errorf("the sandbox, internet off, reached the covered source unasked: %q", got)
+	}
+	// The client writes first: the answer is a reply, and passes.
+	if _, err := cli.WriteTo([]byte("ping"), &net.UDPAddr{IP: net.ParseIP(server.Addr), Port: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := srv.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("the sandbox did not hear the client: %q %v", buf[:n], err)
+	}
+	srv.WriteTo([]byte("pong"), from)
+	if got := heard(); got != "pong" {
+		t.Errorf("the answer to the client: %q, want pong", got)
+	}
+	// That flow opens no other port of the client's.
+	var other net.PacketConn
+	if err := inNetns(client, func() (err error) { other, err = net.ListenPacket("udp4", clientIn+":9998"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	srv.WriteTo([]byte("elsewhere"), to(9998))
+	other.SetReadDeadline(time.Now().Add(time.Second))
+	if n, _, err := other.ReadFrom(buf); err == nil {
+		t.Errorf("the sandbox reached another port of the client: %q", buf[:n])
+	}
+}
