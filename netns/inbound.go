@@ -2,6 +2,7 @@ package netns
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -14,8 +15,13 @@ import (
 type Admits func(src netip.Addr, proto string, port uint16) bool
 
 // inboundCut is the conntrack filter of CutInbound: connections into addr
-// (their original destination) from an address that is not the host's own
-// and that admits no longer lets in.
+// from an address that is not the host's own and that admits no longer
+// lets in. Into addr means answered by addr (the reply's source), on the
+// reply's source port: a connection to a hostPort or a Service was DNATed
+// to the sandbox, so its original destination is the host's or the
+// Service's address and port, while the inbound rules (in FORWARD, after
+// the DNAT) judged it by the sandbox's. The source is the original one, as
+// those rules saw it (an SNAT comes after them).
 type inboundCut struct {
 	addr   netip.Addr
 	local  map[netip.Addr]bool
@@ -23,7 +29,7 @@ type inboundCut struct {
 }
 
 func (c inboundCut) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
-	dst, ok := netip.AddrFromSlice(f.Forward.DstIP)
+	dst, ok := netip.AddrFromSlice(f.Reverse.SrcIP)
 	if !ok || dst.Unmap() != c.addr {
 		return false
 	}
@@ -37,7 +43,7 @@ func (c inboundCut) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 	if proto == "" {
 		proto = fmt.Sprint(f.Forward.Protocol)
 	}
-	return !c.admits(src.Unmap(), proto, f.Forward.DstPort)
+	return !c.admits(src.Unmap(), proto, f.Reverse.SrcPort)
 }
 
 // CutInbound implements Kernel: it deletes the conntrack entries of the
@@ -58,6 +64,29 @@ func (k netlinkKernel) CutInbound(addr netip.Addr, admits Admits) (int, error) {
 	n, err := k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, inboundCut{addr, local, admits})
 	if err != nil {
 		return int(n), fmt.Errorf("deleting conntrack entries into %s: %w", addr, err)
+	}
+	return int(n), nil
+}
+
+// addrFlows is the conntrack filter of ForgetConnections: every connection
+// from addr or answered by it, whoever opened it.
+type addrFlows netip.Addr
+
+func (a addrFlows) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	for _, ip := range []net.IP{f.Forward.SrcIP, f.Reverse.SrcIP} {
+		if x, ok := netip.AddrFromSlice(ip); ok && x.Unmap() == netip.Addr(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ForgetConnections implements Kernel: it deletes the conntrack entries of
+// every connection from or into addr, and says how many.
+func (k netlinkKernel) ForgetConnections(addr netip.Addr) (int, error) {
+	n, err := k.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, addrFlows(addr))
+	if err != nil {
+		return int(n), fmt.Errorf("deleting conntrack entries of %s: %w", addr, err)
 	}
 	return int(n), nil
 }

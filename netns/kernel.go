@@ -70,6 +70,9 @@ type Kernel interface {
 	// from anywhere but the host itself that admits does not let in, and
 	// says how many (inbound.go).
 	CutInbound(addr netip.Addr, admits Admits) (int, error)
+	// ForgetConnections deletes the conntrack entries of every connection
+	// from or into addr (a deleted sandbox's), and says how many.
+	ForgetConnections(addr netip.Addr) (int, error)
 	// Close releases what the Kernel holds.
 	Close()
 }

@@ -25,9 +25,10 @@ import (
 // a type. It refuses, as the kernel does, a link whose name is taken and a
 // namespace whose mount point exists.
 type fakeKernel struct {
-	mu    sync.Mutex
-	cuts  []fakeCut         // CutInbound's calls
-	links map[string]string // daemon-side link name → type
+	mu     sync.Mutex
+	cuts   []fakeCut         // CutInbound's calls
+	forgot []netip.Addr      // ForgetConnections' calls
+	links  map[string]string // daemon-side link name → type
 	// failNS and failWire make the next CreateNamespace or Wire fail;
 	// Wire fails after adding the link, as a half-made veth would.
 	failNS, failWire error
@@ -538,6 +539,21 @@ func TestARestartReadoptsTheRecordsThatSurvivedAndDropsTheRest(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a survivor that follows the default loses the connections the default no longer admits; a dropped one's go", func(t *testing.T) {
+		var cut []string
+		for _, c := range e.k.cuts {
+			cut = append(cut, c.addr.String())
+		}
+		if want := []string{rec("old", 2, nil).Addr.String()}; !slices.Equal(cut, want) {
+			t.Errorf("inbound cuts for %q, want %q (the default-following survivor only)", cut, want)
+		}
+		if !slices.Contains(e.k.forgot, rec("nons", 4, nil).Addr) {
+			t.Errorf("a dropped sandbox's connections were kept: forgot %v", e.k.forgot)
+		}
+		if slices.Contains(e.k.forgot, rec("alive", 1, nil).Addr) {
+			t.Errorf("a survivor's connections were forgotten (a stale record of its slot): forgot %v", e.k.forgot)
+		}
+	})
 	t.Run("a dropped record's link is removed unless a survivor holds its slot", func(t *testing.T) {
 		want := []string{"icdt1", "icdt2", "icdt9", "other0", "icdtx"}
 		sort.Strings(want)
@@ -589,6 +605,14 @@ func (k *fakeKernel) CutInbound(addr netip.Addr, admits Admits) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.cuts = append(k.cuts, fakeCut{addr, admits})
+	return 0, nil
+}
+
+// ForgetConnections records the address; it cuts nothing.
+func (k *fakeKernel) ForgetConnections(addr netip.Addr) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.forgot = append(k.forgot, addr)
 	return 0, nil
 }
 

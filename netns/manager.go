@@ -460,7 +460,8 @@ func (m *Manager) adopt() error {
 		if sb.Interface == "" {
 			sb.Interface = SandboxInterface // a record from before attach
 		}
-		if err == nil && (sb.PolicyDefault || !bytes.Contains(raw, []byte(`"policy"`))) {
+		followsDefault := err == nil && (sb.PolicyDefault || !bytes.Contains(raw, []byte(`"policy"`)))
+		if followsDefault {
 			// A record from before policies, or a sandbox that follows
 			// the default: the config's, which may have changed while
 			// the daemon was down.
@@ -513,6 +514,12 @@ func (m *Manager) adopt() error {
 		}
 		m.register(&sb)
 		m.policyApplied(sb)
+		if followsDefault {
+			// The default's inbound list may have lost an entry while the
+			// daemon was down: what it had let in goes, as after a reload.
+			// (A sandbox's own policy is the record's, in force before.)
+			m.cutInbound(sb)
+		}
 		m.log.Info("re-adopted sandbox", "sandbox", sb.Name, "addr", sb.Addr)
 	}
 	// What did not survive goes once the survivors are known: its link is
@@ -528,6 +535,15 @@ func (m *Manager) adopt() error {
 	for i := range dropped {
 		if owned[dropped[i].HostInterface] {
 			dropped[i].HostInterface = ""
+		}
+		// Its connections go too, as on a delete, unless its address is
+		// a survivor's.
+		if a := dropped[i].Addr; a.Is4() {
+			if _, taken := m.sandboxAt(a); !taken {
+				if _, err := m.k.ForgetConnections(a); err != nil {
+					m.log.Warn("deleting a dropped sandbox's connections", "sandbox", dropped[i].Name, "error", err)
+				}
+			}
 		}
 		m.destroy(&dropped[i])
 	}
@@ -940,6 +956,15 @@ func (m *Manager) Delete(name string) (err error) {
 	}
 	m.cfg.Metrics.setActive(n)
 	m.clearSets(s)
+	// Its connections go too: a conntrack entry outlives the sandbox, and
+	// one kept alive from outside (a stream of datagrams, each refreshing
+	// it) would carry on, as established, into whoever gets the address
+	// next, past that sandbox's inbound and egress policy alike.
+	if s.Addr.Is4() {
+		if _, cerr := m.k.ForgetConnections(s.Addr); cerr != nil {
+			m.log.Warn("deleting a deleted sandbox's connections", "sandbox", name, "error", cerr)
+		}
+	}
 	// What the kernel counts at its address until the next read is its
 	// own (the reaper reads before the address is given again).
 	m.cfg.Flows.retire(s.Addr, s.Name)

@@ -17,7 +17,7 @@ import (
 //	interceptd_router_request_bytes_total{handler}
 //	interceptd_router_request_duration_seconds{handler}
 //	interceptd_router_response_bytes_total{handler}
-//	interceptd_router_tunnels_open                  upgraded connections open now (tunnel.go)
+//	interceptd_router_tunnels_open                  upgraded or spliced connections open now (tunnel.go)
 //	interceptd_router_tunnels_cut_total{reason}     reason: a policy deny reason, rerouted, sandbox_deleted, idle_timeout
 //	interceptd_router_upgrades_total{kind,outcome}  kind: websocket|h2c|other; outcome: switched|denied|unsupported|failed|not_switched (upgrade.go)
 //	interceptd_router_upgraded_connections_open     switched connections (after their 101) open now

@@ -384,6 +384,14 @@ type TLSVerdict struct {
 	// the SNI, or without one the handler whose virtual address was
 	// dialled. Every request inside must name it as its Host.
 	Name string
+	// Track, set for a sandbox's connection that passes through, registers
+	// it as one of the sandbox's tunnels once spliced: cut closes both of
+	// its sides, and the front calls ended when the splice is over. A
+	// policy change (the sandbox's own, or that of a sandbox it splices
+	// to) then decides it again, as for an upgrade, and cuts it if now
+	// denied: a spliced connection is otherwise decided once, at its
+	// ClientHello.
+	Track func(cut func()) (ended func())
 }
 
 // DecideTLS decides a TLS connection from src to dst by its ClientHello's
@@ -396,19 +404,53 @@ func (rt *Router) DecideTLS(src, dst netip.AddrPort, sni string) TLSVerdict {
 		caller = policy.Caller{}
 	}
 	sni = policy.NormalizeHost(sni)
+	d, name := rt.decideTLS(caller, dst, sni)
+	rt.cfg.Decisions.Observe("tls", caller.Sandbox, d)
+	v := TLSVerdict{Decision: d, Sandbox: caller.Sandbox, RequestID: requestIDOf(requestIDSeq.Add(1))}
+	switch {
+	case d.Result == policy.Handler:
+		v.Name = name
+	case d.Allowed() && known:
+		id := v.RequestID
+		v.Track = func(cut func()) func() { return rt.passTunnel(src, dst, sni, caller, id, cut) }
+	}
+	return v
+}
+
+// decideTLS is DecideTLS's decision, and the name TLS would be terminated
+// for if it gives a handler; it counts nothing.
+func (rt *Router) decideTLS(caller policy.Caller, dst netip.AddrPort, sni string) (policy.Decision, string) {
 	_, route, hasHandler, vname := rt.handlerFor(rt.routes.Load(), caller, sni, dst)
 	name := sni
 	if !hasHandler {
 		name = vname
 	}
 	intercept := (hasHandler || vname != "") && route.HTTPS
-	d := rt.cfg.Verdicts.TLS(caller, policy.TLSHello{SNI: sni, Dest: dst, Virtual: vname, HasHandler: hasHandler, Intercept: intercept})
-	rt.cfg.Decisions.Observe("tls", caller.Sandbox, d)
-	v := TLSVerdict{Decision: d, Sandbox: caller.Sandbox, RequestID: requestIDOf(requestIDSeq.Add(1))}
-	if d.Result == policy.Handler {
-		v.Name = name
+	return rt.cfg.Verdicts.TLS(caller, policy.TLSHello{SNI: sni, Dest: dst, Virtual: vname, HasHandler: hasHandler, Intercept: intercept}), name
+}
+
+// passTunnel registers a spliced TLS connection as a tunnel of caller's
+// (TLSVerdict.Track), and decides it again at once: a policy change
+// between the ClientHello and the splice found no tunnel to decide.
+func (rt *Router) passTunnel(src, dst netip.AddrPort, sni string, caller policy.Caller, requestID string, cut func()) (ended func()) {
+	t := &tunnel{
+		sandbox: caller.Sandbox, host: sni, dest: dst, handler: LabelForward,
+		requestID: requestID, opened: time.Now(), cut: cut,
+		redecide: func() (string, policy.Decision) {
+			now, known := rt.cfg.Identify(src.Addr())
+			if !known || now.Sandbox != caller.Sandbox {
+				return "", policy.Decision{Result: policy.Deny, Reason: CutSandboxDeleted, Detail: "the address is no longer the sandbox's"}
+			}
+			d, name := rt.decideTLS(now, dst, sni)
+			if d.Result == policy.Handler {
+				return name, d
+			}
+			return LabelForward, d
+		},
 	}
-	return v
+	ended = rt.openTunnel(t)
+	rt.redecideTunnel(t)
+	return ended
 }
 
 // deny writes the deny response for a policy decision.

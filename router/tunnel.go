@@ -95,6 +95,21 @@ func (ts *tunnels) of(sandbox string) []*tunnel {
 	return out
 }
 
+// into returns the open tunnels, of any sandbox, to addr.
+func (ts *tunnels) into(addr netip.Addr) []*tunnel {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var out []*tunnel
+	for _, m := range ts.bySandbox {
+		for t := range m {
+			if t.dest.Addr() == addr {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
 // openTunnel registers t; the tunnel's owner calls the function returned
 // when it ends. Upgrades register through upgradeTunnel; any other kind (a
 // TLS passthrough splice) registers the same way, with a redecide that calls
@@ -117,6 +132,23 @@ func (rt *Router) openTunnel(t *tunnel) (ended func()) {
 func (rt *Router) Redecide(sandbox string) int {
 	n := 0
 	for _, t := range rt.tunnels.of(sandbox) {
+		if rt.redecideTunnel(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// RedecideInto makes the decision of every sandbox's open tunnels to addr
+// again, and cuts those now denied; it returns how many it cut. Call it
+// after the policy of the sandbox at addr changed: a tunnel from another
+// sandbox to it (a spliced TLS connection, an upgrade) was decided under
+// its inbound entries too (policy.Verdicts.Sandbox), and the kernel, which
+// cuts the connections into it that its entries no longer admit, sees
+// only the daemon's own connection, which it never cuts.
+func (rt *Router) RedecideInto(addr netip.Addr) int {
+	n := 0
+	for _, t := range rt.tunnels.into(addr) {
 		if rt.redecideTunnel(t) {
 			n++
 		}

@@ -89,3 +89,30 @@ func TestRedecideCutsWhatIsNowDeniedOrServedElsewhereAndLogsEachCut(t *testing.T
 		})
 	}
 }
+
+func TestRedecideIntoDecidesAgainEverySandboxsTunnelsToThatAddressOnly(t *testing.T) {
+	deny := policy.Decision{Result: policy.Deny, Reason: policy.ReasonProtected}
+	var log lockedBuffer
+	m := NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	rt := New(Config{Metrics: m, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	cut := map[string]bool{}
+	open := func(sandbox, dest string) {
+		tn := &tunnel{
+			sandbox: sandbox, host: dest, dest: netip.MustParseAddrPort(dest), handler: LabelForward,
+			redecide: func() (string, policy.Decision) { return LabelDeny, deny },
+			cut:      func() { cut[sandbox+">"+dest] = true },
+		}
+		t.Cleanup(rt.openTunnel(tn))
+	}
+	open("a", "10.213.0.2:443")
+	open("b", "10.213.0.2:80")
+	open("a", "10.213.0.6:443")
+	open("b", "192.0.2.10:443")
+	if n := rt.RedecideInto(netip.MustParseAddr("10.213.0.2")); n != 2 {
+		t.Errorf("RedecideInto cut %d, want 2", n)
+	}
+	want := map[string]bool{"a>10.213.0.2:443": true, "b>10.213.0.2:80": true}
+	if len(cut) != len(want) || !cut["a>10.213.0.2:443"] || !cut["b>10.213.0.2:80"] {
+		t.Errorf("cut %v, want %v", cut, want)
+	}
+}

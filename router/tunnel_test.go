@@ -211,3 +211,32 @@ func TestAPolicyChangeBetweenTheDecisionAndTheTunnelsRegistrationStillCutsIt(t *
 		t.Errorf("cuts: %v, want 1 (got %q, lookups %d)", n, got, lookups.Load())
 	}
 }
+
+func TestASplicedTLSConnectionIsATunnelDecidedAgainOnAPolicyChange(t *testing.T) {
+	var pol atomic.Pointer[policy.Compiled]
+	pol.Store(compiled(policy.Policy{Internet: true}))
+	m := router.NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10))
+	rt := router.New(router.Config{
+		Identify: func(a netip.Addr) (policy.Caller, bool) { return policy.Caller{Sandbox: "s", Policy: pol.Load()}, true },
+		Metrics:  m,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	// No SNI: the address decides, and internet on opens it.
+	v := rt.DecideTLS(netip.MustParseAddrPort("10.213.0.2:40000"), netip.MustParseAddrPort("203.0.113.10:443"), "")
+	if !v.Allowed() || v.Track == nil {
+		t.Fatalf("verdict %+v (Track set: %v), want an allowed passthrough to track", v.Decision, v.Track != nil)
+	}
+	cuts := 0
+	ended := v.Track(func() { cuts++ })
+	defer ended()
+	if got := testutil.ToFloat64(router.TunnelsOpen(m)); got != 1 {
+		t.Errorf("open tunnels: %v, want 1", got)
+	}
+	if n := rt.Redecide("s"); n != 0 || cuts != 0 {
+		t.Fatalf("under the same policy: %d cut", cuts)
+	}
+	pol.Store(compiled(policy.Policy{Internet: false}))
+	if n := rt.Redecide("s"); n != 1 || cuts != 1 {
+		t.Errorf("after internet went off: Redecide said %d, cut called %d times; want 1", n, cuts)
+	}
+}

@@ -474,8 +474,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 // onPolicy runs when a sandbox's policy takes effect (adopted, created or
 // changed). A sandbox whose policy denies a name is refused the addresses
 // DNS gave (anyone) for it, on every protocol: those already learned now,
-// and those learned later (denyLearned). Its open tunnels are decided again
-// under the new policy.
+// and those learned later (denyLearned). Its open tunnels, and other
+// sandboxes' tunnels to it (which its inbound entries admitted), are
+// decided again under the new policy.
 //
 // The manager calls it synchronously from Setup (adoption), Create and
 // SetPolicy. Setup runs before the router exists, when no sandbox has a
@@ -495,6 +496,10 @@ func (d *Daemon) onPolicy(sb netns.Sandbox) {
 	}
 	if d.router != nil {
 		d.router.Redecide(sb.Name)
+		// Its inbound entries hold other sandboxes' tunnels to it.
+		if sb.Addr.IsValid() {
+			d.router.RedecideInto(sb.Addr)
+		}
 	}
 }
 

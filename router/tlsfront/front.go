@@ -246,6 +246,10 @@ func (s *Server) serve(c net.Conn) {
 	s.conns[up] = struct{}{}
 	s.mu.Unlock()
 	defer s.untrack(up)
+	if v.Track != nil {
+		// A policy change decides it again, and may cut it.
+		defer v.Track(func() { raw.Close(); up.Close() })()
+	}
 	s.Metrics.connection(OutcomePassthrough)
 	in, out := splice(rc, raw, up, s.Metrics, s.firstBytes())
 	s.logger().Info("tls", append(rec, "outcome", OutcomePassthrough, "bytes_in", in, "bytes_out", out,
