@@ -441,8 +441,8 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	// credit is what the object this upload replaces already charges its
 	// owner when that is the uploader: the quota holds the change, as
 	// bbolt's does, so an owner at its quota may still overwrite its own
-	// objects. (Should that object go before the commit, its deletion
-	// gives its charge back, and the sum is the same.)
+	// objects. The commit takes it again for the object it replaces
+	// (commit, below): this one may be gone by then.
 	var credit store.Amount
 	if o.Precondition != nil || (h != nil && o.Owner != "") {
 		cur, _, err := b.head(key)
@@ -535,6 +535,20 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 		}
 		if o.Precondition != nil {
 			if err := o.Precondition(cur); err != nil {
+				return nil, nil, err
+			}
+		}
+		// The credit is for the object this commit replaces, which the
+		// conditional request pins: the one seen at the start may have
+		// been deleted since and its charge given back already, so that
+		// a credit kept from then would be spent twice.
+		var now store.Amount
+		if cur != nil && o.Owner != "" && cur.Owner == o.Owner {
+			now = store.Amount{Bytes: chargeOf(cur), Keys: 1}
+		}
+		if now != credit {
+			credit = now
+			if err := reserveTo(up.n); err != nil {
 				return nil, nil, err
 			}
 		}
