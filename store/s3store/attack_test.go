@@ -4,10 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/s3store"
 )
 
 // Attacks of a sandbox on its blob quota through the ledger. Each test
@@ -64,40 +71,65 @@ func TestTheCreditOfAnOverwrittenObjectIsNotSpentTwiceWhenItIsDeletedMeanwhile(t
 
 func TestTwoDeletesOfOneObjectGiveItsChargeBackOnce(t *testing.T) {
 	// Both deletes HEAD the object before either DELETEs it: both see
-	// it, and S3 answers both DELETEs with success. Were both to give
-	// its charge back, sb1 would be charged less than it holds (here
-	// below nothing), and have that much more room.
-	s, op := accounted(t, nil, nil)
-	b := s.Blobs("q", store.ScopeShared, store.Limits{})
-	for _, k := range []string{"a", "keep"} {
-		if _, err := b.Put(k, bytes.NewReader(content(100, 1)), store.PutOptions{Size: -1, Owner: "sb1"}); err != nil {
-			t.Fatal(err)
+	// it, and send If-Match with its ETag. The second is refused: by
+	// SeaweedFS with 412, by AWS with 404 (the object is gone), which a
+	// proxy plays here. Were both to give its charge back, sb1 would be
+	// charged less than it holds (here below nothing), and have that
+	// much more room.
+	srv := server(t)
+	target, _ := url.Parse("http://" + srv.Endpoint())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(r *http.Response) error {
+		if r.Request.Method == http.MethodDelete && r.StatusCode == http.StatusPreconditionFailed && !strings.Contains(r.Request.URL.Path, ".check/") {
+			body := `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>`
+			r.Body.Close()
+			r.Body = io.NopCloser(strings.NewReader(body))
+			r.ContentLength = int64(len(body))
+			r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+			r.StatusCode, r.Status = http.StatusNotFound, "404 Not Found"
 		}
+		return nil
 	}
-	const n = 4
-	var seen sync.WaitGroup
-	seen.Add(n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			err := b.DeleteIf("a", func(cur *store.ObjectInfo) error {
-				if first {
-					first = false
-					seen.Done()
-					seen.Wait() // every delete has seen "a"
+	aws := httptest.NewServer(rp)
+	defer aws.Close()
+	for _, tt := range []struct{ name, endpoint string }{
+		{"SeaweedFS refuses the second with 412", srv.Endpoint()},
+		{"AWS refuses the second with 404", strings.TrimPrefix(aws.URL, "http://")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, op := accounted(t, func(o *s3store.Options) { o.Endpoint = tt.endpoint }, nil)
+			b := s.Blobs("q", store.ScopeShared, store.Limits{})
+			for _, k := range []string{"a", "keep"} {
+				if _, err := b.Put(k, bytes.NewReader(content(100, 1)), store.PutOptions{Size: -1, Owner: "sb1"}); err != nil {
+					t.Fatal(err)
 				}
-				return nil
-			})
-			if err != nil {
-				t.Error(err)
 			}
-		}()
-	}
-	wg.Wait()
-	if u := blobUsage(t, op, "sb1"); u != (store.Amount{Bytes: 4 + 100, Keys: 1}) {
-		t.Fatalf("sb1 is charged %+v for the one object of 104 bytes it holds", u)
+			const n = 4
+			var seen sync.WaitGroup
+			seen.Add(n)
+			var wg sync.WaitGroup
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					first := true
+					err := b.DeleteIf("a", func(cur *store.ObjectInfo) error {
+						if first {
+							first = false
+							seen.Done()
+							seen.Wait() // every delete has seen "a"
+						}
+						return nil
+					})
+					if err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if u := blobUsage(t, op, "sb1"); u != (store.Amount{Bytes: 4 + 100, Keys: 1}) {
+				t.Fatalf("sb1 is charged %+v for the one object of 104 bytes it holds", u)
+			}
+		})
 	}
 }

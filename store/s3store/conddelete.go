@@ -3,6 +3,7 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -48,19 +49,29 @@ func (t ctxHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // removeIfMatch deletes name if its S3 ETag is etag (when the server
-// honours the condition): a 412 is returned as it is (isPreconditionFailed).
+// honours the condition): a 412 is returned as it is (isPreconditionFailed),
+// and so is a 404 to a conditional DELETE (errGone).
 func (s *Store) removeIfMatch(name, etag string) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if etag != "" && s.conditionalDeletes() {
+	conditional := etag != "" && s.conditionalDeletes()
+	if conditional {
 		ctx = withHeaders(ctx, map[string]string{"If-Match": `"` + trimQuotes(etag) + `"`})
 	}
 	err := s.c.RemoveObject(ctx, s.bucket, name, minio.RemoveObjectOptions{})
 	if err != nil && isNotFound(err) {
+		if conditional {
+			return errGone
+		}
 		return nil
 	}
 	return err
 }
+
+// errGone is what removeIfMatch returns when the object was gone before
+// its conditional DELETE (AWS answers 404 there, SeaweedFS 412): another
+// delete took it, and gave its charge back, so the caller must not.
+var errGone = errors.New("the object was deleted by another")
 
 func trimQuotes(s string) string {
 	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {

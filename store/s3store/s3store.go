@@ -954,7 +954,7 @@ func (b *Blobs) DeleteIf(key string, pre func(*store.ObjectInfo) error) (err err
 			return err
 		}
 		err = b.s.removeIfMatch(b.name(key), s3etag)
-		if isPreconditionFailed(err) {
+		if isPreconditionFailed(err) || errors.Is(err, errGone) {
 			if attempt < commitAttempts {
 				continue // replaced since the HEAD: ask about the new one
 			}
