@@ -133,3 +133,42 @@ func TestTwoDeletesOfOneObjectGiveItsChargeBackOnce(t *testing.T) {
 		})
 	}
 }
+
+// aborted gives r, then fails as a request body does whose client went
+// away mid-body (chunked, so no length was announced).
+type aborted struct{ r io.Reader }
+
+func (a *aborted) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if err == io.EOF {
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func TestAnUploadWhoseClientAbortsMidBodyIsNotStored(t *testing.T) {
+	// An aborted body of unknown size must not be taken for a whole one
+	// ending there: the bbolt store refuses it with the body's error.
+	s, op := accounted(t, smallParts, nil)
+	b := s.Blobs("q", store.ScopeShared, store.Limits{})
+	for _, tt := range []struct {
+		name string
+		n    int
+	}{
+		{"within one part", 30},
+		{"in the second part", s3store.MinPartSize + 30},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := b.Put("a", &aborted{bytes.NewReader(content(tt.n, 1))}, store.PutOptions{Size: -1, Owner: "sb1"})
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("got %v, want io.ErrUnexpectedEOF", err)
+			}
+			if _, err := b.Head("a"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("head: %v, want store.ErrNotFound", err)
+			}
+			if u := blobUsage(t, op, "sb1"); u != (store.Amount{}) {
+				t.Errorf("sb1 is charged %+v for nothing", u)
+			}
+		})
+	}
+}

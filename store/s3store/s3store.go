@@ -503,6 +503,12 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	// finish checks the whole body once it has ended: its length against
 	// the announced one and its MD5 against Content-MD5.
 	finish := func() (string, error) {
+		// The body's own failure (a client gone mid-body reads as
+		// io.ErrUnexpectedEOF), which io.ReadFull cannot tell from a
+		// body that ended within a part.
+		if up.err != nil {
+			return "", up.err
+		}
 		if o.Size >= 0 && up.n < o.Size {
 			return "", fmt.Errorf("%w: %d of %d bytes", store.ErrIncomplete, up.n, o.Size)
 		}
