@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/s3store"
@@ -170,5 +172,44 @@ func TestAnUploadWhoseClientAbortsMidBodyIsNotStored(t *testing.T) {
 				t.Errorf("sb1 is charged %+v for nothing", u)
 			}
 		})
+	}
+}
+
+func TestAnUploadSlowerThanItsLeaseIsChargedAfterARecountWipedItsReservation(t *testing.T) {
+	// A sandbox trickles a body past the lease of its reservation; a
+	// recount (store --check) meanwhile charges it only for what is
+	// committed, and it fills that room. Were the upload settled
+	// against the reservation the recount wiped, its object would be
+	// charged nothing.
+	s, op := accounted(t, nil, map[string]map[string]int64{"sb1": {"blob.bytes": 150}})
+	var skew atomic.Int64
+	s.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	b := s.Blobs("q", store.ScopeShared, store.Limits{})
+	g := &gate{open: make(chan struct{}), started: make(chan struct{}), r: bytes.NewReader(content(100, 2))}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Put("a", g, store.PutOptions{Size: 100, Owner: "sb1"})
+		done <- err
+	}()
+	<-g.started // 101 bytes reserved
+	skew.Store(int64(time.Hour))
+	if _, err := s.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put("b", bytes.NewReader(content(100, 3)), store.PutOptions{Size: 100, Owner: "sb1"}); err != nil {
+		t.Fatal(err)
+	}
+	close(g.open)
+	if err := <-done; !errors.Is(err, store.ErrQuotaExceeded) {
+		t.Errorf("the slow upload: got %v, want store.ErrQuotaExceeded", err)
+	}
+	held := int64(0)
+	for _, k := range []string{"a", "b"} {
+		if _, err := b.Head(k); err == nil {
+			held += 101
+		}
+	}
+	if u := blobUsage(t, op, "sb1"); u.Bytes != held || held > 150 {
+		t.Errorf("sb1 holds %d bytes and is charged %+v (quota 150)", held, u)
 	}
 }

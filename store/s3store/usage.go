@@ -208,7 +208,8 @@ func (a *accounting) start(lease time.Duration) *hold {
 
 // reserve takes add more of owner's quota for the operation (nothing
 // when it adds nothing; a *store.QuotaError when it would pass the
-// quota) and renews the lease. A hold of no accounting reserves nothing.
+// quota) and renews the lease; what a recount wiped meanwhile is taken
+// again. A hold of no accounting reserves nothing.
 func (h *hold) reserve(owner string, add store.Amount) error {
 	if h == nil || owner == "" {
 		return nil
@@ -224,6 +225,9 @@ func (h *hold) reserve(owner string, add store.Amount) error {
 	until := now.Add(h.lease).Unix()
 	err := h.a.update([]string{owner}, func(recs map[string]*ledgerRecord) error {
 		r := recs[owner]
+		if r.find(h.id) < 0 && h.owners[owner] != nil {
+			return errRecounted
+		}
 		usage := store.Amount{Bytes: r.Bytes + elsewhere.Bytes, Keys: r.Objects + elsewhere.Keys}
 		if add.Bytes > 0 && quota.Bytes > 0 && usage.Bytes+add.Bytes > quota.Bytes {
 			return &store.QuotaError{Sandbox: owner, Kind: store.KindBlob, Limit: "bytes", Quota: quota.Bytes, Usage: usage.Bytes, Write: add.Bytes}
@@ -244,6 +248,15 @@ func (h *hold) reserve(owner string, add store.Amount) error {
 		p.Until = until
 		return nil
 	})
+	if errors.Is(err, errRecounted) {
+		// A recount took the operation for dead (a body slower than its
+		// lease) and charged the owner only for what was committed: hold
+		// what it held again, against the quota, or the commit would
+		// settle against a reservation no longer there.
+		held := *h.owners[owner]
+		delete(h.owners, owner)
+		return h.reserve(owner, store.Amount{Bytes: max(held.Bytes+add.Bytes, 0), Keys: max(held.Keys+add.Keys, 0)})
+	}
 	if err != nil {
 		return err
 	}
@@ -257,6 +270,11 @@ func (h *hold) reserve(owner string, add store.Amount) error {
 	a.Keys += add.Keys
 	return nil
 }
+
+// errRecounted is what reserve's transaction returns when the
+// operation's pending entry is gone from a record it reserved in: a
+// recount (Reconcile) took it for dead once its lease had run out.
+var errRecounted = errors.New("the reservation was recounted")
 
 // mark makes owner's record show the operation in flight (an object of
 // its is about to be replaced or deleted), so that reconcile leaves it
