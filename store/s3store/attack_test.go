@@ -213,3 +213,47 @@ func TestAnUploadSlowerThanItsLeaseIsChargedAfterARecountWipedItsReservation(t *
 		t.Errorf("sb1 holds %d bytes and is charged %+v (quota 150)", held, u)
 	}
 }
+
+func TestAStoreThatRefusesIfMatchOnDeleteIsProbedOnce(t *testing.T) {
+	// A store that answers 501 to a DELETE carrying If-Match gave an
+	// answer, not an outage: DeleteIf falls back to its HEAD, and does
+	// not probe again at every delete (three calls each, one at a time).
+	srv := server(t)
+	target, _ := url.Parse("http://" + srv.Endpoint())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var refused atomic.Int32
+	ps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete && r.Header.Get("If-Match") != "" {
+			refused.Add(1)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusNotImplemented)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented.</Message></Error>`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer ps.Close()
+	s, op := accounted(t, func(o *s3store.Options) { o.Endpoint = strings.TrimPrefix(ps.URL, "http://") }, nil)
+	b := s.Blobs("q", store.ScopeShared, store.Limits{})
+	for i := range 3 {
+		k := strconv.Itoa(i)
+		if _, err := b.Put(k, strings.NewReader("v"), store.PutOptions{Size: 1, Owner: "sb1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.DeleteIf(k, func(*store.ObjectInfo) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Head(k); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("after DeleteIf: %v", err)
+		}
+	}
+	if ok, err := s.ConditionalDeletes(); ok || err != nil {
+		t.Errorf("conditional deletes honoured: %v (%v), want false", ok, err)
+	}
+	if n := refused.Load(); n != 1 {
+		t.Errorf("%d DELETEs carried If-Match, want the probe's one", n)
+	}
+	if u := blobUsage(t, op, "sb1"); u != (store.Amount{}) {
+		t.Errorf("sb1 is charged %+v for nothing", u)
+	}
+}

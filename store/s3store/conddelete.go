@@ -121,6 +121,14 @@ func (s *Store) probeConditionalDelete() (bool, error) {
 	defer s.c.RemoveObject(context.Background(), s.bucket, key, minio.RemoveObjectOptions{})
 	derr := s.c.RemoveObject(withHeaders(ctx, map[string]string{"If-Match": `"00000000000000000000000000000000"`}), s.bucket, key, minio.RemoveObjectOptions{})
 	if derr != nil && !isPreconditionFailed(derr) {
+		if refusesIfMatch(derr) {
+			// An answer, and a lasting one: asked again, at every
+			// delete, it would cost each three calls in turn.
+			s.condDelete.Store(condIgnored)
+			slog.Warn("s3 store refuses If-Match on DELETE: a conditional delete checks its condition on a HEAD just before the DELETE, and a write landing between the two is deleted",
+				"store", s.where, "answer", derr)
+			return false, nil
+		}
 		return false, s.wrap("probe", derr)
 	}
 	_, serr := s.c.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
@@ -136,6 +144,15 @@ func (s *Store) probeConditionalDelete() (bool, error) {
 	default:
 		return false, fmt.Errorf("probing conditional deletes: %w", s.wrap("probe", serr))
 	}
+}
+
+// refusesIfMatch says whether a DELETE's failure is the server's refusal
+// of the If-Match header (501, or a 400 naming it) rather than a failure
+// to reach it.
+func refusesIfMatch(err error) bool {
+	r := minio.ToErrorResponse(err)
+	return r.StatusCode == http.StatusNotImplemented || r.Code == "NotImplemented" ||
+		(r.StatusCode == http.StatusBadRequest && (r.Code == "InvalidArgument" || r.Code == "InvalidRequest"))
 }
 
 // ConditionalDeletes probes the server (once) and reports whether it
