@@ -257,3 +257,43 @@ func TestAStoreThatRefusesIfMatchOnDeleteIsProbedOnce(t *testing.T) {
 		t.Errorf("sb1 is charged %+v for nothing", u)
 	}
 }
+
+// reset gives r, then fails as a body whose connection was reset.
+type reset struct{ r io.Reader }
+
+func (a *reset) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if err == io.EOF {
+		return n, errors.New("connection reset by peer")
+	}
+	return n, err
+}
+
+func TestAnUploadThatFailsAfterARecountWipedItsReservationGivesNothingBack(t *testing.T) {
+	// The reservation a recount wiped is no longer in the record: the
+	// failed upload must not give it back again, or the owner is
+	// charged below what it holds (below nothing), and has that much
+	// more room.
+	s, op := accounted(t, nil, map[string]map[string]int64{"sb1": {"blob.bytes": 150}})
+	var skew atomic.Int64
+	s.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	b := s.Blobs("q", store.ScopeShared, store.Limits{})
+	g := &gate{open: make(chan struct{}), started: make(chan struct{}), r: &reset{bytes.NewReader(content(50, 2))}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Put("a", g, store.PutOptions{Size: 100, Owner: "sb1"})
+		done <- err
+	}()
+	<-g.started // 101 bytes reserved
+	skew.Store(int64(time.Hour))
+	if _, err := s.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	close(g.open)
+	if err := <-done; err == nil {
+		t.Fatal("the reset upload was taken")
+	}
+	if u := blobUsage(t, op, "sb1"); u != (store.Amount{}) {
+		t.Errorf("sb1 holds nothing and is charged %+v", u)
+	}
+}

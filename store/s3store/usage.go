@@ -296,9 +296,11 @@ func (h *hold) reserved(owner string) store.Amount {
 
 // end settles the operation: each owner's record loses its pending entry
 // and changes by adjust[owner] (relative to what is reserved: a commit
-// that failed gives back its reservation with adjust = -reserved). A
-// ledger that cannot be reached leaves the reservation to be recounted;
-// it is logged, not returned, since the object store has already changed.
+// that failed gives back its reservation with adjust = -reserved); a
+// reservation a recount wiped (its lease ran out) is not given back
+// again. A ledger that cannot be reached leaves the reservation to be
+// recounted; it is logged, not returned, since the object store has
+// already changed.
 func (h *hold) end(adjust map[string]store.Amount) {
 	if h == nil {
 		return
@@ -318,10 +320,15 @@ func (h *hold) end(adjust map[string]store.Amount) {
 	err := h.a.update(owners, func(recs map[string]*ledgerRecord) error {
 		for _, o := range owners {
 			r := recs[o]
+			d := adjust[o]
 			if i := r.find(h.id); i >= 0 {
 				r.Pending = append(r.Pending[:i], r.Pending[i+1:]...)
+			} else if held := h.owners[o]; held != nil {
+				// A recount took the operation for dead and wiped
+				// what it held: the change is from nothing held.
+				d.Bytes += held.Bytes
+				d.Keys += held.Keys
 			}
-			d := adjust[o]
 			r.Bytes += d.Bytes
 			r.Objects += d.Keys
 		}
