@@ -297,3 +297,30 @@ func TestAnUploadThatFailsAfterARecountWipedItsReservationGivesNothingBack(t *te
 		t.Errorf("sb1 holds nothing and is charged %+v", u)
 	}
 }
+
+func TestObjectsOfABucketNamedWithALeadingDotAreRecountedAndPurged(t *testing.T) {
+	// A handler's bucket may start with a dot (1-64 of [A-Za-z0-9_.-]);
+	// the store's own names (.staging/, .check/) do too. Were such a
+	// bucket's objects taken for the store's own, a recount would
+	// charge their owner nothing for them, and a purge leave them.
+	s, op := accounted(t, nil, nil)
+	var skew atomic.Int64
+	s.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	b := s.Blobs(".hidden", store.SandboxScope("sb1"), store.Limits{})
+	if _, err := b.Put("a", bytes.NewReader(content(100, 1)), store.PutOptions{Size: 100, Owner: "sb1"}); err != nil {
+		t.Fatal(err)
+	}
+	skew.Store(int64(time.Hour))
+	if _, err := s.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if u := blobUsage(t, op, "sb1"); u != (store.Amount{Bytes: 101, Keys: 1}) {
+		t.Errorf("after a recount sb1 is charged %+v for its object of 101 bytes", u)
+	}
+	if _, err := s.PurgeScope(store.SandboxScope("sb1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Head("a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after the purge: %v, want store.ErrNotFound", err)
+	}
+}

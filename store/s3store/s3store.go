@@ -8,7 +8,8 @@
 //	<prefix><escaped bucket>/<escaped scope>/<key>
 //
 // with bucket and scope path-escaped, so that neither can hold a "/" that
-// would let one bucket's listing reach into another's. The blob's ETag (the
+// would let one bucket's listing reach into another's (and a bucket's
+// leading dot escaped: names beginning with one are the store's own). The blob's ETag (the
 // hex MD5 of its content, which S3 gives only for single-part uploads),
 // its owner, HTTP headers and custom metadata travel in one user-metadata
 // header, x-amz-meta-interceptd, as base64url JSON, so that nothing depends
@@ -245,7 +246,19 @@ func (s *Store) Blobs(bucket, scope string, l store.Limits) backend.Blobs {
 	if l.MaxObjectBytes == 0 {
 		l.MaxObjectBytes = d.MaxObjectBytes
 	}
-	return &Blobs{s: s, base: s.prefix + url.PathEscape(bucket) + "/" + url.PathEscape(scope) + "/", limits: l}
+	return &Blobs{s: s, base: s.prefix + bucketDir(bucket) + "/" + url.PathEscape(scope) + "/", limits: l}
+}
+
+// bucketDir is a bucket's part of its object names: path-escaped, and a
+// leading dot escaped too (%2E), since names under the prefix that begin
+// with a dot are the store's own (.staging/, .check/), which purges and
+// recounts pass over.
+func bucketDir(bucket string) string {
+	e := url.PathEscape(bucket)
+	if strings.HasPrefix(e, ".") {
+		e = "%2E" + e[1:]
+	}
+	return e
 }
 
 // Blobs is one bucket in one scope.
