@@ -3,6 +3,7 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -48,19 +49,29 @@ func (t ctxHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // removeIfMatch deletes name if its S3 ETag is etag (when the server
-// honours the condition): a 412 is returned as it is (isPreconditionFailed).
+// honours the condition): a 412 is returned as it is (isPreconditionFailed),
+// and so is a 404 to a conditional DELETE (errGone).
 func (s *Store) removeIfMatch(name, etag string) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if etag != "" && s.conditionalDeletes() {
+	conditional := etag != "" && s.conditionalDeletes()
+	if conditional {
 		ctx = withHeaders(ctx, map[string]string{"If-Match": `"` + trimQuotes(etag) + `"`})
 	}
 	err := s.c.RemoveObject(ctx, s.bucket, name, minio.RemoveObjectOptions{})
 	if err != nil && isNotFound(err) {
+		if conditional {
+			return errGone
+		}
 		return nil
 	}
 	return err
 }
+
+// errGone is what removeIfMatch returns when the object was gone before
+// its conditional DELETE (AWS answers 404 there, SeaweedFS 412): another
+// delete took it, and gave its charge back, so the caller must not.
+var errGone = errors.New("the object was deleted by another")
 
 func trimQuotes(s string) string {
 	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
@@ -110,6 +121,14 @@ func (s *Store) probeConditionalDelete() (bool, error) {
 	defer s.c.RemoveObject(context.Background(), s.bucket, key, minio.RemoveObjectOptions{})
 	derr := s.c.RemoveObject(withHeaders(ctx, map[string]string{"If-Match": `"00000000000000000000000000000000"`}), s.bucket, key, minio.RemoveObjectOptions{})
 	if derr != nil && !isPreconditionFailed(derr) {
+		if refusesIfMatch(derr) {
+			// An answer, and a lasting one: asked again, at every
+			// delete, it would cost each three calls in turn.
+			s.condDelete.Store(condIgnored)
+			slog.Warn("s3 store refuses If-Match on DELETE: a conditional delete checks its condition on a HEAD just before the DELETE, and a write landing between the two is deleted",
+				"store", s.where, "answer", derr)
+			return false, nil
+		}
 		return false, s.wrap("probe", derr)
 	}
 	_, serr := s.c.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
@@ -125,6 +144,15 @@ func (s *Store) probeConditionalDelete() (bool, error) {
 	default:
 		return false, fmt.Errorf("probing conditional deletes: %w", s.wrap("probe", serr))
 	}
+}
+
+// refusesIfMatch says whether a DELETE's failure is the server's refusal
+// of the If-Match header (501, or a 400 naming it) rather than a failure
+// to reach it.
+func refusesIfMatch(err error) bool {
+	r := minio.ToErrorResponse(err)
+	return r.StatusCode == http.StatusNotImplemented || r.Code == "NotImplemented" ||
+		(r.StatusCode == http.StatusBadRequest && (r.Code == "InvalidArgument" || r.Code == "InvalidRequest"))
 }
 
 // ConditionalDeletes probes the server (once) and reports whether it

@@ -207,9 +207,10 @@ func (s *Store) PurgeScope(scope string) (int, error) {
 			}
 		}
 		err := s.removeIfMatch(name, etag)
-		if isPreconditionFailed(err) {
+		if isPreconditionFailed(err) || errors.Is(err, errGone) {
 			// Replaced since the HEAD: a write into a scope being
-			// purged; the next purge takes it.
+			// purged; the next purge takes it. Or deleted by another,
+			// who gave its charge back.
 			return nil
 		}
 		if err != nil {

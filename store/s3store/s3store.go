@@ -8,7 +8,8 @@
 //	<prefix><escaped bucket>/<escaped scope>/<key>
 //
 // with bucket and scope path-escaped, so that neither can hold a "/" that
-// would let one bucket's listing reach into another's. The blob's ETag (the
+// would let one bucket's listing reach into another's (and a bucket's
+// leading dot escaped: names beginning with one are the store's own). The blob's ETag (the
 // hex MD5 of its content, which S3 gives only for single-part uploads),
 // its owner, HTTP headers and custom metadata travel in one user-metadata
 // header, x-amz-meta-interceptd, as base64url JSON, so that nothing depends
@@ -245,7 +246,19 @@ func (s *Store) Blobs(bucket, scope string, l store.Limits) backend.Blobs {
 	if l.MaxObjectBytes == 0 {
 		l.MaxObjectBytes = d.MaxObjectBytes
 	}
-	return &Blobs{s: s, base: s.prefix + url.PathEscape(bucket) + "/" + url.PathEscape(scope) + "/", limits: l}
+	return &Blobs{s: s, base: s.prefix + bucketDir(bucket) + "/" + url.PathEscape(scope) + "/", limits: l}
+}
+
+// bucketDir is a bucket's part of its object names: path-escaped, and a
+// leading dot escaped too (%2E), since names under the prefix that begin
+// with a dot are the store's own (.staging/, .check/), which purges and
+// recounts pass over.
+func bucketDir(bucket string) string {
+	e := url.PathEscape(bucket)
+	if strings.HasPrefix(e, ".") {
+		e = "%2E" + e[1:]
+	}
+	return e
 }
 
 // Blobs is one bucket in one scope.
@@ -441,8 +454,8 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	// credit is what the object this upload replaces already charges its
 	// owner when that is the uploader: the quota holds the change, as
 	// bbolt's does, so an owner at its quota may still overwrite its own
-	// objects. (Should that object go before the commit, its deletion
-	// gives its charge back, and the sum is the same.)
+	// objects. The commit takes it again for the object it replaces
+	// (commit, below): this one may be gone by then.
 	var credit store.Amount
 	if o.Precondition != nil || (h != nil && o.Owner != "") {
 		cur, _, err := b.head(key)
@@ -503,6 +516,12 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 	// finish checks the whole body once it has ended: its length against
 	// the announced one and its MD5 against Content-MD5.
 	finish := func() (string, error) {
+		// The body's own failure (a client gone mid-body reads as
+		// io.ErrUnexpectedEOF), which io.ReadFull cannot tell from a
+		// body that ended within a part.
+		if up.err != nil {
+			return "", up.err
+		}
 		if o.Size >= 0 && up.n < o.Size {
 			return "", fmt.Errorf("%w: %d of %d bytes", store.ErrIncomplete, up.n, o.Size)
 		}
@@ -535,6 +554,20 @@ func (b *Blobs) Put(key string, r io.Reader, o store.PutOptions) (info store.Obj
 		}
 		if o.Precondition != nil {
 			if err := o.Precondition(cur); err != nil {
+				return nil, nil, err
+			}
+		}
+		// The credit is for the object this commit replaces, which the
+		// conditional request pins: the one seen at the start may have
+		// been deleted since and its charge given back already, so that
+		// a credit kept from then would be spent twice.
+		var now store.Amount
+		if cur != nil && o.Owner != "" && cur.Owner == o.Owner {
+			now = store.Amount{Bytes: chargeOf(cur), Keys: 1}
+		}
+		if now != credit {
+			credit = now
+			if err := reserveTo(up.n); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -940,7 +973,7 @@ func (b *Blobs) DeleteIf(key string, pre func(*store.ObjectInfo) error) (err err
 			return err
 		}
 		err = b.s.removeIfMatch(b.name(key), s3etag)
-		if isPreconditionFailed(err) {
+		if isPreconditionFailed(err) || errors.Is(err, errGone) {
 			if attempt < commitAttempts {
 				continue // replaced since the HEAD: ask about the new one
 			}

@@ -208,7 +208,8 @@ func (a *accounting) start(lease time.Duration) *hold {
 
 // reserve takes add more of owner's quota for the operation (nothing
 // when it adds nothing; a *store.QuotaError when it would pass the
-// quota) and renews the lease. A hold of no accounting reserves nothing.
+// quota) and renews the lease; what a recount wiped meanwhile is taken
+// again. A hold of no accounting reserves nothing.
 func (h *hold) reserve(owner string, add store.Amount) error {
 	if h == nil || owner == "" {
 		return nil
@@ -224,6 +225,9 @@ func (h *hold) reserve(owner string, add store.Amount) error {
 	until := now.Add(h.lease).Unix()
 	err := h.a.update([]string{owner}, func(recs map[string]*ledgerRecord) error {
 		r := recs[owner]
+		if r.find(h.id) < 0 && h.owners[owner] != nil {
+			return errRecounted
+		}
 		usage := store.Amount{Bytes: r.Bytes + elsewhere.Bytes, Keys: r.Objects + elsewhere.Keys}
 		if add.Bytes > 0 && quota.Bytes > 0 && usage.Bytes+add.Bytes > quota.Bytes {
 			return &store.QuotaError{Sandbox: owner, Kind: store.KindBlob, Limit: "bytes", Quota: quota.Bytes, Usage: usage.Bytes, Write: add.Bytes}
@@ -244,6 +248,15 @@ func (h *hold) reserve(owner string, add store.Amount) error {
 		p.Until = until
 		return nil
 	})
+	if errors.Is(err, errRecounted) {
+		// A recount took the operation for dead (a body slower than its
+		// lease) and charged the owner only for what was committed: hold
+		// what it held again, against the quota, or the commit would
+		// settle against a reservation no longer there.
+		held := *h.owners[owner]
+		delete(h.owners, owner)
+		return h.reserve(owner, store.Amount{Bytes: max(held.Bytes+add.Bytes, 0), Keys: max(held.Keys+add.Keys, 0)})
+	}
 	if err != nil {
 		return err
 	}
@@ -257,6 +270,11 @@ func (h *hold) reserve(owner string, add store.Amount) error {
 	a.Keys += add.Keys
 	return nil
 }
+
+// errRecounted is what reserve's transaction returns when the
+// operation's pending entry is gone from a record it reserved in: a
+// recount (Reconcile) took it for dead once its lease had run out.
+var errRecounted = errors.New("the reservation was recounted")
 
 // mark makes owner's record show the operation in flight (an object of
 // its is about to be replaced or deleted), so that reconcile leaves it
@@ -278,9 +296,11 @@ func (h *hold) reserved(owner string) store.Amount {
 
 // end settles the operation: each owner's record loses its pending entry
 // and changes by adjust[owner] (relative to what is reserved: a commit
-// that failed gives back its reservation with adjust = -reserved). A
-// ledger that cannot be reached leaves the reservation to be recounted;
-// it is logged, not returned, since the object store has already changed.
+// that failed gives back its reservation with adjust = -reserved); a
+// reservation a recount wiped (its lease ran out) is not given back
+// again. A ledger that cannot be reached leaves the reservation to be
+// recounted; it is logged, not returned, since the object store has
+// already changed.
 func (h *hold) end(adjust map[string]store.Amount) {
 	if h == nil {
 		return
@@ -300,10 +320,15 @@ func (h *hold) end(adjust map[string]store.Amount) {
 	err := h.a.update(owners, func(recs map[string]*ledgerRecord) error {
 		for _, o := range owners {
 			r := recs[o]
+			d := adjust[o]
 			if i := r.find(h.id); i >= 0 {
 				r.Pending = append(r.Pending[:i], r.Pending[i+1:]...)
+			} else if held := h.owners[o]; held != nil {
+				// A recount took the operation for dead and wiped
+				// what it held: the change is from nothing held.
+				d.Bytes += held.Bytes
+				d.Keys += held.Keys
 			}
-			d := adjust[o]
 			r.Bytes += d.Bytes
 			r.Objects += d.Keys
 		}
