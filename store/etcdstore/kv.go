@@ -14,6 +14,7 @@ import (
 
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/backend"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -284,19 +285,53 @@ func (h held) live(s *Store) bool { return h.ok && !s.expired(h.entry.Expires) }
 // a key it read; each attempt is bounded by the request timeout.
 const maxAttempts = 50
 
+// view is what a commit read in one etcd request: the keys it touches
+// and the accounting of the owners it (expects to) charge, all at one
+// revision.
+type view struct {
+	recs  map[string]held
+	accts map[string]account
+}
+
 // commit runs t (validated) as one etcd transaction: it reads every key
-// t touches at one revision, then the accounting of the owners it charges,
-// decides, and writes on the condition that none of those keys moved
-// since; when one did, it starts again.
+// t touches and the accounting of the owners its writes charge, in one
+// request at one revision, decides, and writes on the condition that none
+// of the keys it read moved since. When one did, the transaction's Else
+// branch has read them all again, at the revision it failed at, and the
+// commit decides again from that: a write is two requests, and each
+// conflict one more. (A third request reads the accounting of an owner
+// the first read could not foresee: that of a record a write replaces
+// or a delete removes, when another sandbox's.)
 func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
 	// Writes charged to one owner all compare that owner's usage key:
 	// concurrent ones on this host would make each other read again
 	// until their time ran out. They take turns here instead, so that
 	// only other hosts' writes conflict.
 	defer kv.s.lockOwners(t.Writes)()
+	keys := txnKeys(t)
+	var owners []string
+	seen := map[string]bool{}
+	for _, w := range t.Writes {
+		if o := w.Entry.Owner; o != "" && !seen[o] {
+			seen[o] = true
+			owners = append(owners, o)
+		}
+	}
+	sort.Strings(owners)
+	var v view
+	err := kv.s.call(op+"_read", func(ctx context.Context) error {
+		r, err := kv.s.cli.Txn(ctx).Then(kv.readOps(keys, owners)...).Commit()
+		if err == nil {
+			v = kv.parseView(keys, owners, r.Responses)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	deadline := time.Now().Add(kv.s.opts.RequestTimeout)
 	for attempt := 0; ; attempt++ {
-		reads, done, err := kv.try(op, t)
+		reads, done, err := kv.try(op, t, keys, &v)
 		if err != nil || done {
 			return reads, err
 		}
@@ -307,9 +342,8 @@ func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
 	}
 }
 
-func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error) {
-	s := kv.s
-	// The keys t touches, in a fixed order.
+// txnKeys are the keys t touches, each once, in a fixed order.
+func txnKeys(t store.Txn) []string {
 	seen := map[string]bool{}
 	var keys []string
 	add := func(k string) {
@@ -330,31 +364,49 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 	for _, w := range t.Writes {
 		add(w.Key)
 	}
-	now := map[string]held{}
-	err := s.call(op+"_read", func(ctx context.Context) error {
-		ops := make([]clientv3.Op, len(keys))
-		for i, k := range keys {
-			ops[i] = clientv3.OpGet(kv.prefix + k)
-		}
-		r, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return err
-		}
-		for i, rr := range r.Responses {
-			h := held{}
-			if g := rr.GetResponseRange(); g != nil && len(g.Kvs) == 1 {
-				h.rev, h.raw = g.Kvs[0].ModRevision, g.Kvs[0].Value
-				if e, err := decodeRecord(h.raw, true); err == nil {
-					h.entry, h.ok = e, true
-				}
-			}
-			now[keys[i]] = h
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, false, err
+	return keys
+}
+
+// readOps reads keys (a space's) and the usage and quota keys of owners.
+func (kv *KV) readOps(keys, owners []string) []clientv3.Op {
+	s := kv.s
+	ops := make([]clientv3.Op, 0, len(keys)+2*len(owners))
+	for _, k := range keys {
+		ops = append(ops, clientv3.OpGet(kv.prefix+k))
 	}
+	for _, o := range owners {
+		ops = append(ops, clientv3.OpGet(s.usageKey(o)), clientv3.OpGet(s.quotaKey(o)))
+	}
+	return ops
+}
+
+// parseView reads the answers to readOps(keys, owners).
+func (kv *KV) parseView(keys, owners []string, rs []*etcdserverpb.ResponseOp) view {
+	v := view{recs: make(map[string]held, len(keys)), accts: make(map[string]account, len(owners))}
+	for i, k := range keys {
+		h := held{}
+		if g := rs[i].GetResponseRange(); g != nil && len(g.Kvs) == 1 {
+			h.rev, h.raw = g.Kvs[0].ModRevision, g.Kvs[0].Value
+			if e, err := decodeRecord(h.raw, true); err == nil {
+				h.entry, h.ok = e, true
+			}
+		}
+		v.recs[k] = h
+	}
+	rs = rs[len(keys):]
+	for i, o := range owners {
+		v.accts[o] = parseAccount(rs[2*i].GetResponseRange(), rs[2*i+1].GetResponseRange())
+	}
+	return v
+}
+
+func (v *view) owners() []string { return sortedKeys(v.accts) }
+
+// try decides t on v and commits it. When a compare fails, it replaces v
+// with what the transaction's Else branch read and returns not done.
+func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*store.Entry, bool, error) {
+	s := kv.s
+	now := v.recs
 	for i, c := range t.Conditions {
 		h := now[c.Key]
 		present := h.live(s)
@@ -412,28 +464,37 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 	}
 	var puts []clientv3.Op
 	owners := delta.owners()
-	if len(owners) > 0 {
+	var missing []string
+	for _, o := range owners {
+		if _, ok := v.accts[o]; !ok {
+			missing = append(missing, o)
+		}
+	}
+	if len(missing) > 0 {
 		// At the current revision, not the records': a compaction between
 		// the two reads cannot fail it, and the compares below hold both
-		// to what was read.
-		acct, err := s.readAccounts(op, owners)
+		// to what was read. The Else branch reads them from now on.
+		acct, err := s.readAccounts(op, missing)
 		if err != nil {
 			return nil, false, err
 		}
-		quotas := s.opts.Quotas()
-		for _, o := range owners {
-			a := acct[o]
-			if qe := a.check(o, quotas, delta[o]); qe != nil {
-				s.m.refusal(kv.kind)
-				return nil, false, qe
-			}
-			cmps = append(cmps,
-				clientv3.Compare(clientv3.ModRevision(s.usageKey(o)), "=", a.usageRev),
-				clientv3.Compare(clientv3.ModRevision(s.quotaKey(o)), "=", a.quotaRev))
-			next := a.usage
-			next.Add(*delta[o])
-			puts = append(puts, s.putUsage(o, next))
+		for o, a := range acct {
+			v.accts[o] = a
 		}
+	}
+	quotas := s.opts.Quotas()
+	for _, o := range owners {
+		a := v.accts[o]
+		if qe := a.check(o, quotas, delta[o]); qe != nil {
+			s.m.refusal(kv.kind)
+			return nil, false, qe
+		}
+		cmps = append(cmps,
+			clientv3.Compare(clientv3.ModRevision(s.usageKey(o)), "=", a.usageRev),
+			clientv3.Compare(clientv3.ModRevision(s.quotaKey(o)), "=", a.quotaRev))
+		next := a.usage
+		next.Add(*delta[o])
+		puts = append(puts, s.putUsage(o, next))
 	}
 	// Ops by etcd key, since etcd refuses two ops on one key in a
 	// transaction (an index entry removed and put again, say).
@@ -473,13 +534,21 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 	for _, k := range sortedKeys(ops) {
 		then = append(then, ops[k])
 	}
+	// What the commit read, read again by the Else branch when a
+	// compare fails: at the revision the compares failed at, as fresh as
+	// a read of its own.
+	accts := v.owners()
 	var ok bool
-	err = s.call(op, func(ctx context.Context) error {
-		r, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Commit()
-		if err == nil {
-			ok = r.Succeeded
+	err := s.call(op, func(ctx context.Context) error {
+		r, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(kv.readOps(keys, accts)...).Commit()
+		if err != nil {
+			return err
 		}
-		return err
+		ok = r.Succeeded
+		if !ok {
+			*v = kv.parseView(keys, accts, r.Responses)
+		}
+		return nil
 	})
 	if err != nil {
 		// The answer may have been lost after etcd applied it: the
