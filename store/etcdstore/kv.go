@@ -291,6 +291,14 @@ const maxAttempts = 50
 type view struct {
 	recs  map[string]held
 	accts map[string]account
+	// mixed: some accounts were handed over by this host's last commit
+	// rather than read with the records, so the view may not be one
+	// revision's. It may decide a commit (the compares hold it to what
+	// etcd holds) but not refuse one.
+	mixed bool
+	// locked are the owners whose stripes the commit holds (those its
+	// writes charge): the only ones it hands its accounting on for.
+	locked map[string]bool
 }
 
 // commit runs t (validated) as one etcd transaction: it reads every key
@@ -303,11 +311,6 @@ type view struct {
 // the first read could not foresee: that of a record a write replaces
 // or a delete removes, when another sandbox's.)
 func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
-	// Writes charged to one owner all compare that owner's usage key:
-	// concurrent ones on this host would make each other read again
-	// until their time ran out. They take turns here instead, so that
-	// only other hosts' writes conflict.
-	defer kv.s.lockOwners(t.Writes)()
 	keys := txnKeys(t)
 	var owners []string
 	seen := map[string]bool{}
@@ -329,6 +332,16 @@ func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Writes charged to one owner all compare that owner's usage key:
+	// concurrent ones on this host would make each other read again
+	// until their time ran out. They take turns here instead, so that
+	// only other hosts' writes conflict; but only for the transaction:
+	// they read before, overlapping, and the one whose turn it is takes
+	// the owner's accounting as the one before it left it, which is
+	// newer than its own read whenever that one committed since.
+	defer kv.s.lockOwners(t.Writes)()
+	v.locked = seen
+	kv.s.takeHanded(&v)
 	deadline := time.Now().Add(kv.s.opts.RequestTimeout)
 	for attempt := 0; ; attempt++ {
 		reads, done, err := kv.try(op, t, keys, &v)
@@ -486,6 +499,19 @@ func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*s
 	for _, o := range owners {
 		a := v.accts[o]
 		if qe := a.check(o, quotas, delta[o]); qe != nil {
+			if v.mixed {
+				// Read it all at one revision and decide again.
+				accts := v.owners()
+				return nil, false, s.call(op+"_read", func(ctx context.Context) error {
+					r, err := s.cli.Txn(ctx).Then(kv.readOps(keys, accts)...).Commit()
+					if err == nil {
+						locked := v.locked
+						*v = kv.parseView(keys, accts, r.Responses)
+						v.locked = locked
+					}
+					return err
+				})
+			}
 			s.m.refusal(kv.kind)
 			return nil, false, qe
 		}
@@ -539,17 +565,38 @@ func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*s
 	// a read of its own.
 	accts := v.owners()
 	var ok bool
+	var rev int64
 	err := s.call(op, func(ctx context.Context) error {
 		r, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(kv.readOps(keys, accts)...).Commit()
 		if err != nil {
 			return err
 		}
-		ok = r.Succeeded
+		ok, rev = r.Succeeded, r.Header.Revision
 		if !ok {
+			locked := v.locked
 			*v = kv.parseView(keys, accts, r.Responses)
+			v.locked = locked
 		}
 		return nil
 	})
+	// The accounting as this commit left it, for the next writer of its
+	// owners on this host; forgotten when the outcome is unknown.
+	for _, o := range owners {
+		if !v.locked[o] {
+			continue // another's stripe: not this commit's to hand on
+		}
+		a := v.accts[o]
+		if err != nil || !ok {
+			s.hand(o, nil)
+			continue
+		}
+		a.usage.Add(*delta[o])
+		a.usageRev = rev
+		if a.usage == (store.Amounts{}) {
+			a.usageRev = 0 // deleted
+		}
+		s.hand(o, &a)
+	}
 	if err != nil {
 		// The answer may have been lost after etcd applied it: the
 		// cache must not keep what it may have replaced.
@@ -586,7 +633,58 @@ var _ backend.KVSpaces = (*Store)(nil)
 
 // ownerLocks serialise, per host, the commits that charge one owner
 // (striped: owners that share a stripe take turns too).
-type ownerLocks [64]sync.Mutex
+type ownerLocks [64]ownerStripe
+
+// ownerStripe is one stripe's lock and, guarded by it, the accounting of
+// its owners as this host's last commit for each left it.
+type ownerStripe struct {
+	sync.Mutex
+	handed map[string]account
+}
+
+// maxHanded bounds the owners a stripe remembers.
+const maxHanded = 1024
+
+func stripe(owner string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(owner))
+	return h.Sum32() % 64
+}
+
+// hand leaves a's accounting for the next commit charging owner (nil:
+// none), with owner's stripe locked.
+func (s *Store) hand(owner string, a *account) {
+	st := &s.owners[stripe(owner)]
+	if a == nil {
+		delete(st.handed, owner)
+		return
+	}
+	if st.handed == nil || len(st.handed) >= maxHanded {
+		st.handed = map[string]account{}
+	}
+	st.handed[owner] = *a
+}
+
+// takeHanded replaces, in v, the accounting of an owner (stripe locked)
+// with the one the last commit left when that one is newer: usage and
+// overrides each by its mod revision. A deleted key (revision 0) handed
+// over loses to any read: the read's is at worst as old, and a compare
+// that fails costs a retry, never a wrong write.
+func (s *Store) takeHanded(v *view) {
+	for o, a := range v.accts {
+		h, ok := s.owners[stripe(o)].handed[o]
+		if !ok {
+			continue
+		}
+		if h.usageRev > a.usageRev {
+			a.usage, a.usageRev, v.mixed = h.usage, h.usageRev, true
+		}
+		if h.quotaRev > a.quotaRev {
+			a.overrides, a.quotaRev, v.mixed = h.overrides, h.quotaRev, true
+		}
+		v.accts[o] = a
+	}
+}
 
 // lockOwners locks the stripes of the owners writes charge, in order, and
 // returns the unlock.
@@ -597,9 +695,7 @@ func (s *Store) lockOwners(writes []store.Write) func() {
 		if w.Entry.Owner == "" {
 			continue
 		}
-		h := fnv.New32a()
-		h.Write([]byte(w.Entry.Owner))
-		if i := h.Sum32() % 64; !held[i] {
+		if i := stripe(w.Entry.Owner); !held[i] {
 			held[i] = true
 			n++
 		}

@@ -116,3 +116,41 @@ func TestTwoHostsFillingOneQuotaAtOnceStopAtItExactly(t *testing.T) {
 	conflicts := counter(t, regs[0], "interceptd_store_etcd_conflicts_total", "put") + counter(t, regs[1], "interceptd_store_etcd_conflicts_total", "put")
 	t.Logf("%v conflicts between the hosts", conflicts)
 }
+
+// Writers of one sandbox on one host take turns for their transactions
+// but read before their turn: one that read a key absent and finds, in
+// its turn, the accounting that the writer before it left (the key
+// since written, the quota full) must read again rather than refuse a
+// replacement that fits.
+func TestWritersReplacingKeysOfAFullQuotaAreNeverRefused(t *testing.T) {
+	c := etcdtest.Start(t)
+	const keys = 10
+	quotas := func() store.Amounts { return store.Amounts{KV: store.Amount{Keys: keys}} }
+	s := open(t, c.Endpoints(), "/full/", etcdstore.Options{Quotas: quotas})
+	kv := s.Keys(store.KindKV, "ns", store.SandboxScope("sb"), store.Limits{})
+	const writers, each = 16, 20
+	errs := make(chan error, writers*each)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				errs <- kv.Put(fmt.Sprintf("k%d", (w+i)%keys), store.Entry{Value: []byte(fmt.Sprint(w)), Owner: "sb"})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if u, err := s.Usage("sb"); err != nil || u.KV.Keys != keys {
+		t.Errorf("usage %+v, %v; want %d keys", u.KV, err, keys)
+	}
+	if err := s.Check(); err != nil {
+		t.Error(err)
+	}
+}
