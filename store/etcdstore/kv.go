@@ -341,7 +341,7 @@ func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
 	// newer than its own read whenever that one committed since.
 	defer kv.s.lockOwners(t.Writes)()
 	v.locked = seen
-	kv.s.takeHanded(&v)
+	kv.s.takeHanded(kv, &v)
 	deadline := time.Now().Add(kv.s.opts.RequestTimeout)
 	for attempt := 0; ; attempt++ {
 		reads, done, err := kv.try(op, t, keys, &v)
@@ -415,6 +415,21 @@ func (kv *KV) parseView(keys, owners []string, rs []*etcdserverpb.ResponseOp) vi
 
 func (v *view) owners() []string { return sortedKeys(v.accts) }
 
+// reread replaces a mixed v with a read of all its keys at one revision,
+// so that the commit decides again on it.
+func (kv *KV) reread(op string, keys []string, v *view) error {
+	accts := v.owners()
+	return kv.s.call(op+"_read", func(ctx context.Context) error {
+		r, err := kv.s.cli.Txn(ctx).Then(kv.readOps(keys, accts)...).Commit()
+		if err == nil {
+			locked := v.locked
+			*v = kv.parseView(keys, accts, r.Responses)
+			v.locked = locked
+		}
+		return err
+	})
+}
+
 // try decides t on v and commits it. When a compare fails, it replaces v
 // with what the transaction's Else branch read and returns not done.
 func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*store.Entry, bool, error) {
@@ -425,6 +440,9 @@ func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*s
 		present := h.live(s)
 		ok := (c.Absent && !present) || (c.Exists && present) || (c.Equals != nil && present && bytes.Equal(h.entry.Value, c.Equals))
 		if !ok {
+			if v.mixed {
+				return nil, false, kv.reread(op, keys, v)
+			}
 			return nil, false, &store.ConditionError{Index: i, Condition: c}
 		}
 	}
@@ -500,17 +518,7 @@ func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*s
 		a := v.accts[o]
 		if qe := a.check(o, quotas, delta[o]); qe != nil {
 			if v.mixed {
-				// Read it all at one revision and decide again.
-				accts := v.owners()
-				return nil, false, s.call(op+"_read", func(ctx context.Context) error {
-					r, err := s.cli.Txn(ctx).Then(kv.readOps(keys, accts)...).Commit()
-					if err == nil {
-						locked := v.locked
-						*v = kv.parseView(keys, accts, r.Responses)
-						v.locked = locked
-					}
-					return err
-				})
+				return nil, false, kv.reread(op, keys, v)
 			}
 			s.m.refusal(kv.kind)
 			return nil, false, qe
@@ -553,7 +561,11 @@ func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*s
 	}
 	if len(ops) == 0 {
 		// Nothing to change (a delete of an absent key, conditions and
-		// reads only): the reads were one consistent view already.
+		// reads only): the reads were one consistent view already, unless
+		// some were handed on.
+		if v.mixed {
+			return nil, false, kv.reread(op, keys, v)
+		}
 		return reads, true, nil
 	}
 	then := make([]clientv3.Op, 0, len(ops))
@@ -579,8 +591,25 @@ func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*s
 		}
 		return nil
 	})
-	// The accounting as this commit left it, for the next writer of its
-	// owners on this host; forgotten when the outcome is unknown.
+	// The accounting and records as this commit left them, for the next
+	// writer of its owners on this host; forgotten when the outcome is
+	// unknown.
+	var written map[string]held
+	if err == nil && ok && len(v.locked) > 0 {
+		written = make(map[string]held, len(finals))
+		for k, f := range finals {
+			if f.put && len(f.entry.Value)+len(f.entry.Metadata) <= cacheMaxValue {
+				e := f.entry
+				e.Value, e.Metadata = bytes.Clone(e.Value), bytes.Clone(e.Metadata)
+				written[kv.prefix+k] = held{rev: rev, entry: e, ok: true}
+			} else {
+				written[kv.prefix+k] = held{}
+			}
+		}
+	}
+	for o := range v.locked {
+		s.handRecords(o, written)
+	}
 	for _, o := range owners {
 		if !v.locked[o] {
 			continue // another's stripe: not this commit's to hand on
@@ -639,11 +668,17 @@ type ownerLocks [64]ownerStripe
 // its owners as this host's last commit for each left it.
 type ownerStripe struct {
 	sync.Mutex
-	handed map[string]account
+	handed  map[string]account
+	records map[string]held // full key: what the last commits wrote
 }
 
-// maxHanded bounds the owners a stripe remembers.
-const maxHanded = 1024
+// maxHanded bounds the owners a stripe remembers the accounting of, and
+// maxHandedRecords the records (each of cacheMaxValue or less; a larger
+// one is read).
+const (
+	maxHanded        = 1024
+	maxHandedRecords = 32
+)
 
 func stripe(owner string) uint32 {
 	h := fnv.New32a()
@@ -665,12 +700,40 @@ func (s *Store) hand(owner string, a *account) {
 	st.handed[owner] = *a
 }
 
+// handRecords leaves the records a commit wrote (full keys; rev 0: deleted)
+// for the next commit charging owner, with owner's stripe locked; nil
+// forgets them all.
+func (s *Store) handRecords(owner string, written map[string]held) {
+	st := &s.owners[stripe(owner)]
+	if written == nil {
+		st.records = nil
+		return
+	}
+	if st.records == nil || len(st.records) >= maxHandedRecords {
+		st.records = map[string]held{}
+	}
+	for k, h := range written {
+		if h.rev == 0 {
+			delete(st.records, k)
+		} else {
+			st.records[k] = h
+		}
+	}
+}
+
 // takeHanded replaces, in v, the accounting of an owner (stripe locked)
 // with the one the last commit left when that one is newer: usage and
 // overrides each by its mod revision. A deleted key (revision 0) handed
 // over loses to any read: the read's is at worst as old, and a compare
 // that fails costs a retry, never a wrong write.
-func (s *Store) takeHanded(v *view) {
+func (s *Store) takeHanded(kv *KV, v *view) {
+	for o := range v.locked {
+		for k, a := range v.recs {
+			if h, ok := s.owners[stripe(o)].records[kv.prefix+k]; ok && h.rev > a.rev {
+				v.recs[k], v.mixed = h, true
+			}
+		}
+	}
 	for o, a := range v.accts {
 		h, ok := s.owners[stripe(o)].handed[o]
 		if !ok {

@@ -154,3 +154,39 @@ func TestWritersReplacingKeysOfAFullQuotaAreNeverRefused(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Writers of one sandbox on one host that write the same keys read them
+// before their turn, so their reads are often older than the writer's
+// before them: that one hands on what it wrote, and they commit without a
+// conflict.
+func TestWritersOfOneSandboxWritingTheSameKeysRarelyConflict(t *testing.T) {
+	c := etcdtest.Start(t)
+	reg := prometheus.NewRegistry()
+	s := open(t, c.Endpoints(), "/same/", etcdstore.Options{Metrics: etcdstore.NewMetrics(reg)})
+	kv := s.Keys(store.KindKV, "ns", store.SandboxScope("sb"), store.Limits{})
+	const writers, each, keys = 16, 20, 4
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := kv.Put(fmt.Sprintf("k%d", i%keys), store.Entry{Value: []byte(fmt.Sprint(w, i)), Owner: "sb"}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	conflicts := counter(t, reg, "interceptd_store_etcd_conflicts_total", "put")
+	t.Logf("%v conflicts in %d writes", conflicts, writers*each)
+	if conflicts*10 > writers*each {
+		t.Errorf("%v conflicts in %d writes of one host", conflicts, writers*each)
+	}
+	if u, err := s.Usage("sb"); err != nil || u.KV.Keys != keys {
+		t.Errorf("usage %+v, %v; want %d keys", u.KV, err, keys)
+	}
+	if err := s.Check(); err != nil {
+		t.Error(err)
+	}
+}
