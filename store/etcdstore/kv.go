@@ -721,11 +721,12 @@ func (s *Store) handRecords(owner string, written map[string]held) {
 	}
 }
 
-// takeHanded replaces, in v, the accounting of an owner (stripe locked)
-// with the one the last commit left when that one is newer: usage and
-// overrides each by its mod revision. A deleted key (revision 0) handed
-// over loses to any read: the read's is at worst as old, and a compare
-// that fails costs a retry, never a wrong write.
+// takeHanded replaces, in v, the records and the accounting of the owners
+// whose stripes the commit holds with what the last commits there left,
+// where that is newer: each record, usage and overrides by its mod
+// revision. A deleted key (revision 0) handed over loses to any read: the
+// read's is at worst as old, and a compare that fails costs a retry, never
+// a wrong write.
 func (s *Store) takeHanded(kv *KV, v *view) {
 	for o := range v.locked {
 		for k, a := range v.recs {
