@@ -14,6 +14,7 @@ import (
 
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/backend"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -284,19 +285,66 @@ func (h held) live(s *Store) bool { return h.ok && !s.expired(h.entry.Expires) }
 // a key it read; each attempt is bounded by the request timeout.
 const maxAttempts = 50
 
+// view is what a commit read in one etcd request: the keys it touches
+// and the accounting of the owners it (expects to) charge, all at one
+// revision.
+type view struct {
+	recs  map[string]held
+	accts map[string]account
+	// mixed: some accounts were handed over by this host's last commit
+	// rather than read with the records, so the view may not be one
+	// revision's. It may decide a commit (the compares hold it to what
+	// etcd holds) but not refuse one.
+	mixed bool
+	// locked are the owners whose stripes the commit holds (those its
+	// writes charge): the only ones it hands its accounting on for.
+	locked map[string]bool
+}
+
 // commit runs t (validated) as one etcd transaction: it reads every key
-// t touches at one revision, then the accounting of the owners it charges,
-// decides, and writes on the condition that none of those keys moved
-// since; when one did, it starts again.
+// t touches and the accounting of the owners its writes charge, in one
+// request at one revision, decides, and writes on the condition that none
+// of the keys it read moved since. When one did, the transaction's Else
+// branch has read them all again, at the revision it failed at, and the
+// commit decides again from that: a write is two requests, and each
+// conflict one more. (A third request reads the accounting of an owner
+// the first read could not foresee: that of a record a write replaces
+// or a delete removes, when another sandbox's.)
 func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
+	keys := txnKeys(t)
+	var owners []string
+	seen := map[string]bool{}
+	for _, w := range t.Writes {
+		if o := w.Entry.Owner; o != "" && !seen[o] {
+			seen[o] = true
+			owners = append(owners, o)
+		}
+	}
+	sort.Strings(owners)
+	var v view
+	err := kv.s.call(op+"_read", func(ctx context.Context) error {
+		r, err := kv.s.cli.Txn(ctx).Then(kv.readOps(keys, owners)...).Commit()
+		if err == nil {
+			v = kv.parseView(keys, owners, r.Responses)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	// Writes charged to one owner all compare that owner's usage key:
 	// concurrent ones on this host would make each other read again
 	// until their time ran out. They take turns here instead, so that
-	// only other hosts' writes conflict.
+	// only other hosts' writes conflict; but only for the transaction:
+	// they read before, overlapping, and the one whose turn it is takes
+	// the owner's accounting as the one before it left it, which is
+	// newer than its own read whenever that one committed since.
 	defer kv.s.lockOwners(t.Writes)()
+	v.locked = seen
+	kv.s.takeHanded(kv, &v)
 	deadline := time.Now().Add(kv.s.opts.RequestTimeout)
 	for attempt := 0; ; attempt++ {
-		reads, done, err := kv.try(op, t)
+		reads, done, err := kv.try(op, t, keys, &v)
 		if err != nil || done {
 			return reads, err
 		}
@@ -307,9 +355,8 @@ func (kv *KV) commit(op string, t store.Txn) (map[string]*store.Entry, error) {
 	}
 }
 
-func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error) {
-	s := kv.s
-	// The keys t touches, in a fixed order.
+// txnKeys are the keys t touches, each once, in a fixed order.
+func txnKeys(t store.Txn) []string {
 	seen := map[string]bool{}
 	var keys []string
 	add := func(k string) {
@@ -330,36 +377,72 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 	for _, w := range t.Writes {
 		add(w.Key)
 	}
-	now := map[string]held{}
-	err := s.call(op+"_read", func(ctx context.Context) error {
-		ops := make([]clientv3.Op, len(keys))
-		for i, k := range keys {
-			ops[i] = clientv3.OpGet(kv.prefix + k)
-		}
-		r, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return err
-		}
-		for i, rr := range r.Responses {
-			h := held{}
-			if g := rr.GetResponseRange(); g != nil && len(g.Kvs) == 1 {
-				h.rev, h.raw = g.Kvs[0].ModRevision, g.Kvs[0].Value
-				if e, err := decodeRecord(h.raw, true); err == nil {
-					h.entry, h.ok = e, true
-				}
-			}
-			now[keys[i]] = h
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, false, err
+	return keys
+}
+
+// readOps reads keys (a space's) and the usage and quota keys of owners.
+func (kv *KV) readOps(keys, owners []string) []clientv3.Op {
+	s := kv.s
+	ops := make([]clientv3.Op, 0, len(keys)+2*len(owners))
+	for _, k := range keys {
+		ops = append(ops, clientv3.OpGet(kv.prefix+k))
 	}
+	for _, o := range owners {
+		ops = append(ops, clientv3.OpGet(s.usageKey(o)), clientv3.OpGet(s.quotaKey(o)))
+	}
+	return ops
+}
+
+// parseView reads the answers to readOps(keys, owners).
+func (kv *KV) parseView(keys, owners []string, rs []*etcdserverpb.ResponseOp) view {
+	v := view{recs: make(map[string]held, len(keys)), accts: make(map[string]account, len(owners))}
+	for i, k := range keys {
+		h := held{}
+		if g := rs[i].GetResponseRange(); g != nil && len(g.Kvs) == 1 {
+			h.rev, h.raw = g.Kvs[0].ModRevision, g.Kvs[0].Value
+			if e, err := decodeRecord(h.raw, true); err == nil {
+				h.entry, h.ok = e, true
+			}
+		}
+		v.recs[k] = h
+	}
+	rs = rs[len(keys):]
+	for i, o := range owners {
+		v.accts[o] = parseAccount(rs[2*i].GetResponseRange(), rs[2*i+1].GetResponseRange())
+	}
+	return v
+}
+
+func (v *view) owners() []string { return sortedKeys(v.accts) }
+
+// reread replaces a mixed v with a read of all its keys at one revision,
+// so that the commit decides again on it.
+func (kv *KV) reread(op string, keys []string, v *view) error {
+	accts := v.owners()
+	return kv.s.call(op+"_read", func(ctx context.Context) error {
+		r, err := kv.s.cli.Txn(ctx).Then(kv.readOps(keys, accts)...).Commit()
+		if err == nil {
+			locked := v.locked
+			*v = kv.parseView(keys, accts, r.Responses)
+			v.locked = locked
+		}
+		return err
+	})
+}
+
+// try decides t on v and commits it. When a compare fails, it replaces v
+// with what the transaction's Else branch read and returns not done.
+func (kv *KV) try(op string, t store.Txn, keys []string, v *view) (map[string]*store.Entry, bool, error) {
+	s := kv.s
+	now := v.recs
 	for i, c := range t.Conditions {
 		h := now[c.Key]
 		present := h.live(s)
 		ok := (c.Absent && !present) || (c.Exists && present) || (c.Equals != nil && present && bytes.Equal(h.entry.Value, c.Equals))
 		if !ok {
+			if v.mixed {
+				return nil, false, kv.reread(op, keys, v)
+			}
 			return nil, false, &store.ConditionError{Index: i, Condition: c}
 		}
 	}
@@ -412,28 +495,40 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 	}
 	var puts []clientv3.Op
 	owners := delta.owners()
-	if len(owners) > 0 {
+	var missing []string
+	for _, o := range owners {
+		if _, ok := v.accts[o]; !ok {
+			missing = append(missing, o)
+		}
+	}
+	if len(missing) > 0 {
 		// At the current revision, not the records': a compaction between
 		// the two reads cannot fail it, and the compares below hold both
-		// to what was read.
-		acct, err := s.readAccounts(op, owners)
+		// to what was read. The Else branch reads them from now on.
+		acct, err := s.readAccounts(op, missing)
 		if err != nil {
 			return nil, false, err
 		}
-		quotas := s.opts.Quotas()
-		for _, o := range owners {
-			a := acct[o]
-			if qe := a.check(o, quotas, delta[o]); qe != nil {
-				s.m.refusal(kv.kind)
-				return nil, false, qe
-			}
-			cmps = append(cmps,
-				clientv3.Compare(clientv3.ModRevision(s.usageKey(o)), "=", a.usageRev),
-				clientv3.Compare(clientv3.ModRevision(s.quotaKey(o)), "=", a.quotaRev))
-			next := a.usage
-			next.Add(*delta[o])
-			puts = append(puts, s.putUsage(o, next))
+		for o, a := range acct {
+			v.accts[o] = a
 		}
+	}
+	quotas := s.opts.Quotas()
+	for _, o := range owners {
+		a := v.accts[o]
+		if qe := a.check(o, quotas, delta[o]); qe != nil {
+			if v.mixed {
+				return nil, false, kv.reread(op, keys, v)
+			}
+			s.m.refusal(kv.kind)
+			return nil, false, qe
+		}
+		cmps = append(cmps,
+			clientv3.Compare(clientv3.ModRevision(s.usageKey(o)), "=", a.usageRev),
+			clientv3.Compare(clientv3.ModRevision(s.quotaKey(o)), "=", a.quotaRev))
+		next := a.usage
+		next.Add(*delta[o])
+		puts = append(puts, s.putUsage(o, next))
 	}
 	// Ops by etcd key, since etcd refuses two ops on one key in a
 	// transaction (an index entry removed and put again, say).
@@ -466,21 +561,71 @@ func (kv *KV) try(op string, t store.Txn) (map[string]*store.Entry, bool, error)
 	}
 	if len(ops) == 0 {
 		// Nothing to change (a delete of an absent key, conditions and
-		// reads only): the reads were one consistent view already.
+		// reads only): the reads were one consistent view already, unless
+		// some were handed on.
+		if v.mixed {
+			return nil, false, kv.reread(op, keys, v)
+		}
 		return reads, true, nil
 	}
 	then := make([]clientv3.Op, 0, len(ops))
 	for _, k := range sortedKeys(ops) {
 		then = append(then, ops[k])
 	}
+	// What the commit read, read again by the Else branch when a
+	// compare fails: at the revision the compares failed at, as fresh as
+	// a read of its own.
+	accts := v.owners()
 	var ok bool
-	err = s.call(op, func(ctx context.Context) error {
-		r, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Commit()
-		if err == nil {
-			ok = r.Succeeded
+	var rev int64
+	err := s.call(op, func(ctx context.Context) error {
+		r, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(kv.readOps(keys, accts)...).Commit()
+		if err != nil {
+			return err
 		}
-		return err
+		ok, rev = r.Succeeded, r.Header.Revision
+		if !ok {
+			locked := v.locked
+			*v = kv.parseView(keys, accts, r.Responses)
+			v.locked = locked
+		}
+		return nil
 	})
+	// The accounting and records as this commit left them, for the next
+	// writer of its owners on this host; forgotten when the outcome is
+	// unknown.
+	var written map[string]held
+	if err == nil && ok && len(v.locked) > 0 {
+		written = make(map[string]held, len(finals))
+		for k, f := range finals {
+			if f.put && len(f.entry.Value)+len(f.entry.Metadata) <= cacheMaxValue {
+				e := f.entry
+				e.Value, e.Metadata = bytes.Clone(e.Value), bytes.Clone(e.Metadata)
+				written[kv.prefix+k] = held{rev: rev, entry: e, ok: true}
+			} else {
+				written[kv.prefix+k] = held{}
+			}
+		}
+	}
+	for o := range v.locked {
+		s.handRecords(o, written)
+	}
+	for _, o := range owners {
+		if !v.locked[o] {
+			continue // another's stripe: not this commit's to hand on
+		}
+		a := v.accts[o]
+		if err != nil || !ok {
+			s.hand(o, nil)
+			continue
+		}
+		a.usage.Add(*delta[o])
+		a.usageRev = rev
+		if a.usage == (store.Amounts{}) {
+			a.usageRev = 0 // deleted
+		}
+		s.hand(o, &a)
+	}
 	if err != nil {
 		// The answer may have been lost after etcd applied it: the
 		// cache must not keep what it may have replaced.
@@ -517,7 +662,93 @@ var _ backend.KVSpaces = (*Store)(nil)
 
 // ownerLocks serialise, per host, the commits that charge one owner
 // (striped: owners that share a stripe take turns too).
-type ownerLocks [64]sync.Mutex
+type ownerLocks [64]ownerStripe
+
+// ownerStripe is one stripe's lock and, guarded by it, the accounting of
+// its owners as this host's last commit for each left it.
+type ownerStripe struct {
+	sync.Mutex
+	handed  map[string]account
+	records map[string]held // full key: what the last commits wrote
+}
+
+// maxHanded bounds the owners a stripe remembers the accounting of, and
+// maxHandedRecords the records (each of cacheMaxValue or less; a larger
+// one is read).
+const (
+	maxHanded        = 1024
+	maxHandedRecords = 32
+)
+
+func stripe(owner string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(owner))
+	return h.Sum32() % 64
+}
+
+// hand leaves a's accounting for the next commit charging owner (nil:
+// none), with owner's stripe locked.
+func (s *Store) hand(owner string, a *account) {
+	st := &s.owners[stripe(owner)]
+	if a == nil {
+		delete(st.handed, owner)
+		return
+	}
+	if st.handed == nil || len(st.handed) >= maxHanded {
+		st.handed = map[string]account{}
+	}
+	st.handed[owner] = *a
+}
+
+// handRecords leaves the records a commit wrote (full keys; rev 0: deleted)
+// for the next commit charging owner, with owner's stripe locked; nil
+// forgets them all.
+func (s *Store) handRecords(owner string, written map[string]held) {
+	st := &s.owners[stripe(owner)]
+	if written == nil {
+		st.records = nil
+		return
+	}
+	if st.records == nil || len(st.records) >= maxHandedRecords {
+		st.records = map[string]held{}
+	}
+	for k, h := range written {
+		if h.rev == 0 {
+			delete(st.records, k)
+		} else {
+			st.records[k] = h
+		}
+	}
+}
+
+// takeHanded replaces, in v, the records and the accounting of the owners
+// whose stripes the commit holds with what the last commits there left,
+// where that is newer: each record, usage and overrides by its mod
+// revision. A deleted key (revision 0) handed over loses to any read: the
+// read's is at worst as old, and a compare that fails costs a retry, never
+// a wrong write.
+func (s *Store) takeHanded(kv *KV, v *view) {
+	for o := range v.locked {
+		for k, a := range v.recs {
+			if h, ok := s.owners[stripe(o)].records[kv.prefix+k]; ok && h.rev > a.rev {
+				v.recs[k], v.mixed = h, true
+			}
+		}
+	}
+	for o, a := range v.accts {
+		h, ok := s.owners[stripe(o)].handed[o]
+		if !ok {
+			continue
+		}
+		if h.usageRev > a.usageRev {
+			a.usage, a.usageRev, v.mixed = h.usage, h.usageRev, true
+		}
+		if h.quotaRev > a.quotaRev {
+			a.overrides, a.quotaRev, v.mixed = h.overrides, h.quotaRev, true
+		}
+		v.accts[o] = a
+	}
+}
 
 // lockOwners locks the stripes of the owners writes charge, in order, and
 // returns the unlock.
@@ -528,9 +759,7 @@ func (s *Store) lockOwners(writes []store.Write) func() {
 		if w.Entry.Owner == "" {
 			continue
 		}
-		h := fnv.New32a()
-		h.Write([]byte(w.Entry.Owner))
-		if i := h.Sum32() % 64; !held[i] {
+		if i := stripe(w.Entry.Owner); !held[i] {
 			held[i] = true
 			n++
 		}

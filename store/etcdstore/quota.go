@@ -10,6 +10,7 @@ import (
 
 	"github.com/interceptd/interceptd/store"
 	"github.com/interceptd/interceptd/store/backend"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -89,20 +90,26 @@ func (s *Store) readAccounts(op string, owners []string) (map[string]account, er
 			return err
 		}
 		for i, o := range owners {
-			var a account
-			if g := r.Responses[2*i].GetResponseRange(); len(g.Kvs) == 1 {
-				a.usageRev = g.Kvs[0].ModRevision
-				json.Unmarshal(g.Kvs[0].Value, &a.usage)
-			}
-			if g := r.Responses[2*i+1].GetResponseRange(); len(g.Kvs) == 1 {
-				a.quotaRev = g.Kvs[0].ModRevision
-				json.Unmarshal(g.Kvs[0].Value, &a.overrides)
-			}
-			out[o] = a
+			out[o] = parseAccount(r.Responses[2*i].GetResponseRange(), r.Responses[2*i+1].GetResponseRange())
 		}
 		return nil
 	})
 	return out, err
+}
+
+// parseAccount reads an owner's account from the reads of its usage and
+// quota keys.
+func parseAccount(u, q *etcdserverpb.RangeResponse) account {
+	var a account
+	if u != nil && len(u.Kvs) == 1 {
+		a.usageRev = u.Kvs[0].ModRevision
+		json.Unmarshal(u.Kvs[0].Value, &a.usage)
+	}
+	if q != nil && len(q.Kvs) == 1 {
+		a.quotaRev = q.Kvs[0].ModRevision
+		json.Unmarshal(q.Kvs[0].Value, &a.overrides)
+	}
+	return a
 }
 
 // putUsage writes an owner's usage, or deletes it when it is zero.

@@ -197,6 +197,18 @@ func (l *lockedBuilder) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Pid is the member's process id (for a benchmark reading its CPU time
+// from /proc), 0 when it is stopped. With a namespace it is `ip netns
+// exec`'s, which execs etcd in its place.
+func (m *Member) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Kill kills the member's process (SIGKILL: no goodbye to its peers) and
 // waits for it to be gone. Its data stays for Start.
 func (m *Member) Kill() {
