@@ -78,22 +78,33 @@ func (b *bench) startHTTPSUpstream() {
 // and prints the throughput of each, their ratios and the proxies' CPU per
 // MiB.
 func (b *bench) httpsBulk() {
-	get := func(ns, url string, pid int) (mbps float64, cpuPerMiB float64) {
+	// get downloads url from ns and returns the rate, pid's CPU per MiB,
+	// the client's (curl's) CPU per MiB and the share of the machine's
+	// CPU time that stayed idle meanwhile: the client's figure shows what
+	// the hop's way of sending costs the receiver in the sandbox, the idle
+	// share whether the two CPUs were the bound.
+	get := func(ns, url string, pid int) (mbps, cpuPerMiB, clientPerMiB, idle float64) {
 		cpu0 := procCPU(pid)
+		st0 := machineCPU()
 		start := time.Now()
-		out, err := exec.Command("ip", "netns", "exec", ns, "curl", "-sSk", "-o", "/dev/null", "-w", "%{size_download}", url).CombinedOutput()
+		cmd := exec.Command("ip", "netns", "exec", ns, "curl", "-sSk", "-o", "/dev/null", "-w", "%{size_download}", url)
+		out, err := cmd.CombinedOutput()
 		d := time.Since(start)
 		must(err)
 		if n, _ := strconv.Atoi(strings.TrimSpace(string(out))); n != *bigMiB<<20 {
 			must(fmt.Errorf("%s: %s bytes, want %d", url, out, *bigMiB<<20))
 		}
 		cpu := procCPU(pid) - cpu0
-		return float64(*bigMiB) * 1.048576 / d.Seconds(), float64(cpu.Microseconds()) / float64(*bigMiB)
+		st1 := machineCPU()
+		client := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() // ip netns exec execs curl
+		return float64(*bigMiB) * 1.048576 / d.Seconds(), float64(cpu.Microseconds()) / float64(*bigMiB),
+			float64(client.Microseconds()) / float64(*bigMiB), st1.idleSince(st0)
 	}
 	type dl struct {
 		name, ns, url string
 		pid           int
 		mbps, cpu     []float64
+		client, idle  []float64
 	}
 	dls := []*dl{
 		{name: "direct", ns: b.cliNS, url: "https://192.0.2.2/big"},
@@ -110,8 +121,9 @@ func (b *bench) httpsBulk() {
 			if pid == 0 {
 				pid = b.daemon.Process.Pid // the direct path: the daemon should spend nothing
 			}
-			m, c := get(d.ns, d.url, pid)
+			m, c, cl, idle := get(d.ns, d.url, pid)
 			d.mbps, d.cpu = append(d.mbps, m), append(d.cpu, c)
+			d.client, d.idle = append(d.client, cl), append(d.idle, idle)
 		}
 	}
 	each := func(xs []float64, f string) string {
@@ -135,6 +147,11 @@ func (b *bench) httpsBulk() {
 			cpu = fmt.Sprintf("; %s CPU %.0f µs per MiB (rounds %s)", d.name, median(d.cpu), each(d.cpu, "%.0f"))
 		}
 		fmt.Printf("  %-8s %4.0f (%s)%s\n", d.name, median(d.mbps), each(d.mbps, "%.0f"), cpu)
+	}
+	fmt.Printf("  the client's (curl's) CPU µs per MiB, and the machine's idle share meanwhile (median; rounds):\n")
+	for _, d := range dls {
+		fmt.Printf("  %-8s %4.0f (%s), idle %.0f%% (%s)\n", d.name, median(d.client), each(d.client, "%.0f"),
+			100*median(d.idle), each(scale(d.idle, 100), "%.0f%%"))
 	}
 	fmt.Printf("  daemon / direct %s (target ≥ 0.9)\n", ratios(dls[1], dls[0]))
 	if len(dls) > 2 {
@@ -299,4 +316,44 @@ func (b *bench) tlsCounts() tlsCounts {
 		c.certs += v
 	}
 	return c
+}
+
+// cpuTimes are the machine's CPU times from /proc/stat's first line, in
+// USER_HZ: user to steal, and of them idle and iowait.
+type cpuTimes struct{ total, idle float64 }
+
+func machineCPU() cpuTimes {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	var t cpuTimes
+	for i, f := range strings.Fields(line)[1:] {
+		if i >= 8 {
+			break // guest and guest_nice are counted in user and nice already
+		}
+		v, _ := strconv.ParseFloat(f, 64)
+		t.total += v
+		if i == 3 || i == 4 { // idle, iowait
+			t.idle += v
+		}
+	}
+	return t
+}
+
+// idleSince is the share of the CPU time since t0 that was idle.
+func (t cpuTimes) idleSince(t0 cpuTimes) float64 {
+	if t.total <= t0.total {
+		return 0
+	}
+	return (t.idle - t0.idle) / (t.total - t0.total)
+}
+
+func scale(xs []float64, k float64) []float64 {
+	r := make([]float64, len(xs))
+	for i, x := range xs {
+		r[i] = x * k
+	}
+	return r
 }
