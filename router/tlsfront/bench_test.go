@@ -9,8 +9,9 @@ import (
 )
 
 // BenchmarkPassthrough passes connections through two fronts on loopback,
-// one copying each direction's first bytes by reads and writes (as served),
-// one splicing from the first byte, alternately: one connection through
+// one as served (the sandbox's direction copied by reads and writes for its
+// first 64 KiB and spliced after, the upstream's copied all the way), one
+// splicing both from the first byte, alternately: one connection through
 // each per iteration, so that both see the same machine (a shared, busy
 // one included). A connection is a handshake's exchange (the client's
 // hello and 600 bytes, the upstream's 5000) or a 16 MiB download. The

@@ -82,7 +82,8 @@ type Server struct {
 	tickets     [][32]byte
 	ticketsMade time.Time
 
-	// copyFirst replaces passFirst when not zero (negative: none), for
+	// copyFirst replaces passFirst and toSandboxFirst when not zero
+	// (negative: none, both directions spliced from the first byte), for
 	// tests and the benchmark.
 	copyFirst int64
 
@@ -251,19 +252,22 @@ func (s *Server) serve(c net.Conn) {
 		defer v.Track(func() { raw.Close(); up.Close() })()
 	}
 	s.Metrics.connection(OutcomePassthrough)
-	in, out := splice(rc, raw, up, s.Metrics, s.firstBytes())
+	firstIn, firstOut := s.firstBytes()
+	in, out := splice(rc, raw, up, s.Metrics, firstIn, firstOut)
 	s.logger().Info("tls", append(rec, "outcome", OutcomePassthrough, "bytes_in", in, "bytes_out", out,
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 }
 
-func (s *Server) firstBytes() int64 {
+// firstBytes is how much of each direction, to the upstream and to the
+// sandbox, is copied by reads and writes before splice(2) takes over.
+func (s *Server) firstBytes() (in, out int64) {
 	switch {
 	case s.copyFirst < 0:
-		return 0
+		return 0, 0
 	case s.copyFirst > 0:
-		return s.copyFirst
+		return s.copyFirst, s.copyFirst
 	}
-	return passFirst
+	return passFirst, toSandboxFirst
 }
 
 func (s *Server) dial(dst netip.AddrPort) (net.Conn, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"io"
+	"math"
 	"net"
 	"syscall"
 	"testing"
@@ -80,7 +81,8 @@ func TestPassedThroughBytesArriveWholeBothWaysAndAreCounted(t *testing.T) {
 		in, out int
 	}{
 		{"a handshake-sized exchange, by reads and writes", 0, 700, 5000},
-		{"a bulk exchange, spliced after the first bytes", 0, 3 << 20, 5 << 20},
+		{"a bulk exchange, as served: the sandbox's bytes spliced after the first ones, the upstream's copied", 0, 3 << 20, 5 << 20},
+		{"a bulk exchange copied both ways after the same first bytes", 64 << 10, 3 << 20, 5 << 20},
 		{"an exchange spliced from the first byte", -1, 300 << 10, 1 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,4 +202,29 @@ func random(t testing.TB, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestTheUpstreamsDirectionIsCopiedAndTheSandboxsSplicedAfterItsFirstBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		copyFirst int64
+		in, out   int64
+	}{
+		{"as served", 0, passFirst, toSandboxFirst},
+		{"a test's first bytes apply to both directions", 1000, 1000, 1000},
+		{"a test's splice from the first byte applies to both", -1, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Server{copyFirst: tc.copyFirst}
+			if in, out := s.firstBytes(); in != tc.in || out != tc.out {
+				t.Errorf("copied first: to the upstream %d, to the sandbox %d; want %d, %d", in, out, tc.in, tc.out)
+			}
+		})
+	}
+	// The sandbox's receiver is on this host: spliced pages cost it more
+	// than copied ones (toSandboxFirst's comment), so nothing of the
+	// upstream's direction is ever spliced.
+	if toSandboxFirst != math.MaxInt64 {
+		t.Errorf("toSandboxFirst is %d: the upstream's direction would be spliced after it", int64(toSandboxFirst))
+	}
 }
