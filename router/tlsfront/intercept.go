@@ -101,8 +101,8 @@ func (s *Server) httpServer() *http.Server {
 			},
 			ConnState: func(c net.Conn, st http.ConnState) {
 				if st == http.StateClosed || st == http.StateHijacked {
-					if ic := s.lookup(addrs(c)); ic != nil {
-						s.forget(ic.src, ic.dst)
+					if ic := s.lookup(addrs(c)); ic != nil && net.Conn(ic.tc) == c {
+						s.forget(ic)
 						close(ic.done)
 					}
 				}
@@ -124,9 +124,14 @@ func (s *Server) lookup(src, dst netip.AddrPort) *intercepted {
 	return s.intercepts[connKey{src, dst}]
 }
 
-func (s *Server) forget(src, dst netip.AddrPort) {
+// forget drops ic, and only ic: a later connection on the same four-tuple
+// may have taken its place once its socket closed.
+func (s *Server) forget(ic *intercepted) {
+	k := connKey{ic.src, ic.dst}
 	s.mu.Lock()
-	delete(s.intercepts, connKey{src, dst})
+	if s.intercepts[k] == ic {
+		delete(s.intercepts, k)
+	}
 	s.mu.Unlock()
 }
 
@@ -189,12 +194,12 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		s.logger().Info("tls", append(rec, "outcome", OutcomeIntercepted, "alpn", state.NegotiatedProtocol,
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 		s.leanServer().ServeConn(tc)
-		s.forget(src, dst)
+		s.forget(ic)
 		return
 	}
 	s.httpServer()
 	if !s.httpLn.push(tc) {
-		s.forget(src, dst)
+		s.forget(ic)
 		tc.Close()
 		return
 	}
