@@ -335,6 +335,14 @@ func aRecords(resp *dns.Msg) ([]netip.Addr, time.Duration) {
 	return addrs, time.Duration(ttl) * time.Second
 }
 
+// Charge takes one query from caller's DNS budget, as a query it sent
+// would, and says whether there was one: what a lookup on the sandbox's
+// behalf (policy.Verdicts.Charge, the router's Host and SNI checks) spends,
+// so that it is no way around the sandbox's rate.
+func (s *Shim) Charge(caller policy.Caller) bool {
+	return s.limit.AllowAt(caller.Sandbox, policy.Or(caller.Limits.DNSQPS, s.limit.Rate()), time.Now())
+}
+
 // LookupA resolves name through the upstream resolvers, for the daemon's own
 // consistency checks. It returns the addresses and their TTL.
 func (s *Shim) LookupA(name string) ([]netip.Addr, time.Duration, error) {
@@ -528,6 +536,9 @@ func (r *Reloadable) ServeDNS(w dns.ResponseWriter, m *dns.Msg) { r.cur.Load().S
 func (r *Reloadable) LookupA(name string) ([]netip.Addr, time.Duration, error) {
 	return r.cur.Load().LookupA(name)
 }
+
+// Charge is the current Shim's (the limiter is shared, see Config.Limiter).
+func (r *Reloadable) Charge(caller policy.Caller) bool { return r.cur.Load().Charge(caller) }
 
 // Forget is the current Shim's (the limiter is shared, see Config.Limiter).
 func (r *Reloadable) Forget(sandbox string) { r.cur.Load().Forget(sandbox) }

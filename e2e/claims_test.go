@@ -72,8 +72,9 @@ func (e *Env) series(metrics, name string) float64 {
 }
 
 // forge sends, from inside sb, udp DNS queries to a captured server and tcp
-// connection attempts to a handler's address, all from src (an address the
-// test has put on sb's eth0), and fails t if anything answers. Each attempt
+// connection attempts to a handler's address on port 80 and as many to the
+// second upstream on port 443 (the TLS front's), all from src (an address
+// the test has put on sb's eth0), and fails t if anything answers. Each attempt
 // sends one SYN: the dial gives up before the first retransmission (1 s).
 func (e *Env) forge(t *testing.T, sb Sandbox, src string, udp, tcp int) {
 	t.Helper()
@@ -98,9 +99,11 @@ func (e *Env) forge(t *testing.T, sb Sandbox, src string, udp, tcp int) {
 		}
 		for range tcp {
 			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 300 * time.Millisecond}
-			if c, err := d.Dial("tcp4", virtualKV+":80"); err == nil {
-				c.Close()
-				return fmt.Errorf("a connection forged from %s was accepted", src)
+			for _, to := range []string{virtualKV + ":80", otherIP + ":443"} {
+				if c, err := d.Dial("tcp4", to); err == nil {
+					c.Close()
+					return fmt.Errorf("a connection to %s forged from %s was accepted", to, src)
+				}
 			}
 		}
 		return nil
@@ -121,6 +124,7 @@ func TestAForgedSourceGetsNoAnswer(t *testing.T) {
 	a, b := e.Create("victim-a"), e.Create("attacker-b")
 	e.MustIn(b, "ip", "neigh", "replace", b.Gateway, "lladdr", e.hostMAC(e.hostIface(b)), "dev", "eth0", "nud", "permanent")
 	const udp, tcp = 20, 3
+	const sent = udp + 2*tcp // tcp to port 80 and tcp to port 443
 	forged := []struct{ what, addr string }{
 		{"another sandbox's address", a.Addr},
 		{"a host address (the other sandbox's gateway)", a.Gateway},
@@ -131,6 +135,7 @@ func TestAForgedSourceGetsNoAnswer(t *testing.T) {
 	dropsBefore := e.ruleCounter("raw", "INTERCEPTD-ANTISPOOF", "anti-spoofing")
 	queriesBefore := dnsQueries(m)
 	connsBefore := e.series(m, "interceptd_router_connections_total")
+	tlsBefore := sumSeries(m, "interceptd_tls_connections_total")
 	for _, f := range forged {
 		t.Run(f.what, func(t *testing.T) {
 			before := e.ruleCounter("raw", "INTERCEPTD-ANTISPOOF", "anti-spoofing")
@@ -138,20 +143,23 @@ func TestAForgedSourceGetsNoAnswer(t *testing.T) {
 			defer e.MustIn(b, "ip", "addr", "del", f.addr+"/32", "dev", "eth0")
 			e.forge(t, b, f.addr, udp, tcp)
 			dropped := e.ruleCounter("raw", "INTERCEPTD-ANTISPOOF", "anti-spoofing") - before
-			t.Logf("from %s: %d packets sent, the anti-spoofing rule counted %d", f.addr, udp+tcp, dropped)
-			if dropped < udp+tcp {
-				t.Errorf("%d packets forged from %s, the anti-spoofing rule counted %d", udp+tcp, f.addr, dropped)
+			t.Logf("from %s: %d packets sent, the anti-spoofing rule counted %d", f.addr, sent, dropped)
+			if dropped < sent {
+				t.Errorf("%d packets forged from %s, the anti-spoofing rule counted %d", sent, f.addr, dropped)
 			}
 		})
 	}
 	m = e.Scrape()
 	dropped := e.ruleCounter("raw", "INTERCEPTD-ANTISPOOF", "anti-spoofing") - dropsBefore
-	t.Logf("%d forged packets sent, %d counted by the anti-spoofing rule", len(forged)*(udp+tcp), dropped)
+	t.Logf("%d forged packets sent, %d counted by the anti-spoofing rule", len(forged)*sent, dropped)
 	if q := dnsQueries(m) - queriesBefore; q != 0 {
 		t.Errorf("the DNS shim counted %v forged queries", q)
 	}
 	if c := e.series(m, "interceptd_router_connections_total") - connsBefore; c != 0 {
 		t.Errorf("the router accepted %v forged connections", c)
+	}
+	if c := sumSeries(m, "interceptd_tls_connections_total") - tlsBefore; c != 0 {
+		t.Errorf("the TLS front took %v forged connections", c)
 	}
 	if strings.Contains(m, `sandbox="victim-a"`) {
 		t.Errorf("something was counted for the victim, which sent nothing:\n%s", grepLines(m, `sandbox="victim-a"`))
@@ -164,6 +172,21 @@ func TestAForgedSourceGetsNoAnswer(t *testing.T) {
 	if got := e.MustIn(a, "dig", "+short", "+time=2", "+tries=1", "@"+nowhereIP, "my.kv"); got != virtualKV+"\n" {
 		t.Errorf("a's query: %q", got)
 	}
+}
+
+// sumSeries adds up every series of a metric (0 when it has none yet).
+func sumSeries(metrics, name string) float64 {
+	var sum float64
+	for _, l := range strings.Split(metrics, "\n") {
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		f := strings.Fields(l)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // grepLines returns the lines of s that contain sub.

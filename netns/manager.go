@@ -999,11 +999,16 @@ func (m *Manager) Delete(name string) (err error) {
 			err = errors.Join(err, fmt.Errorf("deleting record: %w", rerr))
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("deleting sandbox %s: %w", name, err)
-	}
+	// Whatever failed above, the sandbox has left the manager (a retry
+	// finds nothing to delete): what the rest of the daemon keeps about it
+	// goes too, its open tunnels cut and its learned addresses forgotten,
+	// so that nothing it had carries on or passes to a sandbox created
+	// later under its name.
 	if m.cfg.OnDelete != nil {
 		m.cfg.OnDelete(name)
+	}
+	if err != nil {
+		return fmt.Errorf("deleting sandbox %s: %w", name, err)
 	}
 	m.log.Info("sandbox deleted", "sandbox", name)
 	return nil

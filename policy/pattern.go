@@ -37,7 +37,8 @@
 //     Host: not the Host literally, not given for
 //     it by the daemon's DNS, and not what the
 //     daemon resolves it to now (asked only when
-//     the sandbox may resolve the Host itself)    → deny (host_mismatch)
+//     the sandbox may resolve the Host itself,
+//     within its DNS budget: Verdicts.Charge)    → deny (host_mismatch)
 //  11. otherwise                                  → forward (allowed,
 //     internet_on)
 //

@@ -32,6 +32,13 @@ type Verdicts struct {
 	// with a Book, a Host the Book does not know is a mismatch). The DNS
 	// decisions never resolve.
 	Resolve func(name string) ([]netip.Addr, time.Duration, error)
+	// Charge, when set, is asked before Resolve resolves a name for the
+	// Host check on a sandbox's behalf: it takes one query from the
+	// caller's DNS budget (dns.max_qps_per_sandbox, as a query the sandbox
+	// sent would) and says whether there was one. Without one nothing is
+	// resolved and the check fails, so that Host headers and SNIs naming
+	// fresh names are no way around the sandbox's DNS rate.
+	Charge func(caller Caller) bool
 	// Sandbox returns the policy of the sandbox at an address, if one is
 	// there. A forward to another sandbox (which only an explicit IP/CIDR
 	// allow opens) goes from the daemon, past the kernel's inbound rules,
@@ -225,8 +232,9 @@ func (v *Verdicts) deniedName(c *Compiled, dest netip.AddrPort) (name, pattern s
 // daemon) for host, or the daemon resolves host to it now — only when the
 // sandbox's policy would let it resolve host itself, so that a Host header
 // is never a way to send a name (and the data in it) to a resolver on the
-// sandbox's behalf. The Host header is the sandbox's word; without this
-// check, "Host: allowed.example" could go anywhere.
+// sandbox's behalf, and only within the sandbox's DNS budget (Charge).
+// The Host header is the sandbox's word; without this check,
+// "Host: allowed.example" could go anywhere.
 func (v *Verdicts) consistent(caller Caller, host string, dest netip.Addr) bool {
 	if host == "" {
 		return true // HTTP/1.0 without a Host: the address is all it names
@@ -241,6 +249,9 @@ func (v *Verdicts) consistent(caller Caller, host string, dest netip.Addr) bool 
 		return true
 	}
 	if v.Resolve == nil || !caller.Policy.decideName(host, false).Allowed() {
+		return false
+	}
+	if v.Charge != nil && !v.Charge(caller) {
 		return false
 	}
 	addrs, ttl, err := v.Resolve(host)

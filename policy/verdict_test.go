@@ -445,3 +445,43 @@ func TestTheTLSVerdictDecidesByTheSNIAsHTTPDecidesByTheHost(t *testing.T) {
 		})
 	}
 }
+
+func TestTheHostCheckResolvesOnlyWithinTheSandboxsDNSBudget(t *testing.T) {
+	v, res := newTestVerdicts()
+	budget := 1
+	var charged []string
+	v.Charge = func(c Caller) bool {
+		charged = append(charged, c.Sandbox)
+		if budget == 0 {
+			return false
+		}
+		budget--
+		return true
+	}
+	caller := Caller{Sandbox: "t", Policy: MustCompile(Policy{Internet: true})} // DNS gave "t" nothing
+	tls := func() Decision {
+		return v.TLS(caller, TLSHello{SNI: "resolved.test", Dest: netip.AddrPortFrom(vResolved, 443)})
+	}
+	if d := tls(); d.Result != Forward {
+		t.Fatalf("within the budget: %+v", d)
+	}
+	// What was resolved is known for its TTL, and costs nothing more.
+	if d := tls(); d.Result != Forward || len(res.asked) != 1 || len(charged) != 1 {
+		t.Fatalf("the name resolved before: %+v, asked %q, charged %q", d, res.asked, charged)
+	}
+	// A name the book does not know, over the budget: not resolved, and so
+	// not shown to be the destination's.
+	d := v.TLS(caller, TLSHello{SNI: "learned.test", Dest: netip.AddrPortFrom(vLearned, 443)})
+	if d.Result != Deny || d.Reason != ReasonSNIMismatch {
+		t.Errorf("over the budget: %+v, want sni_mismatch", d)
+	}
+	if len(res.asked) != 1 || !slices.Equal(charged, []string{"t", "t"}) {
+		t.Errorf("over the budget: asked %q, charged %q", res.asked, charged)
+	}
+	// A name the sandbox may not resolve is neither charged nor asked.
+	off := Caller{Sandbox: "t", Policy: MustCompile(Policy{AllowedHosts: []string{vStranger.String()}})}
+	v.HTTP(off, HTTPRequest{Host: "c2VjcmV0.attacker.test", Dest: netip.AddrPortFrom(vStranger, 80)})
+	if len(res.asked) != 1 || len(charged) != 2 {
+		t.Errorf("a name the sandbox may not resolve: asked %q, charged %q", res.asked, charged)
+	}
+}

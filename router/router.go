@@ -244,7 +244,7 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 		err = &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited"}
 	} else {
 		var route Route
-		route, d = rt.decide(&env, caller, known)
+		route, d = rt.decide(&env, caller, known, false)
 		env.Handler, function = route.Name, route.Function
 		isUp := upgrading(r)
 		if isUp {
@@ -302,7 +302,7 @@ func (rt *Router) ServeConn(w http.ResponseWriter, r *http.Request, c Conn) {
 // and an allowlist does not; else a built-in handler as before; else the
 // worker's outbound is the caller's catch-all, which an allowlist does
 // block as it blocks any catch-all.
-func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, policy.Decision) {
+func (rt *Router) decide(env *Env, caller policy.Caller, known, again bool) (Route, policy.Decision) {
 	if !known {
 		caller = policy.Caller{} // no policy: not a sandbox
 	}
@@ -314,7 +314,7 @@ func (rt *Router) decide(env *Env, caller policy.Caller, known bool) (Route, pol
 			catchAll = &out
 		}
 	}
-	d := rt.cfg.Verdicts.HTTP(caller, policy.HTTPRequest{
+	d := rt.verdicts(again).HTTP(caller, policy.HTTPRequest{
 		Host: env.Host, Dest: env.Dest, Virtual: vname,
 		HasHandler: hasHandler, HasCatchAll: catchAll != nil,
 	})
@@ -404,7 +404,7 @@ func (rt *Router) DecideTLS(src, dst netip.AddrPort, sni string) TLSVerdict {
 		caller = policy.Caller{}
 	}
 	sni = policy.NormalizeHost(sni)
-	d, name := rt.decideTLS(caller, dst, sni)
+	d, name := rt.decideTLS(caller, dst, sni, false)
 	rt.cfg.Decisions.Observe("tls", caller.Sandbox, d)
 	v := TLSVerdict{Decision: d, Sandbox: caller.Sandbox, RequestID: requestIDOf(requestIDSeq.Add(1))}
 	switch {
@@ -417,16 +417,31 @@ func (rt *Router) DecideTLS(src, dst netip.AddrPort, sni string) TLSVerdict {
 	return v
 }
 
-// decideTLS is DecideTLS's decision, and the name TLS would be terminated
-// for if it gives a handler; it counts nothing.
-func (rt *Router) decideTLS(caller policy.Caller, dst netip.AddrPort, sni string) (policy.Decision, string) {
+// decideTLS is DecideTLS's decision (again: a tunnel's, made again on a
+// policy change), and the name TLS would be terminated for if it gives a
+// handler; it counts nothing.
+func (rt *Router) decideTLS(caller policy.Caller, dst netip.AddrPort, sni string, again bool) (policy.Decision, string) {
 	_, route, hasHandler, vname := rt.handlerFor(rt.routes.Load(), caller, sni, dst)
 	name := sni
 	if !hasHandler {
 		name = vname
 	}
 	intercept := (hasHandler || vname != "") && route.HTTPS
-	return rt.cfg.Verdicts.TLS(caller, policy.TLSHello{SNI: sni, Dest: dst, Virtual: vname, HasHandler: hasHandler, Intercept: intercept}), name
+	return rt.verdicts(again).TLS(caller, policy.TLSHello{SNI: sni, Dest: dst, Virtual: vname, HasHandler: hasHandler, Intercept: intercept}), name
+}
+
+// verdicts is what decides: the configured Verdicts, or, for a tunnel's
+// decision made again on a policy change (again), the same without Charge.
+// The change is the operator's, not a query of the sandbox's, and a
+// connection open for longer than its name's DNS answer lives must not be
+// cut for want of a budget the sandbox did not spend.
+func (rt *Router) verdicts(again bool) *policy.Verdicts {
+	if !again || rt.cfg.Verdicts.Charge == nil {
+		return &rt.cfg.Verdicts
+	}
+	v := rt.cfg.Verdicts
+	v.Charge = nil
+	return &v
 }
 
 // passTunnel registers a spliced TLS connection as a tunnel of caller's
@@ -441,7 +456,7 @@ func (rt *Router) passTunnel(src, dst netip.AddrPort, sni string, caller policy.
 			if !known || now.Sandbox != caller.Sandbox {
 				return "", policy.Decision{Result: policy.Deny, Reason: CutSandboxDeleted, Detail: "the address is no longer the sandbox's"}
 			}
-			d, name := rt.decideTLS(now, dst, sni)
+			d, name := rt.decideTLS(now, dst, sni, true)
 			if d.Result == policy.Handler {
 				return name, d
 			}

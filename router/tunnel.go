@@ -226,7 +226,7 @@ func (rt *Router) upgradeTunnel(r *http.Request, env Env, route Route, caller po
 				return "", policy.Decision{Result: policy.Deny, Reason: CutSandboxDeleted, Detail: "the address is another sandbox's now"}
 			}
 			e := env
-			route, d := rt.decide(&e, caller, known)
+			route, d := rt.decide(&e, caller, known, true)
 			return route.Name, d
 		},
 		cut: func() {

@@ -240,3 +240,44 @@ func TestASplicedTLSConnectionIsATunnelDecidedAgainOnAPolicyChange(t *testing.T)
 		t.Errorf("after internet went off: Redecide said %d, cut called %d times; want 1", n, cuts)
 	}
 }
+
+func TestASplicedConnectionDecidedAgainCostsTheSandboxNoDNSBudget(t *testing.T) {
+	// The name's answer lives a second; the sandbox's budget allows one
+	// lookup, spent by the connection's own check.
+	dst := netip.MustParseAddrPort("203.0.113.20:443")
+	var asked, charged atomic.Int32
+	pol := compiled(policy.Policy{Internet: true})
+	rt := router.New(router.Config{
+		Identify: func(a netip.Addr) (policy.Caller, bool) { return policy.Caller{Sandbox: "s", Policy: pol}, true },
+		Verdicts: policy.Verdicts{
+			Book: &policy.AddrBook{},
+			Resolve: func(string) ([]netip.Addr, time.Duration, error) {
+				asked.Add(1)
+				return []netip.Addr{dst.Addr()}, 0, nil
+			},
+			Charge: func(policy.Caller) bool { return charged.Add(1) == 1 },
+		},
+		Metrics: router.NewMetrics(prometheus.NewRegistry(), metrics.NewSandboxLabels(10)),
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	v := rt.DecideTLS(netip.MustParseAddrPort("10.213.0.2:40001"), dst, "cdn.example")
+	if !v.Allowed() || v.Track == nil {
+		t.Fatalf("verdict %+v, want an allowed passthrough", v.Decision)
+	}
+	cuts := 0
+	defer v.Track(func() { cuts++ })()
+	time.Sleep(1100 * time.Millisecond) // the answer has expired
+	// An operator's policy change decides it again: the name is looked up
+	// afresh, on no budget of the sandbox's, and the connection stays.
+	if n := rt.Redecide("s"); n != 0 || cuts != 0 {
+		t.Errorf("a policy change cut %d (%d) for want of DNS budget", n, cuts)
+	}
+	if asked.Load() < 2 || charged.Load() != 1 {
+		t.Errorf("asked %d, charged %d; want the second lookup uncharged", asked.Load(), charged.Load())
+	}
+	// The sandbox's own next connection to a name it never resolved is
+	// charged, and over the budget refused.
+	if v := rt.DecideTLS(netip.MustParseAddrPort("10.213.0.2:40002"), netip.MustParseAddrPort("203.0.113.21:443"), "fresh.example"); v.Allowed() {
+		t.Errorf("over the budget: %+v", v.Decision)
+	}
+}

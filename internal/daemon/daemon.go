@@ -388,6 +388,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 	}
 	d.builder, d.infos = b, infos
 	verdicts.Resolve = d.shim.LookupA
+	verdicts.Charge = d.shim.Charge
 	d.router = router.New(router.Config{
 		Hosts: routes.Hosts, Virtual: routes.Virtual, Programs: d.workers.program, Identify: d.mgr.Caller, CatchAll: routes.CatchAll,
 		Fallback: fwd, Verdicts: verdicts,

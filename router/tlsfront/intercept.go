@@ -54,8 +54,7 @@ func (s *Server) leanServer() *httpserve.Server {
 type leanHandler struct{ s *Server }
 
 func (h leanHandler) ServeConn(w http.ResponseWriter, r *http.Request, c router.Conn) {
-	src, _ := c.Addrs()
-	ic := h.s.lookup(src)
+	ic := h.s.lookup(c.Addrs())
 	if ic == nil {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
@@ -98,14 +97,12 @@ func (s *Server) httpServer() *http.Server {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-				src, _ := addrs(c)
-				return context.WithValue(ctx, interceptedKey{}, s.lookup(src))
+				return context.WithValue(ctx, interceptedKey{}, s.lookup(addrs(c)))
 			},
 			ConnState: func(c net.Conn, st http.ConnState) {
 				if st == http.StateClosed || st == http.StateHijacked {
-					src, _ := addrs(c)
-					if ic := s.lookup(src); ic != nil {
-						s.forget(src)
+					if ic := s.lookup(addrs(c)); ic != nil && net.Conn(ic.tc) == c {
+						s.forget(ic)
 						close(ic.done)
 					}
 				}
@@ -116,15 +113,25 @@ func (s *Server) httpServer() *http.Server {
 	return s.https
 }
 
-func (s *Server) lookup(src netip.AddrPort) *intercepted {
+// connKey names a connection by its four-tuple: a source address alone
+// does not, since a sandbox may open connections to several destinations
+// from one source port.
+type connKey struct{ src, dst netip.AddrPort }
+
+func (s *Server) lookup(src, dst netip.AddrPort) *intercepted {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.intercepts[src]
+	return s.intercepts[connKey{src, dst}]
 }
 
-func (s *Server) forget(src netip.AddrPort) {
+// forget drops ic, and only ic: a later connection on the same four-tuple
+// may have taken its place once its socket closed.
+func (s *Server) forget(ic *intercepted) {
+	k := connKey{ic.src, ic.dst}
 	s.mu.Lock()
-	delete(s.intercepts, src)
+	if s.intercepts[k] == ic {
+		delete(s.intercepts, k)
+	}
 	s.mu.Unlock()
 }
 
@@ -176,9 +183,9 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 	ic := &intercepted{name: v.Name, src: src, dst: dst, tc: tc, state: &state, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.intercepts == nil {
-		s.intercepts = map[netip.AddrPort]*intercepted{}
+		s.intercepts = map[connKey]*intercepted{}
 	}
-	s.intercepts[src] = ic
+	s.intercepts[connKey{src, dst}] = ic
 	s.mu.Unlock()
 	if state.NegotiatedProtocol != "h2" {
 		// HTTP/1.1: the router's own lean loop, as port 80's, over the TLS
@@ -187,12 +194,12 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		s.logger().Info("tls", append(rec, "outcome", OutcomeIntercepted, "alpn", state.NegotiatedProtocol,
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 		s.leanServer().ServeConn(tc)
-		s.forget(src)
+		s.forget(ic)
 		return
 	}
 	s.httpServer()
 	if !s.httpLn.push(tc) {
-		s.forget(src)
+		s.forget(ic)
 		tc.Close()
 		return
 	}

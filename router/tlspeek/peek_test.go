@@ -164,6 +164,15 @@ func TestPeekReadsHandMadeHellos(t *testing.T) {
 		)})),
 		want: tlspeek.Hello{ServerName: "a.example"},
 	}, {
+		// OpenSSL reads the first entry and ignores the rest; Go skips
+		// other types: both take a.example, as Peek does.
+		name: "a host_name followed by an entry of another type is the host_name",
+		in: frame(clientHello(ext{0, vec16(
+			[]byte{0}, vec16([]byte("a.example")),
+			[]byte{7}, vec16([]byte("denied.example")),
+		)})),
+		want: tlspeek.Hello{ServerName: "a.example"},
+	}, {
 		name: "an encrypted_client_hello extension is reported, with the outer name",
 		in:   frame(clientHello(sni("public.example"), ext{0xfe0d, []byte{0, 1, 2, 3}}, versions(0x0a0a, tls.VersionTLS13))),
 		want: tlspeek.Hello{ServerName: "public.example", ECH: true, Versions: []uint16{0x0a0a, tls.VersionTLS13}},
@@ -242,6 +251,9 @@ func TestPeekRefusesWhatIsNotAWellFormedHello(t *testing.T) {
 		{"two server_name extensions are malformed", frame(clientHello(sni("allowed.example"), sni("denied.example"))), tlspeek.ErrMalformed},
 		{"two host_names in one list are malformed", frame(clientHello(sni("allowed.example", "denied.example"))), tlspeek.ErrMalformed},
 		{"an empty server_name list is malformed", frame(clientHello(ext{0, vec16()})), tlspeek.ErrMalformed},
+		{"a server_name extension without a list is malformed", frame(clientHello(ext{0, nil})), tlspeek.ErrMalformed},
+		{"bytes after the host_name inside the list are malformed", frame(clientHello(ext{0, vec16([]byte{0}, vec16([]byte("allowed.example")), []byte{0, 0})})), tlspeek.ErrMalformed},
+		{"a ChangeCipherSpec record inside the hello is malformed", append(frame(good[:10]), 20, 3, 3, 0, 1, 1), tlspeek.ErrMalformed},
 		{"bytes after the server_name list are malformed", frame(clientHello(ext{0, append(sni("a.example").data, 0)})), tlspeek.ErrMalformed},
 		{"an empty host_name is malformed", frame(clientHello(sni(""))), tlspeek.ErrMalformed},
 		{"a host_name of a dot is malformed", frame(clientHello(sni("."))), tlspeek.ErrMalformed},
