@@ -74,9 +74,9 @@ type Server struct {
 	leanOnce sync.Once
 	lean     *httpserve.Server // HTTP/1.1 intercepted connections
 	// intercepts are the connections TLS was terminated on, by their
-	// source address: how each request (lean's or net/http's) finds its
+	// two ends: how each request (lean's or net/http's) finds its
 	// connection's name and TLS state, and what Close cuts.
-	intercepts map[netip.AddrPort]*intercepted
+	intercepts map[connKey]*intercepted
 	// tickets are the session-ticket keys of intercepted connections
 	// (ticketKeys), made at ticketsMade.
 	tickets     [][32]byte

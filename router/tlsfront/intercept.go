@@ -54,8 +54,7 @@ func (s *Server) leanServer() *httpserve.Server {
 type leanHandler struct{ s *Server }
 
 func (h leanHandler) ServeConn(w http.ResponseWriter, r *http.Request, c router.Conn) {
-	src, _ := c.Addrs()
-	ic := h.s.lookup(src)
+	ic := h.s.lookup(c.Addrs())
 	if ic == nil {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
@@ -98,14 +97,13 @@ func (s *Server) httpServer() *http.Server {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-				src, _ := addrs(c)
-				return context.WithValue(ctx, interceptedKey{}, s.lookup(src))
+				return context.WithValue(ctx, interceptedKey{}, s.lookup(addrs(c)))
 			},
 			ConnState: func(c net.Conn, st http.ConnState) {
 				if st == http.StateClosed || st == http.StateHijacked {
-					src, _ := addrs(c)
-					if ic := s.lookup(src); ic != nil {
-						s.forget(src)
+					// This connection's entry only: c is the *tls.Conn
+					// intercept pushed.
+					if ic := s.lookup(addrs(c)); ic != nil && ic.tc == c && s.forget(ic) {
 						close(ic.done)
 					}
 				}
@@ -116,16 +114,29 @@ func (s *Server) httpServer() *http.Server {
 	return s.https
 }
 
-func (s *Server) lookup(src netip.AddrPort) *intercepted {
+// connKey names an open TCP connection by both of its ends. The source
+// alone does not: a sandbox can open two connections from one port to two
+// destinations (SO_REUSEADDR), and one connection's requests must never be
+// taken for the other's (its name, the end of its life).
+type connKey struct{ src, dst netip.AddrPort }
+
+// lookup finds the intercepted connection from src to dst.
+func (s *Server) lookup(src, dst netip.AddrPort) *intercepted {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.intercepts[src]
+	return s.intercepts[connKey{src, dst}]
 }
 
-func (s *Server) forget(src netip.AddrPort) {
+// forget drops ic's entry, if it is still ic's, and says whether it did.
+func (s *Server) forget(ic *intercepted) bool {
 	s.mu.Lock()
-	delete(s.intercepts, src)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	k := connKey{ic.src, ic.dst}
+	if s.intercepts[k] != ic {
+		return false
+	}
+	delete(s.intercepts, k)
+	return true
 }
 
 // intercept terminates TLS on rc for v.Name with a leaf from the CA and
@@ -176,9 +187,9 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 	ic := &intercepted{name: v.Name, src: src, dst: dst, tc: tc, state: &state, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.intercepts == nil {
-		s.intercepts = map[netip.AddrPort]*intercepted{}
+		s.intercepts = map[connKey]*intercepted{}
 	}
-	s.intercepts[src] = ic
+	s.intercepts[connKey{src, dst}] = ic
 	s.mu.Unlock()
 	if state.NegotiatedProtocol != "h2" {
 		// HTTP/1.1: the router's own lean loop, as port 80's, over the TLS
@@ -187,12 +198,12 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		s.logger().Info("tls", append(rec, "outcome", OutcomeIntercepted, "alpn", state.NegotiatedProtocol,
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 		s.leanServer().ServeConn(tc)
-		s.forget(src)
+		s.forget(ic)
 		return
 	}
 	s.httpServer()
 	if !s.httpLn.push(tc) {
-		s.forget(src)
+		s.forget(ic)
 		tc.Close()
 		return
 	}
