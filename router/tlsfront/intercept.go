@@ -148,6 +148,16 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		s.logger().Warn("tls", append(rec, "outcome", OutcomeRefused, "detail", "a handler marked for HTTPS, but the front has no CA")...)
 		return
 	}
+	if !HostName(v.Name) {
+		// A glob's host part ("*.example.com", for a connection without
+		// an SNI to a glob key's virtual address): no one name to mint a
+		// leaf for, and no wildcard is ever minted.
+		s.Metrics.connection(OutcomeRefused)
+		reset(raw)
+		s.logger().Info("tls", append(rec, "outcome", OutcomeRefused, "detail", "no host name to terminate TLS for: "+policy.Sanitize(v.Name),
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+		return
+	}
 	certSent := false
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
