@@ -67,6 +67,14 @@ type Server struct {
 	// connection is refused.
 	CA      *CA
 	Handler Handler
+	// MaxStreams caps the HTTP/2 requests a source (a sandbox) has in
+	// flight at once on its intercepted connections; nil, or a cap <= 0
+	// for a source, means no cap. The daemon gives it the sandbox's
+	// connection cap: HTTP/2 carries many requests on one connection, and
+	// the connection cap alone would let a sandbox hold a few hundred
+	// times more requests (each a handler's goroutines and buffers, and a
+	// proxy's upstream connection) than over HTTP/1.1.
+	MaxStreams func(src netip.Addr) int
 
 	httpOnce sync.Once
 	https    *http.Server // HTTP/2 intercepted connections
@@ -81,6 +89,9 @@ type Server struct {
 	// (ticketKeys), made at ticketsMade.
 	tickets     [][32]byte
 	ticketsMade time.Time
+	// streams are the HTTP/2 requests each source has in flight
+	// (MaxStreams), under mu.
+	streams map[netip.Addr]int
 
 	// copyFirst replaces passFirst when not zero (negative: none), for
 	// tests and the benchmark.

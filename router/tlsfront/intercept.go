@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -298,7 +299,56 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	if misdirected(w, r, ic) {
 		return
 	}
+	if !s.takeStream(ic.src.Addr()) {
+		s.Metrics.streamRefused()
+		w.Header().Set("X-Interceptd-Error", ReasonTooManyStreams)
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, "interceptd: "+ReasonTooManyStreams+": this sandbox has as many requests in flight as its connection cap allows\n")
+		return
+	}
+	defer s.giveStream(ic.src.Addr())
 	s.Handler.ServeConn(w, r, &interceptedConn{ic: ic, ctx: r.Context()})
+}
+
+// ReasonTooManyStreams is the X-Interceptd-Error of the 429 an HTTP/2
+// request gets when its sandbox has MaxStreams requests in flight.
+const ReasonTooManyStreams = "too_many_streams"
+
+// takeStream counts one more HTTP/2 request in flight for src, unless src
+// is at its cap.
+func (s *Server) takeStream(src netip.Addr) bool {
+	limit := 0
+	if s.MaxStreams != nil {
+		limit = s.MaxStreams(src)
+	}
+	if limit <= 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[src] >= limit {
+		return false
+	}
+	if s.streams == nil {
+		s.streams = map[netip.Addr]int{}
+	}
+	s.streams[src]++
+	return true
+}
+
+// giveStream ends a request takeStream counted.
+func (s *Server) giveStream(src netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n, ok := s.streams[src]; ok {
+		if n <= 1 {
+			delete(s.streams, src)
+		} else {
+			s.streams[src] = n - 1
+		}
+	}
 }
 
 // interceptedConn is the router.Conn of one request on an intercepted
