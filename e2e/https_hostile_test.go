@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,5 +79,51 @@ func TestTwoInterceptedConnectionsFromOneSourcePortAreEachTheirOwn(t *testing.T)
 	}
 	if open != 0 {
 		t.Errorf("%v TLS connections still open in the daemon after the sandbox closed both", open)
+	}
+}
+
+func TestASandboxsHTTP2StreamsInFlightAreHeldToItsConnectionCap(t *testing.T) {
+	cert, upstreamCA := testCA(t, "api.test")
+	secretFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(secretFile, []byte("s3cret-streams\n"), 0o600)
+	e := NewEnv(t, Options{ExtraConfig: `handlers:
+  - host: api.example.test
+    kind: proxy
+    https: true
+    upstream: https://api.test:8443/
+    ca_file: ` + upstreamCA + `
+    inject:
+      - {header: Authorization, template: "Bearer {secret}", file: ` + secretFile + `}
+`})
+	ln := e.ListenIn("/run/netns/"+e.UpNS, upstreamIP+":8443")
+	srv := &http.Server{
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Second) // a slow answer: the request stays in flight
+			io.WriteString(w, "slow")
+		}),
+	}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	pemText, errOut, code := e.CLI("ca", "--config", e.Config)
+	if code != 0 {
+		t.Fatalf("interceptd ca: %s", errOut)
+	}
+	caFile := filepath.Join(t.TempDir(), "interceptd-ca.pem")
+	os.WriteFile(caFile, []byte(pemText), 0o644)
+
+	sb := e.CreateWith("agent", "--internet", "off", "--max-conns", "3")
+	// Eight requests at once, multiplexed by curl on one HTTP/2 connection.
+	args := []string{"curl", "-sS", "-Z", "--http2", "--cacert", caFile, "-m", "10", "-w", "%{http_code} %{http_version}\n"}
+	for i := range 8 {
+		args = append(args, "-o", "/dev/null", fmt.Sprintf("https://api.example.test/slow/%d", i))
+	}
+	out, _ := e.In(sb, args...)
+	ok, limited := strings.Count(out, "200 2"), strings.Count(out, "429 2")
+	if ok+limited != 8 || ok > 3 || limited == 0 {
+		t.Errorf("%d answered, %d refused with 429 over HTTP/2, want at most 3 answered (the cap) and the rest refused:\n%s", ok, limited, out)
+	}
+	if v, present := sample(e.Scrape(), "interceptd_tls_streams_refused_total"); !present || v != float64(limited) {
+		t.Errorf("interceptd_tls_streams_refused_total = %v (present %v), want %d", v, present, limited)
 	}
 }
