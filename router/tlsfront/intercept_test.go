@@ -44,6 +44,12 @@ func (echoRouter) ServeConn(w http.ResponseWriter, r *http.Request, c router.Con
 
 func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
 	t.Helper()
+	addr, ca, m, _ = interceptFrontServer(t)
+	return addr, ca, m
+}
+
+func interceptFrontServer(t *testing.T) (addr string, ca *CA, m *Metrics, s *Server) {
+	t.Helper()
 	ca, err := LoadOrCreateCA(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -53,14 +59,14 @@ func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
 		t.Fatal(err)
 	}
 	m = NewMetrics(prometheus.NewRegistry())
-	s := &Server{Decide: handlerDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s = &Server{Decide: handlerDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
 		s.Close()
 		<-done
 	})
-	return ln.Addr().String(), ca, m
+	return ln.Addr().String(), ca, m, s
 }
 
 func clientFor(addr string, roots *x509.CertPool, h2 bool) *http.Client {
@@ -298,4 +304,27 @@ func TestAConnectionWithoutANameToAGlobsAddressGetsNoWildcardCertificate(t *test
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+func TestAClientThatAbortsItsHandshakeLeavesNothingOpen(t *testing.T) {
+	addr, _, m, s := interceptFrontServer(t)
+	for range 20 {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The hello goes out, then the client is gone before the
+		// certificate comes back (or as it comes).
+		c := tls.Client(raw, &tls.Config{ServerName: "api.test", InsecureSkipVerify: true})
+		go c.Handshake()
+		time.Sleep(time.Millisecond)
+		raw.Close()
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(m.openConns) == 0 })
+	s.mu.Lock()
+	n := len(s.intercepts)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d intercepted connections still known after their clients went", n)
+	}
 }
