@@ -158,14 +158,15 @@ func (s *Server) Close() error {
 	for _, ic := range s.intercepts {
 		ic.tc.Close()
 	}
+	httpLn, https, lean := s.httpLn, s.https, s.lean
 	s.mu.Unlock()
-	if s.httpLn != nil {
-		s.httpLn.Close()
-		s.https.Close()
+	if httpLn != nil {
+		httpLn.Close()
+		https.Close()
 	}
-	if s.lean != nil {
+	if lean != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		s.lean.Shutdown(ctx) // the connections themselves were closed above
+		lean.Shutdown(ctx) // the connections themselves were closed above
 		cancel()
 	}
 	s.wg.Wait()

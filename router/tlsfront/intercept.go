@@ -46,7 +46,12 @@ type intercepted struct {
 // connections, made on first use. Its requests reach Handler through
 // leanHandler, which finds their connection by its source address.
 func (s *Server) leanServer() *httpserve.Server {
-	s.leanOnce.Do(func() { s.lean = httpserve.New(leanHandler{s}, nil, s.logger()) })
+	s.leanOnce.Do(func() {
+		lean := httpserve.New(leanHandler{s}, nil, s.logger())
+		s.mu.Lock() // Close reads it under mu
+		s.lean = lean
+		s.mu.Unlock()
+	})
 	return s.lean
 }
 
@@ -86,11 +91,11 @@ type interceptedKey struct{}
 // connections (HTTP/1.1 and HTTP/2, as ALPN chose), made on first use.
 func (s *Server) httpServer() *http.Server {
 	s.httpOnce.Do(func() {
-		s.httpLn = newQueueListener()
+		ln := newQueueListener()
 		protos := new(http.Protocols)
 		protos.SetHTTP1(true)
 		protos.SetHTTP2(true)
-		s.https = &http.Server{
+		srv := &http.Server{
 			Protocols:         protos,
 			Handler:           http.HandlerFunc(s.serveIntercepted),
 			ReadHeaderTimeout: 10 * time.Second,
@@ -110,7 +115,16 @@ func (s *Server) httpServer() *http.Server {
 				}
 			},
 		}
-		go s.https.Serve(s.httpLn)
+		// Set under mu, which Close reads them under: a Close while the
+		// first HTTP/2 connection comes sees both or neither, and one
+		// that came first leaves the listener closed (push refuses).
+		s.mu.Lock()
+		s.httpLn, s.https = ln, srv
+		if s.closing.Load() {
+			ln.Close()
+		}
+		s.mu.Unlock()
+		go srv.Serve(ln)
 	})
 	return s.https
 }
