@@ -423,7 +423,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *Daemon
 		if err != nil {
 			return d, err
 		}
-		d.tls = &tlsfront.Server{Decide: d.router, CA: ca, Handler: d.router, Metrics: tm, Logger: log}
+		// A sandbox's HTTP/2 requests in flight are capped as its connections
+		// are: one connection carries many.
+		d.tls = &tlsfront.Server{Decide: d.router, CA: ca, Handler: d.router, Metrics: tm, Logger: log, MaxStreams: connCap}
 		caCert = ca.CertPEM()
 		tln, err := httpserve.ListenTransparent(ctx, cfg.Listen.HTTPS)
 		if err != nil {

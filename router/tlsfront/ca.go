@@ -159,6 +159,9 @@ func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 // more than an hour left, else minted (minted says which). It names exactly
 // name (no wildcard), lives a day, and has a key of its own.
 func (ca *CA) Leaf(name string) (cert *tls.Certificate, minted bool, err error) {
+	if !HostName(name) {
+		return nil, false, fmt.Errorf("minting a certificate for %q: %w", name, errNotHostName)
+	}
 	now := ca.now()
 	ca.mu.Lock()
 	if c, ok := ca.leaves[name]; ok && now.Before(c.Leaf.NotAfter.Add(-leafRenew)) {
@@ -194,6 +197,37 @@ func (ca *CA) Leaf(name string) (cert *tls.Certificate, minted bool, err error) 
 	ca.leaves[name] = c
 	ca.mu.Unlock()
 	return c, true, nil
+}
+
+var errNotHostName = errors.New("not a host name")
+
+// HostName reports whether a leaf may name name: a host name as the front
+// takes it from an SNI (router/tlspeek's rule, normalised), lower-case
+// letters, digits, '-' and '_' in labels of 1 to 63 bytes, at most 253 bytes.
+// No wildcard ("*.example.com", a glob key's host part, is no host),
+// nothing long or odd.
+func HostName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	label := 0
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '.':
+			if label == 0 {
+				return false
+			}
+			label = 0
+			continue
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+		if label++; label > 63 {
+			return false
+		}
+	}
+	return label > 0
 }
 
 func randomSerial() *big.Int {

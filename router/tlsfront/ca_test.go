@@ -80,3 +80,35 @@ func TestALeafNamesExactlyItsNameVerifiesAgainstTheCAAndIsReusedUntilNearItsEnd(
 		t.Error("a leaf near its end was not renewed")
 	}
 }
+
+func TestALeafIsMintedOnlyForAHostName(t *testing.T) {
+	ca, err := LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := strings.Repeat("a", 63)
+	for _, name := range []string{"api.test", "x_y.example.com", "a-b.c", label + ".test", strings.Repeat(label+".", 3) + strings.Repeat("b", 61)} {
+		if _, _, err := ca.Leaf(name); err != nil {
+			t.Errorf("%q: %v", name, err)
+		}
+	}
+	// What a sandbox can put in an SNI that a glob handler (*.example.com)
+	// matches: no certificate may name it, and one that could be 16 KiB
+	// long, cached by the thousand, would be a memory flood.
+	for _, name := range []string{
+		"*.example.com", "a.*.example.com", strings.Repeat("a", 16000) + ".example.com",
+		strings.Repeat(label+".", 4) + "example.com", strings.Repeat("a", 64) + ".example.com",
+		"a b.example.com", "a/b.example.com", "a\x00.example.com", "a..example.com", ".example.com", "", "A.example.com",
+		"é.example.com",
+	} {
+		if _, _, err := ca.Leaf(name); err == nil {
+			t.Errorf("a leaf was minted for %.40q (%d bytes)", name, len(name))
+		}
+	}
+	ca.mu.Lock()
+	n := len(ca.leaves)
+	ca.mu.Unlock()
+	if n != 5 {
+		t.Errorf("%d leaves cached, want the 5 host names", n)
+	}
+}

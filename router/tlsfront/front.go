@@ -67,6 +67,14 @@ type Server struct {
 	// connection is refused.
 	CA      *CA
 	Handler Handler
+	// MaxStreams caps the HTTP/2 requests a source (a sandbox) has in
+	// flight at once on its intercepted connections; nil, or a cap <= 0
+	// for a source, means no cap. The daemon gives it the sandbox's
+	// connection cap: HTTP/2 carries many requests on one connection, and
+	// the connection cap alone would let a sandbox hold a few hundred
+	// times more requests (each a handler's goroutines and buffers, and a
+	// proxy's upstream connection) than over HTTP/1.1.
+	MaxStreams func(src netip.Addr) int
 
 	httpOnce sync.Once
 	https    *http.Server // HTTP/2 intercepted connections
@@ -74,14 +82,16 @@ type Server struct {
 	leanOnce sync.Once
 	lean     *httpserve.Server // HTTP/1.1 intercepted connections
 	// intercepts are the connections TLS was terminated on, by their
-	// source and destination (a sandbox may use one source port for
-	// several destinations): how each request (lean's or net/http's) finds
-	// its connection's name and TLS state, and what Close cuts.
+	// two ends: how each request (lean's or net/http's) finds its
+	// connection's name and TLS state, and what Close cuts.
 	intercepts map[connKey]*intercepted
 	// tickets are the session-ticket keys of intercepted connections
 	// (ticketKeys), made at ticketsMade.
 	tickets     [][32]byte
 	ticketsMade time.Time
+	// streams are the HTTP/2 requests each source has in flight
+	// (MaxStreams), under mu.
+	streams map[netip.Addr]int
 
 	// copyFirst replaces passFirst and toSandboxFirst when not zero
 	// (negative: none, both directions spliced from the first byte), for
@@ -149,14 +159,15 @@ func (s *Server) Close() error {
 	for _, ic := range s.intercepts {
 		ic.tc.Close()
 	}
+	httpLn, https, lean := s.httpLn, s.https, s.lean
 	s.mu.Unlock()
-	if s.httpLn != nil {
-		s.httpLn.Close()
-		s.https.Close()
+	if httpLn != nil {
+		httpLn.Close()
+		https.Close()
 	}
-	if s.lean != nil {
+	if lean != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		s.lean.Shutdown(ctx) // the connections themselves were closed above
+		lean.Shutdown(ctx) // the connections themselves were closed above
 		cancel()
 	}
 	s.wg.Wait()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,7 +46,12 @@ type intercepted struct {
 // connections, made on first use. Its requests reach Handler through
 // leanHandler, which finds their connection by its source address.
 func (s *Server) leanServer() *httpserve.Server {
-	s.leanOnce.Do(func() { s.lean = httpserve.New(leanHandler{s}, nil, s.logger()) })
+	s.leanOnce.Do(func() {
+		lean := httpserve.New(leanHandler{s}, nil, s.logger())
+		s.mu.Lock() // Close reads it under mu
+		s.lean = lean
+		s.mu.Unlock()
+	})
 	return s.lean
 }
 
@@ -85,11 +91,11 @@ type interceptedKey struct{}
 // connections (HTTP/1.1 and HTTP/2, as ALPN chose), made on first use.
 func (s *Server) httpServer() *http.Server {
 	s.httpOnce.Do(func() {
-		s.httpLn = newQueueListener()
+		ln := newQueueListener()
 		protos := new(http.Protocols)
 		protos.SetHTTP1(true)
 		protos.SetHTTP2(true)
-		s.https = &http.Server{
+		srv := &http.Server{
 			Protocols:         protos,
 			Handler:           http.HandlerFunc(s.serveIntercepted),
 			ReadHeaderTimeout: 10 * time.Second,
@@ -101,38 +107,51 @@ func (s *Server) httpServer() *http.Server {
 			},
 			ConnState: func(c net.Conn, st http.ConnState) {
 				if st == http.StateClosed || st == http.StateHijacked {
-					if ic := s.lookup(addrs(c)); ic != nil && net.Conn(ic.tc) == c {
-						s.forget(ic)
+					// This connection's entry only: c is the *tls.Conn
+					// intercept pushed.
+					if ic := s.lookup(addrs(c)); ic != nil && ic.tc == c && s.forget(ic) {
 						close(ic.done)
 					}
 				}
 			},
 		}
-		go s.https.Serve(s.httpLn)
+		// Set under mu, which Close reads them under: a Close while the
+		// first HTTP/2 connection comes sees both or neither, and one
+		// that came first leaves the listener closed (push refuses).
+		s.mu.Lock()
+		s.httpLn, s.https = ln, srv
+		if s.closing.Load() {
+			ln.Close()
+		}
+		s.mu.Unlock()
+		go srv.Serve(ln)
 	})
 	return s.https
 }
 
-// connKey names a connection by its four-tuple: a source address alone
-// does not, since a sandbox may open connections to several destinations
-// from one source port.
+// connKey names an open TCP connection by both of its ends. The source
+// alone does not: a sandbox can open two connections from one port to two
+// destinations (SO_REUSEADDR), and one connection's requests must never be
+// taken for the other's (its name, the end of its life).
 type connKey struct{ src, dst netip.AddrPort }
 
+// lookup finds the intercepted connection from src to dst.
 func (s *Server) lookup(src, dst netip.AddrPort) *intercepted {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.intercepts[connKey{src, dst}]
 }
 
-// forget drops ic, and only ic: a later connection on the same four-tuple
-// may have taken its place once its socket closed.
-func (s *Server) forget(ic *intercepted) {
-	k := connKey{ic.src, ic.dst}
+// forget drops ic's entry, if it is still ic's, and says whether it did.
+func (s *Server) forget(ic *intercepted) bool {
 	s.mu.Lock()
-	if s.intercepts[k] == ic {
-		delete(s.intercepts, k)
+	defer s.mu.Unlock()
+	k := connKey{ic.src, ic.dst}
+	if s.intercepts[k] != ic {
+		return false
 	}
-	s.mu.Unlock()
+	delete(s.intercepts, k)
+	return true
 }
 
 // intercept terminates TLS on rc for v.Name with a leaf from the CA and
@@ -142,6 +161,16 @@ func (s *Server) intercept(rc, raw net.Conn, v router.TLSVerdict, rec []any, sta
 		s.Metrics.connection(OutcomeRefused)
 		reset(raw)
 		s.logger().Warn("tls", append(rec, "outcome", OutcomeRefused, "detail", "a handler marked for HTTPS, but the front has no CA")...)
+		return
+	}
+	if !HostName(v.Name) {
+		// A glob's host part ("*.example.com", for a connection without
+		// an SNI to a glob key's virtual address): no one name to mint a
+		// leaf for, and no wildcard is ever minted.
+		s.Metrics.connection(OutcomeRefused)
+		reset(raw)
+		s.logger().Info("tls", append(rec, "outcome", OutcomeRefused, "detail", "no host name to terminate TLS for: "+policy.Sanitize(v.Name),
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 		return
 	}
 	certSent := false
@@ -284,7 +313,56 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	if misdirected(w, r, ic) {
 		return
 	}
+	if !s.takeStream(ic.src.Addr()) {
+		s.Metrics.streamRefused()
+		w.Header().Set("X-Interceptd-Error", ReasonTooManyStreams)
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, "interceptd: "+ReasonTooManyStreams+": this sandbox has as many requests in flight as its connection cap allows\n")
+		return
+	}
+	defer s.giveStream(ic.src.Addr())
 	s.Handler.ServeConn(w, r, &interceptedConn{ic: ic, ctx: r.Context()})
+}
+
+// ReasonTooManyStreams is the X-Interceptd-Error of the 429 an HTTP/2
+// request gets when its sandbox has MaxStreams requests in flight.
+const ReasonTooManyStreams = "too_many_streams"
+
+// takeStream counts one more HTTP/2 request in flight for src, unless src
+// is at its cap.
+func (s *Server) takeStream(src netip.Addr) bool {
+	limit := 0
+	if s.MaxStreams != nil {
+		limit = s.MaxStreams(src)
+	}
+	if limit <= 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[src] >= limit {
+		return false
+	}
+	if s.streams == nil {
+		s.streams = map[netip.Addr]int{}
+	}
+	s.streams[src]++
+	return true
+}
+
+// giveStream ends a request takeStream counted.
+func (s *Server) giveStream(src netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n, ok := s.streams[src]; ok {
+		if n <= 1 {
+			delete(s.streams, src)
+		} else {
+			s.streams[src] = n - 1
+		}
+	}
 }
 
 // interceptedConn is the router.Conn of one request on an intercepted

@@ -44,6 +44,12 @@ func (echoRouter) ServeConn(w http.ResponseWriter, r *http.Request, c router.Con
 
 func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
 	t.Helper()
+	addr, ca, m, _ = interceptFrontServer(t)
+	return addr, ca, m
+}
+
+func interceptFrontServer(t *testing.T) (addr string, ca *CA, m *Metrics, s *Server) {
+	t.Helper()
 	ca, err := LoadOrCreateCA(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -53,14 +59,14 @@ func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
 		t.Fatal(err)
 	}
 	m = NewMetrics(prometheus.NewRegistry())
-	s := &Server{Decide: handlerDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s = &Server{Decide: handlerDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
 		s.Close()
 		<-done
 	})
-	return ln.Addr().String(), ca, m
+	return ln.Addr().String(), ca, m, s
 }
 
 func clientFor(addr string, roots *x509.CertPool, h2 bool) *http.Client {
@@ -244,5 +250,81 @@ func TestAnInterceptedHTTP1UploadInChunksIsServedToo(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMisdirectedRequest {
 		t.Errorf("a chunked request for another host: %d", resp.StatusCode)
+	}
+}
+
+// globDecider decides as the router does for a worker's "*.example.test"
+// key: a name under it is the handler's, and a hello without a name sent
+// to the key's virtual address is terminated for the key's host part.
+type globDecider struct{}
+
+func (globDecider) DecideTLS(src, dst netip.AddrPort, sni string) router.TLSVerdict {
+	v := router.TLSVerdict{Decision: policy.Decision{Result: policy.Handler, Reason: policy.ReasonHandler}, Sandbox: "s", RequestID: "r", Name: sni}
+	switch {
+	case sni == "":
+		v.Name = "*.example.test"
+	case !strings.HasSuffix(sni, ".example.test"):
+		return router.TLSVerdict{Decision: policy.Decision{Result: policy.Deny, Reason: policy.ReasonNotAllowed}, Sandbox: "s", RequestID: "r"}
+	}
+	return v
+}
+
+func TestAConnectionWithoutANameToAGlobsAddressGetsNoWildcardCertificate(t *testing.T) {
+	ca, err := LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(prometheus.NewRegistry())
+	s := &Server{Decide: globDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	// No SNI (an IP-literal URL): the glob names no one host to mint for.
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err == nil {
+		t.Errorf("a handshake without a name got a certificate for %v", c.ConnectionState().PeerCertificates[0].DNSNames)
+		c.Close()
+	}
+	if n := testutil.ToFloat64(m.leaves.WithLabelValues("minted")); n != 0 {
+		t.Errorf("%v leaves minted for a wildcard", n)
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(m.connections.WithLabelValues(OutcomeRefused)) == 1 })
+	// A host name under it is served.
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	resp, err := clientFor(ln.Addr().String(), roots, true).Get("https://a.example.test/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+func TestAClientThatAbortsItsHandshakeLeavesNothingOpen(t *testing.T) {
+	addr, _, m, s := interceptFrontServer(t)
+	for range 20 {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The hello goes out, then the client is gone before the
+		// certificate comes back (or as it comes).
+		c := tls.Client(raw, &tls.Config{ServerName: "api.test", InsecureSkipVerify: true})
+		go c.Handshake()
+		time.Sleep(time.Millisecond)
+		raw.Close()
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(m.openConns) == 0 })
+	s.mu.Lock()
+	n := len(s.intercepts)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d intercepted connections still known after their clients went", n)
 	}
 }

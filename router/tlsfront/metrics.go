@@ -16,6 +16,7 @@ import (
 //	interceptd_tls_hello_seconds                  from accept to the whole ClientHello (or the failure)
 //	interceptd_tls_spliced_bytes_total{direction} in (from sandboxes), out (to them)
 //	interceptd_tls_open_connections
+//	interceptd_tls_streams_refused_total          HTTP/2 requests over their sandbox's cap in flight (429)
 //
 // Why a connection was refused is the policy's metric
 // (interceptd_policy_decisions_total{protocol="tls"}).
@@ -27,6 +28,9 @@ type Metrics struct {
 	openConns   prometheus.Gauge
 	leaves      *prometheus.CounterVec
 	handshakes  prometheus.Histogram
+	// streamsRefused counts HTTP/2 requests answered 429 for their
+	// sandbox's cap on requests in flight (Server.MaxStreams).
+	streamsRefused prometheus.Counter
 }
 
 // NewMetrics registers the front's metrics on reg.
@@ -49,7 +53,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.handshakes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "interceptd", Subsystem: "tls", Name: "handshake_seconds",
 		Help:    "Time of the TLS handshakes the front terminates for intercepted names (a minted certificate included).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 10}})
-	reg.MustRegister(m.connections, m.hellos, m.helloTime, m.spliced, m.openConns, m.leaves, m.handshakes)
+	m.streamsRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "interceptd", Subsystem: "tls", Name: "streams_refused_total",
+		Help: "HTTP/2 requests on intercepted connections answered 429: their sandbox had as many in flight as its connection cap."})
+	reg.MustRegister(m.connections, m.hellos, m.helloTime, m.spliced, m.openConns, m.leaves, m.handshakes, m.streamsRefused)
 	m.leaves.WithLabelValues("minted")
 	m.leaves.WithLabelValues("cached")
 	for _, o := range []string{OutcomePassthrough, OutcomeRefused, OutcomeHelloFailed, OutcomeUpstreamFailed, OutcomeLimited, OutcomeIntercepted, OutcomeUntrusted, OutcomeHandshakeFailed} {
@@ -99,6 +105,12 @@ func (m *Metrics) leaf(minted bool) {
 func (m *Metrics) handshake(d time.Duration) {
 	if m != nil {
 		m.handshakes.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) streamRefused() {
+	if m != nil {
+		m.streamsRefused.Inc()
 	}
 }
 
