@@ -50,23 +50,44 @@ func interceptFront(t *testing.T) (addr string, ca *CA, m *Metrics) {
 
 func interceptFrontServer(t *testing.T) (addr string, ca *CA, m *Metrics, s *Server) {
 	t.Helper()
+	ca = testCA(t)
+	s = &Server{Decide: handlerDecider{}, CA: ca, Handler: echoRouter{}}
+	addr = startFront(t, s)
+	return addr, ca, s.Metrics, s
+}
+
+// testCA is a CA made in the test's own directory.
+func testCA(t testing.TB) *CA {
+	t.Helper()
 	ca, err := LoadOrCreateCA(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca
+}
+
+// startFront serves s on a loopback port until the test ends (Close, then
+// Serve's return) and gives its address; s gets its own metrics and a
+// quiet logger unless it has them.
+func startFront(t testing.TB, s *Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m = NewMetrics(prometheus.NewRegistry())
-	s = &Server{Decide: handlerDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if s.Metrics == nil {
+		s.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
 		s.Close()
 		<-done
 	})
-	return ln.Addr().String(), ca, m, s
+	return ln.Addr().String()
 }
 
 func clientFor(addr string, roots *x509.CertPool, h2 bool) *http.Client {
@@ -270,24 +291,12 @@ func (globDecider) DecideTLS(src, dst netip.AddrPort, sni string) router.TLSVerd
 }
 
 func TestAConnectionWithoutANameToAGlobsAddressGetsNoWildcardCertificate(t *testing.T) {
-	ca, err := LoadOrCreateCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMetrics(prometheus.NewRegistry())
-	s := &Server{Decide: globDecider{}, CA: ca, Handler: echoRouter{}, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		s.Close()
-		<-done
-	})
+	ca := testCA(t)
+	s := &Server{Decide: globDecider{}, CA: ca, Handler: echoRouter{}}
+	addr := startFront(t, s)
+	m := s.Metrics
 	// No SNI (an IP-literal URL): the glob names no one host to mint for.
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
 	if err == nil {
 		t.Errorf("a handshake without a name got a certificate for %v", c.ConnectionState().PeerCertificates[0].DNSNames)
 		c.Close()
@@ -299,7 +308,7 @@ func TestAConnectionWithoutANameToAGlobsAddressGetsNoWildcardCertificate(t *test
 	// A host name under it is served.
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Certificate())
-	resp, err := clientFor(ln.Addr().String(), roots, true).Get("https://a.example.test/x")
+	resp, err := clientFor(addr, roots, true).Get("https://a.example.test/x")
 	if err != nil {
 		t.Fatal(err)
 	}

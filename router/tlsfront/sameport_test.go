@@ -21,10 +21,7 @@ import (
 // two destinations), on the same port.
 func twoAddressFront(t *testing.T) (a, b string, ca *CA, m *Metrics, s *Server) {
 	t.Helper()
-	ca, err := LoadOrCreateCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca = testCA(t)
 	ln1, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/interceptd/interceptd/router"
 	"github.com/interceptd/interceptd/router/handlers"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 type fixedSecret string
@@ -57,25 +55,12 @@ func TestAnInjectedSecretReachesNoPartOfAnInterceptedAnswerOverHTTP2OrHTTP1(t *t
 	u, _ := url.Parse(up.URL)
 	p := &handlers.Proxy{Name: "api.test", Upstream: u, Inject: []handlers.Injection{{Header: "Authorization", Template: "Bearer {secret}", Secret: fixedSecret(token)}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	ca, err := LoadOrCreateCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Decide: handlerDecider{}, CA: ca, Handler: proxyRouter{p}, Metrics: NewMetrics(prometheus.NewRegistry()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		s.Close()
-		<-done
-	})
+	ca := testCA(t)
+	addr := startFront(t, &Server{Decide: handlerDecider{}, CA: ca, Handler: proxyRouter{p}})
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Certificate())
 	for _, h2 := range []bool{true, false} {
-		c := clientFor(ln.Addr().String(), roots, h2)
+		c := clientFor(addr, roots, h2)
 		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		var early []string
 		req, _ := http.NewRequest("GET", "https://api.test/x", nil)

@@ -3,15 +3,12 @@ package tlsfront
 import (
 	"crypto/x509"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/interceptd/interceptd/router"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -26,27 +23,14 @@ func (h holdingRouter) ServeConn(w http.ResponseWriter, r *http.Request, c route
 }
 
 func TestASandboxsHTTP2RequestsInFlightAreCappedAsItsConnectionsAre(t *testing.T) {
-	ca, err := LoadOrCreateCA(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := testCA(t)
 	h := holdingRouter{in: make(chan struct{}, 16), release: make(chan struct{})}
-	m := NewMetrics(prometheus.NewRegistry())
-	s := &Server{Decide: handlerDecider{}, CA: ca, Handler: h, Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		MaxStreams: func(netip.Addr) int { return 2 }}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		s.Close()
-		<-done
-	})
+	s := &Server{Decide: handlerDecider{}, CA: ca, Handler: h, MaxStreams: func(netip.Addr) int { return 2 }}
+	addr := startFront(t, s)
+	m := s.Metrics
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Certificate())
-	c := clientFor(ln.Addr().String(), roots, true)
+	c := clientFor(addr, roots, true)
 	type result struct {
 		status int
 		err    error
