@@ -33,6 +33,19 @@ func echoIn(ln net.Listener) {
 }
 
 // echoer sends a line on conn and reads it back.
+// echoesUntil checks that conn echoes a line, runs change, and returns the
+// error of echoing another (nil: it still echoes).
+func echoesUntil(t *testing.T, conn net.Conn, change func()) error {
+	t.Helper()
+	echo := echoer(conn)
+	if got, err := echo("before"); err != nil || got != "before" {
+		t.Fatalf("echo before the change: %q, %v", got, err)
+	}
+	change()
+	_, err := echo("after")
+	return err
+}
+
 func echoer(conn net.Conn) func(line string) (string, error) {
 	r := bufio.NewReader(conn)
 	return func(line string) (string, error) {
@@ -92,13 +105,8 @@ func TestRemovingAnInboundEntryClosesDNATedAndDaemonCarriedConnections(t *testin
 			t.Fatalf("connecting through the DNAT: %v", err)
 		}
 		defer conn.Close()
-		echo := echoer(conn)
-		if got, err := echo("before"); err != nil || got != "before" {
-			t.Fatalf("echo before the change: %q, %v", got, err)
-		}
-		policy(t, "--inbound", "")
-		if got, err := echo("after"); err == nil {
-			t.Errorf("the DNATed connection the removed entry let in still echoes: %q", got)
+		if err := echoesUntil(t, conn, func() { policy(t, "--inbound", "") }); err == nil {
+			t.Errorf("the DNATed connection the removed entry let in still echoes")
 		} else if !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
 			t.Errorf("the DNATed connection the removed entry let in: %v, want it reset", err)
 		}
@@ -119,13 +127,8 @@ func TestRemovingAnInboundEntryClosesDNATedAndDaemonCarriedConnections(t *testin
 			t.Fatalf("connecting to the server's 443 from the peer: %v", err)
 		}
 		defer conn.Close()
-		echo := echoer(conn)
-		if got, err := echo("before"); err != nil || got != "before" {
-			t.Fatalf("echo before the change: %q, %v", got, err)
-		}
-		policy(t, "--inbound", "")
-		if got, err := echo("after"); err == nil {
-			t.Errorf("the spliced connection the removed entry let in still echoes: %q", got)
+		if err := echoesUntil(t, conn, func() { policy(t, "--inbound", "") }); err == nil {
+			t.Errorf("the spliced connection the removed entry let in still echoes")
 		}
 		e.waitLog(t, `msg="tunnel cut"`)
 	})

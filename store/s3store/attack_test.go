@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/interceptd/interceptd/store/s3store"
 )
 
@@ -182,20 +183,8 @@ func TestAnUploadSlowerThanItsLeaseIsChargedAfterARecountWipedItsReservation(t *
 	// against the reservation the recount wiped, its object would be
 	// charged nothing.
 	s, op := accounted(t, nil, map[string]map[string]int64{"sb1": {"blob.bytes": 150}})
-	var skew atomic.Int64
-	s.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
 	b := s.Blobs("q", store.ScopeShared, store.Limits{})
-	g := &gate{open: make(chan struct{}), started: make(chan struct{}), r: bytes.NewReader(content(100, 2))}
-	done := make(chan error, 1)
-	go func() {
-		_, err := b.Put("a", g, store.PutOptions{Size: 100, Owner: "sb1"})
-		done <- err
-	}()
-	<-g.started // 101 bytes reserved
-	skew.Store(int64(time.Hour))
-	if _, err := s.Reconcile(); err != nil {
-		t.Fatal(err)
-	}
+	g, done := uploadPastARecount(t, s, b, bytes.NewReader(content(100, 2)))
 	if _, err := b.Put("b", bytes.NewReader(content(100, 3)), store.PutOptions{Size: 100, Owner: "sb1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -275,20 +264,8 @@ func TestAnUploadThatFailsAfterARecountWipedItsReservationGivesNothingBack(t *te
 	// charged below what it holds (below nothing), and has that much
 	// more room.
 	s, op := accounted(t, nil, map[string]map[string]int64{"sb1": {"blob.bytes": 150}})
-	var skew atomic.Int64
-	s.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
 	b := s.Blobs("q", store.ScopeShared, store.Limits{})
-	g := &gate{open: make(chan struct{}), started: make(chan struct{}), r: &reset{bytes.NewReader(content(50, 2))}}
-	done := make(chan error, 1)
-	go func() {
-		_, err := b.Put("a", g, store.PutOptions{Size: 100, Owner: "sb1"})
-		done <- err
-	}()
-	<-g.started // 101 bytes reserved
-	skew.Store(int64(time.Hour))
-	if _, err := s.Reconcile(); err != nil {
-		t.Fatal(err)
-	}
+	g, done := uploadPastARecount(t, s, b, &reset{bytes.NewReader(content(50, 2))})
 	close(g.open)
 	if err := <-done; err == nil {
 		t.Fatal("the reset upload was taken")
@@ -323,4 +300,27 @@ func TestObjectsOfABucketNamedWithALeadingDotAreRecountedAndPurged(t *testing.T)
 	if _, err := b.Head("a"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("after the purge: %v, want store.ErrNotFound", err)
 	}
+}
+
+// uploadPastARecount starts sb1's upload of "a" (100 bytes announced, its
+// body r held behind the returned gate), waits until its 101 bytes are
+// reserved, then moves s's clock past the reservation's lease and recounts
+// (as store --check does), which wipes the reservation. done gets the
+// upload's result once the gate opens.
+func uploadPastARecount(t *testing.T, s *s3store.Store, b backend.Blobs, r io.Reader) (g *gate, done chan error) {
+	t.Helper()
+	var skew atomic.Int64
+	s.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	g = &gate{open: make(chan struct{}), started: make(chan struct{}), r: r}
+	done = make(chan error, 1)
+	go func() {
+		_, err := b.Put("a", g, store.PutOptions{Size: 100, Owner: "sb1"})
+		done <- err
+	}()
+	<-g.started // 101 bytes reserved
+	skew.Store(int64(time.Hour))
+	if _, err := s.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	return g, done
 }
