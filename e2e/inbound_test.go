@@ -265,16 +265,7 @@ func TestConnectionsIntoASandboxOpenOnlyAsItsInboundPolicySays(t *testing.T) {
 	})
 	t.Run("an entry removed closes the sandbox again, and the connections it let in", func(t *testing.T) {
 		policy(t, "server", "--inbound", clientCIDR+":7000/tcp")
-		ln := e.ListenIn(server.NetnsPath, "0.0.0.0:7000")
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() { defer c.Close(); io.Copy(c, c) }()
-			}
-		}()
+		echoIn(e.ListenIn(server.NetnsPath, "0.0.0.0:7000"))
 		var conn net.Conn
 		if err := inNetns(client, func() (err error) {
 			d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIn)}}

@@ -25,15 +25,25 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// engines opens, in one run, the bbolt store and the etcd backend on one
-// real etcd member (loopback), so that their figures compare.
-func engines(b *testing.B) []struct {
+// engine is one KV backend a benchmark runs on.
+type engine struct {
 	name string
 	kv   backend.KV
-} {
+}
+
+// engines opens, in one run, the bbolt store and the etcd backend on one
+// real etcd member (loopback), so that their figures compare.
+func engines(b *testing.B) []engine {
+	_, es := openEngines(b, nil)
+	return es
+}
+
+// openEngines is engines, with the etcd member (for its process) and the
+// etcd backend's metrics in m (nil: none).
+func openEngines(b *testing.B, m *etcdstore.Metrics) (*etcdtest.Cluster, []engine) {
 	c := etcdtest.Start(b)
 	s, err := etcdstore.Open(etcdstore.Options{Endpoints: c.Endpoints(), Prefix: "/bench/",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: m})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -47,10 +57,7 @@ func engines(b *testing.B) []struct {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	return []struct {
-		name string
-		kv   backend.KV
-	}{
+	return c, []engine{
 		{"bbolt", backend.Bolt(db).Keys(store.KindKV, "bench", store.ScopeShared, store.Limits{})},
 		{"etcd", s.Keys(store.KindKV, "bench", store.ScopeShared, store.Limits{})},
 	}
@@ -143,29 +150,8 @@ func (o oneSpace) Objects(string) backend.Objects                               
 // CPU time of this process (cpu-µs/op: the daemon's side, the writers
 // included) and of the etcd member (etcd-cpu-µs/op, from /proc).
 func BenchmarkKVPutOwned(b *testing.B) {
-	c := etcdtest.Start(b)
 	reg := prometheus.NewRegistry()
-	s, err := etcdstore.Open(etcdstore.Options{Endpoints: c.Endpoints(), Prefix: "/bench/",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: etcdstore.NewMetrics(reg)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	for !s.Live() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	db, err := store.Open(b.TempDir(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	engines := []struct {
-		name string
-		kv   backend.KV
-	}{
-		{"bbolt", backend.Bolt(db).Keys(store.KindKV, "bench", store.ScopeShared, store.Limits{})},
-		{"etcd", s.Keys(store.KindKV, "bench", store.ScopeShared, store.Limits{})},
-	}
+	c, engines := openEngines(b, etcdstore.NewMetrics(reg))
 	pid := c.Members[0].Pid()
 	for _, e := range engines {
 		for _, shape := range []struct {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -272,21 +271,10 @@ func TestConcurrentWritesChargedToOneSandboxAllLandAndKeepItsUsageExact(t *testi
 	s := open(t, c.Endpoints(), "/owner/", etcdstore.Options{})
 	kv := s.Keys(store.KindKV, "ns", store.SandboxScope("sb"), store.Limits{})
 	const writers, each = 32, 12
-	errs := make(chan error, writers*each)
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				errs <- kv.Put(fmt.Sprintf("k%d-%d", w, i), store.Entry{Value: []byte("v"), Owner: "sb"})
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
 	failed := 0
-	for err := range errs {
+	for _, err := range putConcurrently(kv, writers, each, func(w, i int) (string, store.Entry) {
+		return fmt.Sprintf("k%d-%d", w, i), store.Entry{Value: []byte("v"), Owner: "sb"}
+	}) {
 		if err != nil {
 			failed++
 			t.Log(err)

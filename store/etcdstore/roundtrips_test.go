@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/interceptd/interceptd/store"
+	"github.com/interceptd/interceptd/store/backend"
 	"github.com/interceptd/interceptd/store/etcdstore"
 	"github.com/interceptd/interceptd/store/etcdstore/etcdtest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,20 +130,9 @@ func TestWritersReplacingKeysOfAFullQuotaAreNeverRefused(t *testing.T) {
 	s := open(t, c.Endpoints(), "/full/", etcdstore.Options{Quotas: quotas})
 	kv := s.Keys(store.KindKV, "ns", store.SandboxScope("sb"), store.Limits{})
 	const writers, each = 16, 20
-	errs := make(chan error, writers*each)
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				errs <- kv.Put(fmt.Sprintf("k%d", (w+i)%keys), store.Entry{Value: []byte(fmt.Sprint(w)), Owner: "sb"})
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range putConcurrently(kv, writers, each, func(w, i int) (string, store.Entry) {
+		return fmt.Sprintf("k%d", (w+i)%keys), store.Entry{Value: []byte(fmt.Sprint(w)), Owner: "sb"}
+	}) {
 		if err != nil {
 			t.Error(err)
 		}
@@ -165,19 +155,13 @@ func TestWritersOfOneSandboxWritingTheSameKeysRarelyConflict(t *testing.T) {
 	s := open(t, c.Endpoints(), "/same/", etcdstore.Options{Metrics: etcdstore.NewMetrics(reg)})
 	kv := s.Keys(store.KindKV, "ns", store.SandboxScope("sb"), store.Limits{})
 	const writers, each, keys = 16, 20, 4
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				if err := kv.Put(fmt.Sprintf("k%d", i%keys), store.Entry{Value: []byte(fmt.Sprint(w, i)), Owner: "sb"}); err != nil {
-					t.Error(err)
-				}
-			}
-		}()
+	for _, err := range putConcurrently(kv, writers, each, func(w, i int) (string, store.Entry) {
+		return fmt.Sprintf("k%d", i%keys), store.Entry{Value: []byte(fmt.Sprint(w, i)), Owner: "sb"}
+	}) {
+		if err != nil {
+			t.Error(err)
+		}
 	}
-	wg.Wait()
 	conflicts := counter(t, reg, "interceptd_store_etcd_conflicts_total", "put")
 	t.Logf("%v conflicts in %d writes", conflicts, writers*each)
 	if conflicts*10 > writers*each {
@@ -189,4 +173,28 @@ func TestWritersOfOneSandboxWritingTheSameKeysRarelyConflict(t *testing.T) {
 	if err := s.Check(); err != nil {
 		t.Error(err)
 	}
+}
+
+// putConcurrently runs writers goroutines that each put each entries into
+// kv (entry gives writer w's i-th key and entry) and returns every put's
+// error, once all are done.
+func putConcurrently(kv backend.KV, writers, each int, entry func(w, i int) (string, store.Entry)) []error {
+	errs := make(chan error, writers*each)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				errs <- kv.Put(entry(w, i))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return all
 }
